@@ -1,0 +1,512 @@
+"""The public surface every backend shares (the seed's contract).
+
+A backend module only names its provider adapter and its defaults; all
+behaviour lives here and in the engine below it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from ..engine.engine import Engine, key_fingerprint
+from ..engine.future import RequestFuture
+from ..engine.loop import in_engine_thread
+from ..engine.request import Request
+from ..engine.settings import SETTINGS, Settings
+from ..engine.stream import ChunkStream
+from ..resilience.batching import normalize_inputs
+from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
+from ..resilience.clock import SYSTEM_CLOCK, Clock
+from ..resilience.errors import AuthenticationError, InvalidInputError, SettingError
+from ..resilience.stats import RequestRecord
+
+__all__ = ["BaseApiBackend"]
+
+SIMULATOR_BASE_URLS = ("simulator", "embedded")
+"""A base URL of ``"simulator"`` starts the embedded simulator in this process and uses it."""
+
+_NOT_SERVICE_FAILURES = frozenset(
+    {
+        "ratelimiterror",
+        "rate_limit",
+        "authenticationerror",
+        "authentication",
+        "permissiondeniederror",
+        "invalidrequesterror",
+        "invalid_request",
+        "invalidinputerror",
+        "notfounderror",
+        "not_found",
+        "cancelled",
+        "cancelledrequesterror",
+    }
+)
+
+
+class _SettingAttr:
+    """``client.<setting>``: read the current value; set it, checked."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        if obj is None:
+            return self
+        return obj._settings[self.name]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj._settings.set(self.name, value)
+
+
+class BaseApiBackend:
+    """Priority queue, circuit breaker, retries, batching and statistics
+    over one provider.  Subclasses set ``provider`` (a wire adapter)."""
+
+    PRIORITY_HIGH = 0
+    PRIORITY_NORMAL = 1
+    PRIORITY_LOW = 2
+
+    provider: Any = None  # the provider's wire adapter, set by each backend module
+
+    def __init__(
+        self,
+        resources: Optional[Mapping[str, Any]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        transport: Any = None,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: Any = None,
+    ) -> None:
+        if resources is not None and not isinstance(resources, Mapping):
+            raise InvalidInputError(f"resources must be a dict (or None), not {type(resources).__name__}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"metadata must be a dict (or None), not {type(metadata).__name__}")
+        self.resources = dict(resources or {})
+        self.metadata = dict(metadata or {})
+        spec = self.provider.spec
+        self._settings = Settings(self.metadata)
+        self._clock = clock
+        base_url = _first(self.metadata, spec.base_url_metadata, spec.base_url_env) or spec.default_base_url
+        if base_url.strip().lower() in SIMULATOR_BASE_URLS:
+            from ..simulator import embedded_simulator
+
+            base_url = embedded_simulator().base_url
+        self._engine = Engine(
+            self.provider,
+            self._settings,
+            base_url=base_url,
+            api_key=_first(self.metadata, spec.key_metadata, spec.key_env),
+            transport=transport,
+            clock=clock,
+            rng=rng,
+        )
+        models = self.metadata.get("embedding_models", spec.embedding_models)
+        self.embedding_models = list(models)
+        self.supported_batch_models = list(self.metadata.get("supported_batch_models", models))
+        self._started_wall = clock.wall()
+
+    # --------------------------------------------------------- identity
+
+    @property
+    def api_key(self) -> Optional[str]:
+        return self._engine.api_key
+
+    @api_key.setter
+    def api_key(self, value: Optional[str]) -> None:
+        if value is not None and not isinstance(value, str):
+            raise SettingError("api_key", "<not shown>", "a string or None")
+        self._engine.api_key = value or None
+
+    @property
+    def base_url(self) -> str:
+        return self._engine.base_url
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise SettingError("base_url", value, "an http:// or https:// URL")
+        self._engine.base_url = value
+
+    @property
+    def supported_batch_models(self) -> list[str]:
+        return list(self._engine.supported_batch_models)
+
+    @supported_batch_models.setter
+    def supported_batch_models(self, value: Iterable[str]) -> None:
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise SettingError("supported_batch_models", value, "a list of model names")
+        self._engine.supported_batch_models = frozenset(value)
+
+    @property
+    def embedding_models(self) -> list[str]:
+        return self._embedding_models
+
+    @embedding_models.setter
+    def embedding_models(self, value: Iterable[str]) -> None:
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise SettingError("embedding_models", value, "a list of model names")
+        self._embedding_models = list(value)
+
+    def __repr__(self) -> str:
+        fp = key_fingerprint(self.api_key)
+        key = f"key={fp}" if fp else "no key"
+        return f"<{type(self).__name__} {self.base_url} {key} circuit={self.circuit_state}>"
+
+    # ------------------------------------------------------------ queue
+
+    def queue_with_priority(self, request_info: Mapping[str, Any], priority: Optional[int] = None) -> RequestFuture:
+        """Queue ``{"endpoint", "data", "api_key"?, "request_id"?, "stream"?}``
+        at ``priority`` (HIGH 0, NORMAL 1, LOW 2) and return its future at once.
+
+        The future is the seed's dict (``completed``, ``result``, ``error``)
+        and also offers ``wait(timeout)`` and ``result(timeout)``.
+        """
+        if not isinstance(request_info, Mapping):
+            raise InvalidInputError(
+                f"request_info must be a dict like {{'endpoint': 'chat/completions', 'data': {{...}}}}, "
+                f"not {type(request_info).__name__}"
+            )
+        endpoint = request_info.get("endpoint")
+        if not isinstance(endpoint, str) or not endpoint.strip():
+            raise InvalidInputError("request_info['endpoint'] must name the API endpoint, e.g. 'chat/completions'")
+        if priority is None:
+            priority = request_info.get("priority", self.PRIORITY_NORMAL)
+        return self._submit(
+            endpoint,
+            request_info.get("data"),
+            priority=priority,
+            request_id=request_info.get("request_id"),
+            api_key=request_info.get("api_key"),
+            stream=bool(request_info.get("stream", False)),
+        ).future
+
+    def _submit(
+        self,
+        endpoint: str,
+        data: Any,
+        *,
+        priority: Any = None,
+        request_id: Optional[str] = None,
+        api_key: Optional[str] = None,
+        stream: bool = False,
+    ) -> Request:
+        priority = self.PRIORITY_NORMAL if priority is None else priority
+        if isinstance(priority, bool) or priority not in (self.PRIORITY_HIGH, self.PRIORITY_NORMAL, self.PRIORITY_LOW):
+            raise InvalidInputError(
+                f"unknown priority {priority!r}: use client.PRIORITY_HIGH (0), PRIORITY_NORMAL (1) or PRIORITY_LOW (2)"
+            )
+        if data is not None and not isinstance(data, Mapping):
+            raise InvalidInputError(f"request data must be a dict (the JSON body), not {type(data).__name__}")
+        if request_id is not None and not isinstance(request_id, str):
+            raise InvalidInputError(f"request_id must be a string, not {type(request_id).__name__}")
+        if api_key is not None and not isinstance(api_key, str):
+            raise InvalidInputError("api_key must be a string")
+        engine = self._engine
+        if not (api_key or engine.api_key) and self.provider.spec.requires_key and engine.base_url == self.provider.spec.default_base_url:
+            names = " or ".join(self.provider.spec.key_env + tuple(f"metadata['{m}']" for m in self.provider.spec.key_metadata[:1]))
+            raise AuthenticationError(f"no API key for {self.provider.name}: set {names}", provider=self.provider.name)
+        data = dict(data) if data is not None else None
+        now = self._clock.now()
+        deadline = self._settings["request_deadline"]
+        req = Request(
+            endpoint,
+            data,
+            priority=priority,
+            request_id=request_id,
+            api_key=api_key,
+            stream=stream,
+            submitted_at=now,
+            deadline=None if deadline is None else now + deadline,
+        )
+        if not stream and engine.batchable(endpoint, data):
+            req.inputs = normalize_inputs(data.get("input"))
+        return engine.submit(req)
+
+    def _call(self, endpoint: str, data: Any, **kwargs: Any) -> Any:
+        """Submit and block until the outcome (the sync API)."""
+        if in_engine_thread():
+            raise RuntimeError(
+                "a blocking call was made from the engine's own event loop (inside a callback); "
+                "this would deadlock: call it from another thread"
+            )
+        return self._submit(endpoint, data, **kwargs).future.result()
+
+    def make_request(
+        self,
+        endpoint: str,
+        data: Optional[Mapping[str, Any]] = None,
+        request_id: Optional[str] = None,
+        *,
+        priority: Optional[int] = None,
+        api_key: Optional[str] = None,
+    ) -> Any:
+        """Send one request to ``endpoint`` (e.g. ``"chat/completions"``,
+        ``"embeddings"``, ``"models"``) and return the provider's JSON.
+        Embeddings to ``supported_batch_models`` are batched transparently."""
+        if not isinstance(endpoint, str) or not endpoint.strip():
+            raise InvalidInputError("endpoint must name the API endpoint, e.g. 'chat/completions'")
+        return self._call(endpoint, data, request_id=request_id, priority=priority, api_key=api_key)
+
+    # --------------------------------------------------------- operations
+
+    def chat(
+        self,
+        model_name: str,
+        messages: list,
+        *,
+        stream: bool = False,
+        priority: Optional[int] = None,
+        request_id: Optional[str] = None,
+        **params: Any,
+    ) -> Union[dict, ChunkStream]:
+        """A chat completion: the provider's response dict, or with
+        ``stream=True`` an iterator of chunk dicts (close it to stop early)."""
+        _check_model(model_name)
+        _check_messages(messages)
+        data = {"model": model_name, "messages": messages, **params}
+        if stream:
+            data["stream"] = True
+            return self._call("chat/completions", data, priority=priority, request_id=request_id, stream=True)
+        return self._call("chat/completions", data, priority=priority, request_id=request_id)
+
+    def completions(self, model_name: str, prompt: Any, *, priority: Optional[int] = None, **params: Any) -> dict:
+        _check_model(model_name)
+        if not isinstance(prompt, (str, list)):
+            raise InvalidInputError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}")
+        return self._call("completions", {"model": model_name, "prompt": prompt, **params}, priority=priority)
+
+    def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> dict:
+        """Embeddings for one text or a list; batched with other callers'
+        when ``model_name`` is in ``supported_batch_models``."""
+        _check_model(model_name)
+        normalize_inputs(input)
+        return self._call("embeddings", {"model": model_name, "input": input, **params}, priority=priority)
+
+    def list_models(self) -> list:
+        result = self._call("models", None)
+        return result.get("data", []) if isinstance(result, dict) else result
+
+    # ---------------------------------------------------- circuit breaker
+
+    @property
+    def circuit_state(self) -> str:
+        """``"CLOSED"``, ``"OPEN"`` or ``"HALF_OPEN"``."""
+        return self._engine.breaker.state(self._clock.now())
+
+    def check_circuit_breaker(self) -> bool:
+        """True when a request may go now (CLOSED, or HALF_OPEN with a probe free)."""
+        return self.circuit_state != STATE_OPEN
+
+    def track_request_result(self, success: bool, error_type: Optional[str] = None) -> None:
+        """Record an outcome of an operation made outside this client: it
+        feeds the breaker (a failure counts unless ``error_type`` names a
+        client error or a rate limit) and the statistics."""
+        now = self._clock.now()
+        breaker = self._engine.breaker
+        if success:
+            breaker.on_success(now)
+        elif error_type and str(error_type).lower() in _NOT_SERVICE_FAILURES:
+            breaker.on_ignored(now)
+        else:
+            breaker.on_failure(now)
+        self._engine.stats.record_external(bool(success), None if success else str(error_type or "error"))
+
+    # -------------------------------------------------------------- stats
+
+    def update_stats(self, stats_update: Optional[Mapping[str, Any]] = None, **fields: Any) -> None:
+        """Record one finished request made outside the queue (thread-safe).
+
+        Fields: ``success`` (bool, required), ``response_time`` (s), ``model``,
+        ``error_type``, ``tokens_in``, ``tokens_out``, ``attempts``, ``endpoint``.
+        """
+        update = dict(stats_update or {}, **fields)
+        unknown = set(update) - {"success", "response_time", "model", "error_type", "tokens_in", "tokens_out", "attempts", "endpoint", "queue_wait"}
+        if unknown or "success" not in update:
+            raise InvalidInputError(
+                f"update_stats takes success (required), response_time, model, error_type, tokens_in, tokens_out, "
+                f"attempts, endpoint, queue_wait; got {sorted(update)}"
+            )
+        self._engine.stats.record_request(
+            RequestRecord(
+                success=bool(update["success"]),
+                latency=float(update.get("response_time", 0.0)),
+                queue_wait=float(update.get("queue_wait", 0.0)),
+                attempts=int(update.get("attempts", 1)),
+                model=update.get("model"),
+                error_kind=update.get("error_type"),
+                tokens_in=int(update.get("tokens_in", 0)),
+                tokens_out=int(update.get("tokens_out", 0)),
+                endpoint=update.get("endpoint"),
+            )
+        )
+
+    def get_stats(self) -> dict:
+        """Counters and figures since the last ``reset_stats()``."""
+        stats = self._engine.stats.snapshot()
+        engine = self._engine.snapshot()
+        stats.update(
+            current_queue_size=engine["queue_size"],
+            queue_by_priority=engine["queue_by_priority"],
+            queue_capacity=engine["queue_capacity"],
+            in_flight=engine["in_flight"],
+            max_concurrent_requests=engine["max_concurrent_requests"],
+            circuit_state=engine["circuit_breaker"]["state"],
+        )
+        return stats
+
+    def generate_report(self, include_details: bool = False) -> dict:
+        stats = self.get_stats()
+        engine = self._engine.snapshot()
+        report = {
+            "api": self.provider.name,
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock.wall())),
+            "summary": {
+                "total_requests": stats["total_requests"],
+                "successful_requests": stats["successful_requests"],
+                "failed_requests": stats["failed_requests"],
+                "success_rate": stats["success_rate"],
+                "retry_rate": stats["retry_rate"],
+                "retried_requests": stats["retried_requests"],
+                "total_retries": stats["total_retries"],
+                "average_response_time": stats["average_response_time"],
+                "p50_response_time": stats["latency"]["p50"],
+                "p95_response_time": stats["latency"]["p95"],
+                "p99_response_time": stats["latency"]["p99"],
+                "average_queue_wait": stats["queue_wait"]["mean"],
+            },
+            "circuit_breaker": engine["circuit_breaker"],
+            "queue": {
+                "size": engine["queue_size"],
+                "capacity": engine["queue_capacity"],
+                "by_priority": engine["queue_by_priority"],
+                "in_flight": engine["in_flight"],
+                "max_concurrent_requests": engine["max_concurrent_requests"],
+                "backing_off": engine["backing_off"],
+            },
+            "models": stats["models"],
+            "errors": stats["errors_by_type"],
+            "tokens": stats["tokens"],
+            "batching": dict(stats["batches"], enabled=self.batching_enabled, max_batch_size=self.max_batch_size),
+            "keys": stats["keys"],
+        }
+        if include_details:
+            report["details"] = {
+                "stats": stats,
+                "settings": self._settings.as_dict(),
+                "base_url": self.base_url,
+                "supported_batch_models": self.supported_batch_models,
+            }
+        return report
+
+    def reset_stats(self) -> None:
+        self._engine.stats.reset()
+
+    # ----------------------------------------------------------- batching
+
+    def add_to_batch(self, model_name: str, request_input: Any, future: Optional[dict] = None, **params: Any) -> RequestFuture:
+        """Queue embeddings input(s) for ``model_name`` to go out in a batch;
+        returns the future (a given ``future`` dict is filled in too)."""
+        _check_model(model_name)
+        normalize_inputs(request_input)
+        fut = self._submit("embeddings", {"model": model_name, "input": request_input, **params}).future
+        if future is not None:
+            if not isinstance(future, dict):
+                raise InvalidInputError("future must be a dict to fill in, or None")
+            fut.add_done_callback(lambda f: future.update(result=f["result"], error=f["error"], completed=True))
+        return fut
+
+    def _process_batch(self) -> int:
+        """Send the batches being assembled now, without waiting for
+        ``batch_timeout``; returns how many were sent."""
+        return self._run_on_engine(self._engine.flush_batches)
+
+    def _run_on_engine(self, fn, *args):
+        if in_engine_thread():
+            return fn(*args)
+        done = threading.Event()
+        box: list = []
+
+        def run() -> None:
+            try:
+                box.append((fn(*args), None))
+            except BaseException as exc:  # handed back to the caller
+                box.append((None, exc))
+            done.set()
+
+        self._engine.loop.call_soon_threadsafe(run)
+        done.wait()
+        value, exc = box[0]
+        if exc is not None:
+            raise exc
+        return value
+
+    # -------------------------------------------------------- inspection
+
+    @property
+    def request_queue(self) -> list[dict]:
+        """What waits in the queue now, in dispatch order (a snapshot)."""
+        return [
+            {"request_id": r.request_id, "endpoint": r.endpoint, "priority": r.priority, "model": r.model}
+            for r in self._engine.queue.snapshot()
+        ]
+
+    @property
+    def queue_lock(self):
+        """The lock that guards the queue (reentrant); hold it only briefly."""
+        return self._engine.queue.lock
+
+    @property
+    def current_requests(self) -> int:
+        return self._engine.in_flight
+
+    # ----------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Fail what is queued with ``ShutdownError``, let attempts in flight
+        finish (a few seconds at most), release connections."""
+        self._engine.close()
+
+    def __enter__(self) -> "BaseApiBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+for _spec in SETTINGS:
+    setattr(BaseApiBackend, _spec.name, _SettingAttr(_spec.name))
+
+CIRCUIT_STATES = (STATE_CLOSED, STATE_OPEN, STATE_HALF_OPEN)
+
+
+def _first(metadata: Mapping[str, Any], keys: Iterable[str], env: Iterable[str]) -> Optional[str]:
+    for key in keys:
+        value = metadata.get(key)
+        if value:
+            return str(value)
+    for name in env:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _check_model(model_name: Any) -> None:
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise InvalidInputError(f"model_name must be a non-empty string (e.g. 'gpt-4o-mini'), not {model_name!r}")
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInputError(
+            "messages must be a non-empty list like [{'role': 'user', 'content': 'Hello'}], "
+            f"not {type(messages).__name__}"
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise InvalidInputError(f"messages[{i}] must be a dict with a 'role' (and 'content'), not {message!r:.80}")

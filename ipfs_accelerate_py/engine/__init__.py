@@ -1,0 +1,1 @@
+"""The engine: one asyncio loop per process drives every backend's requests."""

@@ -1,0 +1,744 @@
+"""The engine: drives each request through the policies and the transport.
+
+Admission runs in the caller's thread (so a full queue or an open circuit
+fails at once, without a trip to the loop); everything after runs on the
+process's engine loop:
+
+    submit -> [batch assembler] -> priority queue -> pump (max_concurrent_requests)
+           -> attempt (breaker permit, transport) -> success | retry decision
+           -> backoff timer -> back into the queue at its old place | complete
+
+The pump is not a task that polls: it runs when something changes (a
+request arrives, a slot frees, a backoff ends).  No lock is held across I/O
+or a wait; ``queue.lock`` guards the queue and the few counters shared with
+callers' threads.  Every future completes exactly once (``RequestFuture``
+refuses a second outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from typing import Any, Optional
+
+from ..resilience import retry as retry_policy
+from ..resilience.batching import BatchAssembler, batch_key
+from ..resilience.breaker import STATE_OPEN, BreakerOptions, CircuitBreaker
+from ..resilience.clock import SYSTEM_CLOCK, Clock
+from ..resilience.errors import (
+    ApiError,
+    CancelledRequestError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    NetworkError,
+    QueueFullError,
+    ShutdownError,
+    classify_exception,
+)
+from ..resilience.priority_queue import PriorityRequestQueue
+from ..resilience.stats import RequestRecord, StatsCollector
+from ..transport.base import StreamResponse, Transport
+from ..transport.sse import STREAM_DONE, iter_sse
+from .loop import engine_loop, in_engine_thread
+from .request import Request
+from .settings import Settings
+from .stream import ChunkStream
+
+__all__ = ["Engine", "key_fingerprint"]
+
+log = logging.getLogger("ipfs_accelerate_py.engine")
+
+_BREAKER_SETTINGS = {
+    "failure_threshold": "failure_threshold",
+    "reset_timeout": "reset_timeout",
+    "half_open_max_requests": "half_open_max_requests",
+    "failure_rate_threshold": "failure_rate_threshold",
+    "slow_call_duration": "slow_call_duration",
+    "slow_call_rate_threshold": "slow_call_rate_threshold",
+    "breaker_window": "window_seconds",
+    "breaker_minimum_calls": "minimum_calls",
+}
+_RETRY_SETTINGS = {
+    "max_retries": "max_retries",
+    "backoff_factor": "backoff_factor",
+    "initial_retry_delay": "initial_delay",
+    "max_retry_delay": "max_delay",
+    "retry_jitter": "jitter",
+}
+
+
+def key_fingerprint(api_key: Optional[str]) -> Optional[str]:
+    """How a key is named in stats and reports: 8 hex digits of its SHA-256."""
+    if not api_key:
+        return None
+    import hashlib
+
+    return hashlib.sha256(api_key.encode()).hexdigest()[:8]
+
+
+class Engine:
+    """One backend's queue, dispatcher, batcher, breaker and stats."""
+
+    def __init__(
+        self,
+        provider: Any,
+        settings: Settings,
+        *,
+        base_url: str,
+        api_key: Optional[str],
+        transport: Optional[Transport] = None,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.provider = provider
+        self.settings = settings
+        self.base_url = base_url
+        self.api_key = api_key
+        self.clock = clock
+        self.rng = rng or random.Random()
+        if transport is None:
+            from ..transport.aiohttp_transport import AiohttpTransport
+
+            transport = AiohttpTransport()
+        self.transport = transport
+        self._engine_loop = engine_loop()
+        self.loop = self._engine_loop.loop
+
+        self.queue = PriorityRequestQueue(settings["queue_size"], settings["queue_aging_interval"])
+        self.breaker = CircuitBreaker(self._breaker_options())
+        self.breaker.add_listener(self._on_breaker_transition)
+        self.retry_options = self._retry_options()
+        self.stats = StatsCollector()
+        self.batcher = BatchAssembler(settings["max_batch_size"], settings["batch_timeout"], self._batch_limits)
+        settings.add_listener(self._on_setting)
+
+        self.in_flight = 0
+        self.closed = False
+        # shared with callers' threads, guarded by queue.lock
+        self._wake_pending = False
+        self._incoming: list[Request] = []
+        self._batch_pending = 0
+        self._deadlines: list[tuple[float, int, Any]] = []
+        # loop-only
+        self._deadline_timer: Optional[asyncio.TimerHandle] = None
+        self._deadline_timer_at: Optional[float] = None
+        self._batch_timer: Optional[asyncio.TimerHandle] = None
+        self._backing_off: set[Request] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._batch_seq = 0
+        self.supported_batch_models: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------ options
+
+    def _breaker_options(self) -> BreakerOptions:
+        return BreakerOptions(**{field: self.settings[name] for name, field in _BREAKER_SETTINGS.items()})
+
+    def _retry_options(self) -> retry_policy.RetryOptions:
+        return retry_policy.RetryOptions(**{field: self.settings[name] for name, field in _RETRY_SETTINGS.items()})
+
+    def _on_setting(self, name: str, value: Any) -> None:
+        if name in _BREAKER_SETTINGS:
+            self.breaker.options = self._breaker_options()
+        elif name in _RETRY_SETTINGS:
+            self.retry_options = self._retry_options()
+        elif name == "queue_size":
+            self.queue.maxsize = value
+        elif name == "queue_aging_interval":
+            self.queue.aging_interval = value
+        elif name == "max_batch_size":
+            self.batcher.max_batch_size = value
+        elif name == "batch_timeout":
+            self.batcher.batch_timeout = value
+        elif name == "max_concurrent_requests" and not self.closed:
+            self.wake()  # a raised limit lets queued requests go now
+
+    def _batch_limits(self, key: tuple):
+        return self.provider.batch_limits(key[1])
+
+    def _on_breaker_transition(self, old: str, new: str, now: float) -> None:
+        self.stats.record_breaker_transition(old, new, self.clock.wall())
+        level = logging.WARNING if new == STATE_OPEN else logging.INFO
+        log.log(level, "%s circuit %s -> %s", self.provider.name, old, new)
+
+    # ---------------------------------------------------------- admission
+
+    def batchable(self, endpoint: str, data: Any) -> bool:
+        if not self.settings["batching_enabled"] or not isinstance(data, dict):
+            return False
+        return self.provider.batchable(endpoint) and data.get("model") in self.supported_batch_models
+
+    def submit(self, req: Request) -> Request:
+        """Admit a request (any thread).  Raises at once when it cannot be
+        queued: ``ShutdownError``, ``CircuitOpenError``, ``QueueFullError``."""
+        if self.closed:
+            raise ShutdownError(f"{self.provider.name} backend is closed; create a new client", provider=self.provider.name)
+        now = self.clock.now()
+        if self.breaker.state(now) == STATE_OPEN:
+            self.stats.record_rejected("circuit_open")
+            raise self._circuit_open_error(now, req)
+        queue = self.queue
+        with queue.lock:
+            if req.inputs is not None:
+                if len(queue) + self._batch_pending >= queue.maxsize:
+                    self.stats.record_rejected("queue_full")
+                    raise QueueFullError(
+                        f"Request queue is full ({len(queue) + self._batch_pending} of {queue.maxsize}): "
+                        "raise client.queue_size, lower the request rate, or raise client.max_concurrent_requests",
+                        provider=self.provider.name,
+                        request_id=req.request_id,
+                    )
+                self._batch_pending += 1
+                self._incoming.append(req)
+            else:
+                if self._batch_pending and len(queue) + self._batch_pending >= queue.maxsize:
+                    self.stats.record_rejected("queue_full")
+                    raise QueueFullError(
+                        f"Request queue is full ({len(queue) + self._batch_pending} of {queue.maxsize}): "
+                        "raise client.queue_size, lower the request rate, or raise client.max_concurrent_requests",
+                        provider=self.provider.name,
+                        request_id=req.request_id,
+                    )
+                try:
+                    req.entry = queue.push(req, req.priority, now)
+                except QueueFullError:
+                    self.stats.record_rejected("queue_full")
+                    raise
+                if req.deadline is not None:
+                    heapq.heappush(self._deadlines, (req.deadline, req.entry.seq, req.entry))
+            req.future._canceller = lambda: self._call_soon(self._cancel, req)
+            self._wake_locked()
+        return req
+
+    def _circuit_open_error(self, now: float, req: Optional[Request] = None) -> CircuitOpenError:
+        wait = self.breaker.retry_in(now)
+        snap = self.breaker.snapshot(now)
+        return CircuitOpenError(
+            f"circuit is OPEN after {snap.get('consecutive_failures', 0)} consecutive failures; "
+            f"failing fast, next probe in {wait:.1f}s",
+            provider=self.provider.name,
+            request_id=req.request_id if req else None,
+            retry_after=wait,
+        )
+
+    def wake(self) -> None:
+        with self.queue.lock:
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._call_soon(self._pump)
+
+    def _call_soon(self, fn, *args) -> None:
+        if in_engine_thread():
+            self.loop.call_soon(fn, *args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # --------------------------------------------------------------- pump
+
+    def _pump(self) -> None:
+        queue = self.queue
+        with queue.lock:
+            self._wake_pending = False
+            incoming, self._incoming = self._incoming, []
+        now = self.clock.now()
+        if incoming:
+            self._add_to_batches(incoming, now)
+        limit = self.settings["max_concurrent_requests"]
+        while self.in_flight < limit:
+            entry = queue.pop(now)
+            if entry is None:
+                break
+            req: Request = entry.item
+            if req.future.done():
+                continue
+            self.in_flight += 1
+            task = self.loop.create_task(self._run(req))
+            req.task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._arm_deadline_timer(now)
+
+    # ------------------------------------------------------------ attempt
+
+    async def _run(self, req: Request) -> None:
+        """One attempt, then: complete, or schedule the retry."""
+        result: Any = None
+        error: Optional[BaseException] = None
+        try:
+            result = await self._attempt(req)
+        except asyncio.CancelledError:
+            error = ShutdownError("backend closed during the attempt") if self.closed else CancelledRequestError(
+                "request cancelled by the caller", request_id=req.request_id
+            )
+        except ApiError as exc:
+            error = exc
+        except Exception as exc:  # a bug or an unexpected library error: typed, never lost
+            error = classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts)
+        finally:
+            self.in_flight -= 1
+            req.task = None
+        if error is None:
+            if not req.stream:
+                self._finish(req, result, None)
+        elif isinstance(error, (CancelledRequestError, ShutdownError)) or not isinstance(error, ApiError):
+            self._finish(req, None, error)
+        else:
+            self._after_failure(req, error)
+        if not self.closed:
+            self._pump()
+
+    async def _attempt(self, req: Request) -> Any:
+        clock = self.clock
+        now = clock.now()
+        if req.first_attempt_at is None:
+            req.first_attempt_at = now
+        if req.deadline is not None and now >= req.deadline:
+            raise DeadlineExceededError(
+                f"request deadline passed after {now - req.submitted_at:.2f}s (waited in queue); "
+                "raise client.request_deadline or lower the load",
+                provider=self.provider.name,
+                request_id=req.request_id,
+            )
+        if not self.breaker.try_acquire(now):
+            error = self._circuit_open_error(now, req)
+            error.should_retry = False
+            raise error
+        req.attempts += 1
+        timeout = self.settings["timeout"]
+        if req.deadline is not None:
+            timeout = max(0.001, min(timeout, req.deadline - now))
+        api_key = req.api_key or self.api_key
+        http_request = self.provider.build_request(
+            req.endpoint,
+            req.data,
+            api_key=api_key,
+            base_url=self.base_url,
+            timeout=timeout,
+            stream=req.stream,
+            request_id=req.request_id,
+        )
+        key_name = key_fingerprint(api_key)
+        started = clock.now()
+        try:
+            response = await self.transport.send(http_request)
+        except ApiError as exc:
+            self._record_attempt(exc, started, key_name, None)
+            raise
+        except (OSError, asyncio.TimeoutError) as exc:
+            error = classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts)
+            self._record_attempt(error, started, key_name, None)
+            raise error from exc
+        except asyncio.CancelledError:
+            self.breaker.on_ignored(clock.now())
+            raise
+        if not response.ok:
+            if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
+                await response.aclose()
+            error = self.provider.error_for(response, wall_now=clock.wall(), attempt=req.attempts)
+            error.request_id = error.request_id or req.request_id
+            self._record_attempt(error, started, key_name, response.status)
+            raise error
+        if isinstance(response, StreamResponse):
+            return await self._stream(req, response, started, key_name)
+        try:
+            result = self.provider.parse_response(req.endpoint, response)
+        except ApiError as error:
+            error.attempt = req.attempts
+            self._record_attempt(error, started, key_name, response.status)
+            raise
+        self._record_attempt(None, started, key_name, response.status)
+        return result
+
+    def _record_attempt(self, error: Optional[ApiError], started: float, key_name: Optional[str], status: Optional[int]) -> None:
+        now = self.clock.now()
+        duration = now - started
+        if error is None:
+            self.breaker.on_success(now, duration)
+        elif error.breaker_failure:
+            self.breaker.on_failure(now, duration)
+        else:
+            self.breaker.on_ignored(now)
+        self.stats.record_attempt(
+            key_name=key_name,
+            status=status,
+            error_kind=error.kind if error is not None else None,
+            latency=duration,
+        )
+
+    async def _stream(self, req: Request, response: StreamResponse, started: float, key_name: Optional[str]) -> None:
+        """Hand a 2xx stream to the caller and feed it until its end."""
+        task = asyncio.current_task()
+        stream = ChunkStream(req.request_id, lambda: self._call_soon(_cancel_task, task))
+        self._record_attempt(None, started, key_name, response.status)
+        req.future._complete(stream, None)
+        provider = self.provider
+        error: Optional[BaseException] = None
+        usage = (0, 0)
+        try:
+            async for event in iter_sse(response.lines()):
+                chunk = provider.parse_stream_event(event)
+                if chunk is None:
+                    continue
+                if chunk is STREAM_DONE:
+                    break
+                if isinstance(chunk, dict) and chunk.get("usage"):
+                    usage = provider.usage(chunk)
+                stream._put(chunk)
+            else:
+                error = _cut_stream_error(provider.name, req, stream)
+        except asyncio.CancelledError:
+            stream._end(CancelledRequestError("stream closed by the caller", request_id=req.request_id))
+            self._record_stream(req, False, "cancelled", usage)
+            raise
+        except ApiError as exc:
+            exc.request_id = exc.request_id or req.request_id
+            error = exc
+        finally:
+            await response.aclose()
+        if error is not None:
+            error.message = f"{error.message} (stream ended after {stream_count(stream)} chunks)"
+            stream._end(error)
+            self._record_stream(req, False, getattr(error, "kind", "error"), usage)
+        else:
+            stream._end()
+            self._record_stream(req, True, None, usage)
+        return None
+
+    def _record_stream(self, req: Request, success: bool, error_kind: Optional[str], usage: tuple[int, int]) -> None:
+        now = self.clock.now()
+        self.stats.record_request(
+            RequestRecord(
+                success=success,
+                latency=now - req.submitted_at,
+                queue_wait=(req.first_attempt_at or now) - req.submitted_at,
+                attempts=req.attempts,
+                model=req.model,
+                error_kind=error_kind,
+                tokens_in=usage[0],
+                tokens_out=usage[1],
+                key_name=key_fingerprint(req.api_key or self.api_key),
+                endpoint=req.endpoint,
+            )
+        )
+
+    # ------------------------------------------------------------ retries
+
+    def _after_failure(self, req: Request, error: ApiError) -> None:
+        now = self.clock.now()
+        decision = retry_policy.decide(error, req.retries, self.retry_options, self.rng, now, req.deadline)
+        if not decision.retry or self.closed:
+            if decision.reason == "deadline":
+                error = retry_policy.deadline_error(error, decision, now, req.deadline)
+                error.request_id = req.request_id
+            self._finish(req, None, error)
+            return
+        req.retries += 1
+        log.info(
+            "%s request %s: %s; retry %d/%d in %.3fs (%s)",
+            self.provider.name,
+            req.request_id,
+            type(error).__name__,
+            req.retries,
+            self.retry_options.max_retries,
+            decision.delay,
+            decision.reason,
+        )
+        self._backing_off.add(req)
+        req.timer = self.loop.call_later(decision.delay, self._requeue, req)
+
+    def _requeue(self, req: Request) -> None:
+        req.timer = None
+        self._backing_off.discard(req)
+        if req.future.done() or self.closed:
+            return
+        now = self.clock.now()
+        with self.queue.lock:
+            self.queue.requeue(req.entry, now)
+            if req.deadline is not None:
+                heapq.heappush(self._deadlines, (req.deadline, req.entry.seq, req.entry))
+        self._pump()
+
+    # ---------------------------------------------------------- deadlines
+
+    def _arm_deadline_timer(self, now: float) -> None:
+        heap = self._deadlines
+        if not heap:
+            return
+        with self.queue.lock:
+            if len(heap) > 2 * len(self.queue) + 64:
+                heap[:] = [item for item in heap if item[2].alive]
+                heapq.heapify(heap)
+            first = heap[0][0] if heap else None
+        if first is None or first == self._deadline_timer_at:
+            return
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer_at = first
+        self._deadline_timer = self.loop.call_later(max(0.0, first - now), self._expire_deadlines)
+
+    def _expire_deadlines(self) -> None:
+        self._deadline_timer = None
+        self._deadline_timer_at = None
+        now = self.clock.now()
+        expired = []
+        with self.queue.lock:
+            heap = self._deadlines
+            while heap and heap[0][0] <= now:
+                _, _, entry = heapq.heappop(heap)
+                if self.queue.remove(entry):
+                    expired.append(entry.item)
+        for req in expired:
+            self._finish(
+                req,
+                None,
+                DeadlineExceededError(
+                    f"request deadline of {req.deadline - req.submitted_at:.2f}s passed while it waited in the queue; "
+                    "raise client.request_deadline, client.max_concurrent_requests, or lower the load",
+                    provider=self.provider.name,
+                    request_id=req.request_id,
+                ),
+            )
+        self._arm_deadline_timer(now)
+        if expired:
+            self._pump()
+
+    # ------------------------------------------------------------ batches
+
+    def _add_to_batches(self, incoming: list[Request], now: float) -> None:
+        for req in incoming:
+            if req.future.done():
+                with self.queue.lock:
+                    self._batch_pending -= 1
+                continue
+            params = {k: v for k, v in req.data.items() if k != "input"}
+            key = batch_key(req.endpoint, req.model, params, key_fingerprint(req.api_key))
+            member, ready = self.batcher.add(key, req, req.inputs, now)
+            req.member = member
+            for batch in ready:
+                self._launch_batch(batch, now)
+        self._arm_batch_timer(now)
+
+    def _arm_batch_timer(self, now: float) -> None:
+        due_at = self.batcher.next_due_at()
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        if due_at is not None:
+            self._batch_timer = self.loop.call_later(max(0.0, due_at - now), self._flush_due_batches)
+
+    def _flush_due_batches(self) -> None:
+        self._batch_timer = None
+        now = self.clock.now()
+        for batch in self.batcher.due(now):
+            self._launch_batch(batch, now)
+        self._arm_batch_timer(now)
+        self._pump()
+
+    def flush_batches(self) -> int:
+        """(loop) Send every open batch now, without waiting for its timeout."""
+        now = self.clock.now()
+        with self.queue.lock:
+            incoming, self._incoming = self._incoming, []
+        if incoming:
+            self._add_to_batches(incoming, now)
+        batches = self.batcher.drain()
+        for batch in batches:
+            self._launch_batch(batch, now)
+        self._arm_batch_timer(now)
+        self._pump()
+        return len(batches)
+
+    def _launch_batch(self, batch: Any, now: float) -> None:
+        """Turn an assembled batch into one carrier request in the queue."""
+        members = [(m.item, m.n_inputs, m.inputs) for m in batch.members]
+        live = [(req, n, inputs) for req, n, inputs in members if not req.future.done()]
+        for req, _, _ in members:
+            req.member = None
+        if not live:
+            with self.queue.lock:
+                self._batch_pending -= len(members)
+            return
+        first = live[0][0]
+        inputs = [x for _, _, inp in live for x in inp]
+        template = {k: v for k, v in first.data.items() if k != "input"}
+        deadlines = [r.deadline for r, _, _ in live if r.deadline is not None]
+        self._batch_seq += 1
+        carrier = Request(
+            first.endpoint,
+            self.provider.batch_payload(template, inputs),
+            priority=min(r.priority for r, _, _ in live),
+            request_id=f"batch-{self._batch_seq}",
+            api_key=first.api_key,
+            stream=False,
+            submitted_at=min(r.submitted_at for r, _, _ in live),
+            deadline=min(deadlines) if deadlines else None,
+        )
+        carrier.members = [(r, n) for r, n, _ in live]
+        with self.queue.lock:
+            self._batch_pending -= len(members)
+            try:
+                carrier.entry = self.queue.push(carrier, carrier.priority, now)
+            except QueueFullError as exc:
+                carrier.entry = None
+                error = exc
+            else:
+                error = None
+                if carrier.deadline is not None:
+                    heapq.heappush(self._deadlines, (carrier.deadline, carrier.entry.seq, carrier.entry))
+        for req, _ in carrier.members:
+            req.entry = carrier.entry
+        if error is not None:
+            self._finish(carrier, None, error)
+
+    # ------------------------------------------------------------- finish
+
+    def _finish(self, req: Request, result: Any, error: Optional[BaseException]) -> None:
+        if req.members is not None:
+            self._finish_batch(req, result, error)
+            return
+        if not req.future._complete(result, error):
+            return
+        self._record_request(req, result, error, self.clock.now())
+
+    def _record_request(self, req: Request, result: Any, error: Optional[BaseException], now: float, attempts: Optional[int] = None) -> None:
+        tokens_in, tokens_out = self.provider.usage(result) if error is None else (0, 0)
+        first = req.first_attempt_at if req.first_attempt_at is not None else now
+        self.stats.record_request(
+            RequestRecord(
+                success=error is None,
+                latency=now - req.submitted_at,
+                queue_wait=max(0.0, first - req.submitted_at),
+                attempts=attempts if attempts is not None else req.attempts,
+                model=req.model,
+                error_kind=getattr(error, "kind", type(error).__name__) if error is not None else None,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                key_name=key_fingerprint(req.api_key or self.api_key),
+                endpoint=req.endpoint,
+            )
+        )
+
+    def _finish_batch(self, carrier: Request, result: Any, error: Optional[BaseException]) -> None:
+        members = carrier.members or []
+        parts: list[Any] = [None] * len(members)
+        if error is None:
+            try:
+                parts = self.provider.split_batch_result(result, [n for _, n in members])
+            except ApiError as exc:
+                error = exc
+        now = self.clock.now()
+        self.stats.record_batch(sum(n for _, n in members), len(members))
+        for (req, _), part in zip(members, parts):
+            req.first_attempt_at = carrier.first_attempt_at
+            if req.future._complete(part if error is None else None, error):
+                self._record_request(req, part, error, now, attempts=carrier.attempts)
+
+    # ----------------------------------------------------------- cancel
+
+    def _cancel(self, req: Request) -> None:
+        if req.future.done():
+            return
+        error = CancelledRequestError("request cancelled by the caller", request_id=req.request_id)
+        if req.task is not None and req.members is None:
+            req.task.cancel()
+            return
+        if req.member is not None:
+            if self.batcher.remove(req.member):
+                with self.queue.lock:
+                    self._batch_pending -= 1
+            req.member = None
+            self._arm_batch_timer(self.clock.now())
+        elif req.timer is not None:
+            req.timer.cancel()
+            req.timer = None
+            self._backing_off.discard(req)
+        elif req.entry is not None and req.inputs is None:
+            with self.queue.lock:
+                self.queue.remove(req.entry)
+        self._finish(req, None, error)
+
+    # ------------------------------------------------------------ close
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Refuse new requests, fail every queued one with ``ShutdownError``,
+        give attempts in flight ``grace`` seconds, then cancel them."""
+        if self.closed:
+            return
+        self.closed = True
+        shutdown = ShutdownError(f"{self.provider.name} backend closed before the request was sent", provider=self.provider.name)
+        with self.queue.lock:
+            entries = self.queue.drain()
+            incoming, self._incoming = self._incoming, []
+            self._deadlines.clear()
+        for timer in (self._deadline_timer, self._batch_timer):
+            if timer is not None:
+                timer.cancel()
+        pending = [entry.item for entry in entries] + incoming
+        pending += [m.item for batch in self.batcher.drain() for m in batch.members]
+        for req in list(self._backing_off):
+            req.timer.cancel()
+            pending.append(req)
+        self._backing_off.clear()
+        for req in pending:
+            self._finish(req, None, shutdown)
+        with self.queue.lock:
+            self._batch_pending = 0
+        tasks = list(self._tasks)
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=1.0)
+        await self.transport.aclose()
+
+    def close(self, grace: float = 5.0) -> None:
+        if self.closed:
+            return
+        if in_engine_thread():
+            raise RuntimeError("close() called from the engine's own loop; use 'await backend.aclose()'")
+        if not self._engine_loop.alive:
+            self.closed = True
+            return
+        asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop).result(grace + 10.0)
+
+    # ---------------------------------------------------------- inspect
+
+    def snapshot(self) -> dict:
+        now = self.clock.now()
+        with self.queue.lock:
+            queued = len(self.queue)
+            by_priority = self.queue.counts()
+            batch_pending = self._batch_pending
+        return {
+            "queue_size": queued + batch_pending,
+            "queue_by_priority": by_priority,
+            "queue_capacity": self.queue.maxsize,
+            "batch_pending": batch_pending,
+            "in_flight": self.in_flight,
+            "max_concurrent_requests": self.settings["max_concurrent_requests"],
+            "backing_off": len(self._backing_off),
+            "circuit_breaker": self.breaker.snapshot(now),
+        }
+
+
+def _cancel_task(task: Optional[asyncio.Task]) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+
+
+def stream_count(stream: ChunkStream) -> int:
+    return stream._items.qsize() + stream.received
+
+
+def _cut_stream_error(provider: str, req: Request, stream: ChunkStream) -> ApiError:
+    return NetworkError(
+        "stream ended without its end marker",
+        provider=provider,
+        request_id=req.request_id,
+        attempt=req.attempts,
+    )

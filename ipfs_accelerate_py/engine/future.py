@@ -1,0 +1,122 @@
+"""The future a caller holds: the seed's dict, plus a way to wait.
+
+The seed polls ``future["completed"]``; that works (the result and error are
+written before ``completed`` turns True).  Nobody has to poll, though:
+``wait(timeout)``, ``result(timeout)`` block on an event, and ``await
+future`` works from any event loop.  It completes exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable, Optional
+
+__all__ = ["RequestFuture"]
+
+
+class RequestFuture(dict):
+    """``{"completed": bool, "result": ..., "error": ..., "request_id": ...}``."""
+
+    __slots__ = ("_event", "_callbacks", "_canceller", "_lock")
+
+    def __init__(self, request_id: Optional[str] = None) -> None:
+        super().__init__(completed=False, result=None, error=None, request_id=request_id)
+        self._event = threading.Event()
+        self._callbacks: list[Callable[["RequestFuture"], None]] = []
+        self._canceller: Optional[Callable[[], None]] = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ reading
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until completed (True) or ``timeout`` seconds pass (False)."""
+        return self._event.wait(timeout)
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """The result; raises the request's typed error; ``TimeoutError`` if
+        not completed within ``timeout`` (the request itself goes on)."""
+        if not self._event.wait(timeout):
+            raise TimeoutError(f"request {self.get('request_id')} not completed within {timeout}s")
+        error = self["error"]
+        if error is not None:
+            raise error
+        return self["result"]
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if not self._event.wait(timeout):
+            raise TimeoutError(f"request {self.get('request_id')} not completed within {timeout}s")
+        return self["error"]
+
+    def __await__(self):
+        return self._await_result().__await__()
+
+    async def _await_result(self) -> Any:
+        if not self._event.is_set():
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+
+            def wake(_: "RequestFuture") -> None:
+                loop.call_soon_threadsafe(_resolve, waiter)
+
+            self.add_done_callback(wake)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+        return self.result(0)
+
+    # -------------------------------------------------------- completing
+
+    def add_done_callback(self, fn: Callable[["RequestFuture"], None]) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def cancel(self) -> bool:
+        """Ask for the request to be cancelled; True if it was still running.
+
+        A queued request leaves the queue at once; an attempt in flight is
+        aborted.  The future completes with ``CancelledRequestError``.
+        """
+        if self._event.is_set():
+            return False
+        canceller = self._canceller
+        if canceller is not None:
+            canceller()
+        return True
+
+    def _complete(self, result: Any = None, error: Optional[BaseException] = None) -> bool:
+        """Set the outcome once; later calls change nothing and return False."""
+        with self._lock:
+            if self._event.is_set():
+                return False
+            self["result"] = result
+            self["error"] = error
+            self["completed"] = True
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+            self._canceller = None
+        for fn in callbacks:
+            fn(self)
+        return True
+
+    def __repr__(self) -> str:
+        state = "completed" if self._event.is_set() else "pending"
+        err = self["error"]
+        outcome = f", error={type(err).__name__}" if err is not None else ""
+        return f"<RequestFuture {self.get('request_id')} {state}{outcome}>"
+
+    # dict equality/hash semantics stay dict's; a future is not a value
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+
+def _resolve(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)

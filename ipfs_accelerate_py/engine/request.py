@@ -1,0 +1,80 @@
+"""One logical request as the engine carries it from admission to completion."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, Optional
+
+from .future import RequestFuture
+
+__all__ = ["Request", "new_request_id"]
+
+_ids = itertools.count(1)
+_prefix = f"req-{os.getpid():x}-"
+
+
+def new_request_id() -> str:
+    return f"{_prefix}{next(_ids)}"
+
+
+class Request:
+    """Mutable state of one request; touched only on the engine loop after
+    admission (the caller's thread builds it and never touches it again)."""
+
+    __slots__ = (
+        "endpoint",
+        "data",
+        "priority",
+        "request_id",
+        "api_key",
+        "stream",
+        "model",
+        "future",
+        "submitted_at",
+        "deadline",
+        "first_attempt_at",
+        "attempts",
+        "retries",
+        "entry",
+        "task",
+        "timer",
+        "inputs",
+        "member",
+        "members",
+    )
+
+    def __init__(
+        self,
+        endpoint: str,
+        data: Optional[dict],
+        *,
+        priority: int,
+        request_id: Optional[str],
+        api_key: Optional[str],
+        stream: bool,
+        submitted_at: float,
+        deadline: Optional[float],
+    ) -> None:
+        self.endpoint = endpoint
+        self.data = data
+        self.priority = priority
+        self.request_id = request_id or new_request_id()
+        self.api_key = api_key
+        self.stream = stream
+        self.model: Optional[str] = data.get("model") if isinstance(data, dict) else None
+        self.future = RequestFuture(self.request_id)
+        self.submitted_at = submitted_at
+        self.deadline = deadline
+        self.first_attempt_at: Optional[float] = None
+        self.attempts = 0
+        self.retries = 0
+        self.entry: Any = None  # QueueEntry while queued or between attempts
+        self.task: Any = None  # asyncio.Task while an attempt is in flight
+        self.timer: Any = None  # TimerHandle while waiting out a backoff
+        self.inputs: Optional[list] = None  # embeddings inputs, when batchable
+        self.member: Any = None  # BatchMember while in the batch assembler
+        self.members: Optional[list[tuple["Request", int]]] = None  # a batch carrier's callers and their input counts
+
+    def __repr__(self) -> str:  # never the key, never the payload
+        return f"<Request {self.request_id} {self.endpoint} priority={self.priority} attempts={self.attempts}>"

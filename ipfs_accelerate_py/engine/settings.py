@@ -1,0 +1,154 @@
+"""Every tunable setting, in one table: default, meaning, environment variable.
+
+A backend exposes each as an attribute (``client.max_retries = 3``); a value
+is checked when it is set and refused with a :class:`SettingError` that names
+the setting, and takes effect for the next request.  Where a value comes
+from, first to last: the constructor's ``metadata``, the environment
+variable, the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from ..resilience.errors import SettingError
+
+__all__ = ["SETTINGS", "SettingSpec", "Settings", "ENV_PREFIX"]
+
+ENV_PREFIX = "IPFS_ACCELERATE_"
+
+
+def _int(minimum: int) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            elif isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise SettingError(name, value, f"a whole number >= {minimum}")
+        if value < minimum:
+            raise SettingError(name, value, f"a whole number >= {minimum}")
+        return value
+
+    return check
+
+
+def _float(minimum: float, *, exclusive: bool = False, optional: bool = False) -> Callable[[str, Any], Optional[float]]:
+    expected = f"a number {'>' if exclusive else '>='} {minimum:g}" + (" or None" if optional else "")
+
+    def check(name: str, value: Any) -> Optional[float]:
+        if value is None and optional:
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise SettingError(name, value, expected) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingError(name, value, expected)
+        value = float(value)
+        if value != value or value in (float("inf"),) or value < minimum or (exclusive and value == minimum):
+            raise SettingError(name, value, expected)
+        return value
+
+    return check
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise SettingError(name, value, "True or False")
+
+
+def _models(name: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) and v for v in value):
+        raise SettingError(name, value, "a list of model names (strings)")
+    return list(value)
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: Any
+    check: Callable[[str, Any], Any]
+    meaning: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("max_concurrent_requests", 5, _int(1), "attempts in flight at once for this backend"),
+    SettingSpec("queue_size", 100, _int(1), "requests that may wait in the priority queue; more fail with QueueFullError"),
+    SettingSpec("max_retries", 3, _int(0), "retries after the first attempt"),
+    SettingSpec("backoff_factor", 2.0, _float(1.0), "growth of the backoff delay per retry (initial_retry_delay * factor**n)"),
+    SettingSpec("initial_retry_delay", 0.5, _float(0.0), "seconds before the first retry when the server gives no Retry-After"),
+    SettingSpec("max_retry_delay", 30.0, _float(0.0), "cap on a backoff delay (a server's Retry-After is honoured as given)"),
+    SettingSpec("retry_jitter", 0.25, _float(0.0), "fraction of a backoff delay taken off at random (0..1)"),
+    SettingSpec("timeout", 60.0, _float(0.0, exclusive=True), "seconds one attempt may take"),
+    SettingSpec("request_deadline", 300.0, _float(0.0, exclusive=True, optional=True), "seconds a request may take in all: queue wait, attempts and backoff (None: no deadline)"),
+    SettingSpec("failure_threshold", 5, _int(1), "consecutive service failures that open the circuit"),
+    SettingSpec("reset_timeout", 30.0, _float(0.0, exclusive=True), "seconds the circuit stays OPEN before a probe"),
+    SettingSpec("half_open_max_requests", 1, _int(1), "probes let through while HALF_OPEN"),
+    SettingSpec("failure_rate_threshold", None, _float(0.0, exclusive=True, optional=True), "percent of failed calls in the window that opens the circuit (None: rule off)"),
+    SettingSpec("slow_call_duration", None, _float(0.0, exclusive=True, optional=True), "seconds from which a call counts as slow (None: rule off)"),
+    SettingSpec("slow_call_rate_threshold", None, _float(0.0, exclusive=True, optional=True), "percent of slow calls in the window that opens the circuit"),
+    SettingSpec("breaker_window", 60.0, _float(0.0, exclusive=True), "seconds of history the rate rules look at"),
+    SettingSpec("breaker_minimum_calls", 10, _int(1), "calls in the window before the rate rules judge"),
+    SettingSpec("queue_aging_interval", 30.0, _float(0.0, exclusive=True, optional=True), "seconds of waiting that raise a request one priority level (None: no aging)"),
+    SettingSpec("batching_enabled", True, _bool, "coalesce embeddings requests to supported_batch_models"),
+    SettingSpec("max_batch_size", 10, _int(1), "inputs in one batched call (the provider's cap still applies)"),
+    SettingSpec("batch_timeout", 0.5, _float(0.0), "seconds a batch waits for more inputs after its first"),
+)
+_SPECS = {spec.name: spec for spec in SETTINGS}
+
+
+class Settings:
+    """The current values, each checked on the way in.
+
+    ``on_change(name, value)`` listeners run after a value is stored, so the
+    engine can rebuild the options of the policy it feeds.
+    """
+
+    def __init__(self, metadata: Optional[Mapping[str, Any]] = None, environ: Optional[Mapping[str, str]] = None) -> None:
+        metadata = metadata or {}
+        environ = os.environ if environ is None else environ
+        self._values: dict[str, Any] = {}
+        self._listeners: list[Callable[[str, Any], None]] = []
+        for spec in SETTINGS:
+            if spec.name in metadata:
+                raw = metadata[spec.name]
+            elif spec.env in environ:
+                raw = environ[spec.env]
+                if raw.strip().lower() in ("none", "") and spec.default is None:
+                    raw = None
+            else:
+                raw = spec.default
+            self._values[spec.name] = spec.check(spec.name, raw)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def set(self, name: str, value: Any) -> Any:
+        spec = _SPECS.get(name)
+        if spec is None:
+            raise SettingError(name, value, f"one of the known settings: {', '.join(sorted(_SPECS))}")
+        value = spec.check(name, value)
+        self._values[name] = value
+        for listener in list(self._listeners):
+            listener(name, value)
+        return value
+
+    def add_listener(self, fn: Callable[[str, Any], None]) -> None:
+        self._listeners.append(fn)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)

@@ -1,0 +1,1 @@
+"""Provider adapters: pure wire mapping, one module per wire format."""

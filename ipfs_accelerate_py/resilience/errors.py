@@ -1,0 +1,389 @@
+"""Typed errors, and the one place where an outcome becomes one.
+
+::
+
+    ApiError                          every error this package raises
+     ├── RateLimitError               429                      rate_limit       retried
+     ├── ServerError                  5xx                      server           retried, breaker failure
+     │    └── OverloadedError         529                      server           retried, breaker failure
+     ├── MalformedResponseError       body not as documented   malformed        retried, breaker failure
+     ├── RequestTimeoutError          408, attempt timed out   timeout          retried, breaker failure
+     │    └── DeadlineExceededError   the request's deadline   timeout          not retried
+     ├── NetworkError                 connect/reset/dropped    network          retried, breaker failure
+     ├── ConflictError                409                      conflict         retried
+     ├── AuthenticationError          401                      authentication
+     │    └── PermissionDeniedError   403                      authentication
+     ├── NotFoundError                404                      not_found
+     ├── InvalidRequestError          400, 422, other 4xx      invalid_request
+     │    └── InvalidInputError       refused before sending   invalid_request  (also a ValueError)
+     ├── CircuitOpenError             breaker is OPEN          circuit_open
+     ├── QueueFullError               queue at queue_size      queue_full
+     ├── CancelledRequestError        caller cancelled         cancelled
+     ├── ShutdownError                backend closed           shutdown
+     └── SettingError                 invalid setting value    setting          (also a ValueError)
+
+Each error carries ``provider``, ``status``, ``request_id``, ``retry_after``
+(seconds), ``attempt`` and, from the server, ``should_retry`` (the
+``x-should-retry`` header).  ``kind`` names its class in statistics.
+
+Nothing here does I/O or reads a clock: ``classify`` is given the wall time
+when it must read an HTTP-date ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from typing import Any, Mapping, Optional
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "CancelledRequestError",
+    "CircuitOpenError",
+    "ConflictError",
+    "DeadlineExceededError",
+    "InvalidInputError",
+    "InvalidRequestError",
+    "MalformedResponseError",
+    "NetworkError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "QueueFullError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ServerError",
+    "SettingError",
+    "ShutdownError",
+    "classify_exception",
+    "classify_status",
+    "get_header",
+    "parse_retry_after",
+    "parse_should_retry",
+]
+
+
+class ApiError(Exception):
+    """Base of every error raised by this package."""
+
+    kind = "error"
+    retryable = False
+    breaker_failure = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Optional[str] = None,
+        status: Optional[int] = None,
+        request_id: Optional[str] = None,
+        retry_after: Optional[float] = None,
+        attempt: Optional[int] = None,
+        should_retry: Optional[bool] = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.attempt = attempt
+        self.should_retry = should_retry
+        self.body = body
+
+    def __str__(self) -> str:
+        parts = []
+        if self.provider:
+            parts.append(self.provider)
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        prefix = f"[{' '.join(parts)}] " if parts else ""
+        suffix = []
+        if self.retry_after is not None:
+            suffix.append(f"retry after {self.retry_after:.3g}s")
+        if self.attempt is not None:
+            suffix.append(f"attempt {self.attempt}")
+        if self.request_id:
+            suffix.append(f"request {self.request_id}")
+        tail = f" ({', '.join(suffix)})" if suffix else ""
+        return f"{prefix}{self.message}{tail}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def __reduce__(self):  # picklable with its fields
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls, message, state):
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class RateLimitError(ApiError):
+    kind = "rate_limit"
+    retryable = True
+
+
+class ServerError(ApiError):
+    kind = "server"
+    retryable = True
+    breaker_failure = True
+
+
+class OverloadedError(ServerError):
+    pass
+
+
+class MalformedResponseError(ApiError):
+    kind = "malformed"
+    retryable = True
+    breaker_failure = True
+
+
+class RequestTimeoutError(ApiError):
+    kind = "timeout"
+    retryable = True
+    breaker_failure = True
+
+
+class DeadlineExceededError(RequestTimeoutError):
+    retryable = False
+    breaker_failure = False
+
+
+class NetworkError(ApiError):
+    kind = "network"
+    retryable = True
+    breaker_failure = True
+
+
+class ConflictError(ApiError):
+    kind = "conflict"
+    retryable = True
+
+
+class AuthenticationError(ApiError):
+    kind = "authentication"
+
+
+class PermissionDeniedError(AuthenticationError):
+    pass
+
+
+class NotFoundError(ApiError):
+    kind = "not_found"
+
+
+class InvalidRequestError(ApiError):
+    kind = "invalid_request"
+
+
+class InvalidInputError(InvalidRequestError, ValueError):
+    """Refused before anything was sent: the message says what to change."""
+
+
+class CircuitOpenError(ApiError):
+    kind = "circuit_open"
+
+
+class QueueFullError(ApiError):
+    kind = "queue_full"
+
+
+class CancelledRequestError(ApiError):
+    kind = "cancelled"
+
+
+class ShutdownError(ApiError):
+    kind = "shutdown"
+
+
+class SettingError(ApiError, ValueError):
+    kind = "setting"
+
+    def __init__(self, setting: str, value: Any, expected: str) -> None:
+        super().__init__(f"invalid value {value!r} for setting {setting!r}: expected {expected}")
+        self.setting = setting
+        self.value = value
+
+
+# ---------------------------------------------------------------- headers
+
+
+def get_header(headers: Optional[Mapping[str, str]], name: str) -> Optional[str]:
+    """Case-insensitive header lookup over any mapping (dict, multidict)."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lname = name.lower()
+    for key, val in headers.items():
+        if key.lower() == lname:
+            return val
+    return None
+
+
+def parse_retry_after(headers: Optional[Mapping[str, str]], wall_now: float) -> Optional[float]:
+    """Seconds the server asks us to wait, or None.
+
+    ``retry-after-ms`` first, then ``retry-after`` as seconds, then as an
+    HTTP date (relative to ``wall_now``, epoch seconds).  Negative or
+    unparsable values are ignored.
+    """
+    raw = get_header(headers, "retry-after-ms")
+    if raw is not None:
+        try:
+            ms = float(raw)
+        except ValueError:
+            ms = -1.0
+        if ms >= 0 and ms == ms and ms != float("inf"):
+            return ms / 1000.0
+    raw = get_header(headers, "retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        if seconds >= 0 and seconds == seconds and seconds != float("inf"):
+            return seconds
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - wall_now)
+
+
+def parse_should_retry(headers: Optional[Mapping[str, str]]) -> Optional[bool]:
+    raw = get_header(headers, "x-should-retry")
+    if raw is None:
+        return None
+    raw = raw.strip().lower()
+    if raw == "true":
+        return True
+    if raw == "false":
+        return False
+    return None
+
+
+# ---------------------------------------------------------------- classify
+
+_STATUS_TABLE: dict[int, type[ApiError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: RequestTimeoutError,
+    409: ConflictError,
+    422: InvalidRequestError,
+    429: RateLimitError,
+    529: OverloadedError,
+}
+
+
+def _error_class_for(status: int) -> type[ApiError]:
+    cls = _STATUS_TABLE.get(status)
+    if cls is not None:
+        return cls
+    if status >= 500:
+        return ServerError
+    return InvalidRequestError
+
+
+def provider_message(body: Any) -> Optional[str]:
+    """The human message inside a provider's error body, if it has one.
+
+    Understands ``{"error": {"message": ...}}`` (OpenAI, Anthropic, Gemini),
+    ``{"error": "..."}`` (Ollama, TGI), ``{"message": ...}`` and
+    ``{"detail": ...}``; falls back to a short prefix of a text body.
+    """
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = body.decode("utf-8", "replace")
+        except Exception:  # pragma: no cover - decode with replace cannot fail
+            return None
+    if isinstance(body, str):
+        text = body.strip()
+        if not text:
+            return None
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return text[:300]
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            msg = err.get("message")
+            if isinstance(msg, str):
+                return msg
+        if isinstance(err, str):
+            return err
+        for key in ("message", "detail"):
+            msg = body.get(key)
+            if isinstance(msg, str):
+                return msg
+    return None
+
+
+def classify_status(
+    status: int,
+    headers: Optional[Mapping[str, str]] = None,
+    body: Any = None,
+    *,
+    wall_now: float,
+    provider: Optional[str] = None,
+    request_id: Optional[str] = None,
+    attempt: Optional[int] = None,
+    message: Optional[str] = None,
+) -> ApiError:
+    """Turn a non-2xx HTTP answer into its typed error."""
+    cls = _error_class_for(status)
+    text = message or provider_message(body) or f"HTTP {status}"
+    return cls(
+        text,
+        provider=provider,
+        status=status,
+        request_id=request_id or get_header(headers, "x-request-id"),
+        retry_after=parse_retry_after(headers, wall_now),
+        attempt=attempt,
+        should_retry=parse_should_retry(headers),
+        body=body,
+    )
+
+
+def classify_exception(
+    exc: BaseException,
+    *,
+    provider: Optional[str] = None,
+    request_id: Optional[str] = None,
+    attempt: Optional[int] = None,
+) -> ApiError:
+    """Turn a transport-level exception into its typed error.
+
+    Transports translate their own exceptions at their boundary into
+    :class:`NetworkError` / :class:`RequestTimeoutError`; this handles
+    whatever else reaches the engine.
+    """
+    if isinstance(exc, ApiError):
+        if attempt is not None and exc.attempt is None:
+            exc.attempt = attempt
+        return exc
+    kwargs = dict(provider=provider, request_id=request_id, attempt=attempt)
+    if isinstance(exc, TimeoutError):
+        return RequestTimeoutError(f"attempt timed out: {type(exc).__name__}", **kwargs)
+    if isinstance(exc, (ConnectionError, OSError, EOFError)):
+        return NetworkError(f"{type(exc).__name__}: {exc}", **kwargs)
+    if isinstance(exc, (ValueError, KeyError, TypeError)):
+        return MalformedResponseError(f"could not read the response: {type(exc).__name__}: {exc}", **kwargs)
+    return NetworkError(f"{type(exc).__name__}: {exc}", **kwargs)

@@ -1,0 +1,88 @@
+"""The transport seam: one request in, one response (or stream) out.
+
+A transport knows HTTP and nothing else: no retries, no providers, no
+policies.  It translates its own library's exceptions into the typed
+:class:`NetworkError` / :class:`RequestTimeoutError` at this one boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Mapping, Optional, Protocol, Union
+
+from ..resilience.errors import MalformedResponseError
+
+__all__ = ["HttpRequest", "HttpResponse", "StreamResponse", "Transport"]
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Optional[bytes] = None
+    timeout: Optional[float] = None
+    stream: bool = False
+
+    def __repr__(self) -> str:  # headers hold credentials: never shown
+        return f"HttpRequest({self.method} {self.url}, {len(self.body or b'')} bytes)"
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise MalformedResponseError(
+                f"response body is not valid JSON ({len(self.body)} bytes: {self.body[:80]!r})",
+                status=self.status,
+            ) from exc
+
+
+class StreamResponse:
+    """A 2xx response whose body is read line by line.
+
+    ``lines()`` yields raw lines (without the line ending); ``aclose()``
+    releases the connection and may be called at any point, more than once.
+    """
+
+    __slots__ = ("status", "headers", "_lines", "_close")
+
+    def __init__(self, status: int, headers: Mapping[str, str], lines: AsyncIterator[bytes], close) -> None:
+        self.status = status
+        self.headers = headers
+        self._lines = lines
+        self._close = close
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def lines(self) -> AsyncIterator[bytes]:
+        return self._lines
+
+    async def aclose(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            await close()
+
+
+class Transport(Protocol):
+    async def send(self, request: HttpRequest) -> Union[HttpResponse, StreamResponse]:
+        """Send one request.  With ``request.stream`` and a 2xx answer, a
+        :class:`StreamResponse`; otherwise the whole :class:`HttpResponse`."""
+
+    async def aclose(self) -> None: ...

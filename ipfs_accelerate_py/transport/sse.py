@@ -1,0 +1,40 @@
+"""Server-sent events, decoded from a stream of lines (WHATWG rules, the
+subset model APIs use: ``event:``, ``data:`` (joined with newlines),
+comments and ``id:``/``retry:`` ignored; a blank line ends an event)."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, NamedTuple, Optional
+
+__all__ = ["STREAM_DONE", "SseEvent", "iter_sse"]
+
+STREAM_DONE = object()
+"""What a provider's stream parser returns for the end-of-stream marker."""
+
+
+class SseEvent(NamedTuple):
+    event: Optional[str]
+    data: str
+
+
+async def iter_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
+    event: Optional[str] = None
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.decode("utf-8", "replace")
+        if not line:
+            if data or event is not None:
+                yield SseEvent(event, "\n".join(data))
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    if data or event is not None:
+        yield SseEvent(event, "\n".join(data))
