@@ -268,6 +268,13 @@ class Engine:
         """One attempt, then: complete, or schedule the retry."""
         result: Any = None
         error: Optional[BaseException] = None
+        req.running = True
+        if req.future.done():  # cancelled before this task got to run
+            self.in_flight -= 1
+            req.task = None
+            req.running = False
+            self._pump()
+            return
         try:
             result = await self._attempt(req)
         except asyncio.CancelledError:
@@ -281,6 +288,7 @@ class Engine:
         finally:
             self.in_flight -= 1
             req.task = None
+            req.running = False
         if error is None:
             if not req.stream:
                 self._finish(req, result, None)
@@ -303,7 +311,8 @@ class Engine:
                 provider=self.provider.name,
                 request_id=req.request_id,
             )
-        if not self.breaker.try_acquire(now):
+        permit = self.breaker.acquire(now)
+        if permit is None:
             error = self._circuit_open_error(now, req)
             error.should_retry = False
             raise error
@@ -326,42 +335,45 @@ class Engine:
         try:
             response = await self.transport.send(http_request)
         except ApiError as exc:
-            self._record_attempt(exc, started, key_name, None)
+            self._record_attempt(exc, started, key_name, None, permit)
             raise
         except (OSError, asyncio.TimeoutError) as exc:
             error = classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts)
-            self._record_attempt(error, started, key_name, None)
+            self._record_attempt(error, started, key_name, None, permit)
             raise error from exc
         except asyncio.CancelledError:
-            self.breaker.on_ignored(clock.now())
+            self.breaker.on_ignored(clock.now(), permit=permit)
             raise
         if not response.ok:
             if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
             error = self.provider.error_for(response, wall_now=clock.wall(), attempt=req.attempts)
             error.request_id = error.request_id or req.request_id
-            self._record_attempt(error, started, key_name, response.status)
+            _redact(error, api_key)
+            self._record_attempt(error, started, key_name, response.status, permit)
             raise error
         if isinstance(response, StreamResponse):
-            return await self._stream(req, response, started, key_name)
+            return await self._stream(req, response, started, key_name, permit)
         try:
             result = self.provider.parse_response(req.endpoint, response)
         except ApiError as error:
             error.attempt = req.attempts
-            self._record_attempt(error, started, key_name, response.status)
+            self._record_attempt(error, started, key_name, response.status, permit)
             raise
-        self._record_attempt(None, started, key_name, response.status)
+        self._record_attempt(None, started, key_name, response.status, permit)
         return result
 
-    def _record_attempt(self, error: Optional[ApiError], started: float, key_name: Optional[str], status: Optional[int]) -> None:
+    def _record_attempt(
+        self, error: Optional[ApiError], started: float, key_name: Optional[str], status: Optional[int], permit: int
+    ) -> None:
         now = self.clock.now()
         duration = now - started
         if error is None:
-            self.breaker.on_success(now, duration)
+            self.breaker.on_success(now, duration, permit=permit)
         elif error.breaker_failure:
-            self.breaker.on_failure(now, duration)
+            self.breaker.on_failure(now, duration, permit=permit)
         else:
-            self.breaker.on_ignored(now)
+            self.breaker.on_ignored(now, permit=permit)
         self.stats.record_attempt(
             key_name=key_name,
             status=status,
@@ -369,11 +381,13 @@ class Engine:
             latency=duration,
         )
 
-    async def _stream(self, req: Request, response: StreamResponse, started: float, key_name: Optional[str]) -> None:
+    async def _stream(
+        self, req: Request, response: StreamResponse, started: float, key_name: Optional[str], permit: int
+    ) -> None:
         """Hand a 2xx stream to the caller and feed it until its end."""
         task = asyncio.current_task()
         stream = ChunkStream(req.request_id, lambda: self._call_soon(_cancel_task, task))
-        self._record_attempt(None, started, key_name, response.status)
+        self._record_attempt(None, started, key_name, response.status, permit)
         req.future._complete(stream, None)
         provider = self.provider
         error: Optional[BaseException] = None
@@ -644,8 +658,11 @@ class Engine:
             return
         error = CancelledRequestError("request cancelled by the caller", request_id=req.request_id)
         if req.task is not None and req.members is None:
-            req.task.cancel()
-            return
+            if req.running:  # abort the attempt; _run completes the future
+                req.task.cancel()
+                return
+            # the task has not started: a cancel now would skip its cleanup;
+            # completing the future makes it stand down when it starts
         if req.member is not None:
             if self.batcher.remove(req.member):
                 with self.queue.lock:
@@ -724,6 +741,18 @@ class Engine:
             "backing_off": len(self._backing_off),
             "circuit_breaker": self.breaker.snapshot(now),
         }
+
+
+def _redact(error: ApiError, api_key: Optional[str]) -> None:
+    """Servers echo keys in error messages ("Incorrect API key provided:
+    sk-..."); ours never carry them."""
+    if not api_key:
+        return
+    marks = {api_key, api_key[:8], api_key[-6:]} if len(api_key) >= 12 else {api_key}
+    for mark in marks:
+        if mark and mark in error.message:
+            error.message = error.message.replace(mark, "***")
+    error.body = None
 
 
 def _cancel_task(task: Optional[asyncio.Task]) -> None:

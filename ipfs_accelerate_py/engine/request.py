@@ -38,6 +38,7 @@ class Request:
         "retries",
         "entry",
         "task",
+        "running",
         "timer",
         "inputs",
         "member",
@@ -71,6 +72,7 @@ class Request:
         self.retries = 0
         self.entry: Any = None  # QueueEntry while queued or between attempts
         self.task: Any = None  # asyncio.Task while an attempt is in flight
+        self.running = False  # True once that task's coroutine has started
         self.timer: Any = None  # TimerHandle while waiting out a backoff
         self.inputs: Optional[list] = None  # embeddings inputs, when batchable
         self.member: Any = None  # BatchMember while in the batch assembler

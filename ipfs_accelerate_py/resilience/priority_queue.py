@@ -1,0 +1,336 @@
+"""A bounded, thread-safe priority queue of pending requests.
+
+Callers push from their own threads (so a full queue refuses at once, in the
+caller's thread); the engine pops on its event loop.  Nothing here waits:
+the engine decides when to look.
+
+Order
+    The lowest priority number first (``PRIORITY_HIGH`` = 0 before
+    ``PRIORITY_NORMAL`` = 1 before ``PRIORITY_LOW`` = 2), and first in, first
+    out within one priority (by ``seq``, the push order).
+
+Aging (when ``aging_interval`` is set)
+    An entry's *effective* priority is
+    ``max(0, priority - floor((now - enqueued_at) / aging_interval))``:
+    every full interval spent waiting raises it one level, never above HIGH.
+    Entries of equal effective priority leave oldest first (smallest ``seq``),
+    so a LOW entry that has waited two intervals goes before any HIGH entry
+    pushed after it, and a steady stream of HIGH requests cannot starve it.
+    ``now`` must never go backwards (a monotonic clock): the oldest entry of a
+    level is then always its most aged one, which keeps ``pop`` O(log n).
+
+Removal
+    ``remove`` (a cancelled or timed-out request) takes effect at once for
+    ``len``, ``counts`` and the bound; the entry object is dropped from its
+    heap lazily, and a level is compacted as soon as its dead entries
+    outnumber its live ones, so memory stays within twice the live size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import threading
+from typing import Optional
+
+from .errors import InvalidInputError, QueueFullError, SettingError
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "PRIORITIES",
+    "PRIORITY_HIGH",
+    "PRIORITY_LOW",
+    "PRIORITY_NORMAL",
+    "PriorityRequestQueue",
+    "QueueEntry",
+]
+
+PRIORITY_HIGH = 0
+PRIORITY_NORMAL = 1
+PRIORITY_LOW = 2
+PRIORITIES = (PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW)
+PRIORITY_NAMES = {PRIORITY_HIGH: "HIGH", PRIORITY_NORMAL: "NORMAL", PRIORITY_LOW: "LOW"}
+DEFAULT_QUEUE_SIZE = 100
+
+_FULL_QUEUE_ADVICE = (
+    "raise client.queue_size, lower the request rate, or raise client.max_concurrent_requests"
+)
+
+
+class QueueEntry:
+    """One queued request, as returned by :meth:`PriorityRequestQueue.push`.
+
+    ``alive`` is True while the entry is queued, False once popped, removed
+    or drained.  The engine keeps the entry to remove or requeue it.
+    """
+
+    __slots__ = ("item", "priority", "seq", "enqueued_at", "alive", "_in_heap", "_owner")
+
+    def __init__(self, item: object, priority: int, seq: int, enqueued_at: float, owner: object = None) -> None:
+        self.item = item
+        self.priority = priority
+        self.seq = seq
+        self.enqueued_at = enqueued_at
+        self.alive = True
+        self._in_heap = False  # physically held by a level heap (live or dead)
+        self._owner = owner  # the queue that made it
+
+    def __lt__(self, other: "QueueEntry") -> bool:  # heap order within a level
+        return self.seq < other.seq
+
+    def __repr__(self) -> str:
+        state = "queued" if self.alive else "out"
+        name = PRIORITY_NAMES.get(self.priority, self.priority)
+        return f"QueueEntry(seq={self.seq}, priority={name}, {state})"
+
+
+class _Level:
+    """The entries of one priority: a heap by seq with lazy deletion."""
+
+    __slots__ = ("heap", "live", "dead")
+
+    def __init__(self) -> None:
+        self.heap: list[QueueEntry] = []
+        self.live = 0
+        self.dead = 0
+
+    def head(self) -> Optional[QueueEntry]:
+        """The oldest live entry, dropping dead entries found on top."""
+        heap = self.heap
+        while heap and not heap[0].alive:
+            heapq.heappop(heap)._in_heap = False
+            self.dead -= 1
+        return heap[0] if heap else None
+
+    def compact_if_needed(self) -> None:
+        if self.dead > self.live:
+            kept = []
+            for entry in self.heap:
+                if entry.alive:
+                    kept.append(entry)
+                else:
+                    entry._in_heap = False
+            heapq.heapify(kept)
+            self.heap = kept
+            self.dead = 0
+
+
+def _validate_maxsize(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingError("queue_size", value, "an integer >= 1")
+    return value
+
+
+def _validate_aging(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise SettingError("aging_interval", value, "None (no aging) or a number of seconds > 0")
+    return float(value)
+
+
+def _validate_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITIES:
+        allowed = ", ".join(f"{p} ({PRIORITY_NAMES[p]})" for p in PRIORITIES)
+        raise InvalidInputError(f"invalid priority {priority!r}: expected one of {allowed}")
+    return priority
+
+
+class PriorityRequestQueue:
+    """Bounded priority queue; every method is thread-safe.
+
+    ``lock`` is a public reentrant lock that every method takes; a caller
+    may hold it to make several calls atomic (e.g. check, then push).
+    """
+
+    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE, aging_interval: Optional[float] = None) -> None:
+        self.lock = threading.RLock()
+        self._maxsize = _validate_maxsize(maxsize)
+        self._aging = _validate_aging(aging_interval)
+        self._levels = tuple(_Level() for _ in PRIORITIES)
+        self._next_seq = 0
+        self._live = 0
+
+    # ------------------------------------------------------------ settings
+
+    @property
+    def maxsize(self) -> int:
+        """The bound on queued entries.  Lowering it below ``len`` keeps what
+        is queued and refuses pushes until the queue is below the new bound."""
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        value = _validate_maxsize(value)
+        with self.lock:
+            self._maxsize = value
+
+    @property
+    def aging_interval(self) -> Optional[float]:
+        """Seconds of waiting that raise an entry one priority level; None = no aging."""
+        return self._aging
+
+    @aging_interval.setter
+    def aging_interval(self, value: Optional[float]) -> None:
+        value = _validate_aging(value)
+        with self.lock:
+            self._aging = value
+
+    # ------------------------------------------------------------ in and out
+
+    def push(self, item: object, priority: int, now: float) -> QueueEntry:
+        """Queue ``item``; raises InvalidInputError or QueueFullError."""
+        priority = _validate_priority(priority)
+        with self.lock:
+            if self._live >= self._maxsize:
+                raise QueueFullError(
+                    f"Request queue is full ({self._live} of {self._maxsize}): {_FULL_QUEUE_ADVICE}"
+                )
+            entry = QueueEntry(item, priority, self._next_seq, now, self)
+            self._next_seq += 1
+            self._insert(entry)
+            return entry
+
+    def requeue(self, entry: QueueEntry, now: float) -> None:
+        """Put back a popped entry (a retry after backoff).
+
+        It keeps its ``seq`` and ``enqueued_at``, so it goes before entries
+        of its priority pushed after it; ``maxsize`` is not checked, since the
+        entry was admitted already.  ``now`` is accepted for symmetry and
+        unused.  Raises ValueError if the entry is still queued.
+        """
+        del now
+        with self.lock:
+            if entry._owner is not self:
+                raise ValueError(f"{entry!r} belongs to another queue")
+            if entry.alive:
+                raise ValueError(f"{entry!r} is still queued; only a popped entry can be requeued")
+            level = self._levels[entry.priority]
+            if entry._in_heap:  # removed but not yet dropped from its heap: revive it
+                entry.alive = True
+                level.dead -= 1
+                level.live += 1
+                self._live += 1
+            else:
+                self._insert(entry)
+
+    def pop(self, now: float) -> Optional[QueueEntry]:
+        """The next entry (see the module docstring for the order), or None."""
+        with self.lock:
+            best_level: Optional[_Level] = None
+            best_key: Optional[tuple[int, int]] = None
+            for level in self._levels:
+                head = level.head()
+                if head is None:
+                    continue
+                key = (self._effective(head, now), head.seq)
+                if best_key is None or key < best_key:
+                    best_key, best_level = key, level
+            if best_level is None:
+                return None
+            entry = heapq.heappop(best_level.heap)
+            entry._in_heap = False
+            entry.alive = False
+            best_level.live -= 1
+            self._live -= 1
+            return entry
+
+    def remove(self, entry: QueueEntry) -> bool:
+        """Take a queued entry out now (cancelled, timed out).
+
+        Returns True if it was queued, False if it had been popped, removed
+        or drained already.
+        """
+        with self.lock:
+            if entry._owner is not self or not entry.alive:
+                return False
+            level = self._levels[entry.priority]
+            entry.alive = False
+            level.live -= 1
+            level.dead += 1
+            self._live -= 1
+            level.compact_if_needed()
+            return True
+
+    def drain(self) -> list[QueueEntry]:
+        """Remove and return every queued entry, in priority then FIFO order."""
+        with self.lock:
+            out: list[QueueEntry] = []
+            for level in self._levels:
+                for entry in level.heap:
+                    entry._in_heap = False
+                    if entry.alive:
+                        entry.alive = False
+                        out.append(entry)
+                level.heap = []
+                level.live = level.dead = 0
+            self._live = 0
+            out.sort(key=lambda e: (e.priority, e.seq))
+            return out
+
+    # ------------------------------------------------------------ views
+
+    def __len__(self) -> int:
+        """Live (queued) entries only."""
+        with self.lock:
+            return self._live
+
+    def counts(self) -> dict[int, int]:
+        """Live entries per priority, every priority present."""
+        with self.lock:
+            return {p: level.live for p, level in zip(PRIORITIES, self._levels)}
+
+    def snapshot(self, now: Optional[float] = None) -> list:
+        """The queued items in the order ``pop`` would return them.
+
+        Without ``now`` aging is ignored (order by priority, then seq); with
+        ``now`` the effective priorities at that time are used.
+        """
+        with self.lock:
+            live = [e for level in self._levels for e in level.heap if e.alive]
+            if now is None:
+                live.sort(key=lambda e: (e.priority, e.seq))
+            else:
+                live.sort(key=lambda e: (self._effective(e, now), e.seq))
+            return [e.item for e in live]
+
+    def oldest_enqueued_at(self) -> Optional[float]:
+        """The ``enqueued_at`` of the longest-waiting queued entry, or None."""
+        with self.lock:
+            times = [head.enqueued_at for head in (lv.head() for lv in self._levels) if head is not None]
+            return min(times) if times else None
+
+    def __repr__(self) -> str:
+        with self.lock:
+            return (
+                f"PriorityRequestQueue(len={self._live}, maxsize={self._maxsize}, "
+                f"aging_interval={self._aging}, counts={self.counts()})"
+            )
+
+    # ------------------------------------------------------------ internals
+
+    def _insert(self, entry: QueueEntry) -> None:
+        level = self._levels[entry.priority]
+        heapq.heappush(level.heap, entry)
+        entry._in_heap = True
+        entry.alive = True
+        level.live += 1
+        self._live += 1
+
+    def _effective(self, entry: QueueEntry, now: float) -> int:
+        if self._aging is None:
+            return entry.priority
+        waited = now - entry.enqueued_at
+        if waited <= 0:
+            return entry.priority
+        return max(PRIORITY_HIGH, entry.priority - int(waited // self._aging))
+
+    def _physical_size(self) -> int:
+        """Entries held by the heaps, dead ones included (for tests)."""
+        with self.lock:
+            return sum(len(level.heap) for level in self._levels)
