@@ -93,7 +93,7 @@ class BaseApiBackend:
         self._clock = clock
         base_url = _first(self.metadata, spec.base_url_metadata, spec.base_url_env) or spec.default_base_url
         if base_url.strip().lower() in SIMULATOR_BASE_URLS:
-            from ..simulator import embedded_simulator
+            from ..simulator.embedded import embedded_simulator
 
             base_url = embedded_simulator().base_url
         self._engine = Engine(
