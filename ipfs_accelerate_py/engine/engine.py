@@ -248,15 +248,20 @@ class Engine:
         if incoming:
             self._add_to_batches(incoming, now)
         limit = self.settings["max_concurrent_requests"]
-        while self.in_flight < limit:
+        breaker = self.breaker
+        while self.in_flight < limit and len(queue):
+            permit = breaker.acquire(now)
+            if permit is None:
+                if breaker.state(now) == STATE_OPEN:
+                    self._fail_queued(self._circuit_open_error(now))
+                break  # HALF_OPEN with its probes out: the rest wait for their verdict
             entry = queue.pop(now)
-            if entry is None:
-                break
-            req: Request = entry.item
-            if req.future.done():
+            if entry is None or entry.item.future.done():
+                breaker.on_ignored(now, permit=permit)
                 continue
+            req: Request = entry.item
             self.in_flight += 1
-            task = self.loop.create_task(self._run(req))
+            task = self.loop.create_task(self._run(req, permit))
             req.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -264,19 +269,31 @@ class Engine:
 
     # ------------------------------------------------------------ attempt
 
-    async def _run(self, req: Request) -> None:
+    def _fail_queued(self, error: ApiError) -> None:
+        """Complete everything queued with ``error`` (the circuit is OPEN)."""
+        with self.queue.lock:
+            entries = self.queue.drain()
+        for entry in entries:
+            req = entry.item
+            if req.future.done():
+                continue
+            self._finish(req, None, type(error)(error.message, provider=error.provider,
+                                                request_id=req.request_id, retry_after=error.retry_after))
+
+    async def _run(self, req: Request, permit: int) -> None:
         """One attempt, then: complete, or schedule the retry."""
         result: Any = None
         error: Optional[BaseException] = None
         req.running = True
         if req.future.done():  # cancelled before this task got to run
+            self.breaker.on_ignored(self.clock.now(), permit=permit)
             self.in_flight -= 1
             req.task = None
             req.running = False
             self._pump()
             return
         try:
-            result = await self._attempt(req)
+            result = await self._attempt(req, permit)
         except asyncio.CancelledError:
             error = ShutdownError("backend closed during the attempt") if self.closed else CancelledRequestError(
                 "request cancelled by the caller", request_id=req.request_id
@@ -299,23 +316,19 @@ class Engine:
         if not self.closed:
             self._pump()
 
-    async def _attempt(self, req: Request) -> Any:
+    async def _attempt(self, req: Request, permit: int) -> Any:
         clock = self.clock
         now = clock.now()
         if req.first_attempt_at is None:
             req.first_attempt_at = now
         if req.deadline is not None and now >= req.deadline:
+            self.breaker.on_ignored(now, permit=permit)
             raise DeadlineExceededError(
                 f"request deadline passed after {now - req.submitted_at:.2f}s (waited in queue); "
                 "raise client.request_deadline or lower the load",
                 provider=self.provider.name,
                 request_id=req.request_id,
             )
-        permit = self.breaker.acquire(now)
-        if permit is None:
-            error = self._circuit_open_error(now, req)
-            error.should_retry = False
-            raise error
         req.attempts += 1
         timeout = self.settings["timeout"]
         if req.deadline is not None:

@@ -36,8 +36,12 @@ def _int(minimum: int) -> Callable[[str, Any], int]:
     return check
 
 
-def _float(minimum: float, *, exclusive: bool = False, optional: bool = False) -> Callable[[str, Any], Optional[float]]:
-    expected = f"a number {'>' if exclusive else '>='} {minimum:g}" + (" or None" if optional else "")
+def _float(
+    minimum: float, *, exclusive: bool = False, optional: bool = False, maximum: Optional[float] = None
+) -> Callable[[str, Any], Optional[float]]:
+    expected = f"a number {'>' if exclusive else '>='} {minimum:g}"
+    expected += f" and <= {maximum:g}" if maximum is not None else ""
+    expected += " or None" if optional else ""
 
     def check(name: str, value: Any) -> Optional[float]:
         if value is None and optional:
@@ -50,7 +54,9 @@ def _float(minimum: float, *, exclusive: bool = False, optional: bool = False) -
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SettingError(name, value, expected)
         value = float(value)
-        if value != value or value in (float("inf"),) or value < minimum or (exclusive and value == minimum):
+        if value != value or value == float("inf") or value < minimum or (exclusive and value == minimum):
+            raise SettingError(name, value, expected)
+        if maximum is not None and value > maximum:
             raise SettingError(name, value, expected)
         return value
 
@@ -92,15 +98,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("backoff_factor", 2.0, _float(1.0), "growth of the backoff delay per retry (initial_retry_delay * factor**n)"),
     SettingSpec("initial_retry_delay", 0.5, _float(0.0), "seconds before the first retry when the server gives no Retry-After"),
     SettingSpec("max_retry_delay", 30.0, _float(0.0), "cap on a backoff delay (a server's Retry-After is honoured as given)"),
-    SettingSpec("retry_jitter", 0.25, _float(0.0), "fraction of a backoff delay taken off at random (0..1)"),
+    SettingSpec("retry_jitter", 0.25, _float(0.0, maximum=1.0), "fraction of a backoff delay taken off at random (0..1)"),
     SettingSpec("timeout", 60.0, _float(0.0, exclusive=True), "seconds one attempt may take"),
     SettingSpec("request_deadline", 300.0, _float(0.0, exclusive=True, optional=True), "seconds a request may take in all: queue wait, attempts and backoff (None: no deadline)"),
     SettingSpec("failure_threshold", 5, _int(1), "consecutive service failures that open the circuit"),
     SettingSpec("reset_timeout", 30.0, _float(0.0, exclusive=True), "seconds the circuit stays OPEN before a probe"),
     SettingSpec("half_open_max_requests", 1, _int(1), "probes let through while HALF_OPEN"),
-    SettingSpec("failure_rate_threshold", None, _float(0.0, exclusive=True, optional=True), "percent of failed calls in the window that opens the circuit (None: rule off)"),
+    SettingSpec("failure_rate_threshold", None, _float(0.0, exclusive=True, optional=True, maximum=100.0), "percent of failed calls in the window that opens the circuit (None: rule off)"),
     SettingSpec("slow_call_duration", None, _float(0.0, exclusive=True, optional=True), "seconds from which a call counts as slow (None: rule off)"),
-    SettingSpec("slow_call_rate_threshold", None, _float(0.0, exclusive=True, optional=True), "percent of slow calls in the window that opens the circuit"),
+    SettingSpec("slow_call_rate_threshold", None, _float(0.0, exclusive=True, optional=True, maximum=100.0), "percent of slow calls in the window that opens the circuit"),
     SettingSpec("breaker_window", 60.0, _float(0.0, exclusive=True), "seconds of history the rate rules look at"),
     SettingSpec("breaker_minimum_calls", 10, _int(1), "calls in the window before the rate rules judge"),
     SettingSpec("queue_aging_interval", 30.0, _float(0.0, exclusive=True, optional=True), "seconds of waiting that raise a request one priority level (None: no aging)"),
@@ -142,9 +148,13 @@ class Settings:
         if spec is None:
             raise SettingError(name, value, f"one of the known settings: {', '.join(sorted(_SPECS))}")
         value = spec.check(name, value)
-        self._values[name] = value
-        for listener in list(self._listeners):
-            listener(name, value)
+        old, self._values[name] = self._values[name], value
+        try:
+            for listener in list(self._listeners):
+                listener(name, value)
+        except Exception:
+            self._values[name] = old  # a policy refused it: nothing changes
+            raise
         return value
 
     def add_listener(self, fn: Callable[[str, Any], None]) -> None:
