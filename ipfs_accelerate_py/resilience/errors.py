@@ -32,6 +32,7 @@ when it must read an HTTP-date ``Retry-After``.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 from typing import Any, Mapping, Optional
@@ -61,6 +62,7 @@ __all__ = [
     "get_header",
     "parse_retry_after",
     "parse_should_retry",
+    "provider_message",
 ]
 
 
@@ -262,6 +264,8 @@ def parse_retry_after(headers: Optional[Mapping[str, str]], wall_now: float) -> 
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # HTTP dates are GMT, whatever zone this machine is in
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - wall_now)
 
 
@@ -380,7 +384,8 @@ def classify_exception(
             exc.attempt = attempt
         return exc
     kwargs = dict(provider=provider, request_id=request_id, attempt=attempt)
-    if isinstance(exc, TimeoutError):
+    # on 3.10 asyncio's and concurrent.futures' TimeoutError are not the builtin
+    if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
         return RequestTimeoutError(f"attempt timed out: {type(exc).__name__}", **kwargs)
     if isinstance(exc, (ConnectionError, OSError, EOFError)):
         return NetworkError(f"{type(exc).__name__}: {exc}", **kwargs)
