@@ -180,33 +180,19 @@ class Engine:
             raise self._circuit_open_error(now, req)
         queue = self.queue
         with queue.lock:
-            if req.inputs is not None:
-                if len(queue) + self._batch_pending >= queue.maxsize:
-                    self.stats.record_rejected("queue_full")
-                    raise QueueFullError(
-                        f"Request queue is full ({len(queue) + self._batch_pending} of {queue.maxsize}): "
-                        "raise client.queue_size, lower the request rate, or raise client.max_concurrent_requests",
-                        provider=self.provider.name,
-                        request_id=req.request_id,
-                    )
+            try:
+                queue.ensure_room(self._batch_pending)
+                if req.inputs is None:
+                    req.entry = queue.push(req, req.priority, now)
+            except QueueFullError as exc:
+                self.stats.record_rejected("queue_full")
+                exc.provider, exc.request_id = self.provider.name, req.request_id
+                raise
+            if req.inputs is not None:  # batchable: the loop takes it to the assembler
                 self._batch_pending += 1
                 self._incoming.append(req)
-            else:
-                if self._batch_pending and len(queue) + self._batch_pending >= queue.maxsize:
-                    self.stats.record_rejected("queue_full")
-                    raise QueueFullError(
-                        f"Request queue is full ({len(queue) + self._batch_pending} of {queue.maxsize}): "
-                        "raise client.queue_size, lower the request rate, or raise client.max_concurrent_requests",
-                        provider=self.provider.name,
-                        request_id=req.request_id,
-                    )
-                try:
-                    req.entry = queue.push(req, req.priority, now)
-                except QueueFullError:
-                    self.stats.record_rejected("queue_full")
-                    raise
-                if req.deadline is not None:
-                    heapq.heappush(self._deadlines, (req.deadline, req.entry.seq, req.entry))
+            elif req.deadline is not None:
+                heapq.heappush(self._deadlines, (req.deadline, req.entry.seq, req.entry))
             req.future._canceller = lambda: self._call_soon(self._cancel, req)
             self._wake_locked()
         return req

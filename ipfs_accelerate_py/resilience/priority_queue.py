@@ -183,14 +183,19 @@ class PriorityRequestQueue:
 
     # ------------------------------------------------------------ in and out
 
+    def ensure_room(self, held_elsewhere: int = 0) -> None:
+        """Raise QueueFullError unless one more request fits, counting
+        ``held_elsewhere`` requests admitted but not in the queue yet."""
+        with self.lock:
+            queued = self._live + held_elsewhere
+            if queued >= self._maxsize:
+                raise QueueFullError(f"Request queue is full ({queued} of {self._maxsize}): {_FULL_QUEUE_ADVICE}")
+
     def push(self, item: object, priority: int, now: float) -> QueueEntry:
         """Queue ``item``; raises InvalidInputError or QueueFullError."""
         priority = _validate_priority(priority)
         with self.lock:
-            if self._live >= self._maxsize:
-                raise QueueFullError(
-                    f"Request queue is full ({self._live} of {self._maxsize}): {_FULL_QUEUE_ADVICE}"
-                )
+            self.ensure_room()
             entry = QueueEntry(item, priority, self._next_seq, now, self)
             self._next_seq += 1
             self._insert(entry)
