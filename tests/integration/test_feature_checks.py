@@ -1,0 +1,154 @@
+"""The feature checks (``ipfs_accelerate_py.checks``) against the simulator, for real.
+
+Each run starts simulators on loopback ports and takes a few seconds: the
+checks wait on real latency, Retry-After and reset timeouts by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ipfs_accelerate_py import checks
+from ipfs_accelerate_py.simulator import Simulator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "test_enhanced_api_features.py"
+FEATURES = ["priority_queue", "circuit_breaker", "monitoring", "request_batching", "retry_after", "queue_full"]
+SECRET = "sk-feature-check-secret-0123456789"
+
+
+def _report(output_dir: Path, api: str = "openai") -> dict:
+    files = list(output_dir.glob(f"{api}_enhanced_features_*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def _statuses(results) -> dict:
+    return {r.name: r.status for r in results}
+
+
+def test_checks_pass_against_the_embedded_simulator_and_write_the_report(tmp_path, capsys):
+    code = checks.run_checks(api="openai", output_dir=str(tmp_path))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "embedded simulator" in out
+    for feature in FEATURES:
+        assert f"{feature}" in out
+    assert "FAIL" not in out and "SKIP" not in out
+
+    report = _report(tmp_path)
+    assert report["api"] == "openai"
+    assert report["target"] == "simulator"
+    assert report["timestamp"]
+    assert report["status"] == "passed"
+    assert report["success_rate"] == 100.0
+    assert list(report["results"]) == FEATURES
+    for name, result in report["results"].items():
+        assert set(result) == {"status", "details", "duration"}, name
+        assert result["status"] == "PASS", (name, result)
+        assert result["details"], name
+        assert result["duration"] >= 0
+    assert report["results"]["circuit_breaker"]["duration"] >= 0.3  # it waited out reset_timeout
+    assert report["results"]["retry_after"]["duration"] >= 0.4  # 0.3 s Retry-After + 0.1 s retry-after-ms
+    assert checks.SIMULATOR_KEY not in json.dumps(report)
+
+
+def test_a_simulator_given_as_base_url_is_detected_and_the_key_never_shown(tmp_path, capsys):
+    with Simulator({"valid_keys": [SECRET]}) as sim:
+        base_url = sim.base_url
+        code = checks.run_checks(api="openai", key=SECRET, base_url=base_url, output_dir=str(tmp_path))
+        seen_keys = sim.counters()["by_key"]
+    out = capsys.readouterr()
+    assert code == 0, out.out
+    assert "a simulator" in out.out
+    report = _report(tmp_path)
+    assert report["target"] == base_url and report["simulator"] is True
+    assert {r["status"] for r in report["results"].values()} == {"PASS"}
+    text = next(tmp_path.iterdir()).read_text()
+    for where in (out.out, out.err, text):
+        assert SECRET not in where
+    assert "anonymous" not in seen_keys  # every request carried the key
+
+
+def test_a_server_without_admin_endpoints_skips_the_fault_checks(tmp_path):
+    # A simulator whose admin endpoints the checks do not know of: an ordinary
+    # OpenAI-compatible server with some latency.
+    with Simulator({"latency": 0.03}) as sim:
+        target = checks.Target("openai", checks.BACKENDS["openai"], sim.base_url, None, None, sim.base_url)
+        results = checks.run_all(target, echo=lambda line: None)
+        sent = sim.counters()["requests_total"]
+    assert _statuses(results) == {
+        "priority_queue": "PASS",
+        "circuit_breaker": "SKIP",
+        "monitoring": "PASS",
+        "request_batching": "PASS",
+        "retry_after": "SKIP",
+        "queue_full": "PASS",
+    }
+    skipped = {r.name: r.details for r in results if r.status == "SKIP"}
+    assert skipped == {"circuit_breaker": "skipped (needs the simulator)", "retry_after": "skipped (needs the simulator)"}
+    assert sent > 0
+    path = checks.write_report(target, results, str(tmp_path))
+    report = json.loads(Path(path).read_text())
+    assert report["success_rate"] == 100.0 and report["status"] == "passed"
+    assert report["results"]["circuit_breaker"]["status"] == "SKIP"
+
+
+def test_a_crashing_check_is_its_own_failure_and_the_others_still_run(tmp_path):
+    def crash(target):
+        raise RuntimeError(f"boom with {SECRET}")
+
+    def fine(target):
+        return "ok"
+
+    table = (
+        checks.Check("crashes", crash, needs_simulator=False),
+        checks.Check("fails", lambda t: checks.expect(False, "saw 2, expected 1"), needs_simulator=False),
+        checks.Check("works", fine, needs_simulator=False),
+        checks.Check("needs_faults", fine, needs_simulator=True),
+    )
+    target = checks.Target("openai", checks.BACKENDS["openai"], "http://127.0.0.1:9/v1", SECRET, None, "x", (SECRET,))
+    results = checks.run_all(target, table, echo=lambda line: None)
+    assert [(r.name, r.status) for r in results] == [
+        ("crashes", "FAIL"), ("fails", "FAIL"), ("works", "PASS"), ("needs_faults", "SKIP")
+    ]  # fmt: skip
+    assert results[0].details == "RuntimeError: boom with ***"
+    assert results[1].details == "saw 2, expected 1"
+    assert checks.success_rate(results) == pytest.approx(100 / 3)
+    report = json.loads(Path(checks.write_report(target, results, str(tmp_path))).read_text())
+    assert report["status"] == "failed"
+    assert SECRET not in json.dumps(report)
+
+
+def _run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IPFS_ACCELERATE_"))}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_root_script_passes_against_the_embedded_simulator(tmp_path):
+    done = _run_script("--api", "openai", "--output-dir", str(tmp_path), cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+    assert _report(tmp_path)["status"] == "passed"
+
+
+@pytest.mark.parametrize("api", ["groq", "claude"])
+def test_a_backend_not_there_yet_exits_non_zero_saying_so(tmp_path, api):
+    done = _run_script("--api", api, "--output-dir", str(tmp_path), cwd=REPO_ROOT)
+    assert done.returncode == 2
+    assert f"The {api} backend is not there yet" in done.stdout
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unknown_api_is_refused_with_the_choices(tmp_path, capsys):
+    assert checks.run_checks(api="nope", output_dir=str(tmp_path)) == 2
+    out = capsys.readouterr().out
+    assert "Unknown API 'nope'" in out and "openai" in out and "groq" in out
