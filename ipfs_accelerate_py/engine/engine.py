@@ -18,6 +18,8 @@ refuses a second outcome).
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import heapq
 import logging
 import random
@@ -69,12 +71,11 @@ _RETRY_SETTINGS = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def key_fingerprint(api_key: Optional[str]) -> Optional[str]:
     """How a key is named in stats and reports: 8 hex digits of its SHA-256."""
     if not api_key:
         return None
-    import hashlib
-
     return hashlib.sha256(api_key.encode()).hexdigest()[:8]
 
 
