@@ -1,0 +1,277 @@
+"""The HTTP server: aiohttp's low-level server, one dispatcher, run in-process or blocking.
+
+:class:`Simulator` runs the server on its own event loop in a daemon thread
+(``start()``/``stop()``, or a ``with`` block), or on the caller's loop
+(``await start_async()``/``await stop_async()``, or ``async with``).
+:func:`run_server` serves until interrupted (the CLI).  uvloop is used when it
+is installed.  The handler is cancelled when its client goes away, which is
+how hangs end early and client disconnects are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from typing import Any, Mapping, Optional, Union
+
+from aiohttp import web
+
+from .admin import ADMIN_PREFIX, AdminHandler
+from .api import ApiHandler
+from .behaviour import Behaviour
+from .counters import Counters
+from .scenario import Scenario
+
+__all__ = ["DEFAULT_HOST", "Simulator", "run_server"]
+
+DEFAULT_HOST = "127.0.0.1"
+SHUTDOWN_TIMEOUT = 0.25
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+ScenarioLike = Union[Scenario, Mapping[str, Any], None]
+
+
+def _scenario(value: ScenarioLike) -> Scenario:
+    return value if isinstance(value, Scenario) else Scenario.from_mapping(value or {})
+
+
+def new_event_loop(use_uvloop: bool = True) -> asyncio.AbstractEventLoop:
+    """A uvloop loop when available and wanted, else the default asyncio loop."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class _Core:
+    """The aiohttp server bound to one event loop."""
+
+    def __init__(self, behaviour: Behaviour, counters: Counters) -> None:
+        self._api = ApiHandler(behaviour, counters)
+        self._admin = AdminHandler(behaviour, counters)
+        self._runner: Optional[web.ServerRunner] = None
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.raw_path
+        query = path.find("?")
+        if query >= 0:
+            path = path[:query]
+        if path.startswith(ADMIN_PREFIX):
+            return await self._admin.handle(request, path)
+        return await self._api.handle(request, path)
+
+    async def start(self, host: str, port: int) -> int:
+        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        runner = web.ServerRunner(server, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=1024)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        return runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+class Simulator:
+    """The OpenAI-compatible simulator on ``host:port`` (port 0 = an ephemeral one).
+
+    Control methods (``counters``, ``configure``, ``script``, ``reset``) are
+    thread-safe and may be called from any thread while the server runs.
+    """
+
+    def __init__(self, scenario: ScenarioLike = None, host: str = DEFAULT_HOST, port: int = 0,
+                 *, use_uvloop: bool = True) -> None:
+        self.host = host
+        self._requested_port = port
+        self._use_uvloop = use_uvloop
+        self._behaviour = Behaviour(_scenario(scenario))
+        self._counters = Counters()
+        self._core = _Core(self._behaviour, self._counters)
+        self._port: Optional[int] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+
+    # -- addresses --------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (no path)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ``http://HOST:PORT/v1``."""
+        return self.url + "/v1"
+
+    @property
+    def admin_url(self) -> str:
+        return self.url + "/_admin"
+
+    @property
+    def running(self) -> bool:
+        return self._port is not None
+
+    def __repr__(self) -> str:
+        where = self.base_url if self.running else "not running"
+        return f"Simulator({where})"
+
+    # -- running in a background thread ----------------------------------------------
+
+    def start(self) -> "Simulator":
+        """Serve from a daemon thread; return once listening."""
+        if self._thread is not None or self._port is not None:
+            raise RuntimeError("the simulator is already running")
+        ready = threading.Event()
+        failure: list = []
+        thread = threading.Thread(target=self._serve_thread, args=(ready, failure),
+                                  name="ipfs-accelerate-simulator", daemon=True)
+        self._thread = thread
+        thread.start()
+        if not ready.wait(START_TIMEOUT):
+            raise RuntimeError("the simulator did not start in time")
+        if failure:
+            self._thread = None
+            thread.join()
+            raise failure[0]
+        return self
+
+    def _serve_thread(self, ready: threading.Event, failure: list) -> None:
+        loop = new_event_loop(self._use_uvloop)
+        asyncio.set_event_loop(loop)
+        try:
+            self._port = loop.run_until_complete(
+                self._core.start(self.host, self._requested_port))
+        except BaseException as exc:  # reported to start()'s caller
+            failure.append(exc)
+            loop.close()
+            ready.set()
+            return
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._core.stop())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop serving (requests still held are cut); idempotent."""
+        thread, loop = self._thread, self._loop
+        if thread is None:
+            return
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT)
+        self._thread = self._loop = self._port = None
+
+    def __enter__(self) -> "Simulator":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # -- running on the caller's loop ------------------------------------------------
+
+    async def start_async(self) -> "Simulator":
+        """Serve on the running event loop; return once listening."""
+        if self._thread is not None or self._port is not None:
+            raise RuntimeError("the simulator is already running")
+        self._port = await self._core.start(self.host, self._requested_port)
+        return self
+
+    async def stop_async(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("this simulator runs in its own thread; use stop()")
+        await self._core.stop()
+        self._port = None
+
+    async def __aenter__(self) -> "Simulator":
+        return await self.start_async()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.stop_async()
+
+    # -- control ------------------------------------------------------------------------
+
+    def counters(self) -> dict:
+        """A consistent snapshot of the counters (see :mod:`.counters`)."""
+        return self._counters.snapshot()
+
+    def configure(self, fields: Optional[Mapping[str, Any]] = None, /, **more: Any) -> dict:
+        """Merge scenario fields into the running scenario; ScenarioError if refused."""
+        values = dict(fields or {})
+        values.update(more)
+        return self._behaviour.configure(values).to_dict()
+
+    def script(self, responses: Any, *, path: Optional[str] = None,
+               append: bool = False) -> int:
+        """Replace (or extend) the pending script, global or for ``path``; return its length."""
+        return self._behaviour.set_script(responses, path=path, append=append)
+
+    def reset(self, *, scenario: bool = True) -> None:
+        """Zero the counters; with ``scenario`` also restore the starting scenario and script."""
+        self._counters.reset()
+        self._behaviour.reset(scenario=scenario)
+
+    @property
+    def scenario(self) -> dict:
+        """The running scenario as a dict."""
+        return self._behaviour.scenario.to_dict()
+
+    def pending(self) -> dict:
+        """Countdowns and script entries not yet consumed."""
+        return self._behaviour.pending()
+
+
+def run_server(host: str = DEFAULT_HOST, port: int = 0, scenario: ScenarioLike = None, *,
+               use_uvloop: bool = True, announce: bool = True) -> None:
+    """Serve until SIGINT/SIGTERM; with ``announce`` print one line with the base URL."""
+    behaviour = Behaviour(_scenario(scenario))
+    core = _Core(behaviour, Counters())
+
+    async def serve() -> None:
+        bound = await core.start(host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        if announce:
+            print(f"ipfs_accelerate_py simulator listening on http://{host}:{bound}/v1",
+                  flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await core.stop()
+
+    loop = new_event_loop(use_uvloop)
+    try:
+        loop.run_until_complete(serve())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.close()
+        sys.stdout.flush()
