@@ -234,7 +234,10 @@ class BaseApiBackend:
                 "a blocking call was made from the engine's own event loop (inside a callback); "
                 "this would deadlock: call it from another thread"
             )
-        return self._submit(endpoint, data, **kwargs).future.result()
+        future = self._submit(endpoint, data, **kwargs).future
+        result = future.result()
+        future["result"] = None  # the caller holds the result now; a dropped stream can be collected
+        return result
 
     def make_request(
         self,

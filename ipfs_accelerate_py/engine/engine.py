@@ -26,7 +26,7 @@ import random
 from typing import Any, Optional
 
 from ..resilience import retry as retry_policy
-from ..resilience.batching import BatchAssembler, batch_key
+from ..resilience.batching import BatchAssembler, batch_key, estimate_tokens
 from ..resilience.breaker import STATE_OPEN, BreakerOptions, CircuitBreaker
 from ..resilience.clock import SYSTEM_CLOCK, Clock
 from ..resilience.errors import (
@@ -46,7 +46,7 @@ from ..transport.sse import STREAM_DONE, iter_sse
 from .loop import engine_loop, in_engine_thread
 from .request import Request
 from .settings import Settings
-from .stream import ChunkStream
+from .stream import END_OF_STREAM, ChunkStream
 
 __all__ = ["Engine", "key_fingerprint"]
 
@@ -240,7 +240,7 @@ class Engine:
             permit = breaker.acquire(now)
             if permit is None:
                 if breaker.state(now) == STATE_OPEN:
-                    self._fail_queued(self._circuit_open_error(now))
+                    self._fail_queued(now)
                 break  # HALF_OPEN with its probes out: the rest wait for their verdict
             entry = queue.pop(now)
             if entry is None or entry.item.future.done():
@@ -256,16 +256,16 @@ class Engine:
 
     # ------------------------------------------------------------ attempt
 
-    def _fail_queued(self, error: ApiError) -> None:
-        """Complete everything queued with ``error`` (the circuit is OPEN)."""
+    def _fail_queued(self, now: float) -> None:
+        """The circuit is OPEN: everything queued fails fast."""
         with self.queue.lock:
             entries = self.queue.drain()
         for entry in entries:
             req = entry.item
-            if req.future.done():
-                continue
-            self._finish(req, None, type(error)(error.message, provider=error.provider,
-                                                request_id=req.request_id, retry_after=error.retry_after))
+            if not req.future.done():
+                error = self._circuit_open_error(now, req)
+                error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
+                self._finish(req, None, error)
 
     async def _run(self, req: Request, permit: int) -> None:
         """One attempt, then: complete, or schedule the retry."""
@@ -384,14 +384,21 @@ class Engine:
     async def _stream(
         self, req: Request, response: StreamResponse, started: float, key_name: Optional[str], permit: int
     ) -> None:
-        """Hand a 2xx stream to the caller and feed it until its end."""
+        """Hand a 2xx stream to the caller and feed it until its end.
+
+        The feeder keeps only the stream's channel, never the stream itself,
+        so a stream the caller drops is collected and its close aborts this.
+        """
         task = asyncio.current_task()
         stream = ChunkStream(req.request_id, lambda: self._call_soon(_cancel_task, task))
+        channel = stream.channel
         self._record_attempt(None, started, key_name, response.status, permit)
         req.future._complete(stream, None)
+        del stream
         provider = self.provider
-        error: Optional[BaseException] = None
+        error: Optional[ApiError] = None
         usage = (0, 0)
+        sent = 0
         try:
             async for event in iter_sse(response.lines()):
                 chunk = provider.parse_stream_event(event)
@@ -401,26 +408,26 @@ class Engine:
                     break
                 if isinstance(chunk, dict) and chunk.get("usage"):
                     usage = provider.usage(chunk)
-                stream._put(chunk)
+                channel.put(chunk)
+                sent += 1
             else:
-                error = _cut_stream_error(provider.name, req, stream)
+                error = NetworkError("stream ended without its end marker", provider=provider.name, attempt=req.attempts)
         except asyncio.CancelledError:
-            stream._end(CancelledRequestError("stream closed by the caller", request_id=req.request_id))
+            channel.put(CancelledRequestError("stream closed by the caller", request_id=req.request_id))
             self._record_stream(req, False, "cancelled", usage)
             raise
         except ApiError as exc:
-            exc.request_id = exc.request_id or req.request_id
             error = exc
         finally:
             await response.aclose()
         if error is not None:
-            error.message = f"{error.message} (stream ended after {stream_count(stream)} chunks)"
-            stream._end(error)
-            self._record_stream(req, False, getattr(error, "kind", "error"), usage)
+            error.request_id = error.request_id or req.request_id
+            error.message = f"{error.message} (stream ended after {sent} chunks)"
+            channel.put(error)
+            self._record_stream(req, False, error.kind, usage)
         else:
-            stream._end()
+            channel.put(END_OF_STREAM)
             self._record_stream(req, True, None, usage)
-        return None
 
     def _record_stream(self, req: Request, success: bool, error_kind: Optional[str], usage: tuple[int, int]) -> None:
         now = self.clock.now()
@@ -451,6 +458,7 @@ class Engine:
             self._finish(req, None, error)
             return
         req.retries += 1
+        req.last_error = error
         log.info(
             "%s request %s: %s; retry %d/%d in %.3fs (%s)",
             self.provider.name,
@@ -641,7 +649,8 @@ class Engine:
         parts: list[Any] = [None] * len(members)
         if error is None:
             try:
-                parts = self.provider.split_batch_result(result, [n for _, n in members])
+                weights = [sum(estimate_tokens(x) for x in req.inputs) for req, _ in members]
+                parts = self.provider.split_batch_result(result, [n for _, n in members], weights)
             except ApiError as exc:
                 error = exc
         now = self.clock.now()
@@ -758,16 +767,3 @@ def _redact(error: ApiError, api_key: Optional[str]) -> None:
 def _cancel_task(task: Optional[asyncio.Task]) -> None:
     if task is not None and not task.done():
         task.cancel()
-
-
-def stream_count(stream: ChunkStream) -> int:
-    return stream._items.qsize() + stream.received
-
-
-def _cut_stream_error(provider: str, req: Request, stream: ChunkStream) -> ApiError:
-    return NetworkError(
-        "stream ended without its end marker",
-        provider=provider,
-        request_id=req.request_id,
-        attempt=req.attempts,
-    )

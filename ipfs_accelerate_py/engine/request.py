@@ -36,6 +36,7 @@ class Request:
         "first_attempt_at",
         "attempts",
         "retries",
+        "last_error",
         "entry",
         "task",
         "running",
@@ -70,6 +71,7 @@ class Request:
         self.first_attempt_at: Optional[float] = None
         self.attempts = 0
         self.retries = 0
+        self.last_error: Optional[BaseException] = None  # the failure a retry is waiting out
         self.entry: Any = None  # QueueEntry while queued or between attempts
         self.task: Any = None  # asyncio.Task while an attempt is in flight
         self.running = False  # True once that task's coroutine has started

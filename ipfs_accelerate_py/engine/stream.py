@@ -12,28 +12,22 @@ from __future__ import annotations
 import queue
 from typing import Any, Callable, Iterator, Optional
 
-__all__ = ["ChunkStream"]
+__all__ = ["ChunkStream", "END_OF_STREAM"]
 
-_END = object()
+END_OF_STREAM = object()
+"""Put in a stream's channel after its last chunk."""
 
 
 class ChunkStream:
-    __slots__ = ("request_id", "_items", "_closer", "received", "finished", "usage", "__weakref__")
+    __slots__ = ("request_id", "channel", "_closer", "received", "finished", "usage", "__weakref__")
 
     def __init__(self, request_id: str, closer: Callable[[], None]) -> None:
         self.request_id = request_id
-        self._items: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.channel: "queue.SimpleQueue[Any]" = queue.SimpleQueue()  # the engine puts, the caller gets
         self._closer: Optional[Callable[[], None]] = closer
         self.received = 0
         self.finished = False
         self.usage: Optional[dict] = None
-
-    # engine side (loop thread)
-    def _put(self, chunk: Any) -> None:
-        self._items.put(chunk)
-
-    def _end(self, error: Optional[BaseException] = None) -> None:
-        self._items.put(error if error is not None else _END)
 
     # caller side
     def __iter__(self) -> Iterator[Any]:
@@ -42,8 +36,8 @@ class ChunkStream:
     def __next__(self) -> Any:
         if self.finished:
             raise StopIteration
-        item = self._items.get()
-        if item is _END:
+        item = self.channel.get()
+        if item is END_OF_STREAM:
             self.finished = True
             self._closer = None
             raise StopIteration

@@ -161,21 +161,40 @@ class OpenAIWire:
         payload["input"] = inputs
         return payload
 
-    def split_batch_result(self, result: dict, counts: list[int]) -> list[dict]:
-        """One response of the provider's own shape per member, by ``index``."""
+    def split_batch_result(self, result: dict, counts: list[int], weights: Optional[list[int]] = None) -> list[dict]:
+        """One response of the provider's own shape per member, by ``index``.
+
+        The batch's ``usage`` is shared out in proportion to ``weights`` (the
+        members' estimated tokens; their input counts when not given) so that
+        the members' figures add up exactly to what the server reported.
+        """
         data = result.get("data")
         if not isinstance(data, list):
             raise MalformedResponseError("embeddings response has no 'data' list", provider=self.name)
         parts = split_by_index(data, counts)
         usage = result.get("usage")
-        total = sum(counts) or 1
+        shares = weights if weights is not None else counts
         out = []
-        for part, count in zip(parts, counts):
+        for i, (part, count) in enumerate(zip(parts, counts)):
             member = {k: v for k, v in result.items() if k not in ("data", "usage")}
             member["data"] = part
-            if isinstance(usage, dict):
-                member["usage"] = {
-                    k: round(v * count / total) if isinstance(v, (int, float)) else v for k, v in usage.items()
-                }
             out.append(member)
+        if isinstance(usage, dict):
+            split = {k: apportion(v, shares) for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+            for i, member in enumerate(out):
+                member["usage"] = {k: (split[k][i] if k in split else v) for k, v in usage.items()}
         return out
+
+
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` in proportion to ``weights`` (largest remainder): the
+    parts are whole numbers and add up to ``total`` exactly."""
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        weights, weight_sum = [1] * len(weights), len(weights)
+    exact = [total * w / weight_sum for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

@@ -1,0 +1,365 @@
+"""``openai_api`` against the simulator over real loopback HTTP: operations,
+streaming, the request as sent, closing; and the helpers the other
+``test_openai_*`` modules import (queue and settings, monitoring and secrets,
+faults, batching).
+
+Nothing here sleeps to wait for something: tests wait on futures (with a
+timeout) or hold the client's only slot with an open, stalled stream
+(:func:`held_slot`), which makes saturation deterministic.
+
+Tests that leave server handlers winding down after they end (a held or
+stalled stream, a hang) run on a server of their own (``fresh_simulator``):
+the shared one is reset between tests, but a handler that finishes late would
+still count into the next test's counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import http.server
+import json
+import threading
+from typing import Any, Iterator
+
+import pytest
+
+from ipfs_accelerate_py.api_backends import openai_api
+from ipfs_accelerate_py.resilience.errors import ShutdownError
+from ipfs_accelerate_py.simulator import Simulator, embedding_for, estimate_tokens, key_fingerprint
+
+KEY = "sk-integration-0123456789abcdef"
+CHAT_MODEL = "gpt-4o-mini"
+EMBED_MODEL = "text-embedding-3-small"
+REPLY_PREFIX = "Simulated reply to: "
+WAIT = 10.0
+"""Seconds a test waits on a future before it counts as hung."""
+
+FAST = {
+    "initial_retry_delay": 0.01,
+    "retry_jitter": 0.0,
+    "batch_timeout": 0.05,
+}
+"""Settings every test client starts from: quick backoff, short batch wait."""
+
+RESET_TIMEOUT = 0.3
+"""The breaker's reset_timeout in these tests: the longest real wait of the suite."""
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def make_client(sim: Simulator, key: str = KEY, **settings: Any) -> openai_api:
+    """A client pointed at ``sim`` (close it: ``with make_client(...) as c``)."""
+    metadata = {"openai_api_key": key, "openai_api_base": sim.base_url, **FAST}
+    metadata.update(settings)
+    return openai_api({}, metadata)
+
+
+def messages(text: str) -> list:
+    return [{"role": "user", "content": text}]
+
+
+def chat_data(text: str, model: str = CHAT_MODEL, **extra: Any) -> dict:
+    return {"model": model, "messages": messages(text), **extra}
+
+
+def reply_text(response: dict) -> str:
+    return response["choices"][0]["message"]["content"]
+
+
+def chat_once(client: openai_api, text: str = "x") -> dict:
+    return client.chat(CHAT_MODEL, messages(text))
+
+
+def wait_real(seconds: float) -> None:
+    """Let a real interval pass (a breaker's reset_timeout); never used to wait for an event."""
+    threading.Event().wait(seconds)
+
+
+def joined_deltas(chunks: list) -> str:
+    return "".join(
+        choice.get("delta", {}).get("content") or ""
+        for chunk in chunks
+        for choice in chunk.get("choices", [])
+    )
+
+
+@contextlib.contextmanager
+def held_slot(client: openai_api, sim: Simulator) -> Iterator[Any]:
+    """Occupy one of ``client``'s concurrency slots until the block ends.
+
+    The simulator's next targeted request (this stream) stalls after its
+    first chunk; ``chat(stream=True)`` returns once the stream has started,
+    so the slot is taken when the block begins.  Leaving closes the stream,
+    which aborts the attempt and frees the slot.  The simulator counts the
+    stream's status and model only once it notices the client left, so tests
+    count it through ``requests_total`` (counted on arrival).
+    """
+    sim.configure(stall_seconds=30.0)
+    sim.script([{"stream_stall_after": 1}], append=True)
+    stream = client.chat(CHAT_MODEL, messages("hold the slot"), stream=True)
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+# --------------------------------------------------------------- operations
+
+
+def test_chat_returns_the_simulators_reply_and_usage(simulator):
+    with make_client(simulator) as client:
+        response = client.chat(CHAT_MODEL, messages("Hello there"))
+    assert reply_text(response) == REPLY_PREFIX + "Hello there"
+    usage = response["usage"]
+    assert usage["prompt_tokens"] == estimate_tokens("Hello there")
+    assert usage["completion_tokens"] == estimate_tokens(REPLY_PREFIX + "Hello there")
+    counted = simulator.counters()
+    assert counted["by_path"] == {"/v1/chat/completions": 1}
+    assert counted["by_model"] == {CHAT_MODEL: 1}
+    assert counted["by_status"] == {"200": 1}
+
+
+def test_chat_passes_extra_parameters_in_the_body(simulator):
+    with make_client(simulator) as client:
+        response = client.chat(CHAT_MODEL, messages("a fairly long prompt to be cut"), max_tokens=2)
+    # the simulator cuts the reply to 4 * max_tokens characters: max_tokens reached it
+    assert reply_text(response) == (REPLY_PREFIX + "a fairly long prompt")[:8]
+    assert response["choices"][0]["finish_reason"] == "length"
+
+
+def test_completions(simulator):
+    with make_client(simulator) as client:
+        response = client.completions("gpt-3.5-turbo-instruct", "Once upon a time")
+    assert response["object"] == "text_completion"
+    assert response["choices"][0]["text"] == REPLY_PREFIX + "Once upon a time"
+    assert simulator.counters()["by_path"] == {"/v1/completions": 1}
+
+
+@pytest.mark.parametrize("dimensions", [None, 8, 40])
+def test_embeddings_single_input_equal_the_simulators_vector(simulator, dimensions):
+    params = {} if dimensions is None else {"dimensions": dimensions}
+    with make_client(simulator) as client:
+        response = client.embeddings(EMBED_MODEL, "the quick brown fox", **params)
+    [item] = response["data"]
+    assert item["index"] == 0
+    assert item["embedding"] == embedding_for("the quick brown fox", dimensions or 16)
+    assert simulator.counters()["embedding_inputs"]["calls"] == 1
+
+
+def test_embeddings_list_input_keeps_order(simulator):
+    texts = ["alpha", "beta", "gamma"]
+    with make_client(simulator) as client:
+        response = client.embeddings(EMBED_MODEL, texts, dimensions=12)
+    assert [d["index"] for d in response["data"]] == [0, 1, 2]
+    assert [d["embedding"] for d in response["data"]] == [embedding_for(t, 12) for t in texts]
+    assert simulator.counters()["embedding_inputs"]["by_size"] == {"3": 1}
+
+
+def test_embeddings_of_a_model_not_batched_go_straight_out(simulator):
+    with make_client(simulator, batch_timeout=5.0) as client:
+        response = client.embeddings("my-own-embedder", "x")  # not in supported_batch_models
+    assert response["data"][0]["embedding"] == embedding_for("x")
+
+
+def test_list_models(simulator):
+    with make_client(simulator) as client:
+        models = client.list_models()
+    assert [m["id"] for m in models] == list(simulator.scenario["models"])
+    assert simulator.counters()["by_path"] == {"/v1/models": 1}
+
+
+@pytest.mark.parametrize(
+    "endpoint, data, path, check",
+    [
+        ("chat/completions", chat_data("via make_request"), "/v1/chat/completions",
+         lambda r: reply_text(r) == REPLY_PREFIX + "via make_request"),
+        ("/v1/chat/completions", chat_data("leading slash"), "/v1/chat/completions",
+         lambda r: reply_text(r) == REPLY_PREFIX + "leading slash"),
+        ("completions", {"model": "m", "prompt": "p"}, "/v1/completions",
+         lambda r: r["choices"][0]["text"] == REPLY_PREFIX + "p"),
+        ("embeddings", {"model": EMBED_MODEL, "input": "e"}, "/v1/embeddings",
+         lambda r: r["data"][0]["embedding"] == embedding_for("e")),
+        ("embeddings", {"model": "unbatched-model", "input": ["e", "f"], "dimensions": 4}, "/v1/embeddings",
+         lambda r: [d["embedding"] for d in r["data"]] == [embedding_for("e", 4), embedding_for("f", 4)]),
+        ("models", None, "/v1/models", lambda r: r["object"] == "list" and r["data"]),
+        ("models/gpt-4o", None, "/v1/models/gpt-4o", lambda r: r["id"] == "gpt-4o"),
+    ],
+)
+def test_make_request_for_each_endpoint(simulator, endpoint, data, path, check):
+    with make_client(simulator) as client:
+        response = client.make_request(endpoint, data)
+    assert check(response), response
+    counted = simulator.counters()
+    assert counted["by_path"] == {path: 1}
+    assert counted["by_status"] == {"200": 1}
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def test_stream_deltas_join_to_the_non_stream_content(simulator):
+    text = "stream me a reply with several words in it please"
+    with make_client(simulator) as client:
+        whole = client.chat(CHAT_MODEL, messages(text))
+        with client.chat(CHAT_MODEL, messages(text), stream=True) as stream:
+            chunks = list(stream)
+    assert len(chunks) > 3
+    assert all(isinstance(c, dict) and c["object"] == "chat.completion.chunk" for c in chunks)
+    assert joined_deltas(chunks) == reply_text(whole)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
+
+
+def test_stream_with_usage_reports_tokens(simulator):
+    with make_client(simulator) as client:
+        with client.chat(CHAT_MODEL, messages("count me"), stream=True,
+                         stream_options={"include_usage": True}) as stream:
+            chunks = list(stream)
+        stats = client.get_stats()
+    assert stream.usage == chunks[-1]["usage"]
+    counted = simulator.counters()["tokens"]
+    assert stream.usage["prompt_tokens"] == counted["prompt"]
+    assert stats["tokens"] == {"input": counted["prompt"], "output": counted["completion"],
+                               "total": counted["total"]}
+
+
+@pytest.mark.parametrize("how", ["close", "with"])
+def test_closing_a_stream_early_frees_the_slot(fresh_simulator, how):
+    simulator = fresh_simulator
+    simulator.configure(stream_chunk_delay=0.05)  # a long stream: 20 chunks, ~1 s
+    long_text = " ".join(f"word{i}" for i in range(40))
+    with make_client(simulator, max_concurrent_requests=1) as client:
+        stream = client.chat(CHAT_MODEL, messages(long_text), stream=True)
+        if how == "close":
+            first = next(stream)
+            stream.close()
+        else:
+            with stream:
+                first = next(stream)
+        assert first["choices"][0]["delta"]["role"] == "assistant"
+        assert list(stream) == []  # closed: nothing more comes
+        # the only slot is free again: the next request goes through
+        future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("next")})
+        assert reply_text(future.result(timeout=WAIT)) == REPLY_PREFIX + "next"
+    counted = simulator.counters()
+    assert counted["streams"]["started"] == 1
+    assert counted["streams"]["finished"] == 0
+
+
+def test_a_stream_dropped_after_break_frees_the_slot_when_collected(fresh_simulator):
+    simulator = fresh_simulator
+    simulator.configure(stream_stall_after=2, stall_seconds=30.0)
+    # timeout bounds the damage when the bug is there: the stalled read gives up after 1 s
+    with make_client(simulator, max_concurrent_requests=1, timeout=1.0) as client:
+        stream = client.chat(CHAT_MODEL, messages("one two three four five six seven eight"), stream=True)
+        for _chunk in stream:
+            break
+        del stream, _chunk
+        gc.collect()
+        simulator.configure(stream_stall_after=None)
+        future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("next")})
+        assert future.wait(0.5), "the dropped stream still holds the only slot"
+
+
+# ----------------------------------------------------- the request as sent
+
+
+def test_request_reaches_the_simulator_under_the_keys_fingerprint(simulator):
+    with make_client(simulator, key="sk-first-key") as first, make_client(simulator, key="sk-second-key") as second:
+        first.chat(CHAT_MODEL, messages("a"))
+        first.make_request("completions", {"model": "m", "prompt": "b"})
+        second.chat("gpt-4o", messages("c"))
+    counted = simulator.counters()
+    assert counted["by_key"] == {key_fingerprint("sk-first-key"): 2, key_fingerprint("sk-second-key"): 1}
+    assert counted["by_path"] == {"/v1/chat/completions": 2, "/v1/completions": 1}
+    assert counted["by_model"] == {CHAT_MODEL: 1, "m": 1, "gpt-4o": 1}
+
+
+def test_per_request_api_key_overrides_the_clients(simulator):
+    with make_client(simulator) as client:
+        future = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": chat_data("x"), "api_key": "sk-per-request"}
+        )
+        future.result(timeout=WAIT)
+    assert simulator.counters()["by_key"] == {key_fingerprint("sk-per-request"): 1}
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Records each request as sent and answers a fixed chat completion."""
+
+    seen: list = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.seen.append((self.command, self.path, dict(self.headers), body))
+        payload = json.dumps({"object": "list", "data": [],
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list]]:
+    """A plain HTTP server on loopback that records what it receives."""
+    handler = type("Recorder", (_Recorder,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_request_as_sent_method_path_headers_and_json_body(recorder):
+    base_url, seen = recorder
+    client = openai_api({}, {"openai_api_key": KEY, "openai_api_base": base_url})
+    with client:
+        client.chat(CHAT_MODEL, messages("hi"), temperature=0.5, request_id="req-77")
+        client.list_models()
+    (method, path, headers, body), (get_method, get_path, get_headers, get_body) = seen
+    headers = {k.lower(): v for k, v in headers.items()}
+    assert (method, path) == ("POST", "/v1/chat/completions")
+    assert headers["authorization"] == f"Bearer {KEY}"
+    assert headers["content-type"] == "application/json"
+    assert headers["x-client-request-id"] == "req-77"
+    assert json.loads(body) == {"model": CHAT_MODEL, "messages": messages("hi"), "temperature": 0.5}
+    assert (get_method, get_path, get_body) == ("GET", "/v1/models", b"")
+    assert {k.lower(): v for k, v in get_headers.items()}["authorization"] == f"Bearer {KEY}"
+
+
+# ------------------------------------------------------------------ closing
+
+
+def test_close_fails_what_is_queued_and_lets_the_attempt_in_flight_finish(simulator):
+    simulator.configure(hang_next=1, hang_seconds=0.2)  # the first request is slow, then answered
+    client = make_client(simulator, max_concurrent_requests=1)
+    in_flight = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("slow")})
+    queued = [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"q{i}")})
+              for i in range(2)]
+    client.close()
+    assert reply_text(in_flight.result(timeout=0)) == REPLY_PREFIX + "slow"
+    assert all(isinstance(f.exception(timeout=0), ShutdownError) for f in queued)
+    with pytest.raises(ShutdownError):
+        client.chat(CHAT_MODEL, messages("after close"))
+    assert simulator.counters()["requests_total"] == 1
+
+
+def test_closing_one_client_leaves_another_working(simulator):
+    with make_client(simulator) as survivor:
+        with make_client(simulator) as doomed:
+            doomed.chat(CHAT_MODEL, messages("a"))
+        assert reply_text(survivor.chat(CHAT_MODEL, messages("b"))) == REPLY_PREFIX + "b"
