@@ -23,15 +23,13 @@ import argparse
 import asyncio
 import os
 import re
-import resource
-import subprocess
 import sys
 import time
 
 import aiohttp
 
-SERVER_CORE = 1
-CLIENT_CORE = 0
+from procs import CLIENT_CORE, own_cpu_seconds, process_cpu_seconds, start_simulator, stop_simulator
+
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 BODIES = {
     "chat": ("POST", "/chat/completions",
@@ -40,32 +38,6 @@ BODIES = {
                    b'{"model":"text-embedding-3-small","input":["one","two","three","four"]}'),
     "models": ("GET", "/models", None),
 }
-
-
-def start_server(pin: bool) -> tuple:
-    """The simulator subprocess (pinned to SERVER_CORE) and its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate_py.simulator", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True)
-    if pin:
-        os.sched_setaffinity(proc.pid, {SERVER_CORE})
-    line = proc.stdout.readline()
-    found = re.search(r"http://\S+", line)
-    if not found:
-        proc.kill()
-        raise RuntimeError(f"the simulator did not announce its URL: {line!r}")
-    return proc, found.group(0)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def measure(done: dict, warmup: float, seconds: float, server_pid: int) -> tuple:
@@ -177,7 +149,7 @@ def main(argv: list | None = None) -> int:
                         help="drive with the default asyncio loop instead of uvloop")
     args = parser.parse_args(argv)
     pin = (os.cpu_count() or 1) > 1
-    proc, base_url = start_server(pin)
+    proc, base_url = start_simulator(pin)
     try:
         if pin:
             os.sched_setaffinity(0, {CLIENT_CORE})
@@ -193,8 +165,7 @@ def main(argv: list | None = None) -> int:
             else:
                 result = uvloop.run(run)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_simulator(proc)
     print(f"simulator at {base_url}, pinned: {'server core 1, client core 0' if pin else 'no'}")
     print(f"client: {args.client}")
     report(args.endpoint, args.concurrency, result)

@@ -150,7 +150,6 @@ def test_429_then_success_is_retried_and_each_attempt_reads_its_own_retry_after(
             None,
         ]
     )
-    times = []
     loop_time = []
 
     def handler(req):
