@@ -195,28 +195,35 @@ class Engine:
             elif req.deadline is not None:
                 heapq.heappush(self._deadlines, (req.deadline, req.entry.seq, req.entry))
             req.future._canceller = lambda: self._call_soon(self._cancel, req)
-            self._wake_locked()
+            wake = self._claim_wake()
+        if wake:  # outside the lock: waking the loop writes to its self-pipe
+            self._call_soon(self._pump)
         return req
 
     def _circuit_open_error(self, now: float, req: Optional[Request] = None) -> CircuitOpenError:
         wait = self.breaker.retry_in(now)
         snap = self.breaker.snapshot(now)
         return CircuitOpenError(
-            f"circuit is OPEN after {snap.get('consecutive_failures', 0)} consecutive failures; "
-            f"failing fast, next probe in {wait:.1f}s",
+            f"circuit is OPEN (opened {snap.get('times_opened', 0)} times so far): failing fast, "
+            f"next probe in {wait:.1f}s; see client.failure_threshold and client.reset_timeout",
             provider=self.provider.name,
             request_id=req.request_id if req else None,
             retry_after=wait,
         )
 
     def wake(self) -> None:
+        """Have the loop run the pump soon (once, however many ask)."""
         with self.queue.lock:
-            self._wake_locked()
-
-    def _wake_locked(self) -> None:
-        if not self._wake_pending:
-            self._wake_pending = True
+            wake = self._claim_wake()
+        if wake:
             self._call_soon(self._pump)
+
+    def _claim_wake(self) -> bool:
+        """(under queue.lock) True for the one caller that must wake the loop."""
+        if self._wake_pending:
+            return False
+        self._wake_pending = True
+        return True
 
     def _call_soon(self, fn, *args) -> None:
         if in_engine_thread():
@@ -287,8 +294,9 @@ class Engine:
             )
         except ApiError as exc:
             error = exc
-        except Exception as exc:  # a bug or an unexpected library error: typed, never lost
-            error = classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts)
+        except Exception as exc:  # not a service outcome (a bug, a library surprise): handed over as it is, not retried
+            self.breaker.on_ignored(self.clock.now(), permit=permit)  # a permit reported twice counts once
+            error = exc
         finally:
             self.in_flight -= 1
             req.task = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..resilience.batching import OPENAI_EMBEDDING_LIMITS, BatchLimits, split_by_index
-from ..resilience.errors import ApiError, MalformedResponseError, classify_status
+from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseError, classify_status
 from ..transport.base import HttpRequest, HttpResponse
 from ..transport.sse import STREAM_DONE, SseEvent
 
@@ -90,7 +90,10 @@ class OpenAIWire:
         body = None
         if method == "POST":
             headers["Content-Type"] = _JSON
-            body = json.dumps(data or {}, separators=(",", ":")).encode()
+            try:
+                body = json.dumps(data or {}, separators=(",", ":")).encode()
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"request data cannot be sent as JSON: {exc}", provider=self.name) from exc
         url = endpoint if endpoint.startswith(("http://", "https://")) else f"{base_url.rstrip('/')}/{ep}"
         return HttpRequest(method, url, headers, body, timeout, stream)
 

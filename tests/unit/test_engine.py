@@ -486,3 +486,12 @@ def test_invalid_request_error_carries_provider_message():
         client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])
     assert "bad model" in str(info.value)
     assert info.value.request_id == "abc"
+
+
+def test_data_that_cannot_be_json_is_refused_with_a_typed_error_and_frees_its_slot():
+    client, transport = make_client(lambda r: HttpResponse(200, {}, ok_body(r)), max_concurrent_requests=1)
+    with client:
+        with pytest.raises(InvalidInputError, match="JSON"):
+            client.make_request("chat/completions", {"model": "m", "messages": [], "bad": object()})
+        assert client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])["choices"]
+        assert len(transport.requests) == 1
