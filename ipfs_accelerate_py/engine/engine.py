@@ -20,13 +20,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import heapq
 import logging
 import random
 from typing import Any, Optional
 
 from ..resilience import retry as retry_policy
-from ..resilience.batching import BatchAssembler, batch_key, estimate_tokens
 from ..resilience.breaker import STATE_OPEN, BreakerOptions, CircuitBreaker
 from ..resilience.clock import SYSTEM_CLOCK, Clock
 from ..resilience.errors import (
@@ -43,6 +41,8 @@ from ..resilience.priority_queue import PriorityRequestQueue
 from ..resilience.stats import RequestRecord, StatsCollector
 from ..transport.base import StreamResponse, Transport
 from ..transport.sse import STREAM_DONE, iter_sse
+from .batches import BatchLane
+from .deadlines import DeadlineWatch
 from .loop import engine_loop, in_engine_thread
 from .request import Request
 from .settings import Settings
@@ -80,7 +80,7 @@ def key_fingerprint(api_key: Optional[str]) -> Optional[str]:
 
 
 class Engine:
-    """One backend's queue, dispatcher, batcher, breaker and stats."""
+    """One backend's queue, dispatcher, batch lane, breaker and stats."""
 
     def __init__(
         self,
@@ -112,23 +112,17 @@ class Engine:
         self.breaker.add_listener(self._on_breaker_transition)
         self.retry_options = self._retry_options()
         self.stats = StatsCollector()
-        self.batcher = BatchAssembler(settings["max_batch_size"], settings["batch_timeout"], self._batch_limits)
+        self.batches = BatchLane(self, settings["max_batch_size"], settings["batch_timeout"])
         settings.add_listener(self._on_setting)
 
         self.in_flight = 0
         self.closed = False
         # shared with callers' threads, guarded by queue.lock
         self._wake_pending = False
-        self._incoming: list[Request] = []
-        self._batch_pending = 0
-        self._deadlines: list[tuple[float, int, Any]] = []
         # loop-only
-        self._deadline_timer: Optional[asyncio.TimerHandle] = None
-        self._deadline_timer_at: Optional[float] = None
-        self._batch_timer: Optional[asyncio.TimerHandle] = None
+        self.deadlines = DeadlineWatch(self)
         self._backing_off: set[Request] = set()
         self._tasks: set[asyncio.Task] = set()
-        self._batch_seq = 0
         self.supported_batch_models: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------ options
@@ -149,14 +143,11 @@ class Engine:
         elif name == "queue_aging_interval":
             self.queue.aging_interval = value
         elif name == "max_batch_size":
-            self.batcher.max_batch_size = value
+            self.batches.assembler.max_batch_size = value
         elif name == "batch_timeout":
-            self.batcher.batch_timeout = value
+            self.batches.assembler.batch_timeout = value
         elif name == "max_concurrent_requests" and not self.closed:
             self.wake()  # a raised limit lets queued requests go now
-
-    def _batch_limits(self, key: tuple):
-        return self.provider.batch_limits(key[1])
 
     def _on_breaker_transition(self, old: str, new: str, now: float) -> None:
         self.stats.record_breaker_transition(old, new, self.clock.wall())
@@ -182,7 +173,7 @@ class Engine:
         queue = self.queue
         with queue.lock:
             try:
-                queue.ensure_room(self._batch_pending)
+                queue.ensure_room(self.batches.pending)
                 if req.inputs is None:
                     req.entry = queue.push(req, req.priority, now)
             except QueueFullError as exc:
@@ -190,10 +181,9 @@ class Engine:
                 exc.provider, exc.request_id = self.provider.name, req.request_id
                 raise
             if req.inputs is not None:  # batchable: the loop takes it to the assembler
-                self._batch_pending += 1
-                self._incoming.append(req)
-            elif req.deadline is not None:
-                heapq.heappush(self._deadlines, (req.deadline, req.entry.seq, req.entry))
+                self.batches.admit(req)
+            else:
+                self.deadlines.watch(req.entry, req.deadline)
             req.future._canceller = lambda: self._call_soon(self._cancel, req)
             wake = self._claim_wake()
         if wake:  # outside the lock: waking the loop writes to its self-pipe
@@ -237,10 +227,8 @@ class Engine:
         queue = self.queue
         with queue.lock:
             self._wake_pending = False
-            incoming, self._incoming = self._incoming, []
         now = self.clock.now()
-        if incoming:
-            self._add_to_batches(incoming, now)
+        self.batches.assemble(now)
         limit = self.settings["max_concurrent_requests"]
         breaker = self.breaker
         while self.in_flight < limit and len(queue):
@@ -259,7 +247,7 @@ class Engine:
             req.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._arm_deadline_timer(now)
+        self.deadlines.arm(now)
 
     # ------------------------------------------------------------ attempt
 
@@ -272,7 +260,7 @@ class Engine:
             if not req.future.done():
                 error = self._circuit_open_error(now, req)
                 error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
-                self._finish(req, None, error)
+                self.finish(req, None, error)
 
     async def _run(self, req: Request, permit: int) -> None:
         """One attempt, then: complete, or schedule the retry."""
@@ -303,9 +291,9 @@ class Engine:
             req.running = False
         if error is None:
             if not req.stream:
-                self._finish(req, result, None)
+                self.finish(req, result, None)
         elif isinstance(error, (CancelledRequestError, ShutdownError)) or not isinstance(error, ApiError):
-            self._finish(req, None, error)
+            self.finish(req, None, error)
         else:
             self._after_failure(req, error)
         if not self.closed:
@@ -449,7 +437,7 @@ class Engine:
                 error_kind=error_kind,
                 tokens_in=usage[0],
                 tokens_out=usage[1],
-                key_name=key_fingerprint(req.api_key or self.api_key),
+                key_name=self.key_name(req),
                 endpoint=req.endpoint,
             )
         )
@@ -463,7 +451,7 @@ class Engine:
             if decision.reason == "deadline":
                 error = retry_policy.deadline_error(error, decision, now, req.deadline)
                 error.request_id = req.request_id
-            self._finish(req, None, error)
+            self.finish(req, None, error)
             return
         req.retries += 1
         req.last_error = error
@@ -488,153 +476,47 @@ class Engine:
         now = self.clock.now()
         with self.queue.lock:
             self.queue.requeue(req.entry, now)
-            if req.deadline is not None:
-                heapq.heappush(self._deadlines, (req.deadline, req.entry.seq, req.entry))
+            self.deadlines.watch(req.entry, req.deadline)
         self._pump()
-
-    # ---------------------------------------------------------- deadlines
-
-    def _arm_deadline_timer(self, now: float) -> None:
-        heap = self._deadlines
-        if not heap:
-            return
-        with self.queue.lock:
-            if len(heap) > 2 * len(self.queue) + 64:
-                heap[:] = [item for item in heap if item[2].alive]
-                heapq.heapify(heap)
-            first = heap[0][0] if heap else None
-        if first is None or first == self._deadline_timer_at:
-            return
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_timer_at = first
-        self._deadline_timer = self.loop.call_later(max(0.0, first - now), self._expire_deadlines)
-
-    def _expire_deadlines(self) -> None:
-        self._deadline_timer = None
-        self._deadline_timer_at = None
-        now = self.clock.now()
-        expired = []
-        with self.queue.lock:
-            heap = self._deadlines
-            while heap and heap[0][0] <= now:
-                _, _, entry = heapq.heappop(heap)
-                if self.queue.remove(entry):
-                    expired.append(entry.item)
-        for req in expired:
-            self._finish(
-                req,
-                None,
-                DeadlineExceededError(
-                    f"request deadline of {req.deadline - req.submitted_at:.2f}s passed while it waited in the queue; "
-                    "raise client.request_deadline, client.max_concurrent_requests, or lower the load",
-                    provider=self.provider.name,
-                    request_id=req.request_id,
-                ),
-            )
-        self._arm_deadline_timer(now)
-        if expired:
-            self._pump()
 
     # ------------------------------------------------------------ batches
 
-    def _add_to_batches(self, incoming: list[Request], now: float) -> None:
-        for req in incoming:
-            if req.future.done():
-                with self.queue.lock:
-                    self._batch_pending -= 1
-                continue
-            params = {k: v for k, v in req.data.items() if k != "input"}
-            key = batch_key(req.endpoint, req.model, params, key_fingerprint(req.api_key))
-            member, ready = self.batcher.add(key, req, req.inputs, now)
-            req.member = member
-            for batch in ready:
-                self._launch_batch(batch, now)
-        self._arm_batch_timer(now)
-
-    def _arm_batch_timer(self, now: float) -> None:
-        due_at = self.batcher.next_due_at()
-        if self._batch_timer is not None:
-            self._batch_timer.cancel()
-            self._batch_timer = None
-        if due_at is not None:
-            self._batch_timer = self.loop.call_later(max(0.0, due_at - now), self._flush_due_batches)
-
-    def _flush_due_batches(self) -> None:
-        self._batch_timer = None
-        now = self.clock.now()
-        for batch in self.batcher.due(now):
-            self._launch_batch(batch, now)
-        self._arm_batch_timer(now)
-        self._pump()
-
     def flush_batches(self) -> int:
         """(loop) Send every open batch now, without waiting for its timeout."""
-        now = self.clock.now()
-        with self.queue.lock:
-            incoming, self._incoming = self._incoming, []
-        if incoming:
-            self._add_to_batches(incoming, now)
-        batches = self.batcher.drain()
-        for batch in batches:
-            self._launch_batch(batch, now)
-        self._arm_batch_timer(now)
+        sent = self.batches.flush(self.clock.now())
         self._pump()
-        return len(batches)
+        return sent
 
-    def _launch_batch(self, batch: Any, now: float) -> None:
-        """Turn an assembled batch into one carrier request in the queue."""
-        members = [(m.item, m.n_inputs, m.inputs) for m in batch.members]
-        live = [(req, n, inputs) for req, n, inputs in members if not req.future.done()]
-        for req, _, _ in members:
-            req.member = None
-        if not live:
-            with self.queue.lock:
-                self._batch_pending -= len(members)
-            return
-        first = live[0][0]
-        inputs = [x for _, _, inp in live for x in inp]
-        template = {k: v for k, v in first.data.items() if k != "input"}
-        deadlines = [r.deadline for r, _, _ in live if r.deadline is not None]
-        self._batch_seq += 1
-        carrier = Request(
-            first.endpoint,
-            self.provider.batch_payload(template, inputs),
-            priority=min(r.priority for r, _, _ in live),
-            request_id=f"batch-{self._batch_seq}",
-            api_key=first.api_key,
-            stream=False,
-            submitted_at=min(r.submitted_at for r, _, _ in live),
-            deadline=min(deadlines) if deadlines else None,
-        )
-        carrier.members = [(r, n) for r, n, _ in live]
+    def enqueue_carrier(self, carrier: Request, admitted: int, now: float) -> None:
+        """(loop) Queue a batch's carrier in place of its ``admitted`` members."""
+        error = None
         with self.queue.lock:
-            self._batch_pending -= len(members)
+            self.batches.pending -= admitted
             try:
                 carrier.entry = self.queue.push(carrier, carrier.priority, now)
-            except QueueFullError as exc:
-                carrier.entry = None
+            except QueueFullError as exc:  # only when queue_size was lowered meanwhile
                 error = exc
             else:
-                error = None
-                if carrier.deadline is not None:
-                    heapq.heappush(self._deadlines, (carrier.deadline, carrier.entry.seq, carrier.entry))
+                self.deadlines.watch(carrier.entry, carrier.deadline)
         for req, _ in carrier.members:
             req.entry = carrier.entry
         if error is not None:
-            self._finish(carrier, None, error)
+            self.finish(carrier, None, error)
 
     # ------------------------------------------------------------- finish
 
-    def _finish(self, req: Request, result: Any, error: Optional[BaseException]) -> None:
+    def finish(self, req: Request, result: Any, error: Optional[BaseException]) -> None:
         if req.members is not None:
-            self._finish_batch(req, result, error)
+            self.batches.finish(req, result, error)
             return
         if not req.future._complete(result, error):
             return
-        self._record_request(req, result, error, self.clock.now())
+        self.record_request(req, result, error, self.clock.now())
 
-    def _record_request(self, req: Request, result: Any, error: Optional[BaseException], now: float, attempts: Optional[int] = None) -> None:
+    def key_name(self, req: Request) -> Optional[str]:
+        return key_fingerprint(req.api_key or self.api_key)
+
+    def record_request(self, req: Request, result: Any, error: Optional[BaseException], now: float, attempts: Optional[int] = None) -> None:
         tokens_in, tokens_out = self.provider.usage(result) if error is None else (0, 0)
         first = req.first_attempt_at if req.first_attempt_at is not None else now
         self.stats.record_request(
@@ -647,26 +529,10 @@ class Engine:
                 error_kind=getattr(error, "kind", type(error).__name__) if error is not None else None,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
-                key_name=key_fingerprint(req.api_key or self.api_key),
+                key_name=self.key_name(req),
                 endpoint=req.endpoint,
             )
         )
-
-    def _finish_batch(self, carrier: Request, result: Any, error: Optional[BaseException]) -> None:
-        members = carrier.members or []
-        parts: list[Any] = [None] * len(members)
-        if error is None:
-            try:
-                weights = [sum(estimate_tokens(x) for x in req.inputs) for req, _ in members]
-                parts = self.provider.split_batch_result(result, [n for _, n in members], weights)
-            except ApiError as exc:
-                error = exc
-        now = self.clock.now()
-        self.stats.record_batch(sum(n for _, n in members), len(members))
-        for (req, _), part in zip(members, parts):
-            req.first_attempt_at = carrier.first_attempt_at
-            if req.future._complete(part if error is None else None, error):
-                self._record_request(req, part, error, now, attempts=carrier.attempts)
 
     # ----------------------------------------------------------- cancel
 
@@ -681,11 +547,7 @@ class Engine:
             # the task has not started: a cancel now would skip its cleanup;
             # completing the future makes it stand down when it starts
         if req.member is not None:
-            if self.batcher.remove(req.member):
-                with self.queue.lock:
-                    self._batch_pending -= 1
-            req.member = None
-            self._arm_batch_timer(self.clock.now())
+            self.batches.remove(req)
         elif req.timer is not None:
             req.timer.cancel()
             req.timer = None
@@ -693,7 +555,7 @@ class Engine:
         elif req.entry is not None and req.inputs is None:
             with self.queue.lock:
                 self.queue.remove(req.entry)
-        self._finish(req, None, error)
+        self.finish(req, None, error)
 
     # ------------------------------------------------------------ close
 
@@ -706,21 +568,14 @@ class Engine:
         shutdown = ShutdownError(f"{self.provider.name} backend closed before the request was sent", provider=self.provider.name)
         with self.queue.lock:
             entries = self.queue.drain()
-            incoming, self._incoming = self._incoming, []
-            self._deadlines.clear()
-        for timer in (self._deadline_timer, self._batch_timer):
-            if timer is not None:
-                timer.cancel()
-        pending = [entry.item for entry in entries] + incoming
-        pending += [m.item for batch in self.batcher.drain() for m in batch.members]
+        self.deadlines.clear()
+        pending = [entry.item for entry in entries] + self.batches.drain()
         for req in list(self._backing_off):
             req.timer.cancel()
             pending.append(req)
         self._backing_off.clear()
         for req in pending:
-            self._finish(req, None, shutdown)
-        with self.queue.lock:
-            self._batch_pending = 0
+            self.finish(req, None, shutdown)
         tasks = list(self._tasks)
         if tasks:
             _, still = await asyncio.wait(tasks, timeout=grace)
@@ -747,7 +602,7 @@ class Engine:
         with self.queue.lock:
             queued = len(self.queue)
             by_priority = self.queue.counts()
-            batch_pending = self._batch_pending
+            batch_pending = self.batches.pending
         return {
             "queue_size": queued + batch_pending,
             "queue_by_priority": by_priority,

@@ -1,0 +1,154 @@
+"""The batch lane: embeddings requests on their way into one call.
+
+    admit (caller's thread, counted against queue_size)
+      -> assemble (loop: the sans-IO BatchAssembler groups alike requests)
+      -> launch (a full or timed-out batch becomes one *carrier* request in
+         the priority queue, at its most urgent member's priority)
+      -> the carrier is attempted and retried like any request
+      -> finish (the response is split by ``index``; each member's future
+         gets its own part, or the carrier's error)
+
+A member counts against ``queue_size`` from admission until its carrier is
+queued, so the bound holds whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..resilience.batching import BatchAssembler, batch_key, estimate_tokens
+from ..resilience.errors import ApiError
+from .request import Request
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+
+__all__ = ["BatchLane"]
+
+
+class BatchLane:
+    def __init__(self, engine: "Engine", max_batch_size: int, batch_timeout: float) -> None:
+        self.engine = engine
+        self.assembler = BatchAssembler(max_batch_size, batch_timeout, lambda key: engine.provider.batch_limits(key[1]))
+        # guarded by engine.queue.lock: shared with callers' threads
+        self.pending = 0  # admitted members not yet in a queued carrier
+        self._incoming: list[Request] = []
+        # loop only
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._seq = 0
+
+    # caller's thread, under engine.queue.lock
+    def admit(self, req: Request) -> None:
+        self.pending += 1
+        self._incoming.append(req)
+
+    # ------------------------------------------------------------ loop
+
+    def assemble(self, now: float) -> None:
+        """Take what callers admitted into the assembler; launch full batches."""
+        with self.engine.queue.lock:
+            incoming, self._incoming = self._incoming, []
+        if not incoming:
+            return
+        for req in incoming:
+            if req.future.done():  # cancelled on its way in
+                self._release(1)
+                continue
+            params = {k: v for k, v in req.data.items() if k != "input"}
+            key = batch_key(req.endpoint, req.model, params, self.engine.key_name(req))
+            req.member, ready = self.assembler.add(key, req, req.inputs, now)
+            for batch in ready:
+                self._launch(batch, now)
+        self._arm_timer(now)
+
+    def flush(self, now: float) -> int:
+        """Launch every open batch now; how many there were."""
+        self.assemble(now)
+        batches = self.assembler.drain()
+        for batch in batches:
+            self._launch(batch, now)
+        self._arm_timer(now)
+        return len(batches)
+
+    def remove(self, req: Request) -> None:
+        """A cancelled member leaves its open batch."""
+        if self.assembler.remove(req.member):
+            self._release(1)
+        req.member = None
+        self._arm_timer(self.engine.clock.now())
+
+    def drain(self) -> list[Request]:
+        """(shutdown) Every member not yet launched."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with self.engine.queue.lock:
+            waiting, self._incoming = self._incoming, []
+            self.pending = 0
+        return waiting + [m.item for batch in self.assembler.drain() for m in batch.members]
+
+    def finish(self, carrier: Request, result: Any, error: Optional[BaseException]) -> None:
+        """Each member gets its own part of the response, or the error."""
+        engine = self.engine
+        members = carrier.members or []
+        parts: list[Any] = [None] * len(members)
+        if error is None:
+            try:
+                weights = [sum(estimate_tokens(x) for x in req.inputs) for req, _ in members]
+                parts = engine.provider.split_batch_result(result, [n for _, n in members], weights)
+            except ApiError as exc:
+                error = exc
+        now = engine.clock.now()
+        engine.stats.record_batch(sum(n for _, n in members), len(members))
+        for (req, _), part in zip(members, parts):
+            req.first_attempt_at = carrier.first_attempt_at
+            if req.future._complete(part if error is None else None, error):
+                engine.record_request(req, part, error, now, attempts=carrier.attempts)
+
+    # ------------------------------------------------------------ inside
+
+    def _release(self, count: int) -> None:
+        with self.engine.queue.lock:
+            self.pending -= count
+
+    def _arm_timer(self, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due_at = self.assembler.next_due_at()
+        if due_at is not None:
+            self._timer = self.engine.loop.call_later(max(0.0, due_at - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.engine.clock.now()
+        for batch in self.assembler.due(now):
+            self._launch(batch, now)
+        self._arm_timer(now)
+        self.engine.wake()
+
+    def _launch(self, batch: Any, now: float) -> None:
+        """An assembled batch becomes one carrier request in the queue."""
+        for member in batch.members:
+            member.item.member = None
+        live = [m for m in batch.members if not m.item.future.done()]
+        if not live:
+            self._release(len(batch.members))
+            return
+        first = live[0].item
+        template = {k: v for k, v in first.data.items() if k != "input"}
+        deadlines = [m.item.deadline for m in live if m.item.deadline is not None]
+        self._seq += 1
+        carrier = Request(
+            first.endpoint,
+            self.engine.provider.batch_payload(template, [x for m in live for x in m.inputs]),
+            priority=min(m.item.priority for m in live),
+            request_id=f"batch-{self._seq}",
+            api_key=first.api_key,
+            stream=False,
+            submitted_at=min(m.item.submitted_at for m in live),
+            deadline=min(deadlines) if deadlines else None,
+        )
+        carrier.members = [(m.item, m.n_inputs) for m in live]
+        self.engine.enqueue_carrier(carrier, len(batch.members), now)

@@ -1,0 +1,88 @@
+"""Queued requests whose deadline passes leave the queue at once.
+
+One timer, at the earliest deadline of what is queued, not one per request.
+Entries are watched from the caller's thread (under the queue's lock) and
+expired on the loop; a watched entry that was dispatched meanwhile is no
+longer ``alive`` and is skipped.  The heap is compacted when it holds more
+than twice what is queued, so memory follows the queue, not the traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..resilience.errors import DeadlineExceededError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+
+__all__ = ["DeadlineWatch"]
+
+_COMPACT_SLACK = 64
+
+
+class DeadlineWatch:
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self._heap: list[tuple[float, int, Any]] = []  # guarded by engine.queue.lock
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at: Optional[float] = None
+
+    def watch(self, entry: Any, deadline: Optional[float]) -> None:
+        """(under engine.queue.lock) Expire ``entry`` at ``deadline`` if still queued."""
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, entry.seq, entry))
+
+    def arm(self, now: float) -> None:
+        """(loop) Set the timer to the earliest deadline."""
+        heap = self._heap
+        if not heap:
+            return
+        queue = self.engine.queue
+        with queue.lock:
+            if len(heap) > 2 * len(queue) + _COMPACT_SLACK:
+                heap[:] = [item for item in heap if item[2].alive]
+                heapq.heapify(heap)
+            first = heap[0][0] if heap else None
+        if first is None or first == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = first
+        self._timer = self.engine.loop.call_later(max(0.0, first - now), self._expire)
+
+    def clear(self) -> None:
+        """(loop, shutdown) Forget everything."""
+        with self.engine.queue.lock:
+            self._heap.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+
+    def _expire(self) -> None:
+        engine = self.engine
+        self._timer = self._timer_at = None
+        now = engine.clock.now()
+        expired = []
+        with engine.queue.lock:
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                _, _, entry = heapq.heappop(heap)
+                if engine.queue.remove(entry):
+                    expired.append(entry.item)
+        for req in expired:
+            engine.finish(
+                req,
+                None,
+                DeadlineExceededError(
+                    f"request deadline of {req.deadline - req.submitted_at:.2f}s passed while it waited in the queue; "
+                    "raise client.request_deadline, client.max_concurrent_requests, or lower the load",
+                    provider=engine.provider.name,
+                    request_id=req.request_id,
+                ),
+            )
+        self.arm(now)
+        if expired:
+            engine.wake()
