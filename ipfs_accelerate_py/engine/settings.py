@@ -10,28 +10,30 @@ variable, the default.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from ..resilience.errors import SettingError
+from ..resilience.validation import require_int, require_number
 
 __all__ = ["SETTINGS", "SettingSpec", "Settings", "ENV_PREFIX"]
 
 ENV_PREFIX = "IPFS_ACCELERATE_"
 
 
+_WHOLE_NUMBER_TEXT = re.compile(r"\s*-?\d+\s*")
+
+
 def _int(minimum: int) -> Callable[[str, Any], int]:
+    """A whole number >= ``minimum``; also ``"5"`` (an env value) and ``5.0``."""
+
     def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
-            elif isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise SettingError(name, value, f"a whole number >= {minimum}")
-        if value < minimum:
-            raise SettingError(name, value, f"a whole number >= {minimum}")
-        return value
+        if isinstance(value, str) and _WHOLE_NUMBER_TEXT.fullmatch(value):
+            value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return require_int(name, value, minimum)
 
     return check
 
@@ -39,26 +41,17 @@ def _int(minimum: int) -> Callable[[str, Any], int]:
 def _float(
     minimum: float, *, exclusive: bool = False, optional: bool = False, maximum: Optional[float] = None
 ) -> Callable[[str, Any], Optional[float]]:
-    expected = f"a number {'>' if exclusive else '>='} {minimum:g}"
-    expected += f" and <= {maximum:g}" if maximum is not None else ""
-    expected += " or None" if optional else ""
+    """A finite number within the bounds, as a float; also ``"0.5"`` (an env value)."""
 
     def check(name: str, value: Any) -> Optional[float]:
-        if value is None and optional:
-            return None
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
-                raise SettingError(name, value, expected) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingError(name, value, expected)
-        value = float(value)
-        if value != value or value == float("inf") or value < minimum or (exclusive and value == minimum):
-            raise SettingError(name, value, expected)
-        if maximum is not None and value > maximum:
-            raise SettingError(name, value, expected)
-        return value
+                pass  # refused below, naming the setting
+        return require_number(
+            name, value, minimum=minimum, exclusive=exclusive, maximum=maximum, optional=optional
+        )
 
     return check
 
@@ -105,8 +98,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("reset_timeout", 30.0, _float(0.0, exclusive=True), "seconds the circuit stays OPEN before a probe"),
     SettingSpec("half_open_max_requests", 1, _int(1), "probes let through while HALF_OPEN"),
     SettingSpec("failure_rate_threshold", None, _float(0.0, exclusive=True, optional=True, maximum=100.0), "percent of failed calls in the window that opens the circuit (None: rule off)"),
-    SettingSpec("slow_call_duration", None, _float(0.0, exclusive=True, optional=True), "seconds from which a call counts as slow (None: rule off)"),
-    SettingSpec("slow_call_rate_threshold", None, _float(0.0, exclusive=True, optional=True, maximum=100.0), "percent of slow calls in the window that opens the circuit"),
+    SettingSpec("slow_call_duration", None, _float(0.0, exclusive=True, optional=True), "seconds from which a call counts as slow (None: rule off; needs slow_call_rate_threshold too)"),
+    SettingSpec("slow_call_rate_threshold", None, _float(0.0, exclusive=True, optional=True, maximum=100.0), "percent of slow calls in the window that opens the circuit (the rule needs slow_call_duration too)"),
     SettingSpec("breaker_window", 60.0, _float(0.0, exclusive=True), "seconds of history the rate rules look at"),
     SettingSpec("breaker_minimum_calls", 10, _int(1), "calls in the window before the rate rules judge"),
     SettingSpec("queue_aging_interval", 30.0, _float(0.0, exclusive=True, optional=True), "seconds of waiting that raise a request one priority level (None: no aging)"),

@@ -44,11 +44,11 @@ Splitting the answer
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Optional
 
-from .errors import InvalidInputError, MalformedResponseError, SettingError
+from .errors import InvalidInputError, MalformedResponseError
+from .validation import require_int, require_number
 
 __all__ = [
     "BYTES_PER_TOKEN",
@@ -77,13 +77,6 @@ BYTES_PER_TOKEN = 3
 # ---------------------------------------------------------------- limits
 
 
-def _check_cap(setting: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SettingError(setting, value, "a positive integer or None (no cap)")
-
-
 @dataclass(frozen=True)
 class BatchLimits:
     """A provider's caps on one embeddings call; ``None`` means no cap.
@@ -98,9 +91,9 @@ class BatchLimits:
     max_tokens_per_input: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _check_cap("max_inputs", self.max_inputs)
-        _check_cap("max_tokens", self.max_tokens)
-        _check_cap("max_tokens_per_input", self.max_tokens_per_input)
+        require_int("max_inputs", self.max_inputs, 1, optional=True)
+        require_int("max_tokens", self.max_tokens, 1, optional=True)
+        require_int("max_tokens_per_input", self.max_tokens_per_input, 1, optional=True)
 
 
 NO_LIMITS = BatchLimits()
@@ -273,18 +266,6 @@ class Batch:
 # ---------------------------------------------------------------- the assembler
 
 
-def _check_batch_size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SettingError("max_batch_size", value, "an integer >= 1 (inputs per batch)")
-    return value
-
-
-def _check_batch_timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise SettingError("batch_timeout", value, "a finite number of seconds >= 0")
-    return float(value)
-
-
 class BatchAssembler:
     """Coalesces alike requests into batches; decides, never waits.
 
@@ -300,8 +281,8 @@ class BatchAssembler:
         batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
         limits_for: Optional[Callable[[Hashable], BatchLimits]] = None,
     ) -> None:
-        self._max_batch_size = _check_batch_size(max_batch_size)
-        self._batch_timeout = _check_batch_timeout(batch_timeout)
+        self._max_batch_size = require_int("max_batch_size", max_batch_size, 1)
+        self._batch_timeout = require_number("batch_timeout", batch_timeout)
         self._limits_for = limits_for or _no_limits
         self._open: dict[Hashable, Batch] = {}  # in opening order
 
@@ -311,7 +292,7 @@ class BatchAssembler:
 
     @max_batch_size.setter
     def max_batch_size(self, value: int) -> None:
-        self._max_batch_size = _check_batch_size(value)
+        self._max_batch_size = require_int("max_batch_size", value, 1)
 
     @property
     def batch_timeout(self) -> float:
@@ -319,7 +300,7 @@ class BatchAssembler:
 
     @batch_timeout.setter
     def batch_timeout(self, value: float) -> None:
-        self._batch_timeout = _check_batch_timeout(value)
+        self._batch_timeout = require_number("batch_timeout", value)
 
     def input_limit(self, key: Hashable) -> int:
         """Inputs per batch for ``key``: ``min(max_batch_size, provider cap)``."""

@@ -14,7 +14,9 @@ Rules
   at least ``minimum_calls`` outcomes and the failure rate reaches
   ``failure_rate_threshold`` percent or the slow-call rate reaches
   ``slow_call_rate_threshold`` percent.  A call is slow when its duration is at
-  least ``slow_call_duration`` seconds, whether it succeeded or failed.
+  least ``slow_call_duration`` seconds, whether it succeeded or failed.  The
+  slow-call rule is on only while both of its settings are set; either one
+  alone is allowed and leaves it off.
 * OPEN lets nothing through.  Once ``reset_timeout`` seconds have passed since
   it opened, it becomes HALF_OPEN; that happens lazily, the next time it is
   asked anything with a ``now``.
@@ -65,6 +67,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .errors import SettingError
+from .validation import require_int, require_number
 
 __all__ = [
     "BreakerOptions",
@@ -94,32 +97,15 @@ Listener = Callable[[str, str, float], None]
 # ---------------------------------------------------------------- options
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SettingError(name, value, f"an integer >= {minimum}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0 < value < math.inf):
-        raise SettingError(name, value, "a finite number of seconds > 0")
-
-
-def _check_percent(name: str, value: Any) -> None:
-    if value is None:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0 < value <= 100):
-        raise SettingError(name, value, "None or a percentage, 0 < x <= 100")
-
-
 @dataclass(frozen=True)
 class BreakerOptions:
     """Settings of one :class:`CircuitBreaker`; validated on construction.
 
     The rate rules are off by default: ``failure_rate_threshold=None`` turns
-    off the failure-rate rule; the slow-call rule needs both
-    ``slow_call_duration`` and ``slow_call_rate_threshold``.
+    off the failure-rate rule.  The slow-call rule is on only while both
+    ``slow_call_duration`` and ``slow_call_rate_threshold`` are set; with
+    either one None it is simply off (no call counts as slow), which is not
+    an error, so the two may be set one at a time (see :attr:`slow_call_rule`).
     """
 
     failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
@@ -132,25 +118,27 @@ class BreakerOptions:
     minimum_calls: int = DEFAULT_MINIMUM_CALLS
 
     def __post_init__(self) -> None:
-        _check_int("failure_threshold", self.failure_threshold, 1)
-        _check_positive("reset_timeout", self.reset_timeout)
-        _check_int("half_open_max_requests", self.half_open_max_requests, 1)
-        _check_percent("failure_rate_threshold", self.failure_rate_threshold)
-        if self.slow_call_duration is not None:
-            _check_positive("slow_call_duration", self.slow_call_duration)
-        _check_percent("slow_call_rate_threshold", self.slow_call_rate_threshold)
-        if (self.slow_call_duration is None) != (self.slow_call_rate_threshold is None):
-            raise SettingError(
-                "slow_call_duration" if self.slow_call_duration is None else "slow_call_rate_threshold",
-                None,
-                "slow_call_duration and slow_call_rate_threshold to be set together (or both None)",
-            )
-        _check_positive("window_seconds", self.window_seconds)
-        _check_int("minimum_calls", self.minimum_calls, 1)
+        require_int("failure_threshold", self.failure_threshold, 1)
+        require_number("reset_timeout", self.reset_timeout, exclusive=True)
+        require_int("half_open_max_requests", self.half_open_max_requests, 1)
+        require_number(
+            "failure_rate_threshold", self.failure_rate_threshold, exclusive=True, maximum=100.0, optional=True
+        )
+        require_number("slow_call_duration", self.slow_call_duration, exclusive=True, optional=True)
+        require_number(
+            "slow_call_rate_threshold", self.slow_call_rate_threshold, exclusive=True, maximum=100.0, optional=True
+        )
+        require_number("window_seconds", self.window_seconds, exclusive=True)
+        require_int("minimum_calls", self.minimum_calls, 1)
+
+    @property
+    def slow_call_rule(self) -> bool:
+        """Whether the slow-call rule is on: both of its settings are set."""
+        return self.slow_call_duration is not None and self.slow_call_rate_threshold is not None
 
     def is_slow(self, duration: float) -> bool:
-        """Whether a call of ``duration`` seconds counts as slow."""
-        return self.slow_call_duration is not None and duration >= self.slow_call_duration
+        """Whether a call of ``duration`` seconds counts as slow (never while the rule is off)."""
+        return self.slow_call_rule and duration >= self.slow_call_duration
 
 
 # ---------------------------------------------------------------- window
@@ -454,7 +442,7 @@ class CircuitBreaker:
         failure_rate, slow_rate = self._window.rates()
         if opts.failure_rate_threshold is not None and failure_rate >= opts.failure_rate_threshold:
             return True
-        return opts.slow_call_rate_threshold is not None and slow_rate >= opts.slow_call_rate_threshold
+        return opts.slow_call_rule and slow_rate >= opts.slow_call_rate_threshold
 
     def _snapshot(self, now: float) -> dict:
         retry_in = self._retry_in(now)

@@ -29,11 +29,11 @@ Removal
 from __future__ import annotations
 
 import heapq
-import math
 import threading
 from typing import Optional
 
-from .errors import InvalidInputError, QueueFullError, SettingError
+from .errors import InvalidInputError, QueueFullError
+from .validation import require_int, require_number
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -115,25 +115,6 @@ class _Level:
             self.dead = 0
 
 
-def _validate_maxsize(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SettingError("queue_size", value, "an integer >= 1")
-    return value
-
-
-def _validate_aging(value: object) -> Optional[float]:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise SettingError("aging_interval", value, "None (no aging) or a number of seconds > 0")
-    return float(value)
-
-
 def _validate_priority(priority: object) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int) or priority not in PRIORITIES:
         allowed = ", ".join(f"{p} ({PRIORITY_NAMES[p]})" for p in PRIORITIES)
@@ -150,8 +131,8 @@ class PriorityRequestQueue:
 
     def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE, aging_interval: Optional[float] = None) -> None:
         self.lock = threading.RLock()
-        self._maxsize = _validate_maxsize(maxsize)
-        self._aging = _validate_aging(aging_interval)
+        self._maxsize = require_int("queue_size", maxsize, 1)
+        self._aging = require_number("aging_interval", aging_interval, exclusive=True, optional=True)
         self._levels = tuple(_Level() for _ in PRIORITIES)
         self._next_seq = 0
         self._live = 0
@@ -166,7 +147,7 @@ class PriorityRequestQueue:
 
     @maxsize.setter
     def maxsize(self, value: int) -> None:
-        value = _validate_maxsize(value)
+        value = require_int("queue_size", value, 1)
         with self.lock:
             self._maxsize = value
 
@@ -177,7 +158,7 @@ class PriorityRequestQueue:
 
     @aging_interval.setter
     def aging_interval(self, value: Optional[float]) -> None:
-        value = _validate_aging(value)
+        value = require_number("aging_interval", value, exclusive=True, optional=True)
         with self.lock:
             self._aging = value
 

@@ -34,6 +34,7 @@ from .errors import (
     SettingError,
     ShutdownError,
 )
+from .validation import require_int, require_number
 
 __all__ = [
     "DEFAULT_BACKOFF_FACTOR",
@@ -79,15 +80,6 @@ _NEVER_RETRIED = (
 )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_seconds(name: str, value: Any) -> None:
-    if not _is_number(value) or value < 0:
-        raise SettingError(name, value, "a finite number of seconds >= 0")
-
-
 @dataclass(frozen=True)
 class RetryOptions:
     """How a backend retries; validated on construction.
@@ -106,15 +98,11 @@ class RetryOptions:
     retryable_statuses: frozenset[int] = RETRYABLE_STATUSES
 
     def __post_init__(self) -> None:
-        mr = self.max_retries
-        if isinstance(mr, bool) or not isinstance(mr, int) or mr < 0:
-            raise SettingError("max_retries", mr, "an integer >= 0")
-        if not _is_number(self.backoff_factor) or self.backoff_factor < 1.0:
-            raise SettingError("backoff_factor", self.backoff_factor, "a finite number >= 1.0")
-        _check_seconds("initial_delay", self.initial_delay)
-        _check_seconds("max_delay", self.max_delay)
-        if not _is_number(self.jitter) or not 0.0 <= self.jitter <= 1.0:
-            raise SettingError("jitter", self.jitter, "a number between 0 and 1")
+        require_int("max_retries", self.max_retries, 0)
+        require_number("backoff_factor", self.backoff_factor, minimum=1.0)
+        require_number("initial_delay", self.initial_delay)
+        require_number("max_delay", self.max_delay)
+        require_number("jitter", self.jitter, maximum=1.0)
         object.__setattr__(self, "retryable_statuses", _status_set(self.retryable_statuses))
 
 

@@ -427,6 +427,30 @@ def test_slow_call_rule(duration, expect_open):
     assert breaker.state(clock.now()) == (STATE_OPEN if expect_open else STATE_CLOSED)
 
 
+@pytest.mark.parametrize(
+    "only_one",
+    [{"slow_call_duration": 1.0}, {"slow_call_rate_threshold": 50.0}],
+    ids=["duration-only", "threshold-only"],
+)
+def test_slow_call_rule_is_off_unless_both_are_set(only_one):
+    breaker, clock, events = make(failure_threshold=100, minimum_calls=2, **only_one)  # no error
+    assert breaker.options.slow_call_rule is False
+    assert breaker.options.is_slow(60.0) is False
+    for _ in range(10):
+        breaker.on_success(clock.now(), 60.0)  # far slower than any threshold
+    snap = breaker.snapshot(clock.now())
+    assert snap["state"] == STATE_CLOSED and events == []
+    assert snap["window"]["calls"] == 10 and snap["window"]["slow"] == 0
+    both = replace(breaker.options, slow_call_duration=1.0, slow_call_rate_threshold=50.0)
+    assert both.slow_call_rule is True
+    breaker.options = both  # the second setting turns the rule on
+    breaker.on_success(clock.now(), 60.0)
+    assert breaker.state(clock.now()) == STATE_CLOSED  # 1 slow of 11
+    for _ in range(10):
+        breaker.on_success(clock.now(), 60.0)
+    assert breaker.state(clock.now()) == STATE_OPEN  # 11 slow of 21
+
+
 def test_slow_rate_counts_slow_failures_and_threshold_is_inclusive():
     breaker, clock, _ = make(
         failure_threshold=100, slow_call_duration=1.0, slow_call_rate_threshold=50.0, minimum_calls=4
@@ -585,8 +609,6 @@ def test_snapshot_keys():
         ({"failure_rate_threshold": 100.5}, "failure_rate_threshold"),
         ({"slow_call_duration": 0, "slow_call_rate_threshold": 50}, "slow_call_duration"),
         ({"slow_call_duration": 1.0, "slow_call_rate_threshold": 0}, "slow_call_rate_threshold"),
-        ({"slow_call_duration": 1.0}, "slow_call_rate_threshold"),
-        ({"slow_call_rate_threshold": 50.0}, "slow_call_duration"),
         ({"window_seconds": 0}, "window_seconds"),
         ({"minimum_calls": 0}, "minimum_calls"),
     ],

@@ -495,3 +495,17 @@ def test_data_that_cannot_be_json_is_refused_with_a_typed_error_and_frees_its_sl
             client.make_request("chat/completions", {"model": "m", "messages": [], "bad": object()})
         assert client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])["choices"]
         assert len(transport.requests) == 1
+
+
+def test_slow_call_settings_can_be_set_one_at_a_time():
+    client, _ = make_client(lambda r: HttpResponse(200, {}, ok_body(r)))
+    with client:
+        client.slow_call_duration = 5  # alone: the slow-call rule stays off, no error
+        assert client.slow_call_duration == 5.0
+        assert client._engine.breaker.options.slow_call_rule is False
+        client.slow_call_rate_threshold = 50
+        assert (client.slow_call_duration, client.slow_call_rate_threshold) == (5.0, 50.0)
+        options = client._engine.breaker.options
+        assert (options.slow_call_duration, options.slow_call_rate_threshold) == (5.0, 50.0)
+        assert options.slow_call_rule is True
+        assert client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])["choices"]
