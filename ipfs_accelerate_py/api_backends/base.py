@@ -223,8 +223,8 @@ class BaseApiBackend:
             submitted_at=now,
             deadline=None if deadline is None else now + deadline,
         )
-        if not stream and engine.batchable(endpoint, data):
-            req.inputs = normalize_inputs(data.get("input"))
+        if not stream:
+            req.inputs = engine.batch_inputs(endpoint, data)
         return engine.submit(req)
 
     def _call(self, endpoint: str, data: Any, **kwargs: Any) -> Any:
@@ -267,32 +267,34 @@ class BaseApiBackend:
         request_id: Optional[str] = None,
         **params: Any,
     ) -> Union[dict, ChunkStream]:
-        """A chat completion: the provider's response dict, or with
-        ``stream=True`` an iterator of chunk dicts (close it to stop early)."""
+        """A chat completion: the provider's response, or with ``stream=True``
+        an iterator of the provider's chunks (close it to stop early)."""
         _check_model(model_name)
         _check_messages(messages)
-        data = {"model": model_name, "messages": messages, **params}
-        if stream:
-            data["stream"] = True
-            return self._call("chat/completions", data, priority=priority, request_id=request_id, stream=True)
-        return self._call("chat/completions", data, priority=priority, request_id=request_id)
+        endpoint, data = self.provider.chat_request(model_name, messages, params, stream)
+        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
 
-    def completions(self, model_name: str, prompt: Any, *, priority: Optional[int] = None, **params: Any) -> dict:
+    def completions(
+        self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None, **params: Any
+    ) -> Union[dict, ChunkStream]:
+        """A text completion from ``prompt`` (the provider's response or chunks)."""
         _check_model(model_name)
         if not isinstance(prompt, (str, list)):
             raise InvalidInputError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}")
-        return self._call("completions", {"model": model_name, "prompt": prompt, **params}, priority=priority)
+        endpoint, data = self.provider.completion_request(model_name, prompt, params, stream)
+        return self._call(endpoint, data, priority=priority, stream=stream)
 
-    def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> dict:
+    def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
         """Embeddings for one text or a list; batched with other callers'
         when ``model_name`` is in ``supported_batch_models``."""
         _check_model(model_name)
         normalize_inputs(input)
-        return self._call("embeddings", {"model": model_name, "input": input, **params}, priority=priority)
+        endpoint, data = self.provider.embeddings_request(model_name, input, params)
+        return self._call(endpoint, data, priority=priority)
 
     def list_models(self) -> list:
-        result = self._call("models", None)
-        return result.get("data", []) if isinstance(result, dict) else result
+        endpoint, data = self.provider.models_request()
+        return self.provider.models_from(self._call(endpoint, data))
 
     # ---------------------------------------------------- circuit breaker
 
@@ -416,7 +418,8 @@ class BaseApiBackend:
         returns the future (a given ``future`` dict is filled in too)."""
         _check_model(model_name)
         normalize_inputs(request_input)
-        fut = self._submit("embeddings", {"model": model_name, "input": request_input, **params}).future
+        endpoint, data = self.provider.embeddings_request(model_name, request_input, params)
+        fut = self._submit(endpoint, data).future
         if future is not None:
             if not isinstance(future, dict):
                 raise InvalidInputError("future must be a dict to fill in, or None")

@@ -55,8 +55,8 @@ class BatchLane:
             if req.future.done():  # cancelled on its way in
                 self._release(1)
                 continue
-            params = {k: v for k, v in req.data.items() if k != "input"}
-            key = batch_key(req.endpoint, req.model, params, self.engine.key_name(req))
+            template = self.engine.provider.batch_template(req.endpoint, req.data)
+            key = batch_key(req.endpoint, req.model, template, self.engine.key_name(req))
             req.member, ready = self.assembler.add(key, req, req.inputs, now)
             for batch in ready:
                 self._launch(batch, now)
@@ -137,7 +137,7 @@ class BatchLane:
             self._release(len(batch.members))
             return
         first = live[0].item
-        template = {k: v for k, v in first.data.items() if k != "input"}
+        template = self.engine.provider.batch_template(first.endpoint, first.data)
         deadlines = [m.item.deadline for m in live if m.item.deadline is not None]
         self._seq += 1
         carrier = Request(

@@ -40,7 +40,7 @@ from ..resilience.errors import (
 from ..resilience.priority_queue import PriorityRequestQueue
 from ..resilience.stats import RequestRecord, StatsCollector
 from ..transport.base import StreamResponse, Transport
-from ..transport.sse import STREAM_DONE, iter_sse
+from ..transport.sse import iter_ndjson, iter_sse
 from .batches import BatchLane
 from .deadlines import DeadlineWatch
 from .loop import engine_loop, in_engine_thread
@@ -156,10 +156,13 @@ class Engine:
 
     # ---------------------------------------------------------- admission
 
-    def batchable(self, endpoint: str, data: Any) -> bool:
+    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+        """The inputs of a request that goes through the batch lane, else None."""
         if not self.settings["batching_enabled"] or not isinstance(data, dict):
-            return False
-        return self.provider.batchable(endpoint) and data.get("model") in self.supported_batch_models
+            return None
+        if not self.provider.spec.batch_any_model and data.get("model") not in self.supported_batch_models:
+            return None
+        return self.provider.batch_inputs(endpoint, data)
 
     def submit(self, req: Request) -> Request:
         """Admit a request (any thread).  Raises at once when it cannot be
@@ -396,16 +399,17 @@ class Engine:
         usage = (0, 0)
         sent = 0
         try:
-            async for event in iter_sse(response.lines()):
-                chunk = provider.parse_stream_event(event)
-                if chunk is None:
-                    continue
-                if chunk is STREAM_DONE:
+            decode = iter_sse if provider.stream_format == "sse" else iter_ndjson
+            async for event in decode(response.lines()):
+                chunk, done = provider.parse_stream_event(event)
+                if chunk is not None:
+                    tokens = provider.usage(chunk)
+                    if any(tokens):
+                        usage = tokens
+                    channel.put(chunk)
+                    sent += 1
+                if done:
                     break
-                if isinstance(chunk, dict) and chunk.get("usage"):
-                    usage = provider.usage(chunk)
-                channel.put(chunk)
-                sent += 1
             else:
                 error = NetworkError("stream ended without its end marker", provider=provider.name, attempt=req.attempts)
         except asyncio.CancelledError:

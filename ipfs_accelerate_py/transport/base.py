@@ -24,6 +24,7 @@ class HttpRequest:
     body: Optional[bytes] = None
     timeout: Optional[float] = None
     stream: bool = False
+    operation: Optional[dict] = None  # for a transport that is not HTTP (S3 through boto3): what to call
 
     def __repr__(self) -> str:  # headers hold credentials: never shown
         return f"HttpRequest({self.method} {self.url}, {len(self.body or b'')} bytes)"
@@ -37,6 +38,7 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes = b""
+    value: Any = None  # a transport that is not HTTP hands its result here
 
     @property
     def ok(self) -> bool:

@@ -1,15 +1,14 @@
-"""Server-sent events, decoded from a stream of lines (WHATWG rules, the
-subset model APIs use: ``event:``, ``data:`` (joined with newlines),
-comments and ``id:``/``retry:`` ignored; a blank line ends an event)."""
+"""Stream decoding: server-sent events and newline-delimited JSON.
+
+SSE follows the WHATWG rules, the subset model APIs use: ``event:``,
+``data:`` (joined with newlines), comments and ``id:``/``retry:`` ignored; a
+blank line ends an event."""
 
 from __future__ import annotations
 
 from typing import AsyncIterator, NamedTuple, Optional
 
-__all__ = ["STREAM_DONE", "SseEvent", "iter_sse"]
-
-STREAM_DONE = object()
-"""What a provider's stream parser returns for the end-of-stream marker."""
+__all__ = ["SseEvent", "iter_ndjson", "iter_sse"]
 
 
 class SseEvent(NamedTuple):
@@ -38,3 +37,10 @@ async def iter_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
             event = value
     if data or event is not None:
         yield SseEvent(event, "\n".join(data))
+
+
+async def iter_ndjson(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Newline-delimited JSON (Ollama): each non-blank line is one event."""
+    async for raw in lines:
+        if raw.strip():
+            yield raw

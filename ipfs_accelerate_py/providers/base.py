@@ -1,0 +1,228 @@
+"""What every wire adapter offers the engine, and the defaults most share.
+
+A wire adapter is pure mapping, typed values in and out:
+
+- *who*: a :class:`ProviderSpec` (name, default base URL, where the key and
+  the URL come from, the simulator's path for this format);
+- *requests*: ``build_request(endpoint, data, ...)`` -> ``HttpRequest``
+  (authentication headers included);
+- *responses*: ``parse_response`` (JSON, or :class:`MalformedResponseError`),
+  ``error_for`` (the typed error with the provider's own message and
+  Retry-After), ``usage`` (tokens in and out);
+- *streams*: ``stream_format`` (``"sse"`` or ``"ndjson"``) and
+  ``parse_stream_event(event) -> (chunk or None, done)``;
+- *operations*: what the public methods send (``chat_request``,
+  ``completion_request``, ``embeddings_request``, ``models_request``);
+- *batching*: which requests carry inputs that may be combined, how to put
+  them together and how to split the answer.
+
+Nothing here queues, retries, waits or counts: that is the engine's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from ..resilience.batching import NO_LIMITS, BatchLimits, split_by_index
+from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseError, classify_status
+from ..transport.base import HttpRequest, HttpResponse
+from ..transport.sse import SseEvent
+
+__all__ = ["ProviderSpec", "Wire", "apportion", "json_body", "Event"]
+
+JSON_TYPE = "application/json"
+Event = Union[SseEvent, bytes]
+"""An SSE event (``stream_format == "sse"``) or one NDJSON line."""
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """Who a provider is: its name, where it lives, where its key comes from."""
+
+    name: str
+    default_base_url: str
+    key_metadata: tuple[str, ...] = ()
+    key_env: tuple[str, ...] = ()
+    base_url_metadata: tuple[str, ...] = ()
+    base_url_env: tuple[str, ...] = ()
+    requires_key: bool = True
+    embedding_models: tuple[str, ...] = ()
+    batch_any_model: bool = False  # the server embeds with one model: every request is batchable
+    simulator_path: str = ""  # where the simulator serves this format, below its root
+    default_chat_model: Optional[str] = None
+    default_embedding_model: Optional[str] = None
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def json_body(data: Any, provider: str) -> bytes:
+    try:
+        return json.dumps(data, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"request data cannot be sent as JSON: {exc}", provider=provider) from exc
+
+
+def apportion(total: int, weights: Sequence[int]) -> list[int]:
+    """Split ``total`` in proportion to ``weights`` (largest remainder): the
+    parts are whole numbers and add up to ``total`` exactly."""
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        weights, weight_sum = [1] * len(weights), len(weights)
+    exact = [total * w / weight_sum for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+class Wire:
+    """Defaults for a JSON-over-HTTP API with bearer-token authentication.
+
+    A provider overrides what differs; an OpenAI-compatible one only needs
+    its own :class:`ProviderSpec`.
+    """
+
+    stream_format = "sse"
+    get_endpoints: frozenset[str] = frozenset()  # endpoints (first path segment) read with GET
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+
+    # ------------------------------------------------------------ requests
+
+    def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def endpoint_path(self, endpoint: str) -> str:
+        return endpoint.strip().strip("/")
+
+    def method_for(self, path: str, data: Any) -> str:
+        return "GET" if data is None and path.split("/", 1)[0] in self.get_endpoints else "POST"
+
+    def build_request(
+        self,
+        endpoint: str,
+        data: Optional[Mapping[str, Any]],
+        *,
+        api_key: Optional[str],
+        base_url: str,
+        timeout: Optional[float],
+        stream: bool = False,
+        request_id: Optional[str] = None,
+    ) -> HttpRequest:
+        path = self.endpoint_path(endpoint)
+        method = self.method_for(path, data)
+        headers = {"Accept": "text/event-stream" if stream and self.stream_format == "sse" else JSON_TYPE}
+        headers.update(self.spec.extra_headers)
+        headers.update(self.auth_headers(api_key))
+        if request_id:
+            headers["X-Client-Request-Id"] = request_id
+        body = None
+        if method != "GET":
+            headers["Content-Type"] = JSON_TYPE
+            body = json_body(data if data is not None else {}, self.name)
+        url = endpoint if endpoint.startswith(("http://", "https://")) else f"{base_url.rstrip('/')}/{path}"
+        return HttpRequest(method, url, headers, body, timeout, stream)
+
+    # ----------------------------------------------------------- responses
+
+    def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
+        result = response.json()
+        if not isinstance(result, (dict, list)):
+            raise MalformedResponseError(
+                f"expected a JSON object from {self.endpoint_path(endpoint)}, got {type(result).__name__}",
+                provider=self.name,
+                status=response.status,
+            )
+        return result
+
+    def error_for(self, response: HttpResponse, *, wall_now: float, attempt: int) -> ApiError:
+        return classify_status(
+            response.status, response.headers, response.body, wall_now=wall_now, provider=self.name, attempt=attempt
+        )
+
+    def usage(self, result: Any) -> tuple[int, int]:
+        """(input tokens, output tokens) as the provider reported them."""
+        usage = result.get("usage") if isinstance(result, dict) else None
+        if not isinstance(usage, dict):
+            return 0, 0
+        tokens_in = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
+        tokens_out = usage.get("completion_tokens") or usage.get("output_tokens") or 0
+        return int(tokens_in), int(tokens_out)
+
+    # ------------------------------------------------------------- streams
+
+    def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
+        """``(chunk or None, done)``: a chunk to hand over (None: nothing),
+        and whether the stream is complete after it."""
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def stream_json(self, text: Union[str, bytes]) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise MalformedResponseError(f"stream sent a chunk that is not JSON: {text[:80]!r}", provider=self.name) from exc
+
+    # ---------------------------------------------------------- operations
+
+    def unsupported(self, operation: str) -> InvalidInputError:
+        return InvalidInputError(f"the {self.name} backend has no {operation} operation", provider=self.name)
+
+    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+        raise self.unsupported("chat")
+
+    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+        raise self.unsupported("completions")
+
+    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+        raise self.unsupported("embeddings")
+
+    def models_request(self) -> tuple[str, Optional[dict]]:
+        raise self.unsupported("models")
+
+    def models_from(self, result: Any) -> list:
+        return result.get("data", []) if isinstance(result, dict) else list(result)
+
+    # ------------------------------------------------------------ batching
+
+    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+        """The inputs of a batchable request, or None when it is not one."""
+        return None
+
+    def batch_template(self, endpoint: str, data: dict) -> dict:
+        """What alike requests share: their data without the inputs."""
+        return {k: v for k, v in data.items() if k != "input"}
+
+    def batch_limits(self, model: Optional[str]) -> BatchLimits:
+        return NO_LIMITS
+
+    def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
+        payload = dict(template)
+        payload["input"] = inputs
+        return payload
+
+    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list:
+        """One response of the provider's own shape per member."""
+        raise NotImplementedError(f"{self.name} does not batch")
+
+    def split_positional(self, items: Any, counts: list[int], what: str) -> list[list]:
+        """``items`` in input order, cut into the members' runs."""
+        if not isinstance(items, list) or len(items) != sum(counts):
+            got = len(items) if isinstance(items, list) else type(items).__name__
+            raise MalformedResponseError(
+                f"batched {what}: expected {sum(counts)} results, got {got}", provider=self.name
+            )
+        out, start = [], 0
+        for count in counts:
+            out.append(items[start : start + count])
+            start += count
+        return out
+
+    def split_indexed(self, items: Any, counts: list[int]) -> list[list]:
+        """Items carrying an ``index``, each member's re-indexed from 0."""
+        if not isinstance(items, list):
+            raise MalformedResponseError("batched response has no list of results", provider=self.name)
+        return split_by_index(items, counts)
