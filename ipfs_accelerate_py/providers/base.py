@@ -144,6 +144,12 @@ class Wire:
             response.status, response.headers, response.body, wall_now=wall_now, provider=self.name, attempt=attempt
         )
 
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> Optional[dict]:
+        """What the provider says of the key's remaining quota, if it says:
+        ``{"requests_remaining", "tokens_remaining", "requests_reset", "tokens_reset"}``
+        (counts, and seconds until the window resets; absent values left out)."""
+        return None
+
     def usage(self, result: Any) -> tuple[int, int]:
         """(input tokens, output tokens) as the provider reported them."""
         usage = result.get("usage") if isinstance(result, dict) else None
@@ -182,6 +188,10 @@ class Wire:
 
     def models_request(self) -> tuple[str, Optional[dict]]:
         raise self.unsupported("models")
+
+    def embedding_vectors(self, result: Any) -> list[list[float]]:
+        """The vectors of an embeddings response, in input order."""
+        raise self.unsupported("embeddings")
 
     def models_from(self, result: Any) -> list:
         return result.get("data", []) if isinstance(result, dict) else list(result)

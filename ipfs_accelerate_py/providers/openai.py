@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from ..resilience.batching import OPENAI_EMBEDDING_LIMITS, BatchLimits, normalize_inputs
-from ..resilience.errors import MalformedResponseError, classify_status
+from ..resilience.errors import MalformedResponseError, classify_status, get_header
 from ..transport.base import HttpResponse
 from .base import Event, ProviderSpec, Wire, apportion
 
@@ -82,6 +82,22 @@ class OpenAIWire(Wire):
     def models_request(self) -> tuple[str, Optional[dict]]:
         return "models", None
 
+    def embedding_vectors(self, result: Any) -> list[list[float]]:
+        items = sorted(result.get("data", []), key=lambda item: item.get("index", 0))
+        return [item["embedding"] for item in items]
+
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> Optional[dict]:
+        """``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` (``"1s"``, ``"6m0s"``, ``"20ms"``)."""
+        hints = {}
+        for kind in ("requests", "tokens"):
+            remaining = get_header(headers, f"x-ratelimit-remaining-{kind}")
+            if remaining is not None and remaining.strip().isdigit():
+                hints[f"{kind}_remaining"] = int(remaining)
+            reset = parse_duration(get_header(headers, f"x-ratelimit-reset-{kind}"))
+            if reset is not None:
+                hints[f"{kind}_reset"] = reset
+        return hints or None
+
     # ------------------------------------------------------------ batching
 
     def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
@@ -112,3 +128,26 @@ class OpenAIWire(Wire):
 def openai_compatible(spec: ProviderSpec) -> OpenAIWire:
     """An OpenAI-compatible provider: the same wire, its own spec."""
     return OpenAIWire(spec)
+
+
+_DURATION_UNITS = (("ms", 0.001), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+
+
+def parse_duration(text: Optional[str]) -> Optional[float]:
+    """OpenAI's reset durations: ``"1s"``, ``"6m0s"``, ``"1h2m3.5s"``, ``"20ms"``; seconds, or None."""
+    if not text:
+        return None
+    rest, total = text.strip(), 0.0
+    while rest:
+        number = ""
+        while rest and (rest[0].isdigit() or rest[0] == "."):
+            number, rest = number + rest[0], rest[1:]
+        unit = next(((u, f) for u, f in _DURATION_UNITS if rest.startswith(u)), None)
+        if not number or unit is None:
+            return None
+        try:
+            total += float(number) * unit[1]
+        except ValueError:
+            return None
+        rest = rest[len(unit[0]):]
+    return total
