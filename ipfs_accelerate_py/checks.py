@@ -17,8 +17,9 @@ still run.  The summary is printed and written to
 ``<api>_enhanced_features_<timestamp>.json``.  The API key is never printed
 or written.
 
-Adding a backend means adding a :class:`BackendEntry` to :data:`BACKENDS`;
-the checks are the same for every backend.
+Every backend in ``api_backends.BACKENDS`` is checked the same way: what a
+check sends and reads is asked of the backend's wire adapter (its chat or
+probe request, its reply text, usage and embedding vectors).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from .api_backends import openai_api
+from .api_backends import BACKENDS as BACKEND_CLASSES
 from .resilience.errors import CircuitOpenError, QueueFullError, ServerError
 from .simulator import Simulator, embedding_for
 
@@ -77,17 +78,29 @@ PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
 @dataclass(frozen=True)
 class BackendEntry:
-    """What the checks need to know of a backend; everything else is shared."""
+    """What the checks need to know of a backend: all of it from its adapter."""
 
     backend_class: type
-    chat_model: str
-    embedding_model: Optional[str]  # None: the backend has no embeddings
+
+    @property
+    def spec(self) -> Any:
+        return self.backend_class.provider.spec
+
+    @property
+    def chat_model(self) -> Optional[str]:
+        return self.spec.default_chat_model
+
+    @property
+    def embedding_model(self) -> Optional[str]:
+        return self.spec.default_embedding_model
 
 
-BACKENDS: dict[str, BackendEntry] = {
-    "openai": BackendEntry(openai_api, "gpt-4o-mini", "text-embedding-3-small"),
-}
-PLANNED_BACKENDS = ("groq", "claude", "gemini", "ollama", "hf_tgi", "hf_tei", "vllm", "opea", "ovms", "llvm", "s3_kit")
+BACKENDS: dict[str, BackendEntry] = {name: BackendEntry(cls) for name, cls in BACKEND_CLASSES.items()}
+PLANNED_BACKENDS = tuple(
+    name
+    for name in ("groq", "claude", "gemini", "ollama", "hf_tgi", "hf_tei", "vllm", "opea", "ovms", "llvm", "s3_kit")
+    if name not in BACKENDS
+)
 
 
 # ------------------------------------------------------------ check outcomes
@@ -184,7 +197,7 @@ class Target:
     def client(self, **settings: Any) -> Iterator[Any]:
         """A fresh backend with ``settings``; against a simulator, its
         counters and scenario are reset first and restored after."""
-        spec = self.backend.backend_class.provider.spec
+        spec = self.backend.spec
         metadata: dict[str, Any] = {spec.base_url_metadata[0]: self.base_url, "timeout": ATTEMPT_TIMEOUT}
         if self.key:
             metadata[spec.key_metadata[0]] = self.key
@@ -199,19 +212,29 @@ class Target:
             if self.sim is not None:
                 self.sim.reset()
 
-    def chat_params(self, tag: str) -> dict:
-        """Extra chat fields: a ``user`` tag, and few tokens on a real API."""
-        params: dict[str, Any] = {"user": tag}
-        if self.sim is None:
-            params["max_tokens"] = REAL_SERVER_MAX_TOKENS
-        return params
+    def probe(self, client: Any, tag: str) -> tuple[str, Any]:
+        """The request a check sends, tagged ``tag``: a short chat where the
+        backend chats (few tokens on a real API), else the backend's probe."""
+        if self.backend.chat_model is None:
+            return client.feature_probe(tag)
+        params: dict[str, Any] = {} if self.sim is not None else {"max_tokens": REAL_SERVER_MAX_TOKENS}
+        return client.provider.chat_request(self.backend.chat_model, _messages(tag), params, False)
 
-    def chat_data(self, tag: str) -> dict:
-        return {"model": self.backend.chat_model, "messages": _messages(tag), **self.chat_params(tag)}
+    def echoes(self, client: Any, reply: Any, tag: str) -> bool:
+        """Whether ``reply`` answers the request tagged ``tag`` (the
+        simulator quotes the prompt); True where there is no text to read."""
+        if self.backend.chat_model is None:
+            return True
+        return tag in client.provider.reply_text(reply)
 
 
 def _messages(tag: str) -> list:
     return [{"role": "user", "content": f"feature check {tag}"}]
+
+
+def call(target: Target, client: Any, tag: str) -> Any:
+    endpoint, data = target.probe(client, tag)
+    return client.make_request(endpoint, data)
 
 
 def wait_until(predicate: Callable[[], bool], what: str, limit: float = WAIT_LIMIT) -> None:
@@ -225,8 +248,9 @@ def wait_until(predicate: Callable[[], bool], what: str, limit: float = WAIT_LIM
 
 
 def queue_chat(target: Target, client: Any, tag: str, priority: Optional[int] = None) -> Any:
-    """Queue a chat request tagged ``tag``; its future."""
-    return client.queue_with_priority({"endpoint": "chat/completions", "data": target.chat_data(tag)}, priority)
+    """Queue the probe request tagged ``tag``; its future."""
+    endpoint, data = target.probe(client, tag)
+    return client.queue_with_priority({"endpoint": endpoint, "data": data}, priority)
 
 
 def hold_slot(target: Target, client: Any, tag: str) -> Any:
@@ -242,10 +266,6 @@ def hold_slot(target: Target, client: Any, tag: str) -> Any:
             raise CheckFailed("the simulator answered before its latency passed")
         raise CheckSkipped("the server answered too fast to hold the only slot; run against the simulator")
     return future
-
-
-def _reply_text(response: dict) -> str:
-    return response["choices"][0]["message"]["content"]
 
 
 # -------------------------------------------------------------------- checks
@@ -280,7 +300,7 @@ def check_priority(target: Target) -> str:
         counters = target.sim.counters()
         expect(counters["requests_total"] == len(expected), f"simulator saw {counters['requests_total']} requests, expected {len(expected)}")
         expect(counters["peak_concurrency"] == 1, f"simulator saw {counters['peak_concurrency']} at once with max_concurrent_requests=1")
-        wrong = [tag for tag, reply in replies.items() if tag not in _reply_text(reply)]
+        wrong = [tag for tag, reply in replies.items() if not target.echoes(client, reply, tag)]
         expect(not wrong, f"replies not answering their own request: {wrong}")
     return f"{n} HIGH completed before {n} LOW queued earlier; simulator saw {len(expected)} requests, 1 at a time"
 
@@ -293,7 +313,7 @@ def check_circuit_breaker(target: Target) -> str:
         sim.configure(outage=True)
         for i in range(threshold):
             try:
-                client.chat(target.backend.chat_model, _messages(f"outage-{i}"))
+                call(target, client, f"outage-{i}")
             except ServerError as exc:
                 expect(exc.status == 503, f"outage answered with {exc.status}, expected 503")
             else:
@@ -303,7 +323,7 @@ def check_circuit_breaker(target: Target) -> str:
         expect(seen == threshold, f"simulator saw {seen} requests, expected {threshold}")
         for i in range(3):
             try:
-                client.chat(target.backend.chat_model, _messages(f"open-{i}"))
+                call(target, client, f"open-{i}")
             except CircuitOpenError:
                 pass
             else:
@@ -313,7 +333,7 @@ def check_circuit_breaker(target: Target) -> str:
         threading.Event().wait(reset_timeout + 0.05)
         expect(client.circuit_state == "HALF_OPEN", f"circuit is {client.circuit_state} after reset_timeout, expected HALF_OPEN")
         sim.configure(outage=False)
-        client.chat(target.backend.chat_model, _messages("probe"))
+        call(target, client, "probe")
         expect(client.circuit_state == "CLOSED", f"circuit is {client.circuit_state} after a successful probe, expected CLOSED")
         counters = sim.counters()
         expect(counters["requests_total"] == threshold + 1, f"simulator saw {counters['requests_total']} requests, expected {threshold + 1}")
@@ -327,8 +347,7 @@ def check_monitoring(target: Target) -> str:
     total = sequential + concurrent
     with target.client() as client:
         client.reset_stats()
-        model = target.backend.chat_model
-        responses = [client.chat(model, _messages(f"seq-{i}"), **target.chat_params(f"seq-{i}")) for i in range(sequential)]
+        responses = [call(target, client, f"seq-{i}") for i in range(sequential)]
         futures = [queue_chat(target, client, f"par-{i}") for i in range(concurrent)]
         responses += [future.result(RESULT_TIMEOUT) for future in futures]
         stats = client.get_stats()
@@ -339,10 +358,11 @@ def check_monitoring(target: Target) -> str:
         expect(summary["success_rate"] == 100.0, f"success_rate {summary['success_rate']}")
         expect(summary["retry_rate"] == 0.0, f"retry_rate {summary['retry_rate']}")
         expect(report["circuit_breaker"]["state"] == "CLOSED", f"circuit_breaker.state {report['circuit_breaker']['state']}")
-        expect(report["models"].get(model, {}).get("requests") == total, f"models: {report['models']}")
+        counted = sum(m.get("requests", 0) for m in report["models"].values())
+        expect(counted == total, f"models: {report['models']}")
         expect(report["errors"] == {}, f"errors: {report['errors']}")
-        used_in = sum(r["usage"]["prompt_tokens"] for r in responses)
-        used_out = sum(r["usage"]["completion_tokens"] for r in responses)
+        used_in = sum(client.provider.usage(r)[0] for r in responses)
+        used_out = sum(client.provider.usage(r)[1] for r in responses)
         tokens = report["tokens"]
         expect((tokens["input"], tokens["output"]) == (used_in, used_out), f"report tokens {tokens}, responses' usage {used_in}+{used_out}")
         if target.sim is None:
@@ -367,9 +387,10 @@ def check_batching(target: Target) -> str:
 
         def embed(text: str) -> list:
             start.wait()
-            response = client.make_request("embeddings", {"model": model, "input": text})
-            expect(len(response["data"]) == 1, f"{text!r} got {len(response['data'])} embeddings")
-            return response["data"][0]["embedding"]
+            endpoint, data = client.provider.embeddings_request(model, text, {})
+            got = client.provider.embedding_vectors(client.make_request(endpoint, data))
+            expect(len(got) == 1, f"{text!r} got {len(got)} embeddings")
+            return got[0]
 
         with ThreadPoolExecutor(n) as pool:
             vectors = list(pool.map(embed, texts))
@@ -391,13 +412,12 @@ def check_batching(target: Target) -> str:
 def check_retries(target: Target) -> str:
     """A 429 with Retry-After is retried after that wait, not the backoff."""
     sim = target.sim
-    model = target.backend.chat_model
     # Backoff far shorter than Retry-After: the elapsed time shows which was used.
     retry_after = 0.3
     with target.client(max_retries=2, initial_retry_delay=0.01, retry_jitter=0.0) as client:
         sim.script([{"status": 429, "headers": {"retry-after": str(retry_after)}}, {"status": 200}])
         started = time.monotonic()
-        client.chat(model, _messages("retry-after"))
+        call(target, client, "retry-after")
         elapsed = time.monotonic() - started
         expect(elapsed >= retry_after, f"retried after {elapsed:.3f}s, before the Retry-After of {retry_after}s")
         _expect_one_retry(client, sim)
@@ -561,9 +581,10 @@ def resolve_target(api: str, backend: BackendEntry, key: Optional[str], base_url
     if key is None and base_url is None:
         with Simulator(port=0) as sim:
             echo(f"No --key or --base-url given: running against an embedded simulator at {sim.base_url}")
-            yield Target(api, backend, sim.base_url, SIMULATOR_KEY, SimulatorAdmin(sim.admin_url), "simulator", secrets)
+            url = sim.url.rstrip("/") + backend.spec.simulator_path
+            yield Target(api, backend, url, SIMULATOR_KEY, SimulatorAdmin(sim.admin_url), "simulator", secrets)
         return
-    url = base_url or backend.backend_class.provider.spec.default_base_url
+    url = base_url or backend.spec.default_base_url
     admin = detect_simulator(url)
     label = _public_url(url)
     what = "a simulator (its /_admin/counters answers)" if admin else "a server without fault injection: checks that need it are skipped"

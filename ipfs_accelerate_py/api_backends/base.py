@@ -292,6 +292,16 @@ class BaseApiBackend:
         endpoint, data = self.provider.embeddings_request(model_name, input, params)
         return self._call(endpoint, data, priority=priority)
 
+    def feature_probe(self, tag: str) -> tuple[str, Any]:
+        """A small request for the feature checks, tagged ``tag`` (a backend
+        without chat or embeddings overrides it)."""
+        spec = self.provider.spec
+        if spec.default_chat_model:
+            return self.provider.chat_request(spec.default_chat_model, [{"role": "user", "content": tag}], {}, False)
+        if spec.default_embedding_model:
+            return self.provider.embeddings_request(spec.default_embedding_model, tag, {})
+        raise NotImplementedError(f"{type(self).__name__} must say what the feature checks send")
+
     def list_models(self) -> list:
         endpoint, data = self.provider.models_request()
         return self.provider.models_from(self._call(endpoint, data))

@@ -189,6 +189,10 @@ class Wire:
     def models_request(self) -> tuple[str, Optional[dict]]:
         raise self.unsupported("models")
 
+    def reply_text(self, result: Any) -> str:
+        """The text of a chat (or completion) response."""
+        raise self.unsupported("chat")
+
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         """The vectors of an embeddings response, in input order."""
         raise self.unsupported("embeddings")

@@ -82,6 +82,11 @@ class OpenAIWire(Wire):
     def models_request(self) -> tuple[str, Optional[dict]]:
         return "models", None
 
+    def reply_text(self, result: Any) -> str:
+        choice = (result.get("choices") or [{}])[0]
+        message = choice.get("message")
+        return (message.get("content") or "") if isinstance(message, dict) else (choice.get("text") or "")
+
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         items = sorted(result.get("data", []), key=lambda item: item.get("index", 0))
         return [item["embedding"] for item in items]
