@@ -1,6 +1,13 @@
-"""A local provider simulator: an OpenAI-compatible HTTP server with faults and counters.
+"""A local provider simulator: one HTTP server speaking many providers' wire formats,
+with faults and counters.
 
-It listens on loopback and answers the OpenAI wire format under ``/v1``:
+Each wire format is a module in :mod:`.formats` (found automatically; the
+contract is :mod:`.wireformat`); the script, latency, keys, rate limits,
+faults, stream faults and counters apply to every one of them alike.  With
+the scenario's ``upstream`` set, requests on paths no format claims are
+forwarded there, faults injected in front (:mod:`.proxy`).
+
+The OpenAI format answers under ``/v1``:
 
 * ``POST /v1/chat/completions`` (JSON, or SSE with ``"stream": true``;
   ``stream_options.include_usage`` adds a final usage chunk),
@@ -42,17 +49,26 @@ from .command import add_arguments, main, scenario_from_args
 from .counters import key_fingerprint
 from .openai_wire import DEFAULT_EMBEDDING_DIMENSIONS, DEFAULT_MODELS, embedding_for, estimate_tokens
 from .scenario import Scenario, ScenarioError, ScriptEntry, describe_fields, load_scenario_file
+from .formats import discover_formats
+from .routing import RouteConflict
 from .server import Simulator, run_server
+from .wireformat import Prepared, Route, WireError, WireFormat
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIMENSIONS",
     "DEFAULT_MODELS",
+    "Prepared",
+    "Route",
+    "RouteConflict",
     "Scenario",
     "ScenarioError",
     "ScriptEntry",
     "Simulator",
+    "WireError",
+    "WireFormat",
     "add_arguments",
     "describe_fields",
+    "discover_formats",
     "embedding_for",
     "estimate_tokens",
     "key_fingerprint",

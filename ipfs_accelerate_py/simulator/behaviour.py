@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from .ratelimit import FixedWindows, Verdict
 from .scenario import FIELD_NAMES, Scenario, ScriptEntry, normalise_path, script_entries
+from .wireformat import RateState
 
 __all__ = ["Behaviour"]
 
@@ -141,14 +142,14 @@ class Behaviour:
         with self._lock:
             return self._windows.admit(ident, rpm, tpm, cost, now, scenario.rate_window)
 
-    def rate_headers(self, key: Optional[str], ident: str, now: float) -> dict:
-        """Current rate-limit headers for ``key`` without consuming anything."""
+    def rate_state(self, key: Optional[str], ident: str, now: float) -> Optional[RateState]:
+        """What ``key`` has left in its window, without consuming anything; None without limits."""
         scenario = self.scenario
         rpm, tpm = scenario.rate_limits.for_key(key)
         if rpm is None and tpm is None:
-            return {}
+            return None
         with self._lock:
-            return self._windows.headers(ident, rpm, tpm, now, scenario.rate_window)
+            return self._windows.state(ident, rpm, tpm, now, scenario.rate_window)
 
     def pending(self) -> dict:
         """What is still queued: countdowns and script lengths."""

@@ -52,8 +52,8 @@ def _add_field_flag(group: Any, f: dataclasses.Field) -> None:
         group.add_argument(flag, dest=dest, nargs="?", const=True, type=_bool,
                            metavar="BOOL", help=f"{doc}")
         return
-    types = {"float": float, "int": int, "json": _json}
-    metavar = {"float": "X", "int": "N", "json": "JSON"}[kind]
+    types = {"float": float, "int": int, "json": _json, "str": str}
+    metavar = {"float": "X", "int": "N", "json": "JSON", "str": "TEXT"}[kind]
     group.add_argument(flag, dest=dest, type=types[kind], metavar=metavar, help=doc)
 
 

@@ -10,6 +10,8 @@ serves (so numeric map keys such as statuses and sizes are strings)::
     by_key                {key fingerprint: requests}; fingerprint =
                           sha256(key).hexdigest()[:8], "anonymous" without a key
     by_path               {path: requests}
+    by_format             {wire format name: requests}; "proxy" for requests forwarded
+                          to the upstream (a path no format claims while upstream is set)
     by_status             {"200": responses, ...}; a dropped connection has none
     by_model              {model: requests whose body named it}
     rate_limited          responses with status 429 (limits, faults and script)
@@ -17,7 +19,8 @@ serves (so numeric map keys such as statuses and sizes are strings)::
                           malformed, stream_stall, stream_cut, stream_malformed,
                           scripted (a script entry answered the request)
     client_disconnects    requests whose client went away before the response ended
-    streams               {"started": n, "finished": n} (finished = [DONE] sent)
+    streams               {"started": n, "finished": n} (finished = every event and the
+                          format's terminator, e.g. [DONE], sent)
     tokens                {"prompt", "completion", "total"} of successful answers
     embedding_inputs      {"calls", "total", "by_size": {"3": calls}, "recent": [sizes,
                           last 1000]} for valid embeddings calls
@@ -98,6 +101,7 @@ class Counters:
         self.peak = self.in_flight
         self.by_key: dict = {}
         self.by_path: dict = {}
+        self.by_format: dict = {}
         self.by_status: dict = {}
         self.by_model: dict = {}
         self.rate_limited = 0
@@ -116,7 +120,7 @@ class Counters:
         with self._lock:
             self._zero()
 
-    def begin(self, path: str, key: str) -> Ticket:
+    def begin(self, path: str, key: str, wire_format: str = "openai") -> Ticket:
         """Count an arriving request (``key`` is a fingerprint) and return its ticket."""
         with self._lock:
             self.requests_total += 1
@@ -125,6 +129,7 @@ class Counters:
                 self.peak = self.in_flight
             _bump(self.by_key, key)
             _bump(self.by_path, path)
+            _bump(self.by_format, wire_format)
             number = next(self._ids)
         return Ticket(path, key, f"req_sim{number}")
 
@@ -175,6 +180,7 @@ class Counters:
                 "peak_concurrency": self.peak,
                 "by_key": dict(self.by_key),
                 "by_path": dict(self.by_path),
+                "by_format": dict(self.by_format),
                 "by_status": dict(self.by_status),
                 "by_model": dict(self.by_model),
                 "rate_limited": self.rate_limited,

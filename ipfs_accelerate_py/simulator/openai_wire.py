@@ -28,8 +28,9 @@ import json
 import math
 import re
 import struct
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+
+from .wireformat import Prepared, WireError, dumps
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIMENSIONS",
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_EMBEDDING_INPUTS",
     "Prepared",
     "WireError",
+    "dumps",
     "embedding_for",
     "error_body",
     "estimate_tokens",
@@ -86,28 +88,6 @@ _EMBEDDINGS_TEMPLATE = ('{"object":"list","data":[%s],"model":%s,'
                         '"usage":{"prompt_tokens":%d,"total_tokens":%d}}')
 
 
-def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, as the server writes it."""
-    return _encode_json(obj).encode()
-
-
-class WireError(Exception):
-    """A request the OpenAI API would refuse; becomes an error response."""
-
-    def __init__(self, status: int, message: str, *, param: Optional[str] = None,
-                 code: Optional[str] = None, type: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.type = type
-
-    def body(self) -> dict:
-        return error_body(self.status, self.message, param=self.param, code=self.code,
-                          type=self.type)
-
-
 def error_type_for(status: int) -> str:
     """OpenAI's ``error.type`` for an HTTP status."""
     if status >= 500:
@@ -125,28 +105,6 @@ def error_body(status: int, message: str, *, param: Optional[str] = None,
 def estimate_tokens(text: str) -> int:
     """Deterministic token estimate: one token per 4 characters, rounded up."""
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-
-
-@dataclass
-class Prepared:
-    """A validated request and everything needed to answer it.
-
-    ``body(id, created)`` is the JSON answer; ``encode``, when set, gives the
-    same answer already serialised (a faster path for the common case).
-    ``cost`` is the tokens the request consumes from a tokens-per-minute
-    budget; ``embedding_inputs`` is the number of inputs of an embeddings call
-    (``None`` for other endpoints).
-    """
-
-    model: Optional[str]
-    cost: int
-    body: Callable[[str, int], dict]
-    stream: bool = False
-    chunks: Optional[Callable[[str, int], list]] = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    embedding_inputs: Optional[int] = None
-    encode: Optional[Callable[[str, int], bytes]] = None
 
 
 # -- chat and text completions ------------------------------------------------------

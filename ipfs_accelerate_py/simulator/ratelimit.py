@@ -1,4 +1,4 @@
-"""Per-key request and token limits on a fixed window, with OpenAI's headers.
+"""Per-key request and token limits on a fixed window; each format renders the headers.
 
 Each key (by fingerprint) has its own window.  The window opens at the key's
 first request and lasts ``window`` seconds; the first request after it ends
@@ -6,6 +6,8 @@ opens a new one with zero usage.  A request is admitted when one more request
 stays within ``rpm`` and its token cost stays within ``tpm``; an admitted
 request consumes both, a refused one consumes nothing.  A refusal says which
 limit (``"requests"`` or ``"tokens"``) and waits until the window ends.
+What a key has left is a :class:`~.wireformat.RateState`, which the wire
+format turns into its rate-limit headers.
 
 Not thread-safe by itself: the caller holds its lock.  Time comes in as
 ``now`` (monotonic seconds).
@@ -16,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Optional
+
+from .wireformat import Budget, RateState
 
 __all__ = ["FixedWindows", "Verdict", "format_duration", "retry_after_headers"]
 
@@ -55,10 +59,10 @@ class _Window:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The answer for one request: admitted or not, and the headers to send."""
+    """The answer for one request: admitted or not, and what the key has left."""
 
     allowed: bool
-    headers: dict
+    state: RateState
     exceeded: Optional[str] = None
     retry_after: float = 0.0
 
@@ -99,29 +103,27 @@ class FixedWindows:
         if exceeded is None:
             current.requests += 1
             current.tokens += cost
-        headers = self._headers(current, rpm, tpm, now, window)
+        state = self._state(current, rpm, tpm, now, window)
         if exceeded is None:
-            return Verdict(True, headers)
-        return Verdict(False, headers, exceeded, current.start + window - now)
+            return Verdict(True, state)
+        return Verdict(False, state, exceeded, current.start + window - now)
 
-    def headers(self, ident: str, rpm: Optional[int], tpm: Optional[int], now: float,
-                window: float) -> dict:
-        """The rate-limit headers for ``ident`` without consuming anything."""
+    def state(self, ident: str, rpm: Optional[int], tpm: Optional[int], now: float,
+              window: float) -> RateState:
+        """What ``ident`` has left, without consuming anything."""
         current = self._windows.get(ident)
         if current is None or now >= current.start + window:
             current = _Window(start=now)
-        return self._headers(current, rpm, tpm, now, window)
+        return self._state(current, rpm, tpm, now, window)
 
     @staticmethod
-    def _headers(current: _Window, rpm: Optional[int], tpm: Optional[int], now: float,
-                 window: float) -> dict:
+    def _state(current: _Window, rpm: Optional[int], tpm: Optional[int], now: float,
+               window: float) -> RateState:
         left = current.start + window - now
-        headers = {}
-        for name, limit, used in (("requests", rpm, current.requests),
-                                  ("tokens", tpm, current.tokens)):
-            if limit is None:
-                continue
-            headers[f"x-ratelimit-limit-{name}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, limit - used))
-            headers[f"x-ratelimit-reset-{name}"] = format_duration(left if used else 0.0)
-        return headers
+        requests = tokens = None
+        if rpm is not None:
+            requests = Budget(rpm, max(0, rpm - current.requests),
+                              left if current.requests else 0.0)
+        if tpm is not None:
+            tokens = Budget(tpm, max(0, tpm - current.tokens), left if current.tokens else 0.0)
+        return RateState(requests, tokens)

@@ -7,10 +7,21 @@ Changing a scenario while the server runs (``Simulator.configure`` or
 by field (a nested value such as ``rate_limits`` is replaced whole).
 
 "Targeted" requests are the ones latency, auth failures aside, rate limits,
-faults and the response script apply to: by default every ``POST`` under
-``/v1/`` (chat, completions, embeddings); ``fault_paths`` narrows or widens
-that (e.g. ``["/v1/models"]`` also targets ``GET /v1/models``).  Untargeted
-requests are still counted and still need a valid key.
+faults and the response script apply to: by default every route of every wire
+format whose method is not GET or HEAD (chat, completions, embeddings, ...;
+a format may say otherwise per route), and every request forwarded to the
+``upstream``; ``fault_paths`` replaces that with path prefixes (e.g.
+``["/v1/models"]`` targets ``GET /v1/models`` only).  Untargeted requests are
+still counted and still need a valid key.
+
+Proxy mode: with ``upstream`` set, a request on a path that no wire format
+claims is forwarded verbatim (method, path, query, headers, body) to
+``upstream`` and its answer relayed, once it reaches the normal-answer step;
+the faults, latency, keys, limits and script apply in front of it as to any
+targeted request.  Errors the simulator makes up for such a request use
+``proxy_error_body`` (``{status}``, ``{code}``, ``{message}`` and
+``{request_id}`` are filled in; ``{code}`` is S3's name for the status, e.g.
+``SlowDown`` for 503).
 
 A targeted request is handled in this order: a pending script entry answers
 it as written (bypassing everything below); else ``latency`` (+ jitter); a
@@ -55,6 +66,10 @@ DEFAULT_HANG_SECONDS = 30.0
 DEFAULT_STALL_SECONDS = 10.0
 DEFAULT_ERROR_STATUS = 500
 DEFAULT_SEED = 0
+DEFAULT_PROXY_ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                            '<Message>{message}</Message><RequestId>{request_id}</RequestId>'
+                            '</Error>')
+DEFAULT_PROXY_ERROR_TYPE = "application/xml"
 SCRIPT_FAULTS = ("drop", "hang", "malformed")
 STREAM_FAULT_FIELDS = ("stream_stall_after", "stream_cut_after", "stream_malformed_after")
 
@@ -160,6 +175,21 @@ def _paths(value: Any) -> Optional[tuple]:
             isinstance(v, str) and v.startswith("/") for v in value):
         raise ValueError("a list of paths starting with '/', or null")
     return tuple(value)
+
+
+def _upstream(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if (not isinstance(value, str) or not value.startswith(("http://", "https://"))
+            or len(value) <= len("https://")):
+        raise ValueError("an http:// or https:// URL, or null")
+    return value.rstrip("/")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("a non-empty string")
+    return value
 
 
 def normalise_path(path: Any) -> str:
@@ -361,8 +391,16 @@ class Scenario:
     stream_chunk_delay: float = _field(0.0, _seconds, "seconds between stream chunks",
                                        cli="float")
     fault_paths: Optional[tuple] = _field(None, _paths, "path prefixes of targeted requests, "
-                                          "any method; null = every POST under /v1/",
-                                          cli="strings")
+                                          "any method; null = every non-GET route of every "
+                                          "format, and every proxied request", cli="strings")
+    upstream: Optional[str] = _field(None, _upstream, "proxy mode: URL that requests on paths "
+                                     "no format claims are forwarded to (faults still apply); "
+                                     "null = such paths get 404", cli="str")
+    proxy_error_body: str = _field(DEFAULT_PROXY_ERROR_BODY, _text, "body of errors the "
+                                   "simulator makes up for proxied requests ({status}, {code}, "
+                                   "{message}, {request_id} filled in)", cli="str")
+    proxy_error_content_type: str = _field(DEFAULT_PROXY_ERROR_TYPE, _text, "content type of "
+                                           "proxy_error_body", cli="str")
     models: tuple = _field(DEFAULT_MODELS, _strings, "ids listed by GET /v1/models",
                            cli="strings")
     strict_models: bool = _field(False, _flag, "refuse (404) a model not in 'models'; "
@@ -422,10 +460,14 @@ class Scenario:
                 and self.hang_rate == 0 and self.drop_rate == 0 and self.malformed_rate == 0
                 and not self.has_stream_faults and self.stream_chunk_delay == 0)
 
-    def targets(self, method: str, path: str) -> bool:
-        """Whether latency, limits, faults and the script apply to this request."""
+    def targets(self, method: str, path: str, default: Optional[bool] = None) -> bool:
+        """Whether latency, limits, faults and the script apply to this request.
+
+        ``default`` is the route's own answer when ``fault_paths`` is null
+        (without it: any method but GET and HEAD).
+        """
         if self.fault_paths is None:
-            return method == "POST" and path.startswith("/v1/")
+            return default if default is not None else method not in ("GET", "HEAD")
         return any(path.startswith(prefix) for prefix in self.fault_paths)
 
 

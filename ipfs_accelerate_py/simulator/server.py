@@ -14,7 +14,7 @@ import asyncio
 import signal
 import sys
 import threading
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from aiohttp import web
 
@@ -22,9 +22,12 @@ from .admin import ADMIN_PREFIX, AdminHandler
 from .api import ApiHandler
 from .behaviour import Behaviour
 from .counters import Counters
+from .formats import DEFAULT_FORMAT, discover_formats
+from .routing import Router
 from .scenario import Scenario
+from .wireformat import WireFormat
 
-__all__ = ["DEFAULT_HOST", "Simulator", "run_server"]
+__all__ = ["DEFAULT_HOST", "Simulator", "build_router", "run_server"]
 
 DEFAULT_HOST = "127.0.0.1"
 SHUTDOWN_TIMEOUT = 0.25
@@ -36,6 +39,14 @@ ScenarioLike = Union[Scenario, Mapping[str, Any], None]
 
 def _scenario(value: ScenarioLike) -> Scenario:
     return value if isinstance(value, Scenario) else Scenario.from_mapping(value or {})
+
+
+def build_router(formats: Optional[Sequence[WireFormat]] = None,
+                 extra_formats: Sequence[WireFormat] = ()) -> Router:
+    """The routes of ``formats`` (default: every module in ``simulator/formats``) plus
+    ``extra_formats``; RouteConflict if two of them claim the same method and path."""
+    chosen = tuple(discover_formats() if formats is None else formats) + tuple(extra_formats)
+    return Router(chosen)
 
 
 def new_event_loop(use_uvloop: bool = True) -> asyncio.AbstractEventLoop:
@@ -53,8 +64,11 @@ def new_event_loop(use_uvloop: bool = True) -> asyncio.AbstractEventLoop:
 class _Core:
     """The aiohttp server bound to one event loop."""
 
-    def __init__(self, behaviour: Behaviour, counters: Counters) -> None:
-        self._api = ApiHandler(behaviour, counters)
+    def __init__(self, behaviour: Behaviour, counters: Counters, router: Router) -> None:
+        default = router.formats.get(DEFAULT_FORMAT) or next(iter(router.formats.values()), None)
+        if default is None:
+            raise ValueError("the simulator needs at least one wire format")
+        self._api = ApiHandler(behaviour, counters, router, default)
         self._admin = AdminHandler(behaviour, counters)
         self._runner: Optional[web.ServerRunner] = None
 
@@ -84,23 +98,28 @@ class _Core:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._api.close()
 
 
 class Simulator:
-    """The OpenAI-compatible simulator on ``host:port`` (port 0 = an ephemeral one).
+    """The multi-provider simulator on ``host:port`` (port 0 = an ephemeral one).
 
-    Control methods (``counters``, ``configure``, ``script``, ``reset``) are
+    ``formats`` replaces the wire formats found in ``simulator/formats``;
+    ``extra_formats`` adds to them (e.g. a format defined in a test).  Route
+    conflicts raise :class:`~.routing.RouteConflict` here.  Control methods (``counters``, ``configure``, ``script``, ``reset``) are
     thread-safe and may be called from any thread while the server runs.
     """
 
     def __init__(self, scenario: ScenarioLike = None, host: str = DEFAULT_HOST, port: int = 0,
-                 *, use_uvloop: bool = True) -> None:
+                 *, use_uvloop: bool = True, formats: Optional[Sequence[WireFormat]] = None,
+                 extra_formats: Sequence[WireFormat] = ()) -> None:
         self.host = host
         self._requested_port = port
         self._use_uvloop = use_uvloop
         self._behaviour = Behaviour(_scenario(scenario))
         self._counters = Counters()
-        self._core = _Core(self._behaviour, self._counters)
+        self.router = build_router(formats, extra_formats)
+        self._core = _Core(self._behaviour, self._counters, self.router)
         self._port: Optional[int] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -248,7 +267,7 @@ def run_server(host: str = DEFAULT_HOST, port: int = 0, scenario: ScenarioLike =
                use_uvloop: bool = True, announce: bool = True) -> None:
     """Serve until SIGINT/SIGTERM; with ``announce`` print one line with the base URL."""
     behaviour = Behaviour(_scenario(scenario))
-    core = _Core(behaviour, Counters())
+    core = _Core(behaviour, Counters(), build_router())
 
     async def serve() -> None:
         bound = await core.start(host, port)
