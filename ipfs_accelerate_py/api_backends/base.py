@@ -95,7 +95,8 @@ class BaseApiBackend:
         if base_url.strip().lower() in SIMULATOR_BASE_URLS:
             from ..simulator.embedded import embedded_simulator
 
-            base_url = embedded_simulator().base_url
+            base_url = embedded_simulator().url + spec.simulator_path
+        base_url = self.provider.normalize_base_url(base_url)
         self._engine = Engine(
             self.provider,
             self._settings,
@@ -128,7 +129,10 @@ class BaseApiBackend:
 
     @base_url.setter
     def base_url(self, value: str) -> None:
-        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        if not isinstance(value, str):
+            raise SettingError("base_url", value, "a URL string")
+        value = self.provider.normalize_base_url(value)
+        if not value.startswith(("http://", "https://")):
             raise SettingError("base_url", value, "an http:// or https:// URL")
         self._engine.base_url = value
 
@@ -222,6 +226,7 @@ class BaseApiBackend:
             stream=stream,
             submitted_at=now,
             deadline=None if deadline is None else now + deadline,
+            model=self.provider.request_model(endpoint, data),
         )
         if not stream:
             req.inputs = engine.batch_inputs(endpoint, data)

@@ -141,7 +141,7 @@ class BatchLane:
         deadlines = [m.item.deadline for m in live if m.item.deadline is not None]
         self._seq += 1
         carrier = Request(
-            first.endpoint,
+            self.engine.provider.batch_endpoint(first.endpoint, template),
             self.engine.provider.batch_payload(template, [x for m in live for x in m.inputs]),
             priority=min(m.item.priority for m in live),
             request_id=f"batch-{self._seq}",
@@ -149,6 +149,7 @@ class BatchLane:
             stream=False,
             submitted_at=min(m.item.submitted_at for m in live),
             deadline=min(deadlines) if deadlines else None,
+            model=first.model,
         )
         carrier.members = [(m.item, m.n_inputs) for m in live]
         self.engine.enqueue_carrier(carrier, len(batch.members), now)

@@ -131,7 +131,10 @@ class Engine:
         return BreakerOptions(**{field: self.settings[name] for name, field in _BREAKER_SETTINGS.items()})
 
     def _retry_options(self) -> retry_policy.RetryOptions:
-        return retry_policy.RetryOptions(**{field: self.settings[name] for name, field in _RETRY_SETTINGS.items()})
+        return retry_policy.RetryOptions(
+            retryable_statuses=retry_policy.RETRYABLE_STATUSES | self.provider.spec.extra_retryable_statuses,
+            **{field: self.settings[name] for name, field in _RETRY_SETTINGS.items()},
+        )
 
     def _on_setting(self, name: str, value: Any) -> None:
         if name in _BREAKER_SETTINGS:
@@ -160,7 +163,7 @@ class Engine:
         """The inputs of a request that goes through the batch lane, else None."""
         if not self.settings["batching_enabled"] or not isinstance(data, dict):
             return None
-        if not self.provider.spec.batch_any_model and data.get("model") not in self.supported_batch_models:
+        if not self.provider.spec.batch_any_model and self.provider.request_model(endpoint, data) not in self.supported_batch_models:
             return None
         return self.provider.batch_inputs(endpoint, data)
 
@@ -628,7 +631,8 @@ def _redact(error: ApiError, api_key: Optional[str]) -> None:
     for mark in marks:
         if mark and mark in error.message:
             error.message = error.message.replace(mark, "***")
-    error.body = None
+    if error.body is not None and any(mark in str(error.body) for mark in marks if mark):
+        error.body = None  # the provider's details stay readable unless they quote the key
 
 
 def _cancel_task(task: Optional[asyncio.Task]) -> None:

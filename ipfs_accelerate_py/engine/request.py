@@ -57,6 +57,7 @@ class Request:
         stream: bool,
         submitted_at: float,
         deadline: Optional[float],
+        model: Optional[str] = None,
     ) -> None:
         self.endpoint = endpoint
         self.data = data
@@ -64,7 +65,7 @@ class Request:
         self.request_id = request_id or new_request_id()
         self.api_key = api_key
         self.stream = stream
-        self.model: Optional[str] = data.get("model") if isinstance(data, dict) else None
+        self.model = model
         self.future = RequestFuture(self.request_id)
         self.submitted_at = submitted_at
         self.deadline = deadline

@@ -54,6 +54,7 @@ class ProviderSpec:
     default_chat_model: Optional[str] = None
     default_embedding_model: Optional[str] = None
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    extra_retryable_statuses: frozenset[int] = frozenset()  # the provider's own "try again" codes (Groq's 498)
 
 
 def json_body(data: Any, provider: str) -> bytes:
@@ -92,6 +93,14 @@ class Wire:
         self.name = spec.name
 
     # ------------------------------------------------------------ requests
+
+    def normalize_base_url(self, raw: str) -> str:
+        """The base URL as configured (metadata, environment, attribute) -> as used."""
+        return raw
+
+    def request_model(self, endpoint: str, data: Any) -> Optional[str]:
+        """The model a request is for (stats per model, batch grouping)."""
+        return data.get("model") if isinstance(data, Mapping) else None
 
     def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -205,6 +214,10 @@ class Wire:
     def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
         """The inputs of a batchable request, or None when it is not one."""
         return None
+
+    def batch_endpoint(self, endpoint: str, template: Mapping[str, Any]) -> str:
+        """Where a batch of requests to ``endpoint`` goes (the same place, by default)."""
+        return endpoint
 
     def batch_template(self, endpoint: str, data: dict) -> dict:
         """What alike requests share: their data without the inputs."""
