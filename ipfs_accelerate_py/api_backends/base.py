@@ -297,6 +297,15 @@ class BaseApiBackend:
         endpoint, data = self.provider.embeddings_request(model_name, input, params)
         return self._call(endpoint, data, priority=priority)
 
+    @classmethod
+    def connection_metadata(cls, base_url: str, api_key: Optional[str]) -> dict:
+        """The metadata that points a new client at ``base_url`` with ``api_key``."""
+        spec = cls.provider.spec
+        metadata = {spec.base_url_metadata[0]: base_url}
+        if api_key and spec.key_metadata:
+            metadata[spec.key_metadata[0]] = api_key
+        return metadata
+
     def feature_probe(self, tag: str) -> tuple[str, Any]:
         """A small request for the feature checks, tagged ``tag`` (a backend
         without chat or embeddings overrides it)."""

@@ -1,0 +1,71 @@
+"""``ollama``: a local (or remote) Ollama server, through its native API.
+
+Base URL: ``metadata["ollama_host"]`` (or ``"ollama_api_base"``) or
+``OLLAMA_HOST``, read as Ollama reads it: ``"localhost:11434"``,
+``"0.0.0.0"`` and ``"http://gpu-box:11434"`` all work (default
+``http://localhost:11434``; ``"simulator"`` starts the embedded one).  No
+key is needed; ``metadata["ollama_api_key"]`` or ``OLLAMA_API_KEY``, when
+set, is sent as a bearer token (ollama.com, or a proxy in front of Ollama).
+
+Operations: ``chat`` (``stream=True`` for chunks), ``generate`` (and
+``completions``, the same call), ``embeddings`` (alike calls are coalesced
+into one ``/api/embed`` list, whatever the model), ``list_models``
+(``/api/tags``).  Model parameters (``temperature``, ``top_p``,
+``max_tokens``, ``seed``, ``stop``, ...) are sent in Ollama's ``options``;
+``keep_alive``, ``format``, ``tools`` and the like as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Union
+
+from ..engine.stream import ChunkStream
+from ..providers.ollama import OLLAMA, OllamaWire, normalize_host
+from ..resilience.errors import InvalidInputError, SettingError
+from .base import BaseApiBackend
+
+__all__ = ["ollama"]
+
+
+class ollama(BaseApiBackend):  # noqa: N801 - the seed's name
+    provider = OllamaWire(OLLAMA)
+
+    def __init__(self, resources: Optional[Mapping[str, Any]] = None, metadata: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+        super().__init__(resources, metadata, **kwargs)
+        try:
+            self._engine.base_url = normalize_host(self._engine.base_url)
+        except SettingError:
+            self.close()
+            raise
+
+    @property
+    def base_url(self) -> str:
+        return self._engine.base_url
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        """A URL, or ``host[:port]`` as in ``OLLAMA_HOST``."""
+        if not isinstance(value, str):
+            raise SettingError("base_url", value, "a URL or host:port, e.g. 'http://localhost:11434'")
+        self._engine.base_url = normalize_host(value)
+
+    def generate(
+        self,
+        model_name: str,
+        prompt: str,
+        stream: bool = False,
+        *,
+        priority: Optional[int] = None,
+        request_id: Optional[str] = None,
+        **options: Any,
+    ) -> Union[dict, ChunkStream]:
+        """``/api/generate``: the response for ``prompt`` (``response``,
+        ``done_reason``, counts), or with ``stream=True`` its chunks.
+        ``options`` as for ``chat`` (``temperature=0.2``, ``system="..."``,
+        ``format="json"``, ``keep_alive="10m"``, ...)."""
+        if not isinstance(model_name, str) or not model_name.strip():
+            raise InvalidInputError(f"model_name must be a non-empty string (e.g. 'llama3.2'), not {model_name!r}")
+        if not isinstance(prompt, str):
+            raise InvalidInputError(f"prompt must be a string, not {type(prompt).__name__}")
+        endpoint, data = self.provider.generate_request(model_name, prompt, options, stream)
+        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)

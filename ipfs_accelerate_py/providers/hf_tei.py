@@ -1,0 +1,144 @@
+"""Hugging Face text-embeddings-inference (TEI).
+
+Routes, at the server's root::
+
+    POST /embed    {"inputs": str | [str], "normalize"?, "truncate"?, ...}
+                   -> a bare JSON list of vectors, one per input, in input order
+    POST /rerank   {"query": str, "texts": [str], "raw_scores"?, "return_text"?, ...}
+                   -> [{"index", "score", "text"?}, ...] (best first)
+    GET  /info     {"model_id", "max_client_batch_size", "max_batch_tokens", ...}
+
+A TEI server serves one model and takes at most ``max_client_batch_size``
+inputs per call (32 unless started otherwise), answering more with 413.  So
+every ``/embed`` request is batchable whatever model name the caller gave
+(``batch_any_model``), a batch holds at most that many inputs, and the model
+name travels with the request only for the client's statistics: it is left
+out of the body sent.
+
+Errors are ``{"error", "error_type"}`` as TGI's (see :mod:`.hf_tgi`): 413
+too many inputs or too large, 422 tokenizer, 424 the model failed (or is not
+of the kind the route needs: not retried), 429 overloaded, 503 unhealthy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from ..resilience.batching import BatchLimits, normalize_inputs
+from ..resilience.errors import ApiError, InvalidRequestError, MalformedResponseError
+from ..resilience.validation import require_int
+from ..transport.base import HttpRequest, HttpResponse
+from .base import ProviderSpec, Wire
+from .hf_tgi import HF_KEY_ENV, HF_KEY_METADATA, hf_error_for
+
+__all__ = ["DEFAULT_MAX_CLIENT_BATCH_SIZE", "TEI", "TEIWire"]
+
+DEFAULT_TEI_BASE_URL = "http://localhost:8080"
+DEFAULT_MAX_CLIENT_BATCH_SIZE = 32
+"""TEI's ``--max-client-batch-size`` default: inputs one ``/embed`` call may carry."""
+
+TEI = ProviderSpec(
+    name="hf_tei",
+    default_base_url=DEFAULT_TEI_BASE_URL,
+    key_metadata=HF_KEY_METADATA,
+    key_env=HF_KEY_ENV,
+    base_url_metadata=("hf_tei_api_base", "tei_api_base", "api_base", "base_url"),
+    base_url_env=("HF_TEI_BASE_URL", "TEI_BASE_URL"),
+    requires_key=False,
+    batch_any_model=True,
+    simulator_path="",
+    default_embedding_model="tei",  # TEI serves one model; the name is for stats only
+)
+
+EMBED = "embed"
+RERANK = "rerank"
+GET_PATHS = frozenset({"info", "health", "metrics"})
+LOCAL_FIELDS = ("model",)
+"""Request fields kept for the client's own use (statistics, batch keys), never sent."""
+
+PAYLOAD_TOO_LARGE = 413
+FAILED_DEPENDENCY = 424
+WRONG_MODEL_KIND = "is not a"  # TEI's 424 when the route does not fit the model: "model is not a re-ranker model"
+
+
+class TEIWire(Wire):
+    """TEI's routes; ``max_client_batch_size`` is the server's input cap per call."""
+
+    def __init__(self, spec: ProviderSpec = TEI, max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE) -> None:
+        super().__init__(spec)
+        self.max_client_batch_size = require_int("max_client_batch_size", max_client_batch_size, 1)
+        self._limits = BatchLimits(max_inputs=self.max_client_batch_size)
+
+    # ------------------------------------------------------------ requests
+
+    def method_for(self, path: str, data: Any) -> str:
+        return "GET" if data is None and path in GET_PATHS else "POST"
+
+    def build_request(self, endpoint: str, data: Optional[Mapping[str, Any]], **kwargs: Any) -> HttpRequest:
+        """As the base builds it, without the fields only the client uses."""
+        if isinstance(data, Mapping) and any(f in data for f in LOCAL_FIELDS):
+            data = {k: v for k, v in data.items() if k not in LOCAL_FIELDS}
+        return super().build_request(endpoint, data, **kwargs)
+
+    # ----------------------------------------------------------- responses
+
+    def error_for(self, response: HttpResponse, *, wall_now: float, attempt: int) -> ApiError:
+        hint = None
+        if response.status == PAYLOAD_TOO_LARGE:
+            hint = (
+                f"this client sends at most {self.max_client_batch_size} inputs per call; "
+                "if the server was started with a lower --max-client-batch-size, set metadata['max_client_batch_size']"
+            )
+        error = hf_error_for(self.name, response, wall_now=wall_now, attempt=attempt, hint=hint)
+        if response.status == FAILED_DEPENDENCY and WRONG_MODEL_KIND in error.message.lower():
+            error = InvalidRequestError(
+                error.message, provider=error.provider, status=error.status, request_id=error.request_id,
+                attempt=error.attempt, body=error.body,
+            )
+        return error
+
+    # ---------------------------------------------------------- operations
+
+    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+        """``/embed``; ``model`` is kept for statistics and not sent."""
+        return EMBED, {"model": model, "inputs": inputs, **params}
+
+    def rerank_request(self, query: str, texts: list, params: Mapping[str, Any]) -> tuple[str, dict]:
+        return RERANK, {"query": query, "texts": list(texts), **params}
+
+    def info_request(self) -> tuple[str, None]:
+        return "info", None
+
+    def models_request(self) -> tuple[str, None]:
+        return self.info_request()
+
+    def models_from(self, result: Any) -> list:
+        """The one model the server serves, as an OpenAI-style model entry."""
+        if not isinstance(result, dict) or not result.get("model_id"):
+            return []
+        return [{"id": result["model_id"], "object": "model", "owned_by": "text-embeddings-inference"}]
+
+    def embedding_vectors(self, result: Any) -> list[list[float]]:
+        if not isinstance(result, list) or not all(isinstance(v, list) for v in result):
+            raise MalformedResponseError("TEI /embed answered something other than a list of vectors", provider=self.name)
+        return result
+
+    # ------------------------------------------------------------ batching
+
+    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+        if self.endpoint_path(endpoint) != EMBED or not isinstance(data, Mapping):
+            return None
+        return normalize_inputs(data.get("inputs"))
+
+    def batch_template(self, endpoint: str, data: dict) -> dict:
+        return {k: v for k, v in data.items() if k != "inputs"}
+
+    def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
+        return {**template, "inputs": inputs}
+
+    def batch_limits(self, model: Optional[str]) -> BatchLimits:
+        return self._limits
+
+    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list:
+        """Each member's own vectors, in its own order: TEI answers in input order."""
+        return self.split_positional(self.embedding_vectors(result), counts, "embeddings")

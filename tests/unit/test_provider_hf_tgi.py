@@ -1,0 +1,312 @@
+"""The TGI adapter and the ``hf_tgi`` backend, both ways, over the in-memory
+transport: exactly these requests are built, exactly these recorded answers
+and stream transcripts (shaped as text-generation-inference documents them)
+are read, and TGI's error bodies become these typed errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ipfs_accelerate_py.api_backends.hf_tgi import hf_tgi
+from ipfs_accelerate_py.providers.hf_tgi import TGI, TGIWire
+from ipfs_accelerate_py.resilience.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidInputError,
+    InvalidRequestError,
+    NetworkError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
+from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
+from ipfs_accelerate_py.transport.memory import MemoryTransport
+from ipfs_accelerate_py.transport.sse import SseEvent
+
+BASE = "http://tgi.test"
+TOKEN = "hf_test_SECRET_0123456789"
+FAST = {"initial_retry_delay": 0.001, "retry_jitter": 0.0}
+
+GENERATE_ANSWER = {
+    "generated_text": " Deep learning is a subset of machine learning",
+    "details": {
+        "finish_reason": "length",
+        "generated_tokens": 8,
+        "seed": None,
+        "prefill": [{"id": 1, "text": "<s>", "logprob": None}, {"id": 1724, "text": "What", "logprob": -9.1}],
+        "tokens": [{"id": 21784, "text": " Deep", "logprob": -0.4, "special": False}],
+    },
+}
+
+STREAM_TRANSCRIPT = [
+    b'data:{"index":1,"token":{"id":21784,"text":" Deep","logprob":-0.41,"special":false},"generated_text":null,"details":null}',
+    b"",
+    b'data:{"index":2,"token":{"id":6509,"text":" learning","logprob":-0.02,"special":false},"generated_text":null,"details":null}',
+    b"",
+    b'data:{"index":3,"token":{"id":2,"text":"</s>","logprob":-0.1,"special":true},"generated_text":" Deep learning",'
+    b'"details":{"finish_reason":"eos_token","generated_tokens":3,"seed":null,"input_length":5}}',
+    b"",
+]
+
+CHAT_TRANSCRIPT = [
+    b'data: {"object":"chat.completion.chunk","id":"","created":1,"model":"tgi","system_fingerprint":"3.0.0-native",'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null}',
+    b"",
+    b'data: {"object":"chat.completion.chunk","id":"","created":1,"model":"tgi","system_fingerprint":"3.0.0-native",'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"!"},"logprobs":null,"finish_reason":"stop"}],"usage":null}',
+    b"",
+    b"data: [DONE]",
+    b"",
+]
+
+
+@pytest.fixture(autouse=True)
+def no_hf_env(monkeypatch):
+    for name in ("HF_API_TOKEN", "HF_TOKEN", "HF_TGI_BASE_URL", "TGI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def answer(status, body, headers=None):
+    return HttpResponse(status, headers or {"content-type": "application/json"}, json.dumps(body).encode())
+
+
+def sse(lines):
+    async def each():
+        for line in lines:
+            yield line
+
+    async def close():
+        return None
+
+    return StreamResponse(200, {"content-type": "text/event-stream"}, each(), close)
+
+
+def client_with(handler, **metadata):
+    transport = MemoryTransport(handler)
+    meta = {"hf_tgi_api_base": BASE, **FAST, **metadata}
+    return hf_tgi({}, meta, transport=transport), transport
+
+
+def build(endpoint, data, key=None, stream=False):
+    return TGIWire(TGI).build_request(endpoint, data, api_key=key, base_url=BASE, timeout=5.0, stream=stream)
+
+
+# ---------------------------------------------------------------- requests
+
+
+def test_generate_builds_tgi_native_request_without_a_key():
+    client, transport = client_with(lambda r: answer(200, GENERATE_ANSWER))
+    with client:
+        client.generate("What is deep learning?", max_new_tokens=20, temperature=0.5, details=True)
+    sent = transport.requests[0]
+    assert (sent.method, sent.url) == ("POST", f"{BASE}/generate")
+    assert "Authorization" not in sent.headers
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.json() == {
+        "inputs": "What is deep learning?",
+        "parameters": {"max_new_tokens": 20, "temperature": 0.5, "details": True},
+    }
+
+
+def test_generate_without_parameters_sends_only_inputs():
+    endpoint, data = TGIWire(TGI).generate_request("Hi", {}, False)
+    assert (endpoint, data) == ("generate", {"inputs": "Hi"})
+
+
+@pytest.mark.parametrize(
+    "metadata, env",
+    [({"hf_api_key": TOKEN}, {}), ({}, {"HF_API_TOKEN": TOKEN}), ({}, {"HF_TOKEN": TOKEN})],
+)
+def test_a_hugging_face_token_is_sent_as_bearer(monkeypatch, metadata, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client, transport = client_with(lambda r: answer(200, GENERATE_ANSWER), **metadata)
+    with client:
+        client.generate("x")
+        assert TOKEN not in repr(client)
+    assert transport.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(
+    "metadata, env, expected",
+    [
+        ({}, {}, "http://localhost:8080"),
+        ({"tgi_api_base": "http://a:1"}, {}, "http://a:1"),
+        ({}, {"HF_TGI_BASE_URL": "http://b:2"}, "http://b:2"),
+        ({}, {"TGI_BASE_URL": "http://c:3"}, "http://c:3"),
+    ],
+)
+def test_base_url_sources(monkeypatch, metadata, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = hf_tgi({}, metadata, transport=MemoryTransport(lambda r: answer(200, {})))
+    with client:
+        assert client.base_url == expected
+
+
+def test_stream_request_goes_to_generate_stream_and_asks_for_sse():
+    request = build(*TGIWire(TGI).generate_request("Hi", {"max_new_tokens": 3}, True), stream=True)
+    assert (request.method, request.url) == ("POST", f"{BASE}/generate_stream")
+    assert request.headers["Accept"] == "text/event-stream"
+    assert request.json() == {"inputs": "Hi", "parameters": {"max_new_tokens": 3}}
+
+
+def test_chat_uses_the_openai_route_with_the_openai_body():
+    wire = TGIWire(TGI)
+    endpoint, data = wire.chat_request("tgi", [{"role": "user", "content": "Hi"}], {"max_tokens": 5}, True)
+    request = build(endpoint, data, stream=True)
+    assert request.url == f"{BASE}/v1/chat/completions"
+    assert request.json() == {"model": "tgi", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "stream": True}
+    assert wire.completion_request("tgi", "Hi", {}, False) == ("v1/completions", {"model": "tgi", "prompt": "Hi"})
+
+
+def test_chat_without_a_model_name_sends_tgi():
+    reply = {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hey"}}],
+             "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}}
+    client, transport = client_with(lambda r: answer(200, reply))
+    with client:
+        assert client.chat(None, [{"role": "user", "content": "Hi"}])["choices"][0]["message"]["content"] == "Hey"
+        assert client.get_stats()["models"]["tgi"]["tokens_in"] == 4
+    assert transport.requests[0].json()["model"] == "tgi"
+
+
+def test_info_is_a_get_without_body_and_lists_the_served_model():
+    info = {"model_id": "bigscience/bloom-560m", "max_input_tokens": 1024, "max_total_tokens": 2048, "max_client_batch_size": 4}
+    client, transport = client_with(lambda r: answer(200, info))
+    with client:
+        assert client.info() == info
+        assert client.list_models() == [{"id": "bigscience/bloom-560m", "object": "model", "owned_by": "text-generation-inference"}]
+    assert [(r.method, r.url, r.body) for r in transport.requests] == [("GET", f"{BASE}/info", None)] * 2
+
+
+@pytest.mark.parametrize("prompt", ["", None, ["a"], 3])
+def test_generate_refuses_a_bad_prompt_before_sending(prompt):
+    client, transport = client_with(lambda r: answer(200, GENERATE_ANSWER))
+    with client, pytest.raises(InvalidInputError, match="prompt must be a non-empty string"):
+        client.generate(prompt)
+    assert transport.requests == []
+
+
+# ---------------------------------------------------------------- responses
+
+
+def test_generate_response_is_returned_and_its_tokens_counted():
+    client, _ = client_with(lambda r: answer(200, GENERATE_ANSWER))
+    with client:
+        assert client.generate("What") == GENERATE_ANSWER
+        tokens = client.get_stats()["tokens"]
+    assert (tokens["input"], tokens["output"]) == (2, 8)
+
+
+@pytest.mark.parametrize(
+    "result, expected",
+    [
+        ({"generated_text": "x"}, (0, 0)),
+        ({"generated_text": "x", "details": {"generated_tokens": 4, "input_length": 9}}, (9, 4)),
+        ({"generated_text": "x", "details": {"generated_tokens": 4, "prefill": [{}, {}, {}]}}, (3, 4)),
+        ({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}, (7, 2)),
+        ([{"generated_text": "x"}], (0, 0)),
+    ],
+)
+def test_usage_reads_details_or_openai_usage(result, expected):
+    assert TGIWire(TGI).usage(result) == expected
+
+
+def test_native_stream_transcript_ends_with_the_event_carrying_generated_text():
+    client, _ = client_with(lambda r: sse(STREAM_TRANSCRIPT))
+    with client:
+        events = list(client.generate_stream("What is", max_new_tokens=3))
+        tokens = client.get_stats()["tokens"]
+    assert [e["token"]["text"] for e in events] == [" Deep", " learning", "</s>"]
+    assert [e["generated_text"] for e in events] == [None, None, " Deep learning"]
+    assert (tokens["input"], tokens["output"]) == (5, 3)
+
+
+def test_native_stream_cut_before_its_final_event_is_an_error():
+    client, _ = client_with(lambda r: sse(STREAM_TRANSCRIPT[:4]))
+    with client:
+        stream = client.generate("What is", stream=True)
+        assert next(stream)["token"]["text"] == " Deep"
+        assert next(stream)["token"]["text"] == " learning"
+        with pytest.raises(NetworkError, match="without its end marker"):
+            next(stream)
+
+
+def test_chat_stream_transcript_is_read_by_the_openai_mapping_and_ends_at_done():
+    client, _ = client_with(lambda r: sse(CHAT_TRANSCRIPT))
+    with client:
+        chunks = list(client.chat("tgi", [{"role": "user", "content": "Hi"}], stream=True))
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "Hello!"
+
+
+@pytest.mark.parametrize(
+    "error_type, cls",
+    [("generation", ServerError), ("overloaded", RateLimitError), ("validation", InvalidRequestError), ("incomplete_generation", ServerError)],
+)
+def test_an_error_event_inside_a_stream_raises_its_typed_error(error_type, cls):
+    event = SseEvent(None, json.dumps({"error": "Request failed during generation: boom", "error_type": error_type}))
+    with pytest.raises(cls, match="Request failed during generation: boom") as info:
+        TGIWire(TGI).parse_stream_event(event)
+    assert info.value.provider == "hf_tgi"
+
+
+def test_stream_event_table():
+    wire = TGIWire(TGI)
+    token = {"index": 1, "token": {"id": 1, "text": "a", "logprob": 0.0, "special": False}, "generated_text": None, "details": None}
+    final = dict(token, generated_text="a", details={"finish_reason": "length", "generated_tokens": 1, "seed": None})
+    assert wire.parse_stream_event(SseEvent(None, json.dumps(token))) == (token, False)
+    assert wire.parse_stream_event(SseEvent(None, json.dumps(final))) == (final, True)
+    assert wire.parse_stream_event(SseEvent(None, "")) == (None, False)
+    assert wire.parse_stream_event(SseEvent(None, "[DONE]")) == (None, True)
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "status, body, cls, retried",
+    [
+        (401, {"error": "Authorization header is correct, but the token seems invalid"}, AuthenticationError, False),
+        (403, {"error": "Forbidden"}, PermissionDeniedError, False),
+        (404, {"error": "Not Found"}, NotFoundError, False),
+        (422, {"error": "Input validation error: `inputs` must have less than 1024 tokens", "error_type": "validation"}, InvalidRequestError, False),
+        (424, {"error": "Request failed during generation: Server error: CUDA out of memory", "error_type": "generation"}, ServerError, True),
+        (429, {"error": "Model is overloaded", "error_type": "overloaded"}, RateLimitError, True),
+        (500, {"error": "Incomplete generation", "error_type": "incomplete_generation"}, ServerError, True),
+        (503, {"error": "Model is currently loading", "estimated_time": 0.01}, ServerError, True),
+    ],
+)
+def test_error_table(status, body, cls, retried):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return answer(status, body)
+
+    client, _ = client_with(handler, max_retries=1, failure_threshold=100)
+    with client, pytest.raises(ApiError) as info:
+        client.generate("x")
+    error = info.value
+    assert type(error) is cls
+    assert error.status == status and error.message == body["error"]
+    assert len(calls) == (2 if retried else 1)
+
+
+def test_a_loading_model_s_estimated_time_is_its_retry_after():
+    response = answer(503, {"error": "Model bigscience/bloom is currently loading", "estimated_time": 20.5})
+    error = TGIWire(TGI).error_for(response, wall_now=0.0, attempt=1)
+    assert type(error) is ServerError and error.retry_after == 20.5
+
+
+def test_a_retry_after_header_wins_over_estimated_time():
+    response = answer(503, {"error": "loading", "estimated_time": 20.5}, {"retry-after": "3"})
+    assert TGIWire(TGI).error_for(response, wall_now=0.0, attempt=1).retry_after == 3.0
+
+
+def test_a_text_error_body_keeps_its_text():
+    response = HttpResponse(502, {}, b"Bad Gateway")
+    error = TGIWire(TGI).error_for(response, wall_now=0.0, attempt=2)
+    assert type(error) is ServerError and error.message == "Bad Gateway" and error.attempt == 2
