@@ -407,8 +407,8 @@ class Engine:
                 chunk, done = provider.parse_stream_event(event)
                 if chunk is not None:
                     tokens = provider.usage(chunk)
-                    if any(tokens):
-                        usage = tokens
+                    # providers report input and output in different events (Anthropic): keep each figure
+                    usage = (tokens[0] or usage[0], tokens[1] or usage[1])
                     channel.put(chunk)
                     sent += 1
                 if done:
