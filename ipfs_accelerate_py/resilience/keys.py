@@ -1,0 +1,757 @@
+"""API key multiplexing: which of a backend's keys (or endpoints) takes the next attempt.
+
+A :class:`KeyPool` holds one :class:`KeyState` per key and answers two
+questions, with ``now`` passed in: "which key may take this attempt now?"
+(:meth:`KeyPool.choose`, which reserves it and returns a :class:`Lease`) and
+"when could one?" (:meth:`KeyPool.next_ready_at`).  The engine gives every
+lease back exactly once with its :class:`Outcome` (:meth:`KeyPool.release`).
+
+The pool never sees a secret: keys are named (:attr:`KeyOptions.name`) and
+the engine keeps the name -> secret map, so nothing it reports can leak one.
+
+A key may take an attempt of ``tokens`` estimated tokens at ``now`` when
+* it is not disabled (an auth failure disables it, with its reason, until
+  :meth:`KeyPool.enable`);
+* it is not cooling down (a 429 cools it for that attempt's Retry-After, or
+  ``default_cooldown`` without one; a provider hint of 0 requests or 0 tokens
+  remaining cools it until that hint's reset);
+* its own :class:`~.breaker.CircuitBreaker` gives a permit (server failures
+  trip it; OPEN skips the key until ``reset_timeout``, then HALF_OPEN lets
+  its probes through);
+* fewer than ``max_concurrent`` attempts are in flight on it;
+* its request and token buckets have room.
+
+Rate limits are token buckets, i.e. a sliding rate, not fixed minute windows.
+The request bucket holds ``max(rpm, 1)`` and refills continuously at
+``rpm / 60`` per second: ``rpm=60`` allows a burst of 60, then one request a
+second.  The token bucket holds ``tpm`` and refills at ``tpm / 60`` a second.
+An attempt takes 1 request and its estimated ``tokens``, at most the bucket's
+capacity (an estimate above ``tpm`` waits for a full bucket, not forever).
+An attempt that does not fit waits (:meth:`KeyPool.next_ready_at` says until
+when); it is never sent to be refused.  When an outcome reports the usage,
+the difference to the reservation is refunded (up to capacity) or charged.
+A charge may leave the token bucket below zero: a debt that refill pays back
+before the next attempt fits, so under-estimates cannot push a key past its
+``tpm``.  Outcomes without usage keep the reservation.
+
+Strategies choose among the keys that may go now: :class:`RoundRobin`,
+:class:`LeastLoaded`, :class:`Weighted` (:func:`strategy_by_name`).  A
+strategy is any object with ``pick(candidates, rng) -> KeyState``.
+
+Threads: every pool method takes one ``threading.Lock``.  A strategy's
+``pick`` runs under it: a strategy is a pure choice and must not call the
+pool.  The per-key breakers have no listeners, so no user callback runs
+under the lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Protocol, Union
+
+from .breaker import STATE_HALF_OPEN, STATE_OPEN, BreakerOptions, CircuitBreaker
+from .errors import ApiError, AuthenticationError, RateLimitError, SettingError
+from .validation import require_int, require_number
+
+__all__ = [
+    "DEFAULT_COOLDOWN",
+    "DEFAULT_WEIGHT",
+    "KeyOptions",
+    "KeyPool",
+    "KeyState",
+    "Lease",
+    "LeaseError",
+    "LeastLoaded",
+    "OUTCOMES",
+    "OUTCOME_AUTH_FAILURE",
+    "OUTCOME_IGNORED",
+    "OUTCOME_RATE_LIMITED",
+    "OUTCOME_SERVER_FAILURE",
+    "OUTCOME_SUCCESS",
+    "Outcome",
+    "RoundRobin",
+    "STRATEGY_NAMES",
+    "Strategy",
+    "Weighted",
+    "strategy_by_name",
+]
+
+DEFAULT_WEIGHT = 1.0
+DEFAULT_COOLDOWN = 1.0  # seconds a key rests after a 429 that gave no Retry-After
+SECONDS_PER_MINUTE = 60.0
+MIN_QUOTA_FRACTION = 1e-3  # the least share of its quota a candidate is credited with
+_SLACK = 1e-9  # relative tolerance of a bucket's level, so that next_ready_at is exact in floats
+
+OUTCOME_SUCCESS = "success"
+OUTCOME_RATE_LIMITED = "rate_limited"
+OUTCOME_SERVER_FAILURE = "server_failure"
+OUTCOME_AUTH_FAILURE = "auth_failure"
+OUTCOME_IGNORED = "ignored"
+OUTCOMES = frozenset({OUTCOME_SUCCESS, OUTCOME_RATE_LIMITED, OUTCOME_SERVER_FAILURE, OUTCOME_AUTH_FAILURE, OUTCOME_IGNORED})
+
+_HINT_KINDS = ("requests", "tokens")
+
+
+class LeaseError(RuntimeError):
+    """A lease released twice, or given to a pool that did not grant it: a bug in the caller."""
+
+
+# ---------------------------------------------------------------- options and outcomes
+
+
+@dataclass(frozen=True)
+class KeyOptions:
+    """One API key (or endpoint) of a backend; validated on construction.
+
+    ``name`` is how the key is reported, never the secret.  ``None`` for
+    ``max_concurrent``, ``rpm`` or ``tpm`` means no cap; ``weight`` is used
+    by the weighted strategy only.
+    """
+
+    name: str
+    max_concurrent: Optional[int] = None
+    rpm: Optional[float] = None
+    tpm: Optional[float] = None
+    weight: float = DEFAULT_WEIGHT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SettingError("name", self.name, "a non-empty string naming the key (never the secret)")
+        require_int("max_concurrent", self.max_concurrent, 1, optional=True)
+        require_number("rpm", self.rpm, exclusive=True, optional=True)
+        require_number("tpm", self.tpm, exclusive=True, optional=True)
+        require_number("weight", self.weight, exclusive=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt on a leased key ended; build it with the class methods.
+
+    ``tokens_in``/``tokens_out``: the usage the provider reported, if any
+    (the sum corrects the token bucket).  ``retry_after``: seconds, for
+    ``rate_limited``.  ``reason``: why a key is disabled, for ``auth_failure``.
+    """
+
+    kind: str
+    tokens_in: Optional[int] = None
+    tokens_out: Optional[int] = None
+    retry_after: Optional[float] = None
+    reason: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTCOMES:
+            raise SettingError("kind", self.kind, f"one of {', '.join(sorted(OUTCOMES))}")
+        require_int("tokens_in", self.tokens_in, 0, optional=True)
+        require_int("tokens_out", self.tokens_out, 0, optional=True)
+        require_number("retry_after", self.retry_after, optional=True)
+
+    @classmethod
+    def success(cls, tokens_in: Optional[int] = None, tokens_out: Optional[int] = None) -> "Outcome":
+        return cls(OUTCOME_SUCCESS, tokens_in, tokens_out)
+
+    @classmethod
+    def rate_limited(cls, retry_after: Optional[float] = None) -> "Outcome":
+        """A 429: the key cools down for ``retry_after`` seconds (None: the pool's default cooldown)."""
+        return cls(OUTCOME_RATE_LIMITED, retry_after=retry_after)
+
+    @classmethod
+    def server_failure(cls) -> "Outcome":
+        """A 5xx, timeout, connection error or malformed answer: a failure for the key's breaker."""
+        return cls(OUTCOME_SERVER_FAILURE)
+
+    @classmethod
+    def auth_failure(cls, reason: str = "authentication failed") -> "Outcome":
+        """A 401/403: the key is disabled with ``reason`` (which must not contain the secret)."""
+        return cls(OUTCOME_AUTH_FAILURE, reason=reason)
+
+    @classmethod
+    def ignored(cls, tokens_in: Optional[int] = None, tokens_out: Optional[int] = None) -> "Outcome":
+        """A client error, a cancellation, a stream closed early: nothing said about the key."""
+        return cls(OUTCOME_IGNORED, tokens_in, tokens_out)
+
+    @classmethod
+    def from_error(cls, error: ApiError) -> "Outcome":
+        """The outcome a typed error stands for.  The reason names the class and status only,
+        never the provider's text (which may quote part of a key)."""
+        if isinstance(error, RateLimitError):
+            return cls.rate_limited(error.retry_after)
+        if isinstance(error, AuthenticationError):
+            status = f" (HTTP {error.status})" if error.status is not None else ""
+            return cls.auth_failure(f"{type(error).__name__}{status}")
+        if error.breaker_failure:
+            return cls.server_failure()
+        return cls.ignored()
+
+    @property
+    def usage(self) -> Optional[int]:
+        """Tokens used in all, or None when the provider reported none."""
+        if self.tokens_in is None and self.tokens_out is None:
+            return None
+        return (self.tokens_in or 0) + (self.tokens_out or 0)
+
+
+# ---------------------------------------------------------------- buckets and hints
+
+
+class _TokenBucket:
+    """Holds up to ``capacity``; refills continuously at ``rate`` per second; may hold a debt (< 0)."""
+
+    __slots__ = ("capacity", "rate", "level", "updated")
+
+    def __init__(self, capacity: float, rate: float, now: float) -> None:
+        self.capacity, self.rate, self.level, self.updated = capacity, rate, capacity, now
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:  # a `now` from the past (threads racing) adds nothing
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def need(self, amount: float) -> float:
+        return min(amount, self.capacity)
+
+    def ready_at(self, amount: float, now: float) -> float:
+        """The earliest time ``amount`` fits (``now`` if it fits now)."""
+        self.refill(now)
+        short = self.need(amount) - self.level
+        if short <= _SLACK * max(1.0, self.capacity):
+            return now
+        return now + short / self.rate
+
+    def take(self, amount: float) -> float:
+        """Take what ``amount`` needs (it fits: checked by ``ready_at``); returns what was taken."""
+        taken = self.need(amount)
+        self.level = max(0.0, self.level - taken)  # it fitted: below zero only by the slack
+        return taken
+
+    def correct(self, difference: float) -> None:
+        """Give back (> 0, up to capacity) or charge (< 0, possibly into debt)."""
+        self.level = min(self.capacity, self.level + difference)
+
+    def resize(self, capacity: float, rate: float, now: float) -> None:
+        self.refill(now)
+        self.capacity, self.rate = capacity, rate
+        self.level = min(self.level, capacity)
+
+
+def _request_bucket(rpm: Optional[float], now: float) -> Optional[_TokenBucket]:
+    return None if rpm is None else _TokenBucket(max(rpm, 1.0), rpm / SECONDS_PER_MINUTE, now)
+
+
+def _tokens_bucket(tpm: Optional[float], now: float) -> Optional[_TokenBucket]:
+    return None if tpm is None else _TokenBucket(tpm, tpm / SECONDS_PER_MINUTE, now)
+
+
+def _resized(bucket: Optional[_TokenBucket], fresh: Optional[_TokenBucket], now: float) -> Optional[_TokenBucket]:
+    """``bucket`` with ``fresh``'s limits, keeping its level; ``fresh`` if there was none."""
+    if bucket is None or fresh is None:
+        return fresh
+    bucket.resize(fresh.capacity, fresh.rate, now)
+    return bucket
+
+
+def _hint_number(value: Any) -> Optional[float]:
+    """A usable figure from a provider header: a finite number >= 0, else None (headers are not trusted)."""
+    try:
+        return require_number("hint", value)
+    except SettingError:
+        return None
+
+
+class _QuotaHint:
+    """What the provider last said of one limit: remaining, until when, and the limit (known or estimated).
+
+    Without a ``*_limit`` hint the limit is estimated as the most ever seen
+    remaining.  A hint is forgotten at its reset (the quota is presumed back).
+    """
+
+    __slots__ = ("remaining", "reset_at", "limit")
+
+    def __init__(self) -> None:
+        self.remaining: Optional[float] = None
+        self.reset_at: Optional[float] = None
+        self.limit: Optional[float] = None
+
+    def update(self, remaining: Optional[float], reset: Optional[float], limit: Optional[float], now: float) -> None:
+        if limit is not None and limit > 0:
+            self.limit = limit
+        if remaining is not None:
+            self.remaining = remaining
+            self.reset_at = None if reset is None else now + reset
+            if limit is None:
+                self.limit = max(self.limit or 0.0, remaining)
+
+    def current(self, now: float) -> Optional[float]:
+        if self.remaining is None or (self.reset_at is not None and now >= self.reset_at):
+            return None
+        return self.remaining
+
+    def fraction(self, now: float) -> float:
+        remaining = self.current(now)
+        if remaining is None or not self.limit:
+            return 1.0
+        return max(MIN_QUOTA_FRACTION, min(1.0, remaining / self.limit))
+
+
+# ---------------------------------------------------------------- per key
+
+
+class KeyState:
+    """One key inside a pool.  Strategies read ``name``, ``options``, ``in_flight``,
+    ``weight``, ``quota_fraction`` (the share of its provider quota left, in
+    (0, 1], 1.0 without hints) and ``seq`` (its place in the pool's order);
+    only the pool writes."""
+
+    __slots__ = (
+        "options", "seq", "in_flight", "cooldown_until", "disabled", "breaker",
+        "requests_bucket", "tokens_bucket", "hints", "quota_fraction", "counts",
+    )
+
+    def __init__(self, options: KeyOptions, seq: int, breaker_options: BreakerOptions, now: float) -> None:
+        self.options = options
+        self.seq = seq
+        self.in_flight = 0
+        self.cooldown_until = float("-inf")
+        self.disabled: Optional[str] = None
+        self.breaker = CircuitBreaker(breaker_options)
+        self.requests_bucket = _request_bucket(options.rpm, now)
+        self.tokens_bucket = _tokens_bucket(options.tpm, now)
+        self.hints = {kind: _QuotaHint() for kind in _HINT_KINDS}
+        self.quota_fraction = 1.0
+        self.counts = dict.fromkeys(_COUNTERS, 0)
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def weight(self) -> float:
+        return self.options.weight
+
+    def __repr__(self) -> str:
+        return f"KeyState(name={self.name!r}, in_flight={self.in_flight}, disabled={self.disabled is not None})"
+
+    def ready_at(self, now: float, tokens: int) -> Optional[float]:
+        """When this key could take an attempt of ``tokens``: ``now`` if now; None if never
+        by waiting alone (disabled, or only an attempt finishing frees it)."""
+        if self.disabled is not None:
+            return None
+        cap = self.options.max_concurrent
+        if cap is not None and self.in_flight >= cap:
+            return None
+        at = self._breaker_ready_at(now)
+        if at is None:
+            return None
+        at = max(at, self.cooldown_until)
+        if self.requests_bucket is not None:
+            at = max(at, self.requests_bucket.ready_at(1, now))
+        if self.tokens_bucket is not None:
+            at = max(at, self.tokens_bucket.ready_at(tokens, now))
+        return at
+
+    def _breaker_ready_at(self, now: float) -> Optional[float]:
+        state = self.breaker.state(now)
+        if state == STATE_OPEN:
+            snap = self.breaker.snapshot(now)
+            return snap["opened_at"] + snap["reset_timeout"]  # the breaker's own test, exact in floats
+        if state == STATE_HALF_OPEN:
+            snap = self.breaker.snapshot(now)
+            return now if snap["half_open_in_flight"] < snap["half_open_max_requests"] else None
+        return now
+
+    def cool_down(self, until: float, now: float) -> None:
+        """Rest until ``until``; a rest only lengthens, and one ending by ``now`` is none."""
+        if until > self.cooldown_until and until > now:
+            self.counts["cooldowns"] += now >= self.cooldown_until
+            self.cooldown_until = until
+
+
+_COUNTERS = ("requests", "successes", "failures", "rate_limited", "auth_failures", "ignored",
+             "cooldowns", "tokens_in", "tokens_out")
+_OUTCOME_COUNTER = {
+    OUTCOME_SUCCESS: "successes",
+    OUTCOME_SERVER_FAILURE: "failures",
+    OUTCOME_RATE_LIMITED: "rate_limited",
+    OUTCOME_AUTH_FAILURE: "auth_failures",
+    OUTCOME_IGNORED: "ignored",
+}
+
+
+class Lease:
+    """A reservation on one key for one attempt: give it back once with :meth:`KeyPool.release`."""
+
+    __slots__ = ("name", "tokens", "started_at", "_state", "_pool", "_permit", "_tokens_taken", "_released")
+
+    def __init__(self, pool: "KeyPool", state: KeyState, tokens: int, now: float, permit: int, taken: float) -> None:
+        self.name = state.name
+        self.tokens = tokens
+        self.started_at = now
+        self._pool, self._state, self._permit, self._tokens_taken = pool, state, permit, taken
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def __repr__(self) -> str:
+        return f"Lease(name={self.name!r}, tokens={self.tokens}, {'released' if self._released else 'out'})"
+
+
+# ---------------------------------------------------------------- strategies
+
+
+class Strategy(Protocol):
+    """Chooses one of the keys that may go now.  ``candidates`` is never empty
+    and is in the pool's order; ``pick`` returns one of them."""
+
+    name: str
+
+    def pick(self, candidates: list[KeyState], rng: random.Random) -> KeyState: ...
+
+
+class RoundRobin:
+    """Each key in turn, in the pool's order: the first candidate after the last one
+    picked, wrapping around.  A key that cannot go is skipped and keeps its place,
+    so the rotation stays fair as candidates come and go."""
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a strategy may be shared by pools in different threads
+        self._last_seq = -1
+
+    def pick(self, candidates: list[KeyState], rng: random.Random) -> KeyState:
+        with self._lock:
+            chosen = next((c for c in candidates if c.seq > self._last_seq), candidates[0])
+            self._last_seq = chosen.seq
+            return chosen
+
+    def __repr__(self) -> str:
+        return "RoundRobin()"
+
+
+class LeastLoaded:
+    """Power of two random choices: two distinct candidates drawn at random,
+    the less loaded one taken.  Load is ``(in_flight + 1) / quota_fraction``:
+    in-flight attempts, weighed up as the key's provider quota runs low (a key
+    with half its requests left counts double).  Equal loads: the first drawn,
+    which is a fair coin."""
+
+    name = "least-loaded"
+
+    def pick(self, candidates: list[KeyState], rng: random.Random) -> KeyState:
+        if len(candidates) == 1:
+            return candidates[0]
+        first, second = rng.sample(candidates, 2)
+        return second if _load(second) < _load(first) else first
+
+    def __repr__(self) -> str:
+        return "LeastLoaded()"
+
+
+def _load(state: KeyState) -> float:
+    return (state.in_flight + 1) / state.quota_fraction
+
+
+class Weighted:
+    """At random, each candidate with probability proportional to its ``weight``."""
+
+    name = "weighted"
+
+    def pick(self, candidates: list[KeyState], rng: random.Random) -> KeyState:
+        return rng.choices(candidates, weights=[c.weight for c in candidates])[0]
+
+    def __repr__(self) -> str:
+        return "Weighted()"
+
+
+_STRATEGIES = {cls.name: cls for cls in (RoundRobin, LeastLoaded, Weighted)}
+STRATEGY_NAMES = tuple(sorted(_STRATEGIES))
+
+
+def strategy_by_name(name: str) -> Strategy:
+    """A new strategy object: ``"round-robin"``, ``"least-loaded"`` or ``"weighted"``."""
+    cls = _STRATEGIES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise SettingError("strategy", name, f"one of {', '.join(repr(n) for n in STRATEGY_NAMES)}")
+    return cls()
+
+
+def _as_strategy(strategy: Union[Strategy, str]) -> Strategy:
+    if isinstance(strategy, str):
+        return strategy_by_name(strategy)
+    if not callable(getattr(strategy, "pick", None)):
+        raise SettingError("strategy", strategy, "a strategy object with pick(candidates, rng), or its name")
+    return strategy
+
+
+# ---------------------------------------------------------------- the pool
+
+
+class KeyPool:
+    """The keys of one backend.  See the module docstring for the rules.
+
+    Every method takes ``now`` where time matters and never reads a clock.
+    ``now`` at construction is when the buckets start full (default 0.0: any
+    later ``now`` finds them full anyway).
+    """
+
+    def __init__(
+        self,
+        keys: list[KeyOptions],
+        strategy: Union[Strategy, str],
+        *,
+        breaker_options: BreakerOptions = BreakerOptions(),
+        default_cooldown: float = DEFAULT_COOLDOWN,
+        now: float = 0.0,
+    ) -> None:
+        if not isinstance(breaker_options, BreakerOptions):
+            raise SettingError("breaker_options", breaker_options, "a BreakerOptions")
+        self._lock = threading.Lock()
+        self._strategy = _as_strategy(strategy)
+        self._breaker_options = breaker_options
+        self._default_cooldown = require_number("default_cooldown", default_cooldown)
+        self._keys: dict[str, KeyState] = {}
+        self._seq = itertools.count()
+        for key in keys:
+            self.add(key, now)
+
+    # ------------------------------------------------------------ settings
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, strategy: Union[Strategy, str]) -> None:
+        strategy = _as_strategy(strategy)
+        with self._lock:
+            self._strategy = strategy
+
+    @property
+    def default_cooldown(self) -> float:
+        return self._default_cooldown
+
+    @default_cooldown.setter
+    def default_cooldown(self, seconds: float) -> None:
+        self._default_cooldown = require_number("default_cooldown", seconds)
+
+    # ------------------------------------------------------------ keys
+
+    def add(self, key: KeyOptions, now: float = 0.0) -> None:
+        """Add a key, ready at once (full buckets, closed breaker).  A name in use is refused."""
+        if not isinstance(key, KeyOptions):
+            raise SettingError("key", key, "a KeyOptions")
+        with self._lock:
+            if key.name in self._keys:
+                raise SettingError("name", key.name, "a key name not already in the pool")
+            self._keys[key.name] = KeyState(key, next(self._seq), self._breaker_options, now)
+
+    def remove(self, name: str) -> None:
+        """Take a key out: it is chosen no more.  Its leases still out are released as usual
+        (onto the removed key); a key added later under the same name starts afresh."""
+        with self._lock:
+            self._state_of(name)
+            del self._keys[name]
+
+    def update(self, key: KeyOptions, now: float) -> None:
+        """New limits or weight for the key of that name; its state (in flight, cooldown,
+        breaker, counters, bucket levels up to the new capacities) is kept."""
+        if not isinstance(key, KeyOptions):
+            raise SettingError("key", key, "a KeyOptions")
+        with self._lock:
+            state = self._state_of(key.name)
+            state.options = key
+            state.requests_bucket = _resized(state.requests_bucket, _request_bucket(key.rpm, now), now)
+            state.tokens_bucket = _resized(state.tokens_bucket, _tokens_bucket(key.tpm, now), now)
+
+    def disable(self, name: str, reason: str) -> None:
+        """Stop choosing a key, with a reason for reports (an auth failure does this itself)."""
+        with self._lock:
+            self._state_of(name).disabled = str(reason)
+
+    def enable(self, name: str) -> None:
+        """Choose a disabled key again (its secret was replaced, say)."""
+        with self._lock:
+            self._state_of(name).disabled = None
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._keys)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._keys
+
+    def __repr__(self) -> str:
+        return f"KeyPool(keys={self.names()!r}, strategy={self._strategy!r})"
+
+    def _state_of(self, name: str) -> KeyState:
+        state = self._keys.get(name)
+        if state is None:
+            raise SettingError("name", name, f"the name of a key in the pool ({', '.join(self._keys) or 'none'})")
+        return state
+
+    # ------------------------------------------------------------ choosing
+
+    def choose(
+        self, now: float, tokens: int, rng: random.Random, exclude: frozenset[str] = frozenset()
+    ) -> Optional[Lease]:
+        """Reserve a key that may take an attempt of ``tokens`` estimated tokens now, chosen
+        by the strategy among all such keys not in ``exclude``; None when none may."""
+        require_int("tokens", tokens, 0)
+        with self._lock:
+            candidates = self._ready(now, tokens, exclude)
+            if not candidates:
+                return None
+            for state in candidates:
+                state.quota_fraction = _quota_fraction(state, now)
+            chosen = self._strategy.pick(candidates, rng)
+            if not any(chosen is c for c in candidates):
+                raise LeaseError(f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates")
+            permit = chosen.breaker.acquire(now)
+            if permit is None:  # pragma: no cover - ready_at saw a permit free, under this same lock
+                raise RuntimeError(f"the breaker of key {chosen.name!r} refused a permit it had free")
+            return self._grant(chosen, now, tokens, permit)
+
+    def next_ready_at(self, now: float, tokens: int, exclude: frozenset[str] = frozenset()) -> Optional[float]:
+        """The earliest time (>= ``now``) some key not in ``exclude`` could take an attempt
+        of ``tokens``; ``now`` if one can now.  None when waiting alone frees none: every
+        key disabled, or held only by ``max_concurrent`` or half-open probes out (then
+        an attempt finishing is what frees one, which the engine sees)."""
+        require_int("tokens", tokens, 0)
+        with self._lock:
+            times = [
+                at
+                for state in self._keys.values()
+                if state.name not in exclude and (at := state.ready_at(now, tokens)) is not None
+            ]
+            return min(times) if times else None
+
+    def _ready(self, now: float, tokens: int, exclude: frozenset[str]) -> list[KeyState]:
+        return [
+            state
+            for state in self._keys.values()
+            if state.name not in exclude and (at := state.ready_at(now, tokens)) is not None and at <= now
+        ]
+
+    def _grant(self, state: KeyState, now: float, tokens: int, permit: int) -> Lease:
+        state.in_flight += 1
+        state.counts["requests"] += 1
+        if state.requests_bucket is not None:
+            state.requests_bucket.take(1)
+        taken = state.tokens_bucket.take(tokens) if state.tokens_bucket is not None else 0.0
+        return Lease(self, state, tokens, now, permit, taken)
+
+    # ------------------------------------------------------------ outcomes
+
+    def release(self, lease: Lease, now: float, outcome: Outcome) -> None:
+        """Give a lease back, once, with how its attempt ended.  A second release of the same
+        lease, or a lease of another pool, raises :class:`LeaseError` and changes nothing."""
+        if not isinstance(outcome, Outcome):
+            raise SettingError("outcome", outcome, "an Outcome")
+        with self._lock:
+            if not isinstance(lease, Lease) or lease._pool is not self:
+                raise LeaseError(f"{lease!r} was not granted by this pool")
+            if lease._released:
+                raise LeaseError(f"{lease!r} is released already: release each lease exactly once")
+            lease._released = True
+            state = lease._state
+            state.in_flight -= 1
+            state.counts[_OUTCOME_COUNTER[outcome.kind]] += 1
+            self._account_usage(state, lease, outcome)
+            self._feed_breaker(state, lease, now, outcome)
+            if outcome.kind == OUTCOME_RATE_LIMITED:
+                wait = self._default_cooldown if outcome.retry_after is None else outcome.retry_after
+                state.cool_down(now + wait, now)
+            elif outcome.kind == OUTCOME_AUTH_FAILURE:
+                state.disabled = outcome.reason or "authentication failed"
+
+    @staticmethod
+    def _account_usage(state: KeyState, lease: Lease, outcome: Outcome) -> None:
+        state.counts["tokens_in"] += outcome.tokens_in or 0
+        state.counts["tokens_out"] += outcome.tokens_out or 0
+        usage = outcome.usage
+        if usage is not None and state.tokens_bucket is not None:
+            state.tokens_bucket.correct(lease._tokens_taken - usage)
+
+    @staticmethod
+    def _feed_breaker(state: KeyState, lease: Lease, now: float, outcome: Outcome) -> None:
+        duration = max(0.0, now - lease.started_at)
+        if outcome.kind == OUTCOME_SUCCESS:
+            state.breaker.on_success(now, duration, permit=lease._permit)
+        elif outcome.kind == OUTCOME_SERVER_FAILURE:
+            state.breaker.on_failure(now, duration, permit=lease._permit)
+        else:  # a 429 or a client error says nothing of the key's health
+            state.breaker.on_ignored(now, permit=lease._permit)
+
+    def update_hints(self, name: str, hints: Mapping[str, Any], now: float) -> None:
+        """What the provider said of a key's remaining quota (``requests_remaining``,
+        ``tokens_remaining``, ``requests_reset``, ``tokens_reset`` in seconds, and
+        optionally ``requests_limit``, ``tokens_limit``).  Unusable values are ignored;
+        so is a name no longer in the pool (an answer arriving after a remove).  A limit
+        at 0 remaining cools the key down until its reset (``default_cooldown`` without one)."""
+        with self._lock:
+            state = self._keys.get(name)
+            if state is None or not hints:
+                return
+            for kind in _HINT_KINDS:
+                remaining = _hint_number(hints.get(f"{kind}_remaining"))
+                reset = _hint_number(hints.get(f"{kind}_reset"))
+                state.hints[kind].update(remaining, reset, _hint_number(hints.get(f"{kind}_limit")), now)
+                if remaining is not None and remaining < 1:
+                    state.cool_down(now + (self._default_cooldown if reset is None else reset), now)
+
+    # ------------------------------------------------------------ reports
+
+    def snapshot(self, now: float) -> dict:
+        """Per key, by name: figures for reports.  Names and numbers only, never a secret.
+        ``cooling_until`` is in seconds from ``now`` (0.0 when not cooling down)."""
+        with self._lock:
+            return {name: _key_snapshot(state, now) for name, state in self._keys.items()}
+
+
+def _quota_fraction(state: KeyState, now: float) -> float:
+    return min(hint.fraction(now) for hint in state.hints.values())
+
+
+def _key_snapshot(state: KeyState, now: float) -> dict:
+    opts = state.options
+    report = dict(state.counts)
+    report.update(
+        in_flight=state.in_flight,
+        max_concurrent=opts.max_concurrent,
+        rpm=opts.rpm,
+        tpm=opts.tpm,
+        weight=opts.weight,
+        cooling_until=max(0.0, state.cooldown_until - now),
+        disabled=state.disabled,
+        breaker=state.breaker.state(now),
+        requests_available=_available(state.requests_bucket, now),
+        tokens_available=_available(state.tokens_bucket, now),
+        quota_fraction=_quota_fraction(state, now),
+        hints=_hints_report(state, now),
+    )
+    return report
+
+
+def _available(bucket: Optional[_TokenBucket], now: float) -> Optional[float]:
+    if bucket is None:
+        return None
+    bucket.refill(now)
+    return bucket.level
+
+
+def _hints_report(state: KeyState, now: float) -> dict:
+    report = {}
+    for kind, hint in state.hints.items():
+        remaining = hint.current(now)
+        report[f"{kind}_remaining"] = remaining
+        report[f"{kind}_reset"] = None if remaining is None or hint.reset_at is None else hint.reset_at - now
+    return report
