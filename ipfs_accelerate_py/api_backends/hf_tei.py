@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from ..providers.hf_tei import DEFAULT_MAX_CLIENT_BATCH_SIZE, TEI, TEIWire
-from ..resilience.errors import InvalidInputError, SettingError
+from ..resilience.errors import InvalidInputError
+from ..resilience.validation import require_int
 from .base import BaseApiBackend
 
 __all__ = ["hf_tei"]
@@ -60,7 +61,5 @@ def _client_batch_size(metadata: Any) -> int:
     if value is None:
         return DEFAULT_MAX_CLIENT_BATCH_SIZE
     if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SettingError(CLIENT_BATCH_SIZE_KEY, value, "a whole number >= 1 (the server's --max-client-batch-size)")
-    return value
+        value = int(value)
+    return require_int(CLIENT_BATCH_SIZE_KEY, value, 1)

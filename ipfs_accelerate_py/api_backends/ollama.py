@@ -6,6 +6,7 @@ Base URL: ``metadata["ollama_host"]`` (or ``"ollama_api_base"``) or
 ``http://localhost:11434``; ``"simulator"`` starts the embedded one).  No
 key is needed; ``metadata["ollama_api_key"]`` or ``OLLAMA_API_KEY``, when
 set, is sent as a bearer token (ollama.com, or a proxy in front of Ollama).
+``client.base_url`` may be set to any of those spellings too.
 
 Operations: ``chat`` (``stream=True`` for chunks), ``generate`` (and
 ``completions``, the same call), ``embeddings`` (alike calls are coalesced
@@ -17,11 +18,11 @@ into one ``/api/embed`` list, whatever the model), ``list_models``
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 from ..engine.stream import ChunkStream
-from ..providers.ollama import OLLAMA, OllamaWire, normalize_host
-from ..resilience.errors import InvalidInputError, SettingError
+from ..providers.ollama import OLLAMA, OllamaWire
+from ..resilience.errors import InvalidInputError
 from .base import BaseApiBackend
 
 __all__ = ["ollama"]
@@ -29,25 +30,6 @@ __all__ = ["ollama"]
 
 class ollama(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = OllamaWire(OLLAMA)
-
-    def __init__(self, resources: Optional[Mapping[str, Any]] = None, metadata: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
-        super().__init__(resources, metadata, **kwargs)
-        try:
-            self._engine.base_url = normalize_host(self._engine.base_url)
-        except SettingError:
-            self.close()
-            raise
-
-    @property
-    def base_url(self) -> str:
-        return self._engine.base_url
-
-    @base_url.setter
-    def base_url(self, value: str) -> None:
-        """A URL, or ``host[:port]`` as in ``OLLAMA_HOST``."""
-        if not isinstance(value, str):
-            raise SettingError("base_url", value, "a URL or host:port, e.g. 'http://localhost:11434'")
-        self._engine.base_url = normalize_host(value)
 
     def generate(
         self,

@@ -29,7 +29,7 @@ import secrets
 from typing import Any, Mapping, Optional, Union
 
 from ..providers.s3 import S3, S3Wire
-from ..resilience.errors import ApiError, InvalidInputError, SettingError
+from ..resilience.errors import ApiError, InvalidInputError
 from ..transport.boto3_transport import Boto3Transport, FileBody, S3ClientConfig
 from .base import BaseApiBackend
 
@@ -100,18 +100,12 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         """The boto3 client's configuration (credentials masked in its repr)."""
         return self._transport.config if isinstance(self._transport, Boto3Transport) else None
 
-    @property
-    def base_url(self) -> str:
-        return self._engine.base_url
-
-    @base_url.setter
+    @BaseApiBackend.base_url.setter
     def base_url(self, value: str) -> None:
-        """The S3 endpoint URL; the next request goes there."""
-        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-            raise SettingError("base_url", value, "an http:// or https:// S3 endpoint URL")
+        """The S3 endpoint URL (checked as every backend's); the next request goes there."""
+        BaseApiBackend.base_url.fset(self, value)
         if isinstance(self._transport, Boto3Transport):
-            self._transport.reconfigure(_with(self._transport.config, endpoint_url=value))
-        self._engine.base_url = value
+            self._transport.reconfigure(_with(self._transport.config, endpoint_url=self.base_url))
 
     @classmethod
     def connection_metadata(cls, base_url: str, api_key: Optional[str]) -> dict:

@@ -39,9 +39,9 @@ import email.utils
 import re
 from typing import Any, Mapping, Optional
 
-from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseError, classify_status, get_header
+from ..resilience.errors import ApiError, InvalidInputError, classify_status, get_header
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec, Wire
+from .base import Event, ProviderSpec, Wire, body_json, token_count
 
 __all__ = [
     "ANTHROPIC",
@@ -97,15 +97,13 @@ SYSTEM_ROLE = "system"
 class AnthropicWire(Wire):
     """Maps operations to the Anthropic Messages API and back."""
 
+    path_prefixes = ("v1/",)  # "messages", "/v1/messages" and "v1/messages" are the same endpoint
+    response_types = (dict,)
+
     # ------------------------------------------------------------ requests
 
     def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
         return {"x-api-key": api_key} if api_key else {}
-
-    def endpoint_path(self, endpoint: str) -> str:
-        """``"messages"``, ``"/v1/messages"`` and ``"v1/messages"`` are the same endpoint."""
-        path = endpoint.strip().strip("/")
-        return path if path == "v1" or path.startswith("v1/") else f"v1/{path}"
 
     def method_for(self, path: str, data: Any) -> str:
         """``GET`` for the models list and one model, ``POST`` otherwise."""
@@ -117,12 +115,6 @@ class AnthropicWire(Wire):
 
     def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
         result = super().parse_response(endpoint, response)
-        if not isinstance(result, dict):
-            raise MalformedResponseError(
-                f"expected a JSON object from {self.endpoint_path(endpoint)}, got a list",
-                provider=self.name,
-                status=response.status,
-            )
         if result.get("type") == "error":
             raise self.error_from_body(result, response.status, response.headers)
         return result
@@ -132,7 +124,7 @@ class AnthropicWire(Wire):
         from ``error.type`` when the status says less), the provider's
         message, ``request-id``, and ``retry-after`` -- or, on a 429 without
         it, the reset time of the exhausted limit."""
-        body = _json_or_none(response)
+        body = body_json(response.body)
         error = self.error_from_body(body, response.status, response.headers, wall_now=wall_now, attempt=attempt)
         if error.retry_after is None and response.status == 429:
             error.retry_after = exhausted_reset(response.headers, wall_now)
@@ -214,8 +206,8 @@ class AnthropicWire(Wire):
             usage = result["message"].get("usage")
         if not isinstance(usage, dict):
             return 0, 0
-        tokens_in = sum(_int(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-        return tokens_in, _int(usage.get("output_tokens"))
+        tokens_in = sum(token_count(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        return tokens_in, token_count(usage.get("output_tokens"))
 
     # ------------------------------------------------------------- streams
 
@@ -314,17 +306,6 @@ def _max_tokens(value: Any, provider: str) -> int:
 def _spend_limit_reached(err: Any) -> bool:
     details = err.get("details") if isinstance(err, dict) else None
     return isinstance(details, dict) and details.get("error_code") == SPEND_LIMIT_CODE
-
-
-def _json_or_none(response: HttpResponse) -> Any:
-    try:
-        return response.json()
-    except ApiError:
-        return response.body
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _first_int(headers: Mapping[str, str], names: list, tightest: bool) -> Optional[int]:

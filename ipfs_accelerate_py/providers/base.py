@@ -5,7 +5,9 @@ A wire adapter is pure mapping, typed values in and out:
 - *who*: a :class:`ProviderSpec` (name, default base URL, where the key and
   the URL come from, the simulator's path for this format);
 - *requests*: ``build_request(endpoint, data, ...)`` -> ``HttpRequest``
-  (authentication headers included);
+  (authentication headers included); a provider says how it spells its
+  paths (``path_prefixes``, ``base_url_prefixes``) and rewrites what it
+  sends in ``prepare``;
 - *responses*: ``parse_response`` (JSON, or :class:`MalformedResponseError`),
   ``error_for`` (the typed error with the provider's own message and
   Retry-After), ``usage`` (tokens in and out);
@@ -30,9 +32,11 @@ from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseEr
 from ..transport.base import HttpRequest, HttpResponse
 from ..transport.sse import SseEvent
 
-__all__ = ["ProviderSpec", "Wire", "apportion", "json_body", "Event"]
+__all__ = ["Event", "ProviderSpec", "Wire", "apportion", "body_json", "json_body", "retyped", "token_count"]
 
 JSON_TYPE = "application/json"
+STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
+"""What a streaming request accepts, by ``Wire.stream_format``."""
 Event = Union[SseEvent, bytes]
 """An SSE event (``stream_format == "sse"``) or one NDJSON line."""
 
@@ -64,6 +68,28 @@ def json_body(data: Any, provider: str) -> bytes:
         raise InvalidInputError(f"request data cannot be sent as JSON: {exc}", provider=provider) from exc
 
 
+def body_json(body: Any) -> Any:
+    """A body's JSON when it is JSON text (bytes or str), else the body as it is."""
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body
+    return body
+
+
+def token_count(value: Any) -> int:
+    """A token count as a provider reported it: a positive int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def retyped(error: ApiError, cls: type[ApiError], **changes: Any) -> ApiError:
+    """``error`` as an instance of ``cls``, every field kept but those ``changes`` set."""
+    new = cls(changes.get("message", error.message))
+    new.__dict__.update(error.__dict__, **changes)
+    return new
+
+
 def apportion(total: int, weights: Sequence[int]) -> list[int]:
     """Split ``total`` in proportion to ``weights`` (largest remainder): the
     parts are whole numbers and add up to ``total`` exactly."""
@@ -87,6 +113,16 @@ class Wire:
 
     stream_format = "sse"
     get_endpoints: frozenset[str] = frozenset()  # endpoints (first path segment) read with GET
+    path_prefixes: tuple[str, ...] = ()
+    """Where the API's paths live (Anthropic's ``"v1/"``): a path under none of
+    them is put under the first (``"messages"`` -> ``"v1/messages"``)."""
+    base_url_prefixes: tuple[str, ...] = ()
+    """What the base URL already ends with (OpenAI's ``"v1/"``): dropped from a
+    path that repeats it (``"/v1/models"`` -> ``"models"``)."""
+    response_types: tuple[type, ...] = (dict, list)
+    """What a 2xx JSON body may be; anything else is malformed."""
+    batch_input_field = "input"
+    """The field of a batchable request that holds its inputs (TEI's ``"inputs"``)."""
 
     def __init__(self, spec: ProviderSpec) -> None:
         self.spec = spec
@@ -106,10 +142,24 @@ class Wire:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def endpoint_path(self, endpoint: str) -> str:
-        return endpoint.strip().strip("/")
+        """The path below the base URL, however the caller spelled it
+        (slashes around it, a prefix the base URL holds, no prefix at all)."""
+        path = endpoint.strip().strip("/")
+        for prefix in self.base_url_prefixes:
+            if path.startswith(prefix):
+                path = path[len(prefix) :]
+        if self.path_prefixes and path and not f"{path}/".startswith(self.path_prefixes):
+            path = self.path_prefixes[0] + path
+        return path
 
     def method_for(self, path: str, data: Any) -> str:
         return "GET" if data is None and path.split("/", 1)[0] in self.get_endpoints else "POST"
+
+    def prepare(self, endpoint: str, data: Any, stream: bool) -> tuple[str, Any]:
+        """``(endpoint, data)`` as they are sent, from the request's own: where
+        a provider moves or adds fields (the model into the path, an explicit
+        ``"stream"``, fields the client keeps to itself).  Unchanged by default."""
+        return endpoint, data
 
     def build_request(
         self,
@@ -122,9 +172,10 @@ class Wire:
         stream: bool = False,
         request_id: Optional[str] = None,
     ) -> HttpRequest:
+        endpoint, data = self.prepare(endpoint, data, stream)
         path = self.endpoint_path(endpoint)
         method = self.method_for(path, data)
-        headers = {"Accept": "text/event-stream" if stream and self.stream_format == "sse" else JSON_TYPE}
+        headers = {"Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE}
         headers.update(self.spec.extra_headers)
         headers.update(self.auth_headers(api_key))
         if request_id:
@@ -140,7 +191,7 @@ class Wire:
 
     def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
         result = response.json()
-        if not isinstance(result, (dict, list)):
+        if not isinstance(result, self.response_types):
             raise MalformedResponseError(
                 f"expected a JSON object from {self.endpoint_path(endpoint)}, got {type(result).__name__}",
                 provider=self.name,
@@ -221,15 +272,13 @@ class Wire:
 
     def batch_template(self, endpoint: str, data: dict) -> dict:
         """What alike requests share: their data without the inputs."""
-        return {k: v for k, v in data.items() if k != "input"}
+        return {k: v for k, v in data.items() if k != self.batch_input_field}
 
     def batch_limits(self, model: Optional[str]) -> BatchLimits:
         return NO_LIMITS
 
     def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
-        payload = dict(template)
-        payload["input"] = inputs
-        return payload
+        return {**template, self.batch_input_field: inputs}
 
     def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list:
         """One response of the provider's own shape per member."""

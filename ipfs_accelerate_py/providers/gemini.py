@@ -31,14 +31,13 @@ batch lane can coalesce single-text callers into one call of up to 100.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Optional
 from urllib.parse import urlencode
 
 from ..resilience.batching import BatchLimits
 from ..resilience.errors import ApiError, AuthenticationError, InvalidInputError, MalformedResponseError, classify_status
-from ..transport.base import HttpRequest, HttpResponse
-from .base import Event, ProviderSpec, Wire
+from ..transport.base import HttpResponse
+from .base import Event, ProviderSpec, Wire, body_json, retyped
 from .gemini_content import embed_params, generation_fields, image_part, to_contents
 
 __all__ = ["GEMINI", "GEMINI_EMBEDDING_LIMITS", "GeminiWire", "image_part", "model_resource"]
@@ -62,7 +61,6 @@ GEMINI_EMBEDDING_LIMITS = BatchLimits(max_inputs=100, max_tokens_per_input=2048)
 MODELS_PAGE_SIZE = 1000  # the largest page models.list gives
 METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"})
 EMBED_BATCH = "batchEmbedContents"
-_VERSION_PREFIXES = ("v1beta/", "v1/")
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _KEY_REASONS = frozenset({"API_KEY_INVALID"})
@@ -78,6 +76,8 @@ def model_resource(model: str) -> str:
 class GeminiWire(Wire):
     """Maps operations to the Gemini API's HTTP and back."""
 
+    base_url_prefixes = ("v1beta/", "v1/")
+
     def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
         return {"x-goog-api-key": api_key} if api_key else {}
 
@@ -85,11 +85,7 @@ class GeminiWire(Wire):
 
     def endpoint_path(self, endpoint: str) -> str:
         """``"/v1beta/models"`` -> ``"models"``; ``":generateContent"`` -> ``"generateContent"``."""
-        path = endpoint.strip().strip("/")
-        for prefix in _VERSION_PREFIXES:
-            if path.startswith(prefix):
-                path = path[len(prefix):]
-        return path.lstrip(":")
+        return super().endpoint_path(endpoint).lstrip(":")
 
     def method_for(self, path: str, data: Any) -> str:
         """GET for resources (``models``, ``models/x``) read without data; POST for ``...:method``."""
@@ -121,10 +117,10 @@ class GeminiWire(Wire):
             query = f"{query}&alt=sse" if query else "alt=sse"
         return (f"{path}?{query}" if query else path), body
 
-    def build_request(self, endpoint: str, data: Optional[Mapping[str, Any]], **kwargs: Any) -> HttpRequest:
-        if not endpoint.startswith(("http://", "https://")):
-            endpoint, data = self.resolve(endpoint, data, kwargs.get("stream", False))
-        return super().build_request(endpoint, data, **kwargs)
+    def prepare(self, endpoint: str, data: Any, stream: bool) -> tuple[str, Any]:
+        if endpoint.startswith(("http://", "https://")):
+            return endpoint, data
+        return self.resolve(endpoint, data, stream)
 
     # ----------------------------------------------------------- responses
 
@@ -141,7 +137,7 @@ class GeminiWire(Wire):
         if err.retry_after is None:
             err.retry_after = _retry_delay(details)
         if any(d.get("@type") == _ERROR_INFO and d.get("reason") in _KEY_REASONS for d in details):
-            err = _retyped(AuthenticationError, err)
+            err = retyped(err, AuthenticationError)
         return err
 
     def usage(self, result: Any) -> tuple[int, int]:
@@ -292,11 +288,7 @@ def _finished(chunk: dict) -> bool:
 
 def _error_object(body: Any) -> dict:
     """The ``error`` object of a Google error body (also inside a one-item list)."""
-    if isinstance(body, (bytes, bytearray, str)):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return {}
+    body = body_json(body)
     if isinstance(body, list) and body:
         body = body[0]
     error = body.get("error") if isinstance(body, dict) else None
@@ -321,9 +313,3 @@ def _retry_delay(details: list[dict]) -> Optional[float]:
         if seconds >= 0 and seconds != float("inf"):
             return seconds
     return None
-
-
-def _retyped(cls: type, err: ApiError) -> ApiError:
-    new = cls(err.message)
-    new.__dict__.update({k: v for k, v in err.__dict__.items() if k != "args"})
-    return new

@@ -15,9 +15,9 @@ every ``/embed`` request is batchable whatever model name the caller gave
 name travels with the request only for the client's statistics: it is left
 out of the body sent.
 
-Errors are ``{"error", "error_type"}`` as TGI's (see :mod:`.hf_tgi`): 413
-too many inputs or too large, 422 tokenizer, 424 the model failed (or is not
-of the kind the route needs: not retried), 429 overloaded, 503 unhealthy.
+Errors, keys and ``/info`` are those of :mod:`.huggingface`: 413 too many
+inputs or too large, 422 tokenizer, 424 the model failed (or is not of the
+kind the route needs: not retried), 429 overloaded, 503 unhealthy.
 """
 
 from __future__ import annotations
@@ -27,42 +27,36 @@ from typing import Any, Mapping, Optional
 from ..resilience.batching import BatchLimits, normalize_inputs
 from ..resilience.errors import ApiError, InvalidRequestError, MalformedResponseError
 from ..resilience.validation import require_int
-from ..transport.base import HttpRequest, HttpResponse
-from .base import ProviderSpec, Wire
-from .hf_tgi import HF_KEY_ENV, HF_KEY_METADATA, hf_error_for
+from ..transport.base import HttpResponse
+from .base import ProviderSpec, retyped
+from .huggingface import FAILED_DEPENDENCY, HuggingFaceWire, hf_error_for, hf_spec
 
 __all__ = ["DEFAULT_MAX_CLIENT_BATCH_SIZE", "TEI", "TEIWire"]
 
-DEFAULT_TEI_BASE_URL = "http://localhost:8080"
 DEFAULT_MAX_CLIENT_BATCH_SIZE = 32
 """TEI's ``--max-client-batch-size`` default: inputs one ``/embed`` call may carry."""
 
-TEI = ProviderSpec(
-    name="hf_tei",
-    default_base_url=DEFAULT_TEI_BASE_URL,
-    key_metadata=HF_KEY_METADATA,
-    key_env=HF_KEY_ENV,
-    base_url_metadata=("hf_tei_api_base", "tei_api_base", "api_base", "base_url"),
-    base_url_env=("HF_TEI_BASE_URL", "TEI_BASE_URL"),
-    requires_key=False,
+TEI = hf_spec(
+    "hf_tei",
+    "tei",
     batch_any_model=True,
-    simulator_path="",
     default_embedding_model="tei",  # TEI serves one model; the name is for stats only
 )
 
 EMBED = "embed"
 RERANK = "rerank"
-GET_PATHS = frozenset({"info", "health", "metrics"})
 LOCAL_FIELDS = ("model",)
 """Request fields kept for the client's own use (statistics, batch keys), never sent."""
 
 PAYLOAD_TOO_LARGE = 413
-FAILED_DEPENDENCY = 424
 WRONG_MODEL_KIND = "is not a"  # TEI's 424 when the route does not fit the model: "model is not a re-ranker model"
 
 
-class TEIWire(Wire):
+class TEIWire(HuggingFaceWire):
     """TEI's routes; ``max_client_batch_size`` is the server's input cap per call."""
+
+    server = "text-embeddings-inference"
+    batch_input_field = "inputs"
 
     def __init__(self, spec: ProviderSpec = TEI, max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE) -> None:
         super().__init__(spec)
@@ -71,14 +65,11 @@ class TEIWire(Wire):
 
     # ------------------------------------------------------------ requests
 
-    def method_for(self, path: str, data: Any) -> str:
-        return "GET" if data is None and path in GET_PATHS else "POST"
-
-    def build_request(self, endpoint: str, data: Optional[Mapping[str, Any]], **kwargs: Any) -> HttpRequest:
-        """As the base builds it, without the fields only the client uses."""
+    def prepare(self, endpoint: str, data: Any, stream: bool) -> tuple[str, Any]:
+        """The data without the fields only the client uses."""
         if isinstance(data, Mapping) and any(f in data for f in LOCAL_FIELDS):
             data = {k: v for k, v in data.items() if k not in LOCAL_FIELDS}
-        return super().build_request(endpoint, data, **kwargs)
+        return endpoint, data
 
     # ----------------------------------------------------------- responses
 
@@ -91,10 +82,7 @@ class TEIWire(Wire):
             )
         error = hf_error_for(self.name, response, wall_now=wall_now, attempt=attempt, hint=hint)
         if response.status == FAILED_DEPENDENCY and WRONG_MODEL_KIND in error.message.lower():
-            error = InvalidRequestError(
-                error.message, provider=error.provider, status=error.status, request_id=error.request_id,
-                attempt=error.attempt, body=error.body,
-            )
+            error = retyped(error, InvalidRequestError, should_retry=False)  # 424 is retried, this one cannot help
         return error
 
     # ---------------------------------------------------------- operations
@@ -106,18 +94,6 @@ class TEIWire(Wire):
     def rerank_request(self, query: str, texts: list, params: Mapping[str, Any]) -> tuple[str, dict]:
         return RERANK, {"query": query, "texts": list(texts), **params}
 
-    def info_request(self) -> tuple[str, None]:
-        return "info", None
-
-    def models_request(self) -> tuple[str, None]:
-        return self.info_request()
-
-    def models_from(self, result: Any) -> list:
-        """The one model the server serves, as an OpenAI-style model entry."""
-        if not isinstance(result, dict) or not result.get("model_id"):
-            return []
-        return [{"id": result["model_id"], "object": "model", "owned_by": "text-embeddings-inference"}]
-
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         if not isinstance(result, list) or not all(isinstance(v, list) for v in result):
             raise MalformedResponseError("TEI /embed answered something other than a list of vectors", provider=self.name)
@@ -128,13 +104,7 @@ class TEIWire(Wire):
     def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
         if self.endpoint_path(endpoint) != EMBED or not isinstance(data, Mapping):
             return None
-        return normalize_inputs(data.get("inputs"))
-
-    def batch_template(self, endpoint: str, data: dict) -> dict:
-        return {k: v for k, v in data.items() if k != "inputs"}
-
-    def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
-        return {**template, "inputs": inputs}
+        return normalize_inputs(data.get(self.batch_input_field))
 
     def batch_limits(self, model: Optional[str]) -> BatchLimits:
         return self._limits

@@ -25,7 +25,7 @@ feature vector) may go through the core's batch lane; alike requests (same
 model, same parameters, same key) are sent as one ``batch_infer`` and each
 caller gets an ``infer``-shaped response with its own ``outputs``.  The
 batch is the carrier's request to ``/models/{id}/infer`` with ``inputs`` in
-place of ``input``: :meth:`LLVMWire.build_request` sends such a body to
+place of ``input``: :meth:`LLVMWire.prepare` sends such a body to
 ``/models/{id}/batch_infer``.
 """
 
@@ -36,7 +36,6 @@ from typing import Any, Mapping, Optional
 from urllib.parse import quote
 
 from ..resilience.errors import InvalidInputError, MalformedResponseError
-from ..transport.base import HttpRequest
 from .base import ProviderSpec, Wire
 
 __all__ = ["LLVM", "LLVMWire", "LLVM_BATCH_MODELS", "OPTIMIZATION_TYPES"]
@@ -86,14 +85,14 @@ class LLVMWire(Wire):
 
     # ------------------------------------------------------------ requests
 
-    def build_request(self, endpoint: str, data: Optional[Mapping[str, Any]], **kwargs: Any) -> HttpRequest:
+    def prepare(self, endpoint: str, data: Any, stream: bool) -> tuple[str, Any]:
         """A body carrying ``inputs`` (a list) and no ``input`` to a model's
         ``infer`` goes to its ``batch_infer``: that is how a batch assembled
         by the core leaves."""
         match = _INFER_PATH.match(self.endpoint_path(endpoint))
         if match and isinstance(data, Mapping) and "input" not in data and isinstance(data.get("inputs"), list):
             endpoint = f"models/{match.group('model')}/{_BATCH_SUFFIX}"
-        return super().build_request(endpoint, data, **kwargs)
+        return endpoint, data
 
     # ---------------------------------------------------------- operations
 
@@ -162,9 +161,8 @@ class LLVMWire(Wire):
         return [value] if isinstance(value, (str, list)) else None
 
     def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
-        payload = dict(template)
-        payload["inputs"] = inputs
-        return payload
+        """The carrier's ``infer`` body with ``inputs`` for ``input``: see :meth:`prepare`."""
+        return {**template, "inputs": inputs}
 
     def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list[dict]:
         """Each member gets ``{"model_id", "outputs", "status", "metrics"}``:

@@ -32,15 +32,14 @@ from typing import Any, Mapping, Optional
 
 from ..resilience.batching import normalize_inputs
 from ..resilience.errors import InvalidInputError, MalformedResponseError, ServerError, SettingError, provider_message
-from ..transport.base import HttpRequest, HttpResponse
-from .base import Event, ProviderSpec, Wire, apportion
+from ..transport.base import HttpResponse
+from .base import Event, ProviderSpec, Wire, apportion, token_count
 
 __all__ = ["OLLAMA", "OllamaWire", "normalize_host", "request_fields"]
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 11434
 DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
-NDJSON_TYPE = "application/x-ndjson"
 UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "[::]"})
 """Bind-all addresses (how a server is told to listen): a client means this machine."""
 
@@ -164,10 +163,6 @@ def request_fields(params: Mapping[str, Any]) -> dict:
     return fields
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 # ------------------------------------------------------------------ wire
 
 
@@ -175,55 +170,34 @@ class OllamaWire(Wire):
     """Maps operations to Ollama's native API and back."""
 
     stream_format = "ndjson"
+    # "/api/chat", "api/chat" and "chat" are the same endpoint; a path under
+    # "v1/" (Ollama's OpenAI-compatible API) is left as it is
+    path_prefixes = ("api/", "v1/")
+    response_types = (dict,)
 
     # ------------------------------------------------------------ requests
 
-    def endpoint_path(self, endpoint: str) -> str:
-        """``"/api/chat"``, ``"api/chat"`` and ``"chat"`` are the same endpoint
-        (a path under ``v1/``, Ollama's OpenAI-compatible API, is left as it is)."""
-        path = endpoint.strip().strip("/")
-        if not path or path == "api" or path.startswith(("api/", "v1/")):
-            return path
-        return f"api/{path}"
+    def normalize_base_url(self, raw: str) -> str:
+        """``OLLAMA_HOST`` spellings (``host``, ``host:port``, a URL) as a base URL."""
+        return normalize_host(raw)
 
     def method_for(self, path: str, data: Any) -> str:
         if path in GET_PATHS:
             return "GET"
         return "DELETE" if path in DELETE_PATHS else "POST"
 
-    def build_request(
-        self,
-        endpoint: str,
-        data: Optional[Mapping[str, Any]],
-        *,
-        api_key: Optional[str],
-        base_url: str,
-        timeout: Optional[float],
-        stream: bool = False,
-        request_id: Optional[str] = None,
-    ) -> HttpRequest:
-        """As the base, and a streaming endpoint's body says ``"stream"`` as
-        the request is sent (Ollama would stream when it is left out)."""
+    def prepare(self, endpoint: str, data: Any, stream: bool) -> tuple[str, Any]:
+        """A streaming endpoint's body says ``"stream"`` as the request is
+        sent (Ollama would stream when it is left out)."""
         if self.endpoint_path(endpoint) in STREAMING_PATHS and isinstance(data, Mapping):
             if data.get("stream") is not bool(stream):
                 data = dict(data, stream=bool(stream))
-        request = super().build_request(
-            endpoint, data, api_key=api_key, base_url=base_url, timeout=timeout, stream=stream, request_id=request_id
-        )
-        if stream:
-            request.headers["Accept"] = NDJSON_TYPE
-        return request
+        return endpoint, data
 
     # ----------------------------------------------------------- responses
 
     def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
         result = super().parse_response(endpoint, response)
-        if not isinstance(result, dict):
-            raise MalformedResponseError(
-                f"expected a JSON object from {self.endpoint_path(endpoint)}, got a list",
-                provider=self.name,
-                status=response.status,
-            )
         if "error" in result:  # a 2xx that reports a failure of the model
             raise self._reported_error(result, response.status)
         return result
@@ -232,7 +206,7 @@ class OllamaWire(Wire):
         """``prompt_eval_count`` in, ``eval_count`` out (a stream's last line carries them)."""
         if not isinstance(result, dict):
             return 0, 0
-        return _count(result.get("prompt_eval_count")), _count(result.get("eval_count"))
+        return token_count(result.get("prompt_eval_count")), token_count(result.get("eval_count"))
 
     def _reported_error(self, body: dict, status: Optional[int]) -> ServerError:
         message = provider_message(body) or "the server reported an error"
@@ -316,7 +290,7 @@ class OllamaWire(Wire):
         parts = self.split_positional(result.get("embeddings"), counts, "embeddings")
         shared = {k: v for k, v in result.items() if k != "embeddings"}
         tokens = result.get("prompt_eval_count")
-        shares = apportion(tokens, weights or counts) if _count(tokens) else None
+        shares = apportion(tokens, weights or counts) if token_count(tokens) else None
         members = []
         for i, part in enumerate(parts):
             member = dict(shared, embeddings=part)

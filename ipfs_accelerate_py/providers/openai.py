@@ -10,20 +10,41 @@ from typing import Any, Mapping, Optional
 
 from ..resilience.batching import OPENAI_EMBEDDING_LIMITS, BatchLimits, normalize_inputs
 from ..resilience.errors import MalformedResponseError, classify_status, get_header
-from ..transport.base import HttpResponse
+from ..transport.sse import SseEvent
 from .base import Event, ProviderSpec, Wire, apportion
 
-__all__ = ["OPENAI", "OpenAIWire", "openai_compatible"]
+__all__ = ["OPENAI", "OpenAIWire", "STREAM_END", "openai_style_spec"]
 
-OPENAI = ProviderSpec(
-    name="openai",
-    default_base_url="https://api.openai.com/v1",
-    key_metadata=("openai_api_key", "api_key"),
-    key_env=("OPENAI_API_KEY",),
-    base_url_metadata=("openai_api_base", "openai_base_url", "base_url", "api_base"),
+STREAM_END = "[DONE]"
+"""The data of the event that ends an OpenAI stream."""
+
+
+def openai_style_spec(
+    name: str, default_base_url: str, *, base_url_env: tuple[str, ...] = (), **fields: Any
+) -> ProviderSpec:
+    """A spec configured the way OpenAI's is: ``metadata["{name}_api_key"]``
+    (or ``"api_key"``) or ``{NAME}_API_KEY``; ``metadata["{name}_api_base"]``
+    (or ``"{name}_base_url"``, ``"base_url"``, ``"api_base"``) or
+    ``base_url_env`` (default ``{NAME}_BASE_URL``); served by the simulator
+    under ``/v1``.  ``fields``: the rest of the :class:`ProviderSpec`."""
+    upper = name.upper()
+    return ProviderSpec(
+        name=name,
+        default_base_url=default_base_url,
+        key_metadata=(f"{name}_api_key", "api_key"),
+        key_env=(f"{upper}_API_KEY",),
+        base_url_metadata=(f"{name}_api_base", f"{name}_base_url", "base_url", "api_base"),
+        base_url_env=base_url_env or (f"{upper}_BASE_URL",),
+        simulator_path="/v1",
+        **fields,
+    )
+
+
+OPENAI = openai_style_spec(
+    "openai",
+    "https://api.openai.com/v1",
     base_url_env=("OPENAI_BASE_URL", "OPENAI_API_BASE"),
     embedding_models=("text-embedding-ada-002", "text-embedding-3-small", "text-embedding-3-large"),
-    simulator_path="/v1",
     default_chat_model="gpt-4o-mini",
     default_embedding_model="text-embedding-3-small",
 )
@@ -33,34 +54,24 @@ class OpenAIWire(Wire):
     """Maps operations to OpenAI-style HTTP and back."""
 
     get_endpoints = frozenset({"models"})
-
-    def endpoint_path(self, endpoint: str) -> str:
-        """``"/v1/chat/completions"`` and ``"chat/completions"`` are the same endpoint."""
-        path = endpoint.strip().strip("/")
-        return path[3:] if path.startswith("v1/") else path
-
-    def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
-        result = super().parse_response(endpoint, response)
-        if not isinstance(result, dict):
-            raise MalformedResponseError(
-                f"expected a JSON object from {self.endpoint_path(endpoint)}, got a list",
-                provider=self.name,
-                status=response.status,
-            )
-        return result
+    base_url_prefixes = ("v1/",)  # "/v1/chat/completions" and "chat/completions" are the same endpoint
+    response_types = (dict,)
 
     # ------------------------------------------------------------- streams
 
-    def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
+    def sse_json(self, event: SseEvent) -> tuple[Any, bool]:
+        """``(chunk, done)`` of one event: its JSON (None when it has no
+        data), and whether it is the end marker ``data: [DONE]``."""
         data = event.data.strip()
-        if not data:
-            return None, False
-        if data == "[DONE]":
-            return None, True
-        chunk = self.stream_json(data)
+        if not data or data == STREAM_END:
+            return None, data == STREAM_END
+        return self.stream_json(data), False
+
+    def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
+        chunk, done = self.sse_json(event)
         if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
             raise classify_status(500, None, chunk, wall_now=0.0, provider=self.name)
-        return chunk, False
+        return chunk, done
 
     # ---------------------------------------------------------- operations
 
@@ -128,11 +139,6 @@ class OpenAIWire(Wire):
             for i, member in enumerate(members):
                 member["usage"] = {k: (split[k][i] if k in split else v) for k, v in usage.items()}
         return members
-
-
-def openai_compatible(spec: ProviderSpec) -> OpenAIWire:
-    """An OpenAI-compatible provider: the same wire, its own spec."""
-    return OpenAIWire(spec)
 
 
 _DURATION_UNITS = (("ms", 0.001), ("h", 3600.0), ("m", 60.0), ("s", 1.0))

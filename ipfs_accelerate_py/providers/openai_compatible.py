@@ -37,7 +37,6 @@ OPEA (``http://localhost:9000/v1``)
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -46,8 +45,8 @@ from typing import Any, Iterable, Mapping, Optional
 from ..resilience.batching import NO_LIMITS, OPENAI_EMBEDDING_LIMITS, BatchLimits
 from ..resilience.errors import ApiError, OverloadedError, RateLimitError, ServerError
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec
-from .openai import OpenAIWire, parse_duration
+from .base import Event, ProviderSpec, body_json, retyped
+from .openai import OpenAIWire, openai_style_spec, parse_duration
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -150,7 +149,8 @@ class OpenAICompatibleWire(OpenAIWire):
         error = super().error_for(response, wall_now=wall_now, attempt=attempt)
         cls = self.status_errors.get(response.status)
         if cls is not None and type(error) is not cls:
-            error = _retyped(error, cls)
+            retry = True if error.should_retry is None and cls.retryable else error.should_retry
+            error = retyped(error, cls, should_retry=retry)  # retried unless the server said otherwise
         if error.message == f"HTTP {response.status}":
             error.message = validation_message(response.body) or error.message
         if isinstance(error, RateLimitError) and error.retry_after is None:
@@ -175,32 +175,10 @@ class OpenAICompatibleWire(OpenAIWire):
         return chunk, done
 
 
-def _retyped(error: ApiError, cls: type[ApiError]) -> ApiError:
-    """``error`` as an instance of ``cls``; a retryable class is retried
-    unless the server said otherwise."""
-    should_retry = error.should_retry
-    if should_retry is None and cls.retryable:
-        should_retry = True
-    return cls(
-        error.message,
-        provider=error.provider,
-        status=error.status,
-        request_id=error.request_id,
-        retry_after=error.retry_after,
-        attempt=error.attempt,
-        should_retry=should_retry,
-        body=error.body,
-    )
-
-
 def validation_message(body: Any) -> Optional[str]:
     """FastAPI's 422 body ``{"detail": [{"loc": [...], "msg": ...}, ...]}``
     as ``"body.messages: Field required; ..."``, or None."""
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return None
+    body = body_json(body)
     detail = body.get("detail") if isinstance(body, dict) else None
     if not isinstance(detail, list):
         return None
@@ -250,16 +228,7 @@ the list often; ``groq.list_models()`` asks the server."""
 GROQ_FLEX_CAPACITY_EXCEEDED = 498
 """Groq's own status: the flex service tier is at capacity; retry later."""
 
-GROQ = ProviderSpec(
-    name="groq",
-    default_base_url="https://api.groq.com/openai/v1",
-    key_metadata=("groq_api_key", "api_key"),
-    key_env=("GROQ_API_KEY",),
-    base_url_metadata=("groq_api_base", "groq_base_url", "base_url", "api_base"),
-    base_url_env=("GROQ_BASE_URL",),
-    simulator_path="/v1",
-    default_chat_model="llama-3.3-70b-versatile",
-)
+GROQ = openai_style_spec("groq", "https://api.groq.com/openai/v1", default_chat_model="llama-3.3-70b-versatile")
 
 GROQ_WIRE = OpenAICompatibleWire(
     GROQ,
@@ -270,16 +239,11 @@ GROQ_WIRE = OpenAICompatibleWire(
 
 # ------------------------------------------------------------------- vLLM
 
-VLLM = ProviderSpec(
-    name="vllm",
-    default_base_url="http://localhost:8000/v1",
-    key_metadata=("vllm_api_key", "api_key"),
-    key_env=("VLLM_API_KEY",),
-    base_url_metadata=("vllm_api_base", "vllm_base_url", "base_url", "api_base"),
-    base_url_env=("VLLM_BASE_URL",),
+VLLM = openai_style_spec(
+    "vllm",
+    "http://localhost:8000/v1",
     requires_key=False,
     batch_any_model=True,  # the server embeds with the model it serves
-    simulator_path="/v1",
     default_chat_model="Qwen/Qwen2.5-1.5B-Instruct",  # vLLM's quickstart model
     default_embedding_model="intfloat/e5-mistral-7b-instruct",  # vLLM's embeddings example
 )
@@ -288,15 +252,11 @@ VLLM_WIRE = OpenAICompatibleWire(VLLM, embedding_limits=NO_LIMITS)
 
 # ------------------------------------------------------------------- OPEA
 
-OPEA = ProviderSpec(
-    name="opea",
-    default_base_url="http://localhost:9000/v1",
-    key_metadata=("opea_api_key", "api_key"),
-    key_env=("OPEA_API_KEY",),
-    base_url_metadata=("opea_api_base", "opea_base_url", "base_url", "api_base"),
+OPEA = openai_style_spec(
+    "opea",
+    "http://localhost:9000/v1",
     base_url_env=("OPEA_API_BASE", "OPEA_BASE_URL"),
     requires_key=False,
-    simulator_path="/v1",
     default_chat_model="Intel/neural-chat-7b-v3-3",  # the microservice's default LLM_MODEL_ID
 )
 

@@ -39,7 +39,7 @@ from ..resilience.errors import (
 )
 from ..transport.base import HttpRequest, HttpResponse
 from ..transport.boto3_transport import FileBody
-from .base import ProviderSpec, Wire
+from .base import ProviderSpec, Wire, retyped
 
 __all__ = ["S3", "S3Wire", "US_EAST_1"]
 
@@ -125,17 +125,10 @@ class S3Wire(Wire):
         return method
 
     def build_request(
-        self,
-        endpoint: str,
-        data: Optional[Mapping[str, Any]],
-        *,
-        api_key: Optional[str],
-        base_url: str,
-        timeout: Optional[float],
-        stream: bool = False,
-        request_id: Optional[str] = None,
+        self, endpoint: str, data: Optional[Mapping[str, Any]], *, timeout: Optional[float], stream: bool = False, **_: Any
     ) -> HttpRequest:
-        """The boto3 call: ``method`` the client method, ``operation`` its arguments."""
+        """The boto3 call: ``method`` the client method, ``operation`` its
+        arguments (the key and the endpoint URL are the transport's client's)."""
         if stream:
             raise InvalidInputError("S3 operations do not stream; read the object with download_file", provider=self.name)
         operation = dict(data or {})
@@ -169,16 +162,8 @@ class S3Wire(Wire):
         cls, should_retry = _CODES.get(code, (type(base), None))
         if base.should_retry is not None:  # the server's own x-should-retry header wins
             should_retry = base.should_retry
-        return cls(
-            message,
-            provider=self.name,
-            status=response.status,
-            request_id=base.request_id,
-            retry_after=base.retry_after,
-            attempt=attempt,
-            should_retry=should_retry,
-            body={k: error[k] for k in _SAFE_ERROR_FIELDS if k in error} or None,
-        )
+        body = {k: error[k] for k in _SAFE_ERROR_FIELDS if k in error} or None
+        return retyped(base, cls, should_retry=should_retry, body=body)
 
     def usage(self, result: Any) -> tuple[int, int]:
         return 0, 0

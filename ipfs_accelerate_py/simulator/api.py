@@ -10,7 +10,10 @@ request goes straight from body parsing to the answer.  A request on a path
 no format claims is forwarded to the scenario's ``upstream`` (:mod:`.proxy`)
 at the normal-answer step, or answered 404 in the default format.  A request
 whose client goes away while it is being handled (the server cancels the
-handler, or a stream write fails) is counted as a client disconnect.
+handler, or a stream write fails) is counted as a client disconnect.  A body
+is read only when the route needs it, after ``100 Continue`` when the client
+waits for one (:mod:`.request_body`); answers made before that (keys, outage,
+script, 404/405) leave the body to :func:`.request_body.settle_unread_body`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .behaviour import Behaviour
 from .counters import Counters, Ticket, key_fingerprint
 from .proxy import PROXY_FORMAT, PROXY_ROUTE, Forwarder
 from .ratelimit import retry_after_headers
+from .request_body import read_body
 from .routing import Router
 from .scenario import Scenario, ScriptEntry
 from .wireformat import JSON_TYPE, Params, Prepared, WireError, WireFormat, bearer_key, dumps
@@ -222,7 +226,7 @@ class ApiHandler:
             elif kind == "none":
                 payload = None
             elif kind == "raw":
-                payload = await request.read()
+                payload = await read_body(request)
             else:
                 payload = await _read_json(request, optional=True)
             if route is PROXY_ROUTE:
@@ -364,7 +368,7 @@ class ApiHandler:
 
 
 async def _read_json(request: web.BaseRequest, optional: bool = False) -> Any:
-    raw = await request.read()
+    raw = await read_body(request)
     if optional and not raw.strip():
         return None
     try:

@@ -46,6 +46,7 @@ __all__ = [
     "parse_chat",
     "parse_completion",
     "parse_embeddings",
+    "reply_pieces",
 ]
 
 DEFAULT_EMBEDDING_DIMENSIONS = 16
@@ -155,8 +156,8 @@ def _reply(prompt: str, max_tokens: Optional[int]) -> tuple[str, str]:
     return text, "stop"
 
 
-def _pieces(text: str) -> list[str]:
-    """The reply cut into deltas of a few words; they concatenate back to ``text``."""
+def reply_pieces(text: str) -> list[str]:
+    """A reply cut into stream deltas of a few words; they concatenate back to ``text``."""
     words = _WORDS.findall(text)
     return ["".join(words[i:i + WORDS_PER_CHUNK]) for i in range(0, len(words), WORDS_PER_CHUNK)]
 
@@ -164,6 +165,14 @@ def _pieces(text: str) -> list[str]:
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _chunks(head: dict, choices: list, usage: Optional[dict]) -> list:
+    """One stream chunk per choice, then (``stream_options.include_usage``) the usage chunk."""
+    out = [dict(head, choices=[choice]) for choice in choices]
+    if usage is not None:
+        out.append(dict(head, choices=[], usage=usage))
+    return out
 
 
 def parse_chat(payload: Any) -> Prepared:
@@ -206,14 +215,10 @@ def parse_chat(payload: Any) -> Prepared:
     def chunks(rid: str, created: int) -> list:
         head = {"id": "chatcmpl-" + rid, "object": "chat.completion.chunk", "created": created,
                 "model": model, "system_fingerprint": "fp_simulator"}
-        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in _pieces(reply)]
-        out = [dict(head, choices=[{"index": 0, "delta": d, "logprobs": None,
-                                    "finish_reason": None}]) for d in deltas]
-        out.append(dict(head, choices=[{"index": 0, "delta": {}, "logprobs": None,
-                                        "finish_reason": finish}]))
-        if include_usage:
-            out.append(dict(head, choices=[], usage=usage))
-        return out
+        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in reply_pieces(reply)]
+        choices = [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas]
+        choices.append({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})
+        return _chunks(head, choices, usage if include_usage else None)
 
     return Prepared(model=model, cost=usage["total_tokens"], body=body, stream=stream,
                     chunks=chunks, prompt_tokens=prompt_tokens,
@@ -244,13 +249,10 @@ def parse_completion(payload: Any) -> Prepared:
     def chunks(rid: str, created: int) -> list:
         head = {"id": "cmpl-" + rid, "object": "text_completion", "created": created,
                 "model": model}
-        out = [dict(head, choices=[{"text": p, "index": 0, "logprobs": None,
-                                    "finish_reason": None}]) for p in _pieces(reply)]
-        out.append(dict(head, choices=[{"text": "", "index": 0, "logprobs": None,
-                                        "finish_reason": finish}]))
-        if include_usage:
-            out.append(dict(head, choices=[], usage=usage))
-        return out
+        choices = [{"text": p, "index": 0, "logprobs": None, "finish_reason": None}
+                   for p in reply_pieces(reply)]
+        choices.append({"text": "", "index": 0, "logprobs": None, "finish_reason": finish})
+        return _chunks(head, choices, usage if include_usage else None)
 
     return Prepared(model=model, cost=usage["total_tokens"], body=body, stream=stream,
                     chunks=chunks, prompt_tokens=prompt_tokens,

@@ -7,7 +7,8 @@ bodies left compressed).  In front of it the simulator applies its usual
 machinery; errors it makes up are rendered from ``proxy_error_body``.  The
 key of a proxied request is the access key id of an AWS SigV4
 ``Authorization`` header (``Credential=AKID/...``) or of a presigned URL
-(``X-Amz-Credential``), else a Bearer key.
+(``X-Amz-Credential``), else a Bearer key; an unknown one is refused with S3's
+``InvalidAccessKeyId`` (401).
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ class ProxyFormat(WireFormat):
         return body.encode(), scenario.proxy_error_content_type
 
 
+def _proxy_auth_error(key: Optional[str]) -> WireError:
+    """S3's refusal of an unknown access key id (``InvalidAccessKeyId``), or of an unsigned request."""
+    if key is None:
+        return WireError(401, "Access Denied (the request carries no access key id).",
+                         code="AccessDenied")
+    return WireError(401, "The AWS Access Key Id you provided does not exist in our records.",
+                     code="InvalidAccessKeyId")
+
+
 def _proxy_rate_limit_error(exceeded: str, retry_after: str) -> WireError:
     return WireError(429, f"Please reduce your request rate ({exceeded}, simulated).",
                      code="SlowDown")
@@ -72,6 +82,7 @@ PROXY_FORMAT = ProxyFormat(
     name="proxy",
     routes=(),
     key=sigv4_key,
+    auth_error=_proxy_auth_error,
     rate_limit_error=_proxy_rate_limit_error,
     malformed_body=b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult><Name>cut',
     malformed_content_type="application/xml",

@@ -5,7 +5,10 @@
 (``await start_async()``/``await stop_async()``, or ``async with``).
 :func:`run_server` serves until interrupted (the CLI).  uvloop is used when it
 is installed.  The handler is cancelled when its client goes away, which is
-how hangs end early and client disconnects are counted.
+how hangs end early and client disconnects are counted.  Every answer goes
+through :func:`.request_body.settle_unread_body`, so a request body it left
+unread is discarded or the connection closed, never parsed as the next
+request; admin calls answer ``Expect: 100-continue`` before reading theirs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .api import ApiHandler
 from .behaviour import Behaviour
 from .counters import Counters
 from .formats import DEFAULT_FORMAT, discover_formats
+from .request_body import send_continue, settle_unread_body
 from .routing import Router
 from .scenario import Scenario
 from .wireformat import WireFormat
@@ -78,8 +82,12 @@ class _Core:
         if query >= 0:
             path = path[:query]
         if path.startswith(ADMIN_PREFIX):
-            return await self._admin.handle(request, path)
-        return await self._api.handle(request, path)
+            await send_continue(request)  # every admin call with a body reads it
+            response = await self._admin.handle(request, path)
+        else:
+            response = await self._api.handle(request, path)
+        settle_unread_body(request, response)
+        return response
 
     async def start(self, host: str, port: int) -> int:
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)

@@ -58,6 +58,7 @@ __all__ = [
     "bearer_key",
     "dumps",
     "first_key",
+    "fixed_answer",
     "header_key",
     "no_key",
     "no_rate_headers",
@@ -123,6 +124,12 @@ class Prepared:
     encode: Optional[Callable[[str, int], bytes]] = None
     content_type: str = JSON_TYPE
     framing: Optional["StreamFraming"] = None
+
+
+def fixed_answer(model: Optional[str], body: Any, cost: int = 0, **fields: Any) -> Prepared:
+    """A :class:`Prepared` whose answer is ``body`` whatever the request's id
+    (listings, metadata, counts); ``fields``: the rest of :class:`Prepared`."""
+    return Prepared(model=model, cost=cost, body=lambda rid, created: body, **fields)
 
 
 class Params(dict):

@@ -9,17 +9,14 @@ sub-second rate-limit windows and Retry-After figures.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
 
 import pytest
 
 from ipfs_accelerate_py.api_backends.claude import claude
-from ipfs_accelerate_py.providers.anthropic import ANTHROPIC, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS
+from ipfs_accelerate_py.providers.anthropic import ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS
 from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -33,11 +30,11 @@ from ipfs_accelerate_py.resilience.errors import (
 from ipfs_accelerate_py.simulator import Simulator, estimate_tokens, key_fingerprint
 from ipfs_accelerate_py.transport.base import HttpResponse
 
+from ..helpers import FAST, REPLY_PREFIX, ClientFactory, post_json, recorder_fixture
+
 KEY = "sk-ant-integration-0123456789"
 MODEL = "claude-sonnet-4-5"
-REPLY_PREFIX = "Simulated reply to: "
 WIRE = claude.provider
-FAST = {"initial_retry_delay": 0.01, "retry_jitter": 0.0}
 TOOL = {
     "name": "get_weather",
     "description": "Weather in a city",
@@ -45,10 +42,7 @@ TOOL = {
 }
 
 
-def make_client(sim: Simulator, key: str = KEY, **settings: Any) -> claude:
-    metadata = {"anthropic_api_key": key, "anthropic_api_base": sim.url + ANTHROPIC.simulator_path, **FAST}
-    metadata.update(settings)
-    return claude({}, metadata)
+make_client = ClientFactory(claude, "anthropic_api_base", "anthropic_api_key", FAST, key=KEY).on
 
 
 def user(text: str) -> list:
@@ -61,17 +55,8 @@ def reply_text(message: dict) -> str:
 
 def raw_post(sim: Simulator, body: dict, key: str = KEY) -> HttpResponse:
     """One request by hand, to look at the simulator's headers."""
-    request = urllib.request.Request(
-        sim.url + "/v1/messages",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", "x-api-key": key, "anthropic-version": ANTHROPIC_VERSION},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return HttpResponse(answer.status, dict(answer.headers), answer.read())
-    except urllib.error.HTTPError as answer:
-        return HttpResponse(answer.code, dict(answer.headers), answer.read())
+    headers = {"content-type": "application/json", "x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+    return post_json(sim.url + "/v1/messages", body, headers)
 
 
 # --------------------------------------------------------------- operations
@@ -148,36 +133,8 @@ def test_embeddings_are_refused_without_a_request(simulator):
 # ------------------------------------------------------- the request as sent
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        payload = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "content": [],
-                              "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def recorder() -> Iterator[tuple[str, list]]:
-    handler = type("Recorder", (_Recorder,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+recorder = recorder_fixture({"id": "msg_1", "type": "message", "role": "assistant", "content": [],
+                             "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}})
 
 
 def test_request_as_sent_headers_and_body(recorder):

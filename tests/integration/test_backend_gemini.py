@@ -10,14 +10,11 @@ retry waits, which the server's figures keep short.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
 
 import pytest
 
@@ -35,20 +32,16 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 from ipfs_accelerate_py.simulator import Simulator, embedding_for, estimate_tokens, key_fingerprint
 
+from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, post_json, recorder_fixture
+
 KEY = "AIzaSy-integration-0123456789"
 MODEL = "gemini-2.5-flash"
 EMBED = "gemini-embedding-001"
-REPLY_PREFIX = "Simulated reply to: "
 IMAGE_TOKENS = 258
-WAIT = 10.0
-FAST = {"initial_retry_delay": 0.01, "retry_jitter": 0.0, "batch_timeout": 0.05}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
-def make_client(sim: Simulator, key: str = KEY, **settings: Any) -> gemini:
-    metadata = {"gemini_api_key": key, "gemini_api_base": sim.url + GEMINI.simulator_path, **FAST}
-    metadata.update(settings)
-    return gemini({}, metadata)
+make_client = ClientFactory(gemini, "gemini_api_base", "gemini_api_key", FAST, key=KEY).on
 
 
 def user(text: str) -> list:
@@ -203,39 +196,8 @@ def test_without_alt_sse_the_stream_is_one_json_array_and_a_query_key_is_accepte
 # ---------------------------------------------------------- request as sent
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        payload = json.dumps({"candidates": [{"content": {"parts": [{"text": "ok"}], "role": "model"},
-                                              "finishReason": "STOP"}], "models": []}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def recorder() -> Iterator[tuple[str, list]]:
-    handler = type("Recorder", (_Recorder,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1beta", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+recorder = recorder_fixture({"candidates": [{"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}],
+                             "models": []}, "/v1beta")
 
 
 def test_request_as_sent_method_path_headers_and_json_body(recorder):
@@ -366,13 +328,8 @@ def test_the_rate_limiter_answers_with_googles_quota_details(simulator):
 
 def raw_post(sim: Simulator, raw_path: str, body: dict) -> tuple[int, dict]:
     """One request by hand, to read the answer the client does not keep."""
-    request = urllib.request.Request(sim.url + raw_path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"x-goog-api-key": KEY, "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=WAIT) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    answer = post_json(sim.url + raw_path, body, {"x-goog-api-key": KEY, "Content-Type": "application/json"})
+    return answer.status, answer.json()
 
 
 @pytest.mark.parametrize("fault", [{"fail_next": 1, "error_status": 503}, {"fail_next": 1, "error_status": 500},

@@ -17,7 +17,7 @@ from ipfs_accelerate_py.providers.openai_compatible import GROQ
 from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidInputError, OverloadedError, RateLimitError
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from .test_openai_api import FAST, REPLY_PREFIX, joined_deltas, messages, recorder, reply_text  # noqa: F401 - fixture
+from ..helpers import FAST, REPLY_PREFIX, ClientFactory, client_fixture, joined_deltas, messages, reply_text
 
 KEY = "gsk_integration_0123456789abcdef"
 MODEL = GROQ.default_chat_model
@@ -34,14 +34,8 @@ LIMIT_BODY = {"error": {"message": "Rate limit reached for model `llama-3.3-70b-
                         "type": "tokens", "code": "rate_limit_exceeded"}}
 
 
-def make_groq(url: str, key: str = KEY, **settings) -> groq:
-    return groq({}, {"groq_api_key": key, "groq_api_base": url, **FAST, **settings})
-
-
-@pytest.fixture
-def client(simulator):
-    with make_groq(simulator.url + GROQ.simulator_path) as backend:
-        yield backend
+make_groq = ClientFactory(groq, "groq_api_base", "groq_api_key", FAST, key=KEY)
+client = client_fixture(make_groq)
 
 
 def test_chat_goes_to_the_chat_path_under_the_keys_fingerprint(simulator, client):

@@ -7,17 +7,13 @@ getting its own vectors, ``/rerank``, ``/info``; the request exactly as sent
 
 from __future__ import annotations
 
-import contextlib
-import http.server
+import functools
 import json
 import math
-import threading
-from typing import Any, Iterator
 
 import pytest
 
 from ipfs_accelerate_py.api_backends.hf_tei import hf_tei
-from ipfs_accelerate_py.providers.hf_tei import TEI
 from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -28,24 +24,14 @@ from ipfs_accelerate_py.resilience.errors import (
 from ipfs_accelerate_py.simulator import DEFAULT_MODELS, embedding_for, key_fingerprint
 from ipfs_accelerate_py.simulator.formats.tei import MAX_CLIENT_BATCH_SIZE
 
-from .test_openai_api import FAST
-from .test_openai_batching import WINDOW, together
+from ..helpers import FAST, WINDOW, ClientFactory, client_fixture, recording_server, together
 
 MODEL = "BAAI/bge-small-en-v1.5"  # any name: a TEI server serves one model
 TOKEN = "hf_integration_token_0123456789"
 
 
-def make_tei(url: str, key: Any = None, **settings: Any) -> hf_tei:
-    metadata = {"hf_tei_api_base": url, **FAST, **settings}
-    if key:
-        metadata["hf_api_key"] = key
-    return hf_tei({}, metadata)
-
-
-@pytest.fixture
-def client(simulator):
-    with make_tei(simulator.url + TEI.simulator_path) as backend:
-        yield backend
+make_tei = ClientFactory(hf_tei, "hf_tei_api_base", "hf_api_key", FAST)
+client = client_fixture(make_tei)
 
 
 def cosine(a: list, b: list) -> float:
@@ -135,36 +121,12 @@ def test_one_caller_over_the_cap_gets_tei_s_413_and_how_to_fix_it(simulator, cli
 # ----------------------------------------------------------------- the request as sent
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        inputs = json.loads(body).get("inputs", [])
-        payload = json.dumps([[1.0]] * (len(inputs) if isinstance(inputs, list) else 1)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def tei_answer(method: str, path: str, body: bytes) -> list:
+    inputs = json.loads(body).get("inputs", [])
+    return [[1.0]] * (len(inputs) if isinstance(inputs, list) else 1)
 
 
-@contextlib.contextmanager
-def recording() -> Iterator[tuple[str, list]]:
-    handler = type("Recorder", (_Recorder,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+recording = functools.partial(recording_server, tei_answer)
 
 
 def test_request_as_sent_has_no_model():

@@ -7,16 +7,12 @@ the breaker as the core decides.
 
 from __future__ import annotations
 
-import contextlib
-import http.server
+import functools
 import json
-import threading
-from typing import Any, Iterator
 
 import pytest
 
 from ipfs_accelerate_py.api_backends.hf_tgi import hf_tgi
-from ipfs_accelerate_py.providers.hf_tgi import TGI
 from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -29,23 +25,14 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 from ipfs_accelerate_py.simulator import DEFAULT_MODELS, estimate_tokens, key_fingerprint
 
-from .test_openai_api import FAST, REPLY_PREFIX, joined_deltas, reply_text
+from ..helpers import FAST, REPLY_PREFIX, ClientFactory, client_fixture, joined_deltas, recording_server, reply_text
 
 TOKEN = "hf_integration_token_0123456789"
 PROMPT = "What is deep learning?"
 
 
-def make_tgi(url: str, key: Any = None, **settings: Any) -> hf_tgi:
-    metadata = {"hf_tgi_api_base": url, **FAST, **settings}
-    if key:
-        metadata["hf_api_key"] = key
-    return hf_tgi({}, metadata)
-
-
-@pytest.fixture
-def client(simulator):
-    with make_tgi(simulator.url + TGI.simulator_path) as backend:
-        yield backend
+make_tgi = ClientFactory(hf_tgi, "hf_tgi_api_base", "hf_api_key", FAST)
+client = client_fixture(make_tgi)
 
 
 # ----------------------------------------------------------------- operations
@@ -111,38 +98,11 @@ def test_a_token_is_sent_as_bearer_and_counted_by_fingerprint(simulator):
 # ----------------------------------------------------------------- the request as sent
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: list = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        payload = json.dumps({"model_id": "m"} if self.command == "GET" else {"generated_text": "ok"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def tgi_answer(method: str, path: str, body: bytes) -> dict:
+    return {"model_id": "m"} if method == "GET" else {"generated_text": "ok"}
 
 
-@contextlib.contextmanager
-def recording() -> Iterator[tuple[str, list]]:
-    handler = type("Recorder", (_Recorder,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+recording = functools.partial(recording_server, tgi_answer)
 
 
 def test_request_as_sent():

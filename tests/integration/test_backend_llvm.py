@@ -19,8 +19,7 @@ from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidReq
 from ipfs_accelerate_py.simulator import key_fingerprint
 from ipfs_accelerate_py.simulator.formats.llvm import outputs_for
 
-from .test_openai_api import FAST, recorder  # noqa: F401 - fixture
-from .test_openai_batching import WINDOW, together
+from ..helpers import FAST, WINDOW, ClientFactory, client_fixture, together
 
 BATCHED = "resnet50"  # batch-capable in the original's model list
 SINGLE = "llama-7b"  # not batch-capable: every infer goes alone
@@ -28,17 +27,8 @@ KEY = "llvm-integration-key-0123456789"
 P = LLVM.simulator_path
 
 
-def make_llvm(url: str, key=None, **settings) -> llvm:
-    metadata = {"llvm_api_base": url, **FAST, **settings}
-    if key:
-        metadata["llvm_api_key"] = key
-    return llvm({}, metadata)
-
-
-@pytest.fixture
-def client(simulator):
-    with make_llvm(simulator.url + P) as backend:
-        yield backend
+make_llvm = ClientFactory(llvm, "llvm_api_base", "llvm_api_key", FAST)
+client = client_fixture(make_llvm)
 
 
 def test_operations_and_their_paths(simulator, client):

@@ -26,21 +26,15 @@ from ipfs_accelerate_py.resilience.errors import (
 from ipfs_accelerate_py.simulator import embedding_for, estimate_tokens, key_fingerprint
 from ipfs_accelerate_py.simulator.formats.ollama import tagged
 
-from .test_openai_api import FAST, REPLY_PREFIX, WAIT, messages, recorder  # noqa: F401 - fixture
+from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, client_fixture, messages
 
 MODEL = OLLAMA.default_chat_model
 EMBED_MODEL = OLLAMA.default_embedding_model
 KEY = "olk-integration-0123456789"
 
 
-def make_ollama(url: str, **settings) -> ollama:
-    return ollama({}, {"ollama_host": url, **FAST, **settings})
-
-
-@pytest.fixture
-def client(simulator):
-    with make_ollama(simulator.url + OLLAMA.simulator_path) as backend:
-        yield backend
+make_ollama = ClientFactory(ollama, "ollama_host", defaults=FAST)
+client = client_fixture(make_ollama)
 
 
 def content(chunks: list) -> str:

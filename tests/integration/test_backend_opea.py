@@ -14,23 +14,14 @@ from ipfs_accelerate_py.providers.openai_compatible import OPEA
 from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidInputError, RateLimitError
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from .test_openai_api import FAST, REPLY_PREFIX, joined_deltas, messages, recorder, reply_text  # noqa: F401 - fixture
+from ..helpers import FAST, REPLY_PREFIX, ClientFactory, client_fixture, joined_deltas, messages, reply_text
 
 MODEL = OPEA.default_chat_model
 KEY = "opea-gateway-token-0123456789"
 
 
-def make_opea(url: str, key=None, **settings) -> opea:
-    metadata = {"opea_api_base": url, **FAST, **settings}
-    if key:
-        metadata["opea_api_key"] = key
-    return opea({}, metadata)
-
-
-@pytest.fixture
-def client(simulator):
-    with make_opea(simulator.url + OPEA.simulator_path) as backend:
-        yield backend
+make_opea = ClientFactory(opea, "opea_api_base", "opea_api_key", FAST)
+client = client_fixture(make_opea)
 
 
 def test_chat_without_a_key_on_the_microservices_path(simulator, client):

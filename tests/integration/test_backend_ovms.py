@@ -18,8 +18,7 @@ from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidReq
 from ipfs_accelerate_py.simulator import embedding_for, key_fingerprint
 from ipfs_accelerate_py.simulator.formats.ovms import transform
 
-from .test_openai_api import FAST, REPLY_PREFIX, joined_deltas, messages, recorder, reply_text  # noqa: F401 - fixture
-from .test_openai_batching import WINDOW, together
+from ..helpers import FAST, REPLY_PREFIX, WINDOW, ClientFactory, client_fixture, joined_deltas, messages, reply_text, together
 
 MODEL = "resnet"
 CHAT_MODEL = OVMS.default_chat_model
@@ -27,17 +26,8 @@ EMBEDDER = "ovms-embedder"
 KEY = "ovms-integration-key-0123456789"
 
 
-def make_ovms(url: str, key=None, **settings) -> ovms:
-    metadata = {"ovms_api_base": url, **FAST, **settings}
-    if key:
-        metadata["ovms_api_key"] = key
-    return ovms({}, metadata)
-
-
-@pytest.fixture
-def client(simulator):
-    with make_ovms(simulator.url + OVMS.simulator_path) as backend:
-        yield backend
+make_ovms = ClientFactory(ovms, "ovms_api_base", "ovms_api_key", FAST)
+client = client_fixture(make_ovms)
 
 
 def test_kserve_infer_from_the_friendly_form(simulator, client):

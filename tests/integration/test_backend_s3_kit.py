@@ -241,8 +241,8 @@ def test_stats_count_requests_and_name_each_access_key_by_its_fingerprint(proxy,
 
 # ------------------------------------------------------------ faults through the simulator
 #
-# Reads (GET, HEAD, listings) go through the faulty proxy; objects are put
-# straight into moto by the ``stocked`` fixture.
+# Reads (GET, HEAD, listings) go through the faulty proxy; the ``stocked``
+# fixture puts objects straight into moto.  Uploads through the proxy are below.
 
 
 @pytest.fixture
@@ -332,7 +332,7 @@ def test_an_unknown_access_key_is_an_authentication_error_not_retried(proxy, sto
         with pytest.raises(AuthenticationError) as caught:
             client.download_file(stocked, "stock/0.txt")
         assert client.circuit_state == "CLOSED"
-    assert caught.value.status == 401
+    assert caught.value.status == 401 and "InvalidAccessKeyId" in str(caught.value)  # S3's code
     assert proxy.counters()["requests_total"] == 1
 
 
@@ -345,3 +345,73 @@ def test_an_unreachable_endpoint_is_a_network_error_that_opens_the_breaker():
             client.list_buckets()
         stats = client.get_stats()
     assert stats["errors_by_type"].get("network", 0) + stats["errors_by_type"].get("circuit_open", 0) == 2
+
+
+# ------------------------------------------------------------ uploads through the simulator
+#
+# botocore sends every put_object with ``Expect: 100-continue`` and waits (up
+# to 1 s) for the interim answer before sending the body; a fault answered
+# before the body is read must not leave the body to be parsed as the next
+# request on the keep-alive connection.
+
+SLOWDOWN_BODY = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+
+def read_back(moto_url, bucket, key):
+    with make_client(moto_url) as client:
+        return client.download_file(bucket, key)
+
+
+def test_an_upload_through_the_proxy_gets_100_continue_and_arrives_whole(proxy, moto_url, bucket, caplog):
+    payload = os.urandom(200_000)
+    caplog.set_level(logging.DEBUG, logger="botocore.awsrequest")
+    with make_client(proxy.url) as client:
+        started = time.monotonic()
+        for i in range(3):
+            assert client.upload_file(payload, bucket, f"up/{i}.bin")["ResponseMetadata"]["HTTPStatusCode"] == 200
+        elapsed = time.monotonic() - started
+    waits = [r.getMessage() for r in caplog.records if r.name == "botocore.awsrequest"]
+    assert sum("100 Continue response seen" in m for m in waits) == 3
+    assert not [m for m in waits if "No response seen from server" in m]  # never the 1 s stall
+    assert elapsed < 1.5  # three uploads, each of which used to wait 1 s for the interim answer
+    assert all(read_back(moto_url, bucket, f"up/{i}.bin") == payload for i in range(3))
+    assert proxy.counters()["by_status"] == {"200": 3}
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"fail_next": 2, "error_status": 503},  # answered after the body was read
+        {"script": [{"status": 503, "body": SLOWDOWN_BODY, "headers": {"Content-Type": "application/xml"}}] * 2},
+        {"script": [{"status": 503}, {"status": 500}]},  # answered before the body: the body is never read
+    ],
+    ids=["slowdown-after-body", "scripted-slowdown", "scripted-errors"],
+)
+def test_a_failed_upload_is_retried_and_the_object_arrives_whole(proxy, moto_url, bucket, fault):
+    payload = os.urandom(300_000)
+    script = fault.pop("script", None)
+    if script is not None:
+        proxy.script(script)
+    proxy.configure(fault)
+    with make_client(proxy.url, failure_threshold=5) as client:
+        put = client.upload_file(payload, bucket, "retried/object.bin", ContentType="application/octet-stream")
+        stats = client.get_stats()
+    assert put["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert stats["total_requests"] == 1 and stats["total_retries"] == 2
+    seen = proxy.counters()
+    assert seen["requests_total"] == 3 and seen["by_status"].get("200") == 1 and "400" not in seen["by_status"]
+    assert read_back(moto_url, bucket, "retried/object.bin") == payload  # the object arrived whole
+
+
+def test_uploads_keep_working_after_an_outage_ends(proxy, moto_url, bucket):
+    proxy.configure(outage=True)
+    with make_client(proxy.url, max_retries=1, failure_threshold=10) as client:
+        with pytest.raises(RateLimitError):  # 503 SlowDown twice
+            client.upload_file(b"during the outage", bucket, "outage/first.txt")
+        proxy.configure(outage=False)
+        for i in range(3):  # on the same pooled connections the refused uploads used
+            client.upload_file(b"after %d" % i, bucket, f"outage/{i}.txt")
+        stats = client.get_stats()
+    assert stats["errors_by_type"] == {"rate_limit": 1} and stats["successful_requests"] == 3
+    assert "400" not in proxy.counters()["by_status"]
+    assert [read_back(moto_url, bucket, f"outage/{i}.txt") for i in range(3)] == [b"after %d" % i for i in range(3)]

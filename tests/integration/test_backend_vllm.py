@@ -16,25 +16,15 @@ from ipfs_accelerate_py.providers.openai_compatible import VLLM
 from ipfs_accelerate_py.resilience.errors import AuthenticationError
 from ipfs_accelerate_py.simulator import embedding_for, key_fingerprint
 
-from .test_openai_api import FAST, REPLY_PREFIX, joined_deltas, messages, recorder, reply_text  # noqa: F401 - fixture
-from .test_openai_batching import WINDOW, together
+from ..helpers import FAST, REPLY_PREFIX, WINDOW, ClientFactory, client_fixture, joined_deltas, messages, reply_text, together
 
 MODEL = VLLM.default_chat_model
 EMBEDDER = "served-embedder"  # any name: the server decides what it serves
 KEY = "vllm-integration-token-0123456789"
 
 
-def make_vllm(url: str, key=None, **settings) -> vllm:
-    metadata = {"vllm_api_base": url, **FAST, **settings}
-    if key:
-        metadata["vllm_api_key"] = key
-    return vllm({}, metadata)
-
-
-@pytest.fixture
-def client(simulator):
-    with make_vllm(simulator.url + VLLM.simulator_path) as backend:
-        yield backend
+make_vllm = ClientFactory(vllm, "vllm_api_base", "vllm_api_key", FAST)
+client = client_fixture(make_vllm)
 
 
 def test_the_four_operations_without_a_key(simulator, client):

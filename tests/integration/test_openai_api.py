@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import http.server
 import json
 import threading
 from typing import Any, Iterator
@@ -28,19 +27,11 @@ from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.resilience.errors import ShutdownError
 from ipfs_accelerate_py.simulator import Simulator, embedding_for, estimate_tokens, key_fingerprint
 
+from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, joined_deltas, messages, reply_text
+
 KEY = "sk-integration-0123456789abcdef"
 CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
-REPLY_PREFIX = "Simulated reply to: "
-WAIT = 10.0
-"""Seconds a test waits on a future before it counts as hung."""
-
-FAST = {
-    "initial_retry_delay": 0.01,
-    "retry_jitter": 0.0,
-    "batch_timeout": 0.05,
-}
-"""Settings every test client starts from: quick backoff, short batch wait."""
 
 RESET_TIMEOUT = 0.3
 """The breaker's reset_timeout in these tests: the longest real wait of the suite."""
@@ -49,23 +40,12 @@ RESET_TIMEOUT = 0.3
 # ----------------------------------------------------------------- helpers
 
 
-def make_client(sim: Simulator, key: str = KEY, **settings: Any) -> openai_api:
-    """A client pointed at ``sim`` (close it: ``with make_client(...) as c``)."""
-    metadata = {"openai_api_key": key, "openai_api_base": sim.base_url, **FAST}
-    metadata.update(settings)
-    return openai_api({}, metadata)
-
-
-def messages(text: str) -> list:
-    return [{"role": "user", "content": text}]
+make_client = ClientFactory(openai_api, "openai_api_base", "openai_api_key", FAST, key=KEY).on
+"""``make_client(sim, key=KEY, **settings)``: a client pointed at ``sim`` (close it: ``with make_client(...) as c``)."""
 
 
 def chat_data(text: str, model: str = CHAT_MODEL, **extra: Any) -> dict:
     return {"model": model, "messages": messages(text), **extra}
-
-
-def reply_text(response: dict) -> str:
-    return response["choices"][0]["message"]["content"]
 
 
 def chat_once(client: openai_api, text: str = "x") -> dict:
@@ -75,14 +55,6 @@ def chat_once(client: openai_api, text: str = "x") -> dict:
 def wait_real(seconds: float) -> None:
     """Let a real interval pass (a breaker's reset_timeout); never used to wait for an event."""
     threading.Event().wait(seconds)
-
-
-def joined_deltas(chunks: list) -> str:
-    return "".join(
-        choice.get("delta", {}).get("content") or ""
-        for chunk in chunks
-        for choice in chunk.get("choices", [])
-    )
 
 
 @contextlib.contextmanager
@@ -284,44 +256,6 @@ def test_per_request_api_key_overrides_the_clients(simulator):
         )
         future.result(timeout=WAIT)
     assert simulator.counters()["by_key"] == {key_fingerprint("sk-per-request"): 1}
-
-
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """Records each request as sent and answers a fixed chat completion."""
-
-    seen: list = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append((self.command, self.path, dict(self.headers), body))
-        payload = json.dumps({"object": "list", "data": [],
-                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def recorder() -> Iterator[tuple[str, list]]:
-    """A plain HTTP server on loopback that records what it receives."""
-    handler = type("Recorder", (_Recorder,), {"seen": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_request_as_sent_method_path_headers_and_json_body(recorder):

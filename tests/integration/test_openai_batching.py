@@ -6,8 +6,6 @@ and that every caller got its own vectors.
 from __future__ import annotations
 
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import pytest
@@ -15,22 +13,8 @@ import pytest
 from ipfs_accelerate_py.resilience.errors import InvalidRequestError, MalformedResponseError
 from ipfs_accelerate_py.simulator import embedding_for, key_fingerprint
 
-from .test_openai_api import EMBED_MODEL, WAIT, make_client
-
-WINDOW = 0.3
-"""batch_timeout for tests that need every caller in the same window."""
-
-
-def together(n: int, call: Callable[[int], Any]) -> list:
-    """Run ``call(i)`` for i in range(n) from n threads released at once; results in order."""
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> Any:
-        barrier.wait(WAIT)
-        return call(i)
-
-    with ThreadPoolExecutor(n) as pool:
-        return [f.result(WAIT) for f in [pool.submit(run, i) for i in range(n)]]
+from ..helpers import WAIT, WINDOW, together
+from .test_openai_api import EMBED_MODEL, make_client
 
 
 def embed(client, text: Any, **params: Any) -> dict:

@@ -15,16 +15,8 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
 )
 
-from .test_openai_api import (
-    REPLY_PREFIX,
-    RESET_TIMEOUT,
-    WAIT,
-    chat_data,
-    chat_once,
-    make_client,
-    reply_text,
-    wait_real,
-)
+from ..helpers import REPLY_PREFIX, WAIT, reply_text
+from .test_openai_api import RESET_TIMEOUT, chat_data, chat_once, make_client, wait_real
 
 
 # ----------------------------------------------------------- circuit breaker

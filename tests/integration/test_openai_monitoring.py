@@ -15,7 +15,8 @@ from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.resilience.errors import ApiError, AuthenticationError, InvalidRequestError, ServerError
 from ipfs_accelerate_py.simulator import Simulator, estimate_tokens, key_fingerprint
 
-from .test_openai_api import CHAT_MODEL, EMBED_MODEL, make_client, messages
+from ..helpers import messages
+from .test_openai_api import CHAT_MODEL, EMBED_MODEL, make_client
 
 
 # ---------------------------------------------------------------- monitoring

@@ -16,16 +16,8 @@ from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.resilience.errors import InvalidRequestError, QueueFullError, ServerError
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from .test_openai_api import (
-    CHAT_MODEL,
-    REPLY_PREFIX,
-    WAIT,
-    chat_data,
-    held_slot,
-    make_client,
-    messages,
-    reply_text,
-)
+from ..helpers import REPLY_PREFIX, WAIT, messages, reply_text
+from .test_openai_api import CHAT_MODEL, chat_data, held_slot, make_client
 
 
 # ------------------------------------------------------------ priority queue

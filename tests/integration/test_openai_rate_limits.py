@@ -18,16 +18,8 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
 )
 
-from .test_openai_api import (
-    CHAT_MODEL,
-    REPLY_PREFIX,
-    WAIT,
-    chat_data,
-    chat_once,
-    make_client,
-    messages,
-    reply_text,
-)
+from ..helpers import REPLY_PREFIX, WAIT, messages, reply_text
+from .test_openai_api import CHAT_MODEL, chat_data, chat_once, make_client
 
 
 # ----------------------------------------------------------------- 429s

@@ -14,14 +14,8 @@ from ipfs_accelerate_py.resilience.errors import (
     RequestTimeoutError,
 )
 
-from .test_openai_api import (
-    CHAT_MODEL,
-    REPLY_PREFIX,
-    chat_once,
-    make_client,
-    messages,
-    reply_text,
-)
+from ..helpers import REPLY_PREFIX, messages, reply_text
+from .test_openai_api import CHAT_MODEL, chat_once, make_client
 
 
 # ------------------------------------------------------------- stream faults

@@ -242,20 +242,25 @@ async def _echo(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def proxied():
+async def echo_upstream():
+    """An aiohttp server echoing each request as JSON (201); its URL."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", _echo)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        async with Simulator({"upstream": upstream}) as sim:
-            async with aiohttp.ClientSession() as session:
-                yield sim, session, upstream
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def proxied(echo_upstream):
+    async with Simulator({"upstream": echo_upstream}) as sim:
+        async with aiohttp.ClientSession() as session:
+            yield sim, session, echo_upstream
 
 
 async def test_proxy_forwards_verbatim_and_counts(proxied):
@@ -328,3 +333,210 @@ async def _eventually(predicate, timeout=2.0):
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+async def test_proxy_401_is_s3s_invalid_access_key_id(proxied):
+    sim, session, upstream = proxied
+    sim.configure(valid_keys=["AKIDGOOD"])
+    async with session.get(sim.url + "/bucket/k", headers={"Authorization": SIGV4}) as response:
+        assert response.status == 401
+        assert response.headers["Content-Type"].startswith("application/xml")
+        text = await response.text()
+    assert "<Code>InvalidAccessKeyId</Code>" in text and "invalid_api_key" not in text
+    async with session.get(sim.url + "/bucket/k") as response:  # no key at all
+        assert response.status == 401 and "<Code>AccessDenied</Code>" in await response.text()
+
+
+async def test_models_listing_takes_an_x_api_key_as_well_as_a_bearer_key(simulator):
+    simulator.configure(valid_keys=["k-good"])
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for headers in ({"x-api-key": "k-good"}, {"Authorization": "Bearer k-good"},
+                        {"x-api-key": "k-bad"}, {}):
+            async with session.get(simulator.base_url + "/models", headers=headers) as response:
+                statuses.append(response.status)
+        async with session.get(simulator.base_url + "/models/gpt-4o-mini",
+                               headers={"x-api-key": "k-good"}) as response:
+            statuses.append(response.status)
+        async with session.post(simulator.base_url + "/chat/completions", json=chat,
+                                headers={"x-api-key": "k-good"}) as response:
+            statuses.append(response.status)  # chat stays Bearer-only, as OpenAI's
+    assert statuses == [200, 200, 401, 401, 200, 401]
+    assert simulator.counters()["by_key"][key_fingerprint("k-good")] == 3
+
+
+# -- request bodies: Expect: 100-continue, and bodies an early answer leaves unread --------
+
+WAIT = 5.0  # a bound on a wait that should end at once; never reached when the test passes
+TOY_BODY = b'{"prompt": "hello there"}'
+
+
+@pytest.fixture
+async def everything(echo_upstream):
+    """A simulator with every format, the toy one and an upstream (proxy mode)."""
+    async with Simulator({"upstream": echo_upstream}, extra_formats=[TOY]) as sim:
+        yield sim
+
+
+def _head(method, path, length, *, expect=False, headers=()):
+    lines = [f"{method} {path} HTTP/1.1", "Host: sim", f"Content-Length: {length}",
+             "Content-Type: application/json"]
+    if expect:
+        lines.append("Expect: 100-continue")
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _read_answer(reader):
+    """One final response off a raw connection: (status, lower-cased headers, body)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")[:-2]
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", 0))),
+                                  WAIT)
+    return int(status_line.split()[1]), headers, body
+
+
+async def _closed(reader):
+    """True when the server closes the connection without sending anything more."""
+    return await asyncio.wait_for(reader.read(), WAIT) == b""
+
+
+async def _late_body_is_never_a_request(reader, writer, method, path, body):
+    """Send the held-back body late, then another request: the server must discard the body
+    and close (``Connection: close``), never parse it nor answer the next request."""
+    writer.write(body + _head(method, path, len(body)) + body)
+    return await _closed(reader)
+
+
+BODY_ROUTES = [  # path, body, what a 2xx answer holds
+    ("/toy/generate", TOY_BODY, b'"text":"hello there"'),
+    ("/v1/chat/completions",
+     b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
+     b'"chat.completion"'),
+    ("/bucket/some-key", b"raw object bytes \x00\x01", b'"body": "raw object bytes'),
+]
+
+
+@pytest.mark.parametrize("path, body, answer", BODY_ROUTES, ids=["toy", "openai", "proxy"])
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(everything, path, body,
+                                                                        answer):
+    sim = everything
+    reader, writer = await asyncio.open_connection(sim.host, sim.port)
+    try:
+        for _ in range(2):  # the same keep-alive connection, twice
+            writer.write(_head("PUT" if path.startswith("/bucket") else "POST", path, len(body),
+                               expect=True))
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any body byte was sent
+            writer.write(body)
+            status, headers, got = await _read_answer(reader)
+            assert status in (200, 201) and answer in got
+    finally:
+        writer.close()
+    assert sim.counters()["requests_total"] == 2
+
+
+EARLY_ANSWERS = {  # how the simulator answers before reading a body -> the status it sends
+    "outage": ({"outage": True}, None, {"/toy/generate": 529}),
+    "unknown key": ({"valid_keys": ["k-good"]}, None, {}),
+    "scripted status": ({}, [{"status": 503}], {}),
+    "scripted body": ({}, [{"status": 503, "body": "<Error/>"}], {}),
+}
+EARLY_STATUS = {"outage": 503, "unknown key": 401, "scripted status": 503, "scripted body": 503}
+
+
+def _early(sim, case):
+    fields, script, statuses = EARLY_ANSWERS[case]
+    if fields:
+        sim.configure(fields)
+    if script:
+        sim.script(script)
+    return statuses
+
+
+@pytest.mark.parametrize("case", list(EARLY_ANSWERS))
+@pytest.mark.parametrize("path, body, answer", BODY_ROUTES, ids=["toy", "openai", "proxy"])
+async def test_an_early_answer_to_a_client_holding_its_body_back_closes_the_connection(
+        everything, case, path, body, answer):
+    sim = everything
+    statuses = _early(sim, case)
+    reader, writer = await asyncio.open_connection(sim.host, sim.port)
+    try:
+        writer.write(_head("POST", path, len(body), expect=True))
+        status, headers, _ = await _read_answer(reader)  # a final status, no 100 Continue
+        assert status == statuses.get(path, EARLY_STATUS[case])
+        assert headers.get("connection", "").lower() == "close"
+        assert await _late_body_is_never_a_request(reader, writer, "POST", path, body)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("case", list(EARLY_ANSWERS))
+@pytest.mark.parametrize("path, body, answer", BODY_ROUTES, ids=["toy", "openai", "proxy"])
+async def test_an_early_answer_discards_a_small_body_sent_with_the_request(everything, case, path,
+                                                                          body, answer):
+    sim = everything
+    statuses = _early(sim, case)
+    reader, writer = await asyncio.open_connection(sim.host, sim.port)
+    try:
+        writer.write(_head("POST", path, len(body)) + body)
+        status, headers, _ = await _read_answer(reader)
+        assert status == statuses.get(path, EARLY_STATUS[case])
+        assert headers.get("connection", "").lower() != "close"
+        sim.reset()  # back to normal: the next request on this connection must be served
+        writer.write(_head("POST", path, len(body)) + body)
+        status, _, got = await _read_answer(reader)
+        assert status in (200, 201) and answer in got
+    finally:
+        writer.close()
+    assert sim.counters()["by_status"] in ({"200": 1}, {"201": 1})  # no 400 from body bytes
+
+
+async def test_an_early_answer_closes_the_connection_when_the_body_is_too_big_to_discard(
+        everything):
+    sim = everything
+    sim.configure(outage=True)
+    reader, writer = await asyncio.open_connection(sim.host, sim.port)
+    try:
+        writer.write(_head("PUT", "/bucket/big", 64 << 20) + b"x" * 65536)
+        status, headers, body = await _read_answer(reader)
+        assert status == 503 and b"<Code>SlowDown</Code>" in body
+        assert headers.get("connection", "").lower() == "close"
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("method, path, status", [("PUT", "/toy/models", 405),
+                                                  ("POST", "/nowhere/at/all", 404)])
+async def test_refusals_before_any_route_reads_a_body_close_on_expect(everything, method, path,
+                                                                       status):
+    sim = everything
+    sim.configure(upstream=None)
+    reader, writer = await asyncio.open_connection(sim.host, sim.port)
+    try:
+        writer.write(_head(method, path, len(TOY_BODY), expect=True))
+        answer, headers, _ = await _read_answer(reader)
+        assert answer == status and headers.get("connection", "").lower() == "close"
+        assert await _late_body_is_never_a_request(reader, writer, method, path, TOY_BODY)
+    finally:
+        writer.close()
+
+
+async def test_admin_posts_answer_expect_100_continue(everything):
+    sim = everything
+    body = b'{"latency": 0}'
+    reader, writer = await asyncio.open_connection(sim.host, sim.port)
+    try:
+        writer.write(_head("POST", "/_admin/config", len(body), expect=True))
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        status, _, _ = await _read_answer(reader)
+        assert status == 200
+    finally:
+        writer.close()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import itertools
 import random
 import threading
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -26,6 +24,8 @@ from ipfs_accelerate_py.resilience.breaker import (
 )
 from ipfs_accelerate_py.resilience.clock import FakeClock
 from ipfs_accelerate_py.resilience.errors import SettingError
+
+from ..helpers import absolute_imports
 
 LEGAL_EDGES = {
     (STATE_CLOSED, STATE_OPEN),
@@ -627,13 +627,7 @@ def test_valid_edge_values_accepted():
 
 
 def test_module_is_sans_io():
-    tree = ast.parse(Path(breaker_module.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module.split(".")[0])
+    imported = absolute_imports(breaker_module)
     assert not imported & {"time", "asyncio", "socket", "aiohttp", "httpx"}
 
 

@@ -30,7 +30,8 @@ from ipfs_accelerate_py.resilience.errors import (
     ShutdownError,
 )
 from ipfs_accelerate_py.transport.base import HttpResponse
-from ipfs_accelerate_py.transport.memory import MemoryTransport
+
+from ..helpers import QUICK_RETRIES, ClientFactory, scripted
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -48,11 +49,13 @@ def ok_body(req) -> bytes:
     ).encode()
 
 
-def make_client(handler, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"openai_api_key": SECRET, "openai_api_base": "http://test.invalid/v1", "initial_retry_delay": 0.001, "retry_jitter": 0.0}
-    meta.update(metadata)
-    return openai_api({}, meta, transport=transport), transport
+def ok(req) -> HttpResponse:
+    """A 200 answer to ``req`` (see :func:`ok_body`)."""
+    return HttpResponse(200, {}, ok_body(req))
+
+
+make_client = ClientFactory(openai_api, "openai_api_base", "openai_api_key", QUICK_RETRIES,
+                            base_url="http://test.invalid/v1", key=SECRET).in_memory
 
 
 class Gate:
@@ -78,7 +81,7 @@ class Gate:
 
 
 def test_chat_returns_the_provider_response_and_counts_it():
-    client, transport = make_client(lambda r: HttpResponse(200, {}, ok_body(r)))
+    client, transport = make_client(ok)
     with client:
         result = client.chat("gpt-4o-mini", [{"role": "user", "content": "hello"}])
         assert result["choices"][0]["message"]["content"] == "re: hello"
@@ -143,19 +146,16 @@ def test_queue_full_fails_at_once_with_a_typed_error_that_says_how_to_fix_it():
 
 
 def test_429_then_success_is_retried_and_each_attempt_reads_its_own_retry_after():
-    answers = iter(
-        [
-            HttpResponse(429, {"retry-after-ms": "30"}, b'{"error":{"message":"slow down"}}'),
-            HttpResponse(503, {"retry-after": "0.06"}, b'{"error":{"message":"busy"}}'),
-            None,
-        ]
+    script = scripted(
+        HttpResponse(429, {"retry-after-ms": "30"}, b'{"error":{"message":"slow down"}}'),
+        HttpResponse(503, {"retry-after": "0.06"}, b'{"error":{"message":"busy"}}'),
+        then=ok,
     )
     loop_time = []
 
     def handler(req):
         loop_time.append(asyncio.get_running_loop().time())
-        answer = next(answers)
-        return answer if answer is not None else HttpResponse(200, {}, ok_body(req))
+        return script(req)
 
     client, transport = make_client(handler, initial_retry_delay=5.0)
     with client:
@@ -314,7 +314,7 @@ def test_every_future_completes_exactly_once_under_stress():
 
 
 def test_embeddings_are_batched_and_each_caller_gets_its_own_vector():
-    client, transport = make_client(lambda r: HttpResponse(200, {}, ok_body(r)), max_batch_size=4, batch_timeout=5.0)
+    client, transport = make_client(ok, max_batch_size=4, batch_timeout=5.0)
     with client:
         texts = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "g", "hh"]
         futures = [client.add_to_batch("text-embedding-3-small", t) for t in texts]
@@ -328,7 +328,7 @@ def test_embeddings_are_batched_and_each_caller_gets_its_own_vector():
 
 
 def test_process_batch_sends_without_waiting_for_the_timeout():
-    client, transport = make_client(lambda r: HttpResponse(200, {}, ok_body(r)), max_batch_size=100, batch_timeout=60.0)
+    client, transport = make_client(ok, max_batch_size=100, batch_timeout=60.0)
     with client:
         futures = [client.add_to_batch("text-embedding-3-small", t) for t in ["x", "yy", "zzz"]]
         assert client._process_batch() == 1
@@ -366,7 +366,7 @@ def test_batch_count_mismatch_is_an_error_never_a_misalignment():
     ],
 )
 def test_invalid_settings_are_refused_naming_the_setting(name, value):
-    client, _ = make_client(lambda r: HttpResponse(200, {}, ok_body(r)))
+    client, _ = make_client(ok)
     with client:
         before = getattr(client, name)
         with pytest.raises(SettingError) as info:
@@ -397,7 +397,7 @@ def test_invalid_setting_in_metadata_is_refused():
     ],
 )
 def test_bad_input_gets_a_typed_error_before_anything_is_sent(call):
-    client, transport = make_client(lambda r: HttpResponse(200, {}, ok_body(r)))
+    client, transport = make_client(ok)
     with client:
         with pytest.raises(InvalidInputError):
             call(client)
@@ -406,8 +406,7 @@ def test_bad_input_gets_a_typed_error_before_anything_is_sent(call):
 
 def test_a_key_never_appears_in_logs_errors_reprs_or_reports(caplog):
     echo = json.dumps({"error": {"message": f"Incorrect API key provided: {SECRET}"}}).encode()
-    answers = iter([HttpResponse(500, {}, b"{}"), HttpResponse(401, {}, echo)])
-    client, _ = make_client(lambda r: next(answers, HttpResponse(200, {}, ok_body(r))), max_retries=2)
+    client, _ = make_client(scripted(HttpResponse(500, {}, b"{}"), HttpResponse(401, {}, echo), then=ok), max_retries=2)
     caplog.set_level(logging.DEBUG)
     with client:
         with pytest.raises(ApiError) as info:
@@ -427,7 +426,7 @@ def test_a_key_never_appears_in_logs_errors_reprs_or_reports(caplog):
 
 
 def test_sync_call_from_the_engine_loop_is_refused_not_deadlocked():
-    client, _ = make_client(lambda r: HttpResponse(200, {}, ok_body(r)))
+    client, _ = make_client(ok)
     with client:
         outcome = {}
 
@@ -442,7 +441,7 @@ def test_sync_call_from_the_engine_loop_is_refused_not_deadlocked():
 
 
 def test_future_is_awaitable_from_another_loop():
-    client, _ = make_client(lambda r: HttpResponse(200, {}, ok_body(r)))
+    client, _ = make_client(ok)
 
     async def main():
         f = client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT})
@@ -454,7 +453,7 @@ def test_future_is_awaitable_from_another_loop():
 
 
 def test_track_request_result_feeds_breaker_and_stats():
-    client, _ = make_client(lambda r: HttpResponse(200, {}, ok_body(r)), failure_threshold=2)
+    client, _ = make_client(ok, failure_threshold=2)
     with client:
         client.track_request_result(success=True)
         client.track_request_result(success=False, error_type="RateLimitError")
@@ -467,13 +466,7 @@ def test_track_request_result_feeds_breaker_and_stats():
 
 
 def test_invalid_response_body_is_a_typed_retryable_error():
-    answers = iter([HttpResponse(200, {}, b"<html>oops"), None])
-
-    def handler(req):
-        answer = next(answers)
-        return answer if answer is not None else HttpResponse(200, {}, ok_body(req))
-
-    client, transport = make_client(handler)
+    client, transport = make_client(scripted(HttpResponse(200, {}, b"<html>oops"), then=ok))
     with client:
         client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])
         assert len(transport.requests) == 2
@@ -489,7 +482,7 @@ def test_invalid_request_error_carries_provider_message():
 
 
 def test_data_that_cannot_be_json_is_refused_with_a_typed_error_and_frees_its_slot():
-    client, transport = make_client(lambda r: HttpResponse(200, {}, ok_body(r)), max_concurrent_requests=1)
+    client, transport = make_client(ok, max_concurrent_requests=1)
     with client:
         with pytest.raises(InvalidInputError, match="JSON"):
             client.make_request("chat/completions", {"model": "m", "messages": [], "bad": object()})
@@ -498,7 +491,7 @@ def test_data_that_cannot_be_json_is_refused_with_a_typed_error_and_frees_its_sl
 
 
 def test_slow_call_settings_can_be_set_one_at_a_time():
-    client, _ = make_client(lambda r: HttpResponse(200, {}, ok_body(r)))
+    client, _ = make_client(ok)
     with client:
         client.slow_call_duration = 5  # alone: the slow-call rule stays off, no error
         assert client.slow_call_duration == 5.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 import threading
 
 import pytest
@@ -441,15 +440,6 @@ TestQueueMachine.settings = settings(
 
 
 # ---------------------------------------------------------------- threads
-
-
-@pytest.fixture
-def frequent_thread_switches():
-    """Make the interpreter switch threads often, so unguarded updates would race."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
 
 
 def test_eight_pushers_one_popper_every_item_exactly_once(frequent_thread_switches):

@@ -34,9 +34,11 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
+from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent, iter_sse
+
+from ..helpers import QUICK_RETRIES, ClientFactory, scripted, stream_answer
 
 KEY = "sk-ant-test-SECRET-0123456789"
 BASE = "http://anthropic.test"
@@ -471,11 +473,7 @@ def test_join_system_keeps_blocks():
 # ------------------------------------------------ the backend, in memory
 
 
-def make_client(handler, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"claude_api_key": KEY, "anthropic_api_base": BASE, "initial_retry_delay": 0.001, "retry_jitter": 0.0}
-    meta.update(metadata)
-    return claude({}, meta, transport=transport), transport
+make_client = ClientFactory(claude, "anthropic_api_base", "claude_api_key", QUICK_RETRIES, base_url=BASE, key=KEY).in_memory
 
 
 def answer_message(request):
@@ -502,12 +500,8 @@ def test_backend_chat_sends_anthropic_request_and_counts_tokens():
 
 
 def test_backend_529_is_retried_and_counts_against_the_breaker():
-    answers = [HttpResponse(529, {}, error_body("overloaded_error", "Overloaded"))] * 2
-
-    def handler(request):
-        return answers.pop(0) if answers else answer_message(request)
-
-    client, transport = make_client(handler, failure_threshold=5)
+    overloaded = HttpResponse(529, {}, error_body("overloaded_error", "Overloaded"))
+    client, transport = make_client(scripted(overloaded, overloaded, then=answer_message), failure_threshold=5)
     with client:
         result = client.chat(MODEL, [{"role": "user", "content": "x"}])
         breaker = client.generate_report()["circuit_breaker"]
@@ -529,12 +523,8 @@ def test_backend_529s_open_the_circuit():
 
 
 def test_backend_429_waits_retry_after_and_does_not_open_the_circuit():
-    answers = [HttpResponse(429, {"retry-after": "0.01"}, error_body("rate_limit_error", "slow down"))]
-
-    def handler(request):
-        return answers.pop(0) if answers else answer_message(request)
-
-    client, transport = make_client(handler, failure_threshold=1)
+    limited = HttpResponse(429, {"retry-after": "0.01"}, error_body("rate_limit_error", "slow down"))
+    client, transport = make_client(scripted(limited, then=answer_message), failure_threshold=1)
     with client:
         client.chat(MODEL, [{"role": "user", "content": "x"}])
         assert client.circuit_state == "CLOSED"
@@ -560,15 +550,7 @@ def test_backend_does_not_retry_what_waiting_cannot_fix(status, body, cls):
 def stream_handler(transcript: bytes):
     def handler(request):
         assert request.stream
-
-        async def lines():
-            for line in transcript.split(b"\n"):
-                yield line
-
-        async def close():
-            return None
-
-        return StreamResponse(200, {"content-type": "text/event-stream"}, lines(), close)
+        return stream_answer(transcript.split(b"\n"))
 
     return handler
 

@@ -31,9 +31,10 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
-from ipfs_accelerate_py.transport.memory import MemoryTransport
+from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.sse import SseEvent
+
+from ..helpers import QUICK_RETRIES, ClientFactory, answer, scripted, stream_answer
 
 KEY = "AIzaSy-test-SECRET-0123456789"
 BASE = "http://gemini.invalid/v1beta"
@@ -61,37 +62,21 @@ def user(text):
     return [{"role": "user", "content": text}]
 
 
-def json_response(body, status=200, headers=None):
-    return HttpResponse(status, headers or {"content-type": "application/json"}, json.dumps(body).encode())
-
-
 def sse_stream(chunks, close_log=None):
-    """A StreamResponse whose body is ``data: <json>`` events."""
-
-    async def lines():
-        for chunk in chunks:
-            yield b"data: " + (chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode())
-            yield b""
-
-    async def close():
-        if close_log is not None:
-            close_log.append(True)
-
-    return StreamResponse(200, {"content-type": "text/event-stream"}, lines(), close)
+    """A StreamResponse whose body is ``data: <json>`` events; each close is logged in ``close_log``."""
+    lines = [line for chunk in chunks
+             for line in (b"data: " + (chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()), b"")]
+    return stream_answer(lines, on_close=None if close_log is None else lambda: close_log.append(True))
 
 
 def fake_embeddings(req):
     """Answer batchEmbedContents with one vector per request: [len(text), position]."""
     body = req.json()
     texts = [r["content"]["parts"][0]["text"] for r in body["requests"]]
-    return json_response({"embeddings": [{"values": [float(len(t)), float(i)]} for i, t in enumerate(texts)]})
+    return answer(200, {"embeddings": [{"values": [float(len(t)), float(i)]} for i, t in enumerate(texts)]})
 
 
-def make_client(handler, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"gemini_api_key": KEY, "gemini_api_base": BASE, "initial_retry_delay": 0.001, "retry_jitter": 0.0}
-    meta.update(metadata)
-    return gemini({}, meta, transport=transport), transport
+make_client = ClientFactory(gemini, "gemini_api_base", "gemini_api_key", QUICK_RETRIES, base_url=BASE, key=KEY).in_memory
 
 
 def sent(transport, n=0):
@@ -126,7 +111,7 @@ CHAT_MESSAGES = [
 
 
 def test_chat_request_as_sent_method_url_headers_and_body():
-    client, transport = make_client(lambda r: json_response(REPLY))
+    client, transport = make_client(lambda r: answer(200, REPLY))
     with client:
         result = client.chat(MODEL, CHAT_MESSAGES, temperature=0.2, max_tokens=64, top_p=0.9, stop="END")
     method, url, headers, body = sent(transport)
@@ -189,12 +174,12 @@ def test_stream_request_goes_to_stream_generate_content_with_alt_sse():
          "completions", "path-endpoint", "method-endpoint", "tuned-model", "generate-content"],
 )
 def test_each_operation_builds_exactly_this_request(call, method, path, body):
-    def answer(req):
+    def handler(req):
         if "batchEmbedContents" in req.url:
             return fake_embeddings(req)
-        return json_response({"models": [], "embedding": {"values": [1.0]}, "totalTokens": 3, **REPLY})
+        return answer(200, {"models": [], "embedding": {"values": [1.0]}, "totalTokens": 3, **REPLY})
 
-    client, transport = make_client(answer, batch_timeout=0.0)
+    client, transport = make_client(handler, batch_timeout=0.0)
     with client:
         call(client)
     got_method, url, headers, got_body = sent(transport)
@@ -253,7 +238,7 @@ def test_native_gemini_parts_pass_through():
     ],
 )
 def test_what_gemini_cannot_take_is_refused_before_sending(messages, params, match):
-    client, transport = make_client(lambda r: json_response(REPLY))
+    client, transport = make_client(lambda r: answer(200, REPLY))
     with client, pytest.raises(InvalidInputError, match=match):
         client.chat(MODEL, messages, **params)
     assert transport.requests == []
@@ -288,7 +273,7 @@ def test_usage_reads_usage_metadata_thinking_counted_as_output():
     assert WIRE.usage(REPLY) == (4, 7)
     assert WIRE.usage({"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 10}}) == (3, 12)
     assert WIRE.usage({"embeddings": []}) == (0, 0)
-    client, _ = make_client(lambda r: json_response(REPLY))
+    client, _ = make_client(lambda r: answer(200, REPLY))
     with client:
         client.chat(MODEL, user("x"))
         assert client.get_stats()["tokens"]["input"] == 4
@@ -306,11 +291,11 @@ def test_vectors_and_models_are_read_from_either_shape():
 def test_list_models_follows_next_page_token():
     pages = {None: {"models": [{"name": "models/a"}], "nextPageToken": "p2"}, "p2": {"models": [{"name": "models/b"}]}}
 
-    def answer(req):
+    def handler(req):
         token = req.url.partition("pageToken=")[2] or None
-        return json_response(pages[token])
+        return answer(200, pages[token])
 
-    client, transport = make_client(answer)
+    client, transport = make_client(handler)
     with client:
         assert [m["name"] for m in client.list_models()] == ["models/a", "models/b"]
     assert transport.requests[1].url == f"{BASE}/models?pageSize=1000&pageToken=p2"
@@ -443,8 +428,8 @@ def test_an_error_body_in_a_list_and_a_text_body_are_read():
 
 
 def test_429_is_retried_after_retry_info_delay_then_succeeds():
-    answers = iter([json_response(google_error(429, "RESOURCE_EXHAUSTED", "q", {**RETRY_INFO, "retryDelay": "0.02s"}), 429)])
-    client, transport = make_client(lambda r: next(answers, json_response(REPLY)), initial_retry_delay=5.0, max_retries=2)
+    limited = answer(429, google_error(429, "RESOURCE_EXHAUSTED", "q", {**RETRY_INFO, "retryDelay": "0.02s"}))
+    client, transport = make_client(scripted(limited, then=answer(200, REPLY)), initial_retry_delay=5.0, max_retries=2)
     with client:
         assert client.chat(MODEL, user("x")) == REPLY
         assert len(transport.requests) == 2
@@ -453,7 +438,7 @@ def test_429_is_retried_after_retry_info_delay_then_succeeds():
 
 def test_a_bad_key_is_not_retried_and_does_not_open_the_breaker():
     body = google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", KEY_INVALID)
-    client, transport = make_client(lambda r: json_response(body, 400), failure_threshold=1)
+    client, transport = make_client(lambda r: answer(400, body), failure_threshold=1)
     with client:
         with pytest.raises(AuthenticationError) as info:
             client.chat(MODEL, user("x"))
@@ -465,7 +450,7 @@ def test_a_bad_key_is_not_retried_and_does_not_open_the_breaker():
 def test_a_method_endpoint_without_a_model_is_refused():
     with pytest.raises(InvalidInputError, match="data\\['model'\\]"):
         WIRE.build_request("generateContent", {"contents": []}, api_key=KEY, base_url=BASE, timeout=1.0)
-    client, transport = make_client(lambda r: json_response(REPLY))
+    client, transport = make_client(lambda r: answer(200, REPLY))
     with client, pytest.raises(InvalidInputError, match="models/\\{model\\}:generateContent"):
         client.make_request("generateContent", {"contents": []})
     assert transport.requests == []
@@ -552,7 +537,7 @@ def test_concurrent_embeddings_callers_are_coalesced():
 
 
 def test_a_short_batch_answer_is_an_error_for_every_member_never_a_misalignment():
-    client, _ = make_client(lambda r: json_response({"embeddings": [{"values": [1.0]}]}), batch_timeout=60.0, max_retries=0)
+    client, _ = make_client(lambda r: answer(200, {"embeddings": [{"values": [1.0]}]}), batch_timeout=60.0, max_retries=0)
     with client:
         futures = [client.add_to_batch(EMBED, t) for t in ("a", "b")]
         client._process_batch()

@@ -2,9 +2,6 @@
 transport: exactly these requests are built, exactly these recorded answers
 and stream transcripts (shaped as console.groq.com documents them) are read,
 and Groq's errors and rate-limit headers become these typed values.
-
-``answer``, ``sse`` and ``SseEvent`` helpers are shared with the vLLM and
-OPEA adapter tests.
 """
 
 from __future__ import annotations
@@ -25,15 +22,12 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
-from ipfs_accelerate_py.transport.memory import MemoryTransport
-from ipfs_accelerate_py.transport.sse import SseEvent
+
+from ..helpers import QUICK_RETRIES, WALL, ClientFactory, answer, env_cleared, scripted, sse_event, stream_answer
 
 KEY = "gsk_test_SECRET_0123456789abcdef"
 BASE = "https://api.groq.com/openai/v1"
 MODEL = "llama-3.3-70b-versatile"
-FAST = {"initial_retry_delay": 0.001, "retry_jitter": 0.0}
-WALL = 1_700_000_000.0
 
 CHAT_ANSWER = {
     "id": "chatcmpl-f51b2cd2-bef7-417e-964e-a08f0b513c22",
@@ -86,36 +80,8 @@ LIMIT_MESSAGE = ("Rate limit reached for model `llama-3.3-70b-versatile` in orga
 LIMIT_BODY = {"error": {"message": LIMIT_MESSAGE, "type": "tokens", "code": "rate_limit_exceeded"}}
 
 
-@pytest.fixture(autouse=True)
-def no_groq_env(monkeypatch):
-    for name in ("GROQ_API_KEY", "GROQ_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def answer(status, body, headers=None):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return HttpResponse(status, {"content-type": "application/json", **(headers or {})}, raw)
-
-
-def sse(lines):
-    async def each():
-        for line in lines:
-            yield line
-
-    async def close():
-        return None
-
-    return StreamResponse(200, {"content-type": "text/event-stream"}, each(), close)
-
-
-def client_with(handler, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"groq_api_key": KEY, **FAST, **metadata}
-    return groq({}, meta, transport=transport), transport
-
-
-def event(obj):
-    return SseEvent(None, obj if isinstance(obj, str) else json.dumps(obj))
+no_groq_env = env_cleared("GROQ_API_KEY", "GROQ_BASE_URL")
+client_with = ClientFactory(groq, key_setting="groq_api_key", key=KEY, defaults=QUICK_RETRIES).in_memory
 
 
 # ---------------------------------------------------------------- requests
@@ -205,9 +171,9 @@ def test_model_table_has_groqs_production_models():
 
 
 def test_stream_transcript_parses_to_chunks_and_done():
-    parsed = [GROQ_WIRE.parse_stream_event(event(c)) for c in STREAM_CHUNKS]
+    parsed = [GROQ_WIRE.parse_stream_event(sse_event(c)) for c in STREAM_CHUNKS]
     assert parsed == [(c, False) for c in STREAM_CHUNKS]
-    assert GROQ_WIRE.parse_stream_event(event("[DONE]")) == (None, True)
+    assert GROQ_WIRE.parse_stream_event(sse_event("[DONE]")) == (None, True)
 
 
 def test_usage_is_read_from_x_groq_in_the_last_chunk():
@@ -218,11 +184,11 @@ def test_usage_is_read_from_x_groq_in_the_last_chunk():
 def test_a_chunk_with_x_groq_error_stops_the_stream_with_a_server_error():
     chunk = _chunk({}, x_groq={"id": "req_1", "error": "upstream model crashed"})
     with pytest.raises(ServerError, match="stopped early: upstream model crashed"):
-        GROQ_WIRE.parse_stream_event(event(chunk))
+        GROQ_WIRE.parse_stream_event(sse_event(chunk))
 
 
 def test_stream_through_the_backend_counts_tokens_from_x_groq():
-    client, transport = client_with(lambda r: sse(STREAM_TRANSCRIPT))
+    client, transport = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT))
     with client:
         with client.chat(MODEL, [{"role": "user", "content": "hi"}], stream=True) as stream:
             chunks = list(stream)
@@ -295,8 +261,8 @@ def test_rate_limit_hints_from_groqs_headers():
 
 
 def test_498_then_success_is_retried_by_the_core():
-    answers = iter([answer(498, {"error": {"message": "Flex tier capacity exceeded"}}), answer(200, CHAT_ANSWER)])
-    client, transport = client_with(lambda r: next(answers), max_retries=2)
+    handler = scripted(answer(498, {"error": {"message": "Flex tier capacity exceeded"}}), answer(200, CHAT_ANSWER))
+    client, transport = client_with(handler, max_retries=2)
     with client:
         reply = client.chat(MODEL, [{"role": "user", "content": "x"}])
         stats = client.get_stats()

@@ -6,7 +6,6 @@ vectors, and TEI's error bodies become these typed errors."""
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
@@ -24,14 +23,13 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
     SettingError,
 )
-from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
+
+from ..helpers import QUICK_RETRIES, WAIT, ClientFactory, answer, env_cleared
 
 BASE = "http://tei.test"
 TOKEN = "hf_test_SECRET_0123456789"
 MODEL = "BAAI/bge-small-en-v1.5"
-FAST = {"initial_retry_delay": 0.001, "retry_jitter": 0.0, "batch_timeout": 0.01}
-WAIT = 10.0
 
 RERANK_ANSWER = [{"index": 1, "score": 0.9988}, {"index": 0, "score": 0.0213}]
 INFO = {
@@ -49,14 +47,7 @@ INFO = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_hf_env(monkeypatch):
-    for name in ("HF_API_TOKEN", "HF_TOKEN", "HF_TEI_BASE_URL", "TEI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def answer(status, body, headers=None):
-    return HttpResponse(status, headers or {"content-type": "application/json"}, json.dumps(body).encode())
+no_hf_env = env_cleared("HF_API_TOKEN", "HF_TOKEN", "HF_TEI_BASE_URL", "TEI_BASE_URL")
 
 
 def vector_of(text: str) -> list:
@@ -72,10 +63,7 @@ def embed_server(request):
     return answer(200, [vector_of(t) for t in inputs])
 
 
-def client_with(handler, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"hf_tei_api_base": BASE, **FAST, **metadata}
-    return hf_tei({}, meta, transport=transport), transport
+client_with = ClientFactory(hf_tei, "hf_tei_api_base", base_url=BASE, defaults={**QUICK_RETRIES, "batch_timeout": 0.01}).in_memory
 
 
 # ---------------------------------------------------------------- requests

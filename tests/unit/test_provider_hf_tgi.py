@@ -22,13 +22,14 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
+from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent
 
+from ..helpers import QUICK_RETRIES, ClientFactory, answer, env_cleared, stream_answer
+
 BASE = "http://tgi.test"
 TOKEN = "hf_test_SECRET_0123456789"
-FAST = {"initial_retry_delay": 0.001, "retry_jitter": 0.0}
 
 GENERATE_ANSWER = {
     "generated_text": " Deep learning is a subset of machine learning",
@@ -63,31 +64,8 @@ CHAT_TRANSCRIPT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_hf_env(monkeypatch):
-    for name in ("HF_API_TOKEN", "HF_TOKEN", "HF_TGI_BASE_URL", "TGI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def answer(status, body, headers=None):
-    return HttpResponse(status, headers or {"content-type": "application/json"}, json.dumps(body).encode())
-
-
-def sse(lines):
-    async def each():
-        for line in lines:
-            yield line
-
-    async def close():
-        return None
-
-    return StreamResponse(200, {"content-type": "text/event-stream"}, each(), close)
-
-
-def client_with(handler, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"hf_tgi_api_base": BASE, **FAST, **metadata}
-    return hf_tgi({}, meta, transport=transport), transport
+no_hf_env = env_cleared("HF_API_TOKEN", "HF_TOKEN", "HF_TGI_BASE_URL", "TGI_BASE_URL")
+client_with = ClientFactory(hf_tgi, "hf_tgi_api_base", base_url=BASE, defaults=QUICK_RETRIES).in_memory
 
 
 def build(endpoint, data, key=None, stream=False):
@@ -216,7 +194,7 @@ def test_usage_reads_details_or_openai_usage(result, expected):
 
 
 def test_native_stream_transcript_ends_with_the_event_carrying_generated_text():
-    client, _ = client_with(lambda r: sse(STREAM_TRANSCRIPT))
+    client, _ = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT))
     with client:
         events = list(client.generate_stream("What is", max_new_tokens=3))
         tokens = client.get_stats()["tokens"]
@@ -226,7 +204,7 @@ def test_native_stream_transcript_ends_with_the_event_carrying_generated_text():
 
 
 def test_native_stream_cut_before_its_final_event_is_an_error():
-    client, _ = client_with(lambda r: sse(STREAM_TRANSCRIPT[:4]))
+    client, _ = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT[:4]))
     with client:
         stream = client.generate("What is", stream=True)
         assert next(stream)["token"]["text"] == " Deep"
@@ -236,7 +214,7 @@ def test_native_stream_cut_before_its_final_event_is_an_error():
 
 
 def test_chat_stream_transcript_is_read_by_the_openai_mapping_and_ends_at_done():
-    client, _ = client_with(lambda r: sse(CHAT_TRANSCRIPT))
+    client, _ = client_with(lambda r: stream_answer(CHAT_TRANSCRIPT))
     with client:
         chunks = list(client.chat("tgi", [{"role": "user", "content": "Hi"}], stream=True))
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "Hello!"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -25,13 +24,12 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
+
+from ..helpers import QUICK_RETRIES, ClientFactory, answer, together
 
 BASE = "http://llvm.test:8090"
 KEY = "llvm-test-SECRET-0123456789"
-FAST = {"initial_retry_delay": 0.001, "retry_jitter": 0.0}
-WAIT = 5.0
 
 INFER_ANSWER = {
     "model_id": "resnet50",
@@ -43,17 +41,7 @@ MODELS_ANSWER = {"models": [{"model_id": "resnet50", "status": "loaded"}, {"mode
 STATS_ANSWER = {"model_id": "resnet50", "requests": 12, "average_latency_ms": 3.5}
 
 
-def answer(status, body, headers=None):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return HttpResponse(status, {"content-type": "application/json", **(headers or {})}, raw)
-
-
-def client_with(handler, key=KEY, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"llvm_api_base": BASE, **FAST, **metadata}
-    if key:
-        meta["llvm_api_key"] = key
-    return llvm({}, meta, transport=transport), transport
+client_with = ClientFactory(llvm, "llvm_api_base", "llvm_api_key", QUICK_RETRIES, base_url=BASE, key=KEY).in_memory
 
 
 def echo_server(request):
@@ -224,9 +212,7 @@ def test_a_404_is_not_retried_and_a_503_is():
 
 
 def run_together(client, calls):
-    with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(fn) for fn in calls]
-        return [f.result(WAIT) for f in futures]
+    return together(len(calls), lambda i: calls[i]())
 
 
 def test_infer_calls_are_batched_into_batch_infer_and_split_back():

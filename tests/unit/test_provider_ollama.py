@@ -33,10 +33,10 @@ from ipfs_accelerate_py.resilience.errors import (
 from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 
+from ..helpers import QUICK_RETRIES, WAIT, WALL, ClientFactory, answer, scripted, stream_answer
+
 BASE = "http://ollama.test:11434"
 WIRE = OllamaWire(OLLAMA)
-WALL = 1_700_000_000.0
-WAIT = 5.0
 HELLO = [{"role": "user", "content": "why is the sky blue?"}]
 
 CHAT_REPLY = {
@@ -82,22 +82,10 @@ CHAT_STREAM = [
 # ----------------------------------------------------------------- helpers
 
 
-def reply(body: Any, status: int = 200, headers: Any = None) -> HttpResponse:
-    return HttpResponse(status, headers or {"Content-Type": "application/json"}, json.dumps(body).encode())
-
-
 def ndjson(lines: list) -> StreamResponse:
     """A 200 NDJSON stream of ``lines`` (dicts are written as JSON, bytes as they are)."""
     raw = [line if isinstance(line, bytes) else json.dumps(line).encode() for line in lines]
-
-    async def produce():
-        for line in raw:
-            yield line
-
-    async def close() -> None:
-        return None
-
-    return StreamResponse(200, {"Content-Type": "application/x-ndjson"}, produce(), close)
+    return stream_answer(raw, {"Content-Type": "application/x-ndjson"})
 
 
 def embed_reply(req, dims: int = 2) -> HttpResponse:
@@ -105,15 +93,11 @@ def embed_reply(req, dims: int = 2) -> HttpResponse:
     texts = req.json()["input"]
     texts = [texts] if isinstance(texts, str) else texts
     vectors = [[float(len(t)), float(i)][:dims] for i, t in enumerate(texts)]
-    return reply({"model": req.json()["model"], "embeddings": vectors, "total_duration": 1000,
+    return answer(200, {"model": req.json()["model"], "embeddings": vectors, "total_duration": 1000,
                   "load_duration": 10, "prompt_eval_count": sum(len(t) for t in texts)})
 
 
-def make_client(handler, **metadata) -> tuple[ollama, MemoryTransport]:
-    transport = MemoryTransport(handler)
-    meta = {"ollama_host": BASE, "initial_retry_delay": 0.001, "retry_jitter": 0.0, "batch_timeout": 0.005}
-    meta.update(metadata)
-    return ollama({}, meta, transport=transport), transport
+make_client = ClientFactory(ollama, "ollama_host", base_url=BASE, defaults={**QUICK_RETRIES, "batch_timeout": 0.005}).in_memory
 
 
 def sent(transport: MemoryTransport, n: int = 0) -> tuple[str, str, dict, Any]:
@@ -165,12 +149,12 @@ def sent(transport: MemoryTransport, n: int = 0) -> tuple[str, str, dict, Any]:
          "make-request-chat", "make-request-generate-forced", "make-request-short-name", "show", "ps"],
 )
 def test_we_build_exactly_this_request(call, method, path, body):
-    def answer(req):
+    def handler(req):
         if req.url.endswith("/api/embed"):
             return embed_reply(req)
-        return reply(TAGS_REPLY if req.method == "GET" else CHAT_REPLY)
+        return answer(200, TAGS_REPLY if req.method == "GET" else CHAT_REPLY)
 
-    client, transport = make_client(answer)
+    client, transport = make_client(handler)
     with client:
         call(client)
     got_method, url, headers, got_body = sent(transport)
@@ -185,7 +169,7 @@ def test_we_build_exactly_this_request(call, method, path, body):
 
 
 def test_a_key_when_given_is_sent_as_a_bearer_token():
-    client, transport = make_client(lambda r: reply(CHAT_REPLY), ollama_api_key="olk-secret-123")
+    client, transport = make_client(lambda r: answer(200, CHAT_REPLY), ollama_api_key="olk-secret-123")
     with client:
         client.chat("llama3.2", HELLO, request_id="req-9")
     _, _, headers, _ = sent(transport)
@@ -208,7 +192,7 @@ def test_a_stream_asks_for_ndjson_and_says_stream_true():
 
 
 def test_chat_response_is_returned_as_sent_and_its_counts_are_the_usage():
-    client, _ = make_client(lambda r: reply(CHAT_REPLY))
+    client, _ = make_client(lambda r: answer(200, CHAT_REPLY))
     with client:
         assert client.chat("llama3.2", HELLO) == CHAT_REPLY
         stats = client.get_stats()
@@ -217,7 +201,7 @@ def test_chat_response_is_returned_as_sent_and_its_counts_are_the_usage():
 
 
 def test_generate_response_and_usage():
-    client, _ = make_client(lambda r: reply(GENERATE_REPLY))
+    client, _ = make_client(lambda r: answer(200, GENERATE_REPLY))
     with client:
         result = client.generate("llama3.2", "Why is the sky blue?")
         tokens = client.get_stats()["tokens"]
@@ -226,7 +210,7 @@ def test_generate_response_and_usage():
 
 
 def test_list_models_reads_the_models_of_api_tags():
-    client, _ = make_client(lambda r: reply(TAGS_REPLY))
+    client, _ = make_client(lambda r: answer(200, TAGS_REPLY))
     with client:
         models = client.list_models()
     assert [m["name"] for m in models] == ["llama3.2:latest", "nomic-embed-text:latest"]
@@ -256,7 +240,7 @@ def test_reply_text_reads_chat_and_generate_responses(result, text):
 
 
 def test_a_2xx_body_that_reports_an_error_is_a_server_error():
-    client, transport = make_client(lambda r: reply({"error": "the model failed to generate a response"}), max_retries=1)
+    client, transport = make_client(lambda r: answer(200, {"error": "the model failed to generate a response"}), max_retries=1)
     with client, pytest.raises(ServerError) as info:
         client.chat("llama3.2", HELLO)
     assert info.value.message == "the model failed to generate a response"
@@ -369,7 +353,7 @@ def test_error_table(status, headers, body, cls, message, retry_after):
 
 @pytest.mark.parametrize("status, attempts", [(400, 1), (401, 1), (403, 1), (404, 1), (429, 3), (500, 3), (502, 3)])
 def test_what_the_core_retries(status, attempts):
-    client, transport = make_client(lambda r: reply({"error": "no"}, status, {"retry-after": "0"}), max_retries=2)
+    client, transport = make_client(lambda r: answer(status, {"error": "no"}, {"retry-after": "0"}), max_retries=2)
     with client, pytest.raises(ApiError) as info:
         client.chat("llama3.2", HELLO)
     assert info.value.status == status
@@ -377,8 +361,7 @@ def test_what_the_core_retries(status, attempts):
 
 
 def test_429_then_success_goes_through_and_is_counted_as_retried():
-    answers = iter([reply({"error": "rate limited"}, 429, {"retry-after": "0"})])
-    client, transport = make_client(lambda r: next(answers, None) or reply(CHAT_REPLY))
+    client, transport = make_client(scripted(answer(429, {"error": "rate limited"}, {"retry-after": "0"}), then=answer(200, CHAT_REPLY)))
     with client:
         assert client.chat("llama3.2", HELLO)["message"]["content"] == "Hello! How are you today?"
         assert client.get_stats()["retried_requests"] == 1
@@ -433,7 +416,7 @@ def test_the_backend_takes_its_host_from_metadata_then_ollama_host(monkeypatch, 
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     if env is not None:
         monkeypatch.setenv("OLLAMA_HOST", env)
-    transport = MemoryTransport(lambda r: reply(CHAT_REPLY))
+    transport = MemoryTransport(lambda r: answer(200, CHAT_REPLY))
     with ollama({}, metadata, transport=transport) as client:
         assert client.base_url == url
         client.chat("llama3.2", HELLO)  # no key needed
@@ -441,7 +424,7 @@ def test_the_backend_takes_its_host_from_metadata_then_ollama_host(monkeypatch, 
 
 
 def test_base_url_can_be_set_as_host_port_and_a_bad_one_is_refused():
-    client, transport = make_client(lambda r: reply(CHAT_REPLY))
+    client, transport = make_client(lambda r: answer(200, CHAT_REPLY))
     with client:
         client.base_url = "other-box:12000"
         assert client.base_url == "http://other-box:12000"
@@ -495,7 +478,7 @@ def test_conflicting_or_bad_options_are_refused(params):
     ids=["generate-list", "generate-no-model", "completions-list", "embed-tokens", "embed-empty", "bad-options"],
 )
 def test_bad_input_is_refused_before_anything_is_sent(call):
-    client, transport = make_client(lambda r: reply(CHAT_REPLY))
+    client, transport = make_client(lambda r: answer(200, CHAT_REPLY))
     with client, pytest.raises(InvalidInputError):
         call(client)
     assert transport.requests == []
@@ -549,7 +532,7 @@ def test_make_request_to_embed_is_batched_too():
 
 
 def test_chat_is_never_batched():
-    client, _ = make_client(lambda r: reply(CHAT_REPLY))
+    client, _ = make_client(lambda r: answer(200, CHAT_REPLY))
     with client:
         assert client._engine.batch_inputs("api/chat", {"model": "m", "messages": HELLO}) is None
         assert client._engine.batch_inputs("api/embed", {"model": "m", "input": [[1, 2]]}) is None
@@ -558,7 +541,7 @@ def test_chat_is_never_batched():
 
 def test_a_count_mismatch_fails_every_member_never_misaligns():
     def short(req):
-        return reply({"model": "m", "embeddings": [[1.0]]})
+        return answer(200, {"model": "m", "embeddings": [[1.0]]})
 
     client, _ = make_client(short, max_batch_size=2, batch_timeout=60.0)
     with client:

@@ -17,9 +17,8 @@ from ipfs_accelerate_py.resilience.errors import (
     NotFoundError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.memory import MemoryTransport
 
-from .test_provider_groq import FAST, WALL, answer, sse
+from ..helpers import QUICK_RETRIES, WALL, ClientFactory, answer, env_cleared, stream_answer
 
 BASE = "http://localhost:9000/v1"
 MODEL = "Intel/neural-chat-7b-v3-3"
@@ -61,15 +60,8 @@ FASTAPI_422 = {"detail": [
 ]}
 
 
-@pytest.fixture(autouse=True)
-def no_opea_env(monkeypatch):
-    for name in ("OPEA_API_KEY", "OPEA_API_BASE", "OPEA_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-def client_with(handler, **metadata):
-    transport = MemoryTransport(handler)
-    return opea({}, {**FAST, **metadata}, transport=transport), transport
+no_opea_env = env_cleared("OPEA_API_KEY", "OPEA_API_BASE", "OPEA_BASE_URL")
+client_with = ClientFactory(opea, defaults=QUICK_RETRIES).in_memory
 
 
 # ---------------------------------------------------------------- requests
@@ -116,7 +108,7 @@ def test_operations_the_microservice_lacks_are_refused_before_sending(call, oper
 
 
 def test_stream_transcript_through_the_backend():
-    client, transport = client_with(lambda r: sse(STREAM_TRANSCRIPT))
+    client, transport = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT))
     with client:
         with client.chat(MODEL, QUESTION, stream=True) as stream:
             chunks = list(stream)
@@ -126,7 +118,7 @@ def test_stream_transcript_through_the_backend():
 
 
 def test_a_stream_without_done_is_reported_as_cut():
-    client, _ = client_with(lambda r: sse(STREAM_TRANSCRIPT[:4]))
+    client, _ = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT[:4]))
     with client:
         stream = client.chat(MODEL, QUESTION, stream=True)
         with pytest.raises(NetworkError, match="without its end marker"):

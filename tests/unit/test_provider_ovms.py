@@ -25,12 +25,12 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
+
+from ..helpers import QUICK_RETRIES, ClientFactory, answer, stream_answer
 
 BASE = "http://ovms.test:9000"
 KEY = "ovms-test-SECRET-0123456789"
-FAST = {"initial_retry_delay": 0.001, "retry_jitter": 0.0}
 CHAT_MODEL = "OpenVINO/Phi-3.5-mini-instruct-int4-ov"
 
 INFER_ANSWER = {  # as OVMS answers a KServe REST infer
@@ -67,28 +67,7 @@ STREAM = [_chunk("Par"), _chunk("is."), _chunk(None, "stop")]
 TRANSCRIPT = [line for c in STREAM for line in (b"data: " + json.dumps(c).encode(), b"")] + [b"data: [DONE]", b""]
 
 
-def answer(status, body, headers=None):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return HttpResponse(status, {"content-type": "application/json", **(headers or {})}, raw)
-
-
-def sse(lines):
-    async def each():
-        for line in lines:
-            yield line
-
-    async def close():
-        return None
-
-    return StreamResponse(200, {"content-type": "text/event-stream"}, each(), close)
-
-
-def client_with(handler, key=None, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"ovms_api_base": BASE, **FAST, **metadata}
-    if key:
-        meta["ovms_api_key"] = key
-    return ovms({}, meta, transport=transport), transport
+client_with = ClientFactory(ovms, "ovms_api_base", "ovms_api_key", QUICK_RETRIES, base_url=BASE).in_memory
 
 
 # ------------------------------------------------------------------- tensors
@@ -235,7 +214,7 @@ def test_model_ready_raises_when_the_server_fails():
 
 def test_chat_answer_and_stream_transcript_through_the_backend():
     def handler(request):
-        return sse(TRANSCRIPT) if request.json().get("stream") else answer(200, CHAT_ANSWER)
+        return stream_answer(TRANSCRIPT) if request.json().get("stream") else answer(200, CHAT_ANSWER)
 
     client, transport = client_with(handler)
     with client:

@@ -34,7 +34,8 @@ from ipfs_accelerate_py.resilience.errors import (  # noqa: E402
 from ipfs_accelerate_py.resilience.retry import RetryOptions, is_retryable  # noqa: E402
 from ipfs_accelerate_py.transport import boto3_transport as bt  # noqa: E402
 from ipfs_accelerate_py.transport.base import HttpRequest, HttpResponse  # noqa: E402
-from ipfs_accelerate_py.transport.memory import MemoryTransport  # noqa: E402
+
+from ..helpers import QUICK_RETRIES, ClientFactory, scripted  # noqa: E402
 
 bt.require_boto3()
 WIRE = S3Wire(S3)
@@ -51,11 +52,7 @@ def ok(value, status=200):
     return HttpResponse(status, {}, b"", dict(value, ResponseMetadata={"HTTPStatusCode": status}))
 
 
-def make_client(handler, **metadata):
-    transport = MemoryTransport(handler)
-    meta = {"s3cfg": dict(S3CFG), "initial_retry_delay": 0.001, "retry_jitter": 0.0}
-    meta.update(metadata)
-    return s3_kit({}, meta, transport=transport), transport
+make_client = ClientFactory(s3_kit, defaults={"s3cfg": S3CFG, **QUICK_RETRIES}).in_memory
 
 
 # ------------------------------------------------------------ requests
@@ -311,13 +308,8 @@ def test_list_objects_sends_one_request_per_page_and_joins_them():
 
 
 def test_slowdown_is_retried_by_the_core_and_does_not_open_the_breaker():
-    answers = iter([s3_error(503, "SlowDown", "Reduce your request rate.")] * 2 + [None])
-
-    def handler(request):
-        answer = next(answers)
-        return answer if answer is not None else ok({"ETag": '"e"'})
-
-    client, transport = make_client(handler, failure_threshold=1)
+    slow_down = s3_error(503, "SlowDown", "Reduce your request rate.")
+    client, transport = make_client(scripted(slow_down, slow_down, then=ok({"ETag": '"e"'})), failure_threshold=1)
     with client:
         assert client.upload_file(b"data", "bkt", "k")["ETag"] == '"e"'
         assert client.circuit_state == "CLOSED"

@@ -5,8 +5,6 @@ its error bodies, and embeddings batched for any model the server serves."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ipfs_accelerate_py.api_backends.vllm import vllm
@@ -18,9 +16,8 @@ from ipfs_accelerate_py.resilience.errors import (
     NotFoundError,
     ServerError,
 )
-from ipfs_accelerate_py.transport.memory import MemoryTransport
 
-from .test_provider_groq import FAST, WALL, answer, event, sse
+from ..helpers import QUICK_RETRIES, WALL, ClientFactory, answer, env_cleared, scripted, sse_event, stream_answer
 
 BASE = "http://localhost:8000/v1"
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -49,10 +46,7 @@ COMPLETION_TRANSCRIPT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_vllm_env(monkeypatch):
-    for name in ("VLLM_API_KEY", "VLLM_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+no_vllm_env = env_cleared("VLLM_API_KEY", "VLLM_BASE_URL")
 
 
 def embeddings_answer(req):
@@ -64,9 +58,7 @@ def embeddings_answer(req):
                         "data": data, "usage": usage})
 
 
-def client_with(handler, **metadata):
-    transport = MemoryTransport(handler)
-    return vllm({}, {**FAST, **metadata}, transport=transport), transport
+client_with = ClientFactory(vllm, defaults=QUICK_RETRIES).in_memory
 
 
 # ---------------------------------------------------------------- requests
@@ -124,7 +116,7 @@ def test_the_adapter_offers_all_four_operations_and_no_batch_caps():
 
 
 def test_completion_stream_transcript_with_usage():
-    client, transport = client_with(lambda r: sse(COMPLETION_TRANSCRIPT))
+    client, transport = client_with(lambda r: stream_answer(COMPLETION_TRANSCRIPT))
     with client:
         with client.completions(MODEL, "The capital of France is", stream=True,
                                 stream_options={"include_usage": True}) as stream:
@@ -138,7 +130,7 @@ def test_completion_stream_transcript_with_usage():
 
 def test_an_error_event_inside_a_stream_is_raised():
     with pytest.raises(ServerError, match="out of memory"):
-        VLLM_WIRE.parse_stream_event(event({"error": {"message": "CUDA out of memory", "type": "InternalServerError",
+        VLLM_WIRE.parse_stream_event(sse_event({"error": {"message": "CUDA out of memory", "type": "InternalServerError",
                                                       "code": 500}}))
 
 
@@ -183,8 +175,8 @@ def test_error_table(status, body, cls, message):
 
 
 def test_a_500_then_success_is_retried_by_the_core():
-    answers = iter([answer(500, {"error": {"message": "boom"}}), answer(200, COMPLETION_ANSWER)])
-    client, transport = client_with(lambda r: next(answers), max_retries=1)
+    client, transport = client_with(scripted(answer(500, {"error": {"message": "boom"}}), answer(200, COMPLETION_ANSWER)),
+                                    max_retries=1)
     with client:
         assert client.completions(MODEL, "x") == COMPLETION_ANSWER
     assert len(transport.requests) == 2

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -43,6 +41,8 @@ from ipfs_accelerate_py.resilience.retry import (
     decide,
     is_retryable,
 )
+
+from ..helpers import absolute_imports
 
 NO_JITTER = RetryOptions(jitter=0.0)
 NOW = 100.0
@@ -326,13 +326,7 @@ def test_edge_values_accepted():
 
 
 def test_module_is_sans_io():
-    tree = ast.parse(Path(retry_module.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module.split(".")[0])
+    imported = absolute_imports(retry_module)
     assert not imported & {"time", "asyncio", "socket", "aiohttp", "httpx", "threading"}
 
 

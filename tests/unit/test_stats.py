@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import threading
 
 import pytest
@@ -300,15 +299,6 @@ def test_request_record_is_frozen():
     rec = RequestRecord(success=True, latency=0.1)
     with pytest.raises(AttributeError):
         rec.success = False  # type: ignore[misc]
-
-
-@pytest.fixture
-def frequent_thread_switches():
-    """Make the interpreter switch threads often, so unguarded updates would race."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
 
 
 def test_threaded_stress_totals_exact(frequent_thread_switches):

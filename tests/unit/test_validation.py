@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,6 +11,8 @@ from hypothesis import strategies as st
 from ipfs_accelerate_py.resilience import validation
 from ipfs_accelerate_py.resilience.errors import SettingError
 from ipfs_accelerate_py.resilience.validation import require_int, require_number
+
+from ..helpers import absolute_imports
 
 # ---------------------------------------------------------------- require_int
 
@@ -131,11 +131,5 @@ def test_require_int_and_require_number_agree_on_ints(value, minimum):
 
 
 def test_module_is_pure():
-    tree = ast.parse(Path(validation.__file__).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            imported.add((node.module or "").split(".")[0])
+    imported = absolute_imports(validation)
     assert imported <= {"__future__", "math", "typing"}

@@ -41,14 +41,14 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from ..openai_wire import CHARS_PER_TOKEN, REPLY_PREFIX, REPLY_QUOTE_CHARS, estimate_tokens
-from ..wireformat import NAMED_SSE, Params, Prepared, RateState, Route, WireError, WireFormat, header_key, rfc3339_after
+from ..openai_wire import CHARS_PER_TOKEN, REPLY_PREFIX, REPLY_QUOTE_CHARS, estimate_tokens, reply_pieces
+from ..wireformat import (NAMED_SSE, Params, Prepared, RateState, Route, WireError, WireFormat, fixed_answer,
+                          header_key, rfc3339_after)
 
 __all__ = ["FORMAT", "anthropic_rate_headers", "error_body", "error_type_for"]
 
 VERSION_HEADER = "anthropic-version"
 ROLES = ("user", "assistant")
-WORDS_PER_DELTA = 3
 JSON_PIECE_CHARS = 12
 MALFORMED_BODY = b'{"id": "msg_malformed", "type": "message", "content": [{"type": "text", "text": "cut sh'
 
@@ -206,12 +206,6 @@ def _tool_input(tool: dict, prompt: str) -> dict:
 # -- answers ------------------------------------------------------------------------
 
 
-def _pieces(text: str, size: int) -> list:
-    words = text.split(" ")
-    joined = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
-    return [p + " " for p in joined[:-1]] + joined[-1:]
-
-
 def _stream_events(message: dict) -> list:
     usage = message["usage"]
     start = dict(message, content=[], stop_reason=None, stop_sequence=None, usage=dict(usage, output_tokens=1))
@@ -219,7 +213,7 @@ def _stream_events(message: dict) -> list:
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
             opening = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"], WORDS_PER_DELTA) if p]
+            deltas = [{"type": "text_delta", "text": p} for p in reply_pieces(block["text"])]
         else:
             opening = dict(block, input={})
             raw = json.dumps(block["input"])
@@ -266,8 +260,7 @@ def _messages(payload: Any, scenario: Any, params: Params) -> Prepared:
 
 def _count_tokens(payload: Any, scenario: Any, params: Params) -> Prepared:
     model, texts, system_text, _ = _checked(payload, params, needs_max_tokens=False)
-    counted = {"input_tokens": estimate_tokens(system_text) + sum(estimate_tokens(t) for t in texts)}
-    return Prepared(model=model, cost=0, body=lambda rid, created: counted)
+    return fixed_answer(model, {"input_tokens": estimate_tokens(system_text) + sum(estimate_tokens(t) for t in texts)})
 
 
 FORMAT = WireFormat(

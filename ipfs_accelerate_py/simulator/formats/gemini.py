@@ -34,8 +34,9 @@ import base64
 import binascii
 from typing import Any, Optional
 
-from ..openai_wire import CHARS_PER_TOKEN, REPLY_PREFIX, REPLY_QUOTE_CHARS, embedding_for, estimate_tokens
-from ..wireformat import JSON_ARRAY, SSE, Params, Prepared, Route, WireError, WireFormat, first_key, header_key, query_key
+from ..openai_wire import CHARS_PER_TOKEN, REPLY_PREFIX, REPLY_QUOTE_CHARS, embedding_for, estimate_tokens, reply_pieces
+from ..wireformat import (JSON_ARRAY, SSE, Params, Prepared, Route, WireError, WireFormat, first_key, fixed_answer,
+                          header_key, query_key)
 
 __all__ = ["FORMAT", "MAX_BATCH_REQUESTS", "error_body"]
 
@@ -43,7 +44,6 @@ PREFIX = "/v1beta"
 MAX_BATCH_REQUESTS = 100
 MAX_DIMENSIONS = 3072
 IMAGE_TOKENS = 258
-WORDS_PER_CHUNK = 3
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 INPUT_TOKEN_LIMIT = 1_048_576
@@ -225,12 +225,6 @@ def _config(payload: dict) -> dict:
 # -- generateContent ----------------------------------------------------------------
 
 
-def _pieces(text: str) -> list[str]:
-    words = text.split(" ")
-    return [" ".join(words[i:i + WORDS_PER_CHUNK]) + (" " if i + WORDS_PER_CHUNK < len(words) else "")
-            for i in range(0, len(words), WORDS_PER_CHUNK)]
-
-
 def _usage(prompt: int, reply: int, final: bool = True) -> dict:
     if not final:
         return {"promptTokenCount": prompt, "totalTokenCount": prompt}
@@ -259,7 +253,7 @@ def _generate(payload: Any, params: Params, stream: bool) -> Prepared:
                 "modelVersion": model, "responseId": rid}
 
     def chunks(rid: str, created: int) -> list:
-        pieces = _pieces(reply)
+        pieces = reply_pieces(reply)
         last = len(pieces) - 1
         return [{"candidates": [candidate(p, i == last)], "usageMetadata": _usage(prompt_tokens, reply_tokens, i == last),
                  "modelVersion": model, "responseId": rid} for i, p in enumerate(pieces)]
@@ -286,8 +280,8 @@ def _count_tokens(payload: Any, scenario: Any, params: Params) -> Prepared:
         tokens = _prompt(inner)[1]
     else:
         tokens = _prompt(payload)[1]
-    answer = {"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]}
-    return Prepared(model=params["model"], cost=0, body=lambda rid, created: answer)
+    return fixed_answer(params["model"], {"totalTokens": tokens,
+                                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]})
 
 
 # -- embeddings ---------------------------------------------------------------------
@@ -372,15 +366,14 @@ def _models(payload: Any, scenario: Any, params: Params) -> Prepared:
     page = {"models": [model_object(m) for m in models[start:start + size]]}
     if start + size < len(models):
         page["nextPageToken"] = str(start + size)
-    return Prepared(model=None, cost=0, body=lambda rid, created: page)
+    return fixed_answer(None, page)
 
 
 def _model(payload: Any, scenario: Any, params: Params) -> Prepared:
     model = params["model"]
     if model not in scenario.models:
         raise model_not_found(model)
-    found = model_object(model)
-    return Prepared(model=model, cost=0, body=lambda rid, created: found)
+    return fixed_answer(model, model_object(model))
 
 
 FORMAT = WireFormat(

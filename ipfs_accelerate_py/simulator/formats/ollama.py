@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import re
 from typing import Any, Optional
 
 from ..openai_wire import (
@@ -47,25 +46,19 @@ from ..openai_wire import (
     REPLY_QUOTE_CHARS,
     embedding_for,
     estimate_tokens,
+    reply_pieces,
 )
-from ..wireformat import NDJSON, Params, Prepared, Route, WireError, WireFormat
+from ..wireformat import NDJSON, Params, Prepared, Route, WireError, WireFormat, fixed_answer, simple_error_body
 
-__all__ = ["FORMAT", "error_body"]
+__all__ = ["FORMAT", "tagged"]
 
 VERSION = "0.12.0-simulated"
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-WORDS_PER_CHUNK = 3
 NS_PER_PROMPT_TOKEN = 100_000
 NS_PER_REPLY_TOKEN = 1_000_000
 LOAD_NS = 1_000_000
 MODIFIED_AT = "2024-11-01T00:00:00Z"
 MALFORMED_BODY = b'{"model": "llama3.2", "message": {"role": "assistant", "content": "cut sh'
-_WORDS = re.compile(r"\S+\s*")
-
-
-def error_body(exc: WireError) -> dict:
-    """Ollama's ``{"error": "..."}``."""
-    return {"error": exc.message}
 
 
 def auth_error(key: Optional[str]) -> WireError:
@@ -133,11 +126,6 @@ def _reply(prompt: str, limit: Optional[int], stop: list) -> tuple[str, str]:
     return text, "stop"
 
 
-def _pieces(text: str) -> list:
-    words = _WORDS.findall(text)
-    return ["".join(words[i:i + WORDS_PER_CHUNK]) for i in range(0, len(words), WORDS_PER_CHUNK)]
-
-
 def _created_at(created: int) -> str:
     return datetime.datetime.fromtimestamp(created, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
 
@@ -171,7 +159,7 @@ def _answer(model: str, stream: bool, prompt_tokens: int, reply: str, reason: st
         if reason == "load":
             return [final(created, "")]
         stamp = _created_at(created)
-        return [{"model": model, "created_at": stamp, field: piece(p), "done": False} for p in _pieces(reply)] + [
+        return [{"model": model, "created_at": stamp, field: piece(p), "done": False} for p in reply_pieces(reply)] + [
             final(created, "")]
 
     return Prepared(model=model, cost=prompt_tokens + reply_tokens, body=body, stream=stream, chunks=chunks,
@@ -263,12 +251,11 @@ def _model_entry(name: str) -> dict:
 
 
 def _tags(payload: Any, scenario: Any, params: Params) -> Prepared:
-    listing = {"models": [_model_entry(tagged(m)) for m in scenario.models]}
-    return Prepared(model=None, cost=0, body=lambda rid, created: listing)
+    return fixed_answer(None, {"models": [_model_entry(tagged(m)) for m in scenario.models]})
 
 
 def _version(payload: Any, scenario: Any, params: Params) -> Prepared:
-    return Prepared(model=None, cost=0, body=lambda rid, created: {"version": VERSION})
+    return fixed_answer(None, {"version": VERSION})
 
 
 FORMAT = WireFormat(
@@ -280,7 +267,7 @@ FORMAT = WireFormat(
         Route("GET", "/api/tags", _tags),
         Route("GET", "/api/version", _version),
     ),
-    error_body=error_body,
+    error_body=simple_error_body,  # {"error": "..."}
     auth_error=auth_error,
     rate_limit_error=rate_limit_error,
     model_not_found=model_not_found,

@@ -5,6 +5,9 @@ also used by other OpenAI-compatible formats); this module declares the
 routes, OpenAI's error body ``{"error": {message, type, param, code}}``, its
 401 messages (``Authorization: Bearer KEY``) and its ``x-ratelimit-*``
 headers.  Streams are ``data: JSON`` lines ending with ``data: [DONE]``.
+``GET /v1/models`` and ``GET /v1/models/{id}`` are Anthropic's paths too, so
+on GET routes the key may also come in ``x-api-key`` (Anthropic's header;
+Bearer first); chat, completions and embeddings read Bearer only.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from typing import Any, Optional
 
 from .. import openai_wire as wire
 from ..ratelimit import format_duration
-from ..wireformat import SSE_WITH_DONE, Params, Prepared, RateState, Route, WireError, WireFormat
+from ..wireformat import (SSE_WITH_DONE, Params, Prepared, RateState, Route, WireError, WireFormat,
+                          bearer_key)
 
-__all__ = ["FORMAT", "error_body", "openai_rate_headers", "routes"]
+__all__ = ["FORMAT", "error_body", "openai_key", "openai_rate_headers", "routes"]
 
 MALFORMED_BODY = (b'{"id": "chatcmpl-malformed", "object": "chat.completion", '
                   b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "cut sh')
@@ -25,6 +29,15 @@ def error_body(exc: WireError) -> dict:
     """OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
     return wire.error_body(exc.status, exc.message, param=exc.param, code=exc.code,
                            type=exc.type)
+
+
+def openai_key(request: Any) -> Optional[str]:
+    """The Bearer key; on a GET (the models listing, shared with Anthropic) else ``x-api-key``."""
+    headers = request.headers
+    key = bearer_key(headers.get("Authorization"))
+    if key is None and request.method == "GET":
+        key = headers.get("x-api-key") or None
+    return key
 
 
 def auth_error(key: Optional[str]) -> WireError:
@@ -90,6 +103,7 @@ def routes(prefix: str = "/v1") -> tuple:
 FORMAT = WireFormat(
     name="openai",
     routes=routes(),
+    key=openai_key,
     error_body=error_body,
     auth_error=auth_error,
     rate_limit_error=rate_limit_error,

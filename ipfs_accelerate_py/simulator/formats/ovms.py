@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..wireformat import Params, Prepared, Route, WireError, WireFormat
+from ..wireformat import Params, Prepared, Route, WireError, WireFormat, fixed_answer, simple_error_body
 from .openai import routes as openai_routes
 
 __all__ = ["FORMAT", "MODEL_VERSION", "transform"]
@@ -61,19 +61,11 @@ def transform(value: Any) -> Any:
     return value
 
 
-def _error(exc: WireError) -> dict:
-    return {"error": exc.message}
-
-
 def _check_version(params: Params) -> str:
     version = params.get("version")
     if version is not None and version != MODEL_VERSION:
         raise WireError(404, VERSION_NOT_FOUND)
     return MODEL_VERSION
-
-
-def _answer(model: Any, body: Any, cost: int = 0, **extra: Any) -> Prepared:
-    return Prepared(model=model, cost=cost, body=lambda rid, created: body, **extra)
 
 
 # -- KServe v2 ----------------------------------------------------------------------
@@ -126,21 +118,21 @@ def _metadata(payload: Any, scenario: Any, params: Params) -> Prepared:
     model = params["model"]
     _check_version(params)
     tensor = {"name": "input", "datatype": "FP32", "shape": [-1, -1]}
-    return _answer(model, {"name": model, "versions": [MODEL_VERSION], "platform": "OpenVINO",
-                           "inputs": [tensor], "outputs": [dict(tensor, name="input_output")]})
+    return fixed_answer(model, {"name": model, "versions": [MODEL_VERSION], "platform": "OpenVINO",
+                                "inputs": [tensor], "outputs": [dict(tensor, name="input_output")]})
 
 
 def _ready(payload: Any, scenario: Any, params: Params) -> Prepared:
     _check_version(params)
-    return _answer(params["model"], b"")
+    return fixed_answer(params["model"], b"")
 
 
 def _server_metadata(payload: Any, scenario: Any, params: Params) -> Prepared:
-    return _answer(None, {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+    return fixed_answer(None, {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
 
 
 def _health(payload: Any, scenario: Any, params: Params) -> Prepared:
-    return _answer(None, b"")
+    return fixed_answer(None, b"")
 
 
 # -- TF-Serving ---------------------------------------------------------------------
@@ -155,13 +147,13 @@ def _predict(payload: Any, scenario: Any, params: Params) -> Prepared:
         instances = payload["instances"]
         if not isinstance(instances, list) or not instances:
             raise WireError(400, "'instances' must be a non-empty array")
-        return _answer(model, {"predictions": transform(instances)}, cost=len(instances))
-    return _answer(model, {"outputs": transform(payload["inputs"])}, cost=1)
+        return fixed_answer(model, {"predictions": transform(instances)}, cost=len(instances))
+    return fixed_answer(model, {"outputs": transform(payload["inputs"])}, cost=1)
 
 
 def _config(payload: Any, scenario: Any, params: Params) -> Prepared:
     status = {"version": MODEL_VERSION, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-    return _answer(None, {m: {"model_version_status": [status]} for m in scenario.models})
+    return fixed_answer(None, {m: {"model_version_status": [status]} for m in scenario.models})
 
 
 # -- the format ---------------------------------------------------------------------
@@ -199,7 +191,7 @@ FORMAT = WireFormat(
         Route("GET", "/v1/config", _config),
         *openai_routes("/v3"),
     ),
-    error_body=_error,
+    error_body=simple_error_body,  # {"error": "..."}
     auth_error=_auth,
     rate_limit_error=_rate_limited,
     model_not_found=_not_found,

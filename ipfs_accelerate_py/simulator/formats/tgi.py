@@ -38,7 +38,7 @@ import re
 from typing import Any, Optional
 
 from ..openai_wire import REPLY_PREFIX, REPLY_QUOTE_CHARS, estimate_tokens
-from ..wireformat import SSE, Params, Prepared, Route, WireError, WireFormat, simple_error_body
+from ..wireformat import SSE, Params, Prepared, Route, WireError, WireFormat, fixed_answer, simple_error_body
 from .tei import hf_auth_error, hf_overloaded, tei_info
 
 __all__ = ["FORMAT", "info_document", "reply_tokens"]
@@ -209,12 +209,11 @@ def _generate_stream(payload: Any, scenario: Any, params: Params) -> Prepared:
 
 
 def _info(payload: Any, scenario: Any, params: Params) -> Prepared:
-    document = info_document(scenario)
-    return Prepared(model=None, cost=0, body=lambda rid, created: document)
+    return fixed_answer(None, info_document(scenario))
 
 
 def _health(payload: Any, scenario: Any, params: Params) -> Prepared:
-    return Prepared(model=None, cost=0, body=lambda rid, created: b"", content_type="text/plain")
+    return fixed_answer(None, b"", content_type="text/plain")
 
 
 FORMAT = WireFormat(

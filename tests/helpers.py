@@ -1,0 +1,327 @@
+"""Test machinery the unit and integration tests share.
+
+* Answers for the in-memory transport: :func:`answer` (JSON),
+  :func:`stream_answer`, :func:`sse_event`, and :func:`scripted` (a handler
+  that plays a script of answers, then a default).
+* :class:`ClientFactory`: builds clients of one backend class from the
+  metadata every test client of that backend starts from, over real HTTP, on
+  the simulator, or over the in-memory transport.
+* A loopback HTTP server that records each request as sent
+  (:func:`recording_server`, :func:`recorder_fixture`) and :func:`post_json`,
+  one request by hand.
+* What the integration tests against the simulator share: :data:`FAST`,
+  :data:`REPLY_PREFIX`, :data:`WAIT`, the OpenAI-shaped :func:`messages`,
+  :func:`reply_text`, :func:`joined_deltas`, and :func:`together` (n callers
+  released at once).
+* :func:`absolute_imports` (for sans-IO checks) and :func:`env_cleared`.
+
+Plain functions and classes, and fixture factories a module binds to a name
+(``client = client_fixture(make_groq)``); the fixtures every module may use
+(the simulator, ``recorder``, ``frequent_thread_switches``) live in
+``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import copy
+import http.server
+import json
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+
+import pytest
+
+from ipfs_accelerate_py.transport.base import HttpRequest, HttpResponse, StreamResponse
+from ipfs_accelerate_py.transport.memory import MemoryTransport
+from ipfs_accelerate_py.transport.sse import SseEvent
+
+LOOPBACK = "127.0.0.1"
+
+WAIT = 10.0
+"""Seconds a test waits on a future, a thread or a socket before it counts as hung."""
+
+FAST = {
+    "initial_retry_delay": 0.01,
+    "retry_jitter": 0.0,
+    "batch_timeout": 0.05,
+}
+"""Settings every client against the simulator starts from: quick backoff, short batch wait."""
+
+QUICK_RETRIES = {"initial_retry_delay": 0.001, "retry_jitter": 0.0}
+"""Settings an in-memory client starts from: retries all but at once, no jitter."""
+
+WALL = 1_700_000_000.0
+"""A wall-clock time (``wall_now``) for reading errors by hand."""
+
+REPLY_PREFIX = "Simulated reply to: "
+"""What the simulator's chat reply puts before the last user message."""
+
+WINDOW = 0.3
+"""batch_timeout for tests that need every caller in the same batching window."""
+
+JSON_TYPE = "application/json"
+EVENT_STREAM_TYPE = "text/event-stream"
+
+
+# ------------------------------------------------------- in-memory answers
+
+
+def answer(status: int, body: Any, headers: Optional[Mapping[str, str]] = None) -> HttpResponse:
+    """A response with ``body`` as JSON (bytes are sent as they are) and ``headers`` added."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return HttpResponse(status, {"content-type": JSON_TYPE, **(headers or {})}, raw)
+
+
+def stream_answer(
+    lines: Iterable[bytes],
+    headers: Optional[Mapping[str, str]] = None,
+    on_close: Optional[Callable[[], None]] = None,
+) -> StreamResponse:
+    """A 200 stream whose body is ``lines`` exactly (raw lines, no line endings).
+
+    ``headers`` default to an event stream's; ``on_close()`` runs each time
+    the stream is closed.
+    """
+    lines = list(lines)
+
+    async def produce() -> Any:
+        for line in lines:
+            yield line
+
+    async def close() -> None:
+        if on_close is not None:
+            on_close()
+
+    return StreamResponse(200, dict(headers or {"content-type": EVENT_STREAM_TYPE}), produce(), close)
+
+
+def sse_event(data: Any) -> SseEvent:
+    """A decoded server-sent event carrying ``data`` (a string as it is, anything else as JSON)."""
+    return SseEvent(None, data if isinstance(data, str) else json.dumps(data))
+
+
+def scripted(*answers: Any, then: Any = None) -> Callable[[HttpRequest], Any]:
+    """A MemoryTransport handler: ``answers`` in order, one a request, then ``then``.
+
+    ``then`` is an answer or a function of the request; without one, a request
+    past the script fails the test.  Safe to call from several threads.
+    """
+    script = list(answers)
+    lock = threading.Lock()
+
+    def handler(request: HttpRequest) -> Any:
+        with lock:
+            if script:
+                return script.pop(0)
+        if then is None:
+            raise AssertionError(f"a request past the script: {request.method} {request.url}")
+        return then(request) if callable(then) else then
+
+    return handler
+
+
+# --------------------------------------------------------- client factory
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class ClientFactory:
+    """Builds clients of one backend class as the tests of that backend do.
+
+    A client's metadata is, in this order: ``{base_setting: base URL}`` (the
+    URL given, else ``base_url``), ``defaults``, ``{key_setting: key}`` when
+    there is a key (the key given, else ``key``; ``key=None`` means none),
+    then the call's own settings, which win.  Close each client
+    (``with make(...) as client``).
+    """
+
+    backend: type
+    base_setting: Optional[str] = None
+    key_setting: Optional[str] = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    base_url: Optional[str] = None
+    key: Optional[str] = None
+
+    def metadata(self, base_url: Optional[str] = None, key: Any = _UNSET, **settings: Any) -> dict:
+        """The metadata a client of these arguments is built with."""
+        metadata: dict = {}
+        base_url = base_url if base_url is not None else self.base_url
+        if base_url is not None:
+            metadata[self._setting("base_setting")] = base_url
+        metadata.update(copy.deepcopy(dict(self.defaults)))
+        key = self.key if key is _UNSET else key
+        if key:
+            metadata[self._setting("key_setting")] = key
+        metadata.update(settings)
+        return metadata
+
+    def _setting(self, field_name: str) -> str:
+        name = getattr(self, field_name)
+        if not name:
+            raise ValueError(f"ClientFactory({self.backend.__name__}) was given no {field_name}")
+        return name
+
+    def __call__(self, base_url: Optional[str] = None, key: Any = _UNSET, **settings: Any) -> Any:
+        """A client over real HTTP at ``base_url``."""
+        return self.backend({}, self.metadata(base_url, key, **settings))
+
+    def on(self, simulator: Any, key: Any = _UNSET, **settings: Any) -> Any:
+        """A client of the simulator, at the path where it serves this backend's wire format."""
+        return self(simulator.url + self.backend.provider.spec.simulator_path, key, **settings)
+
+    def in_memory(self, handler: Callable[[HttpRequest], Any], *, key: Any = _UNSET, **settings: Any) -> tuple:
+        """``(client, transport)``: a client over a MemoryTransport answering with ``handler``."""
+        transport = MemoryTransport(handler)
+        return self.backend({}, self.metadata(None, key, **settings), transport=transport), transport
+
+
+def client_fixture(make: ClientFactory) -> Any:
+    """A ``client`` fixture: ``make.on(simulator)``, closed after the test."""
+
+    @pytest.fixture
+    def client(simulator: Any) -> Iterator[Any]:
+        with make.on(simulator) as backend:
+            yield backend
+
+    return client
+
+
+# ----------------------------------------------------- the request as sent
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Records each request as sent and answers 200 with ``reply``'s JSON."""
+
+    seen: list = []
+    reply: Any = None
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        reply = type(self).reply
+        payload = json.dumps(reply(self.command, self.path, body) if callable(reply) else reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", JSON_TYPE)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+
+@contextlib.contextmanager
+def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]:
+    """A plain HTTP server on loopback that records what it receives.
+
+    Yields ``(base_url, seen)``: the server's URL plus ``suffix``, and the
+    requests in arrival order, each ``(method, path, headers with lower-case
+    names, body bytes)``.  ``reply`` is the JSON body of every answer, or
+    ``reply(method, path, body)`` computing it.
+    """
+    handler = type("Recorder", (_Recorder,), {"seen": [], "reply": staticmethod(reply) if callable(reply) else reply})
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://{LOOPBACK}:{server.server_address[1]}{suffix}", handler.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def recorder_fixture(reply: Any, suffix: str = "") -> Any:
+    """A ``recorder`` fixture over :func:`recording_server`, for a module whose server answers otherwise."""
+
+    @pytest.fixture
+    def recorder() -> Iterator[tuple[str, list]]:
+        with recording_server(reply, suffix) as recording:
+            yield recording
+
+    return recorder
+
+
+def post_json(url: str, body: Any, headers: Mapping[str, str]) -> HttpResponse:
+    """One POST by hand, to read what the client does not keep; an error status is answered, not raised."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=dict(headers), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return HttpResponse(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as refused:
+        return HttpResponse(refused.code, dict(refused.headers), refused.read())
+
+
+# -------------------------------------------------- OpenAI-shaped helpers
+
+
+def messages(text: str) -> list:
+    """One user message."""
+    return [{"role": "user", "content": text}]
+
+
+def reply_text(response: dict) -> str:
+    """The text of a chat completion."""
+    return response["choices"][0]["message"]["content"]
+
+
+def joined_deltas(chunks: list) -> str:
+    """The text of a chat completion stream, its deltas joined."""
+    return "".join(
+        choice.get("delta", {}).get("content") or ""
+        for chunk in chunks
+        for choice in chunk.get("choices", [])
+    )
+
+
+# ------------------------------------------------------------ concurrency
+
+
+def together(n: int, call: Callable[[int], Any]) -> list:
+    """Run ``call(i)`` for i in range(n) from n threads released at once; results in order."""
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> Any:
+        barrier.wait(WAIT)
+        return call(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return [f.result(WAIT) for f in [pool.submit(run, i) for i in range(n)]]
+
+
+# --------------------------------------------------------------- the rest
+
+
+def absolute_imports(module: ModuleType) -> set[str]:
+    """The top-level names of the packages ``module``'s source imports absolutely."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    return imported
+
+
+def env_cleared(*names: str) -> Any:
+    """An autouse fixture removing the environment variables ``names`` for each test of the module."""
+
+    @pytest.fixture(autouse=True)
+    def cleared_env(monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+
+    return cleared_env
