@@ -149,8 +149,7 @@ class OpenAICompatibleWire(OpenAIWire):
         error = super().error_for(response, wall_now=wall_now, attempt=attempt)
         cls = self.status_errors.get(response.status)
         if cls is not None and type(error) is not cls:
-            retry = True if error.should_retry is None and cls.retryable else error.should_retry
-            error = retyped(error, cls, should_retry=retry)  # retried unless the server said otherwise
+            error = retyped(error, cls)  # whether it is retried: the spec's extra_retryable_statuses
         if error.message == f"HTTP {response.status}":
             error.message = validation_message(response.body) or error.message
         if isinstance(error, RateLimitError) and error.retry_after is None:
@@ -228,7 +227,12 @@ the list often; ``groq.list_models()`` asks the server."""
 GROQ_FLEX_CAPACITY_EXCEEDED = 498
 """Groq's own status: the flex service tier is at capacity; retry later."""
 
-GROQ = openai_style_spec("groq", "https://api.groq.com/openai/v1", default_chat_model="llama-3.3-70b-versatile")
+GROQ = openai_style_spec(
+    "groq",
+    "https://api.groq.com/openai/v1",
+    default_chat_model="llama-3.3-70b-versatile",
+    extra_retryable_statuses=frozenset({GROQ_FLEX_CAPACITY_EXCEEDED}),
+)
 
 GROQ_WIRE = OpenAICompatibleWire(
     GROQ,

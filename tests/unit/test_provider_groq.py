@@ -249,8 +249,11 @@ def test_retry_hint(text, seconds):
 
 
 def test_498_is_retried_unless_the_server_says_not_to():
-    assert _error(498, {"error": {"message": "capacity_exceeded"}}).should_retry is True
-    assert _error(498, {"error": {"message": "x"}}, {"x-should-retry": "false"}).should_retry is False
+    from ipfs_accelerate_py.resilience.retry import RETRYABLE_STATUSES, RetryOptions, is_retryable
+
+    options = RetryOptions(retryable_statuses=RETRYABLE_STATUSES | GROQ.extra_retryable_statuses)
+    assert is_retryable(_error(498, {"error": {"message": "capacity_exceeded"}}), options) is True
+    assert is_retryable(_error(498, {"error": {"message": "x"}}, {"x-should-retry": "false"}), options) is False
 
 
 def test_rate_limit_hints_from_groqs_headers():
