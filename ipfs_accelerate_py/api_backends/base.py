@@ -7,12 +7,14 @@ behaviour lives here and in the engine below it.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from typing import Any, Iterable, Mapping, Optional, Union
 
 from ..engine.engine import Engine, key_fingerprint
 from ..engine.future import RequestFuture
+from ..engine.keyring import KeyConfig
 from ..engine.loop import in_engine_thread
 from ..engine.request import Request
 from ..engine.settings import SETTINGS, Settings
@@ -21,6 +23,7 @@ from ..resilience.batching import normalize_inputs
 from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 from ..resilience.clock import SYSTEM_CLOCK, Clock
 from ..resilience.errors import AuthenticationError, InvalidInputError, SettingError
+from ..resilience.keys import KeyOptions
 from ..resilience.stats import RequestRecord
 
 __all__ = ["BaseApiBackend"]
@@ -106,6 +109,8 @@ class BaseApiBackend:
             clock=clock,
             rng=rng,
         )
+        for config in key_configs(self.metadata, spec, os.environ):
+            self._engine.keys.add(config, clock.now())
         models = self.metadata.get("embedding_models", spec.embedding_models)
         self.embedding_models = list(models)
         self.supported_batch_models = list(self.metadata.get("supported_batch_models", models))
@@ -122,6 +127,35 @@ class BaseApiBackend:
         if value is not None and not isinstance(value, str):
             raise SettingError("api_key", "<not shown>", "a string or None")
         self._engine.api_key = value or None
+
+    # ------------------------------------------------------------ keys
+
+    def add_api_key(
+        self,
+        name: str,
+        key: Optional[str],
+        *,
+        base_url: Optional[str] = None,
+        max_concurrent: Optional[int] = None,
+        rpm: Optional[float] = None,
+        tpm: Optional[float] = None,
+        weight: float = 1.0,
+    ) -> None:
+        """Add a key (or another endpoint, with ``base_url``) that requests
+        are spread over; ``rpm``/``tpm``/``max_concurrent`` are its own limits."""
+        self._engine.keys.add(
+            key_config(name=name, key=key, base_url=base_url, max_concurrent=max_concurrent, rpm=rpm, tpm=tpm, weight=weight),
+            self._clock.now(),
+        )
+        self._engine.wake()
+
+    def remove_api_key(self, name: str) -> None:
+        self._engine.keys.remove(name)
+
+    @property
+    def api_key_names(self) -> list[str]:
+        """The keys requests are spread over, by name (the seed's key by its fingerprint)."""
+        return self._engine.keys.names()
 
     @property
     def base_url(self) -> str:
@@ -385,6 +419,7 @@ class BaseApiBackend:
             in_flight=engine["in_flight"],
             max_concurrent_requests=engine["max_concurrent_requests"],
             circuit_state=engine["circuit_breaker"]["state"],
+            key_pool=engine["key_pool"],
         )
         return stats
 
@@ -422,6 +457,7 @@ class BaseApiBackend:
             "tokens": stats["tokens"],
             "batching": dict(stats["batches"], enabled=self.batching_enabled, max_batch_size=self.max_batch_size),
             "keys": stats["keys"],
+            "key_pool": stats["key_pool"],
         }
         if include_details:
             report["details"] = {
@@ -540,3 +576,35 @@ def _check_messages(messages: Any) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message:
             raise InvalidInputError(f"messages[{i}] must be a dict with a 'role' (and 'content'), not {message!r:.80}")
+
+
+_KEY_FIELDS = ("name", "key", "base_url", "max_concurrent", "rpm", "tpm", "weight")
+
+
+def key_config(**fields: Any) -> KeyConfig:
+    """A :class:`KeyConfig` from ``{name, key, base_url, max_concurrent, rpm, tpm, weight}``."""
+    unknown = set(fields) - set(_KEY_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"unknown key field(s) {sorted(unknown)}: a key takes {', '.join(_KEY_FIELDS)}")
+    secret, base_url = fields.pop("key", None), fields.pop("base_url", None)
+    if secret is not None and not isinstance(secret, str):
+        raise SettingError("api_keys", "<not shown>", "each key's 'key' to be a string")
+    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
+        raise SettingError("api_keys", base_url, "each key's 'base_url' to be an http:// or https:// URL")
+    options = {k: v for k, v in fields.items() if v is not None}
+    options.setdefault("weight", 1.0)
+    return KeyConfig(KeyOptions(**options), secret, base_url)
+
+
+def key_configs(metadata: Mapping[str, Any], spec: Any, environ: Mapping[str, str]) -> list[KeyConfig]:
+    """The keys beside the seed's one: ``metadata["api_keys"]`` (a list of
+    dicts), then numbered environment variables (``OPENAI_API_KEY_1``, ...)."""
+    listed = metadata.get("api_keys") or []
+    if not isinstance(listed, (list, tuple)) or not all(isinstance(item, Mapping) for item in listed):
+        raise InvalidInputError("metadata['api_keys'] must be a list of dicts like {'name': 'k1', 'key': 'sk-...', 'rpm': 500}")
+    configs = [key_config(**item) for item in listed]
+    if spec.key_env:
+        pattern = re.compile(rf"^{re.escape(spec.key_env[0])}_(\d+)$")
+        numbered = sorted((int(m.group(1)), value) for name, value in environ.items() if value and (m := pattern.match(name)))
+        configs += [KeyConfig(KeyOptions(f"key{n}"), value) for n, value in numbered]
+    return configs

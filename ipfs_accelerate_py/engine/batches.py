@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..resilience.batching import BatchAssembler, batch_key, estimate_tokens
 from ..resilience.errors import ApiError
+from .keyring import key_fingerprint
 from .request import Request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +57,7 @@ class BatchLane:
                 self._release(1)
                 continue
             template = self.engine.provider.batch_template(req.endpoint, req.data)
-            key = batch_key(req.endpoint, req.model, template, self.engine.key_name(req))
+            key = batch_key(req.endpoint, req.model, template, key_fingerprint(req.api_key))  # a caller's own key stays apart
             req.member, ready = self.assembler.add(key, req, req.inputs, now)
             for batch in ready:
                 self._launch(batch, now)
@@ -103,6 +104,7 @@ class BatchLane:
         engine.stats.record_batch(sum(n for _, n in members), len(members))
         for (req, _), part in zip(members, parts):
             req.first_attempt_at = carrier.first_attempt_at
+            req.last_key = carrier.last_key
             if req.future._complete(part if error is None else None, error):
                 engine.record_request(req, part, error, now, attempts=carrier.attempts)
 

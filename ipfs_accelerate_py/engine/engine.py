@@ -18,8 +18,6 @@ refuses a second outcome).
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import logging
 import random
 from typing import Any, Optional
@@ -31,8 +29,10 @@ from ..resilience.errors import (
     ApiError,
     CancelledRequestError,
     CircuitOpenError,
+    AuthenticationError,
     DeadlineExceededError,
     NetworkError,
+    RateLimitError,
     QueueFullError,
     ShutdownError,
     classify_exception,
@@ -42,6 +42,7 @@ from ..resilience.stats import RequestRecord, StatsCollector
 from ..transport.base import StreamResponse, Transport
 from ..transport.sse import iter_ndjson, iter_sse
 from .batches import BatchLane
+from .keyring import KeyRing, key_fingerprint
 from .deadlines import DeadlineWatch
 from .loop import engine_loop, in_engine_thread
 from .request import Request
@@ -71,14 +72,6 @@ _RETRY_SETTINGS = {
 }
 
 
-@functools.lru_cache(maxsize=256)
-def key_fingerprint(api_key: Optional[str]) -> Optional[str]:
-    """How a key is named in stats and reports: 8 hex digits of its SHA-256."""
-    if not api_key:
-        return None
-    return hashlib.sha256(api_key.encode()).hexdigest()[:8]
-
-
 class Engine:
     """One backend's queue, dispatcher, batch lane, breaker and stats."""
 
@@ -96,7 +89,6 @@ class Engine:
         self.provider = provider
         self.settings = settings
         self.base_url = base_url
-        self.api_key = api_key
         self.clock = clock
         self.rng = rng or random.Random()
         if transport is None:
@@ -110,6 +102,8 @@ class Engine:
         self.queue = PriorityRequestQueue(settings["queue_size"], settings["queue_aging_interval"])
         self.breaker = CircuitBreaker(self._breaker_options())
         self.breaker.add_listener(self._on_breaker_transition)
+        self.keys = KeyRing(settings["key_strategy"], self._breaker_options(), clock.now())
+        self.keys.set_default(api_key, clock.now())
         self.retry_options = self._retry_options()
         self.stats = StatsCollector()
         self.batches = BatchLane(self, settings["max_batch_size"], settings["batch_timeout"])
@@ -122,8 +116,19 @@ class Engine:
         # loop-only
         self.deadlines = DeadlineWatch(self)
         self._backing_off: set[Request] = set()
+        self._key_timer: Optional[asyncio.TimerHandle] = None
         self._tasks: set[asyncio.Task] = set()
         self.supported_batch_models: frozenset[str] = frozenset()
+
+    @property
+    def api_key(self) -> Optional[str]:
+        """The seed's single key (other keys: ``keys``)."""
+        return self.keys.default_secret
+
+    @api_key.setter
+    def api_key(self, value: Optional[str]) -> None:
+        self.keys.set_default(value, self.clock.now())
+        self.wake()
 
     # ------------------------------------------------------------ options
 
@@ -149,6 +154,8 @@ class Engine:
             self.batches.assembler.max_batch_size = value
         elif name == "batch_timeout":
             self.batches.assembler.batch_timeout = value
+        elif name == "key_strategy":
+            self.keys.pool.strategy = value
         elif name == "max_concurrent_requests" and not self.closed:
             self.wake()  # a raised limit lets queued requests go now
 
@@ -248,6 +255,13 @@ class Engine:
                 breaker.on_ignored(now, permit=permit)
                 continue
             req: Request = entry.item
+            req.lease = self.keys.lease(req, now, self.rng)
+            if req.lease is None:  # no key may take it now: it keeps its place and waits
+                breaker.on_ignored(now, permit=permit)
+                with queue.lock:
+                    queue.requeue(entry, now)
+                self._wait_for_key(req, now)
+                break
             self.in_flight += 1
             task = self.loop.create_task(self._run(req, permit))
             req.task = task
@@ -257,14 +271,31 @@ class Engine:
 
     # ------------------------------------------------------------ attempt
 
-    def _fail_queued(self, now: float) -> None:
-        """The circuit is OPEN: everything queued fails fast."""
+    def _wait_for_key(self, req: Request, now: float) -> None:
+        """Wake the pump when some key can take ``req``; fail what is queued
+        when no key ever will (every key disabled)."""
+        ready = self.keys.ready_at(req, now)
+        if ready is None:
+            error = self.keys.all_disabled_error(self.provider.name, now)
+            if error is not None:
+                self._fail_queued(now, lambda r: error)
+            return  # else keys are only busy: a finishing attempt runs the pump
+        if self._key_timer is not None:
+            self._key_timer.cancel()
+        self._key_timer = self.loop.call_later(max(0.0, ready - now), self._on_key_ready)
+
+    def _on_key_ready(self) -> None:
+        self._key_timer = None
+        self._pump()
+
+    def _fail_queued(self, now: float, error_for=None) -> None:
+        """Everything queued fails fast: the circuit is OPEN (or ``error_for(req)``)."""
         with self.queue.lock:
             entries = self.queue.drain()
         for entry in entries:
             req = entry.item
             if not req.future.done():
-                error = self._circuit_open_error(now, req)
+                error = error_for(req) if error_for is not None else self._circuit_open_error(now, req)
                 error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
                 self.finish(req, None, error)
 
@@ -275,6 +306,8 @@ class Engine:
         req.running = True
         if req.future.done():  # cancelled before this task got to run
             self.breaker.on_ignored(self.clock.now(), permit=permit)
+            lease, req.lease = req.lease, None
+            self.keys.release(lease, self.clock.now(), CancelledRequestError("cancelled"), (0, 0))
             self.in_flight -= 1
             req.task = None
             req.running = False
@@ -295,6 +328,10 @@ class Engine:
             self.in_flight -= 1
             req.task = None
             req.running = False
+            lease, req.lease = req.lease, None
+            if lease is not None:  # every attempt's key is released once, whatever happened
+                usage = self.provider.usage(result) if error is None and result is not None else (0, 0)
+                self.keys.release(lease, self.clock.now(), error, usage)
         if error is None:
             if not req.stream:
                 self.finish(req, result, None)
@@ -322,17 +359,17 @@ class Engine:
         timeout = self.settings["timeout"]
         if req.deadline is not None:
             timeout = max(0.001, min(timeout, req.deadline - now))
-        api_key = req.api_key or self.api_key
+        key_name = req.last_key = req.lease.name
+        api_key = req.api_key or self.keys.secret(key_name)
         http_request = self.provider.build_request(
             req.endpoint,
             req.data,
             api_key=api_key,
-            base_url=self.base_url,
+            base_url=self.keys.base_url(key_name) or self.base_url,
             timeout=timeout,
             stream=req.stream,
             request_id=req.request_id,
         )
-        key_name = key_fingerprint(api_key)
         started = clock.now()
         try:
             response = await self.transport.send(http_request)
@@ -346,6 +383,7 @@ class Engine:
         except asyncio.CancelledError:
             self.breaker.on_ignored(clock.now(), permit=permit)
             raise
+        self.keys.hints(key_name, self.provider, response.headers, clock.now())
         if not response.ok:
             if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
@@ -453,6 +491,18 @@ class Engine:
 
     def _after_failure(self, req: Request, error: ApiError) -> None:
         now = self.clock.now()
+        if isinstance(error, RateLimitError) and req.last_key is not None:
+            req.avoid_key = req.last_key  # that key cools down; the retry prefers another
+            if req.retries < self.retry_options.max_retries and self.keys.another_ready(req.last_key, req, now):
+                req.retries += 1
+                req.last_error = error
+                self._requeue(req)  # another key is free now: no reason to wait
+                return
+        if isinstance(error, AuthenticationError) and req.last_key is not None and self.keys.another_usable(req.last_key, req, now):
+            req.retries += 1  # that key is disabled now; the request moves on to one that may work
+            req.last_error = error
+            self._requeue(req)
+            return
         decision = retry_policy.decide(error, req.retries, self.retry_options, self.rng, now, req.deadline)
         if not decision.retry or self.closed:
             if decision.reason == "deadline":
@@ -521,7 +571,8 @@ class Engine:
         self.record_request(req, result, error, self.clock.now())
 
     def key_name(self, req: Request) -> Optional[str]:
-        return key_fingerprint(req.api_key or self.api_key)
+        """The key a request went out on (its name; a fingerprint for the seed's key)."""
+        return req.last_key
 
     def record_request(self, req: Request, result: Any, error: Optional[BaseException], now: float, attempts: Optional[int] = None) -> None:
         tokens_in, tokens_out = self.provider.usage(result) if error is None else (0, 0)
@@ -619,6 +670,7 @@ class Engine:
             "max_concurrent_requests": self.settings["max_concurrent_requests"],
             "backing_off": len(self._backing_off),
             "circuit_breaker": self.breaker.snapshot(now),
+            "key_pool": self.keys.snapshot(now),
         }
 
 

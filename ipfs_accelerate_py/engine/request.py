@@ -37,6 +37,10 @@ class Request:
         "attempts",
         "retries",
         "last_error",
+        "lease",
+        "last_key",
+        "avoid_key",
+        "tokens",
         "entry",
         "task",
         "running",
@@ -73,6 +77,10 @@ class Request:
         self.attempts = 0
         self.retries = 0
         self.last_error: Optional[BaseException] = None  # the failure a retry is waiting out
+        self.lease: Any = None  # the key lease of the attempt in flight
+        self.last_key: Optional[str] = None  # the key of the last attempt (stats)
+        self.avoid_key: Optional[str] = None  # a key that refused it (429): another is preferred
+        self.tokens: Optional[int] = None  # estimated tokens, for keys with a tpm budget
         self.entry: Any = None  # QueueEntry while queued or between attempts
         self.task: Any = None  # asyncio.Task while an attempt is in flight
         self.running = False  # True once that task's coroutine has started

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from ..resilience.errors import SettingError
+from ..resilience.keys import STRATEGY_NAMES
 from ..resilience.validation import require_int, require_number
 
 __all__ = ["SETTINGS", "SettingSpec", "Settings", "ENV_PREFIX"]
@@ -64,6 +65,15 @@ def _bool(name: str, value: Any) -> bool:
     raise SettingError(name, value, "True or False")
 
 
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise SettingError(name, value, f"one of {', '.join(choices)}")
+        return value.strip().lower()
+
+    return check
+
+
 def _models(name: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -103,6 +113,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("breaker_window", 60.0, _float(0.0, exclusive=True), "seconds of history the rate rules look at"),
     SettingSpec("breaker_minimum_calls", 10, _int(1), "calls in the window before the rate rules judge"),
     SettingSpec("queue_aging_interval", 30.0, _float(0.0, exclusive=True, optional=True), "seconds of waiting that raise a request one priority level (None: no aging)"),
+    SettingSpec("key_strategy", "least-loaded", _choice(STRATEGY_NAMES), "how a request's key is picked among several: least-loaded, round-robin or weighted"),
     SettingSpec("batching_enabled", True, _bool, "coalesce embeddings requests to supported_batch_models"),
     SettingSpec("max_batch_size", 10, _int(1), "inputs in one batched call (the provider's cap still applies)"),
     SettingSpec("batch_timeout", 0.5, _float(0.0), "seconds a batch waits for more inputs after its first"),

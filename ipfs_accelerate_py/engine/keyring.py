@@ -1,0 +1,173 @@
+"""A backend's keys: the secrets and endpoints, beside the policy that picks.
+
+The :class:`~..resilience.keys.KeyPool` decides which key may take an
+attempt now and when one next can; it only ever sees names.  The secrets,
+and each key's base URL when it is another endpoint, stay here.  The seed's
+single key is one more key, named by the fingerprint of its secret (so
+statistics look the same with one key as before), or ``"default"`` when
+there is no secret at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+from ..resilience.breaker import BreakerOptions
+from ..resilience.errors import ApiError, AuthenticationError, SettingError
+from ..resilience.keys import KeyOptions, KeyPool, Lease, Outcome
+from .request import Request
+
+__all__ = ["KeyConfig", "KeyRing", "NO_KEY_NAME", "key_fingerprint"]
+
+NO_KEY_NAME = "default"
+_CHARS_PER_TOKEN = 4
+
+
+@functools.lru_cache(maxsize=256)
+def key_fingerprint(api_key: Optional[str]) -> Optional[str]:
+    """How a key without a name is reported: 8 hex digits of its SHA-256."""
+    if not api_key:
+        return None
+    return hashlib.sha256(api_key.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    """One key as configured: its options, its secret, its endpoint."""
+
+    options: KeyOptions
+    secret: Optional[str] = None
+    base_url: Optional[str] = None
+
+    def __repr__(self) -> str:  # never the secret
+        return f"KeyConfig({self.options.name!r}, base_url={self.base_url!r})"
+
+
+class KeyRing:
+    def __init__(self, strategy: str, breaker_options: BreakerOptions, now: float) -> None:
+        self.pool = KeyPool([], strategy, breaker_options=breaker_options, now=now)
+        self._secrets: dict[str, Optional[str]] = {}
+        self._base_urls: dict[str, Optional[str]] = {}
+        self._default: Optional[str] = None  # the pool name of the seed's single key
+        self._counts_tokens = False
+
+    # ------------------------------------------------------------ config
+
+    def add(self, config: KeyConfig, now: float) -> None:
+        name = config.options.name
+        if name in self._secrets:
+            raise SettingError("api_keys", name, "a key name not used yet (remove the old key first)")
+        if self._default is not None and self._secrets.get(self._default) is None:
+            self.remove(self._default)  # the keyless slot gives way to a real key
+        self.pool.add(config.options, now)
+        self._secrets[name] = config.secret
+        self._base_urls[name] = config.base_url
+        self._counts_tokens = self._counts_tokens or config.options.tpm is not None
+
+    def remove(self, name: str) -> None:
+        if name not in self._secrets:
+            raise SettingError("api_keys", name, f"the name of a configured key: {', '.join(self._secrets)}")
+        self.pool.remove(name)
+        del self._secrets[name], self._base_urls[name]
+        if name == self._default:
+            self._default = None
+
+    def set_default(self, secret: Optional[str], now: float) -> None:
+        """The seed's single key (``client.api_key``): added, replaced or dropped."""
+        if self._default is not None:
+            self.remove(self._default)
+        if secret is None and self._secrets:
+            return  # other keys serve; no anonymous slot beside them
+        name = key_fingerprint(secret) or NO_KEY_NAME
+        if name in self._secrets:  # the same secret is configured under a name already
+            return
+        self.add(KeyConfig(KeyOptions(name), secret), now)
+        self._default = name
+
+    @property
+    def default_secret(self) -> Optional[str]:
+        return self._secrets.get(self._default) if self._default else None
+
+    def names(self) -> list[str]:
+        return list(self._secrets)
+
+    def secret(self, name: str) -> Optional[str]:
+        return self._secrets.get(name)
+
+    def base_url(self, name: str) -> Optional[str]:
+        return self._base_urls.get(name)
+
+    # ---------------------------------------------------------- dispatch
+
+    def tokens(self, req: Request) -> int:
+        """The estimate a tpm budget is charged before the answer says."""
+        if not self._counts_tokens or req.data is None:
+            return 0
+        if req.tokens is None:
+            req.tokens = len(json.dumps(req.data, default=str)) // _CHARS_PER_TOKEN + int(req.data.get("max_tokens") or 0)
+        return req.tokens
+
+    def lease(self, req: Request, now: float, rng: random.Random) -> Optional[Lease]:
+        """A key for ``req``'s next attempt, avoiding the key that last
+        refused it when another is free; None when none may go now."""
+        tokens = self.tokens(req)
+        if req.avoid_key is not None:
+            lease = self.pool.choose(now, tokens, rng, exclude=frozenset((req.avoid_key,)))
+            if lease is not None:
+                return lease
+        return self.pool.choose(now, tokens, rng)
+
+    def ready_at(self, req: Request, now: float) -> Optional[float]:
+        return self.pool.next_ready_at(now, self.tokens(req))
+
+    def another_ready(self, name: str, req: Request, now: float) -> bool:
+        """Whether a key other than ``name`` could take ``req`` now."""
+        ready = self.pool.next_ready_at(now, self.tokens(req), exclude=frozenset((name,)))
+        return ready is not None and ready <= now
+
+    def hints(self, name: str, provider, headers, now: float) -> None:
+        """What the provider's headers say of the key's remaining quota, for
+        choosing among several keys (with one key there is nothing to choose:
+        the server's own 429 and Retry-After then decide)."""
+        if len(self.pool) > 1:
+            found = provider.rate_limit_hints(headers)
+            if found:
+                self.pool.update_hints(name, found, now)
+
+    def another_usable(self, name: str, req: Request, now: float) -> bool:
+        """Whether a key other than ``name`` could ever take ``req`` (one not disabled)."""
+        if len(self.pool) < 2:
+            return False
+        return any(state["disabled"] is None for other, state in self.pool.snapshot(now).items() if other != name)
+
+    def release(self, lease: Lease, now: float, error: Optional[BaseException], usage: tuple[int, int]) -> None:
+        if error is None:
+            outcome = Outcome.success(usage[0], usage[1]) if any(usage) else Outcome.success()
+        elif isinstance(error, ApiError):
+            outcome = Outcome.from_error(error)
+            if outcome.kind == "auth_failure" and len(self.pool) == 1:
+                # the only key: each request reports the server's own 401/403 (and a new
+                # client.api_key starts afresh); disabling it would only hide that
+                outcome = Outcome.ignored()
+        else:
+            outcome = Outcome.ignored()
+        self.pool.release(lease, now, outcome)
+
+    def all_disabled_error(self, provider: str, now: float) -> Optional[AuthenticationError]:
+        """An error naming every key and why, when no key is left to try."""
+        snapshot = self.pool.snapshot(now)
+        if not snapshot or any(state["disabled"] is None for state in snapshot.values()):
+            return None
+        reasons = ", ".join(f"{name}: {state['disabled']}" for name, state in snapshot.items())
+        return AuthenticationError(
+            f"every key of this backend is disabled ({reasons}); add a working key with client.add_api_key()",
+            provider=provider,
+        )
+
+    def snapshot(self, now: float) -> dict:
+        return self.pool.snapshot(now)
