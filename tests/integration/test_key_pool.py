@@ -162,3 +162,37 @@ def test_numbered_environment_variables_add_keys(simulator, monkeypatch):
 def test_bad_key_lists_are_refused_with_a_typed_error(simulator, bad):
     with pytest.raises((InvalidInputError, SettingError, TypeError)):
         openai_api({}, {"openai_api_base": simulator.base_url, "api_keys": bad})
+
+
+def test_in_flight_counts_return_to_zero_on_every_path(simulator):
+    """Success, server error, 429, cancellation while in flight, a stream read
+    whole and a stream closed early: each key's in-flight count ends at 0."""
+    simulator.configure(latency=0.02)
+    with multi_key_client(simulator, "round-robin", max_retries=1, failure_threshold=100) as client:
+        client.chat("gpt-4o-mini", messages("ok"))
+        simulator.script([{"status": 500}, {"status": 500}])
+        with pytest.raises(Exception):
+            client.chat("gpt-4o-mini", messages("server error"))
+        simulator.script([{"status": 429, "headers": {"retry-after-ms": "10"}}, {"status": 429, "headers": {"retry-after-ms": "10"}}])
+        with pytest.raises(Exception):
+            client.chat("gpt-4o-mini", messages("rate limited"))
+        simulator.configure(latency=0.5)
+        future = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "gpt-4o-mini", "messages": messages("cancel me")}})
+        deadline = time.monotonic() + WAIT
+        while client.current_requests == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        future.cancel()
+        assert future.wait(WAIT)
+        simulator.configure(latency=0.0, stream_chunk_delay=0.01)
+        for _ in client.chat("gpt-4o-mini", messages("a whole stream"), stream=True):
+            pass
+        stream = client.chat("gpt-4o-mini", messages("a stream closed early please"), stream=True)
+        next(stream)
+        stream.close()
+        client.chat("gpt-4o-mini", messages("after"))  # goes through: nothing leaked
+        deadline = time.monotonic() + WAIT
+        while any(s["in_flight"] for s in client.get_stats()["key_pool"].values()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        pool = client.get_stats()["key_pool"]
+        assert {name: state["in_flight"] for name, state in pool.items()} == {name: 0 for name in KEYS}
+        assert client.current_requests == 0
