@@ -7,11 +7,13 @@
 
 from .base import BaseApiBackend
 from .claude import claude
+from .failover import FailoverChain, FailoverStep
 from .gemini import gemini
 from .groq import groq
 from .hf_tei import hf_tei
 from .hf_tgi import hf_tgi
 from .llvm import llvm
+from .multiplexer import ApiKeyMultiplexer
 from .ollama import ollama
 from .opea import opea
 from .openai_api import openai_api
@@ -35,8 +37,11 @@ BACKENDS: dict[str, type] = {
 }
 
 __all__ = [
+    "ApiKeyMultiplexer",
     "BACKENDS",
     "BaseApiBackend",
+    "FailoverChain",
+    "FailoverStep",
     "claude",
     "gemini",
     "groq",

@@ -245,7 +245,7 @@ class BaseApiBackend:
         if api_key is not None and not isinstance(api_key, str):
             raise InvalidInputError("api_key must be a string")
         engine = self._engine
-        if not (api_key or engine.api_key) and self.provider.spec.requires_key and engine.base_url == self.provider.spec.default_base_url:
+        if not (api_key or engine.keys.has_secret()) and self.provider.spec.requires_key and engine.base_url == self.provider.spec.default_base_url:
             names = " or ".join(self.provider.spec.key_env + tuple(f"metadata['{m}']" for m in self.provider.spec.key_metadata[:1]))
             raise AuthenticationError(f"no API key for {self.provider.name}: set {names}", provider=self.provider.name)
         data = dict(data) if data is not None else None

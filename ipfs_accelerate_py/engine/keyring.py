@@ -93,6 +93,10 @@ class KeyRing:
     def default_secret(self) -> Optional[str]:
         return self._secrets.get(self._default) if self._default else None
 
+    def has_secret(self) -> bool:
+        """Whether any key has a secret to send."""
+        return any(self._secrets.values())
+
     def names(self) -> list[str]:
         return list(self._secrets)
 

@@ -30,6 +30,7 @@ from ipfs_accelerate_py.resilience.errors import (
     ShutdownError,
 )
 from ipfs_accelerate_py.transport.base import HttpResponse
+from ipfs_accelerate_py.transport.memory import MemoryTransport
 
 from ..helpers import QUICK_RETRIES, ClientFactory, scripted
 
@@ -502,3 +503,12 @@ def test_slow_call_settings_can_be_set_one_at_a_time():
         assert (options.slow_call_duration, options.slow_call_rate_threshold) == (5.0, 50.0)
         assert options.slow_call_rule is True
         assert client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])["choices"]
+
+
+def test_keys_given_only_as_a_list_are_enough_for_the_real_service(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    transport = MemoryTransport(lambda r: HttpResponse(200, {}, ok_body(r)))
+    with openai_api({}, {"api_keys": [{"name": "k1", "key": SECRET}]}, transport=transport) as client:
+        client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])
+    assert transport.requests[0].url == "https://api.openai.com/v1/chat/completions"
+    assert transport.requests[0].headers["Authorization"] == f"Bearer {SECRET}"

@@ -1,0 +1,372 @@
+"""Failover across backends: a declared chain of steps, tried in order.
+
+::
+
+    chain = FailoverChain([
+        openai_client,
+        (groq_client, {"gpt-4o-mini": "llama-3.3-70b-versatile"}),
+        FailoverStep(claude_client, default_model="claude-sonnet-4-5"),
+    ])
+    response = chain.chat("gpt-4o-mini", [{"role": "user", "content": "Hi"}])
+    print(chain.last_step.name, chain.reply_text(response))
+
+A request goes to the first step.  It moves on to the next step only when it
+cannot succeed where it is (:func:`fails_over`):
+
+* the step's circuit is OPEN (:class:`CircuitOpenError`, raised at admission,
+  so nothing is sent: an OPEN step is skipped at no cost);
+* the step cannot serve at all: :class:`AuthenticationError` /
+  :class:`PermissionDeniedError` (every key refused or disabled), or
+  :class:`ShutdownError` (the backend was closed);
+* the backend spent its retries on a retryable error (:class:`RateLimitError`,
+  :class:`ServerError`, :class:`RequestTimeoutError` and
+  :class:`DeadlineExceededError`, :class:`NetworkError`,
+  :class:`MalformedResponseError`, :class:`ConflictError`) or its queue was
+  full (:class:`QueueFullError`).  The backend retries first: the chain sees an
+  error only once the backend has given up.
+
+The caller's own mistakes (:class:`InvalidRequestError`, which includes
+:class:`InvalidInputError`, and :class:`NotFoundError`) would fail on every
+step: they are raised at once, unless the step lists them in its
+``fail_over_on`` (say ``NotFoundError`` when a model may exist only further
+on).  A cancellation, a setting error or an exception that is not an
+:class:`ApiError` (a bug) is raised at once too.
+
+Each step maps the requested model (``models``), else uses its
+``default_model``, else passes the model unchanged.  ``chat`` takes
+OpenAI-style messages, as every backend's ``chat`` does, and the answer is
+returned as that step's provider shapes it: :attr:`FailoverChain.last_step`
+(per thread) says which step answered, and :meth:`FailoverChain.reply_text`
+reads its text whatever the provider.  A stream fails over only until it has
+started: once ``chat(stream=True)`` has returned, its chunks come from that
+step.
+
+When every step failed, a copy of the last error is raised (its class and
+fields kept, the original as its ``__cause__``) with ``failures``, the list
+of ``(step name, error)``, also summed up in its message, and ``step``, the
+name of the step that raised it.  An error that does not fail over, raised
+by a later step, carries the earlier failures the same way.  Error messages
+never carry a key (the engine redacts them).
+
+The chain does not own its backends: closing them is the caller's business.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+from ..resilience.errors import (
+    ApiError,
+    AuthenticationError,
+    CircuitOpenError,
+    ConflictError,
+    MalformedResponseError,
+    NetworkError,
+    QueueFullError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    SettingError,
+    ShutdownError,
+)
+
+__all__ = ["FAIL_OVER_ON", "FailoverChain", "FailoverStep", "fails_over"]
+
+FAIL_OVER_ON: tuple[type[ApiError], ...] = (
+    CircuitOpenError,
+    AuthenticationError,  # and PermissionDeniedError: no key left that this backend may use
+    ShutdownError,
+    RateLimitError,
+    ServerError,
+    RequestTimeoutError,  # and DeadlineExceededError
+    NetworkError,
+    MalformedResponseError,
+    ConflictError,
+    QueueFullError,
+)
+"""The errors after which a request moves on to the next step (subclasses included)."""
+
+MAX_MESSAGE_ERROR_CHARS = 200
+"""How much of each step's error the final error's message quotes."""
+
+StepLike = Union["FailoverStep", Any, tuple]
+
+
+# ---------------------------------------------------------------- steps
+
+
+@dataclass(frozen=True)
+class FailoverStep:
+    """One backend of a chain and how requests are adapted to it.
+
+    ``models`` maps a requested model to this backend's; a model it does not
+    map becomes ``default_model`` when one is set, else goes unchanged.
+    ``fail_over_on``: error classes that also move on from this step, beyond
+    :data:`FAIL_OVER_ON`.  ``name`` is how stats and errors name the step
+    (default: the backend's class name, numbered when repeated in a chain).
+    """
+
+    backend: Any
+    models: Mapping[str, str] = field(default_factory=dict)
+    default_model: Optional[str] = None
+    fail_over_on: tuple = ()
+    name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not callable(getattr(self.backend, "chat", None)) or getattr(self.backend, "provider", None) is None:
+            raise SettingError("backend", self.backend, "a backend (e.g. openai_api(...), groq(...), claude(...))")
+        if not isinstance(self.models, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in self.models.items()
+        ):
+            raise SettingError("models", self.models, "a dict mapping requested model names to this backend's")
+        object.__setattr__(self, "models", dict(self.models))
+        if self.default_model is not None and (not isinstance(self.default_model, str) or not self.default_model):
+            raise SettingError("default_model", self.default_model, "a model name or None")
+        extra = tuple(self.fail_over_on)
+        if not all(isinstance(cls, type) and issubclass(cls, ApiError) for cls in extra):
+            raise SettingError("fail_over_on", self.fail_over_on, "error classes from ipfs_accelerate_py.resilience.errors")
+        object.__setattr__(self, "fail_over_on", extra)
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise SettingError("name", self.name, "a non-empty string or None")
+
+    def model_for(self, model: Any) -> Any:
+        """The model this step sends for a request of ``model``."""
+        if isinstance(model, str) and model in self.models:
+            return self.models[model]
+        return self.default_model if self.default_model is not None else model
+
+    def __repr__(self) -> str:
+        return f"FailoverStep({self.name or type(self.backend).__name__!r}, models={self.models!r})"
+
+
+def fails_over(error: BaseException, step: Optional[FailoverStep] = None) -> bool:
+    """True when ``error``, raised by ``step``, means the request should move on."""
+    if not isinstance(error, ApiError):
+        return False
+    extra = step.fail_over_on if step is not None else ()
+    return isinstance(error, FAIL_OVER_ON + extra)
+
+
+def _as_step(item: StepLike) -> FailoverStep:
+    if isinstance(item, FailoverStep):
+        return item
+    if isinstance(item, tuple):
+        if not 1 <= len(item) <= 2:
+            raise SettingError("steps", item, "a backend, (backend, {model: model}) or a FailoverStep")
+        return FailoverStep(*item)
+    return FailoverStep(item)
+
+
+def _named(steps: list[FailoverStep]) -> list[FailoverStep]:
+    """Steps with unique names: a repeated default name gets ``#2``, ``#3``..."""
+    seen: dict[str, int] = {}
+    named = []
+    for step in steps:
+        base = step.name or type(step.backend).__name__
+        seen[base] = seen.get(base, 0) + 1
+        name = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        if step.name is not None and seen[base] > 1:
+            raise SettingError("name", step.name, "a step name not used twice in the chain")
+        named.append(FailoverStep(step.backend, step.models, step.default_model, step.fail_over_on, name))
+    return named
+
+
+# ---------------------------------------------------------------- stats
+
+
+class _ChainStats:
+    """Thread-safe counters of one chain."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._lock = threading.Lock()
+        self._names = names
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests = self._succeeded = self._failed = self._failovers = 0
+            self._steps = {name: {"attempts": 0, "served": 0, "failed": 0, "errors": {}} for name in self._names}
+
+    def attempt(self, name: str) -> None:
+        with self._lock:
+            self._steps[name]["attempts"] += 1
+
+    def step_failed(self, name: str, error: BaseException, moving_on: bool) -> None:
+        kind = getattr(error, "kind", type(error).__name__)
+        with self._lock:
+            step = self._steps[name]
+            step["failed"] += 1
+            step["errors"][kind] = step["errors"].get(kind, 0) + 1
+            self._failovers += moving_on
+
+    def finished(self, served_by: Optional[str]) -> None:
+        with self._lock:
+            self._requests += 1
+            if served_by is None:
+                self._failed += 1
+            else:
+                self._succeeded += 1
+                self._steps[served_by]["served"] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            steps = {name: dict(s, errors=dict(s["errors"])) for name, s in self._steps.items()}
+            return {
+                "requests": self._requests,
+                "succeeded": self._succeeded,
+                "failed": self._failed,
+                "failovers": self._failovers,
+                "served_by": {name: s["served"] for name, s in steps.items()},
+                "steps": steps,
+            }
+
+
+# ---------------------------------------------------------------- the chain
+
+
+class FailoverChain:
+    """Backends tried in order; see the module docstring for the rules.
+
+    ``steps``: a list of backends, ``(backend, {requested: model})`` pairs or
+    :class:`FailoverStep` objects.  Thread-safe: calls from many threads go
+    through at once (each backend queues its own).
+    """
+
+    def __init__(self, steps: Iterable[StepLike]) -> None:
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, Iterable):
+            raise SettingError("steps", steps, "a list of backends or (backend, {model: model}) steps")
+        steps = _named([_as_step(item) for item in steps])
+        if not steps:
+            raise SettingError("steps", steps, "at least one backend")
+        self._steps = tuple(steps)
+        self._stats = _ChainStats([s.name for s in steps])
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ inspection
+
+    @property
+    def steps(self) -> tuple[FailoverStep, ...]:
+        return self._steps
+
+    @property
+    def last_step(self) -> Optional[FailoverStep]:
+        """The step that answered this thread's last successful call (None before one)."""
+        return getattr(self._local, "step", None)
+
+    def reply_text(self, result: Any) -> str:
+        """The text of a chat or completion answer, read by the provider of the step
+        that answered this thread's last call (else by the first provider that can)."""
+        step = self.last_step
+        if step is not None:
+            return step.backend.provider.reply_text(result)
+        for candidate in self._steps:
+            try:
+                return candidate.backend.provider.reply_text(result)
+            except (ApiError, LookupError, TypeError, ValueError):
+                continue
+        raise ValueError("no step's provider can read this answer")
+
+    def get_stats(self) -> dict:
+        """Requests, successes, final failures, failovers (moves to a next step), who
+        served how many, and per step: attempts, served, failed, errors by kind."""
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self._stats.reset()
+
+    def __repr__(self) -> str:
+        return f"FailoverChain([{', '.join(s.name for s in self._steps)}])"
+
+    # ------------------------------------------------------------ operations
+
+    def chat(self, model_name: str, messages: list, *, stream: bool = False, priority: Optional[int] = None,
+             request_id: Optional[str] = None, **params: Any) -> Any:
+        """``backend.chat`` on each step in turn (OpenAI-style messages; see the module docstring)."""
+        return self._run(lambda step: step.backend.chat(
+            step.model_for(model_name), messages, stream=stream, priority=priority, request_id=request_id, **params
+        ))
+
+    def completions(self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None,
+                    **params: Any) -> Any:
+        """``backend.completions`` on each step in turn."""
+        return self._run(lambda step: step.backend.completions(
+            step.model_for(model_name), prompt, stream=stream, priority=priority, **params
+        ))
+
+    def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
+        """``backend.embeddings`` on each step in turn."""
+        return self._run(lambda step: step.backend.embeddings(step.model_for(model_name), input, priority=priority, **params))
+
+    def make_request(self, endpoint: str, data: Optional[Mapping[str, Any]] = None, request_id: Optional[str] = None,
+                     *, priority: Optional[int] = None, api_key: Optional[str] = None) -> Any:
+        """``backend.make_request`` on each step in turn.  The body is sent as it is
+        (a wire format's own), with ``data["model"]`` mapped when present: fail over
+        between backends of one wire format here, or use :meth:`chat`."""
+        return self._run(lambda step: step.backend.make_request(
+            endpoint, _with_model(step, data), request_id, priority=priority, api_key=api_key
+        ))
+
+    # ------------------------------------------------------------ the loop
+
+    def _run(self, call: Callable[[FailoverStep], Any]) -> Any:
+        failures: list[tuple[str, ApiError]] = []
+        stats = self._stats
+        for index, step in enumerate(self._steps):
+            stats.attempt(step.name)
+            try:
+                result = call(step)
+            except BaseException as error:
+                moving_on = fails_over(error, step)
+                stats.step_failed(step.name, error, moving_on and index + 1 < len(self._steps))
+                if not moving_on:
+                    stats.finished(None)
+                    raise _after_failover(error, step.name, failures)
+                failures.append((step.name, error))
+                continue
+            stats.finished(step.name)
+            self._local.step = step
+            return result
+        stats.finished(None)
+        raise _exhausted(failures) from failures[-1][1]
+
+
+def _with_model(step: FailoverStep, data: Optional[Mapping[str, Any]]) -> Optional[dict]:
+    if data is None or not isinstance(data, Mapping) or "model" not in data:
+        return data  # type: ignore[return-value]  # the backend refuses a body that is not a dict
+    return dict(data, model=step.model_for(data["model"]))
+
+
+def _exhausted(failures: list[tuple[str, ApiError]]) -> ApiError:
+    """Every step failed: a copy of the last error (same class and fields) whose
+    message sums up every step's, with the list in ``failures``."""
+    name, last = failures[-1]
+    return _annotated(last, failures, f"every step of the failover chain failed: {_summary(failures)}")
+
+
+def _after_failover(error: BaseException, name: str, earlier: list[tuple[str, ApiError]]) -> BaseException:
+    """An error that does not fail over, raised by step ``name``: as it is on the first
+    step; after earlier steps failed, a copy that says so and lists them too."""
+    if not earlier or not isinstance(error, ApiError):
+        return error
+    failures = earlier + [(name, error)]
+    return _annotated(error, failures, f"{error.message} (on {name}, after failing over: {_summary(earlier)})")
+
+
+def _annotated(error: ApiError, failures: list[tuple[str, ApiError]], message: str) -> ApiError:
+    final = copy.copy(error)  # the original stays as its backend raised it
+    final.message = message
+    final.failures = list(failures)
+    final.step = failures[-1][0]
+    return final
+
+
+def _summary(failures: list[tuple[str, ApiError]]) -> str:
+    return "; ".join(f"{name}: {_short(error)}" for name, error in failures)
+
+
+def _short(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= MAX_MESSAGE_ERROR_CHARS else text[: MAX_MESSAGE_ERROR_CHARS - 3] + "..."
