@@ -627,6 +627,8 @@ class Engine:
         with self.queue.lock:
             entries = self.queue.drain()
         self.deadlines.clear()
+        if self._key_timer is not None:
+            self._key_timer.cancel()
         pending = [entry.item for entry in entries] + self.batches.drain()
         for req in list(self._backing_off):
             req.timer.cancel()
