@@ -325,3 +325,17 @@ def env_cleared(*names: str) -> Any:
             monkeypatch.delenv(name, raising=False)
 
     return cleared_env
+
+
+def quick_benchmark(tmp_path_factory: Any, script: str, timeout: float) -> tuple[Any, Path]:
+    """Run ``benchmarks/<script> --quick --json FILE`` as a subprocess: (the finished process, FILE)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("bench") / (Path(script).stem + ".json")
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / script), "--quick", "--json", str(out)],
+        cwd=root, capture_output=True, text=True, timeout=timeout,
+    )
+    return proc, out

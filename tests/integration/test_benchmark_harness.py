@@ -8,16 +8,14 @@ are never asserted in tests.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ..helpers import quick_benchmark
+
 pytest.importorskip("httpx")  # the benchmark's "bench" extra
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "overhead.py"
 CONTENDERS = ("aiohttp", "httpx_threads", "openai_api")
 RUN_TIMEOUT = 120
 POSITIVE_FIGURES = ("requests_per_s", "p50_ms", "p99_ms", "client_cpu_ms_per_request", "wall_s")
@@ -25,12 +23,7 @@ POSITIVE_FIGURES = ("requests_per_s", "p50_ms", "p99_ms", "client_cpu_ms_per_req
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "overhead.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-    )
-    return proc, out
+    return quick_benchmark(tmp_path_factory, "overhead.py", RUN_TIMEOUT)
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)

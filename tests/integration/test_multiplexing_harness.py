@@ -11,14 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "multiplexing.py"
+from ..helpers import quick_benchmark
+
 RUN_TIMEOUT = 240
 OURS = ("ours-least-loaded", "ours-round-robin")
 LITELLM = ("litellm-least-busy", "litellm-usage-v2")
@@ -33,12 +31,7 @@ def expected_contenders() -> set:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "multiplexing.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-    )
-    return proc, out
+    return quick_benchmark(tmp_path_factory, "multiplexing.py", RUN_TIMEOUT)
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
