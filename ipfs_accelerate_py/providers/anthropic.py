@@ -27,6 +27,11 @@ Streams
     ``content_block_stop``, ``message_delta`` (stop reason, output tokens),
     ``message_stop`` (the end marker), ``ping`` (dropped), ``error`` (raised as
     its typed error).  Every other event is handed over as sent.
+    :meth:`AnthropicWire.stream_delta` reads each in common terms: text from
+    ``text_delta`` (and a text block's opening text), tool-call pieces from
+    a ``tool_use`` block's start (id, name) and its ``input_json_delta``
+    pieces (indexed by content block), the stop reason and the usage;
+    thinking, signatures and citations add nothing.
 
 Anthropic has no embeddings and no text-completions operation for current
 models: both are refused before anything is sent.
@@ -41,7 +46,8 @@ from typing import Any, Mapping, Optional
 
 from ..resilience.errors import ApiError, InvalidInputError, classify_status, get_header
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec, Wire, body_json, token_count
+from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, body_json, finish_reason,
+                   token_count)
 
 __all__ = [
     "ANTHROPIC",
@@ -223,6 +229,58 @@ class AnthropicWire(Wire):
             raise self.error_from_body(chunk, None)
         return chunk, kind == "message_stop"
 
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        """One event in common terms, by its ``type``:
+
+        - ``message_start``: usage ``(input tokens, 0)`` (cache reads and
+          writes counted as input; its ``output_tokens`` is a placeholder);
+        - ``content_block_start``: a ``tool_use`` block opens a tool call
+          (``index`` the block's, its ``id`` and ``name``, no arguments yet);
+          a ``text`` block may open with text;
+        - ``content_block_delta``: ``text_delta`` -> text,
+          ``input_json_delta`` -> a piece of the block's arguments (the
+          empty piece that often opens them adds nothing);
+        - ``message_delta``: ``stop_reason`` as a finish reason, and the
+          usage as reported (output tokens; input too where the API repeats
+          the cumulative figures);
+        - anything else: :data:`EMPTY_DELTA`."""
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        read = _STREAM_READERS.get(kind) if isinstance(kind, str) else None
+        return read(self, chunk) if read is not None else EMPTY_DELTA
+
+    def _message_start_delta(self, chunk: dict) -> StreamDelta:
+        message = chunk.get("message")
+        usage = message.get("usage") if isinstance(message, dict) else None
+        if not isinstance(usage, dict):
+            return EMPTY_DELTA
+        return StreamDelta(usage=(self.usage(message)[0], 0))
+
+    def _block_start_delta(self, chunk: dict) -> StreamDelta:
+        block, index = chunk.get("content_block"), _block_index(chunk)
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_use" and index is not None:
+            call = ToolCallDelta(index, _str_or_none(block.get("id")), _str_or_none(block.get("name")), "")
+            return StreamDelta(tool_calls=(call,))
+        if kind == "text" and isinstance(block.get("text"), str) and block["text"]:
+            return StreamDelta(text=block["text"])
+        return EMPTY_DELTA
+
+    def _block_delta(self, chunk: dict) -> StreamDelta:
+        delta, index = chunk.get("delta"), _block_index(chunk)
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        if kind == "text_delta" and isinstance(delta.get("text"), str):
+            return StreamDelta(text=delta["text"])
+        piece = delta.get("partial_json") if kind == "input_json_delta" else None
+        if isinstance(piece, str) and piece and index is not None:
+            return StreamDelta(tool_calls=(ToolCallDelta(index, None, None, piece),))
+        return EMPTY_DELTA  # thinking_delta, signature_delta, citations_delta, ...
+
+    def _message_delta(self, chunk: dict) -> StreamDelta:
+        delta = chunk.get("delta")
+        reason = finish_reason(delta.get("stop_reason")) if isinstance(delta, dict) else None
+        usage = self.usage(chunk) if isinstance(chunk.get("usage"), dict) else None
+        return StreamDelta(finish_reason=reason, usage=usage)
+
     # ---------------------------------------------------------- operations
 
     def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
@@ -273,6 +331,24 @@ class AnthropicWire(Wire):
 
     def model_request(self, model_id: str) -> tuple[str, Optional[dict]]:
         return f"{MODELS}/{model_id}", None
+
+
+_STREAM_READERS = {
+    "message_start": AnthropicWire._message_start_delta,
+    "content_block_start": AnthropicWire._block_start_delta,
+    "content_block_delta": AnthropicWire._block_delta,
+    "message_delta": AnthropicWire._message_delta,
+}
+"""Stream event type -> what reads it in common terms (others add nothing)."""
+
+
+def _block_index(chunk: dict) -> Optional[int]:
+    index = chunk.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else None
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
 
 
 # ------------------------------------------------------------------ helpers

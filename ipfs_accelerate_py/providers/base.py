@@ -11,8 +11,10 @@ A wire adapter is pure mapping, typed values in and out:
 - *responses*: ``parse_response`` (JSON, or :class:`MalformedResponseError`),
   ``error_for`` (the typed error with the provider's own message and
   Retry-After), ``usage`` (tokens in and out);
-- *streams*: ``stream_format`` (``"sse"`` or ``"ndjson"``) and
-  ``parse_stream_event(event) -> (chunk or None, done)``;
+- *streams*: ``stream_format`` (``"sse"`` or ``"ndjson"``),
+  ``parse_stream_event(event) -> (chunk or None, done)`` and
+  ``stream_delta(chunk) -> StreamDelta`` (the chunk in common terms: text,
+  tool-call pieces, finish reason, usage);
 - *operations*: what the public methods send (``chat_request``,
   ``completion_request``, ``embeddings_request``, ``models_request``);
 - *batching*: which requests carry inputs that may be combined, how to put
@@ -25,20 +27,97 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 from ..resilience.batching import NO_LIMITS, BatchLimits, split_by_index
 from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseError, classify_status
 from ..transport.base import HttpRequest, HttpResponse
 from ..transport.sse import SseEvent
 
-__all__ = ["Event", "ProviderSpec", "Wire", "apportion", "body_json", "json_body", "retyped", "token_count"]
+__all__ = [
+    "EMPTY_DELTA",
+    "Event",
+    "ProviderSpec",
+    "StreamDelta",
+    "ToolCallDelta",
+    "Wire",
+    "apportion",
+    "body_json",
+    "finish_reason",
+    "json_body",
+    "retyped",
+    "token_count",
+]
 
 JSON_TYPE = "application/json"
 STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
 """What a streaming request accepts, by ``Wire.stream_format``."""
 Event = Union[SseEvent, bytes]
 """An SSE event (``stream_format == "sse"``) or one NDJSON line."""
+
+
+
+class ToolCallDelta(NamedTuple):
+    """A piece of a tool (function) call as it streams in.
+
+    Pieces of one call share ``index`` (its position among the message's
+    calls, as the provider numbers them); ``id`` and ``name`` come on the
+    first piece (None after); ``arguments`` is a fragment of the JSON
+    arguments text: joined in order, a call's fragments are the whole JSON.
+    """
+
+    index: int
+    id: Optional[str]
+    name: Optional[str]
+    arguments: str
+
+
+class StreamDelta(NamedTuple):
+    """What one stream chunk adds, in the same terms for every provider.
+
+    ``finish_reason`` is in OpenAI's words where one fits (``"stop"``,
+    ``"length"``, ``"tool_calls"``, ``"content_filter"``), else the
+    provider's own, lowercased (see :func:`finish_reason`).  ``usage`` is
+    ``(input tokens, output tokens)`` when the chunk reports them (0 for a
+    figure it does not report), else None.
+    """
+
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: Optional[str] = None
+    usage: Optional[tuple[int, int]] = None
+
+
+EMPTY_DELTA = StreamDelta()
+
+_FINISH_REASONS = {
+    "stop": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "eos_token": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "model_length": "length",
+    "tool_calls": "tool_calls",
+    "tool_use": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "safety": "content_filter",
+    "recitation": "content_filter",
+    "blocklist": "content_filter",
+    "prohibited_content": "content_filter",
+    "spii": "content_filter",
+}
+
+
+def finish_reason(raw: Any) -> Optional[str]:
+    """A provider's finish reason in OpenAI's words where one fits
+    (``"end_turn"`` -> ``"stop"``, ``"MAX_TOKENS"`` -> ``"length"``), else
+    its own, lowercased; None for no reason."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    key = raw.lower()
+    return _FINISH_REASONS.get(key, key)
 
 
 @dataclass(frozen=True)
@@ -224,6 +303,10 @@ class Wire:
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
         """``(chunk or None, done)``: a chunk to hand over (None: nothing),
         and whether the stream is complete after it."""
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        """What ``chunk`` (from :meth:`parse_stream_event`) adds to the reply."""
         raise NotImplementedError(f"{self.name} does not stream")
 
     def stream_json(self, text: Union[str, bytes]) -> Any:

@@ -19,7 +19,10 @@ leaves it out of the body.  An endpoint may be a bare method name
 
 A stream is over when every candidate of a chunk carries a
 ``finishReason`` (or the prompt was blocked); a stream that closes before
-that was cut.  Errors are ``{"error": {"code", "message", "status",
+that was cut.  Each chunk is a whole ``GenerateContentResponse``: its
+first candidate's text parts (thoughts left out) and function calls, its
+``finishReason`` and its ``usageMetadata`` (cumulative) are what it adds
+(:meth:`GeminiWire.stream_delta`).  Errors are ``{"error": {"code", "message", "status",
 "details"}}``; a 429's wait is in ``details[google.rpc.RetryInfo].retryDelay``
 (``"30s"``), and a key Google does not know is a 400 whose ``ErrorInfo``
 reason is ``API_KEY_INVALID`` (an authentication error here).
@@ -37,8 +40,10 @@ from urllib.parse import urlencode
 from ..resilience.batching import BatchLimits
 from ..resilience.errors import ApiError, AuthenticationError, InvalidInputError, MalformedResponseError, classify_status
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec, Wire, body_json, retyped
+from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, body_json, finish_reason,
+                   retyped, token_count)
 from .gemini_content import embed_params, generation_fields, image_part, to_contents
+from .openai import arguments_text
 
 __all__ = ["GEMINI", "GEMINI_EMBEDDING_LIMITS", "GeminiWire", "image_part", "model_resource"]
 
@@ -64,6 +69,8 @@ EMBED_BATCH = "batchEmbedContents"
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _KEY_REASONS = frozenset({"API_KEY_INVALID"})
+_UNSPECIFIED = "FINISH_REASON_UNSPECIFIED"
+_NO_REASONS = frozenset({_UNSPECIFIED, "BLOCK_REASON_UNSPECIFIED"})
 
 
 def model_resource(model: str) -> str:
@@ -145,8 +152,8 @@ class GeminiWire(Wire):
         meta = result.get("usageMetadata") if isinstance(result, dict) else None
         if not isinstance(meta, dict):
             return 0, 0
-        out = (meta.get("candidatesTokenCount") or 0) + (meta.get("thoughtsTokenCount") or 0)
-        return int(meta.get("promptTokenCount") or 0), int(out)
+        out = token_count(meta.get("candidatesTokenCount")) + token_count(meta.get("thoughtsTokenCount"))
+        return token_count(meta.get("promptTokenCount")), out
 
     # ------------------------------------------------------------- streams
 
@@ -161,6 +168,30 @@ class GeminiWire(Wire):
             code = _error_object(chunk).get("code")
             raise self.error_from(code if isinstance(code, int) and code >= 400 else 500, None, chunk, wall_now=0.0)
         return chunk, _finished(chunk)
+
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        """One ``GenerateContentResponse`` chunk in common terms: the first
+        candidate's text parts (``"thought": true`` parts left out), its
+        ``functionCall`` parts as whole tool calls (``index`` their position
+        among this chunk's calls, ``arguments`` the JSON of ``args``), its
+        ``finishReason`` (or the prompt's ``blockReason``), and
+        ``usageMetadata`` read as :meth:`usage` reads it."""
+        if not isinstance(chunk, dict):
+            return EMPTY_DELTA
+        candidate = _reply_candidate(chunk.get("candidates"))
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        parts = [part for part in parts if isinstance(part, dict)] if isinstance(parts, list) else []
+        feedback = chunk.get("promptFeedback")
+        reason = candidate.get("finishReason")
+        if reason is None and isinstance(feedback, dict):
+            reason = feedback.get("blockReason")
+        return StreamDelta(
+            text="".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought") is not True),
+            tool_calls=_function_calls(parts),
+            finish_reason=None if not isinstance(reason, str) or reason in _NO_REASONS else finish_reason(reason),
+            usage=self.usage(chunk) if isinstance(chunk.get("usageMetadata"), dict) else None,
+        )
 
     # ---------------------------------------------------------- operations
 
@@ -277,11 +308,32 @@ def _single_text(request: Mapping[str, Any]) -> Optional[str]:
     return text if isinstance(text, str) and text else None
 
 
+def _reply_candidate(candidates: Any) -> dict:
+    """The candidate of index 0 (or without one); ``{}`` when there is none."""
+    if not isinstance(candidates, list):
+        return {}
+    return next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), {})
+
+
+def _function_calls(parts: list[dict]) -> tuple[ToolCallDelta, ...]:
+    calls = [p.get("functionCall", p.get("function_call")) for p in parts]
+    calls = [call for call in calls if isinstance(call, dict)]
+    return tuple(
+        ToolCallDelta(
+            index=position,
+            id=call["id"] if isinstance(call.get("id"), str) and call["id"] else None,
+            name=call["name"] if isinstance(call.get("name"), str) and call["name"] else None,
+            arguments=arguments_text(call.get("args") if call.get("args") is not None else {}),
+        )
+        for position, call in enumerate(calls)
+    )
+
+
 def _finished(chunk: dict) -> bool:
     """Every candidate has a finishReason, or the prompt was blocked (no candidates)."""
     candidates = chunk.get("candidates")
     if isinstance(candidates, list) and candidates:
-        return all(isinstance(c, dict) and c.get("finishReason") not in (None, "", "FINISH_REASON_UNSPECIFIED") for c in candidates)
+        return all(isinstance(c, dict) and c.get("finishReason") not in (None, "", _UNSPECIFIED) for c in candidates)
     feedback = chunk.get("promptFeedback")
     return isinstance(feedback, dict) and bool(feedback.get("blockReason"))
 

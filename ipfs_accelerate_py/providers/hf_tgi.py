@@ -7,6 +7,8 @@ Native routes, at the server's root::
     POST /generate_stream   SSE ``data:`` events {"index", "token": {...},
                             "generated_text": null | str, "details": null | {...}};
                             the last event carries the whole ``generated_text``
+                            (not read as text again: the tokens were) and, when
+                            asked for, ``details`` (finish reason, token counts)
     GET  /info              {"model_id", "max_input_tokens", "max_client_batch_size", ...}
 
 and the OpenAI-compatible ``POST /v1/chat/completions`` (and ``/v1/completions``),
@@ -21,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec
+from .base import EMPTY_DELTA, Event, ProviderSpec, StreamDelta, finish_reason, token_count
 from .huggingface import HuggingFaceWire, hf_spec, hf_stream_error
 from .openai import OpenAIWire
 
@@ -68,8 +70,7 @@ class TGIWire(HuggingFaceWire):
         if not isinstance(tokens_in, int):
             prefill = details.get("prefill")
             tokens_in = len(prefill) if isinstance(prefill, list) else 0
-        tokens_out = details.get("generated_tokens")
-        return tokens_in, tokens_out if isinstance(tokens_out, int) else 0
+        return token_count(tokens_in), token_count(details.get("generated_tokens"))
 
     # ------------------------------------------------------------- streams
 
@@ -85,6 +86,25 @@ class TGIWire(HuggingFaceWire):
         if "error" in chunk and "choices" not in chunk:
             raise hf_stream_error(self.name, chunk)
         return chunk, False
+
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        """A native event: ``token.text`` unless the token is ``special``
+        (``</s>``); on the last, ``details.finish_reason`` and the usage
+        (``details.generated_tokens`` out, ``details.input_length`` in where
+        sent).  An OpenAI chunk from the /v1 routes: OpenAI's mapping."""
+        if not isinstance(chunk, dict):
+            return EMPTY_DELTA
+        if "token" not in chunk:
+            return self.openai.stream_delta(chunk)
+        token = chunk.get("token")
+        text = token.get("text") if isinstance(token, dict) and token.get("special") is not True else None
+        details = chunk.get("details")
+        details = details if isinstance(details, dict) else {}
+        return StreamDelta(
+            text=text if isinstance(text, str) else "",
+            finish_reason=finish_reason(details.get("finish_reason")),
+            usage=self.usage(chunk) if isinstance(details.get("generated_tokens"), int) else None,
+        )
 
     def reply_text(self, result: Any) -> str:
         """``generated_text`` of /generate, or the chat message of /v1."""

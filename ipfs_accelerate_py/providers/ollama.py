@@ -11,7 +11,10 @@ The wire, as Ollama documents it (docs.ollama.com/api):
   ``num_predict``.  Request fields (``keep_alive``, ``format``, ``tools``,
   ``think``, ``system``, ``truncate``, ``dimensions``, ...) stay at the top.
 - A stream is one JSON object per line; the last has ``"done": true`` with
-  ``done_reason`` and the counts.  An error in the middle of a stream is a
+  ``done_reason`` and the counts.  A chat line's ``message.content`` (or a
+  generate line's ``response``) is its text; ``message.tool_calls`` come
+  whole (``{"function": {"name", "arguments": {...}}}``), ``thinking`` is
+  not reply text.  An error in the middle of a stream is a
   line ``{"error": "..."}`` under the 200 already sent.
 - Errors: ``{"error": "..."}`` with 400, 401, 403, 404 (model not found),
   429, 500, 502.
@@ -33,7 +36,9 @@ from typing import Any, Mapping, Optional
 from ..resilience.batching import normalize_inputs
 from ..resilience.errors import InvalidInputError, MalformedResponseError, ServerError, SettingError, provider_message
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec, Wire, apportion, token_count
+from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, apportion, finish_reason,
+                   token_count)
+from .openai import arguments_text
 
 __all__ = ["OLLAMA", "OllamaWire", "normalize_host", "request_fields"]
 
@@ -224,6 +229,27 @@ class OllamaWire(Wire):
             raise self._reported_error(chunk, None)
         return chunk, chunk.get("done") is True
 
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        """One line in common terms: ``message.content`` (chat) or
+        ``response`` (generate) as text; ``message.tool_calls`` as whole
+        calls (``index`` the call's ``function.index`` when given, else its
+        position in the line; ``arguments`` the JSON of the arguments
+        object); on the ``"done": true`` line, ``done_reason`` and the
+        counts (``prompt_eval_count``, ``eval_count``) as usage."""
+        if not isinstance(chunk, dict):
+            return EMPTY_DELTA
+        message = chunk.get("message")
+        message = message if isinstance(message, dict) else {}
+        text = message.get("content") if message else chunk.get("response")
+        done = chunk.get("done") is True
+        counted = done and ("prompt_eval_count" in chunk or "eval_count" in chunk)
+        return StreamDelta(
+            text=text if isinstance(text, str) else "",
+            tool_calls=_tool_calls(message.get("tool_calls")),
+            finish_reason=finish_reason(chunk.get("done_reason")) if done else None,
+            usage=self.usage(chunk) if counted else None,
+        )
+
     # ---------------------------------------------------------- operations
 
     def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
@@ -298,3 +324,25 @@ class OllamaWire(Wire):
                 member["prompt_eval_count"] = shares[i]
             members.append(member)
         return members
+
+
+def _tool_calls(calls: Any) -> tuple[ToolCallDelta, ...]:
+    """Ollama's ``[{"function": {"index"?, "name", "arguments": {...}}}]`` as whole tool calls."""
+    if not isinstance(calls, list):
+        return ()
+    out = []
+    for position, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        index, name, call_id = function.get("index"), function.get("name"), call.get("id")
+        arguments = function.get("arguments")
+        out.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else position,
+                id=call_id if isinstance(call_id, str) and call_id else None,
+                name=name if isinstance(name, str) and name else None,
+                arguments=arguments_text(arguments if arguments is not None else {}),
+            )
+        )
+    return tuple(out)

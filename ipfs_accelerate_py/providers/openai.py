@@ -6,14 +6,24 @@ this class with their own :class:`ProviderSpec`.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Optional
 
 from ..resilience.batching import OPENAI_EMBEDDING_LIMITS, BatchLimits, normalize_inputs
 from ..resilience.errors import MalformedResponseError, classify_status, get_header
 from ..transport.sse import SseEvent
-from .base import Event, ProviderSpec, Wire, apportion
+from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, apportion, finish_reason,
+                   token_count)
 
-__all__ = ["OPENAI", "OpenAIWire", "STREAM_END", "openai_style_spec"]
+__all__ = [
+    "OPENAI",
+    "OpenAIWire",
+    "STREAM_END",
+    "arguments_text",
+    "openai_stream_delta",
+    "openai_style_spec",
+    "openai_usage",
+]
 
 STREAM_END = "[DONE]"
 """The data of the event that ends an OpenAI stream."""
@@ -72,6 +82,9 @@ class OpenAIWire(Wire):
         if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
             raise classify_status(500, None, chunk, wall_now=0.0, provider=self.name)
         return chunk, done
+
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        return openai_stream_delta(chunk)
 
     # ---------------------------------------------------------- operations
 
@@ -162,3 +175,98 @@ def parse_duration(text: Optional[str]) -> Optional[float]:
             return None
         rest = rest[len(unit[0]):]
     return total
+
+
+# ------------------------------------------------------------------ streams
+
+REPLY_CHOICE = 0
+"""The choice a stream's reply is (with ``n > 1`` the others are left to the raw chunk)."""
+
+
+def openai_stream_delta(chunk: Any) -> StreamDelta:
+    """What one OpenAI stream chunk adds, in common terms.
+
+    Chat chunks: ``choices[i].delta.content`` (text), ``delta.tool_calls``
+    (``[{index, id?, type?, function: {name?, arguments?}}]``) or the legacy
+    ``delta.function_call`` (one call, index 0), and ``finish_reason``;
+    text-completion chunks: ``choices[i].text``.  Only the choice of index 0
+    counts (the first choice when none says its index).  ``usage``
+    (``stream_options.include_usage``'s last chunk, whose ``choices`` is
+    empty; vLLM's continuous usage on every chunk) -> ``(prompt_tokens,
+    completion_tokens)``.  Reasoning and refusal text are not reply text.
+    Any other shape adds nothing (:data:`EMPTY_DELTA`)."""
+    if not isinstance(chunk, dict):
+        return EMPTY_DELTA
+    choice = _reply_choice(chunk.get("choices"))
+    delta = _mapping(choice.get("delta"))
+    text = delta.get("content") if delta else choice.get("text")
+    return StreamDelta(
+        text=text if isinstance(text, str) else "",
+        tool_calls=_tool_call_pieces(delta),
+        finish_reason=finish_reason(choice.get("finish_reason")),
+        usage=openai_usage(chunk.get("usage")),
+    )
+
+
+def openai_usage(usage: Any) -> Optional[tuple[int, int]]:
+    """``{"prompt_tokens", "completion_tokens", ...}`` -> ``(in, out)``; None when not a usage object."""
+    if not isinstance(usage, dict):
+        return None
+    return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _reply_choice(choices: Any) -> dict:
+    """The choice of index :data:`REPLY_CHOICE` (or without an index) among ``choices``; ``{}`` if none."""
+    if not isinstance(choices, list):
+        return {}
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("index", REPLY_CHOICE) == REPLY_CHOICE:
+            return choice
+    return {}
+
+
+def _tool_call_pieces(delta: dict) -> tuple[ToolCallDelta, ...]:
+    """The tool-call pieces of a chat delta; a piece that carries nothing (no
+    id, name or arguments) is left out."""
+    calls = delta.get("tool_calls")
+    if isinstance(calls, list):
+        pieces = [
+            _tool_call_piece(call, _mapping(call.get("function")), position)
+            for position, call in enumerate(calls)
+            if isinstance(call, dict)
+        ]
+    else:
+        legacy = delta.get("function_call")
+        pieces = [_tool_call_piece({}, legacy, 0)] if isinstance(legacy, dict) else []
+    return tuple(p for p in pieces if p.id or p.name or p.arguments)
+
+
+def _tool_call_piece(call: dict, function: dict, position: int) -> ToolCallDelta:
+    index = call.get("index")
+    return ToolCallDelta(
+        index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+        id=_text_or_none(call.get("id")),
+        name=_text_or_none(function.get("name")),
+        arguments=arguments_text(function.get("arguments")),
+    )
+
+
+def _text_or_none(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
+
+
+def arguments_text(arguments: Any) -> str:
+    """A tool call's arguments as JSON text: text as it came (a fragment),
+    an object (some servers send one whole) as its JSON, nothing as ``""``."""
+    if isinstance(arguments, str):
+        return arguments
+    if arguments is None:
+        return ""
+    try:
+        return json.dumps(arguments)
+    except (TypeError, ValueError):
+        return ""

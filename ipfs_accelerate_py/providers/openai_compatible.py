@@ -17,7 +17,8 @@ Groq (``https://api.groq.com/openai/v1``)
     "Please try again in 7.66s", read when the header is missing.
     Errors: OpenAI's body ``{"error": {"message", "type", "code"}}``.  498
     (flex tier capacity exceeded) is an overload the docs say to retry.
-    Streams: the last chunk carries the usage in ``x_groq.usage``; a chunk's
+    Streams: the last chunk carries the usage in ``x_groq.usage`` (read into
+    the chunk's :class:`StreamDelta` like OpenAI's ``usage``); a chunk's
     ``x_groq.error`` says why the stream stopped early (raised).
 
 vLLM (``http://localhost:8000/v1``)
@@ -45,8 +46,8 @@ from typing import Any, Iterable, Mapping, Optional
 from ..resilience.batching import NO_LIMITS, OPENAI_EMBEDDING_LIMITS, BatchLimits
 from ..resilience.errors import ApiError, OverloadedError, RateLimitError, ServerError
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec, body_json, retyped
-from .openai import OpenAIWire, openai_style_spec, parse_duration
+from .base import Event, ProviderSpec, StreamDelta, body_json, retyped
+from .openai import OpenAIWire, openai_style_spec, openai_usage, parse_duration
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -172,6 +173,16 @@ class OpenAICompatibleWire(OpenAIWire):
             if isinstance(extension, dict) and extension.get("error"):
                 raise ServerError(f"the stream stopped early: {extension['error']}", provider=self.name, body=chunk)
         return chunk, done
+
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        """OpenAI's mapping; a chunk without ``usage`` of its own takes the
+        one in its extension (Groq's last chunk: ``x_groq.usage``)."""
+        delta = super().stream_delta(chunk)
+        if delta.usage is not None or self.extension is None or not isinstance(chunk, dict):
+            return delta
+        extension = chunk.get(self.extension)
+        usage = openai_usage(extension.get("usage")) if isinstance(extension, dict) else None
+        return delta if usage is None else delta._replace(usage=usage)
 
 
 def validation_message(body: Any) -> Optional[str]:

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from ..resilience.errors import InvalidInputError, MalformedResponseError
 from ..transport.base import HttpResponse
-from .base import Event, ProviderSpec, Wire
+from .base import Event, ProviderSpec, StreamDelta, Wire
 from .openai import OpenAIWire
 
 __all__ = ["OVMS", "OVMSWire", "kserve_inputs", "reshape", "tensor"]
@@ -191,6 +191,10 @@ class OVMSWire(Wire):
 
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
         return self.openai.parse_stream_event(event)
+
+    def stream_delta(self, chunk: Any) -> StreamDelta:
+        """Streams come from the OpenAI endpoints (``/v3``): OpenAI's mapping."""
+        return self.openai.stream_delta(chunk)
 
     # ---------------------------------------------------------- KServe / TFS
 
