@@ -1,12 +1,15 @@
-"""The overhead benchmark runs end to end in --quick mode and writes its figures.
+"""The overhead benchmarks run end to end in --quick mode and write their figures.
 
 Only the harness is checked here (it starts and stops the simulator, every
-contender completes, the JSON holds positive figures); its timing targets
-are never asserted in tests.
+contender completes, the JSON holds positive figures); the timing targets
+are never asserted in tests.  ``overhead.py`` needs httpx (the test and bench
+extras); ``async_overhead.py`` runs the openai SDK and LiteLLM only where they
+are installed (not in CI), so only raw aiohttp and ours are required of it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,16 +17,31 @@ import pytest
 
 from ..helpers import quick_benchmark
 
-pytest.importorskip("httpx")  # the benchmark's "bench" extra
-
 CONTENDERS = ("aiohttp", "httpx_threads", "openai_api")
 RUN_TIMEOUT = 120
 POSITIVE_FIGURES = ("requests_per_s", "p50_ms", "p99_ms", "client_cpu_ms_per_request", "wall_s")
 
+ASYNC_REQUIRED = ("aiohttp", "ours")
+ASYNC_OPTIONAL = {"openai_sdk": "openai", "litellm_router": "litellm"}  # contender: its package
+ASYNC_CONCURRENCIES = ["64", "256"]
+ASYNC_QUICK_REQUESTS = 300
+ASYNC_TARGET_MINIMUMS = {"ours/aiohttp": 0.5, "ours/openai_sdk": 5.0, "ours/litellm_router": 20.0}
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    pytest.importorskip("httpx")  # overhead.py's raw httpx contender
     return quick_benchmark(tmp_path_factory, "overhead.py", RUN_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def async_quick_run(tmp_path_factory):
+    return quick_benchmark(tmp_path_factory, "async_overhead.py", RUN_TIMEOUT)
+
+
+def installed_async_contenders() -> set:
+    optional = {name for name, package in ASYNC_OPTIONAL.items() if importlib.util.find_spec(package)}
+    return set(ASYNC_REQUIRED) | optional
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
@@ -65,5 +83,69 @@ def test_json_holds_ratios_and_target_verdicts(quick_run):
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
 def test_simulator_subprocess_is_gone_after_the_run(quick_run):
     proc, _ = quick_run
+    pid = int(proc.stdout.split("(pid ", 1)[1].split(")", 1)[0])
+    assert not Path(f"/proc/{pid}").exists(), "the simulator outlived the benchmark"
+
+
+# ------------------------------------------------------------ async_overhead.py
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_async_quick_run_exits_zero_and_writes_json(async_quick_run):
+    proc, out = async_quick_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out.exists()
+    assert "ratios of requests/s" in proc.stdout
+    document = json.loads(out.read_text())
+    assert document["config"]["quick"] is True
+    assert [str(c) for c in document["config"]["concurrency"]] == ASYNC_CONCURRENCIES
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_async_run_skips_exactly_the_contenders_not_installed(async_quick_run):
+    proc, out = async_quick_run
+    document = json.loads(out.read_text())
+    expected = installed_async_contenders()
+    assert set(document["contenders"]) == expected
+    assert set(document["config"]["skipped"]) == set(ASYNC_OPTIONAL) - expected
+    for name in document["config"]["skipped"]:
+        assert f"skipped {name}: {ASYNC_OPTIONAL[name]} is not installed" in proc.stdout
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_async_run_has_figures_for_aiohttp_and_ours_with_no_failure(async_quick_run):
+    _, out = async_quick_run
+    document = json.loads(out.read_text())
+    for name in ASYNC_REQUIRED:
+        for c in ASYNC_CONCURRENCIES:
+            figures = document["contenders"][name][c]
+            for key in POSITIVE_FIGURES:
+                assert figures[key] > 0, (name, c, key, figures[key])
+            assert figures["failures"] == 0, (name, c, figures["failure_reasons"])
+            assert figures["requests"] == ASYNC_QUICK_REQUESTS, (name, c)
+            assert figures["server_cpu_utilisation"] >= 0
+            assert 0 < figures["client_cpu_utilisation"]
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_async_run_has_a_ratio_and_a_verdict_per_measured_pair_and_concurrency(async_quick_run):
+    proc, out = async_quick_run
+    document = json.loads(out.read_text())
+    pairs = {f"ours/{name}" for name in installed_async_contenders() - {"ours"}}
+    for c in ASYNC_CONCURRENCIES:
+        assert set(document["ratios"][c]) == pairs
+        for pair in pairs:
+            assert document["ratios"][c][pair]["ratio_of_medians"] > 0
+    verdicts = {(t["name"], str(t["concurrency"])): t for t in document["targets"]}
+    assert set(verdicts) == {(pair, c) for pair in pairs for c in ASYNC_CONCURRENCIES}
+    for (pair, c), t in verdicts.items():
+        assert t["minimum"] == ASYNC_TARGET_MINIMUMS[pair]
+        assert t["passed"] is (t["measured"] >= t["minimum"])
+        assert f"{pair} at concurrency {c} = " in proc.stdout
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_async_simulator_subprocess_is_gone_after_the_run(async_quick_run):
+    proc, _ = async_quick_run
     pid = int(proc.stdout.split("(pid ", 1)[1].split(")", 1)[0])
     assert not Path(f"/proc/{pid}").exists(), "the simulator outlived the benchmark"
