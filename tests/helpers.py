@@ -278,12 +278,8 @@ def reply_text(response: dict) -> str:
 
 
 def joined_deltas(chunks: list) -> str:
-    """The text of a chat completion stream, its deltas joined."""
-    return "".join(
-        choice.get("delta", {}).get("content") or ""
-        for chunk in chunks
-        for choice in chunk.get("choices", [])
-    )
+    """The text of a stream, its chunks' text joined."""
+    return "".join(chunk.text for chunk in chunks)
 
 
 # ------------------------------------------------------------ concurrency

@@ -202,7 +202,8 @@ class BaseApiBackend:
         at ``priority`` (HIGH 0, NORMAL 1, LOW 2) and return its future at once.
 
         The future is the seed's dict (``completed``, ``result``, ``error``)
-        and also offers ``wait(timeout)`` and ``result(timeout)``.
+        and also offers ``wait(timeout)``, ``result(timeout)``, ``cancel()``,
+        and ``await future`` from any event loop.
         """
         if not isinstance(request_info, Mapping):
             raise InvalidInputError(
@@ -222,6 +223,13 @@ class BaseApiBackend:
             api_key=request_info.get("api_key"),
             stream=bool(request_info.get("stream", False)),
         ).future
+
+    aqueue_with_priority = queue_with_priority
+    """The same for async code: it queues at once (so calls keep their order
+    of priority and arrival) and returns the future, which is awaitable:
+    ``result = await client.aqueue_with_priority(info, client.PRIORITY_HIGH)``,
+    or keep it, do other work, then ``await`` it.  Cancelling the task that
+    awaits it cancels the request."""
 
     def _submit(
         self,
@@ -278,6 +286,14 @@ class BaseApiBackend:
         future["result"] = None  # the caller holds the result now; a dropped stream can be collected
         return result
 
+    async def _acall(self, endpoint: str, data: Any, **kwargs: Any) -> Any:
+        """Submit and await the outcome (the async API; any running loop).
+        Cancelling the awaiting task cancels the request."""
+        future = self._submit(endpoint, data, **kwargs).future
+        result = await future
+        future["result"] = None
+        return result
+
     def make_request(
         self,
         endpoint: str,
@@ -290,9 +306,21 @@ class BaseApiBackend:
         """Send one request to ``endpoint`` (e.g. ``"chat/completions"``,
         ``"embeddings"``, ``"models"``) and return the provider's JSON.
         Embeddings to ``supported_batch_models`` are batched transparently."""
-        if not isinstance(endpoint, str) or not endpoint.strip():
-            raise InvalidInputError("endpoint must name the API endpoint, e.g. 'chat/completions'")
+        _check_endpoint(endpoint)
         return self._call(endpoint, data, request_id=request_id, priority=priority, api_key=api_key)
+
+    async def amake_request(
+        self,
+        endpoint: str,
+        data: Optional[Mapping[str, Any]] = None,
+        request_id: Optional[str] = None,
+        *,
+        priority: Optional[int] = None,
+        api_key: Optional[str] = None,
+    ) -> Any:
+        """:meth:`make_request`, awaited."""
+        _check_endpoint(endpoint)
+        return await self._acall(endpoint, data, request_id=request_id, priority=priority, api_key=api_key)
 
     # --------------------------------------------------------- operations
 
@@ -307,29 +335,64 @@ class BaseApiBackend:
         **params: Any,
     ) -> Union[dict, ChunkStream]:
         """A chat completion: the provider's response, or with ``stream=True``
-        an iterator of the provider's chunks (close it to stop early)."""
+        a :class:`ChunkStream` of normalized chunks (close it to stop early)."""
+        endpoint, data = self._chat_request(model_name, messages, stream, params)
+        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+
+    async def achat(
+        self,
+        model_name: str,
+        messages: list,
+        *,
+        stream: bool = False,
+        priority: Optional[int] = None,
+        request_id: Optional[str] = None,
+        **params: Any,
+    ) -> Union[dict, ChunkStream]:
+        """:meth:`chat`, awaited; a stream is read with ``async for``."""
+        endpoint, data = self._chat_request(model_name, messages, stream, params)
+        return await self._acall(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+
+    def _chat_request(self, model_name: Any, messages: Any, stream: bool, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
         _check_messages(messages)
-        endpoint, data = self.provider.chat_request(model_name, messages, params, stream)
-        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+        return self.provider.chat_request(model_name, messages, params, stream)
 
     def completions(
         self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None, **params: Any
     ) -> Union[dict, ChunkStream]:
         """A text completion from ``prompt`` (the provider's response or chunks)."""
+        endpoint, data = self._completion_request(model_name, prompt, stream, params)
+        return self._call(endpoint, data, priority=priority, stream=stream)
+
+    async def acompletions(
+        self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None, **params: Any
+    ) -> Union[dict, ChunkStream]:
+        """:meth:`completions`, awaited."""
+        endpoint, data = self._completion_request(model_name, prompt, stream, params)
+        return await self._acall(endpoint, data, priority=priority, stream=stream)
+
+    def _completion_request(self, model_name: Any, prompt: Any, stream: bool, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
         if not isinstance(prompt, (str, list)):
             raise InvalidInputError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}")
-        endpoint, data = self.provider.completion_request(model_name, prompt, params, stream)
-        return self._call(endpoint, data, priority=priority, stream=stream)
+        return self.provider.completion_request(model_name, prompt, params, stream)
 
     def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
         """Embeddings for one text or a list; batched with other callers'
         when ``model_name`` is in ``supported_batch_models``."""
-        _check_model(model_name)
-        normalize_inputs(input)
-        endpoint, data = self.provider.embeddings_request(model_name, input, params)
+        endpoint, data = self._embeddings_request(model_name, input, params)
         return self._call(endpoint, data, priority=priority)
+
+    async def aembeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
+        """:meth:`embeddings`, awaited (batched with sync and async callers alike)."""
+        endpoint, data = self._embeddings_request(model_name, input, params)
+        return await self._acall(endpoint, data, priority=priority)
+
+    def _embeddings_request(self, model_name: Any, inputs: Any, params: dict) -> tuple[str, Any]:
+        _check_model(model_name)
+        normalize_inputs(inputs)
+        return self.provider.embeddings_request(model_name, inputs, params)
 
     @classmethod
     def connection_metadata(cls, base_url: str, api_key: Optional[str]) -> dict:
@@ -537,11 +600,21 @@ class BaseApiBackend:
         finish (a few seconds at most), release connections."""
         self._engine.close()
 
+    async def aclose(self) -> None:
+        """:meth:`close`, awaited from any event loop."""
+        await self._engine.aclose_from_any_loop()
+
     def __enter__(self) -> "BaseApiBackend":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    async def __aenter__(self) -> "BaseApiBackend":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
 
 
 for _spec in SETTINGS:
@@ -560,6 +633,11 @@ def _first(metadata: Mapping[str, Any], keys: Iterable[str], env: Iterable[str])
         if value:
             return value
     return None
+
+
+def _check_endpoint(endpoint: Any) -> None:
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise InvalidInputError("endpoint must name the API endpoint, e.g. 'chat/completions'")
 
 
 def _check_model(model_name: Any) -> None:

@@ -36,7 +36,7 @@ Each step maps the requested model (``models``), else uses its
 ``default_model``, else passes the model unchanged.  ``chat`` takes
 OpenAI-style messages, as every backend's ``chat`` does, and the answer is
 returned as that step's provider shapes it: :attr:`FailoverChain.last_step`
-(per thread) says which step answered, and :meth:`FailoverChain.reply_text`
+(per thread, and per asyncio task) says which step answered, and :meth:`FailoverChain.reply_text`
 reads its text whatever the provider.  A stream fails over only until it has
 started: once ``chat(stream=True)`` has returned, its chunks come from that
 step.
@@ -53,10 +53,11 @@ The chain does not own its backends: closing them is the caller's business.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
 
 from ..resilience.errors import (
     ApiError,
@@ -243,7 +244,7 @@ class FailoverChain:
             raise SettingError("steps", steps, "at least one backend")
         self._steps = tuple(steps)
         self._stats = _ChainStats([s.name for s in steps])
-        self._local = threading.local()
+        self._last_step: contextvars.ContextVar[Optional[FailoverStep]] = contextvars.ContextVar("last_step", default=None)
 
     # ------------------------------------------------------------ inspection
 
@@ -253,8 +254,9 @@ class FailoverChain:
 
     @property
     def last_step(self) -> Optional[FailoverStep]:
-        """The step that answered this thread's last successful call (None before one)."""
-        return getattr(self._local, "step", None)
+        """The step that answered this thread's (or this task's) last successful
+        call (None before one)."""
+        return self._last_step.get()
 
     def reply_text(self, result: Any) -> str:
         """The text of a chat or completion answer, read by the provider of the step
@@ -289,6 +291,13 @@ class FailoverChain:
             step.model_for(model_name), messages, stream=stream, priority=priority, request_id=request_id, **params
         ))
 
+    async def achat(self, model_name: str, messages: list, *, stream: bool = False, priority: Optional[int] = None,
+                    request_id: Optional[str] = None, **params: Any) -> Any:
+        """:meth:`chat`, awaited (each step's ``achat``)."""
+        return await self._arun(lambda step: step.backend.achat(
+            step.model_for(model_name), messages, stream=stream, priority=priority, request_id=request_id, **params
+        ))
+
     def completions(self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None,
                     **params: Any) -> Any:
         """``backend.completions`` on each step in turn."""
@@ -296,9 +305,22 @@ class FailoverChain:
             step.model_for(model_name), prompt, stream=stream, priority=priority, **params
         ))
 
+    async def acompletions(self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None,
+                           **params: Any) -> Any:
+        """:meth:`completions`, awaited."""
+        return await self._arun(lambda step: step.backend.acompletions(
+            step.model_for(model_name), prompt, stream=stream, priority=priority, **params
+        ))
+
     def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
         """``backend.embeddings`` on each step in turn."""
         return self._run(lambda step: step.backend.embeddings(step.model_for(model_name), input, priority=priority, **params))
+
+    async def aembeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
+        """:meth:`embeddings`, awaited."""
+        return await self._arun(
+            lambda step: step.backend.aembeddings(step.model_for(model_name), input, priority=priority, **params)
+        )
 
     def make_request(self, endpoint: str, data: Optional[Mapping[str, Any]] = None, request_id: Optional[str] = None,
                      *, priority: Optional[int] = None, api_key: Optional[str] = None) -> Any:
@@ -309,28 +331,59 @@ class FailoverChain:
             endpoint, _with_model(step, data), request_id, priority=priority, api_key=api_key
         ))
 
+    async def amake_request(self, endpoint: str, data: Optional[Mapping[str, Any]] = None,
+                            request_id: Optional[str] = None, *, priority: Optional[int] = None,
+                            api_key: Optional[str] = None) -> Any:
+        """:meth:`make_request`, awaited."""
+        return await self._arun(lambda step: step.backend.amake_request(
+            endpoint, _with_model(step, data), request_id, priority=priority, api_key=api_key
+        ))
+
     # ------------------------------------------------------------ the loop
 
     def _run(self, call: Callable[[FailoverStep], Any]) -> Any:
         failures: list[tuple[str, ApiError]] = []
-        stats = self._stats
         for index, step in enumerate(self._steps):
-            stats.attempt(step.name)
+            self._stats.attempt(step.name)
             try:
                 result = call(step)
             except BaseException as error:
-                moving_on = fails_over(error, step)
-                stats.step_failed(step.name, error, moving_on and index + 1 < len(self._steps))
-                if not moving_on:
-                    stats.finished(None)
-                    raise _after_failover(error, step.name, failures)
-                failures.append((step.name, error))
+                self._step_failed(index, step, error, failures)
                 continue
-            stats.finished(step.name)
-            self._local.step = step
-            return result
-        stats.finished(None)
-        raise _exhausted(failures) from failures[-1][1]
+            return self._served(step, result)
+        raise self._all_failed(failures)
+
+    async def _arun(self, call: Callable[[FailoverStep], Awaitable[Any]]) -> Any:
+        failures: list[tuple[str, ApiError]] = []
+        for index, step in enumerate(self._steps):
+            self._stats.attempt(step.name)
+            try:
+                result = await call(step)
+            except BaseException as error:
+                self._step_failed(index, step, error, failures)
+                continue
+            return self._served(step, result)
+        raise self._all_failed(failures)
+
+    def _step_failed(self, index: int, step: FailoverStep, error: BaseException, failures: list) -> None:
+        """Note a step's failure; raise at once when it does not fail over."""
+        moving_on = fails_over(error, step)
+        self._stats.step_failed(step.name, error, moving_on and index + 1 < len(self._steps))
+        if not moving_on:
+            self._stats.finished(None)
+            raise _after_failover(error, step.name, failures)
+        failures.append((step.name, error))
+
+    def _served(self, step: FailoverStep, result: Any) -> Any:
+        self._stats.finished(step.name)
+        self._last_step.set(step)
+        return result
+
+    def _all_failed(self, failures: list[tuple[str, ApiError]]) -> BaseException:
+        self._stats.finished(None)
+        error = _exhausted(failures)
+        error.__cause__ = failures[-1][1]
+        return error
 
 
 def _with_model(step: FailoverStep, data: Optional[Mapping[str, Any]]) -> Optional[dict]:

@@ -1,4 +1,6 @@
-"""Queued requests whose deadline passes leave the queue at once.
+"""Time limits the engine loop enforces.
+
+:class:`DeadlineWatch`: queued requests whose deadline passes leave the queue at once.
 
 One timer, at the earliest deadline of what is queued, not one per request.
 Entries are watched from the caller's thread (under the queue's lock) and
@@ -18,7 +20,7 @@ from ..resilience.errors import DeadlineExceededError
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
 
-__all__ = ["DeadlineWatch"]
+__all__ = ["DeadlineWatch", "StallWatch"]
 
 _COMPACT_SLACK = 64
 
@@ -86,3 +88,71 @@ class DeadlineWatch:
         self.arm(now)
         if expired:
             engine.wake()
+
+
+class StallWatch:
+    """Cancels a stream's task when ``seconds`` pass without :meth:`touch`.
+
+    One timer per quiet period, not one per chunk: when it fires early
+    (chunks came meanwhile) it sleeps again for what is left.  While
+    paused (the caller is behind, not the server) it never fires.
+    After a cancel, :meth:`timed_out` tells the watch's cancel from another
+    (the caller closing the stream) and takes it back from the task.
+    """
+
+    __slots__ = ("_loop", "_task", "seconds", "_last", "_handle", "_fired", "_paused")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: Optional["asyncio.Task"], seconds: float) -> None:
+        self._loop = loop
+        self._task = task
+        self._handle: Optional[asyncio.TimerHandle] = None
+        self._fired = False
+        self._paused = False
+        self.restart(seconds)
+
+    def restart(self, seconds: float) -> None:
+        """Watch for ``seconds`` of quiet from now on."""
+        self.seconds = seconds
+        self._last = self._loop.time()
+        self._schedule(seconds)
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self.restart(self.seconds)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def timed_out(self) -> bool:
+        """True if the watch cancelled the task (the cancel is taken back)."""
+        if not self._fired:
+            self.stop()
+            return False
+        uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return True
+
+    def _schedule(self, delay: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_later(delay, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._paused:
+            return
+        quiet = self._loop.time() - self._last
+        if quiet < self.seconds:
+            self._schedule(self.seconds - quiet)
+        elif self._task is not None and not self._task.done():
+            self._fired = True
+            self._task.cancel()

@@ -34,7 +34,9 @@ from ..resilience.errors import (
     NetworkError,
     RateLimitError,
     QueueFullError,
+    RequestTimeoutError,
     ShutdownError,
+    StreamStalledError,
     classify_exception,
 )
 from ..resilience.priority_queue import PriorityRequestQueue
@@ -43,11 +45,11 @@ from ..transport.base import StreamResponse, Transport
 from ..transport.sse import iter_ndjson, iter_sse
 from .batches import BatchLane
 from .keyring import KeyRing, key_fingerprint
-from .deadlines import DeadlineWatch
+from .deadlines import DeadlineWatch, StallWatch
 from .loop import engine_loop, in_engine_thread
 from .request import Request
 from .settings import Settings
-from .stream import END_OF_STREAM, ChunkStream
+from .stream import END_OF_STREAM, ChunkStream, StreamProgress
 
 __all__ = ["Engine", "key_fingerprint"]
 
@@ -371,37 +373,36 @@ class Engine:
             request_id=req.request_id,
         )
         started = clock.now()
+        if req.stream:
+            return await self._attempt_stream(req, permit, http_request, api_key, started, timeout)
         try:
-            response = await self.transport.send(http_request)
-        except ApiError as exc:
-            self._record_attempt(exc, started, key_name, None, permit)
+            response = await self._send(req, http_request, api_key)
+            result = self.provider.parse_response(req.endpoint, response)
+        except ApiError as error:
+            error.attempt = error.attempt or req.attempts
+            self._record_attempt(error, started, key_name, error.status, permit)
             raise
-        except (OSError, asyncio.TimeoutError) as exc:
-            error = classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts)
-            self._record_attempt(error, started, key_name, None, permit)
-            raise error from exc
         except asyncio.CancelledError:
             self.breaker.on_ignored(clock.now(), permit=permit)
             raise
-        self.keys.hints(key_name, self.provider, response.headers, clock.now())
+        self._record_attempt(None, started, key_name, response.status, permit)
+        return result
+
+    async def _send(self, req: Request, http_request: Any, api_key: Optional[str]) -> Any:
+        """One HTTP exchange: the 2xx response, or its typed error (never recorded here)."""
+        try:
+            response = await self.transport.send(http_request)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts) from exc
+        self.keys.hints(req.last_key, self.provider, response.headers, self.clock.now())
         if not response.ok:
             if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
-            error = self.provider.error_for(response, wall_now=clock.wall(), attempt=req.attempts)
+            error = self.provider.error_for(response, wall_now=self.clock.wall(), attempt=req.attempts)
             error.request_id = error.request_id or req.request_id
             _redact(error, api_key)
-            self._record_attempt(error, started, key_name, response.status, permit)
             raise error
-        if isinstance(response, StreamResponse):
-            return await self._stream(req, response, started, key_name, permit)
-        try:
-            result = self.provider.parse_response(req.endpoint, response)
-        except ApiError as error:
-            error.attempt = req.attempts
-            self._record_attempt(error, started, key_name, response.status, permit)
-            raise
-        self._record_attempt(None, started, key_name, response.status, permit)
-        return result
+        return response
 
     def _record_attempt(
         self, error: Optional[ApiError], started: float, key_name: Optional[str], status: Optional[int], permit: int
@@ -421,10 +422,61 @@ class Engine:
             latency=duration,
         )
 
-    async def _stream(
-        self, req: Request, response: StreamResponse, started: float, key_name: Optional[str], permit: int
+    # ------------------------------------------------------------ streams
+
+    async def _attempt_stream(
+        self, req: Request, permit: int, http_request: Any, api_key: Optional[str], started: float, timeout: float
     ) -> None:
-        """Hand a 2xx stream to the caller and feed it until its end.
+        """A streaming attempt.  Until its first chunk it is like any attempt:
+        a failure, a malformed event or no chunk within ``timeout`` is
+        recorded and raised, so the request is retried (on another key
+        when one is free).  Once a chunk has arrived the caller gets the
+        stream, and :meth:`_feed` carries it to its end."""
+        watch = StallWatch(self.loop, asyncio.current_task(), timeout)
+        response = None
+        try:
+            response = await self._send(req, http_request, api_key)
+            events = _decode(self.provider, response)
+            chunk, done = await self._next_chunk(events)
+        except asyncio.CancelledError:
+            if response is not None:
+                await response.aclose()
+            if not watch.timed_out():
+                self.breaker.on_ignored(self.clock.now(), permit=permit)
+                raise
+            error: ApiError = RequestTimeoutError(
+                f"no stream chunk within {timeout:g}s of sending (see client.timeout)",
+                provider=self.provider.name,
+                request_id=req.request_id,
+                attempt=req.attempts,
+            )
+            self._record_attempt(error, started, req.last_key, None, permit)
+            raise error from None
+        except ApiError as error:
+            watch.stop()
+            if response is not None:
+                await response.aclose()
+            error.attempt = error.attempt or req.attempts
+            self._record_attempt(error, started, req.last_key, error.status, permit)
+            raise
+        self._record_attempt(None, started, req.last_key, response.status, permit)  # started: a success for the breaker
+        await self._feed(req, response, events, chunk, done, watch)
+
+    async def _next_chunk(self, events: Any) -> tuple[Any, bool]:
+        """The next chunk the provider hands over (skipping pings and the
+        like), and whether the stream is complete after it."""
+        parse = self.provider.parse_stream_event
+        while True:
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                raise NetworkError("stream ended without its end marker", provider=self.provider.name) from None
+            chunk, done = parse(event)
+            if chunk is not None or done:
+                return chunk, done
+
+    async def _feed(self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch") -> None:
+        """Hand the stream to the caller and feed it until its end.
 
         The feeder keeps only the stream's channel, never the stream itself,
         so a stream the caller drops is collected and its close aborts this.
@@ -432,59 +484,71 @@ class Engine:
         task = asyncio.current_task()
         stream = ChunkStream(req.request_id, lambda: self._call_soon(_cancel_task, task))
         channel = stream.channel
-        self._record_attempt(None, started, key_name, response.status, permit)
         req.future._complete(stream, None)
         del stream
-        provider = self.provider
+        stall = self.settings["stream_stall_timeout"]
+        progress = StreamProgress(self.clock.now())
+        watch.restart(stall)
         error: Optional[ApiError] = None
-        usage = (0, 0)
-        sent = 0
         try:
-            decode = iter_sse if provider.stream_format == "sse" else iter_ndjson
-            async for event in decode(response.lines()):
-                chunk, done = provider.parse_stream_event(event)
+            while True:
                 if chunk is not None:
-                    tokens = provider.usage(chunk)
-                    # providers report input and output in different events (Anthropic): keep each figure
-                    usage = (tokens[0] or usage[0], tokens[1] or usage[1])
-                    channel.put(chunk)
-                    sent += 1
+                    item = progress.chunk(self.provider, chunk)
+                    if channel.put(item):  # the caller has fallen behind: wait for it, not for the server
+                        watch.pause()
+                        await channel.room()
+                        watch.resume()
                 if done:
                     break
-            else:
-                error = NetworkError("stream ended without its end marker", provider=provider.name, attempt=req.attempts)
+                chunk, done = await self._next_chunk(events)
+                watch.touch()
         except asyncio.CancelledError:
-            channel.put(CancelledRequestError("stream closed by the caller", request_id=req.request_id))
-            self._record_stream(req, False, "cancelled", usage)
-            raise
+            if not watch.timed_out():
+                watch.stop()
+                closed = CancelledRequestError("stream closed by the caller", request_id=req.request_id)
+                self._record_stream(req, progress, closed)
+                channel.put(closed)
+                await response.aclose()
+                raise
+            error = StreamStalledError(
+                f"stream stalled: no chunk for {stall:g}s (see client.stream_stall_timeout)",
+                provider=self.provider.name,
+                attempt=req.attempts,
+            )
         except ApiError as exc:
             error = exc
-        finally:
-            await response.aclose()
+        watch.stop()
+        await response.aclose()
         if error is not None:
             error.request_id = error.request_id or req.request_id
-            error.message = f"{error.message} (stream ended after {sent} chunks)"
-            channel.put(error)
-            self._record_stream(req, False, error.kind, usage)
-        else:
-            channel.put(END_OF_STREAM)
-            self._record_stream(req, True, None, usage)
+            error.attempt = error.attempt or req.attempts
+            error.chunks_received, error.partial_text = progress.count, progress.text()
+            error.message = f"{error.message} (stream ended after {progress.count} chunks, {progress.chars} characters of text)"
+        self._record_stream(req, progress, error)  # before the caller sees the end, so its get_stats() includes it
+        channel.put(error if error is not None else END_OF_STREAM)
 
-    def _record_stream(self, req: Request, success: bool, error_kind: Optional[str], usage: tuple[int, int]) -> None:
+    def _record_stream(self, req: Request, progress: "StreamProgress", error: Optional[BaseException]) -> None:
         now = self.clock.now()
+        usage = progress.usage
         self.stats.record_request(
             RequestRecord(
-                success=success,
+                success=error is None,
                 latency=now - req.submitted_at,
                 queue_wait=(req.first_attempt_at or now) - req.submitted_at,
                 attempts=req.attempts,
                 model=req.model,
-                error_kind=error_kind,
+                error_kind=getattr(error, "kind", None) if error is not None else None,
                 tokens_in=usage[0],
                 tokens_out=usage[1],
                 key_name=self.key_name(req),
                 endpoint=req.endpoint,
             )
+        )
+        self.stats.record_stream(
+            outcome="completed" if error is None else getattr(error, "kind", "error"),
+            time_to_first_token=progress.started - req.submitted_at,
+            output_tokens=progress.output_tokens(),
+            generation_seconds=now - progress.started,
         )
 
     # ------------------------------------------------------------ retries
@@ -566,9 +630,10 @@ class Engine:
         if req.members is not None:
             self.batches.finish(req, result, error)
             return
-        if not req.future._complete(result, error):
+        if req.future.done():  # futures complete only on this loop: no other can slip in between
             return
-        self.record_request(req, result, error, self.clock.now())
+        self.record_request(req, result, error, self.clock.now())  # before the caller wakes and reads the stats
+        req.future._complete(result, error)
 
     def key_name(self, req: Request) -> Optional[str]:
         """The key a request went out on (its name; a fingerprint for the seed's key)."""
@@ -645,6 +710,17 @@ class Engine:
                 await asyncio.wait(still, timeout=1.0)
         await self.transport.aclose()
 
+    async def aclose_from_any_loop(self, grace: float = 5.0) -> None:
+        """:meth:`aclose` awaited from any event loop (the engine's or another)."""
+        if self.closed:
+            return
+        if in_engine_thread():
+            await self.aclose(grace)
+        elif not self._engine_loop.alive:
+            self.closed = True
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop))
+
     def close(self, grace: float = 5.0) -> None:
         if self.closed:
             return
@@ -687,6 +763,12 @@ def _redact(error: ApiError, api_key: Optional[str]) -> None:
             error.message = error.message.replace(mark, "***")
     if error.body is not None and any(mark in str(error.body) for mark in marks if mark):
         error.body = None  # the provider's details stay readable unless they quote the key
+
+
+def _decode(provider: Any, response: StreamResponse) -> Any:
+    """The response's events, decoded by the provider's stream format."""
+    decode = iter_sse if provider.stream_format == "sse" else iter_ndjson
+    return decode(response.lines())
 
 
 def _cancel_task(task: Optional[asyncio.Task]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from typing import Any, Callable, Optional
 
 __all__ = ["RequestFuture"]
@@ -56,13 +57,8 @@ class RequestFuture(dict):
 
     async def _await_result(self) -> Any:
         if not self._event.is_set():
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
-
-            def wake(_: "RequestFuture") -> None:
-                loop.call_soon_threadsafe(_resolve, waiter)
-
-            self.add_done_callback(wake)
+            waiter = asyncio.get_running_loop().create_future()
+            self.add_done_callback(lambda _: _inbox_of(waiter.get_loop()).put(waiter))
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -117,6 +113,54 @@ class RequestFuture(dict):
     __hash__ = object.__hash__  # type: ignore[assignment]
 
 
-def _resolve(waiter: "asyncio.Future[None]") -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+class _LoopInbox:
+    """Wakes the awaiting tasks of one event loop, from any thread.
+
+    Completions that arrive while a wake-up is already on its way ride on
+    it: under load one cross-thread wake (a write to the loop's self-pipe)
+    serves many futures.  A loop that has closed is skipped: nobody there
+    waits any more, and the thread completing the future must not fail.
+    """
+
+    __slots__ = ("loop", "_lock", "_waiters", "_scheduled", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._waiters: list["asyncio.Future[None]"] = []
+        self._scheduled = False
+
+    def put(self, waiter: "asyncio.Future[None]") -> None:
+        with self._lock:
+            self._waiters.append(waiter)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed
+            with self._lock:
+                self._waiters.clear()
+                self._scheduled = False
+
+    def _drain(self) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+            self._scheduled = False
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopInbox]" = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
+def _inbox_of(loop: asyncio.AbstractEventLoop) -> _LoopInbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        with _inboxes_lock:
+            inbox = _inboxes.get(loop)
+            if inbox is None:
+                inbox = _inboxes[loop] = _LoopInbox(loop)
+    return inbox

@@ -103,6 +103,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("max_retry_delay", 30.0, _float(0.0), "cap on a backoff delay (a server's Retry-After is honoured as given)"),
     SettingSpec("retry_jitter", 0.25, _float(0.0, maximum=1.0), "fraction of a backoff delay taken off at random (0..1)"),
     SettingSpec("timeout", 60.0, _float(0.0, exclusive=True), "seconds one attempt may take"),
+    SettingSpec("stream_stall_timeout", 30.0, _float(0.0, exclusive=True), "seconds a started stream may go without a chunk before it ends with StreamStalledError (until its first chunk, timeout applies and the attempt is retried)"),
     SettingSpec("request_deadline", 300.0, _float(0.0, exclusive=True, optional=True), "seconds a request may take in all: queue wait, attempts and backoff (None: no deadline)"),
     SettingSpec("failure_threshold", 5, _int(1), "consecutive service failures that open the circuit"),
     SettingSpec("reset_timeout", 30.0, _float(0.0, exclusive=True), "seconds the circuit stays OPEN before a probe"),

@@ -57,6 +57,7 @@ __all__ = [
     "ServerError",
     "SettingError",
     "ShutdownError",
+    "StreamStalledError",
     "classify_exception",
     "classify_status",
     "get_header",
@@ -72,6 +73,10 @@ class ApiError(Exception):
     kind = "error"
     retryable = False
     breaker_failure = False
+    chunks_received: Optional[int] = None
+    """For an error that ended a started stream: how many chunks had arrived."""
+    partial_text: Optional[str] = None
+    """For an error that ended a started stream: the text that had arrived."""
 
     def __init__(
         self,
@@ -151,6 +156,12 @@ class RequestTimeoutError(ApiError):
     kind = "timeout"
     retryable = True
     breaker_failure = True
+
+
+class StreamStalledError(RequestTimeoutError):
+    """A started stream sent no chunk for ``stream_stall_timeout`` seconds."""
+
+    kind = "stream_stalled"
 
 
 class DeadlineExceededError(RequestTimeoutError):

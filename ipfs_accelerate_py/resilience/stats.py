@@ -41,6 +41,7 @@ MAX_TRACKED_NAMES = 1000
 OTHER = "other"
 BREAKER_HISTORY = 50
 UNKNOWN_ERROR = "unknown"
+CANCELLED = "cancelled"  # the error kind of a request its caller cancelled: neither a success nor a failure
 NETWORK_STATUS = "network"
 
 _LOG_GAMMA = math.log(HISTOGRAM_GAMMA)
@@ -230,6 +231,10 @@ def _bounded_row(table: dict, name: str, factory) -> dict:
     return row
 
 
+def _rate(seconds_per_token: float) -> float:
+    return 1.0 / seconds_per_token if seconds_per_token > 0 else 0.0
+
+
 def _percent(part: int, whole: int) -> float:
     return min(100.0, 100.0 * part / whole) if whole else 0.0
 
@@ -251,12 +256,18 @@ class StatsCollector:
         self._lock = threading.Lock()
         self.latency = LatencyHistogram()
         self.queue_wait = LatencyHistogram()
+        self.time_to_first_token = LatencyHistogram()
+        self.time_per_token = LatencyHistogram()  # seconds per output token of each stream: its rate, inverted
         self._started_at_wall = started_at_wall
         self._clear()
 
     def _clear(self) -> None:
         self._successes = 0
         self._failures = 0
+        self._cancelled = 0
+        self._streams: dict[str, int] = {}
+        self._stream_tokens = 0
+        self._stream_seconds = 0.0
         self._rejected = 0
         self._external = 0
         self._retried = 0
@@ -277,6 +288,8 @@ class StatsCollector:
         self._transitions: deque = deque(maxlen=BREAKER_HISTORY)
         self.latency.reset()
         self.queue_wait.reset()
+        self.time_to_first_token.reset()
+        self.time_per_token.reset()
 
     def reset(self, *, started_at_wall: Optional[float] = None) -> None:
         """Forget everything; ``started_at_wall``, if given, starts a new period."""
@@ -292,6 +305,8 @@ class StatsCollector:
         with self._lock:
             if rec.success:
                 self._successes += 1
+            elif rec.error_kind == CANCELLED:
+                self._cancelled += 1
             else:
                 self._failures += 1
                 _bounded_add(self._errors, rec.error_kind or UNKNOWN_ERROR)
@@ -311,6 +326,42 @@ class StatsCollector:
                 _bounded_add(self._endpoints, rec.endpoint)
             self.latency.record(rec.latency)
             self.queue_wait.record(rec.queue_wait)
+
+    def record_stream(self, *, outcome: str, time_to_first_token: float, output_tokens: int, generation_seconds: float) -> None:
+        """One stream that had started (its request is recorded apart):
+        ``outcome`` is ``"completed"`` or the kind of error that ended it
+        (``"stream_stalled"``, ``"cancelled"``, ``"network"``, ...);
+        ``time_to_first_token`` runs from submission to the first chunk,
+        ``generation_seconds`` from the first chunk to the end."""
+        with self._lock:
+            _bounded_add(self._streams, outcome)
+            self.time_to_first_token.record(time_to_first_token)
+            if outcome == "completed" and output_tokens > 0 and generation_seconds > 0:
+                self._stream_tokens += output_tokens
+                self._stream_seconds += generation_seconds
+                self.time_per_token.record(generation_seconds / output_tokens)
+
+    def _stream_view(self) -> dict:
+        ends = dict(self._streams)
+        per_token = self.time_per_token
+        rates = {}
+        if per_token.count:  # a rate's p10 is the time per token's p90: the slow end stays the slow end
+            p10, p50, p90 = per_token.percentiles((90, 50, 10))
+            rates = {"p10": _rate(p10), "p50": _rate(p50), "p90": _rate(p90)}
+        return {
+            "total": sum(ends.values()),
+            "completed": ends.get("completed", 0),
+            "stalled": ends.get("stream_stalled", 0),
+            "cancelled": ends.get(CANCELLED, 0),
+            "failed": sum(n for kind, n in ends.items() if kind not in ("completed", CANCELLED)),
+            "ended_by": ends,
+            "time_to_first_token": self.time_to_first_token.snapshot(),
+            "tokens_per_second": dict(
+                overall=self._stream_tokens / self._stream_seconds if self._stream_seconds else 0.0,
+                streams_measured=per_token.count,
+                **rates,
+            ),
+        }
 
     @staticmethod
     def _add_to_row(row: dict, rec: RequestRecord) -> None:
@@ -378,18 +429,20 @@ class StatsCollector:
     def snapshot(self) -> dict:
         """Every figure, as fresh plain data (see the module docstring)."""
         with self._lock:
-            total = self._successes + self._failures
+            finished = self._successes + self._failures
+            total = finished + self._cancelled
             out = {
                 "total_requests": total,
                 "successful_requests": self._successes,
                 "failed_requests": self._failures,
+                "cancelled_requests": self._cancelled,
                 "rejected_requests": self._rejected,
                 "external_results": self._external,
                 "retried_requests": self._retried,
                 "total_retries": self._retries,
                 "total_attempts": self._attempts,
                 "http_attempts": self._http_attempts,
-                "success_rate": _percent(self._successes, total),
+                "success_rate": _percent(self._successes, finished),
                 "retry_rate": _percent(self._retried, total),
                 "errors_by_type": dict(self._errors),
                 "models": {name: self._model_view(row) for name, row in self._models.items()},
@@ -406,6 +459,7 @@ class StatsCollector:
                 "started_at_wall": self._started_at_wall,
                 "latency": self.latency.snapshot(),
                 "queue_wait": self.queue_wait.snapshot(),
+                "streams": self._stream_view(),
             }
         out["average_response_time"] = out["latency"]["mean"]
         return out

@@ -61,9 +61,8 @@ class AiohttpTransport:
                 request.url,
                 headers=request.headers,
                 data=request.body,
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=request.timeout)
-                if request.stream
-                else timeout,
+                # a stream's pace is the engine's to watch (time to first chunk, stalls)
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.timeout) if request.stream else timeout,
             )
         except BaseException as exc:
             raise _translate(exc, request) from exc
