@@ -10,7 +10,8 @@ import os
 import re
 import threading
 import time
-from typing import Any, Iterable, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Iterable, Optional, Union
 
 from ..engine.engine import Engine, key_fingerprint
 from ..engine.future import RequestFuture

@@ -57,7 +57,8 @@ import contextvars
 import copy
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Awaitable, Callable, Iterable, Optional, Union
 
 from ..resilience.errors import (
     ApiError,

@@ -13,7 +13,8 @@ inputs a call (``metadata["max_client_batch_size"]``, default 32 as TEI's).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..providers.hf_tei import DEFAULT_MAX_CLIENT_BATCH_SIZE, TEI, TEIWire
 from ..resilience.errors import InvalidInputError

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Iterable, Optional, Union
 
 from ..resilience.errors import InvalidInputError, SettingError, ShutdownError
 from ..resilience.keys import DEFAULT_WEIGHT, STRATEGY_NAMES, KeyOptions

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 from ..providers.s3 import S3, S3Wire
 from ..resilience.errors import ApiError, InvalidInputError

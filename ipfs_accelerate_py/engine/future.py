@@ -19,11 +19,12 @@ __all__ = ["RequestFuture"]
 class RequestFuture(dict):
     """``{"completed": bool, "result": ..., "error": ..., "request_id": ...}``."""
 
-    __slots__ = ("_event", "_callbacks", "_canceller", "_lock")
+    __slots__ = ("_done", "_event", "_callbacks", "_canceller", "_lock")
 
     def __init__(self, request_id: Optional[str] = None) -> None:
         super().__init__(completed=False, result=None, error=None, request_id=request_id)
-        self._event = threading.Event()
+        self._done = False
+        self._event: Optional[threading.Event] = None  # made for the first blocking wait only
         self._callbacks: list[Callable[["RequestFuture"], None]] = []
         self._canceller: Optional[Callable[[], None]] = None
         self._lock = threading.Lock()
@@ -31,16 +32,24 @@ class RequestFuture(dict):
     # ------------------------------------------------------------ reading
 
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._done
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until completed (True) or ``timeout`` seconds pass (False)."""
-        return self._event.wait(timeout)
+        if self._done:
+            return True
+        with self._lock:
+            if self._done:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def result(self, timeout: Optional[float] = None) -> Any:
         """The result; raises the request's typed error; ``TimeoutError`` if
         not completed within ``timeout`` (the request itself goes on)."""
-        if not self._event.wait(timeout):
+        if not self.wait(timeout):
             raise TimeoutError(f"request {self.get('request_id')} not completed within {timeout}s")
         error = self["error"]
         if error is not None:
@@ -48,7 +57,7 @@ class RequestFuture(dict):
         return self["result"]
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        if not self._event.wait(timeout):
+        if not self.wait(timeout):
             raise TimeoutError(f"request {self.get('request_id')} not completed within {timeout}s")
         return self["error"]
 
@@ -56,7 +65,7 @@ class RequestFuture(dict):
         return self._await_result().__await__()
 
     async def _await_result(self) -> Any:
-        if not self._event.is_set():
+        if not self._done:
             waiter = asyncio.get_running_loop().create_future()
             self.add_done_callback(lambda _: _inbox_of(waiter.get_loop()).put(waiter))
             try:
@@ -70,7 +79,7 @@ class RequestFuture(dict):
 
     def add_done_callback(self, fn: Callable[["RequestFuture"], None]) -> None:
         with self._lock:
-            if not self._event.is_set():
+            if not self._done:
                 self._callbacks.append(fn)
                 return
         fn(self)
@@ -81,7 +90,7 @@ class RequestFuture(dict):
         A queued request leaves the queue at once; an attempt in flight is
         aborted.  The future completes with ``CancelledRequestError``.
         """
-        if self._event.is_set():
+        if self._done:
             return False
         canceller = self._canceller
         if canceller is not None:
@@ -91,20 +100,23 @@ class RequestFuture(dict):
     def _complete(self, result: Any = None, error: Optional[BaseException] = None) -> bool:
         """Set the outcome once; later calls change nothing and return False."""
         with self._lock:
-            if self._event.is_set():
+            if self._done:
                 return False
             self["result"] = result
             self["error"] = error
             self["completed"] = True
-            self._event.set()
+            self._done = True
+            event = self._event
             callbacks, self._callbacks = self._callbacks, []
             self._canceller = None
+        if event is not None:
+            event.set()
         for fn in callbacks:
             fn(self)
         return True
 
     def __repr__(self) -> str:
-        state = "completed" if self._event.is_set() else "pending"
+        state = "completed" if self._done else "pending"
         err = self["error"]
         outcome = f", error={type(err).__name__}" if err is not None else ""
         return f"<RequestFuture {self.get('request_id')} {state}{outcome}>"

@@ -42,7 +42,8 @@ from __future__ import annotations
 import datetime
 import email.utils
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..resilience.errors import ApiError, InvalidInputError, classify_status, get_header
 from ..transport.base import HttpResponse

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 from ..resilience.batching import NO_LIMITS, BatchLimits, split_by_index
 from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseError, classify_status
@@ -140,9 +141,12 @@ class ProviderSpec:
     extra_retryable_statuses: frozenset[int] = frozenset()  # the provider's own "try again" codes (Groq's 498)
 
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one a call for these separators
+
+
 def json_body(data: Any, provider: str) -> bytes:
     try:
-        return json.dumps(data, separators=(",", ":")).encode()
+        return _COMPACT_JSON.encode(data).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"request data cannot be sent as JSON: {exc}", provider=provider) from exc
 

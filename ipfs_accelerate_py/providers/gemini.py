@@ -34,7 +34,8 @@ batch lane can coalesce single-text callers into one call of up to 100.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 from urllib.parse import urlencode
 
 from ..resilience.batching import BatchLimits

@@ -26,7 +26,8 @@ Parameters
 from __future__ import annotations
 
 import base64
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..resilience.errors import InvalidInputError
 

@@ -22,7 +22,8 @@ kind the route needs: not retried), 429 overloaded, 503 unhealthy.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..resilience.batching import BatchLimits, normalize_inputs
 from ..resilience.errors import ApiError, InvalidRequestError, MalformedResponseError

@@ -32,7 +32,8 @@ place of ``input``: :meth:`LLVMWire.prepare` sends such a body to
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 from urllib.parse import quote
 
 from ..resilience.errors import InvalidInputError, MalformedResponseError

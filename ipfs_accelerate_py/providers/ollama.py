@@ -31,7 +31,8 @@ The wire, as Ollama documents it (docs.ollama.com/api):
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..resilience.batching import normalize_inputs
 from ..resilience.errors import InvalidInputError, MalformedResponseError, ServerError, SettingError, provider_message

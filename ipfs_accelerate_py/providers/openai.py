@@ -7,7 +7,8 @@ this class with their own :class:`ProviderSpec`.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..resilience.batching import OPENAI_EMBEDDING_LIMITS, BatchLimits, normalize_inputs
 from ..resilience.errors import MalformedResponseError, classify_status, get_header

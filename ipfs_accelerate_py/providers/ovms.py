@@ -29,7 +29,8 @@ array-like with ``tolist()`` (numpy), inferring ``shape`` and ``datatype``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 from urllib.parse import quote
 
 from ..resilience.errors import InvalidInputError, MalformedResponseError

@@ -20,7 +20,8 @@ help where the status alone would say otherwise (``should_retry``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..resilience.errors import (
     ApiError,

@@ -273,6 +273,9 @@ class CircuitBreaker:
 
     def state(self, now: float) -> str:
         """The state at ``now`` (OPEN turns HALF_OPEN here once reset_timeout has passed)."""
+        if self._state == STATE_CLOSED:  # time never moves CLOSED: no need for the lock
+            self._last_now = now
+            return STATE_CLOSED
         return self._locked(self._state_at, now)
 
     def acquire(self, now: float) -> Optional[int]:

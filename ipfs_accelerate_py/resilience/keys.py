@@ -144,6 +144,8 @@ class Outcome:
     def __post_init__(self) -> None:
         if self.kind not in OUTCOMES:
             raise SettingError("kind", self.kind, f"one of {', '.join(sorted(OUTCOMES))}")
+        if self.tokens_in is None and self.tokens_out is None and self.retry_after is None:
+            return  # nothing more to check (most outcomes)
         require_int("tokens_in", self.tokens_in, 0, optional=True)
         require_int("tokens_out", self.tokens_out, 0, optional=True)
         require_number("retry_after", self.retry_after, optional=True)

@@ -198,6 +198,14 @@ class RequestRecord:
     endpoint: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if (  # the engine's records: plain figures, checked at once
+            type(self.latency) is float and self.latency >= 0.0
+            and type(self.queue_wait) is float and self.queue_wait >= 0.0
+            and type(self.attempts) is int and self.attempts >= 0
+            and type(self.tokens_in) is int and self.tokens_in >= 0
+            and type(self.tokens_out) is int and self.tokens_out >= 0
+        ):  # fmt: skip
+            return
         for name in ("latency", "queue_wait"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

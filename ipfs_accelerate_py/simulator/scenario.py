@@ -48,7 +48,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
 
 from .openai_wire import DEFAULT_EMBEDDING_DIMENSIONS, DEFAULT_MODELS, MAX_EMBEDDING_DIMENSIONS
 
