@@ -331,12 +331,12 @@ class Engine:
             req.task = None
             req.running = False
             lease, req.lease = req.lease, None
+            usage = self.provider.usage(result) if error is None and result is not None else (0, 0)
             if lease is not None:  # every attempt's key is released once, whatever happened
-                usage = self.provider.usage(result) if error is None and result is not None else (0, 0)
                 self.keys.release(lease, self.clock.now(), error, usage)
         if error is None:
             if not req.stream:
-                self.finish(req, result, None)
+                self.finish(req, result, None, usage)
         elif isinstance(error, (CancelledRequestError, ShutdownError)) or not isinstance(error, ApiError):
             self.finish(req, None, error)
         else:
@@ -626,21 +626,31 @@ class Engine:
 
     # ------------------------------------------------------------- finish
 
-    def finish(self, req: Request, result: Any, error: Optional[BaseException]) -> None:
+    def finish(self, req: Request, result: Any, error: Optional[BaseException], usage: Optional[tuple[int, int]] = None) -> None:
         if req.members is not None:
             self.batches.finish(req, result, error)
             return
         if req.future.done():  # futures complete only on this loop: no other can slip in between
             return
-        self.record_request(req, result, error, self.clock.now())  # before the caller wakes and reads the stats
+        self.record_request(req, result, error, self.clock.now(), usage=usage)  # before the caller wakes and reads the stats
         req.future._complete(result, error)
 
     def key_name(self, req: Request) -> Optional[str]:
         """The key a request went out on (its name; a fingerprint for the seed's key)."""
         return req.last_key
 
-    def record_request(self, req: Request, result: Any, error: Optional[BaseException], now: float, attempts: Optional[int] = None) -> None:
-        tokens_in, tokens_out = self.provider.usage(result) if error is None else (0, 0)
+    def record_request(
+        self,
+        req: Request,
+        result: Any,
+        error: Optional[BaseException],
+        now: float,
+        attempts: Optional[int] = None,
+        usage: Optional[tuple[int, int]] = None,
+    ) -> None:
+        if usage is None:
+            usage = self.provider.usage(result) if error is None else (0, 0)
+        tokens_in, tokens_out = usage
         first = req.first_attempt_at if req.first_attempt_at is not None else now
         self.stats.record_request(
             RequestRecord(

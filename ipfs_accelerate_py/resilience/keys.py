@@ -614,9 +614,12 @@ class KeyPool:
                 return None
             for state in candidates:
                 state.quota_fraction = _quota_fraction(state, now)
-            chosen = self._strategy.pick(candidates, rng)
-            if not any(chosen is c for c in candidates):
-                raise LeaseError(f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates")
+            if len(self._keys) == 1:  # one key: nothing to choose between
+                chosen = candidates[0]
+            else:
+                chosen = self._strategy.pick(candidates, rng)
+                if not any(chosen is c for c in candidates):
+                    raise LeaseError(f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates")
             permit = chosen.breaker.acquire(now)
             if permit is None:  # pragma: no cover - ready_at saw a permit free, under this same lock
                 raise RuntimeError(f"the breaker of key {chosen.name!r} refused a permit it had free")
