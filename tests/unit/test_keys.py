@@ -263,10 +263,10 @@ def test_a_strategy_that_picks_a_stranger_is_a_bug():
         def pick(self, candidates, rng):
             return object()
 
-    pool, clock, rng = make("a", strategy=Stranger())
+    pool, clock, rng = make("a", "b", strategy=Stranger())
     with pytest.raises(LeaseError):
         pool.choose(clock.now(), 0, rng)
-    assert pool.snapshot(clock.now())["a"]["in_flight"] == 0
+    assert [row["in_flight"] for row in pool.snapshot(clock.now()).values()] == [0, 0]
 
 
 # ---------------------------------------------------------------- rate limits
