@@ -195,6 +195,8 @@ async def test_cancelling_a_request_in_flight_aborts_it_and_the_server_sees_the_
         assert all(row["in_flight"] == 0 for row in pool.values())
         reply = await client.achat(CHAT_MODEL, messages("next"))  # the one slot works again
         stats = client.get_stats()
+        summary = client.generate_report()["summary"]
+    assert (summary["cancelled_requests"], summary["failed_requests"], summary["success_rate"]) == (1, 0, 100.0)
     assert reply_text(reply) == REPLY_PREFIX + "next"
     assert (stats["cancelled_requests"], stats["failed_requests"], stats["successful_requests"]) == (1, 0, 1)
     assert stats["total_requests"] == 2

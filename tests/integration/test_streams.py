@@ -120,7 +120,9 @@ def test_a_stream_joins_to_the_reply_and_records_its_figures(simulator, name, mo
     with make(name, simulator) as client:
         chunks, error, stream = read(client, mode)
         stats = client.get_stats()
+        report = client.generate_report()
     assert error is None
+    assert report["streams"] == stats["streams"]
     assert stream.text == "".join(c.text for c in chunks) == REPLY_PREFIX + TEXT
     assert stream.finish_reason == "stop"
     assert chunks[-1].raw is not None
