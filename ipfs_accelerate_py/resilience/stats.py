@@ -5,6 +5,13 @@ finishes); an *attempt* is one HTTP try (one :meth:`StatsCollector.record_attemp
 So ``total_requests`` counts requests, ``retried_requests`` counts requests
 that needed more than one attempt, and ``retry_rate`` can never pass 100%.
 
+A request its caller cancelled is neither a success nor a failure:
+``total_requests`` = successful + failed + cancelled, and ``success_rate``
+is over the requests that finished.  A stream that started is also counted
+by how it ended (``streams``), with its time to first token and, when it
+completed, its rate (output tokens per second after the first chunk; kept
+as seconds per token, so the rate's percentiles are exact inversions).
+
 Memory stays bounded whatever the traffic: latencies go into log-bucketed
 histograms (about a thousand buckets at most), the breaker history keeps the
 last :data:`BREAKER_HISTORY` transitions, and per-model, per-key and
@@ -217,12 +224,15 @@ class RequestRecord:
 
 
 def _new_model_row() -> dict:
-    return {"requests": 0, "successes": 0, "failures": 0, "tokens_in": 0, "tokens_out": 0, "latency_total": 0.0}
+    return {
+        "requests": 0, "successes": 0, "failures": 0, "cancelled": 0,
+        "tokens_in": 0, "tokens_out": 0, "latency_total": 0.0,
+    }  # fmt: skip
 
 
 def _new_key_row() -> dict:
     return {
-        "requests": 0, "successes": 0, "failures": 0, "attempts": 0,
+        "requests": 0, "successes": 0, "failures": 0, "cancelled": 0, "attempts": 0,
         "rate_limited": 0, "tokens_in": 0, "tokens_out": 0,
     }  # fmt: skip
 
@@ -374,7 +384,7 @@ class StatsCollector:
     @staticmethod
     def _add_to_row(row: dict, rec: RequestRecord) -> None:
         row["requests"] += 1
-        row["successes" if rec.success else "failures"] += 1
+        row["successes" if rec.success else "cancelled" if rec.error_kind == CANCELLED else "failures"] += 1
         row["tokens_in"] += rec.tokens_in
         row["tokens_out"] += rec.tokens_out
 

@@ -158,14 +158,14 @@ def test_exact_counts_from_a_table_of_records():
         "rate_limit": 1, "authentication": 1, "unknown": 1, "queue_full": 1, "circuit_open": 1,
     }  # fmt: skip
     assert snap["models"] == {
-        "gpt": {"requests": 3, "successes": 2, "failures": 1, "tokens_in": 30, "tokens_out": 12,
+        "gpt": {"requests": 3, "successes": 2, "failures": 1, "cancelled": 0, "tokens_in": 30, "tokens_out": 12,
                 "average_response_time": pytest.approx(1.6 / 3)},
-        "emb": {"requests": 2, "successes": 1, "failures": 1, "tokens_in": 3, "tokens_out": 0,
+        "emb": {"requests": 2, "successes": 1, "failures": 1, "cancelled": 0, "tokens_in": 3, "tokens_out": 0,
                 "average_response_time": pytest.approx(0.2)},
     }  # fmt: skip
     assert snap["endpoints"] == {"chat": 3, "embeddings": 2}
     assert snap["keys"]["k1"] == {
-        "requests": 2, "successes": 1, "failures": 1, "attempts": 0, "rate_limited": 0,
+        "requests": 2, "successes": 1, "failures": 1, "cancelled": 0, "attempts": 0, "rate_limited": 0,
         "tokens_in": 10, "tokens_out": 5,
     }  # fmt: skip
     assert snap["keys"]["k2"]["requests"] == 1 and snap["keys"]["k2"]["tokens_out"] == 7
@@ -403,3 +403,41 @@ def test_percentiles_monotone_and_within_min_max(values, ps):
         exact = exact_percentile(values, p)
         # within bucket precision (2%), or 10 µs absolute at the very bottom, or clamped at the top
         assert g == pytest.approx(exact, rel=0.02, abs=1e-5) or exact > 3600.0
+
+
+# ------------------------------------------------------------ cancelled and streams
+
+
+def test_a_cancelled_request_is_neither_a_success_nor_a_failure():
+    s = StatsCollector()
+    s.record_request(RequestRecord(success=True, latency=0.1, model="m", key_name="k"))
+    s.record_request(RequestRecord(success=False, latency=0.1, model="m", key_name="k", error_kind="server"))
+    s.record_request(RequestRecord(success=False, latency=0.1, model="m", key_name="k", error_kind="cancelled"))
+    snap = s.snapshot()
+    assert (snap["total_requests"], snap["successful_requests"], snap["failed_requests"], snap["cancelled_requests"]) == (3, 1, 1, 1)
+    assert snap["success_rate"] == 50.0  # over the requests that finished
+    assert snap["errors_by_type"] == {"server": 1}
+    for row in (snap["models"]["m"], snap["keys"]["k"]):
+        assert (row["requests"], row["successes"], row["failures"], row["cancelled"]) == (3, 1, 1, 1)
+
+
+def test_streams_are_counted_by_how_they_ended_with_first_token_times_and_rates():
+    s = StatsCollector()
+    s.record_stream(outcome="completed", time_to_first_token=0.5, output_tokens=100, generation_seconds=2.0)  # 50/s
+    s.record_stream(outcome="completed", time_to_first_token=0.25, output_tokens=30, generation_seconds=1.0)  # 30/s
+    s.record_stream(outcome="completed", time_to_first_token=1.0, output_tokens=10, generation_seconds=1.0)  # 10/s
+    s.record_stream(outcome="stream_stalled", time_to_first_token=0.1, output_tokens=5, generation_seconds=30.0)
+    s.record_stream(outcome="cancelled", time_to_first_token=0.2, output_tokens=1, generation_seconds=0.1)
+    s.record_stream(outcome="network", time_to_first_token=0.3, output_tokens=2, generation_seconds=0.5)
+    streams = s.snapshot()["streams"]
+    assert (streams["total"], streams["completed"], streams["stalled"], streams["cancelled"], streams["failed"]) == (6, 3, 1, 1, 2)
+    assert streams["ended_by"] == {"completed": 3, "stream_stalled": 1, "cancelled": 1, "network": 1}
+    ttft = streams["time_to_first_token"]
+    assert ttft["count"] == 6 and ttft["min"] == 0.1 and ttft["max"] == 1.0
+    rates = streams["tokens_per_second"]
+    assert rates["streams_measured"] == 3  # only streams that completed say how fast a stream goes
+    assert rates["overall"] == pytest.approx(140 / 4.0)
+    assert rates["p50"] == pytest.approx(30.0, rel=0.02)
+    assert rates["p10"] == pytest.approx(10.0, rel=0.02) and rates["p90"] == pytest.approx(50.0, rel=0.02)
+    s.reset()
+    assert s.snapshot()["streams"]["total"] == 0 and s.snapshot()["streams"]["tokens_per_second"]["streams_measured"] == 0
