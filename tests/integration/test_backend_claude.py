@@ -162,17 +162,18 @@ def test_stream_events_join_to_the_non_stream_reply(simulator):
         with client.chat(MODEL, user(text), stream=True) as stream:
             events = list(stream)
         stats = client.get_stats()
-    kinds = [e["type"] for e in events]
+    kinds = [e.raw["type"] for e in events]
     assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
     assert "ping" not in kinds
-    deltas = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]
-    assert len(deltas) > 2 and "".join(deltas) == reply_text(whole)
-    assert events[-2]["delta"]["stop_reason"] == "end_turn"
-    assert events[-2]["usage"]["output_tokens"] == whole["usage"]["output_tokens"]
-    assert events[0]["message"]["usage"]["input_tokens"] == whole["usage"]["input_tokens"]
+    deltas = [e.text for e in events if e.text]
+    assert len(deltas) > 2 and "".join(deltas) == stream.text == reply_text(whole)
+    assert events[-2].raw["delta"]["stop_reason"] == "end_turn"
+    assert events[-2].finish_reason == stream.finish_reason == "stop"
+    assert stream.usage == {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": whole["usage"]["output_tokens"]}
+    assert events[0].raw["message"]["usage"]["input_tokens"] == whole["usage"]["input_tokens"]
     assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
     # message_delta carries the cumulative usage (input too), so the stream is counted in full
-    assert events[-2]["usage"]["input_tokens"] == whole["usage"]["input_tokens"]
+    assert events[-2].raw["usage"]["input_tokens"] == whole["usage"]["input_tokens"]
     assert stats["tokens"]["output"] == 2 * whole["usage"]["output_tokens"]
     assert stats["tokens"]["input"] == 2 * whole["usage"]["input_tokens"]
 
@@ -183,11 +184,14 @@ def test_stream_tool_input_json_deltas_join_to_the_input(simulator):
         whole = client.chat(MODEL, user("Lisbon"), tools=[TOOL], tool_choice=choice)
         with client.chat(MODEL, user("Lisbon"), tools=[TOOL], tool_choice=choice, stream=True) as stream:
             events = list(stream)
-    start = next(e for e in events if e["type"] == "content_block_start")
+    start = next(e.raw for e in events if e.raw["type"] == "content_block_start")
     assert start["content_block"]["type"] == "tool_use" and start["content_block"]["input"] == {}
-    partial = "".join(e["delta"]["partial_json"] for e in events
-                      if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta")
+    partial = "".join(piece.arguments for e in events for piece in e.tool_calls)
     assert json.loads(partial) == whole["content"][0]["input"] == {"location": "Lisbon"}
+    (call,) = stream.tool_calls
+    assert (call["index"], call["id"], call["name"]) == (0, start["content_block"]["id"], "get_weather")
+    assert json.loads(call["arguments"]) == {"location": "Lisbon"}
+    assert stream.finish_reason == "tool_calls"
 
 
 def test_stream_cut_by_the_server_is_a_network_error(simulator):
@@ -223,10 +227,12 @@ def test_stream_that_ends_without_message_stop_or_with_an_error_event(simulator,
     with make_client(simulator) as client:
         stream = client.chat(MODEL, user("x"), stream=True)
         got = []
-        with pytest.raises(cls, match=says):
+        with pytest.raises(cls, match=says) as info:
             for event in stream:
                 got.append(event)
-    assert [e["type"] for e in got] == ["message_start", "content_block_start", "content_block_delta"]
+    assert [e.raw["type"] for e in got] == ["message_start", "content_block_start", "content_block_delta"]
+    assert stream.text == info.value.partial_text == "Hel"
+    assert info.value.chunks_received == 3
 
 
 # ------------------------------------------------------------------- errors

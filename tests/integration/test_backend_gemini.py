@@ -150,9 +150,13 @@ def test_stream_chunks_join_to_the_non_stream_reply(simulator):
             chunks = list(stream)
         stats = client.get_stats()
     assert len(chunks) > 2
-    assert "".join(reply_text(c) for c in chunks) == reply_text(whole)
-    assert [c["candidates"][0].get("finishReason") for c in chunks] == [None] * (len(chunks) - 1) + ["STOP"]
-    assert chunks[-1]["usageMetadata"] == whole["usageMetadata"]
+    assert "".join(c.text for c in chunks) == stream.text == reply_text(whole)
+    assert "".join(reply_text(c.raw) for c in chunks) == reply_text(whole)
+    assert [c.raw["candidates"][0].get("finishReason") for c in chunks] == [None] * (len(chunks) - 1) + ["STOP"]
+    assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
+    assert chunks[-1].raw["usageMetadata"] == whole["usageMetadata"]
+    assert stream.usage == {"input_tokens": whole["usageMetadata"]["promptTokenCount"],
+                            "output_tokens": whole["usageMetadata"]["candidatesTokenCount"]}
     counted = simulator.counters()
     assert counted["by_path"] == {path("generateContent"): 1, path("streamGenerateContent"): 1}
     assert counted["streams"] == {"started": 1, "finished": 1}
@@ -175,9 +179,10 @@ def test_a_malformed_stream_event_is_a_typed_error(simulator):
     simulator.configure(stream_malformed_after=1)
     with make_client(simulator) as client:
         stream = client.chat(MODEL, user("one two three four five six seven eight nine"), stream=True)
-        assert reply_text(next(stream)).startswith("Simulated")
-        with pytest.raises(MalformedResponseError):
+        assert next(stream).text.startswith("Simulated")
+        with pytest.raises(MalformedResponseError, match="after 1 chunks") as info:
             next(stream)
+    assert info.value.chunks_received == 1 and info.value.partial_text.startswith("Simulated")
 
 
 def test_without_alt_sse_the_stream_is_one_json_array_and_a_query_key_is_accepted(simulator):

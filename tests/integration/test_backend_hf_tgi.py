@@ -61,10 +61,13 @@ def test_max_new_tokens_cuts_the_answer(client):
 def test_generate_stream_ends_with_the_event_carrying_generated_text(simulator, client):
     events = list(client.generate_stream(PROMPT, details=True))
     stats = client.get_stats()
-    assert [e["generated_text"] for e in events[:-1]] == [None] * (len(events) - 1)
-    assert "".join(e["token"]["text"] for e in events) == events[-1]["generated_text"] == REPLY_PREFIX + PROMPT
-    assert [e["index"] for e in events] == list(range(1, len(events) + 1))
-    assert events[-1]["details"]["input_length"] == estimate_tokens(PROMPT)
+    assert [e.raw["generated_text"] for e in events[:-1]] == [None] * (len(events) - 1)
+    assert "".join(e.text for e in events) == events[-1].raw["generated_text"] == REPLY_PREFIX + PROMPT
+    assert [e.raw["index"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].raw["details"]["input_length"] == estimate_tokens(PROMPT)
+    assert [e.finish_reason for e in events[:-1]] == [None] * (len(events) - 1)
+    assert events[-1].finish_reason == "stop"  # TGI's "eos_token"
+    assert events[-1].usage == {"input_tokens": estimate_tokens(PROMPT), "output_tokens": len(events)}
     counted = simulator.counters()
     assert counted["streams"] == {"started": 1, "finished": 1}
     assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (counted["tokens"]["prompt"], counted["tokens"]["completion"])
@@ -198,10 +201,11 @@ def test_outage_opens_the_breaker_then_fails_fast(simulator):
 def test_a_native_stream_cut_before_its_last_event_is_a_network_error(simulator, client):
     simulator.configure(stream_cut_after=2)
     stream = client.generate(PROMPT, stream=True)
-    assert next(stream)["token"]["text"] == "Simulated"
-    assert next(stream)["generated_text"] is None
-    with pytest.raises(NetworkError, match="after 2 chunks"):
+    assert next(stream).text == "Simulated"
+    assert next(stream).raw["generated_text"] is None
+    with pytest.raises(NetworkError, match="after 2 chunks") as info:
         next(stream)
+    assert info.value.partial_text == stream.text and info.value.partial_text.startswith("Simulated")
     assert simulator.counters()["faults"]["stream_cut"] == 1
 
 

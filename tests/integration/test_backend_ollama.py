@@ -37,10 +37,6 @@ make_ollama = ClientFactory(ollama, "ollama_host", defaults=FAST)
 client = client_fixture(make_ollama)
 
 
-def content(chunks: list) -> str:
-    return "".join(c["message"]["content"] for c in chunks)
-
-
 # --------------------------------------------------------------- operations
 
 
@@ -113,9 +109,12 @@ def test_chat_stream_pieces_join_to_the_reply_and_end_on_done(simulator, client)
         chunks = list(stream)
     stats = client.get_stats()
     assert len(chunks) > 3
-    assert content(chunks) == whole["message"]["content"]
-    assert [c["done"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
-    assert chunks[-1]["eval_count"] == whole["eval_count"]
+    assert "".join(c.raw["message"]["content"] for c in chunks) == whole["message"]["content"]
+    assert "".join(c.text for c in chunks) == stream.text == whole["message"]["content"]
+    assert [c.raw["done"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
+    assert chunks[-1].raw["eval_count"] == whole["eval_count"]
+    assert stream.usage == {"input_tokens": whole["prompt_eval_count"], "output_tokens": whole["eval_count"]}
     assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
     assert stats["tokens"]["input"] == 2 * whole["prompt_eval_count"]  # the stream's last line counted too
 
@@ -123,8 +122,8 @@ def test_chat_stream_pieces_join_to_the_reply_and_end_on_done(simulator, client)
 def test_generate_stream(client):
     with client.generate(MODEL, "tell me a story", stream=True) as stream:
         chunks = list(stream)
-    assert "".join(c["response"] for c in chunks) == REPLY_PREFIX + "tell me a story"
-    assert chunks[-1]["done_reason"] == "stop"
+    assert "".join(c.text for c in chunks) == REPLY_PREFIX + "tell me a story"
+    assert chunks[-1].raw["done_reason"] == "stop" == stream.finish_reason
 
 
 @pytest.mark.parametrize(
@@ -141,8 +140,9 @@ def test_a_faulty_stream_is_an_error_after_its_chunks(fresh_simulator, fault, er
         got = [next(stream), next(stream)]
         with pytest.raises(error) as caught:
             next(stream)
-    assert all(c["done"] is False for c in got)
+    assert all(c.raw["done"] is False and c.finish_reason is None for c in got)
     assert message in str(caught.value) and "after 2 chunks" in str(caught.value)
+    assert caught.value.chunks_received == 2 and caught.value.partial_text == "".join(c.text for c in got)
 
 
 # ----------------------------------------------------------- request as sent

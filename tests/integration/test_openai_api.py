@@ -178,9 +178,11 @@ def test_stream_deltas_join_to_the_non_stream_content(simulator):
         with client.chat(CHAT_MODEL, messages(text), stream=True) as stream:
             chunks = list(stream)
     assert len(chunks) > 3
-    assert all(isinstance(c, dict) and c["object"] == "chat.completion.chunk" for c in chunks)
-    assert joined_deltas(chunks) == reply_text(whole)
-    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(isinstance(c.raw, dict) and c.raw["object"] == "chat.completion.chunk" for c in chunks)
+    assert joined_deltas(chunks) == stream.text == reply_text(whole)
+    assert chunks[-1].raw["choices"][0]["finish_reason"] == "stop"
+    assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
+    assert stream.finish_reason == "stop" and stream.tool_calls == []
     assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
 
 
@@ -190,9 +192,10 @@ def test_stream_with_usage_reports_tokens(simulator):
                          stream_options={"include_usage": True}) as stream:
             chunks = list(stream)
         stats = client.get_stats()
-    assert stream.usage == chunks[-1]["usage"]
     counted = simulator.counters()["tokens"]
-    assert stream.usage["prompt_tokens"] == counted["prompt"]
+    assert chunks[-1].raw["usage"]["prompt_tokens"] == counted["prompt"]
+    assert stream.usage == chunks[-1].usage == {"input_tokens": counted["prompt"], "output_tokens": counted["completion"]}
+    assert all(c.usage is None for c in chunks[:-1])  # only the last chunk reports usage
     assert stats["tokens"] == {"input": counted["prompt"], "output": counted["completion"],
                                "total": counted["total"]}
 
@@ -210,7 +213,7 @@ def test_closing_a_stream_early_frees_the_slot(fresh_simulator, how):
         else:
             with stream:
                 first = next(stream)
-        assert first["choices"][0]["delta"]["role"] == "assistant"
+        assert first.raw["choices"][0]["delta"]["role"] == "assistant"
         assert list(stream) == []  # closed: nothing more comes
         # the only slot is free again: the next request goes through
         future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("next")})
@@ -223,8 +226,8 @@ def test_closing_a_stream_early_frees_the_slot(fresh_simulator, how):
 def test_a_stream_dropped_after_break_frees_the_slot_when_collected(fresh_simulator):
     simulator = fresh_simulator
     simulator.configure(stream_stall_after=2, stall_seconds=30.0)
-    # timeout bounds the damage when the bug is there: the stalled read gives up after 1 s
-    with make_client(simulator, max_concurrent_requests=1, timeout=1.0) as client:
+    # stream_stall_timeout bounds the damage when the bug is there: the stalled read gives up after 1 s
+    with make_client(simulator, max_concurrent_requests=1, stream_stall_timeout=1.0) as client:
         stream = client.chat(CHAT_MODEL, messages("one two three four five six seven eight"), stream=True)
         for _chunk in stream:
             break

@@ -11,7 +11,7 @@ import pytest
 from ipfs_accelerate_py.resilience.errors import (
     MalformedResponseError,
     NetworkError,
-    RequestTimeoutError,
+    StreamStalledError,
 )
 
 from ..helpers import REPLY_PREFIX, messages, reply_text
@@ -34,8 +34,8 @@ def _stream_until_error(client, error_type):
 def test_stalled_stream_raises_a_timeout_saying_how_many_chunks_arrived(fresh_simulator):
     simulator = fresh_simulator
     simulator.configure(stream_stall_after=2, stall_seconds=10.0)
-    with make_client(simulator, timeout=0.2, max_retries=3) as client:
-        chunks, error = _stream_until_error(client, RequestTimeoutError)
+    with make_client(simulator, stream_stall_timeout=0.2, max_retries=3) as client:
+        chunks, error = _stream_until_error(client, StreamStalledError)
         stats = client.get_stats()
     assert len(chunks) == 2
     assert "after 2 chunks" in str(error)
@@ -80,6 +80,6 @@ def test_a_stream_that_fails_before_it_starts_is_retried(simulator):
     simulator.configure(fail_next=1)
     with make_client(simulator, max_retries=2) as client:
         with client.chat(CHAT_MODEL, messages("retried stream"), stream=True) as stream:
-            text = "".join(c["choices"][0]["delta"].get("content") or "" for c in stream if c["choices"])
+            text = "".join(c.text for c in stream)
     assert text == REPLY_PREFIX + "retried stream"
     assert simulator.counters()["requests_total"] == 2

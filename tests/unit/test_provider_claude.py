@@ -22,6 +22,7 @@ from ipfs_accelerate_py.providers.anthropic import (
     join_system,
     parse_rfc3339,
 )
+from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta, ToolCallDelta
 from ipfs_accelerate_py.resilience.errors import (
     ApiError,
     AuthenticationError,
@@ -34,11 +35,13 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
+from ipfs_accelerate_py.simulator.formats import anthropic as anthropic_format
 from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent, iter_sse
 
 from ..helpers import QUICK_RETRIES, ClientFactory, scripted, stream_answer
+from .test_provider_openai_stream import joined_calls, joined_text, simulated_stream, stream_deltas
 
 KEY = "sk-ant-test-SECRET-0123456789"
 BASE = "http://anthropic.test"
@@ -561,8 +564,10 @@ def test_backend_stream_hands_over_events_and_records_output_tokens():
         with client.chat(MODEL, [{"role": "user", "content": "hi"}], stream=True) as stream:
             chunks = list(stream)
         stats = client.get_stats()
-    assert chunks[0]["type"] == "message_start" and chunks[-1]["type"] == "message_stop"
-    assert "ping" not in [c["type"] for c in chunks]
+    assert chunks[0].raw["type"] == "message_start" and chunks[-1].raw["type"] == "message_stop"
+    assert "ping" not in [c.raw["type"] for c in chunks]
+    assert stream.text == "Hello!" and stream.finish_reason == "tool_calls"
+    assert stream.usage == {"input_tokens": 25, "output_tokens": 15}
     assert stats["successful_requests"] == 1
     assert stats["tokens"]["output"] == 15
 
@@ -646,3 +651,121 @@ def test_no_key_against_the_real_api_is_refused_naming_the_variable(monkeypatch)
     with client:
         with pytest.raises(AuthenticationError, match="ANTHROPIC_API_KEY"):
             client.chat(MODEL, [{"role": "user", "content": "x"}])
+
+
+# ------------------------------------------------ stream events in common terms
+
+def _block_delta(index, **delta):
+    return {"type": "content_block_delta", "index": index, "delta": delta}
+
+
+def _message_delta(stop_reason, **usage):
+    return {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}
+
+
+def _message_start(**usage):
+    return {"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant", "content": [],
+                                                 "model": MODEL, "stop_reason": None, "stop_sequence": None,
+                                                 "usage": usage}}
+
+
+DELTA_CASES = [
+    ("message_start: input tokens, output placeholder dropped", _message_start(input_tokens=25, output_tokens=1),
+     StreamDelta(usage=(25, 0))),
+    ("message_start: cache reads and writes are input", _message_start(input_tokens=25, cache_creation_input_tokens=3,
+                                                                       cache_read_input_tokens=5, output_tokens=1),
+     StreamDelta(usage=(33, 0))),
+    ("text block opens empty", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+     EMPTY_DELTA),
+    ("text block opens with text", {"type": "content_block_start", "index": 0,
+                                    "content_block": {"type": "text", "text": "Hi"}}, StreamDelta(text="Hi")),
+    ("tool_use block opens a call", {"type": "content_block_start", "index": 1, "content_block": {
+        "type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "name": "get_weather", "input": {}}},
+     StreamDelta(tool_calls=(ToolCallDelta(1, "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", ""),))),
+    ("thinking block", {"type": "content_block_start", "index": 0,
+                        "content_block": {"type": "thinking", "thinking": ""}}, EMPTY_DELTA),
+    ("server tool block is not the caller's", {"type": "content_block_start", "index": 1, "content_block": {
+        "type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}}}, EMPTY_DELTA),
+    ("text_delta", _block_delta(0, type="text_delta", text="Hello"), StreamDelta(text="Hello")),
+    ("input_json_delta", _block_delta(1, type="input_json_delta", partial_json='{"location": "San Fra'),
+     StreamDelta(tool_calls=(ToolCallDelta(1, None, None, '{"location": "San Fra'),))),
+    ("empty input_json_delta", _block_delta(1, type="input_json_delta", partial_json=""), EMPTY_DELTA),
+    ("thinking_delta", _block_delta(0, type="thinking_delta", thinking="Let me see"), EMPTY_DELTA),
+    ("signature_delta", _block_delta(0, type="signature_delta", signature="EqQBCgIYAhIM1gbcDa9GJwZA"), EMPTY_DELTA),
+    ("citations_delta", _block_delta(0, type="citations_delta", citation={"type": "char_location"}), EMPTY_DELTA),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}, EMPTY_DELTA),
+    ("end_turn, output tokens", _message_delta("end_turn", output_tokens=15), StreamDelta(finish_reason="stop", usage=(0, 15))),
+    ("tool_use", _message_delta("tool_use", output_tokens=89), StreamDelta(finish_reason="tool_calls", usage=(0, 89))),
+    ("max_tokens", _message_delta("max_tokens", output_tokens=5), StreamDelta(finish_reason="length", usage=(0, 5))),
+    ("stop_sequence", _message_delta("stop_sequence", output_tokens=5), StreamDelta(finish_reason="stop", usage=(0, 5))),
+    ("refusal kept as Anthropic says it", _message_delta("refusal", output_tokens=0),
+     StreamDelta(finish_reason="refusal", usage=(0, 0))),
+    ("cumulative usage carries input too", _message_delta("end_turn", input_tokens=25, cache_read_input_tokens=5,
+                                                           output_tokens=15),
+     StreamDelta(finish_reason="stop", usage=(30, 15))),
+    ("message_delta without usage", {"type": "message_delta", "delta": {"stop_reason": "pause_turn"}},
+     StreamDelta(finish_reason="pause_turn")),
+    ("message_stop", {"type": "message_stop"}, EMPTY_DELTA),
+    ("an event type Anthropic may add", {"type": "some_new_event", "text": "x"}, EMPTY_DELTA),
+]
+
+
+@pytest.mark.parametrize("chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES])
+def test_stream_event_in_common_terms(chunk, expected):
+    assert WIRE.stream_delta(chunk) == expected
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [None, "x", [], {}, {"type": 3}, {"type": "message_start"}, {"type": "message_start", "message": {"usage": 5}},
+     {"type": "content_block_start", "content_block": {"type": "tool_use", "id": "t", "name": "f"}},  # no index
+     {"type": "content_block_start", "index": True, "content_block": {"type": "tool_use"}},
+     {"type": "content_block_start", "index": 0, "content_block": "text"},
+     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 5}},
+     {"type": "content_block_delta", "index": -1, "delta": {"type": "input_json_delta", "partial_json": "{"}},
+     {"type": "content_block_delta", "delta": None},
+     {"type": "message_delta", "delta": "stop", "usage": None}],
+    ids=repr,
+)
+def test_stream_events_of_unknown_shape_add_nothing(chunk):
+    assert WIRE.stream_delta(chunk) == EMPTY_DELTA
+
+
+def test_stream_transcript_in_common_terms():
+    deltas, done = stream_deltas(WIRE, decode_events(STREAM_TRANSCRIPT))
+    assert done
+    assert joined_text(deltas) == "Hello!"
+    calls = joined_calls(deltas)
+    assert list(calls) == [1]  # the tool_use is content block 1
+    assert calls[1]["id"] == "toolu_01" and calls[1]["name"] == "get_weather"
+    assert json.loads(calls[1]["arguments"]) == {"location": "Paris"}
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["tool_calls"]
+    assert [d.usage for d in deltas if d.usage] == [(25, 0), (0, 15)]
+
+
+SIMULATOR_HEADERS = {"anthropic-version": ANTHROPIC_VERSION}
+
+
+def test_simulator_stream_joins_to_its_reply():
+    payload = {"model": MODEL, "max_tokens": 256, "system": "Be brief.", "stream": True,
+               "messages": [{"role": "user", "content": "What is the capital of France, please?"}]}
+    events, body = simulated_stream(anthropic_format.FORMAT, "/v1/messages", payload, headers=SIMULATOR_HEADERS)
+    deltas, done = stream_deltas(WIRE, events)
+    assert done
+    assert joined_text(deltas) == WIRE.reply_text(body) and body["content"][0]["text"].startswith("Simulated reply")
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
+    assert [d.usage for d in deltas if d.usage][-1] == WIRE.usage(body)
+    assert not any(d.tool_calls for d in deltas)
+
+
+def test_simulator_tool_use_stream_joins_to_the_tool_input():
+    payload = {"model": MODEL, "max_tokens": 256, "stream": True, "tools": TOOLS,
+               "tool_choice": {"type": "tool", "name": "get_weather"},
+               "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    events, body = simulated_stream(anthropic_format.FORMAT, "/v1/messages", payload, headers=SIMULATOR_HEADERS)
+    deltas, done = stream_deltas(WIRE, events)
+    [block] = body["content"]
+    assert done and joined_text(deltas) == ""
+    assert joined_calls(deltas) == {0: {"id": block["id"], "name": "get_weather", "arguments": json.dumps(block["input"])}}
+    assert json.loads(joined_calls(deltas)[0]["arguments"]) == block["input"] == {"location": "Weather in Paris?"}
+    assert deltas[-2].finish_reason == "tool_calls"

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipfs_accelerate_py.api_backends.gemini import gemini, image_part
+from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta, ToolCallDelta
 from ipfs_accelerate_py.providers.gemini import GEMINI, GEMINI_EMBEDDING_LIMITS, GeminiWire
 from ipfs_accelerate_py.resilience.errors import (
     ApiError,
@@ -31,10 +32,12 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
+from ipfs_accelerate_py.simulator.formats import gemini as gemini_format
 from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.sse import SseEvent
 
 from ..helpers import QUICK_RETRIES, ClientFactory, answer, scripted, stream_answer
+from .test_provider_openai_stream import joined_calls, joined_text, simulated_stream, stream_deltas
 
 KEY = "AIzaSy-test-SECRET-0123456789"
 BASE = "http://gemini.invalid/v1beta"
@@ -128,7 +131,8 @@ def test_stream_request_goes_to_stream_generate_content_with_alt_sse():
     client, transport = make_client(lambda r: sse_stream([REPLY]))
     with client:
         with client.chat(MODEL, user("Hi"), stream=True) as stream:
-            assert list(stream) == [REPLY]
+            assert [c.raw for c in stream] == [REPLY]
+        assert (stream.text, stream.finish_reason) == ("Hello! How can I help?", "stop")
     method, url, headers, body = sent(transport)
     assert (method, url) == ("POST", f"{BASE}/models/{MODEL}:streamGenerateContent?alt=sse")
     assert headers["accept"] == "text/event-stream"
@@ -341,8 +345,10 @@ def test_a_stream_transcript_is_handed_over_whole_with_its_usage():
     with client:
         with client.chat(MODEL, user("q"), stream=True) as stream:
             chunks = list(stream)
-        text = "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks)
-        assert chunks == STREAM and text == "The answer."
+        assert [c.raw for c in chunks] == STREAM
+        assert [c.text for c in chunks] == ["The", " answer", "."]
+        assert [c.finish_reason for c in chunks] == [None, None, "stop"]
+        assert chunks[-1].usage == {"input_tokens": 5, "output_tokens": 3}
         stats = client.get_stats()
         assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (5, 3)
     assert closed == [True]
@@ -352,10 +358,11 @@ def test_a_stream_that_closes_before_a_finish_reason_was_cut():
     client, _ = make_client(lambda r: sse_stream(STREAM[:2]))
     with client:
         stream = client.chat(MODEL, user("q"), stream=True)
-        assert next(stream) == STREAM[0]
-        assert next(stream) == STREAM[1]
-        with pytest.raises(NetworkError, match="end marker"):
+        assert next(stream).raw == STREAM[0]
+        assert next(stream).raw == STREAM[1]
+        with pytest.raises(NetworkError, match="end marker") as info:
             next(stream)
+        assert (info.value.chunks_received, info.value.partial_text) == (2, "The answer")
 
 
 def test_an_error_inside_a_stream_is_typed_from_its_code():
@@ -363,10 +370,11 @@ def test_an_error_inside_a_stream_is_typed_from_its_code():
     client, _ = make_client(lambda r: sse_stream([STREAM[0], error]))
     with client:
         stream = client.chat(MODEL, user("q"), stream=True)
-        assert next(stream) == STREAM[0]
+        assert next(stream).text == "The"
         with pytest.raises(ServerError, match="UNAVAILABLE: The model is overloaded") as info:
             next(stream)
         assert info.value.status == 503
+        assert "(stream ended after 1 chunks, 3 characters of text)" in str(info.value)
 
 
 # ------------------------------------------------------------------- errors
@@ -572,3 +580,85 @@ def test_batch_payload_and_split_round_trip(members):
     flat = [v for part in parts for v in WIRE.embedding_vectors(part)]
     assert flat == [[float(i)] for i in range(len(inputs))]
     assert [len(p["embeddings"]) for p in parts] == [len(m) for m in members]
+
+
+# ------------------------------------------------------- stream chunks in common terms
+
+
+def _candidate_chunk(parts, finish=None, usage=None, **candidate):
+    chunk = {"candidates": [{"content": {"parts": parts, "role": "model"}, "index": 0, **candidate}],
+             "modelVersion": MODEL, "responseId": "r1"}
+    if finish is not None:
+        chunk["candidates"][0]["finishReason"] = finish
+    if usage is not None:
+        chunk["usageMetadata"] = usage
+    return chunk
+
+
+WEATHER_CALL = {"name": "get_weather", "args": {"location": "Paris", "unit": "celsius"}}
+DELTA_CASES = [
+    ("text, prompt usage so far", STREAM[0], StreamDelta(text="The", usage=(5, 0))),
+    ("last chunk: finish and whole usage", STREAM[2], StreamDelta(text=".", finish_reason="stop", usage=(5, 3))),
+    ("several text parts", _candidate_chunk([{"text": "a"}, {"text": "b"}]), StreamDelta(text="ab")),
+    ("thoughts are not reply text", _candidate_chunk([{"text": "Hmm", "thought": True}, {"text": "Yes"}],
+                                                      usage={"promptTokenCount": 2, "candidatesTokenCount": 1,
+                                                             "thoughtsTokenCount": 4}),
+     StreamDelta(text="Yes", usage=(2, 5))),
+    ("a function call, whole", _candidate_chunk([{"functionCall": WEATHER_CALL}], "STOP"),
+     StreamDelta(tool_calls=(ToolCallDelta(0, None, "get_weather", json.dumps(WEATHER_CALL["args"])),),
+                 finish_reason="stop")),
+    ("parallel calls: index by position, id when given", _candidate_chunk([
+        {"text": "Checking."}, {"functionCall": {"id": "fc_1", "name": "a", "args": {"x": 1}}, "thoughtSignature": "c2ln"},
+        {"functionCall": {"id": "fc_2", "name": "b"}}]),
+     StreamDelta(text="Checking.", tool_calls=(ToolCallDelta(0, "fc_1", "a", '{"x": 1}'), ToolCallDelta(1, "fc_2", "b", "{}")))),
+    ("MAX_TOKENS", _candidate_chunk([{"text": "cut"}], "MAX_TOKENS"), StreamDelta(text="cut", finish_reason="length")),
+    ("SAFETY", _candidate_chunk([], "SAFETY", safetyRatings=[]), StreamDelta(finish_reason="content_filter")),
+    ("MALFORMED_FUNCTION_CALL kept, lowercased", {"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "index": 0}]},
+     StreamDelta(finish_reason="malformed_function_call")),
+    ("unspecified is no reason", _candidate_chunk([{"text": "x"}], "FINISH_REASON_UNSPECIFIED"), StreamDelta(text="x")),
+    ("prompt blocked", {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 3}},
+     StreamDelta(finish_reason="content_filter", usage=(3, 0))),
+    ("usage only", {"usageMetadata": {"promptTokenCount": 3}}, StreamDelta(usage=(3, 0))),
+    ("second candidate is not the reply", {"candidates": [{"content": {"parts": [{"text": "other"}]}, "index": 1}]},
+     EMPTY_DELTA),
+]
+
+
+@pytest.mark.parametrize("chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES])
+def test_stream_chunk_in_common_terms(chunk, expected):
+    assert WIRE.stream_delta(chunk) == expected
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [None, [], "x", {}, {"candidates": None}, {"candidates": [None]}, {"candidates": [{"content": "text"}]},
+     {"candidates": [{"content": {"parts": [None, 3, {"text": 5}, {"functionCall": "f"}]}}]},
+     {"candidates": [{"finishReason": ["STOP"]}]}, {"promptFeedback": {"blockReason": "BLOCK_REASON_UNSPECIFIED"}},
+     {"promptFeedback": "blocked"}, {"modelVersion": MODEL}],
+    ids=repr,
+)
+def test_stream_chunks_of_unknown_shape_add_nothing(chunk):
+    assert WIRE.stream_delta(chunk) == EMPTY_DELTA
+
+
+def test_usage_ignores_counts_that_are_not_counts():
+    assert WIRE.usage({"usageMetadata": {"promptTokenCount": "many", "candidatesTokenCount": -2}}) == (0, 0)
+
+
+def test_function_call_arguments_are_valid_json():
+    deltas = [WIRE.stream_delta(_candidate_chunk([{"functionCall": WEATHER_CALL}, {"functionCall": {"name": "now"}}], "STOP"))]
+    calls = joined_calls(deltas)
+    assert {i: (c["name"], json.loads(c["arguments"])) for i, c in calls.items()} == {
+        0: ("get_weather", WEATHER_CALL["args"]), 1: ("now", {})}
+
+
+def test_simulator_stream_joins_to_its_reply():
+    payload = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France, please?"}]}],
+               "systemInstruction": {"parts": [{"text": "Be brief."}]}}
+    events, body = simulated_stream(gemini_format.FORMAT, "/v1beta/models/{model}:streamGenerateContent", payload,
+                                    params={"model": MODEL}, query={"alt": "sse"})
+    deltas, done = stream_deltas(WIRE, events)
+    assert done and len(deltas) > 1
+    assert joined_text(deltas) == WIRE.reply_text(body) and WIRE.reply_text(body).startswith("Simulated reply")
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
+    assert deltas[-1].usage == WIRE.usage(body)

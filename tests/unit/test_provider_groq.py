@@ -11,6 +11,8 @@ import json
 import pytest
 
 from ipfs_accelerate_py.api_backends.groq import GROQ_MODELS, groq
+from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta
+from ipfs_accelerate_py.providers.openai import OpenAIWire
 from ipfs_accelerate_py.providers.openai_compatible import GROQ, GROQ_WIRE, OpenAICompatibleWire, retry_hint
 from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
@@ -24,6 +26,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import QUICK_RETRIES, WALL, ClientFactory, answer, env_cleared, scripted, sse_event, stream_answer
+from .test_provider_openai_stream import check_simulated_chat_stream, joined_calls
 
 KEY = "gsk_test_SECRET_0123456789abcdef"
 BASE = "https://api.groq.com/openai/v1"
@@ -196,7 +199,9 @@ def test_stream_through_the_backend_counts_tokens_from_x_groq():
     sent = transport.requests[0]
     assert sent.headers["Accept"] == "text/event-stream"
     assert sent.json()["stream"] is True
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "Hello world"
+    assert "".join(c.text for c in chunks) == "Hello world"
+    assert [c.raw for c in chunks] == STREAM_CHUNKS
+    assert chunks[-1].usage == stream.usage == {"input_tokens": 40, "output_tokens": 3}  # from x_groq.usage
     assert stats["tokens"]["input"] == 40 and stats["tokens"]["output"] == 3
 
 
@@ -285,3 +290,40 @@ def test_429_without_retries_raises_with_the_wait_groq_asked_for():
 def test_unknown_operations_are_refused_when_building_an_adapter():
     with pytest.raises(ValueError, match="unknown operations"):
         OpenAICompatibleWire(GROQ, operations={"chat", "rerank"})
+
+
+# ------------------------------------------------------ stream chunks in common terms
+
+
+def test_stream_chunks_in_common_terms_with_usage_from_x_groq():
+    assert [GROQ_WIRE.stream_delta(c) for c in STREAM_CHUNKS] == [
+        EMPTY_DELTA, StreamDelta(text="Hello"), StreamDelta(text=" world"), StreamDelta(finish_reason="stop", usage=(40, 3))]
+    assert OpenAIWire(GROQ).stream_delta(STREAM_CHUNKS[-1]).usage is None  # plain OpenAI knows no x_groq
+
+
+def test_a_top_level_usage_wins_over_x_groq():
+    chunk = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2},
+             "x_groq": {"id": "req_1", "usage": GROQ_USAGE}}
+    assert GROQ_WIRE.stream_delta(chunk) == StreamDelta(usage=(7, 2))
+
+
+@pytest.mark.parametrize("extension", [None, "text", {"usage": "x"}, {"usage": None}, {"id": "req_1"}], ids=repr)
+def test_odd_or_usage_free_extensions_add_no_usage(extension):
+    assert GROQ_WIRE.stream_delta(_chunk({"content": "a"}, x_groq=extension)) == StreamDelta(text="a")
+
+
+def test_tool_call_stream_in_common_terms():
+    """Groq streams a tool call whole, in one chunk, then finishes with tool_calls."""
+    call = {"id": "call_abc", "type": "function", "index": 0,
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
+    chunks = [_chunk({"role": "assistant", "content": None}, x_groq={"id": "req_1"}),
+              _chunk({"tool_calls": [call]}),
+              _chunk({}, "tool_calls", x_groq={"id": "req_1", "usage": GROQ_USAGE})]
+    deltas = [GROQ_WIRE.stream_delta(c) for c in chunks]
+    calls = joined_calls(deltas)
+    assert calls[0]["id"] == "call_abc" and json.loads(calls[0]["arguments"]) == {"city": "Paris"}
+    assert deltas[-1] == StreamDelta(finish_reason="tool_calls", usage=(40, 3))
+
+
+def test_simulator_chat_stream_joins_to_its_reply():
+    check_simulated_chat_stream(GROQ_WIRE, model=MODEL)

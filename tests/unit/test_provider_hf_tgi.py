@@ -10,6 +10,7 @@ import json
 import pytest
 
 from ipfs_accelerate_py.api_backends.hf_tgi import hf_tgi
+from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta, ToolCallDelta
 from ipfs_accelerate_py.providers.hf_tgi import TGI, TGIWire
 from ipfs_accelerate_py.resilience.errors import (
     ApiError,
@@ -22,11 +23,14 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
+from ipfs_accelerate_py.simulator.formats import openai as openai_format
+from ipfs_accelerate_py.simulator.formats import tgi as tgi_format
 from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent
 
 from ..helpers import QUICK_RETRIES, ClientFactory, answer, env_cleared, stream_answer
+from .test_provider_openai_stream import decoded, joined_text, simulated_stream, stream_deltas
 
 BASE = "http://tgi.test"
 TOKEN = "hf_test_SECRET_0123456789"
@@ -198,8 +202,11 @@ def test_native_stream_transcript_ends_with_the_event_carrying_generated_text():
     with client:
         events = list(client.generate_stream("What is", max_new_tokens=3))
         tokens = client.get_stats()["tokens"]
-    assert [e["token"]["text"] for e in events] == [" Deep", " learning", "</s>"]
-    assert [e["generated_text"] for e in events] == [None, None, " Deep learning"]
+    assert [e.raw["token"]["text"] for e in events] == [" Deep", " learning", "</s>"]
+    assert [e.raw["generated_text"] for e in events] == [None, None, " Deep learning"]
+    assert [e.text for e in events] == [" Deep", " learning", ""]  # the special token is not text
+    assert [e.finish_reason for e in events] == [None, None, "stop"]
+    assert events[-1].usage == {"input_tokens": 5, "output_tokens": 3}
     assert (tokens["input"], tokens["output"]) == (5, 3)
 
 
@@ -207,17 +214,20 @@ def test_native_stream_cut_before_its_final_event_is_an_error():
     client, _ = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT[:4]))
     with client:
         stream = client.generate("What is", stream=True)
-        assert next(stream)["token"]["text"] == " Deep"
-        assert next(stream)["token"]["text"] == " learning"
-        with pytest.raises(NetworkError, match="without its end marker"):
+        assert next(stream).text == " Deep"
+        assert next(stream).text == " learning"
+        with pytest.raises(NetworkError, match="without its end marker") as info:
             next(stream)
+        assert (info.value.chunks_received, info.value.partial_text) == (2, " Deep learning")
 
 
 def test_chat_stream_transcript_is_read_by_the_openai_mapping_and_ends_at_done():
     client, _ = client_with(lambda r: stream_answer(CHAT_TRANSCRIPT))
     with client:
         chunks = list(client.chat("tgi", [{"role": "user", "content": "Hi"}], stream=True))
-    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "Hello!"
+    assert "".join(c.text for c in chunks) == "Hello!"
+    assert [c.finish_reason for c in chunks] == [None, "stop"]
+    assert chunks[0].raw["system_fingerprint"] == "3.0.0-native"
 
 
 @pytest.mark.parametrize(
@@ -288,3 +298,88 @@ def test_a_text_error_body_keeps_its_text():
     response = HttpResponse(502, {}, b"Bad Gateway")
     error = TGIWire(TGI).error_for(response, wall_now=0.0, attempt=2)
     assert type(error) is ServerError and error.message == "Bad Gateway" and error.attempt == 2
+
+
+# ------------------------------------------------------ stream events in common terms
+
+WIRE = TGIWire(TGI)
+
+
+def _event(text, special=False, generated_text=None, details=None, index=1):
+    token = {"id": 1, "text": text, "logprob": -0.1, "special": special}
+    return {"index": index, "token": token, "generated_text": generated_text, "details": details}
+
+
+DELTA_CASES = [
+    ("a token", _event(" Deep"), StreamDelta(text=" Deep")),
+    ("a special token is not text", _event("</s>", special=True), EMPTY_DELTA),
+    ("last event: reason and counts", _event("</s>", True, " Deep learning",
+                                             {"finish_reason": "eos_token", "generated_tokens": 3, "seed": None,
+                                              "input_length": 5}),
+     StreamDelta(finish_reason="stop", usage=(5, 3))),
+    ("last event of an older server: no input_length", _event(".", False, "Hi.", {"finish_reason": "length",
+                                                                                   "generated_tokens": 2, "seed": 7}),
+     StreamDelta(text=".", finish_reason="length", usage=(0, 2))),
+    ("stop sequence", _event("\n", False, "x\n", {"finish_reason": "stop_sequence", "generated_tokens": 1}),
+     StreamDelta(text="\n", finish_reason="stop", usage=(0, 1))),
+    ("last event without details", _event("!", False, "Hi!"), StreamDelta(text="!")),
+    ("OpenAI chunk from /v1", json.loads(CHAT_TRANSCRIPT[0][len(b"data: "):]), StreamDelta(text="Hello")),
+    ("OpenAI finish", json.loads(CHAT_TRANSCRIPT[2][len(b"data: "):]), StreamDelta(text="!", finish_reason="stop")),
+    ("OpenAI usage chunk", {"object": "chat.completion.chunk", "choices": [],
+                            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
+     StreamDelta(usage=(9, 2))),
+    ("OpenAI tool call piece", {"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+        {"index": 0, "id": "", "type": "function", "function": {"name": "get_weather", "arguments": "{\"loc"}}]},
+        "finish_reason": None}]},
+     StreamDelta(tool_calls=(ToolCallDelta(0, None, "get_weather", "{\"loc"),))),
+]
+
+
+@pytest.mark.parametrize("chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES])
+def test_stream_event_in_common_terms(chunk, expected):
+    assert WIRE.stream_delta(chunk) == expected
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [None, [], "x", {}, {"token": None}, {"token": {"text": 5}}, {"token": "hi", "details": "done"},
+     {"token": {"text": "x", "special": True}, "details": {"generated_tokens": "3"}}, {"generated_text": "whole"}],
+    ids=repr,
+)
+def test_stream_events_of_unknown_shape_add_nothing(chunk):
+    assert WIRE.stream_delta(chunk) == EMPTY_DELTA
+
+
+def test_native_transcript_in_common_terms():
+    deltas, done = stream_deltas(WIRE, decoded(STREAM_TRANSCRIPT))
+    assert done and joined_text(deltas) == " Deep learning"
+    assert deltas[-1] == StreamDelta(finish_reason="stop", usage=(5, 3))
+
+
+def test_chat_transcript_in_common_terms():
+    deltas, done = stream_deltas(WIRE, decoded(CHAT_TRANSCRIPT))
+    assert done and joined_text(deltas) == "Hello!" and deltas[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("details", [True, False], ids=["with-details", "without"])
+def test_simulator_native_stream_joins_to_its_generated_text(details):
+    payload = {"inputs": "What is deep learning?", "parameters": {"max_new_tokens": 50, "details": details}}
+    events, body = simulated_stream(tgi_format.FORMAT, "/generate_stream", payload)
+    deltas, done = stream_deltas(WIRE, events)
+    final = body[-1]
+    assert done and len(deltas) > 2
+    assert joined_text(deltas) == final["generated_text"] and final["generated_text"].startswith("Simulated reply")
+    if details:
+        assert deltas[-1].finish_reason == "stop"
+        assert deltas[-1].usage == (final["details"]["input_length"], final["details"]["generated_tokens"])
+    else:
+        assert all(d.finish_reason is None and d.usage is None for d in deltas)
+
+
+def test_simulator_chat_stream_on_the_openai_route_joins_to_its_reply():
+    payload = {"model": "tgi", "messages": [{"role": "user", "content": "What is deep learning?"}], "stream": True,
+               "stream_options": {"include_usage": True}}
+    events, body = simulated_stream(openai_format.FORMAT, "/v1/chat/completions", payload)
+    deltas, done = stream_deltas(WIRE, events)
+    assert done and joined_text(deltas) == WIRE.reply_text(body)
+    assert deltas[-1].usage == (body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"])

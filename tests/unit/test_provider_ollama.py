@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ipfs_accelerate_py.api_backends.ollama import ollama
+from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta, ToolCallDelta
 from ipfs_accelerate_py.providers.ollama import OLLAMA, OllamaWire, normalize_host, request_fields
 from ipfs_accelerate_py.resilience.errors import (
     ApiError,
@@ -30,10 +31,12 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
     SettingError,
 )
+from ipfs_accelerate_py.simulator.formats import ollama as ollama_format
 from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 
 from ..helpers import QUICK_RETRIES, WAIT, WALL, ClientFactory, answer, scripted, stream_answer
+from .test_provider_openai_stream import joined_calls, joined_text, simulated_stream, stream_deltas
 
 BASE = "http://ollama.test:11434"
 WIRE = OllamaWire(OLLAMA)
@@ -262,9 +265,10 @@ def test_stream_transcript_gives_every_line_and_ends_on_done():
         with client.chat("llama3.2", HELLO, stream=True) as stream:
             chunks = list(stream)
         stats = client.get_stats()
-    assert chunks == CHAT_STREAM  # the line after "done" is never read
-    assert "".join(c["message"]["content"] for c in chunks) == "The sky is blue."
-    assert chunks[-1]["done_reason"] == "stop"
+    assert [c.raw for c in chunks] == CHAT_STREAM  # the line after "done" is never read
+    assert "".join(c.text for c in chunks) == stream.text == "The sky is blue."
+    assert chunks[-1].finish_reason == stream.finish_reason == "stop"
+    assert chunks[-1].usage == {"input_tokens": 26, "output_tokens": 3}
     assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (26, 3)
     assert stats["successful_requests"] == 1
 
@@ -276,7 +280,9 @@ def test_generate_stream():
     client, transport = make_client(lambda r: ndjson(lines))
     with client:
         with client.generate("m", "hello", stream=True, max_tokens=2) as stream:
-            assert "".join(c["response"] for c in stream) == "Hi!"
+            assert "".join(c.text for c in stream) == "Hi!"
+        assert stream.finish_reason == "length"
+        assert stream.usage == {"input_tokens": 4, "output_tokens": 2}
     assert sent(transport)[3] == {"model": "m", "prompt": "hello", "stream": True, "options": {"num_predict": 2}}
 
 
@@ -299,9 +305,10 @@ def test_a_stream_that_fails_midway_says_so_after_its_chunks(tail, error, messag
         with pytest.raises(error) as info:
             next(stream)
         stats = client.get_stats()
-    assert got == CHAT_STREAM[:2]
+    assert [c.raw for c in got] == CHAT_STREAM[:2]
     assert message in str(info.value)
-    assert "after 2 chunks" in str(info.value)
+    assert "after 2 chunks, 7 characters of text" in str(info.value)
+    assert (info.value.chunks_received, info.value.partial_text) == (2, "The sky")
     assert stats["failed_requests"] == 1
 
 
@@ -556,3 +563,76 @@ def test_split_batch_result_without_counts_keeps_the_shape():
     members = WIRE.split_batch_result({"model": "m", "embeddings": [[1.0], [2.0], [3.0]]}, [2, 1])
     assert members == [{"model": "m", "embeddings": [[1.0], [2.0]]}, {"model": "m", "embeddings": [[3.0]]}]
     assert WIRE.embedding_vectors(members[0]) == [[1.0], [2.0]]
+
+
+# ----------------------------------------------------- stream lines in common terms
+
+
+def _line(message=None, done=False, **extra):
+    line = {"model": "qwen3", "created_at": "2025-05-29T09:32:35.123Z", "done": done, **extra}
+    if message is not None:
+        line["message"] = {"role": "assistant", "content": "", **message}
+    return line
+
+
+DELTA_CASES = [
+    ("chat text", CHAT_STREAM[0], StreamDelta(text="The")),
+    ("chat last line: reason and counts", CHAT_STREAM[-1], StreamDelta(finish_reason="stop", usage=(26, 3))),
+    ("generate text", {"model": "m", "response": "Hi", "done": False}, StreamDelta(text="Hi")),
+    ("generate last line", GENERATE_REPLY | {"response": ""}, StreamDelta(finish_reason="stop", usage=(14, 110))),
+    ("cut by num_predict", _line({}, True, done_reason="length", prompt_eval_count=9, eval_count=4),
+     StreamDelta(finish_reason="length", usage=(9, 4))),
+    ("thinking is not reply text", _line({"thinking": "Let me think"}), EMPTY_DELTA),
+    ("a tool call comes whole", _line({"tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Toronto"}}}]}),
+     StreamDelta(tool_calls=(ToolCallDelta(0, None, "get_weather", '{"city": "Toronto"}'),))),
+    ("parallel calls: position, or function.index and id when sent", _line({"tool_calls": [
+        {"function": {"name": "a", "arguments": {}}},
+        {"id": "call_x1", "function": {"index": 3, "name": "b", "arguments": {"n": 1}}}]}),
+     StreamDelta(tool_calls=(ToolCallDelta(0, None, "a", "{}"), ToolCallDelta(3, "call_x1", "b", '{"n": 1}')))),
+    ("a call without arguments", _line({"tool_calls": [{"function": {"name": "now"}}]}),
+     StreamDelta(tool_calls=(ToolCallDelta(0, None, "now", "{}"),))),
+    ("a model load answers done_reason load, no counts", {"model": "m", "response": "", "done": True, "done_reason": "load"},
+     StreamDelta(finish_reason="load")),
+    ("counts before done are not usage yet", _line({"content": "x"}, eval_count=1), StreamDelta(text="x")),
+    ("a pull progress line", {"status": "pulling manifest"}, EMPTY_DELTA),
+]
+
+
+@pytest.mark.parametrize("chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES])
+def test_stream_line_in_common_terms(chunk, expected):
+    assert WIRE.stream_delta(chunk) == expected
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [None, [], "x", {}, {"message": "hi"}, {"message": {"content": 5}}, {"response": None},
+     {"message": {"tool_calls": [None, {"function": "f"}]}},
+     {"message": {"tool_calls": "f"}}, {"done": "yes", "done_reason": "stop", "eval_count": 3}],
+    ids=repr,
+)
+def test_stream_lines_of_unknown_shape_add_nothing(chunk):
+    assert WIRE.stream_delta(chunk) == EMPTY_DELTA
+
+
+def test_tool_call_arguments_are_valid_json():
+    line = _line({"tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris", "days": [1, 2]}}}]})
+    calls = joined_calls([WIRE.stream_delta(line)])
+    assert calls[0]["name"] == "get_weather" and json.loads(calls[0]["arguments"]) == {"city": "Paris", "days": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    "path, payload",
+    [
+        ("/api/chat", {"model": "llama3.2", "messages": [{"role": "system", "content": "Be brief."},
+                                                         {"role": "user", "content": "What is the capital of France?"}]}),
+        ("/api/generate", {"model": "llama3.2", "prompt": "What is the capital of France?", "system": "Be brief."}),
+    ],
+    ids=["chat", "generate"],
+)
+def test_simulator_stream_joins_to_its_reply(path, payload):
+    events, body = simulated_stream(ollama_format.FORMAT, path, dict(payload, stream=True))
+    deltas, done = stream_deltas(WIRE, events)
+    assert done and len(deltas) > 2
+    assert joined_text(deltas) == WIRE.reply_text(body) and WIRE.reply_text(body).startswith("Simulated reply")
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
+    assert [d.usage for d in deltas if d.usage] == [WIRE.usage(body)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ipfs_accelerate_py.api_backends.opea import opea
+from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta
 from ipfs_accelerate_py.providers.openai_compatible import OPEA, OPEA_WIRE, validation_message
 from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
@@ -19,6 +20,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import QUICK_RETRIES, WALL, ClientFactory, answer, env_cleared, stream_answer
+from .test_provider_openai_stream import check_simulated_chat_stream, decoded, stream_deltas
 
 BASE = "http://localhost:9000/v1"
 MODEL = "Intel/neural-chat-7b-v3-3"
@@ -113,8 +115,9 @@ def test_stream_transcript_through_the_backend():
         with client.chat(MODEL, QUESTION, stream=True) as stream:
             chunks = list(stream)
     assert transport.requests[0].json() == {"model": MODEL, "messages": QUESTION, "stream": True}
-    assert "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks) == "Deep learning"
-    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert "".join(c.text for c in chunks) == stream.text == "Deep learning"
+    assert chunks[-1].finish_reason == stream.finish_reason == "length"
+    assert chunks[-1].raw["model"] == "Intel/neural-chat-7b-v3-3"
 
 
 def test_a_stream_without_done_is_reported_as_cut():
@@ -153,3 +156,17 @@ def test_error_table(status, body, cls, message):
 ])
 def test_validation_message(body, expected):
     assert validation_message(body) == expected
+
+
+# ------------------------------------------------------ stream chunks in common terms
+
+
+def test_stream_transcript_in_common_terms():
+    """The microservice's chunks carry ``tool_calls: null`` and ``function_call: null``: no tool calls."""
+    deltas, done = stream_deltas(OPEA_WIRE, decoded(STREAM_TRANSCRIPT))
+    assert done
+    assert deltas == [EMPTY_DELTA, StreamDelta(text="Deep"), StreamDelta(text=" learning", finish_reason="length")]
+
+
+def test_simulator_chat_stream_joins_to_its_reply():
+    check_simulated_chat_stream(OPEA_WIRE, model=MODEL)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ipfs_accelerate_py.api_backends.ovms import ovms
+from ipfs_accelerate_py.providers.base import StreamDelta
 from ipfs_accelerate_py.providers.openai import OpenAIWire
 from ipfs_accelerate_py.providers.ovms import OVMS, OVMSWire, kserve_inputs, reshape, tensor
 from ipfs_accelerate_py.resilience.errors import (
@@ -25,9 +26,11 @@ from ipfs_accelerate_py.resilience.errors import (
     RateLimitError,
     ServerError,
 )
+from ipfs_accelerate_py.simulator.formats import ovms as ovms_format
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 
 from ..helpers import QUICK_RETRIES, ClientFactory, answer, stream_answer
+from .test_provider_openai_stream import check_simulated_chat_stream, decoded, stream_deltas
 
 BASE = "http://ovms.test:9000"
 KEY = "ovms-test-SECRET-0123456789"
@@ -222,7 +225,8 @@ def test_chat_answer_and_stream_transcript_through_the_backend():
         chunks = list(client.chat(CHAT_MODEL, [{"role": "user", "content": "Capital of France?"}], stream=True))
         stats = client.get_stats()
     assert client.provider.reply_text(reply) == "Paris."
-    assert chunks == STREAM
+    assert [c.raw for c in chunks] == STREAM
+    assert [(c.text, c.finish_reason) for c in chunks] == [("Par", None), ("is.", None), ("", "stop")]
     assert transport.requests[1].json()["stream"] is True
     assert transport.requests[1].headers["Accept"] == "text/event-stream"
     assert stats["models"][CHAT_MODEL]["tokens_in"] == 12
@@ -334,3 +338,25 @@ def test_kserve_infer_is_never_batched():
     wire = OVMSWire(OVMS)
     assert wire.batch_inputs("v2/models/m/infer", {"inputs": [{"name": "a"}]}) is None
     assert wire.batch_inputs("v3/embeddings", {"model": "e", "input": ["x", "y"]}) == ["x", "y"]
+
+
+# ------------------------------------------------------ stream chunks in common terms
+
+
+def test_stream_transcript_in_common_terms():
+    deltas, done = stream_deltas(OVMSWire(OVMS), decoded(TRANSCRIPT))
+    assert done
+    assert deltas == [StreamDelta(text="Par"), StreamDelta(text="is."), StreamDelta(finish_reason="stop")]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [_chunk("x", "length"), {"choices": [], "usage": CHAT_ANSWER["usage"]}, {"unknown": True}, None],
+    ids=["text-finish", "usage", "unknown", "none"],
+)
+def test_stream_delta_is_the_openai_mapping(chunk):
+    assert OVMSWire(OVMS).stream_delta(chunk) == OpenAIWire(OVMS).stream_delta(chunk)
+
+
+def test_simulator_chat_stream_on_v3_joins_to_its_reply():
+    check_simulated_chat_stream(OVMSWire(OVMS), ovms_format.FORMAT, "/v3/chat/completions", model=CHAT_MODEL)

@@ -5,9 +5,12 @@ its error bodies, and embeddings batched for any model the server serves."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ipfs_accelerate_py.api_backends.vllm import vllm
+from ipfs_accelerate_py.providers.base import StreamDelta, ToolCallDelta
 from ipfs_accelerate_py.providers.openai_compatible import VLLM, VLLM_WIRE
 from ipfs_accelerate_py.resilience.batching import NO_LIMITS
 from ipfs_accelerate_py.resilience.errors import (
@@ -18,6 +21,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import QUICK_RETRIES, WALL, ClientFactory, answer, env_cleared, scripted, sse_event, stream_answer
+from .test_provider_openai_stream import check_simulated_chat_stream, decoded, joined_calls, stream_deltas
 
 BASE = "http://localhost:8000/v1"
 MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -123,8 +127,10 @@ def test_completion_stream_transcript_with_usage():
             chunks = list(stream)
         stats = client.get_stats()
     assert transport.requests[0].json()["stream"] is True
-    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == " Paris."
-    assert stream.usage == {"prompt_tokens": 7, "total_tokens": 9, "completion_tokens": 2}
+    assert "".join(c.text for c in chunks) == " Paris."
+    assert [c.finish_reason for c in chunks] == [None, "stop", None]
+    assert chunks[-1].raw["usage"] == {"prompt_tokens": 7, "total_tokens": 9, "completion_tokens": 2}
+    assert chunks[-1].usage == stream.usage == {"input_tokens": 7, "output_tokens": 2}
     assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (7, 2)
 
 
@@ -180,3 +186,35 @@ def test_a_500_then_success_is_retried_by_the_core():
     with client:
         assert client.completions(MODEL, "x") == COMPLETION_ANSWER
     assert len(transport.requests) == 2
+
+
+# ------------------------------------------------------ stream chunks in common terms
+
+
+def test_completion_transcript_in_common_terms():
+    deltas, done = stream_deltas(VLLM_WIRE, decoded(COMPLETION_TRANSCRIPT))
+    assert done
+    assert deltas == [StreamDelta(text=" Paris"), StreamDelta(text=".", finish_reason="stop"), StreamDelta(usage=(7, 2))]
+
+
+def test_tool_call_pieces_as_vllm_streams_them_join_into_json():
+    """vLLM's tool parsers send the name first (no arguments key), then argument fragments."""
+    def chunk(delta, finish=None):
+        return {"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1737000000, "model": MODEL,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""}),
+              chunk({"tool_calls": [{"id": "chatcmpl-tool-5d7d", "type": "function", "index": 0,
+                                     "function": {"name": "get_weather"}}]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": \""}}]}),
+              chunk({"tool_calls": [{"index": 0, "function": {"arguments": "Dallas\"}"}}]}),
+              chunk({"content": ""}, "tool_calls")]
+    deltas = [VLLM_WIRE.stream_delta(c) for c in chunks]
+    assert deltas[1] == StreamDelta(tool_calls=(ToolCallDelta(0, "chatcmpl-tool-5d7d", "get_weather", ""),))
+    calls = joined_calls(deltas)
+    assert calls[0]["name"] == "get_weather" and json.loads(calls[0]["arguments"]) == {"city": "Dallas"}
+    assert deltas[-1] == StreamDelta(finish_reason="tool_calls")
+
+
+def test_simulator_chat_stream_joins_to_its_reply():
+    check_simulated_chat_stream(VLLM_WIRE, model=MODEL)
