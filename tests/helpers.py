@@ -11,8 +11,8 @@
   one request by hand.
 * What the integration tests against the simulator share: :data:`FAST`,
   :data:`REPLY_PREFIX`, :data:`WAIT`, the OpenAI-shaped :func:`messages`,
-  :func:`reply_text`, :func:`joined_deltas`, and :func:`together` (n callers
-  released at once).
+  :func:`reply_text`, :func:`joined_deltas`, :func:`together` (n callers
+  released at once) and :func:`eventually` (waiting for another process).
 * :func:`absolute_imports` (for sans-IO checks) and :func:`env_cleared`.
 
 Plain functions and classes, and fixture factories a module binds to a name
@@ -24,11 +24,13 @@ Plain functions and classes, and fixture factories a module binds to a name
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import copy
 import http.server
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -283,6 +285,25 @@ def joined_deltas(chunks: list) -> str:
 
 
 # ------------------------------------------------------------ concurrency
+
+
+def eventually(predicate: Callable[[], bool], what: str) -> None:
+    """Wait (at most WAIT) for something another thread or process does:
+    for what a test cannot be told of, such as a server noticing a client left."""
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {WAIT}s: {what}")
+        time.sleep(0.01)
+
+
+async def eventually_async(predicate: Callable[[], bool], what: str) -> None:
+    """:func:`eventually` for a coroutine: the event loop runs meanwhile."""
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {WAIT}s: {what}")
+        await asyncio.sleep(0.01)
 
 
 def together(n: int, call: Callable[[int], Any]) -> list:

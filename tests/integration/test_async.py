@@ -7,33 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
 from ipfs_accelerate_py.api_backends import BACKENDS, openai_api
 from ipfs_accelerate_py.resilience.errors import ShutdownError
 
-from ..helpers import FAST, REPLY_PREFIX, WAIT, messages, reply_text
+from ..helpers import FAST, REPLY_PREFIX, WAIT, eventually, eventually_async, messages, reply_text
 from .test_openai_api import CHAT_MODEL, EMBED_MODEL, chat_data, held_slot, make_client
 
 KEY = "sk-async-0123456789"
-
-
-def eventually(predicate, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT}s: {what}")
-        time.sleep(0.01)
-
-
-async def eventually_async(predicate, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT}s: {what}")
-        await asyncio.sleep(0.01)
 
 
 def make(name: str, simulator, **settings):

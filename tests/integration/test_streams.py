@@ -12,7 +12,6 @@ rate.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -26,7 +25,7 @@ from ipfs_accelerate_py.resilience.errors import (
     StreamStalledError,
 )
 
-from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, messages
+from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, eventually, messages
 
 STREAMING = sorted(
     name
@@ -84,15 +83,6 @@ def read(client, mode: str, text: str = TEXT, *, stop_after=None):
     return asyncio.run(main())
 
 
-def eventually(predicate, what: str) -> None:
-    """Wait (at most WAIT) for something another thread or process does."""
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT}s: {what}")
-        time.sleep(0.01)
-
-
 def assert_says_what_arrived(chunks: list, error: ApiError) -> None:
     assert chunks, "the fault was set after the first chunk"
     assert error.chunks_received == len(chunks)
@@ -138,52 +128,44 @@ def test_a_stream_joins_to_the_reply_and_records_its_figures(simulator, name, mo
 # ------------------------------------------------- faults after the first chunk
 
 
+MID_STREAM_FAULTS = {
+    # fault: (simulator scenario, client settings, error raised, its kind, the simulator's fault counter)
+    "stall": ({"stream_stall_after": 3, "stall_seconds": 5.0}, {"stream_stall_timeout": 0.2},
+              StreamStalledError, "stream_stalled", "stream_stall"),
+    "cut": ({"stream_cut_after": 3}, {}, NetworkError, "network", "stream_cut"),
+    "malformed": ({"stream_malformed_after": 3}, {}, MalformedResponseError, "malformed", "stream_malformed"),
+}  # fmt: skip
+
+
 @backends
 @modes
-def test_a_stall_after_the_first_chunk_ends_the_stream_with_stream_stalled_error(fresh_simulator, name, mode):
-    fresh_simulator.configure(stream_stall_after=3, stall_seconds=5.0)
-    with make(name, fresh_simulator, stream_stall_timeout=0.2, max_retries=3) as client:
+@pytest.mark.parametrize("fault", sorted(MID_STREAM_FAULTS))
+def test_a_fault_after_the_first_chunk_ends_the_stream_with_a_typed_error_saying_what_arrived(
+    fresh_simulator, name, mode, fault
+):
+    scenario, settings, error_type, kind, counter = MID_STREAM_FAULTS[fault]
+    fresh_simulator.configure(**scenario)
+    with make(name, fresh_simulator, max_retries=3, **settings) as client:
         chunks, error, _ = read(client, mode)
-        assert isinstance(error, StreamStalledError) and isinstance(error, RequestTimeoutError)
-        assert "no chunk for 0.2s" in str(error)
+        assert isinstance(error, error_type)
         assert_says_what_arrived(chunks, error)
         assert_released(client)
         stats = client.get_stats()
-    assert stats["streams"]["stalled"] == 1
-    assert stats["failed_requests"] == 1
+    assert stats["streams"]["ended_by"] == {kind: 1}
+    assert stats["failed_requests"] == 1 and stats["errors_by_type"] == {kind: 1}
     counted = fresh_simulator.counters()
     assert counted["requests_total"] == 1  # a started stream is not retried: its text was handed over
-    assert counted["faults"]["stream_stall"] == 1
+    assert counted["faults"][counter] == 1
 
 
-@backends
-@modes
-def test_a_cut_stream_ends_with_a_network_error_saying_what_arrived(fresh_simulator, name, mode):
-    fresh_simulator.configure(stream_cut_after=3)
-    with make(name, fresh_simulator, max_retries=3) as client:
-        chunks, error, _ = read(client, mode)
-        assert isinstance(error, NetworkError)
-        assert_says_what_arrived(chunks, error)
-        assert_released(client)
+def test_a_stall_names_the_setting_that_bounds_it(fresh_simulator):
+    fresh_simulator.configure(stream_stall_after=3, stall_seconds=5.0)
+    with make("openai", fresh_simulator, stream_stall_timeout=0.2) as client:
+        _, error, _ = read(client, "sync")
         stats = client.get_stats()
-    assert stats["streams"]["ended_by"] == {"network": 1}
-    counted = fresh_simulator.counters()
-    assert (counted["requests_total"], counted["faults"]["stream_cut"]) == (1, 1)
-    assert counted["streams"]["finished"] == 0
-
-
-@backends
-@modes
-def test_a_malformed_chunk_ends_the_stream_with_a_typed_error(simulator, name, mode):
-    simulator.configure(stream_malformed_after=3)
-    with make(name, simulator, max_retries=3) as client:
-        chunks, error, _ = read(client, mode)
-        assert isinstance(error, MalformedResponseError)
-        assert_says_what_arrived(chunks, error)
-        assert_released(client)
-        stats = client.get_stats()
-    assert stats["streams"]["ended_by"] == {"malformed": 1}
-    assert simulator.counters()["requests_total"] == 1
+    assert isinstance(error, RequestTimeoutError)
+    assert "no chunk for 0.2s (see client.stream_stall_timeout)" in str(error)
+    assert stats["streams"]["stalled"] == 1
 
 
 # ------------------------------------------------ faults before the first chunk
