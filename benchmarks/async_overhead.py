@@ -63,11 +63,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Optional
 import aiohttp
 
 from procs import (
-    Meter,
     can_pin,
     check_targets,
     drive_tasks,
     exit_status,
+    keep_litellm_offline,
+    Meter,
     new_event_loop,
     our_metadata,
     pinned_simulator,
@@ -78,9 +79,7 @@ from procs import (
     summarise,
 )
 
-# LiteLLM fetches catalogues from the internet at import unless told not to.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+keep_litellm_offline()
 
 CONCURRENCIES = (64, 256)
 DEFAULT_ROUNDS = 3

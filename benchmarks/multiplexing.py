@@ -81,16 +81,16 @@ from typing import Any, Callable, Optional
 from procs import (
     CLIENT_CORE,
     SERVER_CORE,
+    keep_litellm_offline,
     own_cpu_seconds,
     process_cpu_seconds,
+    run_capped,
     start_simulator,
     stop_simulator,
     usable_cores,
 )
 
-# LiteLLM fetches catalogues from the internet at import unless told not to.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+keep_litellm_offline()
 
 DEFAULT_RPM = 300
 DEFAULT_REQUESTS = 2000
@@ -400,11 +400,7 @@ async def drive_tasks(router: Any, concurrency: int, requests: int, cap: float,
 
     if meter is not None:
         meter.start()
-    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-    done, pending = await asyncio.wait(tasks, timeout=cap)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await run_capped([worker() for _ in range(concurrency)], cap)
     unfinished = requests - outcome["ok"] - sum(outcome["failures"].values())
     if unfinished > 0:
         outcome["failures"]["unfinished at the run cap"] = unfinished

@@ -228,6 +228,22 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__} {status}" if isinstance(status, int) else type(exc).__name__
 
 
+async def run_capped(workers: list, cap: float) -> None:
+    """Run the ``workers`` (coroutines) as tasks; those still running after
+    ``cap`` seconds are cancelled (and waited for)."""
+    tasks = [asyncio.ensure_future(worker) for worker in workers]
+    _, pending = await asyncio.wait(tasks, timeout=cap)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+def keep_litellm_offline() -> None:
+    """LiteLLM fetches catalogues from the internet at import unless told not to."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+
+
 async def drive_tasks(call: Callable[[], Awaitable[bool]], concurrency: int, requests: int,
                       meter: Meter, cap: float,
                       settle: Optional[Callable[[], Awaitable[None]]] = None) -> Batch:
@@ -255,11 +271,7 @@ async def drive_tasks(call: Callable[[], Awaitable[bool]], concurrency: int, req
                 count_failure(failures, reason)
 
     meter.start()
-    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-    _, pending = await asyncio.wait(tasks, timeout=cap)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await run_capped([worker() for _ in range(concurrency)], cap)
     if settle is not None:
         await settle()
     batch = meter.stop(latencies, failures)
