@@ -160,13 +160,14 @@ class _OutcomeWindow:
         self.calls = self.failures = self.slow = 0
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
-        self.prune(now)
         index = math.floor(now / self._width)
-        if self._buckets and self._buckets[-1][0] >= index:
-            bucket = self._buckets[-1]
+        buckets = self._buckets
+        if buckets and buckets[-1][0] >= index:
+            bucket = buckets[-1]  # time has not moved past it: nothing can have left the window
         else:
+            self.prune(now)
             bucket = [index, 0, 0, 0]
-            self._buckets.append(bucket)
+            buckets.append(bucket)
         bucket[1] += 1
         bucket[2] += failed
         bucket[3] += slow

@@ -126,6 +126,10 @@ class KeyOptions:
         require_number("weight", self.weight, exclusive=True)
 
 
+def _count_or_none(value: Any) -> bool:
+    return value is None or (type(value) is int and value >= 0)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt on a leased key ended; build it with the class methods.
@@ -144,7 +148,7 @@ class Outcome:
     def __post_init__(self) -> None:
         if self.kind not in OUTCOMES:
             raise SettingError("kind", self.kind, f"one of {', '.join(sorted(OUTCOMES))}")
-        if self.tokens_in is None and self.tokens_out is None and self.retry_after is None:
+        if self.retry_after is None and _count_or_none(self.tokens_in) and _count_or_none(self.tokens_out):
             return  # nothing more to check (most outcomes)
         require_int("tokens_in", self.tokens_in, 0, optional=True)
         require_int("tokens_out", self.tokens_out, 0, optional=True)
@@ -607,7 +611,8 @@ class KeyPool:
     ) -> Optional[Lease]:
         """Reserve a key that may take an attempt of ``tokens`` estimated tokens now, chosen
         by the strategy among all such keys not in ``exclude``; None when none may."""
-        require_int("tokens", tokens, 0)
+        if not (type(tokens) is int and tokens >= 0):
+            require_int("tokens", tokens, 0)
         with self._lock:
             candidates = self._ready(now, tokens, exclude)
             if not candidates:
