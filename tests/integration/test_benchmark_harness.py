@@ -149,3 +149,12 @@ def test_async_simulator_subprocess_is_gone_after_the_run(async_quick_run):
     proc, _ = async_quick_run
     pid = int(proc.stdout.split("(pid ", 1)[1].split(")", 1)[0])
     assert not Path(f"/proc/{pid}").exists(), "the simulator outlived the benchmark"
+
+
+def test_engine_cpu_runs_both_apis_over_memory_and_writes_positive_figures(tmp_path_factory):
+    proc, out = quick_benchmark(tmp_path_factory, "engine_cpu.py", RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["requests"] > 0
+    for api in ("async", "sync"):
+        assert figures[api]["cpu_us_per_request"] > 0 and figures[api]["requests_per_s"] > 0
