@@ -1,7 +1,8 @@
 """``ipfs-accelerate`` / ``python -m ipfs_accelerate_py``: the command line.
 
 Commands:
-  simulate   start the local provider simulator (OpenAI wire format)
+  run        push a JSONL file of requests through a backend: progress, resume, reports
+  simulate   start the local provider simulator (every wire format)
   check      run the feature checks of test_enhanced_api_features.py against a backend
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 __all__ = ["main"]
 
@@ -21,6 +22,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from .simulator import add_arguments
 
     add_arguments(sim)
+    _add_run_parser(sub)
     check = sub.add_parser("check", help="check every advanced feature against a backend")
     check.add_argument("--api", default="openai")
     check.add_argument("--key", default=None)
@@ -29,13 +31,61 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="push a JSONL file of requests through a backend (progress, resume, reports)",
+        description="Each line of JOBS is a request: chat ('messages'), completion ('prompt') or embeddings "
+        "('input'), with optional 'id', 'type', 'model', 'priority' (high/normal/low) and parameters. "
+        "Results are appended to --out as they finish; running the same command again resumes. "
+        "With no --base-url, no key and none in the environment, the embedded simulator answers.",
+    )
+    run.add_argument("jobs", metavar="JOBS.jsonl")
+    run.add_argument("--api", default=None, help="backend (default openai): " + ", ".join(_backend_names()))
+    run.add_argument("--out", default=None, help="results file (default JOBS.results.jsonl)")
+    run.add_argument("--report", default=None, help="report path without extension (default OUT.report -> .json, .html)")
+    run.add_argument("--config", default=None, help="YAML/JSON file: api, base_url, model, keys, settings, window")
+    run.add_argument("--base-url", default=None, help="the API's base URL ('simulator' for the embedded one)")
+    run.add_argument("--key", action="append", default=None, help="an API key; repeat for several (multiplexed)")
+    run.add_argument("--rpm", type=float, default=None, help="requests per minute allowed to each --key")
+    run.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed to each --key")
+    run.add_argument("--model", default=None, help="model for lines that name none (default: the backend's)")
+    run.add_argument("--concurrency", type=int, default=None, help="attempts in flight at once (default 16)")
+    run.add_argument("--window", type=int, default=None, help="jobs admitted at once, in flight or queued (default 4x concurrency, at least 64)")
+    run.add_argument("--max-retries", type=int, default=None)
+    run.add_argument("--timeout", type=float, default=None, help="seconds one attempt may take")
+    run.add_argument("--deadline", type=float, default=None, help="seconds one request may take in all")
+    run.add_argument("--batching", dest="batching", action="store_true", default=None, help="batch embeddings (default)")
+    run.add_argument("--no-batching", dest="batching", action="store_false")
+    run.add_argument("--set", action="append", default=None, metavar="NAME=VALUE", help="any client setting, e.g. max_batch_size=64")
+    run.add_argument("--retry-failed", action="store_true", help="on resume, send the jobs that failed again")
+    run.add_argument("--progress", choices=("auto", "rich", "quiet", "json"), default="auto",
+                     help="live display (auto: rich on a terminal, else quiet); json: a log line a second")
+
+
+def _backend_names() -> list:
+    from .api_backends import BACKENDS
+
+    return list(BACKENDS)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
+    argv = list(argv if argv is not None else sys.argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "run":
+        from .resilience.errors import SettingError
+        from .runner.run import run_command
+
+        try:
+            return run_command(args, argv)
+        except SettingError as exc:
+            print(f"ipfs-accelerate run: {exc}", file=sys.stderr)
+            return 2
     if args.command == "simulate":
         from .simulator import main as simulate_main
 
-        return simulate_main(list(argv if argv is not None else sys.argv[1:])[1:]) or 0
+        return simulate_main(argv[1:]) or 0
     if args.command == "check":
         from .checks import run_checks
 

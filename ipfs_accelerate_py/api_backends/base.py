@@ -395,6 +395,25 @@ class BaseApiBackend:
         normalize_inputs(inputs)
         return self.provider.embeddings_request(model_name, inputs, params)
 
+    OPERATIONS = ("chat", "completion", "embeddings")
+
+    def operation_request(self, operation: str, model_name: str, content: Any, params: Optional[Mapping[str, Any]] = None) -> tuple[str, Any]:
+        """``(endpoint, data)`` that ``chat`` (``content``: messages), ``completions``
+        (a prompt) or ``embeddings`` (an input) sends: the same request, checked the
+        same way, for ``queue_with_priority`` (whose future tells attempts and key)."""
+        build = {"chat": self._chat_request, "completion": self._completion_request, "embeddings": self._embeddings_request}.get(operation)
+        if build is None:
+            raise InvalidInputError(f"unknown operation {operation!r}: use {', '.join(self.OPERATIONS)}")
+        params = dict(params or {})
+        if operation == "embeddings":
+            return build(model_name, content, params)
+        return build(model_name, content, False, params)
+
+    def default_model(self, operation: str) -> Optional[str]:
+        """The model a request of ``operation`` uses when it names none (None: it must name one)."""
+        spec = self.provider.spec
+        return spec.default_embedding_model if operation == "embeddings" else spec.default_chat_model
+
     @classmethod
     def connection_metadata(cls, base_url: str, api_key: Optional[str]) -> dict:
         """The metadata that points a new client at ``base_url`` with ``api_key``."""

@@ -105,9 +105,11 @@ class BatchLane:
         for (req, _), part in zip(members, parts):
             req.first_attempt_at = carrier.first_attempt_at
             req.last_key = carrier.last_key
-            if not req.future.done():  # counted before the caller wakes, so its get_stats() includes it
+            future = req.future
+            if not future.done():  # counted before the caller wakes, so its get_stats() includes it
                 engine.record_request(req, part, error, now, attempts=carrier.attempts)
-                req.future._complete(part if error is None else None, error)
+                future.attempts, future.key_name = carrier.attempts, carrier.last_key
+                future._complete(part if error is None else None, error)
 
     # ------------------------------------------------------------ inside
 

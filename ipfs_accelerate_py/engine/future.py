@@ -19,10 +19,12 @@ __all__ = ["RequestFuture"]
 class RequestFuture(dict):
     """``{"completed": bool, "result": ..., "error": ..., "request_id": ...}``."""
 
-    __slots__ = ("_done", "_event", "_callbacks", "_canceller", "_lock")
+    __slots__ = ("_done", "_event", "_callbacks", "_canceller", "_lock", "attempts", "key_name")
 
     def __init__(self, request_id: Optional[str] = None) -> None:
         super().__init__(completed=False, result=None, error=None, request_id=request_id)
+        self.attempts = 0  # HTTP attempts the request took, once completed
+        self.key_name: Optional[str] = None  # the key of its last attempt (a name or fingerprint, never the key)
         self._done = False
         self._event: Optional[threading.Event] = None  # made for the first blocking wait only
         self._callbacks: list[Callable[["RequestFuture"], None]] = []

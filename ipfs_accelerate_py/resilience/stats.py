@@ -169,6 +169,25 @@ class LatencyHistogram:
                 return min(max(_bucket_value(index), low), high)
         return high  # pragma: no cover - the counts always reach rank
 
+    def distribution(self, bins: int = 40) -> list[list[float]]:
+        """``[[upper bound in seconds, count], ...]`` ascending, at most ``bins``
+        rows: the buckets from the smallest value to the largest, merged evenly
+        (on the log scale) when there are more."""
+        with self._lock:
+            items = sorted(self._buckets.items())
+        if not items:
+            return []
+        low, high = items[0][0], items[-1][0]
+        width = max(1, math.ceil((high - low + 1) / max(1, bins)))
+        rows: dict[int, int] = {}
+        for index, count in items:
+            group = (index - low) // width
+            rows[group] = rows.get(group, 0) + count
+        return [
+            [HISTOGRAM_MIN_SECONDS * HISTOGRAM_GAMMA ** min(low + (group + 1) * width - 1, _TOP_BUCKET), count]
+            for group, count in sorted(rows.items())
+        ]
+
     def snapshot(self) -> dict:
         """``count``, ``mean``, ``min``, ``max``, ``p50``, ``p90``, ``p95``, ``p99``."""
         with self._lock:

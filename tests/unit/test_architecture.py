@@ -12,7 +12,7 @@ from ipfs_accelerate_py.engine.settings import SETTINGS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "ipfs_accelerate_py"
-LAYERS = ["cli", "checks", "api_backends", "providers", "engine", "transport", "resilience"]
+LAYERS = ["cli", "runner", "checks", "api_backends", "providers", "engine", "transport", "resilience"]
 
 
 def imports_of(path: pathlib.Path) -> set[str]:

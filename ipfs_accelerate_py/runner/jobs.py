@@ -1,0 +1,129 @@
+"""The job file: one request per line (JSONL), read as a stream.
+
+A line is a JSON object::
+
+    {"id": "q1", "type": "chat", "model": "gpt-4o-mini",
+     "messages": [{"role": "user", "content": "Hello"}], "priority": "high", "temperature": 0}
+    {"id": "e1", "type": "embeddings", "model": "text-embedding-3-small", "input": "some text"}
+    {"id": "c1", "type": "completion", "prompt": "Once upon a time", "max_tokens": 20}
+
+- ``type``: ``chat``, ``completion`` or ``embeddings``; without one it follows
+  from the fields (``messages`` -> chat, ``input`` -> embeddings, ``prompt``
+  -> completion).
+- ``id``: any string or number, unique in the file; without one the line
+  number stands in (``"line-17"``).  Results and resuming go by id.
+- ``model``: without one, the runner's ``--model`` or the backend's default.
+- ``priority``: ``high`` / ``normal`` / ``low`` (or 0 / 1 / 2); default normal.
+- Every other field is passed to the provider as a parameter.
+
+Lines are read one at a time (memory does not grow with the file); blank
+lines are skipped; a line that is not a valid job becomes a
+:class:`BadLine` with its number and the reason, and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Union
+
+__all__ = ["BadLine", "Job", "JOB_TYPES", "PRIORITIES", "count_lines", "parse_job", "read_jobs"]
+
+JOB_TYPES = ("chat", "completion", "embeddings")
+PRIORITIES = {"high": 0, "normal": 1, "low": 2, 0: 0, 1: 1, 2: 2}
+_TYPE_BY_FIELD = (("messages", "chat"), ("input", "embeddings"), ("prompt", "completion"))
+_OWN_FIELDS = frozenset({"id", "type", "model", "priority", "messages", "input", "prompt"})
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request of the file."""
+
+    line: int
+    id: str
+    type: str
+    model: Optional[str]
+    priority: int
+    content: Any  # messages, input or prompt
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line that is not a job: its number and why."""
+
+    line: int
+    reason: str
+
+
+def parse_job(text: Union[str, bytes], line: int) -> Union[Job, BadLine]:
+    """The job on line ``line`` (1-based), or why it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return BadLine(line, f"not JSON: {exc}")
+    if not isinstance(data, dict):
+        return BadLine(line, f"a job is a JSON object, not {type(data).__name__}")
+    kind = data.get("type")
+    if kind is None:
+        kind = next((k for name, k in _TYPE_BY_FIELD if name in data), None)
+        if kind is None:
+            return BadLine(line, "no 'messages', 'input' or 'prompt' (and no 'type')")
+    if kind not in JOB_TYPES:
+        return BadLine(line, f"unknown type {kind!r}: use {', '.join(JOB_TYPES)}")
+    content_field = {"chat": "messages", "embeddings": "input", "completion": "prompt"}[kind]
+    content = data.get(content_field)
+    problem = _content_problem(kind, content)
+    if problem:
+        return BadLine(line, problem)
+    job_id = data.get("id", f"line-{line}")
+    if isinstance(job_id, bool) or not isinstance(job_id, (str, int)) or job_id == "":
+        return BadLine(line, f"'id' must be a non-empty string or a number, not {job_id!r}")
+    priority = data.get("priority", "normal")
+    priority = PRIORITIES.get(priority.lower() if isinstance(priority, str) else priority)
+    if priority is None or isinstance(data.get("priority"), bool):
+        return BadLine(line, f"unknown priority {data.get('priority')!r}: use high, normal or low")
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        return BadLine(line, f"'model' must be a non-empty string, not {model!r}")
+    params = {k: v for k, v in data.items() if k not in _OWN_FIELDS}
+    return Job(line, str(job_id), kind, model, priority, content, params)
+
+
+def _content_problem(kind: str, content: Any) -> Optional[str]:
+    if kind == "chat":
+        if not isinstance(content, list) or not content or not all(isinstance(m, dict) and "role" in m for m in content):
+            return "'messages' must be a non-empty list of {'role': ..., 'content': ...}"
+    elif kind == "embeddings":
+        if isinstance(content, str):
+            return None if content else "'input' is empty"
+        if not isinstance(content, list) or not content or not all(isinstance(t, str) for t in content):
+            return "'input' must be a string or a non-empty list of strings"
+    elif not isinstance(content, (str, list)) or not content:
+        return "'prompt' must be a non-empty string"
+    return None
+
+
+def read_jobs(path: str) -> Iterator[Union[Job, BadLine]]:
+    """Every job of the file in order (and a :class:`BadLine` for each line
+    that is not one), one line in memory at a time."""
+    with open(path, "rb") as source:
+        for number, raw in enumerate(source, start=1):
+            if raw.strip():
+                yield parse_job(raw, number)
+
+
+def count_lines(path: str) -> int:
+    """The number of non-blank lines, read in chunks (for the progress total)."""
+    count = 0
+    tail = b""
+    with open(path, "rb") as source:
+        while True:
+            chunk = source.read(_READ_CHUNK)
+            if not chunk:
+                break
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            count += sum(1 for line in lines if line.strip())
+    return count + (1 if tail.strip() else 0)

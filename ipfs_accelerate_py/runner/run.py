@@ -1,0 +1,477 @@
+"""``ipfs-accelerate run JOBS.jsonl``: push a file of requests through one backend.
+
+Every line goes through the backend's whole core (priority queue, breaker,
+retries with Retry-After, batching, keys), at most ``window`` jobs at a time,
+read from the file as they are needed (memory does not grow with the file).
+Each result is appended to the results file as it finishes (see
+:mod:`.results`); running the same command again resumes.
+
+Waiting out an outage: a job refused because the circuit is OPEN is not a
+failure of the job.  It waits for the circuit's next probe and goes again,
+so a run that meets an outage completes once the service is back (Ctrl-C
+stops it meanwhile).  Other errors are final for this run and recorded
+(``--retry-failed`` on the next run sends them again).
+
+Ctrl-C (SIGINT) or SIGTERM: no new job starts; those in flight finish and are
+recorded.  A second Ctrl-C abandons them: they are recorded ``interrupted``
+(and run again on resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from ..api_backends import BACKENDS
+from ..engine.settings import SETTINGS
+from ..resilience.errors import ApiError, CircuitOpenError, InvalidInputError, QueueFullError, SettingError
+from ..resilience.stats import LatencyHistogram
+from .jobs import BadLine, Job, count_lines, read_jobs
+from .results import STATUS_ERROR, STATUS_INTERRUPTED, STATUS_OK, Outcomes, ResultLog
+
+__all__ = ["RunOptions", "Runner", "client_metadata", "run_command"]
+
+DEFAULT_WINDOW_PER_SLOT = 4  # jobs admitted per concurrency slot: enough to fill batches and the queue
+MIN_WINDOW = 64
+TICK_SECONDS = 0.25  # how often the display gets a snapshot
+MALFORMED_KEPT = 100  # malformed lines listed in the report (all are counted)
+CIRCUIT_POLL_FLOOR = 0.05  # seconds: the shortest wait for an OPEN circuit's probe
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class RunOptions:
+    jobs: str
+    out: str
+    api: str = "openai"
+    model: Optional[str] = None
+    window: int = MIN_WINDOW
+    retry_failed: bool = False
+    report: Optional[str] = None  # path stem of the report files (".json", ".html" added)
+    command: str = ""
+    settings: dict = field(default_factory=dict)
+
+
+class Runner:
+    """Runs the jobs of one file through ``client``, writing to ``log``."""
+
+    def __init__(
+        self,
+        client: Any,
+        options: RunOptions,
+        log: ResultLog,
+        outcomes: Outcomes,
+        display: Any,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.log = log
+        self.outcomes = outcomes
+        self.display = display
+        self.clock = clock
+        self.wall = wall
+        self.counts = dict.fromkeys(
+            ("lines", "skipped", "skipped_failed", "submitted", "ok", "failed", "interrupted", "malformed"), 0
+        )  # skipped_failed: skipped because an earlier run failed them (no --retry-failed)
+        self.errors_by_class: dict[str, int] = {}
+        self.malformed: list[list] = []
+        self.latency = LatencyHistogram()
+        self.timeline: dict[int, int] = {}
+        self.total: Optional[int] = None
+        self.stopping = False
+        self.abandoning = False
+        self._seen: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._slots = asyncio.Semaphore(options.window)
+        self._started = clock()
+        self._started_wall = wall()
+
+    # ------------------------------------------------------------ the run
+
+    async def run(self) -> dict:
+        loop = asyncio.get_running_loop()
+        self.total = await loop.run_in_executor(None, count_lines, self.options.jobs)
+        self.display.start(self.total)
+        restore = self._catch_signals(loop)
+        ticker = loop.create_task(self._tick())
+        try:
+            await self._feed(loop)
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        finally:
+            ticker.cancel()
+            restore()
+        return self.record()
+
+    async def _feed(self, loop: asyncio.AbstractEventLoop) -> None:
+        for count, item in enumerate(read_jobs(self.options.jobs)):
+            if self.stopping:
+                return
+            self.counts["lines"] += 1
+            if isinstance(item, BadLine):
+                self._malformed(item.line, item.reason)
+                continue
+            if item.id in self._seen:
+                self._malformed(item.line, f"id {item.id!r} already used on an earlier line")
+                continue
+            self._seen.add(item.id)
+            if self.outcomes.done(item.id, self.options.retry_failed):
+                self.counts["skipped"] += 1
+                self.counts["skipped_failed"] += item.id in self.outcomes.failed
+                continue
+            await self._slots.acquire()
+            if self.stopping:
+                self._slots.release()
+                return
+            task = loop.create_task(self._one(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if count % 256 == 255:
+                await asyncio.sleep(0)  # let finished jobs be written while the file is read
+
+    async def _one(self, job: Job) -> None:
+        started = self.clock()
+        self.counts["submitted"] += 1
+        future = None
+        try:
+            model = job.model or self.options.model or self.client.default_model(job.type)
+            endpoint, data = self.client.operation_request(job.type, model, job.content, job.params)
+            request = {"endpoint": endpoint, "data": data, "request_id": job.id}
+            while True:
+                try:
+                    future = self.client.aqueue_with_priority(request, job.priority)
+                    result = await future
+                    break
+                except CircuitOpenError as exc:  # not the job's failure: wait for the probe, go again
+                    await asyncio.sleep(max(exc.retry_after or 0.0, CIRCUIT_POLL_FLOOR))
+                except QueueFullError:  # only if queue_size was set below the window
+                    await asyncio.sleep(CIRCUIT_POLL_FLOOR)
+        except asyncio.CancelledError:
+            self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned at Ctrl-C")
+        except (ApiError, InvalidInputError, SettingError) as exc:
+            self._finish(job, STATUS_ERROR, started, future, error=exc)
+        else:
+            self._finish(job, STATUS_OK, started, future, result=result)
+        finally:
+            self._slots.release()
+
+    def _finish(self, job: Job, status: str, started: float, future: Any, *, result: Any = None, error: Any = None) -> None:
+        now = self.clock()
+        latency = now - started
+        record: dict[str, Any] = {"id": job.id, "line": job.line, "status": status}
+        if status == STATUS_OK:
+            record["result"] = result
+            self.counts["ok"] += 1
+        elif status == STATUS_ERROR:
+            record["error"] = _error_record(error)
+            self.counts["failed"] += 1
+            name = type(error).__name__
+            self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
+        else:
+            record["error"] = {"type": "Interrupted", "message": error}
+            self.counts["interrupted"] += 1
+        record.update(
+            attempts=getattr(future, "attempts", 0),
+            latency_s=round(latency, 6),
+            key=getattr(future, "key_name", None),
+            finished_at=round(self.wall(), 3),
+        )
+        self.log.write(record)
+        if status != STATUS_INTERRUPTED:
+            self.latency.record(latency)
+            second = int(now - self._started)
+            self.timeline[second] = self.timeline.get(second, 0) + 1
+
+    def _malformed(self, line: int, reason: str) -> None:
+        self.counts["malformed"] += 1
+        if len(self.malformed) < MALFORMED_KEPT:
+            self.malformed.append([line, reason])
+        self.display.note(f"line {line}: {reason} (skipped)")
+
+    # ------------------------------------------------------------ signals
+
+    def _catch_signals(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        caught = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self.interrupt)
+                caught.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                pass
+
+        def restore() -> None:
+            for signum in caught:
+                loop.remove_signal_handler(signum)
+
+        return restore
+
+    def interrupt(self) -> None:
+        """First time: start no new job.  Second time: abandon those in flight."""
+        if not self.stopping:
+            self.stopping = True
+            self.display.note(
+                f"stopping: no new requests; waiting for {len(self._tasks)} in flight (Ctrl-C again to abandon them)"
+            )
+            return
+        if not self.abandoning:
+            self.abandoning = True
+            self.display.note(f"abandoning {len(self._tasks)} requests in flight: recorded as interrupted")
+            for task in list(self._tasks):
+                task.cancel()
+
+    # ------------------------------------------------------------ reporting
+
+    async def _tick(self) -> None:
+        while True:
+            self.display.update(self.snapshot())
+            await asyncio.sleep(TICK_SECONDS)
+
+    def snapshot(self) -> dict:
+        elapsed = self.clock() - self._started
+        counts = self.counts
+        done = counts["ok"] + counts["failed"]
+        rate = done / elapsed if elapsed > 0 else 0.0
+        remaining = None
+        if self.total is not None:
+            remaining = max(0, self.total - done - counts["skipped"] - counts["malformed"] - counts["interrupted"])
+        stats = self.client.get_stats()
+        return {
+            "elapsed_s": elapsed,
+            "total": self.total,
+            "done": done,
+            "ok": counts["ok"],
+            "failed": counts["failed"],
+            "skipped": counts["skipped"],
+            "malformed": counts["malformed"],
+            "interrupted": counts["interrupted"],
+            "in_flight": stats["in_flight"],
+            "queued": stats["current_queue_size"],
+            "throughput_rps": rate,
+            "eta_s": remaining / rate if remaining is not None and rate > 0 else None,
+            "errors_by_class": dict(self.errors_by_class),
+            "circuit_state": stats["circuit_state"],
+            "keys": {
+                name: {"in_flight": row["in_flight"], "requests": row["requests"], "rate_limited": row["rate_limited"]}
+                for name, row in stats["key_pool"].items()
+            },
+            "stopping": self.stopping,
+        }
+
+    def record(self) -> dict:
+        """Everything the report is made of (plain data; no key ever)."""
+        duration = self.clock() - self._started
+        stats = self.client.get_stats()
+        latency = self.latency.snapshot()
+        breaker = self.client.generate_report()["circuit_breaker"]
+        return {
+            "command": self.options.command,
+            "api": self.options.api,
+            "base_url": self.client.base_url,
+            "input": self.options.jobs,
+            "output": self.options.out,
+            "started_at": self._started_wall,
+            "finished_at": self.wall(),
+            "duration_s": duration,
+            "stopped": "interrupted" if self.stopping else None,
+            "totals": dict(self.counts),
+            "throughput_rps": (self.counts["ok"] + self.counts["failed"]) / duration if duration > 0 else 0.0,
+            "latency": {
+                "count": latency["count"],
+                "mean": latency["mean"],
+                "p50": latency["p50"],
+                "p90": latency["p90"],
+                "p99": latency["p99"],
+                "max": latency["max"],
+                "histogram": self.latency.distribution(),
+            },
+            "timeline": sorted([second, count] for second, count in self.timeline.items()),
+            "errors_by_class": dict(self.errors_by_class),
+            "keys": {
+                name: {k: row[k] for k in ("requests", "successes", "failures", "rate_limited")}
+                for name, row in stats["key_pool"].items()
+            },
+            "circuit": {"state": breaker.get("state"), "times_opened": breaker.get("times_opened", 0)},
+            "malformed_lines": list(self.malformed),
+            "settings": dict(self.options.settings),
+            "client_stats": stats,
+        }
+
+
+def _error_record(error: BaseException) -> dict:
+    out: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    for name in ("kind", "status", "retry_after"):
+        value = getattr(error, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def client_metadata(
+    backend: Any,
+    *,
+    base_url: Optional[str] = None,
+    keys: Iterable[str] = (),
+    key_limits: Optional[Mapping[str, Any]] = None,
+    config_keys: Iterable[Mapping[str, Any]] = (),
+    settings: Optional[Mapping[str, Any]] = None,
+    environ: Mapping[str, str] = os.environ,
+) -> dict:
+    """The metadata a run's client is built with.  With no base URL and no
+    key given, and none in the provider's environment variables, the
+    embedded simulator is used."""
+    spec = backend.provider.spec
+    keys = list(keys)
+    config_keys = [dict(k) for k in config_keys]
+    configured = base_url or keys or config_keys or any(environ.get(name) for name in spec.key_env + spec.base_url_env)
+    metadata: dict = {}
+    if base_url or not configured:
+        metadata.update(backend.connection_metadata(base_url or "simulator", None))
+    limits = {k: v for k, v in dict(key_limits or {}).items() if v is not None}
+    listed = config_keys + [{"name": f"key{i}", "key": key, **limits} for i, key in enumerate(keys, start=1)]
+    if listed:
+        metadata["api_keys"] = listed
+    metadata.update(settings or {})
+    return metadata
+
+
+def load_config(path: str) -> dict:
+    """A YAML or JSON file: ``api``, ``base_url``, ``model``, ``keys`` (a list
+    of ``{name, key, rpm, tpm, max_concurrent, base_url}``), ``settings``."""
+    import yaml
+
+    with open(path, encoding="utf-8") as source:
+        data = yaml.safe_load(source) or {}
+    if not isinstance(data, dict):
+        raise SettingError("config", path, "a mapping with api, base_url, model, keys, settings")
+    unknown = set(data) - {"api", "base_url", "model", "keys", "settings", "window"}
+    if unknown:
+        raise SettingError("config", sorted(unknown), "only api, base_url, model, keys, settings, window")
+    return data
+
+
+def run_command(args: Any, argv: Iterable[str]) -> int:
+    """The ``run`` command, from parsed arguments (see ``cli.py``)."""
+    from .progress import make_display
+    from .report import build_report, write_reports
+
+    config = load_config(args.config) if args.config else {}
+    api = (args.api or config.get("api") or "openai").strip().lower()
+    backend = BACKENDS.get(api)
+    if backend is None:
+        print(f"unknown API {api!r}: choose from {', '.join(BACKENDS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if not os.path.exists(args.jobs):
+        print(f"no such job file: {args.jobs}", file=sys.stderr)
+        return EXIT_USAGE
+    settings = dict(config.get("settings") or {})
+    settings.update(_flag_settings(args))
+    _check_setting_names(settings)
+    concurrency = int(settings.get("max_concurrent_requests", 16))
+    settings.setdefault("max_concurrent_requests", concurrency)
+    window = args.window or config.get("window") or max(MIN_WINDOW, DEFAULT_WINDOW_PER_SLOT * concurrency)
+    settings["queue_size"] = max(int(settings.get("queue_size", 0)), window)
+    out = args.out or _beside(args.jobs, ".results.jsonl")
+    options = RunOptions(
+        jobs=args.jobs,
+        out=out,
+        api=api,
+        model=args.model or config.get("model"),
+        window=window,
+        retry_failed=args.retry_failed,
+        report=args.report or _beside(out, ".report"),
+        command=" ".join(shlex.quote(a) for a in ["ipfs-accelerate", *argv]),
+        settings=settings,
+    )
+    metadata = client_metadata(
+        backend,
+        base_url=args.base_url or config.get("base_url"),
+        keys=args.key or (),
+        key_limits={"rpm": args.rpm, "tpm": args.tpm},
+        config_keys=config.get("keys") or (),
+        settings=settings,
+    )
+    display = make_display(args.progress, stream=sys.stderr)
+    outcomes = Outcomes.read(out)
+    if len(outcomes):
+        display.note(f"resuming: {len(outcomes.ok)} done and {len(outcomes.failed)} failed in {out}"
+                     + ("" if args.retry_failed else " (failed ones are kept: --retry-failed sends them again)"))
+    client = backend({}, metadata)
+    try:
+        with ResultLog(out) as log:
+            runner = Runner(client, options, log, outcomes, display)
+            run = asyncio.run(runner.run())
+    finally:
+        client.close()
+    report = build_report(run)
+    write_reports(report, options.report + ".json", options.report + ".html")
+    display.finish(dict(_summary(run), report_json=options.report + ".json", report_html=options.report + ".html", output=out))
+    totals = run["totals"]
+    if run["stopped"]:
+        return EXIT_INTERRUPTED
+    clean = totals["failed"] == totals["skipped_failed"] == totals["malformed"] == 0
+    return EXIT_OK if clean else EXIT_FAILURES  # 0: every line of the file has its result
+
+
+def _summary(run: dict) -> dict:
+    totals = run["totals"]
+    return {
+        "elapsed_s": run["duration_s"],
+        "duration_s": run["duration_s"],
+        "total": totals["lines"],
+        "done": totals["ok"] + totals["failed"],
+        **{k: totals[k] for k in ("ok", "failed", "skipped", "malformed", "interrupted")},
+        "in_flight": 0,
+        "queued": 0,
+        "throughput_rps": run["throughput_rps"],
+        "eta_s": None,
+        "errors_by_class": run["errors_by_class"],
+        "circuit_state": run["circuit"]["state"],
+        "keys": {name: {"in_flight": 0, **row} for name, row in run["keys"].items()},
+        "latency": {k: run["latency"][k] for k in ("p50", "p90", "p99", "max")},
+        "stopped": run["stopped"],
+        "stopping": False,
+    }
+
+
+def _flag_settings(args: Any) -> dict:
+    import yaml
+
+    settings: dict = {}
+    for name, value in (
+        ("max_concurrent_requests", args.concurrency),
+        ("max_retries", args.max_retries),
+        ("request_deadline", args.deadline),
+        ("timeout", args.timeout),
+        ("batching_enabled", args.batching),
+    ):
+        if value is not None:
+            settings[name] = value
+    for item in args.set or ():
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise SettingError("--set", item, "NAME=VALUE, e.g. --set max_batch_size=64")
+        settings[name.strip()] = yaml.safe_load(raw)
+    return settings
+
+
+def _check_setting_names(settings: Mapping[str, Any]) -> None:
+    known = {spec.name for spec in SETTINGS}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SettingError(unknown[0], settings[unknown[0]], f"one of the settings: {', '.join(sorted(known))}")
+
+
+def _beside(path: str, suffix: str) -> str:
+    stem = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
+    return stem + suffix
