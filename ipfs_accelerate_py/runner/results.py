@@ -9,9 +9,9 @@ A line::
      "kind": "rate_limit", "message": "...", "status": 429}, "attempts": 4, ...}
     {"id": "q3", "line": 3, "status": "interrupted", ...}
 
-Resuming reads the file back: the last line of an id is its outcome.  An
-``ok`` id is done; an ``error`` id is done unless failures are retried; an
-``interrupted`` one was never finished.  A line cut short by a crash (no
+Resuming reads the file back.  An id with an ``ok`` line is done; one with
+only ``error`` lines is done unless failures are retried; an ``interrupted``
+one was never finished.  A line cut short by a crash (no
 newline at its end) is dropped before anything is appended.
 """
 
@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Optional
+
+from .idset import IdSet
 
 __all__ = ["Outcomes", "ResultLog", "STATUS_ERROR", "STATUS_INTERRUPTED", "STATUS_OK"]
 
@@ -30,13 +32,15 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=s
 
 
 class Outcomes:
-    """What an earlier run of the same output file finished: ids by their last status."""
+    """What earlier runs of the same output file finished: the ids that
+    succeeded, and those that failed (an id may be in both: it failed, then
+    succeeded on a retry; success wins).  Kept compact (:class:`IdSet`)."""
 
     __slots__ = ("ok", "failed")
 
     def __init__(self) -> None:
-        self.ok: set[str] = set()
-        self.failed: set[str] = set()
+        self.ok = IdSet()
+        self.failed = IdSet()
 
     @classmethod
     def read(cls, path: str) -> "Outcomes":
@@ -52,8 +56,6 @@ class Outcomes:
                     job_id, status = str(record["id"]), record["status"]
                 except (ValueError, KeyError, TypeError):
                     continue  # not one of ours: ignored, kept
-                outcomes.ok.discard(job_id)
-                outcomes.failed.discard(job_id)
                 if status == STATUS_OK:
                     outcomes.ok.add(job_id)
                 elif status == STATUS_ERROR:
@@ -62,6 +64,9 @@ class Outcomes:
 
     def done(self, job_id: str, retry_failed: bool) -> bool:
         return job_id in self.ok or (not retry_failed and job_id in self.failed)
+
+    def still_failed(self, job_id: str) -> bool:
+        return job_id in self.failed and job_id not in self.ok
 
     def __len__(self) -> int:
         return len(self.ok) + len(self.failed)

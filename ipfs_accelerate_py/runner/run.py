@@ -32,6 +32,7 @@ from ..api_backends import BACKENDS
 from ..engine.settings import SETTINGS
 from ..resilience.errors import ApiError, CircuitOpenError, InvalidInputError, QueueFullError, SettingError
 from ..resilience.stats import LatencyHistogram
+from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
 from .results import STATUS_ERROR, STATUS_INTERRUPTED, STATUS_OK, Outcomes, ResultLog
 
@@ -88,7 +89,7 @@ class Runner:
         self.total: Optional[int] = None
         self.stopping = False
         self.abandoning = False
-        self._seen: set[str] = set()
+        self._seen = IdSet()
         self._tasks: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(options.window)
         self._started = clock()
@@ -119,13 +120,12 @@ class Runner:
             if isinstance(item, BadLine):
                 self._malformed(item.line, item.reason)
                 continue
-            if item.id in self._seen:
+            if not self._seen.add(item.id):
                 self._malformed(item.line, f"id {item.id!r} already used on an earlier line")
                 continue
-            self._seen.add(item.id)
             if self.outcomes.done(item.id, self.options.retry_failed):
                 self.counts["skipped"] += 1
-                self.counts["skipped_failed"] += item.id in self.outcomes.failed
+                self.counts["skipped_failed"] += self.outcomes.still_failed(item.id)
                 continue
             await self._slots.acquire()
             if self.stopping:

@@ -228,3 +228,19 @@ def test_non_interactive_modes_print_no_terminal_control(tmp_path, simulator, mo
         events = [json.loads(line)["event"] for line in proc.stderr.splitlines() if line.startswith("{")]
         assert events[-1] == "summary"
     assert os.path.exists(tmp_path / "out.report.html")
+
+
+def test_the_readme_main_job_command_runs_the_sample_against_the_embedded_simulator(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("pip install -e . && "))
+    runner = command.split(" && ", 1)[1].split()
+    assert runner[:3] == ["ipfs-accelerate", "run", "examples/jobs.jsonl"]
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "jobs.jsonl").write_bytes(SAMPLE.read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IPFS_ACCELERATE_"))}
+    proc = subprocess.run([sys.executable, "-m", "ipfs_accelerate_py", *runner[1:]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    records = results(tmp_path / "examples" / "jobs.results.jsonl")
+    assert len(records) == sum(1 for _ in open(SAMPLE)) and all(r["status"] == "ok" for r in records)
+    assert (tmp_path / "examples" / "jobs.results.report.html").exists()
