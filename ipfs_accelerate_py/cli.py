@@ -75,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         from .resilience.errors import SettingError
-        from .runner.run import run_command
+        from .runner.command import run_command
 
         try:
             return run_command(args, argv)

@@ -25,9 +25,13 @@ def _digest(job_id: str) -> int:
 class IdSet:
     __slots__ = ("_slots", "_mask", "_count")
 
-    def __init__(self) -> None:
-        self._slots = array("Q", bytes(8 * _INITIAL_SLOTS))
-        self._mask = _INITIAL_SLOTS - 1
+    def __init__(self, expected: int = 0) -> None:
+        """``expected``: how many ids are coming, if known (no regrowth on the way)."""
+        size = _INITIAL_SLOTS
+        while size < 2 * expected:
+            size *= 2
+        self._slots = array("Q", bytes(8 * size))
+        self._mask = size - 1
         self._count = 0
 
     def add(self, job_id: str) -> bool:

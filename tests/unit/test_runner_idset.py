@@ -33,3 +33,11 @@ def test_it_behaves_as_a_set_of_strings(values):
         model.add(value)
     assert len(ids) == len(model)
     assert all(value in ids for value in model)
+
+
+def test_a_set_sized_for_what_is_coming_never_grows():
+    ids = IdSet(expected=3000)
+    slots = len(ids._slots)
+    for i in range(3000):
+        ids.add(str(i))
+    assert len(ids._slots) == slots >= 6000

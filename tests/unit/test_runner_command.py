@@ -1,0 +1,46 @@
+"""The run command's set-up: the client metadata from flags, config and environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipfs_accelerate_py.api_backends import BACKENDS
+from ipfs_accelerate_py.resilience.errors import SettingError
+from ipfs_accelerate_py.runner.command import client_metadata, load_config
+
+OPENAI = BACKENDS["openai"]
+
+
+def test_nothing_configured_means_the_embedded_simulator():
+    assert client_metadata(OPENAI, environ={}) == {"openai_api_base": "simulator"}
+
+
+def test_a_key_in_the_environment_means_the_real_service():
+    assert "openai_api_base" not in client_metadata(OPENAI, environ={"OPENAI_API_KEY": "sk-env"})
+
+
+def test_several_keys_are_named_and_share_the_per_key_limits():
+    metadata = client_metadata(
+        OPENAI, base_url="http://127.0.0.1:9/v1", keys=["sk-a", "sk-b"], key_limits={"rpm": 60, "tpm": None},
+        settings={"max_retries": 5}, environ={},
+    )  # fmt: skip
+    assert metadata["openai_api_base"] == "http://127.0.0.1:9/v1"
+    assert metadata["api_keys"] == [{"name": "key1", "key": "sk-a", "rpm": 60}, {"name": "key2", "key": "sk-b", "rpm": 60}]
+    assert metadata["max_retries"] == 5
+
+
+def test_config_keys_come_first_with_their_own_limits():
+    metadata = client_metadata(OPENAI, config_keys=[{"name": "team", "key": "sk-t", "tpm": 1000}], keys=["sk-x"], environ={})
+    assert [k["name"] for k in metadata["api_keys"]] == ["team", "key1"]
+    assert "openai_api_base" not in metadata  # keys given: the real service unless a base URL says otherwise
+
+
+def test_a_config_file_is_read_and_unknown_sections_are_refused(tmp_path):
+    good = tmp_path / "run.yaml"
+    good.write_text("api: groq\nmodel: llama\nkeys:\n  - {name: a, key: k1, rpm: 10}\nsettings: {max_retries: 2}\n")
+    assert load_config(str(good)) == {"api": "groq", "model": "llama", "keys": [{"name": "a", "key": "k1", "rpm": 10}],
+                                      "settings": {"max_retries": 2}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("api: openai\nretries: 3\n")
+    with pytest.raises(SettingError, match="retries"):
+        load_config(str(bad))
