@@ -158,3 +158,13 @@ def test_engine_cpu_runs_both_apis_over_memory_and_writes_positive_figures(tmp_p
     assert figures["requests"] > 0
     for api in ("async", "sync"):
         assert figures[api]["cpu_us_per_request"] > 0 and figures[api]["requests_per_s"] > 0
+
+
+def test_runner_bulk_runs_a_job_file_with_batching_on_and_off(tmp_path_factory):
+    proc, out = quick_benchmark(tmp_path_factory, "runner_bulk.py", RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(out.read_text())
+    (size,) = figures["sizes"]
+    for mode in ("on", "off"):
+        row = figures["figures"][str(size)][mode]
+        assert row["lines_ok"] == size and row["lines_per_s"] > 0 and row["peak_rss_mb"] > 0
