@@ -98,9 +98,9 @@ API_KEY = "sk-bench"
 BODY = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 
-CONTENDERS = ("aiohttp", "openai_sdk", "litellm_router", "ours")
-OPTIONAL = {"openai_sdk": "openai", "litellm_router": "litellm"}  # contender: the package it needs
-PEERS = ("openai_sdk", "litellm_router")  # slow: their batches are capped at --peer-requests
+CONTENDERS = ("aiohttp", "httpx_async", "openai_sdk", "litellm_router", "ours")
+OPTIONAL = {"httpx_async": "httpx", "openai_sdk": "openai", "litellm_router": "litellm"}  # contender: the package it needs
+PEERS = ("httpx_async", "openai_sdk", "litellm_router")  # slow: their batches are capped at --peer-requests
 TARGETS = (  # (numerator, denominator, minimum ratio of requests/s), at every concurrency
     ("ours", "aiohttp", 0.5),
     ("ours", "openai_sdk", 5.0),
@@ -131,6 +131,21 @@ async def aiohttp_contender(url: str, concurrency: int) -> AsyncIterator[Client]
             async with session.post(url + "/chat/completions", data=BODY, headers=HEADERS) as response:
                 response.raise_for_status()
                 return "choices" in json.loads(await response.read())
+
+        yield Client(call)
+
+
+@contextlib.asynccontextmanager
+async def httpx_async_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
+    """Raw ``httpx.AsyncClient`` (what the openai SDK is built on), a pool of ``concurrency``."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+        async def call() -> bool:
+            response = await client.post(url + "/chat/completions", content=BODY, headers=HEADERS)
+            response.raise_for_status()
+            return "choices" in response.json()
 
         yield Client(call)
 
@@ -197,6 +212,7 @@ async def ours_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
 
 FACTORIES = {
     "aiohttp": aiohttp_contender,
+    "httpx_async": httpx_async_contender,
     "openai_sdk": openai_sdk_contender,
     "litellm_router": litellm_router_contender,
     "ours": ours_contender,

@@ -32,6 +32,7 @@ with ``ReadError: Bad file descriptor``; those are counted and shown).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import os
@@ -78,7 +79,9 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 API_KEY = "sk-bench-overhead"
 BODY = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-CONTENDERS = ("aiohttp", "httpx_threads", "openai_api")
+CONTENDERS = ("aiohttp", "httpx_threads") + (("openai_sdk_threads",) if importlib.util.find_spec("openai") else ()) + (
+    "openai_api",
+)  # the openai SDK only where it is installed (the bench extra)
 TARGETS = (  # (numerator, denominator, minimum ratio of requests/s at TARGET_CONCURRENCY)
     ("openai_api", "httpx_threads", 2.0),
     ("openai_api", "aiohttp", 0.3),
@@ -170,7 +173,27 @@ def run_openai_api(url: str, concurrency: int, warmup: int, requests: int, meter
         client.close()
 
 
-RUNNERS = {"aiohttp": run_aiohttp, "httpx_threads": run_httpx_threads, "openai_api": run_openai_api}
+def run_openai_sdk_threads(url: str, concurrency: int, warmup: int, requests: int, meter: Meter) -> Batch:
+    """The official sync SDK (``openai.OpenAI``, retries on) shared by ``concurrency`` threads."""
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key=API_KEY, max_retries=2)
+    try:
+        def call() -> bool:
+            return bool(client.chat.completions.create(model=MODEL, messages=MESSAGES).choices)
+
+        drive_threads(call, concurrency, warmup, Meter(meter.server_pid))
+        return drive_threads(call, concurrency, requests, meter)
+    finally:
+        client.close()
+
+
+RUNNERS = {
+    "aiohttp": run_aiohttp,
+    "httpx_threads": run_httpx_threads,
+    "openai_sdk_threads": run_openai_sdk_threads,
+    "openai_api": run_openai_api,
+}
 
 
 # ------------------------------------------------------------------- running
@@ -222,7 +245,7 @@ def main(argv: Optional[list] = None) -> int:
               f"rounds {args.rounds}, requests {args.requests}, warm-up {args.warmup}", flush=True)
         batches = run_all(url, proc.pid, args)
     summary = summarise(batches)
-    ratio = ratios(summary, "openai_api", ("httpx_threads", "aiohttp"), args.concurrency)
+    ratio = ratios(summary, "openai_api", tuple(c for c in CONTENDERS if c != "openai_api"), args.concurrency)
     targets = check_targets(ratio, TARGETS, (TARGET_CONCURRENCY,))
     print_report(summary, ratio, targets, CONTENDERS, args.concurrency)
     if args.json:
