@@ -408,11 +408,12 @@ def findings(summary: dict, args: argparse.Namespace) -> list:
                    f"at p99: PRIORITY_HIGH cuts their p99 {flat[HIGH]['p99_ms'] / ours[HIGH]['p99_ms']:.0f}x.")
     peer = summary.get("litellm_router")
     if peer and ours and ours[HIGH]["p99_ms"] > 0:
+        failed = peer[HIGH]["failed"] + peer[LOW]["failed"]
+        why = (" (LiteLLM's own RateLimitError when every max_parallel_requests slot is taken; the server "
+               "limits nothing)") if failed else ""
         out.append(f"LiteLLM Router (priority=0, a backlog of {args.peer_low}): "
                    f"HIGH p99 {peer[HIGH]['p99_ms']:.0f} ms, "
-                   f"LOW p99 {peer[LOW]['p99_ms']:.0f} ms, {peer[HIGH]['failed'] + peer[LOW]['failed']} failed "
-                   f"(its own RateLimitError when every max_parallel_requests slot is taken; the server limits "
-                   f"nothing); "
+                   f"LOW p99 {peer[LOW]['p99_ms']:.0f} ms, {failed} failed{why}; "
                    f"its HIGH p99 is {peer[HIGH]['p99_ms'] / ours[HIGH]['p99_ms']:.0f}x ours.")
     for name, m in summary.items():
         if min(m["low_after_last_high"], default=0) <= 0:

@@ -1,0 +1,47 @@
+"""benchmarks/outage.py runs end to end in --quick mode and writes figures in the common shape.
+
+Only the harness and what the breaker promises are checked (ours keeps
+succeeding outside the outage, sends the dead server a handful of requests
+and fails the rest at once); how it compares with the peers is left to the
+benchmark's own report.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ..helpers import quick_benchmark
+
+RUN_TIMEOUT = 120
+COLUMNS = ["contender", "sent", "succeeded", "failed", "server saw during outage",
+           "fail fast p50 ms", "recover s", "p99 ms outside outage"]
+FAIL_FAST_MS = 50.0  # generous: an OPEN circuit refuses in well under a millisecond
+RECOVER_S = 3.0  # reset_timeout is 1 s: the first probe after the outage goes within it
+SERVER_SHARE = 0.25  # of the requests offered during the outage, at most this many reach the server
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_quick_run_writes_the_common_shape_and_ours_fails_fast(tmp_path_factory):
+    proc, out = quick_benchmark(tmp_path_factory, "outage.py", RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    document = json.loads(out.read_text())
+
+    assert document["scenario"] == "outage"
+    assert document["title"] and document["description"] and document["findings"]
+    table = document["tables"][0]
+    assert table["columns"] == COLUMNS and table["rows"]
+    assert all(plot["series"] and plot["kind"] == "line" for plot in document["plots"])
+    assert all(len(points) > 1 for points in document["plots"][0]["series"].values())
+
+    ours = dict(zip(COLUMNS, next(row for row in table["rows"] if row[0] == "ours")))
+    config = document["config"]
+    offered_in_outage = config["rate"] * config["outage_seconds"]
+    assert ours["sent"] == config["rate"] * config["seconds"]
+    assert ours["succeeded"] > 0 and ours["failed"] > 0
+    assert ours["succeeded"] + ours["failed"] == ours["sent"]
+    assert 0 < ours["server saw during outage"] <= SERVER_SHARE * offered_in_outage
+    assert 0 < ours["fail fast p50 ms"] < FAIL_FAST_MS
+    assert 0 <= ours["recover s"] < RECOVER_S
+    assert ours["p99 ms outside outage"] > 0
