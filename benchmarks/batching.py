@@ -54,15 +54,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 import aiohttp
 
 from procs import (
-    Batch,
     FAILURE_TOLERANCE,
-    Meter,
+    Batch,
     can_pin,
     drive_tasks,
-    new_event_loop,
+    Meter,
     our_metadata,
     pinned_simulator,
     pinning_note,
+    run_in_new_loop,
 )
 
 SCENARIO = "batching"
@@ -225,15 +225,6 @@ async def run_all(url: str, server_pid: int, contenders: tuple, args: argparse.N
     return runs
 
 
-def run_in_one_loop(url: str, server_pid: int, contenders: tuple, args: argparse.Namespace) -> dict:
-    loop = new_event_loop()
-    try:
-        return loop.run_until_complete(run_all(url, server_pid, contenders, args))
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
 def preload(contenders: tuple) -> None:
     """Import every contender's package before the first run, then freeze the
     GC heap so that no contender's collections walk another's imports."""
@@ -372,7 +363,7 @@ def main(argv: Optional[list] = None) -> int:
         for name in skipped:
             print(f"skipped {name}: {OPTIONAL[name]} is not installed (pip install {OPTIONAL[name]})", flush=True)
         preload(contenders)
-        runs = run_in_one_loop(url, proc.pid, contenders, args)
+        runs = run_in_new_loop(run_all(url, proc.pid, contenders, args))
     summary = {name: medians(rs) for name, rs in runs.items()}
     print_table(summary)
     result = document(args, pin, contenders, skipped, runs, summary)

@@ -74,12 +74,12 @@ from procs import (
     Batch,
     can_pin,
     failure_reason,
-    new_event_loop,
     Meter,
     our_metadata,
     percentile,
     pinned_simulator,
     pinning_note,
+    run_in_new_loop,
 )
 
 RATE = 100.0  # offered requests/s: LiteLLM's Router tops out near 170/s on one core here
@@ -313,15 +313,6 @@ async def run_all(url: str, contenders: tuple, schedule: Schedule, server_pid: i
     return runs
 
 
-def run_in_one_loop(url: str, contenders: tuple, schedule: Schedule, server_pid: int) -> list:
-    loop = new_event_loop()
-    try:
-        return loop.run_until_complete(run_all(url, contenders, schedule, server_pid))
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
 # ----------------------------------------------------------------- figures
 
 
@@ -504,7 +495,7 @@ def main(argv: Optional[list] = None) -> int:
             print(f"skipped {name}: {OPTIONAL[name]} is not installed (pip install {OPTIONAL[name]})",
                   flush=True)
         preload(contenders, freeze=True)
-        runs = run_in_one_loop(url, contenders, schedule, proc.pid)
+        runs = run_in_new_loop(run_all(url, contenders, schedule, proc.pid))
     figs = {run.name: figures(run) for run in runs}
     print_table(figs, schedule)
     facts = findings(figs, schedule)

@@ -47,25 +47,26 @@ import asyncio
 import contextlib
 import importlib.util
 import json
-import logging
 import os
 import platform
 import sys
 import time
 import urllib.request
 from importlib.metadata import version
-from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Optional
+from typing import AsyncIterator, Awaitable, Callable, NamedTuple, Optional
 
 from procs import (
     can_pin,
+    close_litellm,
     failure_reason,
     keep_litellm_offline,
     Meter,
-    new_event_loop,
     our_metadata,
     percentile,
     pinned_simulator,
     pinning_note,
+    quiet_litellm,
+    run_in_new_loop,
 )
 
 keep_litellm_offline()
@@ -161,23 +162,6 @@ FACTORIES = {
     "ours_no_priority": lambda url, backlog, high: ours_contender(url, backlog, high, False),
     "litellm_router": lambda url, backlog, high: litellm_router_contender(url, backlog, high, True),
 }
-
-
-def quiet_litellm() -> Any:
-    """litellm, with its telemetry, debug output and chatty loggers off."""
-    import litellm
-
-    litellm.telemetry = False
-    litellm.suppress_debug_info = True
-    litellm.turn_off_message_logging = True
-    for logger in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
-    return litellm
-
-
-async def close_litellm() -> None:
-    if "litellm" in sys.modules:
-        await sys.modules["litellm"].close_litellm_async_clients()
 
 
 def available(name: str) -> bool:
@@ -278,15 +262,6 @@ async def run_all(url: str, server_pid: int, contenders: tuple, args: argparse.N
     finally:
         await close_litellm()
     return runs
-
-
-def run_in_one_loop(url: str, server_pid: int, contenders: tuple, args: argparse.Namespace) -> dict:
-    loop = new_event_loop()
-    try:
-        return loop.run_until_complete(run_all(url, server_pid, contenders, args))
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
 
 
 def set_latency(url: str, latency: float) -> None:
@@ -476,7 +451,7 @@ def main(argv: Optional[list] = None) -> int:
               f"one every {HIGH_INTERVAL * 1e3:g} ms; {CONCURRENCY} in flight at most", flush=True)
         for name, reason in skipped.items():
             print(f"skipped {name}: {reason}", flush=True)
-        runs = run_in_one_loop(url, proc.pid, contenders, args)
+        runs = run_in_new_loop(run_all(url, proc.pid, contenders, args))
     summary = summarise(runs)
     document = build_document(args, pin, contenders, skipped, summary)
     document["findings"] += [f"{name} skipped: {reason}." for name, reason in skipped.items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import resource
@@ -404,3 +405,43 @@ def exit_status(summary: dict, targets: list, strict: bool) -> int:
     if bad:
         return 1
     return 2 if strict and not all(t["passed"] for t in targets) else 0
+
+
+# ------------------------------------------------------------------ peers
+
+
+def quiet_litellm() -> Any:
+    """litellm, with its telemetry, debug output and chatty loggers off."""
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True
+    for logger in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    return litellm
+
+
+async def close_litellm() -> None:
+    """Close the HTTP clients LiteLLM cached, if it was used at all."""
+    if "litellm" in sys.modules:
+        await sys.modules["litellm"].close_litellm_async_clients()
+
+
+def litellm_logging_flush() -> Optional[Callable[[], Awaitable[None]]]:
+    """The flush of LiteLLM's logging queue; None in versions without one."""
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:
+        return None
+    return getattr(GLOBAL_LOGGING_WORKER, "flush", None)
+
+
+def run_in_new_loop(main: Awaitable[Any]) -> Any:
+    """Run ``main`` to its end on a fresh (uv)loop, its async generators shut down, the loop closed."""
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
