@@ -55,7 +55,6 @@ import importlib.util
 import json
 import os
 import platform
-import sys
 from importlib.metadata import version
 from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Optional
 
@@ -78,6 +77,7 @@ from procs import (
     quiet_litellm,
     ratios,
     run_in_new_loop,
+    run_script,
     summarise,
 )
 
@@ -341,8 +341,4 @@ def write_json(args: argparse.Namespace, pin: bool, contenders: tuple, skipped: 
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the simulator was stopped by main()'s with block
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

@@ -63,6 +63,7 @@ from procs import (
     pinned_simulator,
     pinning_note,
     run_in_new_loop,
+    run_script,
 )
 
 SCENARIO = "batching"
@@ -378,8 +379,4 @@ def main(argv: Optional[list] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the simulator was stopped by main()'s with block
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

@@ -85,6 +85,7 @@ from procs import (
     own_cpu_seconds,
     process_cpu_seconds,
     run_capped,
+    run_script,
     start_simulator,
     stop_simulator,
     usable_cores,
@@ -666,8 +667,4 @@ def write_json(args: argparse.Namespace, pin: bool, setup: Setup, summary: dict,
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the simulator was stopped by main()'s finally
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

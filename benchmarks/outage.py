@@ -80,6 +80,7 @@ from procs import (
     pinned_simulator,
     pinning_note,
     run_in_new_loop,
+    run_script,
 )
 
 RATE = 100.0  # offered requests/s: LiteLLM's Router tops out near 170/s on one core here
@@ -548,8 +549,4 @@ def write_json(path: str, quick: bool, pin: bool, schedule: Schedule, contenders
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the simulator was stopped by main()'s with block
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import platform
-import sys
 import threading
 import time
 from typing import Callable, Optional
@@ -47,13 +46,13 @@ import httpx
 
 from procs import (
     Batch,
-    Meter,
     can_pin,
     check_targets,
     count_failure,
     drive_tasks,
     exit_status,
     failure_reason,
+    Meter,
     new_event_loop,
     our_metadata,
     pinned_simulator,
@@ -61,6 +60,7 @@ from procs import (
     print_batch,
     print_report,
     ratios,
+    run_script,
     summarise,
 )
 
@@ -269,8 +269,4 @@ def write_json(args: argparse.Namespace, pin: bool, summary: dict, ratio: dict, 
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the simulator was stopped by main()'s finally
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

@@ -67,6 +67,7 @@ from procs import (
     pinning_note,
     quiet_litellm,
     run_in_new_loop,
+    run_script,
 )
 
 keep_litellm_offline()
@@ -502,8 +503,4 @@ def exit_status(summary: dict) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # the simulator was stopped by main()'s with block
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_script(main)

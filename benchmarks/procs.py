@@ -445,3 +445,13 @@ def run_in_new_loop(main: Awaitable[Any]) -> Any:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def run_script(main: Callable[[], int]) -> None:
+    """A benchmark script's entry point: exit with ``main()``'s status; Ctrl-C
+    exits 130 (the simulator was already stopped by main()'s own ``with``)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
