@@ -105,11 +105,9 @@ class BatchLane:
         for (req, _), part in zip(members, parts):
             req.first_attempt_at = carrier.first_attempt_at
             req.last_key = carrier.last_key
-            future = req.future
-            if not future.done():  # counted before the caller wakes, so its get_stats() includes it
+            if not req.future.done():  # counted before the caller wakes, so its get_stats() includes it
                 engine.record_request(req, part, error, now, attempts=carrier.attempts)
-                future.attempts, future.key_name = carrier.attempts, carrier.last_key
-                future._complete(part if error is None else None, error)
+                req.future._complete(part if error is None else None, error, carrier.attempts, carrier.last_key)
 
     # ------------------------------------------------------------ inside
 

@@ -484,9 +484,7 @@ class Engine:
         task = asyncio.current_task()
         stream = ChunkStream(req.request_id, lambda: self._call_soon(_cancel_task, task))
         channel = stream.channel
-        future = req.future
-        future.attempts, future.key_name = req.attempts, self.key_name(req)
-        future._complete(stream, None)
+        req.future._complete(stream, None, req.attempts, self.key_name(req))
         del stream
         stall = self.settings["stream_stall_timeout"]
         progress = StreamProgress(self.clock.now())
@@ -635,9 +633,7 @@ class Engine:
         if req.future.done():  # futures complete only on this loop: no other can slip in between
             return
         self.record_request(req, result, error, self.clock.now(), usage=usage)  # before the caller wakes and reads the stats
-        future = req.future
-        future.attempts, future.key_name = req.attempts, self.key_name(req)
-        future._complete(result, error)
+        req.future._complete(result, error, req.attempts, self.key_name(req))
 
     def key_name(self, req: Request) -> Optional[str]:
         """The key a request went out on (its name; a fingerprint for the seed's key)."""

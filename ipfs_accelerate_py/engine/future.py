@@ -99,11 +99,15 @@ class RequestFuture(dict):
             canceller()
         return True
 
-    def _complete(self, result: Any = None, error: Optional[BaseException] = None) -> bool:
-        """Set the outcome once; later calls change nothing and return False."""
+    def _complete(
+        self, result: Any = None, error: Optional[BaseException] = None, attempts: int = 0, key_name: Optional[str] = None
+    ) -> bool:
+        """Set the outcome (and the attempts it took, on which key) once; later
+        calls change nothing and return False."""
         with self._lock:
             if self._done:
                 return False
+            self.attempts, self.key_name = attempts, key_name
             self["result"] = result
             self["error"] = error
             self["completed"] = True

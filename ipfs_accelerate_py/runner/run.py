@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..resilience.errors import CircuitOpenError, QueueFullError
+from ..resilience.errors import CircuitOpenError
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
@@ -148,8 +148,6 @@ class Runner:
                     break
                 except CircuitOpenError as exc:  # not the job's failure: wait for the probe, go again
                     await asyncio.sleep(max(exc.retry_after or 0.0, CIRCUIT_POLL_FLOOR))
-                except QueueFullError:  # only if queue_size was set below the window
-                    await asyncio.sleep(CIRCUIT_POLL_FLOOR)
         except asyncio.CancelledError:
             self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned at Ctrl-C")
         except Exception as exc:  # typed errors, and anything else: recorded, never lost

@@ -200,7 +200,9 @@ def test_a_caller_loop_that_closes_before_its_answer_does_not_hurt_the_backend(f
     with make_client(fresh_simulator) as client:
         loop = asyncio.new_event_loop()
         task = loop.create_task(client.achat(CHAT_MODEL, messages("orphan")))
-        loop.run_until_complete(asyncio.sleep(0.05))  # submitted, not answered
+        loop.run_until_complete(  # submitted, not answered
+            eventually_async(lambda: fresh_simulator.counters()["in_flight"] == 1, "the server holds the request")
+        )
         loop.close()  # its task never hears back: nothing to cancel, nobody to wake
         eventually(lambda: client.get_stats()["successful_requests"] == 1, "the orphan's answer arrives")
         fresh_simulator.configure(latency=0.0)
