@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional
 
 import pytest
 
@@ -200,8 +200,17 @@ def client_fixture(make: ClientFactory) -> Any:
 # ----------------------------------------------------- the request as sent
 
 
+class Reply(NamedTuple):
+    """An answer other than 200 from a recording server's ``reply``."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] = {}
+
+
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    """Records each request as sent and answers 200 with ``reply``'s JSON."""
+    """Records each request as sent and answers 200 with ``reply``'s JSON
+    (or as a :class:`Reply` says)."""
 
     seen: list = []
     reply: Any = None
@@ -211,8 +220,13 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         reply = type(self).reply
-        payload = json.dumps(reply(self.command, self.path, body) if callable(reply) else reply).encode()
-        self.send_response(200)
+        answer = reply(self.command, self.path, body) if callable(reply) else reply
+        if not isinstance(answer, Reply):
+            answer = Reply(200, answer)
+        payload = json.dumps(answer.body).encode()
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Type", JSON_TYPE)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -231,7 +245,8 @@ def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]
     Yields ``(base_url, seen)``: the server's URL plus ``suffix``, and the
     requests in arrival order, each ``(method, path, headers with lower-case
     names, body bytes)``.  ``reply`` is the JSON body of every answer, or
-    ``reply(method, path, body)`` computing it.
+    ``reply(method, path, body)`` computing it (a :class:`Reply` for another
+    status or headers).
     """
     handler = type("Recorder", (_Recorder,), {"seen": [], "reply": staticmethod(reply) if callable(reply) else reply})
     server = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)

@@ -212,7 +212,9 @@ class ApiKeyMultiplexer:
         Figures per key, summed over the shared backend and the key's own one:
         ``requests`` (attempts sent on the key), ``in_flight``, ``successes``,
         ``failures``, ``rate_limited`` (429s), ``auth_failures``, ``cooldowns``,
-        ``tokens_in``, ``tokens_out``; then ``cooling_until`` (seconds left),
+        ``tokens_in``, ``tokens_out``; then ``cooling_until`` (seconds the whole
+        key has left to cool), ``cooling_models`` (``{model: seconds left}`` for
+        the (key, model) pairs cooling after a 429),
         ``disabled`` (why, or None), ``breaker`` (the shared backend's view),
         the key's limits, and the seed's ``usage`` (= requests),
         ``current_requests`` (= in_flight) and ``queue_size`` (requests waiting
@@ -350,6 +352,15 @@ def _key_pool(backend: Optional[BaseApiBackend]) -> dict:
     return backend.get_stats().get("key_pool", {}) if backend is not None else {}
 
 
+def _longest_cooling(views: list[dict]) -> dict:
+    """``{model: seconds left}`` over the views, the longer rest where both cool a model."""
+    merged: dict = {}
+    for view in views:
+        for model, left in (view.get("cooling_models") or {}).items():
+            merged[model] = max(left, merged.get(model, 0.0))
+    return merged
+
+
 def _key_usage(key: _Key, shared: Optional[dict], own: Optional[BaseApiBackend]) -> dict:
     own_stats = own.get_stats() if own is not None else None
     views = [v for v in (shared, (own_stats or {}).get("key_pool", {}).get(key.name)) if v]
@@ -357,6 +368,7 @@ def _key_usage(key: _Key, shared: Optional[dict], own: Optional[BaseApiBackend])
     opts = key.options
     figures.update(
         cooling_until=max((float(v.get("cooling_until") or 0.0) for v in views), default=0.0),
+        cooling_models=_longest_cooling(views),
         disabled=next((v["disabled"] for v in views if v.get("disabled")), None),
         breaker=views[0].get("breaker") if views else None,
         max_concurrent=opts.max_concurrent,

@@ -18,7 +18,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..resilience.batching import BatchAssembler, batch_key, estimate_tokens
-from ..resilience.errors import ApiError
+from ..resilience.errors import ApiError, copied
 from .keyring import key_fingerprint
 from .request import Request
 
@@ -105,9 +105,19 @@ class BatchLane:
         for (req, _), part in zip(members, parts):
             req.first_attempt_at = carrier.first_attempt_at
             req.last_key = carrier.last_key
+            req.attempts = carrier.attempts
             if not req.future.done():  # counted before the caller wakes, so its get_stats() includes it
-                engine.record_request(req, part, error, now, attempts=carrier.attempts)
-                req.future._complete(part if error is None else None, error, carrier.attempts, carrier.last_key)
+                own = self._member_error(error, carrier, req) if isinstance(error, ApiError) else error
+                engine.record_request(req, part, own, now, attempts=carrier.attempts)
+                req.future._complete(part if error is None else None, own, carrier.attempts, carrier.last_key)
+
+    def _member_error(self, error: ApiError, carrier: Request, req: Request) -> ApiError:
+        """The batch's error as the member's own: its request id, never the batch's."""
+        own = copied(error)
+        if own.request_id == carrier.request_id:
+            own.request_id = None
+        own.client_request_id = None
+        return self.engine.annotate(own, req)
 
     # ------------------------------------------------------------ inside
 

@@ -18,8 +18,10 @@ refuses a second outcome).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import urllib.parse
 from typing import Any, Optional
 
 from ..resilience import retry as retry_policy
@@ -32,13 +34,16 @@ from ..resilience.errors import (
     AuthenticationError,
     DeadlineExceededError,
     NetworkError,
+    RateLimitDeadlineError,
     RateLimitError,
     QueueFullError,
     RequestTimeoutError,
     ShutdownError,
     StreamStalledError,
     classify_exception,
+    copied,
 )
+from ..resilience.keys import REASON_BREAKER, REASON_COOLING, REASON_KEY_COOLING, REASON_RPM, REASON_TPM, Readiness
 from ..resilience.priority_queue import PriorityRequestQueue
 from ..resilience.stats import RequestRecord, StatsCollector
 from ..transport.base import StreamResponse, Transport
@@ -64,6 +69,12 @@ _BREAKER_SETTINGS = {
     "slow_call_rate_threshold": "slow_call_rate_threshold",
     "breaker_window": "window_seconds",
     "breaker_minimum_calls": "minimum_calls",
+}
+_HELD_BY = {
+    REASON_COOLING: "cooling after HTTP 429 for this model",
+    REASON_KEY_COOLING: "cooling after HTTP 429, key-wide",
+    REASON_RPM: "its rpm limit",
+    REASON_TPM: "its tpm limit",
 }
 _RETRY_SETTINGS = {
     "max_retries": "max_retries",
@@ -113,6 +124,7 @@ class Engine:
 
         self.in_flight = 0
         self.closed = False
+        self.last_failure: Optional[ApiError] = None  # the last failure the breaker counted, for CircuitOpenError
         # shared with callers' threads, guarded by queue.lock
         self._wake_pending = False
         # loop-only
@@ -193,7 +205,7 @@ class Engine:
                     req.entry = queue.push(req, req.priority, now)
             except QueueFullError as exc:
                 self.stats.record_rejected("queue_full")
-                exc.provider, exc.request_id = self.provider.name, req.request_id
+                self.annotate(exc, req)
                 raise
             if req.inputs is not None:  # batchable: the loop takes it to the assembler
                 self.batches.admit(req)
@@ -208,13 +220,24 @@ class Engine:
     def _circuit_open_error(self, now: float, req: Optional[Request] = None) -> CircuitOpenError:
         wait = self.breaker.retry_in(now)
         snap = self.breaker.snapshot(now)
-        return CircuitOpenError(
-            f"circuit is OPEN (opened {snap.get('times_opened', 0)} times so far): failing fast, "
-            f"next probe in {wait:.1f}s; see client.failure_threshold and client.reset_timeout",
+        failures = snap.get("consecutive_failures", 0)
+        if failures >= snap.get("failure_threshold", 1):
+            why = f"circuit open after {failures} consecutive failures"
+        else:
+            why = "circuit open: the failure rate rule tripped (see client.failure_rate_threshold)"
+        last = self.last_failure
+        if last is not None:
+            why += f"; last: {type(last).__name__}: {last.message}"
+        error = CircuitOpenError(
+            f"{why}; failing fast, next probe in {wait:.1f}s (opened {snap.get('times_opened', 0)} times so far); "
+            "see client.failure_threshold and client.reset_timeout, or on_circuit_open='wait' to wait for the probe",
             provider=self.provider.name,
-            request_id=req.request_id if req else None,
             retry_after=wait,
         )
+        error.__cause__ = last
+        if req is not None:
+            self.annotate(error, req)
+        return error
 
     def wake(self) -> None:
         """Have the loop run the pump soon (once, however many ask)."""
@@ -258,11 +281,18 @@ class Engine:
                 continue
             req: Request = entry.item
             req.lease = self.keys.lease(req, now, self.rng)
-            if req.lease is None:  # no key may take it now: it keeps its place and waits
+            if req.lease is None:  # no key may take it now
                 breaker.on_ignored(now, permit=permit)
-                with queue.lock:
+                ready = self.keys.readiness(req, now)
+                if ready is not None and req.deadline is not None and ready.at > req.deadline:
+                    self.finish(req, None, self._no_key_error(req, ready, now))  # waiting cannot help: say why now
+                    continue
+                if ready is not None and self.keys.free_for_others(req, now):
+                    self._hold(req, ready.at - now)  # only its model is cooling: the others go on
+                    continue
+                with queue.lock:  # it keeps its place and waits
                     queue.requeue(entry, now)
-                self._wait_for_key(req, now)
+                self._wait_for_key(req, now, ready)
                 break
             self.in_flight += 1
             task = self.loop.create_task(self._run(req, permit))
@@ -273,10 +303,9 @@ class Engine:
 
     # ------------------------------------------------------------ attempt
 
-    def _wait_for_key(self, req: Request, now: float) -> None:
+    def _wait_for_key(self, req: Request, now: float, ready: Optional[Readiness]) -> None:
         """Wake the pump when some key can take ``req``; fail what is queued
         when no key ever will (every key disabled)."""
-        ready = self.keys.ready_at(req, now)
         if ready is None:
             error = self.keys.all_disabled_error(self.provider.name, now)
             if error is not None:
@@ -284,7 +313,39 @@ class Engine:
             return  # else keys are only busy: a finishing attempt runs the pump
         if self._key_timer is not None:
             self._key_timer.cancel()
-        self._key_timer = self.loop.call_later(max(0.0, ready - now), self._on_key_ready)
+        self._key_timer = self.loop.call_later(max(0.0, ready.at - now), self._on_key_ready)
+
+    def _hold(self, req: Request, delay: float) -> None:
+        """Take ``req`` out of the queue for ``delay`` seconds, then back at its old place."""
+        self._backing_off.add(req)
+        req.timer = self.loop.call_later(delay, self._requeue, req)
+
+    def _no_key_error(self, req: Request, ready: Readiness, now: float) -> ApiError:
+        """The error of a request no key can take before its deadline."""
+        wait, left = ready.at - now, max(0.0, req.deadline - now)
+        fix = "raise client.request_deadline, add a key with client.add_api_key(), or lower the load"
+        if ready.reason == REASON_BREAKER:
+            error: ApiError = CircuitOpenError(
+                f"the circuit of key {ready.key} is OPEN for another {retry_policy.seconds_text(wait)}, past this "
+                f"request's deadline in {retry_policy.seconds_text(left)}; {fix}",
+                provider=self.provider.name,
+                retry_after=wait,
+            )
+        else:
+            held = _HELD_BY.get(ready.reason, ready.reason)
+            if ready.reason in (REASON_COOLING, REASON_KEY_COOLING) and getattr(req.last_error, "retry_after", None) is not None:
+                held += ", as its Retry-After asked"
+            model = f"model {req.model}" if req.model is not None else "this request"
+            error = RateLimitDeadlineError(
+                f"rate limited: no key may send {model} for another {retry_policy.seconds_text(wait)} ({held}), "
+                f"past this request's deadline in {retry_policy.seconds_text(left)}; {fix}",
+                provider=self.provider.name,
+                status=getattr(req.last_error, "status", None),
+                retry_after=wait,
+            )
+        error.key_name = ready.key
+        error.__cause__ = req.last_error
+        return error
 
     def _on_key_ready(self) -> None:
         self._key_timer = None
@@ -298,7 +359,8 @@ class Engine:
             req = entry.item
             if not req.future.done():
                 error = error_for(req) if error_for is not None else self._circuit_open_error(now, req)
-                error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
+                if error.__cause__ is None:
+                    error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
                 self.finish(req, None, error)
 
     async def _run(self, req: Request, permit: int) -> None:
@@ -333,7 +395,7 @@ class Engine:
             lease, req.lease = req.lease, None
             usage = self.provider.usage(result) if error is None and result is not None else (0, 0)
             if lease is not None:  # every attempt's key is released once, whatever happened
-                self.keys.release(lease, self.clock.now(), error, usage)
+                self.keys.release(lease, self.clock.now(), error, usage, self._cooldown(req, error))
         if error is None:
             if not req.stream:
                 self.finish(req, result, None, usage)
@@ -394,7 +456,7 @@ class Engine:
             response = await self.transport.send(http_request)
         except (OSError, asyncio.TimeoutError) as exc:
             raise classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts) from exc
-        self.keys.hints(req.last_key, self.provider, response.headers, self.clock.now())
+        self.keys.hints(req.last_key, self.provider, response.headers, self.clock.now(), req.model)
         if not response.ok:
             if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
@@ -412,6 +474,7 @@ class Engine:
         if error is None:
             self.breaker.on_success(now, duration, permit=permit)
         elif error.breaker_failure:
+            self.last_failure = error
             self.breaker.on_failure(now, duration, permit=permit)
         else:
             self.breaker.on_ignored(now, permit=permit)
@@ -520,7 +583,7 @@ class Engine:
         watch.stop()
         await response.aclose()
         if error is not None:
-            error.request_id = error.request_id or req.request_id
+            error = self.annotate(error, req)
             error.attempt = error.attempt or req.attempts
             error.chunks_received, error.partial_text = progress.count, progress.text()
             error.message = f"{error.message} (stream ended after {progress.count} chunks, {progress.chars} characters of text)"
@@ -553,14 +616,25 @@ class Engine:
 
     # ------------------------------------------------------------ retries
 
+    def _cooldown(self, req: Request, error: Optional[BaseException]) -> Optional[float]:
+        """How long a 429 without Retry-After cools its (key, model): the
+        retry policy's backoff for the retry it leads to."""
+        if isinstance(error, RateLimitError) and error.retry_after is None:
+            return retry_policy.backoff_delay(req.retries + 1, self.retry_options, self.rng)
+        return None
+
     def _after_failure(self, req: Request, error: ApiError) -> None:
         now = self.clock.now()
+        options = self.retry_options
         if isinstance(error, RateLimitError) and req.last_key is not None:
-            req.avoid_key = req.last_key  # that key cools down; the retry prefers another
-            if req.retries < self.retry_options.max_retries and self.keys.another_ready(req.last_key, req, now):
+            # its (key, model) cools now; back in the queue, it goes on the first key
+            # free for its model, waits for one within its deadline, or fails at once
+            req.avoid_key = req.last_key
+            if retry_policy.is_retryable(error, options) and req.retries < options.max_retries and not self.closed:
                 req.retries += 1
                 req.last_error = error
-                self._requeue(req)  # another key is free now: no reason to wait
+                log.debug("%s request %s: HTTP 429 on key %s; retry %d/%d", self.provider.name, req.request_id, req.last_key, req.retries, options.max_retries)
+                self._requeue(req)
                 return
         if isinstance(error, AuthenticationError) and req.last_key is not None and self.keys.another_usable(req.last_key, req, now):
             req.retries += 1  # that key is disabled now; the request moves on to one that may work
@@ -576,7 +650,7 @@ class Engine:
             return
         req.retries += 1
         req.last_error = error
-        log.info(
+        log.debug(
             "%s request %s: %s; retry %d/%d in %.3fs (%s)",
             self.provider.name,
             req.request_id,
@@ -632,8 +706,26 @@ class Engine:
             return
         if req.future.done():  # futures complete only on this loop: no other can slip in between
             return
+        if isinstance(error, ApiError):
+            error = self.annotate(error, req)
         self.record_request(req, result, error, self.clock.now(), usage=usage)  # before the caller wakes and reads the stats
         req.future._complete(result, error, req.attempts, self.key_name(req))
+
+    def annotate(self, error: ApiError, req: Request) -> ApiError:
+        """Say where ``error`` came from: provider, model, host, key, attempts and
+        request ids, from ``req``.  An error that already speaks for another
+        request (one error failing several) is copied first; returns the one to raise."""
+        if error.client_request_id is not None and error.client_request_id != req.request_id:
+            error = copied(error)
+        key = req.last_key
+        error.provider = error.provider or self.provider.name
+        error.model = error.model or req.model
+        error.key_name = error.key_name or key
+        error.host = error.host or _host(self.keys.base_url(key) if key is not None else None) or _host(self.base_url)
+        error.attempts = req.attempts
+        error.client_request_id = req.request_id
+        error.request_id = error.request_id or req.request_id
+        return error
 
     def key_name(self, req: Request) -> Optional[str]:
         """The key a request went out on (its name; a fingerprint for the seed's key)."""
@@ -760,6 +852,15 @@ class Engine:
             "circuit_breaker": self.breaker.snapshot(now),
             "key_pool": self.keys.snapshot(now),
         }
+
+
+@functools.lru_cache(maxsize=64)
+def _host(url: Optional[str]) -> Optional[str]:
+    """``host:port`` of a base URL, for errors."""
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    return parts.netloc.rpartition("@")[2] or None
 
 
 def _redact(error: ApiError, api_key: Optional[str]) -> None:

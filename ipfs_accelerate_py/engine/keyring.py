@@ -13,16 +13,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import random
 from dataclasses import dataclass
 from typing import Optional
 
 from ..resilience.breaker import BreakerOptions
 from ..resilience.errors import ApiError, AuthenticationError, SettingError
-from ..resilience.keys import KeyOptions, KeyPool, Lease, Outcome
+from ..resilience.keys import OUTCOME_AUTH_FAILURE, OUTCOME_RATE_LIMITED, SCOPE_KEY, KeyOptions, KeyPool, Lease, Outcome, Readiness
 from .request import Request
 
 __all__ = ["KeyConfig", "KeyRing", "NO_KEY_NAME", "key_fingerprint"]
+
+log = logging.getLogger("ipfs_accelerate_py.keys")
 
 NO_KEY_NAME = "default"
 _CHARS_PER_TOKEN = 4
@@ -121,27 +124,31 @@ class KeyRing:
         refused it when another is free; None when none may go now."""
         tokens = self.tokens(req)
         if req.avoid_key is not None:
-            lease = self.pool.choose(now, tokens, rng, exclude=frozenset((req.avoid_key,)))
+            lease = self.pool.choose(now, tokens, rng, exclude=frozenset((req.avoid_key,)), model=req.model)
             if lease is not None:
                 return lease
-        return self.pool.choose(now, tokens, rng)
+        return self.pool.choose(now, tokens, rng, model=req.model)
 
-    def ready_at(self, req: Request, now: float) -> Optional[float]:
-        return self.pool.next_ready_at(now, self.tokens(req))
+    def readiness(self, req: Request, now: float) -> Optional[Readiness]:
+        """When a key could first take ``req``, which, and what holds it until then."""
+        return self.pool.next_ready(now, self.tokens(req), model=req.model)
 
-    def another_ready(self, name: str, req: Request, now: float) -> bool:
-        """Whether a key other than ``name`` could take ``req`` now."""
-        ready = self.pool.next_ready_at(now, self.tokens(req), exclude=frozenset((name,)))
+    def free_for_others(self, req: Request, now: float) -> bool:
+        """Whether some key could take a request like ``req`` now but for the
+        cooldown of ``req``'s own model (then requests for other models may go)."""
+        if req.model is None:
+            return False
+        ready = self.pool.next_ready_at(now, self.tokens(req))
         return ready is not None and ready <= now
 
-    def hints(self, name: str, provider, headers, now: float) -> None:
+    def hints(self, name: str, provider, headers, now: float, model: Optional[str] = None) -> None:
         """What the provider's headers say of the key's remaining quota, for
         choosing among several keys (with one key there is nothing to choose:
         the server's own 429 and Retry-After then decide)."""
         if len(self.pool) > 1:
             found = provider.rate_limit_hints(headers)
             if found:
-                self.pool.update_hints(name, found, now)
+                self.pool.update_hints(name, found, now, model)
 
     def another_usable(self, name: str, req: Request, now: float) -> bool:
         """Whether a key other than ``name`` could ever take ``req`` (one not disabled)."""
@@ -149,18 +156,33 @@ class KeyRing:
             return False
         return any(state["disabled"] is None for other, state in self.pool.snapshot(now).items() if other != name)
 
-    def release(self, lease: Lease, now: float, error: Optional[BaseException], usage: tuple[int, int]) -> None:
+    def release(
+        self,
+        lease: Lease,
+        now: float,
+        error: Optional[BaseException],
+        usage: tuple[int, int],
+        cooldown: Optional[float] = None,
+    ) -> None:
+        """Give ``lease`` back with how its attempt ended; a 429 without
+        Retry-After cools its scope for ``cooldown`` seconds."""
         if error is None:
             outcome = Outcome.success(usage[0], usage[1]) if any(usage) else Outcome.success()
         elif isinstance(error, ApiError):
-            outcome = Outcome.from_error(error)
-            if outcome.kind == "auth_failure" and len(self.pool) == 1:
+            outcome = Outcome.from_error(error, cooldown)
+            if outcome.kind == OUTCOME_AUTH_FAILURE and len(self.pool) == 1:
                 # the only key: each request reports the server's own 401/403 (and a new
                 # client.api_key starts afresh); disabling it would only hide that
                 outcome = Outcome.ignored()
         else:
             outcome = Outcome.ignored()
         self.pool.release(lease, now, outcome)
+        if outcome.kind == OUTCOME_RATE_LIMITED:
+            scope = "" if outcome.scope == SCOPE_KEY or lease.model is None else f" for model {lease.model}"
+            why = "Retry-After" if getattr(error, "retry_after", None) is not None else "backoff, no Retry-After"
+            log.info("key %s%s cooling %.3gs after HTTP 429 (%s)", lease.name, scope, outcome.retry_after or 0.0, why)
+        elif outcome.kind == OUTCOME_AUTH_FAILURE:
+            log.warning("key %s disabled: %s; replace it or remove it with client.remove_api_key()", lease.name, outcome.reason)
 
     def all_disabled_error(self, provider: str, now: float) -> Optional[AuthenticationError]:
         """An error naming every key and why, when no key is left to try."""

@@ -4,6 +4,8 @@
 
     ApiError                          every error this package raises
      ├── RateLimitError               429                      rate_limit       retried
+     │    └── RateLimitDeadlineError  no key free before the   rate_limit       not retried
+     │                                deadline (also a DeadlineExceededError)
      ├── ServerError                  5xx                      server           retried, breaker failure
      │    └── OverloadedError         529                      server           retried, breaker failure
      ├── MalformedResponseError       body not as documented   malformed        retried, breaker failure
@@ -22,9 +24,14 @@
      ├── ShutdownError                backend closed           shutdown
      └── SettingError                 invalid setting value    setting          (also a ValueError)
 
-Each error carries ``provider``, ``status``, ``request_id``, ``retry_after``
-(seconds), ``attempt`` and, from the server, ``should_retry`` (the
-``x-should-retry`` header).  ``kind`` names its class in statistics.
+Each error carries ``provider``, ``status``, ``request_id`` (the server's
+when it sent one, else the client's), ``retry_after`` (seconds), ``attempt``
+and, from the server, ``should_retry`` (the ``x-should-retry`` header).  An
+error a request ends with also says where it came from: ``model``, ``host``
+(the endpoint's host:port), ``key_name`` (the key's label, never the secret),
+``attempts`` (made in all) and ``client_request_id`` (this client's id of
+the request).  ``kind`` names its class in statistics.  A 429 whose body says
+the quota is spent (not a rate) is ``key_wide``: it cools the whole key.
 
 Nothing here does I/O or reads a clock: ``classify`` is given the wall time
 when it must read an HTTP-date ``Retry-After``.
@@ -52,6 +59,7 @@ __all__ = [
     "OverloadedError",
     "PermissionDeniedError",
     "QueueFullError",
+    "RateLimitDeadlineError",
     "RateLimitError",
     "RequestTimeoutError",
     "ServerError",
@@ -60,10 +68,12 @@ __all__ = [
     "StreamStalledError",
     "classify_exception",
     "classify_status",
+    "copied",
     "get_header",
     "parse_retry_after",
     "parse_should_retry",
     "provider_message",
+    "quota_exhausted",
 ]
 
 
@@ -77,6 +87,13 @@ class ApiError(Exception):
     """For an error that ended a started stream: how many chunks had arrived."""
     partial_text: Optional[str] = None
     """For an error that ended a started stream: the text that had arrived."""
+    key_wide = False
+    """For a 429: the limit is the whole key's (an exhausted quota), not one model's."""
+    model: Optional[str] = None
+    host: Optional[str] = None
+    key_name: Optional[str] = None
+    attempts: Optional[int] = None
+    client_request_id: Optional[str] = None
 
     def __init__(
         self,
@@ -108,12 +125,22 @@ class ApiError(Exception):
             parts.append(f"HTTP {self.status}")
         prefix = f"[{' '.join(parts)}] " if parts else ""
         suffix = []
+        if self.model:
+            suffix.append(f"model {self.model}")
+        if self.key_name:
+            suffix.append(f"key {self.key_name}")
+        if self.host:
+            suffix.append(self.host)
         if self.retry_after is not None:
             suffix.append(f"retry after {self.retry_after:.3g}s")
-        if self.attempt is not None:
+        if self.attempts is not None:
+            suffix.append(f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}")
+        elif self.attempt is not None:
             suffix.append(f"attempt {self.attempt}")
         if self.request_id:
             suffix.append(f"request {self.request_id}")
+        if self.client_request_id and self.client_request_id != self.request_id:
+            suffix.append(f"client request {self.client_request_id}")
         tail = f" ({', '.join(suffix)})" if suffix else ""
         return f"{prefix}{self.message}{tail}"
 
@@ -122,6 +149,13 @@ class ApiError(Exception):
 
     def __reduce__(self):  # picklable with its fields
         return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def copied(error: ApiError) -> ApiError:
+    """A copy of ``error``, its fields and its cause, to tell another request's story."""
+    copy = _rebuild(type(error), error.message, error.__dict__.copy())
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 def _rebuild(cls, message, state):
@@ -167,6 +201,17 @@ class StreamStalledError(RequestTimeoutError):
 class DeadlineExceededError(RequestTimeoutError):
     retryable = False
     breaker_failure = False
+
+
+class RateLimitDeadlineError(RateLimitError, DeadlineExceededError):
+    """Every key that could serve the request is rate limited for its model
+    until past the request's deadline: it fails at once instead of waiting.
+    ``retry_after`` is when the first becomes free (seconds from now);
+    ``model`` and ``key_name`` say which pair.  Caught as a
+    :class:`RateLimitError` and as a :class:`DeadlineExceededError`."""
+
+    kind = "rate_limit"
+    retryable = False
 
 
 class NetworkError(ApiError):
@@ -365,7 +410,7 @@ def classify_status(
     """Turn a non-2xx HTTP answer into its typed error."""
     cls = _error_class_for(status)
     text = message or provider_message(body) or f"HTTP {status}"
-    return cls(
+    error = cls(
         text,
         provider=provider,
         status=status,
@@ -375,6 +420,40 @@ def classify_status(
         should_retry=parse_should_retry(headers),
         body=body,
     )
+    if status == 429 and quota_exhausted(body):
+        error.key_wide = True
+    return error
+
+
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded"})
+
+
+def quota_exhausted(body: Any) -> bool:
+    """Whether a 429's body says the key's quota is spent rather than a rate
+    reached: OpenAI's ``insufficient_quota`` code or type, or a Gemini
+    ``QuotaFailure`` none of whose violated quotas is per model.  Such a limit
+    is the whole key's, whatever model is asked for."""
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return False
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return False
+    if any(isinstance(error.get(field), str) and error[field] in _QUOTA_CODES for field in ("code", "type")):
+        return True
+    details = error.get("details")
+    if not isinstance(details, list):
+        return False
+    quota_ids = [
+        str(violation.get("quotaId", ""))
+        for detail in details
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("QuotaFailure")
+        for violation in detail.get("violations") or ()
+        if isinstance(violation, dict)
+    ]
+    return bool(quota_ids) and not any("PerModel" in quota_id for quota_id in quota_ids)
 
 
 def classify_exception(

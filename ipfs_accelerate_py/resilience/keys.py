@@ -9,12 +9,17 @@ lease back exactly once with its :class:`Outcome` (:meth:`KeyPool.release`).
 The pool never sees a secret: keys are named (:attr:`KeyOptions.name`) and
 the engine keeps the name -> secret map, so nothing it reports can leak one.
 
-A key may take an attempt of ``tokens`` estimated tokens at ``now`` when
+A key may take an attempt of ``tokens`` estimated tokens for ``model`` at ``now`` when
 * it is not disabled (an auth failure disables it, with its reason, until
   :meth:`KeyPool.enable`);
-* it is not cooling down (a 429 cools it for that attempt's Retry-After, or
-  ``default_cooldown`` without one; a provider hint of 0 requests or 0 tokens
-  remaining cools it until that hint's reset);
+* it is not cooling down for the request's model, nor as a whole.  A rate
+  limit has a scope (:class:`Outcome`): a 429 on a request that names a model
+  cools that (key, model) pair only, for the attempt's Retry-After (or the
+  outcome's ``cooldown``, else ``default_cooldown``), since providers limit
+  per key *and* model; a key-wide signal (an exhausted quota) or a request
+  naming no model cools the whole key.  A provider hint of 0 requests or 0
+  tokens remaining cools the same scope until that hint's reset.  Cooling
+  pairs are forgotten as they expire, so memory follows what is cooling;
 * its own :class:`~.breaker.CircuitBreaker` gives a permit (server failures
   trip it; OPEN skips the key until ``reset_timeout``, then HALF_OPEN lets
   its probes through);
@@ -50,7 +55,7 @@ import itertools
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Protocol, Union
+from typing import Any, Mapping, NamedTuple, Optional, Protocol, Union
 
 from .breaker import STATE_HALF_OPEN, STATE_OPEN, BreakerOptions, CircuitBreaker
 from .errors import ApiError, AuthenticationError, RateLimitError, SettingError
@@ -72,6 +77,9 @@ __all__ = [
     "OUTCOME_SERVER_FAILURE",
     "OUTCOME_SUCCESS",
     "Outcome",
+    "Readiness",
+    "SCOPE_KEY",
+    "SCOPE_MODEL",
     "RoundRobin",
     "STRATEGY_NAMES",
     "Strategy",
@@ -83,6 +91,7 @@ DEFAULT_WEIGHT = 1.0
 DEFAULT_COOLDOWN = 1.0  # seconds a key rests after a 429 that gave no Retry-After
 SECONDS_PER_MINUTE = 60.0
 MIN_QUOTA_FRACTION = 1e-3  # the least share of its quota a candidate is credited with
+_INF = float("inf")
 _SLACK = 1e-9  # relative tolerance of a bucket's level, so that next_ready_at is exact in floats
 
 OUTCOME_SUCCESS = "success"
@@ -91,6 +100,17 @@ OUTCOME_SERVER_FAILURE = "server_failure"
 OUTCOME_AUTH_FAILURE = "auth_failure"
 OUTCOME_IGNORED = "ignored"
 OUTCOMES = frozenset({OUTCOME_SUCCESS, OUTCOME_RATE_LIMITED, OUTCOME_SERVER_FAILURE, OUTCOME_AUTH_FAILURE, OUTCOME_IGNORED})
+
+SCOPE_MODEL = "model"  # a rate limit on one (key, model) pair
+SCOPE_KEY = "key"  # a rate limit on the whole key, whatever the model
+SCOPES = frozenset({SCOPE_MODEL, SCOPE_KEY})
+
+REASON_COOLING = "cooling"  # a 429 (or a hint of 0 remaining) for this request's model on this key
+REASON_KEY_COOLING = "key cooling"  # the same for the whole key
+REASON_RPM = "rpm"  # the key's own requests-per-minute budget
+REASON_TPM = "tpm"  # the key's own tokens-per-minute budget
+REASON_BREAKER = "breaker"  # the key's own circuit is OPEN
+RATE_LIMIT_REASONS = frozenset({REASON_COOLING, REASON_KEY_COOLING, REASON_RPM, REASON_TPM})
 
 _HINT_KINDS = ("requests", "tokens")
 
@@ -136,7 +156,9 @@ class Outcome:
 
     ``tokens_in``/``tokens_out``: the usage the provider reported, if any
     (the sum corrects the token bucket).  ``retry_after``: seconds, for
-    ``rate_limited``.  ``reason``: why a key is disabled, for ``auth_failure``.
+    ``rate_limited``; ``scope``: what it cools, the (key, model) pair
+    (``"model"``, the default) or the whole key (``"key"``).  ``reason``: why
+    a key is disabled, for ``auth_failure``.
     """
 
     kind: str
@@ -144,10 +166,13 @@ class Outcome:
     tokens_out: Optional[int] = None
     retry_after: Optional[float] = None
     reason: Optional[str] = None
+    scope: str = SCOPE_MODEL
 
     def __post_init__(self) -> None:
         if self.kind not in OUTCOMES:
             raise SettingError("kind", self.kind, f"one of {', '.join(sorted(OUTCOMES))}")
+        if self.scope not in SCOPES:
+            raise SettingError("scope", self.scope, f"one of {', '.join(sorted(SCOPES))}")
         if self.retry_after is None and _count_or_none(self.tokens_in) and _count_or_none(self.tokens_out):
             return  # nothing more to check (most outcomes)
         require_int("tokens_in", self.tokens_in, 0, optional=True)
@@ -159,9 +184,10 @@ class Outcome:
         return cls(OUTCOME_SUCCESS, tokens_in, tokens_out)
 
     @classmethod
-    def rate_limited(cls, retry_after: Optional[float] = None) -> "Outcome":
-        """A 429: the key cools down for ``retry_after`` seconds (None: the pool's default cooldown)."""
-        return cls(OUTCOME_RATE_LIMITED, retry_after=retry_after)
+    def rate_limited(cls, retry_after: Optional[float] = None, scope: str = SCOPE_MODEL) -> "Outcome":
+        """A 429: the (key, model) pair (``scope="model"``) or the whole key (``scope="key"``)
+        cools down for ``retry_after`` seconds (None: the pool's default cooldown)."""
+        return cls(OUTCOME_RATE_LIMITED, retry_after=retry_after, scope=scope)
 
     @classmethod
     def server_failure(cls) -> "Outcome":
@@ -179,11 +205,13 @@ class Outcome:
         return cls(OUTCOME_IGNORED, tokens_in, tokens_out)
 
     @classmethod
-    def from_error(cls, error: ApiError) -> "Outcome":
+    def from_error(cls, error: ApiError, cooldown: Optional[float] = None) -> "Outcome":
         """The outcome a typed error stands for.  The reason names the class and status only,
-        never the provider's text (which may quote part of a key)."""
+        never the provider's text (which may quote part of a key).  A 429 without
+        Retry-After cools for ``cooldown`` (None: the pool's default)."""
         if isinstance(error, RateLimitError):
-            return cls.rate_limited(error.retry_after)
+            wait = error.retry_after if error.retry_after is not None else cooldown
+            return cls.rate_limited(wait, SCOPE_KEY if error.key_wide else SCOPE_MODEL)
         if isinstance(error, AuthenticationError):
             status = f" (HTTP {error.status})" if error.status is not None else ""
             return cls.auth_failure(f"{type(error).__name__}{status}")
@@ -311,7 +339,7 @@ class KeyState:
     only the pool writes."""
 
     __slots__ = (
-        "options", "seq", "in_flight", "cooldown_until", "disabled", "breaker",
+        "options", "seq", "in_flight", "cooldown_until", "model_cooldowns", "disabled", "breaker",
         "requests_bucket", "tokens_bucket", "hints", "quota_fraction", "counts",
     )
 
@@ -319,7 +347,8 @@ class KeyState:
         self.options = options
         self.seq = seq
         self.in_flight = 0
-        self.cooldown_until = float("-inf")
+        self.cooldown_until = float("-inf")  # the whole key
+        self.model_cooldowns: dict[str, float] = {}  # (this key, model) pairs cooling, until when
         self.disabled: Optional[str] = None
         self.breaker = CircuitBreaker(breaker_options)
         self.requests_bucket = _request_bucket(options.rpm, now)
@@ -339,9 +368,16 @@ class KeyState:
     def __repr__(self) -> str:
         return f"KeyState(name={self.name!r}, in_flight={self.in_flight}, disabled={self.disabled is not None})"
 
-    def ready_at(self, now: float, tokens: int) -> Optional[float]:
-        """When this key could take an attempt of ``tokens``: ``now`` if now; None if never
-        by waiting alone (disabled, or only an attempt finishing frees it)."""
+    def ready_at(self, now: float, tokens: int, model: Optional[str] = None) -> Optional[float]:
+        """When this key could take an attempt of ``tokens`` for ``model``: ``now`` if now;
+        None if never by waiting alone (disabled, or only an attempt finishing frees it).
+        ``model=None``: the key itself, whatever (key, model) pairs are cooling."""
+        ready = self.readiness(now, tokens, model)
+        return None if ready is None else ready[0]
+
+    def readiness(self, now: float, tokens: int, model: Optional[str] = None) -> Optional[tuple[float, Optional[str]]]:
+        """``(when, why)``: :meth:`ready_at` and what holds the key until then
+        (one of the ``REASON_*``; None when it is ready now)."""
         if self.disabled is not None:
             return None
         cap = self.options.max_concurrent
@@ -350,12 +386,16 @@ class KeyState:
         at = self._breaker_ready_at(now)
         if at is None:
             return None
-        at = max(at, self.cooldown_until)
-        if self.requests_bucket is not None:
-            at = max(at, self.requests_bucket.ready_at(1, now))
-        if self.tokens_bucket is not None:
-            at = max(at, self.tokens_bucket.ready_at(tokens, now))
-        return at
+        why = REASON_BREAKER if at > now else None
+        for until, reason in (
+            (self.cooldown_until, REASON_KEY_COOLING),
+            (self.model_cooldowns.get(model, -_INF) if model is not None else -_INF, REASON_COOLING),
+            (self.requests_bucket.ready_at(1, now) if self.requests_bucket is not None else -_INF, REASON_RPM),
+            (self.tokens_bucket.ready_at(tokens, now) if self.tokens_bucket is not None else -_INF, REASON_TPM),
+        ):
+            if until > at:
+                at, why = until, reason
+        return (at, why) if at > now else (now, None)
 
     def _breaker_ready_at(self, now: float) -> Optional[float]:
         state = self.breaker.state(now)
@@ -367,11 +407,25 @@ class KeyState:
             return now if snap["half_open_in_flight"] < snap["half_open_max_requests"] else None
         return now
 
-    def cool_down(self, until: float, now: float) -> None:
-        """Rest until ``until``; a rest only lengthens, and one ending by ``now`` is none."""
-        if until > self.cooldown_until and until > now:
-            self.counts["cooldowns"] += now >= self.cooldown_until
+    def cool_down(self, until: float, now: float, model: Optional[str] = None) -> bool:
+        """Rest until ``until``: the whole key, or only for ``model``.  A rest only
+        lengthens, and one ending by ``now`` is none.  True if this started or
+        lengthened a rest."""
+        if model is None:
+            current = self.cooldown_until
+        else:
+            cooling = self.model_cooldowns
+            for name in [m for m, end in cooling.items() if end <= now]:  # forget what has ended
+                del cooling[name]
+            current = cooling.get(model, -_INF)
+        if until <= current or until <= now:
+            return False
+        self.counts["cooldowns"] += now >= current
+        if model is None:
             self.cooldown_until = until
+        else:
+            self.model_cooldowns[model] = until
+        return True
 
 
 _COUNTERS = ("requests", "successes", "failures", "rate_limited", "auth_failures", "ignored",
@@ -388,10 +442,13 @@ _OUTCOME_COUNTER = {
 class Lease:
     """A reservation on one key for one attempt: give it back once with :meth:`KeyPool.release`."""
 
-    __slots__ = ("name", "tokens", "started_at", "_state", "_pool", "_permit", "_tokens_taken", "_released")
+    __slots__ = ("name", "model", "tokens", "started_at", "_state", "_pool", "_permit", "_tokens_taken", "_released")
 
-    def __init__(self, pool: "KeyPool", state: KeyState, tokens: int, now: float, permit: int, taken: float) -> None:
+    def __init__(
+        self, pool: "KeyPool", state: KeyState, tokens: int, now: float, permit: int, taken: float, model: Optional[str] = None
+    ) -> None:
         self.name = state.name
+        self.model = model  # the scope a 429 on this attempt cools, with the key
         self.tokens = tokens
         self.started_at = now
         self._pool, self._state, self._permit, self._tokens_taken = pool, state, permit, taken
@@ -403,6 +460,15 @@ class Lease:
 
     def __repr__(self) -> str:
         return f"Lease(name={self.name!r}, tokens={self.tokens}, {'released' if self._released else 'out'})"
+
+
+class Readiness(NamedTuple):
+    """When the earliest key could take a request, which key, and what holds it
+    until then (a ``REASON_*``; None when it can go now)."""
+
+    at: float
+    key: str
+    reason: Optional[str]
 
 
 # ---------------------------------------------------------------- strategies
@@ -607,14 +673,20 @@ class KeyPool:
     # ------------------------------------------------------------ choosing
 
     def choose(
-        self, now: float, tokens: int, rng: random.Random, exclude: frozenset[str] = frozenset()
+        self,
+        now: float,
+        tokens: int,
+        rng: random.Random,
+        exclude: frozenset[str] = frozenset(),
+        model: Optional[str] = None,
     ) -> Optional[Lease]:
-        """Reserve a key that may take an attempt of ``tokens`` estimated tokens now, chosen
-        by the strategy among all such keys not in ``exclude``; None when none may."""
+        """Reserve a key that may take an attempt of ``tokens`` estimated tokens for
+        ``model`` now, chosen by the strategy among all such keys not in ``exclude``;
+        None when none may."""
         if not (type(tokens) is int and tokens >= 0):
             require_int("tokens", tokens, 0)
         with self._lock:
-            candidates = self._ready(now, tokens, exclude)
+            candidates = self._ready(now, tokens, exclude, model)
             if not candidates:
                 return None
             for state in candidates:
@@ -628,36 +700,49 @@ class KeyPool:
             permit = chosen.breaker.acquire(now)
             if permit is None:  # pragma: no cover - ready_at saw a permit free, under this same lock
                 raise RuntimeError(f"the breaker of key {chosen.name!r} refused a permit it had free")
-            return self._grant(chosen, now, tokens, permit)
+            return self._grant(chosen, now, tokens, permit, model)
 
-    def next_ready_at(self, now: float, tokens: int, exclude: frozenset[str] = frozenset()) -> Optional[float]:
+    def next_ready_at(
+        self, now: float, tokens: int, exclude: frozenset[str] = frozenset(), model: Optional[str] = None
+    ) -> Optional[float]:
         """The earliest time (>= ``now``) some key not in ``exclude`` could take an attempt
-        of ``tokens``; ``now`` if one can now.  None when waiting alone frees none: every
-        key disabled, or held only by ``max_concurrent`` or half-open probes out (then
-        an attempt finishing is what frees one, which the engine sees)."""
-        require_int("tokens", tokens, 0)
-        with self._lock:
-            times = [
-                at
-                for state in self._keys.values()
-                if state.name not in exclude and (at := state.ready_at(now, tokens)) is not None
-            ]
-            return min(times) if times else None
+        of ``tokens`` for ``model``; ``now`` if one can now.  None when waiting alone frees
+        none: every key disabled, or held only by ``max_concurrent`` or half-open probes
+        out (then an attempt finishing is what frees one, which the engine sees).
+        ``model=None`` asks about the keys themselves, whatever pairs are cooling."""
+        ready = self.next_ready(now, tokens, exclude, model)
+        return None if ready is None else ready.at
 
-    def _ready(self, now: float, tokens: int, exclude: frozenset[str]) -> list[KeyState]:
+    def next_ready(
+        self, now: float, tokens: int, exclude: frozenset[str] = frozenset(), model: Optional[str] = None
+    ) -> Optional[Readiness]:
+        """:meth:`next_ready_at` with the key that would be ready first and what
+        holds it until then."""
+        require_int("tokens", tokens, 0)
+        best: Optional[Readiness] = None
+        with self._lock:
+            for state in self._keys.values():
+                if state.name in exclude:
+                    continue
+                found = state.readiness(now, tokens, model)
+                if found is not None and (best is None or found[0] < best.at):
+                    best = Readiness(found[0], state.name, found[1])
+        return best
+
+    def _ready(self, now: float, tokens: int, exclude: frozenset[str], model: Optional[str] = None) -> list[KeyState]:
         return [
             state
             for state in self._keys.values()
-            if state.name not in exclude and (at := state.ready_at(now, tokens)) is not None and at <= now
+            if state.name not in exclude and (at := state.ready_at(now, tokens, model)) is not None and at <= now
         ]
 
-    def _grant(self, state: KeyState, now: float, tokens: int, permit: int) -> Lease:
+    def _grant(self, state: KeyState, now: float, tokens: int, permit: int, model: Optional[str]) -> Lease:
         state.in_flight += 1
         state.counts["requests"] += 1
         if state.requests_bucket is not None:
             state.requests_bucket.take(1)
         taken = state.tokens_bucket.take(tokens) if state.tokens_bucket is not None else 0.0
-        return Lease(self, state, tokens, now, permit, taken)
+        return Lease(self, state, tokens, now, permit, taken, model)
 
     # ------------------------------------------------------------ outcomes
 
@@ -679,7 +764,7 @@ class KeyPool:
             self._feed_breaker(state, lease, now, outcome)
             if outcome.kind == OUTCOME_RATE_LIMITED:
                 wait = self._default_cooldown if outcome.retry_after is None else outcome.retry_after
-                state.cool_down(now + wait, now)
+                state.cool_down(now + wait, now, lease.model if outcome.scope == SCOPE_MODEL else None)
             elif outcome.kind == OUTCOME_AUTH_FAILURE:
                 state.disabled = outcome.reason or "authentication failed"
 
@@ -701,12 +786,14 @@ class KeyPool:
         else:  # a 429 or a client error says nothing of the key's health
             state.breaker.on_ignored(now, permit=lease._permit)
 
-    def update_hints(self, name: str, hints: Mapping[str, Any], now: float) -> None:
+    def update_hints(self, name: str, hints: Mapping[str, Any], now: float, model: Optional[str] = None) -> None:
         """What the provider said of a key's remaining quota (``requests_remaining``,
         ``tokens_remaining``, ``requests_reset``, ``tokens_reset`` in seconds, and
-        optionally ``requests_limit``, ``tokens_limit``).  Unusable values are ignored;
-        so is a name no longer in the pool (an answer arriving after a remove).  A limit
-        at 0 remaining cools the key down until its reset (``default_cooldown`` without one)."""
+        optionally ``requests_limit``, ``tokens_limit``) in its answer to a request for
+        ``model``.  Unusable values are ignored; so is a name no longer in the pool (an
+        answer arriving after a remove).  A limit at 0 remaining cools the (key, model)
+        pair (the whole key when ``model`` is None) until its reset
+        (``default_cooldown`` without one)."""
         with self._lock:
             state = self._keys.get(name)
             if state is None or not hints:
@@ -716,7 +803,7 @@ class KeyPool:
                 reset = _hint_number(hints.get(f"{kind}_reset"))
                 state.hints[kind].update(remaining, reset, _hint_number(hints.get(f"{kind}_limit")), now)
                 if remaining is not None and remaining < 1:
-                    state.cool_down(now + (self._default_cooldown if reset is None else reset), now)
+                    state.cool_down(now + (self._default_cooldown if reset is None else reset), now, model)
 
     # ------------------------------------------------------------ reports
 
@@ -741,6 +828,7 @@ def _key_snapshot(state: KeyState, now: float) -> dict:
         tpm=opts.tpm,
         weight=opts.weight,
         cooling_until=max(0.0, state.cooldown_until - now),
+        cooling_models={model: until - now for model, until in sorted(state.model_cooldowns.items()) if until > now},
         disabled=state.disabled,
         breaker=state.breaker.state(now),
         requests_available=_available(state.requests_bucket, now),

@@ -54,6 +54,7 @@ __all__ = [
     "deadline_error",
     "decide",
     "is_retryable",
+    "seconds_text",
 ]
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -193,7 +194,8 @@ def decide(
     return RetryDecision(True, delay, reason)
 
 
-def _seconds(value: float) -> str:
+def seconds_text(value: float) -> str:
+    """A wait for people: ``5.0s``, ``0.25s``."""
     return f"{value:.1f}s" if value >= 1 or value == 0 else f"{value:.2f}s"
 
 
@@ -207,11 +209,11 @@ def deadline_error(
     """
     remaining = max(0.0, deadline - now)
     if _server_delay(error) is not None:
-        asked = f"server asked to wait {_seconds(decision.delay)} (Retry-After)"
+        asked = f"server asked to wait {seconds_text(decision.delay)} (Retry-After)"
     else:
-        asked = f"the next retry would wait {_seconds(decision.delay)} (backoff)"
+        asked = f"the next retry would wait {seconds_text(decision.delay)} (backoff)"
     message = (
-        f"{asked} but the request's deadline is in {_seconds(remaining)}; "
+        f"{asked} but the request's deadline is in {seconds_text(remaining)}; "
         "raise the request timeout or lower the load"
     )
     result = DeadlineExceededError(

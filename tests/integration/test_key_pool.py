@@ -61,7 +61,7 @@ def test_a_429_cools_its_key_down_and_the_retry_goes_to_another_key_at_once(simu
         client.chat("gpt-4o-mini", messages("first"))
         assert time.monotonic() - started < 5  # not the 30 s of the cooled key
         pool = client.get_stats()["key_pool"]
-        cooled = [name for name, state in pool.items() if state["cooling_until"] > 20]
+        cooled = [name for name, state in pool.items() if state["cooling_models"].get("gpt-4o-mini", 0) > 20]
         assert len(cooled) == 1 and pool[cooled[0]]["rate_limited"] == 1
         for i in range(6):  # while it cools, the others serve
             client.chat("gpt-4o-mini", messages(f"after {i}"))

@@ -181,7 +181,8 @@ def test_a_429_cools_that_key_and_the_retry_takes_another(simulator):
     assert elapsed < 5.0  # nobody waited for the 30 s: the other key was free
     assert by_key(simulator) == {"k1": 1, "k2": 4}
     assert usage["k1"]["rate_limited"] == 1 and usage["k1"]["cooldowns"] == 1
-    assert 20.0 < usage["k1"]["cooling_until"] <= 30.0
+    assert 20.0 < usage["k1"]["cooling_models"][MODEL] <= 30.0  # the (key, model) pair, not the key
+    assert usage["k1"]["cooling_until"] == 0.0
 
 
 def test_a_key_at_its_limit_is_rested_before_it_is_refused(simulator):
@@ -194,7 +195,7 @@ def test_a_key_at_its_limit_is_rested_before_it_is_refused(simulator):
         usage = mux.get_usage_stats()["openai"]
     assert by_key(simulator) == {"k1": 1, "k2": 4}  # its x-ratelimit-remaining said 0
     assert simulator.counters()["rate_limited"] == 0
-    assert usage["k1"]["cooldowns"] == 1 and usage["k1"]["cooling_until"] > 0
+    assert usage["k1"]["cooldowns"] == 1 and usage["k1"]["cooling_models"][MODEL] > 0
 
 
 def test_every_key_refused_fails_over_to_the_next_backend(fresh_simulator, simulator):
