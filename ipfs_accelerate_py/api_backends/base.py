@@ -18,7 +18,7 @@ from ..engine.future import RequestFuture
 from ..engine.keyring import KeyConfig
 from ..engine.loop import in_engine_thread
 from ..engine.request import Request
-from ..engine.settings import SETTINGS, Settings
+from ..engine.settings import CIRCUIT_OPEN_MODES, SETTINGS, Settings
 from ..engine.stream import ChunkStream
 from ..resilience.batching import normalize_inputs
 from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
@@ -199,7 +199,7 @@ class BaseApiBackend:
     # ------------------------------------------------------------ queue
 
     def queue_with_priority(self, request_info: Mapping[str, Any], priority: Optional[int] = None) -> RequestFuture:
-        """Queue ``{"endpoint", "data", "api_key"?, "request_id"?, "stream"?}``
+        """Queue ``{"endpoint", "data", "api_key"?, "request_id"?, "stream"?, "on_circuit_open"?}``
         at ``priority`` (HIGH 0, NORMAL 1, LOW 2) and return its future at once.
 
         The future is the seed's dict (``completed``, ``result``, ``error``)
@@ -223,6 +223,7 @@ class BaseApiBackend:
             request_id=request_info.get("request_id"),
             api_key=request_info.get("api_key"),
             stream=bool(request_info.get("stream", False)),
+            on_circuit_open=request_info.get("on_circuit_open"),
         ).future
 
     aqueue_with_priority = queue_with_priority
@@ -241,6 +242,7 @@ class BaseApiBackend:
         request_id: Optional[str] = None,
         api_key: Optional[str] = None,
         stream: bool = False,
+        on_circuit_open: Optional[str] = None,
     ) -> Request:
         priority = self.PRIORITY_NORMAL if priority is None else priority
         if isinstance(priority, bool) or priority not in (self.PRIORITY_HIGH, self.PRIORITY_NORMAL, self.PRIORITY_LOW):
@@ -270,6 +272,7 @@ class BaseApiBackend:
             submitted_at=now,
             deadline=None if deadline is None else now + deadline,
             model=self.provider.request_model(endpoint, data),
+            circuit_wait=_circuit_mode(on_circuit_open, self._settings) == "wait",
         )
         if not stream:
             req.inputs = engine.batch_inputs(endpoint, data)
@@ -655,6 +658,15 @@ def _first(metadata: Mapping[str, Any], keys: Iterable[str], env: Iterable[str])
         if value:
             return value
     return None
+
+
+def _circuit_mode(value: Optional[str], settings: Settings) -> str:
+    """A call's ``on_circuit_open`` ("fail" or "wait"), else the client's."""
+    if value is None:
+        return settings["on_circuit_open"]
+    if not isinstance(value, str) or value.strip().lower() not in CIRCUIT_OPEN_MODES:
+        raise InvalidInputError(f"on_circuit_open must be one of {', '.join(map(repr, CIRCUIT_OPEN_MODES))}, not {value!r}")
+    return value.strip().lower()
 
 
 def _check_endpoint(endpoint: Any) -> None:

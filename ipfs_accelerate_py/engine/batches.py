@@ -163,6 +163,7 @@ class BatchLane:
             submitted_at=min(m.item.submitted_at for m in live),
             deadline=min(deadlines) if deadlines else None,
             model=first.model,
+            circuit_wait=all(m.item.circuit_wait for m in live),
         )
         carrier.members = [(m.item, m.n_inputs) for m in live]
         self.engine.enqueue_carrier(carrier, len(batch.members), now)

@@ -125,6 +125,9 @@ class Engine:
         self.in_flight = 0
         self.closed = False
         self.last_failure: Optional[ApiError] = None  # the last failure the breaker counted, for CircuitOpenError
+        self._fail_fast_queued = False  # (queue.lock) a request that may not wait for the circuit entered the queue
+        self._swept_opening: Optional[float] = None  # (loop) the opening whose queue was last sorted out
+        self._circuit_timer: Optional[asyncio.TimerHandle] = None  # (loop) wakes the pump at the next probe
         # shared with callers' threads, guarded by queue.lock
         self._wake_pending = False
         # loop-only
@@ -194,7 +197,7 @@ class Engine:
         if self.closed:
             raise ShutdownError(f"{self.provider.name} backend is closed; create a new client", provider=self.provider.name)
         now = self.clock.now()
-        if self.breaker.state(now) == STATE_OPEN:
+        if self.breaker.state(now) == STATE_OPEN and not (req.circuit_wait and self._probe_in_time(req, now)):
             self.stats.record_rejected("circuit_open")
             raise self._circuit_open_error(now, req)
         queue = self.queue
@@ -211,6 +214,7 @@ class Engine:
                 self.batches.admit(req)
             else:
                 self.deadlines.watch(req.entry, req.deadline)
+                self._fail_fast_queued |= not req.circuit_wait
             req.future._canceller = lambda: self._call_soon(self._cancel, req)
             wake = self._claim_wake()
         if wake:  # outside the lock: waking the loop writes to its self-pipe
@@ -222,9 +226,9 @@ class Engine:
         snap = self.breaker.snapshot(now)
         failures = snap.get("consecutive_failures", 0)
         if failures >= snap.get("failure_threshold", 1):
-            why = f"circuit open after {failures} consecutive failures"
+            why = f"circuit OPEN after {failures} consecutive failures"
         else:
-            why = "circuit open: the failure rate rule tripped (see client.failure_rate_threshold)"
+            why = "circuit OPEN: the failure rate rule tripped (see client.failure_rate_threshold)"
         last = self.last_failure
         if last is not None:
             why += f"; last: {type(last).__name__}: {last.message}"
@@ -273,7 +277,7 @@ class Engine:
             permit = breaker.acquire(now)
             if permit is None:
                 if breaker.state(now) == STATE_OPEN:
-                    self._fail_queued(now)
+                    self._hold_for_circuit(now)
                 break  # HALF_OPEN with its probes out: the rest wait for their verdict
             entry = queue.pop(now)
             if entry is None or entry.item.future.done():
@@ -351,17 +355,46 @@ class Engine:
         self._key_timer = None
         self._pump()
 
-    def _fail_queued(self, now: float, error_for=None) -> None:
-        """Everything queued fails fast: the circuit is OPEN (or ``error_for(req)``)."""
+    def _fail_queued(self, now: float, error_for=None, keep=None) -> None:
+        """What is queued fails fast: the circuit is OPEN (or ``error_for(req)``);
+        what ``keep(req)`` approves goes back to its place instead."""
         with self.queue.lock:
             entries = self.queue.drain()
+            for entry in entries:
+                if keep is not None and keep(entry.item):
+                    self.queue.requeue(entry, now)
         for entry in entries:
             req = entry.item
-            if not req.future.done():
+            if not req.future.done() and not entry.alive:
                 error = error_for(req) if error_for is not None else self._circuit_open_error(now, req)
                 if error.__cause__ is None:
                     error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
                 self.finish(req, None, error)
+
+    # ------------------------------------------------------------ circuit
+
+    def _probe_in_time(self, req: Request, now: float) -> bool:
+        """Whether the circuit's next probe comes before ``req``'s deadline."""
+        return req.deadline is None or now + self.breaker.retry_in(now) <= req.deadline
+
+    def _hold_for_circuit(self, now: float) -> None:
+        """(loop) The circuit is OPEN.  Once an opening (and again when a request
+        that may not wait has come in), what may not wait fails, and so does
+        what would wait past its deadline; the rest stay queued in their order.
+        One timer wakes the pump at the probe: no polling."""
+        snap = self.breaker.snapshot(now)
+        probe_at = snap["opened_at"] + snap["reset_timeout"]
+        with self.queue.lock:
+            sweep, self._fail_fast_queued = self._fail_fast_queued or self._swept_opening != snap["opened_at"], False
+        if sweep:
+            self._swept_opening = snap["opened_at"]
+            self._fail_queued(now, keep=lambda req: req.circuit_wait and (req.deadline is None or probe_at <= req.deadline))
+        if self._circuit_timer is None:
+            self._circuit_timer = self.loop.call_later(max(0.0, probe_at - now), self._on_probe_time)
+
+    def _on_probe_time(self) -> None:
+        self._circuit_timer = None
+        self._pump()
 
     async def _run(self, req: Request, permit: int) -> None:
         """One attempt, then: complete, or schedule the retry."""
@@ -672,6 +705,7 @@ class Engine:
         with self.queue.lock:
             self.queue.requeue(req.entry, now)
             self.deadlines.watch(req.entry, req.deadline)
+            self._fail_fast_queued |= not req.circuit_wait
         self._pump()
 
     # ------------------------------------------------------------ batches
@@ -693,6 +727,7 @@ class Engine:
                 error = exc
             else:
                 self.deadlines.watch(carrier.entry, carrier.deadline)
+                self._fail_fast_queued |= not carrier.circuit_wait
         for req, _ in carrier.members:
             req.entry = carrier.entry
         if error is not None:
@@ -794,8 +829,9 @@ class Engine:
         with self.queue.lock:
             entries = self.queue.drain()
         self.deadlines.clear()
-        if self._key_timer is not None:
-            self._key_timer.cancel()
+        for timer in (self._key_timer, self._circuit_timer):
+            if timer is not None:
+                timer.cancel()
         pending = [entry.item for entry in entries] + self.batches.drain()
         for req in list(self._backing_off):
             req.timer.cancel()

@@ -30,6 +30,7 @@ class Request:
         "api_key",
         "stream",
         "model",
+        "circuit_wait",
         "future",
         "submitted_at",
         "deadline",
@@ -62,6 +63,7 @@ class Request:
         submitted_at: float,
         deadline: Optional[float],
         model: Optional[str] = None,
+        circuit_wait: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.data = data
@@ -70,6 +72,7 @@ class Request:
         self.api_key = api_key
         self.stream = stream
         self.model = model
+        self.circuit_wait = circuit_wait  # while the circuit is OPEN: wait for its probe (True) or fail fast
         self.future = RequestFuture(self.request_id)
         self.submitted_at = submitted_at
         self.deadline = deadline

@@ -18,9 +18,10 @@ from ..resilience.errors import SettingError
 from ..resilience.keys import STRATEGY_NAMES
 from ..resilience.validation import require_int, require_number
 
-__all__ = ["SETTINGS", "SettingSpec", "Settings", "ENV_PREFIX"]
+__all__ = ["CIRCUIT_OPEN_MODES", "ENV_PREFIX", "SETTINGS", "SettingSpec", "Settings"]
 
 ENV_PREFIX = "IPFS_ACCELERATE_"
+CIRCUIT_OPEN_MODES = ("fail", "wait")
 
 
 _WHOLE_NUMBER_TEXT = re.compile(r"\s*-?\d+\s*")
@@ -108,6 +109,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("failure_threshold", 5, _int(1), "consecutive service failures that open the circuit"),
     SettingSpec("reset_timeout", 30.0, _float(0.0, exclusive=True), "seconds the circuit stays OPEN before a probe"),
     SettingSpec("half_open_max_requests", 1, _int(1), "probes let through while HALF_OPEN"),
+    SettingSpec("on_circuit_open", "fail", _choice(CIRCUIT_OPEN_MODES), "while the circuit is OPEN: 'fail' at once with CircuitOpenError, or 'wait' queued for the probe that closes it (within request_deadline)"),
     SettingSpec("failure_rate_threshold", None, _float(0.0, exclusive=True, optional=True, maximum=100.0), "percent of failed calls in the window that opens the circuit (None: rule off)"),
     SettingSpec("slow_call_duration", None, _float(0.0, exclusive=True, optional=True), "seconds from which a call counts as slow (None: rule off; needs slow_call_rate_threshold too)"),
     SettingSpec("slow_call_rate_threshold", None, _float(0.0, exclusive=True, optional=True, maximum=100.0), "percent of slow calls in the window that opens the circuit (the rule needs slow_call_duration too)"),

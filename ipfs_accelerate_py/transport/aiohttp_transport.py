@@ -7,6 +7,8 @@ throughput of httpx per CPU on this kind of machine.
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.parse
 from typing import Optional, Union
 
 import aiohttp
@@ -103,16 +105,43 @@ async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest):
 
 
 def _translate(exc: BaseException, request: HttpRequest) -> BaseException:
-    """aiohttp's exceptions become ours here, and nowhere else."""
+    """aiohttp's exceptions become ours here, and nowhere else, saying what
+    happened in words ("connection refused to 127.0.0.1:9")."""
     if isinstance(exc, asyncio.CancelledError):
         return exc
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return RequestTimeoutError(f"no answer within {request.timeout}s from {_where(request)}")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return NetworkError(f"connection to {_where(request)} broke mid-body: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return NetworkError(_connect_failure(exc, request))
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return NetworkError(f"{_host_port(request)} closed the connection without answering ({_where(request)})")
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return NetworkError(f"{type(exc).__name__} talking to {_where(request)}: {exc}")
     return exc
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError, request: HttpRequest) -> str:
+    """Why a connection could not be made, in words."""
+    where = _host_port(request)
+    cause = exc.os_error
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+        reason = getattr(cause, "reason", None) or getattr(cause, "verify_message", None) or cause
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            reason = exc.certificate_error
+        return f"TLS handshake with {where} failed: {reason} (see SSL_CERT_FILE)"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):
+        return f"cannot resolve host {exc.host!r}: {getattr(cause, 'strerror', None) or cause}"
+    if isinstance(cause, ConnectionRefusedError):
+        return f"connection refused to {where}"
+    return f"cannot connect to {where}: {getattr(cause, 'strerror', None) or cause}"
+
+
+def _host_port(request: HttpRequest) -> str:
+    parts = urllib.parse.urlsplit(request.url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
 
 
 def _where(request: HttpRequest) -> str:
