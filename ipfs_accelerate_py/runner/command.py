@@ -43,6 +43,7 @@ def client_metadata(
     listed = config_keys + [{"name": f"key{i}", "key": key, **limits} for i, key in enumerate(keys, start=1)]
     if listed:
         metadata["api_keys"] = listed
+    metadata["on_circuit_open"] = "wait"  # an outage holds the jobs until the probe closes the circuit, within their deadline
     metadata.update(settings or {})
     return metadata
 

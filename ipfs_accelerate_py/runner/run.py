@@ -6,11 +6,12 @@ read from the file as they are needed (memory does not grow with the file).
 Each result is appended to the results file as it finishes (see
 :mod:`.results`); running the same command again resumes.
 
-Waiting out an outage: a job refused because the circuit is OPEN is not a
-failure of the job.  It waits for the circuit's next probe and goes again,
-so a run that meets an outage completes once the service is back (Ctrl-C
-stops it meanwhile).  Other errors are final for this run and recorded
-(``--retry-failed`` on the next run sends them again).
+Waiting out an outage: the run's client is made with
+``on_circuit_open="wait"``, so while the circuit is OPEN a job waits in the
+queue (no polling) for the probe that closes it, within its
+``request_deadline``; a run that meets an outage completes once the service
+is back (Ctrl-C stops it meanwhile).  Errors are final for this run and
+recorded (``--retry-failed`` on the next run sends them again).
 
 Ctrl-C (SIGINT) or SIGTERM: no new job starts; those in flight finish and are
 recorded.  A second Ctrl-C abandons them: they are recorded ``interrupted``
@@ -25,7 +26,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..resilience.errors import CircuitOpenError
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
@@ -37,7 +37,6 @@ DEFAULT_WINDOW_PER_SLOT = 4  # jobs admitted per concurrency slot: enough to fil
 MIN_WINDOW = 64
 TICK_SECONDS = 0.25  # how often the display gets a snapshot
 MALFORMED_KEPT = 100  # malformed lines listed in the report (all are counted)
-CIRCUIT_POLL_FLOOR = 0.05  # seconds: the shortest wait for an OPEN circuit's probe
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -141,13 +140,8 @@ class Runner:
             model = job.model or self.options.model or self.client.default_model(job.type)
             endpoint, data = self.client.operation_request(job.type, model, job.content, job.params)
             request = {"endpoint": endpoint, "data": data, "request_id": job.id}
-            while True:
-                try:
-                    future = self.client.aqueue_with_priority(request, job.priority)
-                    result = await future
-                    break
-                except CircuitOpenError as exc:  # not the job's failure: wait for the probe, go again
-                    await asyncio.sleep(max(exc.retry_after or 0.0, CIRCUIT_POLL_FLOOR))
+            future = self.client.aqueue_with_priority(request, job.priority)
+            result = await future
         except asyncio.CancelledError:
             self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned at Ctrl-C")
         except Exception as exc:  # typed errors, and anything else: recorded, never lost

@@ -12,7 +12,12 @@ OPENAI = BACKENDS["openai"]
 
 
 def test_nothing_configured_means_the_embedded_simulator():
-    assert client_metadata(OPENAI, environ={}) == {"openai_api_base": "simulator"}
+    assert client_metadata(OPENAI, environ={}) == {"openai_api_base": "simulator", "on_circuit_open": "wait"}
+
+
+def test_a_run_waits_for_the_circuit_unless_its_settings_say_otherwise():
+    assert client_metadata(OPENAI, environ={})["on_circuit_open"] == "wait"
+    assert client_metadata(OPENAI, settings={"on_circuit_open": "fail"}, environ={})["on_circuit_open"] == "fail"
 
 
 def test_a_key_in_the_environment_means_the_real_service():
