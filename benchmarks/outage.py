@@ -12,7 +12,11 @@ installed):
 
 * ``ours``: ``openai_api`` with ``failure_threshold=5``,
   ``reset_timeout=1.0``, ``max_retries=2``, ``request_deadline=5``, batching
-  off and everything else on; ``await client.achat(...)``;
+  off and everything else on; ``await client.achat(...)``; while the circuit
+  is OPEN it fails fast (``on_circuit_open="fail"``, the default);
+* ``ours_wait``: the same with ``on_circuit_open="wait"``: while the circuit
+  is OPEN requests wait queued for the probe that closes it, within their
+  5 s deadline (the queue holds what the outage's offered load needs);
 * ``openai_sdk``: ``openai.AsyncOpenAI(max_retries=2)``;
 * ``litellm_router``: ``litellm.Router`` over one deployment at the
   simulator, ``num_retries=2``, its cooldown and ``allowed_fails`` defaults,
@@ -91,17 +95,18 @@ DRAIN_CAP = 10.0  # seconds the requests still running at the end may take; the 
 WARMUP = 20  # requests before each run: connections and code paths warm
 CONCURRENCY = 64  # ours: max_concurrent_requests (the peers have no such cap)
 OURS_SETTINGS = {"failure_threshold": 5, "reset_timeout": 1.0, "max_retries": 2, "request_deadline": 5.0}
+WAIT_SETTINGS = {"on_circuit_open": "wait"}  # ours_wait: the queue is sized in ours_contender for the load
 ADMIN_TIMEOUT = 10.0  # seconds
 
-CONTENDERS = ("ours", "openai_sdk", "litellm_router")
-QUICK_CONTENDERS = ("ours", "openai_sdk")
+CONTENDERS = ("ours", "ours_wait", "openai_sdk", "litellm_router")
+QUICK_CONTENDERS = ("ours", "ours_wait", "openai_sdk")
 
 
 @contextlib.asynccontextmanager
-async def ours_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
+async def ours_contender(url: str, concurrency: int, **settings: Any) -> AsyncIterator[Client]:
     from ipfs_accelerate_py.api_backends import openai_api
 
-    client = openai_api(metadata={**our_metadata(url, API_KEY, concurrency), **OURS_SETTINGS})
+    client = openai_api(metadata={**our_metadata(url, API_KEY, concurrency), **OURS_SETTINGS, **settings})
     try:
         async def call() -> bool:
             return "choices" in await client.achat(MODEL, MESSAGES)
@@ -111,7 +116,13 @@ async def ours_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
         await client.aclose()
 
 
-FACTORIES = {"ours": ours_contender, "openai_sdk": openai_sdk_contender,
+def ours_wait_contender(url: str, concurrency: int) -> Any:
+    # a deadline's worth of the offered load may wait for the probe at once
+    queue = int(RATE * 4 * OURS_SETTINGS["request_deadline"])
+    return ours_contender(url, concurrency, queue_size=queue, **WAIT_SETTINGS)
+
+
+FACTORIES = {"ours": ours_contender, "ours_wait": ours_wait_contender, "openai_sdk": openai_sdk_contender,
              "litellm_router": litellm_router_contender}
 
 
@@ -416,7 +427,7 @@ def findings(figs: dict, schedule: Schedule) -> list:
     out = []
     offered = ours["sent_during_outage"]
     for peer, f in figs.items():
-        if peer == "ours":
+        if peer.startswith("ours"):
             continue
         ratio = f["server_during_outage"] / max(1, ours["server_during_outage"])
         out.append(f"During the {schedule.outage_seconds:g} s outage ({offered} requests offered) ours sent "
@@ -436,6 +447,13 @@ def findings(figs: dict, schedule: Schedule) -> list:
             out.append(f"After the outage ours succeeded again within {ours['recover_s']:.3f} s "
                        f"(reset_timeout {OURS_SETTINGS['reset_timeout']:g} s) vs {f['recover_s']:.3f} s "
                        f"for {peer}.")
+    wait = figs.get("ours_wait")
+    if wait is not None:
+        out.append(f"With on_circuit_open='wait', ours lost {wait['failed_during_outage']} of the "
+                   f"{wait['sent_during_outage']} requests started during the outage (fail-fast: "
+                   f"{ours['failed_during_outage']} of {offered}), sending the dead server "
+                   f"{wait['server_during_outage']} requests; over the whole run it succeeded "
+                   f"{wait['succeeded']} of {wait['sent']}.")
     if ours["p99_outside_ms"] is not None:
         out.append(f"Outside the outage ours answered with p99 {ours['p99_outside_ms']:.1f} ms; "
                    f"{ours['failed']} of its {ours['sent']} requests failed, all but "

@@ -45,3 +45,8 @@ def test_quick_run_writes_the_common_shape_and_ours_fails_fast(tmp_path_factory)
     assert 0 < ours["fail fast p50 ms"] < FAIL_FAST_MS
     assert 0 <= ours["recover s"] < RECOVER_S
     assert ours["p99 ms outside outage"] > 0
+
+    waited = dict(zip(COLUMNS, next(row for row in table["rows"] if row[0] == "ours_wait")))
+    assert waited["sent"] == ours["sent"]
+    assert waited["failed"] < ours["failed"]  # the outage is shorter than the deadline: waiting saves them
+    assert 0 < waited["server saw during outage"] <= SERVER_SHARE * offered_in_outage  # no polling
