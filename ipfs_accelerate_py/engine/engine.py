@@ -233,7 +233,7 @@ class Engine:
         if last is not None:
             why += f"; last: {type(last).__name__}: {last.message}"
         error = CircuitOpenError(
-            f"{why}; failing fast, next probe in {wait:.1f}s (opened {snap.get('times_opened', 0)} times so far); "
+            f"{why}; failing fast, next probe in {wait:.1f}s (opened {_times(snap.get('times_opened', 0))} so far); "
             "see client.failure_threshold and client.reset_timeout, or on_circuit_open='wait' to wait for the probe",
             provider=self.provider.name,
             retry_after=wait,
@@ -888,6 +888,10 @@ class Engine:
             "circuit_breaker": self.breaker.snapshot(now),
             "key_pool": self.keys.snapshot(now),
         }
+
+
+def _times(count: int) -> str:
+    return f"{count} time{'' if count == 1 else 's'}"
 
 
 @functools.lru_cache(maxsize=64)

@@ -132,7 +132,8 @@ class ApiError(Exception):
         if self.host:
             suffix.append(self.host)
         if self.retry_after is not None:
-            suffix.append(f"retry after {self.retry_after:.3g}s")
+            wait = self.retry_after
+            suffix.append(f"retry after {wait:.0f}s" if wait >= 100 else f"retry after {wait:.3g}s")
         if self.attempts is not None:
             suffix.append(f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}")
         elif self.attempt is not None:
