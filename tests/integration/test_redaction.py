@@ -2,15 +2,19 @@
 the key it was sent, and ordinary words that hold short "keys" (``x``,
 ``EMPTY``, ``abc``) as parts of words.  The caller's error must read as the
 server wrote it, keep its body, and never hold a long key -- nor may a repr,
-a log line, the stats or the report."""
+a log line, the stats, the report or any file the bulk runner writes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import traceback
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -21,6 +25,7 @@ from ipfs_accelerate_py.resilience.errors import ApiError, ServerError
 
 from ..helpers import FAST, LOOPBACK, WAIT, messages
 
+ROOT = Path(__file__).resolve().parents[2]
 LONG = "sk-eRqhqWJYAXeRpzds3mOjAqnJcXKV5NDk0MEgr0VrZz1FB6D0"  # 51 characters, as OpenAI keys are
 KEYS = ["x", "EMPTY", "abc", LONG]
 MODEL = "gpt-4o-mini"
@@ -183,3 +188,29 @@ def test_an_error_event_in_a_stream_is_redacted_the_same_way(server, chunks_firs
     assert json.loads(json.dumps(error.body))["error"]["message"] == readable(key)
     assert_clean(texts + error_texts(error), key)
 
+
+# ------------------------------------------------------------ the runner
+
+
+@pytest.mark.parametrize("key", ["EMPTY", LONG], ids=["EMPTY", "long"])
+def test_the_runner_writes_readable_errors_and_never_a_long_key(server, tmp_path, key):
+    server.answers = [503]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"id": f"j{i}", "messages": messages(f"q{i}")}) + "\n" for i in range(2)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IPFS_ACCELERATE_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipfs_accelerate_py", "run", str(jobs), "--base-url", server.url, "--key", key,
+         "--model", MODEL, "--max-retries", "1", "--progress", "json",
+         "--set", "initial_retry_delay=0.01", "--set", "retry_jitter=0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr  # every job failed, and was recorded
+    assert server.seen == [f"Bearer {key}"] * 3  # a 503 retried, then the refusals
+    records = [json.loads(line) for line in (tmp_path / "jobs.results.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in sorted(records, key=lambda r: r["id"])] == [("j0", "error"), ("j1", "error")]
+    for record in records:
+        assert readable(key) in record["error"]["message"]
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p != jobs)
+    assert {p.name for p in written} >= {"jobs.results.jsonl", "jobs.results.report.json", "jobs.results.report.html"}
+    assert_clean([p.read_text(errors="replace") for p in written] + [proc.stdout, proc.stderr], key)
