@@ -15,7 +15,8 @@ client reports and, against a simulator, on what the simulator counted.  A
 check that raises is reported as ``FAIL`` with its exception; the others
 still run.  The summary is printed and written to
 ``<api>_enhanced_features_<timestamp>.json``.  The API key is never printed
-or written.
+or written (text passes :func:`~.resilience.redact.redact`: a "key" shorter
+than 8 characters is a placeholder and left alone).
 
 Every backend in ``api_backends.BACKENDS`` is checked the same way: what a
 check sends and reads is asked of the backend's wire adapter (its chat or
@@ -38,6 +39,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .api_backends import BACKENDS as BACKEND_CLASSES
 from .resilience.errors import CircuitOpenError, QueueFullError, ServerError
+from .resilience.redact import redact
 from .simulator import Simulator, embedding_for
 
 __all__ = [
@@ -505,7 +507,7 @@ def run_one(check: Check, target: Target) -> CheckResult:
         status, details = FAIL, str(exc)
     except Exception as exc:  # a crash is this check's failure
         status, details = FAIL, f"{type(exc).__name__}: {exc}"
-    details = " ".join(_scrub(details, target.secrets).split())  # one line
+    details = " ".join(redact(details, target.secrets).split())  # one line
     return CheckResult(check.name, status, details, time.monotonic() - started)
 
 
@@ -516,13 +518,6 @@ def run_all(target: Target, checks: Sequence[Check] = CHECKS, *, echo: Callable[
         echo(f"  {result.name:<18} {result.status}  ({result.duration:.2f}s)")
         results.append(result)
     return results
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def success_rate(results: Sequence[CheckResult]) -> float:
@@ -559,7 +554,7 @@ def write_report(target: Target, results: Sequence[CheckResult], output_dir: str
     }
     os.makedirs(output_dir, exist_ok=True)
     with open(path, "w", encoding="utf-8") as out:
-        out.write(_scrub(json.dumps(report, indent=2), target.secrets) + "\n")
+        out.write(json.dumps(redact(report, target.secrets), indent=2) + "\n")
     return path
 
 

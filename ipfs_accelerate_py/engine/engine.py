@@ -471,9 +471,10 @@ class Engine:
         if req.stream:
             return await self._attempt_stream(req, permit, http_request, api_key, started, timeout)
         try:
-            response = await self._send(req, http_request, api_key)
+            response = await self._send(req, http_request)
             result = self.provider.parse_response(req.endpoint, response)
         except ApiError as error:
+            error.redact((api_key,))  # servers echo the key they were sent
             error.attempt = error.attempt or req.attempts
             self._record_attempt(error, started, key_name, error.status, permit)
             raise
@@ -483,7 +484,7 @@ class Engine:
         self._record_attempt(None, started, key_name, response.status, permit)
         return result
 
-    async def _send(self, req: Request, http_request: Any, api_key: Optional[str]) -> Any:
+    async def _send(self, req: Request, http_request: Any) -> Any:
         """One HTTP exchange: the 2xx response, or its typed error (never recorded here)."""
         try:
             response = await self.transport.send(http_request)
@@ -495,7 +496,6 @@ class Engine:
                 await response.aclose()
             error = self.provider.error_for(response, wall_now=self.clock.wall(), attempt=req.attempts)
             error.request_id = error.request_id or req.request_id
-            _redact(error, api_key)
             raise error
         return response
 
@@ -531,7 +531,7 @@ class Engine:
         watch = StallWatch(self.loop, asyncio.current_task(), timeout)
         response = None
         try:
-            response = await self._send(req, http_request, api_key)
+            response = await self._send(req, http_request)
             events = _decode(self.provider, response)
             chunk, done = await self._next_chunk(events)
         except asyncio.CancelledError:
@@ -552,11 +552,12 @@ class Engine:
             watch.stop()
             if response is not None:
                 await response.aclose()
+            error.redact((api_key,))
             error.attempt = error.attempt or req.attempts
             self._record_attempt(error, started, req.last_key, error.status, permit)
             raise
         self._record_attempt(None, started, req.last_key, response.status, permit)  # started: a success for the breaker
-        await self._feed(req, response, events, chunk, done, watch)
+        await self._feed(req, response, events, chunk, done, watch, api_key)
 
     async def _next_chunk(self, events: Any) -> tuple[Any, bool]:
         """The next chunk the provider hands over (skipping pings and the
@@ -571,7 +572,9 @@ class Engine:
             if chunk is not None or done:
                 return chunk, done
 
-    async def _feed(self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch") -> None:
+    async def _feed(
+        self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch", api_key: Optional[str]
+    ) -> None:
         """Hand the stream to the caller and feed it until its end.
 
         The feeder keeps only the stream's channel, never the stream itself,
@@ -612,7 +615,7 @@ class Engine:
                 attempt=req.attempts,
             )
         except ApiError as exc:
-            error = exc
+            error = exc.redact((api_key,))  # an error event may quote the key too
         watch.stop()
         await response.aclose()
         if error is not None:
@@ -901,19 +904,6 @@ def _host(url: Optional[str]) -> Optional[str]:
         return None
     parts = urllib.parse.urlsplit(url)
     return parts.netloc.rpartition("@")[2] or None
-
-
-def _redact(error: ApiError, api_key: Optional[str]) -> None:
-    """Servers echo keys in error messages ("Incorrect API key provided:
-    sk-..."); ours never carry them."""
-    if not api_key:
-        return
-    marks = {api_key, api_key[:8], api_key[-6:]} if len(api_key) >= 12 else {api_key}
-    for mark in marks:
-        if mark and mark in error.message:
-            error.message = error.message.replace(mark, "***")
-    if error.body is not None and any(mark in str(error.body) for mark in marks if mark):
-        error.body = None  # the provider's details stay readable unless they quote the key
 
 
 def _decode(provider: Any, response: StreamResponse) -> Any:

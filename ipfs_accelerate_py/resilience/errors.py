@@ -42,7 +42,9 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
+
+from .redact import redact
 
 __all__ = [
     "ApiError",
@@ -147,6 +149,16 @@ class ApiError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
+
+    def redact(self, secrets: Iterable[Optional[str]]) -> "ApiError":
+        """Mask ``secrets`` in the message and the body by the one rule of
+        :mod:`.redact` (the body is kept, redacted, so the provider's details
+        stay readable); returns ``self``."""
+        secrets = tuple(secrets)
+        self.message = redact(self.message, secrets)
+        self.args = (self.message,)
+        self.body = redact(self.body, secrets)
+        return self
 
     def __reduce__(self):  # picklable with its fields
         return (_rebuild, (type(self), self.message, self.__dict__.copy()))

@@ -85,17 +85,6 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
     window = args.window or config.get("window") or max(MIN_WINDOW, DEFAULT_WINDOW_PER_SLOT * concurrency)
     settings["queue_size"] = max(int(settings.get("queue_size", 0)), window)
     out = args.out or _beside(args.jobs, ".results.jsonl")
-    options = RunOptions(
-        jobs=args.jobs,
-        out=out,
-        api=api,
-        model=args.model or config.get("model"),
-        window=window,
-        retry_failed=args.retry_failed,
-        report=args.report or _beside(out, ".report"),
-        command=" ".join(shlex.quote(a) for a in ["ipfs-accelerate", *argv]),
-        settings=settings,
-    )
     metadata = client_metadata(
         backend,
         base_url=args.base_url or config.get("base_url"),
@@ -110,6 +99,18 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
         display.note(f"resuming: {len(outcomes.ok)} done and {len(outcomes.failed)} failed in {out}"
                      + ("" if args.retry_failed else " (failed ones are kept: --retry-failed sends them again)"))
     client = backend({}, metadata)
+    options = RunOptions(
+        jobs=args.jobs,
+        out=out,
+        api=api,
+        model=args.model or config.get("model"),
+        window=window,
+        retry_failed=args.retry_failed,
+        report=args.report or _beside(out, ".report"),
+        command=" ".join(shlex.quote(a) for a in ["ipfs-accelerate", *argv]),
+        settings=settings,
+        secrets=(client.api_key, *(entry.get("key") for entry in metadata.get("api_keys", ()))),
+    )
     try:
         with ResultLog(out) as log:
             runner = Runner(client, options, log, outcomes, display)

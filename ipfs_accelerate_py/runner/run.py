@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ..resilience.redact import redact
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
@@ -51,6 +52,7 @@ class RunOptions:
     report: Optional[str] = None  # path stem of the report files (".json", ".html" added)
     command: str = ""
     settings: dict = field(default_factory=dict)
+    secrets: tuple = field(default=(), repr=False)  # the run's keys: masked in what it writes (see resilience.redact)
 
 
 class Runner:
@@ -159,7 +161,7 @@ class Runner:
             record["result"] = result
             self.counts["ok"] += 1
         elif status == STATUS_ERROR:
-            record["error"] = _error_record(error)
+            record["error"] = _error_record(error, self.options.secrets)
             self.counts["failed"] += 1
             name = type(error).__name__
             self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
@@ -260,7 +262,7 @@ class Runner:
         latency = self.latency.snapshot()
         breaker = self.client.generate_report()["circuit_breaker"]
         return {
-            "command": self.options.command,
+            "command": redact(self.options.command, self.options.secrets),  # --key KEY stays out of the report
             "api": self.options.api,
             "base_url": self.client.base_url,
             "input": self.options.jobs,
@@ -293,8 +295,10 @@ class Runner:
         }
 
 
-def _error_record(error: BaseException) -> dict:
-    out: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+def _error_record(error: BaseException, secrets: tuple = ()) -> dict:
+    """The error as the results file keeps it; its text redacted (the engine
+    has done so for a server's errors; this covers any other exception)."""
+    out: dict[str, Any] = {"type": type(error).__name__, "message": redact(str(error), secrets)}
     for name in ("kind", "status", "retry_after"):
         value = getattr(error, name, None)
         if value is not None:

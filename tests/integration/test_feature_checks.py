@@ -126,6 +126,15 @@ def test_a_crashing_check_is_its_own_failure_and_the_others_still_run(tmp_path):
     assert SECRET not in json.dumps(report)
 
 
+def test_a_placeholder_key_leaves_the_details_and_the_report_as_written(tmp_path):
+    table = (checks.Check("fails", lambda t: checks.expect(False, "expected 1 request, saw 2"), needs_simulator=False),)
+    target = checks.Target("openai", checks.BACKENDS["openai"], "http://127.0.0.1:9/v1", "x", None, "local", ("x",))
+    results = checks.run_all(target, table, echo=lambda line: None)
+    assert results[0].details == "expected 1 request, saw 2"  # a one-letter "key" is no secret: not masked in words
+    report = json.loads(Path(checks.write_report(target, results, str(tmp_path))).read_text())
+    assert report["results"]["fails"]["details"] == "expected 1 request, saw 2"
+
+
 def _run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IPFS_ACCELERATE_"))}
     return subprocess.run(
