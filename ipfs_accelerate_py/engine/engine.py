@@ -377,7 +377,10 @@ class Engine:
             return await self._attempt_stream(req, permit, http_request, api_key, started, timeout)
         try:
             response = await self._send(req, http_request, api_key)
-            result = self.provider.parse_response(req.endpoint, response)
+            if response.ok:
+                result = self.provider.parse_response(req.endpoint, response)
+            else:  # a status the provider reads as an answer (see _send)
+                result = self.provider.answer_for_status(req.endpoint, response)
         except ApiError as error:
             error.attempt = error.attempt or req.attempts
             self._record_attempt(error, started, key_name, error.status, permit)
@@ -389,13 +392,15 @@ class Engine:
         return result
 
     async def _send(self, req: Request, http_request: Any, api_key: Optional[str]) -> Any:
-        """One HTTP exchange: the 2xx response, or its typed error (never recorded here)."""
+        """One HTTP exchange: the 2xx response (or a non-2xx the provider
+        reads as an answer: ``answer_for_status``), or its typed error (never
+        recorded here)."""
         try:
             response = await self.transport.send(http_request)
         except (OSError, asyncio.TimeoutError) as exc:
             raise classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts) from exc
         self.keys.hints(req.last_key, self.provider, response.headers, self.clock.now())
-        if not response.ok:
+        if not response.ok and (req.stream or self.provider.answer_for_status(req.endpoint, response) is None):
             if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
             error = self.provider.error_for(response, wall_now=self.clock.wall(), attempt=req.attempts)
@@ -409,8 +414,10 @@ class Engine:
     ) -> None:
         now = self.clock.now()
         duration = now - started
-        if error is None:
+        if error is None and (status is None or status < 300):
             self.breaker.on_success(now, duration, permit=permit)
+        elif error is None:  # a non-2xx answer ("not ready"): neither a success nor a failure
+            self.breaker.on_ignored(now, permit=permit)
         elif error.breaker_failure:
             self.breaker.on_failure(now, duration, permit=permit)
         else:
