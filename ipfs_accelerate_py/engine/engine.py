@@ -18,6 +18,7 @@ refuses a second outcome).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from typing import Any, Optional
@@ -46,7 +47,7 @@ from ..transport.sse import iter_ndjson, iter_sse
 from .batches import BatchLane
 from .keyring import KeyRing, key_fingerprint
 from .deadlines import DeadlineWatch, StallWatch
-from .loop import engine_loop, in_engine_thread
+from .loop import engine_loop, in_engine_thread, start_task
 from .request import Request
 from .settings import Settings
 from .stream import END_OF_STREAM, ChunkStream, StreamProgress
@@ -185,6 +186,7 @@ class Engine:
         if self.breaker.state(now) == STATE_OPEN:
             self.stats.record_rejected("circuit_open")
             raise self._circuit_open_error(now, req)
+        req.context = contextvars.copy_context()  # its attempts see the caller's context variables
         queue = self.queue
         with queue.lock:
             try:
@@ -265,7 +267,8 @@ class Engine:
                 self._wait_for_key(req, now)
                 break
             self.in_flight += 1
-            task = self.loop.create_task(self._run(req, permit))
+            context = req.context if req.context is not None else contextvars.Context()  # a batch runs in no caller's
+            task = start_task(self.loop, self._run(req, permit), context)
             req.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
