@@ -8,7 +8,8 @@
   the simulator, or over the in-memory transport.
 * A loopback HTTP server that records each request as sent
   (:func:`recording_server`, :func:`recorder_fixture`) and :func:`post_json`,
-  one request by hand.
+  one request by hand; :func:`aiohttp_server`, a loopback aiohttp server
+  (TLS when given a context) whose handler answers every request.
 * What the integration tests against the simulator share: :data:`FAST`,
   :data:`REPLY_PREFIX`, :data:`WAIT`, the OpenAI-shaped :func:`messages`,
   :func:`reply_text`, :func:`joined_deltas`, :func:`together` (n callers
@@ -258,6 +259,38 @@ def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@contextlib.contextmanager
+def aiohttp_server(handler: Callable[[Any], Any], ssl_context: Any = None) -> Iterator[str]:
+    """An aiohttp server on loopback, port 0, on a loop in a thread of its own.
+
+    Every request (any method, any path, absolute-form targets too, as a
+    forward proxy receives them) goes to ``async handler(request) ->
+    web.Response``.  Serves TLS with ``ssl_context``.  Yields the base URL.
+    """
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+
+    async def start() -> int:
+        await runner.setup()
+        await web.TCPSite(runner, LOOPBACK, 0, ssl_context=ssl_context).start()
+        return runner.addresses[0][1]
+
+    port = asyncio.run_coroutine_threadsafe(start(), loop).result(WAIT)  # from any thread, a running loop's too
+    try:
+        yield f"{'https' if ssl_context else 'http'}://{LOOPBACK}:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(WAIT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
 
 
 def recorder_fixture(reply: Any, suffix: str = "") -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..providers.ovms import OVMS, OVMSWire
-from ..resilience.errors import NotFoundError
 from .base import BaseApiBackend
 
 __all__ = ["ovms"]
@@ -71,10 +70,9 @@ class ovms(BaseApiBackend):  # noqa: N801 - the seed's name
 
     def model_ready(self, model: str, version: Any = None, *, priority: Optional[int] = None) -> bool:
         """KServe ``GET /v2/models/{model}[/versions/{version}]/ready``: True
-        when the server answers 200; False when it answers 404 (no such model
-        or version, or not loaded yet).  Other failures raise as usual."""
+        when the server answers 200; False when it answers 503 (loading), 404
+        (no such model or version) or 400.  "Not ready" is an answer: one
+        request, no retry, nothing counted against the breaker.  Other
+        failures raise as usual."""
         endpoint, data = self.provider.ready_request(model, version)
-        try:
-            return bool(self._call(endpoint, data, priority=priority)["ready"])
-        except NotFoundError:
-            return False
+        return bool(self._call(endpoint, data, priority=priority)["ready"])

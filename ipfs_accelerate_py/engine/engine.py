@@ -18,6 +18,7 @@ refuses a second outcome).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import random
@@ -51,7 +52,7 @@ from ..transport.sse import iter_ndjson, iter_sse
 from .batches import BatchLane
 from .keyring import KeyRing, key_fingerprint
 from .deadlines import DeadlineWatch, StallWatch
-from .loop import engine_loop, in_engine_thread
+from .loop import engine_loop, in_engine_thread, start_task
 from .request import Request
 from .settings import Settings
 from .stream import END_OF_STREAM, ChunkStream, StreamProgress
@@ -200,6 +201,7 @@ class Engine:
         if self.breaker.state(now) == STATE_OPEN and not (req.circuit_wait and self._probe_in_time(req, now)):
             self.stats.record_rejected("circuit_open")
             raise self._circuit_open_error(now, req)
+        req.context = contextvars.copy_context()  # its attempts see the caller's context variables
         queue = self.queue
         with queue.lock:
             try:
@@ -299,7 +301,8 @@ class Engine:
                 self._wait_for_key(req, now, ready)
                 break
             self.in_flight += 1
-            task = self.loop.create_task(self._run(req, permit))
+            context = req.context if req.context is not None else contextvars.Context()  # a batch runs in no caller's
+            task = start_task(self.loop, self._run(req, permit), context)
             req.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -472,7 +475,10 @@ class Engine:
             return await self._attempt_stream(req, permit, http_request, api_key, started, timeout)
         try:
             response = await self._send(req, http_request)
-            result = self.provider.parse_response(req.endpoint, response)
+            if response.ok:
+                result = self.provider.parse_response(req.endpoint, response)
+            else:  # a status the provider reads as an answer (see _send)
+                result = self.provider.answer_for_status(req.endpoint, response)
         except ApiError as error:
             error.redact((api_key,))  # servers echo the key they were sent
             error.attempt = error.attempt or req.attempts
@@ -485,13 +491,15 @@ class Engine:
         return result
 
     async def _send(self, req: Request, http_request: Any) -> Any:
-        """One HTTP exchange: the 2xx response, or its typed error (never recorded here)."""
+        """One HTTP exchange: the 2xx response (or a non-2xx the provider
+        reads as an answer: ``answer_for_status``), or its typed error (never
+        recorded here)."""
         try:
             response = await self.transport.send(http_request)
         except (OSError, asyncio.TimeoutError) as exc:
             raise classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts) from exc
         self.keys.hints(req.last_key, self.provider, response.headers, self.clock.now(), req.model)
-        if not response.ok:
+        if not response.ok and (req.stream or self.provider.answer_for_status(req.endpoint, response) is None):
             if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
             error = self.provider.error_for(response, wall_now=self.clock.wall(), attempt=req.attempts)
@@ -504,8 +512,10 @@ class Engine:
     ) -> None:
         now = self.clock.now()
         duration = now - started
-        if error is None:
+        if error is None and (status is None or status < 300):
             self.breaker.on_success(now, duration, permit=permit)
+        elif error is None:  # a non-2xx answer ("not ready"): neither a success nor a failure
+            self.breaker.on_ignored(now, permit=permit)
         elif error.breaker_failure:
             self.last_failure = error
             self.breaker.on_failure(now, duration, permit=permit)

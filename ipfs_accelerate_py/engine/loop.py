@@ -9,11 +9,13 @@ child after ``fork`` (the parent's thread does not exist there).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
+import sys
 import threading
-from typing import Optional
+from typing import Any, Coroutine, Optional
 
-__all__ = ["EngineLoop", "engine_loop", "in_engine_thread"]
+__all__ = ["EngineLoop", "engine_loop", "in_engine_thread", "start_task"]
 
 _USE_UVLOOP_ENV = "IPFS_ACCELERATE_UVLOOP"
 
@@ -79,3 +81,17 @@ def engine_loop() -> EngineLoop:
 def in_engine_thread() -> bool:
     current = _current
     return current is not None and current.thread is threading.current_thread()
+
+
+if sys.version_info >= (3, 11):
+
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> asyncio.Task:
+        """A task of ``coro`` on ``loop`` that runs in ``context`` (a caller's
+        context variables, seen by loggers, transports and hooks during it)."""
+        return loop.create_task(coro, context=context)
+
+else:  # 3.10: no context= yet; a task copies the context it is created in
+
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> asyncio.Task:
+        """A task of ``coro`` on ``loop`` that runs in (a copy of) ``context``."""
+        return context.run(loop.create_task, coro)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 from typing import Any, Optional
@@ -49,6 +50,7 @@ class Request:
         "inputs",
         "member",
         "members",
+        "context",
     )
 
     def __init__(
@@ -91,6 +93,7 @@ class Request:
         self.inputs: Optional[list] = None  # embeddings inputs, when batchable
         self.member: Any = None  # BatchMember while in the batch assembler
         self.members: Optional[list[tuple["Request", int]]] = None  # a batch carrier's callers and their input counts
+        self.context: Optional[contextvars.Context] = None  # the caller's context variables, for its attempts
 
     def __repr__(self) -> str:  # never the key, never the payload
         return f"<Request {self.request_id} {self.endpoint} priority={self.priority} attempts={self.attempts}>"

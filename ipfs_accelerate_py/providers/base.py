@@ -9,8 +9,9 @@ A wire adapter is pure mapping, typed values in and out:
   paths (``path_prefixes``, ``base_url_prefixes``) and rewrites what it
   sends in ``prepare``;
 - *responses*: ``parse_response`` (JSON, or :class:`MalformedResponseError`),
-  ``error_for`` (the typed error with the provider's own message and
-  Retry-After), ``usage`` (tokens in and out);
+  ``answer_for_status`` (a non-2xx that is an answer, not a failure: a
+  readiness probe's "not ready"), ``error_for`` (the typed error with the
+  provider's own message and Retry-After), ``usage`` (tokens in and out);
 - *streams*: ``stream_format`` (``"sse"`` or ``"ndjson"``),
   ``parse_stream_event(event) -> (chunk or None, done)`` and
   ``stream_delta(chunk) -> StreamDelta`` (the chunk in common terms: text,
@@ -281,6 +282,16 @@ class Wire:
                 status=response.status,
             )
         return result
+
+    def answer_for_status(self, endpoint: str, response: HttpResponse) -> Any:
+        """The result of a non-2xx response that answers the question asked
+        (a readiness probe's 503 means "not ready", not "the server failed"),
+        or None when the status is a failure, for :meth:`error_for`.
+
+        An answer is the request's result: not retried, neither a success nor
+        a failure for the breaker.  Not asked of streams.  None for every
+        status by default."""
+        return None
 
     def error_for(self, response: HttpResponse, *, wall_now: float, attempt: int) -> ApiError:
         return classify_status(

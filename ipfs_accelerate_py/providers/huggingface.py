@@ -3,6 +3,9 @@
 Both serve one model at the server's root (``http://localhost:8080`` by
 default) and need no key there; a Hugging Face token (Inference Endpoints) is
 sent as a bearer token.  ``GET /info`` describes the served model.
+``GET /health`` answers in its status: 200 is ``{"ready": True, "status":
+200}``, 503 (unhealthy, or still loading) ``{"ready": False, "status": 503}``,
+an answer rather than a failure (not retried, not counted by the breaker).
 
 Errors are ``{"error": str, "error_type": str}``: 413 too large, 422
 validation or tokenizer, 424 the model failed while running (a server-side
@@ -28,6 +31,10 @@ HF_KEY_METADATA = ("hf_api_key", "hf_api_token", "hf_token")
 HF_KEY_ENV = ("HF_API_TOKEN", "HF_TOKEN")
 FAILED_DEPENDENCY = 424
 """The model failed while running: a server-side failure, retried."""
+
+HEALTH = "health"
+UNHEALTHY = 503
+"""What ``/health`` answers when the server cannot serve (yet)."""
 
 _ERROR_TYPE_STATUS = {
     "overloaded": 429,
@@ -90,11 +97,23 @@ def hf_stream_error(provider: str, chunk: Mapping[str, Any]) -> ApiError:
 class HuggingFaceWire(Wire):
     """A Hugging Face server: its errors, its ``GET`` routes, its one model from ``/info``."""
 
-    get_paths: frozenset[str] = frozenset({"info", "health", "metrics"})
+    get_paths: frozenset[str] = frozenset({"info", HEALTH, "metrics"})
     server = ""  # the ``owned_by`` of the served model's entry
 
     def method_for(self, path: str, data: Any) -> str:
         return "GET" if data is None and path in self.get_paths else "POST"
+
+    def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
+        """``/health`` answers in its status (its 200 has an empty body)."""
+        if self.endpoint_path(endpoint) == HEALTH:
+            return {"ready": True, "status": response.status}
+        return super().parse_response(endpoint, response)
+
+    def answer_for_status(self, endpoint: str, response: HttpResponse) -> Any:
+        """``/health``'s 503: not ready, which is an answer."""
+        if response.status == UNHEALTHY and self.endpoint_path(endpoint) == HEALTH:
+            return {"ready": False, "status": response.status}
+        return None
 
     def error_for(self, response: HttpResponse, *, wall_now: float, attempt: int) -> ApiError:
         return hf_error_for(self.name, response, wall_now=wall_now, attempt=attempt)

@@ -6,7 +6,9 @@ Endpoints (below the base URL, default ``http://localhost:9000``)::
          {"inputs": [{"name", "shape", "datatype", "data"}], "outputs"?: [{"name"}], "parameters"?}
          -> {"model_name", "model_version", "id", "outputs": [{"name", "shape", "datatype", "data"}]}
     GET  /v2/models/{m}[/versions/{v}]         KServe model metadata {"name", "versions", "platform", "inputs", "outputs"}
-    GET  /v2/models/{m}[/versions/{v}]/ready   200 when ready (no body to speak of), else 404
+    GET  /v2/models/{m}[/versions/{v}]/ready   200 when ready (no body to speak of); 503 while
+                                               loading, 404 unknown (other KServe servers: 400)
+    GET  /v2/health/ready, /v2/health/live     the server's own readiness and liveness, alike
     POST /v1/models/{m}[/versions/{v}]:predict TF-Serving {"instances": [...]} -> {"predictions": [...]},
                                                or {"inputs": {...}} -> {"outputs": ...}
     GET  /v1/config                            every served model's version status
@@ -16,6 +18,12 @@ Endpoints (below the base URL, default ``http://localhost:9000``)::
 Errors are ``{"error": "..."}``: 404 unknown model or version (or one not
 loaded yet), 400 bad input, 412 unreadable JSON, 500, 503 busy.  A key, when
 the server was started with one, goes as ``Authorization: Bearer``.
+
+A probe (the ready and live paths) answers in its status, and "no" is an
+answer, not a failure: 200 is ``{"ready": True, "status": 200}``, a 400, 404
+or 503 is ``{"ready": False, "status": ...}`` (``"live"`` for the live path),
+neither retried nor counted against the breaker.  Any other status is the
+error it would be anywhere.
 
 The OpenAI endpoints are the shared :class:`OpenAIWire` (held, not
 inherited): its requests, stream events, reply text and embeddings batching,
@@ -38,7 +46,7 @@ from ..transport.base import HttpResponse
 from .base import Event, ProviderSpec, StreamDelta, Wire
 from .openai import OpenAIWire
 
-__all__ = ["OVMS", "OVMSWire", "kserve_inputs", "reshape", "tensor"]
+__all__ = ["NOT_READY_STATUSES", "OVMS", "OVMSWire", "kserve_inputs", "reshape", "tensor"]
 
 OPENAI_PREFIX = "v3"
 
@@ -56,6 +64,11 @@ OVMS = ProviderSpec(
     default_embedding_model="BAAI/bge-large-en-v1.5",
 )
 """Model names from OVMS's own demos; a server serves what its config names."""
+
+NOT_READY_STATUSES = frozenset({400, 404, 503})
+"""A probe's "no": 503 while a model loads (OVMS, KServe), 404 for a model or
+version not served (OVMS), 400 where a KServe server answers so (Triton)."""
+_HEALTH_PROBES = {"v2/health/ready": "ready", "v2/health/live": "live"}
 
 _DTYPE_NAMES = {
     "bool": "BOOL", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
@@ -185,10 +198,18 @@ class OVMSWire(Wire):
         return "GET" if data is None else "POST"
 
     def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
-        """A ready probe answers in its status (2xx here): ``{"ready": True}``."""
-        if _is_ready_path(self.endpoint_path(endpoint)):
-            return {"ready": True}
+        """A probe answers in its status (2xx here): ``{"ready": True, "status": 200}``."""
+        probe = _probe(self.endpoint_path(endpoint))
+        if probe is not None:
+            return {probe: True, "status": response.status}
         return super().parse_response(endpoint, response)
+
+    def answer_for_status(self, endpoint: str, response: HttpResponse) -> Any:
+        """A probe's "no" (400, 404, 503): ``{"ready": False, "status": 503}``."""
+        if response.status not in NOT_READY_STATUSES:
+            return None
+        probe = _probe(self.endpoint_path(endpoint))
+        return None if probe is None else {probe: False, "status": response.status}
 
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
         return self.openai.parse_stream_event(event)
@@ -295,8 +316,11 @@ def _kserve_path(model: Any, version: Any, suffix: Optional[str] = None) -> str:
     return f"{path}/{suffix}" if suffix else path
 
 
-def _is_ready_path(path: str) -> bool:
-    return path.startswith("v2/models/") and path.endswith("/ready")
+def _probe(path: str) -> Optional[str]:
+    """What a probe path asks (``"ready"``, ``"live"``), None for any other path."""
+    if path.startswith("v2/models/") and path.endswith("/ready"):
+        return "ready"
+    return _HEALTH_PROBES.get(path)
 
 
 def _requested_outputs(outputs: Any) -> list[dict]:

@@ -2,6 +2,12 @@
 
 aiohttp was chosen on measurement (see DESIGN.md): about ten times the
 throughput of httpx per CPU on this kind of machine.
+
+With ``trust_env`` (the default) a session honours the environment as it is
+when the session opens: ``HTTP(S)_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``
+and ``SSL_CERT_DIR`` (see :mod:`.environment`).  aiohttp's own
+``trust_env`` is not used: it reads the proxy variables and ``.netrc`` in a
+worker thread on every request.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import aiohttp
 
 from ..resilience.errors import NetworkError, RequestTimeoutError
 from .base import HttpRequest, HttpResponse, StreamResponse
+from .environment import USER_AGENT, ProxyTable, verified_ssl_context
 
 __all__ = ["AiohttpTransport"]
 
@@ -24,23 +31,27 @@ DEFAULT_KEEPALIVE_TIMEOUT = 30.0
 class AiohttpTransport:
     """Owns one ``aiohttp.ClientSession``, created lazily on the running loop."""
 
-    def __init__(self, keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT) -> None:
+    def __init__(self, keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT, *, trust_env: bool = True) -> None:
         self._keepalive_timeout = keepalive_timeout
+        self._trust_env = trust_env
         self._session: Optional[aiohttp.ClientSession] = None
+        self._proxies = ProxyTable({})
         self._timeouts: dict[Optional[float], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
+            self._proxies = ProxyTable.from_environment() if self._trust_env else ProxyTable({})
             connector = aiohttp.TCPConnector(
                 limit=0,  # the engine bounds concurrency; the pool must not queue behind it
                 keepalive_timeout=self._keepalive_timeout,
                 enable_cleanup_closed=False,
+                ssl=verified_ssl_context() if self._trust_env else True,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": USER_AGENT},  # a request's own User-Agent replaces it
             )
             self._session = session
         return session
@@ -63,6 +74,7 @@ class AiohttpTransport:
                 request.url,
                 headers=request.headers,
                 data=request.body,
+                proxy=self._proxies.proxy_for(request.url),
                 # a stream's pace is the engine's to watch (time to first chunk, stalls)
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.timeout) if request.stream else timeout,
             )
@@ -111,6 +123,12 @@ def _translate(exc: BaseException, request: HttpRequest) -> BaseException:
         return exc
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return RequestTimeoutError(f"no answer within {request.timeout}s from {_where(request)}")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return NetworkError(
+            f"TLS certificate verify failed for {_where(request)}: {exc.certificate_error}; "
+            "if a private CA signs the server's certificate, set SSL_CERT_FILE to its bundle",
+            should_retry=False,  # the next attempt would meet the same certificate
+        )
     if isinstance(exc, aiohttp.ClientPayloadError):
         return NetworkError(f"connection to {_where(request)} broke mid-body: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):

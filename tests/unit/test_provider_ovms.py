@@ -198,13 +198,42 @@ def test_list_models_reads_the_config_status():
     assert [(m["name"], m["model_version_status"][0]["state"]) for m in models] == [("resnet", "AVAILABLE"), ("bert", "LOADING")]
 
 
-@pytest.mark.parametrize("status, body, ready", [(200, b"", True), (200, b"{}", True), (404, {"error": "Model with requested name is not found"}, False)])
+@pytest.mark.parametrize(
+    "status, body, ready",
+    [
+        (200, b"", True),
+        (200, b"{}", True),
+        (404, {"error": "Model with requested name is not found"}, False),
+        (503, {"error": "Model with requested version is not loaded yet"}, False),
+        (400, {"error": "Request for unknown model"}, False),
+    ],
+)
 def test_model_ready_reads_the_status(status, body, ready):
     client, transport = client_with(lambda r: answer(status, body))
     with client:
         assert client.model_ready("resnet", 1) is ready
     assert (transport.requests[0].method, transport.requests[0].url) == ("GET", f"{BASE}/v2/models/resnet/versions/1/ready")
     assert len(transport.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "endpoint, status, answer_",
+    [
+        ("v2/models/m/ready", 503, {"ready": False, "status": 503}),
+        ("/v2/models/m/versions/3/ready", 404, {"ready": False, "status": 404}),
+        ("v2/models/m/ready", 400, {"ready": False, "status": 400}),
+        ("v2/health/ready", 503, {"ready": False, "status": 503}),
+        ("v2/health/live", 503, {"live": False, "status": 503}),
+        ("v2/models/m/ready", 500, None),  # a failure, not "no"
+        ("v2/models/m/ready", 429, None),
+        ("v2/models/m/ready", 401, None),
+        ("v2/models/m/infer", 503, None),  # not a probe
+        ("v2/models/m", 404, None),
+        ("v3/chat/completions", 400, None),
+    ],
+)
+def test_a_probes_no_is_an_answer_and_nothing_else_is(endpoint, status, answer_):
+    assert OVMSWire(OVMS).answer_for_status(endpoint, answer(status, {"error": "x"})) == answer_
 
 
 def test_model_ready_raises_when_the_server_fails():
