@@ -179,8 +179,9 @@ class Engine:
 
     def _on_breaker_transition(self, old: str, new: str, now: float) -> None:
         self.stats.record_breaker_transition(old, new, self.clock.wall())
-        level = logging.WARNING if new == STATE_OPEN else logging.INFO
-        log.log(level, "%s circuit %s -> %s", self.provider.name, old, new)
+        last = self.last_failure
+        cause = f" (last failure: {type(last).__name__}: {last.message})" if new == STATE_OPEN and last is not None else ""
+        log.warning("%s circuit %s -> %s%s", self.provider.name, old, new, cause)
 
     # ---------------------------------------------------------- admission
 

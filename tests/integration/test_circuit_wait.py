@@ -5,6 +5,7 @@ nothing was sent while the circuit was OPEN but the one probe."""
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -118,3 +119,14 @@ def test_circuit_open_error_names_the_refused_connection_behind_it():
     assert f"circuit OPEN after 2 consecutive failures; last: NetworkError: connection refused to 127.0.0.1:{port}" in text
     assert isinstance(caught.value.__cause__, NetworkError)
     assert caught.value.host == f"127.0.0.1:{port}" and caught.value.model == CHAT_MODEL
+
+
+def test_every_transition_of_the_circuit_is_logged_at_warning(simulator, caplog):
+    caplog.set_level(logging.WARNING, logger="ipfs_accelerate_py")
+    with make_client(simulator, max_retries=0, failure_threshold=2, reset_timeout=PROBE_AFTER, on_circuit_open="wait") as client:
+        open_circuit(client, simulator)
+        simulator.configure(outage=False)
+        queue_chat(client, "probe").result(WAIT)
+    moves = [r.getMessage() for r in caplog.records if r.name == "ipfs_accelerate_py.engine" and r.levelname == "WARNING"]
+    assert moves[0].startswith("openai circuit CLOSED -> OPEN (last failure: ServerError: ")
+    assert moves[1:] == ["openai circuit OPEN -> HALF_OPEN", "openai circuit HALF_OPEN -> CLOSED"]
