@@ -75,16 +75,15 @@ class DeadlineWatch:
                 if engine.queue.remove(entry):
                     expired.append(entry.item)
         for req in expired:
-            engine.finish(
-                req,
-                None,
-                DeadlineExceededError(
-                    f"request deadline of {req.deadline - req.submitted_at:.2f}s passed while it waited in the queue; "
-                    "raise client.request_deadline, client.max_concurrent_requests, or lower the load",
-                    provider=engine.provider.name,
-                    request_id=req.request_id,
-                ),
+            error = DeadlineExceededError(
+                f"request deadline of {req.deadline - req.submitted_at:.2f}s passed while it waited in the queue"
+                f"{engine.waiting_for(now)}; raise client.request_deadline, client.max_concurrent_requests, "
+                "or lower the load",
+                provider=engine.provider.name,
+                request_id=req.request_id,
             )
+            error.__cause__ = req.last_error  # what it was waiting to retry, if anything
+            engine.finish(req, None, error)
         self.arm(now)
         if expired:
             engine.wake()

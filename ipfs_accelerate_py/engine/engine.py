@@ -26,7 +26,7 @@ import urllib.parse
 from typing import Any, Optional
 
 from ..resilience import retry as retry_policy
-from ..resilience.breaker import STATE_OPEN, BreakerOptions, CircuitBreaker
+from ..resilience.breaker import STATE_CLOSED, STATE_OPEN, BreakerOptions, CircuitBreaker
 from ..resilience.clock import SYSTEM_CLOCK, Clock
 from ..resilience.errors import (
     ApiError,
@@ -395,6 +395,16 @@ class Engine:
             self._fail_queued(now, keep=lambda req: req.circuit_wait and (req.deadline is None or probe_at <= req.deadline))
         if self._circuit_timer is None:
             self._circuit_timer = self.loop.call_later(max(0.0, probe_at - now), self._on_probe_time)
+
+    def waiting_for(self, now: float) -> str:
+        """What a request in the queue is held by, for the error that ends its wait."""
+        state = self.breaker.state(now)
+        if state == STATE_CLOSED:
+            flight = self.in_flight
+            return f" behind {flight} attempt{'' if flight == 1 else 's'} in flight (max_concurrent_requests {self.settings['max_concurrent_requests']})"
+        last = self.last_failure
+        behind = f"; last failure: {type(last).__name__}: {last.message}" if last is not None else ""
+        return f" for the circuit ({state}{behind})"
 
     def _on_probe_time(self) -> None:
         self._circuit_timer = None

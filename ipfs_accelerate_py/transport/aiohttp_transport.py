@@ -122,7 +122,7 @@ def _translate(exc: BaseException, request: HttpRequest) -> BaseException:
     if isinstance(exc, asyncio.CancelledError):
         return exc
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return RequestTimeoutError(f"no answer within {request.timeout}s from {_where(request)}")
+        return RequestTimeoutError(f"no answer within {request.timeout:.3g}s from {_where(request)}")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return NetworkError(
             f"TLS certificate verify failed for {_where(request)}: {exc.certificate_error}; "

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from ipfs_accelerate_py.resilience.errors import CircuitOpenError, InvalidInputError, NetworkError, ServerError
+from ipfs_accelerate_py.resilience.errors import CircuitOpenError, DeadlineExceededError, InvalidInputError, NetworkError, RequestTimeoutError, ServerError
 
 from ..helpers import WAIT, messages
 from .test_openai_api import CHAT_MODEL, chat_data, chat_once, make_client
@@ -130,3 +130,18 @@ def test_every_transition_of_the_circuit_is_logged_at_warning(simulator, caplog)
     moves = [r.getMessage() for r in caplog.records if r.name == "ipfs_accelerate_py.engine" and r.levelname == "WARNING"]
     assert moves[0].startswith("openai circuit CLOSED -> OPEN (last failure: ServerError: ")
     assert moves[1:] == ["openai circuit OPEN -> HALF_OPEN", "openai circuit HALF_OPEN -> CLOSED"]
+
+
+def test_a_wait_for_the_circuit_that_outlasts_the_deadline_says_so(simulator):
+    with make_client(simulator, max_retries=0, failure_threshold=2, reset_timeout=0.5, on_circuit_open="wait",
+                     request_deadline=0.9) as client:
+        open_circuit(client, simulator)
+        simulator.configure(latency=0.6)  # the probe at 0.5 s is still out when the deadline of the next ends
+        probe = queue_chat(client, "probe")
+        waiting = queue_chat(client, "waits")
+        with pytest.raises(DeadlineExceededError) as caught:
+            waiting.result(WAIT)
+        with pytest.raises((ServerError, RequestTimeoutError)):  # the probe's attempt is cut at its own deadline
+            probe.result(WAIT)
+    text = str(caught.value)
+    assert "waited in the queue for the circuit (HALF_OPEN; last failure: ServerError: " in text, text

@@ -87,6 +87,7 @@ def test_a_deadline_in_the_queue_says_where_it_came_from(simulator):
     error = caught.value
     assert error.model == CHAT_MODEL and error.host == f"127.0.0.1:{simulator.port}"
     assert error.attempts == 0 and error.client_request_id == "mine-queued"
+    assert "passed while it waited in the queue behind 1 attempt in flight (max_concurrent_requests 1)" in str(error)
 
 
 def test_batched_embeddings_report_each_callers_own_request(simulator):
