@@ -18,6 +18,7 @@ refuses a second outcome).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from typing import Any, Optional
@@ -358,7 +359,7 @@ class Engine:
                 request_id=req.request_id,
             )
         req.attempts += 1
-        timeout = self.settings["timeout"]
+        timeout = self.settings["timeout"] if req.options.timeout is None else req.options.timeout
         if req.deadline is not None:
             timeout = max(0.001, min(timeout, req.deadline - now))
         key_name = req.last_key = req.lease.name
@@ -371,6 +372,8 @@ class Engine:
             timeout=timeout,
             stream=req.stream,
             request_id=req.request_id,
+            extra_headers=req.options.extra_headers,
+            extra_query=req.options.extra_query,
         )
         started = clock.now()
         if req.stream:
@@ -553,11 +556,18 @@ class Engine:
 
     # ------------------------------------------------------------ retries
 
+    def _retry_options_for(self, req: Request) -> retry_policy.RetryOptions:
+        """The client's retry options, with the request's own ``max_retries`` when it has one."""
+        if req.options.max_retries is None:
+            return self.retry_options
+        return dataclasses.replace(self.retry_options, max_retries=req.options.max_retries)
+
     def _after_failure(self, req: Request, error: ApiError) -> None:
         now = self.clock.now()
+        retry_options = self._retry_options_for(req)
         if isinstance(error, RateLimitError) and req.last_key is not None:
             req.avoid_key = req.last_key  # that key cools down; the retry prefers another
-            if req.retries < self.retry_options.max_retries and self.keys.another_ready(req.last_key, req, now):
+            if req.retries < retry_options.max_retries and self.keys.another_ready(req.last_key, req, now):
                 req.retries += 1
                 req.last_error = error
                 self._requeue(req)  # another key is free now: no reason to wait
@@ -567,7 +577,7 @@ class Engine:
             req.last_error = error
             self._requeue(req)
             return
-        decision = retry_policy.decide(error, req.retries, self.retry_options, self.rng, now, req.deadline)
+        decision = retry_policy.decide(error, req.retries, retry_options, self.rng, now, req.deadline)
         if not decision.retry or self.closed:
             if decision.reason == "deadline":
                 error = retry_policy.deadline_error(error, decision, now, req.deadline)
@@ -582,7 +592,7 @@ class Engine:
             req.request_id,
             type(error).__name__,
             req.retries,
-            self.retry_options.max_retries,
+            retry_options.max_retries,
             decision.delay,
             decision.reason,
         )

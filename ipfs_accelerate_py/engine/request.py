@@ -6,6 +6,7 @@ import itertools
 import os
 from typing import Any, Optional
 
+from .call_options import DEFAULT_OPTIONS, CallOptions
 from .future import RequestFuture
 
 __all__ = ["Request", "new_request_id"]
@@ -30,6 +31,7 @@ class Request:
         "api_key",
         "stream",
         "model",
+        "options",
         "future",
         "submitted_at",
         "deadline",
@@ -62,6 +64,7 @@ class Request:
         submitted_at: float,
         deadline: Optional[float],
         model: Optional[str] = None,
+        options: CallOptions = DEFAULT_OPTIONS,
     ) -> None:
         self.endpoint = endpoint
         self.data = data
@@ -70,6 +73,7 @@ class Request:
         self.api_key = api_key
         self.stream = stream
         self.model = model
+        self.options = options  # per-call timeout, max_retries, extra headers and query
         self.future = RequestFuture(self.request_id)
         self.submitted_at = submitted_at
         self.deadline = deadline
