@@ -233,6 +233,12 @@ class Wire:
     """What a 2xx JSON body may be; anything else is malformed."""
     batch_input_field = "input"
     """The field of a batchable request that holds its inputs (TEI's ``"inputs"``)."""
+    body_params: Mapping[str, frozenset[str]] = {}
+    """The parameters the API documents, by operation (``"chat"``,
+    ``"completion"``, ``"embeddings"``): the keywords ``chat()``,
+    ``completions()`` and ``embeddings()`` accept besides their own (any other
+    is refused; ``extra_body`` sends a field as it is).  An operation not
+    listed is not checked."""
 
     def __init__(self, spec: ProviderSpec) -> None:
         self.spec = spec
