@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .api_backends import BACKENDS as BACKEND_CLASSES
+from .api_backends import canonical_backend_name, describe_backend_names
 from .resilience.errors import CircuitOpenError, QueueFullError, ServerError
 from .resilience.redact import redact
 from .simulator import Simulator, embedding_for
@@ -623,13 +624,13 @@ def run_checks(api: str = "openai", key: Optional[str] = None, base_url: Optiona
     """Run every check against ``api``; print the summary, write the JSON
     report into ``output_dir``; 0 if every check that ran passed, 1 if one
     failed, 2 if the backend is not there (yet)."""
-    api = (api or "").strip().lower()
+    api = canonical_backend_name(api or "")  # "anthropic" -> "claude", "google" -> "gemini"
     backend = BACKENDS.get(api)
     if backend is None:
         if api in PLANNED_BACKENDS:
-            print(f"The {api} backend is not there yet: the checks can run against {', '.join(BACKENDS)} for now.")
+            print(f"The {api} backend is not there yet: the checks can run against {describe_backend_names(BACKENDS)} for now.")
         else:
-            print(f"Unknown API {api!r}: choose from {', '.join(BACKENDS)} (planned: {', '.join(PLANNED_BACKENDS)}).")
+            print(f"Unknown API {api!r}: choose from {describe_backend_names(BACKENDS)} (planned: {', '.join(PLANNED_BACKENDS)}).")
         return EXIT_UNSUPPORTED
     try:
         with resolve_target(api, backend, key, base_url, print) as target:

@@ -24,7 +24,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_arguments(sim)
     _add_run_parser(sub)
     check = sub.add_parser("check", help="check every advanced feature against a backend")
-    check.add_argument("--api", default="openai")
+    check.add_argument("--api", default="openai", help="backend (default openai): " + _backend_names())
     check.add_argument("--key", default=None)
     check.add_argument("--base-url", default=None)
     check.add_argument("--output-dir", default=".")
@@ -41,7 +41,7 @@ def _add_run_parser(sub: Any) -> None:
         "With no --base-url, no key and none in the environment, the embedded simulator answers.",
     )
     run.add_argument("jobs", metavar="JOBS.jsonl")
-    run.add_argument("--api", default=None, help="backend (default openai): " + ", ".join(_backend_names()))
+    run.add_argument("--api", default=None, help="backend (default openai): " + _backend_names())
     run.add_argument("--out", default=None, help="results file (default JOBS.results.jsonl)")
     run.add_argument("--report", default=None, help="report path without extension (default OUT.report -> .json, .html)")
     run.add_argument("--config", default=None, help="YAML/JSON file: api, base_url, model, keys, settings, window")
@@ -63,10 +63,10 @@ def _add_run_parser(sub: Any) -> None:
                      help="live display (auto: rich on a terminal, else quiet); json: a log line a second")
 
 
-def _backend_names() -> list:
-    from .api_backends import BACKENDS
+def _backend_names() -> str:
+    from .api_backends import BACKENDS, describe_backend_names
 
-    return list(BACKENDS)
+    return describe_backend_names(BACKENDS)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

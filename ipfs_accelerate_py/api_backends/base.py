@@ -6,6 +6,9 @@ behaviour lives here and in the engine below it.
 
 from __future__ import annotations
 
+import copy
+import difflib
+import inspect
 import os
 import re
 import threading
@@ -13,21 +16,23 @@ import time
 from collections.abc import Mapping
 from typing import Any, Iterable, Optional, Union
 
+from ..engine.call_options import DEFAULT_OPTIONS, CallOptions
 from ..engine.engine import Engine, key_fingerprint
 from ..engine.future import RequestFuture
 from ..engine.keyring import KeyConfig
 from ..engine.loop import in_engine_thread
 from ..engine.request import Request
-from ..engine.settings import CIRCUIT_OPEN_MODES, SETTINGS, Settings
+from ..engine.settings import SETTINGS, Settings
 from ..engine.stream import ChunkStream
 from ..resilience.batching import normalize_inputs
 from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 from ..resilience.clock import SYSTEM_CLOCK, Clock
-from ..resilience.errors import AuthenticationError, InvalidInputError, SettingError
+from ..resilience.errors import AuthenticationError, InvalidInputError, SettingError, UnknownParameterError
 from ..resilience.keys import KeyOptions
+from ..resilience.priority_queue import PRIORITY_NAMES, priority_level
 from ..resilience.stats import RequestRecord
 
-__all__ = ["BaseApiBackend"]
+__all__ = ["BaseApiBackend", "model_argument"]
 
 SIMULATOR_BASE_URLS = ("simulator", "embedded")
 """A base URL of ``"simulator"`` starts the embedded simulator in this process and uses it."""
@@ -50,8 +55,13 @@ _NOT_SERVICE_FAILURES = frozenset(
 )
 
 
+_VIEWED_SETTINGS = ("timeout", "max_retries")
+"""Settings a view (``client.with_options``) may give its own value."""
+
+
 class _SettingAttr:
-    """``client.<setting>``: read the current value; set it, checked."""
+    """``client.<setting>``: read the current value (a view's own, if it
+    has one); set it, checked."""
 
     __slots__ = ("name",)
 
@@ -61,7 +71,8 @@ class _SettingAttr:
     def __get__(self, obj: Any, owner: type) -> Any:
         if obj is None:
             return self
-        return obj._settings[self.name]
+        own = getattr(obj._call_defaults, self.name) if self.name in _VIEWED_SETTINGS else None
+        return obj._settings[self.name] if own is None else own
 
     def __set__(self, obj: Any, value: Any) -> None:
         obj._settings.set(self.name, value)
@@ -76,6 +87,11 @@ class BaseApiBackend:
     PRIORITY_LOW = 2
 
     provider: Any = None  # the provider's wire adapter, set by each backend module
+
+    # A view (with_options) sets its own; a client has these:
+    _view_of: Optional["BaseApiBackend"] = None
+    _call_defaults: CallOptions = DEFAULT_OPTIONS
+    _default_priority: Optional[int] = None
 
     def __init__(
         self,
@@ -189,18 +205,66 @@ class BaseApiBackend:
     def embedding_models(self, value: Iterable[str]) -> None:
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
             raise SettingError("embedding_models", value, "a list of model names")
-        self._embedding_models = list(value)
+        if "_embedding_models" in self.__dict__:
+            self._embedding_models[:] = value  # in place: views share the list
+        else:
+            self._embedding_models = list(value)
 
     def __repr__(self) -> str:
+        if self._view_of is not None:
+            return f"<{type(self).__name__} view ({self._view_description()}) of {self._view_of!r}>"
         fp = key_fingerprint(self.api_key)
         key = f"key={fp}" if fp else "no key"
         return f"<{type(self).__name__} {self.base_url} {key} circuit={self.circuit_state}>"
 
+    # ------------------------------------------------------------ views
+
+    def with_options(
+        self,
+        *,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        priority: Any = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+    ) -> "BaseApiBackend":
+        """A view of this client whose calls default to these per-call
+        options (as in the openai SDK): ``client.with_options(timeout=5,
+        max_retries=0).chat(...)``.  A call's own arguments still win;
+        headers and query parameters merge.
+
+        The view is cheap and shares everything with its client: the engine
+        (queue, breaker, statistics, keys, connections) and the settings.
+        ``view.timeout`` and ``view.max_retries`` read its own values where it
+        has them.  Nothing can be set through a view (set it on the client),
+        and closing a view does nothing: the client owns the engine."""
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open).over(self._call_defaults)
+        level = self._default_priority if priority is None else priority_level(priority)
+        view = copy.copy(self)  # the same engine, settings and state: only the defaults below differ
+        view.__dict__.update(_view_of=self._view_of or self, _call_defaults=options, _default_priority=level)
+        return view
+
+    def _view_description(self) -> str:
+        parts = [self._call_defaults.describe()] if self._call_defaults is not DEFAULT_OPTIONS else []
+        if self._default_priority is not None:
+            parts.append(f"priority={PRIORITY_NAMES[self._default_priority].lower()}")
+        return ", ".join(parts) or "no options"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self._view_of is not None:
+            raise AttributeError(
+                f"cannot set {name!r} on a view ({type(self).__name__}.with_options): set it on the client, "
+                "which the view shares, or make another view with client.with_options(...)"
+            )
+        super().__setattr__(name, value)
+
     # ------------------------------------------------------------ queue
 
-    def queue_with_priority(self, request_info: Mapping[str, Any], priority: Optional[int] = None) -> RequestFuture:
-        """Queue ``{"endpoint", "data", "api_key"?, "request_id"?, "stream"?, "on_circuit_open"?}``
-        at ``priority`` (HIGH 0, NORMAL 1, LOW 2) and return its future at once.
+    def queue_with_priority(self, request_info: Mapping[str, Any], priority: Any = None) -> RequestFuture:
+        """Queue ``{"endpoint", "data", "api_key"?, "request_id"?, "stream"?, "priority"?, "on_circuit_open"?}``
+        at ``priority`` (HIGH 0, NORMAL 1, LOW 2, or ``"high"``, ``"normal"``,
+        ``"low"``) and return its future at once.
 
         The future is the seed's dict (``completed``, ``result``, ``error``)
         and also offers ``wait(timeout)``, ``result(timeout)``, ``cancel()``,
@@ -214,16 +278,14 @@ class BaseApiBackend:
         endpoint = request_info.get("endpoint")
         if not isinstance(endpoint, str) or not endpoint.strip():
             raise InvalidInputError("request_info['endpoint'] must name the API endpoint, e.g. 'chat/completions'")
-        if priority is None:
-            priority = request_info.get("priority", self.PRIORITY_NORMAL)
         return self._submit(
             endpoint,
             request_info.get("data"),
-            priority=priority,
+            priority=request_info.get("priority") if priority is None else priority,
             request_id=request_info.get("request_id"),
             api_key=request_info.get("api_key"),
             stream=bool(request_info.get("stream", False)),
-            on_circuit_open=request_info.get("on_circuit_open"),
+            options=CallOptions.of(on_circuit_open=request_info.get("on_circuit_open")),
         ).future
 
     aqueue_with_priority = queue_with_priority
@@ -242,13 +304,12 @@ class BaseApiBackend:
         request_id: Optional[str] = None,
         api_key: Optional[str] = None,
         stream: bool = False,
-        on_circuit_open: Optional[str] = None,
+        options: CallOptions = DEFAULT_OPTIONS,
     ) -> Request:
-        priority = self.PRIORITY_NORMAL if priority is None else priority
-        if isinstance(priority, bool) or priority not in (self.PRIORITY_HIGH, self.PRIORITY_NORMAL, self.PRIORITY_LOW):
-            raise InvalidInputError(
-                f"unknown priority {priority!r}: use client.PRIORITY_HIGH (0), PRIORITY_NORMAL (1) or PRIORITY_LOW (2)"
-            )
+        options = options.over(self._call_defaults)
+        if priority is None:
+            priority = self._default_priority
+        priority = self.PRIORITY_NORMAL if priority is None else priority_level(priority)
         if data is not None and not isinstance(data, Mapping):
             raise InvalidInputError(f"request data must be a dict (the JSON body), not {type(data).__name__}")
         if request_id is not None and not isinstance(request_id, str):
@@ -272,7 +333,8 @@ class BaseApiBackend:
             submitted_at=now,
             deadline=None if deadline is None else now + deadline,
             model=self.provider.request_model(endpoint, data),
-            circuit_wait=_circuit_mode(on_circuit_open, self._settings) == "wait",
+            options=options,
+            circuit_wait=(options.on_circuit_open or self._settings["on_circuit_open"]) == "wait",
         )
         if not stream:
             req.inputs = engine.batch_inputs(endpoint, data)
@@ -304,14 +366,23 @@ class BaseApiBackend:
         data: Optional[Mapping[str, Any]] = None,
         request_id: Optional[str] = None,
         *,
-        priority: Optional[int] = None,
+        priority: Any = None,
         api_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
     ) -> Any:
         """Send one request to ``endpoint`` (e.g. ``"chat/completions"``,
         ``"embeddings"``, ``"models"``) and return the provider's JSON.
-        Embeddings to ``supported_batch_models`` are batched transparently."""
+        Embeddings to ``supported_batch_models`` are batched transparently.
+        Per-call options as in :meth:`chat`."""
         _check_endpoint(endpoint)
-        return self._call(endpoint, data, request_id=request_id, priority=priority, api_key=api_key)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        data = _with_extra_body(data, extra_body)
+        return self._call(endpoint, data, request_id=request_id, priority=priority, api_key=api_key, options=options)
 
     async def amake_request(
         self,
@@ -319,43 +390,77 @@ class BaseApiBackend:
         data: Optional[Mapping[str, Any]] = None,
         request_id: Optional[str] = None,
         *,
-        priority: Optional[int] = None,
+        priority: Any = None,
         api_key: Optional[str] = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
     ) -> Any:
         """:meth:`make_request`, awaited."""
         _check_endpoint(endpoint)
-        return await self._acall(endpoint, data, request_id=request_id, priority=priority, api_key=api_key)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        data = _with_extra_body(data, extra_body)
+        return await self._acall(endpoint, data, request_id=request_id, priority=priority, api_key=api_key, options=options)
 
     # --------------------------------------------------------- operations
+    #
+    # Each operation takes, besides its content and the provider's own
+    # parameters (``**params``, checked against ``provider.body_params``),
+    # the openai SDK's per-call options, none of which is ever sent in the
+    # body: ``model=`` (the same as ``model_name=``), ``timeout=`` (seconds
+    # each attempt may take), ``max_retries=``, ``extra_headers=`` (HTTP
+    # headers, over the client's own), ``extra_query=`` (URL query
+    # parameters), ``on_circuit_open=`` ("fail" or "wait", see the circuit
+    # in README) and ``extra_body=`` (fields merged into the JSON body last,
+    # unchecked).
 
     def chat(
         self,
-        model_name: str,
-        messages: list,
+        model_name: Optional[str] = None,
+        messages: Optional[list] = None,
         *,
+        model: Optional[str] = None,
         stream: bool = False,
-        priority: Optional[int] = None,
+        priority: Any = None,
         request_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
         **params: Any,
     ) -> Union[dict, ChunkStream]:
         """A chat completion: the provider's response, or with ``stream=True``
         a :class:`ChunkStream` of normalized chunks (close it to stop early)."""
-        endpoint, data = self._chat_request(model_name, messages, stream, params)
-        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+        endpoint, data = self._operation("chat", model_name, model, messages, stream, params, extra_body)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream, options=options)
 
     async def achat(
         self,
-        model_name: str,
-        messages: list,
+        model_name: Optional[str] = None,
+        messages: Optional[list] = None,
         *,
+        model: Optional[str] = None,
         stream: bool = False,
-        priority: Optional[int] = None,
+        priority: Any = None,
         request_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
         **params: Any,
     ) -> Union[dict, ChunkStream]:
         """:meth:`chat`, awaited; a stream is read with ``async for``."""
-        endpoint, data = self._chat_request(model_name, messages, stream, params)
-        return await self._acall(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+        endpoint, data = self._operation("achat", model_name, model, messages, stream, params, extra_body)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        return await self._acall(endpoint, data, priority=priority, request_id=request_id, stream=stream, options=options)
 
     def _chat_request(self, model_name: Any, messages: Any, stream: bool, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
@@ -363,18 +468,46 @@ class BaseApiBackend:
         return self.provider.chat_request(model_name, messages, params, stream)
 
     def completions(
-        self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None, **params: Any
+        self,
+        model_name: Optional[str] = None,
+        prompt: Any = None,
+        *,
+        model: Optional[str] = None,
+        stream: bool = False,
+        priority: Any = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
+        **params: Any,
     ) -> Union[dict, ChunkStream]:
         """A text completion from ``prompt`` (the provider's response or chunks)."""
-        endpoint, data = self._completion_request(model_name, prompt, stream, params)
-        return self._call(endpoint, data, priority=priority, stream=stream)
+        endpoint, data = self._operation("completions", model_name, model, prompt, stream, params, extra_body)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        return self._call(endpoint, data, priority=priority, stream=stream, options=options)
 
     async def acompletions(
-        self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None, **params: Any
+        self,
+        model_name: Optional[str] = None,
+        prompt: Any = None,
+        *,
+        model: Optional[str] = None,
+        stream: bool = False,
+        priority: Any = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
+        **params: Any,
     ) -> Union[dict, ChunkStream]:
         """:meth:`completions`, awaited."""
-        endpoint, data = self._completion_request(model_name, prompt, stream, params)
-        return await self._acall(endpoint, data, priority=priority, stream=stream)
+        endpoint, data = self._operation("acompletions", model_name, model, prompt, stream, params, extra_body)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        return await self._acall(endpoint, data, priority=priority, stream=stream, options=options)
 
     def _completion_request(self, model_name: Any, prompt: Any, stream: bool, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
@@ -382,16 +515,47 @@ class BaseApiBackend:
             raise InvalidInputError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}")
         return self.provider.completion_request(model_name, prompt, params, stream)
 
-    def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
+    def embeddings(
+        self,
+        model_name: Optional[str] = None,
+        input: Any = None,
+        *,
+        model: Optional[str] = None,
+        priority: Any = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
+        **params: Any,
+    ) -> Any:
         """Embeddings for one text or a list; batched with other callers'
-        when ``model_name`` is in ``supported_batch_models``."""
-        endpoint, data = self._embeddings_request(model_name, input, params)
-        return self._call(endpoint, data, priority=priority)
+        when ``model_name`` is in ``supported_batch_models`` (only with
+        requests of the same per-call options and body fields)."""
+        endpoint, data = self._operation("embeddings", model_name, model, input, False, params, extra_body)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        return self._call(endpoint, data, priority=priority, options=options)
 
-    async def aembeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
+    async def aembeddings(
+        self,
+        model_name: Optional[str] = None,
+        input: Any = None,
+        *,
+        model: Optional[str] = None,
+        priority: Any = None,
+        timeout: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        on_circuit_open: Optional[str] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
+        **params: Any,
+    ) -> Any:
         """:meth:`embeddings`, awaited (batched with sync and async callers alike)."""
-        endpoint, data = self._embeddings_request(model_name, input, params)
-        return await self._acall(endpoint, data, priority=priority)
+        endpoint, data = self._operation("aembeddings", model_name, model, input, False, params, extra_body)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        return await self._acall(endpoint, data, priority=priority, options=options)
 
     def _embeddings_request(self, model_name: Any, inputs: Any, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
@@ -399,18 +563,72 @@ class BaseApiBackend:
         return self.provider.embeddings_request(model_name, inputs, params)
 
     OPERATIONS = ("chat", "completion", "embeddings")
+    _OPERATION_OF = {
+        "chat": "chat",
+        "achat": "chat",
+        "completions": "completion",
+        "acompletions": "completion",
+        "embeddings": "embeddings",
+        "aembeddings": "embeddings",
+        "add_to_batch": "embeddings",
+    }
+    """The operation each public method performs, by the method's name."""
 
-    def operation_request(self, operation: str, model_name: str, content: Any, params: Optional[Mapping[str, Any]] = None) -> tuple[str, Any]:
+    def _operation(
+        self, method: str, model_name: Any, model: Any, content: Any, stream: bool, params: dict, extra_body: Any
+    ) -> tuple[str, Any]:
+        """``(endpoint, data)`` of a call to the public ``method``: the model
+        named either way, the keywords checked against what the provider's
+        API documents, and ``extra_body`` laid over the body last."""
+        operation = self._OPERATION_OF[method]
+        self._check_params(method, operation, params)
+        endpoint, data = self.operation_request(operation, model_argument(model_name, model), content, params, stream=stream)
+        return endpoint, _with_extra_body(data, extra_body)
+
+    def _check_params(self, method: str, operation: str, params: Mapping[str, Any]) -> None:
+        """Refuse a keyword that neither ``method`` nor the provider's API
+        knows: a typo would otherwise be sent as a body field, silently."""
+        known = self.provider.body_params.get(operation)
+        unknown = [name for name in params if known is not None and name not in known]
+        if not unknown:
+            return
+        signature = inspect.signature(getattr(BaseApiBackend, method))
+        own = [p.name for p in signature.parameters.values() if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+        candidates = own + sorted(known)
+        described = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, candidates, n=3)
+            described.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+        plural = "s" if len(unknown) > 1 else ""
+        raise UnknownParameterError(
+            f"{method}() got unknown parameter{plural} {', '.join(described)}; "
+            f"to send a field as it is, pass extra_body={{{unknown[0]!r}: ...}}",
+            provider=self.provider.name,
+        )
+
+    def operation_request(
+        self,
+        operation: str,
+        model_name: Optional[str] = None,
+        content: Any = None,
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        model: Optional[str] = None,
+        stream: bool = False,
+    ) -> tuple[str, Any]:
         """``(endpoint, data)`` that ``chat`` (``content``: messages), ``completions``
         (a prompt) or ``embeddings`` (an input) sends: the same request, checked the
-        same way, for ``queue_with_priority`` (whose future tells attempts and key)."""
-        build = {"chat": self._chat_request, "completion": self._completion_request, "embeddings": self._embeddings_request}.get(operation)
-        if build is None:
+        same way, for ``queue_with_priority`` (whose future tells attempts and key).
+        ``params`` are body fields, sent as given (not checked by name)."""
+        if operation not in self.OPERATIONS:
             raise InvalidInputError(f"unknown operation {operation!r}: use {', '.join(self.OPERATIONS)}")
+        model_name = model_argument(model_name, model)
         params = dict(params or {})
         if operation == "embeddings":
-            return build(model_name, content, params)
-        return build(model_name, content, False, params)
+            return self._embeddings_request(model_name, content, params)
+        if operation == "chat":
+            return self._chat_request(model_name, content, stream, params)
+        return self._completion_request(model_name, content, stream, params)
 
     def default_model(self, operation: str) -> Optional[str]:
         """The model a request of ``operation`` uses when it names none (None: it must name one)."""
@@ -561,12 +779,19 @@ class BaseApiBackend:
 
     # ----------------------------------------------------------- batching
 
-    def add_to_batch(self, model_name: str, request_input: Any, future: Optional[dict] = None, **params: Any) -> RequestFuture:
-        """Queue embeddings input(s) for ``model_name`` to go out in a batch;
-        returns the future (a given ``future`` dict is filled in too)."""
-        _check_model(model_name)
-        normalize_inputs(request_input)
-        endpoint, data = self.provider.embeddings_request(model_name, request_input, params)
+    def add_to_batch(
+        self,
+        model_name: Optional[str] = None,
+        request_input: Any = None,
+        future: Optional[dict] = None,
+        *,
+        model: Optional[str] = None,
+        **params: Any,
+    ) -> RequestFuture:
+        """Queue embeddings input(s) for ``model_name`` (or ``model``) to go
+        out in a batch; returns the future (a given ``future`` dict is filled
+        in too)."""
+        endpoint, data = self._operation("add_to_batch", model_name, model, request_input, False, params, None)
         fut = self._submit(endpoint, data).future
         if future is not None:
             if not isinstance(future, dict):
@@ -622,12 +847,15 @@ class BaseApiBackend:
 
     def close(self) -> None:
         """Fail what is queued with ``ShutdownError``, let attempts in flight
-        finish (a few seconds at most), release connections."""
-        self._engine.close()
+        finish (a few seconds at most), release connections.  On a view
+        (:meth:`with_options`) it does nothing: the client owns the engine."""
+        if self._view_of is None:
+            self._engine.close()
 
     async def aclose(self) -> None:
         """:meth:`close`, awaited from any event loop."""
-        await self._engine.aclose_from_any_loop()
+        if self._view_of is None:
+            await self._engine.aclose_from_any_loop()
 
     def __enter__(self) -> "BaseApiBackend":
         return self
@@ -660,18 +888,33 @@ def _first(metadata: Mapping[str, Any], keys: Iterable[str], env: Iterable[str])
     return None
 
 
-def _circuit_mode(value: Optional[str], settings: Settings) -> str:
-    """A call's ``on_circuit_open`` ("fail" or "wait"), else the client's."""
-    if value is None:
-        return settings["on_circuit_open"]
-    if not isinstance(value, str) or value.strip().lower() not in CIRCUIT_OPEN_MODES:
-        raise InvalidInputError(f"on_circuit_open must be one of {', '.join(map(repr, CIRCUIT_OPEN_MODES))}, not {value!r}")
-    return value.strip().lower()
-
-
 def _check_endpoint(endpoint: Any) -> None:
     if not isinstance(endpoint, str) or not endpoint.strip():
         raise InvalidInputError("endpoint must name the API endpoint, e.g. 'chat/completions'")
+
+
+def model_argument(model_name: Any, model: Any) -> Any:
+    """The model a call names, as ``model_name=`` or as ``model=`` (the
+    openai SDK's name); both may be given only when they agree."""
+    if model is None:
+        return model_name
+    if model_name is not None and model_name != model:
+        raise InvalidInputError(
+            f"model_name={model_name!r} and model={model!r} name different models: give one of them "
+            "(model= is the openai SDK's name for model_name=)"
+        )
+    return model
+
+
+def _with_extra_body(data: Any, extra_body: Any) -> Any:
+    """``data`` with ``extra_body``'s fields laid over it (sent as they are)."""
+    if extra_body is None:
+        return data
+    if not isinstance(extra_body, Mapping):
+        raise InvalidInputError(f"extra_body must be a dict of fields to add to the JSON body, not {type(extra_body).__name__}")
+    if data is not None and not isinstance(data, Mapping):
+        raise InvalidInputError(f"request data must be a dict (the JSON body), not {type(data).__name__}")
+    return {**(data or {}), **extra_body}
 
 
 def _check_model(model_name: Any) -> None:

@@ -74,6 +74,7 @@ from ..resilience.errors import (
     SettingError,
     ShutdownError,
 )
+from .base import model_argument
 
 __all__ = ["FAIL_OVER_ON", "FailoverChain", "FailoverStep", "fails_over"]
 
@@ -285,40 +286,80 @@ class FailoverChain:
 
     # ------------------------------------------------------------ operations
 
-    def chat(self, model_name: str, messages: list, *, stream: bool = False, priority: Optional[int] = None,
-             request_id: Optional[str] = None, **params: Any) -> Any:
+    def chat(
+        self,
+        model_name: Optional[str] = None,
+        messages: Optional[list] = None,
+        *,
+        model: Optional[str] = None,
+        stream: bool = False,
+        priority: Optional[int] = None,
+        request_id: Optional[str] = None,
+        **params: Any,
+    ) -> Any:
         """``backend.chat`` on each step in turn (OpenAI-style messages; see the module docstring)."""
+        model_name = model_argument(model_name, model)
         return self._run(lambda step: step.backend.chat(
             step.model_for(model_name), messages, stream=stream, priority=priority, request_id=request_id, **params
         ))
 
-    async def achat(self, model_name: str, messages: list, *, stream: bool = False, priority: Optional[int] = None,
-                    request_id: Optional[str] = None, **params: Any) -> Any:
+    async def achat(
+        self,
+        model_name: Optional[str] = None,
+        messages: Optional[list] = None,
+        *,
+        model: Optional[str] = None,
+        stream: bool = False,
+        priority: Optional[int] = None,
+        request_id: Optional[str] = None,
+        **params: Any,
+    ) -> Any:
         """:meth:`chat`, awaited (each step's ``achat``)."""
+        model_name = model_argument(model_name, model)
         return await self._arun(lambda step: step.backend.achat(
             step.model_for(model_name), messages, stream=stream, priority=priority, request_id=request_id, **params
         ))
 
-    def completions(self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None,
-                    **params: Any) -> Any:
+    def completions(
+        self,
+        model_name: Optional[str] = None,
+        prompt: Any = None,
+        *,
+        model: Optional[str] = None,
+        stream: bool = False,
+        priority: Optional[int] = None,
+        **params: Any,
+    ) -> Any:
         """``backend.completions`` on each step in turn."""
+        model_name = model_argument(model_name, model)
         return self._run(lambda step: step.backend.completions(
             step.model_for(model_name), prompt, stream=stream, priority=priority, **params
         ))
 
-    async def acompletions(self, model_name: str, prompt: Any, *, stream: bool = False, priority: Optional[int] = None,
-                           **params: Any) -> Any:
+    async def acompletions(
+        self,
+        model_name: Optional[str] = None,
+        prompt: Any = None,
+        *,
+        model: Optional[str] = None,
+        stream: bool = False,
+        priority: Optional[int] = None,
+        **params: Any,
+    ) -> Any:
         """:meth:`completions`, awaited."""
+        model_name = model_argument(model_name, model)
         return await self._arun(lambda step: step.backend.acompletions(
             step.model_for(model_name), prompt, stream=stream, priority=priority, **params
         ))
 
-    def embeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
+    def embeddings(self, model_name: Optional[str] = None, input: Any = None, *, model: Optional[str] = None, priority: Optional[int] = None, **params: Any) -> Any:
         """``backend.embeddings`` on each step in turn."""
+        model_name = model_argument(model_name, model)
         return self._run(lambda step: step.backend.embeddings(step.model_for(model_name), input, priority=priority, **params))
 
-    async def aembeddings(self, model_name: str, input: Any, *, priority: Optional[int] = None, **params: Any) -> Any:
+    async def aembeddings(self, model_name: Optional[str] = None, input: Any = None, *, model: Optional[str] = None, priority: Optional[int] = None, **params: Any) -> Any:
         """:meth:`embeddings`, awaited."""
+        model_name = model_argument(model_name, model)
         return await self._arun(
             lambda step: step.backend.aembeddings(step.model_for(model_name), input, priority=priority, **params)
         )

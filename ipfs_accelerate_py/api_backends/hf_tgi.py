@@ -49,10 +49,14 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
         """``generate(prompt, stream=True, ...)``: TGI's ``/generate_stream``."""
         return self.generate(prompt, stream=True, **kwargs)
 
-    def chat(self, model_name: Optional[str], messages: list, **kwargs: Any) -> Union[dict, ChunkStream]:
+    def chat(
+        self, model_name: Optional[str] = None, messages: Optional[list] = None, *, model: Optional[str] = None, **kwargs: Any
+    ) -> Union[dict, ChunkStream]:
         """An OpenAI-style chat completion from ``/v1/chat/completions``;
-        ``model_name`` None sends ``"tgi"`` (the server's one model)."""
-        return super().chat(model_name if model_name is not None else TGI_MODEL, messages, **kwargs)
+        no model (``model_name`` or ``model``) sends ``"tgi"`` (the server's one model)."""
+        if model_name is None and model is None:
+            model_name = TGI_MODEL
+        return super().chat(model_name, messages, model=model, **kwargs)
 
     def info(self) -> dict:
         """The server's ``/info``: ``model_id``, ``max_input_tokens``, ``max_total_tokens``, ..."""

@@ -49,6 +49,7 @@ from .base import BaseApiBackend
 from .claude import claude
 from .gemini import gemini
 from .groq import groq
+from .names import canonical_backend_name, describe_backend_names
 from .openai_api import openai_api
 
 __all__ = ["ApiKeyMultiplexer", "DEFAULT_MAX_CONCURRENT", "DEFAULT_STRATEGY", "MULTIPLEXED_PROVIDERS"]
@@ -269,7 +270,7 @@ class ApiKeyMultiplexer:
             entry = self._provider(provider)
             if not entry.keys:
                 raise InvalidInputError(
-                    f"No {_LABELS[provider]} API keys have been added: call add_{provider}_key(key_name, api_key) first"
+                    f"No {_LABELS[entry.name]} API keys have been added: call add_{entry.name}_key(key_name, api_key) first"
                 )
             if key_name:
                 return self._bound(entry, key_name)
@@ -299,9 +300,9 @@ class ApiKeyMultiplexer:
     def _provider(self, name: str) -> _Provider:
         if self._closed:
             raise ShutdownError("this ApiKeyMultiplexer is closed; create a new one")
-        entry = self._providers.get(name) if isinstance(name, str) else None
+        entry = self._providers.get(canonical_backend_name(name)) if isinstance(name, str) else None
         if entry is None:
-            raise SettingError("provider", name, f"one of {', '.join(MULTIPLEXED_PROVIDERS)}")
+            raise SettingError("provider", name, f"one of {describe_backend_names(MULTIPLEXED_PROVIDERS)}")
         return entry
 
     # ------------------------------------------------------------ closing
@@ -333,11 +334,13 @@ def _base_urls(base_url: Union[str, Mapping[str, str], None]) -> dict[str, str]:
         return {}
     if isinstance(base_url, str):
         return dict.fromkeys(MULTIPLEXED_PROVIDERS, base_url)
-    if isinstance(base_url, Mapping) and set(base_url) <= set(MULTIPLEXED_PROVIDERS) and all(
-        isinstance(v, str) for v in base_url.values()
-    ):
-        return dict(base_url)
-    raise SettingError("base_url", base_url, f"a URL, or a dict of URLs by provider ({', '.join(MULTIPLEXED_PROVIDERS)})")
+    if isinstance(base_url, Mapping):
+        urls = {canonical_backend_name(name): url for name, url in base_url.items()}
+        if set(urls) <= set(MULTIPLEXED_PROVIDERS) and all(isinstance(v, str) for v in urls.values()):
+            return urls
+    raise SettingError(
+        "base_url", base_url, f"a URL, or a dict of URLs by provider ({describe_backend_names(MULTIPLEXED_PROVIDERS)})"
+    )
 
 
 # ---------------------------------------------------------------- usage figures

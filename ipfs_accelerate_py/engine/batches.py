@@ -9,7 +9,10 @@
          gets its own part, or the carrier's error)
 
 A member counts against ``queue_size`` from admission until its carrier is
-queued, so the bound holds whatever the traffic.
+queued, so the bound holds whatever the traffic.  Only alike requests share
+a batch: same endpoint, model, body fields but the inputs, API key, and
+per-call options (timeout, max_retries, extra headers and query), which
+the carrier then has.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class BatchLane:
                 continue
             template = self.engine.provider.batch_template(req.endpoint, req.data)
             key = batch_key(req.endpoint, req.model, template, key_fingerprint(req.api_key))  # a caller's own key stays apart
+            key += (req.options,)  # so do per-call timeout, max_retries, headers and query: a batch has one of each
             req.member, ready = self.assembler.add(key, req, req.inputs, now)
             for batch in ready:
                 self._launch(batch, now)
@@ -164,6 +168,7 @@ class BatchLane:
             deadline=min(deadlines) if deadlines else None,
             model=first.model,
             circuit_wait=all(m.item.circuit_wait for m in live),
+            options=first.options,
         )
         carrier.members = [(m.item, m.n_inputs) for m in live]
         self.engine.enqueue_carrier(carrier, len(batch.members), now)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import logging
 import random
@@ -467,7 +468,7 @@ class Engine:
                 request_id=req.request_id,
             )
         req.attempts += 1
-        timeout = self.settings["timeout"]
+        timeout = self.settings["timeout"] if req.options.timeout is None else req.options.timeout
         if req.deadline is not None:
             timeout = max(0.001, min(timeout, req.deadline - now))
         key_name = req.last_key = req.lease.name
@@ -480,6 +481,8 @@ class Engine:
             timeout=timeout,
             stream=req.stream,
             request_id=req.request_id,
+            extra_headers=req.options.extra_headers,
+            extra_query=req.options.extra_query,
         )
         started = clock.now()
         if req.stream:
@@ -673,6 +676,12 @@ class Engine:
 
     # ------------------------------------------------------------ retries
 
+    def _retry_options_for(self, req: Request) -> retry_policy.RetryOptions:
+        """The client's retry options, with the request's own ``max_retries`` when it has one."""
+        if req.options.max_retries is None:
+            return self.retry_options
+        return dataclasses.replace(self.retry_options, max_retries=req.options.max_retries)
+
     def _cooldown(self, req: Request, error: Optional[BaseException]) -> Optional[float]:
         """How long a 429 without Retry-After cools its (key, model): the
         retry policy's backoff for the retry it leads to."""
@@ -682,7 +691,7 @@ class Engine:
 
     def _after_failure(self, req: Request, error: ApiError) -> None:
         now = self.clock.now()
-        options = self.retry_options
+        options = self._retry_options_for(req)
         if isinstance(error, RateLimitError) and req.last_key is not None:
             # its (key, model) cools now; back in the queue, it goes on the first key
             # free for its model, waits for one within its deadline, or fails at once
@@ -698,7 +707,7 @@ class Engine:
             req.last_error = error
             self._requeue(req)
             return
-        decision = retry_policy.decide(error, req.retries, self.retry_options, self.rng, now, req.deadline)
+        decision = retry_policy.decide(error, req.retries, options, self.rng, now, req.deadline)
         if not decision.retry or self.closed:
             if decision.reason == "deadline":
                 error = retry_policy.deadline_error(error, decision, now, req.deadline)
@@ -713,7 +722,7 @@ class Engine:
             req.request_id,
             type(error).__name__,
             req.retries,
-            self.retry_options.max_retries,
+            options.max_retries,
             decision.delay,
             decision.reason,
         )

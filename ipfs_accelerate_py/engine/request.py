@@ -7,6 +7,7 @@ import itertools
 import os
 from typing import Any, Optional
 
+from .call_options import DEFAULT_OPTIONS, CallOptions
 from .future import RequestFuture
 
 __all__ = ["Request", "new_request_id"]
@@ -32,6 +33,7 @@ class Request:
         "stream",
         "model",
         "circuit_wait",
+        "options",
         "future",
         "submitted_at",
         "deadline",
@@ -66,6 +68,7 @@ class Request:
         deadline: Optional[float],
         model: Optional[str] = None,
         circuit_wait: bool = False,
+        options: CallOptions = DEFAULT_OPTIONS,
     ) -> None:
         self.endpoint = endpoint
         self.data = data
@@ -75,6 +78,7 @@ class Request:
         self.stream = stream
         self.model = model
         self.circuit_wait = circuit_wait  # while the circuit is OPEN: wait for its probe (True) or fail fast
+        self.options = options  # per-call timeout, max_retries, extra headers and query
         self.future = RequestFuture(self.request_id)
         self.submitted_at = submitted_at
         self.deadline = deadline

@@ -52,6 +52,7 @@ from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta,
 
 __all__ = [
     "ANTHROPIC",
+    "ANTHROPIC_MESSAGES_PARAMS",
     "ANTHROPIC_VERSION",
     "AnthropicWire",
     "DEFAULT_MAX_TOKENS",
@@ -64,6 +65,15 @@ ANTHROPIC_VERSION = "2023-06-01"
 
 DEFAULT_MAX_TOKENS = 1024
 """``max_tokens`` sent when the caller gives none (the API requires one)."""
+
+ANTHROPIC_MESSAGES_PARAMS = frozenset(
+    {
+        "container", "context_management", "max_tokens", "mcp_servers", "metadata", "output_format",
+        "service_tier", "stop_sequences", "system", "temperature", "thinking", "tool_choice", "tools", "top_k",
+        "top_p",
+    }
+)
+"""The body parameters of ``POST /v1/messages`` beside ``model``, ``messages`` and ``stream``."""
 
 MESSAGES = "v1/messages"
 COUNT_TOKENS = "v1/messages/count_tokens"
@@ -106,6 +116,7 @@ class AnthropicWire(Wire):
 
     path_prefixes = ("v1/",)  # "messages", "/v1/messages" and "v1/messages" are the same endpoint
     response_types = (dict,)
+    body_params = {"chat": ANTHROPIC_MESSAGES_PARAMS}
 
     # ------------------------------------------------------------ requests
 

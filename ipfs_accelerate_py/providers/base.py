@@ -27,6 +27,7 @@ Nothing here queues, retries, waits or counts: that is the engine's.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional, Sequence, Union
@@ -49,6 +50,8 @@ __all__ = [
     "json_body",
     "retyped",
     "token_count",
+    "with_headers",
+    "with_query",
 ]
 
 JSON_TYPE = "application/json"
@@ -162,6 +165,30 @@ def body_json(body: Any) -> Any:
     return body
 
 
+def with_headers(headers: Mapping[str, str], extra: Sequence[tuple[str, Optional[str]]]) -> dict[str, str]:
+    """``headers`` with ``extra`` laid over them: a name replaces the same
+    name in any case; a None value removes it."""
+    out = dict(headers)
+    for name, value in extra:
+        for present in [k for k in out if k.lower() == name.lower()]:
+            del out[present]
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def with_query(url: str, extra: Sequence[tuple[str, Any]]) -> str:
+    """``url`` with ``extra`` in its query string, replacing parameters of the
+    same name; a list value repeats its name; bools are ``true``/``false``."""
+    parts = urllib.parse.urlsplit(url)
+    names = {name for name, _ in extra}
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    for name, value in extra:
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            query.append((name, str(item).lower() if isinstance(item, bool) else str(item)))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
 def token_count(value: Any) -> int:
     """A token count as a provider reported it: a positive int, else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
@@ -207,6 +234,12 @@ class Wire:
     """What a 2xx JSON body may be; anything else is malformed."""
     batch_input_field = "input"
     """The field of a batchable request that holds its inputs (TEI's ``"inputs"``)."""
+    body_params: Mapping[str, frozenset[str]] = {}
+    """The parameters the API documents, by operation (``"chat"``,
+    ``"completion"``, ``"embeddings"``): the keywords ``chat()``,
+    ``completions()`` and ``embeddings()`` accept besides their own (any other
+    is refused; ``extra_body`` sends a field as it is).  An operation not
+    listed is not checked."""
 
     def __init__(self, spec: ProviderSpec) -> None:
         self.spec = spec
@@ -255,7 +288,12 @@ class Wire:
         timeout: Optional[float],
         stream: bool = False,
         request_id: Optional[str] = None,
+        extra_headers: Sequence[tuple[str, Optional[str]]] = (),
+        extra_query: Sequence[tuple[str, Any]] = (),
     ) -> HttpRequest:
+        """The HTTP request for ``data`` to ``endpoint``; a call's
+        ``extra_headers`` go on last (replacing any of the same name, in any
+        case; a None value removes one) and ``extra_query`` into the URL."""
         endpoint, data = self.prepare(endpoint, data, stream)
         path = self.endpoint_path(endpoint)
         method = self.method_for(path, data)
@@ -269,6 +307,10 @@ class Wire:
             headers["Content-Type"] = JSON_TYPE
             body = json_body(data if data is not None else {}, self.name)
         url = endpoint if endpoint.startswith(("http://", "https://")) else f"{base_url.rstrip('/')}/{path}"
+        if extra_headers:
+            headers = with_headers(headers, extra_headers)
+        if extra_query:
+            url = with_query(url, extra_query)
         return HttpRequest(method, url, headers, body, timeout, stream)
 
     # ----------------------------------------------------------- responses

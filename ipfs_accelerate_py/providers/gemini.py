@@ -43,7 +43,7 @@ from ..resilience.errors import ApiError, AuthenticationError, InvalidInputError
 from ..transport.base import HttpResponse
 from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, body_json, finish_reason,
                    retyped, token_count)
-from .gemini_content import embed_params, generation_fields, image_part, to_contents
+from .gemini_content import EMBED_PARAMS, GENERATION_PARAMS, embed_params, generation_fields, image_part, to_contents
 from .openai import arguments_text
 
 __all__ = ["GEMINI", "GEMINI_EMBEDDING_LIMITS", "GeminiWire", "image_part", "model_resource"]
@@ -85,6 +85,7 @@ class GeminiWire(Wire):
     """Maps operations to the Gemini API's HTTP and back."""
 
     base_url_prefixes = ("v1beta/", "v1/")
+    body_params = {"chat": GENERATION_PARAMS, "completion": GENERATION_PARAMS, "embeddings": EMBED_PARAMS}
 
     def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
         return {"x-goog-api-key": api_key} if api_key else {}

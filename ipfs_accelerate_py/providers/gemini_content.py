@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 from ..resilience.errors import InvalidInputError
 
-__all__ = ["embed_params", "generation_fields", "image_part", "to_contents"]
+__all__ = ["EMBED_PARAMS", "GENERATION_PARAMS", "embed_params", "generation_fields", "image_part", "to_contents"]
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 ROLES = {"user": "user", "assistant": "model", "model": "model"}
@@ -86,6 +86,14 @@ _EMBED_ALIASES = {
     "output_dimensionality": "outputDimensionality", "outputDimensionality": "outputDimensionality",
     "dimensions": "outputDimensionality",
 }
+
+
+GENERATION_PARAMS = frozenset(
+    {*_GENERATION_ALIASES, *_GENERATION_FIELDS, *_REQUEST_FIELDS, "response_format", "generationConfig", "generation_config"}
+)
+"""Every parameter :func:`generation_fields` takes (chat and completions)."""
+EMBED_PARAMS = frozenset(_EMBED_ALIASES)
+"""Every parameter :func:`embed_params` takes."""
 
 
 # ---------------------------------------------------------------- messages

@@ -58,6 +58,8 @@ class TEIWire(HuggingFaceWire):
 
     server = "text-embeddings-inference"
     batch_input_field = "inputs"
+    body_params = {"embeddings": frozenset({"dimensions", "normalize", "prompt_name", "truncate", "truncation_direction"})}
+    """``POST /embed``'s fields beside ``inputs``."""
 
     def __init__(self, spec: ProviderSpec = TEI, max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE) -> None:
         super().__init__(spec)

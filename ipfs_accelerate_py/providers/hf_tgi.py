@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from ..transport.base import HttpResponse
 from .base import EMPTY_DELTA, Event, ProviderSpec, StreamDelta, finish_reason, token_count
 from .huggingface import HuggingFaceWire, hf_spec, hf_stream_error
-from .openai import OpenAIWire
+from .openai import OPENAI_CHAT_PARAMS, OPENAI_COMPLETION_PARAMS, OpenAIWire
 
 __all__ = ["TGI", "TGIWire"]
 
@@ -42,6 +42,11 @@ GENERATE_STREAM = "generate_stream"
 
 class TGIWire(HuggingFaceWire):
     """TGI's native routes, and its OpenAI routes through an :class:`OpenAIWire`."""
+
+    body_params = {  # its /v1 routes: OpenAI's parameters and a few of TGI's own (no embeddings: TEI's job)
+        "chat": OPENAI_CHAT_PARAMS | {"guideline", "tool_prompt"},
+        "completion": OPENAI_COMPLETION_PARAMS | {"repetition_penalty"},
+    }
 
     get_paths = HuggingFaceWire.get_paths | {"v1/models"}
     server = "text-generation-inference"

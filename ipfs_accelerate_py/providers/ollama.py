@@ -41,7 +41,7 @@ from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta,
                    token_count)
 from .openai import arguments_text
 
-__all__ = ["OLLAMA", "OllamaWire", "normalize_host", "request_fields"]
+__all__ = ["OLLAMA", "OLLAMA_PARAMS", "OllamaWire", "normalize_host", "request_fields"]
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 11434
@@ -80,6 +80,15 @@ OPTION_NAMES = frozenset(
 """Modelfile parameters: sent inside ``options``."""
 RENAMED_OPTIONS = {"max_tokens": "num_predict"}
 """OpenAI-style names and the Ollama option they mean."""
+_OPTIONS = OPTION_NAMES | frozenset(RENAMED_OPTIONS) | {"options", "keep_alive"}
+OLLAMA_PARAMS = {
+    "chat": _OPTIONS | {"format", "logprobs", "think", "tools", "top_logprobs"},
+    "completion": _OPTIONS
+    | {"context", "format", "images", "logprobs", "raw", "suffix", "system", "template", "think", "top_logprobs"},
+    "embeddings": _OPTIONS | {"dimensions", "truncate"},
+}
+"""What ``/api/chat``, ``/api/generate`` and ``/api/embed`` take: their own
+fields, ``options`` and each Modelfile option by name (put into ``options``)."""
 
 
 # ------------------------------------------------------------------ host
@@ -180,6 +189,7 @@ class OllamaWire(Wire):
     # "v1/" (Ollama's OpenAI-compatible API) is left as it is
     path_prefixes = ("api/", "v1/")
     response_types = (dict,)
+    body_params = OLLAMA_PARAMS
 
     # ------------------------------------------------------------ requests
 

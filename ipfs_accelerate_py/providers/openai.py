@@ -18,12 +18,17 @@ from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta,
 
 __all__ = [
     "OPENAI",
+    "OPENAI_CHAT_PARAMS",
+    "OPENAI_COMPLETION_PARAMS",
+    "OPENAI_EMBEDDING_PARAMS",
+    "OPENAI_PARAMS",
     "OpenAIWire",
     "STREAM_END",
     "arguments_text",
     "openai_stream_delta",
     "openai_style_spec",
     "openai_usage",
+    "params_with",
 ]
 
 STREAM_END = "[DONE]"
@@ -61,9 +66,37 @@ OPENAI = openai_style_spec(
 )
 
 
+OPENAI_CHAT_PARAMS = frozenset(
+    {
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction",
+        "presence_penalty", "prompt_cache_key", "prompt_cache_retention", "reasoning_effort", "response_format",
+        "safety_identifier", "seed", "service_tier", "stop", "store", "stream_options", "temperature",
+        "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+    }
+)
+"""The body parameters of ``POST /v1/chat/completions`` beside ``model``, ``messages`` and ``stream``."""
+OPENAI_COMPLETION_PARAMS = frozenset(
+    {
+        "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty",
+        "seed", "stop", "stream_options", "suffix", "temperature", "top_p", "user",
+    }
+)
+"""The body parameters of ``POST /v1/completions`` beside ``model``, ``prompt`` and ``stream``."""
+OPENAI_EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
+"""The body parameters of ``POST /v1/embeddings`` beside ``model`` and ``input``."""
+OPENAI_PARAMS = {"chat": OPENAI_CHAT_PARAMS, "completion": OPENAI_COMPLETION_PARAMS, "embeddings": OPENAI_EMBEDDING_PARAMS}
+
+
+def params_with(base: Mapping[str, frozenset], extra: Mapping[str, Any]) -> dict[str, frozenset]:
+    """``base``'s parameters by operation, with ``extra``'s added (a server's own)."""
+    return {op: names | frozenset(extra.get(op, ())) for op, names in base.items()}
+
+
 class OpenAIWire(Wire):
     """Maps operations to OpenAI-style HTTP and back."""
 
+    body_params = OPENAI_PARAMS
     get_endpoints = frozenset({"models"})
     base_url_prefixes = ("v1/",)  # "/v1/chat/completions" and "chat/completions" are the same endpoint
     response_types = (dict,)

@@ -47,11 +47,12 @@ from ..resilience.batching import NO_LIMITS, OPENAI_EMBEDDING_LIMITS, BatchLimit
 from ..resilience.errors import ApiError, OverloadedError, RateLimitError, ServerError
 from ..transport.base import HttpResponse
 from .base import Event, ProviderSpec, StreamDelta, body_json, retyped
-from .openai import OpenAIWire, openai_style_spec, openai_usage, parse_duration
+from .openai import OPENAI_PARAMS, OpenAIWire, openai_style_spec, openai_usage, params_with, parse_duration
 
 __all__ = [
     "ALL_OPERATIONS",
     "GROQ",
+    "GROQ_CHAT_PARAMS",
     "GROQ_FLEX_CAPACITY_EXCEEDED",
     "GROQ_MODELS",
     "GROQ_WIRE",
@@ -60,6 +61,7 @@ __all__ = [
     "OPEA_WIRE",
     "OpenAICompatibleWire",
     "VLLM",
+    "VLLM_SAMPLING_PARAMS",
     "VLLM_WIRE",
     "retry_hint",
     "validation_message",
@@ -83,6 +85,8 @@ class OpenAICompatibleWire(OpenAIWire):
     unless the server's ``x-should-retry`` says otherwise.
     ``extension``: the response field holding the provider's own usage and
     stream error (Groq's ``x_groq``).
+    ``extra_params``: body parameters the server documents beyond OpenAI's,
+    by operation (``"chat"``, ``"completion"``, ``"embeddings"``).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class OpenAICompatibleWire(OpenAIWire):
         embedding_limits: BatchLimits = OPENAI_EMBEDDING_LIMITS,
         status_errors: Optional[Mapping[int, type[ApiError]]] = None,
         extension: Optional[str] = None,
+        extra_params: Optional[Mapping[str, Iterable[str]]] = None,
     ) -> None:
         operations = frozenset(operations)
         unknown = operations - ALL_OPERATIONS
@@ -103,6 +108,7 @@ class OpenAICompatibleWire(OpenAIWire):
         self.embedding_limits = embedding_limits
         self.status_errors = MappingProxyType(dict(status_errors or {}))
         self.extension = extension
+        self.body_params = params_with(OPENAI_PARAMS, extra_params or {})
 
     def supports(self, operation: str) -> bool:
         return operation in self.operations
@@ -245,11 +251,20 @@ GROQ = openai_style_spec(
     extra_retryable_statuses=frozenset({GROQ_FLEX_CAPACITY_EXCEEDED}),
 )
 
+GROQ_CHAT_PARAMS = frozenset(
+    {
+        "citation_options", "compound_custom", "disable_tool_validation", "documents", "exclude_domains",
+        "include_domains", "include_reasoning", "reasoning_format", "search_settings",
+    }
+)
+"""Groq's chat parameters beyond OpenAI's (console.groq.com/docs/api-reference)."""
+
 GROQ_WIRE = OpenAICompatibleWire(
     GROQ,
     operations={"chat", "models"},
     status_errors={GROQ_FLEX_CAPACITY_EXCEEDED: OverloadedError},
     extension="x_groq",
+    extra_params={"chat": GROQ_CHAT_PARAMS},
 )
 
 # ------------------------------------------------------------------- vLLM
@@ -263,7 +278,30 @@ VLLM = openai_style_spec(
     default_embedding_model="intfloat/e5-mistral-7b-instruct",  # vLLM's embeddings example
 )
 
-VLLM_WIRE = OpenAICompatibleWire(VLLM, embedding_limits=NO_LIMITS)
+VLLM_SAMPLING_PARAMS = frozenset(
+    {
+        "allowed_token_ids", "bad_words", "best_of", "ignore_eos", "include_stop_str_in_output", "length_penalty",
+        "logits_processors", "min_p", "min_tokens", "prompt_logprobs", "repetition_penalty",
+        "return_tokens_as_token_ids", "skip_special_tokens", "spaces_between_special_tokens",
+        "stop_token_ids", "structured_outputs", "top_k", "truncate_prompt_tokens", "use_beam_search", "vllm_xargs",
+        "guided_choice", "guided_decoding_backend", "guided_grammar", "guided_json", "guided_regex",
+        "guided_whitespace_pattern", "kv_transfer_params", "cache_salt",
+    }
+)
+"""vLLM's extra parameters of chat and completions (its OpenAI server's ``protocol.py``).
+Its ``priority`` and ``request_id`` fields share their names with this
+client's own keywords: send them in ``extra_body``."""
+VLLM_WIRE = OpenAICompatibleWire(
+    VLLM,
+    embedding_limits=NO_LIMITS,
+    extra_params={
+        "chat": VLLM_SAMPLING_PARAMS
+        | {"add_generation_prompt", "add_special_tokens", "chat_template", "chat_template_kwargs",
+           "continue_final_message", "documents", "echo", "mm_processor_kwargs"},
+        "completion": VLLM_SAMPLING_PARAMS | {"add_special_tokens", "response_format"},
+        "embeddings": {"add_special_tokens", "additional_data", "normalize", "truncate_prompt_tokens"},
+    },
+)
 
 # ------------------------------------------------------------------- OPEA
 
@@ -275,4 +313,11 @@ OPEA = openai_style_spec(
     default_chat_model="Intel/neural-chat-7b-v3-3",  # the microservice's default LLM_MODEL_ID
 )
 
-OPEA_WIRE = OpenAICompatibleWire(OPEA, operations={"chat"})
+OPEA_WIRE = OpenAICompatibleWire(
+    OPEA,
+    operations={"chat"},
+    extra_params={  # GenAIComps' ChatCompletionRequest (comps/cores/proto/api_protocol.py)
+        "chat": {"add_generation_prompt", "add_special_tokens", "best_of", "chat_template", "chat_template_kwargs",
+                 "documents", "echo", "repetition_penalty", "suffix", "top_k", "typical_p"},
+    },
+)

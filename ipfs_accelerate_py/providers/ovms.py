@@ -44,7 +44,7 @@ from urllib.parse import quote
 from ..resilience.errors import InvalidInputError, MalformedResponseError
 from ..transport.base import HttpResponse
 from .base import Event, ProviderSpec, StreamDelta, Wire
-from .openai import OpenAIWire
+from .openai import OPENAI_PARAMS, OpenAIWire, params_with
 
 __all__ = ["NOT_READY_STATUSES", "OVMS", "OVMSWire", "kserve_inputs", "reshape", "tensor"]
 
@@ -186,8 +186,22 @@ def _datatype(flat: list, name: str) -> str:
 # --------------------------------------------------------------------- wire
 
 
+OVMS_GENERATION_PARAMS = frozenset(
+    {
+        "assistant_confidence_threshold", "best_of", "ignore_eos", "include_stop_str_in_output", "length_penalty",
+        "max_ngram_size", "num_assistant_tokens", "repetition_penalty", "top_k",
+    }
+)
+"""OVMS's ``/v3`` chat and completions parameters beyond OpenAI's (its LLM calculator)."""
+
+
 class OVMSWire(Wire):
     """KServe v2 and TF-Serving REST; the OpenAI endpoints through a held :class:`OpenAIWire`."""
+
+    body_params = params_with(
+        OPENAI_PARAMS,
+        {"chat": OVMS_GENERATION_PARAMS | {"chat_template_kwargs"}, "completion": OVMS_GENERATION_PARAMS},
+    )
 
     def __init__(self, spec: ProviderSpec) -> None:
         super().__init__(spec)

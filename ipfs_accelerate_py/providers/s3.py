@@ -126,12 +126,23 @@ class S3Wire(Wire):
         return method
 
     def build_request(
-        self, endpoint: str, data: Optional[Mapping[str, Any]], *, timeout: Optional[float], stream: bool = False, **_: Any
+        self,
+        endpoint: str,
+        data: Optional[Mapping[str, Any]],
+        *,
+        timeout: Optional[float],
+        stream: bool = False,
+        extra_headers: Any = (),
+        extra_query: Any = (),
+        **_: Any,
     ) -> HttpRequest:
         """The boto3 call: ``method`` the client method, ``operation`` its
-        arguments (the key and the endpoint URL are the transport's client's)."""
+        arguments (the key and the endpoint URL are the transport's client's).
+        boto3 signs what it sends: extra headers or query cannot be added."""
         if stream:
             raise InvalidInputError("S3 operations do not stream; read the object with download_file", provider=self.name)
+        if extra_headers or extra_query:
+            raise InvalidInputError("S3 operations take no extra_headers or extra_query (boto3 signs the request)", provider=self.name)
         operation = dict(data or {})
         return HttpRequest(self.endpoint_path(endpoint), s3_url(operation), timeout=timeout, operation=operation)
 

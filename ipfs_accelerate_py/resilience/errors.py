@@ -18,6 +18,7 @@
      ├── NotFoundError                404                      not_found
      ├── InvalidRequestError          400, 422, other 4xx      invalid_request
      │    └── InvalidInputError       refused before sending   invalid_request  (also a ValueError)
+     │         └── UnknownParameterError  unknown keyword  invalid_request  (also a TypeError)
      ├── CircuitOpenError             breaker is OPEN          circuit_open
      ├── QueueFullError               queue at queue_size      queue_full
      ├── CancelledRequestError        caller cancelled         cancelled
@@ -68,6 +69,7 @@ __all__ = [
     "SettingError",
     "ShutdownError",
     "StreamStalledError",
+    "UnknownParameterError",
     "classify_exception",
     "classify_status",
     "copied",
@@ -256,6 +258,13 @@ class InvalidRequestError(ApiError):
 
 class InvalidInputError(InvalidRequestError, ValueError):
     """Refused before anything was sent: the message says what to change."""
+
+
+class UnknownParameterError(InvalidInputError, TypeError):
+    """A keyword argument that neither the method nor the provider's API
+    knows (``chat(..., temprature=0)``): a ``TypeError``, as Python gives for
+    an unexpected keyword, and an :class:`InvalidInputError` like every
+    other refusal before sending."""
 
 
 class CircuitOpenError(ApiError):

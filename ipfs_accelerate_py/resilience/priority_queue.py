@@ -41,8 +41,10 @@ __all__ = [
     "PRIORITY_HIGH",
     "PRIORITY_LOW",
     "PRIORITY_NORMAL",
+    "PRIORITY_WORDS",
     "PriorityRequestQueue",
     "QueueEntry",
+    "priority_level",
 ]
 
 PRIORITY_HIGH = 0
@@ -50,6 +52,8 @@ PRIORITY_NORMAL = 1
 PRIORITY_LOW = 2
 PRIORITIES = (PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW)
 PRIORITY_NAMES = {PRIORITY_HIGH: "HIGH", PRIORITY_NORMAL: "NORMAL", PRIORITY_LOW: "LOW"}
+PRIORITY_WORDS = {"high": PRIORITY_HIGH, "normal": PRIORITY_NORMAL, "low": PRIORITY_LOW}
+"""What a priority may be called instead of its number (any case, spaces around allowed)."""
 DEFAULT_QUEUE_SIZE = 100
 
 _FULL_QUEUE_ADVICE = (
@@ -113,6 +117,22 @@ class _Level:
             heapq.heapify(kept)
             self.heap = kept
             self.dead = 0
+
+
+def priority_level(priority: object) -> int:
+    """The level (0, 1, 2) of a priority given as a number or as a word:
+    ``"high"``, ``"normal"``, ``"low"`` in any case, spaces around allowed.
+    Anything else raises :class:`InvalidInputError` naming what is accepted."""
+    if isinstance(priority, str):
+        level = PRIORITY_WORDS.get(priority.strip().lower())
+        if level is not None:
+            return level
+    elif not isinstance(priority, bool) and priority in PRIORITIES:
+        return int(priority)  # type: ignore[call-overload]  # 1.0 and numpy integers equal a level
+    raise InvalidInputError(
+        f"unknown priority {priority!r}: use client.PRIORITY_HIGH (0), PRIORITY_NORMAL (1) or PRIORITY_LOW (2), "
+        'or "high", "normal" or "low"'
+    )
 
 
 def _validate_priority(priority: object) -> int:

@@ -10,7 +10,7 @@ import shlex
 import sys
 from typing import Any, Iterable, Mapping, Optional
 
-from ..api_backends import BACKENDS
+from ..api_backends import UnknownBackendError, backend_class, canonical_backend_name
 from ..engine.settings import SETTINGS
 from ..resilience.errors import SettingError
 from .results import Outcomes, ResultLog
@@ -69,10 +69,11 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
     from .report import build_report, write_reports
 
     config = load_config(args.config) if args.config else {}
-    api = (args.api or config.get("api") or "openai").strip().lower()
-    backend = BACKENDS.get(api)
-    if backend is None:
-        print(f"unknown API {api!r}: choose from {', '.join(BACKENDS)}", file=sys.stderr)
+    api = canonical_backend_name(args.api or config.get("api") or "openai")  # "anthropic" -> "claude"
+    try:
+        backend = backend_class(api)
+    except UnknownBackendError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_USAGE
     if not os.path.exists(args.jobs):
         print(f"no such job file: {args.jobs}", file=sys.stderr)

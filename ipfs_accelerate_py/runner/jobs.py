@@ -13,7 +13,7 @@ A line is a JSON object::
 - ``id``: any string or number, unique in the file; without one the line
   number stands in (``"line-17"``).  Results and resuming go by id.
 - ``model``: without one, the runner's ``--model`` or the backend's default.
-- ``priority``: ``high`` / ``normal`` / ``low`` (or 0 / 1 / 2); default normal.
+- ``priority``: ``high`` / ``normal`` / ``low`` (any case; or 0 / 1 / 2); default normal.
 - Every other field is passed to the provider as a parameter.
 
 Lines are read one at a time (memory does not grow with the file); blank
@@ -27,10 +27,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Union
 
+from ..resilience.errors import InvalidInputError
+from ..resilience.priority_queue import PRIORITIES as LEVELS, PRIORITY_WORDS, priority_level
+
 __all__ = ["BadLine", "Job", "JOB_TYPES", "PRIORITIES", "count_lines", "parse_job", "read_jobs"]
 
 JOB_TYPES = ("chat", "completion", "embeddings")
-PRIORITIES = {"high": 0, "normal": 1, "low": 2, 0: 0, 1: 1, 2: 2}
+PRIORITIES = {**PRIORITY_WORDS, **{level: level for level in LEVELS}}
+"""What a line's ``priority`` may say (any case, spaces around allowed), as a client's does."""
 _TYPE_BY_FIELD = (("messages", "chat"), ("input", "embeddings"), ("prompt", "completion"))
 _OWN_FIELDS = frozenset({"id", "type", "model", "priority", "messages", "input", "prompt"})
 _READ_CHUNK = 1 << 20
@@ -80,9 +84,9 @@ def parse_job(text: Union[str, bytes], line: int) -> Union[Job, BadLine]:
     job_id = data.get("id", f"line-{line}")
     if isinstance(job_id, bool) or not isinstance(job_id, (str, int)) or job_id == "":
         return BadLine(line, f"'id' must be a non-empty string or a number, not {job_id!r}")
-    priority = data.get("priority", "normal")
-    priority = PRIORITIES.get(priority.lower() if isinstance(priority, str) else priority)
-    if priority is None or isinstance(data.get("priority"), bool):
+    try:
+        priority = priority_level(data.get("priority", "normal"))  # the client's own rule
+    except InvalidInputError:
         return BadLine(line, f"unknown priority {data.get('priority')!r}: use high, normal or low")
     model = data.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):

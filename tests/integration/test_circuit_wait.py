@@ -53,9 +53,17 @@ def test_a_call_may_wait_while_the_client_fails_fast_and_the_other_way_round(sim
         waiting = queue_chat(client, "waits", on_circuit_open="WAIT")
         with pytest.raises(InvalidInputError, match="on_circuit_open must be one of 'fail', 'wait'"):
             queue_chat(client, "typo", on_circuit_open="later")
+        with pytest.raises(InvalidInputError, match="on_circuit_open must be one of 'fail', 'wait'"):
+            client.chat(CHAT_MODEL, messages("typo"), on_circuit_open="later")
         assert not waiting.done()
         simulator.configure(outage=False)
         assert waiting.result(WAIT)["choices"]
+        open_circuit(client, simulator)
+        simulator.configure(outage=False)  # the probe, once due, closes it: the call below waits for it
+        assert client.with_options(on_circuit_open="wait").chat(CHAT_MODEL, messages("view"))["choices"]
+        open_circuit(client, simulator)
+        simulator.configure(outage=False)
+        assert client.chat(model=CHAT_MODEL, messages=messages("call"), on_circuit_open="wait")["choices"]
     with make_client(simulator, max_retries=0, failure_threshold=2, reset_timeout=30, on_circuit_open="wait") as client:
         open_circuit(client, simulator)
         with pytest.raises(CircuitOpenError):

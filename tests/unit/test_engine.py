@@ -390,7 +390,7 @@ def test_invalid_setting_in_metadata_is_refused():
     "call",
     [
         lambda c: c.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}, 5),
-        lambda c: c.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}, "high"),
+        lambda c: c.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}, "urgent"),  # "high" is a priority
         lambda c: c.queue_with_priority(["not", "a", "dict"]),
         lambda c: c.queue_with_priority({"data": CHAT}),
         lambda c: c.chat("gpt-4o-mini", "hello"),

@@ -30,6 +30,7 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
     SettingError,
     ShutdownError,
+    UnknownParameterError,
     classify_exception,
     classify_status,
     get_header,
@@ -80,6 +81,7 @@ def test_status_table(status, cls, kind, retryable, breaker_failure):
     [
         (DeadlineExceededError, "timeout", False, False, (RequestTimeoutError,)),
         (InvalidInputError, "invalid_request", False, False, (InvalidRequestError, ValueError)),
+        (UnknownParameterError, "invalid_request", False, False, (InvalidInputError, TypeError)),
         (SettingError, "setting", False, False, (ValueError,)),
         (MalformedResponseError, "malformed", True, True, ()),
         (NetworkError, "network", True, True, ()),

@@ -20,6 +20,7 @@ from ipfs_accelerate_py.resilience.priority_queue import (
     PRIORITY_NORMAL,
     PriorityRequestQueue,
     QueueEntry,
+    priority_level,
 )
 
 H, N, L = PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW
@@ -37,6 +38,20 @@ def test_constants():
     assert PRIORITIES == (0, 1, 2)
     assert DEFAULT_QUEUE_SIZE == 100
     assert PriorityRequestQueue().maxsize == DEFAULT_QUEUE_SIZE
+
+
+@pytest.mark.parametrize(
+    "given, level",
+    [(0, H), (1, N), (2, L), (1.0, N), ("high", H), (" High ", H), ("NORMAL", N), ("low\n", L)],
+)
+def test_a_priority_is_a_level_or_its_word_in_any_case(given, level):
+    assert priority_level(given) == level
+
+
+@pytest.mark.parametrize("given", ["urgent", "", "0", 3, -1, True, False, None, [0]])
+def test_anything_else_is_refused_naming_the_constants_and_the_words(given):
+    with pytest.raises(InvalidInputError, match=r'PRIORITY_HIGH \(0\).*"high", "normal" or "low"'):
+        priority_level(given)
 
 
 @pytest.mark.parametrize(
