@@ -77,6 +77,14 @@ class CallOptions:
             base.on_circuit_open if self.on_circuit_open is None else self.on_circuit_open,
         )
 
+    def secrets(self) -> tuple[str, ...]:
+        """The header and query values this call sends: any may be a key that a
+        server echoes back, so errors redact them too."""
+        values = [value for _, value in self.extra_headers if isinstance(value, str)]
+        for _, value in self.extra_query:
+            values += [str(v) for v in (value if isinstance(value, tuple) else (value,))]
+        return tuple(values)
+
     def describe(self) -> str:
         """``timeout=5, max_retries=0, extra_headers=[X-Trace]``: what is set, values of headers and query hidden."""
         parts = []

@@ -15,7 +15,6 @@ import asyncio
 import heapq
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..resilience.errors import DeadlineExceededError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -75,15 +74,7 @@ class DeadlineWatch:
                 if engine.queue.remove(entry):
                     expired.append(entry.item)
         for req in expired:
-            error = DeadlineExceededError(
-                f"request deadline of {req.deadline - req.submitted_at:.2f}s passed while it waited in the queue"
-                f"{engine.waiting_for(now)}; raise client.request_deadline, client.max_concurrent_requests, "
-                "or lower the load",
-                provider=engine.provider.name,
-                request_id=req.request_id,
-            )
-            error.__cause__ = req.last_error  # what it was waiting to retry, if anything
-            engine.finish(req, None, error)
+            engine.finish(req, None, engine.queued_deadline_error(req, now))
         self.arm(now)
         if expired:
             engine.wake()

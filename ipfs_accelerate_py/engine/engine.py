@@ -118,6 +118,7 @@ class Engine:
         self.breaker = CircuitBreaker(self._breaker_options())
         self.breaker.add_listener(self._on_breaker_transition)
         self.keys = KeyRing(settings["key_strategy"], self._breaker_options(), clock.now())
+        self.keys.pool.default_cooldown = settings["initial_retry_delay"]  # a 0-remaining hint without its reset
         self.keys.set_default(api_key, clock.now())
         self.retry_options = self._retry_options()
         self.stats = StatsCollector()
@@ -127,14 +128,15 @@ class Engine:
         self.in_flight = 0
         self.closed = False
         self.last_failure: Optional[ApiError] = None  # the last failure the breaker counted, for CircuitOpenError
-        self._fail_fast_queued = False  # (queue.lock) a request that may not wait for the circuit entered the queue
+        self._held_count = 0  # (queue.lock) requests held aside while only their model cools: they count as queued
         self._swept_opening: Optional[float] = None  # (loop) the opening whose queue was last sorted out
         self._circuit_timer: Optional[asyncio.TimerHandle] = None  # (loop) wakes the pump at the next probe
         # shared with callers' threads, guarded by queue.lock
         self._wake_pending = False
         # loop-only
         self.deadlines = DeadlineWatch(self)
-        self._backing_off: set[Request] = set()
+        self._backing_off: set[Request] = set()  # waiting on a timer: a retry's backoff, or a hold
+        self._held: set[Request] = set()  # of those, the ones held aside for their model's cooldown
         self._key_timer: Optional[asyncio.TimerHandle] = None
         self._tasks: set[asyncio.Task] = set()
         self.supported_batch_models: frozenset[str] = frozenset()
@@ -162,9 +164,12 @@ class Engine:
 
     def _on_setting(self, name: str, value: Any) -> None:
         if name in _BREAKER_SETTINGS:
-            self.breaker.options = self._breaker_options()
+            self.breaker.options = self.keys.pool.breaker_options = self._breaker_options()  # each key's breaker too
+            if not self.closed:
+                self._call_soon(self._rearm_circuit)  # a new reset_timeout moves the next probe
         elif name in _RETRY_SETTINGS:
             self.retry_options = self._retry_options()
+            self.keys.pool.default_cooldown = self.settings["initial_retry_delay"]
         elif name == "queue_size":
             self.queue.maxsize = value
         elif name == "queue_aging_interval":
@@ -200,14 +205,14 @@ class Engine:
         if self.closed:
             raise ShutdownError(f"{self.provider.name} backend is closed; create a new client", provider=self.provider.name)
         now = self.clock.now()
-        if self.breaker.state(now) == STATE_OPEN and not (req.circuit_wait and self._probe_in_time(req, now)):
+        if self._must_fail_fast(req, now):
             self.stats.record_rejected("circuit_open")
             raise self._circuit_open_error(now, req)
         req.context = contextvars.copy_context()  # its attempts see the caller's context variables
         queue = self.queue
         with queue.lock:
             try:
-                queue.ensure_room(self.batches.pending)
+                queue.ensure_room(self.batches.pending + self._held_count)
                 if req.inputs is None:
                     req.entry = queue.push(req, req.priority, now)
             except QueueFullError as exc:
@@ -218,7 +223,6 @@ class Engine:
                 self.batches.admit(req)
             else:
                 self.deadlines.watch(req.entry, req.deadline)
-                self._fail_fast_queued |= not req.circuit_wait
             req.future._canceller = lambda: self._call_soon(self._cancel, req)
             wake = self._claim_wake()
         if wake:  # outside the lock: waking the loop writes to its self-pipe
@@ -236,12 +240,17 @@ class Engine:
         last = self.last_failure
         if last is not None:
             why += f"; last: {type(last).__name__}: {last.message}"
-        error = CircuitOpenError(
-            f"{why}; failing fast, next probe in {wait:.1f}s (opened {_times(snap.get('times_opened', 0))} so far); "
-            "see client.failure_threshold and client.reset_timeout, or on_circuit_open='wait' to wait for the probe",
-            provider=self.provider.name,
-            retry_after=wait,
-        )
+        if req is not None and req.circuit_wait and req.deadline is not None:
+            advice = (
+                f"the next probe, in {wait:.1f}s, is past this request's deadline in "
+                f"{retry_policy.seconds_text(max(0.0, req.deadline - now))}; see client.request_deadline and client.reset_timeout"
+            )
+        else:
+            advice = (
+                f"failing fast, next probe in {wait:.1f}s (opened {_times(snap.get('times_opened', 0))} so far); see "
+                "client.failure_threshold and client.reset_timeout, or on_circuit_open='wait' to wait for the probe"
+            )
+        error = CircuitOpenError(f"{why}; {advice}", provider=self.provider.name, retry_after=wait)
         error.__cause__ = last
         if req is not None:
             self.annotate(error, req)
@@ -295,7 +304,7 @@ class Engine:
                 if ready is not None and req.deadline is not None and ready.at > req.deadline:
                     self.finish(req, None, self._no_key_error(req, ready, now))  # waiting cannot help: say why now
                     continue
-                if ready is not None and self.keys.free_for_others(req, now):
+                if ready is not None and not ready.busy and self.keys.free_for_others(req, now):
                     self._hold(req, ready.at - now)  # only its model is cooling: the others go on
                     continue
                 with queue.lock:  # it keeps its place and waits
@@ -319,15 +328,30 @@ class Engine:
             error = self.keys.all_disabled_error(self.provider.name, now)
             if error is not None:
                 self._fail_queued(now, lambda r: error)
-            return  # else keys are only busy: a finishing attempt runs the pump
+            return
+        if ready.busy and ready.at <= now:
+            return  # a key frees when its attempt finishes, which runs the pump
         if self._key_timer is not None:
             self._key_timer.cancel()
         self._key_timer = self.loop.call_later(max(0.0, ready.at - now), self._on_key_ready)
 
     def _hold(self, req: Request, delay: float) -> None:
-        """Take ``req`` out of the queue for ``delay`` seconds, then back at its old place."""
+        """Take ``req`` out of the queue for ``delay`` seconds, then back at its
+        old place; meanwhile it still counts against ``queue_size``."""
+        with self.queue.lock:
+            self._held_count += 1
+        self._held.add(req)
         self._backing_off.add(req)
         req.timer = self.loop.call_later(delay, self._requeue, req)
+
+    def _off_timer(self, req: Request) -> None:
+        """(loop) ``req`` waits on its timer no more (it fired, or was cancelled)."""
+        req.timer = None
+        self._backing_off.discard(req)
+        if req in self._held:
+            self._held.discard(req)
+            with self.queue.lock:
+                self._held_count -= 1
 
     def _no_key_error(self, req: Request, ready: Readiness, now: float) -> ApiError:
         """The error of a request no key can take before its deadline."""
@@ -371,7 +395,7 @@ class Engine:
         for entry in entries:
             req = entry.item
             if not req.future.done() and not entry.alive:
-                error = error_for(req) if error_for is not None else self._circuit_open_error(now, req)
+                error = copied(error_for(req)) if error_for is not None else self._circuit_open_error(now, req)
                 if error.__cause__ is None:
                     error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
                 self.finish(req, None, error)
@@ -383,29 +407,46 @@ class Engine:
         return req.deadline is None or now + self.breaker.retry_in(now) <= req.deadline
 
     def _hold_for_circuit(self, now: float) -> None:
-        """(loop) The circuit is OPEN.  Once an opening (and again when a request
-        that may not wait has come in), what may not wait fails, and so does
-        what would wait past its deadline; the rest stay queued in their order.
-        One timer wakes the pump at the probe: no polling."""
+        """(loop) The circuit is OPEN.  Once an opening, what may not wait
+        fails, and so does what would wait past its deadline; the rest stay
+        queued in their order.  One timer wakes the pump at the probe: no
+        polling."""
         snap = self.breaker.snapshot(now)
         probe_at = snap["opened_at"] + snap["reset_timeout"]
-        with self.queue.lock:
-            sweep, self._fail_fast_queued = self._fail_fast_queued or self._swept_opening != snap["opened_at"], False
-        if sweep:
+        if self._swept_opening != snap["opened_at"]:  # a request entering while OPEN is judged as it enters
             self._swept_opening = snap["opened_at"]
             self._fail_queued(now, keep=lambda req: req.circuit_wait and (req.deadline is None or probe_at <= req.deadline))
         if self._circuit_timer is None:
             self._circuit_timer = self.loop.call_later(max(0.0, probe_at - now), self._on_probe_time)
 
-    def waiting_for(self, now: float) -> str:
-        """What a request in the queue is held by, for the error that ends its wait."""
+    def queued_deadline_error(self, req: Request, now: float) -> ApiError:
+        """(loop) The error of a request whose deadline passed in the queue,
+        saying what held it: the circuit, a rate limit, or the attempts in flight."""
+        deadline = f"request deadline of {req.deadline - req.submitted_at:.2f}s passed while it waited in the queue"
+        fix = "raise client.request_deadline, client.max_concurrent_requests, or lower the load"
         state = self.breaker.state(now)
-        if state == STATE_CLOSED:
-            flight = self.in_flight
-            return f" behind {flight} attempt{'' if flight == 1 else 's'} in flight (max_concurrent_requests {self.settings['max_concurrent_requests']})"
-        last = self.last_failure
-        behind = f"; last failure: {type(last).__name__}: {last.message}" if last is not None else ""
-        return f" for the circuit ({state}{behind})"
+        if state != STATE_CLOSED:
+            last = self.last_failure
+            behind = f"; last failure: {type(last).__name__}: {last.message}" if last is not None else ""
+            error: ApiError = DeadlineExceededError(f"{deadline} for the circuit ({state}{behind}); {fix}", provider=self.provider.name)
+        else:
+            ready = self.keys.readiness(req, now)
+            if ready is not None and ready.at > now and ready.reason not in (None, REASON_BREAKER):
+                return self._no_key_error(req, ready, now)
+            flight, limit = self.in_flight, self.settings["max_concurrent_requests"]
+            error = DeadlineExceededError(
+                f"{deadline} behind {flight} attempt{'' if flight == 1 else 's'} in flight "
+                f"(max_concurrent_requests {limit}); {fix}",
+                provider=self.provider.name,
+            )
+        error.__cause__ = req.last_error  # what it was waiting to retry, if anything
+        return error
+
+    def _rearm_circuit(self) -> None:
+        if self._circuit_timer is not None:
+            self._circuit_timer.cancel()
+            self._circuit_timer = None
+        self._pump()
 
     def _on_probe_time(self) -> None:
         self._circuit_timer = None
@@ -485,8 +526,9 @@ class Engine:
             extra_query=req.options.extra_query,
         )
         started = clock.now()
+        secrets = (api_key, *req.options.secrets())  # what a server may echo back
         if req.stream:
-            return await self._attempt_stream(req, permit, http_request, api_key, started, timeout)
+            return await self._attempt_stream(req, permit, http_request, secrets, started, timeout)
         try:
             response = await self._send(req, http_request)
             if response.ok:
@@ -494,7 +536,7 @@ class Engine:
             else:  # a status the provider reads as an answer (see _send)
                 result = self.provider.answer_for_status(req.endpoint, response)
         except ApiError as error:
-            error.redact((api_key,))  # servers echo the key they were sent
+            error.redact(secrets)  # servers echo the key they were sent
             error.attempt = error.attempt or req.attempts
             self._record_attempt(error, started, key_name, error.status, permit)
             raise
@@ -545,7 +587,7 @@ class Engine:
     # ------------------------------------------------------------ streams
 
     async def _attempt_stream(
-        self, req: Request, permit: int, http_request: Any, api_key: Optional[str], started: float, timeout: float
+        self, req: Request, permit: int, http_request: Any, secrets: tuple, started: float, timeout: float
     ) -> None:
         """A streaming attempt.  Until its first chunk it is like any attempt:
         a failure, a malformed event or no chunk within ``timeout`` is
@@ -576,12 +618,12 @@ class Engine:
             watch.stop()
             if response is not None:
                 await response.aclose()
-            error.redact((api_key,))
+            error.redact(secrets)
             error.attempt = error.attempt or req.attempts
             self._record_attempt(error, started, req.last_key, error.status, permit)
             raise
         self._record_attempt(None, started, req.last_key, response.status, permit)  # started: a success for the breaker
-        await self._feed(req, response, events, chunk, done, watch, api_key)
+        await self._feed(req, response, events, chunk, done, watch, secrets)
 
     async def _next_chunk(self, events: Any) -> tuple[Any, bool]:
         """The next chunk the provider hands over (skipping pings and the
@@ -597,7 +639,7 @@ class Engine:
                 return chunk, done
 
     async def _feed(
-        self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch", api_key: Optional[str]
+        self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch", secrets: tuple
     ) -> None:
         """Hand the stream to the caller and feed it until its end.
 
@@ -639,7 +681,7 @@ class Engine:
                 attempt=req.attempts,
             )
         except ApiError as exc:
-            error = exc.redact((api_key,))  # an error event may quote the key too
+            error = exc.redact(secrets)  # an error event may quote the key too
         watch.stop()
         await response.aclose()
         if error is not None:
@@ -730,16 +772,21 @@ class Engine:
         req.timer = self.loop.call_later(decision.delay, self._requeue, req)
 
     def _requeue(self, req: Request) -> None:
-        req.timer = None
-        self._backing_off.discard(req)
+        self._off_timer(req)
         if req.future.done() or self.closed:
             return
         now = self.clock.now()
+        if self._must_fail_fast(req, now):
+            self.finish(req, None, self._circuit_open_error(now, req))
+            return
         with self.queue.lock:
             self.queue.requeue(req.entry, now)
             self.deadlines.watch(req.entry, req.deadline)
-            self._fail_fast_queued |= not req.circuit_wait
         self._pump()
+
+    def _must_fail_fast(self, req: Request, now: float) -> bool:
+        """Whether ``req``, entering the queue now, must fail for an OPEN circuit."""
+        return self.breaker.state(now) == STATE_OPEN and not (req.circuit_wait and self._probe_in_time(req, now))
 
     # ------------------------------------------------------------ batches
 
@@ -751,16 +798,17 @@ class Engine:
 
     def enqueue_carrier(self, carrier: Request, admitted: int, now: float) -> None:
         """(loop) Queue a batch's carrier in place of its ``admitted`` members."""
-        error = None
+        error: Optional[ApiError] = self._circuit_open_error(now) if self._must_fail_fast(carrier, now) else None
         with self.queue.lock:
             self.batches.pending -= admitted
             try:
-                carrier.entry = self.queue.push(carrier, carrier.priority, now)
+                if error is None:
+                    carrier.entry = self.queue.push(carrier, carrier.priority, now)
             except QueueFullError as exc:  # only when queue_size was lowered meanwhile
                 error = exc
             else:
-                self.deadlines.watch(carrier.entry, carrier.deadline)
-                self._fail_fast_queued |= not carrier.circuit_wait
+                if error is None:
+                    self.deadlines.watch(carrier.entry, carrier.deadline)
         for req, _ in carrier.members:
             req.entry = carrier.entry
         if error is not None:
@@ -843,8 +891,7 @@ class Engine:
             self.batches.remove(req)
         elif req.timer is not None:
             req.timer.cancel()
-            req.timer = None
-            self._backing_off.discard(req)
+            self._off_timer(req)
         elif req.entry is not None and req.inputs is None:
             with self.queue.lock:
                 self.queue.remove(req.entry)
@@ -868,8 +915,8 @@ class Engine:
         pending = [entry.item for entry in entries] + self.batches.drain()
         for req in list(self._backing_off):
             req.timer.cancel()
+            self._off_timer(req)
             pending.append(req)
-        self._backing_off.clear()
         for req in pending:
             self.finish(req, None, shutdown)
         tasks = list(self._tasks)

@@ -56,6 +56,7 @@ __all__ = [
     "DeadlineExceededError",
     "InvalidInputError",
     "InvalidRequestError",
+    "MAX_RETRY_AFTER",
     "MalformedResponseError",
     "NetworkError",
     "NotFoundError",
@@ -309,13 +310,22 @@ def get_header(headers: Optional[Mapping[str, str]], name: str) -> Optional[str]
     return None
 
 
+MAX_RETRY_AFTER = 86400.0
+"""The longest wait a server's Retry-After is believed for (a day: daily quotas reset within it)."""
+
+
 def parse_retry_after(headers: Optional[Mapping[str, str]], wall_now: float) -> Optional[float]:
-    """Seconds the server asks us to wait, or None.
+    """Seconds the server asks us to wait, or None; at most :data:`MAX_RETRY_AFTER`.
 
     ``retry-after-ms`` first, then ``retry-after`` as seconds, then as an
     HTTP date (relative to ``wall_now``, epoch seconds).  Negative or
     unparsable values are ignored.
     """
+    seconds = _retry_after_seconds(headers, wall_now)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+
+
+def _retry_after_seconds(headers: Optional[Mapping[str, str]], wall_now: float) -> Optional[float]:
     raw = get_header(headers, "retry-after-ms")
     if raw is not None:
         try:

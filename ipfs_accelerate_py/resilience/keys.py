@@ -110,7 +110,6 @@ REASON_KEY_COOLING = "key cooling"  # the same for the whole key
 REASON_RPM = "rpm"  # the key's own requests-per-minute budget
 REASON_TPM = "tpm"  # the key's own tokens-per-minute budget
 REASON_BREAKER = "breaker"  # the key's own circuit is OPEN
-RATE_LIMIT_REASONS = frozenset({REASON_COOLING, REASON_KEY_COOLING, REASON_RPM, REASON_TPM})
 
 _HINT_KINDS = ("requests", "tokens")
 
@@ -373,19 +372,20 @@ class KeyState:
         None if never by waiting alone (disabled, or only an attempt finishing frees it).
         ``model=None``: the key itself, whatever (key, model) pairs are cooling."""
         ready = self.readiness(now, tokens, model)
-        return None if ready is None else ready[0]
+        return None if ready is None or ready.busy else ready.at
 
-    def readiness(self, now: float, tokens: int, model: Optional[str] = None) -> Optional[tuple[float, Optional[str]]]:
-        """``(when, why)``: :meth:`ready_at` and what holds the key until then
-        (one of the ``REASON_*``; None when it is ready now)."""
+    def readiness(self, now: float, tokens: int, model: Optional[str] = None) -> Optional["Readiness"]:
+        """When this key could take the attempt, what holds it until then (a
+        ``REASON_*``; None when nothing does) and whether it is also *busy*:
+        at ``max_concurrent`` or with its half-open probes out, so that only an
+        attempt finishing frees it (and not before ``at``).  None: disabled."""
         if self.disabled is not None:
             return None
         cap = self.options.max_concurrent
-        if cap is not None and self.in_flight >= cap:
-            return None
+        busy = cap is not None and self.in_flight >= cap
         at = self._breaker_ready_at(now)
-        if at is None:
-            return None
+        if at is None:  # half-open, its probes out
+            at, busy = now, True
         why = REASON_BREAKER if at > now else None
         for until, reason in (
             (self.cooldown_until, REASON_KEY_COOLING),
@@ -395,7 +395,7 @@ class KeyState:
         ):
             if until > at:
                 at, why = until, reason
-        return (at, why) if at > now else (now, None)
+        return Readiness(at, self.name, why, busy) if at > now else Readiness(now, self.name, None, busy)
 
     def _breaker_ready_at(self, now: float) -> Optional[float]:
         state = self.breaker.state(now)
@@ -463,12 +463,14 @@ class Lease:
 
 
 class Readiness(NamedTuple):
-    """When the earliest key could take a request, which key, and what holds it
-    until then (a ``REASON_*``; None when it can go now)."""
+    """When a key could take a request, which key, what holds it until then (a
+    ``REASON_*``; None when nothing does) and whether it is busy besides (only
+    an attempt finishing frees it)."""
 
     at: float
     key: str
     reason: Optional[str]
+    busy: bool = False
 
 
 # ---------------------------------------------------------------- strategies
@@ -603,6 +605,20 @@ class KeyPool:
             self._strategy = strategy
 
     @property
+    def breaker_options(self) -> BreakerOptions:
+        return self._breaker_options
+
+    @breaker_options.setter
+    def breaker_options(self, options: BreakerOptions) -> None:
+        """New options for every key's breaker (state kept) and for keys added later."""
+        if not isinstance(options, BreakerOptions):
+            raise SettingError("breaker_options", options, "a BreakerOptions")
+        with self._lock:
+            self._breaker_options = options
+            for state in self._keys.values():
+                state.breaker.options = options
+
+    @property
     def default_cooldown(self) -> float:
         return self._default_cooldown
 
@@ -710,14 +726,22 @@ class KeyPool:
         none: every key disabled, or held only by ``max_concurrent`` or half-open probes
         out (then an attempt finishing is what frees one, which the engine sees).
         ``model=None`` asks about the keys themselves, whatever pairs are cooling."""
-        ready = self.next_ready(now, tokens, exclude, model)
-        return None if ready is None else ready.at
+        require_int("tokens", tokens, 0)
+        with self._lock:
+            times = [
+                ready.at
+                for state in self._keys.values()
+                if state.name not in exclude and (ready := state.readiness(now, tokens, model)) is not None and not ready.busy
+            ]
+        return min(times) if times else None
 
     def next_ready(
         self, now: float, tokens: int, exclude: frozenset[str] = frozenset(), model: Optional[str] = None
     ) -> Optional[Readiness]:
-        """:meth:`next_ready_at` with the key that would be ready first and what
-        holds it until then."""
+        """The key that could take an attempt first, when, what holds it until
+        then and whether it is busy (then an attempt finishing must free it
+        too, and it may be later).  A busy key goes before an idle one that
+        frees no sooner.  None when every key is disabled (or excluded)."""
         require_int("tokens", tokens, 0)
         best: Optional[Readiness] = None
         with self._lock:
@@ -725,8 +749,8 @@ class KeyPool:
                 if state.name in exclude:
                     continue
                 found = state.readiness(now, tokens, model)
-                if found is not None and (best is None or found[0] < best.at):
-                    best = Readiness(found[0], state.name, found[1])
+                if found is not None and (best is None or (found.at, not found.busy) < (best.at, not best.busy)):
+                    best = found
         return best
 
     def _ready(self, now: float, tokens: int, exclude: frozenset[str], model: Optional[str] = None) -> list[KeyState]:

@@ -141,15 +141,26 @@ def test_every_transition_of_the_circuit_is_logged_at_warning(simulator, caplog)
 
 
 def test_a_wait_for_the_circuit_that_outlasts_the_deadline_says_so(simulator):
-    with make_client(simulator, max_retries=0, failure_threshold=2, reset_timeout=0.5, on_circuit_open="wait",
-                     request_deadline=0.9) as client:
+    with make_client(simulator, max_retries=0, failure_threshold=2, reset_timeout=0.5, on_circuit_open="wait") as client:
         open_circuit(client, simulator)
-        simulator.configure(latency=0.6)  # the probe at 0.5 s is still out when the deadline of the next ends
-        probe = queue_chat(client, "probe")
-        waiting = queue_chat(client, "waits")
+        simulator.configure(latency=0.8)  # the probe goes at 0.5 s and is answered at 1.3 s
+        client.request_deadline = 0.9
+        waiting = queue_chat(client, "waits", priority="low")  # ends at 0.9 s, while the probe is out
+        client.request_deadline = 10
+        probe = queue_chat(client, "probe", priority="high")
         with pytest.raises(DeadlineExceededError) as caught:
             waiting.result(WAIT)
-        with pytest.raises((ServerError, RequestTimeoutError)):  # the probe's attempt is cut at its own deadline
+        with pytest.raises(ServerError):
             probe.result(WAIT)
     text = str(caught.value)
     assert "waited in the queue for the circuit (HALF_OPEN; last failure: ServerError: " in text, text
+
+
+def test_lowering_reset_timeout_while_waiting_moves_the_probe(simulator):
+    with make_client(simulator, max_retries=0, failure_threshold=2, reset_timeout=60, on_circuit_open="wait") as client:
+        open_circuit(client, simulator)
+        waiting = queue_chat(client, "waits")
+        simulator.configure(outage=False)
+        client.reset_timeout = 0.2  # the probe is due now, not in a minute
+        assert waiting.result(WAIT)["choices"]
+        assert client.circuit_state == "CLOSED"

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from ipfs_accelerate_py.api_backends import openai_api
-from ipfs_accelerate_py.resilience.errors import DeadlineExceededError, RateLimitDeadlineError, RateLimitError
+from ipfs_accelerate_py.resilience.errors import AuthenticationError, DeadlineExceededError, QueueFullError, RateLimitDeadlineError, RateLimitError
 
 from ..helpers import Reply, messages, recording_server
 
@@ -157,3 +157,71 @@ def test_a_cooled_pair_and_a_disabled_key_are_logged_with_the_figure_and_no_secr
     assert any("HTTP 429" in m and "retry 1/1" in m for m in retries), records
     assert all(KEY not in m and KEY[::-1] not in m for _, _, m in records)
     assert len(seen) == 3  # 429 on one key, then 401 on each
+
+
+def test_requests_held_for_a_cooling_model_still_count_against_queue_size():
+    with recording_server(limited({"model-a": ({"Retry-After": "30"}, None)}), "/v1") as (url, seen):
+        with client_for(url, max_retries=3, request_deadline=120, queue_size=3) as client:
+            data = {"model": "model-a", "messages": messages("a")}
+            first = client.queue_with_priority({"endpoint": "chat/completions", "data": data})
+            pool_name = client.api_key_names[0]
+            for _ in range(50):
+                if client.get_stats()["key_pool"][pool_name]["cooling_models"]:
+                    break
+                threading.Event().wait(0.02)  # the 429 is on its way back; not a timing assertion
+            held = [client.queue_with_priority({"endpoint": "chat/completions", "data": data}) for _ in range(2)]
+            with pytest.raises(QueueFullError):
+                client.queue_with_priority({"endpoint": "chat/completions", "data": data})
+            for future in [first, *held]:
+                future.cancel()
+    assert models_seen(seen) == ["model-a"]
+
+
+def test_a_second_key_that_is_only_busy_is_waited_for_not_a_reason_to_fail():
+    """k1 cools 30 s for the model; k2 is busy with another request: the next
+    request waits for k2 to finish (it frees at once), neither failing nor
+    waiting out k1's 30 s."""
+    gate = threading.Event()
+
+    def reply(method: str, path: str, body: bytes) -> object:
+        text = json.loads(body)["messages"][0]["content"]
+        if text == "slow":
+            gate.wait(10)  # held until the test lets it go
+            return completion("model-a")
+        if text == "refused":
+            return Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "30"})
+        return completion("model-a")
+
+    with recording_server(reply, "/v1") as (url, seen):
+        with openai_api(metadata={"openai_base_url": url, "request_deadline": 5, "max_retries": 0,
+                                  "api_keys": [{"name": "k1", "key": KEY, "max_concurrent": 1},
+                                               {"name": "k2", "key": KEY[::-1], "max_concurrent": 1}]}) as client:
+            client.key_strategy = "round-robin"
+            with pytest.raises(RateLimitError):  # k1 now cools for model-a
+                client.chat("model-a", messages("refused"))
+            slow = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "model-a", "messages": messages("slow")}})
+            for _ in range(100):
+                if len(seen) == 2:
+                    break
+                threading.Event().wait(0.02)  # k2 is taken by the slow one
+            waiting = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "model-a", "messages": messages("next")}})
+            gate.set()
+            assert slow.result(10)["model"] == "model-a"
+            assert waiting.result(10)["model"] == "model-a"  # on k2, once free: not failed, not after k1's 30 s
+    keys = [headers["authorization"][-8:] for _, _, headers, _ in seen]
+    assert keys == [KEY[-8:], KEY[::-1][-8:], KEY[::-1][-8:]]
+
+
+def test_a_key_passed_in_extra_headers_is_redacted_from_what_the_server_echoes():
+    secret = "sk-proj-" + "Z" * 40
+
+    def reply(method: str, path: str, body: bytes) -> object:
+        return Reply(401, {"error": {"message": f"Incorrect API key provided: {secret}"}})
+
+    with recording_server(reply, "/v1") as (url, seen):
+        with client_for(url, max_retries=0) as client:
+            with pytest.raises(AuthenticationError) as caught:
+                client.chat("model-a", messages("a"), extra_headers={"Authorization": f"Bearer {secret}"})
+    assert seen[0][2]["authorization"] == f"Bearer {secret}"  # the server did get it
+    assert secret not in str(caught.value) and secret.encode() not in caught.value.body
+    assert "Incorrect API key provided: ***" in str(caught.value)

@@ -829,3 +829,16 @@ class KeyPoolMachine(RuleBasedStateMachine):
 
 TestKeyPoolMachine = KeyPoolMachine.TestCase
 TestKeyPoolMachine.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+
+
+def test_new_breaker_options_reach_every_keys_breaker_and_keys_added_later():
+    pool = KeyPool([KeyOptions("a")], "round-robin", breaker_options=BreakerOptions(failure_threshold=1, reset_timeout=60.0))
+    lease = pool.choose(0.0, 0, random.Random(1))
+    pool.release(lease, 0.0, Outcome.server_failure())
+    assert pool.next_ready_at(0.0, 0) == 60.0  # its breaker is OPEN for a minute
+    pool.breaker_options = BreakerOptions(failure_threshold=1, reset_timeout=2.0)
+    assert pool.next_ready_at(0.0, 0) == 2.0
+    pool.add(KeyOptions("b"), 0.0)
+    lease = pool.choose(0.0, 0, random.Random(1), exclude=frozenset({"a"}))
+    pool.release(lease, 0.0, Outcome.server_failure())
+    assert pool.snapshot(1.0)["b"]["breaker"] == "OPEN" and pool.snapshot(2.0)["b"]["breaker"] == "HALF_OPEN"
