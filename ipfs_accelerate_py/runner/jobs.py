@@ -28,13 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Union
 
 from ..resilience.errors import InvalidInputError
-from ..resilience.priority_queue import PRIORITIES as LEVELS, PRIORITY_WORDS, priority_level
+from ..resilience.priority_queue import priority_level
 
-__all__ = ["BadLine", "Job", "JOB_TYPES", "PRIORITIES", "count_lines", "parse_job", "read_jobs"]
+__all__ = ["BadLine", "Job", "JOB_TYPES", "count_lines", "parse_job", "read_jobs"]
 
 JOB_TYPES = ("chat", "completion", "embeddings")
-PRIORITIES = {**PRIORITY_WORDS, **{level: level for level in LEVELS}}
-"""What a line's ``priority`` may say (any case, spaces around allowed), as a client's does."""
 _TYPE_BY_FIELD = (("messages", "chat"), ("input", "embeddings"), ("prompt", "completion"))
 _OWN_FIELDS = frozenset({"id", "type", "model", "priority", "messages", "input", "prompt"})
 _READ_CHUNK = 1 << 20

@@ -9,8 +9,9 @@ Each result is appended to the results file as it finishes (see
 Waiting out an outage: the run's client is made with
 ``on_circuit_open="wait"``, so while the circuit is OPEN a job waits in the
 queue (no polling) for the probe that closes it, within its
-``request_deadline``; a run that meets an outage completes once the service
-is back (Ctrl-C stops it meanwhile).  Errors are final for this run and
+``request_deadline``; a run that meets an outage shorter than that completes
+once the service is back (Ctrl-C stops it meanwhile), and a job whose deadline
+ends first is recorded failed (``--retry-failed`` sends it again).  Errors are final for this run and
 recorded (``--retry-failed`` on the next run sends them again).
 
 Ctrl-C (SIGINT) or SIGTERM: no new job starts; those in flight finish and are

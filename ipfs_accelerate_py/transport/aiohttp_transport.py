@@ -144,11 +144,9 @@ def _connect_failure(exc: aiohttp.ClientConnectorError, request: HttpRequest) ->
     """Why a connection could not be made, in words."""
     where = _host_port(request)
     cause = exc.os_error
-    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+    if isinstance(exc, aiohttp.ClientSSLError):  # a certificate that does not verify is handled before
         reason = getattr(cause, "reason", None) or getattr(cause, "verify_message", None) or cause
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            reason = exc.certificate_error
-        return f"TLS handshake with {where} failed: {reason} (see SSL_CERT_FILE)"
+        return f"TLS handshake with {where} failed: {reason}"
     if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):
         return f"cannot resolve host {exc.host!r}: {getattr(cause, 'strerror', None) or cause}"
     if isinstance(cause, ConnectionRefusedError):
