@@ -13,6 +13,8 @@ import pytest
 
 from ..helpers import quick_benchmark
 
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+
 RUN_TIMEOUT = 120
 QUICK_CALLS = 200
 MAX_BATCH_SIZE = 64

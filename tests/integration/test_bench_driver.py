@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("overhead-sync", "multiplexing", "memory")
 

@@ -14,6 +14,8 @@ import pytest
 
 from ..helpers import quick_benchmark
 
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+
 RUN_TIMEOUT = 120
 QUICK_SIZES = [1_000, 10_000]
 LINEAR_TOLERANCE = 0.2  # bytes per request at N/10 within 20% of those at N

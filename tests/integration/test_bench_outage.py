@@ -14,6 +14,8 @@ import pytest
 
 from ..helpers import quick_benchmark
 
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+
 RUN_TIMEOUT = 120
 COLUMNS = ["contender", "sent", "succeeded", "failed", "server saw during outage",
            "fail fast p50 ms", "recover s", "p99 ms outside outage"]

@@ -14,6 +14,8 @@ import pytest
 
 from ..helpers import quick_benchmark
 
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+
 RUN_TIMEOUT = 120
 QUICK_LOW, QUICK_HIGH = 300, 20
 REQUIRED = ("ours", "ours_no_priority")  # LiteLLM is left out of --quick

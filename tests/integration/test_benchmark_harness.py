@@ -17,6 +17,8 @@ import pytest
 
 from ..helpers import quick_benchmark
 
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+
 CONTENDERS = ("aiohttp", "httpx_threads", "openai_api")
 OPTIONAL_SYNC = {"openai_sdk_threads": "openai"}  # contender: its package
 RUN_TIMEOUT = 120

@@ -17,6 +17,8 @@ import pytest
 
 from ..helpers import quick_benchmark
 
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+
 RUN_TIMEOUT = 240
 OURS = ("ours-least-loaded", "ours-round-robin")
 LITELLM = ("litellm-least-busy", "litellm-usage-v2")
