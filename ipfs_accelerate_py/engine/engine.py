@@ -24,7 +24,7 @@ import functools
 import logging
 import random
 import urllib.parse
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from ..resilience import retry as retry_policy
 from ..resilience.breaker import STATE_CLOSED, STATE_OPEN, BreakerOptions, CircuitBreaker
@@ -526,7 +526,7 @@ class Engine:
             extra_query=req.options.extra_query,
         )
         started = clock.now()
-        secrets = (api_key, *req.options.secrets())  # what a server may echo back
+        secrets = _Secrets(api_key, req.options)  # what a server may echo back, read on an error only
         if req.stream:
             return await self._attempt_stream(req, permit, http_request, secrets, started, timeout)
         try:
@@ -587,7 +587,7 @@ class Engine:
     # ------------------------------------------------------------ streams
 
     async def _attempt_stream(
-        self, req: Request, permit: int, http_request: Any, secrets: tuple, started: float, timeout: float
+        self, req: Request, permit: int, http_request: Any, secrets: "_Secrets", started: float, timeout: float
     ) -> None:
         """A streaming attempt.  Until its first chunk it is like any attempt:
         a failure, a malformed event or no chunk within ``timeout`` is
@@ -639,7 +639,7 @@ class Engine:
                 return chunk, done
 
     async def _feed(
-        self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch", secrets: tuple
+        self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch", secrets: "_Secrets"
     ) -> None:
         """Hand the stream to the caller and feed it until its end.
 
@@ -972,6 +972,20 @@ class Engine:
 
 def _times(count: int) -> str:
     return f"{count} time{'' if count == 1 else 's'}"
+
+
+class _Secrets:
+    """An attempt's key and the values of its extra headers and query, for
+    redacting what the server says; iterated only when there is an error."""
+
+    __slots__ = ("api_key", "options")
+
+    def __init__(self, api_key: Optional[str], options: Any) -> None:
+        self.api_key, self.options = api_key, options
+
+    def __iter__(self) -> Iterator[Optional[str]]:
+        yield self.api_key
+        yield from self.options.secrets()
 
 
 @functools.lru_cache(maxsize=64)

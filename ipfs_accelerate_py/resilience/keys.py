@@ -370,9 +370,24 @@ class KeyState:
     def ready_at(self, now: float, tokens: int, model: Optional[str] = None) -> Optional[float]:
         """When this key could take an attempt of ``tokens`` for ``model``: ``now`` if now;
         None if never by waiting alone (disabled, or only an attempt finishing frees it).
-        ``model=None``: the key itself, whatever (key, model) pairs are cooling."""
-        ready = self.readiness(now, tokens, model)
-        return None if ready is None or ready.busy else ready.at
+        ``model=None``: the key itself, whatever (key, model) pairs are cooling.
+        (:meth:`readiness` says the same with what holds it; this is the hot path.)"""
+        if self.disabled is not None:
+            return None
+        cap = self.options.max_concurrent
+        if cap is not None and self.in_flight >= cap:
+            return None
+        at = self._breaker_ready_at(now)
+        if at is None:
+            return None
+        at = max(at, self.cooldown_until)
+        if model is not None and self.model_cooldowns:
+            at = max(at, self.model_cooldowns.get(model, -_INF))
+        if self.requests_bucket is not None:
+            at = max(at, self.requests_bucket.ready_at(1, now))
+        if self.tokens_bucket is not None:
+            at = max(at, self.tokens_bucket.ready_at(tokens, now))
+        return at
 
     def readiness(self, now: float, tokens: int, model: Optional[str] = None) -> Optional["Readiness"]:
         """When this key could take the attempt, what holds it until then (a
