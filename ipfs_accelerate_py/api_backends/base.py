@@ -29,6 +29,7 @@ from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 from ..resilience.clock import SYSTEM_CLOCK, Clock
 from ..resilience.errors import AuthenticationError, InvalidInputError, SettingError, UnknownParameterError
 from ..resilience.keys import KeyOptions
+from ..resilience.redact import public_url
 from ..resilience.priority_queue import PRIORITY_NAMES, priority_level
 from ..resilience.stats import RequestRecord
 
@@ -215,7 +216,7 @@ class BaseApiBackend:
             return f"<{type(self).__name__} view ({self._view_description()}) of {self._view_of!r}>"
         fp = key_fingerprint(self.api_key)
         key = f"key={fp}" if fp else "no key"
-        return f"<{type(self).__name__} {self.base_url} {key} circuit={self.circuit_state}>"
+        return f"<{type(self).__name__} {public_url(self.base_url)} {key} circuit={self.circuit_state}>"
 
     # ------------------------------------------------------------ views
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Optional
 
-__all__ = ["MASK", "MIN_FRAGMENT_SECRET_CHARS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "SUFFIX_CHARS", "redact"]
+__all__ = ["MASK", "public_url", "MIN_FRAGMENT_SECRET_CHARS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "SUFFIX_CHARS", "redact"]
 
 MASK = "***"
 MIN_SECRET_CHARS = 8  # shorter "keys" are placeholders, not secrets
@@ -94,3 +94,15 @@ def _token(token: str, marks: list[str]) -> str:
         if (len(token) >= PREFIX_CHARS and mark.startswith(token)) or (len(token) >= SUFFIX_CHARS and mark.endswith(token)):
             return MASK
     return token
+
+
+def public_url(url: str) -> str:
+    """``url`` without the credentials a ``user:password@`` part holds, for
+    reprs and reports (the client still sends them)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}://{MASK}@{authority.rpartition('@')[2]}{slash}{path}"

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..resilience.redact import redact
+from ..resilience.redact import public_url, redact
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
@@ -265,7 +265,7 @@ class Runner:
         return {
             "command": redact(self.options.command, self.options.secrets),  # --key KEY stays out of the report
             "api": self.options.api,
-            "base_url": self.client.base_url,
+            "base_url": public_url(self.client.base_url),
             "input": self.options.jobs,
             "output": self.options.out,
             "started_at": self._started_wall,

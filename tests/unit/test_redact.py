@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipfs_accelerate_py.resilience.errors import AuthenticationError, classify_status
-from ipfs_accelerate_py.resilience.redact import MASK, MIN_SECRET_CHARS, redact
+from ipfs_accelerate_py.resilience.redact import MASK, MIN_SECRET_CHARS, public_url, redact
 
 LONG = "sk-eRqhqWJYAXeRpzds3mOjAqnJcXKV5NDk0MEgr0VrZz1FB6D0"  # 51 characters, as OpenAI keys are
 KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -127,3 +127,26 @@ def test_a_short_key_leaves_the_text_unchanged(words, key, cut):
 def test_a_word_ending_a_short_made_up_key_is_kept():
     assert redact("connection refused to 127.0.0.1:9", ["sk-refused"]) == "connection refused to 127.0.0.1:9"
     assert redact("key sk-refused is wrong", ["sk-refused"]) == "key *** is wrong"
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("http://user:pw-secret@proxy.example:3128/v1", "http://***@proxy.example:3128/v1"),
+        ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("https://h.example/v1?x=a@b", "https://h.example/v1?x=a@b"),
+    ],
+)
+def test_a_url_is_shown_without_its_credentials(url, shown):
+    assert public_url(url) == shown
+
+
+def test_a_clients_repr_never_shows_credentials_in_its_base_url():
+    from ipfs_accelerate_py.api_backends import openai_api
+
+    client = openai_api(metadata={"openai_api_key": "sk-x", "openai_base_url": "http://bob:hunter2-long@127.0.0.1:9/v1"})
+    try:
+        assert "hunter2" not in repr(client) and "127.0.0.1:9/v1" in repr(client)
+    finally:
+        client.close()
