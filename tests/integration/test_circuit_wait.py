@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from ipfs_accelerate_py.resilience.errors import CircuitOpenError, DeadlineExceededError, InvalidInputError, NetworkError, RequestTimeoutError, ServerError
+from ipfs_accelerate_py.resilience.errors import CircuitOpenError, DeadlineExceededError, InvalidInputError, NetworkError, ServerError
 
 from ..helpers import WAIT, messages
 from .test_openai_api import CHAT_MODEL, chat_data, chat_once, make_client
