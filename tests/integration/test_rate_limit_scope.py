@@ -16,7 +16,7 @@ import pytest
 from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.resilience.errors import AuthenticationError, DeadlineExceededError, QueueFullError, RateLimitDeadlineError, RateLimitError
 
-from ..helpers import Reply, messages, recording_server
+from ..helpers import Reply, eventually, messages, recording_server
 
 KEY = "sk-scope-test-0123456789abcdefghijklmnopqrstuvwxyz012345"
 
@@ -60,10 +60,7 @@ def test_a_429_for_one_model_does_not_stall_another_on_the_same_key():
             )
             pool_name = client.api_key_names[0]
             # model-a is answered 429 + Retry-After 30 and waits for its pair to cool ...
-            for _ in range(50):
-                if client.get_stats()["key_pool"][pool_name]["cooling_models"]:
-                    break
-                threading.Event().wait(0.02)  # the 429 is on its way back; not a timing assertion
+            eventually(lambda: client.get_stats()["key_pool"][pool_name]["cooling_models"], "the 429 back and its pair cooling")
             # ... while model-b, on the same key, is answered at once
             answer = client.chat("model-b", messages("b"), request_id="b-1")
             assert answer["choices"][0]["message"]["content"] == "hello from model-b"
@@ -165,10 +162,7 @@ def test_requests_held_for_a_cooling_model_still_count_against_queue_size():
             data = {"model": "model-a", "messages": messages("a")}
             first = client.queue_with_priority({"endpoint": "chat/completions", "data": data})
             pool_name = client.api_key_names[0]
-            for _ in range(50):
-                if client.get_stats()["key_pool"][pool_name]["cooling_models"]:
-                    break
-                threading.Event().wait(0.02)  # the 429 is on its way back; not a timing assertion
+            eventually(lambda: client.get_stats()["key_pool"][pool_name]["cooling_models"], "the 429 back and its pair cooling")
             held = [client.queue_with_priority({"endpoint": "chat/completions", "data": data}) for _ in range(2)]
             with pytest.raises(QueueFullError):
                 client.queue_with_priority({"endpoint": "chat/completions", "data": data})
@@ -200,10 +194,7 @@ def test_a_second_key_that_is_only_busy_is_waited_for_not_a_reason_to_fail():
             with pytest.raises(RateLimitError):  # k1 now cools for model-a
                 client.chat("model-a", messages("refused"))
             slow = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "model-a", "messages": messages("slow")}})
-            for _ in range(100):
-                if len(seen) == 2:
-                    break
-                threading.Event().wait(0.02)  # k2 is taken by the slow one
+            eventually(lambda: len(seen) == 2, "k2 taken by the slow request")
             waiting = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "model-a", "messages": messages("next")}})
             gate.set()
             assert slow.result(10)["model"] == "model-a"
