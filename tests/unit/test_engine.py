@@ -319,6 +319,74 @@ def test_every_future_completes_exactly_once_under_stress():
     assert stats["in_flight"] == 0 and stats["current_queue_size"] == 0
 
 
+def test_every_future_completes_once_through_cooling_models_an_open_circuit_and_cancels():
+    """The paths of rate-limit scope and circuit waiting under load: three
+    models, each 429'd now and then for a few ms, outages that open the
+    circuit, half the callers waiting for it and half failing fast, two keys,
+    cancels: every request ends exactly once and nothing is left held."""
+    rng = random.Random(11)
+    lock = threading.Lock()
+
+    def handler(req):
+        with lock:
+            roll = rng.random()
+        if roll < 0.15:
+            return HttpResponse(503, {}, b"{}")
+        if roll < 0.3:
+            return HttpResponse(429, {"retry-after-ms": str(rng.randint(1, 20))}, b"{}")
+        if roll < 0.33:
+            return HttpResponse(429, {}, b'{"error": {"code": "insufficient_quota"}}')
+        return HttpResponse(200, {}, ok_body(req))
+
+    client, _ = make_client(
+        handler, max_concurrent_requests=6, queue_size=10_000, failure_threshold=4, reset_timeout=0.02,
+        max_retries=3, request_deadline=2.0, initial_retry_delay=0.001, max_retry_delay=0.01,
+    )
+    client.add_api_key("second", "sk-second-0123456789abcdef")
+    completions = Counter()
+    futures: list = []
+    waiting: list = []
+    refused = Counter()
+    flock = threading.Lock()
+
+    def worker(w, n):
+        for i in range(n):
+            data = dict(CHAT, model=f"model-{(w + i) % 3}")
+            info = {"endpoint": "chat/completions", "data": data, "on_circuit_open": "wait" if i % 2 else "fail"}
+            try:
+                f = client.queue_with_priority(info, i % 3)
+            except (CircuitOpenError, QueueFullError) as exc:
+                refused.update([type(exc).__name__])  # refused at admission: it never had a future
+                continue
+            f.add_done_callback(lambda fut: completions.update([fut["request_id"]]))
+            if i % 23 == 0:
+                f.cancel()
+            with flock:
+                futures.append(f)
+                if i % 2:
+                    waiting.append(f)
+
+    threads = [threading.Thread(target=worker, args=(w, 150)) for w in range(6)]
+    with client:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for f in futures:
+            assert f.wait(30)
+        stats = client.get_stats()
+        engine = client._engine.snapshot()
+    assert len(futures) + sum(refused.values()) == 6 * 150  # every worker got through its requests
+    assert set(completions.values()) == {1} and len(completions) == len(futures)
+    assert stats["total_requests"] == stats["successful_requests"] + stats["failed_requests"] + stats["cancelled_requests"]
+    assert stats["successful_requests"] > 0
+    assert engine["in_flight"] == engine["queue_size"] == engine["backing_off"] == 0
+    assert all(state["in_flight"] == 0 for state in engine["key_pool"].values())
+    assert client._engine._held_count == 0
+    assert stats["errors_by_type"].get("circuit_open", 0) > 0  # the circuit did open: fail-fast callers met it
+    assert not any(isinstance(f["error"], CircuitOpenError) for f in waiting)  # the probe came within every deadline
+
+
 def test_embeddings_are_batched_and_each_caller_gets_its_own_vector():
     client, transport = make_client(ok, max_batch_size=4, batch_timeout=5.0)
     with client:
