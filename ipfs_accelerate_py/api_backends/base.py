@@ -56,7 +56,7 @@ _NOT_SERVICE_FAILURES = frozenset(
 )
 
 
-_VIEWED_SETTINGS = ("timeout", "max_retries")
+_VIEWED_SETTINGS = ("timeout", "max_retries", "on_circuit_open")
 """Settings a view (``client.with_options``) may give its own value."""
 
 

@@ -60,7 +60,9 @@ def test_a_call_may_wait_while_the_client_fails_fast_and_the_other_way_round(sim
         assert waiting.result(WAIT)["choices"]
         open_circuit(client, simulator)
         simulator.configure(outage=False)  # the probe, once due, closes it: the call below waits for it
-        assert client.with_options(on_circuit_open="wait").chat(CHAT_MODEL, messages("view"))["choices"]
+        view = client.with_options(on_circuit_open="wait")
+        assert view.on_circuit_open == "wait" and client.on_circuit_open == "fail"
+        assert view.chat(CHAT_MODEL, messages("view"))["choices"]
         open_circuit(client, simulator)
         simulator.configure(outage=False)
         assert client.chat(model=CHAT_MODEL, messages=messages("call"), on_circuit_open="wait")["choices"]
