@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Iterable, Optional, Union
 
 from ..engine.call_options import DEFAULT_OPTIONS, CallOptions
-from ..engine.engine import Engine, key_fingerprint
+from ..engine.engine import Engine
 from ..engine.future import RequestFuture
 from ..engine.keyring import KeyConfig
 from ..engine.loop import in_engine_thread
@@ -57,6 +57,7 @@ _NOT_SERVICE_FAILURES = frozenset(
 
 
 _VIEWED_SETTINGS = ("timeout", "max_retries", "on_circuit_open")
+_REQUEST_INFO_FIELDS = frozenset({"endpoint", "data", "api_key", "request_id", "stream", "priority", "on_circuit_open"})
 """Settings a view (``client.with_options``) may give its own value."""
 
 
@@ -214,8 +215,10 @@ class BaseApiBackend:
     def __repr__(self) -> str:
         if self._view_of is not None:
             return f"<{type(self).__name__} view ({self._view_description()}) of {self._view_of!r}>"
-        fp = key_fingerprint(self.api_key)
-        key = f"key={fp}" if fp else "no key"
+        names = self.api_key_names
+        key = f"key={names[0]}" if len(names) == 1 else f"keys={','.join(names)}"
+        if not self._engine.keys.has_secret():
+            key = "no key"
         return f"<{type(self).__name__} {public_url(self.base_url)} {key} circuit={self.circuit_state}>"
 
     # ------------------------------------------------------------ views
@@ -275,6 +278,14 @@ class BaseApiBackend:
             raise InvalidInputError(
                 f"request_info must be a dict like {{'endpoint': 'chat/completions', 'data': {{...}}}}, "
                 f"not {type(request_info).__name__}"
+            )
+        unknown = set(request_info) - _REQUEST_INFO_FIELDS
+        if unknown:
+            name = sorted(unknown, key=str)[0]
+            close = difflib.get_close_matches(str(name), sorted(_REQUEST_INFO_FIELDS), n=2)
+            raise InvalidInputError(
+                f"request_info has unknown field {name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+                + f"; it takes {', '.join(sorted(_REQUEST_INFO_FIELDS))} (body fields go in its 'data')"
             )
         endpoint = request_info.get("endpoint")
         if not isinstance(endpoint, str) or not endpoint.strip():

@@ -510,8 +510,9 @@ class Engine:
             )
         req.attempts += 1
         timeout = self.settings["timeout"] if req.options.timeout is None else req.options.timeout
-        if req.deadline is not None:
-            timeout = max(0.001, min(timeout, req.deadline - now))
+        req.cut_at = None
+        if req.deadline is not None and req.deadline - now < timeout:
+            timeout, req.cut_at = max(0.001, req.deadline - now), req.deadline  # the deadline bounds this attempt
         key_name = req.last_key = req.lease.name
         api_key = req.api_key or self.keys.secret(key_name)
         http_request = self.provider.build_request(
@@ -724,6 +725,18 @@ class Engine:
             return self.retry_options
         return dataclasses.replace(self.retry_options, max_retries=req.options.max_retries)
 
+    def _cut_by_deadline(self, req: Request, error: ApiError) -> DeadlineExceededError:
+        """The error of an attempt the request's deadline cut short."""
+        cut = DeadlineExceededError(
+            f"request deadline of {req.deadline - req.submitted_at:.2f}s passed during attempt {req.attempts} "
+            "(no answer by then); raise client.request_deadline, or lower client.timeout so that retries fit in it",
+            provider=self.provider.name,
+            request_id=error.request_id,
+            attempt=req.attempts,
+        )
+        cut.__cause__ = error
+        return cut
+
     def _cooldown(self, req: Request, error: Optional[BaseException]) -> Optional[float]:
         """How long a 429 without Retry-After cools its (key, model): the
         retry policy's backoff for the retry it leads to."""
@@ -733,6 +746,9 @@ class Engine:
 
     def _after_failure(self, req: Request, error: ApiError) -> None:
         now = self.clock.now()
+        if type(error) is RequestTimeoutError and req.cut_at is not None and now >= req.cut_at:
+            self.finish(req, None, self._cut_by_deadline(req, error))  # the deadline, not the server, ended it
+            return
         options = self._retry_options_for(req)
         if isinstance(error, RateLimitError) and req.last_key is not None:
             # its (key, model) cools now; back in the queue, it goes on the first key
@@ -994,7 +1010,11 @@ def _host(url: Optional[str]) -> Optional[str]:
     if not url:
         return None
     parts = urllib.parse.urlsplit(url)
-    return parts.netloc.rpartition("@")[2] or None
+    if not parts.hostname:
+        return None
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}" if port else host
 
 
 def _decode(provider: Any, response: StreamResponse) -> Any:

@@ -33,6 +33,7 @@ class Request:
         "stream",
         "model",
         "circuit_wait",
+        "cut_at",
         "options",
         "future",
         "submitted_at",
@@ -79,6 +80,7 @@ class Request:
         self.model = model
         self.circuit_wait = circuit_wait  # while the circuit is OPEN: wait for its probe (True) or fail fast
         self.options = options  # per-call timeout, max_retries, extra headers and query
+        self.cut_at: Optional[float] = None  # when the deadline, not client.timeout, ends the attempt in flight
         self.future = RequestFuture(self.request_id)
         self.submitted_at = submitted_at
         self.deadline = deadline

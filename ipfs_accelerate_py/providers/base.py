@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 from ..resilience.batching import NO_LIMITS, BatchLimits, split_by_index
 from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseError, classify_status
 from ..transport.base import HttpRequest, HttpResponse
+from ..transport.environment import USER_AGENT
 from ..transport.sse import SseEvent
 
 __all__ = [
@@ -297,7 +298,7 @@ class Wire:
         endpoint, data = self.prepare(endpoint, data, stream)
         path = self.endpoint_path(endpoint)
         method = self.method_for(path, data)
-        headers = {"Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE}
+        headers = {"Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE, "User-Agent": USER_AGENT}
         headers.update(self.spec.extra_headers)
         headers.update(self.auth_headers(api_key))
         if request_id:

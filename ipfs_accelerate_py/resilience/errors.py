@@ -161,6 +161,7 @@ class ApiError(Exception):
         self.message = redact(self.message, secrets)
         self.args = (self.message,)
         self.body = redact(self.body, secrets)
+        self.request_id = redact(self.request_id, secrets)  # a server's id header is its text too
         return self
 
     def __reduce__(self):  # picklable with its fields

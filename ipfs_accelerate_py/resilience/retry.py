@@ -214,7 +214,7 @@ def deadline_error(
         asked = f"the next retry would wait {seconds_text(decision.delay)} (backoff)"
     message = (
         f"{asked} but the request's deadline is in {seconds_text(remaining)}; "
-        "raise the request timeout or lower the load"
+        "raise client.request_deadline or lower the load"
     )
     result = DeadlineExceededError(
         message,

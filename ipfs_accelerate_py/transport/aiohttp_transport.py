@@ -21,7 +21,7 @@ import aiohttp
 
 from ..resilience.errors import NetworkError, RequestTimeoutError
 from .base import HttpRequest, HttpResponse, StreamResponse
-from .environment import USER_AGENT, ProxyTable, verified_ssl_context
+from .environment import ProxyTable, verified_ssl_context
 
 __all__ = ["AiohttpTransport"]
 
@@ -51,7 +51,7 @@ class AiohttpTransport:
             session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=True,
-                headers={"User-Agent": USER_AGENT},  # a request's own User-Agent replaces it
+                skip_auto_headers=("User-Agent",),  # the wire's build_request sends ours (a call may drop it)
             )
             self._session = session
         return session

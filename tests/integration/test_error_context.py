@@ -16,9 +16,10 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
     StreamStalledError,
 )
+from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from ..helpers import WAIT, WINDOW, messages
+from ..helpers import WAIT, WINDOW, Reply, messages, recording_server
 from .test_openai_api import CHAT_MODEL, EMBED_MODEL, KEY, make_client
 
 FAULTS = {
@@ -108,3 +109,35 @@ def test_batched_embeddings_report_each_callers_own_request(simulator):
     assert [e.client_request_id for e in errors] == ["mine-0", "mine-1", "mine-2"]
     assert not any(str(e.request_id).startswith("batch-") for e in errors)
     assert all(e.model == EMBED_MODEL and e.attempts == 1 and "bad input" in str(e) for e in errors)
+
+
+def test_an_attempt_cut_short_by_the_deadline_is_a_deadline_error_naming_it(simulator):
+    simulator.configure(latency=3.0)
+    with make_client(simulator, timeout=60, request_deadline=0.5, max_retries=3) as client:
+        with pytest.raises(DeadlineExceededError) as caught:
+            client.chat(CHAT_MODEL, messages("slow"))
+    error = caught.value
+    assert "request deadline of 0.50s passed during attempt 1 (no answer by then); raise client.request_deadline" in str(error)
+    assert isinstance(error.__cause__, RequestTimeoutError)
+    assert simulator.counters()["requests_total"] == 1  # not retried: the deadline is spent
+
+
+def test_a_servers_request_id_is_redacted_like_its_words():
+    key = "sk-proj-" + "Q" * 42
+
+    def reply(method, path, body):
+        return Reply(401, {"error": {"message": "bad key"}}, {"x-request-id": f"rid-{key}"})
+
+    with recording_server(reply, "/v1") as (url, seen):
+        with openai_api(metadata={"openai_api_key": key, "openai_base_url": url, "max_retries": 0}) as client:
+            with pytest.raises(ApiError) as caught:
+                client.chat(CHAT_MODEL, messages("x"))
+    assert key not in str(caught.value) and key not in repr(vars(caught.value))
+    assert caught.value.request_id == "rid-***"
+
+
+def test_host_always_has_its_port():
+    with openai_api(metadata={"openai_api_key": KEY, "openai_base_url": "http://127.0.0.1/v1", "max_retries": 0}) as client:
+        with pytest.raises(NetworkError) as caught:
+            client.chat(CHAT_MODEL, messages("x"))
+    assert caught.value.host == "127.0.0.1:80"

@@ -44,7 +44,7 @@ from ipfs_accelerate_py.resilience.errors import (
     UnknownParameterError,
 )
 
-from ..helpers import FAST, LOOPBACK, WAIT, WINDOW, messages
+from ..helpers import FAST, LOOPBACK, WAIT, WINDOW, messages, recording_server
 
 KEY = "sk-habits-0123456789abcdef"
 MODEL = "gpt-4o-mini"
@@ -537,3 +537,21 @@ def test_every_parameter_a_provider_documents_still_reaches_the_body(server, api
     for name in ("temperature", "max_tokens", "top_p", "stop", "tools", "tool_choice", "seed", "n", "user",
                  "stream_options", "presence_penalty", "frequency_penalty", "logprobs"):
         assert name in documented, (api, name)
+
+
+def test_an_unknown_request_info_field_is_refused_naming_the_close_match():
+    with openai_api(metadata={"openai_api_key": "sk-x", "openai_base_url": "http://127.0.0.1:9/v1"}) as client:
+        with pytest.raises(InvalidInputError, match=r"unknown field 'reqest_id' \(did you mean 'request_id'\?\)"):
+            client.queue_with_priority({"endpoint": "chat/completions", "data": {}, "reqest_id": "r1"})
+        with pytest.raises(InvalidInputError, match="body fields go in its 'data'"):
+            client.queue_with_priority({"endpoint": "chat/completions", "data": {}, "temperature": 0.2})
+
+
+def test_a_call_may_drop_the_user_agent():
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+    with recording_server(answer, "/v1") as (url, seen):
+        with openai_api(metadata={"openai_api_key": "sk-x", "openai_base_url": url}) as client:
+            client.chat("m", [{"role": "user", "content": "a"}])
+            client.chat("m", [{"role": "user", "content": "b"}], extra_headers={"User-Agent": None})
+    assert seen[0][2]["user-agent"].startswith("ipfs-accelerate-py/")
+    assert "user-agent" not in seen[1][2]

@@ -36,6 +36,7 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
 )
 from ipfs_accelerate_py.simulator.formats import anthropic as anthropic_format
+from ipfs_accelerate_py.transport.environment import USER_AGENT
 from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent, iter_sse
@@ -156,6 +157,7 @@ def test_chat_request_as_built_method_path_headers_body():
         "anthropic-version": ANTHROPIC_VERSION,
         "x-api-key": KEY,
         "X-Client-Request-Id": "rid-1",
+        "User-Agent": USER_AGENT,
     }
     assert "Authorization" not in request.headers
     assert request.json() == {

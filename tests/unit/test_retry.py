@@ -272,7 +272,7 @@ def test_deadline_error_message_and_fields():
     assert isinstance(err, DeadlineExceededError)
     assert err.message == (
         "server asked to wait 12.0s (Retry-After) but the request's deadline is in 3.2s; "
-        "raise the request timeout or lower the load"
+        "raise client.request_deadline or lower the load"
     )
     assert err.retry_after == 12.0
     assert (err.provider, err.status, err.request_id, err.attempt) == ("groq", 429, "req_9", 2)
