@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import inspect
 import os
 import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Awaitable, Callable, Concatenate, Iterable, NamedTuple, Optional, ParamSpec
 
 from ..engine.call_options import DEFAULT_OPTIONS, CallOptions
 from ..engine.engine import Engine
@@ -23,7 +24,6 @@ from ..engine.keyring import KeyConfig
 from ..engine.loop import in_engine_thread
 from ..engine.request import Request
 from ..engine.settings import SETTINGS, Settings
-from ..engine.stream import ChunkStream
 from ..resilience.batching import normalize_inputs
 from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 from ..resilience.clock import SYSTEM_CLOCK, Clock
@@ -78,6 +78,50 @@ class _SettingAttr:
 
     def __set__(self, obj: Any, value: Any) -> None:
         obj._settings.set(self.name, value)
+
+
+class _Call(NamedTuple):
+    """The request a public call sends: where, what, and how to submit it."""
+
+    endpoint: str
+    data: Any
+    submit: dict
+
+
+P = ParamSpec("P")
+
+
+def _blocking(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) -> Callable[Concatenate[Any, P], Any]:
+    """The sync public call over ``build``: its request, sent, waited for."""
+
+    @functools.wraps(build)
+    def call(self: Any, *args: P.args, **kwargs: P.kwargs) -> Any:
+        endpoint, data, submit = build(self, *args, **kwargs)
+        return self._call(endpoint, data, **submit)
+
+    return _named(call, build, name, doc)
+
+
+def _awaited(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) -> Callable[Concatenate[Any, P], Awaitable[Any]]:
+    """The async twin over the same ``build``: the same request, awaited."""
+
+    @functools.wraps(build)
+    async def call(self: Any, *args: P.args, **kwargs: P.kwargs) -> Any:
+        endpoint, data, submit = build(self, *args, **kwargs)
+        return await self._acall(endpoint, data, **submit)
+
+    return _named(call, build, name, doc)
+
+
+def _named(call: Any, build: Any, name: str, doc: str) -> Any:
+    """``call`` as the public method ``name``: its name and doc, the
+    builder's parameters, its own result (the provider's response, or a
+    ``ChunkStream`` when streaming)."""
+    call.__name__, call.__doc__ = name, doc
+    call.__qualname__ = f"BaseApiBackend.{name}"
+    call.__annotations__ = {**build.__annotations__, "return": "Any"}
+    call.__signature__ = inspect.signature(build).replace(return_annotation="Any")
+    return call
 
 
 class BaseApiBackend:
@@ -372,7 +416,22 @@ class BaseApiBackend:
         future["result"] = None
         return result
 
-    def make_request(
+    # ------------------------------------------------------------ calls
+    #
+    # Each public call is written once, as the builder of the request it
+    # sends (``_request_call``, ``_chat_call``, ...), and made twice from it:
+    # the sync method waits for the outcome, its ``a`` twin awaits it (see
+    # :func:`_blocking` and :func:`_awaited`).  Besides its content and the
+    # provider's own parameters (``**params``, checked against
+    # ``provider.body_params``), each takes the openai SDK's per-call options,
+    # none of which is ever sent in the body: ``model=`` (the same as
+    # ``model_name=``), ``timeout=`` (seconds each attempt may take),
+    # ``max_retries=``, ``extra_headers=`` (HTTP headers, over the client's
+    # own), ``extra_query=`` (URL query parameters), ``on_circuit_open=``
+    # ("fail" or "wait", see the circuit in README) and ``extra_body=``
+    # (fields merged into the JSON body last, unchecked).
+
+    def _request_call(
         self,
         endpoint: str,
         data: Optional[Mapping[str, Any]] = None,
@@ -386,50 +445,23 @@ class BaseApiBackend:
         extra_query: Optional[Mapping[str, Any]] = None,
         on_circuit_open: Optional[str] = None,
         extra_body: Optional[Mapping[str, Any]] = None,
-    ) -> Any:
+    ) -> "_Call":
+        _check_endpoint(endpoint)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        submit = dict(request_id=request_id, priority=priority, api_key=api_key, options=options)
+        return _Call(endpoint, _with_extra_body(data, extra_body), submit)
+
+    make_request = _blocking(
+        _request_call,
+        "make_request",
         """Send one request to ``endpoint`` (e.g. ``"chat/completions"``,
         ``"embeddings"``, ``"models"``) and return the provider's JSON.
         Embeddings to ``supported_batch_models`` are batched transparently.
-        Per-call options as in :meth:`chat`."""
-        _check_endpoint(endpoint)
-        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        data = _with_extra_body(data, extra_body)
-        return self._call(endpoint, data, request_id=request_id, priority=priority, api_key=api_key, options=options)
+        Per-call options as in :meth:`chat`.""",
+    )
+    amake_request = _awaited(_request_call, "amake_request", """:meth:`make_request`, awaited.""")
 
-    async def amake_request(
-        self,
-        endpoint: str,
-        data: Optional[Mapping[str, Any]] = None,
-        request_id: Optional[str] = None,
-        *,
-        priority: Any = None,
-        api_key: Optional[str] = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
-    ) -> Any:
-        """:meth:`make_request`, awaited."""
-        _check_endpoint(endpoint)
-        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        data = _with_extra_body(data, extra_body)
-        return await self._acall(endpoint, data, request_id=request_id, priority=priority, api_key=api_key, options=options)
-
-    # --------------------------------------------------------- operations
-    #
-    # Each operation takes, besides its content and the provider's own
-    # parameters (``**params``, checked against ``provider.body_params``),
-    # the openai SDK's per-call options, none of which is ever sent in the
-    # body: ``model=`` (the same as ``model_name=``), ``timeout=`` (seconds
-    # each attempt may take), ``max_retries=``, ``extra_headers=`` (HTTP
-    # headers, over the client's own), ``extra_query=`` (URL query
-    # parameters), ``on_circuit_open=`` ("fail" or "wait", see the circuit
-    # in README) and ``extra_body=`` (fields merged into the JSON body last,
-    # unchecked).
-
-    def chat(
+    def _chat_call(
         self,
         model_name: Optional[str] = None,
         messages: Optional[list] = None,
@@ -445,41 +477,25 @@ class BaseApiBackend:
         on_circuit_open: Optional[str] = None,
         extra_body: Optional[Mapping[str, Any]] = None,
         **params: Any,
-    ) -> Union[dict, ChunkStream]:
-        """A chat completion: the provider's response, or with ``stream=True``
-        a :class:`ChunkStream` of normalized chunks (close it to stop early)."""
+    ) -> "_Call":
         endpoint, data = self._operation("chat", model_name, model, messages, stream, params, extra_body)
         options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream, options=options)
+        return _Call(endpoint, data, dict(priority=priority, request_id=request_id, stream=stream, options=options))
 
-    async def achat(
-        self,
-        model_name: Optional[str] = None,
-        messages: Optional[list] = None,
-        *,
-        model: Optional[str] = None,
-        stream: bool = False,
-        priority: Any = None,
-        request_id: Optional[str] = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
-        **params: Any,
-    ) -> Union[dict, ChunkStream]:
-        """:meth:`chat`, awaited; a stream is read with ``async for``."""
-        endpoint, data = self._operation("achat", model_name, model, messages, stream, params, extra_body)
-        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        return await self._acall(endpoint, data, priority=priority, request_id=request_id, stream=stream, options=options)
+    chat = _blocking(
+        _chat_call,
+        "chat",
+        """A chat completion: the provider's response, or with ``stream=True``
+        a :class:`ChunkStream` of normalized chunks (close it to stop early).""",
+    )
+    achat = _awaited(_chat_call, "achat", """:meth:`chat`, awaited; a stream is read with ``async for``.""")
 
     def _chat_request(self, model_name: Any, messages: Any, stream: bool, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
         _check_messages(messages)
         return self.provider.chat_request(model_name, messages, params, stream)
 
-    def completions(
+    def _completion_call(
         self,
         model_name: Optional[str] = None,
         prompt: Any = None,
@@ -494,32 +510,15 @@ class BaseApiBackend:
         on_circuit_open: Optional[str] = None,
         extra_body: Optional[Mapping[str, Any]] = None,
         **params: Any,
-    ) -> Union[dict, ChunkStream]:
-        """A text completion from ``prompt`` (the provider's response or chunks)."""
+    ) -> "_Call":
         endpoint, data = self._operation("completions", model_name, model, prompt, stream, params, extra_body)
         options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        return self._call(endpoint, data, priority=priority, stream=stream, options=options)
+        return _Call(endpoint, data, dict(priority=priority, stream=stream, options=options))
 
-    async def acompletions(
-        self,
-        model_name: Optional[str] = None,
-        prompt: Any = None,
-        *,
-        model: Optional[str] = None,
-        stream: bool = False,
-        priority: Any = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
-        **params: Any,
-    ) -> Union[dict, ChunkStream]:
-        """:meth:`completions`, awaited."""
-        endpoint, data = self._operation("acompletions", model_name, model, prompt, stream, params, extra_body)
-        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        return await self._acall(endpoint, data, priority=priority, stream=stream, options=options)
+    completions = _blocking(
+        _completion_call, "completions", """A text completion from ``prompt`` (the provider's response or chunks)."""
+    )
+    acompletions = _awaited(_completion_call, "acompletions", """:meth:`completions`, awaited.""")
 
     def _completion_request(self, model_name: Any, prompt: Any, stream: bool, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
@@ -527,7 +526,7 @@ class BaseApiBackend:
             raise InvalidInputError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}")
         return self.provider.completion_request(model_name, prompt, params, stream)
 
-    def embeddings(
+    def _embeddings_call(
         self,
         model_name: Optional[str] = None,
         input: Any = None,
@@ -541,33 +540,21 @@ class BaseApiBackend:
         on_circuit_open: Optional[str] = None,
         extra_body: Optional[Mapping[str, Any]] = None,
         **params: Any,
-    ) -> Any:
-        """Embeddings for one text or a list; batched with other callers'
-        when ``model_name`` is in ``supported_batch_models`` (only with
-        requests of the same per-call options and body fields)."""
+    ) -> "_Call":
         endpoint, data = self._operation("embeddings", model_name, model, input, False, params, extra_body)
         options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        return self._call(endpoint, data, priority=priority, options=options)
+        return _Call(endpoint, data, dict(priority=priority, options=options))
 
-    async def aembeddings(
-        self,
-        model_name: Optional[str] = None,
-        input: Any = None,
-        *,
-        model: Optional[str] = None,
-        priority: Any = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
-        **params: Any,
-    ) -> Any:
-        """:meth:`embeddings`, awaited (batched with sync and async callers alike)."""
-        endpoint, data = self._operation("aembeddings", model_name, model, input, False, params, extra_body)
-        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        return await self._acall(endpoint, data, priority=priority, options=options)
+    embeddings = _blocking(
+        _embeddings_call,
+        "embeddings",
+        """Embeddings for one text or a list; batched with other callers'
+        when ``model_name`` is in ``supported_batch_models`` (only with
+        requests of the same per-call options and body fields).""",
+    )
+    aembeddings = _awaited(
+        _embeddings_call, "aembeddings", """:meth:`embeddings`, awaited (batched with sync and async callers alike)."""
+    )
 
     def _embeddings_request(self, model_name: Any, inputs: Any, params: dict) -> tuple[str, Any]:
         _check_model(model_name)
@@ -577,11 +564,8 @@ class BaseApiBackend:
     OPERATIONS = ("chat", "completion", "embeddings")
     _OPERATION_OF = {
         "chat": "chat",
-        "achat": "chat",
         "completions": "completion",
-        "acompletions": "completion",
         "embeddings": "embeddings",
-        "aembeddings": "embeddings",
         "add_to_batch": "embeddings",
     }
     """The operation each public method performs, by the method's name."""
