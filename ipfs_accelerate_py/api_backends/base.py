@@ -99,7 +99,7 @@ def _blocking(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) 
         endpoint, data, submit = build(self, *args, **kwargs)
         return self._call(endpoint, data, **submit)
 
-    return _named(call, build, name, doc)
+    return public_method(call, build, "BaseApiBackend", name, doc)
 
 
 def _awaited(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) -> Callable[Concatenate[Any, P], Awaitable[Any]]:
@@ -110,15 +110,15 @@ def _awaited(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) -
         endpoint, data, submit = build(self, *args, **kwargs)
         return await self._acall(endpoint, data, **submit)
 
-    return _named(call, build, name, doc)
+    return public_method(call, build, "BaseApiBackend", name, doc)
 
 
-def _named(call: Any, build: Any, name: str, doc: str) -> Any:
-    """``call`` as the public method ``name``: its name and doc, the
+def public_method(call: Any, build: Any, owner: str, name: str, doc: str) -> Any:
+    """``call`` as the public method ``owner.name``: its name and doc, the
     builder's parameters, its own result (the provider's response, or a
     ``ChunkStream`` when streaming)."""
     call.__name__, call.__doc__ = name, doc
-    call.__qualname__ = f"BaseApiBackend.{name}"
+    call.__qualname__ = f"{owner}.{name}"
     call.__annotations__ = {**build.__annotations__, "return": "Any"}
     call.__signature__ = inspect.signature(build).replace(return_annotation="Any")
     return call

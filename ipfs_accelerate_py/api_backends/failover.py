@@ -55,10 +55,11 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import functools
 import threading
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any, Awaitable, Callable, Iterable, Optional, Union
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Optional, Union
 
 from ..resilience.errors import (
     ApiError,
@@ -74,7 +75,7 @@ from ..resilience.errors import (
     SettingError,
     ShutdownError,
 )
-from .base import model_argument
+from .base import model_argument, public_method
 
 __all__ = ["FAIL_OVER_ON", "FailoverChain", "FailoverStep", "fails_over"]
 
@@ -230,6 +231,35 @@ class _ChainStats:
 # ---------------------------------------------------------------- the chain
 
 
+class _Plan(NamedTuple):
+    """What each step of a chain is asked: its backend's ``method`` (the sync
+    name; the async twin calls ``"a" + method``), the positional arguments
+    for that step, and the keywords, the same for every step."""
+
+    method: str
+    args: Callable[["FailoverStep"], tuple]
+    kwargs: dict
+
+
+def _over_steps(plan: Callable[..., _Plan], name: str, doc: str) -> tuple[Any, Any]:
+    """The sync operation ``name`` and its async twin over the one ``plan``."""
+
+    @functools.wraps(plan)
+    def call(self: "FailoverChain", *args: Any, **kwargs: Any) -> Any:
+        method, step_args, options = plan(self, *args, **kwargs)
+        return self._run(lambda step: getattr(step.backend, method)(*step_args(step), **options))
+
+    @functools.wraps(plan)
+    async def acall(self: "FailoverChain", *args: Any, **kwargs: Any) -> Any:
+        method, step_args, options = plan(self, *args, **kwargs)
+        return await self._arun(lambda step: getattr(step.backend, "a" + method)(*step_args(step), **options))
+
+    return (
+        public_method(call, plan, "FailoverChain", name, doc),
+        public_method(acall, plan, "FailoverChain", "a" + name, f":meth:`{name}`, awaited (each step's ``a{name}``)."),
+    )
+
+
 class FailoverChain:
     """Backends tried in order; see the module docstring for the rules.
 
@@ -285,101 +315,40 @@ class FailoverChain:
         return f"FailoverChain([{', '.join(s.name for s in self._steps)}])"
 
     # ------------------------------------------------------------ operations
+    #
+    # Each operation is written once, as the plan of what each step is asked
+    # (``_chat_plan``, ...); the sync method runs it over the steps and its
+    # ``a`` twin awaits each step's ``a`` method (:func:`_over_steps`).
 
-    def chat(
-        self,
-        model_name: Optional[str] = None,
-        messages: Optional[list] = None,
-        *,
-        model: Optional[str] = None,
-        stream: bool = False,
-        priority: Optional[int] = None,
-        request_id: Optional[str] = None,
-        **params: Any,
-    ) -> Any:
-        """``backend.chat`` on each step in turn (OpenAI-style messages; see the module docstring)."""
+    def _chat_plan(self, model_name: Optional[str] = None, messages: Optional[list] = None, *, model: Optional[str] = None, **params: Any) -> "_Plan":
         model_name = model_argument(model_name, model)
-        return self._run(lambda step: step.backend.chat(
-            step.model_for(model_name), messages, stream=stream, priority=priority, request_id=request_id, **params
-        ))
+        return _Plan("chat", lambda step: (step.model_for(model_name), messages), params)
 
-    async def achat(
-        self,
-        model_name: Optional[str] = None,
-        messages: Optional[list] = None,
-        *,
-        model: Optional[str] = None,
-        stream: bool = False,
-        priority: Optional[int] = None,
-        request_id: Optional[str] = None,
-        **params: Any,
-    ) -> Any:
-        """:meth:`chat`, awaited (each step's ``achat``)."""
+    chat, achat = _over_steps(
+        _chat_plan, "chat", """``backend.chat`` on each step in turn (OpenAI-style messages; see the module docstring):
+        ``stream``, ``priority``, ``request_id`` and the per-call options are handed to each step."""
+    )
+
+    def _completions_plan(self, model_name: Optional[str] = None, prompt: Any = None, *, model: Optional[str] = None, **params: Any) -> "_Plan":
         model_name = model_argument(model_name, model)
-        return await self._arun(lambda step: step.backend.achat(
-            step.model_for(model_name), messages, stream=stream, priority=priority, request_id=request_id, **params
-        ))
+        return _Plan("completions", lambda step: (step.model_for(model_name), prompt), params)
 
-    def completions(
-        self,
-        model_name: Optional[str] = None,
-        prompt: Any = None,
-        *,
-        model: Optional[str] = None,
-        stream: bool = False,
-        priority: Optional[int] = None,
-        **params: Any,
-    ) -> Any:
-        """``backend.completions`` on each step in turn."""
+    completions, acompletions = _over_steps(_completions_plan, "completions", """``backend.completions`` on each step in turn.""")
+
+    def _embeddings_plan(self, model_name: Optional[str] = None, input: Any = None, *, model: Optional[str] = None, **params: Any) -> "_Plan":
         model_name = model_argument(model_name, model)
-        return self._run(lambda step: step.backend.completions(
-            step.model_for(model_name), prompt, stream=stream, priority=priority, **params
-        ))
+        return _Plan("embeddings", lambda step: (step.model_for(model_name), input), params)
 
-    async def acompletions(
-        self,
-        model_name: Optional[str] = None,
-        prompt: Any = None,
-        *,
-        model: Optional[str] = None,
-        stream: bool = False,
-        priority: Optional[int] = None,
-        **params: Any,
-    ) -> Any:
-        """:meth:`completions`, awaited."""
-        model_name = model_argument(model_name, model)
-        return await self._arun(lambda step: step.backend.acompletions(
-            step.model_for(model_name), prompt, stream=stream, priority=priority, **params
-        ))
+    embeddings, aembeddings = _over_steps(_embeddings_plan, "embeddings", """``backend.embeddings`` on each step in turn.""")
 
-    def embeddings(self, model_name: Optional[str] = None, input: Any = None, *, model: Optional[str] = None, priority: Optional[int] = None, **params: Any) -> Any:
-        """``backend.embeddings`` on each step in turn."""
-        model_name = model_argument(model_name, model)
-        return self._run(lambda step: step.backend.embeddings(step.model_for(model_name), input, priority=priority, **params))
+    def _request_plan(self, endpoint: str, data: Optional[Mapping[str, Any]] = None, request_id: Optional[str] = None, **options: Any) -> "_Plan":
+        return _Plan("make_request", lambda step: (endpoint, _with_model(step, data), request_id), options)
 
-    async def aembeddings(self, model_name: Optional[str] = None, input: Any = None, *, model: Optional[str] = None, priority: Optional[int] = None, **params: Any) -> Any:
-        """:meth:`embeddings`, awaited."""
-        model_name = model_argument(model_name, model)
-        return await self._arun(
-            lambda step: step.backend.aembeddings(step.model_for(model_name), input, priority=priority, **params)
-        )
-
-    def make_request(self, endpoint: str, data: Optional[Mapping[str, Any]] = None, request_id: Optional[str] = None,
-                     *, priority: Optional[int] = None, api_key: Optional[str] = None) -> Any:
-        """``backend.make_request`` on each step in turn.  The body is sent as it is
+    make_request, amake_request = _over_steps(
+        _request_plan, "make_request", """``backend.make_request`` on each step in turn.  The body is sent as it is
         (a wire format's own), with ``data["model"]`` mapped when present: fail over
         between backends of one wire format here, or use :meth:`chat`."""
-        return self._run(lambda step: step.backend.make_request(
-            endpoint, _with_model(step, data), request_id, priority=priority, api_key=api_key
-        ))
-
-    async def amake_request(self, endpoint: str, data: Optional[Mapping[str, Any]] = None,
-                            request_id: Optional[str] = None, *, priority: Optional[int] = None,
-                            api_key: Optional[str] = None) -> Any:
-        """:meth:`make_request`, awaited."""
-        return await self._arun(lambda step: step.backend.amake_request(
-            endpoint, _with_model(step, data), request_id, priority=priority, api_key=api_key
-        ))
+    )
 
     # ------------------------------------------------------------ the loop
 
