@@ -72,6 +72,7 @@ _BREAKER_SETTINGS = {
     "breaker_window": "window_seconds",
     "breaker_minimum_calls": "minimum_calls",
 }
+_MIN_HOLD = 0.001  # seconds: the shortest hold, so that a hold can never turn into a spin
 _HELD_BY = {
     REASON_COOLING: "cooling after HTTP 429 for this model",
     REASON_KEY_COOLING: "cooling after HTTP 429, key-wide",
@@ -305,7 +306,7 @@ class Engine:
                     self.finish(req, None, self._no_key_error(req, ready, now))  # waiting cannot help: say why now
                     continue
                 if ready is not None and not ready.busy and self.keys.free_for_others(req, now):
-                    self._hold(req, ready.at - now)  # only its model is cooling: the others go on
+                    self._hold(req, max(ready.at - now, _MIN_HOLD))  # only its model is cooling: the others go on
                     continue
                 with queue.lock:  # it keeps its place and waits
                     queue.requeue(entry, now)
