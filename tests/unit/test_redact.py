@@ -150,3 +150,16 @@ def test_a_clients_repr_never_shows_credentials_in_its_base_url():
         assert "hunter2" not in repr(client) and "127.0.0.1:9/v1" in repr(client)
     finally:
         client.close()
+
+
+def test_a_clients_repr_names_its_keys_never_their_secrets():
+    from ipfs_accelerate_py.api_backends import openai_api
+
+    secret = "sk-team-a-0123456789abcdefghijklmn"
+    client = openai_api(metadata={"openai_base_url": "http://127.0.0.1:9/v1", "api_keys": [{"name": "team-a", "key": secret}]})
+    try:
+        assert "key=team-a" in repr(client) and secret not in repr(client)
+        client.add_api_key("team-b", secret[::-1])
+        assert "keys=team-a,team-b" in repr(client)
+    finally:
+        client.close()
