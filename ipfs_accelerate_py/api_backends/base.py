@@ -27,7 +27,7 @@ from ..engine.settings import SETTINGS, Settings
 from ..resilience.batching import normalize_inputs
 from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 from ..resilience.clock import SYSTEM_CLOCK, Clock
-from ..resilience.errors import AuthenticationError, InvalidInputError, SettingError, UnknownParameterError
+from ..resilience.errors import ApiError, AuthenticationError, InvalidInputError, SettingError, UnknownParameterError
 from ..resilience.keys import KeyOptions
 from ..resilience.redact import public_url
 from ..resilience.priority_queue import PRIORITY_NAMES, priority_level
@@ -660,6 +660,19 @@ class BaseApiBackend:
     def circuit_state(self) -> str:
         """``"CLOSED"``, ``"OPEN"`` or ``"HALF_OPEN"``."""
         return self._engine.breaker.state(self._clock.now())
+
+    def add_circuit_listener(self, listener: Callable[[str, str, Optional[ApiError]], None]) -> Callable[[], None]:
+        """Call ``listener(old_state, new_state, last_failure)`` on each
+        transition of this client's circuit, in the thread that made it
+        (``last_failure``: the last failure the breaker counted, or None).
+        Returns the function that removes it."""
+        engine = self._engine
+
+        def forward(old: str, new: str, now: float) -> None:
+            listener(old, new, engine.last_failure)
+
+        engine.breaker.add_listener(forward)
+        return lambda: engine.breaker.remove_listener(forward)
 
     def check_circuit_breaker(self) -> bool:
         """True when a request may go now (CLOSED, or HALF_OPEN with a probe free)."""

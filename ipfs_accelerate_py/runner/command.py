@@ -14,7 +14,8 @@ from ..api_backends import UnknownBackendError, backend_class, canonical_backend
 from ..engine.settings import SETTINGS
 from ..resilience.errors import SettingError
 from .results import Outcomes, ResultLog
-from .run import DEFAULT_WINDOW_PER_SLOT, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, MIN_WINDOW, RunOptions, Runner
+from .run import DEFAULT_WINDOW_PER_SLOT, MIN_WINDOW, RunOptions, Runner
+from .stops import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["client_metadata", "load_config", "run_command"]
 

@@ -6,32 +6,59 @@ read from the file as they are needed (memory does not grow with the file).
 Each result is appended to the results file as it finishes (see
 :mod:`.results`); running the same command again resumes.
 
-Waiting out an outage: the run's client is made with
-``on_circuit_open="wait"``, so while the circuit is OPEN a job waits in the
-queue (no polling) for the probe that closes it, within its
-``request_deadline``; a run that meets an outage shorter than that completes
-once the service is back (Ctrl-C stops it meanwhile), and a job whose deadline
-ends first is recorded failed (``--retry-failed`` sends it again).  Errors are final for this run and
-recorded (``--retry-failed`` on the next run sends them again).
+The run stops on what cannot work (the rules and exit codes are in
+:mod:`.stops`):
 
-Ctrl-C (SIGINT) or SIGTERM: no new job starts; those in flight finish and are
-recorded.  A second Ctrl-C abandons them: they are recorded ``interrupted``
-(and run again on resume).
+- **Pre-flight.**  The first job to send goes alone, with no retry and
+  failing fast on an open circuit.  Connection refused, DNS or TLS failure,
+  401/403 with no other key, or 404 end the run at once (exit 2) with the
+  cause in one line, nothing written.  Any other outcome lets the run go on
+  (a success is that job's result).
+- **Outages.**  The client waits for the circuit (``on_circuit_open="wait"``):
+  while it is OPEN the jobs stay queued for the probe that closes it.  When it
+  stays open longer than ``max_outage`` seconds the run stops (exit 3); the
+  jobs in flight are recorded ``interrupted`` and run again on resume.
+- **Keys.**  A key answered 401/403 is disabled by the core (the runner shows
+  the warning naming it); a job refused when no key is left stops the run
+  (exit 4), its line recorded ``interrupted``.
+- **The same failure again and again.**  ``max_same_failures`` lines in a
+  row failing alike (class, status, message) stop the run (exit 5).
+- **Signals.**  Ctrl-C (SIGINT) or SIGTERM: no new job starts; those in flight
+  get ``grace`` seconds to finish, then are abandoned (recorded
+  ``interrupted``); a second signal abandons them at once.  Exit 130 / 143.
+
+Warnings of the core (a circuit opening, a key disabled) are shown as notes
+of the display.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
+from ..resilience.breaker import STATE_CLOSED
+from ..resilience.errors import AuthenticationError
 from ..resilience.redact import public_url, redact
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
 from .results import STATUS_ERROR, STATUS_INTERRUPTED, STATUS_OK, Outcomes, ResultLog
+from .stops import (
+    DEFAULT_MAX_OUTAGE,
+    DEFAULT_MAX_SAME_FAILURES,
+    DEFAULT_STOP_GRACE,
+    FailureStreak,
+    PreflightFailed,
+    Stop,
+    no_key_stop,
+    outage_stop,
+    preflight_failure,
+    signal_stop,
+)
 
 __all__ = ["RunOptions", "Runner"]
 
@@ -39,7 +66,7 @@ DEFAULT_WINDOW_PER_SLOT = 4  # jobs admitted per concurrency slot: enough to fil
 MIN_WINDOW = 64
 TICK_SECONDS = 0.25  # how often the display gets a snapshot
 MALFORMED_KEPT = 100  # malformed lines listed in the report (all are counted)
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PACKAGE_LOGGER = "ipfs_accelerate_py"
 
 
 @dataclass
@@ -54,6 +81,11 @@ class RunOptions:
     command: str = ""
     settings: dict = field(default_factory=dict)
     secrets: tuple = field(default=(), repr=False)  # the run's keys: masked in what it writes (see resilience.redact)
+    max_outage: float = DEFAULT_MAX_OUTAGE
+    max_same_failures: int = DEFAULT_MAX_SAME_FAILURES
+    grace: float = DEFAULT_STOP_GRACE
+    preflight: bool = True
+    target: dict = field(default_factory=dict)  # where the run goes (see command.describe_target)
 
 
 class Runner:
@@ -84,22 +116,36 @@ class Runner:
         self.latency = LatencyHistogram()
         self.timeline: dict[int, int] = {}
         self.total: Optional[int] = None
-        self.stopping = False
+        self.stop_reason: Optional[Stop] = None
         self.abandoning = False
+        self.preflight: Optional[dict] = None  # how the first request went: {"ok", "seconds", "error"}
+        self._streak = FailureStreak(options.max_same_failures)
+        self._outage_since: Optional[float] = None
+        self._last_failure: Any = None  # the breaker's, for the outage's stop
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._seen = IdSet()
         self._tasks: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(options.window)
         self._started = clock()
         self._started_wall = wall()
 
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
+
     # ------------------------------------------------------------ the run
 
     async def run(self) -> dict:
-        loop = asyncio.get_running_loop()
-        self.total = await loop.run_in_executor(None, count_lines, self.options.jobs)
+        """Every job of the file; the record of the run.  Raises
+        :class:`~.stops.PreflightFailed` when the first request shows the
+        target cannot work (nothing written then)."""
+        loop = self._loop = asyncio.get_running_loop()
+        if self.total is None:
+            self.total = await loop.run_in_executor(None, count_lines, self.options.jobs)
         self._seen = IdSet(self.total)  # sized once: no regrowth, no second table on the way
         self.display.start(self.total)
-        restore = self._catch_signals(loop)
+        undo = [self._catch_signals(loop), self._watch_circuit(loop), self._show_warnings(loop)]
         ticker = loop.create_task(self._tick())
         try:
             await self._feed(loop)
@@ -107,13 +153,25 @@ class Runner:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
         finally:
             ticker.cancel()
-            restore()
+            for timer in self._timers.values():
+                timer.cancel()
+            for restore in undo:
+                restore()
         return self.record()
 
-    async def _feed(self, loop: asyncio.AbstractEventLoop) -> None:
-        for count, item in enumerate(read_jobs(self.options.jobs)):
-            if self.stopping:
-                return
+    async def check(self) -> Optional[Job]:
+        """The dry run's pre-flight: the first job to send, sent alone and not
+        recorded; None when nothing is left to send.  Raises
+        :class:`~.stops.PreflightFailed` as :meth:`run` does."""
+        self._loop = asyncio.get_running_loop()
+        job = next(self._pending(), None)
+        if job is not None:
+            await self._preflight(job, record=False)
+        return job
+
+    def _pending(self) -> Iterator[Job]:
+        """The jobs of the file still to send, counting the lines passed over."""
+        for item in read_jobs(self.options.jobs):
             self.counts["lines"] += 1
             if isinstance(item, BadLine):
                 self._malformed(item.line, item.reason)
@@ -125,34 +183,93 @@ class Runner:
                 self.counts["skipped"] += 1
                 self.counts["skipped_failed"] += self.outcomes.still_failed(item.id)
                 continue
+            yield item
+
+    async def _feed(self, loop: asyncio.AbstractEventLoop) -> None:
+        checked = not self.options.preflight
+        for count, job in enumerate(self._pending()):
+            if self.stopping:
+                return
+            if not checked:
+                checked = True
+                task = loop.create_task(self._preflight(job))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                if await task or self.stopping:
+                    continue  # done (or abandoned and recorded): the loop's check ends the run if stopping
             await self._slots.acquire()
             if self.stopping:
                 self._slots.release()
                 return
-            task = loop.create_task(self._one(item))
+            task = loop.create_task(self._one(job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             if count % 256 == 255:
                 await asyncio.sleep(0)  # let finished jobs be written while the file is read
+
+    def _submit(self, client: Any, job: Job) -> Any:
+        model = job.model or self.options.model or self.client.default_model(job.type)
+        endpoint, data = self.client.operation_request(job.type, model, job.content, job.params)
+        return client.aqueue_with_priority({"endpoint": endpoint, "data": data, "request_id": job.id}, job.priority)
+
+    async def _preflight(self, job: Job, record: bool = True) -> bool:
+        """Send ``job`` alone, with no retry and failing fast on an open
+        circuit.  True when it is done (recorded, unless ``record`` is
+        false); False when it should go through the run like any other job.
+        Raises :class:`PreflightFailed` when its error shows that nothing can work."""
+        started = self.clock()
+        future = None
+        try:
+            future = self._submit(self.client.with_options(max_retries=0, on_circuit_open="fail"), job)
+            result = await future
+        except asyncio.CancelledError:
+            if record:
+                self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned at Ctrl-C")
+            return True
+        except Exception as exc:
+            self.preflight = {"ok": False, "seconds": round(self.clock() - started, 3), "error": type(exc).__name__}
+            verdict = preflight_failure(exc, self._usable_keys(besides=getattr(exc, "key_name", None)))
+            if verdict is not None:
+                raise PreflightFailed(redact(verdict, self.options.secrets)) from exc
+            if getattr(exc, "retryable", False) or isinstance(exc, AuthenticationError):
+                return False  # retries, or another key, may get it through: it goes with the rest
+            if record:
+                self.counts["submitted"] += 1
+                self._failed(job, started, future, exc)  # a failure of this line alone (a 400, say): its result
+            return True
+        self.preflight = {"ok": True, "seconds": round(self.clock() - started, 3), "error": None}
+        if record:
+            self.counts["submitted"] += 1
+            self._finish(job, STATUS_OK, started, future, result=result)
+        return True
 
     async def _one(self, job: Job) -> None:
         started = self.clock()
         self.counts["submitted"] += 1
         future = None
         try:
-            model = job.model or self.options.model or self.client.default_model(job.type)
-            endpoint, data = self.client.operation_request(job.type, model, job.content, job.params)
-            request = {"endpoint": endpoint, "data": data, "request_id": job.id}
-            future = self.client.aqueue_with_priority(request, job.priority)
+            future = self._submit(self.client, job)
             result = await future
         except asyncio.CancelledError:
-            self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned at Ctrl-C")
+            self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned: " + self._why_abandoned())
         except Exception as exc:  # typed errors, and anything else: recorded, never lost
-            self._finish(job, STATUS_ERROR, started, future, error=exc)
+            self._failed(job, started, future, exc)
         else:
             self._finish(job, STATUS_OK, started, future, result=result)
         finally:
             self._slots.release()
+
+    def _failed(self, job: Job, started: float, future: Any, error: BaseException) -> None:
+        """A job's error, and what it says of the run."""
+        if isinstance(error, AuthenticationError) and self._usable_keys(besides=getattr(error, "key_name", None)) == 0:
+            # the key, or every key left, was refused: the line is not done, the run cannot go on
+            self._finish(job, STATUS_INTERRUPTED, started, future, error=error)
+            self.stop(no_key_stop(error, self._disabled_keys()))
+            return
+        self._finish(job, STATUS_ERROR, started, future, error=error)
+        stop = self._streak.failure(error)
+        if stop is not None:
+            self.stop(stop)
 
     def _finish(self, job: Job, status: str, started: float, future: Any, *, result: Any = None, error: Any = None) -> None:
         now = self.clock()
@@ -161,13 +278,18 @@ class Runner:
         if status == STATUS_OK:
             record["result"] = result
             self.counts["ok"] += 1
+            self._streak.success()
         elif status == STATUS_ERROR:
             record["error"] = _error_record(error, self.options.secrets)
             self.counts["failed"] += 1
             name = type(error).__name__
             self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
         else:
-            record["error"] = {"type": "Interrupted", "message": error}
+            record["error"] = (
+                _error_record(error, self.options.secrets)
+                if isinstance(error, BaseException)
+                else {"type": "Interrupted", "message": error}
+            )
             self.counts["interrupted"] += 1
         record.update(
             attempts=getattr(future, "attempts", 0),
@@ -187,13 +309,69 @@ class Runner:
             self.malformed.append([line, reason])
         self.display.note(f"line {line}: {reason} (skipped)")
 
-    # ------------------------------------------------------------ signals
+    # ------------------------------------------------------------ keys
+
+    def _key_rows(self) -> dict:
+        return self.client.get_stats()["key_pool"]
+
+    def _usable_keys(self, besides: Optional[str] = None) -> int:
+        """Keys not disabled, other than ``besides`` (the one that was just refused)."""
+        return sum(1 for name, row in self._key_rows().items() if row["disabled"] is None and name != besides)
+
+    def _disabled_keys(self) -> dict[str, str]:
+        return {name: row["disabled"] for name, row in self._key_rows().items() if row["disabled"] is not None}
+
+    # ------------------------------------------------------------ stopping
+
+    def stop(self, stop: Stop) -> None:
+        """Stop the run (the first reason given is the one kept): no new job
+        starts; those in flight get the grace period when ``stop`` is
+        graceful, else are abandoned at once."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = stop
+        if stop.graceful:
+            grace = self.options.grace
+            self.display.note(
+                f"stopping ({stop.reason}): no new requests; {len(self._tasks)} in flight get {grace:g}s to finish "
+                "(press Ctrl-C again to abandon them now)"
+            )
+            self._later("grace", grace, self._abandon)
+        else:
+            self.display.note(f"stopping: {stop.reason}")
+            self._abandon()
+
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """A signal: the first stops the run gracefully, a second abandons what is in flight."""
+        if self.stop_reason is None:
+            self.stop(signal_stop(signum))
+        else:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        if self.abandoning:
+            return
+        self.abandoning = True
+        if self._tasks:
+            self.display.note(f"abandoning {len(self._tasks)} requests in flight: recorded as interrupted, run again on resume")
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _why_abandoned(self) -> str:
+        return self.stop_reason.reason if self.stop_reason is not None else "cancelled"
+
+    def _later(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        if self._loop is not None:
+            self._timers[name] = self._loop.call_later(max(0.0, delay), fn)
 
     def _catch_signals(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         caught = []
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(signum, self.interrupt)
+                loop.add_signal_handler(signum, self.interrupt, signum)
                 caught.append(signum)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
                 pass
@@ -204,19 +382,44 @@ class Runner:
 
         return restore
 
-    def interrupt(self) -> None:
-        """First time: start no new job.  Second time: abandon those in flight."""
-        if not self.stopping:
-            self.stopping = True
-            self.display.note(
-                f"stopping: no new requests; waiting for {len(self._tasks)} in flight (Ctrl-C again to abandon them)"
-            )
+    # ------------------------------------------------------------ outages
+
+    def _watch_circuit(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """Time each spell of the circuit away from CLOSED; past ``max_outage`` the run stops."""
+
+        def changed(old: str, new: str, last_failure: Any) -> None:  # in the engine's thread
+            loop.call_soon_threadsafe(self._circuit_changed, new, last_failure)
+
+        return self.client.add_circuit_listener(changed)
+
+    def _circuit_changed(self, state: str, last_failure: Any) -> None:
+        if last_failure is not None:
+            self._last_failure = last_failure
+        if state == STATE_CLOSED:
+            self._outage_since = None
+            timer = self._timers.pop("outage", None)
+            if timer is not None:
+                timer.cancel()
+        elif self._outage_since is None:
+            self._outage_since = self.clock()
+            self._later("outage", self.options.max_outage, self._outage_check)
+
+    def _outage_check(self) -> None:
+        self._timers.pop("outage", None)
+        if self._outage_since is None:
             return
-        if not self.abandoning:
-            self.abandoning = True
-            self.display.note(f"abandoning {len(self._tasks)} requests in flight: recorded as interrupted")
-            for task in list(self._tasks):
-                task.cancel()
+        lasted = self.clock() - self._outage_since
+        if lasted < self.options.max_outage:  # a clock that ran slower than the loop's: look again then
+            self._later("outage", self.options.max_outage - lasted, self._outage_check)
+            return
+        self.stop(outage_stop(lasted, self._last_failure))
+
+    def _show_warnings(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """The core's warnings (a circuit opening, a key disabled) as notes of the display."""
+        handler = _NoteHandler(lambda message: loop.call_soon_threadsafe(self.display.note, message))
+        logger = logging.getLogger(PACKAGE_LOGGER)
+        logger.addHandler(handler)
+        return lambda: logger.removeHandler(handler)
 
     # ------------------------------------------------------------ reporting
 
@@ -271,7 +474,10 @@ class Runner:
             "started_at": self._started_wall,
             "finished_at": self.wall(),
             "duration_s": duration,
-            "stopped": "interrupted" if self.stopping else None,
+            "stopped": self.stop_reason.reason if self.stop_reason is not None else None,
+            "exit_code": self.stop_reason.code if self.stop_reason is not None else None,
+            "target": dict(self.options.target),
+            "preflight": self.preflight,
             "totals": dict(self.counts),
             "throughput_rps": (self.counts["ok"] + self.counts["failed"]) / duration if duration > 0 else 0.0,
             "latency": {
@@ -305,3 +511,15 @@ def _error_record(error: BaseException, secrets: tuple = ()) -> dict:
         if value is not None:
             out[name] = value
     return out
+
+
+class _NoteHandler(logging.Handler):
+    def __init__(self, note: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._note = note
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._note(record.getMessage())
+        except Exception:  # a closed loop at the very end: the message goes nowhere rather than raise
+            self.handleError(record)
