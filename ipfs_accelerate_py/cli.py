@@ -9,14 +9,25 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line (and exit code 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ipfs-accelerate", description=__doc__.split("\n\n")[0])
+    from . import __version__
+
+    parser = _Parser(prog="ipfs-accelerate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run the local provider simulator on loopback")
     from .simulator import add_arguments
@@ -32,6 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_parser(sub: Any) -> None:
+    from .runner.stops import DEFAULT_MAX_OUTAGE, DEFAULT_MAX_SAME_FAILURES, DEFAULT_STOP_GRACE
+
     run = sub.add_parser(
         "run",
         help="push a JSONL file of requests through a backend (progress, resume, reports)",
@@ -54,11 +67,21 @@ def _add_run_parser(sub: Any) -> None:
     run.add_argument("--window", type=int, default=None, help="jobs admitted at once, in flight or queued (default 4x concurrency, at least 64)")
     run.add_argument("--max-retries", type=int, default=None)
     run.add_argument("--timeout", type=float, default=None, help="seconds one attempt may take")
-    run.add_argument("--deadline", type=float, default=None, help="seconds one request may take in all")
+    run.add_argument("--deadline", type=float, default=None, help="seconds one request may take in all, waits included (default: none; --max-outage caps an outage)")
     run.add_argument("--batching", dest="batching", action="store_true", default=None, help="batch embeddings (default)")
     run.add_argument("--no-batching", dest="batching", action="store_false")
     run.add_argument("--set", action="append", default=None, metavar="NAME=VALUE", help="any client setting, e.g. max_batch_size=64")
     run.add_argument("--retry-failed", action="store_true", help="on resume, send the jobs that failed again")
+    run.add_argument("--skip-bad-lines", action="store_true",
+                     help="run the good lines of a file with bad ones (listed in the report); without it a bad line stops the command before anything is sent")
+    run.add_argument("--max-outage", type=float, default=None, metavar="SECONDS",
+                     help=f"stop (exit 3, resumable) when the circuit stays open this long (default {DEFAULT_MAX_OUTAGE:g})")
+    run.add_argument("--max-same-failures", type=int, default=None, metavar="N",
+                     help=f"stop (exit 5, resumable) after N lines in a row fail the same way (default {DEFAULT_MAX_SAME_FAILURES}; 0: never)")
+    run.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                     help=f"after Ctrl-C or SIGTERM, seconds the requests in flight get to finish (default {DEFAULT_STOP_GRACE:g})")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the file and the target (one request: the first line, not recorded) and say what would be sent")
     run.add_argument("--progress", choices=("auto", "rich", "quiet", "json"), default="auto",
                      help="live display (auto: rich on a terminal, else quiet); json: a log line a second")
 
@@ -74,14 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(argv if argv is not None else sys.argv[1:])
     args = parser.parse_args(argv)
     if args.command == "run":
-        from .resilience.errors import SettingError
-        from .runner.command import run_command
-
-        try:
-            return run_command(args, argv)
-        except SettingError as exc:
-            print(f"ipfs-accelerate run: {exc}", file=sys.stderr)
-            return 2
+        return _run(args, argv)
     if args.command == "simulate":
         from .simulator import main as simulate_main
 
@@ -92,3 +108,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_checks(api=args.api, key=args.key, base_url=args.base_url, output_dir=args.output_dir)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _run(args: Any, argv: list[str]) -> int:
+    """``run``, whose every failure is one line on stderr and a documented exit code."""
+    from .resilience.errors import SettingError
+    from .resilience.redact import redact
+    from .runner.command import UsageError, run_command
+    from .runner.stops import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
+
+    try:
+        return run_command(args, argv)
+    except (UsageError, SettingError) as exc:
+        print(f"ipfs-accelerate run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ipfs-accelerate run: interrupted before the run started; nothing was sent", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug of ours: still one line, and how to see more
+        if os.environ.get("IPFS_ACCELERATE_TRACEBACK"):
+            raise
+        message = redact(str(exc), args.key or ())
+        print(f"ipfs-accelerate run: internal error ({type(exc).__name__}: {message}); please report it, with the "
+              "traceback IPFS_ACCELERATE_TRACEBACK=1 shows", file=sys.stderr)
+        return EXIT_INTERNAL

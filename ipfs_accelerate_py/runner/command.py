@@ -1,23 +1,50 @@
 """The ``run`` command: its settings (flags, a config file), the client
-they make, and one run from start to report.  The run itself is
-:class:`.run.Runner`."""
+they make, the checks before anything is sent, and one run from start to
+report.  The run itself is :class:`.run.Runner`; why it stops and the exit
+codes are in :mod:`.stops`.
+
+Everything a user can get wrong (a flag, the config, the job file, the
+target) ends the command with one line on stderr naming the problem and the
+fix, and exit code 2, before a request is sent; see :class:`UsageError`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import sys
+import time
 from typing import Any, Iterable, Mapping, Optional
 
 from ..api_backends import UnknownBackendError, backend_class, canonical_backend_name
 from ..engine.settings import SETTINGS
-from ..resilience.errors import SettingError
+from ..resilience.errors import InvalidInputError, SettingError
 from .results import Outcomes, ResultLog
 from .run import DEFAULT_WINDOW_PER_SLOT, MIN_WINDOW, RunOptions, Runner
-from .stops import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .scan import Scan, scan_jobs
+from .target import describe_target, target_text
+from .stops import (
+    DEFAULT_MAX_OUTAGE,
+    DEFAULT_MAX_SAME_FAILURES,
+    DEFAULT_STOP_GRACE,
+    EXIT_FAILURES,
+    EXIT_OK,
+    EXIT_USAGE,
+    PreflightFailed,
+)
 
-__all__ = ["client_metadata", "load_config", "run_command"]
+__all__ = ["UsageError", "client_metadata", "load_config", "run_command"]
+
+CONFIG_FIELDS = ("api", "base_url", "model", "keys", "settings", "window")
+KEY_FIELDS = ("name", "key", "rpm", "tpm", "max_concurrent", "base_url", "weight")
+SIMULATOR_KEY = "simulator"  # the embedded simulator's placeholder key: no key of the user's is sent to it
+
+
+class UsageError(Exception):
+    """A mistake in the command, its config or its job file: one line that
+    names it and says how to fix it.  The command exits with code 2."""
 
 
 def client_metadata(
@@ -28,65 +55,154 @@ def client_metadata(
     key_limits: Optional[Mapping[str, Any]] = None,
     config_keys: Iterable[Mapping[str, Any]] = (),
     settings: Optional[Mapping[str, Any]] = None,
-    environ: Mapping[str, str] = os.environ,
+    named: bool = False,
 ) -> dict:
-    """The metadata a run's client is built with.  With no base URL and no
-    key given, and none in the provider's environment variables, the
-    embedded simulator is used."""
-    spec = backend.provider.spec
+    """The metadata a run's client is built with.  A real service is used
+    only when the command names a target: ``named`` (``--api`` or the
+    config's ``api``), a base URL or keys.  Otherwise the embedded simulator
+    answers, whatever the environment holds: an exported ``OPENAI_API_KEY``
+    never turns a try-out into paid calls."""
     keys = list(keys)
     config_keys = [dict(k) for k in config_keys]
-    configured = base_url or keys or config_keys or any(environ.get(name) for name in spec.key_env + spec.base_url_env)
     metadata: dict = {}
-    if base_url or not configured:
-        metadata.update(backend.connection_metadata(base_url or "simulator", None))
+    if base_url:
+        metadata.update(backend.connection_metadata(base_url, None))
+    elif not (named or keys or config_keys):
+        metadata.update(backend.connection_metadata("simulator", SIMULATOR_KEY))
     limits = {k: v for k, v in dict(key_limits or {}).items() if v is not None}
     listed = config_keys + [{"name": f"key{i}", "key": key, **limits} for i, key in enumerate(keys, start=1)]
     if listed:
         metadata["api_keys"] = listed
-    metadata["on_circuit_open"] = "wait"  # an outage holds the jobs until the probe closes the circuit, within their deadline
+    metadata["on_circuit_open"] = "wait"  # an outage holds the jobs until the probe closes it (--max-outage caps it)
+    metadata["request_deadline"] = None  # a job may wait out an outage shorter than --max-outage (--deadline sets one)
     metadata.update(settings or {})
     return metadata
 
 
 def load_config(path: str) -> dict:
     """A YAML or JSON file: ``api``, ``base_url``, ``model``, ``keys`` (a list
-    of ``{name, key, rpm, tpm, max_concurrent, base_url}``), ``settings``."""
+    of ``{name, key, rpm, tpm, max_concurrent, base_url}``), ``settings``,
+    ``window``.  Any problem is a :class:`UsageError` naming the file."""
     import yaml
 
-    with open(path, encoding="utf-8") as source:
-        data = yaml.safe_load(source) or {}
+    text = _read_text(path, "config file", "--config")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"config file {path} is not valid YAML or JSON{where}: {problem}") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise SettingError("config", path, "a mapping with api, base_url, model, keys, settings")
-    unknown = set(data) - {"api", "base_url", "model", "keys", "settings", "window"}
+        raise UsageError(f"config file {path} must be a mapping of {', '.join(CONFIG_FIELDS)}, not a {type(data).__name__}")
+    unknown = sorted(str(name) for name in set(data) - set(CONFIG_FIELDS))
     if unknown:
-        raise SettingError("config", sorted(unknown), "only api, base_url, model, keys, settings, window")
+        raise UsageError(f"config file {path}: unknown field {unknown[0]!r}; the fields are {', '.join(CONFIG_FIELDS)}")
+    for name in ("api", "base_url", "model"):
+        if name in data and not (isinstance(data[name], str) and data[name].strip()):
+            raise UsageError(f"config file {path}: {name!r} must be a non-empty string")
+    if "settings" in data and not isinstance(data["settings"], dict):
+        raise UsageError(f"config file {path}: 'settings' must be a mapping of setting names to values")
+    if "window" in data and (isinstance(data["window"], bool) or not isinstance(data["window"], int) or data["window"] < 1):
+        raise UsageError(f"config file {path}: 'window' must be a whole number of at least 1")
+    keys = data.get("keys")
+    if keys is not None:
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+            raise UsageError(f"config file {path}: 'keys' must be a list of mappings like {{name: k1, key: sk-..., rpm: 500}}")
+        for number, entry in enumerate(keys, start=1):
+            if not isinstance(entry.get("key"), str) or not entry["key"].strip():
+                raise UsageError(f"config file {path}: key {number} has no 'key' (the API key as a string)")
+            extra = sorted(str(name) for name in set(entry) - set(KEY_FIELDS))
+            if extra:
+                raise UsageError(f"config file {path}: key {number} has unknown field {extra[0]!r}; its fields are {', '.join(KEY_FIELDS)}")
     return data
+
+
+def _read_text(path: str, what: str, flag: str) -> str:
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path} is a directory; give the path of a file to {flag}")
+    try:
+        with open(path, encoding="utf-8") as source:
+            return source.read()
+    except FileNotFoundError:
+        raise UsageError(f"no such {what}: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _check_job_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise UsageError(f"job file {path} is a directory; give the path of a JSONL file (one job per line)")
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise UsageError(f"no such job file: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read job file {path}: {exc.strerror or exc}") from None
+
+
+def _check_flags(args: Any) -> None:
+    """Values out of range, and flags that would be silently ignored."""
+    for flag, value, least in (
+        ("--concurrency", args.concurrency, 1),
+        ("--window", args.window, 1),
+        ("--max-retries", args.max_retries, 0),
+        ("--max-same-failures", args.max_same_failures, 0),
+    ):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} must be at least {least}, not {value}")
+    for flag, value in (("--timeout", args.timeout), ("--deadline", args.deadline), ("--max-outage", args.max_outage),
+                        ("--rpm", args.rpm), ("--tpm", args.tpm)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{flag} must be a number of more than 0, not {value:g}")
+    if args.grace is not None and args.grace < 0:
+        raise UsageError(f"--grace must be 0 or more seconds, not {args.grace:g}")
+    for flag, value in (("--rpm", args.rpm), ("--tpm", args.tpm)):
+        if value is not None and not args.key:
+            raise UsageError(
+                f"{flag} limits each --key, and no --key is given; add --key, or put {flag[2:]} on the config's keys"
+            )
+    for key in args.key or ():
+        if not key.strip():
+            raise UsageError("--key is empty; give the API key (or leave --key out)")
+    if args.model is not None and not args.model.strip():
+        raise UsageError("--model is empty; give a model name (or leave --model out)")
 
 
 def run_command(args: Any, argv: Iterable[str]) -> int:
     """The ``run`` command, from parsed arguments (see ``cli.py``)."""
     from .progress import make_display
-    from .report import build_report, write_reports
 
+    _check_flags(args)
     config = load_config(args.config) if args.config else {}
     api = canonical_backend_name(args.api or config.get("api") or "openai")  # "anthropic" -> "claude"
     try:
         backend = backend_class(api)
     except UnknownBackendError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    if not os.path.exists(args.jobs):
-        print(f"no such job file: {args.jobs}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from None
+    _check_job_file(args.jobs)
     settings = dict(config.get("settings") or {})
     settings.update(_flag_settings(args))
     _check_setting_names(settings)
     concurrency = int(settings.get("max_concurrent_requests", 16))
     settings.setdefault("max_concurrent_requests", concurrency)
     window = args.window or config.get("window") or max(MIN_WINDOW, DEFAULT_WINDOW_PER_SLOT * concurrency)
+    if window < concurrency:
+        raise UsageError(f"--window {window} is smaller than --concurrency {concurrency}: at most {window} requests could be "
+                         f"in flight; raise --window to at least {concurrency} or lower --concurrency")
     settings["queue_size"] = max(int(settings.get("queue_size", 0)), window)
     out = args.out or _beside(args.jobs, ".results.jsonl")
+    if os.path.isdir(out):
+        raise UsageError(f"--out {out} is a directory; give the path of the results file")
+    outcomes = Outcomes.read(out)
+    if args.retry_failed and not len(outcomes):
+        raise UsageError(f"--retry-failed: {out} holds no results yet (this is a first run), so there is nothing to retry; "
+                         "leave --retry-failed out")
     metadata = client_metadata(
         backend,
         base_url=args.base_url or config.get("base_url"),
@@ -94,43 +210,159 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
         key_limits={"rpm": args.rpm, "tpm": args.tpm},
         config_keys=config.get("keys") or (),
         settings=settings,
-    )
-    display = make_display(args.progress, stream=sys.stderr)
-    outcomes = Outcomes.read(out)
-    if len(outcomes):
-        display.note(f"resuming: {len(outcomes.ok)} done and {len(outcomes.failed)} failed in {out}"
-                     + ("" if args.retry_failed else " (failed ones are kept: --retry-failed sends them again)"))
-    client = backend({}, metadata)
-    options = RunOptions(
-        jobs=args.jobs,
-        out=out,
-        api=api,
-        model=args.model or config.get("model"),
-        window=window,
-        retry_failed=args.retry_failed,
-        report=args.report or _beside(out, ".report"),
-        command=" ".join(shlex.quote(a) for a in ["ipfs-accelerate", *argv]),
-        settings=settings,
-        secrets=(client.api_key, *(entry.get("key") for entry in metadata.get("api_keys", ()))),
+        named=bool(args.api or config.get("api")),
     )
     try:
-        with ResultLog(out) as log:
-            runner = Runner(client, options, log, outcomes, display)
-            run = asyncio.run(runner.run())
+        client = backend({}, metadata)
+    except (SettingError, InvalidInputError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        secrets = tuple(s for s in (client.api_key, *(k.get("key") for k in metadata.get("api_keys", ()))) if s)
+        model = args.model or config.get("model")
+
+        def model_for(job: Any) -> str:
+            return job.model or model or client.default_model(job.type)
+
+        scan = scan_jobs(args.jobs, model_for=model_for, outcomes=outcomes, retry_failed=args.retry_failed)
+        problem = scan.problem()
+        if problem and (scan.lines == 0 or not args.skip_bad_lines):
+            raise UsageError(f"job file {args.jobs} {problem}" if scan.lines == 0 else f"job file {args.jobs}, {problem}")
+        target = describe_target(client, api, metadata, concurrency=concurrency, window=window, scan=scan,
+                                 key_source=_key_source(backend, args, config))
+        print(f"target: {target_text(target)}", file=sys.stderr)
+        unused = _unused_environment(backend, metadata)
+        if unused:
+            print(f"note: {unused}", file=sys.stderr)
+        options = RunOptions(
+            jobs=args.jobs,
+            out=out,
+            api=api,
+            model=model,
+            window=window,
+            retry_failed=args.retry_failed,
+            report=args.report or _beside(out, ".report"),
+            command=" ".join(shlex.quote(a) for a in ["ipfs-accelerate", *argv]),
+            settings=settings,
+            secrets=secrets,
+            max_outage=args.max_outage if args.max_outage is not None else DEFAULT_MAX_OUTAGE,
+            max_same_failures=args.max_same_failures if args.max_same_failures is not None else DEFAULT_MAX_SAME_FAILURES,
+            grace=args.grace if args.grace is not None else DEFAULT_STOP_GRACE,
+            target=target,
+        )
+        display = make_display(args.progress, stream=sys.stderr)
+        if args.dry_run:
+            return _dry_run(client, options, outcomes, display, scan)
+        if len(outcomes):
+            display.note(f"resuming: {len(outcomes.ok)} done and {len(outcomes.failed)} failed in {out}"
+                         + ("" if args.retry_failed else " (failed ones are kept: --retry-failed sends them again)"))
+        return _run(client, options, outcomes, display, scan)
     finally:
         client.close()
+
+
+def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, scan: Scan) -> int:
+    from .report import build_report, write_reports
+
+    existed = os.path.exists(options.out)
+    with ResultLog(options.out) as log:
+        runner = Runner(client, options, log, outcomes, display)
+        runner.total = scan.lines
+        try:
+            run = asyncio.run(runner.run())
+        except PreflightFailed as exc:
+            failed = exc
+        else:
+            failed = None
+    if failed is not None:
+        if not existed and log.written == 0:
+            os.remove(options.out)  # the run never started: no file left behind
+        raise UsageError(f"{failed} (nothing was sent after this first request; no result was written)")
+    job = scan_jobs(options.jobs, outcomes=Outcomes.read(options.out))
+    run["job"] = {"lines": job.jobs, "ok": job.ok, "failed": job.failed, "not_run": job.not_run}
+    run["runs"] = _history(options.report + ".json") + [_this_run(run)]
     report = build_report(run)
     write_reports(report, options.report + ".json", options.report + ".html")
-    display.finish(dict(_summary(run), report_json=options.report + ".json", report_html=options.report + ".html", output=out))
-    totals = run["totals"]
-    if run["stopped"]:
-        return EXIT_INTERRUPTED
-    clean = totals["failed"] == totals["skipped_failed"] == totals["malformed"] == 0
-    return EXIT_OK if clean else EXIT_FAILURES  # 0: every line of the file has its result
+    display.finish(dict(_summary(run), report_json=options.report + ".json", report_html=options.report + ".html",
+                        output=options.out))
+    if runner.stop_reason is not None:
+        return runner.stop_reason.code
+    clean = job.failed == 0 and job.not_run == 0 and run["totals"]["malformed"] == 0
+    return EXIT_OK if clean else EXIT_FAILURES  # 0: every job of the file has its result, all ok
+
+
+def _dry_run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, scan: Scan) -> int:
+    """Check the file (done) and the target (the pre-flight, not recorded); say what a run would send."""
+    runner = Runner(client, options, ResultLog(os.devnull), outcomes, display)
+    started = time.monotonic()
+    try:
+        job = asyncio.run(runner.check())
+    except PreflightFailed as exc:
+        raise UsageError(str(exc)) from None
+    checked = (f"the target answered line {job.line} in {time.monotonic() - started:.2f} s"
+               + ("" if runner.preflight is None or runner.preflight["ok"] else f" ({runner.preflight['error']}, not fatal)")
+               if job is not None else "nothing to send, so the target was not contacted")
+    lines = [
+        f"dry run: {scan.to_send} of {scan.jobs} jobs would be sent ({scan.jobs - scan.to_send} done by earlier runs"
+        + (f", {scan.bad} bad lines skipped" if scan.bad else "") + f"); {checked}",
+        *(f"  {count} {kind} to {model}" for (kind, model), count in sorted(scan.by_model.items())),
+        f"  about {scan.estimated_tokens:,} input tokens (text length / 4)",
+    ]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _key_source(backend: Any, args: Any, config: Mapping[str, Any]) -> str:
+    if args.key or config.get("keys"):
+        return "--key" if not config.get("keys") else ("the config" if not args.key else "the config and --key")
+    spec = backend.provider.spec
+    return next((name for name in spec.key_env if os.environ.get(name)), "")
+
+
+def _unused_environment(backend: Any, metadata: Mapping[str, Any]) -> Optional[str]:
+    """When the simulator answers although the environment holds a key or
+    base URL of the provider: say so, and how to use them."""
+    spec = backend.provider.spec
+    if metadata.get(spec.base_url_metadata[0]) != "simulator":
+        return None
+    present = [name for name in spec.key_env + spec.base_url_env if os.environ.get(name)]
+    if not present:
+        return None
+    return (f"{' and '.join(present)} {'is' if len(present) == 1 else 'are'} set but not used: no --api, --base-url, --key "
+            f"or config names a target, so the embedded simulator answers; add --api {backend.provider.spec.name} to use them")
+
+
+# ---------------------------------------------------------------- the report's history
+
+
+def _history(report_json: str) -> list:
+    """The runs the previous report of this file lists (a resumed job keeps them)."""
+    try:
+        with open(report_json, encoding="utf-8") as source:
+            previous = json.load(source)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(previous, dict):
+        return []
+    runs = previous.get("runs")
+    if isinstance(runs, list):
+        return [run for run in runs if isinstance(run, dict)]
+    return [_this_run(previous)] if "totals" in previous else []
+
+
+def _this_run(run: Mapping[str, Any]) -> dict:
+    totals = run.get("totals") if isinstance(run.get("totals"), dict) else {}
+    return {
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "duration_s": run.get("duration_s"),
+        **{name: totals.get(name, 0) for name in ("submitted", "ok", "failed", "interrupted")},
+        "ended": run.get("stopped") or "finished",
+        "exit_code": run.get("exit_code"),
+    }
 
 
 def _summary(run: dict) -> dict:
-    totals = run["totals"]
+    totals, job = run["totals"], run["job"]
     return {
         "elapsed_s": run["duration_s"],
         "duration_s": run["duration_s"],
@@ -147,6 +379,9 @@ def _summary(run: dict) -> dict:
         "latency": {k: run["latency"][k] for k in ("p50", "p90", "p99", "max")},
         "stopped": run["stopped"],
         "stopping": False,
+        "target": target_text(run["target"]) if run.get("target") else None,
+        "job": job,
+        "runs": len(run["runs"]),
     }
 
 
@@ -166,18 +401,23 @@ def _flag_settings(args: Any) -> dict:
     for item in args.set or ():
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
-            raise SettingError("--set", item, "NAME=VALUE, e.g. --set max_batch_size=64")
-        settings[name.strip()] = yaml.safe_load(raw)
+            raise UsageError(f"--set {item!r}: write NAME=VALUE, e.g. --set max_batch_size=64")
+        try:
+            settings[name.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UsageError(f"--set {item!r}: the value is not a YAML/JSON value; quote it, e.g. --set name='\"text\"'") from None
     return settings
 
 
 def _check_setting_names(settings: Mapping[str, Any]) -> None:
     known = {spec.name for spec in SETTINGS}
-    unknown = sorted(set(settings) - known)
+    unknown = sorted(str(name) for name in set(settings) - known)
     if unknown:
-        raise SettingError(unknown[0], settings[unknown[0]], f"one of the settings: {', '.join(sorted(known))}")
+        raise UsageError(f"unknown setting {unknown[0]!r} (from --set or the config's settings); the settings are: "
+                         + ", ".join(sorted(known)))
 
 
 def _beside(path: str, suffix: str) -> str:
     stem = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
     return stem + suffix
+

@@ -145,12 +145,19 @@ def summary_lines(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     done, total = summary.get("done", 0), summary.get("total")
     rows = [
         ("status", str(summary.get("stopped") or "finished")),
+        *([("target", str(summary["target"]))] if summary.get("target") else []),
         ("requests", f"{_done_of_total(done, total)} done in {_duration(duration)}"
                      f" ({_throughput(summary, duration):.1f} req/s)"),
         ("outcomes", ", ".join(f"{summary.get(name, 0)} {name}"
                                for name in ("ok", "failed", "skipped", "malformed"))),
         ("errors", _errors_text(summary.get("errors_by_class") or {})),
     ]
+    job = summary.get("job")
+    if job:
+        runs = summary.get("runs") or 1
+        rows.append(("job", f"{job['ok']} of {job['lines']} lines ok, {job['failed']} failed, {job['not_run']} not run"
+                            + (f" (after {runs} runs)" if runs > 1 else "")
+                            + ("; run the same command again to send the rest" if job["not_run"] else "")))
     latency = summary.get("latency") or {}
     if latency:
         rows.append(("latency", ", ".join(f"{name} {_latency(float(latency[name]))}"

@@ -8,7 +8,11 @@ value (``""``, ``0``, ``[]``, ``{}``, ``None`` for ``stopped`` and the
 timestamps), a non-finite figure becomes 0, anything inside ``settings`` that
 looks like a secret is dropped (see :func:`looks_secret`), at most
 :data:`MAX_MALFORMED_LINES` malformed lines are kept, and ``success_rate`` is
-added: ok / (ok + failed) in percent, 0 when nothing finished.  Unknown
+added in percent: over the whole job file (``job``: its ``lines``, ``ok``,
+``failed``, ``not_run`` across every run, so a stopped run never shows 100 %
+of a job it left half done), or ok / (ok + failed) of the run when there is
+no ``job``; 0 when nothing finished.  ``runs`` lists every run of the job
+(start, end, what it sent, how it ended).  Unknown
 top-level entries pass through.  Building a built report gives it back.
 
 ``render_html(report)`` draws one self-contained page: inline CSS and SVG, no
@@ -34,6 +38,7 @@ import os
 import pathlib
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from .target import target_text
 from .plots import PLOT_TITLES, errors_svg, format_seconds, keys_svg, latency_svg, throughput_svg
 
 __all__ = [
@@ -61,6 +66,9 @@ TOTALS_LABELS = {
     "malformed": "Malformed lines",
 }
 KEY_FIELDS = ("requests", "successes", "failures", "rate_limited")
+JOB_FIELDS = ("lines", "ok", "failed", "not_run")  # the whole job file, across its runs
+JOB_LABELS = {"lines": "Jobs in the file", "ok": "Succeeded", "failed": "Failed", "not_run": "Not run yet"}
+RUN_FIELDS = ("submitted", "ok", "failed", "interrupted")
 LATENCY_FIELDS = ("mean", "p50", "p90", "p99", "max")
 
 Pathish = Union[str, "os.PathLike[str]"]
@@ -104,7 +112,22 @@ def build_report(run: Mapping[str, Any]) -> dict:
     totals = report["totals"]
     finished = totals["ok"] + totals["failed"]
     report["success_rate"] = 100.0 * totals["ok"] / finished if finished else 0.0
+    if report.get("job") is not None:
+        job = report["job"] = _counts(report["job"], JOB_FIELDS, "job")
+        report["success_rate"] = 100.0 * job["ok"] / job["lines"] if job["lines"] else 0.0
+    report["runs"] = [_run_entry(entry) for entry in _list(report.get("runs"), "runs")]
+    report["target"] = _mapping(report.get("target"), "target")
     return report
+
+
+def _run_entry(entry: Any) -> dict:
+    entry = _mapping(entry, "runs[]")
+    out = {name: None if entry.get(name) is None else _number(entry[name], f"runs[].{name}")
+           for name in ("started_at", "finished_at", "duration_s")}
+    out.update(_counts({k: entry.get(k, 0) for k in RUN_FIELDS}, RUN_FIELDS, "runs[]"))
+    out["ended"] = _text(entry.get("ended")) or "finished"
+    out["exit_code"] = None if entry.get("exit_code") is None else _count(entry["exit_code"], "runs[].exit_code")
+    return out
 
 
 def looks_secret(name: Any, value: Any) -> bool:
@@ -167,6 +190,14 @@ def _counts(value: Any, fields: Sequence[str], where: str) -> dict:
     for name in fields:
         counts[name] = _count(counts.get(name), f"{where}.{name}")
     return counts
+
+
+def _list(value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{where} must be a list, got {type(value).__name__}")
+    return list(value)
 
 
 def _pair_list(value: Any, where: str) -> list:
@@ -235,6 +266,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     for name, svg, reason in plots:
         body.append(f"<h2>{_e(PLOT_TITLES[name])}</h2>")
         body.append(svg or f'<p class="no-data">No data: {_e(reason)}.</p>')
+    body.append(_runs_html(report["runs"]))
     body.append(_malformed_html(report))
     body.append(_settings_html(report["settings"]))
     return (
@@ -249,6 +281,7 @@ def _summary_html(report: dict) -> str:
     totals, latency, circuit = report["totals"], report["latency"], report["circuit"]
     sections = {
         "Run": [
+            ("Target", target_text(report["target"]) if report["target"] else "—"),
             ("API", report["api"] or "—"),
             ("Base URL", report["base_url"] or "—"),
             ("Input", report["input"] or "—"),
@@ -257,6 +290,9 @@ def _summary_html(report: dict) -> str:
             ("Finished", _fmt_epoch(report["finished_at"])),
             ("Ended", f"stopped early ({report['stopped']})" if report["stopped"] else "completed"),
         ],
+        "Job (every run of this file)": (
+            [(JOB_LABELS[name], f"{report['job'][name]:,}") for name in JOB_FIELDS] if report.get("job") else []
+        ),
         "Requests": [(TOTALS_LABELS[name], f"{totals[name]:,}") for name in TOTALS_FIELDS]
         + [
             ("Success rate", f"{report['success_rate']:.2f} %"),
@@ -272,9 +308,25 @@ def _summary_html(report: dict) -> str:
     }
     rows = []
     for title, entries in sections.items():
+        if not entries:
+            continue
         rows.append(f'<tr><th colspan="2">{_e(title)}</th></tr>')
         rows.extend(f"<tr><td>{_e(label)}</td><td>{_e(value)}</td></tr>" for label, value in entries)
     return "<h2>Summary</h2>\n<table>\n" + "\n".join(rows) + "\n</table>"
+
+
+def _runs_html(runs: list) -> str:
+    if not runs:
+        return ""
+    head = "".join(f"<th>{_e(name)}</th>" for name in ("Run", "Started", "Duration", "Sent", "Ok", "Failed", "Interrupted", "Ended"))
+    rows = "\n".join(
+        f'<tr><td class="num">{number}</td><td>{_e(_fmt_epoch(run["started_at"]))}</td>'
+        f'<td>{_e(_fmt_duration(run["duration_s"] or 0.0))}</td>'
+        + "".join(f'<td class="num">{run[name]:,}</td>' for name in RUN_FIELDS)
+        + f"<td>{_e(run['ended'])}</td></tr>"
+        for number, run in enumerate(runs, start=1)
+    )
+    return f"<h2>Runs of this job</h2>\n<table>\n<tr>{head}</tr>\n{rows}\n</table>"
 
 
 def _malformed_html(report: dict) -> str:

@@ -34,6 +34,7 @@ of the display.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 import time
@@ -139,20 +140,27 @@ class Runner:
     async def run(self) -> dict:
         """Every job of the file; the record of the run.  Raises
         :class:`~.stops.PreflightFailed` when the first request shows the
-        target cannot work (nothing written then)."""
+        target cannot work (nothing written then, the display not started)."""
         loop = self._loop = asyncio.get_running_loop()
         if self.total is None:
             self.total = await loop.run_in_executor(None, count_lines, self.options.jobs)
         self._seen = IdSet(self.total)  # sized once: no regrowth, no second table on the way
-        self.display.start(self.total)
         undo = [self._catch_signals(loop), self._watch_circuit(loop), self._show_warnings(loop)]
-        ticker = loop.create_task(self._tick())
+        ticker: Optional[asyncio.Task] = None
         try:
-            await self._feed(loop)
+            pending = self._pending()
+            if self.options.preflight:
+                first = next(pending, None)
+                if first is not None and not await self._track(loop, self._preflight(first)):
+                    pending = itertools.chain([first], pending)  # not settled by the pre-flight: sent as any other
+            self.display.start(self.total)
+            ticker = loop.create_task(self._tick())
+            await self._feed(loop, pending)
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
         finally:
-            ticker.cancel()
+            if ticker is not None:
+                ticker.cancel()
             for timer in self._timers.values():
                 timer.cancel()
             for restore in undo:
@@ -185,25 +193,22 @@ class Runner:
                 continue
             yield item
 
-    async def _feed(self, loop: asyncio.AbstractEventLoop) -> None:
-        checked = not self.options.preflight
-        for count, job in enumerate(self._pending()):
+    def _track(self, loop: asyncio.AbstractEventLoop, work: Any) -> asyncio.Task:
+        """A task for ``work`` among those a stop abandons."""
+        task = loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _feed(self, loop: asyncio.AbstractEventLoop, pending: Iterator[Job]) -> None:
+        for count, job in enumerate(pending):
             if self.stopping:
                 return
-            if not checked:
-                checked = True
-                task = loop.create_task(self._preflight(job))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                if await task or self.stopping:
-                    continue  # done (or abandoned and recorded): the loop's check ends the run if stopping
             await self._slots.acquire()
             if self.stopping:
                 self._slots.release()
                 return
-            task = loop.create_task(self._one(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(loop, self._one(job))
             if count % 256 == 255:
                 await asyncio.sleep(0)  # let finished jobs be written while the file is read
 
@@ -224,7 +229,7 @@ class Runner:
             result = await future
         except asyncio.CancelledError:
             if record:
-                self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned at Ctrl-C")
+                self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned: " + self._why_abandoned())
             return True
         except Exception as exc:
             self.preflight = {"ok": False, "seconds": round(self.clock() - started, 3), "error": type(exc).__name__}

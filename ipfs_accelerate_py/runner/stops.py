@@ -14,6 +14,8 @@ code  meaning
 3     stopped: the circuit stayed open longer than ``--max-outage``
 4     stopped: no usable key left (every key answered 401/403)
 5     stopped: ``--max-same-failures`` lines in a row failed the same way
+70    an internal error (a bug: please report it; ``IPFS_ACCELERATE_TRACEBACK=1``
+      shows the traceback)
 130   stopped by Ctrl-C (SIGINT); 143 by SIGTERM
 ====  =======================================================================
 
@@ -34,6 +36,7 @@ from ..resilience.errors import AuthenticationError, NetworkError, NotFoundError
 
 __all__ = [
     "EXIT_FAILURES",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_NO_KEY",
     "EXIT_OK",
@@ -60,6 +63,7 @@ EXIT_USAGE = 2
 EXIT_OUTAGE = 3
 EXIT_NO_KEY = 4
 EXIT_SAME_FAILURES = 5
+EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 

@@ -77,12 +77,14 @@ def test_the_sample_runs_end_to_end_with_results_and_a_report(tmp_path, simulato
     assert counted["by_path"]["/v1/embeddings"] < 21  # single-text embeddings went out in batches
 
 
-def test_malformed_lines_are_reported_by_number_and_the_rest_proceeds(tmp_path, simulator):
+def test_malformed_lines_stop_the_command_unless_skipped_then_are_reported_by_number(tmp_path, simulator):
     jobs = write_jobs(tmp_path / "jobs.jsonl", chats(3), extra_lines=(
         "{not json", '{"id": "x"}', '{"id": "q0", "messages": [{"role": "user", "content": "dup"}]}',
         '{"messages": "no list"}', '{"input": "ok line without id"}',
     ))
-    code = run(tmp_path, jobs, simulator)
+    assert run(tmp_path, jobs, simulator) == 2  # refused before anything is sent
+    assert simulator.counters()["requests_total"] == 0 and not (tmp_path / "out.jsonl").exists()
+    code = run(tmp_path, jobs, simulator, "--skip-bad-lines")
     assert code == 1  # malformed lines make the run not clean
     records = results(tmp_path / "out.jsonl")
     assert sorted(r["id"] for r in records) == ["line-8", "q0", "q1", "q2"]

@@ -108,12 +108,33 @@ EMPTY_REPORT = {
     "latency": {"count": 0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "histogram": []},
     "timeline": [], "errors_by_class": {}, "keys": {},
     "circuit": {"state": "", "times_opened": 0},
-    "malformed_lines": [], "settings": {}, "client_stats": {}, "success_rate": 0.0,
+    "malformed_lines": [], "settings": {}, "client_stats": {}, "success_rate": 0.0, "runs": [], "target": {},
 }
 
 
 def test_an_empty_run_gets_every_part_with_empty_values():
     assert build_report({}) == EMPTY_REPORT
+
+
+def test_the_success_rate_covers_the_whole_job_not_only_what_this_run_sent():
+    # a run stopped after its 10 lines all succeeded, 90 of the file never sent: 10 %, not 100 %
+    report = build_report({"totals": {"ok": 10}, "job": {"lines": 100, "ok": 10, "not_run": 90}})
+    assert report["success_rate"] == 10.0
+    assert report["job"] == {"lines": 100, "ok": 10, "failed": 0, "not_run": 90}
+    assert "Not run yet" in render_html(report) and "90" in render_html(report)
+
+
+def test_every_run_of_the_job_is_listed_with_how_it_ended():
+    runs = [{"started_at": 1.0, "finished_at": 2.0, "duration_s": 1.0, "submitted": 5, "ok": 4, "interrupted": 1,
+             "ended": "interrupted by SIGTERM", "exit_code": 143},
+            {"started_at": 3.0, "duration_s": 0.5, "submitted": 1, "ok": 1}]
+    report = build_report({"runs": runs})
+    assert [r["ended"] for r in report["runs"]] == ["interrupted by SIGTERM", "finished"]
+    assert report["runs"][1]["failed"] == 0 and report["runs"][0]["exit_code"] == 143
+    page = render_html(report)
+    assert "Runs of this job" in page and "interrupted by SIGTERM" in page
+    with pytest.raises(TypeError, match="runs"):
+        build_report({"runs": "yesterday"})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,65 @@
+"""Where a run goes, said before it starts and repeated in its summary and
+report: provider, base URL (no credentials), models, keys by label with
+their limits, concurrency, window and retries.  Plain data, never a secret."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
+
+from ..resilience.redact import public_url
+from .scan import Scan
+
+__all__ = ["describe_target", "target_text"]
+
+
+def describe_target(
+    client: Any, api: str, metadata: Mapping[str, Any], *, concurrency: int, window: int, scan: Optional[Scan] = None,
+    key_source: str = "",
+) -> dict:
+    """Where the run goes, as plain data with no secret: the provider, the
+    base URL (credentials stripped), the models, the keys by label with
+    their limits, concurrency and window."""
+    url = public_url(client.base_url)
+    simulator = metadata.get(client.provider.spec.base_url_metadata[0]) == "simulator"
+    pool = client.get_stats()["key_pool"]
+    keys = [
+        {"name": name, **{limit: row[limit] for limit in ("rpm", "tpm", "max_concurrent") if row.get(limit) is not None}}
+        for name, row in pool.items()
+    ]
+    models = sorted({model for (_, model) in (scan.by_model if scan is not None else ())})
+    return {
+        "provider": api,
+        "base_url": url,
+        "host": urlsplit(url).netloc,
+        "simulator": simulator,
+        "models": models,
+        "keys": keys,
+        "key_source": "" if simulator else key_source,
+        "concurrency": concurrency,
+        "window": window,
+        "max_retries": client.max_retries,
+    }
+
+
+def target_text(target: Mapping[str, Any]) -> str:
+    """The target in one line, as the start, the summary and the report show it."""
+    where = f"{target['provider']} at {target['host'] or target['base_url']}"
+    if target.get("simulator"):
+        where += " (the embedded simulator)"
+    models = target.get("models") or []
+    parts = [where, "model " + ", ".join(models) if len(models) <= 3 else f"{len(models)} models: {', '.join(models[:3])}, ..."]
+    keys = target.get("keys") or []
+    if target.get("simulator"):
+        parts.append("no key sent")
+    elif keys:
+        labels = []
+        for key in keys:
+            limits = ", ".join(f"{name} {key[name]:g}" for name in ("rpm", "tpm", "max_concurrent") if name in key)
+            labels.append(key["name"] + (f" ({limits})" if limits else ""))
+        source = f" from {target['key_source']}" if target.get("key_source") else ""
+        parts.append(f"key{'s' if len(keys) > 1 else ''} {', '.join(labels)}{source}")
+    else:
+        parts.append("no key")
+    parts.append(f"concurrency {target['concurrency']}, window {target['window']}, retries {target['max_retries']}")
+    return "; ".join(parts)
