@@ -144,7 +144,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     duration = float(summary.get("duration_s", summary.get("elapsed_s", 0.0)) or 0.0)
     done, total = summary.get("done", 0), summary.get("total")
     rows = [
-        ("status", str(summary.get("stopped") or "finished")),
+        ("status", f"stopped: {summary['stopped']}" if summary.get("stopped") else "finished"),
         *([("target", str(summary["target"]))] if summary.get("target") else []),
         ("requests", f"{_done_of_total(done, total)} done in {_duration(duration)}"
                      f" ({_throughput(summary, duration):.1f} req/s)"),

@@ -15,9 +15,11 @@ The run stops on what cannot work (the rules and exit codes are in
   cause in one line, nothing written.  Any other outcome lets the run go on
   (a success is that job's result).
 - **Outages.**  The client waits for the circuit (``on_circuit_open="wait"``):
-  while it is OPEN the jobs stay queued for the probe that closes it.  When it
-  stays open longer than ``max_outage`` seconds the run stops (exit 3); the
-  jobs in flight are recorded ``interrupted`` and run again on resume.
+  while it is OPEN the jobs stay queued for the probe that closes it, and a
+  job whose retries ran out on the service's failures while the circuit is
+  open is sent again (it waits too) rather than written off.  When the
+  circuit stays open longer than ``max_outage`` seconds the run stops (exit
+  3); the jobs in flight are recorded ``interrupted`` and run again on resume.
 - **Keys.**  A key answered 401/403 is disabled by the core (the runner shows
   the warning naming it); a job refused when no key is left stops the run
   (exit 4), its line recorded ``interrupted``.
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from ..resilience.breaker import STATE_CLOSED
-from ..resilience.errors import AuthenticationError
+from ..resilience.errors import AuthenticationError, RateLimitError
 from ..resilience.redact import public_url, redact
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
@@ -233,7 +235,9 @@ class Runner:
             return True
         except Exception as exc:
             self.preflight = {"ok": False, "seconds": round(self.clock() - started, 3), "error": type(exc).__name__}
-            verdict = preflight_failure(exc, self._usable_keys(besides=getattr(exc, "key_name", None)))
+            verdict = preflight_failure(
+                exc, self._usable_keys(besides=getattr(exc, "key_name", None)), tuple(self._disabled_keys())
+            )
             if verdict is not None:
                 raise PreflightFailed(redact(verdict, self.options.secrets)) from exc
             if getattr(exc, "retryable", False) or isinstance(exc, AuthenticationError):
@@ -253,8 +257,15 @@ class Runner:
         self.counts["submitted"] += 1
         future = None
         try:
-            future = self._submit(self.client, job)
-            result = await future
+            while True:
+                future = self._submit(self.client, job)
+                try:
+                    result = await future
+                except Exception as exc:
+                    if self._in_outage(exc):
+                        continue  # its retries ran out in an outage: it waits for the circuit again (--max-outage caps it)
+                    raise
+                break
         except asyncio.CancelledError:
             self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned: " + self._why_abandoned())
         except Exception as exc:  # typed errors, and anything else: recorded, never lost
@@ -263,6 +274,14 @@ class Runner:
             self._finish(job, STATUS_OK, started, future, result=result)
         finally:
             self._slots.release()
+
+    def _in_outage(self, error: BaseException) -> bool:
+        """Whether ``error`` is the service failing while the circuit is open:
+        not the line's failure, so the line is not written off (an outage
+        shorter than ``max_outage`` loses nothing)."""
+        if self.stopping or not getattr(error, "retryable", False) or isinstance(error, RateLimitError):
+            return False
+        return self._outage_since is not None or self.client.circuit_state != STATE_CLOSED
 
     def _failed(self, job: Job, started: float, future: Any, error: BaseException) -> None:
         """A job's error, and what it says of the run."""
@@ -358,7 +377,7 @@ class Runner:
             return
         self.abandoning = True
         if self._tasks:
-            self.display.note(f"abandoning {len(self._tasks)} requests in flight: recorded as interrupted, run again on resume")
+            self.display.note(f"abandoning {len(self._tasks)} requests (in flight or queued): recorded as interrupted, run again on resume")
         for task in list(self._tasks):
             task.cancel()
 

@@ -146,16 +146,17 @@ class FailureStreak:
         return None
 
 
-def preflight_failure(error: BaseException, usable_keys: int) -> Optional[str]:
+def preflight_failure(error: BaseException, usable_keys: int, refused_keys: tuple = ()) -> Optional[str]:
     """When the first request's error shows the target cannot work: the one
     line that says so and what to change; None when the run should go on
     (a rate limit, a 5xx, a timeout, a bad line: the run's own rules
-    handle those)."""
+    handle those).  ``refused_keys``: the labels of the keys disabled so far."""
     if isinstance(error, NetworkError):
         return f"cannot reach the target: {error}; check --base-url (is the server running, is the address right?)"
     if isinstance(error, AuthenticationError) and usable_keys == 0:
+        which = f"every key ({', '.join(refused_keys)})" if len(refused_keys) > 1 else "the key"
         return (
-            f"the target refused the key: {error}; check --key, the config's keys or the provider's "
+            f"the target refused {which}: {error}; check --key, the config's keys or the provider's "
             "key variable (e.g. OPENAI_API_KEY)"
         )
     if isinstance(error, NotFoundError):

@@ -22,7 +22,7 @@ def describe_target(
     their limits, concurrency and window."""
     url = public_url(client.base_url)
     simulator = metadata.get(client.provider.spec.base_url_metadata[0]) == "simulator"
-    pool = client.get_stats()["key_pool"]
+    pool = client.get_stats()["key_pool"] if client.api_key or metadata.get("api_keys") else {}  # no key: no row to name
     keys = [
         {"name": name, **{limit: row[limit] for limit in ("rpm", "tpm", "max_concurrent") if row.get(limit) is not None}}
         for name, row in pool.items()
