@@ -112,9 +112,11 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
         command=" ".join(shlex.quote(a) for a in ["ipfs-accelerate", *argv]),
         settings=settings,
         secrets=(client.api_key, *(entry.get("key") for entry in metadata.get("api_keys", ()))),
+        input_format=args.input_format,
+        output_format=args.output_format,
     )
     try:
-        with ResultLog(out) as log:
+        with ResultLog(out, options.output_format, options.secrets) as log:
             runner = Runner(client, options, log, outcomes, display)
             run = asyncio.run(runner.run())
     finally:
