@@ -56,6 +56,10 @@ def _add_run_parser(sub: Any) -> None:
     run.add_argument("jobs", metavar="JOBS.jsonl")
     run.add_argument("--api", default=None, help="backend (default openai): " + _backend_names())
     run.add_argument("--out", default=None, help="results file (default JOBS.results.jsonl)")
+    run.add_argument("--input-format", choices=("auto", "jobs", "openai-batch"), default="auto",
+                     help="JOBS lines: ours, OpenAI Batch API request lines, or either, told apart line by line (auto, the default)")
+    run.add_argument("--output-format", choices=("jobs", "openai-batch"), default="jobs",
+                     help="--out lines: ours (default) or OpenAI Batch API output lines")
     run.add_argument("--report", default=None, help="report path without extension (default OUT.report -> .json, .html)")
     run.add_argument("--config", default=None, help="YAML/JSON file: api, base_url, model, keys, settings, window")
     run.add_argument("--base-url", default=None, help="the API's base URL ('simulator' for the embedded one)")

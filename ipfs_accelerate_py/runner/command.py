@@ -223,7 +223,8 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
         def model_for(job: Any) -> str:
             return job.model or model or client.default_model(job.type)
 
-        scan = scan_jobs(args.jobs, model_for=model_for, outcomes=outcomes, retry_failed=args.retry_failed)
+        scan = scan_jobs(args.jobs, model_for=model_for, outcomes=outcomes, retry_failed=args.retry_failed,
+                         input_format=args.input_format)
         problem = scan.problem()
         if problem and (scan.lines == 0 or not args.skip_bad_lines):
             raise UsageError(f"job file {args.jobs} {problem}" if scan.lines == 0 else f"job file {args.jobs}, {problem}")
@@ -248,6 +249,8 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
             max_same_failures=args.max_same_failures if args.max_same_failures is not None else DEFAULT_MAX_SAME_FAILURES,
             grace=args.grace if args.grace is not None else DEFAULT_STOP_GRACE,
             target=target,
+            input_format=args.input_format,
+            output_format=args.output_format,
         )
         display = make_display(args.progress, stream=sys.stderr)
         if args.dry_run:
@@ -264,7 +267,7 @@ def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, sca
     from .report import build_report, write_reports
 
     existed = os.path.exists(options.out)
-    with ResultLog(options.out) as log:
+    with ResultLog(options.out, options.output_format, options.secrets) as log:
         runner = Runner(client, options, log, outcomes, display)
         runner.total = scan.lines
         try:
@@ -277,7 +280,7 @@ def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, sca
         if not existed and log.written == 0:
             os.remove(options.out)  # the run never started: no file left behind
         raise UsageError(f"{failed} (nothing was sent after this first request; no result was written)")
-    job = scan_jobs(options.jobs, outcomes=Outcomes.read(options.out))
+    job = scan_jobs(options.jobs, outcomes=Outcomes.read(options.out), input_format=options.input_format)
     run["job"] = {"lines": job.jobs, "ok": job.ok, "failed": job.failed, "not_run": job.not_run}
     run["runs"] = _history(options.report + ".json") + [_this_run(run)]
     report = build_report(run)

@@ -16,6 +16,11 @@ A line is a JSON object::
 - ``priority``: ``high`` / ``normal`` / ``low`` (any case; or 0 / 1 / 2); default normal.
 - Every other field is passed to the provider as a parameter.
 
+A line of an OpenAI Batch API file (``custom_id``, ``method``, ``url``,
+``body``) is a job too (see :mod:`.openai_batch`): ``input_format``
+``auto`` tells the two apart line by line, ``jobs`` or ``openai-batch``
+accepts only the one.
+
 Lines are read one at a time (memory does not grow with the file); blank
 lines are skipped; a line that is not a valid job becomes a
 :class:`BadLine` with its number and the reason, and the rest goes on.
@@ -30,9 +35,10 @@ from typing import Any, Iterator, Optional, Union
 from ..resilience.errors import InvalidInputError
 from ..resilience.priority_queue import priority_level
 
-__all__ = ["BadLine", "Job", "JOB_TYPES", "count_lines", "parse_job", "read_jobs"]
+__all__ = ["BadLine", "INPUT_FORMATS", "Job", "JOB_TYPES", "content_problem", "count_lines", "parse_job", "read_jobs"]
 
 JOB_TYPES = ("chat", "completion", "embeddings")
+INPUT_FORMATS = ("auto", "jobs", "openai-batch")
 _TYPE_BY_FIELD = (("messages", "chat"), ("input", "embeddings"), ("prompt", "completion"))
 _OWN_FIELDS = frozenset({"id", "type", "model", "priority", "messages", "input", "prompt"})
 _READ_CHUNK = 1 << 20
@@ -59,14 +65,26 @@ class BadLine:
     reason: str
 
 
-def parse_job(text: Union[str, bytes], line: int) -> Union[Job, BadLine]:
-    """The job on line ``line`` (1-based), or why it is not one."""
+def parse_job(text: Union[str, bytes], line: int, input_format: str = "auto") -> Union[Job, BadLine]:
+    """The job on line ``line`` (1-based), or why it is not one.
+    ``input_format``: ``auto``, ``jobs`` or ``openai-batch`` (see above)."""
+    from . import openai_batch  # it builds on this module's Job
+
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input format {input_format!r}: use {', '.join(INPUT_FORMATS)}")
     try:
         data = json.loads(text)
     except ValueError as exc:
         return BadLine(line, f"not JSON: {exc}")
     if not isinstance(data, dict):
         return BadLine(line, f"a job is a JSON object, not {type(data).__name__}")
+    batch = openai_batch.is_batch_line(data)
+    if batch and input_format == "jobs":
+        return BadLine(line, "an OpenAI Batch API line ('custom_id', 'body'), but the input format is jobs")
+    if not batch and input_format == "openai-batch":
+        return BadLine(line, "not an OpenAI Batch API line (no 'custom_id' and 'body'), and the input format is openai-batch")
+    if batch:
+        return openai_batch.batch_job(data, line)
     kind = data.get("type")
     if kind is None:
         kind = next((k for name, k in _TYPE_BY_FIELD if name in data), None)
@@ -76,7 +94,7 @@ def parse_job(text: Union[str, bytes], line: int) -> Union[Job, BadLine]:
         return BadLine(line, f"unknown type {kind!r}: use {', '.join(JOB_TYPES)}")
     content_field = {"chat": "messages", "embeddings": "input", "completion": "prompt"}[kind]
     content = data.get(content_field)
-    problem = _content_problem(kind, content)
+    problem = content_problem(kind, content)
     if problem:
         return BadLine(line, problem)
     job_id = data.get("id", f"line-{line}")
@@ -93,7 +111,8 @@ def parse_job(text: Union[str, bytes], line: int) -> Union[Job, BadLine]:
     return Job(line, str(job_id), kind, model, priority, content, params)
 
 
-def _content_problem(kind: str, content: Any) -> Optional[str]:
+def content_problem(kind: str, content: Any) -> Optional[str]:
+    """What is wrong with a job's messages, input or prompt; None when nothing."""
     if kind == "chat":
         if not isinstance(content, list) or not content or not all(isinstance(m, dict) and "role" in m for m in content):
             return "'messages' must be a non-empty list of {'role': ..., 'content': ...}"
@@ -107,13 +126,13 @@ def _content_problem(kind: str, content: Any) -> Optional[str]:
     return None
 
 
-def read_jobs(path: str) -> Iterator[Union[Job, BadLine]]:
+def read_jobs(path: str, input_format: str = "auto") -> Iterator[Union[Job, BadLine]]:
     """Every job of the file in order (and a :class:`BadLine` for each line
     that is not one), one line in memory at a time."""
     with open(path, "rb") as source:
         for number, raw in enumerate(source, start=1):
             if raw.strip():
-                yield parse_job(raw, number)
+                yield parse_job(raw, number, input_format)
 
 
 def count_lines(path: str) -> int:

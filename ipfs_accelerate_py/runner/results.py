@@ -9,7 +9,11 @@ A line::
      "kind": "rate_limit", "message": "...", "status": 429}, "attempts": 4, ...}
     {"id": "q3", "line": 3, "status": "interrupted", ...}
 
-Resuming reads the file back.  An id with an ``ok`` line is done; one with
+With ``output_format="openai-batch"`` each line is instead the OpenAI Batch
+API's output line (see :mod:`.openai_batch`), and an interrupted job has
+none.
+
+Resuming reads the file back (either format, even both in one file).  An id with an ``ok`` line is done; one with
 only ``error`` lines is done unless failures are retried; an ``interrupted``
 one was never finished.  A line cut short by a crash (no
 newline at its end) is dropped before anything is appended.
@@ -21,13 +25,15 @@ import json
 import os
 from typing import Any, Optional
 
+from . import openai_batch
 from .idset import IdSet
 
-__all__ = ["Outcomes", "ResultLog", "STATUS_ERROR", "STATUS_INTERRUPTED", "STATUS_OK"]
+__all__ = ["OUTPUT_FORMATS", "Outcomes", "ResultLog", "STATUS_ERROR", "STATUS_INTERRUPTED", "STATUS_OK"]
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 STATUS_INTERRUPTED = "interrupted"
+OUTPUT_FORMATS = ("jobs", "openai-batch")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -53,8 +59,12 @@ class Outcomes:
                     break  # cut short by a crash: never finished
                 try:
                     record = json.loads(raw)
-                    job_id, status = str(record["id"]), record["status"]
-                except (ValueError, KeyError, TypeError):
+                    if openai_batch.is_batch_output(record):
+                        job_id, ok = openai_batch.read_outcome(record)
+                        status = STATUS_OK if ok else STATUS_ERROR
+                    else:
+                        job_id, status = str(record["id"]), record["status"]
+                except (ValueError, KeyError, TypeError, AttributeError):
                     continue  # not one of ours: ignored, kept
                 if status == STATUS_OK:
                     outcomes.ok.add(job_id)
@@ -73,10 +83,16 @@ class Outcomes:
 
 
 class ResultLog:
-    """Appends result lines, each written whole and flushed before the next."""
+    """Appends result lines, each written whole and flushed before the next,
+    in ``output_format`` (``jobs`` or ``openai-batch``); ``secrets`` are
+    masked in what a Batch API line takes from an error."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, output_format: str = "jobs", secrets: tuple = ()) -> None:
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output format {output_format!r}: use {', '.join(OUTPUT_FORMATS)}")
         self.path = path
+        self.output_format = output_format
+        self._secrets = tuple(secrets)
         self._fd: Optional[int] = None
         self.written = 0
 
@@ -87,10 +103,17 @@ class ResultLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self
 
-    def write(self, record: dict[str, Any]) -> None:
-        """One line, with a single write where the OS allows (O_APPEND)."""
+    def write(self, record: dict[str, Any], error: Any = None) -> None:
+        """One line, with a single write where the OS allows (O_APPEND).
+        ``error``: the exception a failed job ended with (a Batch API line
+        takes the server's status, request id and body from it)."""
         if self._fd is None:
             raise RuntimeError("ResultLog.write before open()")
+        if self.output_format == "openai-batch":
+            if record["status"] == STATUS_INTERRUPTED:
+                return  # not done: no line, and a resume sends it
+            exc = error if isinstance(error, BaseException) else None
+            record = openai_batch.output_line(record, exc, self._secrets)
         data = (_ENCODER.encode(record) + "\n").encode()
         view = memoryview(data)
         while view:

@@ -89,6 +89,8 @@ class RunOptions:
     grace: float = DEFAULT_STOP_GRACE
     preflight: bool = True
     target: dict = field(default_factory=dict)  # where the run goes (see command.describe_target)
+    input_format: str = "auto"  # of the job file: auto, jobs or openai-batch (see jobs.read_jobs)
+    output_format: str = "jobs"  # of the results file: jobs or openai-batch (see results.ResultLog)
 
 
 class Runner:
@@ -181,7 +183,7 @@ class Runner:
 
     def _pending(self) -> Iterator[Job]:
         """The jobs of the file still to send, counting the lines passed over."""
-        for item in read_jobs(self.options.jobs):
+        for item in read_jobs(self.options.jobs, self.options.input_format):
             self.counts["lines"] += 1
             if isinstance(item, BadLine):
                 self._malformed(item.line, item.reason)
@@ -321,7 +323,7 @@ class Runner:
             key=getattr(future, "key_name", None),
             finished_at=round(self.wall(), 3),
         )
-        self.log.write(record)
+        self.log.write(record, error)  # the exception too: a Batch API line takes the server's status and body
         if status != STATUS_INTERRUPTED:
             self.latency.record(latency)
             second = int(now - self._started)

@@ -82,9 +82,11 @@ def scan_jobs(
     model_for: Callable[[Job], str] = lambda job: job.model or "",
     outcomes: Optional[Outcomes] = None,
     retry_failed: bool = False,
+    input_format: str = "auto",
 ) -> Scan:
     """Read the whole file once (see the module docstring).  ``outcomes``:
-    what the results file holds, to count jobs done and still to send."""
+    what the results file holds, to count jobs done and still to send;
+    ``input_format``: as :func:`.jobs.parse_job` takes it."""
     scan = Scan()
     seen = IdSet()
     outcomes = outcomes if outcomes is not None else Outcomes()
@@ -93,7 +95,7 @@ def scan_jobs(
             if not raw.strip():
                 continue
             scan.lines += 1
-            item = parse_job(raw, number)
+            item = parse_job(raw, number, input_format)
             if isinstance(item, BadLine):
                 _bad(scan, item.line, item.reason, raw)
                 continue
