@@ -205,10 +205,10 @@ def test_the_runner_writes_readable_errors_and_never_a_long_key(server, tmp_path
          "--set", "initial_retry_delay=0.01", "--set", "retry_jitter=0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
-    assert proc.returncode == 1, proc.stderr  # every job failed, and was recorded
-    assert server.seen == [f"Bearer {key}"] * 3  # a 503 retried, then the refusals
+    assert proc.returncode == 4, proc.stderr  # the only key was refused: the run stops, resumable
+    assert server.seen == [f"Bearer {key}"] * 3  # a 503 (the pre-flight), then the refusals
     records = [json.loads(line) for line in (tmp_path / "jobs.results.jsonl").read_text().splitlines()]
-    assert [(r["id"], r["status"]) for r in sorted(records, key=lambda r: r["id"])] == [("j0", "error"), ("j1", "error")]
+    assert [(r["id"], r["status"]) for r in sorted(records, key=lambda r: r["id"])] == [("j0", "interrupted"), ("j1", "interrupted")]
     for record in records:
         assert readable(key) in record["error"]["message"]
     written = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p != jobs)
