@@ -141,7 +141,7 @@ def _run_in_process(argv: list) -> tuple:
     return code, err.getvalue()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(garbage=st.lists(st.binary(max_size=80), min_size=1, max_size=6), valid=st.integers(0, 4))
 def test_random_bytes_as_a_job_file_never_crash_never_hang_and_good_lines_still_run(simulator, garbage, valid):
     with tempfile.TemporaryDirectory() as folder:
