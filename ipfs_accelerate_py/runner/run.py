@@ -233,6 +233,7 @@ class Runner:
             result = await future
         except asyncio.CancelledError:
             if record:
+                self.counts["submitted"] += 1
                 self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned: " + self._why_abandoned())
             return True
         except Exception as exc:

@@ -86,6 +86,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def signalled_run(tmp_path: Path, simulator, lines: int, signum: int) -> tuple:
+    """A run of ``lines`` chats at 50 ms each, sent ``signum`` once 20 are written: (jobs, out, proc, stderr)."""
+    simulator.configure(latency=0.05)
+    jobs = write_chats(tmp_path / "jobs.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    proc = spawn(jobs, out, "--base-url", simulator.url + "/v1", "--concurrency", "4")
+    eventually(lambda: lines_in(out) >= 20, "the run writes results")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=WAIT)
+    return jobs, out, proc, err
+
+
 # ------------------------------------------------------------ 1. pre-flight
 
 
@@ -152,13 +164,7 @@ def test_an_outage_longer_than_max_outage_stops_resumably_with_exit_3(tmp_path, 
 
 def test_sigterm_finishes_what_is_in_flight_and_exits_143(tmp_path, fresh_simulator):
     simulator = fresh_simulator
-    simulator.configure(latency=0.05)
-    jobs = write_chats(tmp_path / "jobs.jsonl", 300)
-    out = tmp_path / "out.jsonl"
-    proc = spawn(jobs, out, "--base-url", simulator.url + "/v1", "--concurrency", "4")
-    eventually(lambda: lines_in(out) >= 20, "the run writes results")
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=WAIT)
+    jobs, out, proc, err = signalled_run(tmp_path, simulator, 300, signal.SIGTERM)
     assert proc.returncode == EXIT_TERMINATED, err
     assert "stopped: interrupted by SIGTERM" in err and "Traceback" not in err
     first = records(out)
@@ -310,13 +316,7 @@ def test_a_named_target_is_said_with_host_model_key_labels_and_limits_never_the_
 
 def test_a_resumed_job_keeps_every_run_in_its_report_and_counts_lines_not_run(tmp_path, fresh_simulator):
     simulator = fresh_simulator
-    simulator.configure(latency=0.05)
-    jobs = write_chats(tmp_path / "jobs.jsonl", 200)
-    out = tmp_path / "out.jsonl"
-    proc = spawn(jobs, out, "--base-url", simulator.url + "/v1", "--concurrency", "4")
-    eventually(lambda: lines_in(out) >= 20, "the run writes results")
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=WAIT)
+    jobs, out, proc, _ = signalled_run(tmp_path, simulator, 200, signal.SIGINT)
     first = json.loads((tmp_path / "out.report.json").read_text())
     done = first["job"]["ok"]
     assert 20 <= done < 200 and first["job"]["not_run"] == 200 - done
