@@ -73,6 +73,7 @@ from async_overhead import (
     OPTIONAL,
     openai_sdk_contender,
     preload,
+    skip_note,
 )
 from procs import (
     Batch,
@@ -511,8 +512,7 @@ def main(argv: Optional[list] = None) -> int:
     with pinned_simulator(pin) as (proc, url):  # before any thread of ours exists
         print(f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}", flush=True)
         for name in skipped:
-            print(f"skipped {name}: {OPTIONAL[name]} is not installed (pip install {OPTIONAL[name]})",
-                  flush=True)
+            print(skip_note(name), flush=True)
         preload(contenders, freeze=True)
         runs = run_in_new_loop(run_all(url, contenders, schedule, proc.pid))
     figs = {run.name: figures(run) for run in runs}
