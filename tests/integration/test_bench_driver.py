@@ -96,6 +96,26 @@ def test_exit_status_crashed_beats_missed_beats_met(results, code, capsys):
         assert "1 of 2 targets missed" in capsys.readouterr().err
 
 
+def test_the_multiplexing_table_is_per_client_and_per_run_with_no_total_over_the_rounds():
+    from scenario_adapters import adapt_multiplexing  # benchmarks/ is on sys.path once the driver is imported
+
+    runs = [{"successes": 1200, "failed": 800}, {"successes": 1000, "failed": 1000}, {"successes": 1200, "failed": 800}]
+    document = {
+        "config": {"requests": 2000, "concurrency": 64, "keys": 4, "rpm": 300.0, "ideal_per_min": 1200.0,
+                   "rounds": 3, "bound_s": 60.0, "budget_per_min": 2000.0, "skipped": []},
+        "contenders": {"peer": {"requests": 2000, "successes": 1200, "failed": 1000, "failed_median": 800,
+                                "goodput_per_min": 1200.0, "goodput_vs_budget": 0.6, "share_429": 0.0,
+                                "share_spread": 0.0, "client_cpu_ms_per_success": 6.5, "rounds": runs}},
+        "targets": [],
+    }
+    (table,) = adapt_multiplexing(document)["tables"]
+    row = dict(zip(table["columns"], table["rows"][0]))
+    assert row["requests"] == 2000 and row["succeeded"] == 1200  # a run's, not 6,000 and 3,400
+    assert row["failed"] == 800 and row["failed, worst run"] == 1000
+    assert row["budget /min"] == 2000.0 and row["goodput % of budget"] == 60.0
+    assert row["429 share % (server)"] == 0.0
+
+
 # ------------------------------------------------------------ bench: scenarios run
 
 
@@ -119,6 +139,8 @@ def test_python_m_benchmarks_writes_results_md_with_every_scenario(tmp_path):
         assert f"## {name}" in page
     assert "No figures" not in page and "exited" not in page
     assert page.count("| contender |") >= 2  # the adapted tables of overhead-sync and multiplexing
+    assert ("| contender | requests | succeeded | failed | failed, worst run | goodput /min | budget /min |"
+            " goodput % of budget | 429 share % (server) |") in page  # multiplexing: per client, per run
     plots = sorted(p.name for p in (tmp_path / "plots").glob("*.png")) if (tmp_path / "plots").exists() else []
     if importlib.util.find_spec("matplotlib"):
         assert any(p.startswith("overhead-sync") for p in plots) and any(p.startswith("multiplexing") for p in plots)
