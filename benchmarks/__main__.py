@@ -103,10 +103,11 @@ def verdict(target: dict) -> dict:
     overhead scripts (``name``, ``concurrency``, ``minimum``) and the named ones of
     multiplexing (``contender``, ``name``, ``target``)."""
     measured = target.get("measured")
-    shown = "-" if measured is None else f"{measured:.3g}" if isinstance(measured, float) else str(measured)
-    if "minimum" in target:
+    if "minimum" in target:  # a ratio
+        shown = "-" if measured is None else f"{measured:.3g}"
         what = f"{target['name']} at concurrency {target.get('concurrency')} = {shown} (target >= {target['minimum']:g})"
-    else:
+    else:  # a share (a float) or a count, shown as the script shows it
+        shown = "-" if measured is None else f"{measured:.1%}" if isinstance(measured, float) else str(measured)
         what = f"{target.get('contender', '')} {target['name']} = {shown} (target {target.get('target', '')})".strip()
     return {"passed": bool(target["passed"]), "line": f"{'PASS' if target['passed'] else 'FAIL'}: {what}"}
 

@@ -74,7 +74,7 @@ def adapt_multiplexing(document: dict) -> dict:
             _percent(f.get("share_429")), _percent(f.get("share_spread")), f.get("client_cpu_ms_per_success"),
         ])  # fmt: skip
     findings = [
-        f"{t.get('contender', '')} {t['name']}: {t['measured']:.3g} (target {t.get('target', '')}: "
+        f"{t.get('contender', '')} {t['name']}: {_shown(t['measured'])} (target {t.get('target', '')}: "
         f"{'met' if t.get('passed') else 'not met'})"
         for t in document.get("targets", [])
         if isinstance(t, dict) and "measured" in t
@@ -114,6 +114,13 @@ def adapt_multiplexing(document: dict) -> dict:
         }],  # fmt: skip
         "findings": findings,
     }
+
+
+def _shown(measured) -> str:
+    """A target's figure as multiplexing.py prints it: a share (a float) in percent, a count as is."""
+    if measured is None:
+        return "-"
+    return f"{measured:.1%}" if isinstance(measured, float) else str(measured)
 
 
 def _percent(share):

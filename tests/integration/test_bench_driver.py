@@ -78,6 +78,9 @@ def test_verdict_lines_of_both_target_shapes():
     named = driver.verdict({"contender": "ours-round-robin", "name": "failed", "measured": 0, "target": "<= 0",
                             "passed": True})
     assert named == {"passed": True, "line": "PASS: ours-round-robin failed = 0 (target <= 0)"}
+    share = driver.verdict({"contender": "ours-least-loaded", "name": "429 share", "measured": 0.241,
+                            "target": "< 2%", "passed": False})
+    assert share["line"] == "FAIL: ours-least-loaded 429 share = 24.1% (target < 2%)"  # as multiplexing.py says it
 
 
 @pytest.mark.parametrize("results, code", [
