@@ -2,12 +2,15 @@
 
 One small chat request (``gpt-4o-mini``, one short user message) is sent to
 the simulator at zero latency, from ``concurrency`` asyncio tasks on one
-event loop of this process (uvloop when installed), by four contenders:
+event loop of this process (uvloop when installed), by these contenders:
 
 * ``aiohttp``: one raw ``aiohttp.ClientSession``, the reply decoded with
   ``json.loads``: the distance from the limit;
 * ``openai_sdk``: ``openai.AsyncOpenAI(base_url=..., max_retries=2)`` and
-  ``await client.chat.completions.create(...)``;
+  ``await client.chat.completions.create(...)``, on its default httpx transport;
+* ``openai_sdk_aiohttp``: the same on the SDK's aiohttp transport
+  (``http_client=openai.DefaultAioHttpClient()``, ``pip install 'openai[aiohttp]'``):
+  the SDK at its fastest, so that ours is not only compared with its httpx side;
 * ``litellm_router``: ``litellm.Router`` over one deployment
   (``openai/gpt-4o-mini`` at the simulator, ``num_retries=2``) and
   ``await router.acompletion(...)``, with LiteLLM kept offline (local cost
@@ -17,11 +20,11 @@ event loop of this process (uvloop when installed), by four contenders:
   retries, stats), ``max_concurrent_requests=concurrency``, and
   ``await client.achat(...)``.
 
-``openai`` and ``litellm`` are optional (``pip install -e '.[bench]'`` and
-``pip install openai``): a contender whose package is missing is skipped with
-a note.  The simulator runs as a subprocess pinned to core 1 and this process
+``openai`` (with its ``aiohttp`` extra) and ``litellm`` are optional
+(``pip install -e '.[bench]'``): a contender whose package is missing is
+skipped with a note.  The simulator runs as a subprocess pinned to core 1 and this process
 to core 0 (when there are two cores; ``--no-pin`` for an unpinned run).  For
-each concurrency (64 and 256) the contenders alternate A B C D A B C D ... for
+each concurrency (64 and 256) the contenders alternate A B C D ... A B C D ... for
 ``--rounds`` rounds; each run builds its client, warms it up, measures a batch
 and closes it.  The SDK and LiteLLM are slow, so their batches are capped at
 ``--peer-requests``; every figure is per request, so the counts need not match.
@@ -36,7 +39,8 @@ as the caller saw it, client CPU per request (user+sys of this whole process
 over the batch, from getrusage: our engine thread included), the CPU shares of
 this process and of the simulator, and failed requests.  Then the ratios of
 requests/s at each concurrency with PASS/FAIL for the targets: ours/aiohttp
->= 0.5, ours/openai_sdk >= 5, ours/litellm_router >= 20.  Targets set the exit
+>= 0.5, ours/openai_sdk >= 5, ours/litellm_router >= 20 (ours/openai_sdk_aiohttp
+and ours/httpx_async are measured, with no target of their own).  Targets set the exit
 status only with ``--strict`` (exit 2); more than 1% failed requests for any
 contender exits 1.
 
@@ -100,9 +104,11 @@ API_KEY = "sk-bench"
 BODY = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 
-CONTENDERS = ("aiohttp", "httpx_async", "openai_sdk", "litellm_router", "ours")
-OPTIONAL = {"httpx_async": "httpx", "openai_sdk": "openai", "litellm_router": "litellm"}  # contender: the package it needs
-PEERS = ("httpx_async", "openai_sdk", "litellm_router")  # slow: their batches are capped at --peer-requests
+CONTENDERS = ("aiohttp", "httpx_async", "openai_sdk", "openai_sdk_aiohttp", "litellm_router", "ours")
+OPTIONAL = {"httpx_async": "httpx", "openai_sdk": "openai", "openai_sdk_aiohttp": "openai",
+            "litellm_router": "litellm"}  # contender: the package it needs
+INSTALL = {"openai_sdk_aiohttp": "openai[aiohttp]"}  # what to install, where it is more than OPTIONAL's package
+PEERS = ("httpx_async", "openai_sdk", "openai_sdk_aiohttp", "litellm_router")  # slow: batches capped at --peer-requests
 TARGET_CONCURRENCIES = (64, 256)  # where the targets are set (issue #5); other concurrencies are only measured
 TARGETS = (  # (numerator, denominator, minimum ratio of requests/s), at TARGET_CONCURRENCIES
     ("ours", "aiohttp", 0.5),
@@ -169,6 +175,23 @@ async def openai_sdk_contender(url: str, concurrency: int) -> AsyncIterator[Clie
 
 
 @contextlib.asynccontextmanager
+async def openai_sdk_aiohttp_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
+    """The SDK on its aiohttp transport, with the SDK's own pool defaults as on httpx."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key=API_KEY, max_retries=RETRIES,
+                                http_client=openai.DefaultAioHttpClient())
+    try:
+        async def call() -> bool:
+            response = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+            return bool(response.choices)
+
+        yield Client(call)
+    finally:
+        await client.close()
+
+
+@contextlib.asynccontextmanager
 async def litellm_router_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
     """A new Router each run.  LiteLLM caches its HTTP clients across Routers;
     they are closed once, at the end (:func:`close_litellm`).
@@ -208,6 +231,7 @@ FACTORIES = {
     "aiohttp": aiohttp_contender,
     "httpx_async": httpx_async_contender,
     "openai_sdk": openai_sdk_contender,
+    "openai_sdk_aiohttp": openai_sdk_aiohttp_contender,
     "litellm_router": litellm_router_contender,
     "ours": ours_contender,
 }
@@ -234,7 +258,33 @@ def preload(contenders: tuple, freeze: bool) -> None:
 
 def available(name: str) -> bool:
     package = OPTIONAL.get(name)
-    return package is None or importlib.util.find_spec(package) is not None
+    if package is not None and importlib.util.find_spec(package) is None:
+        return False
+    return name != "openai_sdk_aiohttp" or openai_aiohttp_transport()
+
+
+def openai_aiohttp_transport() -> bool:
+    """Whether the installed SDK can run on aiohttp: it has ``DefaultAioHttpClient``
+    (openai >= 1.89) and building one does not raise the RuntimeError that says
+    the ``aiohttp`` extra is missing."""
+    import asyncio
+
+    import openai
+
+    factory = getattr(openai, "DefaultAioHttpClient", None)
+    if factory is None:
+        return False
+    try:
+        client = factory()
+    except RuntimeError:
+        return False
+    asyncio.run(client.aclose())
+    return True
+
+
+def skip_note(name: str) -> str:
+    need = INSTALL.get(name, OPTIONAL[name])
+    return f"skipped {name}: {need} is not installed (pip install '{need}')"
 
 
 # ------------------------------------------------------------------- running
@@ -308,8 +358,7 @@ def main(argv: Optional[list] = None) -> int:
               f"warm-up {args.warmup}; GC heap frozen after imports: {'no' if args.no_gc_freeze else 'yes'}",
               flush=True)
         for name in skipped:
-            print(f"skipped {name}: {OPTIONAL[name]} is not installed (pip install {OPTIONAL[name]})",
-                  flush=True)
+            print(skip_note(name), flush=True)
         preload(contenders, freeze=not args.no_gc_freeze)
         batches = run_in_new_loop(run_all(url, proc.pid, contenders, args))
     summary = summarise(batches)

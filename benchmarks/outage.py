@@ -29,7 +29,8 @@ client keeps up with on one core (LiteLLM's Router tops out near 170/s).
 The outage is switched, and the server's request count read every second,
 from threads of their own, so a client that starves its event loop cannot
 move the window.  A request is timed from its scheduled start.  Measured per contender: requests sent (by the caller),
-succeeded, failed; requests the server saw during the outage (its
+succeeded, failed; requests started during the outage and how many of
+them were lost (failed), ours once per circuit mode; requests the server saw during the outage (its
 ``requests_total`` read when the outage began and when it ended); the time
 to fail fast (median latency of the requests started during the outage
 after its first failure, that failed); the time to recover (from the
@@ -73,6 +74,7 @@ from async_overhead import (
     OPTIONAL,
     openai_sdk_contender,
     preload,
+    skip_note,
 )
 from procs import (
     Batch,
@@ -393,13 +395,15 @@ def rounded(value: Optional[float], digits: int) -> Optional[float]:
     return None if value is None else round(value, digits)
 
 
-COLUMNS = ["contender", "sent", "succeeded", "failed", "server saw during outage",
-           "fail fast p50 ms", "recover s", "p99 ms outside outage"]
+COLUMNS = ["contender", "on_circuit_open", "sent", "succeeded", "failed", "started during outage",
+           "lost of those", "server saw during outage", "fail fast p50 ms", "recover s", "p99 ms outside outage"]
+CIRCUIT_MODES = {"ours": "fail", "ours_wait": "wait"}  # the peers have no circuit: "-"
 
 
 def table_rows(figs: dict) -> list:
-    return [[name, f["sent"], f["succeeded"], f["failed"], f["server_during_outage"],
-             rounded(f["fail_fast_ms"], 3), rounded(f["recover_s"], 3), rounded(f["p99_outside_ms"], 3)]
+    return [[name, CIRCUIT_MODES.get(name), f["sent"], f["succeeded"], f["failed"], f["sent_during_outage"],
+             f["failed_during_outage"], f["server_during_outage"], rounded(f["fail_fast_ms"], 3),
+             rounded(f["recover_s"], 3), rounded(f["p99_outside_ms"], 3)]
             for name, f in figs.items()]
 
 
@@ -407,10 +411,12 @@ def print_table(figs: dict, schedule: Schedule) -> None:
     offered = int(schedule.rate * schedule.outage_seconds)
     print(f"\n{schedule.rate:g} req/s offered for {schedule.seconds:g} s; outage "
           f"{schedule.outage_at:g}-{schedule.outage_end:g} s ({offered} requests offered during it)")
-    print(f"{'contender':<16}{'sent':>7}{'ok':>7}{'failed':>8}{'server in outage':>18}"
-          f"{'fail fast ms':>14}{'recover s':>11}{'p99 ms outside':>16}")
+    print(f"{'contender':<20}{'circuit':>8}{'sent':>7}{'ok':>7}{'failed':>8}{'lost in outage':>16}"
+          f"{'server in outage':>18}{'fail fast ms':>14}{'recover s':>11}{'p99 ms outside':>16}")
     for name, f in figs.items():
-        print(f"{name:<16}{f['sent']:>7}{f['succeeded']:>7}{f['failed']:>8}{f['server_during_outage']:>18}"
+        lost = f"{f['failed_during_outage']}/{f['sent_during_outage']}"
+        print(f"{name:<20}{CIRCUIT_MODES.get(name, '-'):>8}{f['sent']:>7}{f['succeeded']:>7}{f['failed']:>8}"
+              f"{lost:>16}{f['server_during_outage']:>18}"
               f"{fmt(f['fail_fast_ms'], '.2f'):>14}{fmt(f['recover_s'], '.3f'):>11}"
               f"{fmt(f['p99_outside_ms'], '.2f'):>16}")
     for name, f in figs.items():
@@ -511,8 +517,7 @@ def main(argv: Optional[list] = None) -> int:
     with pinned_simulator(pin) as (proc, url):  # before any thread of ours exists
         print(f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}", flush=True)
         for name in skipped:
-            print(f"skipped {name}: {OPTIONAL[name]} is not installed (pip install {OPTIONAL[name]})",
-                  flush=True)
+            print(skip_note(name), flush=True)
         preload(contenders, freeze=True)
         runs = run_in_new_loop(run_all(url, contenders, schedule, proc.pid))
     figs = {run.name: figures(run) for run in runs}
@@ -540,7 +545,10 @@ def write_json(path: str, quick: bool, pin: bool, schedule: Schedule, contenders
         "description": (
             f"Each client sends chat requests at {schedule.rate:g} req/s open loop (each its own task) "
             f"for {schedule.seconds:g} s; {schedule.outage_at:g} s in the simulator answers every request "
-            f"503 for {schedule.outage_seconds:g} s. 'server saw during outage' is the simulator's request "
+            f"503 for {schedule.outage_seconds:g} s. Ours runs twice, once per circuit mode: on_circuit_open="
+            "'fail' (the default: refuse at once while OPEN) and 'wait' (queue for the probe within the "
+            "request's deadline). 'lost of those' counts the requests started during the outage that failed. "
+            "'server saw during outage' is the simulator's request "
             "count over the window; 'fail fast' the median latency of requests started during the outage "
             "after its first failure that failed; 'recover' the time from the outage's end to the first "
             "success; p99 over the successes wholly outside the outage."),

@@ -139,6 +139,17 @@ def _bars(axes, series: dict) -> None:
     axes.set_xticklabels([str(c) for c in categories], rotation=20, ha="right", fontsize=8)
 
 
+def targets_md(results: list[dict]) -> list[str]:
+    """Every target verdict of the run, the missed ones first, under one heading."""
+    verdicts = [(r["scenario"], t) for r in results for t in r.get("targets") or []]
+    if not verdicts:
+        return []
+    missed = [(s, t) for s, t in verdicts if not t["passed"]]
+    head = f"Targets: {len(missed)} of {len(verdicts)} missed." if missed else f"Targets: all {len(verdicts)} met."
+    ordered = missed + [(s, t) for s, t in verdicts if t["passed"]]
+    return [head, ""] + [f"- {s}: {fmt(t['line'])}" for s, t in ordered] + [""]
+
+
 def write_results(results: list[dict], directory: str, *, command: str, quick: bool, started: float,
                   plots_note: Optional[str]) -> str:
     when = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -156,6 +167,7 @@ def write_results(results: list[dict], directory: str, *, command: str, quick: b
     ]
     if plots_note:
         lines += [f"_{plots_note}._", ""]
+    lines += targets_md(results)
     lines += ["| scenario | what | run time |", "|---|---|---|"]
     for result in results:
         what = result.get("title") or result.get("error", "")
@@ -167,6 +179,8 @@ def write_results(results: list[dict], directory: str, *, command: str, quick: b
             lines += [f"No figures: {result['error']}.", ""]
             continue
         lines += [f"**{result.get('title', '')}**", "", result.get("description", ""), ""]
+        if result.get("exit_status") != 0:
+            lines += [f"_The script exited {result.get('exit_status')}: its figures mean little (see its output)._", ""]
         for table in result.get("tables") or []:
             lines += table_md(table)
         findings = result.get("findings") or []

@@ -17,7 +17,8 @@ from ..helpers import quick_benchmark
 pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
 
 RUN_TIMEOUT = 120
-COLUMNS = ["contender", "sent", "succeeded", "failed", "server saw during outage",
+COLUMNS = ["contender", "on_circuit_open", "sent", "succeeded", "failed", "started during outage",
+           "lost of those", "server saw during outage",
            "fail fast p50 ms", "recover s", "p99 ms outside outage"]
 FAIL_FAST_MS = 50.0  # generous: an OPEN circuit refuses in well under a millisecond
 RECOVER_S = 3.0  # reset_timeout is 1 s: the first probe after the outage goes within it
@@ -51,4 +52,11 @@ def test_quick_run_writes_the_common_shape_and_ours_fails_fast(tmp_path_factory)
     waited = dict(zip(COLUMNS, next(row for row in table["rows"] if row[0] == "ours_wait")))
     assert waited["sent"] == ours["sent"]
     assert waited["failed"] < ours["failed"]  # the outage is shorter than the deadline: waiting saves them
+    # lost requests, shown for both circuit modes: fail-fast loses (nearly) every one started in the outage
+    assert (ours["on_circuit_open"], waited["on_circuit_open"]) == ("fail", "wait")
+    assert ours["started during outage"] == waited["started during outage"] == offered_in_outage
+    assert 0 < ours["lost of those"] <= ours["started during outage"] and ours["lost of those"] <= ours["failed"]
+    assert 0 <= waited["lost of those"] < ours["lost of those"]
+    peers = [dict(zip(COLUMNS, row)) for row in table["rows"] if not row[0].startswith("ours")]
+    assert all(p["on_circuit_open"] is None and 0 <= p["lost of those"] <= p["started during outage"] for p in peers)
     assert 0 < waited["server saw during outage"] <= SERVER_SHARE * offered_in_outage  # no polling

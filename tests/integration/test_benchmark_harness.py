@@ -3,12 +3,14 @@
 Only the harness is checked here (it starts and stops the simulator, every
 contender completes, the JSON holds positive figures); the timing targets
 are never asserted in tests.  ``overhead.py`` needs httpx (the test and bench
-extras); ``async_overhead.py`` runs the openai SDK and LiteLLM only where they
-are installed (not in CI), so only raw aiohttp and ours are required of it.
+extras); ``async_overhead.py`` runs the openai SDK (on httpx, and on aiohttp where the
+``openai[aiohttp]`` extra is installed) and LiteLLM only where they are
+installed (not in CI), so only raw aiohttp and ours are required of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 from pathlib import Path
@@ -25,7 +27,8 @@ RUN_TIMEOUT = 120
 POSITIVE_FIGURES = ("requests_per_s", "p50_ms", "p99_ms", "client_cpu_ms_per_request", "wall_s")
 
 ASYNC_REQUIRED = ("aiohttp", "ours")
-ASYNC_OPTIONAL = {"httpx_async": "httpx", "openai_sdk": "openai", "litellm_router": "litellm"}  # contender: its package
+ASYNC_OPTIONAL = {"httpx_async": "httpx", "openai_sdk": "openai", "openai_sdk_aiohttp": "openai[aiohttp]",
+                  "litellm_router": "litellm"}  # contender: what it needs installed
 ASYNC_CONCURRENCIES = ["64", "256"]
 ASYNC_QUICK_REQUESTS = 300
 ASYNC_TARGET_MINIMUMS = {"ours/aiohttp": 0.5, "ours/openai_sdk": 5.0, "ours/litellm_router": 20.0}
@@ -42,8 +45,24 @@ def async_quick_run(tmp_path_factory):
     return quick_benchmark(tmp_path_factory, "async_overhead.py", RUN_TIMEOUT)
 
 
+def installed(requirement: str) -> bool:
+    """A package, or ``openai[aiohttp]``: the SDK whose DefaultAioHttpClient can be built."""
+    if requirement != "openai[aiohttp]":
+        return importlib.util.find_spec(requirement) is not None
+    if importlib.util.find_spec("openai") is None:
+        return False
+    import openai
+
+    try:
+        client = openai.DefaultAioHttpClient()
+    except (AttributeError, RuntimeError):  # before 1.89, or without the extra
+        return False
+    asyncio.run(client.aclose())
+    return True
+
+
 def installed_async_contenders() -> set:
-    optional = {name for name, package in ASYNC_OPTIONAL.items() if importlib.util.find_spec(package)}
+    optional = {name for name, requirement in ASYNC_OPTIONAL.items() if installed(requirement)}
     return set(ASYNC_REQUIRED) | optional
 
 
