@@ -56,7 +56,8 @@ R = 300 by default: 4R = 1,200 a minute, so N = 2,000 needs two windows,
 about a minute.  ``--quick`` (for the test): 120 requests, concurrency 16,
 10 requests per key in 2 s windows, one round: seconds; its figures only show
 that the harness works: a client told a per-minute limit bursts more than
-a 2 s window admits, so 429s are expected there.
+a 2 s window admits, so 429s are expected there and the 429 target is not
+judged.
 
     python benchmarks/multiplexing.py [--rpm 300] [--requests 2000] [--concurrency 64]
                                       [--rounds 3] [--latency 0] [--contenders ...] [--no-pin]
@@ -506,9 +507,11 @@ def summarise(rounds: dict) -> dict:
     return summary
 
 
-def check_targets(summary: dict, bound: float) -> list:
+def check_targets(summary: dict, bound: float, quick: bool = False) -> list:
     """Our targets, judged on each of our contenders' medians (failed: the worst run); the
-    ``vs bound`` one only when the requests need more than one window (``bound`` > 0)."""
+    ``vs bound`` one only when the requests need more than one window (``bound`` > 0); the
+    429 share not in ``quick`` mode, whose 2 s server windows are no per-minute limit (a client
+    told R a minute may rightly send a minute's share within one of them)."""
     checks = []
     for name in OURS:
         m = summary.get(name)
@@ -518,7 +521,7 @@ def check_targets(summary: dict, bound: float) -> list:
             ("goodput", m["goodput_vs_ideal"], m["goodput_vs_ideal"] >= MIN_GOODPUT_SHARE,
              f">= {MIN_GOODPUT_SHARE:.0%} of 4R"),
             ("failed", m["failed"], m["failed"] <= MAX_FAILED, f"<= {MAX_FAILED}"),
-            ("429 share", m["share_429"], m["share_429"] < MAX_429_SHARE, f"< {MAX_429_SHARE:.0%}"),
+            *([] if quick else [("429 share", m["share_429"], m["share_429"] < MAX_429_SHARE, f"< {MAX_429_SHARE:.0%}")]),
             ("key share spread", m["share_spread"], m["share_spread"] <= MAX_SHARE_SPREAD,
              f"<= {MAX_SHARE_SPREAD:.0%}"),
         ):
@@ -652,7 +655,7 @@ def main(argv: Optional[list] = None) -> int:
     finally:
         stop_simulator(proc)
     summary = summarise(results)
-    targets = check_targets(summary, setup.bound)
+    targets = check_targets(summary, setup.bound, quick=args.quick)
     print_report(summary, targets, setup)
     if args.json:
         write_json(args, pin, setup, summary, targets, skipped)

@@ -126,9 +126,8 @@ def test_the_multiplexing_table_is_per_client_and_per_run_with_no_total_over_the
 @pytest.mark.timeout(400)
 def test_python_m_benchmarks_writes_results_md_with_every_scenario(tmp_path):
     """The page, whatever the targets: on this two-core machine a quick run can miss
-    one (multiplexing's quick windows are 2 s while its clients are told a
-    per-minute limit, so its 429 target is missed by design), and the exit status
-    then says 2 with the FAIL line printed; it must never say the run crashed."""
+    one on rough figures, and the exit status then says 2 with the FAIL line
+    printed; it must never say the run crashed."""
     pytest.importorskip("httpx")  # overhead-sync's raw httpx contender
     proc = run_driver("--quick", "--only", *SCENARIOS, "--out", str(tmp_path), timeout=380)
     assert proc.returncode in (0, 2), proc.stderr[-3000:]

@@ -192,3 +192,14 @@ def test_runner_bulk_runs_a_job_file_with_batching_on_and_off(tmp_path_factory):
     for mode in ("on", "off"):
         row = figures["figures"][str(size)][mode]
         assert row["lines_ok"] == size and row["lines_per_s"] > 0 and row["peak_rss_mb"] > 0
+
+
+def test_multiplexing_judges_the_429_share_in_full_runs_only():
+    from benchmarks.multiplexing import OURS, check_targets
+
+    figures = {"goodput_vs_ideal": 1.0, "failed": 0, "share_429": 0.2, "share_spread": 0.0, "vs_bound": 1.0}
+    summary = {name: figures for name in OURS}
+    full = {(t["name"], t["passed"]) for t in check_targets(summary, bound=60.0)}
+    assert ("429 share", False) in full  # 20 % of attempts answered 429: a miss
+    quick = {t["name"] for t in check_targets(summary, bound=60.0, quick=True)}
+    assert "429 share" not in quick and {"goodput", "failed", "key share spread", "vs bound"} <= quick

@@ -23,7 +23,7 @@ RUN_TIMEOUT = 240
 OURS = ("ours-least-loaded", "ours-round-robin")
 LITELLM = ("litellm-least-busy", "litellm-usage-v2")
 KEY_NAMES = {"key1", "key2", "key3", "key4"}
-TARGETS = {"goodput", "failed", "429 share", "key share spread", "vs bound"}
+TARGETS = {"goodput", "failed", "key share spread", "vs bound"}  # the 429 share is judged in full runs only
 
 
 def expected_contenders() -> set:
