@@ -861,10 +861,11 @@ class BaseApiBackend:
         if self._view_of is None:
             self._engine.close()
 
-    async def aclose(self) -> None:
-        """:meth:`close`, awaited from any event loop."""
+    async def aclose(self, grace: float = 5.0) -> None:
+        """:meth:`close`, awaited from any event loop; attempts in flight get
+        ``grace`` seconds to finish, then are cancelled."""
         if self._view_of is None:
-            await self._engine.aclose_from_any_loop()
+            await self._engine.aclose_from_any_loop(grace)
 
     def __enter__(self) -> "BaseApiBackend":
         return self

@@ -25,9 +25,12 @@ The run stops on what cannot work (the rules and exit codes are in
   (exit 4), its line recorded ``interrupted``.
 - **The same failure again and again.**  ``max_same_failures`` lines in a
   row failing alike (class, status, message) stop the run (exit 5).
-- **Signals.**  Ctrl-C (SIGINT) or SIGTERM: no new job starts; those in flight
-  get ``grace`` seconds to finish, then are abandoned (recorded
-  ``interrupted``); a second signal abandons them at once.  Exit 130 / 143.
+- **Signals.**  Ctrl-C (SIGINT) or SIGTERM: no new job starts and the lines
+  still queued are recorded ``interrupted`` unsent (the client is closed:
+  its queue fails at once); those in flight get ``grace`` seconds to finish,
+  then are abandoned (recorded ``interrupted``); a second signal abandons
+  them at once.  Exit 130 / 143.  Every other stop closes the client with no
+  grace.
 
 Warnings of the core (a circuit opening, a key disabled) are shown as notes
 of the display.
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from ..resilience.breaker import STATE_CLOSED
-from ..resilience.errors import AuthenticationError, RateLimitError
+from ..resilience.errors import AuthenticationError, CancelledRequestError, RateLimitError, ShutdownError
 from ..resilience.redact import public_url, redact
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
@@ -69,6 +72,7 @@ DEFAULT_WINDOW_PER_SLOT = 4  # jobs admitted per concurrency slot: enough to fil
 MIN_WINDOW = 64
 TICK_SECONDS = 0.25  # how often the display gets a snapshot
 MALFORMED_KEPT = 100  # malformed lines listed in the report (all are counted)
+CLOSE_MARGIN_S = 1.0  # past the client's own grace, the runner abandons what is still waiting
 PACKAGE_LOGGER = "ipfs_accelerate_py"
 
 
@@ -129,6 +133,7 @@ class Runner:
         self._last_failure: Any = None  # the breaker's, for the outage's stop
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._closing: Optional[asyncio.Task] = None  # the client's close, begun by a stop
         self._seen = IdSet()
         self._tasks: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(options.window)
@@ -162,6 +167,8 @@ class Runner:
             await self._feed(loop, pending)
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if self._closing is not None:  # bounded: an abandoned attempt must not hold the run for its grace
+                await asyncio.wait({self._closing}, timeout=CLOSE_MARGIN_S if self.abandoning else self.options.grace + CLOSE_MARGIN_S)
         finally:
             if ticker is not None:
                 ticker.cancel()
@@ -288,6 +295,10 @@ class Runner:
 
     def _failed(self, job: Job, started: float, future: Any, error: BaseException) -> None:
         """A job's error, and what it says of the run."""
+        if self.stopping and isinstance(error, (ShutdownError, CancelledRequestError)):
+            # failed by the stop itself (queued, or past the grace): not done, sent again on resume
+            self._finish(job, STATUS_INTERRUPTED, started, future, error="not finished: " + self._why_abandoned())
+            return
         if isinstance(error, AuthenticationError) and self._usable_keys(besides=getattr(error, "key_name", None)) == 0:
             # the key, or every key left, was refused: the line is not done, the run cannot go on
             self._finish(job, STATUS_INTERRUPTED, started, future, error=error)
@@ -352,18 +363,24 @@ class Runner:
 
     def stop(self, stop: Stop) -> None:
         """Stop the run (the first reason given is the one kept): no new job
-        starts; those in flight get the grace period when ``stop`` is
-        graceful, else are abandoned at once."""
+        starts, and the client fails what is still queued at once (those
+        lines are recorded ``interrupted``, never sent); the requests in
+        flight get the grace period when ``stop`` is graceful, else are
+        abandoned at once."""
         if self.stop_reason is not None:
             return
         self.stop_reason = stop
+        stats = self.client.get_stats()
+        in_flight, queued = stats["in_flight"], stats["current_queue_size"]
+        grace = self.options.grace if stop.graceful else 0.0
+        if self._loop is not None:
+            self._closing = self._loop.create_task(self.client.aclose(grace=grace))
         if stop.graceful:
-            grace = self.options.grace
             self.display.note(
-                f"stopping ({stop.reason}): no new requests; {len(self._tasks)} in flight get {grace:g}s to finish "
-                "(press Ctrl-C again to abandon them now)"
+                f"stopping ({stop.reason}): {queued} queued lines are left for resume; {in_flight} in flight get "
+                f"{grace:g}s to finish (press Ctrl-C again to abandon them now)"
             )
-            self._later("grace", grace, self._abandon)
+            self._later("grace", grace + CLOSE_MARGIN_S, self._abandon)  # the client's grace ends first
         else:
             self.display.note(f"stopping: {stop.reason}")
             self._abandon()
@@ -380,7 +397,7 @@ class Runner:
             return
         self.abandoning = True
         if self._tasks:
-            self.display.note(f"abandoning {len(self._tasks)} requests (in flight or queued): recorded as interrupted, run again on resume")
+            self.display.note(f"abandoning the {len(self._tasks)} lines not finished: they run again on resume")
         for task in list(self._tasks):
             task.cancel()
 

@@ -168,8 +168,10 @@ def test_sigterm_finishes_what_is_in_flight_and_exits_143(tmp_path, fresh_simula
     assert proc.returncode == EXIT_TERMINATED, err
     assert "stopped: interrupted by SIGTERM" in err and "Traceback" not in err
     first = records(out)
-    assert first and all(r["status"] == "ok" for r in first)  # in flight at the signal: finished and written
-    assert simulator.counters()["requests_total"] == len(first) < 300  # every answer the server gave is kept
+    ok = [r for r in first if r["status"] == "ok"]
+    assert ok and {r["status"] for r in first} == {"ok", "interrupted"}  # in flight: finished; queued: left unsent
+    assert all("not finished: interrupted by SIGTERM" in r["error"]["message"] for r in first if r["status"] != "ok")
+    assert simulator.counters()["requests_total"] == len(ok) < 300  # every answer kept; nothing queued was sent
     report = json.loads((tmp_path / "out.report.json").read_text())
     assert report["runs"][-1]["exit_code"] == EXIT_TERMINATED
 
@@ -188,7 +190,8 @@ def test_a_second_signal_abandons_what_is_in_flight_at_once_leaving_no_torn_line
     proc.wait(WAIT)  # far below the 600 s grace: the second signal ended it
     text = err.all()
     assert proc.returncode == EXIT_TERMINATED, text  # the first reason is the one reported
-    assert "abandoning 19 requests (in flight or queued)" in text and "Traceback" not in text
+    assert "15 queued lines are left for resume; 4 in flight get 600s" in text
+    assert "abandoning the 4 lines not finished" in text and "Traceback" not in text
     first = records(out)
     assert [r["status"] for r in first] == ["ok"] + ["interrupted"] * 19  # the pre-flight's line, then the rest
     simulator.reset()
