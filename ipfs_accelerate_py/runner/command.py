@@ -21,8 +21,10 @@ from typing import Any, Iterable, Mapping, Optional
 from ..api_backends import UnknownBackendError, backend_class, canonical_backend_name
 from ..engine.settings import SETTINGS
 from ..resilience.errors import InvalidInputError, SettingError
+from ..resilience.redact import public_url
+from .openai_batch import is_batch_output
 from .results import Outcomes, ResultLog
-from .run import DEFAULT_WINDOW_PER_SLOT, MIN_WINDOW, RunOptions, Runner
+from .run import DEFAULT_WINDOW_PER_SLOT, MIN_WINDOW, RunOptions, Runner, model_for
 from .scan import Scan, scan_jobs
 from .target import describe_target, target_text
 from .stops import (
@@ -37,7 +39,7 @@ from .stops import (
 
 __all__ = ["UsageError", "client_metadata", "load_config", "run_command"]
 
-CONFIG_FIELDS = ("api", "base_url", "model", "keys", "settings", "window")
+CONFIG_FIELDS = ("api", "base_url", "model", "embedding_model", "keys", "settings", "window")
 KEY_FIELDS = ("name", "key", "rpm", "tpm", "max_concurrent", "base_url", "weight")
 SIMULATOR_KEY = "simulator"  # the embedded simulator's placeholder key: no key of the user's is sent to it
 
@@ -100,7 +102,7 @@ def load_config(path: str) -> dict:
     unknown = sorted(str(name) for name in set(data) - set(CONFIG_FIELDS))
     if unknown:
         raise UsageError(f"config file {path}: unknown field {unknown[0]!r}; the fields are {', '.join(CONFIG_FIELDS)}")
-    for name in ("api", "base_url", "model"):
+    for name in ("api", "base_url", "model", "embedding_model"):
         if name in data and not (isinstance(data[name], str) and data[name].strip()):
             raise UsageError(f"config file {path}: {name!r} must be a non-empty string")
     if "settings" in data and not isinstance(data["settings"], dict):
@@ -144,6 +146,35 @@ def _check_job_file(path: str) -> None:
         raise UsageError(f"no such job file: {path}") from None
     except OSError as exc:
         raise UsageError(f"cannot read job file {path}: {exc.strerror or exc}") from None
+    if not os.path.isfile(path):
+        raise UsageError(f"job file {path} is not a regular file (a pipe?): the run reads it twice, to check it and to send "
+                         "it, and resumes from it; save it to a file first")
+
+
+def _check_base_url(url: Optional[str]) -> None:
+    if url is None or url.strip().lower() in ("simulator", "embedded"):
+        return
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https"):
+        raise UsageError(f"--base-url {public_url(url)!r} must start with http:// or https:// (or be 'simulator'), "
+                         "e.g. http://127.0.0.1:8000/v1")
+
+
+def _check_output_format(out: str, output_format: str) -> None:
+    """A results file keeps one format: resuming in the other would mix two kinds of line."""
+    try:
+        with open(out, "rb") as source:
+            first = source.readline()
+    except OSError:
+        return
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return
+    written = "openai-batch" if is_batch_output(record) else "jobs"
+    if isinstance(record, dict) and written != output_format:
+        raise UsageError(f"{out} holds results in the {written} format; resume it with --output-format {written} "
+                         f"(or give another --out for {output_format} results)")
 
 
 def _check_flags(args: Any) -> None:
@@ -170,8 +201,38 @@ def _check_flags(args: Any) -> None:
     for key in args.key or ():
         if not key.strip():
             raise UsageError("--key is empty; give the API key (or leave --key out)")
-    if args.model is not None and not args.model.strip():
-        raise UsageError("--model is empty; give a model name (or leave --model out)")
+    for flag, value in (("--model", args.model), ("--embedding-model", args.embedding_model)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is empty; give a model name (or leave {flag} out)")
+
+
+def _check_job(job: Any, options: RunOptions, client: Any) -> tuple[str, Optional[str]]:
+    """The model ``job`` goes to, and why the client would refuse to send it (None: it would not)."""
+    model = model_for(job, options, client)
+    try:
+        client.operation_request(job.type, model or "model", job.content, job.params)
+    except InvalidInputError as exc:  # an operation the backend lacks, content it refuses
+        return model or "", str(exc.message if isinstance(getattr(exc, "message", None), str) else exc)
+    if model is None:
+        flag = "--embedding-model" if job.type == "embeddings" else "--model"
+        return "", (f"no model: the {client.provider.spec.name} backend has no default {job.type} model; name one in the "
+                    f"line's 'model' or with {flag}")
+    return model, None
+
+
+def _check_client(client: Any, args: Any, metadata: Mapping[str, Any]) -> None:
+    """What the client's settings make impossible, said before anything is sent."""
+    spec = client.provider.spec
+    keyless = not client.api_key and not metadata.get("api_keys")
+    if keyless and spec.requires_key and client.base_url == spec.default_base_url:
+        variables = " or ".join(spec.key_env) or "the provider's key variable"
+        raise UsageError(f"{spec.name} at {public_url(client.base_url)} needs an API key and none is given: pass --key, set "
+                         f"{variables}, or list keys in the config (without --api, the embedded simulator answers)")
+    max_outage = args.max_outage if args.max_outage is not None else DEFAULT_MAX_OUTAGE
+    if max_outage <= client.reset_timeout:
+        raise UsageError(f"--max-outage {max_outage:g} is not longer than reset_timeout {client.reset_timeout:g} s (how long the "
+                         "circuit stays open before it probes the service again), so the run would stop before it could see the "
+                         f"service back; raise --max-outage, or lower reset_timeout (e.g. --set reset_timeout={max_outage / 4:g})")
 
 
 def run_command(args: Any, argv: Iterable[str]) -> int:
@@ -193,19 +254,25 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
     settings.setdefault("max_concurrent_requests", concurrency)
     window = args.window or config.get("window") or max(MIN_WINDOW, DEFAULT_WINDOW_PER_SLOT * concurrency)
     if window < concurrency:
-        raise UsageError(f"--window {window} is smaller than --concurrency {concurrency}: at most {window} requests could be "
-                         f"in flight; raise --window to at least {concurrency} or lower --concurrency")
+        raise UsageError(f"the window ({window}, from --window or the config) is smaller than the concurrency ({concurrency}): "
+                         f"at most {window} requests could be in flight; raise the window to at least {concurrency} or lower "
+                         "the concurrency")
     settings["queue_size"] = max(int(settings.get("queue_size", 0)), window)
+    base_url = args.base_url or config.get("base_url")
+    _check_base_url(base_url)
     out = args.out or _beside(args.jobs, ".results.jsonl")
     if os.path.isdir(out):
         raise UsageError(f"--out {out} is a directory; give the path of the results file")
+    if os.path.exists(out) and os.path.samefile(out, args.jobs):
+        raise UsageError(f"--out {out} is the job file itself: results would be appended to the jobs; give another path")
+    _check_output_format(out, args.output_format)
     outcomes = Outcomes.read(out)
     if args.retry_failed and not len(outcomes):
         raise UsageError(f"--retry-failed: {out} holds no results yet (this is a first run), so there is nothing to retry; "
                          "leave --retry-failed out")
     metadata = client_metadata(
         backend,
-        base_url=args.base_url or config.get("base_url"),
+        base_url=base_url,
         keys=args.key or (),
         key_limits={"rpm": args.rpm, "tpm": args.tpm},
         config_keys=config.get("keys") or (),
@@ -217,14 +284,12 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
     except (SettingError, InvalidInputError) as exc:
         raise UsageError(str(exc)) from None
     try:
+        _check_client(client, args, metadata)
         secrets = tuple(s for s in (client.api_key, *(k.get("key") for k in metadata.get("api_keys", ()))) if s)
-        model = args.model or config.get("model")
-
-        def model_for(job: Any) -> str:
-            return job.model or model or client.default_model(job.type)
-
-        scan = scan_jobs(args.jobs, model_for=model_for, outcomes=outcomes, retry_failed=args.retry_failed,
-                         input_format=args.input_format)
+        models = RunOptions(jobs=args.jobs, out=out, model=args.model or config.get("model"),
+                            embedding_model=args.embedding_model or config.get("embedding_model"))
+        scan = scan_jobs(args.jobs, check=lambda job: _check_job(job, models, client), outcomes=outcomes,
+                         retry_failed=args.retry_failed, input_format=args.input_format)
         problem = scan.problem()
         if problem and (scan.lines == 0 or not args.skip_bad_lines):
             raise UsageError(f"job file {args.jobs} {problem}" if scan.lines == 0 else f"job file {args.jobs}, {problem}")
@@ -238,7 +303,8 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
             jobs=args.jobs,
             out=out,
             api=api,
-            model=model,
+            model=models.model,
+            embedding_model=models.embedding_model,
             window=window,
             retry_failed=args.retry_failed,
             report=args.report or _beside(out, ".report"),

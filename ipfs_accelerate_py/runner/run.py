@@ -66,7 +66,7 @@ from .stops import (
     signal_stop,
 )
 
-__all__ = ["RunOptions", "Runner"]
+__all__ = ["RunOptions", "Runner", "model_for"]
 
 DEFAULT_WINDOW_PER_SLOT = 4  # jobs admitted per concurrency slot: enough to fill batches and the queue
 MIN_WINDOW = 64
@@ -81,7 +81,8 @@ class RunOptions:
     jobs: str
     out: str
     api: str = "openai"
-    model: Optional[str] = None
+    model: Optional[str] = None  # for chat and completion lines that name none
+    embedding_model: Optional[str] = None  # for embeddings lines that name none
     window: int = MIN_WINDOW
     retry_failed: bool = False
     report: Optional[str] = None  # path stem of the report files (".json", ".html" added)
@@ -95,6 +96,14 @@ class RunOptions:
     target: dict = field(default_factory=dict)  # where the run goes (see command.describe_target)
     input_format: str = "auto"  # of the job file: auto, jobs or openai-batch (see jobs.read_jobs)
     output_format: str = "jobs"  # of the results file: jobs or openai-batch (see results.ResultLog)
+
+
+def model_for(job: Job, options: RunOptions, client: Any) -> Optional[str]:
+    """The model ``job`` goes to: its own, else the run's for its kind
+    (``--embedding-model`` for embeddings, ``--model`` for chats and
+    completions), else the backend's default (None: the backend has none)."""
+    run_model = options.embedding_model if job.type == "embeddings" else options.model
+    return job.model or run_model or client.default_model(job.type)
 
 
 class Runner:
@@ -224,7 +233,7 @@ class Runner:
                 await asyncio.sleep(0)  # let finished jobs be written while the file is read
 
     def _submit(self, client: Any, job: Job) -> Any:
-        model = job.model or self.options.model or self.client.default_model(job.type)
+        model = model_for(job, self.options, self.client)
         endpoint, data = self.client.operation_request(job.type, model, job.content, job.params)
         return client.aqueue_with_priority({"endpoint": endpoint, "data": data, "request_id": job.id}, job.priority)
 

@@ -79,14 +79,16 @@ class Scan:
 def scan_jobs(
     path: str,
     *,
-    model_for: Callable[[Job], str] = lambda job: job.model or "",
+    check: Callable[[Job], tuple[str, Optional[str]]] = lambda job: (job.model or "", None),
     outcomes: Optional[Outcomes] = None,
     retry_failed: bool = False,
     input_format: str = "auto",
 ) -> Scan:
     """Read the whole file once (see the module docstring).  ``outcomes``:
     what the results file holds, to count jobs done and still to send;
-    ``input_format``: as :func:`.jobs.parse_job` takes it."""
+    ``input_format``: as :func:`.jobs.parse_job` takes it; ``check`` gives
+    a job's model and what makes it impossible to send (None: nothing), so
+    a line the backend would refuse is a bad line before anything is sent."""
     scan = Scan()
     seen = IdSet()
     outcomes = outcomes if outcomes is not None else Outcomes()
@@ -102,6 +104,10 @@ def scan_jobs(
             if not seen.add(item.id):
                 _bad(scan, number, f"id {item.id!r} already used on an earlier line", raw)
                 continue
+            model, problem = check(item)
+            if problem is not None:
+                _bad(scan, number, problem, raw)
+                continue
             scan.jobs += 1
             if item.id in outcomes.ok:
                 scan.ok += 1
@@ -110,7 +116,7 @@ def scan_jobs(
             if outcomes.done(item.id, retry_failed):
                 continue
             scan.to_send += 1
-            scan.by_model[(item.type, model_for(item))] += 1
+            scan.by_model[(item.type, model)] += 1
             scan.chars += _chars(item.content)
     return scan
 

@@ -153,7 +153,7 @@ def preflight_failure(error: BaseException, usable_keys: int, refused_keys: tupl
     handle those).  ``refused_keys``: the labels of the keys disabled so far."""
     if isinstance(error, NetworkError):
         return f"cannot reach the target: {error}; check --base-url (is the server running, is the address right?)"
-    if isinstance(error, AuthenticationError) and usable_keys == 0:
+    if isinstance(error, AuthenticationError) and (usable_keys == 0 or getattr(error, "attempts", None) == 0):
         which = f"every key ({', '.join(refused_keys)})" if len(refused_keys) > 1 else "the key"
         return (
             f"the target refused {which}: {error}; check --key, the config's keys or the provider's "

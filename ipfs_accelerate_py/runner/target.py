@@ -27,7 +27,7 @@ def describe_target(
         {"name": name, **{limit: row[limit] for limit in ("rpm", "tpm", "max_concurrent") if row.get(limit) is not None}}
         for name, row in pool.items()
     ]
-    models = sorted({model for (_, model) in (scan.by_model if scan is not None else ())})
+    models = sorted({model for (_, model) in (scan.by_model if scan is not None else ()) if model})
     return {
         "provider": api,
         "base_url": url,

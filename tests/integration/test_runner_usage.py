@@ -64,7 +64,7 @@ CASES = {
     "rpm without key": ({}, ["--rpm", "60"], "--rpm limits each --key, and no --key is given"),
     "tpm without key": ({}, ["--tpm", "1000"], "--tpm limits each --key, and no --key is given"),
     "retry-failed on a first run": ({}, ["--retry-failed"], "this is a first run"),
-    "window below concurrency": ({}, ["--concurrency", "32", "--window", "8"], "--window 8 is smaller than --concurrency 32"),
+    "window below concurrency": ({}, ["--concurrency", "32", "--window", "8"], "the window (8, from --window or the config) is smaller than the concurrency (32)"),
     "concurrency zero": ({}, ["--concurrency", "0"], "--concurrency must be at least 1"),
     "negative retries": ({}, ["--max-retries", "-1"], "--max-retries must be at least 0"),
     "zero timeout": ({}, ["--timeout", "0"], "--timeout must be a number of more than 0"),
@@ -81,6 +81,16 @@ CASES = {
     "out is a directory": ({"outdir/x": ""}, ["--out", "outdir"], "--out outdir is a directory"),
     "empty key": ({}, ["--key", ""], "--key is empty"),
     "empty model": ({}, ["--model", " "], "--model is empty"),
+    "out is the job file": ({}, ["--out", "jobs.jsonl"], "is the job file itself"),
+    "base URL with no scheme": ({}, ["--base-url", "127.0.0.1:8000/v1"], "must start with http:// or https://"),
+    "a pipe as the job file": ({}, ["JOBS=/dev/stdin"], "is not a regular file (a pipe?)"),
+    "max-outage not above reset_timeout": ({}, ["--max-outage", "10"], "is not longer than reset_timeout 30"),
+    "an operation the backend lacks": ({"jobs.jsonl": jsonl({"input": "x"})}, ["--api", "claude"],
+                                       "the anthropic backend has no embeddings operation"),
+    "a chat to an embeddings server": ({}, ["--api", "hf_tei"], "line 1: the hf_tei backend has no chat operation"),
+    "a results file of the other format": ({"o.jsonl": jsonl({"id": "a", "status": "ok"})},
+                                           ["--out", "o.jsonl", "--output-format", "openai-batch"],
+                                           "o.jsonl holds results in the jobs format"),
 }
 
 
@@ -108,7 +118,8 @@ def test_a_bad_invocation_is_one_line_and_exit_2_with_nothing_sent(name, tmp_pat
     assert len(lines) == 1 and phrase in lines[0], lines
     assert lines[0].startswith("ipfs-accelerate")
     assert simulator.counters()["requests_total"] == 0
-    assert not (tmp_path / "jobs.results.jsonl").exists() and not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "jobs.results.jsonl").exists()
+    assert (tmp_path / "o.jsonl").read_bytes() == files["o.jsonl"].encode() if "o.jsonl" in files else not (tmp_path / "o.jsonl").exists()
 
 
 def test_the_table_covers_at_least_thirty_mistakes():
@@ -163,3 +174,20 @@ def test_random_bytes_as_a_job_file_never_crash_never_hang_and_good_lines_still_
             assert code in (0, 1)
             done = {json.loads(line)["id"] for line in out.read_text().splitlines() if json.loads(line)["status"] == "ok"}
             assert {job["id"] for job in good} <= done
+
+
+SAMPLE = ROOT / "examples" / "jobs.jsonl"
+
+
+@pytest.mark.parametrize("api", ["claude", "gemini", "groq", "hf_tei", "hf_tgi", "llvm", "ollama", "opea", "openai", "ovms", "vllm"])
+def test_every_backend_runs_the_sample_or_names_the_lines_it_cannot_send(api, tmp_path):
+    out = tmp_path / "out.jsonl"
+    base = ["run", str(SAMPLE), "--api", api, "--base-url", "simulator", "--out", str(out), "--progress", "quiet"]
+    code, err = _run_in_process(base + ["--dry-run"])
+    assert code in (0, 2) and "internal error" not in err and "Traceback" not in err, err
+    if code == 2:  # a chat line to an embeddings server, an embeddings line to a chat-only API: named, nothing sent
+        assert "backend has no" in err and not out.exists()
+    code, err = _run_in_process(base + ["--skip-bad-lines"])
+    assert code in (0, 1) and "internal error" not in err, err
+    done = [json.loads(line) for line in out.read_text().splitlines()]
+    assert done and all(r["status"] == "ok" for r in done)  # every line it could send, answered

@@ -129,12 +129,14 @@ def test_the_scan_counts_jobs_by_type_and_model_and_estimates_tokens(tmp_path):
     path = write(tmp_path / "j.jsonl",
                  {"id": "a", "model": "m1", "messages": [{"role": "user", "content": "x" * 10}]},
                  {"id": "b", "input": ["y" * 6, "z" * 6]}, b"", {"id": "c", "prompt": "w" * 3})
-    scan = scan_jobs(path, model_for=lambda job: job.model or f"default-{job.type}")
+    scan = scan_jobs(path, check=lambda job: (job.model or f"default-{job.type}", None))
     assert (scan.lines, scan.jobs, scan.bad, scan.to_send) == (3, 3, 0, 3)
     assert dict(scan.by_model) == {("chat", "m1"): 1, ("embeddings", "default-embeddings"): 1,
                                    ("completion", "default-completion"): 1}
     assert scan.chars == 25 and scan.estimated_tokens == 7  # rounded up
     assert scan.problem() is None
+    refused = scan_jobs(path, check=lambda job: ("m", "no completions here" if job.type == "completion" else None))
+    assert (refused.jobs, refused.bad) == (2, 1) and "line 4: no completions here" in refused.problem()
 
 
 def test_the_scan_knows_where_the_job_stands_after_earlier_runs(tmp_path):
