@@ -334,7 +334,7 @@ def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, sca
 
     existed = os.path.exists(options.out)
     with ResultLog(options.out, options.output_format, options.secrets) as log:
-        runner = Runner(client, options, log, outcomes, display)
+        runner = Runner(client, options, log, outcomes, display, check=lambda job: _check_job(job, options, client))
         runner.total = scan.lines
         try:
             run = asyncio.run(runner.run())

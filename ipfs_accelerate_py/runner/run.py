@@ -118,7 +118,10 @@ class Runner:
         display: Any,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        check: Optional[Callable[[Job], tuple]] = None,
     ) -> None:
+        """``check(job)`` -> ``(model, problem)``: a job with a problem is not
+        sent but counted malformed, as the file's check before the run found it."""
         self.client = client
         self.options = options
         self.log = log
@@ -126,6 +129,7 @@ class Runner:
         self.display = display
         self.clock = clock
         self.wall = wall
+        self.check_job = check
         self.counts = dict.fromkeys(
             ("lines", "skipped", "skipped_failed", "submitted", "ok", "failed", "interrupted", "malformed"), 0
         )  # skipped_failed: skipped because an earlier run failed them (no --retry-failed)
@@ -206,6 +210,10 @@ class Runner:
                 continue
             if not self._seen.add(item.id):
                 self._malformed(item.line, f"id {item.id!r} already used on an earlier line")
+                continue
+            problem = self.check_job(item)[1] if self.check_job is not None else None
+            if problem is not None:
+                self._malformed(item.line, problem)
                 continue
             if self.outcomes.done(item.id, self.options.retry_failed):
                 self.counts["skipped"] += 1
