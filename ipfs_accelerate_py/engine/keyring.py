@@ -176,13 +176,15 @@ class KeyRing:
                 outcome = Outcome.ignored()
         else:
             outcome = Outcome.ignored()
+        already_disabled = outcome.kind == OUTCOME_AUTH_FAILURE and self.pool.disabled_reason(lease.name) is not None
         self.pool.release(lease, now, outcome)
         if outcome.kind == OUTCOME_RATE_LIMITED:
             scope = "" if outcome.scope == SCOPE_KEY or lease.model is None else f" for model {lease.model}"
             why = "Retry-After" if getattr(error, "retry_after", None) is not None else "backoff, no Retry-After"
             log.info("key %s%s cooling %.3gs after HTTP 429 (%s)", lease.name, scope, outcome.retry_after or 0.0, why)
-        elif outcome.kind == OUTCOME_AUTH_FAILURE:
-            log.warning("key %s disabled: %s; replace it or remove it with client.remove_api_key()", lease.name, outcome.reason)
+        elif outcome.kind == OUTCOME_AUTH_FAILURE and not already_disabled:  # once a key, not once a request in flight
+            log.warning("key %s disabled: %s; the other keys carry on (replace it, or remove it with client.remove_api_key())",
+                        lease.name, outcome.reason)
 
     def all_disabled_error(self, provider: str, now: float) -> Optional[AuthenticationError]:
         """An error naming every key and why, when no key is left to try."""

@@ -675,6 +675,11 @@ class KeyPool:
         with self._lock:
             self._state_of(name).disabled = str(reason)
 
+    def disabled_reason(self, name: str) -> Optional[str]:
+        """Why the key is disabled, or None when it is in use."""
+        with self._lock:
+            return self._state_of(name).disabled
+
     def enable(self, name: str) -> None:
         """Choose a disabled key again (its secret was replaced, say)."""
         with self._lock:

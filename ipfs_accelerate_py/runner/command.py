@@ -346,17 +346,20 @@ def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, sca
         if not existed and log.written == 0:
             os.remove(options.out)  # the run never started: no file left behind
         raise UsageError(f"{failed} (nothing was sent after this first request; no result was written)")
-    job = scan_jobs(options.jobs, outcomes=Outcomes.read(options.out), input_format=options.input_format)
-    run["job"] = {"lines": job.jobs, "ok": job.ok, "failed": job.failed, "not_run": job.not_run}
+    job = scan_jobs(options.jobs, check=lambda item: _check_job(item, options, client), outcomes=Outcomes.read(options.out),
+                    input_format=options.input_format)
+    run["job"] = {"lines": job.lines, "ok": job.ok, "failed": job.failed, "not_run": job.not_run, "bad": job.bad}
+    if runner.stop_reason is not None:
+        code = runner.stop_reason.code
+    else:  # 0: every line of the file has its result, all ok
+        code = EXIT_OK if job.ok == job.lines else EXIT_FAILURES
+    run["exit_code"] = code
     run["runs"] = _history(options.report + ".json") + [_this_run(run)]
     report = build_report(run)
     write_reports(report, options.report + ".json", options.report + ".html")
     display.finish(dict(_summary(run), report_json=options.report + ".json", report_html=options.report + ".html",
                         output=options.out))
-    if runner.stop_reason is not None:
-        return runner.stop_reason.code
-    clean = job.failed == 0 and job.not_run == 0 and run["totals"]["malformed"] == 0
-    return EXIT_OK if clean else EXIT_FAILURES  # 0: every job of the file has its result, all ok
+    return code
 
 
 def _dry_run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, scan: Scan) -> int:

@@ -156,6 +156,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     if job:
         runs = summary.get("runs") or 1
         rows.append(("job", f"{job['ok']} of {job['lines']} lines ok, {job['failed']} failed, {job['not_run']} not run"
+                            + (f", {job['bad']} bad (skipped)" if job.get("bad") else "")
                             + (f" (after {runs} runs)" if runs > 1 else "")
                             + ("; run the same command again to send the rest" if job["not_run"] else "")))
     latency = summary.get("latency") or {}

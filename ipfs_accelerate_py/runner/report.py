@@ -9,8 +9,8 @@ timestamps), a non-finite figure becomes 0, anything inside ``settings`` that
 looks like a secret is dropped (see :func:`looks_secret`), at most
 :data:`MAX_MALFORMED_LINES` malformed lines are kept, and ``success_rate`` is
 added in percent: over the whole job file (``job``: its ``lines``, ``ok``,
-``failed``, ``not_run`` across every run, so a stopped run never shows 100 %
-of a job it left half done), or ok / (ok + failed) of the run when there is
+``failed``, ``not_run`` and ``bad`` across every run, so a stopped run, or
+one that skipped bad lines, never shows 100 % of a job it left undone), or ok / (ok + failed) of the run when there is
 no ``job``; 0 when nothing finished.  ``runs`` lists every run of the job
 (start, end, what it sent, how it ended).  Unknown
 top-level entries pass through.  Building a built report gives it back.
@@ -65,9 +65,10 @@ TOTALS_LABELS = {
     "interrupted": "Interrupted",
     "malformed": "Malformed lines",
 }
-KEY_FIELDS = ("requests", "successes", "failures", "rate_limited")
-JOB_FIELDS = ("lines", "ok", "failed", "not_run")  # the whole job file, across its runs
-JOB_LABELS = {"lines": "Jobs in the file", "ok": "Succeeded", "failed": "Failed", "not_run": "Not run yet"}
+KEY_FIELDS = ("requests", "successes", "failures", "rate_limited", "auth_failures")
+JOB_FIELDS = ("lines", "ok", "failed", "not_run", "bad")  # the whole job file, across its runs
+JOB_LABELS = {"lines": "Lines in the file", "ok": "Succeeded", "failed": "Failed", "not_run": "Not run yet",
+              "bad": "Bad lines (skipped)"}
 RUN_FIELDS = ("submitted", "ok", "failed", "interrupted")
 LATENCY_FIELDS = ("mean", "p50", "p90", "p99", "max")
 
@@ -117,6 +118,7 @@ def build_report(run: Mapping[str, Any]) -> dict:
         report["success_rate"] = 100.0 * job["ok"] / job["lines"] if job["lines"] else 0.0
     report["runs"] = [_run_entry(entry) for entry in _list(report.get("runs"), "runs")]
     report["target"] = _mapping(report.get("target"), "target")
+    report["keys_disabled"] = {str(name): _text(why) for name, why in _mapping(report.get("keys_disabled"), "keys_disabled").items()}
     return report
 
 
@@ -301,6 +303,7 @@ def _summary_html(report: dict) -> str:
         ],
         "Latency": [("Measured", f"{latency['count']:,}")]
         + [(name, format_seconds(latency[name])) for name in LATENCY_FIELDS],
+        "Keys disabled": [(name, why) for name, why in report["keys_disabled"].items()],
         "Circuit breaker": [
             ("State", circuit["state"] or "—"),
             ("Times opened", f"{circuit['times_opened']:,}"),
@@ -318,7 +321,7 @@ def _summary_html(report: dict) -> str:
 def _runs_html(runs: list) -> str:
     if not runs:
         return ""
-    head = "".join(f"<th>{_e(name)}</th>" for name in ("Run", "Started", "Duration", "Sent", "Ok", "Failed", "Interrupted", "Ended"))
+    head = "".join(f"<th>{_e(name)}</th>" for name in ("Run", "Started", "Duration", "Submitted", "Ok", "Failed", "Interrupted", "Ended"))
     rows = "\n".join(
         f'<tr><td class="num">{number}</td><td>{_e(_fmt_epoch(run["started_at"]))}</td>'
         f'<td>{_e(_fmt_duration(run["duration_s"] or 0.0))}</td>'

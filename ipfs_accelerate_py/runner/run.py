@@ -553,9 +553,10 @@ class Runner:
             "timeline": sorted([second, count] for second, count in self.timeline.items()),
             "errors_by_class": dict(self.errors_by_class),
             "keys": {
-                name: {k: row[k] for k in ("requests", "successes", "failures", "rate_limited")}
+                name: {k: row[k] for k in ("requests", "successes", "failures", "rate_limited", "auth_failures")}
                 for name, row in stats["key_pool"].items()
             },
+            "keys_disabled": self._disabled_keys(),
             "circuit": {"state": breaker.get("state"), "times_opened": breaker.get("times_opened", 0)},
             "malformed_lines": list(self.malformed),
             "settings": dict(self.options.settings),

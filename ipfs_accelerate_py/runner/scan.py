@@ -55,7 +55,8 @@ class Scan:
 
     @property
     def not_run(self) -> int:
-        """Jobs of the file with no result yet (never sent, or interrupted)."""
+        """Jobs of the file with no result yet (never sent, or interrupted);
+        ``lines`` = ``ok`` + ``failed`` + ``not_run`` + ``bad``."""
         return self.jobs - self.ok - self.failed
 
     @property

@@ -94,6 +94,8 @@ def test_malformed_lines_stop_the_command_unless_skipped_then_are_reported_by_nu
     assert sorted(lines) == [4, 5, 6, 7]
     assert "not JSON" in lines[4] and "already used" in lines[6] and "messages" in lines[7]
     assert report["totals"]["malformed"] == 4
+    assert report["job"] == {"lines": 8, "ok": 4, "failed": 0, "not_run": 0, "bad": 4} and report["success_rate"] == 50.0
+    assert report["runs"][-1]["exit_code"] == 1  # a finished run says its exit code too
 
 
 def test_a_rerun_skips_what_is_done_and_retries_failures_only_when_asked(tmp_path, simulator):

@@ -109,6 +109,7 @@ EMPTY_REPORT = {
     "timeline": [], "errors_by_class": {}, "keys": {},
     "circuit": {"state": "", "times_opened": 0},
     "malformed_lines": [], "settings": {}, "client_stats": {}, "success_rate": 0.0, "runs": [], "target": {},
+    "keys_disabled": {},
 }
 
 
@@ -120,7 +121,7 @@ def test_the_success_rate_covers_the_whole_job_not_only_what_this_run_sent():
     # a run stopped after its 10 lines all succeeded, 90 of the file never sent: 10 %, not 100 %
     report = build_report({"totals": {"ok": 10}, "job": {"lines": 100, "ok": 10, "not_run": 90}})
     assert report["success_rate"] == 10.0
-    assert report["job"] == {"lines": 100, "ok": 10, "failed": 0, "not_run": 90}
+    assert report["job"] == {"lines": 100, "ok": 10, "failed": 0, "not_run": 90, "bad": 0}
     assert "Not run yet" in render_html(report) and "90" in render_html(report)
 
 
@@ -145,7 +146,7 @@ def test_every_run_of_the_job_is_listed_with_how_it_ended():
         ({"latency": {"p50": 0.2}}, ("latency", "histogram"), []),
         ({"latency": {"p50": 0.2}}, ("latency", "p99"), 0.0),
         ({"keys": {"k1": {"requests": 5}}}, ("keys", "k1"), {"requests": 5, "successes": 0, "failures": 0,
-                                                               "rate_limited": 0}),
+                                                               "rate_limited": 0, "auth_failures": 0}),
         ({"circuit": {"state": "OPEN"}}, ("circuit", "times_opened"), 0),
         ({"circuit": None}, ("circuit",), {"state": "", "times_opened": 0}),
         ({"stopped": "interrupted"}, ("stopped",), "interrupted"),
