@@ -26,7 +26,7 @@ from .openai_batch import is_batch_output
 from .results import Outcomes, ResultLog
 from .run import DEFAULT_WINDOW_PER_SLOT, MIN_WINDOW, RunOptions, Runner, model_for
 from .scan import Scan, scan_jobs
-from .target import describe_target, target_text
+from .target import SIMULATOR_KEY, describe_target, target_text
 from .stops import (
     DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_SAME_FAILURES,
@@ -41,7 +41,6 @@ __all__ = ["UsageError", "client_metadata", "load_config", "run_command"]
 
 CONFIG_FIELDS = ("api", "base_url", "model", "embedding_model", "keys", "settings", "window")
 KEY_FIELDS = ("name", "key", "rpm", "tpm", "max_concurrent", "base_url", "weight")
-SIMULATOR_KEY = "simulator"  # the embedded simulator's placeholder key: no key of the user's is sent to it
 
 
 class UsageError(Exception):
@@ -295,10 +294,11 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
             raise UsageError(f"job file {args.jobs} {problem}" if scan.lines == 0 else f"job file {args.jobs}, {problem}")
         target = describe_target(client, api, metadata, concurrency=concurrency, window=window, scan=scan,
                                  key_source=_key_source(backend, args, config))
-        print(f"target: {target_text(target)}", file=sys.stderr)
+        display = make_display(args.progress, stream=sys.stderr)
+        display.note(f"target: {target_text(target)}")
         unused = _unused_environment(backend, metadata)
         if unused:
-            print(f"note: {unused}", file=sys.stderr)
+            display.note(f"note: {unused}")
         options = RunOptions(
             jobs=args.jobs,
             out=out,
@@ -318,7 +318,6 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
             input_format=args.input_format,
             output_format=args.output_format,
         )
-        display = make_display(args.progress, stream=sys.stderr)
         if args.dry_run:
             return _dry_run(client, options, outcomes, display, scan)
         if len(outcomes):

@@ -29,6 +29,7 @@ lines are skipped; a line that is not a valid job becomes a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Union
 
@@ -42,6 +43,7 @@ INPUT_FORMATS = ("auto", "jobs", "openai-batch")
 _TYPE_BY_FIELD = (("messages", "chat"), ("input", "embeddings"), ("prompt", "completion"))
 _OWN_FIELDS = frozenset({"id", "type", "model", "priority", "messages", "input", "prompt"})
 _READ_CHUNK = 1 << 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,13 @@ def parse_job(text: Union[str, bytes], line: int, input_format: str = "auto") ->
         return BadLine(line, "an OpenAI Batch API line ('custom_id', 'body'), but the input format is jobs")
     if not batch and input_format == "openai-batch":
         return BadLine(line, "not an OpenAI Batch API line (no 'custom_id' and 'body'), and the input format is openai-batch")
-    if batch:
-        return openai_batch.batch_job(data, line)
+    job = openai_batch.batch_job(data, line) if batch else _our_job(data, line)
+    if isinstance(job, Job) and _CONTROL.search(job.id):
+        return BadLine(line, f"the id {job.id!r} holds a control character; ids are sent as a request header, use printable text")
+    return job
+
+
+def _our_job(data: dict, line: int) -> Union[Job, BadLine]:
     kind = data.get("type")
     if kind is None:
         kind = next((k for name, k in _TYPE_BY_FIELD if name in data), None)

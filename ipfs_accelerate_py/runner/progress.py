@@ -297,6 +297,9 @@ class RichDisplay:
         self._maybe_render()
 
     def note(self, message: str) -> None:
+        if not self._started:  # said before the run (its target, say): printed at once, above where the view will be
+            self._console.print(Text(str(message)))
+            return
         self._notes.append(str(message))
         self._maybe_render()
 

@@ -152,7 +152,8 @@ def preflight_failure(error: BaseException, usable_keys: int, refused_keys: tupl
     (a rate limit, a 5xx, a timeout, a bad line: the run's own rules
     handle those).  ``refused_keys``: the labels of the keys disabled so far."""
     if isinstance(error, NetworkError):
-        return f"cannot reach the target: {error}; check --base-url (is the server running, is the address right?)"
+        return (f"cannot reach the target: {error}; check --base-url (is the server running, are the address and the "
+                "scheme, http:// or https://, right?)")
     if isinstance(error, AuthenticationError) and (usable_keys == 0 or getattr(error, "attempts", None) == 0):
         which = f"every key ({', '.join(refused_keys)})" if len(refused_keys) > 1 else "the key"
         return (

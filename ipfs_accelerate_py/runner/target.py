@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from ..resilience.redact import public_url
 from .scan import Scan
 
+SIMULATOR_KEY = "simulator"  # the embedded simulator's placeholder key: no key of the user's is sent to it
+
 __all__ = ["describe_target", "target_text"]
 
 
@@ -22,6 +24,7 @@ def describe_target(
     their limits, concurrency and window."""
     url = public_url(client.base_url)
     simulator = metadata.get(client.provider.spec.base_url_metadata[0]) == "simulator"
+    placeholder = simulator and not metadata.get("api_keys") and client.api_key == SIMULATOR_KEY
     pool = client.get_stats()["key_pool"] if client.api_key or metadata.get("api_keys") else {}  # no key: no row to name
     keys = [
         {"name": name, **{limit: row[limit] for limit in ("rpm", "tpm", "max_concurrent") if row.get(limit) is not None}}
@@ -33,9 +36,10 @@ def describe_target(
         "base_url": url,
         "host": urlsplit(url).netloc,
         "simulator": simulator,
+        "placeholder_key": placeholder,
         "models": models,
         "keys": keys,
-        "key_source": "" if simulator else key_source,
+        "key_source": "" if placeholder else key_source,
         "concurrency": concurrency,
         "window": window,
         "max_retries": client.max_retries,
@@ -48,10 +52,12 @@ def target_text(target: Mapping[str, Any]) -> str:
     if target.get("simulator"):
         where += " (the embedded simulator)"
     models = target.get("models") or []
-    parts = [where, "model " + ", ".join(models) if len(models) <= 3 else f"{len(models)} models: {', '.join(models[:3])}, ..."]
+    parts = [where]
+    if models:
+        parts.append("model " + ", ".join(models) if len(models) <= 3 else f"{len(models)} models: {', '.join(models[:3])}, ...")
     keys = target.get("keys") or []
-    if target.get("simulator"):
-        parts.append("no key sent")
+    if target.get("placeholder_key"):
+        parts.append("a placeholder key (the simulator needs none)")
     elif keys:
         labels = []
         for key in keys:

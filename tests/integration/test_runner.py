@@ -230,8 +230,9 @@ def test_non_interactive_modes_print_no_terminal_control(tmp_path, simulator, mo
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[" not in proc.stderr
     if mode == "json":
-        events = [json.loads(line)["event"] for line in proc.stderr.splitlines() if line.startswith("{")]
-        assert events[-1] == "summary"
+        events = [json.loads(line) for line in proc.stderr.splitlines()]  # every line JSON, the target too
+        assert events[0]["event"] == "note" and events[0]["message"].startswith("target: openai at 127.0.0.1:")
+        assert events[-1]["event"] == "summary"
     assert os.path.exists(tmp_path / "out.report.html")
 
 

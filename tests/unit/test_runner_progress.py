@@ -358,3 +358,11 @@ def test_summary_lines(summary, label, expected):
 def test_summary_lines_leave_out_missing_paths_and_latency():
     labels = [label for label, _ in summary_lines({"done": 1})]
     assert labels == ["status", "requests", "outcomes", "errors"]
+
+
+def test_a_rich_note_before_the_view_starts_is_printed_at_once():
+    console = Console(file=io.StringIO(), width=200)
+    display = RichDisplay(console)
+    display.note("target: openai at 127.0.0.1:8000")
+    assert "target: openai at 127.0.0.1:8000" in console.file.getvalue()
+    assert display.renders == 0  # printed, not drawn into a view that does not exist yet
