@@ -289,6 +289,9 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
                             embedding_model=args.embedding_model or config.get("embedding_model"))
         scan = scan_jobs(args.jobs, check=lambda job: _check_job(job, models, client), outcomes=outcomes,
                          retry_failed=args.retry_failed, input_format=args.input_format)
+        if len(outcomes) and scan.jobs and scan.ok + scan.failed == 0:
+            raise UsageError(f"{out} holds results of {len(outcomes)} lines and none is a line of {args.jobs}: is it another "
+                             "job file's results? give another --out (or move that file away)")
         problem = scan.problem()
         if problem and (scan.lines == 0 or not args.skip_bad_lines):
             raise UsageError(f"job file {args.jobs} {problem}" if scan.lines == 0 else f"job file {args.jobs}, {problem}")

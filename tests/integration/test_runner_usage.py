@@ -45,6 +45,8 @@ CASES = {
     "a bad priority": ({"jobs.jsonl": jsonl(dict(CHAT, priority="urgent"))}, [], "unknown priority 'urgent'"),
     "messages not a list": ({"jobs.jsonl": jsonl({"messages": "hi"})}, [], "'messages' must be a non-empty list"),
     "binary bytes": ({"jobs.jsonl": b"\xff\xfe\x00garbage\x1b[31m\n"}, [], 'line 1: not JSON'),
+    "results of another job file": ({"o.jsonl": jsonl({"id": "other-1", "status": "ok"})}, ["--out", "o.jsonl"],
+                                    "holds results of 1 lines and none is a line of jobs.jsonl"),
     "a control character in an id": ({"jobs.jsonl": jsonl({"id": "a\u001b[2Jb", "input": "x"})}, [], "holds a control character"),
     "an unknown type": ({"jobs.jsonl": jsonl({"type": "image", "prompt": "x"})}, [], "unknown type 'image'"),
     "batch lines forced as jobs": (
