@@ -160,10 +160,13 @@ async def httpx_async_contender(url: str, concurrency: int) -> AsyncIterator[Cli
 
 
 @contextlib.asynccontextmanager
-async def openai_sdk_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
+async def openai_sdk_contender(url: str, concurrency: int, aiohttp: bool = False) -> AsyncIterator[Client]:
+    """``openai.AsyncOpenAI`` on httpx, or on its aiohttp transport (``DefaultAioHttpClient``),
+    with the SDK's own pool defaults either way."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=url, api_key=API_KEY, max_retries=RETRIES)
+    transport = {"http_client": openai.DefaultAioHttpClient()} if aiohttp else {}
+    client = openai.AsyncOpenAI(base_url=url, api_key=API_KEY, max_retries=RETRIES, **transport)
     try:
         async def call() -> bool:
             response = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
@@ -174,21 +177,8 @@ async def openai_sdk_contender(url: str, concurrency: int) -> AsyncIterator[Clie
         await client.close()
 
 
-@contextlib.asynccontextmanager
-async def openai_sdk_aiohttp_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
-    """The SDK on its aiohttp transport, with the SDK's own pool defaults as on httpx."""
-    import openai
-
-    client = openai.AsyncOpenAI(base_url=url, api_key=API_KEY, max_retries=RETRIES,
-                                http_client=openai.DefaultAioHttpClient())
-    try:
-        async def call() -> bool:
-            response = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
-            return bool(response.choices)
-
-        yield Client(call)
-    finally:
-        await client.close()
+def openai_sdk_aiohttp_contender(url: str, concurrency: int) -> contextlib.AbstractAsyncContextManager:
+    return openai_sdk_contender(url, concurrency, aiohttp=True)
 
 
 @contextlib.asynccontextmanager
