@@ -117,6 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args: Any, argv: list[str]) -> int:
     """``run``, whose every failure is one line on stderr and a documented exit code."""
+    import asyncio
+
     from .resilience.errors import SettingError
     from .resilience.redact import redact
     from .runner.command import UsageError, run_command
@@ -130,7 +132,7 @@ def _run(args: Any, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("ipfs-accelerate run: interrupted before the run started; nothing was sent", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug of ours: still one line, and how to see more
+    except (Exception, asyncio.CancelledError) as exc:  # a bug of ours: still one line, and how to see more
         if os.environ.get("IPFS_ACCELERATE_TRACEBACK"):
             raise
         message = redact(str(exc), args.key or ())

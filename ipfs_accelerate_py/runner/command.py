@@ -23,7 +23,7 @@ from ..engine.settings import SETTINGS
 from ..resilience.errors import InvalidInputError, SettingError
 from ..resilience.redact import public_url
 from .openai_batch import is_batch_output
-from .results import Outcomes, ResultLog
+from .results import Outcomes, ResultLog, is_resumable
 from .run import DEFAULT_WINDOW_PER_SLOT, MIN_WINDOW, RunOptions, Runner, model_for
 from .scan import Scan, scan_jobs
 from .target import SIMULATOR_KEY, describe_target, target_text
@@ -34,7 +34,9 @@ from .stops import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_USAGE,
+    EXIT_WRITE_FAILED,
     PreflightFailed,
+    write_stop,
 )
 
 __all__ = ["UsageError", "client_metadata", "load_config", "run_command"]
@@ -163,7 +165,7 @@ def _check_output_format(out: str, output_format: str) -> None:
     """A results file keeps one format: resuming in the other would mix two kinds of line."""
     try:
         with open(out, "rb") as source:
-            first = source.readline()
+            first = source.readline(1 << 20)
     except OSError:
         return
     try:
@@ -264,7 +266,8 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
         raise UsageError(f"--out {out} is a directory; give the path of the results file")
     if os.path.exists(out) and os.path.samefile(out, args.jobs):
         raise UsageError(f"--out {out} is the job file itself: results would be appended to the jobs; give another path")
-    _check_output_format(out, args.output_format)
+    if is_resumable(out):
+        _check_output_format(out, args.output_format)
     outcomes = Outcomes.read(out)
     if args.retry_failed and not len(outcomes):
         raise UsageError(f"--retry-failed: {out} holds no results yet (this is a first run), so there is nothing to retry; "
@@ -310,7 +313,7 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
             embedding_model=models.embedding_model,
             window=window,
             retry_failed=args.retry_failed,
-            report=args.report or _beside(out, ".report"),
+            report=args.report or _beside(out if not os.path.exists(out) or is_resumable(out) else args.jobs, ".report"),
             command=" ".join(shlex.quote(a) for a in ["ipfs-accelerate", *argv]),
             settings=settings,
             secrets=secrets,
@@ -321,6 +324,9 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
             input_format=args.input_format,
             output_format=args.output_format,
         )
+        if os.path.exists(out) and not is_resumable(out):
+            display.note(f"note: --out {out} is not a regular file: results are written there as they finish, and a later "
+                         "run cannot resume from it")
         if args.dry_run:
             return _dry_run(client, options, outcomes, display, scan)
         if len(outcomes):
@@ -335,30 +341,45 @@ def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, sca
     from .report import build_report, write_reports
 
     existed = os.path.exists(options.out)
-    with ResultLog(options.out, options.output_format, options.secrets) as log:
+    log = ResultLog(options.out, options.output_format, options.secrets)
+    try:
+        log.open()
+    except OSError as exc:
+        raise UsageError(f"cannot open --out {options.out}: {exc.strerror or exc}") from None
+    try:
         runner = Runner(client, options, log, outcomes, display, check=lambda job: _check_job(job, options, client))
         runner.total = scan.lines
-        try:
-            run = asyncio.run(runner.run())
-        except PreflightFailed as exc:
-            failed = exc
-        else:
-            failed = None
-    if failed is not None:
+        run = asyncio.run(runner.run())
+    except PreflightFailed as exc:
+        log.close()
         if not existed and log.written == 0:
             os.remove(options.out)  # the run never started: no file left behind
-        raise UsageError(f"{failed} (nothing was sent after this first request; no result was written)")
-    job = scan_jobs(options.jobs, check=lambda item: _check_job(item, options, client), outcomes=Outcomes.read(options.out),
-                    input_format=options.input_format)
-    run["job"] = {"lines": job.lines, "ok": job.ok, "failed": job.failed, "not_run": job.not_run, "bad": job.bad}
-    if runner.stop_reason is not None:
-        code = runner.stop_reason.code
+        raise UsageError(f"{exc} (nothing was sent after this first request; no result was written)") from None
+    log.close()
+    stop = runner.stop_reason
+    if stop is None and log.failure is not None:  # the last fsync failed: the end of the file may be lost
+        stop = write_stop(log.failure, log.written)
+    totals = run["totals"]
+    if is_resumable(options.out):  # what is on disk, across every run of the file
+        job = scan_jobs(options.jobs, check=lambda item: _check_job(item, options, client),
+                        outcomes=Outcomes.read(options.out), input_format=options.input_format)
+        run["job"] = {"lines": job.lines, "ok": job.ok, "failed": job.failed, "not_run": job.not_run, "bad": job.bad}
+    else:  # a pipe or a device: this run's lines, never read back
+        run["job"] = {"lines": scan.lines, "ok": totals["ok"], "failed": totals["failed"], "bad": scan.bad,
+                      "not_run": scan.lines - scan.bad - totals["ok"] - totals["failed"]}
+    if stop is not None:
+        code = stop.code
+        run["stopped"] = stop.reason
     else:  # 0: every line of the file has its result, all ok
-        code = EXIT_OK if job.ok == job.lines else EXIT_FAILURES
+        code = EXIT_OK if run["job"]["ok"] == run["job"]["lines"] else EXIT_FAILURES
     run["exit_code"] = code
     run["runs"] = _history(options.report + ".json") + [_this_run(run)]
     report = build_report(run)
-    write_reports(report, options.report + ".json", options.report + ".html")
+    try:
+        write_reports(report, options.report + ".json", options.report + ".html")
+    except OSError as exc:
+        display.note(f"cannot write the report {options.report}.json/.html: {exc.strerror or exc}")
+        code = code if code != EXIT_OK and code != EXIT_FAILURES else EXIT_WRITE_FAILED
     display.finish(dict(_summary(run), report_json=options.report + ".json", report_html=options.report + ".html",
                         output=options.out))
     return code

@@ -28,13 +28,15 @@ from typing import Any, Optional
 from . import openai_batch
 from .idset import IdSet
 
-__all__ = ["OUTPUT_FORMATS", "Outcomes", "ResultLog", "STATUS_ERROR", "STATUS_INTERRUPTED", "STATUS_OK"]
+__all__ = ["OUTPUT_FORMATS", "Outcomes", "ResultLog", "ResultWriteError", "STATUS_ERROR", "STATUS_INTERRUPTED", "STATUS_OK", "is_resumable"]
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 STATUS_INTERRUPTED = "interrupted"
 OUTPUT_FORMATS = ("jobs", "openai-batch")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+FSYNC_EVERY = 1000  # lines between two fsyncs of the results file (and one at the end)
+MAX_LINE_BYTES = 256 << 20  # a results line longer than this is not read back whole (it is not one of ours)
 
 
 class Outcomes:
@@ -50,11 +52,13 @@ class Outcomes:
 
     @classmethod
     def read(cls, path: str) -> "Outcomes":
+        """The outcomes a results file holds; none for a path that is not a
+        regular file (a pipe or a device is written to, never read back)."""
         outcomes = cls()
-        if not os.path.exists(path):
+        if not is_resumable(path):
             return outcomes
         with open(path, "rb") as source:
-            for raw in source:
+            for raw in _lines(source):
                 if not raw.endswith(b"\n"):
                     break  # cut short by a crash: never finished
                 try:
@@ -82,25 +86,65 @@ class Outcomes:
         return len(self.ok) + len(self.failed)
 
 
-class ResultLog:
-    """Appends result lines, each written whole and flushed before the next,
-    in ``output_format`` (``jobs`` or ``openai-batch``); ``secrets`` are
-    masked in what a Batch API line takes from an error."""
+def is_resumable(path: str) -> bool:
+    """Whether ``path`` is a regular file a later run can read back."""
+    return os.path.isfile(path)
 
-    def __init__(self, path: str, output_format: str = "jobs", secrets: tuple = ()) -> None:
+
+def _lines(source: Any, cap: int = MAX_LINE_BYTES) -> Any:
+    """The lines of a binary file, a line longer than ``cap`` given as its
+    first ``cap`` bytes and no newline (never whole in memory)."""
+    while True:
+        raw = source.readline(cap)
+        if not raw:
+            return
+        if len(raw) == cap and not raw.endswith(b"\n"):
+            while True:  # the rest of an overlong line, read and dropped a chunk at a time
+                more = source.readline(cap)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield b"{}"  # not a result of ours: ignored, as any line that is not
+            continue
+        yield raw
+
+
+class ResultWriteError(OSError):
+    """The results file could not take a line (a full disk, a closed pipe):
+    the line is not done, and the run must stop."""
+
+
+class ResultLog:
+    """Appends result lines, each written whole before the next, in
+    ``output_format`` (``jobs`` or ``openai-batch``); ``secrets`` are masked
+    in what a Batch API line takes from an error.
+
+    A line counts (:attr:`written`) only once the OS took all of it; the
+    file is fsynced every :data:`FSYNC_EVERY` lines and at close.  A write
+    that fails raises :class:`ResultWriteError`, after cutting back whatever
+    part of the line got out, and every later write raises it too: the file
+    never holds a torn line followed by others."""
+
+    def __init__(self, path: str, output_format: str = "jobs", secrets: tuple = (), fsync_every: int = FSYNC_EVERY) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"output format {output_format!r}: use {', '.join(OUTPUT_FORMATS)}")
         self.path = path
         self.output_format = output_format
         self._secrets = tuple(secrets)
         self._fd: Optional[int] = None
+        self._fsync_every = fsync_every
+        self._regular = True
         self.written = 0
+        self.failure: Optional[ResultWriteError] = None
 
     def open(self) -> "ResultLog":
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        _drop_partial_tail(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        exists = os.path.exists(self.path)
+        self._regular = not exists or os.path.isfile(self.path)
+        if self._regular:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            _drop_partial_tail(self.path)
+        flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if self._regular else 0)
+        self._fd = os.open(self.path, flags, 0o644)
         return self
 
     def write(self, record: dict[str, Any], error: Any = None) -> None:
@@ -114,17 +158,46 @@ class ResultLog:
                 return  # not done: no line, and a resume sends it
             exc = error if isinstance(error, BaseException) else None
             record = openai_batch.output_line(record, exc, self._secrets)
+        if self.failure is not None:
+            raise self.failure
         data = (_ENCODER.encode(record) + "\n").encode()
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self.written += 1
+        sent = 0
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                sent += written
+                view = view[written:]
+            self.written += 1
+            if self._fsync_every and self.written % self._fsync_every == 0:
+                self._sync()
+        except OSError as exc:
+            self._fail(exc, sent)
+            raise self.failure from exc
+
+    def _fail(self, error: OSError, sent: int) -> None:
+        if sent and self._regular and self._fd is not None:
+            try:  # the part of the line that got out goes again: the file ends on a whole line
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - sent)
+            except OSError:
+                pass  # the next open drops a torn tail anyway
+        self.failure = ResultWriteError(error.errno, f"cannot write to {self.path}: {error.strerror or error}")
+
+    def _sync(self) -> None:
+        if self._regular and self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.fsync(fd)
+        if fd is None:
+            return
+        try:
+            if self._regular:
+                os.fsync(fd)
+        except OSError as exc:
+            if self.failure is None:
+                self.failure = ResultWriteError(exc.errno, f"cannot write to {self.path}: {exc.strerror or exc}")
+        finally:
             os.close(fd)
 
     def __enter__(self) -> "ResultLog":

@@ -25,6 +25,9 @@ The run stops on what cannot work (the rules and exit codes are in
   (exit 4), its line recorded ``interrupted``.
 - **The same failure again and again.**  ``max_same_failures`` lines in a
   row failing alike (class, status, message) stop the run (exit 5).
+- **The results file.**  A line counts only once written; a write that
+  fails (a full disk, a closed pipe) stops the run at once (exit 6), the
+  lines in flight abandoned: nothing is claimed that is not on disk.
 - **Signals.**  Ctrl-C (SIGINT) or SIGTERM: no new job starts and the lines
   still queued are recorded ``interrupted`` unsent (the client is closed:
   its queue fails at once); those in flight get ``grace`` seconds to finish,
@@ -52,7 +55,7 @@ from ..resilience.redact import public_url, redact
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
-from .results import STATUS_ERROR, STATUS_INTERRUPTED, STATUS_OK, Outcomes, ResultLog
+from .results import STATUS_ERROR, STATUS_INTERRUPTED, STATUS_OK, Outcomes, ResultLog, ResultWriteError
 from .stops import (
     DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_SAME_FAILURES,
@@ -64,6 +67,7 @@ from .stops import (
     outage_stop,
     preflight_failure,
     signal_stop,
+    write_stop,
 )
 
 __all__ = ["RunOptions", "Runner", "model_for"]
@@ -173,8 +177,11 @@ class Runner:
             pending = self._pending()
             if self.options.preflight:
                 first = next(pending, None)
-                if first is not None and not await self._track(loop, self._preflight(first)):
-                    pending = itertools.chain([first], pending)  # not settled by the pre-flight: sent as any other
+                if first is not None:
+                    check = self._track(loop, self._preflight(first))
+                    await asyncio.wait({check})  # a stop may cancel it (its write failed, say): then it is settled
+                    if not check.cancelled() and not check.result():  # result() raises PreflightFailed
+                        pending = itertools.chain([first], pending)  # not settled by the pre-flight: sent as any other
             self.display.start(self.total)
             ticker = loop.create_task(self._tick())
             await self._feed(loop, pending)
@@ -321,42 +328,50 @@ class Runner:
             self._finish(job, STATUS_INTERRUPTED, started, future, error=error)
             self.stop(no_key_stop(error, self._disabled_keys()))
             return
-        self._finish(job, STATUS_ERROR, started, future, error=error)
+        if not self._finish(job, STATUS_ERROR, started, future, error=error):
+            return
         stop = self._streak.failure(error)
         if stop is not None:
             self.stop(stop)
 
-    def _finish(self, job: Job, status: str, started: float, future: Any, *, result: Any = None, error: Any = None) -> None:
+    def _finish(self, job: Job, status: str, started: float, future: Any, *, result: Any = None, error: Any = None) -> bool:
+        """Write the line's result; it counts only once written.  False when
+        the results file refused it (the run then stops: nothing is claimed
+        that is not on disk)."""
         now = self.clock()
         latency = now - started
         record: dict[str, Any] = {"id": job.id, "line": job.line, "status": status}
         if status == STATUS_OK:
             record["result"] = result
-            self.counts["ok"] += 1
-            self._streak.success()
-        elif status == STATUS_ERROR:
+        elif status == STATUS_ERROR or isinstance(error, BaseException):
             record["error"] = _error_record(error, self.options.secrets)
-            self.counts["failed"] += 1
-            name = type(error).__name__
-            self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
         else:
-            record["error"] = (
-                _error_record(error, self.options.secrets)
-                if isinstance(error, BaseException)
-                else {"type": "Interrupted", "message": error}
-            )
-            self.counts["interrupted"] += 1
+            record["error"] = {"type": "Interrupted", "message": error}
         record.update(
             attempts=getattr(future, "attempts", 0),
             latency_s=round(latency, 6),
             key=getattr(future, "key_name", None),
             finished_at=round(self.wall(), 3),
         )
-        self.log.write(record, error)  # the exception too: a Batch API line takes the server's status and body
+        try:
+            self.log.write(record, error)  # the exception too: a Batch API line takes the server's status and body
+        except ResultWriteError as exc:
+            self.stop(write_stop(exc, self.log.written))
+            return False
+        if status == STATUS_OK:
+            self.counts["ok"] += 1
+            self._streak.success()
+        elif status == STATUS_ERROR:
+            self.counts["failed"] += 1
+            name = type(error).__name__
+            self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
+        else:
+            self.counts["interrupted"] += 1
         if status != STATUS_INTERRUPTED:
             self.latency.record(latency)
             second = int(now - self._started)
             self.timeline[second] = self.timeline.get(second, 0) + 1
+        return True
 
     def _malformed(self, line: int, reason: str) -> None:
         self.counts["malformed"] += 1

@@ -14,12 +14,14 @@ code  meaning
 3     stopped: the circuit stayed open longer than ``--max-outage``
 4     stopped: no usable key left (every key answered 401/403)
 5     stopped: ``--max-same-failures`` lines in a row failed the same way
+6     stopped: the results file could not be written (a full disk, a closed
+      pipe); what is on disk is kept, the rest runs on resume
 70    an internal error (a bug: please report it; ``IPFS_ACCELERATE_TRACEBACK=1``
       shows the traceback)
 130   stopped by Ctrl-C (SIGINT); 143 by SIGTERM
 ====  =======================================================================
 
-A stop of 3, 4, 5, 130 or 143 leaves the file resumable: what finished is
+A stop of 3, 4, 5, 6, 130 or 143 leaves the file resumable: what finished is
 kept, the rest runs when the same command is given again.
 
 The rules are plain values and functions of what the run saw (no clock, no
@@ -44,6 +46,7 @@ __all__ = [
     "EXIT_SAME_FAILURES",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
+    "EXIT_WRITE_FAILED",
     "DEFAULT_MAX_OUTAGE",
     "DEFAULT_MAX_SAME_FAILURES",
     "DEFAULT_STOP_GRACE",
@@ -55,6 +58,7 @@ __all__ = [
     "outage_stop",
     "preflight_failure",
     "signal_stop",
+    "write_stop",
 ]
 
 EXIT_OK = 0
@@ -63,6 +67,7 @@ EXIT_USAGE = 2
 EXIT_OUTAGE = 3
 EXIT_NO_KEY = 4
 EXIT_SAME_FAILURES = 5
+EXIT_WRITE_FAILED = 6
 EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
@@ -104,6 +109,11 @@ def no_key_stop(error: BaseException, disabled: dict[str, str]) -> Stop:
         keys = "; ".join(f"{name}: {why}" for name, why in disabled.items())
         return Stop(EXIT_NO_KEY, f"no usable key left ({keys}); fix or replace the keys and run again")
     return Stop(EXIT_NO_KEY, f"the key was refused: {describe_error(error)}; fix it and run again")
+
+
+def write_stop(error: BaseException, written: int) -> Stop:
+    return Stop(EXIT_WRITE_FAILED, f"{error}; {written} lines of this run are on disk, the rest runs again on resume "
+                                   "(free some space, or give another --out)")
 
 
 def describe_error(error: BaseException) -> str:

@@ -24,6 +24,7 @@ from ipfs_accelerate_py.runner.stops import (
     EXIT_SAME_FAILURES,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    EXIT_WRITE_FAILED,
 )
 from ipfs_accelerate_py.simulator import key_fingerprint
 
@@ -360,3 +361,50 @@ def test_a_dry_run_checks_the_target_with_one_request_and_says_what_would_be_sen
     assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out.report.json").exists()
     refused = cli(path, tmp_path / "out.jsonl", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--dry-run")
     assert refused.returncode == EXIT_USAGE and "connection refused" in error_line(refused)
+
+
+# ------------------------------------------------------------ the results file
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 64 KiB tmpfs (the tests run as root, as CI does), unmounted after."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True, timeout=30)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True, timeout=30)
+
+
+def test_a_full_disk_stops_the_run_with_exit_6_and_claims_only_what_is_on_disk(tmp_path, simulator, tiny_disk):
+    jobs = write_chats(tmp_path / "jobs.jsonl", 400)
+    out = tiny_disk / "out.jsonl"
+    proc = cli(jobs, out, "--base-url", simulator.url + "/v1", "--concurrency", "4", "--report", str(tmp_path / "report"))
+    assert proc.returncode == EXIT_WRITE_FAILED, proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    on_disk = records(out)  # every line whole: a torn one would not parse
+    ok = {r["id"] for r in on_disk if r["status"] == "ok"}
+    assert 0 < len(ok) < 400
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["job"]["ok"] == len(ok) and report["runs"][-1]["exit_code"] == EXIT_WRITE_FAILED  # what is on disk
+    assert report["stopped"].startswith("[Errno 28] cannot write to")
+    moved = tmp_path / "out.jsonl"
+    moved.write_bytes(out.read_bytes())  # room again: the same file, elsewhere
+    simulator.reset()
+    again = cli(jobs, moved, "--base-url", simulator.url + "/v1")
+    assert again.returncode == EXIT_OK, again.stderr
+    assert simulator.counters()["requests_total"] == 400 - len(ok)  # only what was not on disk is sent again
+
+
+def test_a_device_or_a_pipe_as_output_is_written_never_read_back(tmp_path, simulator):
+    jobs = write_chats(tmp_path / "jobs.jsonl", 3)
+    full = cli(jobs, Path("/dev/full"), "--base-url", simulator.url + "/v1", timeout=30)
+    assert full.returncode == EXIT_WRITE_FAILED and "No space left on device" in full.stderr
+    assert "Traceback" not in full.stderr and "MemoryError" not in full.stderr
+    piped = cli(jobs, Path("/dev/stdout"), "--base-url", simulator.url + "/v1", timeout=30)
+    assert piped.returncode == EXIT_OK, piped.stderr
+    assert sorted(json.loads(line)["id"] for line in piped.stdout.splitlines()) == ["q0", "q1", "q2"]
+    assert "is not a regular file" in piped.stderr and "cannot resume from it" in piped.stderr
+    assert (tmp_path / "jobs.report.json").exists()  # the report beside the job file, not in /dev
