@@ -54,6 +54,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 import aiohttp
 
 from procs import (
+    ADMIN_HEADERS,
     FAILURE_TOLERANCE,
     Batch,
     can_pin,
@@ -164,7 +165,7 @@ def admin(url: str, method: str, name: str, body: Any = None) -> dict:
     root = url[: -len("/v1")] if url.endswith("/v1") else url
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"{root}/_admin/{name}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=ADMIN_HEADERS)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 

@@ -86,6 +86,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from procs import (
+    ADMIN_HEADERS,
     CLIENT_CORE,
     SERVER_CORE,
     keep_litellm_offline,
@@ -152,7 +153,7 @@ class Simulator:
     def _call(self, path: str, payload: Any = None) -> dict:
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(self._root + "/_admin/" + path, data=data,
-                                         headers={"Content-Type": "application/json"})
+                                         headers=ADMIN_HEADERS)
         with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT) as response:
             return json.loads(response.read())
 

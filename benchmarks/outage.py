@@ -77,6 +77,7 @@ from async_overhead import (
     skip_note,
 )
 from procs import (
+    ADMIN_HEADERS,
     Batch,
     can_pin,
     failure_reason,
@@ -181,7 +182,7 @@ class Admin:
     def _call(self, method: str, path: str, body: Any = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"{self.root}/_admin/{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+                                         headers=ADMIN_HEADERS)
         with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT) as response:
             return json.loads(response.read())
 

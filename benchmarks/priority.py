@@ -56,6 +56,7 @@ from importlib.metadata import version
 from typing import AsyncIterator, Awaitable, Callable, NamedTuple, Optional
 
 from procs import (
+    ADMIN_HEADERS,
     can_pin,
     close_litellm,
     failure_reason,
@@ -270,7 +271,7 @@ def set_latency(url: str, latency: float) -> None:
     root = url[: -len("/v1")] if url.endswith("/v1") else url
     body = json.dumps({"latency": latency}).encode()
     request = urllib.request.Request(root + "/_admin/config", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers=ADMIN_HEADERS)
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 

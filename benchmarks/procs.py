@@ -2,7 +2,9 @@
 and the measured batch (drivers, medians, ratios, targets, the printed table).
 
 The server runs on SERVER_CORE and the client on CLIENT_CORE when the machine
-has both, so the two never fight for a core.
+has both, so the two never fight for a core.  Every simulator started here gets
+ADMIN_TOKEN (random, made once per benchmark process, passed in the child's
+environment rather than on its command line); admin calls send ADMIN_HEADERS.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import os
 import re
 import resource
+import secrets
 import selectors
 import signal
 import statistics
@@ -30,6 +33,9 @@ SERVER_STOP_TIMEOUT = 5.0
 QUEUE_HEADROOM = 4  # our queue_size = max(MIN_QUEUE_SIZE, QUEUE_HEADROOM * concurrency)
 MIN_QUEUE_SIZE = 1024
 FAILURE_TOLERANCE = 0.01  # a share of failed requests above this makes a run's figures mean little
+ADMIN_TOKEN_ENV = "IPFS_ACCELERATE_SIMULATOR_ADMIN_TOKEN"  # read by `ipfs_accelerate_py simulate`
+ADMIN_TOKEN = secrets.token_urlsafe(24)
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
 IMPOSSIBLE_TARGET_ENV = "BENCH_IMPOSSIBLE_TARGET"  # "1": the first target checked cannot be met (tests of exit 2)
 
 
@@ -55,6 +61,7 @@ def start_simulator(pin: bool) -> tuple:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ipfs_accelerate_py", "simulate", "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE, text=True, preexec_fn=pin_child,
+        env={**os.environ, ADMIN_TOKEN_ENV: ADMIN_TOKEN},
     )
     try:
         line = _read_line(proc, SERVER_START_TIMEOUT)

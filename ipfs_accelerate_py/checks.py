@@ -6,7 +6,7 @@
 * no key and no base URL: an embedded simulator of our own (port 0), started
   and stopped here;
 * ``base_url`` (and/or ``key``): that server.  If its ``/_admin/counters``
-  answers, it is a simulator and every check runs with fault injection and
+  answers (given ``admin_token``, the simulator's admin token), it is a simulator and every check runs with fault injection and
   server-side assertions; otherwise the checks that need fault injection are
   reported ``SKIP`` and the others assert on what the client reports only.
 
@@ -138,16 +138,19 @@ class CheckResult:
 
 
 class SimulatorAdmin:
-    """A simulator driven over its ``/_admin/`` endpoints (ours or someone's)."""
+    """A simulator driven over its ``/_admin/`` endpoints (ours or someone's), with its admin token."""
 
-    def __init__(self, admin_url: str) -> None:
+    def __init__(self, admin_url: str, token: Optional[str] = None) -> None:
         self.admin_url = admin_url.rstrip("/")
+        self._token = token
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
     def _call(self, method: str, name: str, payload: Any = None) -> Any:
         body = None if payload is None else json.dumps(payload).encode()
         req = urllib.request.Request(f"{self.admin_url}/{name}", data=body, method=method)
         req.add_header("Content-Type", "application/json")
+        if self._token:
+            req.add_header("Authorization", f"Bearer {self._token}")
         with self._opener.open(req, timeout=ADMIN_TIMEOUT) as response:
             return json.loads(response.read())
 
@@ -168,12 +171,12 @@ class SimulatorAdmin:
         self._call("POST", "reset", {"scenario": True})
 
 
-def detect_simulator(base_url: str) -> Optional[SimulatorAdmin]:
-    """A :class:`SimulatorAdmin` if ``base_url``'s server answers ``/_admin/counters``."""
+def detect_simulator(base_url: str, admin_token: Optional[str] = None) -> Optional[SimulatorAdmin]:
+    """A :class:`SimulatorAdmin` if ``base_url``'s server answers ``/_admin/counters`` (with ``admin_token``)."""
     parts = urllib.parse.urlsplit(base_url)
     if not parts.scheme or not parts.netloc:
         return None
-    admin = SimulatorAdmin(f"{parts.scheme}://{parts.netloc}/_admin")
+    admin = SimulatorAdmin(f"{parts.scheme}://{parts.netloc}/_admin", admin_token)
     try:
         counters = admin.counters()
     except (OSError, ValueError):
@@ -589,7 +592,9 @@ def embedded_server(api: str, backend: BackendEntry) -> Iterator[tuple[Simulator
     try:
         host, port = moto.get_host_and_port()
         # a 503 outage must read as one (ServiceUnavailable), not as S3's SlowDown throttling
-        scenario = {"upstream": f"http://{host}:{port}", "proxy_error_body": S3_OUTAGE_BODY}
+        # moto is ours and checks the signature: the client's credentials may go to it
+        scenario = {"upstream": f"http://{host}:{port}", "proxy_error_body": S3_OUTAGE_BODY,
+                    "forward_credentials": True}
         with Simulator(scenario, port=0) as sim:
             client = backend.backend_class({}, backend.backend_class.connection_metadata(sim.url, None))
             try:
@@ -602,7 +607,7 @@ def embedded_server(api: str, backend: BackendEntry) -> Iterator[tuple[Simulator
 
 
 @contextmanager
-def resolve_target(api: str, backend: BackendEntry, key: Optional[str], base_url: Optional[str], echo: Callable[[str], None]) -> Iterator[Target]:
+def resolve_target(api: str, backend: BackendEntry, key: Optional[str], base_url: Optional[str], echo: Callable[[str], None], admin_token: Optional[str] = None) -> Iterator[Target]:
     """The target for these arguments; an embedded simulator lives as long as the block."""
     secrets = (key,) if key else ()
     if base_url is not None and base_url.strip().lower() in SIMULATOR_ALIASES:
@@ -610,18 +615,20 @@ def resolve_target(api: str, backend: BackendEntry, key: Optional[str], base_url
     if key is None and base_url is None:
         with embedded_server(api, backend) as (sim, url):
             echo(f"No --key or --base-url given: running against an embedded simulator at {url}")
-            yield Target(api, backend, url, SIMULATOR_KEY, SimulatorAdmin(sim.admin_url), "simulator", secrets)
+            yield Target(api, backend, url, SIMULATOR_KEY, SimulatorAdmin(sim.admin_url, sim.admin_token), "simulator", secrets)
         return
     url = base_url or backend.spec.default_base_url
-    admin = detect_simulator(url)
+    admin = detect_simulator(url, admin_token)
     label = _public_url(url)
     what = "a simulator (its /_admin/counters answers)" if admin else "a server without fault injection: checks that need it are skipped"
+    if admin is None and not admin_token:
+        what += " (a simulator's admin endpoint needs its token: --admin-token)"
     echo(f"Running against {label}: {what}")
     yield Target(api, backend, url, key, admin, label, secrets)
 
 
-def run_checks(api: str = "openai", key: Optional[str] = None, base_url: Optional[str] = None, output_dir: str = ".") -> int:
-    """Run every check against ``api``; print the summary, write the JSON
+def run_checks(api: str = "openai", key: Optional[str] = None, base_url: Optional[str] = None, output_dir: str = ".", admin_token: Optional[str] = None) -> int:
+    """Run every check against ``api`` (``admin_token``: a simulator at ``base_url``'s); print the summary, write the JSON
     report into ``output_dir``; 0 if every check that ran passed, 1 if one
     failed, 2 if the backend is not there (yet)."""
     api = canonical_backend_name(api or "")  # "anthropic" -> "claude", "google" -> "gemini"
@@ -633,7 +640,7 @@ def run_checks(api: str = "openai", key: Optional[str] = None, base_url: Optiona
             print(f"Unknown API {api!r}: choose from {describe_backend_names(BACKENDS)} (planned: {', '.join(PLANNED_BACKENDS)}).")
         return EXIT_UNSUPPORTED
     try:
-        with resolve_target(api, backend, key, base_url, print) as target:
+        with resolve_target(api, backend, key, base_url, print, admin_token) as target:
             print(f"Checking the {api} backend's advanced features:")
             results = run_all(target)
     except CheckSkipped as exc:

@@ -39,6 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--key", default=None)
     check.add_argument("--base-url", default=None)
     check.add_argument("--output-dir", default=".")
+    check.add_argument("--admin-token", default=None, metavar="TOKEN",
+                       help="admin token of the simulator at --base-url (default: $IPFS_ACCELERATE_SIMULATOR_ADMIN_TOKEN)")
     return parser
 
 
@@ -109,8 +111,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return simulate_main(argv[1:]) or 0
     if args.command == "check":
         from .checks import run_checks
+        from .simulator import ADMIN_TOKEN_ENV
 
-        return run_checks(api=args.api, key=args.key, base_url=args.base_url, output_dir=args.output_dir)
+        token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
+        return run_checks(api=args.api, key=args.key, base_url=args.base_url, output_dir=args.output_dir, admin_token=token)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -45,7 +45,7 @@ This package imports nothing else from ``ipfs_accelerate_py``.
 
 """
 
-from .command import add_arguments, main, scenario_from_args
+from .command import ADMIN_TOKEN_ENV, add_arguments, main, scenario_from_args
 from .counters import key_fingerprint
 from .openai_wire import DEFAULT_EMBEDDING_DIMENSIONS, DEFAULT_MODELS, embedding_for, estimate_tokens
 from .scenario import Scenario, ScenarioError, ScriptEntry, describe_fields, load_scenario_file
@@ -55,6 +55,7 @@ from .server import Simulator, run_server
 from .wireformat import Prepared, Route, WireError, WireFormat
 
 __all__ = [
+    "ADMIN_TOKEN_ENV",
     "DEFAULT_EMBEDDING_DIMENSIONS",
     "DEFAULT_MODELS",
     "Prepared",

@@ -1,5 +1,10 @@
 """The admin endpoints under ``/_admin/`` (never counted, never faulted).
 
+Every admin request first passes :func:`.admin_guard.admin_refusal`: the admin
+token as ``Authorization: Bearer <token>``, no cross-origin browser request,
+and ``Content-Type: application/json`` on POSTs; a refusal is an OpenAI-style
+JSON error (401, 403 or 415), sent before any request body is read.
+
 ``GET  /_admin/counters``  the counters snapshot (see :mod:`.counters`).
 ``GET  /_admin/config``    ``{"scenario": {...}, "pending": {...}}``; keys shown as fingerprints.
 ``POST /_admin/config``    a JSON object of scenario fields merged into the running scenario;
@@ -20,8 +25,10 @@ from typing import Any
 from aiohttp import web
 
 from . import openai_wire as wire
+from .admin_guard import admin_refusal
 from .behaviour import Behaviour
 from .counters import Counters, key_fingerprint
+from .request_body import send_continue
 from .scenario import ScenarioError
 
 __all__ = ["AdminHandler", "ADMIN_PREFIX"]
@@ -44,7 +51,10 @@ def _bad(message: str, *, param: Any = None, fields: Any = None) -> web.Response
 class AdminHandler:
     """Serves ``/_admin/*`` over a :class:`Behaviour` and :class:`Counters`."""
 
-    def __init__(self, behaviour: Behaviour, counters: Counters) -> None:
+    def __init__(self, behaviour: Behaviour, counters: Counters, token: str) -> None:
+        if not token:
+            raise ValueError("the admin endpoint needs a non-empty token")
+        self._token = token
         self._behaviour = behaviour
         self._counters = counters
         self._routes = {
@@ -56,9 +66,16 @@ class AdminHandler:
         }
 
     async def handle(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            response = _json(refusal.status, wire.error_body(refusal.status, refusal.message,
+                                                             code=refusal.code))
+            response.headers.extend(refusal.headers)
+            return response
         action = self._routes.get((request.method, path[len(ADMIN_PREFIX):]))
         if action is None:
             return _json(404, wire.error_body(404, f"Invalid URL ({request.method} {path})"))
+        await send_continue(request)  # every admin call with a body reads it
         payload = None
         if request.method == "POST":
             raw = await request.read()
@@ -67,6 +84,12 @@ class AdminHandler:
             except ValueError:
                 return _bad("The admin request body is not valid JSON.")
         return action(payload)
+
+    def _refusal(self, request: web.BaseRequest) -> Any:
+        local = request.transport.get_extra_info("sockname") if request.transport else None
+        host, port = (local[0], local[1]) if isinstance(local, tuple) else (None, None)
+        return admin_refusal(request.method, request.headers, self._token,
+                             local_host=host, local_port=port)
 
     def config(self) -> dict:
         return {"scenario": self._behaviour.scenario.to_dict(key_fingerprint),

@@ -281,8 +281,9 @@ class ApiHandler:
             return self._error(call, WireError(404, f"Invalid URL ({call.request.method} "
                                                     f"{call.path}); no upstream is set."), headers)
         try:
-            response = await self._forwarder.forward(call.request, call.raw, upstream, headers,
-                                                     call.ticket.request_id)
+            response = await self._forwarder.forward(
+                call.request, call.raw, upstream, headers, call.ticket.request_id,
+                forward_credentials=scenario.forward_credentials)
         except UPSTREAM_ERRORS as exc:
             message = f"Upstream {upstream} failed: {type(exc).__name__}."
             return self._error(call, WireError(502, message), headers)

@@ -4,7 +4,9 @@ Every scenario field has a flag (``latency_jitter`` -> ``--latency-jitter``;
 list fields repeat: ``--valid-key K1 --valid-key K2``, ``--model``,
 ``--fault-path``; ``rate_limits``, ``script`` and ``path_scripts`` take JSON),
 plus ``--rpm``/``--tpm`` for the common per-key limits.  Flags override the
-fields of ``--scenario FILE`` (JSON or YAML).
+fields of ``--scenario FILE`` (JSON or YAML).  ``--admin-token`` (else the
+environment's ``IPFS_ACCELERATE_SIMULATOR_ADMIN_TOKEN``, else a random one,
+printed at start) guards ``/_admin/``.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Any, Optional, Sequence
 
 from .scenario import Scenario, ScenarioError, describe_fields, load_scenario_file
 from .server import DEFAULT_HOST, run_server
 
-__all__ = ["add_arguments", "main", "scenario_from_args"]
+__all__ = ["ADMIN_TOKEN_ENV", "add_arguments", "main", "scenario_from_args"]
 
+ADMIN_TOKEN_ENV = "IPFS_ACCELERATE_SIMULATOR_ADMIN_TOKEN"
 DEFAULT_CLI_PORT = 8000
 _LIST_FLAGS = {"valid_keys": "--valid-key", "models": "--model", "fault_paths": "--fault-path"}
 _DEST_PREFIX = "scenario_"
@@ -68,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help=f"port to listen on; 0 = any free port (default {DEFAULT_CLI_PORT})")
     parser.add_argument("--scenario", metavar="FILE",
                         help="scenario file (.json, .yaml or .yml); flags override its fields")
+    parser.add_argument("--admin-token", metavar="TOKEN",
+                        help="token /_admin/ requests must send as 'Authorization: Bearer TOKEN' "
+                             f"(default: ${ADMIN_TOKEN_ENV}, else a random one, printed at start)")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio loop even if uvloop is installed")
     parser.add_argument("--rpm", type=int, metavar="N",
@@ -103,7 +110,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
-    run_server(args.host, args.port, scenario, use_uvloop=not args.no_uvloop)
+    token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
+    run_server(args.host, args.port, scenario, use_uvloop=not args.no_uvloop, admin_token=token)
     return 0
 
 

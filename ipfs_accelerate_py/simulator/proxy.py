@@ -1,8 +1,11 @@
 """Proxy mode: forward requests no wire format claims to the scenario's ``upstream``.
 
 The request goes out verbatim -- method, raw path and query, headers (but
-hop-by-hop ones), body -- so a signed request (AWS SigV4) still verifies
-upstream; the answer comes back verbatim (status, headers, body, compressed
+hop-by-hop ones), body -- except that the client's credential headers
+(``CREDENTIAL_HEADERS``: Authorization, x-api-key, ...) are removed unless the
+scenario's ``forward_credentials`` is true, so the simulator is never an open
+proxy for someone's keys; with it, a signed request (AWS SigV4) still verifies
+upstream (a presigned URL's query is forwarded as it is either way); the answer comes back verbatim (status, headers, body, compressed
 bodies left compressed).  In front of it the simulator applies its usual
 machinery; errors it makes up are rendered from ``proxy_error_body``.  The
 key of a proxied request is the access key id of an AWS SigV4
@@ -24,17 +27,26 @@ from yarl import URL
 
 from .wireformat import WireError, WireFormat, bearer_key
 
-__all__ = ["PROXY_FORMAT", "PROXY_ROUTE", "Forwarder", "ProxyFormat", "sigv4_key"]
+__all__ = ["CREDENTIAL_HEADERS", "PROXY_FORMAT", "PROXY_ROUTE", "Forwarder", "ProxyFormat",
+           "forwarded_headers", "sigv4_key"]
 
 CONNECT_TIMEOUT = 10.0
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "trailers", "transfer-encoding", "upgrade", "expect",
                         "content-length"})
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key",
+                                "cookie", "x-amz-security-token", "ocp-apim-subscription-key"})
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 S3_CODES = {400: "InvalidRequest", 401: "InvalidAccessKeyId", 403: "AccessDenied",
             404: "NoSuchKey", 405: "MethodNotAllowed", 409: "OperationAborted",
             429: "SlowDown", 500: "InternalError", 501: "NotImplemented",
             502: "BadGateway", 503: "SlowDown", 504: "RequestTimeout"}
+
+
+def forwarded_headers(headers: Any, forward_credentials: bool) -> CIMultiDict:
+    """The request headers that go upstream: no hop-by-hop ones, no credentials unless allowed."""
+    dropped = HOP_BY_HOP if forward_credentials else HOP_BY_HOP | CREDENTIAL_HEADERS
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
 
 
 def sigv4_key(request: Any) -> Optional[str]:
@@ -122,13 +134,15 @@ class Forwarder:
             await session.close()
 
     async def forward(self, request: web.BaseRequest, body: bytes, upstream: str,
-                      extra: dict, request_id: str) -> web.Response:
+                      extra: dict, request_id: str, *,
+                      forward_credentials: bool = False) -> web.Response:
         """Send ``request`` (with ``body``) to ``upstream``; relay the answer.
+
+        Credential headers go along only with ``forward_credentials``.
 
         Raises ``aiohttp.ClientError`` (or ``OSError``) when the upstream cannot be reached.
         """
-        headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in HOP_BY_HOP)
+        headers = forwarded_headers(request.headers, forward_credentials)
         url = URL(upstream + request.raw_path, encoded=True)
         async with self._client().request(
                 request.method, url, data=body if body else None, headers=headers,

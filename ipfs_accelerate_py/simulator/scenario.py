@@ -16,7 +16,8 @@ still counted and still need a valid key.
 
 Proxy mode: with ``upstream`` set, a request on a path that no wire format
 claims is forwarded verbatim (method, path, query, headers, body) to
-``upstream`` and its answer relayed, once it reaches the normal-answer step;
+``upstream`` and its answer relayed -- but for the client's credential
+headers, which are removed unless ``forward_credentials`` is true -- once it reaches the normal-answer step;
 the faults, latency, keys, limits and script apply in front of it as to any
 targeted request.  Errors the simulator makes up for such a request use
 ``proxy_error_body`` (``{status}``, ``{code}``, ``{message}`` and
@@ -397,6 +398,10 @@ class Scenario:
     upstream: Optional[str] = _field(None, _upstream, "proxy mode: URL that requests on paths "
                                      "no format claims are forwarded to (faults still apply); "
                                      "null = such paths get 404", cli="str")
+    forward_credentials: bool = _field(False, _flag, "proxy mode: forward the client's "
+                                       "credential headers (Authorization, x-api-key, "
+                                       "x-goog-api-key, api-key, Cookie, ...) to the upstream; "
+                                       "false = they are removed", cli="bool")
     proxy_error_body: str = _field(DEFAULT_PROXY_ERROR_BODY, _text, "body of errors the "
                                    "simulator makes up for proxied requests ({status}, {code}, "
                                    "{message}, {request_id} filled in)", cli="str")

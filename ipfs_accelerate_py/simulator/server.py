@@ -9,6 +9,12 @@ how hangs end early and client disconnects are counted.  Every answer goes
 through :func:`.request_body.settle_unread_body`, so a request body it left
 unread is discarded or the connection closed, never parsed as the next
 request; admin calls answer ``Expect: 100-continue`` before reading theirs.
+
+The admin endpoint needs a token (:mod:`.admin_guard`): ``admin_token`` when
+given, else a random one made at construction; ``Simulator.admin_token`` and
+``Simulator.admin_headers`` tell it, and :func:`run_server` prints a generated
+one.  The in-process controls (``configure``, ``script``, ``reset``,
+``counters``) call the behaviour directly and need no token.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from aiohttp import web
 
 from .admin import ADMIN_PREFIX, AdminHandler
+from .admin_guard import new_admin_token
 from .api import ApiHandler
 from .behaviour import Behaviour
 from .counters import Counters
 from .formats import DEFAULT_FORMAT, discover_formats
-from .request_body import send_continue, settle_unread_body
+from .request_body import settle_unread_body
 from .routing import Router
 from .scenario import Scenario
 from .wireformat import WireFormat
@@ -68,12 +75,13 @@ def new_event_loop(use_uvloop: bool = True) -> asyncio.AbstractEventLoop:
 class _Core:
     """The aiohttp server bound to one event loop."""
 
-    def __init__(self, behaviour: Behaviour, counters: Counters, router: Router) -> None:
+    def __init__(self, behaviour: Behaviour, counters: Counters, router: Router,
+                 admin_token: str) -> None:
         default = router.formats.get(DEFAULT_FORMAT) or next(iter(router.formats.values()), None)
         if default is None:
             raise ValueError("the simulator needs at least one wire format")
         self._api = ApiHandler(behaviour, counters, router, default)
-        self._admin = AdminHandler(behaviour, counters)
+        self._admin = AdminHandler(behaviour, counters, admin_token)
         self._runner: Optional[web.ServerRunner] = None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -82,7 +90,6 @@ class _Core:
         if query >= 0:
             path = path[:query]
         if path.startswith(ADMIN_PREFIX):
-            await send_continue(request)  # every admin call with a body reads it
             response = await self._admin.handle(request, path)
         else:
             response = await self._api.handle(request, path)
@@ -114,20 +121,23 @@ class Simulator:
 
     ``formats`` replaces the wire formats found in ``simulator/formats``;
     ``extra_formats`` adds to them (e.g. a format defined in a test).  Route
-    conflicts raise :class:`~.routing.RouteConflict` here.  Control methods (``counters``, ``configure``, ``script``, ``reset``) are
+    conflicts raise :class:`~.routing.RouteConflict` here.  ``admin_token`` guards
+    ``/_admin/`` over HTTP (random when not given; see :attr:`admin_headers`).  Control methods (``counters``, ``configure``, ``script``, ``reset``) are
     thread-safe and may be called from any thread while the server runs.
     """
 
     def __init__(self, scenario: ScenarioLike = None, host: str = DEFAULT_HOST, port: int = 0,
                  *, use_uvloop: bool = True, formats: Optional[Sequence[WireFormat]] = None,
-                 extra_formats: Sequence[WireFormat] = ()) -> None:
+                 extra_formats: Sequence[WireFormat] = (),
+                 admin_token: Optional[str] = None) -> None:
         self.host = host
+        self._admin_token = admin_token or new_admin_token()
         self._requested_port = port
         self._use_uvloop = use_uvloop
         self._behaviour = Behaviour(_scenario(scenario))
         self._counters = Counters()
         self.router = build_router(formats, extra_formats)
-        self._core = _Core(self._behaviour, self._counters, self.router)
+        self._core = _Core(self._behaviour, self._counters, self.router, self._admin_token)
         self._port: Optional[int] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -153,6 +163,17 @@ class Simulator:
     @property
     def admin_url(self) -> str:
         return self.url + "/_admin"
+
+    @property
+    def admin_token(self) -> str:
+        """The token ``/_admin/`` requests must carry (``Authorization: Bearer ...``)."""
+        return self._admin_token
+
+    @property
+    def admin_headers(self) -> dict:
+        """Headers for an HTTP admin call: the token and ``Content-Type: application/json``."""
+        return {"Authorization": f"Bearer {self._admin_token}",
+                "Content-Type": "application/json"}
 
     @property
     def running(self) -> bool:
@@ -272,10 +293,16 @@ class Simulator:
 
 
 def run_server(host: str = DEFAULT_HOST, port: int = 0, scenario: ScenarioLike = None, *,
-               use_uvloop: bool = True, announce: bool = True) -> None:
-    """Serve until SIGINT/SIGTERM; with ``announce`` print one line with the base URL."""
+               use_uvloop: bool = True, announce: bool = True,
+               admin_token: Optional[str] = None) -> None:
+    """Serve until SIGINT/SIGTERM.
+
+    With ``announce`` print the base URL on the first line, then the admin token
+    on the second when it was generated here (one given is not echoed).
+    """
     behaviour = Behaviour(_scenario(scenario))
-    core = _Core(behaviour, Counters(), build_router())
+    token = admin_token or new_admin_token()
+    core = _Core(behaviour, Counters(), build_router(), token)
 
     async def serve() -> None:
         bound = await core.start(host, port)
@@ -289,6 +316,9 @@ def run_server(host: str = DEFAULT_HOST, port: int = 0, scenario: ScenarioLike =
         if announce:
             print(f"ipfs_accelerate_py simulator listening on http://{host}:{bound}/v1",
                   flush=True)
+            told = "given" if admin_token else token
+            print(f"admin token: {told} (send 'Authorization: Bearer <token>' to "
+                  f"http://{host}:{bound}/_admin/)", flush=True)
         try:
             await stop.wait()
         finally:

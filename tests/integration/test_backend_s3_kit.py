@@ -80,7 +80,7 @@ def bucket(moto_url):
 @pytest.fixture
 def proxy(simulator, moto_url):
     """The shared simulator, forwarding to moto: S3 calls pass through its faults."""
-    simulator.configure(upstream=moto_url)
+    simulator.configure(upstream=moto_url, forward_credentials=True)  # moto checks the signature
     return simulator
 
 

@@ -62,7 +62,7 @@ def test_checks_pass_against_the_embedded_simulator_and_write_the_report(tmp_pat
 def test_a_simulator_given_as_base_url_is_detected_and_the_key_never_shown(tmp_path, capsys):
     with Simulator({"valid_keys": [SECRET]}) as sim:
         base_url = sim.base_url
-        code = checks.run_checks(api="openai", key=SECRET, base_url=base_url, output_dir=str(tmp_path))
+        code = checks.run_checks(api="openai", key=SECRET, base_url=base_url, output_dir=str(tmp_path), admin_token=sim.admin_token)
         seen_keys = sim.counters()["by_key"]
     out = capsys.readouterr()
     assert code == 0, out.out

@@ -495,12 +495,13 @@ async def test_script_body_is_sent_exactly(simulator, client):
 
 
 async def test_script_through_admin_endpoint(simulator, client):
-    async with client.post(simulator.admin_url + "/script",
+    async with client.post(simulator.admin_url + "/script", headers=simulator.admin_headers,
                            json={"responses": [{"status": 502}], "path": "/v1/chat/completions",
                                  "append": False}) as response:
         assert response.status == 200 and (await response.json()) == {"pending": 1}
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 502
-    async with client.post(simulator.admin_url + "/script", json=[{"status": 99}]) as response:
+    async with client.post(simulator.admin_url + "/script", json=[{"status": 99}],
+                           headers=simulator.admin_headers) as response:
         assert response.status == 400
 
 
@@ -509,18 +510,20 @@ async def test_script_through_admin_endpoint(simulator, client):
 
 async def test_admin_config_validation(simulator, client):
     url = simulator.admin_url + "/config"
-    async with client.post(url, json={"latency": -1, "bogus": 1, "error_rate": 2}) as response:
+    async with client.post(url, json={"latency": -1, "bogus": 1, "error_rate": 2},
+                           headers=simulator.admin_headers) as response:
         assert response.status == 400
         body = await response.json()
     assert body["fields"]["unknown"] == ["bogus"]
     assert set(body["fields"]["invalid"]) == {"latency", "error_rate"}
     assert "bogus" in body["error"]["message"] and "latency" in body["error"]["message"]
-    async with client.post(url, json={"latency": 0.01, "valid_keys": ["sk-secret"]}) as response:
+    async with client.post(url, json={"latency": 0.01, "valid_keys": ["sk-secret"]},
+                           headers=simulator.admin_headers) as response:
         assert response.status == 200
         config = await response.json()
     assert config["scenario"]["latency"] == 0.01
     assert config["scenario"]["valid_keys"] == [key_fingerprint("sk-secret")]
-    async with client.get(url) as response:
+    async with client.get(url, headers=simulator.admin_headers) as response:
         assert "sk-secret" not in await response.text()
     with pytest.raises(ScenarioError) as refused:
         simulator.configure(nope=1, fail_next=-1)
@@ -530,13 +533,14 @@ async def test_admin_config_validation(simulator, client):
 async def test_admin_reset_and_counters(simulator, client):
     simulator.configure(fail_next=5)
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 500
-    async with client.get(simulator.admin_url + "/counters") as response:
+    async with client.get(simulator.admin_url + "/counters", headers=simulator.admin_headers) as response:
         assert (await response.json())["requests_total"] == 1
-    async with client.post(simulator.admin_url + "/reset", json={"scenario": False}) as response:
+    async with client.post(simulator.admin_url + "/reset", json={"scenario": False},
+                           headers=simulator.admin_headers) as response:
         assert response.status == 200
     assert simulator.counters()["requests_total"] == 0
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 500
-    async with client.post(simulator.admin_url + "/reset") as response:
+    async with client.post(simulator.admin_url + "/reset", headers=simulator.admin_headers) as response:
         assert response.status == 200
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 200
     assert simulator.counters()["requests_total"] == 1  # admin calls are not counted

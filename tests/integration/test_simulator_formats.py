@@ -265,6 +265,7 @@ async def proxied(echo_upstream):
 
 async def test_proxy_forwards_verbatim_and_counts(proxied):
     sim, session, upstream = proxied
+    sim.configure(forward_credentials=True)
     headers = {"Authorization": SIGV4, "x-amz-date": "20240101T000000Z", "Host": "s3.local"}
     async with session.put(sim.url + "/bucket/some%20key?partNumber=2&x=y", data=b"payload",
                            headers=headers) as response:
@@ -532,7 +533,8 @@ async def test_admin_posts_answer_expect_100_continue(everything):
     body = b'{"latency": 0}'
     reader, writer = await asyncio.open_connection(sim.host, sim.port)
     try:
-        writer.write(_head("POST", "/_admin/config", len(body), expect=True))
+        writer.write(_head("POST", "/_admin/config", len(body), expect=True,
+                           headers=[("Authorization", sim.admin_headers["Authorization"])]))
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(body)
