@@ -530,6 +530,8 @@ class Engine:
             extra_headers=req.options.extra_headers,
             extra_query=req.options.extra_query,
         )
+        http_request.max_body_bytes = self.settings["max_response_bytes"]
+        http_request.max_line_bytes = self.settings["max_stream_line_bytes"]
         started = clock.now()
         secrets = _Secrets(api_key, req.options)  # what a server may echo back, read on an error only
         if req.stream:
@@ -629,7 +631,7 @@ class Engine:
         try:
             try:
                 response = await self._send(req, http_request)
-                events = _decode(self.provider, response)
+                events = _decode(self.provider, response, http_request.max_line_bytes)
                 chunk, done = await self._next_chunk(events)
             except asyncio.CancelledError:
                 if not watch.timed_out():
@@ -1055,10 +1057,11 @@ def _host(url: Optional[str]) -> Optional[str]:
     return f"{host}:{port}" if port else host
 
 
-def _decode(provider: Any, response: StreamResponse) -> Any:
+def _decode(provider: Any, response: StreamResponse, max_event_bytes: Optional[int]) -> Any:
     """The response's events, decoded by the provider's stream format."""
-    decode = iter_sse if provider.stream_format == "sse" else iter_ndjson
-    return decode(response.lines())
+    if provider.stream_format == "sse":
+        return iter_sse(response.lines(), max_event_bytes)
+    return iter_ndjson(response.lines())
 
 
 MAX_TOKEN_COUNT = 10**12
