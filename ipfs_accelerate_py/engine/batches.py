@@ -101,7 +101,7 @@ class BatchLane:
         if error is None:
             try:
                 weights = [sum(estimate_tokens(x) for x in req.inputs) for req, _ in members]
-                parts = engine.provider.split_batch_result(result, [n for _, n in members], weights)
+                parts = engine.parsed(engine.provider.split_batch_result, result, [n for _, n in members], weights)
             except ApiError as exc:
                 error = exc
         now = engine.clock.now()

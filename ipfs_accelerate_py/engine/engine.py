@@ -35,6 +35,7 @@ from ..resilience.errors import (
     CircuitOpenError,
     AuthenticationError,
     DeadlineExceededError,
+    MalformedResponseError,
     NetworkError,
     RateLimitDeadlineError,
     RateLimitError,
@@ -50,6 +51,7 @@ from ..resilience.priority_queue import PriorityRequestQueue
 from ..resilience.stats import RequestRecord, StatsCollector
 from ..transport.base import StreamResponse, Transport
 from ..transport.sse import iter_ndjson, iter_sse
+from .attempt import FAILURE, IGNORED, SUCCESS, AttemptHold
 from .batches import BatchLane
 from .keyring import KeyRing, key_fingerprint
 from .deadlines import DeadlineWatch, StallWatch
@@ -312,12 +314,14 @@ class Engine:
                     queue.requeue(entry, now)
                 self._wait_for_key(req, now, ready)
                 break
+            hold = AttemptHold(self, permit, req.lease)  # from here on it owns the permit, the lease and the slot
             self.in_flight += 1
             context = req.context if req.context is not None else contextvars.Context()  # a batch runs in no caller's
-            task = start_task(self.loop, self._run(req, permit), context)
+            task = start_task(self.loop, self._run(req, hold), context)
             req.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(hold.on_task_done)  # a task cancelled before it ran still gives all back
         self.deadlines.arm(now)
 
     # ------------------------------------------------------------ attempt
@@ -453,39 +457,37 @@ class Engine:
         self._circuit_timer = None
         self._pump()
 
-    async def _run(self, req: Request, permit: int) -> None:
-        """One attempt, then: complete, or schedule the retry."""
+    async def _run(self, req: Request, hold: AttemptHold) -> None:
+        """One attempt, then: complete, or schedule the retry.
+
+        The attempt's slot, breaker permit and key lease belong to ``hold``,
+        given back in one ``finally`` whatever raised."""
         result: Any = None
         error: Optional[BaseException] = None
+        usage = (0, 0)
+        stood_down = req.future.done()  # cancelled before this task got to run
         req.running = True
-        if req.future.done():  # cancelled before this task got to run
-            self.breaker.on_ignored(self.clock.now(), permit=permit)
-            lease, req.lease = req.lease, None
-            self.keys.release(lease, self.clock.now(), CancelledRequestError("cancelled"), (0, 0))
-            self.in_flight -= 1
-            req.task = None
-            req.running = False
-            self._pump()
-            return
         try:
-            result = await self._attempt(req, permit)
+            if stood_down:
+                error = CancelledRequestError("cancelled")
+            else:
+                result = await self._attempt(req, hold)
+                if result is not None:
+                    usage = self.usage_of(result)
         except asyncio.CancelledError:
             error = ShutdownError("backend closed during the attempt") if self.closed else CancelledRequestError(
                 "request cancelled by the caller", request_id=req.request_id
             )
-        except ApiError as exc:
-            error = exc
-        except Exception as exc:  # not a service outcome (a bug, a library surprise): handed over as it is, not retried
-            self.breaker.on_ignored(self.clock.now(), permit=permit)  # a permit reported twice counts once
+        except Exception as exc:  # an ApiError; or not a service outcome (a bug): handed over as it is, not retried
             error = exc
         finally:
-            self.in_flight -= 1
             req.task = None
             req.running = False
-            lease, req.lease = req.lease, None
-            usage = self.provider.usage(result) if error is None and result is not None else (0, 0)
-            if lease is not None:  # every attempt's key is released once, whatever happened
-                self.keys.release(lease, self.clock.now(), error, usage, self._cooldown(req, error))
+            req.lease = None
+            hold.release(self.clock.now(), error, usage, self._cooldown(req, error))
+        if stood_down:
+            self._pump()
+            return
         if error is None:
             if not req.stream:
                 self.finish(req, result, None, usage)
@@ -496,13 +498,14 @@ class Engine:
         if not self.closed:
             self._pump()
 
-    async def _attempt(self, req: Request, permit: int) -> Any:
+    async def _attempt(self, req: Request, hold: AttemptHold) -> Any:
+        """One HTTP try: its result, or its typed error (recorded here once
+        the request is sent).  What it holds, ``hold`` gives back."""
         clock = self.clock
         now = clock.now()
         if req.first_attempt_at is None:
             req.first_attempt_at = now
         if req.deadline is not None and now >= req.deadline:
-            self.breaker.on_ignored(now, permit=permit)
             raise DeadlineExceededError(
                 f"request deadline passed after {now - req.submitted_at:.2f}s (waited in queue); "
                 "raise client.request_deadline or lower the load",
@@ -527,26 +530,52 @@ class Engine:
             extra_headers=req.options.extra_headers,
             extra_query=req.options.extra_query,
         )
+        http_request.max_body_bytes = self.settings["max_response_bytes"]
+        http_request.max_line_bytes = self.settings["max_stream_line_bytes"]
         started = clock.now()
         secrets = _Secrets(api_key, req.options)  # what a server may echo back, read on an error only
         if req.stream:
-            return await self._attempt_stream(req, permit, http_request, secrets, started, timeout)
+            return await self._attempt_stream(req, hold, http_request, secrets, started, timeout)
         try:
             response = await self._send(req, http_request)
             if response.ok:
-                result = self.provider.parse_response(req.endpoint, response)
+                result = self.parsed(self.provider.parse_response, req.endpoint, response)
             else:  # a status the provider reads as an answer (see _send)
-                result = self.provider.answer_for_status(req.endpoint, response)
+                result = self.parsed(self.provider.answer_for_status, req.endpoint, response)
         except ApiError as error:
             error.redact(secrets)  # servers echo the key they were sent
             error.attempt = error.attempt or req.attempts
-            self._record_attempt(error, started, key_name, error.status, permit)
+            self._record_attempt(error, started, key_name, error.status, hold)
             raise
-        except asyncio.CancelledError:
-            self.breaker.on_ignored(clock.now(), permit=permit)
-            raise
-        self._record_attempt(None, started, key_name, response.status, permit)
+        self._record_attempt(None, started, key_name, response.status, hold)
         return result
+
+    def parsed(self, read: Any, *args: Any, **kwargs: Any) -> Any:
+        """``read(*args, **kwargs)``, a provider reading what the server sent:
+        whatever it raises but a typed error is the server's malformed answer."""
+        try:
+            return read(*args, **kwargs)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise MalformedResponseError(
+                f"the response could not be read ({type(exc).__name__}: {exc})", provider=self.provider.name
+            ) from exc
+
+    def usage_of(self, result: Any) -> tuple[int, int]:
+        """(tokens in, tokens out) as the provider reports them in ``result``.
+        Figures that cannot be read or believed (not a whole number from 0
+        to MAX_TOKEN_COUNT) count as 0, with a warning: never an error."""
+        try:
+            figures = tuple(self.provider.usage(result))
+        except Exception as exc:
+            why = f"{type(exc).__name__}"
+        else:
+            if len(figures) == 2 and all(_believable(n) for n in figures):
+                return figures
+            why = "not whole numbers from 0 to MAX_TOKEN_COUNT"
+        log.warning("%s: the response's token usage could not be read (%s); its tokens count as 0", self.provider.name, why)
+        return 0, 0
 
     async def _send(self, req: Request, http_request: Any) -> Any:
         """One HTTP exchange: the 2xx response (or a non-2xx the provider
@@ -557,28 +586,28 @@ class Engine:
         except (OSError, asyncio.TimeoutError) as exc:
             raise classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts) from exc
         self.keys.hints(req.last_key, self.provider, response.headers, self.clock.now(), req.model)
-        if not response.ok and (req.stream or self.provider.answer_for_status(req.endpoint, response) is None):
+        if not response.ok and (req.stream or self.parsed(self.provider.answer_for_status, req.endpoint, response) is None):
             if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
-            error = self.provider.error_for(response, wall_now=self.clock.wall(), attempt=req.attempts)
+            error = self.parsed(self.provider.error_for, response, wall_now=self.clock.wall(), attempt=req.attempts)
             error.request_id = error.request_id or req.request_id
             raise error
         return response
 
     def _record_attempt(
-        self, error: Optional[ApiError], started: float, key_name: Optional[str], status: Optional[int], permit: int
+        self, error: Optional[ApiError], started: float, key_name: Optional[str], status: Optional[int], hold: AttemptHold
     ) -> None:
         now = self.clock.now()
         duration = now - started
         if error is None and (status is None or status < 300):
-            self.breaker.on_success(now, duration, permit=permit)
+            hold.report(SUCCESS, now, duration)
         elif error is None:  # a non-2xx answer ("not ready"): neither a success nor a failure
-            self.breaker.on_ignored(now, permit=permit)
+            hold.report(IGNORED, now)
         elif error.breaker_failure:
             self.last_failure = error
-            self.breaker.on_failure(now, duration, permit=permit)
+            hold.report(FAILURE, now, duration)
         else:
-            self.breaker.on_ignored(now, permit=permit)
+            hold.report(IGNORED, now)
         self.stats.record_attempt(
             key_name=key_name,
             status=status,
@@ -589,7 +618,7 @@ class Engine:
     # ------------------------------------------------------------ streams
 
     async def _attempt_stream(
-        self, req: Request, permit: int, http_request: Any, secrets: "_Secrets", started: float, timeout: float
+        self, req: Request, hold: AttemptHold, http_request: Any, secrets: "_Secrets", started: float, timeout: float
     ) -> None:
         """A streaming attempt.  Until its first chunk it is like any attempt:
         a failure, a malformed event or no chunk within ``timeout`` is
@@ -598,33 +627,35 @@ class Engine:
         stream, and :meth:`_feed` carries it to its end."""
         watch = StallWatch(self.loop, asyncio.current_task(), timeout)
         response = None
+        started_ok = False
         try:
-            response = await self._send(req, http_request)
-            events = _decode(self.provider, response)
-            chunk, done = await self._next_chunk(events)
-        except asyncio.CancelledError:
-            if response is not None:
-                await response.aclose()
-            if not watch.timed_out():
-                self.breaker.on_ignored(self.clock.now(), permit=permit)
+            try:
+                response = await self._send(req, http_request)
+                events = _decode(self.provider, response, http_request.max_line_bytes)
+                chunk, done = await self._next_chunk(events)
+            except asyncio.CancelledError:
+                if not watch.timed_out():
+                    raise
+                error: ApiError = RequestTimeoutError(
+                    f"no stream chunk within {timeout:g}s of sending (see client.timeout)",
+                    provider=self.provider.name,
+                    request_id=req.request_id,
+                    attempt=req.attempts,
+                )
+                self._record_attempt(error, started, req.last_key, None, hold)
+                raise error from None
+            except ApiError as error:
+                error.redact(secrets)
+                error.attempt = error.attempt or req.attempts
+                self._record_attempt(error, started, req.last_key, error.status, hold)
                 raise
-            error: ApiError = RequestTimeoutError(
-                f"no stream chunk within {timeout:g}s of sending (see client.timeout)",
-                provider=self.provider.name,
-                request_id=req.request_id,
-                attempt=req.attempts,
-            )
-            self._record_attempt(error, started, req.last_key, None, permit)
-            raise error from None
-        except ApiError as error:
-            watch.stop()
-            if response is not None:
-                await response.aclose()
-            error.redact(secrets)
-            error.attempt = error.attempt or req.attempts
-            self._record_attempt(error, started, req.last_key, error.status, permit)
-            raise
-        self._record_attempt(None, started, req.last_key, response.status, permit)  # started: a success for the breaker
+            started_ok = True
+        finally:
+            if not started_ok:  # whatever ended it before its first chunk: the stream is closed here
+                watch.stop()
+                if response is not None:
+                    await response.aclose()
+        self._record_attempt(None, started, req.last_key, response.status, hold)  # started: a success for the breaker
         await self._feed(req, response, events, chunk, done, watch, secrets)
 
     async def _next_chunk(self, events: Any) -> tuple[Any, bool]:
@@ -636,7 +667,11 @@ class Engine:
                 event = await anext(events)
             except StopAsyncIteration:
                 raise NetworkError("stream ended without its end marker", provider=self.provider.name) from None
-            chunk, done = parse(event)
+            except ApiError:
+                raise
+            except Exception as exc:  # a transport that did not translate its own: said in our words
+                raise NetworkError(f"the stream broke ({type(exc).__name__}: {exc})", provider=self.provider.name) from exc
+            chunk, done = self.parsed(parse, event)
             if chunk is not None or done:
                 return chunk, done
 
@@ -660,7 +695,7 @@ class Engine:
         try:
             while True:
                 if chunk is not None:
-                    item = progress.chunk(self.provider, chunk)
+                    item = self.parsed(progress.chunk, self.provider, chunk)
                     if channel.put(item):  # the caller has fallen behind: wait for it, not for the server
                         watch.pause()
                         await channel.room()
@@ -684,6 +719,10 @@ class Engine:
             )
         except ApiError as exc:
             error = exc.redact(secrets)  # an error event may quote the key too
+        except Exception as exc:  # whatever else: the caller still hears how its stream ended
+            error = MalformedResponseError(f"the stream could not be read ({type(exc).__name__}: {exc})", provider=self.provider.name)
+            error.__cause__ = exc
+            error = error.redact(secrets)
         watch.stop()
         await response.aclose()
         if error is not None:
@@ -874,7 +913,7 @@ class Engine:
         usage: Optional[tuple[int, int]] = None,
     ) -> None:
         if usage is None:
-            usage = self.provider.usage(result) if error is None else (0, 0)
+            usage = self.usage_of(result) if error is None else (0, 0)
         tokens_in, tokens_out = usage
         first = req.first_attempt_at if req.first_attempt_at is not None else now
         self.stats.record_request(
@@ -1018,10 +1057,20 @@ def _host(url: Optional[str]) -> Optional[str]:
     return f"{host}:{port}" if port else host
 
 
-def _decode(provider: Any, response: StreamResponse) -> Any:
+def _decode(provider: Any, response: StreamResponse, max_event_bytes: Optional[int]) -> Any:
     """The response's events, decoded by the provider's stream format."""
-    decode = iter_sse if provider.stream_format == "sse" else iter_ndjson
-    return decode(response.lines())
+    if provider.stream_format == "sse":
+        return iter_sse(response.lines(), max_event_bytes)
+    return iter_ndjson(response.lines())
+
+
+MAX_TOKEN_COUNT = 10**12
+"""The most tokens a usage figure may say and still be believed."""
+
+
+def _believable(count: Any) -> bool:
+    """A token count as a whole number from 0 to MAX_TOKEN_COUNT (not a bool, a float, a string)."""
+    return isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_TOKEN_COUNT
 
 
 def _cancel_task(task: Optional[asyncio.Task]) -> None:

@@ -18,10 +18,20 @@ from ..resilience.errors import SettingError
 from ..resilience.keys import STRATEGY_NAMES
 from ..resilience.validation import require_int, require_number
 
-__all__ = ["CIRCUIT_OPEN_MODES", "ENV_PREFIX", "SETTINGS", "SettingSpec", "Settings"]
+__all__ = [
+    "CIRCUIT_OPEN_MODES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_STREAM_LINE_BYTES",
+    "ENV_PREFIX",
+    "SETTINGS",
+    "SettingSpec",
+    "Settings",
+]
 
 ENV_PREFIX = "IPFS_ACCELERATE_"
 CIRCUIT_OPEN_MODES = ("fail", "wait")
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # 64 MiB: far above any chat or embeddings answer
+DEFAULT_MAX_STREAM_LINE_BYTES = 1024 * 1024  # 1 MiB: one SSE event or NDJSON line
 
 
 _WHOLE_NUMBER_TEXT = re.compile(r"\s*-?\d+\s*")
@@ -105,6 +115,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("retry_jitter", 0.25, _float(0.0, maximum=1.0), "fraction of a backoff delay taken off at random (0..1)"),
     SettingSpec("timeout", 60.0, _float(0.0, exclusive=True), "seconds one attempt may take"),
     SettingSpec("stream_stall_timeout", 30.0, _float(0.0, exclusive=True), "seconds a started stream may go without a chunk before it ends with StreamStalledError (until its first chunk, timeout applies and the attempt is retried)"),
+    SettingSpec("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, _int(1), "bytes a response body may have; reading stops there with ResponseTooLargeError (not retried)"),
+    SettingSpec("max_stream_line_bytes", DEFAULT_MAX_STREAM_LINE_BYTES, _int(1), "bytes one stream line (one SSE event) may have; past it the stream ends with ResponseTooLargeError"),
     SettingSpec("request_deadline", 300.0, _float(0.0, exclusive=True, optional=True), "seconds a request may take in all: queue wait, attempts and backoff (None: no deadline)"),
     SettingSpec("failure_threshold", 5, _int(1), "consecutive service failures that open the circuit"),
     SettingSpec("reset_timeout", 30.0, _float(0.0, exclusive=True), "seconds the circuit stays OPEN before a probe"),

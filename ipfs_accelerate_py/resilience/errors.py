@@ -9,6 +9,8 @@
      ├── ServerError                  5xx                      server           retried, breaker failure
      │    └── OverloadedError         529                      server           retried, breaker failure
      ├── MalformedResponseError       body not as documented   malformed        retried, breaker failure
+     │    └── ResponseTooLargeError   body or stream line past malformed        not retried
+     │                                max_response_bytes / max_stream_line_bytes
      ├── RequestTimeoutError          408, attempt timed out   timeout          retried, breaker failure
      │    └── DeadlineExceededError   the request's deadline   timeout          not retried
      ├── NetworkError                 connect/reset/dropped    network          retried, breaker failure
@@ -66,6 +68,7 @@ __all__ = [
     "RateLimitDeadlineError",
     "RateLimitError",
     "RequestTimeoutError",
+    "ResponseTooLargeError",
     "ServerError",
     "SettingError",
     "ShutdownError",
@@ -79,6 +82,7 @@ __all__ = [
     "parse_should_retry",
     "provider_message",
     "quota_exhausted",
+    "too_large",
 ]
 
 
@@ -201,6 +205,30 @@ class MalformedResponseError(ApiError):
     kind = "malformed"
     retryable = True
     breaker_failure = True
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """A response body past ``max_response_bytes``, or a stream line (an
+    SSE event) past ``max_stream_line_bytes``: reading stopped there, so
+    memory stays bounded by the limit.  Not retried (the same request would
+    get the same answer) and not a breaker failure (the service answered)."""
+
+    retryable = False
+    breaker_failure = False
+    limit: Optional[int] = None
+    """The limit it went past, in bytes."""
+    received: Optional[int] = None
+    """Bytes read when reading stopped: the limit plus at most one read (64 KiB)."""
+
+
+def too_large(what: str, limit: int, received: int, setting: str, where: str = "") -> ResponseTooLargeError:
+    """The error of ``what`` (a body, a line) that went past ``limit`` bytes, naming ``setting``."""
+    error = ResponseTooLargeError(
+        f"{what} larger than {setting} ({limit} bytes){' from ' + where if where else ''}; reading stopped after "
+        f"{received} bytes; raise client.{setting} if such answers are expected"
+    )
+    error.limit, error.received = limit, received
+    return error
 
 
 class RequestTimeoutError(ApiError):

@@ -19,13 +19,14 @@ from typing import Optional, Union
 
 import aiohttp
 
-from ..resilience.errors import NetworkError, RequestTimeoutError
+from ..resilience.errors import ApiError, MalformedResponseError, NetworkError, RequestTimeoutError, too_large
 from .base import HttpRequest, HttpResponse, StreamResponse
 from .environment import ProxyTable, verified_ssl_context
 
 __all__ = ["AiohttpTransport"]
 
 DEFAULT_KEEPALIVE_TIMEOUT = 30.0
+READ_CHUNK = 64 * 1024  # bytes read at a time: past a limit, at most this much more is held
 
 
 class AiohttpTransport:
@@ -83,9 +84,9 @@ class AiohttpTransport:
         if request.stream and 200 <= resp.status < 300:
             return StreamResponse(resp.status, resp.headers, _iter_lines(resp, request), _closer(resp))
         try:
-            body = await resp.read()
+            body = await _read_body(resp, request)
         except BaseException as exc:
-            resp.release()
+            resp.close()  # what is left unread is not read: the connection goes
             raise _translate(exc, request) from exc
         return HttpResponse(resp.status, resp.headers, body)
 
@@ -102,16 +103,62 @@ def _closer(resp: aiohttp.ClientResponse):
     return close
 
 
+async def _read_body(resp: aiohttp.ClientResponse, request: HttpRequest) -> bytes:
+    """The whole body, read a chunk at a time and refused as soon as it
+    passes ``request.max_body_bytes`` (a Content-Length past it: before
+    reading any), so that memory stays bounded by the limit."""
+    limit = request.max_body_bytes
+    if limit is None:
+        return await resp.read()
+    declared = resp.content_length
+    if declared is not None and declared > limit and not resp.headers.get("Content-Encoding"):
+        raise too_large("response body", limit, 0, "max_response_bytes", _where(request))
+    parts: list[bytes] = []
+    size = 0
+    async for part in resp.content.iter_chunked(READ_CHUNK):
+        size += len(part)
+        if size > limit:
+            raise too_large("response body", limit, size, "max_response_bytes", _where(request))
+        parts.append(part)
+    return b"".join(parts)
+
+
 async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest):
+    """The body's lines, without their endings; a line past
+    ``request.max_line_bytes`` ends it with ResponseTooLargeError, having
+    held no more than the limit and one read."""
+    limit = request.max_line_bytes
     try:
+        held: list[bytes] = []  # the pieces of the line not yet ended
+        size = 0
         while True:
             try:
-                line = await resp.content.readline()
+                part = await resp.content.readany()
             except BaseException as exc:
                 raise _translate(exc, request) from exc
-            if not line:
-                return
-            yield line.rstrip(b"\r\n")
+            if not part:
+                break
+            start = 0
+            while True:
+                end = part.find(b"\n", start)
+                if end < 0:
+                    break
+                piece = part[start:end]
+                if held:
+                    held.append(piece)
+                    piece, held = b"".join(held), []
+                size = 0
+                if limit is not None and len(piece) > limit:
+                    raise too_large("a stream line", limit, len(piece), "max_stream_line_bytes", _where(request))
+                yield piece.rstrip(b"\r")
+                start = end + 1
+            if start < len(part):
+                held.append(part[start:])
+                size += len(part) - start
+                if limit is not None and size > limit:
+                    raise too_large("a stream line", limit, size, "max_stream_line_bytes", _where(request))
+        if held:
+            yield b"".join(held).rstrip(b"\r")
     finally:
         resp.close()
 
@@ -119,8 +166,8 @@ async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest):
 def _translate(exc: BaseException, request: HttpRequest) -> BaseException:
     """aiohttp's exceptions become ours here, and nowhere else, saying what
     happened in words ("connection refused to 127.0.0.1:9")."""
-    if isinstance(exc, asyncio.CancelledError):
-        return exc
+    if isinstance(exc, (asyncio.CancelledError, ApiError)) or not isinstance(exc, Exception):
+        return exc  # ours already, or not an error to translate (a cancel, an exit)
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return RequestTimeoutError(f"no answer within {request.timeout:.3g}s from {_where(request)}")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -137,7 +184,9 @@ def _translate(exc: BaseException, request: HttpRequest) -> BaseException:
         return NetworkError(f"{_host_port(request)} closed the connection without answering ({_where(request)})")
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return NetworkError(f"{type(exc).__name__} talking to {_where(request)}: {exc}")
-    return exc
+    if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):  # LineTooLong, BadHttpMessage, ...
+        return MalformedResponseError(f"malformed HTTP from {_where(request)}: {type(exc).__name__}: {exc}")
+    return NetworkError(f"{type(exc).__name__} talking to {_where(request)}: {exc}")  # none escapes untranslated
 
 
 def _connect_failure(exc: aiohttp.ClientConnectorError, request: HttpRequest) -> str:

@@ -1,8 +1,11 @@
 """The transport seam: one request in, one response (or stream) out.
 
 A transport knows HTTP and nothing else: no retries, no providers, no
-policies.  It translates its own library's exceptions into the typed
-:class:`NetworkError` / :class:`RequestTimeoutError` at this one boundary.
+policies.  It translates every exception of its own library into the typed
+:class:`NetworkError` / :class:`RequestTimeoutError` /
+:class:`MalformedResponseError` at this one boundary, and reads no more than
+a request's ``max_body_bytes`` of a body or ``max_line_bytes`` of a stream
+line (:class:`ResponseTooLargeError` past them).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class HttpRequest:
     timeout: Optional[float] = None
     stream: bool = False
     operation: Optional[dict] = None  # for a transport that is not HTTP (S3 through boto3): what to call
+    max_body_bytes: Optional[int] = None  # a body past it is not read on: ResponseTooLargeError (None: no limit)
+    max_line_bytes: Optional[int] = None  # a stream line past it is not read on: ResponseTooLargeError (None: no limit)
 
     def __repr__(self) -> str:  # headers hold credentials: never shown
         return f"HttpRequest({self.method} {self.url}, {len(self.body or b'')} bytes)"

@@ -2,11 +2,15 @@
 
 SSE follows the WHATWG rules, the subset model APIs use: ``event:``,
 ``data:`` (joined with newlines), comments and ``id:``/``retry:`` ignored; a
-blank line ends an event."""
+blank line ends an event.  An event whose data grows past
+``max_event_bytes`` ends the stream with :class:`ResponseTooLargeError`
+(many short ``data:`` lines could otherwise grow one event for ever)."""
 
 from __future__ import annotations
 
 from typing import AsyncIterator, NamedTuple, Optional
+
+from ..resilience.errors import too_large
 
 __all__ = ["SseEvent", "iter_ndjson", "iter_sse"]
 
@@ -16,15 +20,16 @@ class SseEvent(NamedTuple):
     data: str
 
 
-async def iter_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
+async def iter_sse(lines: AsyncIterator[bytes], max_event_bytes: Optional[int] = None) -> AsyncIterator[SseEvent]:
     event: Optional[str] = None
     data: list[str] = []
+    size = 0
     async for raw in lines:
         line = raw.decode("utf-8", "replace")
         if not line:
             if data or event is not None:
                 yield SseEvent(event, "\n".join(data))
-            event, data = None, []
+            event, data, size = None, [], 0
             continue
         if line.startswith(":"):
             continue
@@ -32,6 +37,9 @@ async def iter_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
         if value.startswith(" "):
             value = value[1:]
         if name == "data":
+            size += len(raw)
+            if max_event_bytes is not None and size > max_event_bytes:
+                raise too_large("a stream event", max_event_bytes, size, "max_stream_line_bytes")
             data.append(value)
         elif name == "event":
             event = value
