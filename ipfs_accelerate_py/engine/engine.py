@@ -85,6 +85,7 @@ _RETRY_SETTINGS = {
     "initial_retry_delay": "initial_delay",
     "max_retry_delay": "max_delay",
     "retry_jitter": "jitter",
+    "max_retry_after": "max_retry_after",
 }
 
 
@@ -120,6 +121,7 @@ class Engine:
         self.breaker.add_listener(self._on_breaker_transition)
         self.keys = KeyRing(settings["key_strategy"], self._breaker_options(), clock.now())
         self.keys.pool.default_cooldown = settings["initial_retry_delay"]  # a 0-remaining hint without its reset
+        self.keys.pool.max_cooldown = settings["max_retry_after"]  # no server rests a key longer
         self.keys.set_default(api_key, clock.now())
         self.retry_options = self._retry_options()
         self.stats = StatsCollector()
@@ -171,6 +173,7 @@ class Engine:
         elif name in _RETRY_SETTINGS:
             self.retry_options = self._retry_options()
             self.keys.pool.default_cooldown = self.settings["initial_retry_delay"]
+            self.keys.pool.max_cooldown = self.settings["max_retry_after"]
         elif name == "queue_size":
             self.queue.maxsize = value
         elif name == "queue_aging_interval":
@@ -739,9 +742,12 @@ class Engine:
         return cut
 
     def _cooldown(self, req: Request, error: Optional[BaseException]) -> Optional[float]:
-        """How long a 429 without Retry-After cools its (key, model): the
-        retry policy's backoff for the retry it leads to."""
-        if isinstance(error, RateLimitError) and error.retry_after is None:
+        """How long a 429 without a believable Retry-After (none, or one over
+        max_retry_after) cools its (key, model): the retry policy's backoff
+        for the retry it leads to."""
+        if isinstance(error, RateLimitError) and retry_policy.believed_retry_after(
+            error.retry_after, self.retry_options.max_retry_after
+        ) is None:
             return retry_policy.backoff_delay(req.retries + 1, self.retry_options, self.rng)
         return None
 
