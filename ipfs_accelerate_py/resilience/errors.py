@@ -292,6 +292,7 @@ class SettingError(ApiError, ValueError):
         super().__init__(f"invalid value {value!r} for setting {setting!r}: expected {expected}")
         self.setting = setting
         self.value = value
+        self.expected = expected
 
 
 # ---------------------------------------------------------------- headers

@@ -1,0 +1,99 @@
+"""What a caller hands the seed's surface, checked before it acts: stats
+fields, model lists, a batch's future dict, a batch_timeout as long as
+forever, a reset_timeout lowered while keys' circuits are OPEN, and a client
+carried across ``os.fork()``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+
+import pytest
+
+from ipfs_accelerate_py.resilience.errors import InvalidInputError, SettingError
+
+from ..helpers import LOOPBACK, REPLY_PREFIX, WAIT, messages, reply_text
+from .test_openai_api import CHAT_MODEL, EMBED_MODEL, chat_once, make_client, wait_real
+
+
+# ----------------------------------------------------------------- update_stats
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, named",
+    [
+        (("x",), {}, "dict of fields"),
+        ((5,), {}, "dict of fields"),
+        ((), {"response_time": "abc", "success": True}, "'response_time'"),
+        ((), {"response_time": -1.0, "success": True}, "'response_time'"),
+        ((), {"response_time": float("nan"), "success": True}, "'response_time'"),
+        ((), {"queue_wait": "soon", "success": False}, "'queue_wait'"),
+        ((), {"tokens_in": 1.5, "success": True}, "'tokens_in'"),
+        ((), {"tokens_out": -3, "success": True}, "'tokens_out'"),
+        ((), {"attempts": 0, "success": True}, "'attempts'"),
+        ((), {"model": 5, "success": True}, "'model'"),
+        ((), {"success": "yes"}, "'success'"),
+        ((), {"response_time": 0.1}, "success required"),
+        (({"success": True, "colour": "red"},), {}, "success required"),
+    ],
+)
+def test_update_stats_refuses_bad_fields_by_name_and_records_nothing(simulator, args, kwargs, named):
+    with make_client(simulator) as client:
+        with pytest.raises(InvalidInputError) as caught:
+            client.update_stats(*args, **kwargs)
+        assert client.get_stats()["total_requests"] == 0
+    assert named in str(caught.value)
+    assert isinstance(caught.value, ValueError)  # still what plain Python code would catch
+
+
+def test_update_stats_records_good_fields(simulator):
+    with make_client(simulator) as client:
+        client.update_stats({"success": True, "response_time": 0.25, "model": CHAT_MODEL}, tokens_in=3, tokens_out=4)
+        client.update_stats(success=False, error_type="timeout", attempts=2)
+        stats = client.get_stats()
+    assert (stats["total_requests"], stats["successful_requests"], stats["failed_requests"]) == (2, 1, 1)
+
+
+# ----------------------------------------------------------------- model lists
+
+
+@pytest.mark.parametrize("value", [5, "text-embedding-3-small", [EMBED_MODEL, 7], None, {"a": 1}])
+@pytest.mark.parametrize("setting", ["supported_batch_models", "embedding_models"])
+def test_a_model_list_that_is_not_one_is_a_setting_error(simulator, setting, value):
+    with make_client(simulator) as client:
+        before = getattr(client, setting)
+        with pytest.raises(SettingError) as caught:
+            setattr(client, setting, value)
+        assert getattr(client, setting) == before  # nothing changed
+    assert caught.value.setting == setting
+
+
+def test_a_model_list_in_metadata_is_checked_too(simulator):
+    with pytest.raises(SettingError) as caught:
+        make_client(simulator, supported_batch_models=5)
+    assert caught.value.setting == "supported_batch_models"
+
+
+def test_any_iterable_of_names_is_a_model_list(simulator):
+    with make_client(simulator) as client:
+        client.supported_batch_models = (name for name in [EMBED_MODEL])
+        assert client.supported_batch_models == [EMBED_MODEL]
+
+
+# ----------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize("future", [[], "x", 5])
+def test_add_to_batch_refuses_a_future_that_is_no_dict_and_sends_nothing(simulator, future):
+    with make_client(simulator, batch_timeout=0.0) as client:
+        client.supported_batch_models = [EMBED_MODEL]
+        with pytest.raises(InvalidInputError, match="future must be a dict"):
+            client.add_to_batch(EMBED_MODEL, "text", future=future)
+        client._process_batch()
+        assert client.get_stats()["current_queue_size"] == 0
+        good = client.add_to_batch(EMBED_MODEL, "text", future={})
+        assert good.result(WAIT)["data"]  # the client still works
+    assert simulator.counters()["requests_total"] == 1  # the good one only
