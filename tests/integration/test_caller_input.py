@@ -97,3 +97,14 @@ def test_add_to_batch_refuses_a_future_that_is_no_dict_and_sends_nothing(simulat
         good = client.add_to_batch(EMBED_MODEL, "text", future={})
         assert good.result(WAIT)["data"]  # the client still works
     assert simulator.counters()["requests_total"] == 1  # the good one only
+
+
+@pytest.mark.parametrize("batch_timeout", [1e300, 3600.0])
+def test_a_huge_batch_timeout_does_not_hold_a_request_past_its_deadline(simulator, batch_timeout):
+    with make_client(simulator, batch_timeout=batch_timeout, request_deadline=1.0) as client:
+        client.supported_batch_models = [EMBED_MODEL]
+        started = time.monotonic()
+        response = client.make_request("embeddings", {"model": EMBED_MODEL, "input": "alone"})
+        elapsed = time.monotonic() - started
+    assert response["data"]
+    assert 0.4 <= elapsed < 1.0  # it waited half its deadline for company, then went
