@@ -108,3 +108,25 @@ def test_a_huge_batch_timeout_does_not_hold_a_request_past_its_deadline(simulato
         elapsed = time.monotonic() - started
     assert response["data"]
     assert 0.4 <= elapsed < 1.0  # it waited half its deadline for company, then went
+
+
+# ----------------------------------------------------------------- circuit
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def test_lowering_reset_timeout_reaches_an_open_key_circuit(simulator):
+    with make_client(simulator, max_retries=1, failure_threshold=2, reset_timeout=60.0,
+                     key_strategy="round-robin") as client:
+        client.add_api_key("dead", "sk-dead-0123456789abcdef", base_url=f"http://{LOOPBACK}:{_closed_port()}/v1")
+        for n in range(6):  # round robin: every other attempt meets the dead endpoint, and is retried
+            assert reply_text(chat_once(client, f"n{n}")) == REPLY_PREFIX + f"n{n}"
+        pool = client.get_stats()["key_pool"]
+        assert pool["dead"]["breaker"] == "OPEN" and client.circuit_state == "CLOSED"
+        client.reset_timeout = 0.1
+        wait_real(0.15)
+        assert client.get_stats()["key_pool"]["dead"]["breaker"] == "HALF_OPEN"
