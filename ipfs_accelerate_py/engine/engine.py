@@ -53,7 +53,8 @@ from ..transport.sse import iter_ndjson, iter_sse
 from .batches import BatchLane
 from .keyring import KeyRing, key_fingerprint
 from .deadlines import DeadlineWatch, StallWatch
-from .loop import engine_loop, in_engine_thread, start_task
+from . import forking
+from .loop import EngineLoop, engine_loop, in_engine_thread, start_task
 from .request import Request
 from .settings import Settings
 from .stream import END_OF_STREAM, ChunkStream, StreamProgress
@@ -113,8 +114,7 @@ class Engine:
 
             transport = AiohttpTransport()
         self.transport = transport
-        self._engine_loop = engine_loop()
-        self.loop = self._engine_loop.loop
+        self._engine_loop: Optional[EngineLoop] = engine_loop()  # None in a forked child until it is used
 
         self.queue = PriorityRequestQueue(settings["queue_size"], settings["queue_aging_interval"])
         self.breaker = CircuitBreaker(self._breaker_options())
@@ -143,6 +143,41 @@ class Engine:
         self._key_timer: Optional[asyncio.TimerHandle] = None
         self._tasks: set[asyncio.Task] = set()
         self.supported_batch_models: frozenset[str] = frozenset()
+        forking.register(self)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The engine loop this backend lives on (in a forked child: the child's, started on first use)."""
+        current = self._engine_loop
+        if current is None:
+            current = self._engine_loop = engine_loop()
+        return current.loop
+
+    def _loop_alive(self) -> bool:
+        return self._engine_loop is not None and self._engine_loop.alive
+
+    def restart_after_fork(self) -> None:
+        """(in a forked child, before anything else runs) Forget the parent's
+        loop, work and held locks; see :mod:`.forking`."""
+        for policy in (self.queue, self.breaker, self.keys.pool, self.stats):
+            forking.reinit_locks(policy)
+        with self.queue.lock:
+            self.queue.drain()
+            self._held_count = 0
+            self._wake_pending = False
+        self._engine_loop = None
+        self.in_flight = 0
+        self._tasks = set()
+        self._backing_off = set()
+        self._held = set()
+        self._key_timer = self._circuit_timer = None
+        self.deadlines = DeadlineWatch(self)
+        self.batches = BatchLane(self, self.settings["max_batch_size"], self.settings["batch_timeout"])
+        self.keys.pool.forget_in_flight()
+        self.breaker.forget_in_flight()
+        after_fork = getattr(self.transport, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
 
     @property
     def api_key(self) -> Optional[str]:
@@ -957,7 +992,7 @@ class Engine:
             return
         if in_engine_thread():
             await self.aclose(grace)
-        elif not self._engine_loop.alive:
+        elif not self._loop_alive():
             self.closed = True
         else:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop))
@@ -967,7 +1002,7 @@ class Engine:
             return
         if in_engine_thread():
             raise RuntimeError("close() called from the engine's own loop; use 'await backend.aclose()'")
-        if not self._engine_loop.alive:
+        if not self._loop_alive():
             self.closed = True
             return
         asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop).result(grace + 10.0)

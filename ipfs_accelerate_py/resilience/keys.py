@@ -749,6 +749,15 @@ class KeyPool:
             raise SettingError("name", name, f"the name of a key in the pool ({', '.join(self._keys) or 'none'})")
         return state
 
+    def forget_in_flight(self) -> None:
+        """The leases out now will never come back (a forked child's copies of
+        the parent's): no key counts them in flight any more, and their
+        breakers' probe permits are free again."""
+        with self._lock:
+            for state in self._keys.values():
+                state.in_flight = 0
+                state.breaker.forget_in_flight()
+
     # ------------------------------------------------------------ choosing
 
     def choose(

@@ -130,3 +130,36 @@ def test_lowering_reset_timeout_reaches_an_open_key_circuit(simulator):
         client.reset_timeout = 0.1
         wait_real(0.15)
         assert client.get_stats()["key_pool"]["dead"]["breaker"] == "HALF_OPEN"
+
+
+# ----------------------------------------------------------------- fork
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_client_made_before_fork_answers_in_the_child(simulator):
+    with make_client(simulator) as client:
+        assert reply_text(chat_once(client, "parent")) == REPLY_PREFIX + "parent"  # the engine loop runs
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: one request, its answer down the pipe, and out (never back into pytest)
+            try:
+                os.close(read_end)
+                try:
+                    said = reply_text(client.chat(CHAT_MODEL, messages("child")))
+                except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                    said = f"{type(exc).__name__}: {exc}"
+                os.write(write_end, said.encode()[:4000])
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], WAIT)
+            said = os.read(read_end, 4096).decode() if ready else None
+        finally:
+            os.close(read_end)
+            if not ready:
+                os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert said == REPLY_PREFIX + "child", said or f"no answer from the child within {WAIT}s"
+        assert reply_text(chat_once(client, "parent again")) == REPLY_PREFIX + "parent again"
+    assert simulator.counters()["requests_total"] == 3

@@ -418,6 +418,15 @@ def test_outcome_from_an_error_keeps_what_the_server_asked_and_our_fallback():
         assert Outcome.from_error(RateLimitError("x", status=429, retry_after=odd), 0.75).retry_after is None
 
 
+def test_leases_that_will_never_come_back_can_be_forgotten():
+    pool, clock, rng = make(KeyOptions("a", max_concurrent=2))
+    leases = take_all(pool, clock, rng)
+    assert len(leases) == 2 and pool.choose(clock.now(), 0, rng) is None
+    pool.forget_in_flight()  # a forked child: the parent's attempts are not ours
+    assert pool.snapshot(clock.now())["a"]["in_flight"] == 0
+    assert pool.choose(clock.now(), 0, rng) is not None
+
+
 def test_cooldowns_only_lengthen_and_count_once_per_rest():
     pool, clock, rng = make(KeyOptions("a", max_concurrent=3))
     leases = [pool.choose(clock.now(), 0, rng) for _ in range(3)]
