@@ -405,7 +405,10 @@ class Engine:
             )
         else:
             held = _HELD_BY.get(ready.reason, ready.reason)
-            if ready.reason in (REASON_COOLING, REASON_KEY_COOLING) and getattr(req.last_error, "retry_after", None) is not None:
+            asked = getattr(req.last_error, "retry_after", None)
+            if ready.reason in (REASON_COOLING, REASON_KEY_COOLING) and retry_policy.believed_retry_after(
+                asked, self.retry_options.max_retry_after
+            ) is not None:
                 held += ", as its Retry-After asked"
             model = f"model {req.model}" if req.model is not None else "this request"
             error = RateLimitDeadlineError(
