@@ -32,6 +32,7 @@ from ..resilience.keys import KeyOptions
 from ..resilience.redact import public_url
 from ..resilience.priority_queue import PRIORITY_NAMES, priority_level
 from ..resilience.stats import RequestRecord
+from ..resilience.validation import require_int, require_number
 
 __all__ = ["BaseApiBackend", "model_argument"]
 
@@ -175,8 +176,8 @@ class BaseApiBackend:
         for config in key_configs(self.metadata, spec, os.environ):
             self._engine.keys.add(config, clock.now())
         models = self.metadata.get("embedding_models", spec.embedding_models)
-        self.embedding_models = list(models)
-        self.supported_batch_models = list(self.metadata.get("supported_batch_models", models))
+        self.embedding_models = models
+        self.supported_batch_models = self.metadata.get("supported_batch_models", models)
         self._started_wall = clock.wall()
 
     # --------------------------------------------------------- identity
@@ -239,9 +240,7 @@ class BaseApiBackend:
 
     @supported_batch_models.setter
     def supported_batch_models(self, value: Iterable[str]) -> None:
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-            raise SettingError("supported_batch_models", value, "a list of model names")
-        self._engine.supported_batch_models = frozenset(value)
+        self._engine.supported_batch_models = frozenset(_model_names("supported_batch_models", value))
 
     @property
     def embedding_models(self) -> list[str]:
@@ -249,8 +248,7 @@ class BaseApiBackend:
 
     @embedding_models.setter
     def embedding_models(self, value: Iterable[str]) -> None:
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-            raise SettingError("embedding_models", value, "a list of model names")
+        value = _model_names("embedding_models", value)
         if "_embedding_models" in self.__dict__:
             self._embedding_models[:] = value  # in place: views share the list
         else:
@@ -697,29 +695,13 @@ class BaseApiBackend:
     def update_stats(self, stats_update: Optional[Mapping[str, Any]] = None, **fields: Any) -> None:
         """Record one finished request made outside the queue (thread-safe).
 
-        Fields: ``success`` (bool, required), ``response_time`` (s), ``model``,
-        ``error_type``, ``tokens_in``, ``tokens_out``, ``attempts``, ``endpoint``.
+        Fields: ``success`` (bool, required), ``response_time`` and
+        ``queue_wait`` (seconds >= 0), ``model``, ``error_type``, ``endpoint``
+        (text), ``tokens_in``, ``tokens_out`` (whole numbers >= 0),
+        ``attempts`` (>= 1).  Anything else is refused with an
+        :class:`InvalidInputError` naming the field, and nothing is recorded.
         """
-        update = dict(stats_update or {}, **fields)
-        unknown = set(update) - {"success", "response_time", "model", "error_type", "tokens_in", "tokens_out", "attempts", "endpoint", "queue_wait"}
-        if unknown or "success" not in update:
-            raise InvalidInputError(
-                f"update_stats takes success (required), response_time, model, error_type, tokens_in, tokens_out, "
-                f"attempts, endpoint, queue_wait; got {sorted(update)}"
-            )
-        self._engine.stats.record_request(
-            RequestRecord(
-                success=bool(update["success"]),
-                latency=float(update.get("response_time", 0.0)),
-                queue_wait=float(update.get("queue_wait", 0.0)),
-                attempts=int(update.get("attempts", 1)),
-                model=update.get("model"),
-                error_kind=update.get("error_type"),
-                tokens_in=int(update.get("tokens_in", 0)),
-                tokens_out=int(update.get("tokens_out", 0)),
-                endpoint=update.get("endpoint"),
-            )
-        )
+        self._engine.stats.record_request(_stats_record(stats_update, fields))
 
     def get_stats(self) -> dict:
         """Counters and figures since the last ``reset_stats()``."""
@@ -800,11 +782,11 @@ class BaseApiBackend:
         """Queue embeddings input(s) for ``model_name`` (or ``model``) to go
         out in a batch; returns the future (a given ``future`` dict is filled
         in too)."""
+        if future is not None and not isinstance(future, dict):  # refused before anything is sent
+            raise InvalidInputError(f"add_to_batch: future must be a dict to fill in, or None, not {type(future).__name__}")
         endpoint, data = self._operation("add_to_batch", model_name, model, request_input, False, params, None)
         fut = self._submit(endpoint, data).future
         if future is not None:
-            if not isinstance(future, dict):
-                raise InvalidInputError("future must be a dict to fill in, or None")
             fut.add_done_callback(lambda f: future.update(result=f["result"], error=f["error"], completed=True))
         return fut
 
@@ -884,6 +866,72 @@ for _spec in SETTINGS:
     setattr(BaseApiBackend, _spec.name, _SettingAttr(_spec.name))
 
 CIRCUIT_STATES = (STATE_CLOSED, STATE_OPEN, STATE_HALF_OPEN)
+
+
+def _model_names(setting: str, value: Any) -> list[str]:
+    """A list of model names (any iterable of strings but a string itself), or a SettingError naming ``setting``."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise SettingError(setting, value, "a list of model names")
+    names = list(value)
+    if not all(isinstance(v, str) for v in names):
+        raise SettingError(setting, value, "a list of model names")
+    return names
+
+
+_STATS_FIELDS = ("success", "response_time", "queue_wait", "model", "error_type", "endpoint", "tokens_in", "tokens_out", "attempts")
+
+
+def _stats_record(stats_update: Any, fields: dict) -> RequestRecord:
+    """``update_stats``'s arguments as a record, each field checked and named when refused."""
+    if stats_update is not None and not isinstance(stats_update, Mapping):
+        raise InvalidInputError(
+            f"update_stats takes a dict of fields or keyword arguments, not {type(stats_update).__name__} "
+            f"{_shown(stats_update)}; e.g. update_stats(success=True, response_time=0.25)"
+        )
+    update = dict(stats_update or {}, **fields)
+    unknown = set(update) - set(_STATS_FIELDS)
+    if unknown or "success" not in update:
+        raise InvalidInputError(f"update_stats takes {', '.join(_STATS_FIELDS)} (success required); got {sorted(map(str, update))}")
+    success = update["success"]
+    if not isinstance(success, bool) and success not in (0, 1):
+        raise InvalidInputError(f"update_stats field 'success' must be True or False, not {_shown(success)}")
+
+    def number(name: str, default: float) -> float:
+        return _stats_field(name, update.get(name, default), lambda v: require_number(name, v))
+
+    def count(name: str, default: int, minimum: int) -> int:
+        return _stats_field(name, update.get(name, default), lambda v: require_int(name, v, minimum))
+
+    def text(name: str) -> Optional[str]:
+        value = update.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"update_stats field {name!r} must be text or None, not {_shown(value)}")
+        return value
+
+    return RequestRecord(
+        success=bool(success),
+        latency=number("response_time", 0.0),
+        queue_wait=number("queue_wait", 0.0),
+        attempts=count("attempts", 1, 1),
+        model=text("model"),
+        error_kind=text("error_type"),
+        tokens_in=count("tokens_in", 0, 0),
+        tokens_out=count("tokens_out", 0, 0),
+        endpoint=text("endpoint"),
+    )
+
+
+def _stats_field(name: str, value: Any, check: Callable[[Any], Any]) -> Any:
+    try:
+        return check(value)
+    except SettingError as exc:
+        raise InvalidInputError(f"update_stats field {name!r} must be {exc.expected}, not {_shown(value)}") from None
+
+
+def _shown(value: Any) -> str:
+    """A caller's value for an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _first(metadata: Mapping[str, Any], keys: Iterable[str], env: Iterable[str]) -> Optional[str]:

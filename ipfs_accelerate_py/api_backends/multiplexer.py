@@ -68,7 +68,7 @@ SPECIFIC = "specific"
 
 _LABELS = {"openai": "OpenAI", "groq": "Groq", "claude": "Claude", "gemini": "Gemini"}
 _SUMMED = ("requests", "in_flight", "successes", "failures", "rate_limited", "auth_failures", "cooldowns",
-           "tokens_in", "tokens_out")
+           "retry_after_over_cap", "tokens_in", "tokens_out")
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,9 @@ class ApiKeyMultiplexer:
         ``failures``, ``rate_limited`` (429s), ``auth_failures``, ``cooldowns``,
         ``tokens_in``, ``tokens_out``; then ``cooling_until`` (seconds the whole
         key has left to cool), ``cooling_models`` (``{model: seconds left}`` for
-        the (key, model) pairs cooling after a 429),
+        the (key, model) pairs cooling after a 429), ``retry_after_over_cap``
+        (429s whose Retry-After was over ``max_retry_after``, not believed) and
+        ``longest_retry_after_asked`` (the longest such wait, or None),
         ``disabled`` (why, or None), ``breaker`` (the shared backend's view),
         the key's limits, and the seed's ``usage`` (= requests),
         ``current_requests`` (= in_flight) and ``queue_size`` (requests waiting
@@ -372,6 +374,8 @@ def _key_usage(key: _Key, shared: Optional[dict], own: Optional[BaseApiBackend])
     figures.update(
         cooling_until=max((float(v.get("cooling_until") or 0.0) for v in views), default=0.0),
         cooling_models=_longest_cooling(views),
+        longest_retry_after_asked=max((v["longest_retry_after_asked"] for v in views
+                                       if v.get("longest_retry_after_asked") is not None), default=None),
         disabled=next((v["disabled"] for v in views if v.get("disabled")), None),
         breaker=views[0].get("breaker") if views else None,
         max_concurrent=opts.max_concurrent,

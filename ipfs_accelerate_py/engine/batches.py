@@ -31,6 +31,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["BatchLane"]
 
 
+def _due_by(req: Request) -> Optional[float]:
+    """The latest a batch member waits for company: half the time from its
+    submission to its deadline (None without a deadline), whatever
+    ``batch_timeout`` says, leaving the other half to the call itself."""
+    if req.deadline is None:
+        return None
+    return req.submitted_at + (req.deadline - req.submitted_at) / 2
+
+
 class BatchLane:
     def __init__(self, engine: "Engine", max_batch_size: int, batch_timeout: float) -> None:
         self.engine = engine
@@ -62,7 +71,7 @@ class BatchLane:
             template = self.engine.provider.batch_template(req.endpoint, req.data)
             key = batch_key(req.endpoint, req.model, template, key_fingerprint(req.api_key))  # a caller's own key stays apart
             key += (req.options,)  # so do per-call timeout, max_retries, headers and query: a batch has one of each
-            req.member, ready = self.assembler.add(key, req, req.inputs, now)
+            req.member, ready = self.assembler.add(key, req, req.inputs, now, _due_by(req))
             for batch in ready:
                 self._launch(batch, now)
         self._arm_timer(now)

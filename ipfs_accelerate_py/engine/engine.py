@@ -55,7 +55,8 @@ from .attempt import FAILURE, IGNORED, SUCCESS, AttemptHold
 from .batches import BatchLane
 from .keyring import KeyRing, key_fingerprint
 from .deadlines import DeadlineWatch, StallWatch
-from .loop import engine_loop, in_engine_thread, start_task
+from . import forking
+from .loop import EngineLoop, engine_loop, in_engine_thread, start_task
 from .request import Request
 from .settings import Settings
 from .stream import END_OF_STREAM, ChunkStream, StreamProgress
@@ -87,6 +88,7 @@ _RETRY_SETTINGS = {
     "initial_retry_delay": "initial_delay",
     "max_retry_delay": "max_delay",
     "retry_jitter": "jitter",
+    "max_retry_after": "max_retry_after",
 }
 
 
@@ -114,14 +116,14 @@ class Engine:
 
             transport = AiohttpTransport()
         self.transport = transport
-        self._engine_loop = engine_loop()
-        self.loop = self._engine_loop.loop
+        self._engine_loop: Optional[EngineLoop] = engine_loop()  # None in a forked child until it is used
 
         self.queue = PriorityRequestQueue(settings["queue_size"], settings["queue_aging_interval"])
         self.breaker = CircuitBreaker(self._breaker_options())
         self.breaker.add_listener(self._on_breaker_transition)
         self.keys = KeyRing(settings["key_strategy"], self._breaker_options(), clock.now())
         self.keys.pool.default_cooldown = settings["initial_retry_delay"]  # a 0-remaining hint without its reset
+        self.keys.pool.max_cooldown = settings["max_retry_after"]  # no server rests a key longer
         self.keys.set_default(api_key, clock.now())
         self.retry_options = self._retry_options()
         self.stats = StatsCollector()
@@ -143,6 +145,41 @@ class Engine:
         self._key_timer: Optional[asyncio.TimerHandle] = None
         self._tasks: set[asyncio.Task] = set()
         self.supported_batch_models: frozenset[str] = frozenset()
+        forking.register(self)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The engine loop this backend lives on (in a forked child: the child's, started on first use)."""
+        current = self._engine_loop
+        if current is None:
+            current = self._engine_loop = engine_loop()
+        return current.loop
+
+    def _loop_alive(self) -> bool:
+        return self._engine_loop is not None and self._engine_loop.alive
+
+    def restart_after_fork(self) -> None:
+        """(in a forked child, before anything else runs) Forget the parent's
+        loop, work and held locks; see :mod:`.forking`."""
+        for policy in (self.queue, self.breaker, self.keys.pool, self.stats):
+            forking.reinit_locks(policy)
+        with self.queue.lock:
+            self.queue.drain()
+            self._held_count = 0
+            self._wake_pending = False
+        self._engine_loop = None
+        self.in_flight = 0
+        self._tasks = set()
+        self._backing_off = set()
+        self._held = set()
+        self._key_timer = self._circuit_timer = None
+        self.deadlines = DeadlineWatch(self)
+        self.batches = BatchLane(self, self.settings["max_batch_size"], self.settings["batch_timeout"])
+        self.keys.pool.forget_in_flight()
+        self.breaker.forget_in_flight()
+        after_fork = getattr(self.transport, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
 
     @property
     def api_key(self) -> Optional[str]:
@@ -173,6 +210,7 @@ class Engine:
         elif name in _RETRY_SETTINGS:
             self.retry_options = self._retry_options()
             self.keys.pool.default_cooldown = self.settings["initial_retry_delay"]
+            self.keys.pool.max_cooldown = self.settings["max_retry_after"]
         elif name == "queue_size":
             self.queue.maxsize = value
         elif name == "queue_aging_interval":
@@ -371,7 +409,10 @@ class Engine:
             )
         else:
             held = _HELD_BY.get(ready.reason, ready.reason)
-            if ready.reason in (REASON_COOLING, REASON_KEY_COOLING) and getattr(req.last_error, "retry_after", None) is not None:
+            asked = getattr(req.last_error, "retry_after", None)
+            if ready.reason in (REASON_COOLING, REASON_KEY_COOLING) and retry_policy.believed_retry_after(
+                asked, self.retry_options.max_retry_after
+            ) is not None:
                 held += ", as its Retry-After asked"
             model = f"model {req.model}" if req.model is not None else "this request"
             error = RateLimitDeadlineError(
@@ -778,9 +819,12 @@ class Engine:
         return cut
 
     def _cooldown(self, req: Request, error: Optional[BaseException]) -> Optional[float]:
-        """How long a 429 without Retry-After cools its (key, model): the
-        retry policy's backoff for the retry it leads to."""
-        if isinstance(error, RateLimitError) and error.retry_after is None:
+        """How long a 429 without a believable Retry-After (none, or one over
+        max_retry_after) cools its (key, model): the retry policy's backoff
+        for the retry it leads to."""
+        if isinstance(error, RateLimitError) and retry_policy.believed_retry_after(
+            error.retry_after, self.retry_options.max_retry_after
+        ) is None:
             return retry_policy.backoff_delay(req.retries + 1, self.retry_options, self.rng)
         return None
 
@@ -990,7 +1034,7 @@ class Engine:
             return
         if in_engine_thread():
             await self.aclose(grace)
-        elif not self._engine_loop.alive:
+        elif not self._loop_alive():
             self.closed = True
         else:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop))
@@ -1000,7 +1044,7 @@ class Engine:
             return
         if in_engine_thread():
             raise RuntimeError("close() called from the engine's own loop; use 'await backend.aclose()'")
-        if not self._engine_loop.alive:
+        if not self._loop_alive():
             self.closed = True
             return
         asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop).result(grace + 10.0)

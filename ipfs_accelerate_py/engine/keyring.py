@@ -20,6 +20,7 @@ from typing import Optional
 
 from ..resilience.breaker import BreakerOptions
 from ..resilience.errors import ApiError, AuthenticationError, SettingError
+from ..resilience.retry import over_cap
 from ..resilience.keys import OUTCOME_AUTH_FAILURE, OUTCOME_RATE_LIMITED, SCOPE_KEY, KeyOptions, KeyPool, Lease, Outcome, Readiness
 from .request import Request
 
@@ -179,12 +180,27 @@ class KeyRing:
         already_disabled = outcome.kind == OUTCOME_AUTH_FAILURE and self.pool.disabled_reason(lease.name) is not None
         self.pool.release(lease, now, outcome)
         if outcome.kind == OUTCOME_RATE_LIMITED:
-            scope = "" if outcome.scope == SCOPE_KEY or lease.model is None else f" for model {lease.model}"
-            why = "Retry-After" if getattr(error, "retry_after", None) is not None else "backoff, no Retry-After"
-            log.info("key %s%s cooling %.3gs after HTTP 429 (%s)", lease.name, scope, outcome.retry_after or 0.0, why)
+            self._log_cooling(lease, outcome)
         elif outcome.kind == OUTCOME_AUTH_FAILURE and not already_disabled:  # once a key, not once a request in flight
             log.warning("key %s disabled: %s; the other keys carry on (replace it, or remove it with client.remove_api_key())",
                         lease.name, outcome.reason)
+
+    def _log_cooling(self, lease: Lease, outcome: Outcome) -> None:
+        scope = "" if outcome.scope == SCOPE_KEY or lease.model is None else f" for model {lease.model}"
+        cap = self.pool.max_cooldown
+        if over_cap(outcome.retry_after, cap):
+            log.warning(
+                "key %s%s: the server asked to cool it for %.6gs after HTTP 429, over max_retry_after (%.3gs); "
+                "not believed: cooling %.3gs (backoff) instead",
+                lease.name, scope, outcome.retry_after, cap, min(cap, self._fallback(outcome)),
+            )
+        elif outcome.retry_after is not None:
+            log.info("key %s%s cooling %.3gs after HTTP 429 (Retry-After)", lease.name, scope, outcome.retry_after)
+        else:
+            log.info("key %s%s cooling %.3gs after HTTP 429 (backoff, no Retry-After)", lease.name, scope, self._fallback(outcome))
+
+    def _fallback(self, outcome: Outcome) -> float:
+        return self.pool.default_cooldown if outcome.cooldown is None else outcome.cooldown
 
     def all_disabled_error(self, provider: str, now: float) -> Optional[AuthenticationError]:
         """An error naming every key and why, when no key is left to try."""

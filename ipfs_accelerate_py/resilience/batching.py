@@ -12,7 +12,10 @@ Which requests are combined
 
 When a batch goes
     * when it holds the input limit exactly (ready at once, from ``add``);
-    * ``batch_timeout`` seconds after its FIRST member arrived (``due``);
+    * ``batch_timeout`` seconds after its FIRST member arrived (``due``),
+      or earlier: by the ``due_by`` of any member (the latest its caller can
+      wait for company: the engine gives half the time to the request's
+      deadline), so that no batch_timeout holds a request past its deadline;
     * before a member that would push it over the input or token limit:
       the open batch is closed and the member starts a new one;
     * at shutdown or flush (``drain``).
@@ -310,8 +313,11 @@ class BatchAssembler:
         cap = limits.max_inputs
         return self._max_batch_size if cap is None else min(self._max_batch_size, cap)
 
-    def add(self, key: Hashable, item: Any, inputs: list, now: float) -> tuple[BatchMember, list[Batch]]:
-        """Add one caller's request; return its member and the batches ready now."""
+    def add(
+        self, key: Hashable, item: Any, inputs: list, now: float, due_by: Optional[float] = None
+    ) -> tuple[BatchMember, list[Batch]]:
+        """Add one caller's request; return its member and the batches ready now.
+        ``due_by``: the batch it joins goes no later than that (None: no bound)."""
         member = BatchMember(item, inputs, now)
         limits = self._limits_for(key)
         max_inputs = self._input_limit(limits)
@@ -327,6 +333,8 @@ class BatchAssembler:
             batch = None
         if batch is None:
             batch = self._open[key] = Batch(key, now, now + self._batch_timeout)
+        if due_by is not None and due_by < batch.due_at:
+            batch.due_at = due_by
         batch._append(member)
         if batch.n_inputs >= max_inputs or (max_tokens is not None and batch.n_tokens >= max_tokens):
             ready.append(self._open.pop(key))

@@ -295,6 +295,12 @@ class CircuitBreaker:
         """A plain dict of the state and counters, for reports."""
         return self._locked(self._snapshot, now)
 
+    def forget_in_flight(self) -> None:
+        """The calls out now will never report (a forked child's copy of the
+        parent's): their HALF_OPEN probe permits are free again."""
+        with self._lock:
+            self._probes.clear()
+
     # ------------------------------------------------------------ outcomes
 
     def on_success(self, now: float, duration: float = 0.0, *, permit: Optional[int] = None) -> None:

@@ -320,6 +320,7 @@ class SettingError(ApiError, ValueError):
         super().__init__(f"invalid value {value!r} for setting {setting!r}: expected {expected}")
         self.setting = setting
         self.value = value
+        self.expected = expected
 
 
 # ---------------------------------------------------------------- headers
@@ -340,7 +341,9 @@ def get_header(headers: Optional[Mapping[str, str]], name: str) -> Optional[str]
 
 
 MAX_RETRY_AFTER = 86400.0
-"""The longest wait a server's Retry-After is believed for (a day: daily quotas reset within it)."""
+"""The longest wait :func:`parse_retry_after` reports (a day).  What a backend
+believes is shorter: its ``max_retry_after`` setting (60 s by default, see
+:func:`~.retry.believed_retry_after`); a longer wait is backed off from."""
 
 
 def parse_retry_after(headers: Optional[Mapping[str, str]], wall_now: float) -> Optional[float]:

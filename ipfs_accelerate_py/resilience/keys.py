@@ -18,7 +18,11 @@ A key may take an attempt of ``tokens`` estimated tokens for ``model`` at ``now`
   outcome's ``cooldown``, else ``default_cooldown``), since providers limit
   per key *and* model; a key-wide signal (an exhausted quota) or a request
   naming no model cools the whole key.  A provider hint of 0 requests or 0
-  tokens remaining cools the same scope until that hint's reset.  Cooling
+  tokens remaining cools the same scope until that hint's reset.  No rest
+  is longer than the pool's ``max_cooldown``: a Retry-After (or a reset)
+  over it is not believed (the outcome's ``cooldown``, else
+  ``default_cooldown``, is used instead) and the key's
+  ``retry_after_over_cap`` and ``longest_retry_after_asked`` say so.  Cooling
   pairs are forgotten as they expire, so memory follows what is cooling;
 * its own :class:`~.breaker.CircuitBreaker` gives a permit (server failures
   trip it; OPEN skips the key until ``reset_timeout``, then HALF_OPEN lets
@@ -59,10 +63,12 @@ from typing import Any, Mapping, NamedTuple, Optional, Protocol, Union
 
 from .breaker import STATE_HALF_OPEN, STATE_OPEN, BreakerOptions, CircuitBreaker
 from .errors import ApiError, AuthenticationError, RateLimitError, SettingError
+from .retry import DEFAULT_MAX_RETRY_AFTER, believed_retry_after
 from .validation import require_int, require_number
 
 __all__ = [
     "DEFAULT_COOLDOWN",
+    "DEFAULT_MAX_COOLDOWN",
     "DEFAULT_WEIGHT",
     "KeyOptions",
     "KeyPool",
@@ -89,6 +95,7 @@ __all__ = [
 
 DEFAULT_WEIGHT = 1.0
 DEFAULT_COOLDOWN = 1.0  # seconds a key rests after a 429 that gave no Retry-After
+DEFAULT_MAX_COOLDOWN = DEFAULT_MAX_RETRY_AFTER  # the longest rest a server is believed for
 SECONDS_PER_MINUTE = 60.0
 MIN_QUOTA_FRACTION = 1e-3  # the least share of its quota a candidate is credited with
 _INF = float("inf")
@@ -154,8 +161,10 @@ class Outcome:
     """How an attempt on a leased key ended; build it with the class methods.
 
     ``tokens_in``/``tokens_out``: the usage the provider reported, if any
-    (the sum corrects the token bucket).  ``retry_after``: seconds, for
-    ``rate_limited``; ``scope``: what it cools, the (key, model) pair
+    (the sum corrects the token bucket).  ``retry_after``: seconds the
+    server asked for, for ``rate_limited``; ``cooldown``: our own figure,
+    used when the server asked for none or for more than the pool believes
+    (None: the pool's default); ``scope``: what it cools, the (key, model) pair
     (``"model"``, the default) or the whole key (``"key"``).  ``reason``: why
     a key is disabled, for ``auth_failure``.
     """
@@ -166,27 +175,33 @@ class Outcome:
     retry_after: Optional[float] = None
     reason: Optional[str] = None
     scope: str = SCOPE_MODEL
+    cooldown: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.kind not in OUTCOMES:
             raise SettingError("kind", self.kind, f"one of {', '.join(sorted(OUTCOMES))}")
         if self.scope not in SCOPES:
             raise SettingError("scope", self.scope, f"one of {', '.join(sorted(SCOPES))}")
-        if self.retry_after is None and _count_or_none(self.tokens_in) and _count_or_none(self.tokens_out):
+        if self.retry_after is None and self.cooldown is None and _count_or_none(self.tokens_in) and _count_or_none(self.tokens_out):
             return  # nothing more to check (most outcomes)
         require_int("tokens_in", self.tokens_in, 0, optional=True)
         require_int("tokens_out", self.tokens_out, 0, optional=True)
         require_number("retry_after", self.retry_after, optional=True)
+        require_number("cooldown", self.cooldown, optional=True)
 
     @classmethod
     def success(cls, tokens_in: Optional[int] = None, tokens_out: Optional[int] = None) -> "Outcome":
         return cls(OUTCOME_SUCCESS, tokens_in, tokens_out)
 
     @classmethod
-    def rate_limited(cls, retry_after: Optional[float] = None, scope: str = SCOPE_MODEL) -> "Outcome":
+    def rate_limited(
+        cls, retry_after: Optional[float] = None, scope: str = SCOPE_MODEL, cooldown: Optional[float] = None
+    ) -> "Outcome":
         """A 429: the (key, model) pair (``scope="model"``) or the whole key (``scope="key"``)
-        cools down for ``retry_after`` seconds (None: the pool's default cooldown)."""
-        return cls(OUTCOME_RATE_LIMITED, retry_after=retry_after, scope=scope)
+        cools down for ``retry_after`` seconds, as the server asked; for ``cooldown``
+        when it asked for none or for more than the pool's ``max_cooldown`` (None:
+        the pool's default cooldown)."""
+        return cls(OUTCOME_RATE_LIMITED, retry_after=retry_after, scope=scope, cooldown=cooldown)
 
     @classmethod
     def server_failure(cls) -> "Outcome":
@@ -207,10 +222,11 @@ class Outcome:
     def from_error(cls, error: ApiError, cooldown: Optional[float] = None) -> "Outcome":
         """The outcome a typed error stands for.  The reason names the class and status only,
         never the provider's text (which may quote part of a key).  A 429 without
-        Retry-After cools for ``cooldown`` (None: the pool's default)."""
+        Retry-After (or one over the pool's cap) cools for ``cooldown`` (None: the
+        pool's default)."""
         if isinstance(error, RateLimitError):
-            wait = error.retry_after if error.retry_after is not None else cooldown
-            return cls.rate_limited(wait, SCOPE_KEY if error.key_wide else SCOPE_MODEL)
+            asked = believed_retry_after(error.retry_after, None)  # NaN, infinity: as if none
+            return cls.rate_limited(asked, SCOPE_KEY if error.key_wide else SCOPE_MODEL, cooldown)
         if isinstance(error, AuthenticationError):
             status = f" (HTTP {error.status})" if error.status is not None else ""
             return cls.auth_failure(f"{type(error).__name__}{status}")
@@ -339,7 +355,7 @@ class KeyState:
 
     __slots__ = (
         "options", "seq", "in_flight", "cooldown_until", "model_cooldowns", "disabled", "breaker",
-        "requests_bucket", "tokens_bucket", "hints", "quota_fraction", "counts",
+        "requests_bucket", "tokens_bucket", "hints", "quota_fraction", "counts", "longest_asked",
     )
 
     def __init__(self, options: KeyOptions, seq: int, breaker_options: BreakerOptions, now: float) -> None:
@@ -355,6 +371,7 @@ class KeyState:
         self.hints = {kind: _QuotaHint() for kind in _HINT_KINDS}
         self.quota_fraction = 1.0
         self.counts = dict.fromkeys(_COUNTERS, 0)
+        self.longest_asked: Optional[float] = None  # the longest rest asked for over the cap
 
     @property
     def name(self) -> str:
@@ -442,9 +459,14 @@ class KeyState:
             self.model_cooldowns[model] = until
         return True
 
+    def over_cap(self, asked: float) -> None:
+        """Note a rest the server asked for that was not believed for being longer than the cap."""
+        self.counts["retry_after_over_cap"] += 1
+        self.longest_asked = asked if self.longest_asked is None else max(self.longest_asked, asked)
+
 
 _COUNTERS = ("requests", "successes", "failures", "rate_limited", "auth_failures", "ignored",
-             "cooldowns", "tokens_in", "tokens_out")
+             "cooldowns", "retry_after_over_cap", "tokens_in", "tokens_out")
 _OUTCOME_COUNTER = {
     OUTCOME_SUCCESS: "successes",
     OUTCOME_SERVER_FAILURE: "failures",
@@ -594,6 +616,7 @@ class KeyPool:
         *,
         breaker_options: BreakerOptions = BreakerOptions(),
         default_cooldown: float = DEFAULT_COOLDOWN,
+        max_cooldown: float = DEFAULT_MAX_COOLDOWN,
         now: float = 0.0,
     ) -> None:
         if not isinstance(breaker_options, BreakerOptions):
@@ -602,6 +625,7 @@ class KeyPool:
         self._strategy = _as_strategy(strategy)
         self._breaker_options = breaker_options
         self._default_cooldown = require_number("default_cooldown", default_cooldown)
+        self._max_cooldown = require_number("max_cooldown", max_cooldown)
         self._keys: dict[str, KeyState] = {}
         self._seq = itertools.count()
         for key in keys:
@@ -640,6 +664,25 @@ class KeyPool:
     @default_cooldown.setter
     def default_cooldown(self, seconds: float) -> None:
         self._default_cooldown = require_number("default_cooldown", seconds)
+
+    @property
+    def max_cooldown(self) -> float:
+        """The longest rest believed: a Retry-After or a reset over it is not."""
+        return self._max_cooldown
+
+    @max_cooldown.setter
+    def max_cooldown(self, seconds: float) -> None:
+        self._max_cooldown = require_number("max_cooldown", seconds)
+
+    def _rest(self, state: KeyState, asked: Optional[float], fallback: Optional[float]) -> float:
+        """(under the lock) How long to cool for a server's ``asked`` rest: as
+        asked when believed, else ``fallback`` (None: the default), never over the cap."""
+        wait = believed_retry_after(asked, self._max_cooldown)
+        if wait is None:
+            if asked is not None:
+                state.over_cap(asked)
+            wait = self._default_cooldown if fallback is None else fallback
+        return min(wait, self._max_cooldown)
 
     # ------------------------------------------------------------ keys
 
@@ -705,6 +748,15 @@ class KeyPool:
         if state is None:
             raise SettingError("name", name, f"the name of a key in the pool ({', '.join(self._keys) or 'none'})")
         return state
+
+    def forget_in_flight(self) -> None:
+        """The leases out now will never come back (a forked child's copies of
+        the parent's): no key counts them in flight any more, and their
+        breakers' probe permits are free again."""
+        with self._lock:
+            for state in self._keys.values():
+                state.in_flight = 0
+                state.breaker.forget_in_flight()
 
     # ------------------------------------------------------------ choosing
 
@@ -807,7 +859,7 @@ class KeyPool:
             self._account_usage(state, lease, outcome)
             self._feed_breaker(state, lease, now, outcome)
             if outcome.kind == OUTCOME_RATE_LIMITED:
-                wait = self._default_cooldown if outcome.retry_after is None else outcome.retry_after
+                wait = self._rest(state, outcome.retry_after, outcome.cooldown)
                 state.cool_down(now + wait, now, lease.model if outcome.scope == SCOPE_MODEL else None)
             elif outcome.kind == OUTCOME_AUTH_FAILURE:
                 state.disabled = outcome.reason or "authentication failed"
@@ -847,7 +899,7 @@ class KeyPool:
                 reset = _hint_number(hints.get(f"{kind}_reset"))
                 state.hints[kind].update(remaining, reset, _hint_number(hints.get(f"{kind}_limit")), now)
                 if remaining is not None and remaining < 1:
-                    state.cool_down(now + (self._default_cooldown if reset is None else reset), now, model)
+                    state.cool_down(now + self._rest(state, reset, None), now, model)
 
     # ------------------------------------------------------------ reports
 
@@ -873,6 +925,7 @@ def _key_snapshot(state: KeyState, now: float) -> dict:
         weight=opts.weight,
         cooling_until=max(0.0, state.cooldown_until - now),
         cooling_models={model: until - now for model, until in sorted(state.model_cooldowns.items()) if until > now},
+        longest_retry_after_asked=state.longest_asked,
         disabled=state.disabled,
         breaker=state.breaker.state(now),
         requests_available=_available(state.requests_bucket, now),

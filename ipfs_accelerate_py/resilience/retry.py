@@ -9,9 +9,13 @@ reads a clock.
   timeout, malformed body) the error class.  Errors raised by this package's
   own admission (circuit open, queue full, shutdown, cancelled, deadline,
   invalid input) are never retried, whatever a header says.
-* How long: the attempt's own ``Retry-After`` when it has one (as asked: no
-  jitter, no cap), else capped exponential backoff with jitter
-  (:func:`backoff_delay`).
+* How long: the attempt's own ``Retry-After`` when it has one and it is
+  believable (:func:`believed_retry_after`: at most ``max_retry_after``; as
+  asked then, no jitter), else capped exponential backoff with jitter
+  (:func:`backoff_delay`).  A server asking for longer than
+  ``max_retry_after`` is not believed, as the openai SDK ignores values over
+  60 s: the wait is the backoff's, so one absurd header cannot stall a
+  client for hours (or, with no deadline, forever).
 * Deadline: a wait that would reach the request's deadline fails fast; the
   decision keeps the delay that was asked for so :func:`deadline_error` can
   say it.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import (
@@ -41,6 +45,7 @@ __all__ = [
     "DEFAULT_INITIAL_DELAY",
     "DEFAULT_JITTER",
     "DEFAULT_MAX_DELAY",
+    "DEFAULT_MAX_RETRY_AFTER",
     "DEFAULT_MAX_RETRIES",
     "REASON_BACKOFF",
     "REASON_DEADLINE",
@@ -51,9 +56,11 @@ __all__ = [
     "RetryDecision",
     "RetryOptions",
     "backoff_delay",
+    "believed_retry_after",
     "deadline_error",
     "decide",
     "is_retryable",
+    "over_cap",
     "seconds_text",
 ]
 
@@ -63,6 +70,7 @@ DEFAULT_BACKOFF_FACTOR = 2.0
 DEFAULT_INITIAL_DELAY = 0.5
 DEFAULT_MAX_DELAY = 30.0
 DEFAULT_JITTER = 0.25
+DEFAULT_MAX_RETRY_AFTER = 60.0  # longer Retry-After values are not believed (the openai SDK's figure)
 
 REASON_RETRY_AFTER = "retry_after"
 REASON_BACKOFF = "backoff"
@@ -85,7 +93,8 @@ _NEVER_RETRIED = (
 class RetryOptions:
     """How a backend retries; validated on construction.
 
-    ``max_retries`` counts retries after the first attempt.  Retry ``n``
+    ``max_retries`` counts retries after the first attempt.  A server's
+    Retry-After is believed up to ``max_retry_after`` seconds.  Retry ``n``
     (1, 2, ...) waits ``initial_delay * backoff_factor ** (n - 1)``, capped at
     ``max_delay``, then multiplied by ``1 - jitter * U`` with ``U`` uniform in
     [0, 1): jitter only ever shortens the wait.
@@ -96,6 +105,7 @@ class RetryOptions:
     initial_delay: float = DEFAULT_INITIAL_DELAY
     max_delay: float = DEFAULT_MAX_DELAY
     jitter: float = DEFAULT_JITTER
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
     retryable_statuses: frozenset[int] = RETRYABLE_STATUSES
 
     def __post_init__(self) -> None:
@@ -104,6 +114,7 @@ class RetryOptions:
         require_number("initial_delay", self.initial_delay)
         require_number("max_delay", self.max_delay)
         require_number("jitter", self.jitter, maximum=1.0)
+        require_number("max_retry_after", self.max_retry_after)
         object.__setattr__(self, "retryable_statuses", _status_set(self.retryable_statuses))
 
 
@@ -129,6 +140,7 @@ class RetryDecision:
     retry: bool
     delay: float
     reason: str
+    from_server: bool = field(default=False, compare=False)  # a "deadline" delay: the server's Retry-After
 
     def __bool__(self) -> bool:
         return self.retry
@@ -159,12 +171,27 @@ def backoff_delay(retry_number: int, options: RetryOptions, rng: random.Random) 
     return capped * (1.0 - options.jitter * rng.random())
 
 
-def _server_delay(error: ApiError) -> Optional[float]:
-    """The attempt's own Retry-After in seconds (never negative), if it has a usable one."""
-    value = error.retry_after
+def believed_retry_after(value: Optional[float], cap: Optional[float]) -> Optional[float]:
+    """A server's wait in seconds as we believe it: ``value`` (never below 0)
+    when it is a number no longer than ``cap``; None when there is none, it is
+    NaN, or it asks for more than ``cap`` (infinity included), so that the
+    caller backs off instead.  ``cap`` None: no cap (but never infinity)."""
     if value is None or value != value:  # None or NaN
         return None
-    return max(0.0, float(value))
+    value = float(value)
+    if value > (math.inf if cap is None else cap) or value == math.inf:
+        return None
+    return max(0.0, value)
+
+
+def over_cap(value: Optional[float], cap: Optional[float]) -> bool:
+    """Whether ``value`` is a wait a server asked for that is not believed for being too long."""
+    return value is not None and value == value and believed_retry_after(value, cap) is None
+
+
+def _server_delay(error: ApiError, options: RetryOptions) -> Optional[float]:
+    """The attempt's own Retry-After in seconds, if it has a believable one."""
+    return believed_retry_after(error.retry_after, options.max_retry_after)
 
 
 def decide(
@@ -184,13 +211,13 @@ def decide(
         return RetryDecision(False, 0.0, REASON_NOT_RETRYABLE)
     if retries_done >= options.max_retries:
         return RetryDecision(False, 0.0, REASON_RETRIES_EXHAUSTED)
-    delay = _server_delay(error)
+    delay = _server_delay(error, options)
     reason = REASON_RETRY_AFTER
     if delay is None:
         delay = backoff_delay(retries_done + 1, options, rng)
         reason = REASON_BACKOFF
     if deadline is not None and now + delay >= deadline:
-        return RetryDecision(False, delay, REASON_DEADLINE)
+        return RetryDecision(False, delay, REASON_DEADLINE, from_server=reason == REASON_RETRY_AFTER)
     return RetryDecision(True, delay, reason)
 
 
@@ -208,7 +235,7 @@ def deadline_error(
     asked-for wait as ``retry_after``, and ``error`` as its ``__cause__``.
     """
     remaining = max(0.0, deadline - now)
-    if _server_delay(error) is not None:
+    if decision.from_server:
         asked = f"server asked to wait {seconds_text(decision.delay)} (Retry-After)"
     else:
         asked = f"the next retry would wait {seconds_text(decision.delay)} (backoff)"

@@ -38,6 +38,7 @@ class AiohttpTransport:
         self._session: Optional[aiohttp.ClientSession] = None
         self._proxies = ProxyTable({})
         self._timeouts: dict[Optional[float], aiohttp.ClientTimeout] = {}
+        self._forsaken: list[aiohttp.ClientSession] = []  # a parent's sessions, in a forked child
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
@@ -94,6 +95,15 @@ class AiohttpTransport:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+    def after_fork(self) -> None:
+        """(a forked child) The session, its loop and its keep-alive sockets are
+        the parent's: the next request opens a session of the child's own.  The
+        old one is kept, never closed here (that needs the parent's loop), so
+        that collecting it does not warn of an unclosed session."""
+        if self._session is not None:
+            self._forsaken.append(self._session)
+            self._session = None
 
 
 def _closer(resp: aiohttp.ClientResponse):

@@ -185,6 +185,19 @@ def test_a_429_cools_that_key_and_the_retry_takes_another(simulator):
     assert usage["k1"]["cooling_until"] == 0.0
 
 
+def test_usage_names_a_key_whose_server_asked_for_a_rest_over_the_cap(simulator):
+    simulator.script([{"status": 429, "headers": {"retry-after": "1000000000"}}])
+    with mux_on(simulator) as mux:
+        add_keys(mux, names=("k1", "k2"))
+        client = mux.get_openai_client(strategy="round-robin")
+        for i in range(4):
+            client.chat(MODEL, messages(str(i)))
+        usage = mux.get_usage_stats()["openai"]
+    assert usage["k1"]["retry_after_over_cap"] == 1 and usage["k1"]["longest_retry_after_asked"] > 60.0
+    assert usage["k1"]["cooling_models"].get(MODEL, 0.0) <= 60.0
+    assert usage["k2"]["retry_after_over_cap"] == 0 and usage["k2"]["longest_retry_after_asked"] is None
+
+
 def test_a_key_at_its_limit_is_rested_before_it_is_refused(simulator):
     simulator.configure(rate_limits={"keys": {KEYS["k1"]: {"rpm": 1}}}, rate_window=30.0)
     with mux_on(simulator) as mux:

@@ -102,6 +102,46 @@ def test_retry_after_beyond_the_deadline_fails_fast_naming_the_figure(simulator)
     assert simulator.counters()["requests_total"] == 1
 
 
+ABSURD_WAITS = [
+    {"retry-after": "1000000000"},
+    {"retry-after-ms": "1e300"},
+    {"retry-after": email.utils.formatdate(time.time() + 10 * 365 * 86400, usegmt=True)},
+    {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+]
+
+
+@pytest.mark.parametrize("headers", ABSURD_WAITS, ids=["1e9", "ms-1e300", "ten-years", "year-9999"])
+@pytest.mark.parametrize("deadline", [5.0, None], ids=["deadline", "no-deadline"])
+def test_an_absurd_retry_after_is_backed_off_from_and_the_key_is_not_frozen(simulator, caplog, headers, deadline):
+    """A Retry-After over max_retry_after (60 s) is not believed: the request
+    backs off and succeeds, later requests on the same client go at once,
+    and the key is reported as one the server wanted cooled for longer."""
+    simulator.script([{"status": 429, "headers": headers}])
+    with make_client(simulator, max_retries=2, request_deadline=deadline) as client:
+        started = time.monotonic()
+        first = chat_once(client, "first")
+        later = [chat_once(client, f"later {n}") for n in range(3)]
+        elapsed = time.monotonic() - started
+        pool = client.get_stats()["key_pool"]
+    assert reply_text(first) == REPLY_PREFIX + "first"
+    assert [reply_text(r) for r in later] == [REPLY_PREFIX + f"later {n}" for n in range(3)]
+    assert elapsed < 3.0  # backoff (0.01 s), not the server's figure nor a 60 s cooldown
+    (key,) = pool.values()
+    assert key["retry_after_over_cap"] == 1
+    assert key["longest_retry_after_asked"] > 60.0
+    assert key["cooling_until"] == 0.0
+    assert simulator.counters()["by_status"] == {"429": 1, "200": 4}
+    assert any("over max_retry_after" in r.getMessage() for r in caplog.records)
+
+
+def test_max_retry_after_can_be_raised_to_believe_longer_waits(simulator):
+    simulator.script([{"status": 429, "headers": {"retry-after": "90"}}])
+    with make_client(simulator, max_retries=2, request_deadline=1.0, max_retry_after=120.0) as client:
+        with pytest.raises(DeadlineExceededError) as caught:
+            chat_once(client)
+    assert "90.0s" in str(caught.value)  # believed: fails fast, as any wait past the deadline does
+
+
 def test_backoff_beyond_the_deadline_fails_fast_too(simulator):
     simulator.configure(fail_next=1)
     with make_client(simulator, max_retries=3, request_deadline=0.5, initial_retry_delay=2.0) as client:

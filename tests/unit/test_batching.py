@@ -112,6 +112,24 @@ def test_filling_to_max_batch_size_is_ready_at_once():
     assert asm.pending_members() == 1
 
 
+def test_a_members_due_by_bounds_a_huge_batch_timeout():
+    clock = FakeClock(start=1000.0)
+    asm = BatchAssembler(max_batch_size=10, batch_timeout=1e300)
+    k = key()
+    asm.add(k, "no deadline", ["a"], clock.now())
+    assert asm.next_due_at() == 1000.0 + 1e300
+    clock.advance(1.0)
+    asm.add(k, "in a hurry", ["b"], clock.now(), due_by=1003.0)  # pulls the whole batch earlier
+    asm.add(k, "less so", ["c"], clock.now(), due_by=1009.0)  # a later bound moves nothing
+    assert asm.next_due_at() == 1003.0
+    clock.advance(1.9999)
+    assert asm.due(clock.now()) == []
+    clock.advance(0.0001)
+    assert [member_items(b) for b in asm.due(clock.now())] == [["no deadline", "in a hurry", "less so"]]
+    asm.add(k, "d", ["d"], clock.now(), due_by=clock.now() - 1.0)  # already late: due at once
+    assert len(asm.due(clock.now())) == 1
+
+
 def test_batch_is_due_exactly_at_opened_at_plus_timeout_not_before():
     clock = FakeClock(start=1000.0)
     asm = BatchAssembler(max_batch_size=10, batch_timeout=0.5)

@@ -155,6 +155,20 @@ def test_half_open_permit_limit(limit):
     assert breaker.state(clock.now()) == STATE_HALF_OPEN
 
 
+def test_probes_that_will_never_report_can_be_forgotten():
+    """A forked child's copy: the parent's probes never report there."""
+    breaker, clock, _ = make(failure_threshold=1, reset_timeout=1.0, half_open_max_requests=2)
+    play(breaker, clock, "F+")
+    late = breaker.acquire(clock.now())
+    assert breaker.try_acquire(clock.now()) is True and breaker.try_acquire(clock.now()) is False
+    breaker.forget_in_flight()
+    assert breaker.snapshot(clock.now())["half_open_in_flight"] == 0
+    assert breaker.state(clock.now()) == STATE_HALF_OPEN
+    assert breaker.try_acquire(clock.now()) is True
+    breaker.on_failure(clock.now(), permit=late)  # a forgotten probe reporting after all: ignored
+    assert breaker.state(clock.now()) == STATE_HALF_OPEN
+
+
 def test_half_open_with_three_needs_three_successes():
     breaker, clock, _ = make(failure_threshold=1, reset_timeout=1.0, half_open_max_requests=3)
     play(breaker, clock, "F+ AAA SS")

@@ -379,6 +379,54 @@ def test_a_429_without_retry_after_cools_for_the_default():
     assert pool.next_ready_at(clock.now(), 0) == clock.now() + 5.0
 
 
+def test_a_rest_over_max_cooldown_is_not_believed_and_is_reported():
+    pool, clock, rng = make("a", "b")  # max_cooldown defaults to 60 s
+    pool.release(pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"})), clock.now(),
+                 Outcome.rate_limited(1e9, cooldown=0.5))
+    snap = pool.snapshot(clock.now())["a"]
+    assert (snap["cooling_until"], snap["retry_after_over_cap"], snap["longest_retry_after_asked"]) == (0.5, 1, 1e9)
+    clock.advance(0.5)
+    assert pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"})) is not None  # back after the backoff
+    assert pool.snapshot(clock.now())["b"]["longest_retry_after_asked"] is None
+
+
+def test_max_cooldown_bounds_every_rest():
+    pool, clock, rng = make(KeyOptions("a", max_concurrent=5), max_cooldown=10.0, default_cooldown=2.0)
+    leases = [pool.choose(clock.now(), 0, rng) for _ in range(4)]
+    pool.release(leases[0], clock.now(), Outcome.rate_limited(10.0))  # the cap itself: believed
+    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 10.0
+    pool.release(leases[1], clock.now(), Outcome.rate_limited(86400.0))  # over it, no cooldown given: the default
+    pool.release(leases[2], clock.now(), Outcome.rate_limited(20.0, cooldown=30.0))  # our own figure, capped too
+    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 10.0
+    snap = pool.snapshot(clock.now())["a"]
+    assert (snap["retry_after_over_cap"], snap["longest_retry_after_asked"]) == (2, 86400.0)
+    pool.update_hints("a", {"requests_remaining": 0, "requests_reset": 1e12}, clock.now())  # a reset, too
+    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 10.0
+    assert pool.snapshot(clock.now())["a"]["longest_retry_after_asked"] == 1e12
+    pool.max_cooldown = 1e6
+    with pytest.raises(SettingError, match="max_cooldown"):
+        pool.max_cooldown = -1.0
+    pool.release(leases[3], clock.now(), Outcome.rate_limited(86400.0))
+    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 86400.0
+
+
+def test_outcome_from_an_error_keeps_what_the_server_asked_and_our_fallback():
+    error = RateLimitError("x", status=429, retry_after=1e9)
+    assert Outcome.from_error(error, 0.75) == Outcome.rate_limited(1e9, cooldown=0.75)
+    assert Outcome.from_error(RateLimitError("x", status=429), 0.75) == Outcome.rate_limited(None, cooldown=0.75)
+    for odd in (float("nan"), float("inf")):
+        assert Outcome.from_error(RateLimitError("x", status=429, retry_after=odd), 0.75).retry_after is None
+
+
+def test_leases_that_will_never_come_back_can_be_forgotten():
+    pool, clock, rng = make(KeyOptions("a", max_concurrent=2))
+    leases = take_all(pool, clock, rng)
+    assert len(leases) == 2 and pool.choose(clock.now(), 0, rng) is None
+    pool.forget_in_flight()  # a forked child: the parent's attempts are not ours
+    assert pool.snapshot(clock.now())["a"]["in_flight"] == 0
+    assert pool.choose(clock.now(), 0, rng) is not None
+
+
 def test_cooldowns_only_lengthen_and_count_once_per_rest():
     pool, clock, rng = make(KeyOptions("a", max_concurrent=3))
     leases = [pool.choose(clock.now(), 0, rng) for _ in range(3)]

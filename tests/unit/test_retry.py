@@ -46,6 +46,7 @@ from ..helpers import absolute_imports
 
 NO_JITTER = RetryOptions(jitter=0.0)
 NOW = 100.0
+WALL_2026 = 1_780_000_000.0  # epoch seconds, June 2026
 
 
 def http_error(status: int, headers: dict | None = None) -> ApiError:
@@ -194,9 +195,9 @@ def test_jitter_bounds_with_seeded_rng(jitter):
 def test_retry_after_beats_backoff_without_jitter_or_cap():
     rng = random.Random(5)
     state = rng.getstate()
-    error = RateLimitError("slow down", status=429, retry_after=120.0)
+    error = RateLimitError("slow down", status=429, retry_after=45.0)  # over max_delay, within max_retry_after
     decision = decide(error, 0, RetryOptions(max_delay=30.0, jitter=1.0), rng, NOW, None)
-    assert decision == RetryDecision(True, 120.0, "retry_after")
+    assert decision == RetryDecision(True, 45.0, "retry_after")
     assert rng.getstate() == state  # no randomness drawn
 
 
@@ -205,6 +206,66 @@ def test_retry_after_edge_values(value, expected):
     error = RateLimitError("x", status=429, retry_after=value)
     decision = decide(error, 0, RetryOptions(), random.Random(0), NOW, None)
     assert decision.retry and decision.delay == expected and decision.reason == "retry_after"
+
+
+@pytest.mark.parametrize(
+    "value, cap, expected",
+    [
+        (None, 60.0, None),
+        (math.nan, 60.0, None),
+        (-3.0, 60.0, 0.0),
+        (0.0, 60.0, 0.0),
+        (60.0, 60.0, 60.0),  # the cap itself is believed
+        (60.001, 60.0, None),
+        (1e9, 60.0, None),
+        (math.inf, 60.0, None),
+        (1e9, None, 1e9),  # no cap
+        (math.inf, None, None),  # but never forever
+        (5.0, 0.0, None),  # a cap of 0: every wait is backed off from
+    ],
+)
+def test_believed_retry_after(value, cap, expected):
+    assert retry_module.believed_retry_after(value, cap) == expected
+    assert retry_module.over_cap(value, cap) is (expected is None and value is not None and value == value)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1000000000"},
+        {"retry-after": "1e9"},
+        {"retry-after-ms": "1e300"},
+        {"retry-after": "61"},
+        {"retry-after": "Sat, 01 Jan 2039 00:00:00 GMT"},  # years ahead of WALL_2026
+        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+    ],
+    ids=["1e9", "1e9-float", "ms-1e300", "61", "ten-years", "year-9999"],
+)
+def test_retry_after_over_max_retry_after_is_backed_off_from(headers):
+    """Like the openai SDK (which honours 0 < retry_after <= 60 only), a wait
+    over ``max_retry_after`` is not believed: capped backoff, not a refusal."""
+    error = classify_status(429, headers, None, wall_now=WALL_2026, provider="openai")
+    assert error.retry_after > 60.0  # parsed as the server said (up to a day)
+    opts = RetryOptions(jitter=0.0)
+    assert decide(error, 0, opts, random.Random(0), NOW, NOW + 10.0) == RetryDecision(True, 0.5, "backoff")
+    assert decide(error, 0, opts, random.Random(0), NOW, None) == RetryDecision(True, 0.5, "backoff")
+    assert decide(error, 6, RetryOptions(max_retries=9, jitter=0.0), random.Random(0), NOW, None).delay == 30.0
+
+
+def test_max_retry_after_is_a_setting_of_its_own():
+    error = RateLimitError("x", status=429, retry_after=90.0)
+    assert decide(error, 0, RetryOptions(max_retry_after=120.0), random.Random(0), NOW, None) == RetryDecision(
+        True, 90.0, "retry_after"
+    )
+    assert decide(error, 0, RetryOptions(jitter=0.0), random.Random(0), NOW, None).reason == "backoff"
+    assert RetryOptions().max_retry_after == retry_module.DEFAULT_MAX_RETRY_AFTER == 60.0
+
+
+def test_deadline_error_after_a_refused_retry_after_says_backoff():
+    error = RateLimitError("x", status=429, retry_after=1e9)
+    decision = decide(error, 4, RetryOptions(max_retries=9, jitter=0.0), random.Random(0), NOW, NOW + 1.0)
+    assert decision == RetryDecision(False, 8.0, "deadline")
+    assert deadline_error(error, decision, NOW, NOW + 1.0).message.startswith("the next retry would wait 8.0s (backoff)")
 
 
 def test_each_attempt_reads_its_own_retry_after():
@@ -298,6 +359,8 @@ def test_deadline_error_for_backoff_says_backoff():
     "kwargs, setting",
     [
         ({"max_retries": -1}, "max_retries"),
+        ({"max_retry_after": -1.0}, "max_retry_after"),
+        ({"max_retry_after": math.inf}, "max_retry_after"),
         ({"max_retries": 1.5}, "max_retries"),
         ({"max_retries": True}, "max_retries"),
         ({"backoff_factor": 0.5}, "backoff_factor"),
