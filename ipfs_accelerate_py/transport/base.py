@@ -25,6 +25,7 @@ class HttpRequest:
     timeout: Optional[float] = None
     stream: bool = False
     operation: Optional[dict] = None  # for a transport that is not HTTP (S3 through boto3): what to call
+    secret_headers: frozenset[str] = frozenset()  # names never sent to another origin (see .redirects)
 
     def __repr__(self) -> str:  # headers hold credentials: never shown
         return f"HttpRequest({self.method} {self.url}, {len(self.body or b'')} bytes)"
