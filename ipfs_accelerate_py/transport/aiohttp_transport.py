@@ -67,13 +67,18 @@ class AiohttpTransport:
         return timeout
 
     async def send(self, request: HttpRequest) -> Union[HttpResponse, StreamResponse]:
-        first = request
+        first, loop = request, asyncio.get_running_loop()
+        deadline = None if request.timeout is None else loop.time() + request.timeout  # one for all the hops
         for _ in range(MAX_REDIRECTS + 1):
             resp = await self._send_once(request)
             hop = next_hop(request, resp.status, resp.headers.get("Location"))
             if hop is None:
                 break
             resp.release()
+            if deadline is not None:
+                hop.timeout = deadline - loop.time()
+                if hop.timeout <= 0:
+                    raise RequestTimeoutError(f"no answer within {first.timeout:.3g}s from {_where(first)} (redirected to {_where(hop)})")
             request = hop
         else:
             resp.release()

@@ -147,3 +147,21 @@ def test_s3_kit_sends_no_signed_request_to_another_origin(method, status, where)
     assert origin.seen and S3_ACCESS in origin.seen[0][2].get("Authorization", "")
     for _, _, headers in target.seen:
         assert not [name for name, value in headers.items() if S3_ACCESS in value or S3_SECRET in value]
+
+
+def test_a_redirect_loop_ends_after_ten_hops_with_an_error_that_says_so():
+    from ipfs_accelerate_py.resilience.errors import NetworkError
+
+    seen = []
+
+    async def loop_back(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append(request.path)
+        return web.Response(status=307, headers={"Location": f"/hop{len(seen)}"})
+
+    with aiohttp_server(loop_back) as base_url:
+        with client_of("openai", base_url) as client:
+            with pytest.raises(NetworkError) as caught:
+                client.make_request("redirected", {"model": "m"})
+    assert len(seen) == 11  # the request and ten redirects
+    assert "more than 10 redirects" in str(caught.value)
