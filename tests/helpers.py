@@ -262,8 +262,8 @@ def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]
 
 
 @contextlib.contextmanager
-def aiohttp_server(handler: Callable[[Any], Any], ssl_context: Any = None) -> Iterator[str]:
-    """An aiohttp server on loopback, port 0, on a loop in a thread of its own.
+def aiohttp_server(handler: Callable[[Any], Any], ssl_context: Any = None, host: Optional[str] = None) -> Iterator[str]:
+    """An aiohttp server on loopback (``host``, 127.0.0.1 unless given), port 0, on a loop in a thread of its own.
 
     Every request (any method, any path, absolute-form targets too, as a
     forward proxy receives them) goes to ``async handler(request) ->
@@ -280,12 +280,12 @@ def aiohttp_server(handler: Callable[[Any], Any], ssl_context: Any = None) -> It
 
     async def start() -> int:
         await runner.setup()
-        await web.TCPSite(runner, LOOPBACK, 0, ssl_context=ssl_context).start()
+        await web.TCPSite(runner, host or LOOPBACK, 0, ssl_context=ssl_context).start()
         return runner.addresses[0][1]
 
     port = asyncio.run_coroutine_threadsafe(start(), loop).result(WAIT)  # from any thread, a running loop's too
     try:
-        yield f"{'https' if ssl_context else 'http'}://{LOOPBACK}:{port}"
+        yield f"{'https' if ssl_context else 'http'}://{host or LOOPBACK}:{port}"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(WAIT)
         loop.call_soon_threadsafe(loop.stop)

@@ -300,7 +300,8 @@ class Wire:
         method = self.method_for(path, data)
         headers = {"Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE, "User-Agent": USER_AGENT}
         headers.update(self.spec.extra_headers)
-        headers.update(self.auth_headers(api_key))
+        auth = self.auth_headers(api_key)
+        headers.update(auth)
         if request_id:
             headers["X-Client-Request-Id"] = request_id
         body = None
@@ -312,7 +313,8 @@ class Wire:
             headers = with_headers(headers, extra_headers)
         if extra_query:
             url = with_query(url, extra_query)
-        return HttpRequest(method, url, headers, body, timeout, stream)
+        secret = frozenset(name.lower() for name in auth) | frozenset(name.lower() for name, _ in extra_headers)
+        return HttpRequest(method, url, headers, body, timeout, stream, secret_headers=secret)
 
     # ----------------------------------------------------------- responses
 

@@ -166,10 +166,27 @@ class ApiError(Exception):
         self.args = (self.message,)
         self.body = redact(self.body, secrets)
         self.request_id = redact(self.request_id, secrets)  # a server's id header is its text too
+        _redact_causes(self, secrets)
         return self
 
     def __reduce__(self):  # picklable with its fields
         return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _redact_causes(error: BaseException, secrets: tuple) -> None:
+    """The exceptions behind ``error`` hold the server's text too (a
+    ``JSONDecodeError`` keeps the whole body it could not read, in ``doc``):
+    their args and fields pass the same rule."""
+    seen = {id(error)}
+    cause = error.__cause__ or error.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        cause.args = redact(cause.args, secrets)
+        for name, value in list(getattr(cause, "__dict__", {}).items()):
+            masked = redact(value, secrets)
+            if masked is not value:
+                setattr(cause, name, masked)
+        cause = cause.__cause__ or cause.__context__
 
 
 def copied(error: ApiError) -> ApiError:

@@ -9,7 +9,10 @@ sk-abc12***...wxyz").  What :func:`redact` does with each secret:
   such as ``x``, ``EMPTY``, ``none`` or ``abc``; masking those would turn
   "Model not found" into "Mod*** not found" or "none of" into "*** of".
 * 8 characters or more: the whole secret is replaced by :data:`MASK`
-  wherever it occurs, even inside a longer word.
+  wherever it occurs, even inside a longer word; occurrences of several
+  secrets that overlap become one :data:`MASK`, so the result is
+  the same whatever order the secrets come in (a set's order follows the
+  hash seed).
 * :data:`MIN_FRAGMENT_SECRET_CHARS` (20) characters or more, as real API
   keys are: also every *token* (a maximal run of ``[A-Za-z0-9_-]``) that is
   the start of the secret and at least :data:`PREFIX_CHARS` long, or its end
@@ -26,7 +29,7 @@ returned as the same object.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 __all__ = ["MASK", "public_url", "MIN_FRAGMENT_SECRET_CHARS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "SUFFIX_CHARS", "redact"]
 
@@ -47,7 +50,7 @@ def redact(value: Any, secrets: Iterable[Optional[str]]) -> Any:
     kind with its strings (keys too) redacted, recursively; anything else is
     returned unchanged.  When nothing is masked the same object comes back.
     """
-    marks = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+    marks = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_CHARS}, key=lambda s: (-len(s), s))
     if not marks:
         return value
     return _redact(value, marks)
@@ -83,10 +86,30 @@ def _text(text: str, marks: list[str]) -> str:
 
 
 def _without_whole(text: str, marks: list[str]) -> str:
+    """Every character of every occurrence of every mark, overlapping ones
+    included, masked: one ``***`` per run of such characters.  Replacing the
+    marks one after the other would depend on their order (two keys that
+    overlap in the text: the first replaced breaks the other, whose rest
+    shows), and a set's order depends on the hash seed."""
+    while True:  # each pass shortens the text (a mark is longer than MASK): it ends
+        spans = sorted(_occurrences(text, marks))
+        if not spans:
+            return text
+        out, end = [], 0
+        for start, stop in spans:
+            if not out or start >= end:  # a span that overlaps the last one extends it
+                out += [text[end:start], MASK]
+            end = max(end, stop)
+        out.append(text[end:])
+        text = "".join(out)
+
+
+def _occurrences(text: str, marks: list[str]) -> Iterator[tuple[int, int]]:
     for mark in marks:
-        while mark in text:  # each pass shortens the text: it ends
-            text = text.replace(mark, MASK)
-    return text
+        at = text.find(mark)
+        while at >= 0:
+            yield at, at + len(mark)
+            at = text.find(mark, at + 1)
 
 
 def _token(token: str, marks: list[str]) -> str:

@@ -22,6 +22,7 @@ import aiohttp
 from ..resilience.errors import ApiError, MalformedResponseError, NetworkError, RequestTimeoutError, too_large
 from .base import HttpRequest, HttpResponse, StreamResponse
 from .environment import ProxyTable, verified_ssl_context
+from .redirects import MAX_REDIRECTS, next_hop
 
 __all__ = ["AiohttpTransport"]
 
@@ -68,20 +69,24 @@ class AiohttpTransport:
         return timeout
 
     async def send(self, request: HttpRequest) -> Union[HttpResponse, StreamResponse]:
-        session = self._get_session()
-        timeout = self._timeout(request.timeout)
-        try:
-            resp = await session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                proxy=self._proxies.proxy_for(request.url),
-                # a stream's pace is the engine's to watch (time to first chunk, stalls)
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.timeout) if request.stream else timeout,
+        first, loop = request, asyncio.get_running_loop()
+        deadline = None if request.timeout is None else loop.time() + request.timeout  # one for all the hops
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await self._send_once(request)
+            hop = next_hop(request, resp.status, resp.headers.get("Location"))
+            if hop is None:
+                break
+            resp.release()
+            if deadline is not None:
+                hop.timeout = deadline - loop.time()
+                if hop.timeout <= 0:
+                    raise RequestTimeoutError(f"no answer within {first.timeout:.3g}s from {_where(first)} (redirected to {_where(hop)})")
+            request = hop
+        else:
+            resp.release()
+            raise NetworkError(
+                f"more than {MAX_REDIRECTS} redirects from {_where(first)} (last to {_where(request)})", should_retry=False
             )
-        except BaseException as exc:
-            raise _translate(exc, request) from exc
         if request.stream and 200 <= resp.status < 300:
             return StreamResponse(resp.status, resp.headers, _iter_lines(resp, request), _closer(resp))
         try:
@@ -90,6 +95,23 @@ class AiohttpTransport:
             resp.close()  # what is left unread is not read: the connection goes
             raise _translate(exc, request) from exc
         return HttpResponse(resp.status, resp.headers, body)
+
+    async def _send_once(self, request: HttpRequest) -> aiohttp.ClientResponse:
+        """One hop; redirects are followed by :meth:`send`, by the rule of
+        :mod:`.redirects` (aiohttp's own would hand ``x-api-key`` to any host)."""
+        try:
+            return await self._get_session().request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
+                proxy=self._proxies.proxy_for(request.url),
+                # a stream's pace is the engine's to watch (time to first chunk, stalls)
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.timeout) if request.stream else self._timeout(request.timeout),
+            )
+        except BaseException as exc:
+            raise _translate(exc, request) from exc
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -143,7 +165,7 @@ async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest):
         size = 0
         while True:
             try:
-                part = await resp.content.readany()
+                part = await resp.content.read(READ_CHUNK)  # at most one chunk: what is held stays bounded
             except BaseException as exc:
                 raise _translate(exc, request) from exc
             if not part:

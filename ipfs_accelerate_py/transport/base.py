@@ -30,6 +30,7 @@ class HttpRequest:
     operation: Optional[dict] = None  # for a transport that is not HTTP (S3 through boto3): what to call
     max_body_bytes: Optional[int] = None  # a body past it is not read on: ResponseTooLargeError (None: no limit)
     max_line_bytes: Optional[int] = None  # a stream line past it is not read on: ResponseTooLargeError (None: no limit)
+    secret_headers: frozenset[str] = frozenset()  # names never sent to another origin (see .redirects)
 
     def __repr__(self) -> str:  # headers hold credentials: never shown
         return f"HttpRequest({self.method} {self.url}, {len(self.body or b'')} bytes)"
