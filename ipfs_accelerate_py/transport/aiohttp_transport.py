@@ -73,7 +73,11 @@ class AiohttpTransport:
         deadline = None if request.timeout is None else loop.time() + request.timeout  # one for all the hops
         for _ in range(MAX_REDIRECTS + 1):
             resp = await self._send_once(request)
-            hop = next_hop(request, resp.status, resp.headers.get("Location"))
+            try:
+                hop = next_hop(request, resp.status, resp.headers.get("Location"))
+            except ValueError as exc:  # a Location no URL can be made of (a port of 99999, a broken IPv6 host)
+                resp.release()
+                raise NetworkError(f"unusable redirect Location from {_where(request)}: {exc}", should_retry=False) from None
             if hop is None:
                 break
             resp.release()

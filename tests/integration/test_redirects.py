@@ -165,3 +165,24 @@ def test_a_redirect_loop_ends_after_ten_hops_with_an_error_that_says_so():
                 client.make_request("redirected", {"model": "m"})
     assert len(seen) == 11  # the request and ten redirects
     assert "more than 10 redirects" in str(caught.value)
+
+
+@pytest.mark.parametrize("location", ["http://127.0.0.1:99999/x", "https://[::1/x", "http://127.0.0.1:abc/x"])
+def test_a_location_no_url_can_be_made_of_is_a_typed_error_and_frees_the_connection(location):
+    from ipfs_accelerate_py.resilience.errors import NetworkError
+
+    seen = []
+
+    async def bad_redirect(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append(request.path)
+        return web.Response(status=302, headers={"Location": location})
+
+    with aiohttp_server(bad_redirect) as base_url:
+        with client_of("openai", base_url) as client:
+            client.max_retries = 2  # were it retryable, each call would be sent three times
+            for _ in range(3):
+                with pytest.raises(NetworkError, match="unusable redirect Location"):
+                    client.make_request("redirected", {"model": "m"})
+            assert client.get_stats()["in_flight"] == 0
+    assert len(seen) == 3  # not retried: the same Location would come back
