@@ -192,7 +192,7 @@ class KeyRing:
             log.warning(
                 "key %s%s: the server asked to cool it for %.6gs after HTTP 429, over max_retry_after (%.3gs); "
                 "not believed: cooling %.3gs (backoff) instead",
-                lease.name, scope, outcome.retry_after, cap, min(cap, self._fallback(outcome)),
+                lease.name, scope, outcome.retry_after, cap, self._fallback(outcome),
             )
         elif outcome.retry_after is not None:
             log.info("key %s%s cooling %.3gs after HTTP 429 (Retry-After)", lease.name, scope, outcome.retry_after)

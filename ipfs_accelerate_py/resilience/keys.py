@@ -676,13 +676,16 @@ class KeyPool:
 
     def _rest(self, state: KeyState, asked: Optional[float], fallback: Optional[float]) -> float:
         """(under the lock) How long to cool for a server's ``asked`` rest: as
-        asked when believed, else ``fallback`` (None: the default), never over the cap."""
+        asked when believed (never over the cap), else our own ``fallback``
+        (None: the default): the cap bounds what a server is believed, not
+        the client's own backoff (a cap of 0, "believe no Retry-After",
+        must not leave a rate-limited key uncooled)."""
         wait = believed_retry_after(asked, self._max_cooldown)
-        if wait is None:
-            if asked is not None:
-                state.over_cap(asked)
-            wait = self._default_cooldown if fallback is None else fallback
-        return min(wait, self._max_cooldown)
+        if wait is not None:
+            return wait
+        if asked is not None:
+            state.over_cap(asked)
+        return self._default_cooldown if fallback is None else fallback
 
     # ------------------------------------------------------------ keys
 

@@ -396,18 +396,26 @@ def test_max_cooldown_bounds_every_rest():
     pool.release(leases[0], clock.now(), Outcome.rate_limited(10.0))  # the cap itself: believed
     assert pool.next_ready_at(clock.now(), 0) == clock.now() + 10.0
     pool.release(leases[1], clock.now(), Outcome.rate_limited(86400.0))  # over it, no cooldown given: the default
-    pool.release(leases[2], clock.now(), Outcome.rate_limited(20.0, cooldown=30.0))  # our own figure, capped too
-    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 10.0
+    pool.release(leases[2], clock.now(), Outcome.rate_limited(20.0, cooldown=30.0))  # not believed: our own backoff
+    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 30.0  # the cap bounds what the server is believed, not us
     snap = pool.snapshot(clock.now())["a"]
     assert (snap["retry_after_over_cap"], snap["longest_retry_after_asked"]) == (2, 86400.0)
-    pool.update_hints("a", {"requests_remaining": 0, "requests_reset": 1e12}, clock.now())  # a reset, too
-    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 10.0
+    pool.update_hints("a", {"requests_remaining": 0, "requests_reset": 1e12}, clock.now())  # a reset, too: not believed
+    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 30.0
     assert pool.snapshot(clock.now())["a"]["longest_retry_after_asked"] == 1e12
     pool.max_cooldown = 1e6
     with pytest.raises(SettingError, match="max_cooldown"):
         pool.max_cooldown = -1.0
     pool.release(leases[3], clock.now(), Outcome.rate_limited(86400.0))
     assert pool.next_ready_at(clock.now(), 0) == clock.now() + 86400.0
+
+
+def test_a_cap_of_zero_believes_no_retry_after_and_still_cools_a_rate_limited_key():
+    pool, clock, rng = make(KeyOptions("a"), max_cooldown=0.0, default_cooldown=2.0)
+    pool.release(pool.choose(clock.now(), 0, rng), clock.now(), Outcome.rate_limited(None, cooldown=20.0))
+    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 20.0  # our backoff, not cut to the cap
+    pool.release(pool.choose(clock.now() + 20.0, 0, rng), clock.now() + 20.0, Outcome.rate_limited(5.0))
+    assert pool.next_ready_at(clock.now() + 20.0, 0) == clock.now() + 22.0  # 5 s asked, not believed: the default
 
 
 def test_outcome_from_an_error_keeps_what_the_server_asked_and_our_fallback():
