@@ -9,6 +9,7 @@ future`` works from any event loop.  It completes exactly once.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from typing import Any, Callable, Optional
@@ -172,6 +173,18 @@ class _LoopInbox:
 
 _inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopInbox]" = weakref.WeakKeyDictionary()
 _inboxes_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """The child's own: the parent's loops do not run here, and a lock another
+    thread held at the fork would stay held for ever (see :mod:`.forking`)."""
+    global _inboxes_lock
+    _inboxes_lock = threading.Lock()
+    _inboxes.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _inbox_of(loop: asyncio.AbstractEventLoop) -> _LoopInbox:

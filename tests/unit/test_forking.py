@@ -48,3 +48,40 @@ def test_objects_outside_the_policies_are_left_alone():
 
     reinit_locks(NotAPolicy())
     assert not other.acquire(blocking=False)  # not ours to touch
+
+
+def test_a_lock_held_by_another_thread_at_the_fork_does_not_hang_the_childs_first_await():
+    import asyncio
+    import os
+    import threading
+
+    from ipfs_accelerate_py.engine import future
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # another thread holds the loops' inbox lock while the main thread forks
+        with future._inboxes_lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first use of the inbox must not wait for the parent's thread
+        try:
+            import signal
+
+            signal.alarm(5)  # a hang ends the child, and the parent sees no answer
+            future._inbox_of(asyncio.new_event_loop())
+            os.write(write, b"ok")
+        finally:
+            os._exit(0)
+    release.set()
+    thread.join(10)
+    os.close(write)
+    answer = os.read(read, 2)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
