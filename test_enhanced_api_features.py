@@ -20,10 +20,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--api", default="openai", help="backend to check (default: openai)")
     parser.add_argument("--key", default=None, help="API key (never printed or written)")
-    parser.add_argument("--base-url", default=None, help="server to check; default: an embedded simulator")
+    parser.add_argument(
+        "--base-url", default=None, help="server to check; default: an embedded simulator"
+    )
     parser.add_argument("--output-dir", default=".", help="where the JSON report goes (default: .)")
     args = parser.parse_args()
-    return run_checks(api=args.api, key=args.key, base_url=args.base_url, output_dir=args.output_dir)
+    return run_checks(
+        api=args.api, key=args.key, base_url=args.base_url, output_dir=args.output_dir
+    )
 
 
 if __name__ == "__main__":

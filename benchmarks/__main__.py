@@ -30,8 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -40,7 +40,11 @@ from results_md import render_plots, write_results  # noqa: E402
 from scenario_adapters import adapt_multiplexing, adapt_overhead  # noqa: E402
 
 SCENARIO_TIMEOUT = 1800  # seconds: a full scenario still running then counts as failed
-MET, CRASHED, MISSED = 0, 1, 2  # the exit status: every target met, a scenario crashed, a target missed
+MET, CRASHED, MISSED = (
+    0,
+    1,
+    2,
+)  # the exit status: every target met, a scenario crashed, a target missed
 USAGE_ERROR = 64  # a wrong command line (EX_USAGE), kept apart from MISSED, argparse's own 2
 
 
@@ -56,7 +60,9 @@ class Scenario:
     script: str
     full: tuple = ()
     quick: tuple = ("--quick",)
-    adapt: Optional[Callable[[dict], dict]] = None  # for the scripts that predate the common JSON shape
+    adapt: Callable[[dict], dict] | None = (
+        None  # for the scripts that predate the common JSON shape
+    )
 
 
 SCENARIOS = (
@@ -87,12 +93,18 @@ def run_scenario(scenario: Scenario, quick: bool, workdir: str) -> dict:
         code = None
     wall = time.perf_counter() - started
     if not os.path.exists(out):
-        return {"scenario": scenario.name, "error": f"exited {code} after {wall:.0f} s without figures", "wall_s": wall}
+        return {
+            "scenario": scenario.name,
+            "error": f"exited {code} after {wall:.0f} s without figures",
+            "wall_s": wall,
+        }
     with open(out) as source:
         document = json.load(source)
     result = scenario.adapt(document) if scenario.adapt else document
     result.setdefault("scenario", scenario.name)
-    result["targets"] = [verdict(t) for t in document.get("targets") or [] if isinstance(t, dict) and "passed" in t]
+    result["targets"] = [
+        verdict(t) for t in document.get("targets") or [] if isinstance(t, dict) and "passed" in t
+    ]
     result["wall_s"] = wall
     result["exit_status"] = code
     return result
@@ -107,9 +119,18 @@ def verdict(target: dict) -> dict:
         shown = "-" if measured is None else f"{measured:.3g}"
         what = f"{target['name']} at concurrency {target.get('concurrency')} = {shown} (target >= {target['minimum']:g})"
     else:  # a share (a float) or a count, shown as the script shows it
-        shown = "-" if measured is None else f"{measured:.1%}" if isinstance(measured, float) else str(measured)
+        shown = (
+            "-"
+            if measured is None
+            else f"{measured:.1%}"
+            if isinstance(measured, float)
+            else str(measured)
+        )
         what = f"{target.get('contender', '')} {target['name']} = {shown} (target {target.get('target', '')})".strip()
-    return {"passed": bool(target["passed"]), "line": f"{'PASS' if target['passed'] else 'FAIL'}: {what}"}
+    return {
+        "passed": bool(target["passed"]),
+        "line": f"{'PASS' if target['passed'] else 'FAIL'}: {what}",
+    }
 
 
 def crashed(result: dict) -> bool:
@@ -143,17 +164,28 @@ def out_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     if args.out is None:
         return tempfile.mkdtemp(prefix="benchmarks-") if partial else HERE
     if partial and os.path.realpath(args.out) == os.path.realpath(HERE):
-        parser.error("--quick and --only never write over the committed benchmarks/RESULTS.md: give another --out")
+        parser.error(
+            "--quick and --only never write over the committed benchmarks/RESULTS.md: give another --out"
+        )
     return args.out
 
 
 def main(argv=None) -> int:
     parser = Parser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="every scenario in its quick mode (seconds each)")
-    parser.add_argument("--only", nargs="+", choices=[s.name for s in SCENARIOS], help="these scenarios only")
-    parser.add_argument("--out", "--out-dir", dest="out", metavar="DIR",
-                        help="where RESULTS.md and plots/ go (default: benchmarks/ for a full run, "
-                             "a new temporary folder for --quick or --only)")
+    parser.add_argument(
+        "--quick", action="store_true", help="every scenario in its quick mode (seconds each)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=[s.name for s in SCENARIOS], help="these scenarios only"
+    )
+    parser.add_argument(
+        "--out",
+        "--out-dir",
+        dest="out",
+        metavar="DIR",
+        help="where RESULTS.md and plots/ go (default: benchmarks/ for a full run, "
+        "a new temporary folder for --quick or --only)",
+    )
     args = parser.parse_args(argv)
     directory = out_dir(parser, args)
     print(f"writing RESULTS.md and plots/ to {directory}", flush=True)
@@ -165,7 +197,14 @@ def main(argv=None) -> int:
     plots_note = render_plots(results, os.path.join(directory, "plots"))
     given = argv if argv is not None else sys.argv[1:]
     command = "python -m benchmarks" + ("".join(" " + a for a in given))
-    path = write_results(results, directory, command=command, quick=args.quick, started=started, plots_note=plots_note)
+    path = write_results(
+        results,
+        directory,
+        command=command,
+        quick=args.quick,
+        started=started,
+        plots_note=plots_note,
+    )
     print(f"wrote {path}")
     for result in results:
         for target in result.get("targets", []):

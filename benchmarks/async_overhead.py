@@ -59,12 +59,13 @@ import importlib.util
 import json
 import os
 import platform
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
-from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import aiohttp
-
 from procs import (
+    Meter,
     can_pin,
     check_targets,
     close_litellm,
@@ -72,7 +73,6 @@ from procs import (
     exit_status,
     keep_litellm_offline,
     litellm_logging_flush,
-    Meter,
     our_metadata,
     pinned_simulator,
     pinning_note,
@@ -104,12 +104,33 @@ API_KEY = "sk-bench"
 BODY = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 
-CONTENDERS = ("aiohttp", "httpx_async", "openai_sdk", "openai_sdk_aiohttp", "litellm_router", "ours")
-OPTIONAL = {"httpx_async": "httpx", "openai_sdk": "openai", "openai_sdk_aiohttp": "openai",
-            "litellm_router": "litellm"}  # contender: the package it needs
-INSTALL = {"openai_sdk_aiohttp": "openai[aiohttp]"}  # what to install, where it is more than OPTIONAL's package
-PEERS = ("httpx_async", "openai_sdk", "openai_sdk_aiohttp", "litellm_router")  # slow: batches capped at --peer-requests
-TARGET_CONCURRENCIES = (64, 256)  # where the targets are set (issue #5); other concurrencies are only measured
+CONTENDERS = (
+    "aiohttp",
+    "httpx_async",
+    "openai_sdk",
+    "openai_sdk_aiohttp",
+    "litellm_router",
+    "ours",
+)
+OPTIONAL = {
+    "httpx_async": "httpx",
+    "openai_sdk": "openai",
+    "openai_sdk_aiohttp": "openai",
+    "litellm_router": "litellm",
+}  # contender: the package it needs
+INSTALL = {
+    "openai_sdk_aiohttp": "openai[aiohttp]"
+}  # what to install, where it is more than OPTIONAL's package
+PEERS = (
+    "httpx_async",
+    "openai_sdk",
+    "openai_sdk_aiohttp",
+    "litellm_router",
+)  # slow: batches capped at --peer-requests
+TARGET_CONCURRENCIES = (
+    64,
+    256,
+)  # where the targets are set (issue #5); other concurrencies are only measured
 TARGETS = (  # (numerator, denominator, minimum ratio of requests/s), at TARGET_CONCURRENCIES
     ("ours", "aiohttp", 0.5),
     ("ours", "openai_sdk", 5.0),
@@ -129,15 +150,18 @@ class Client(NamedTuple):
     (measured with the batch, see procs.drive_tasks), or None."""
 
     call: Callable[[], Awaitable[bool]]
-    settle: Optional[Callable[[], Awaitable[None]]] = None
+    settle: Callable[[], Awaitable[None]] | None = None
 
 
 @contextlib.asynccontextmanager
 async def aiohttp_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def call() -> bool:
-            async with session.post(url + "/chat/completions", data=BODY, headers=HEADERS) as response:
+            async with session.post(
+                url + "/chat/completions", data=BODY, headers=HEADERS
+            ) as response:
                 response.raise_for_status()
                 return "choices" in json.loads(await response.read())
 
@@ -151,6 +175,7 @@ async def httpx_async_contender(url: str, concurrency: int) -> AsyncIterator[Cli
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+
         async def call() -> bool:
             response = await client.post(url + "/chat/completions", content=BODY, headers=HEADERS)
             response.raise_for_status()
@@ -160,7 +185,9 @@ async def httpx_async_contender(url: str, concurrency: int) -> AsyncIterator[Cli
 
 
 @contextlib.asynccontextmanager
-async def openai_sdk_contender(url: str, concurrency: int, aiohttp: bool = False) -> AsyncIterator[Client]:
+async def openai_sdk_contender(
+    url: str, concurrency: int, aiohttp: bool = False
+) -> AsyncIterator[Client]:
     """``openai.AsyncOpenAI`` on httpx, or on its aiohttp transport (``DefaultAioHttpClient``),
     with the SDK's own pool defaults either way."""
     import openai
@@ -168,6 +195,7 @@ async def openai_sdk_contender(url: str, concurrency: int, aiohttp: bool = False
     transport = {"http_client": openai.DefaultAioHttpClient()} if aiohttp else {}
     client = openai.AsyncOpenAI(base_url=url, api_key=API_KEY, max_retries=RETRIES, **transport)
     try:
+
         async def call() -> bool:
             response = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
             return bool(response.choices)
@@ -177,7 +205,9 @@ async def openai_sdk_contender(url: str, concurrency: int, aiohttp: bool = False
         await client.close()
 
 
-def openai_sdk_aiohttp_contender(url: str, concurrency: int) -> contextlib.AbstractAsyncContextManager:
+def openai_sdk_aiohttp_contender(
+    url: str, concurrency: int
+) -> contextlib.AbstractAsyncContextManager:
     return openai_sdk_contender(url, concurrency, aiohttp=True)
 
 
@@ -192,8 +222,10 @@ async def litellm_router_contender(url: str, concurrency: int) -> AsyncIterator[
     otherwise run during the next contender's batch.  ``settle`` flushes that
     queue inside the measurement."""
     litellm = quiet_litellm()
-    deployment = {"model_name": MODEL,
-                  "litellm_params": {"model": LITELLM_MODEL, "api_base": url, "api_key": API_KEY}}
+    deployment = {
+        "model_name": MODEL,
+        "litellm_params": {"model": LITELLM_MODEL, "api_base": url, "api_key": API_KEY},
+    }
     router = litellm.Router(model_list=[deployment], num_retries=RETRIES)
 
     async def call() -> bool:
@@ -209,6 +241,7 @@ async def ours_contender(url: str, concurrency: int) -> AsyncIterator[Client]:
 
     client = openai_api(metadata=our_metadata(url, API_KEY, concurrency))
     try:
+
         async def call() -> bool:
             return "choices" in await client.achat(MODEL, MESSAGES)
 
@@ -280,11 +313,17 @@ def skip_note(name: str) -> str:
 # ------------------------------------------------------------------- running
 
 
-async def run_one(name: str, url: str, concurrency: int, warmup: int, requests: int, server_pid: int) -> Any:
+async def run_one(
+    name: str, url: str, concurrency: int, warmup: int, requests: int, server_pid: int
+) -> Any:
     """One run of one contender: a fresh client, a warm-up, the measured batch."""
     async with FACTORIES[name](url, concurrency) as client:
-        await drive_tasks(client.call, concurrency, warmup, Meter(server_pid), RUN_CAP, client.settle)
-        return await drive_tasks(client.call, concurrency, requests, Meter(server_pid), RUN_CAP, client.settle)
+        await drive_tasks(
+            client.call, concurrency, warmup, Meter(server_pid), RUN_CAP, client.settle
+        )
+        return await drive_tasks(
+            client.call, concurrency, requests, Meter(server_pid), RUN_CAP, client.settle
+        )
 
 
 def requests_for(name: str, args: argparse.Namespace) -> int:
@@ -299,7 +338,9 @@ async def run_all(url: str, server_pid: int, contenders: tuple, args: argparse.N
             warmup = max(args.warmup, concurrency)
             for round_no in range(args.rounds):
                 for name in contenders:
-                    batch = await run_one(name, url, concurrency, warmup, requests_for(name, args), server_pid)
+                    batch = await run_one(
+                        name, url, concurrency, warmup, requests_for(name, args), server_pid
+                    )
                     batches[name][concurrency].append(batch)
                     print_batch(concurrency, round_no, args.rounds, name, batch)
     finally:
@@ -310,43 +351,70 @@ async def run_all(url: str, server_pid: int, contenders: tuple, args: argparse.N
 # ---------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[list]) -> argparse.Namespace:
+def parse_args(argv: list | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="A B C D rounds per concurrency")
-    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="measured requests per run")
-    parser.add_argument("--peer-requests", type=int, default=DEFAULT_PEER_REQUESTS,
-                        help=f"at most this many measured requests per run of {' and '.join(PEERS)}")
-    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
-                        help="warm-up requests per run (at least one per task)")
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help="A B C D rounds per concurrency"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=DEFAULT_REQUESTS, help="measured requests per run"
+    )
+    parser.add_argument(
+        "--peer-requests",
+        type=int,
+        default=DEFAULT_PEER_REQUESTS,
+        help=f"at most this many measured requests per run of {' and '.join(PEERS)}",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=DEFAULT_WARMUP,
+        help="warm-up requests per run (at least one per task)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
-    parser.add_argument("--no-gc-freeze", action="store_true",
-                        help="leave the imported packages' objects to the cyclic GC (see preload)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_REQUESTS} requests, {QUICK_WARMUP} warm-up, 1 round (seconds)")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to cores"
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="leave the imported packages' objects to the cyclic GC (see preload)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_REQUESTS} requests, {QUICK_WARMUP} warm-up, 1 round (seconds)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests, args.warmup, args.rounds = QUICK_REQUESTS, QUICK_WARMUP, 1
-    if (min(args.rounds, args.requests, args.peer_requests, *args.concurrency) < 1 or args.warmup < 0):
-        parser.error("--rounds, --requests, --peer-requests and --concurrency must be >= 1, --warmup >= 0")
+    if (
+        min(args.rounds, args.requests, args.peer_requests, *args.concurrency) < 1
+        or args.warmup < 0
+    ):
+        parser.error(
+            "--rounds, --requests, --peer-requests and --concurrency must be >= 1, --warmup >= 0"
+        )
     args.concurrency = tuple(args.concurrency)
     args.contenders = tuple(c for c in CONTENDERS if c in args.contenders)  # the documented order
     return args
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     contenders = tuple(c for c in args.contenders if available(c))
     skipped = [c for c in args.contenders if c not in contenders]
     pin = can_pin(args.no_pin)
     with pinned_simulator(pin) as (proc, url):  # before any thread of ours exists
-        print(f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}; rounds {args.rounds}, "
-              f"requests {args.requests} (openai SDK, LiteLLM: {min(args.requests, args.peer_requests)}), "
-              f"warm-up {args.warmup}; GC heap frozen after imports: {'no' if args.no_gc_freeze else 'yes'}",
-              flush=True)
+        print(
+            f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}; rounds {args.rounds}, "
+            f"requests {args.requests} (openai SDK, LiteLLM: {min(args.requests, args.peer_requests)}), "
+            f"warm-up {args.warmup}; GC heap frozen after imports: {'no' if args.no_gc_freeze else 'yes'}",
+            flush=True,
+        )
         for name in skipped:
             print(skip_note(name), flush=True)
         preload(contenders, freeze=not args.no_gc_freeze)
@@ -354,23 +422,43 @@ def main(argv: Optional[list] = None) -> int:
     summary = summarise(batches)
     others = tuple(c for c in contenders if c != "ours")
     ratio = ratios(summary, "ours", others, args.concurrency) if "ours" in contenders else {}
-    targets = check_targets(ratio, TARGETS, tuple(c for c in args.concurrency if c in TARGET_CONCURRENCIES))
+    targets = check_targets(
+        ratio, TARGETS, tuple(c for c in args.concurrency if c in TARGET_CONCURRENCIES)
+    )
     print_report(summary, ratio, targets, contenders, args.concurrency)
     if args.json:
         write_json(args, pin, contenders, skipped, summary, ratio, targets)
     return exit_status(summary, targets, args.strict)
 
 
-def write_json(args: argparse.Namespace, pin: bool, contenders: tuple, skipped: list, summary: dict,
-               ratio: dict, targets: list) -> None:
+def write_json(
+    args: argparse.Namespace,
+    pin: bool,
+    contenders: tuple,
+    skipped: list,
+    summary: dict,
+    ratio: dict,
+    targets: list,
+) -> None:
     versions = {"python": platform.python_version(), "aiohttp": aiohttp.__version__}
     versions.update({OPTIONAL[c]: version(OPTIONAL[c]) for c in contenders if c in OPTIONAL})
     document = {
-        "config": {"rounds": args.rounds, "requests": args.requests, "peer_requests": args.peer_requests,
-                   "warmup": args.warmup, "concurrency": list(args.concurrency), "pinned": pin,
-                   "quick": args.quick, "gc_freeze": not args.no_gc_freeze, "model": MODEL,
-                   "retries": RETRIES, "contenders": list(contenders), "skipped": skipped,
-                   "cpus": os.cpu_count(), **versions},
+        "config": {
+            "rounds": args.rounds,
+            "requests": args.requests,
+            "peer_requests": args.peer_requests,
+            "warmup": args.warmup,
+            "concurrency": list(args.concurrency),
+            "pinned": pin,
+            "quick": args.quick,
+            "gc_freeze": not args.no_gc_freeze,
+            "model": MODEL,
+            "retries": RETRIES,
+            "contenders": list(contenders),
+            "skipped": skipped,
+            "cpus": os.cpu_count(),
+            **versions,
+        },
         "contenders": summary,
         "ratios": ratio,
         "targets": targets,

@@ -48,18 +48,18 @@ import platform
 import statistics
 import sys
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+from typing import Any
 
 import aiohttp
-
 from procs import (
     ADMIN_HEADERS,
     FAILURE_TOLERANCE,
     Batch,
+    Meter,
     can_pin,
     drive_tasks,
-    Meter,
     our_metadata,
     pinned_simulator,
     pinning_note,
@@ -103,10 +103,15 @@ def _ours(batching: bool) -> Callable[[str, int], Any]:
         from ipfs_accelerate_py.api_backends import openai_api
 
         metadata = our_metadata(url, API_KEY, CONNECTIONS)
-        metadata.update(batching_enabled=batching, max_batch_size=MAX_BATCH_SIZE,
-                        batch_timeout=BATCH_TIMEOUT, queue_size=max(metadata["queue_size"], calls))
+        metadata.update(
+            batching_enabled=batching,
+            max_batch_size=MAX_BATCH_SIZE,
+            batch_timeout=BATCH_TIMEOUT,
+            queue_size=max(metadata["queue_size"], calls),
+        )
         client = openai_api(metadata=metadata)
         try:
+
             async def call() -> bool:
                 return len((await client.aembeddings(MODEL, TEXT))["data"]) == 1
 
@@ -122,8 +127,12 @@ async def aiohttp_contender(url: str, calls: int) -> AsyncIterator[Call]:
     gate = asyncio.Semaphore(CONNECTIONS)
     connector = aiohttp.TCPConnector(limit=CONNECTIONS)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def call() -> bool:
-            async with gate, session.post(url + "/embeddings", data=BODY, headers=HEADERS) as response:
+            async with (
+                gate,
+                session.post(url + "/embeddings", data=BODY, headers=HEADERS) as response,
+            ):
                 response.raise_for_status()
                 return len(json.loads(await response.read())["data"]) == 1
 
@@ -136,6 +145,7 @@ async def openai_sdk_contender(url: str, calls: int) -> AsyncIterator[Call]:
 
     client = openai.AsyncOpenAI(base_url=url, api_key=API_KEY, max_retries=RETRIES)
     try:
+
         async def call() -> bool:
             return len((await client.embeddings.create(model=MODEL, input=TEXT)).data) == 1
 
@@ -164,8 +174,9 @@ def admin(url: str, method: str, name: str, body: Any = None) -> dict:
     """``{method} /_admin/{name}`` of the simulator whose API is at ``url`` (…/v1)."""
     root = url[: -len("/v1")] if url.endswith("/v1") else url
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{root}/_admin/{name}", data=data, method=method,
-                                     headers=ADMIN_HEADERS)
+    request = urllib.request.Request(
+        f"{root}/_admin/{name}", data=data, method=method, headers=ADMIN_HEADERS
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -221,9 +232,12 @@ async def run_all(url: str, server_pid: int, contenders: tuple, args: argparse.N
             fig = figures(*await run_one(name, url, args.calls, server_pid))
             runs[name].append(fig)
             failed = f"  FAILED {fig['failed']}: {fig['failure_reasons']}" if fig["failed"] else ""
-            print(f"  round {round_no + 1}/{args.rounds} {name:<18}{fig['calls_per_s']:>8,.0f} calls/s"
-                  f"  {fig['http_requests']:>5} HTTP  wall {fig['wall_s']:.2f} s"
-                  f"  server cpu {fig['server_cpu_utilisation']:4.0%}{failed}", flush=True)
+            print(
+                f"  round {round_no + 1}/{args.rounds} {name:<18}{fig['calls_per_s']:>8,.0f} calls/s"
+                f"  {fig['http_requests']:>5} HTTP  wall {fig['wall_s']:.2f} s"
+                f"  server cpu {fig['server_cpu_utilisation']:4.0%}{failed}",
+                flush=True,
+            )
     return runs
 
 
@@ -266,44 +280,59 @@ def findings(summary: dict, calls: int) -> list:
     out = []
     on, off = summary.get("ours_batching_on"), summary.get("ours_batching_off")
     if on and off:
-        out.append(f"batching on: {on['calls_per_s'] / off['calls_per_s']:.1f}x the calls/s of batching off, "
-                   f"with {off['http_requests'] / max(1, on['http_requests']):.1f}x fewer HTTP requests "
-                   f"({on['http_requests']:g} against {off['http_requests']:g}, "
-                   f"{on['inputs_per_http_call']:.1f} inputs per call against {off['inputs_per_http_call']:.1f}).")
+        out.append(
+            f"batching on: {on['calls_per_s'] / off['calls_per_s']:.1f}x the calls/s of batching off, "
+            f"with {off['http_requests'] / max(1, on['http_requests']):.1f}x fewer HTTP requests "
+            f"({on['http_requests']:g} against {off['http_requests']:g}, "
+            f"{on['inputs_per_http_call']:.1f} inputs per call against {off['inputs_per_http_call']:.1f})."
+        )
     bound = -(-calls // CONNECTIONS) * LATENCY  # waves of 32 one-input calls, 50 ms each
     for name in ("ours_batching_off", "aiohttp"):
         if name in summary:
-            out.append(f"{name}: {summary[name]['wall_s']:.2f} s for {calls} calls, against {bound:.2f} s "
-                       f"for {-(-calls // CONNECTIONS)} waves of {CONNECTIONS} one-input calls at "
-                       f"{LATENCY * 1e3:.0f} ms each.")
+            out.append(
+                f"{name}: {summary[name]['wall_s']:.2f} s for {calls} calls, against {bound:.2f} s "
+                f"for {-(-calls // CONNECTIONS)} waves of {CONNECTIONS} one-input calls at "
+                f"{LATENCY * 1e3:.0f} ms each."
+            )
     for peer in ("aiohttp", "openai_sdk"):
         if on and peer in summary:
-            out.append(f"batching on: {on['calls_per_s'] / summary[peer]['calls_per_s']:.1f}x the calls/s "
-                       f"of {peer}, which sent {summary[peer]['http_requests']:g} HTTP requests "
-                       f"(peak {summary[peer]['server_peak_concurrency']:g} in flight at the server).")
+            out.append(
+                f"batching on: {on['calls_per_s'] / summary[peer]['calls_per_s']:.1f}x the calls/s "
+                f"of {peer}, which sent {summary[peer]['http_requests']:g} HTTP requests "
+                f"(peak {summary[peer]['server_peak_concurrency']:g} in flight at the server)."
+            )
     if on:
-        out.append(f"batching on: p99 latency of a call {on['p99_ms']:.0f} ms, against "
-                   + ", ".join(f"{n} {m['p99_ms']:.0f} ms" for n, m in summary.items() if n != "ours_batching_on")
-                   + ".")
+        out.append(
+            f"batching on: p99 latency of a call {on['p99_ms']:.0f} ms, against "
+            + ", ".join(
+                f"{n} {m['p99_ms']:.0f} ms" for n, m in summary.items() if n != "ours_batching_on"
+            )
+            + "."
+        )
     return out
 
 
 def print_table(summary: dict) -> None:
-    print(f"\nmedians over the rounds (failed: summed)\n{'contender':<19}"
-          + "".join(f"{title:>{max(9, len(title) + 2)}}" for title, _ in COLUMNS))
+    print(
+        f"\nmedians over the rounds (failed: summed)\n{'contender':<19}"
+        + "".join(f"{title:>{max(9, len(title) + 2)}}" for title, _ in COLUMNS)
+    )
     for name, m in summary.items():
         cells = []
         for title, key in COLUMNS:
             width = max(9, len(title) + 2)
             value = m[key]
-            cells.append(f"{value:>{width},.0f}" if key in ("calls_per_s", "http_requests", "failed",
-                                                             "server_peak_concurrency")
-                         else f"{value:>{width}.2f}")
+            cells.append(
+                f"{value:>{width},.0f}"
+                if key in ("calls_per_s", "http_requests", "failed", "server_peak_concurrency")
+                else f"{value:>{width}.2f}"
+            )
         print(f"{name:<19}" + "".join(cells))
 
 
-def document(args: argparse.Namespace, pin: bool, contenders: tuple, skipped: list, runs: dict,
-             summary: dict) -> dict:
+def document(
+    args: argparse.Namespace, pin: bool, contenders: tuple, skipped: list, runs: dict, summary: dict
+) -> dict:
     versions = {"python": platform.python_version(), "aiohttp": aiohttp.__version__}
     versions.update({OPTIONAL[c]: version(OPTIONAL[c]) for c in contenders if c in OPTIONAL})
     return {
@@ -315,21 +344,49 @@ def document(args: argparse.Namespace, pin: bool, contenders: tuple, skipped: li
             f"carries. Ours coalesces the calls into batches of up to {MAX_BATCH_SIZE} when batching is on "
             f"({CONNECTIONS} HTTP calls in flight at most); raw aiohttp and the openai SDK send one HTTP "
             "call per embedding call. HTTP requests and inputs per call are the simulator's own counts; "
-            f"medians over {args.rounds} round(s), contenders alternating."),
-        "config": {"calls": args.calls, "rounds": args.rounds, "latency_s": LATENCY, "model": MODEL,
-                   "max_concurrent_requests": CONNECTIONS, "aiohttp_connections": CONNECTIONS,
-                   "max_batch_size": MAX_BATCH_SIZE, "batch_timeout_s": BATCH_TIMEOUT,
-                   "openai_sdk_max_retries": RETRIES, "warmup_calls": WARMUP_CALLS, "pinned": pin,
-                   "quick": args.quick, "contenders": list(contenders), "skipped": skipped,
-                   "cpus": os.cpu_count(), **versions,
-                   "per_round": {name: [{k: r[k] for k in ("calls_per_s", "http_requests", "wall_s", "failed")}
-                                        for r in rs] for name, rs in runs.items()}},
-        "tables": [{"title": "Concurrent single-text embedding calls (medians over the rounds)",
-                    "columns": ["contender", *(title for title, _ in COLUMNS)],
-                    "rows": [[name, *(m[key] for _, key in COLUMNS)] for name, m in summary.items()]}],
-        "plots": [{"title": f"{args.calls:,} concurrent embedding calls, {LATENCY * 1e3:.0f} ms per HTTP call",
-                   "kind": "bar", "xlabel": "contender", "ylabel": "calls/s",
-                   "series": {"calls/s": [[name, m["calls_per_s"]] for name, m in summary.items()]}}],
+            f"medians over {args.rounds} round(s), contenders alternating."
+        ),
+        "config": {
+            "calls": args.calls,
+            "rounds": args.rounds,
+            "latency_s": LATENCY,
+            "model": MODEL,
+            "max_concurrent_requests": CONNECTIONS,
+            "aiohttp_connections": CONNECTIONS,
+            "max_batch_size": MAX_BATCH_SIZE,
+            "batch_timeout_s": BATCH_TIMEOUT,
+            "openai_sdk_max_retries": RETRIES,
+            "warmup_calls": WARMUP_CALLS,
+            "pinned": pin,
+            "quick": args.quick,
+            "contenders": list(contenders),
+            "skipped": skipped,
+            "cpus": os.cpu_count(),
+            **versions,
+            "per_round": {
+                name: [
+                    {k: r[k] for k in ("calls_per_s", "http_requests", "wall_s", "failed")}
+                    for r in rs
+                ]
+                for name, rs in runs.items()
+            },
+        },
+        "tables": [
+            {
+                "title": "Concurrent single-text embedding calls (medians over the rounds)",
+                "columns": ["contender", *(title for title, _ in COLUMNS)],
+                "rows": [[name, *(m[key] for _, key in COLUMNS)] for name, m in summary.items()],
+            }
+        ],
+        "plots": [
+            {
+                "title": f"{args.calls:,} concurrent embedding calls, {LATENCY * 1e3:.0f} ms per HTTP call",
+                "kind": "bar",
+                "xlabel": "contender",
+                "ylabel": "calls/s",
+                "series": {"calls/s": [[name, m["calls_per_s"]] for name, m in summary.items()]},
+            }
+        ],
         "findings": findings(summary, args.calls),
     }
 
@@ -337,13 +394,17 @@ def document(args: argparse.Namespace, pin: bool, contenders: tuple, skipped: li
 # ---------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[list]) -> argparse.Namespace:
+def parse_args(argv: list | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=DEFAULT_CALLS, help="concurrent calls per run")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="A B C D rounds")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_CALLS} calls, 1 round (seconds)")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to cores"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_CALLS} calls, 1 round (seconds)"
+    )
     parser.add_argument("--json", metavar="PATH", help="write the figures to PATH")
     args = parser.parse_args(argv)
     if args.quick:
@@ -354,16 +415,22 @@ def parse_args(argv: Optional[list]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     contenders = tuple(c for c in args.contenders if available(c))
     skipped = [c for c in args.contenders if c not in contenders]
     pin = can_pin(args.no_pin)
     with pinned_simulator(pin) as (proc, url):  # before any thread of ours exists
-        print(f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}; {args.calls} calls at once, "
-              f"{args.rounds} round(s), latency {LATENCY * 1e3:.0f} ms per HTTP call", flush=True)
+        print(
+            f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}; {args.calls} calls at once, "
+            f"{args.rounds} round(s), latency {LATENCY * 1e3:.0f} ms per HTTP call",
+            flush=True,
+        )
         for name in skipped:
-            print(f"skipped {name}: {OPTIONAL[name]} is not installed (pip install {OPTIONAL[name]})", flush=True)
+            print(
+                f"skipped {name}: {OPTIONAL[name]} is not installed (pip install {OPTIONAL[name]})",
+                flush=True,
+            )
         preload(contenders)
         runs = run_in_new_loop(run_all(url, proc.pid, contenders, args))
     summary = {name: medians(rs) for name, rs in runs.items()}
@@ -373,7 +440,11 @@ def main(argv: Optional[list] = None) -> int:
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=2)
-    bad = [(n, m["failed"], m["calls"]) for n, m in summary.items() if m["failed"] > FAILURE_TOLERANCE * m["calls"]]
+    bad = [
+        (n, m["failed"], m["calls"])
+        for n, m in summary.items()
+        if m["failed"] > FAILURE_TOLERANCE * m["calls"]
+    ]
     for name, failed, total in bad:
         print(f"{name}: {failed} of {total} calls failed; its figures mean little", file=sys.stderr)
     return 1 if bad else 0

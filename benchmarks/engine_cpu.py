@@ -93,7 +93,11 @@ def sync_run(client: openai_api, concurrency: int, requests: int, warmup: int) -
     def batch(total: int) -> None:
         share, extra = divmod(total, concurrency)
         threads = [
-            threading.Thread(target=lambda n=share + (i < extra): [client.chat(MODEL, MESSAGES) for _ in range(n)])
+            threading.Thread(
+                target=lambda n=share + (i < extra): [
+                    client.chat(MODEL, MESSAGES) for _ in range(n)
+                ]
+            )
             for i in range(concurrency)
         ]
         for thread in threads:
@@ -112,14 +116,18 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--no-pin", action="store_true", help="do not pin this process to one core")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_REQUESTS} requests, a short warm-up")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_REQUESTS} requests, a short warm-up"
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     requests, warmup = (QUICK_REQUESTS, QUICK_WARMUP) if args.quick else (args.requests, WARMUP)
     if not args.no_pin and CLIENT_CORE in usable_cores():
         os.sched_setaffinity(0, {CLIENT_CORE})
-    print(f"{requests} requests at concurrency {args.concurrency}, in-memory transport"
-          f"{'' if args.no_pin else f', pinned to core {CLIENT_CORE}'}")
+    print(
+        f"{requests} requests at concurrency {args.concurrency}, in-memory transport"
+        f"{'' if args.no_pin else f', pinned to core {CLIENT_CORE}'}"
+    )
     figures = {}
     for name, run in (("async", async_run), ("sync", sync_run)):
         with make_client(args.concurrency) as client:
@@ -129,14 +137,24 @@ def main(argv=None) -> int:
             stats = client.get_stats()
         done = stats["successful_requests"] - warmup
         if done != requests or stats["failed_requests"]:
-            print(f"{name}: {done} of {requests} requests succeeded, {stats['failed_requests']} failed", file=sys.stderr)
+            print(
+                f"{name}: {done} of {requests} requests succeeded, {stats['failed_requests']} failed",
+                file=sys.stderr,
+            )
             return 1
-        figures[name] = {"cpu_us_per_request": cpu / requests * 1e6, "requests_per_s": requests / wall}
-        print(f"{name:>5}: {figures[name]['cpu_us_per_request']:6.1f} us CPU per request "
-              f"({figures[name]['requests_per_s']:,.0f} req/s)")
+        figures[name] = {
+            "cpu_us_per_request": cpu / requests * 1e6,
+            "requests_per_s": requests / wall,
+        }
+        print(
+            f"{name:>5}: {figures[name]['cpu_us_per_request']:6.1f} us CPU per request "
+            f"({figures[name]['requests_per_s']:,.0f} req/s)"
+        )
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"requests": requests, "concurrency": args.concurrency, **figures}, out, indent=2)
+            json.dump(
+                {"requests": requests, "concurrency": args.concurrency, **figures}, out, indent=2
+            )
     return 0
 
 

@@ -44,7 +44,6 @@ import sys
 import threading
 import time
 import tracemalloc
-from typing import Optional
 
 from procs import CLIENT_CORE, can_pin, our_metadata, pinning_note
 
@@ -247,9 +246,13 @@ def run_child(requests: int, measure: str, pin: bool) -> dict:
     """:func:`measure_queue` in a fresh interpreter (pinned to CLIENT_CORE when ``pin``)."""
     pin_child = (lambda: os.sched_setaffinity(0, {CLIENT_CORE})) if pin else None
     command = [sys.executable, os.path.abspath(__file__), "--child", str(requests), measure]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT, preexec_fn=pin_child)
+    proc = subprocess.run(
+        command, capture_output=True, text=True, timeout=CHILD_TIMEOUT, preexec_fn=pin_child
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"the run for N={requests} ({measure}) exited {proc.returncode}: {proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"the run for N={requests} ({measure}) exited {proc.returncode}: {proc.stderr[-2000:]}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -261,8 +264,10 @@ def problems(run: dict) -> list:
         found.append(f"queue held {run['queued']} (in flight {run['in_flight']}), expected {n} (1)")
     for cycle in run["cycles"]:
         if cycle["shutdown_errors"] != n or cycle["holder_error"] is None:
-            found.append(f"{cycle['shutdown_errors']} of {n} queued requests failed with ShutdownError"
-                         f" (the hanging one: {cycle['holder_error']})")
+            found.append(
+                f"{cycle['shutdown_errors']} of {n} queued requests failed with ShutdownError"
+                f" (the hanging one: {cycle['holder_error']})"
+            )
     return found
 
 
@@ -300,10 +305,17 @@ def build_document(sizes: list, runs: dict, quick: bool, pin: bool) -> dict:
     series: dict = {"tracemalloc": [], "RSS": []}
     for n in sizes:
         tm, rss = runs[(n, "tracemalloc")], runs[(n, "rss")]
-        rows.append(["ours", n, round(tm["bytes_per_request"], 1), round(rss["bytes_per_request"], 1),
-                     round(tm["after_close_above_baseline_bytes"] / MB, 3),
-                     round(rss["after_close_above_baseline_bytes"] / MB, 3),
-                     round(rss["submit_us_per_request"], 2)])
+        rows.append(
+            [
+                "ours",
+                n,
+                round(tm["bytes_per_request"], 1),
+                round(rss["bytes_per_request"], 1),
+                round(tm["after_close_above_baseline_bytes"] / MB, 3),
+                round(rss["after_close_above_baseline_bytes"] / MB, 3),
+                round(rss["submit_us_per_request"], 2),
+            ]
+        )
         series["tracemalloc"].append([f"N={n:,}", round(tm["bytes_per_request"], 1)])
         series["RSS"].append([f"N={n:,}", round(rss["bytes_per_request"], 1)])
     findings = findings_from(sizes, runs)
@@ -315,22 +327,46 @@ def build_document(sizes: list, runs: dict, quick: bool, pin: bool) -> dict:
             "that never answers; one request holds the slot and N chat requests are queued with queue_with_priority. "
             "Bytes per queued request = growth of tracemalloc's traced memory (exact) or of VmRSS (in a separate run "
             "without tracemalloc) over N; each run is a fresh process. The client is then closed (every queued "
-            "request fails with ShutdownError) and memory read again, against the baseline."),
+            "request fails with ShutdownError) and memory read again, against the baseline."
+        ),
         "config": {
-            "requests": sizes, "queue_size": QUEUE_SIZE, "max_concurrent_requests": 1, "batching": False,
-            "quick": quick, "pinned": pinning_note(pin), "python": platform.python_version(),
-            "peers": {"openai_sdk": "no client-side queue",
-                      "litellm_router": "no client-side queue without its scheduler"},
+            "requests": sizes,
+            "queue_size": QUEUE_SIZE,
+            "max_concurrent_requests": 1,
+            "batching": False,
+            "quick": quick,
+            "pinned": pinning_note(pin),
+            "python": platform.python_version(),
+            "peers": {
+                "openai_sdk": "no client-side queue",
+                "litellm_router": "no client-side queue without its scheduler",
+            },
             "runs": {f"{n}/{m}": r for (n, m), r in runs.items()},
         },
-        "tables": [{
-            "title": "Bytes per queued request (RSS in a run without tracemalloc; after close = above the baseline)",
-            "columns": ["contender", "queued N", "tracemalloc B/req", "RSS B/req", "after close tracemalloc MB",
-                        "after close RSS MB", "submit us/req"],
-            "rows": rows,
-        }],
-        "plots": [{"title": "Bytes per queued request", "kind": "bar", "xlabel": "requests queued",
-                   "ylabel": "bytes per queued request", "series": series}],
+        "tables": [
+            {
+                "title": "Bytes per queued request (RSS in a run without tracemalloc; after close = above the baseline)",
+                "columns": [
+                    "contender",
+                    "queued N",
+                    "tracemalloc B/req",
+                    "RSS B/req",
+                    "after close tracemalloc MB",
+                    "after close RSS MB",
+                    "submit us/req",
+                ],
+                "rows": rows,
+            }
+        ],
+        "plots": [
+            {
+                "title": "Bytes per queued request",
+                "kind": "bar",
+                "xlabel": "requests queued",
+                "ylabel": "bytes per queued request",
+                "series": series,
+            }
+        ],
         "findings": findings,
     }
 
@@ -338,20 +374,29 @@ def build_document(sizes: list, runs: dict, quick: bool, pin: bool) -> dict:
 def print_table(document: dict) -> None:
     table = document["tables"][0]
     widths = [10, 10, 18, 11, 27, 20, 14]
-    print("".join(f"{c:>{w}}" for c, w in zip(table["columns"], widths)))
+    print("".join(f"{c:>{w}}" for c, w in zip(table["columns"], widths, strict=False)))
     for row in table["rows"]:
-        print("".join(f"{v:>{w},}" if isinstance(v, (int, float)) else f"{v:>{w}}" for v, w in zip(row, widths)))
+        print(
+            "".join(
+                f"{v:>{w},}" if isinstance(v, (int, float)) else f"{v:>{w}}"
+                for v, w in zip(row, widths, strict=False)
+            )
+        )
     print()
     for finding in document["findings"]:
         print(f"- {finding}")
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="N; N / 10 is measured too")
+    parser.add_argument(
+        "--requests", type=int, default=DEFAULT_REQUESTS, help="N; N / 10 is measured too"
+    )
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_REQUESTS:,}: seconds")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--no-pin", action="store_true", help="do not pin the measured processes to one core")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the measured processes to one core"
+    )
     parser.add_argument("--child", nargs=2, metavar=("N", "MEASURE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -362,7 +407,9 @@ def main(argv: Optional[list] = None) -> int:
         parser.error(f"--requests must be between {SCALE} and {QUEUE_SIZE:,}")
     sizes = [big // SCALE, big]
     pin = can_pin(args.no_pin)
-    print(f"N = {sizes}; 1 slot held by a hanging request; queue_size {QUEUE_SIZE:,}; pinned: {pinning_note(pin)}")
+    print(
+        f"N = {sizes}; 1 slot held by a hanging request; queue_size {QUEUE_SIZE:,}; pinned: {pinning_note(pin)}"
+    )
     runs, bad = {}, []
     for n in sizes:
         for measure in MEASURES:
@@ -372,10 +419,12 @@ def main(argv: Optional[list] = None) -> int:
                 print(f"N={n} {measure}: {exc}", file=sys.stderr)
                 return 1
             bad += [f"N={n} {measure}: {p}" for p in problems(run)]
-            print(f"  N={n:>7,} {measure:<11} {run['bytes_per_request']:>8,.0f} B/request  "
-                  f"after close {run['after_close_above_baseline_bytes'] / MB:+.3f} MB  "
-                  f"2nd cycle {run['later_cycles_growth_bytes'] / MB:+.3f} MB  close {run['close_s']:.2f} s",
-                  flush=True)
+            print(
+                f"  N={n:>7,} {measure:<11} {run['bytes_per_request']:>8,.0f} B/request  "
+                f"after close {run['after_close_above_baseline_bytes'] / MB:+.3f} MB  "
+                f"2nd cycle {run['later_cycles_growth_bytes'] / MB:+.3f} MB  close {run['close_s']:.2f} s",
+                flush=True,
+            )
     for line in bad:
         print(line, file=sys.stderr)
     document = build_document(sizes, runs, args.quick, pin)

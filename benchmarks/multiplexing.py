@@ -82,8 +82,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from procs import (
     ADMIN_HEADERS,
@@ -112,7 +113,9 @@ QUICK_REQUESTS = 120
 QUICK_CONCURRENCY = 16
 QUICK_WINDOW = 2.0
 QUICK_PER_WINDOW = 10
-RUN_CAP_FACTOR = 3.0  # a run is stopped after RUN_CAP_FACTOR * (bound + window), at least MIN_RUN_CAP
+RUN_CAP_FACTOR = (
+    3.0  # a run is stopped after RUN_CAP_FACTOR * (bound + window), at least MIN_RUN_CAP
+)
 MIN_RUN_CAP = 30.0
 ATTEMPT_TIMEOUT = 30.0
 ADMIN_TIMEOUT = 10.0
@@ -152,17 +155,25 @@ class Simulator:
 
     def _call(self, path: str, payload: Any = None) -> dict:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(self._root + "/_admin/" + path, data=data,
-                                         headers=ADMIN_HEADERS)
+        request = urllib.request.Request(
+            self._root + "/_admin/" + path, data=data, headers=ADMIN_HEADERS
+        )
         with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT) as response:
             return json.loads(response.read())
 
-    def limit(self, per_window: Optional[int], window: float, latency: float) -> None:
+    def limit(self, per_window: int | None, window: float, latency: float) -> None:
         """Zero the counters, then set the keys, latency and limits (fresh windows for every key)."""
         self._call("reset", {"scenario": False})
-        self._call("config", {"valid_keys": list(KEYS.values()), "rate_window": window,
-                              "rate_limits": {"rpm": per_window}, "retry_after": None,
-                              "latency": latency})
+        self._call(
+            "config",
+            {
+                "valid_keys": list(KEYS.values()),
+                "rate_window": window,
+                "rate_limits": {"rpm": per_window},
+                "retry_after": None,
+                "latency": latency,
+            },
+        )
 
     def counters(self) -> dict:
         return self._call("counters")
@@ -182,7 +193,7 @@ class Setup:
     concurrency: int
     retries: int
     latency: float
-    loop: Optional[asyncio.AbstractEventLoop] = None  # made by event_loop() when needed
+    loop: asyncio.AbstractEventLoop | None = None  # made by event_loop() when needed
 
     @property
     def rpm(self) -> float:
@@ -233,7 +244,7 @@ class Run:
     client_cpu: float
     server_cpu: float
     counters: dict
-    key_successes: Optional[dict] = None
+    key_successes: dict | None = None
 
     @property
     def failed(self) -> int:
@@ -254,7 +265,7 @@ class Meter:
 
     def stop(self) -> tuple:
         """(elapsed, client CPU, server CPU) since start()."""
-        return tuple(end - start for end, start in zip(self._read(), self._t0))
+        return tuple(end - start for end, start in zip(self._read(), self._t0, strict=False))
 
 
 def _count(table: dict, name: str) -> None:
@@ -269,8 +280,10 @@ def _reason(exc: BaseException) -> str:
 
 
 def ours_metadata(setup: Setup, strategy: str, limited: bool) -> dict:
-    keys = [{"name": name, "key": key, "rpm": setup.rpm if limited else None}
-            for name, key in KEYS.items()]
+    keys = [
+        {"name": name, "key": key, "rpm": setup.rpm if limited else None}
+        for name, key in KEYS.items()
+    ]
     return {
         "openai_api_base": setup.sim.url,
         "api_keys": keys,
@@ -284,8 +297,9 @@ def ours_metadata(setup: Setup, strategy: str, limited: bool) -> dict:
     }
 
 
-def drive_threads(call: Callable[[], None], concurrency: int, requests: int,
-                  meter: Optional[Meter] = None) -> tuple:
+def drive_threads(
+    call: Callable[[], None], concurrency: int, requests: int, meter: Meter | None = None
+) -> tuple:
     """``concurrency`` threads make ``requests`` calls in all; (successes, failures).
     The meter starts once every thread is ready."""
     tickets = itertools.count()  # next() on it is atomic under the GIL
@@ -347,8 +361,9 @@ def run_ours(name: str, setup: Setup) -> Run:
     client = make_client(setup, strategy, limited=True)
     try:
         meter = Meter(setup.sim.pid)
-        ok, failures = drive_threads(lambda: client.chat(MODEL, MESSAGES), setup.concurrency,
-                                     setup.requests, meter)
+        ok, failures = drive_threads(
+            lambda: client.chat(MODEL, MESSAGES), setup.concurrency, setup.requests, meter
+        )
         elapsed, client_cpu, server_cpu = meter.stop()
         per_key = ours_key_successes(client)
     finally:
@@ -383,14 +398,24 @@ def make_router(setup: Setup, strategy: str, limited: bool) -> Any:
         params = {"model": LITELLM_MODEL, "api_key": key, "api_base": setup.sim.url}
         if limited:
             params["rpm"] = setup.rpm
-        deployments.append({"model_name": MODEL, "litellm_params": params,
-                            "model_info": {"id": f"{name}{ID_SEPARATOR}{run_id}"}})
-    return litellm.Router(model_list=deployments, routing_strategy=strategy,
-                          num_retries=setup.retries, timeout=ATTEMPT_TIMEOUT)
+        deployments.append(
+            {
+                "model_name": MODEL,
+                "litellm_params": params,
+                "model_info": {"id": f"{name}{ID_SEPARATOR}{run_id}"},
+            }
+        )
+    return litellm.Router(
+        model_list=deployments,
+        routing_strategy=strategy,
+        num_retries=setup.retries,
+        timeout=ATTEMPT_TIMEOUT,
+    )
 
 
-async def drive_tasks(router: Any, concurrency: int, requests: int, cap: float,
-                      meter: Optional[Meter] = None) -> tuple:
+async def drive_tasks(
+    router: Any, concurrency: int, requests: int, cap: float, meter: Meter | None = None
+) -> tuple:
     """``concurrency`` tasks make ``requests`` calls in all, stopped after ``cap`` seconds;
     (successes, failures, successes per deployment id)."""
     tickets = iter(range(requests))
@@ -427,7 +452,8 @@ def run_litellm(name: str, setup: Setup) -> Run:
     router = make_router(setup, strategy, limited=True)
     meter = Meter(setup.sim.pid)
     ok, failures, by_key = loop.run_until_complete(
-        drive_tasks(router, setup.concurrency, setup.requests, setup.cap, meter))
+        drive_tasks(router, setup.concurrency, setup.requests, setup.cap, meter)
+    )
     elapsed, client_cpu, server_cpu = meter.stop()
     per_key = {k: by_key.get(k, 0) for k in KEYS} if set(by_key) <= set(KEYS) else None
     return Run(name, ok, failures, elapsed, client_cpu, server_cpu, setup.sim.counters(), per_key)
@@ -442,7 +468,9 @@ RUNNERS = {**{name: run_ours for name in OURS}, **{name: run_litellm for name in
 def figures(run: Run, setup: Setup) -> dict:
     """Every figure of one run (see the module docstring)."""
     counters = run.counters
-    attempts_by_key = {name: counters["by_key"].get(fingerprint(key), 0) for name, key in KEYS.items()}
+    attempts_by_key = {
+        name: counters["by_key"].get(fingerprint(key), 0) for name, key in KEYS.items()
+    }
     attempts = counters["requests_total"]
     served = int(counters["by_status"].get("200", 0))
     per_key = run.key_successes
@@ -464,8 +492,11 @@ def figures(run: Run, setup: Setup) -> dict:
         "goodput_vs_ideal": goodput / setup.ideal_per_minute,
         "budget_per_min": budget,
         "goodput_vs_budget": goodput / budget if budget else run.successes / setup.requests,
-        "vs_bound": (setup.bound / run.elapsed if setup.bound > 0 and run.elapsed > 0
-                     and not run.failed else None),  # meaningless when requests failed fast
+        "vs_bound": (
+            setup.bound / run.elapsed
+            if setup.bound > 0 and run.elapsed > 0 and not run.failed
+            else None
+        ),  # meaningless when requests failed fast
         "attempts": attempts,
         "rate_limited": counters["rate_limited"],
         "share_429": counters["rate_limited"] / attempts if attempts else 0.0,
@@ -474,9 +505,12 @@ def figures(run: Run, setup: Setup) -> dict:
         "successes_by_key_source": source,
         "key_shares": shares,
         "share_spread": (high / low - 1.0) if low > 0 else math.inf,
-        "counters_consistent": (sum(attempts_by_key.values()) == attempts
-                                and attempts - sum(per_key.values()) == counters["rate_limited"]
-                                + other_errors) if source == "client" else None,
+        "counters_consistent": (
+            sum(attempts_by_key.values()) == attempts
+            and attempts - sum(per_key.values()) == counters["rate_limited"] + other_errors
+        )
+        if source == "client"
+        else None,
         "elapsed_s": run.elapsed,
         "client_cpu_s": run.client_cpu,
         "client_cpu_ms_per_success": run.client_cpu / max(1, run.successes) * 1e3,
@@ -485,9 +519,19 @@ def figures(run: Run, setup: Setup) -> dict:
     }
 
 
-MEDIAN_FIGURES = ("successes", "goodput_per_min", "goodput_vs_ideal", "goodput_vs_budget", "vs_bound",
-                  "share_429", "share_spread", "elapsed_s", "client_cpu_s", "client_cpu_ms_per_success",
-                  "server_cpu_utilisation")
+MEDIAN_FIGURES = (
+    "successes",
+    "goodput_per_min",
+    "goodput_vs_ideal",
+    "goodput_vs_budget",
+    "vs_bound",
+    "share_429",
+    "share_spread",
+    "elapsed_s",
+    "client_cpu_s",
+    "client_cpu_ms_per_success",
+    "server_cpu_utilisation",
+)
 
 
 def summarise(rounds: dict) -> dict:
@@ -501,7 +545,9 @@ def summarise(rounds: dict) -> dict:
             med[key] = statistics.median(values) if values else None
         med["failed"] = max(r["failed"] for r in runs)  # the worst run: what the targets judge
         med["failed_median"] = statistics.median(r["failed"] for r in runs)
-        med["requests"] = max(r["successes"] + r["failed"] for r in runs)  # every run sends the same N
+        med["requests"] = max(
+            r["successes"] + r["failed"] for r in runs
+        )  # every run sends the same N
         med["key_shares"] = {k: statistics.median(r["key_shares"][k] for r in runs) for k in KEYS}
         med["rounds"] = runs
         summary[name] = med
@@ -519,20 +565,52 @@ def check_targets(summary: dict, bound: float, quick: bool = False) -> list:
         if m is None:
             continue
         for target, measured, passed, wanted in (
-            ("goodput", m["goodput_vs_ideal"], m["goodput_vs_ideal"] >= MIN_GOODPUT_SHARE,
-             f">= {MIN_GOODPUT_SHARE:.0%} of 4R"),
+            (
+                "goodput",
+                m["goodput_vs_ideal"],
+                m["goodput_vs_ideal"] >= MIN_GOODPUT_SHARE,
+                f">= {MIN_GOODPUT_SHARE:.0%} of 4R",
+            ),
             ("failed", m["failed"], m["failed"] <= MAX_FAILED, f"<= {MAX_FAILED}"),
-            *([] if quick else [("429 share", m["share_429"], m["share_429"] < MAX_429_SHARE, f"< {MAX_429_SHARE:.0%}")]),
-            ("key share spread", m["share_spread"], m["share_spread"] <= MAX_SHARE_SPREAD,
-             f"<= {MAX_SHARE_SPREAD:.0%}"),
+            *(
+                []
+                if quick
+                else [
+                    (
+                        "429 share",
+                        m["share_429"],
+                        m["share_429"] < MAX_429_SHARE,
+                        f"< {MAX_429_SHARE:.0%}",
+                    )
+                ]
+            ),
+            (
+                "key share spread",
+                m["share_spread"],
+                m["share_spread"] <= MAX_SHARE_SPREAD,
+                f"<= {MAX_SHARE_SPREAD:.0%}",
+            ),
         ):
-            checks.append({"contender": name, "name": target, "measured": measured,
-                           "target": wanted, "passed": bool(passed)})
+            checks.append(
+                {
+                    "contender": name,
+                    "name": target,
+                    "measured": measured,
+                    "target": wanted,
+                    "passed": bool(passed),
+                }
+            )
         if bound > 0:
             measured = m["vs_bound"]
-            checks.append({"contender": name, "name": "vs bound", "measured": measured,
-                           "target": f">= {MIN_VS_BOUND:.0%} of the fixed-window bound",
-                           "passed": measured is not None and measured >= MIN_VS_BOUND})
+            checks.append(
+                {
+                    "contender": name,
+                    "name": "vs bound",
+                    "measured": measured,
+                    "target": f">= {MIN_VS_BOUND:.0%} of the fixed-window bound",
+                    "passed": measured is not None and measured >= MIN_VS_BOUND,
+                }
+            )
     return checks
 
 
@@ -542,42 +620,57 @@ def check_targets(summary: dict, bound: float, quick: bool = False) -> list:
 def print_run(round_no: int, rounds: int, name: str, fig: dict) -> None:
     failed = f"  FAILED {fig['failed']}: {fig['failure_reasons']}" if fig["failed"] else ""
     bound = f"{fig['vs_bound']:.2f}" if fig["vs_bound"] is not None else "-"
-    print(f"  round {round_no + 1}/{rounds} {name:<19}{fig['goodput_per_min']:>8,.0f}/min "
-          f"({fig['goodput_vs_budget']:.0%} of the budget, {fig['goodput_vs_ideal']:.0%} of 4R, vs bound {bound})  429 {fig['share_429']:.1%}"
-          f"  spread {fig['share_spread']:.1%}  {fig['elapsed_s']:.1f} s"
-          f"  cpu {fig['client_cpu_s']:.1f} s  server {fig['server_cpu_utilisation']:.0%}{failed}",
-          flush=True)
+    print(
+        f"  round {round_no + 1}/{rounds} {name:<19}{fig['goodput_per_min']:>8,.0f}/min "
+        f"({fig['goodput_vs_budget']:.0%} of the budget, {fig['goodput_vs_ideal']:.0%} of 4R, vs bound {bound})  429 {fig['share_429']:.1%}"
+        f"  spread {fig['share_spread']:.1%}  {fig['elapsed_s']:.1f} s"
+        f"  cpu {fig['client_cpu_s']:.1f} s  server {fig['server_cpu_utilisation']:.0%}{failed}",
+        flush=True,
+    )
 
 
 def print_report(summary: dict, targets: list, setup: Setup) -> None:
     budget = f"{setup.requests * 60.0 / setup.bound:,.0f}/min" if setup.bound > 0 else "all at once"
-    print(f"\nper run, medians over the rounds; ideal 4R = {setup.ideal_per_minute:,.0f}/min; fixed-window "
-          f"bound {setup.bound:.0f} s for {setup.requests} requests, so the budget is {budget}; goodput = "
-          f"successes per minute over max(elapsed, bound); failed = median (worst run); 429s = share of "
-          f"the attempts the server answered 429; spread = max share / min share - 1")
-    header = (f"{'contender':<20}{'goodput/min':>12}{'budget':>8}{'of 4R':>7}{'vs bound':>9}{'failed':>11}"
-              f"{'429s':>7}{'spread':>8}{'elapsed s':>10}{'cpu s':>7}{'ms/ok':>8}{'server':>7}  key shares")
+    print(
+        f"\nper run, medians over the rounds; ideal 4R = {setup.ideal_per_minute:,.0f}/min; fixed-window "
+        f"bound {setup.bound:.0f} s for {setup.requests} requests, so the budget is {budget}; goodput = "
+        f"successes per minute over max(elapsed, bound); failed = median (worst run); 429s = share of "
+        f"the attempts the server answered 429; spread = max share / min share - 1"
+    )
+    header = (
+        f"{'contender':<20}{'goodput/min':>12}{'budget':>8}{'of 4R':>7}{'vs bound':>9}{'failed':>11}"
+        f"{'429s':>7}{'spread':>8}{'elapsed s':>10}{'cpu s':>7}{'ms/ok':>8}{'server':>7}  key shares"
+    )
     print(header)
     for name, m in summary.items():
         shares = " ".join(f"{m['key_shares'][k]:.1%}" for k in KEYS)
         bound = f"{m['vs_bound']:.2f}" if m["vs_bound"] is not None else "-"
         failed = f"{m['failed_median']:g} ({m['failed']})"
-        print(f"{name:<20}{m['goodput_per_min']:>12,.0f}{m['goodput_vs_budget']:>8.0%}{m['goodput_vs_ideal']:>7.0%}"
-              f"{bound:>9}{failed:>11}{m['share_429']:>7.1%}{m['share_spread']:>8.1%}{m['elapsed_s']:>10.1f}"
-              f"{m['client_cpu_s']:>7.1f}{m['client_cpu_ms_per_success']:>8.2f}"
-              f"{m['server_cpu_utilisation']:>7.0%}  {shares}")
+        print(
+            f"{name:<20}{m['goodput_per_min']:>12,.0f}{m['goodput_vs_budget']:>8.0%}{m['goodput_vs_ideal']:>7.0%}"
+            f"{bound:>9}{failed:>11}{m['share_429']:>7.1%}{m['share_spread']:>8.1%}{m['elapsed_s']:>10.1f}"
+            f"{m['client_cpu_s']:>7.1f}{m['client_cpu_ms_per_success']:>8.2f}"
+            f"{m['server_cpu_utilisation']:>7.0%}  {shares}"
+        )
     for name, m in summary.items():
         for r in m["rounds"]:
             if r["counters_consistent"] is False:
-                print(f"note: {name}: the client's per-key successes do not add up with the "
-                      f"simulator's counters", file=sys.stderr)
+                print(
+                    f"note: {name}: the client's per-key successes do not add up with the "
+                    f"simulator's counters",
+                    file=sys.stderr,
+                )
             if r["successes_by_key_source"] != "client":
-                print(f"note: {name}: key shares are shares of attempts ({r['successes_by_key_source']})")
+                print(
+                    f"note: {name}: key shares are shares of attempts ({r['successes_by_key_source']})"
+                )
     for t in targets:
         measured = t["measured"]
         shown = f"{measured:.1%}" if isinstance(measured, float) else str(measured)
-        print(f"{'PASS' if t['passed'] else 'FAIL'}: {t['contender']} {t['name']} = {shown} "
-              f"(target {t['target']})")
+        print(
+            f"{'PASS' if t['passed'] else 'FAIL'}: {t['contender']} {t['name']} = {shown} "
+            f"(target {t['target']})"
+        )
 
 
 # ------------------------------------------------------------------ running
@@ -594,21 +687,38 @@ def run_all(setup: Setup, contenders: tuple, rounds: int) -> dict:
     return results
 
 
-def parse_args(argv: Optional[list]) -> argparse.Namespace:
+def parse_args(argv: list | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rpm", type=int, default=DEFAULT_RPM, help="requests per minute per key (R)")
-    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="requests per run (N)")
+    parser.add_argument(
+        "--rpm", type=int, default=DEFAULT_RPM, help="requests per minute per key (R)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=DEFAULT_REQUESTS, help="requests per run (N)"
+    )
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating rounds")
-    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
-                        help="retries per request (max_retries, num_retries)")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds the simulator waits "
-                        "before answering each request")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="retries per request (max_retries, num_retries)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the simulator waits before answering each request",
+    )
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_REQUESTS} requests at concurrency {QUICK_CONCURRENCY}, "
-                             f"{QUICK_PER_WINDOW} per key per {QUICK_WINDOW:g} s window, 1 round")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to cores"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_REQUESTS} requests at concurrency {QUICK_CONCURRENCY}, "
+        f"{QUICK_PER_WINDOW} per key per {QUICK_WINDOW:g} s window, 1 round",
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     args = parser.parse_args(argv)
@@ -616,10 +726,15 @@ def parse_args(argv: Optional[list]) -> argparse.Namespace:
     if args.quick:
         args.requests, args.concurrency, args.rounds = QUICK_REQUESTS, QUICK_CONCURRENCY, 1
         args.window, args.per_window = QUICK_WINDOW, QUICK_PER_WINDOW
-    if (min(args.rpm, args.requests, args.concurrency, args.rounds) < 1 or args.retries < 0
-            or args.latency < 0):
-        parser.error("--rpm, --requests, --concurrency and --rounds must be >= 1, "
-                     "--retries and --latency >= 0")
+    if (
+        min(args.rpm, args.requests, args.concurrency, args.rounds) < 1
+        or args.retries < 0
+        or args.latency < 0
+    ):
+        parser.error(
+            "--rpm, --requests, --concurrency and --rounds must be >= 1, "
+            "--retries and --latency >= 0"
+        )
     return args
 
 
@@ -627,13 +742,15 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # so that the finally block stops the simulator
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     contenders = tuple(args.contenders)
     skipped = [] if litellm_available() else [c for c in contenders if c in LITELLM]
     if skipped:
-        print(f"litellm is not installed (pip install litellm): skipping {', '.join(skipped)}",
-              file=sys.stderr)
+        print(
+            f"litellm is not installed (pip install litellm): skipping {', '.join(skipped)}",
+            file=sys.stderr,
+        )
         contenders = tuple(c for c in contenders if c not in skipped)
     pin = not args.no_pin and {SERVER_CORE, CLIENT_CORE} <= usable_cores()
     signal.signal(signal.SIGTERM, _terminate)
@@ -641,14 +758,24 @@ def main(argv: Optional[list] = None) -> int:
     try:
         if pin:
             os.sched_setaffinity(0, {CLIENT_CORE})
-        setup = Setup(Simulator(url, proc.pid), args.per_window, args.window, args.requests,
-                      args.concurrency, args.retries, args.latency)
-        print(f"simulator {url} (pid {proc.pid}); pinned: "
-              f"{f'server core {SERVER_CORE}, client core {CLIENT_CORE}' if pin else 'no'}; "
-              f"{KEY_COUNT} keys x {setup.per_window} requests per {setup.window:g} s window "
-              f"(R = {setup.rpm:g}/min); {setup.requests} requests at concurrency "
-              f"{setup.concurrency}; {args.rounds} round(s); retries {setup.retries}; server latency "
-              f"{setup.latency:g} s", flush=True)
+        setup = Setup(
+            Simulator(url, proc.pid),
+            args.per_window,
+            args.window,
+            args.requests,
+            args.concurrency,
+            args.retries,
+            args.latency,
+        )
+        print(
+            f"simulator {url} (pid {proc.pid}); pinned: "
+            f"{f'server core {SERVER_CORE}, client core {CLIENT_CORE}' if pin else 'no'}; "
+            f"{KEY_COUNT} keys x {setup.per_window} requests per {setup.window:g} s window "
+            f"(R = {setup.rpm:g}/min); {setup.requests} requests at concurrency "
+            f"{setup.concurrency}; {args.rounds} round(s); retries {setup.retries}; server latency "
+            f"{setup.latency:g} s",
+            flush=True,
+        )
         try:
             results = run_all(setup, contenders, args.rounds)
         finally:
@@ -663,21 +790,35 @@ def main(argv: Optional[list] = None) -> int:
     return 2 if args.strict and not all(t["passed"] for t in targets) else 0
 
 
-def write_json(args: argparse.Namespace, pin: bool, setup: Setup, summary: dict, targets: list,
-               skipped: list) -> None:
+def write_json(
+    args: argparse.Namespace, pin: bool, setup: Setup, summary: dict, targets: list, skipped: list
+) -> None:
     versions = {"python": platform.python_version()}
     if litellm_available():
         from importlib.metadata import version
 
         versions["litellm"] = version("litellm")
     document = {
-        "config": {"rpm": setup.rpm, "per_window": setup.per_window, "window_s": setup.window,
-                   "keys": KEY_COUNT, "requests": setup.requests, "concurrency": setup.concurrency,
-                   "rounds": args.rounds, "retries": setup.retries, "quick": args.quick,
-                   "latency_s": setup.latency,
-                   "pinned": pin, "ideal_per_min": setup.ideal_per_minute, "bound_s": setup.bound,
-                   "budget_per_min": setup.requests * 60.0 / setup.bound if setup.bound > 0 else None,
-                   "model": MODEL, "skipped": skipped, "cpus": os.cpu_count(), **versions},
+        "config": {
+            "rpm": setup.rpm,
+            "per_window": setup.per_window,
+            "window_s": setup.window,
+            "keys": KEY_COUNT,
+            "requests": setup.requests,
+            "concurrency": setup.concurrency,
+            "rounds": args.rounds,
+            "retries": setup.retries,
+            "quick": args.quick,
+            "latency_s": setup.latency,
+            "pinned": pin,
+            "ideal_per_min": setup.ideal_per_minute,
+            "bound_s": setup.bound,
+            "budget_per_min": setup.requests * 60.0 / setup.bound if setup.bound > 0 else None,
+            "model": MODEL,
+            "skipped": skipped,
+            "cpus": os.cpu_count(),
+            **versions,
+        },
         "contenders": summary,
         "targets": targets,
     }

@@ -57,21 +57,21 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import aiohttp
-
 from async_overhead import (
     API_KEY,
-    available,
-    Client,
-    close_litellm,
-    litellm_router_contender,
     MESSAGES,
     MODEL,
     OPTIONAL,
+    Client,
+    available,
+    close_litellm,
+    litellm_router_contender,
     openai_sdk_contender,
     preload,
     skip_note,
@@ -79,9 +79,9 @@ from async_overhead import (
 from procs import (
     ADMIN_HEADERS,
     Batch,
+    Meter,
     can_pin,
     failure_reason,
-    Meter,
     our_metadata,
     percentile,
     pinned_simulator,
@@ -97,8 +97,15 @@ BIN, QUICK_BIN = 1.0, 0.5  # seconds per point of the plots
 DRAIN_CAP = 10.0  # seconds the requests still running at the end may take; the rest count as failed
 WARMUP = 20  # requests before each run: connections and code paths warm
 CONCURRENCY = 64  # ours: max_concurrent_requests (the peers have no such cap)
-OURS_SETTINGS = {"failure_threshold": 5, "reset_timeout": 1.0, "max_retries": 2, "request_deadline": 5.0}
-WAIT_SETTINGS = {"on_circuit_open": "wait"}  # ours_wait: the queue is sized in ours_contender for the load
+OURS_SETTINGS = {
+    "failure_threshold": 5,
+    "reset_timeout": 1.0,
+    "max_retries": 2,
+    "request_deadline": 5.0,
+}
+WAIT_SETTINGS = {
+    "on_circuit_open": "wait"
+}  # ours_wait: the queue is sized in ours_contender for the load
 ADMIN_TIMEOUT = 10.0  # seconds
 
 CONTENDERS = ("ours", "ours_wait", "openai_sdk", "litellm_router")
@@ -109,8 +116,11 @@ QUICK_CONTENDERS = ("ours", "ours_wait", "openai_sdk")
 async def ours_contender(url: str, concurrency: int, **settings: Any) -> AsyncIterator[Client]:
     from ipfs_accelerate_py.api_backends import openai_api
 
-    client = openai_api(metadata={**our_metadata(url, API_KEY, concurrency), **OURS_SETTINGS, **settings})
+    client = openai_api(
+        metadata={**our_metadata(url, API_KEY, concurrency), **OURS_SETTINGS, **settings}
+    )
     try:
+
         async def call() -> bool:
             return "choices" in await client.achat(MODEL, MESSAGES)
 
@@ -125,8 +135,12 @@ def ours_wait_contender(url: str, concurrency: int) -> Any:
     return ours_contender(url, concurrency, queue_size=queue, **WAIT_SETTINGS)
 
 
-FACTORIES = {"ours": ours_contender, "ours_wait": ours_wait_contender, "openai_sdk": openai_sdk_contender,
-             "litellm_router": litellm_router_contender}
+FACTORIES = {
+    "ours": ours_contender,
+    "ours_wait": ours_wait_contender,
+    "openai_sdk": openai_sdk_contender,
+    "litellm_router": litellm_router_contender,
+}
 
 
 # ------------------------------------------------------------------- the run
@@ -152,7 +166,7 @@ class Shot(NamedTuple):
 
     sent: float
     done: float
-    reason: Optional[str]
+    reason: str | None
 
 
 class Window(NamedTuple):
@@ -181,8 +195,9 @@ class Admin:
 
     def _call(self, method: str, path: str, body: Any = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.root}/_admin/{path}", data=data, method=method,
-                                         headers=ADMIN_HEADERS)
+        request = urllib.request.Request(
+            f"{self.root}/_admin/{path}", data=data, method=method, headers=ADMIN_HEADERS
+        )
         with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT) as response:
             return json.loads(response.read())
 
@@ -209,10 +224,12 @@ class Conductor:
         self.schedule = schedule
         self.t0 = t0
         self.series: list = []  # [(seconds since start, API requests the server had seen)]
-        self.window: Optional[Window] = None
+        self.window: Window | None = None
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._outage, daemon=True),
-                         threading.Thread(target=self._poll, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._outage, daemon=True),
+            threading.Thread(target=self._poll, daemon=True),
+        ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -256,7 +273,9 @@ class Conductor:
             tick += 1
 
 
-async def one_request(call: Callable[[], Awaitable[bool]], sent: float, t0: float, shots: list) -> None:
+async def one_request(
+    call: Callable[[], Awaitable[bool]], sent: float, t0: float, shots: list
+) -> None:
     try:
         reason = None if await call() else "bad reply"
     except Exception as exc:  # a failed request is counted, never fatal to the run
@@ -264,8 +283,9 @@ async def one_request(call: Callable[[], Awaitable[bool]], sent: float, t0: floa
     shots.append(Shot(sent, time.perf_counter() - t0, reason))
 
 
-async def offer_load(call: Callable[[], Awaitable[bool]], schedule: Schedule, t0: float,
-                     shots: list, tasks: set) -> None:
+async def offer_load(
+    call: Callable[[], Awaitable[bool]], schedule: Schedule, t0: float, shots: list, tasks: set
+) -> None:
     """Start request n at ``t0 + n / rate`` (late ones at once), each its own task."""
     total = int(schedule.rate * schedule.seconds)
     n = 0
@@ -320,8 +340,11 @@ async def run_all(url: str, contenders: tuple, schedule: Schedule, server_pid: i
     admin = Admin(url)
     try:
         for name in contenders:
-            print(f"  {name}: {schedule.rate:g} req/s for {schedule.seconds:g} s, outage "
-                  f"{schedule.outage_at:g}-{schedule.outage_end:g} s ...", flush=True)
+            print(
+                f"  {name}: {schedule.rate:g} req/s for {schedule.seconds:g} s, outage "
+                f"{schedule.outage_at:g}-{schedule.outage_end:g} s ...",
+                flush=True,
+            )
             runs.append(await run_one(name, url, admin, schedule, server_pid))
     finally:
         await close_litellm()
@@ -337,8 +360,11 @@ def figures(run: Run) -> dict:
     ok = [s for s in run.shots if s.reason is None]
     failed = [s for s in run.shots if s.reason is not None]
     first_failure = min((s.done for s in failed if s.done >= window.start), default=None)
-    fast = [s.done - s.sent for s in failed
-            if first_failure is not None and first_failure <= s.sent < window.end]
+    fast = [
+        s.done - s.sent
+        for s in failed
+        if first_failure is not None and first_failure <= s.sent < window.end
+    ]
     recovered = min((s.done for s in ok if s.done >= window.end), default=None)
     outside = sorted(s.done - s.sent for s in ok if s.done <= window.start or s.sent >= window.end)
     bridged = [s.done - s.sent for s in ok if window.start <= s.sent < window.end]
@@ -383,47 +409,78 @@ def successes_per_second(run: Run, schedule: Schedule) -> list:
 def server_per_second(run: Run) -> list:
     """``[[time, API requests/s the server saw since the previous reading]]``."""
     points = []
-    for (t_a, n_a), (t_b, n_b) in zip(run.server_series, run.server_series[1:]):
+    for (t_a, n_a), (t_b, n_b) in zip(run.server_series, run.server_series[1:], strict=False):
         points.append([round(t_b, 3), (n_b - n_a) / max(1e-9, t_b - t_a)])
     return points
 
 
-def fmt(value: Optional[float], spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def rounded(value: Optional[float], digits: int) -> Optional[float]:
+def rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-COLUMNS = ["contender", "on_circuit_open", "sent", "succeeded", "failed", "started during outage",
-           "lost of those", "server saw during outage", "fail fast p50 ms", "recover s", "p99 ms outside outage"]
+COLUMNS = [
+    "contender",
+    "on_circuit_open",
+    "sent",
+    "succeeded",
+    "failed",
+    "started during outage",
+    "lost of those",
+    "server saw during outage",
+    "fail fast p50 ms",
+    "recover s",
+    "p99 ms outside outage",
+]
 CIRCUIT_MODES = {"ours": "fail", "ours_wait": "wait"}  # the peers have no circuit: "-"
 
 
 def table_rows(figs: dict) -> list:
-    return [[name, CIRCUIT_MODES.get(name), f["sent"], f["succeeded"], f["failed"], f["sent_during_outage"],
-             f["failed_during_outage"], f["server_during_outage"], rounded(f["fail_fast_ms"], 3),
-             rounded(f["recover_s"], 3), rounded(f["p99_outside_ms"], 3)]
-            for name, f in figs.items()]
+    return [
+        [
+            name,
+            CIRCUIT_MODES.get(name),
+            f["sent"],
+            f["succeeded"],
+            f["failed"],
+            f["sent_during_outage"],
+            f["failed_during_outage"],
+            f["server_during_outage"],
+            rounded(f["fail_fast_ms"], 3),
+            rounded(f["recover_s"], 3),
+            rounded(f["p99_outside_ms"], 3),
+        ]
+        for name, f in figs.items()
+    ]
 
 
 def print_table(figs: dict, schedule: Schedule) -> None:
     offered = int(schedule.rate * schedule.outage_seconds)
-    print(f"\n{schedule.rate:g} req/s offered for {schedule.seconds:g} s; outage "
-          f"{schedule.outage_at:g}-{schedule.outage_end:g} s ({offered} requests offered during it)")
-    print(f"{'contender':<20}{'circuit':>8}{'sent':>7}{'ok':>7}{'failed':>8}{'lost in outage':>16}"
-          f"{'server in outage':>18}{'fail fast ms':>14}{'recover s':>11}{'p99 ms outside':>16}")
+    print(
+        f"\n{schedule.rate:g} req/s offered for {schedule.seconds:g} s; outage "
+        f"{schedule.outage_at:g}-{schedule.outage_end:g} s ({offered} requests offered during it)"
+    )
+    print(
+        f"{'contender':<20}{'circuit':>8}{'sent':>7}{'ok':>7}{'failed':>8}{'lost in outage':>16}"
+        f"{'server in outage':>18}{'fail fast ms':>14}{'recover s':>11}{'p99 ms outside':>16}"
+    )
     for name, f in figs.items():
         lost = f"{f['failed_during_outage']}/{f['sent_during_outage']}"
-        print(f"{name:<20}{CIRCUIT_MODES.get(name, '-'):>8}{f['sent']:>7}{f['succeeded']:>7}{f['failed']:>8}"
-              f"{lost:>16}{f['server_during_outage']:>18}"
-              f"{fmt(f['fail_fast_ms'], '.2f'):>14}{fmt(f['recover_s'], '.3f'):>11}"
-              f"{fmt(f['p99_outside_ms'], '.2f'):>16}")
+        print(
+            f"{name:<20}{CIRCUIT_MODES.get(name, '-'):>8}{f['sent']:>7}{f['succeeded']:>7}{f['failed']:>8}"
+            f"{lost:>16}{f['server_during_outage']:>18}"
+            f"{fmt(f['fail_fast_ms'], '.2f'):>14}{fmt(f['recover_s'], '.3f'):>11}"
+            f"{fmt(f['p99_outside_ms'], '.2f'):>16}"
+        )
     for name, f in figs.items():
-        print(f"  {name}: failures {f['failure_reasons'] or 'none'}; {f['wall_s']:.1f} s; CPU (shares of "
-              f"one core) client {f['client_cpu_share']:.0%}, server {f['server_cpu_share']:.0%}, "
-              f"other processes {f['others_cpu_share']:.0%}")
+        print(
+            f"  {name}: failures {f['failure_reasons'] or 'none'}; {f['wall_s']:.1f} s; CPU (shares of "
+            f"one core) client {f['client_cpu_share']:.0%}, server {f['server_cpu_share']:.0%}, "
+            f"other processes {f['others_cpu_share']:.0%}"
+        )
 
 
 def findings(figs: dict, schedule: Schedule) -> list:
@@ -437,79 +494,112 @@ def findings(figs: dict, schedule: Schedule) -> list:
         if peer.startswith("ours"):
             continue
         ratio = f["server_during_outage"] / max(1, ours["server_during_outage"])
-        out.append(f"During the {schedule.outage_seconds:g} s outage ({offered} requests offered) ours sent "
-                   f"{ours['server_during_outage']} requests to the dead server vs "
-                   f"{f['server_during_outage']} for {peer} ({ratio:.0f}x as many).")
-        out.append(f"Of the requests started during the outage, ours failed {ours['failed_during_outage']} "
-                   f"and {peer} {f['failed_during_outage']}; over the whole run ours succeeded "
-                   f"{ours['succeeded']} of {ours['sent']} and {peer} {f['succeeded']} of {f['sent']}.")
+        out.append(
+            f"During the {schedule.outage_seconds:g} s outage ({offered} requests offered) ours sent "
+            f"{ours['server_during_outage']} requests to the dead server vs "
+            f"{f['server_during_outage']} for {peer} ({ratio:.0f}x as many)."
+        )
+        out.append(
+            f"Of the requests started during the outage, ours failed {ours['failed_during_outage']} "
+            f"and {peer} {f['failed_during_outage']}; over the whole run ours succeeded "
+            f"{ours['succeeded']} of {ours['sent']} and {peer} {f['succeeded']} of {f['sent']}."
+        )
         if f["succeeded_from_outage"]:
-            out.append(f"{peer}'s retries carried {f['succeeded_from_outage']} requests started during the "
-                       f"outage through to a success, after a median "
-                       f"{f['succeeded_from_outage_p50_s']:.1f} s.")
+            out.append(
+                f"{peer}'s retries carried {f['succeeded_from_outage']} requests started during the "
+                f"outage through to a success, after a median "
+                f"{f['succeeded_from_outage_p50_s']:.1f} s."
+            )
         if ours["fail_fast_ms"] is not None and f["fail_fast_ms"] is not None:
-            out.append(f"Once the outage was noticed, ours failed a request in a median "
-                       f"{ours['fail_fast_ms']:.2f} ms vs {f['fail_fast_ms']:.0f} ms for {peer}.")
+            out.append(
+                f"Once the outage was noticed, ours failed a request in a median "
+                f"{ours['fail_fast_ms']:.2f} ms vs {f['fail_fast_ms']:.0f} ms for {peer}."
+            )
         if ours["recover_s"] is not None and f["recover_s"] is not None:
-            out.append(f"After the outage ours succeeded again within {ours['recover_s']:.3f} s "
-                       f"(reset_timeout {OURS_SETTINGS['reset_timeout']:g} s) vs {f['recover_s']:.3f} s "
-                       f"for {peer}.")
+            out.append(
+                f"After the outage ours succeeded again within {ours['recover_s']:.3f} s "
+                f"(reset_timeout {OURS_SETTINGS['reset_timeout']:g} s) vs {f['recover_s']:.3f} s "
+                f"for {peer}."
+            )
     wait = figs.get("ours_wait")
     if wait is not None:
-        out.append(f"With on_circuit_open='wait', ours lost {wait['failed_during_outage']} of the "
-                   f"{wait['sent_during_outage']} requests started during the outage (fail-fast: "
-                   f"{ours['failed_during_outage']} of {offered}), sending the dead server "
-                   f"{wait['server_during_outage']} requests; over the whole run it succeeded "
-                   f"{wait['succeeded']} of {wait['sent']}.")
+        out.append(
+            f"With on_circuit_open='wait', ours lost {wait['failed_during_outage']} of the "
+            f"{wait['sent_during_outage']} requests started during the outage (fail-fast: "
+            f"{ours['failed_during_outage']} of {offered}), sending the dead server "
+            f"{wait['server_during_outage']} requests; over the whole run it succeeded "
+            f"{wait['succeeded']} of {wait['sent']}."
+        )
     if ours["p99_outside_ms"] is not None:
-        out.append(f"Outside the outage ours answered with p99 {ours['p99_outside_ms']:.1f} ms; "
-                   f"{ours['failed']} of its {ours['sent']} requests failed, all but "
-                   f"{ours['failed'] - ours['failed_during_outage']} of them sent during the outage.")
+        out.append(
+            f"Outside the outage ours answered with p99 {ours['p99_outside_ms']:.1f} ms; "
+            f"{ours['failed']} of its {ours['sent']} requests failed, all but "
+            f"{ours['failed'] - ours['failed_during_outage']} of them sent during the outage."
+        )
     return out
 
 
 def measurement_failed(figs: dict) -> list:
     """The contenders whose run says the set-up did not work: no success before the outage, or the
     server answered none of their requests with the outage's 503 (it did not take)."""
-    return [name for name, f in figs.items() if f["succeeded_before_outage"] == 0 or f["server_503s"] == 0]
+    return [
+        name
+        for name, f in figs.items()
+        if f["succeeded_before_outage"] == 0 or f["server_503s"] == 0
+    ]
 
 
 # ---------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[list]) -> argparse.Namespace:
+def parse_args(argv: list | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=RATE, help="offered requests/s (open loop)")
     parser.add_argument("--seconds", type=float, help=f"length of each run (default {SECONDS:g})")
-    parser.add_argument("--outage-at", type=float, help=f"seconds into the run (default {OUTAGE_AT:g})")
-    parser.add_argument("--outage-seconds", type=float,
-                        help=f"length of the outage (default {OUTAGE_SECONDS:g})")
+    parser.add_argument(
+        "--outage-at", type=float, help=f"seconds into the run (default {OUTAGE_AT:g})"
+    )
+    parser.add_argument(
+        "--outage-seconds", type=float, help=f"length of the outage (default {OUTAGE_SECONDS:g})"
+    )
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS)
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_SECONDS:g} s runs, outage {QUICK_OUTAGE_AT:g}-"
-                             f"{QUICK_OUTAGE_AT + QUICK_OUTAGE_SECONDS:g} s, {' and '.join(QUICK_CONTENDERS)}")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to cores"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SECONDS:g} s runs, outage {QUICK_OUTAGE_AT:g}-"
+        f"{QUICK_OUTAGE_AT + QUICK_OUTAGE_SECONDS:g} s, {' and '.join(QUICK_CONTENDERS)}",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the figures to PATH")
     args = parser.parse_args(argv)
     quick = args.quick
     args.schedule = Schedule(
         rate=args.rate,
         seconds=args.seconds or (QUICK_SECONDS if quick else SECONDS),
-        outage_at=(args.outage_at if args.outage_at is not None
-                   else QUICK_OUTAGE_AT if quick else OUTAGE_AT),
+        outage_at=(
+            args.outage_at
+            if args.outage_at is not None
+            else QUICK_OUTAGE_AT
+            if quick
+            else OUTAGE_AT
+        ),
         outage_seconds=args.outage_seconds or (QUICK_OUTAGE_SECONDS if quick else OUTAGE_SECONDS),
         bin=QUICK_BIN if quick else BIN,
     )
     s = args.schedule
     if s.rate <= 0 or s.outage_at <= 0 or s.outage_seconds <= 0 or s.outage_end >= s.seconds:
-        parser.error("--rate, --outage-at and --outage-seconds must be > 0, and the outage must end "
-                     "before the run does")
+        parser.error(
+            "--rate, --outage-at and --outage-seconds must be > 0, and the outage must end "
+            "before the run does"
+        )
     chosen = args.contenders or (QUICK_CONTENDERS if quick else CONTENDERS)
     args.contenders = tuple(c for c in CONTENDERS if c in chosen)  # the documented order
     return args
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     schedule = args.schedule
     contenders = tuple(c for c in args.contenders if available(c))
@@ -530,14 +620,26 @@ def main(argv: Optional[list] = None) -> int:
         write_json(args.json, args.quick, pin, schedule, contenders, skipped, runs, figs, facts)
     broken = measurement_failed(figs)
     if broken:
-        print(f"measurement failed for {', '.join(broken)}: no success before the outage or no "
-              "outage 503 at the server", file=sys.stderr)
+        print(
+            f"measurement failed for {', '.join(broken)}: no success before the outage or no "
+            "outage 503 at the server",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
-def write_json(path: str, quick: bool, pin: bool, schedule: Schedule, contenders: tuple, skipped: list,
-               runs: list, figs: dict, facts: list) -> None:
+def write_json(
+    path: str,
+    quick: bool,
+    pin: bool,
+    schedule: Schedule,
+    contenders: tuple,
+    skipped: list,
+    runs: list,
+    figs: dict,
+    facts: list,
+) -> None:
     versions = {"python": platform.python_version(), "aiohttp": aiohttp.__version__}
     versions.update({OPTIONAL[c]: version(OPTIONAL[c]) for c in contenders if c in OPTIONAL})
     document = {
@@ -552,21 +654,46 @@ def write_json(path: str, quick: bool, pin: bool, schedule: Schedule, contenders
             "'server saw during outage' is the simulator's request "
             "count over the window; 'fail fast' the median latency of requests started during the outage "
             "after its first failure that failed; 'recover' the time from the outage's end to the first "
-            "success; p99 over the successes wholly outside the outage."),
-        "config": {"rate": schedule.rate, "seconds": schedule.seconds, "outage_at": schedule.outage_at,
-                   "outage_seconds": schedule.outage_seconds, "quick": quick, "pinned": pin,
-                   "model": MODEL, "ours": {"max_concurrent_requests": CONCURRENCY, **OURS_SETTINGS},
-                   "peer_retries": 2, "warmup": WARMUP, "contenders": list(contenders),
-                   "skipped": skipped, "cpus": os.cpu_count(), **versions},
-        "tables": [{"title": "Outage: what each client sent, lost and recovered", "columns": COLUMNS,
-                    "rows": table_rows(figs)}],
+            "success; p99 over the successes wholly outside the outage."
+        ),
+        "config": {
+            "rate": schedule.rate,
+            "seconds": schedule.seconds,
+            "outage_at": schedule.outage_at,
+            "outage_seconds": schedule.outage_seconds,
+            "quick": quick,
+            "pinned": pin,
+            "model": MODEL,
+            "ours": {"max_concurrent_requests": CONCURRENCY, **OURS_SETTINGS},
+            "peer_retries": 2,
+            "warmup": WARMUP,
+            "contenders": list(contenders),
+            "skipped": skipped,
+            "cpus": os.cpu_count(),
+            **versions,
+        },
+        "tables": [
+            {
+                "title": "Outage: what each client sent, lost and recovered",
+                "columns": COLUMNS,
+                "rows": table_rows(figs),
+            }
+        ],
         "plots": [
-            {"title": f"Successes per second (outage {schedule.outage_at:g}-{schedule.outage_end:g} s)",
-             "kind": "line", "xlabel": "seconds since start", "ylabel": "successes/s",
-             "series": {run.name: successes_per_second(run, schedule) for run in runs}},
-            {"title": "Requests reaching the server per second", "kind": "line",
-             "xlabel": "seconds since start", "ylabel": "requests/s at the server",
-             "series": {run.name: server_per_second(run) for run in runs}},
+            {
+                "title": f"Successes per second (outage {schedule.outage_at:g}-{schedule.outage_end:g} s)",
+                "kind": "line",
+                "xlabel": "seconds since start",
+                "ylabel": "successes/s",
+                "series": {run.name: successes_per_second(run, schedule) for run in runs},
+            },
+            {
+                "title": "Requests reaching the server per second",
+                "kind": "line",
+                "xlabel": "seconds since start",
+                "ylabel": "requests/s at the server",
+                "series": {run.name: server_per_second(run) for run in runs},
+            },
         ],
         "findings": facts,
         "contenders": figs,

@@ -39,20 +39,19 @@ import os
 import platform
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import aiohttp
 import httpx
-
 from procs import (
     Batch,
+    Meter,
     can_pin,
     check_targets,
     count_failure,
     drive_tasks,
     exit_status,
     failure_reason,
-    Meter,
     new_event_loop,
     our_metadata,
     pinned_simulator,
@@ -72,15 +71,19 @@ DEFAULT_WARMUP = 300
 SERIAL_SHARE = 3  # concurrency 1 runs requests // SERIAL_SHARE (it is the slowest per request)
 QUICK_REQUESTS = 300
 QUICK_WARMUP = 50
-RUN_CAP = 600.0  # seconds: a measured batch still running then is stopped, its rest counted as failed
+RUN_CAP = (
+    600.0  # seconds: a measured batch still running then is stopped, its rest counted as failed
+)
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 API_KEY = "sk-bench-overhead"
 BODY = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-CONTENDERS = ("aiohttp", "httpx_threads") + (("openai_sdk_threads",) if importlib.util.find_spec("openai") else ()) + (
-    "openai_api",
+CONTENDERS = (
+    ("aiohttp", "httpx_threads")
+    + (("openai_sdk_threads",) if importlib.util.find_spec("openai") else ())
+    + ("openai_api",)
 )  # the openai SDK only where it is installed (the bench extra)
 TARGETS = (  # (numerator, denominator, minimum ratio of requests/s at TARGET_CONCURRENCY)
     ("openai_api", "httpx_threads", 2.0),
@@ -95,15 +98,19 @@ def run_aiohttp(url: str, concurrency: int, warmup: int, requests: int, meter: M
     """Raw aiohttp: one session, ``concurrency`` tasks, on a fresh (uv)loop."""
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_aiohttp_batch(url + "/chat/completions", concurrency, warmup,
-                                                      requests, meter))
+        return loop.run_until_complete(
+            _aiohttp_batch(url + "/chat/completions", concurrency, warmup, requests, meter)
+        )
     finally:
         loop.close()
 
 
-async def _aiohttp_batch(url: str, concurrency: int, warmup: int, requests: int, meter: Meter) -> Batch:
+async def _aiohttp_batch(
+    url: str, concurrency: int, warmup: int, requests: int, meter: Meter
+) -> Batch:
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def call() -> bool:
             async with session.post(url, data=BODY, headers=HEADERS) as response:
                 response.raise_for_status()
@@ -147,9 +154,12 @@ def drive_threads(call: Callable[[], bool], concurrency: int, requests: int, met
     return meter.stop(latencies, failures)
 
 
-def run_httpx_threads(url: str, concurrency: int, warmup: int, requests: int, meter: Meter) -> Batch:
+def run_httpx_threads(
+    url: str, concurrency: int, warmup: int, requests: int, meter: Meter
+) -> Batch:
     """Raw httpx: one sync ``Client`` (default pool) shared by ``concurrency`` threads."""
     with httpx.Client() as client:
+
         def call() -> bool:
             response = client.post(url + "/chat/completions", content=BODY, headers=HEADERS)
             return response.status_code == 200 and "choices" in response.json()
@@ -164,6 +174,7 @@ def run_openai_api(url: str, concurrency: int, warmup: int, requests: int, meter
 
     client = openai_api(metadata=our_metadata(url, API_KEY, concurrency))
     try:
+
         def call() -> bool:
             return "choices" in client.chat(MODEL, MESSAGES)
 
@@ -173,12 +184,15 @@ def run_openai_api(url: str, concurrency: int, warmup: int, requests: int, meter
         client.close()
 
 
-def run_openai_sdk_threads(url: str, concurrency: int, warmup: int, requests: int, meter: Meter) -> Batch:
+def run_openai_sdk_threads(
+    url: str, concurrency: int, warmup: int, requests: int, meter: Meter
+) -> Batch:
     """The official sync SDK (``openai.OpenAI``, retries on) shared by ``concurrency`` threads."""
     import openai
 
     client = openai.OpenAI(base_url=url, api_key=API_KEY, max_retries=2)
     try:
+
         def call() -> bool:
             return bool(client.chat.completions.create(model=MODEL, messages=MESSAGES).choices)
 
@@ -216,16 +230,29 @@ def run_all(url: str, server_pid: int, args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[list]) -> argparse.Namespace:
+def parse_args(argv: list | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="A B C rounds per concurrency")
-    parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS,
-                        help=f"measured requests per run (concurrency 1: a {SERIAL_SHARE}rd of it)")
-    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up requests per run")
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help="A B C rounds per concurrency"
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=DEFAULT_REQUESTS,
+        help=f"measured requests per run (concurrency 1: a {SERIAL_SHARE}rd of it)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up requests per run"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_REQUESTS} requests, {QUICK_WARMUP} warm-up, 1 round (seconds)")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to cores"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_REQUESTS} requests, {QUICK_WARMUP} warm-up, 1 round (seconds)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     args = parser.parse_args(argv)
@@ -237,15 +264,20 @@ def parse_args(argv: Optional[list]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     pin = can_pin(args.no_pin)
     with pinned_simulator(pin) as (proc, url):  # before any thread of ours exists
-        print(f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}; "
-              f"rounds {args.rounds}, requests {args.requests}, warm-up {args.warmup}", flush=True)
+        print(
+            f"simulator {url} (pid {proc.pid}); pinned: {pinning_note(pin)}; "
+            f"rounds {args.rounds}, requests {args.requests}, warm-up {args.warmup}",
+            flush=True,
+        )
         batches = run_all(url, proc.pid, args)
     summary = summarise(batches)
-    ratio = ratios(summary, "openai_api", tuple(c for c in CONTENDERS if c != "openai_api"), args.concurrency)
+    ratio = ratios(
+        summary, "openai_api", tuple(c for c in CONTENDERS if c != "openai_api"), args.concurrency
+    )
     targets = check_targets(ratio, TARGETS, (TARGET_CONCURRENCY,))
     print_report(summary, ratio, targets, CONTENDERS, args.concurrency)
     if args.json:
@@ -253,13 +285,23 @@ def main(argv: Optional[list] = None) -> int:
     return exit_status(summary, targets, args.strict)
 
 
-def write_json(args: argparse.Namespace, pin: bool, summary: dict, ratio: dict, targets: list) -> None:
+def write_json(
+    args: argparse.Namespace, pin: bool, summary: dict, ratio: dict, targets: list
+) -> None:
     document = {
-        "config": {"rounds": args.rounds, "requests": args.requests, "warmup": args.warmup,
-                   "concurrency": list(args.concurrency), "pinned": pin, "quick": args.quick,
-                   "model": MODEL, "python": platform.python_version(),
-                   "aiohttp": aiohttp.__version__, "httpx": httpx.__version__,
-                   "cpus": os.cpu_count()},
+        "config": {
+            "rounds": args.rounds,
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "concurrency": list(args.concurrency),
+            "pinned": pin,
+            "quick": args.quick,
+            "model": MODEL,
+            "python": platform.python_version(),
+            "aiohttp": aiohttp.__version__,
+            "httpx": httpx.__version__,
+            "cpus": os.cpu_count(),
+        },
         "contenders": summary,
         "ratios": ratio,
         "targets": targets,

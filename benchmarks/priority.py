@@ -52,16 +52,17 @@ import platform
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
-from typing import AsyncIterator, Awaitable, Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 from procs import (
     ADMIN_HEADERS,
+    Meter,
     can_pin,
     close_litellm,
     failure_reason,
     keep_litellm_offline,
-    Meter,
     our_metadata,
     percentile,
     pinned_simulator,
@@ -114,21 +115,29 @@ SENT_AS = {  # contender: {class: the priority it is sent at}
 
 class Client(NamedTuple):
     send: Callable[[str], Awaitable[bool]]  # True when the reply was a chat completion
-    queue_wait: Optional[Callable[[], dict]] = None  # the client's own queue-wait figures, if it keeps any
-    reset: Optional[Callable[[], None]] = None  # forgets the warm-up in those figures
+    queue_wait: Callable[[], dict] | None = (
+        None  # the client's own queue-wait figures, if it keeps any
+    )
+    reset: Callable[[], None] | None = None  # forgets the warm-up in those figures
 
 
 @contextlib.asynccontextmanager
-async def ours_contender(url: str, backlog: int, high: int, use_priority: bool) -> AsyncIterator[Client]:
+async def ours_contender(
+    url: str, backlog: int, high: int, use_priority: bool
+) -> AsyncIterator[Client]:
     from ipfs_accelerate_py.api_backends import openai_api
 
     metadata = our_metadata(url, API_KEY, CONCURRENCY)
     metadata["queue_size"] = backlog + high + QUEUE_HEADROOM
     client = openai_api(metadata=metadata)
-    levels = ({HIGH: client.PRIORITY_HIGH, LOW: client.PRIORITY_LOW} if use_priority
-              else {HIGH: client.PRIORITY_NORMAL, LOW: client.PRIORITY_NORMAL})
+    levels = (
+        {HIGH: client.PRIORITY_HIGH, LOW: client.PRIORITY_LOW}
+        if use_priority
+        else {HIGH: client.PRIORITY_NORMAL, LOW: client.PRIORITY_NORMAL}
+    )
     info = {"endpoint": "chat/completions", "data": {"model": MODEL, "messages": MESSAGES}}
     try:
+
         async def send(cls: str) -> bool:
             return "choices" in await client.aqueue_with_priority(info, levels[cls])
 
@@ -138,18 +147,31 @@ async def ours_contender(url: str, backlog: int, high: int, use_priority: bool) 
 
 
 @contextlib.asynccontextmanager
-async def litellm_router_contender(url: str, backlog: int, high: int, use_priority: bool) -> AsyncIterator[Client]:
+async def litellm_router_contender(
+    url: str, backlog: int, high: int, use_priority: bool
+) -> AsyncIterator[Client]:
     """One deployment limited to CONCURRENCY requests at once.  With the
     pre-call checks on, a deployment whose slots are all taken is left out of
     the healthy ones, which is what makes the scheduler hold requests back
     (without them, requests over the limit failed with RateLimitError and
     priority hardly showed)."""
     litellm = quiet_litellm()
-    deployment = {"model_name": MODEL,
-                  "litellm_params": {"model": LITELLM_MODEL, "api_base": url, "api_key": API_KEY,
-                                     "max_parallel_requests": CONCURRENCY}}
-    router = litellm.Router(model_list=[deployment], num_retries=RETRIES, enable_pre_call_checks=True,
-                            polling_interval=LITELLM_POLLING_INTERVAL, timeout=RUN_CAP)
+    deployment = {
+        "model_name": MODEL,
+        "litellm_params": {
+            "model": LITELLM_MODEL,
+            "api_base": url,
+            "api_key": API_KEY,
+            "max_parallel_requests": CONCURRENCY,
+        },
+    }
+    router = litellm.Router(
+        model_list=[deployment],
+        num_retries=RETRIES,
+        enable_pre_call_checks=True,
+        polling_interval=LITELLM_POLLING_INTERVAL,
+        timeout=RUN_CAP,
+    )
     levels = {HIGH: 0, LOW: 2}
 
     async def send(cls: str) -> bool:
@@ -183,10 +205,12 @@ class Run(NamedTuple):
     failures: dict
     low_after_last_high: int
     figures: dict
-    queue_wait: Optional[dict]
+    queue_wait: dict | None
 
 
-async def timed(send: Callable[[str], Awaitable[bool]], cls: str, done: list, failures: dict) -> None:
+async def timed(
+    send: Callable[[str], Awaitable[bool]], cls: str, done: list, failures: dict
+) -> None:
     """One request of ``cls``: ``(cls, latency, completed_at)`` appended to
     ``done``, or its failure counted under ``failures[cls]``."""
     started = time.perf_counter()
@@ -235,10 +259,15 @@ async def measure(client: Client, backlog: int, high: int, meter: Meter) -> Run:
         if missing > 0:
             failures[cls][f"unfinished after {RUN_CAP:g} s"] = missing
     after = sum(1 for c, _, at in done if c == LOW and at > last_high_sent)
-    figures = {"wall_s": batch.wall, "requests_per_s": len(done) / batch.wall,
-               "client_cpu_utilisation": batch.client_cpu / batch.wall,
-               "server_cpu_utilisation": batch.server_cpu / batch.wall}
-    return Run(latencies, failures, after, figures, client.queue_wait() if client.queue_wait else None)
+    figures = {
+        "wall_s": batch.wall,
+        "requests_per_s": len(done) / batch.wall,
+        "client_cpu_utilisation": batch.client_cpu / batch.wall,
+        "server_cpu_utilisation": batch.server_cpu / batch.wall,
+    }
+    return Run(
+        latencies, failures, after, figures, client.queue_wait() if client.queue_wait else None
+    )
 
 
 async def run_one(name: str, url: str, backlog: int, high: int, server_pid: int) -> Run:
@@ -270,8 +299,9 @@ def set_latency(url: str, latency: float) -> None:
     """The running simulator's ``latency`` scenario field, via its admin endpoint."""
     root = url[: -len("/v1")] if url.endswith("/v1") else url
     body = json.dumps({"latency": latency}).encode()
-    request = urllib.request.Request(root + "/_admin/config", data=body, method="POST",
-                                     headers=ADMIN_HEADERS)
+    request = urllib.request.Request(
+        root + "/_admin/config", data=body, method="POST", headers=ADMIN_HEADERS
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 
@@ -283,9 +313,13 @@ def class_figures(runs: list, cls: str) -> dict:
     """Pooled over the runs: requests, failed, p50/p99/max latency (ms)."""
     lat = sorted(x for run in runs for x in run.latencies[cls])
     failed = sum(n for run in runs for n in run.failures[cls].values())
-    return {"requests": len(lat) + failed, "failed": failed,
-            "p50_ms": percentile(lat, 0.50) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
-            "max_ms": (lat[-1] if lat else 0.0) * 1e3}
+    return {
+        "requests": len(lat) + failed,
+        "failed": failed,
+        "p50_ms": percentile(lat, 0.50) * 1e3,
+        "p99_ms": percentile(lat, 0.99) * 1e3,
+        "max_ms": (lat[-1] if lat else 0.0) * 1e3,
+    }
 
 
 def summarise(runs: dict) -> dict:
@@ -305,11 +339,14 @@ def print_run(name: str, round_no: int, rounds: int, run: Run) -> None:
     fig = run.figures
     lat = {cls: sorted(run.latencies[cls]) for cls in (HIGH, LOW)}
     failed = sum(n for cls in (HIGH, LOW) for n in run.failures[cls].values())
-    print(f"  round {round_no + 1}/{rounds} {name:<17} {fig['requests_per_s']:6.0f} req/s"
-          f"  HIGH p99 {percentile(lat[HIGH], 0.99) * 1e3:7.1f} ms  LOW p99 {percentile(lat[LOW], 0.99) * 1e3:7.1f} ms"
-          f"  client {fig['client_cpu_utilisation']:4.0%}  server {fig['server_cpu_utilisation']:4.0%}"
-          f"  LOW done after last HIGH sent {run.low_after_last_high}" + (f"  FAILED {failed}" if failed else ""),
-          flush=True)
+    print(
+        f"  round {round_no + 1}/{rounds} {name:<17} {fig['requests_per_s']:6.0f} req/s"
+        f"  HIGH p99 {percentile(lat[HIGH], 0.99) * 1e3:7.1f} ms  LOW p99 {percentile(lat[LOW], 0.99) * 1e3:7.1f} ms"
+        f"  client {fig['client_cpu_utilisation']:4.0%}  server {fig['server_cpu_utilisation']:4.0%}"
+        f"  LOW done after last HIGH sent {run.low_after_last_high}"
+        + (f"  FAILED {failed}" if failed else ""),
+        flush=True,
+    )
 
 
 def latency_rows(summary: dict) -> list:
@@ -317,8 +354,18 @@ def latency_rows(summary: dict) -> list:
     for name, by_class in summary.items():
         for cls in (HIGH, LOW):
             f = by_class[cls]
-            rows.append([name, cls, SENT_AS[name][cls], f["requests"], f["failed"],
-                         round(f["p50_ms"], 2), round(f["p99_ms"], 2), round(f["max_ms"], 2)])
+            rows.append(
+                [
+                    name,
+                    cls,
+                    SENT_AS[name][cls],
+                    f["requests"],
+                    f["failed"],
+                    round(f["p50_ms"], 2),
+                    round(f["p99_ms"], 2),
+                    round(f["max_ms"], 2),
+                ]
+            )
     return rows
 
 
@@ -328,9 +375,18 @@ def queue_wait_rows(summary: dict) -> list:
     for name, m in summary.items():
         waits = m.get("queue_wait")
         if waits:
-            med = {k: sorted(w[k] for w in waits)[len(waits) // 2] * 1e3 for k in ("p50", "p99", "max")}
-            rows.append([name, sum(w["count"] for w in waits),
-                         round(med["p50"], 2), round(med["p99"], 2), round(med["max"], 2)])
+            med = {
+                k: sorted(w[k] for w in waits)[len(waits) // 2] * 1e3 for k in ("p50", "p99", "max")
+            }
+            rows.append(
+                [
+                    name,
+                    sum(w["count"] for w in waits),
+                    round(med["p50"], 2),
+                    round(med["p99"], 2),
+                    round(med["max"], 2),
+                ]
+            )
     return rows
 
 
@@ -339,35 +395,84 @@ def run_rows(summary: dict) -> list:
     for name, m in summary.items():
         runs = m["runs"]
         med = {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0]}
-        rows.append([name, round(med["requests_per_s"], 1), round(100 * med["client_cpu_utilisation"], 1),
-                     round(100 * med["server_cpu_utilisation"], 1), min(m["low_after_last_high"])])
+        rows.append(
+            [
+                name,
+                round(med["requests_per_s"], 1),
+                round(100 * med["client_cpu_utilisation"], 1),
+                round(100 * med["server_cpu_utilisation"], 1),
+                min(m["low_after_last_high"]),
+            ]
+        )
     return rows
 
 
 TABLE_COLUMNS = {
-    "latency": ["contender", "class", "sent as", "requests", "failed", "p50 ms", "p99 ms", "max ms"],
+    "latency": [
+        "contender",
+        "class",
+        "sent as",
+        "requests",
+        "failed",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+    ],
     "queue_wait": ["contender", "requests", "p50 ms", "p99 ms", "max ms"],
-    "runs": ["contender", "req/s", "client CPU %", "server CPU %", "LOW done after last HIGH sent (min)"],
+    "runs": [
+        "contender",
+        "req/s",
+        "client CPU %",
+        "server CPU %",
+        "LOW done after last HIGH sent (min)",
+    ],
 }
 
 
 def tables(summary: dict) -> list:
-    out = [{"title": "Latency per class, submission to completion (pooled over the rounds)",
-            "columns": TABLE_COLUMNS["latency"], "rows": latency_rows(summary)}]
+    out = [
+        {
+            "title": "Latency per class, submission to completion (pooled over the rounds)",
+            "columns": TABLE_COLUMNS["latency"],
+            "rows": latency_rows(summary),
+        }
+    ]
     waits = queue_wait_rows(summary)
     if waits:
-        out.append({"title": ("Queue wait, submission to first attempt "
-                              "(our get_stats(), both classes, median of rounds)"),
-                    "columns": TABLE_COLUMNS["queue_wait"], "rows": waits})
-    out.append({"title": "Runs (medians over the rounds)", "columns": TABLE_COLUMNS["runs"],
-                "rows": run_rows(summary)})
+        out.append(
+            {
+                "title": (
+                    "Queue wait, submission to first attempt "
+                    "(our get_stats(), both classes, median of rounds)"
+                ),
+                "columns": TABLE_COLUMNS["queue_wait"],
+                "rows": waits,
+            }
+        )
+    out.append(
+        {
+            "title": "Runs (medians over the rounds)",
+            "columns": TABLE_COLUMNS["runs"],
+            "rows": run_rows(summary),
+        }
+    )
     return out
 
 
 def plots(summary: dict) -> list:
-    series = {cls: [[name, round(summary[name][cls]["p99_ms"], 2)] for name in summary] for cls in (HIGH, LOW)}
-    return [{"title": "p99 latency of HIGH and LOW requests under a saturated queue", "kind": "bar",
-             "xlabel": "contender", "ylabel": "p99 latency (ms)", "series": series}]
+    series = {
+        cls: [[name, round(summary[name][cls]["p99_ms"], 2)] for name in summary]
+        for cls in (HIGH, LOW)
+    }
+    return [
+        {
+            "title": "p99 latency of HIGH and LOW requests under a saturated queue",
+            "kind": "bar",
+            "xlabel": "contender",
+            "ylabel": "p99 latency (ms)",
+            "series": series,
+        }
+    ]
 
 
 def findings(summary: dict, args: argparse.Namespace) -> list:
@@ -375,38 +480,71 @@ def findings(summary: dict, args: argparse.Namespace) -> list:
     out = []
     ours = summary.get("ours")
     if ours:
-        out.append(f"ours: with {args.low} LOW requests queued ahead, HIGH p99 is {ours[HIGH]['p99_ms']:.0f} ms "
-                   f"(p50 {ours[HIGH]['p50_ms']:.0f} ms; expected at most {2 * LATENCY * 1e3:.0f} ms: up to one "
-                   f"{LATENCY * 1e3:.0f} ms answer for a slot to free, then its own) while LOW waits "
-                   f"{ours[LOW]['p50_ms']:.0f} ms at p50 and {ours[LOW]['p99_ms']:.0f} ms at p99.")
+        out.append(
+            f"ours: with {args.low} LOW requests queued ahead, HIGH p99 is {ours[HIGH]['p99_ms']:.0f} ms "
+            f"(p50 {ours[HIGH]['p50_ms']:.0f} ms; expected at most {2 * LATENCY * 1e3:.0f} ms: up to one "
+            f"{LATENCY * 1e3:.0f} ms answer for a slot to free, then its own) while LOW waits "
+            f"{ours[LOW]['p50_ms']:.0f} ms at p50 and {ours[LOW]['p99_ms']:.0f} ms at p99."
+        )
     flat = summary.get("ours_no_priority")
     if ours and flat and ours[HIGH]["p99_ms"] > 0:
-        out.append(f"Sent at NORMAL like the backlog, the same urgent requests take {flat[HIGH]['p99_ms']:.0f} ms "
-                   f"at p99: PRIORITY_HIGH cuts their p99 {flat[HIGH]['p99_ms'] / ours[HIGH]['p99_ms']:.0f}x.")
+        out.append(
+            f"Sent at NORMAL like the backlog, the same urgent requests take {flat[HIGH]['p99_ms']:.0f} ms "
+            f"at p99: PRIORITY_HIGH cuts their p99 {flat[HIGH]['p99_ms'] / ours[HIGH]['p99_ms']:.0f}x."
+        )
     peer = summary.get("litellm_router")
     if peer and ours and ours[HIGH]["p99_ms"] > 0:
         failed = peer[HIGH]["failed"] + peer[LOW]["failed"]
-        why = (" (LiteLLM's own RateLimitError when every max_parallel_requests slot is taken; the server "
-               "limits nothing)") if failed else ""
-        out.append(f"LiteLLM Router (priority=0, a backlog of {args.peer_low}): "
-                   f"HIGH p99 {peer[HIGH]['p99_ms']:.0f} ms, "
-                   f"LOW p99 {peer[LOW]['p99_ms']:.0f} ms, {failed} failed{why}; "
-                   f"its HIGH p99 is {peer[HIGH]['p99_ms'] / ours[HIGH]['p99_ms']:.0f}x ours.")
+        why = (
+            (
+                " (LiteLLM's own RateLimitError when every max_parallel_requests slot is taken; the server "
+                "limits nothing)"
+            )
+            if failed
+            else ""
+        )
+        out.append(
+            f"LiteLLM Router (priority=0, a backlog of {args.peer_low}): "
+            f"HIGH p99 {peer[HIGH]['p99_ms']:.0f} ms, "
+            f"LOW p99 {peer[LOW]['p99_ms']:.0f} ms, {failed} failed{why}; "
+            f"its HIGH p99 is {peer[HIGH]['p99_ms'] / ours[HIGH]['p99_ms']:.0f}x ours."
+        )
     for name, m in summary.items():
         if min(m["low_after_last_high"], default=0) <= 0:
-            out.append(f"{name}: in some run the backlog ran dry before the last HIGH request was sent.")
+            out.append(
+                f"{name}: in some run the backlog ran dry before the last HIGH request was sent."
+            )
     return out
 
 
 def print_tables(document: dict) -> None:
     for table in document["tables"]:
         print(f"\n{table['title']}")
-        widths = [max(len(str(c)), *(len(f"{r[i]:,}" if isinstance(r[i], (int, float)) else str(r[i]))
-                                     for r in table["rows"])) + 2 for i, c in enumerate(table["columns"])]
-        print("".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(table["columns"], widths))))
+        widths = [
+            max(
+                len(str(c)),
+                *(
+                    len(f"{r[i]:,}" if isinstance(r[i], (int, float)) else str(r[i]))
+                    for r in table["rows"]
+                ),
+            )
+            + 2
+            for i, c in enumerate(table["columns"])
+        ]
+        print(
+            "".join(
+                f"{c:>{w}}" if i else f"{c:<{w}}"
+                for i, (c, w) in enumerate(zip(table["columns"], widths, strict=False))
+            )
+        )
         for row in table["rows"]:
             cells = [f"{v:,}" if isinstance(v, (int, float)) else str(v) for v in row]
-            print("".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cells, widths))))
+            print(
+                "".join(
+                    f"{c:>{w}}" if i else f"{c:<{w}}"
+                    for i, (c, w) in enumerate(zip(cells, widths, strict=False))
+                )
+            )
     print()
     for line in document["findings"]:
         print(f"- {line}")
@@ -415,19 +553,36 @@ def print_tables(document: dict) -> None:
 # ---------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[list]) -> argparse.Namespace:
+def parse_args(argv: list | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="A B C rounds")
-    parser.add_argument("--low", type=int, default=DEFAULT_LOW, help="LOW requests submitted at once (the backlog)")
-    parser.add_argument("--high", type=int, default=DEFAULT_HIGH,
-                        help=f"HIGH requests, one every {HIGH_INTERVAL * 1e3:g} ms")
-    parser.add_argument("--peer-low", type=int, default=DEFAULT_PEER_LOW, help="the backlog of LiteLLM's runs")
-    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS,
-                        help=f"default: all; with --quick: {' '.join(QUICK_CONTENDERS)}")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_LOW} LOW + {QUICK_HIGH} HIGH ({QUICK_PEER_LOW} LOW for LiteLLM), 1 round, "
-                             f"LiteLLM left out unless named in --contenders")
+    parser.add_argument(
+        "--low", type=int, default=DEFAULT_LOW, help="LOW requests submitted at once (the backlog)"
+    )
+    parser.add_argument(
+        "--high",
+        type=int,
+        default=DEFAULT_HIGH,
+        help=f"HIGH requests, one every {HIGH_INTERVAL * 1e3:g} ms",
+    )
+    parser.add_argument(
+        "--peer-low", type=int, default=DEFAULT_PEER_LOW, help="the backlog of LiteLLM's runs"
+    )
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=CONTENDERS,
+        help=f"default: all; with --quick: {' '.join(QUICK_CONTENDERS)}",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and client to cores"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_LOW} LOW + {QUICK_HIGH} HIGH ({QUICK_PEER_LOW} LOW for LiteLLM), 1 round, "
+        f"LiteLLM left out unless named in --contenders",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the figures to PATH")
     args = parser.parse_args(argv)
     if args.quick:
@@ -439,7 +594,7 @@ def parse_args(argv: Optional[list]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     contenders = tuple(c for c in args.contenders if available(c))
     skipped = {c: f"{OPTIONAL[c]} is not installed" for c in args.contenders if c not in contenders}
@@ -448,9 +603,12 @@ def main(argv: Optional[list] = None) -> int:
         quiet_litellm()  # its import (seconds; it starts no thread) before this process is pinned
     with pinned_simulator(pin) as (proc, url):
         set_latency(url, LATENCY)
-        print(f"simulator {url} (pid {proc.pid}), latency {LATENCY * 1e3:g} ms; pinned: {pinning_note(pin)}; "
-              f"rounds {args.rounds}; {args.low} LOW at once (LiteLLM: {args.peer_low}), then {args.high} HIGH "
-              f"one every {HIGH_INTERVAL * 1e3:g} ms; {CONCURRENCY} in flight at most", flush=True)
+        print(
+            f"simulator {url} (pid {proc.pid}), latency {LATENCY * 1e3:g} ms; pinned: {pinning_note(pin)}; "
+            f"rounds {args.rounds}; {args.low} LOW at once (LiteLLM: {args.peer_low}), then {args.high} HIGH "
+            f"one every {HIGH_INTERVAL * 1e3:g} ms; {CONCURRENCY} in flight at most",
+            flush=True,
+        )
         for name, reason in skipped.items():
             print(f"skipped {name}: {reason}", flush=True)
         runs = run_in_new_loop(run_all(url, proc.pid, contenders, args))
@@ -464,7 +622,9 @@ def main(argv: Optional[list] = None) -> int:
     return exit_status(summary)
 
 
-def build_document(args: argparse.Namespace, pin: bool, contenders: tuple, skipped: dict, summary: dict) -> dict:
+def build_document(
+    args: argparse.Namespace, pin: bool, contenders: tuple, skipped: dict, summary: dict
+) -> dict:
     versions = {"python": platform.python_version()}
     versions.update({OPTIONAL[c]: version(OPTIONAL[c]) for c in contenders if c in OPTIONAL})
     return {
@@ -476,13 +636,27 @@ def build_document(args: argparse.Namespace, pin: bool, contenders: tuple, skipp
             f"per waiting request) is submitted at once, then {args.high} HIGH requests arrive one every "
             f"{HIGH_INTERVAL * 1e3:g} ms while it is still queued. Latency is timed per request on the caller's side, "
             f"from submission to completion, pooled over {args.rounds} round(s); ours_no_priority sends both streams "
-            f"at NORMAL to show what HIGH buys."),
-        "config": {"latency_s": LATENCY, "max_concurrent_requests": CONCURRENCY, "low": args.low,
-                   "high": args.high, "peer_low": args.peer_low, "high_interval_s": HIGH_INTERVAL,
-                   "high_start_s": HIGH_START, "rounds": args.rounds, "quick": args.quick, "pinned": pin,
-                   "litellm_polling_interval_s": LITELLM_POLLING_INTERVAL, "retries": RETRIES,
-                   "our_queue_aging_interval": "default (30 s): longer than a run", "contenders": list(contenders),
-                   "skipped": skipped, "cpus": os.cpu_count(), **versions},
+            f"at NORMAL to show what HIGH buys."
+        ),
+        "config": {
+            "latency_s": LATENCY,
+            "max_concurrent_requests": CONCURRENCY,
+            "low": args.low,
+            "high": args.high,
+            "peer_low": args.peer_low,
+            "high_interval_s": HIGH_INTERVAL,
+            "high_start_s": HIGH_START,
+            "rounds": args.rounds,
+            "quick": args.quick,
+            "pinned": pin,
+            "litellm_polling_interval_s": LITELLM_POLLING_INTERVAL,
+            "retries": RETRIES,
+            "our_queue_aging_interval": "default (30 s): longer than a run",
+            "contenders": list(contenders),
+            "skipped": skipped,
+            "cpus": os.cpu_count(),
+            **versions,
+        },
         "tables": tables(summary),
         "plots": plots(summary),
         "findings": findings(summary, args),
@@ -497,8 +671,11 @@ def exit_status(summary: dict) -> int:
         return 0
     bad = ours[HIGH]["failed"] + ours[LOW]["failed"]
     if bad or min(ours["low_after_last_high"]) <= 0:
-        print(f"ours: {bad} failed, LOW done after the last HIGH was sent, per run {ours['low_after_last_high']}: "
-              f"the measurement did not hold", file=sys.stderr)
+        print(
+            f"ours: {bad} failed, LOW done after the last HIGH was sent, per run {ours['low_after_last_high']}: "
+            f"the measurement did not hold",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

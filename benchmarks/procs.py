@@ -23,8 +23,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, Optional
+from typing import Any
 
 SERVER_CORE = 1
 CLIENT_CORE = 0
@@ -36,7 +37,9 @@ FAILURE_TOLERANCE = 0.01  # a share of failed requests above this makes a run's 
 ADMIN_TOKEN_ENV = "IPFS_ACCELERATE_SIMULATOR_ADMIN_TOKEN"  # read by `ipfs_accelerate_py simulate`
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
-IMPOSSIBLE_TARGET_ENV = "BENCH_IMPOSSIBLE_TARGET"  # "1": the first target checked cannot be met (tests of exit 2)
+IMPOSSIBLE_TARGET_ENV = (
+    "BENCH_IMPOSSIBLE_TARGET"  # "1": the first target checked cannot be met (tests of exit 2)
+)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -59,8 +62,19 @@ def start_simulator(pin: bool) -> tuple:
     """The simulator subprocess (pinned to SERVER_CORE before it runs) and its base URL."""
     pin_child = (lambda: os.sched_setaffinity(0, {SERVER_CORE})) if pin else None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ipfs_accelerate_py", "simulate", "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE, text=True, preexec_fn=pin_child,
+        [
+            sys.executable,
+            "-m",
+            "ipfs_accelerate_py",
+            "simulate",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=pin_child,
         env={**os.environ, ADMIN_TOKEN_ENV: ADMIN_TOKEN},
     )
     try:
@@ -215,17 +229,28 @@ class Meter:
         self.cores = cores
 
     def _read(self) -> tuple:
-        return (time.perf_counter(), own_cpu_seconds(), process_cpu_seconds(self.server_pid),
-                cores_busy_seconds(self.cores))
+        return (
+            time.perf_counter(),
+            own_cpu_seconds(),
+            process_cpu_seconds(self.server_pid),
+            cores_busy_seconds(self.cores),
+        )
 
     def start(self) -> None:
         self._t0 = self._read()
 
     def stop(self, latencies: list, failures: dict) -> Batch:
-        delta = [end - start for end, start in zip(self._read(), self._t0)]
+        delta = [end - start for end, start in zip(self._read(), self._t0, strict=False)]
         wall, client, server, busy = delta
-        return Batch(len(latencies) + sum(failures.values()), failures, wall, client, server,
-                     busy - client - server, latencies)
+        return Batch(
+            len(latencies) + sum(failures.values()),
+            failures,
+            wall,
+            client,
+            server,
+            busy - client - server,
+            latencies,
+        )
 
 
 def count_failure(failures: dict, reason: str) -> None:
@@ -254,9 +279,14 @@ def keep_litellm_offline() -> None:
     os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 
-async def drive_tasks(call: Callable[[], Awaitable[bool]], concurrency: int, requests: int,
-                      meter: Meter, cap: float,
-                      settle: Optional[Callable[[], Awaitable[None]]] = None) -> Batch:
+async def drive_tasks(
+    call: Callable[[], Awaitable[bool]],
+    concurrency: int,
+    requests: int,
+    meter: Meter,
+    cap: float,
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> Batch:
     """``concurrency`` asyncio tasks await ``call()`` ``requests`` times in all,
     measured by ``meter``.  ``call`` returns whether the reply was right; an
     exception is a failure named by :func:`failure_reason`.  After ``cap``
@@ -299,10 +329,13 @@ def print_batch(concurrency: int, round_no: int, rounds: int, name: str, batch: 
     """One line per measured batch, as it finishes."""
     fig = batch.figures()
     failed = f"  FAILED {batch.failed}: {batch.failures}" if batch.failed else ""
-    print(f"  c={concurrency:<3} round {round_no + 1}/{rounds} {name:<15}"
-          f"{fig['requests_per_s']:>7,.0f} req/s  cpu {fig['client_cpu_ms_per_request']:.3f} ms/req"
-          f"  client {fig['client_cpu_utilisation']:4.0%}  server {fig['server_cpu_utilisation']:4.0%}"
-          f"  others {fig['foreign_cpu_utilisation']:4.0%}{failed}", flush=True)
+    print(
+        f"  c={concurrency:<3} round {round_no + 1}/{rounds} {name:<15}"
+        f"{fig['requests_per_s']:>7,.0f} req/s  cpu {fig['client_cpu_ms_per_request']:.3f} ms/req"
+        f"  client {fig['client_cpu_utilisation']:4.0%}  server {fig['server_cpu_utilisation']:4.0%}"
+        f"  others {fig['foreign_cpu_utilisation']:4.0%}{failed}",
+        flush=True,
+    )
 
 
 def summarise(batches: dict) -> dict:
@@ -315,8 +348,11 @@ def summarise(batches: dict) -> dict:
             if not runs:
                 continue
             figs = [b.figures() for b in runs]
-            med = {k: statistics.median(f[k] for f in figs)
-                   for k, v in figs[0].items() if isinstance(v, float)}
+            med = {
+                k: statistics.median(f[k] for f in figs)
+                for k, v in figs[0].items()
+                if isinstance(v, float)
+            }
             med["requests"] = sum(f["requests"] for f in figs)
             med["failures"] = sum(f["failures"] for f in figs)
             med["failure_reasons"] = {}
@@ -342,12 +378,15 @@ def ratios(summary: dict, ours: str, others: tuple, concurrencies: tuple) -> dic
             if other not in summary:
                 continue
             theirs = summary[other][str(c)]
-            per_round = [a["requests_per_s"] / b["requests_per_s"]
-                         for a, b in zip(mine["rounds"], theirs["rounds"])]
+            per_round = [
+                a["requests_per_s"] / b["requests_per_s"]
+                for a, b in zip(mine["rounds"], theirs["rounds"], strict=False)
+            ]
             out[str(c)][f"{ours}/{other}"] = {
                 "ratio_of_medians": mine["requests_per_s"] / theirs["requests_per_s"],
                 "per_round": per_round,
-                "cpu_ratio": theirs["client_cpu_ms_per_request"] / mine["client_cpu_ms_per_request"],
+                "cpu_ratio": theirs["client_cpu_ms_per_request"]
+                / mine["client_cpu_ms_per_request"],
             }
     return out
 
@@ -369,33 +408,52 @@ def check_targets(ratio: dict, targets: tuple, concurrencies: tuple) -> list:
             if impossible and not checks:
                 minimum = math.inf
             measured = pair["ratio_of_medians"]
-            checks.append({"name": f"{num}/{den}", "concurrency": c, "minimum": minimum,
-                           "measured": measured, "passed": measured >= minimum})
+            checks.append(
+                {
+                    "name": f"{num}/{den}",
+                    "concurrency": c,
+                    "minimum": minimum,
+                    "measured": measured,
+                    "passed": measured >= minimum,
+                }
+            )
     return checks
 
 
-def print_report(summary: dict, ratio: dict, targets: list, contenders: tuple, concurrencies: tuple) -> None:
+def print_report(
+    summary: dict, ratio: dict, targets: list, contenders: tuple, concurrencies: tuple
+) -> None:
     """The table of medians, the ratios, and a PASS/FAIL line per target."""
-    print("\nmedians over the rounds (cpu = this process, user+sys; server and others = "
-          "share of one core; others = other processes on the benchmark cores)")
-    print(f"{'contender':<20}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'cpu ms/req':>12}{'client':>8}{'server':>8}{'others':>8}{'failed':>8}")
+    print(
+        "\nmedians over the rounds (cpu = this process, user+sys; server and others = "
+        "share of one core; others = other processes on the benchmark cores)"
+    )
+    print(
+        f"{'contender':<20}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'cpu ms/req':>12}{'client':>8}{'server':>8}{'others':>8}{'failed':>8}"
+    )
     for c in concurrencies:
         for name in contenders:
             m = summary[name][str(c)]
-            print(f"{name:<20}{c:>5}{m['requests_per_s']:>9,.0f}{m['p50_ms']:>9.2f}{m['p99_ms']:>9.2f}"
-                  f"{m['client_cpu_ms_per_request']:>12.3f}{m['client_cpu_utilisation']:>8.0%}"
-                  f"{m['server_cpu_utilisation']:>8.0%}{m['foreign_cpu_utilisation']:>8.0%}"
-                  f"{m['failures']:>8}")
-    print("\nratios of requests/s: ratio of medians (each round's ratio) [CPU per request, theirs/ours]")
+            print(
+                f"{name:<20}{c:>5}{m['requests_per_s']:>9,.0f}{m['p50_ms']:>9.2f}{m['p99_ms']:>9.2f}"
+                f"{m['client_cpu_ms_per_request']:>12.3f}{m['client_cpu_utilisation']:>8.0%}"
+                f"{m['server_cpu_utilisation']:>8.0%}{m['foreign_cpu_utilisation']:>8.0%}"
+                f"{m['failures']:>8}"
+            )
+    print(
+        "\nratios of requests/s: ratio of medians (each round's ratio) [CPU per request, theirs/ours]"
+    )
     for c in concurrencies:
         for k, v in ratio[str(c)].items():
             rounds = " ".join(f"{r:.2f}" for r in v["per_round"])
             print(f"  c={c:<3} {k} = {v['ratio_of_medians']:.2f} ({rounds}) [{v['cpu_ratio']:.2f}]")
     for t in targets:
         verdict = "PASS" if t["passed"] else "FAIL"
-        print(f"{verdict}: {t['name']} at concurrency {t['concurrency']} = {t['measured']:.3g} "
-              f"(target >= {t['minimum']:g})")
+        print(
+            f"{verdict}: {t['name']} at concurrency {t['concurrency']} = {t['measured']:.3g} "
+            f"(target >= {t['minimum']:g})"
+        )
 
 
 def too_many_failures(summary: dict) -> list:
@@ -414,8 +472,10 @@ def exit_status(summary: dict, targets: list, strict: bool) -> int:
     when ``strict`` and a target was missed, else 0."""
     bad = too_many_failures(summary)
     for name, c, failed, total in bad:
-        print(f"{name} at concurrency {c}: {failed} of {total} requests failed; its figures mean little",
-              file=sys.stderr)
+        print(
+            f"{name} at concurrency {c}: {failed} of {total} requests failed; its figures mean little",
+            file=sys.stderr,
+        )
     if bad:
         return 1
     return 2 if strict and not all(t["passed"] for t in targets) else 0
@@ -442,7 +502,7 @@ async def close_litellm() -> None:
         await sys.modules["litellm"].close_litellm_async_clients()
 
 
-def litellm_logging_flush() -> Optional[Callable[[], Awaitable[None]]]:
+def litellm_logging_flush() -> Callable[[], Awaitable[None]] | None:
     """The flush of LiteLLM's logging queue; None in versions without one."""
     try:
         from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER

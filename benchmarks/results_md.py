@@ -5,11 +5,10 @@
 from __future__ import annotations
 
 import datetime
-from importlib import metadata
 import os
 import platform
 import subprocess
-from typing import Optional
+from importlib import metadata
 
 PEERS = ("ipfs_accelerate_py", "aiohttp", "httpx", "openai", "litellm", "uvloop", "matplotlib")
 
@@ -19,7 +18,9 @@ def machine() -> list[str]:
     cpu = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     memory = ""
@@ -29,7 +30,10 @@ def machine() -> list[str]:
             memory = f", {kib / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         pass
-    return [f"{cpu}, {os.cpu_count()} cores{memory}", f"{platform.system()} {platform.release()}, Python {platform.python_version()}"]
+    return [
+        f"{cpu}, {os.cpu_count()} cores{memory}",
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+    ]
 
 
 def versions() -> str:
@@ -44,8 +48,13 @@ def versions() -> str:
 
 def commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
@@ -76,7 +85,12 @@ def fmt(value) -> str:
 
 def table_md(table: dict) -> list[str]:
     columns = table.get("columns") or []
-    lines = [f"**{table.get('title', '')}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [
+        f"**{table.get('title', '')}**",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
     for row in table.get("rows") or []:
         lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
     lines.append("")
@@ -87,7 +101,7 @@ def plot_file(result: dict, index: int) -> str:
     return f"{result['scenario']}-{index + 1}.png"
 
 
-def render_plots(results: list[dict], directory: str) -> Optional[str]:
+def render_plots(results: list[dict], directory: str) -> str | None:
     """Write each scenario's plots as PNG; a note instead when matplotlib is missing."""
     try:
         import matplotlib
@@ -106,9 +120,11 @@ def render_plots(results: list[dict], directory: str) -> Optional[str]:
             else:
                 for name, points in series.items():
                     if points:
-                        xs, ys = zip(*points)
+                        xs, ys = zip(*points, strict=False)
                         axes.plot(xs, ys, marker="o", label=name)
-                if all(isinstance(x, (int, float)) and x > 0 for pts in series.values() for x, _ in pts):
+                if all(
+                    isinstance(x, (int, float)) and x > 0 for pts in series.values() for x, _ in pts
+                ):
                     xs = sorted({x for pts in series.values() for x, _ in pts})
                     if len(xs) > 2 and xs[-1] / xs[0] >= 50:
                         axes.set_xscale("log")
@@ -145,14 +161,27 @@ def targets_md(results: list[dict]) -> list[str]:
     if not verdicts:
         return []
     missed = [(s, t) for s, t in verdicts if not t["passed"]]
-    head = f"Targets: {len(missed)} of {len(verdicts)} missed." if missed else f"Targets: all {len(verdicts)} met."
+    head = (
+        f"Targets: {len(missed)} of {len(verdicts)} missed."
+        if missed
+        else f"Targets: all {len(verdicts)} met."
+    )
     ordered = missed + [(s, t) for s, t in verdicts if t["passed"]]
     return [head, ""] + [f"- {s}: {fmt(t['line'])}" for s, t in ordered] + [""]
 
 
-def write_results(results: list[dict], directory: str, *, command: str, quick: bool, started: float,
-                  plots_note: Optional[str]) -> str:
-    when = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def write_results(
+    results: list[dict],
+    directory: str,
+    *,
+    command: str,
+    quick: bool,
+    started: float,
+    plots_note: str | None,
+) -> str:
+    when = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC"
+    )
     lines = [
         "# Benchmark results",
         "",
@@ -171,7 +200,9 @@ def write_results(results: list[dict], directory: str, *, command: str, quick: b
     lines += ["| scenario | what | run time |", "|---|---|---|"]
     for result in results:
         what = result.get("title") or result.get("error", "")
-        lines.append(f"| [{result['scenario']}](#{result['scenario']}) | {fmt(what)} | {result.get('wall_s', 0):.0f} s |")
+        lines.append(
+            f"| [{result['scenario']}](#{result['scenario']}) | {fmt(what)} | {result.get('wall_s', 0):.0f} s |"
+        )
     lines.append("")
     for result in results:
         lines += [f"## {result['scenario']}", ""]
@@ -180,12 +211,17 @@ def write_results(results: list[dict], directory: str, *, command: str, quick: b
             continue
         lines += [f"**{result.get('title', '')}**", "", result.get("description", ""), ""]
         if result.get("exit_status") != 0:
-            lines += [f"_The script exited {result.get('exit_status')}: its figures mean little (see its output)._", ""]
+            lines += [
+                f"_The script exited {result.get('exit_status')}: its figures mean little (see its output)._",
+                "",
+            ]
         for table in result.get("tables") or []:
             lines += table_md(table)
         findings = result.get("findings") or []
         if findings:
-            lines += ["What the figures show:", ""] + [f"- {finding}" for finding in findings] + [""]
+            lines += (
+                ["What the figures show:", ""] + [f"- {finding}" for finding in findings] + [""]
+            )
         if not plots_note:
             for index, plot in enumerate(result.get("plots") or []):
                 lines += [f"![{plot.get('title', '')}](plots/{plot_file(result, index)})", ""]

@@ -35,7 +35,12 @@ MODEL = "text-embedding-3-small"
 def write_jobs(path: str, lines: int) -> None:
     with open(path, "w") as out:
         for i in range(lines):
-            out.write(json.dumps({"id": f"e{i}", "model": MODEL, "input": f"passage number {i} of the corpus"}) + "\n")
+            out.write(
+                json.dumps(
+                    {"id": f"e{i}", "model": MODEL, "input": f"passage number {i} of the corpus"}
+                )
+                + "\n"
+            )
 
 
 def run_once(url: str, jobs: str, out_dir: str, batching: bool, pin: bool) -> dict:
@@ -48,7 +53,9 @@ def run_once(url: str, jobs: str, out_dir: str, batching: bool, pin: bool) -> di
     pin_child = (lambda: os.sched_setaffinity(0, {CLIENT_CORE})) if pin else None
     started = time.perf_counter()
     with open(os.path.join(out_dir, "stderr.txt"), "w+") as errors:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=pin_child)
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=pin_child
+        )
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own figures, peak memory included
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
@@ -79,7 +86,9 @@ def main(argv=None) -> int:
     figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp, pinned_simulator(pin) as (_, url):
         print(f"simulator {url}; {pinning_note(pin)}")
-        print(f"{'lines':>10} {'batching':>9} {'lines/s':>10} {'wall s':>8} {'cpu s':>7} {'peak RSS MB':>12}")
+        print(
+            f"{'lines':>10} {'batching':>9} {'lines/s':>10} {'wall s':>8} {'cpu s':>7} {'peak RSS MB':>12}"
+        )
         for size in sizes:
             jobs = os.path.join(tmp, f"jobs-{size}.jsonl")
             write_jobs(jobs, size)
@@ -89,8 +98,10 @@ def main(argv=None) -> int:
                     print(f"only {row['lines_ok']} of {size} lines succeeded", file=sys.stderr)
                     return 1
                 figures.setdefault(str(size), {})["on" if batching else "off"] = row
-                print(f"{size:>10,} {'on' if batching else 'off':>9} {row['lines_per_s']:>10,.0f} "
-                      f"{row['wall_s']:>8.1f} {row['cpu_s']:>7.1f} {row['peak_rss_mb']:>12.1f}")
+                print(
+                    f"{size:>10,} {'on' if batching else 'off':>9} {row['lines_per_s']:>10,.0f} "
+                    f"{row['wall_s']:>8.1f} {row['cpu_s']:>7.1f} {row['peak_rss_mb']:>12.1f}"
+                )
             os.remove(jobs)
     if args.json:
         with open(args.json, "w") as out:

@@ -5,7 +5,7 @@ driver renders: ``{"scenario", "title", "description", "config", "tables",
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 OURS = ("openai_api", "ours")
 
@@ -22,9 +22,13 @@ def adapt_overhead(name: str, title: str) -> Callable[[dict], dict]:
                     figures["client_cpu_ms_per_request"], figures.get("failures", 0),
                 ])  # fmt: skip
         ratio_rows = []
-        for concurrency, ratios in sorted(document.get("ratios", {}).items(), key=lambda kv: int(kv[0])):
+        for concurrency, ratios in sorted(
+            document.get("ratios", {}).items(), key=lambda kv: int(kv[0])
+        ):
             for pair, figures in ratios.items():
-                ratio_rows.append([pair, int(concurrency), figures["ratio_of_medians"], figures.get("cpu_ratio")])
+                ratio_rows.append(
+                    [pair, int(concurrency), figures["ratio_of_medians"], figures.get("cpu_ratio")]
+                )
         findings = [
             f"{t['name']} at concurrency {t['concurrency']}: {t['measured']:.2f} (target >= {t['minimum']:g}: "
             f"{'met' if t['passed'] else 'not met'})"
@@ -44,18 +48,40 @@ def adapt_overhead(name: str, title: str) -> Callable[[dict], dict]:
             ),
             "config": config,
             "tables": [
-                {"title": "Per contender and concurrency",
-                 "columns": ["contender", "concurrency", "req/s", "p50 ms", "p99 ms", "client CPU ms/req", "failed"],
-                 "rows": rows},
-                {"title": "Ratios of requests/s (ours / peer), and of CPU per request (peer / ours)",
-                 "columns": ["pair", "concurrency", "throughput ratio", "CPU ratio"], "rows": ratio_rows},
+                {
+                    "title": "Per contender and concurrency",
+                    "columns": [
+                        "contender",
+                        "concurrency",
+                        "req/s",
+                        "p50 ms",
+                        "p99 ms",
+                        "client CPU ms/req",
+                        "failed",
+                    ],
+                    "rows": rows,
+                },
+                {
+                    "title": "Ratios of requests/s (ours / peer), and of CPU per request (peer / ours)",
+                    "columns": ["pair", "concurrency", "throughput ratio", "CPU ratio"],
+                    "rows": ratio_rows,
+                },
             ],  # fmt: skip
-            "plots": [{
-                "title": f"{title}: requests/s by concurrency",
-                "kind": "line", "xlabel": "concurrency", "ylabel": "requests/s",
-                "series": {c: [[int(k), v["requests_per_s"]] for k, v in sorted(by.items(), key=lambda kv: int(kv[0]))]
-                           for c, by in contenders.items()},
-            }],  # fmt: skip
+            "plots": [
+                {
+                    "title": f"{title}: requests/s by concurrency",
+                    "kind": "line",
+                    "xlabel": "concurrency",
+                    "ylabel": "requests/s",
+                    "series": {
+                        c: [
+                            [int(k), v["requests_per_s"]]
+                            for k, v in sorted(by.items(), key=lambda kv: int(kv[0]))
+                        ]
+                        for c, by in contenders.items()
+                    },
+                }
+            ],  # fmt: skip
             "findings": findings,
         }
 
@@ -93,25 +119,47 @@ def adapt_multiplexing(document: dict) -> dict:
             " the median over the rounds (failed also the worst run). The simulator's limits are fixed windows"
             " opening at a key's first request, so N requests need at least the fixed-window bound"
             f" ({config.get('bound_s', 0):g} s here) and no less: the budget is N per bound"
-            + (f" ({budget:,.0f}/min, above 4R: each window's quota can be spent at once)" if budget else "")
+            + (
+                f" ({budget:,.0f}/min, above 4R: each window's quota can be spent at once)"
+                if budget
+                else ""
+            )
             + ". Goodput counts successes over the elapsed time but never less than the bound, so a client"
             " that gives up early earns nothing by it. The 429 share is of the attempts the server saw"
             " (its counters): a client that refuses a request itself has it among its failures instead."
         ),
         "config": config,
-        "tables": [{
-            "title": "Per client, per run",
-            "columns": ["contender", "requests", "succeeded", "failed", "failed, worst run", "goodput /min",
-                        "budget /min", "goodput % of budget", "429 share % (server)", "key share spread %",
-                        "client CPU ms/success"],
-            "rows": rows,
-        }],  # fmt: skip
-        "plots": [{
-            "title": "Rate-limited keys: goodput against the budget, and attempts answered 429",
-            "kind": "bar", "xlabel": "contender", "ylabel": "%",
-            "series": {"goodput % of budget": [[row[0], row[7]] for row in rows],
-                       "429 share % (server)": [[row[0], row[8]] for row in rows]},
-        }],  # fmt: skip
+        "tables": [
+            {
+                "title": "Per client, per run",
+                "columns": [
+                    "contender",
+                    "requests",
+                    "succeeded",
+                    "failed",
+                    "failed, worst run",
+                    "goodput /min",
+                    "budget /min",
+                    "goodput % of budget",
+                    "429 share % (server)",
+                    "key share spread %",
+                    "client CPU ms/success",
+                ],
+                "rows": rows,
+            }
+        ],  # fmt: skip
+        "plots": [
+            {
+                "title": "Rate-limited keys: goodput against the budget, and attempts answered 429",
+                "kind": "bar",
+                "xlabel": "contender",
+                "ylabel": "%",
+                "series": {
+                    "goodput % of budget": [[row[0], row[7]] for row in rows],
+                    "429 share % (server)": [[row[0], row[8]] for row in rows],
+                },
+            }
+        ],  # fmt: skip
         "findings": findings,
     }
 

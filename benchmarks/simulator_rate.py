@@ -27,15 +27,20 @@ import sys
 import time
 
 import aiohttp
-
 from procs import CLIENT_CORE, own_cpu_seconds, process_cpu_seconds, start_simulator, stop_simulator
 
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 BODIES = {
-    "chat": ("POST", "/chat/completions",
-             b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'),
-    "embeddings": ("POST", "/embeddings",
-                   b'{"model":"text-embedding-3-small","input":["one","two","three","four"]}'),
+    "chat": (
+        "POST",
+        "/chat/completions",
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}',
+    ),
+    "embeddings": (
+        "POST",
+        "/embeddings",
+        b'{"model":"text-embedding-3-small","input":["one","two","three","four"]}',
+    ),
     "models": ("GET", "/models", None),
 }
 
@@ -49,8 +54,9 @@ async def measure(done: dict, warmup: float, seconds: float, server_pid: int) ->
     return start, end
 
 
-async def drive_aiohttp(base_url: str, endpoint: str, concurrency: int, warmup: float,
-                        seconds: float, server_pid: int) -> dict:
+async def drive_aiohttp(
+    base_url: str, endpoint: str, concurrency: int, warmup: float, seconds: float, server_pid: int
+) -> dict:
     method, path, body = BODIES[endpoint]
     url = base_url + path
     headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
@@ -58,6 +64,7 @@ async def drive_aiohttp(base_url: str, endpoint: str, concurrency: int, warmup: 
     stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def worker() -> None:
             while not stop.is_set():
                 async with session.request(method, url, data=body, headers=headers) as response:
@@ -98,20 +105,25 @@ class RawConnection(asyncio.Protocol):
             self.transport.write(self._request)
 
 
-async def drive_raw(base_url: str, endpoint: str, concurrency: int, warmup: float,
-                    seconds: float, server_pid: int) -> dict:
+async def drive_raw(
+    base_url: str, endpoint: str, concurrency: int, warmup: float, seconds: float, server_pid: int
+) -> dict:
     method, path, body = BODIES[endpoint]
-    host_port, prefix = base_url[len("http://"):].split("/", 1)
+    host_port, prefix = base_url[len("http://") :].split("/", 1)
     host, port = host_port.rsplit(":", 1)
     body = body or b""
-    request = (f"{method} /{prefix}{path} HTTP/1.1\r\nHost: {host_port}\r\n"
-               f"Authorization: Bearer sk-bench\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"{method} /{prefix}{path} HTTP/1.1\r\nHost: {host_port}\r\n"
+        f"Authorization: Bearer sk-bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     done = {"ok": 0, "failed": 0}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    connections = [await loop.create_connection(lambda: RawConnection(request, done, stop),
-                                                host, int(port)) for _ in range(concurrency)]
+    connections = [
+        await loop.create_connection(lambda: RawConnection(request, done, stop), host, int(port))
+        for _ in range(concurrency)
+    ]
     start, end = await measure(done, warmup, seconds, server_pid)
     stop.set()
     for transport, _ in connections:
@@ -121,8 +133,13 @@ async def drive_raw(base_url: str, endpoint: str, concurrency: int, warmup: floa
 
 def summarise(done: dict, start: tuple, end: tuple) -> dict:
     elapsed = end[0] - start[0]
-    return {"requests": end[1] - start[1], "elapsed": elapsed, "failed": done["failed"],
-            "server_cpu": (end[2] - start[2]) / elapsed, "client_cpu": (end[3] - start[3]) / elapsed}
+    return {
+        "requests": end[1] - start[1],
+        "elapsed": elapsed,
+        "failed": done["failed"],
+        "server_cpu": (end[2] - start[2]) / elapsed,
+        "client_cpu": (end[3] - start[3]) / elapsed,
+    }
 
 
 def report(endpoint: str, concurrency: int, result: dict) -> None:
@@ -130,8 +147,9 @@ def report(endpoint: str, concurrency: int, result: dict) -> None:
     server = result["server_cpu"]
     print(f"endpoint={endpoint} concurrency={concurrency} window={result['elapsed']:.1f}s")
     print(f"requests/s:           {rate:,.0f}  (failed: {result['failed']})")
-    print(f"server CPU:           {server:.0%} of one core, "
-          f"{server / rate * 1e6:.0f} us per request")
+    print(
+        f"server CPU:           {server:.0%} of one core, {server / rate * 1e6:.0f} us per request"
+    )
     print(f"client CPU:           {result['client_cpu']:.0%} of one core")
     if server > 0:
         print(f"server capacity est.: {rate / server:,.0f} requests/s at 100% of one core")
@@ -143,10 +161,17 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.5, help="warm-up before measuring")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--endpoint", choices=sorted(BODIES), default="chat")
-    parser.add_argument("--client", choices=("aiohttp", "raw"), default="aiohttp",
-                        help="aiohttp (the default) or a minimal asyncio protocol")
-    parser.add_argument("--asyncio-client", action="store_true",
-                        help="drive with the default asyncio loop instead of uvloop")
+    parser.add_argument(
+        "--client",
+        choices=("aiohttp", "raw"),
+        default="aiohttp",
+        help="aiohttp (the default) or a minimal asyncio protocol",
+    )
+    parser.add_argument(
+        "--asyncio-client",
+        action="store_true",
+        help="drive with the default asyncio loop instead of uvloop",
+    )
     args = parser.parse_args(argv)
     pin = (os.cpu_count() or 1) > 1
     proc, base_url = start_simulator(pin)

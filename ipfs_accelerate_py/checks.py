@@ -32,10 +32,11 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 from .api_backends import BACKENDS as BACKEND_CLASSES
 from .api_backends import canonical_backend_name, describe_backend_names
@@ -90,18 +91,32 @@ class BackendEntry:
         return self.backend_class.provider.spec
 
     @property
-    def chat_model(self) -> Optional[str]:
+    def chat_model(self) -> str | None:
         return self.spec.default_chat_model
 
     @property
-    def embedding_model(self) -> Optional[str]:
+    def embedding_model(self) -> str | None:
         return self.spec.default_embedding_model
 
 
-BACKENDS: dict[str, BackendEntry] = {name: BackendEntry(cls) for name, cls in BACKEND_CLASSES.items()}
+BACKENDS: dict[str, BackendEntry] = {
+    name: BackendEntry(cls) for name, cls in BACKEND_CLASSES.items()
+}
 PLANNED_BACKENDS = tuple(
     name
-    for name in ("groq", "claude", "gemini", "ollama", "hf_tgi", "hf_tei", "vllm", "opea", "ovms", "llvm", "s3_kit")
+    for name in (
+        "groq",
+        "claude",
+        "gemini",
+        "ollama",
+        "hf_tgi",
+        "hf_tei",
+        "vllm",
+        "opea",
+        "ovms",
+        "llvm",
+        "s3_kit",
+    )
     if name not in BACKENDS
 )
 
@@ -140,10 +155,12 @@ class CheckResult:
 class SimulatorAdmin:
     """A simulator driven over its ``/_admin/`` endpoints (ours or someone's), with its admin token."""
 
-    def __init__(self, admin_url: str, token: Optional[str] = None) -> None:
+    def __init__(self, admin_url: str, token: str | None = None) -> None:
         self.admin_url = admin_url.rstrip("/")
         self._token = token
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({})
+        )  # loopback: no proxy
 
     def _call(self, method: str, name: str, payload: Any = None) -> Any:
         body = None if payload is None else json.dumps(payload).encode()
@@ -171,7 +188,7 @@ class SimulatorAdmin:
         self._call("POST", "reset", {"scenario": True})
 
 
-def detect_simulator(base_url: str, admin_token: Optional[str] = None) -> Optional[SimulatorAdmin]:
+def detect_simulator(base_url: str, admin_token: str | None = None) -> SimulatorAdmin | None:
     """A :class:`SimulatorAdmin` if ``base_url``'s server answers ``/_admin/counters`` (with ``admin_token``)."""
     parts = urllib.parse.urlsplit(base_url)
     if not parts.scheme or not parts.netloc:
@@ -194,8 +211,8 @@ class Target:
     api: str
     backend: BackendEntry
     base_url: str
-    key: Optional[str] = field(repr=False)
-    sim: Optional[SimulatorAdmin]
+    key: str | None = field(repr=False)
+    sim: SimulatorAdmin | None
     label: str
     secrets: tuple = field(default=(), repr=False)
 
@@ -221,7 +238,9 @@ class Target:
         backend chats (few tokens on a real API), else the backend's probe."""
         if self.backend.chat_model is None:
             return client.feature_probe(tag)
-        params: dict[str, Any] = {} if self.sim is not None else {"max_tokens": REAL_SERVER_MAX_TOKENS}
+        params: dict[str, Any] = (
+            {} if self.sim is not None else {"max_tokens": REAL_SERVER_MAX_TOKENS}
+        )
         return client.provider.chat_request(self.backend.chat_model, _messages(tag), params, False)
 
     def echoes(self, client: Any, reply: Any, tag: str) -> bool:
@@ -251,7 +270,7 @@ def wait_until(predicate: Callable[[], bool], what: str, limit: float = WAIT_LIM
         pause.wait(WAIT_STEP)
 
 
-def queue_chat(target: Target, client: Any, tag: str, priority: Optional[int] = None) -> Any:
+def queue_chat(target: Target, client: Any, tag: str, priority: int | None = None) -> Any:
     """Queue the probe request tagged ``tag``; its future."""
     endpoint, data = target.probe(client, tag)
     return client.queue_with_priority({"endpoint": endpoint, "data": data}, priority)
@@ -264,11 +283,15 @@ def hold_slot(target: Target, client: Any, tag: str) -> Any:
     that answers before the request is seen in flight cannot saturate the
     client, so the check is skipped there."""
     future = queue_chat(target, client, tag)
-    wait_until(lambda: client.current_requests == 1 or future.done(), "the first request to be in flight")
+    wait_until(
+        lambda: client.current_requests == 1 or future.done(), "the first request to be in flight"
+    )
     if future.done():
         if target.sim is not None:
             raise CheckFailed("the simulator answered before its latency passed")
-        raise CheckSkipped("the server answered too fast to hold the only slot; run against the simulator")
+        raise CheckSkipped(
+            "the server answered too fast to hold the only slot; run against the simulator"
+        )
     return future
 
 
@@ -298,12 +321,21 @@ def check_priority(target: Target) -> str:
         expected = ["blocker", *highs, *lows]
         expect(order == expected, f"completion order {order}, expected {expected}")
         stats = client.get_stats()
-        expect(stats["successful_requests"] == len(expected), f"client counted {stats['successful_requests']} successes")
+        expect(
+            stats["successful_requests"] == len(expected),
+            f"client counted {stats['successful_requests']} successes",
+        )
         if target.sim is None:
             return f"{n} HIGH completed before {n} LOW queued earlier (server counts not checked: not a simulator)"
         counters = target.sim.counters()
-        expect(counters["requests_total"] == len(expected), f"simulator saw {counters['requests_total']} requests, expected {len(expected)}")
-        expect(counters["peak_concurrency"] == 1, f"simulator saw {counters['peak_concurrency']} at once with max_concurrent_requests=1")
+        expect(
+            counters["requests_total"] == len(expected),
+            f"simulator saw {counters['requests_total']} requests, expected {len(expected)}",
+        )
+        expect(
+            counters["peak_concurrency"] == 1,
+            f"simulator saw {counters['peak_concurrency']} at once with max_concurrent_requests=1",
+        )
         wrong = [tag for tag, reply in replies.items() if not target.echoes(client, reply, tag)]
         expect(not wrong, f"replies not answering their own request: {wrong}")
     return f"{n} HIGH completed before {n} LOW queued earlier; simulator saw {len(expected)} requests, 1 at a time"
@@ -312,17 +344,25 @@ def check_priority(target: Target) -> str:
 def check_circuit_breaker(target: Target) -> str:
     """CLOSED -> OPEN after 3 failures -> fail fast -> HALF_OPEN probe -> CLOSED."""
     threshold, reset_timeout = 3, 0.3
-    with target.client(failure_threshold=threshold, reset_timeout=reset_timeout, max_retries=0) as client:
+    with target.client(
+        failure_threshold=threshold, reset_timeout=reset_timeout, max_retries=0
+    ) as client:
         sim = target.sim
         sim.configure(outage=True)
         for i in range(threshold):
             try:
                 call(target, client, f"outage-{i}")
             except ServerError as exc:
-                expect(exc.status is not None and exc.status >= 500, f"outage answered with {exc.status}, expected a 5xx")
+                expect(
+                    exc.status is not None and exc.status >= 500,
+                    f"outage answered with {exc.status}, expected a 5xx",
+                )
             else:
                 raise CheckFailed("a request succeeded during the outage")
-        expect(client.circuit_state == "OPEN", f"circuit is {client.circuit_state} after {threshold} failures, expected OPEN")
+        expect(
+            client.circuit_state == "OPEN",
+            f"circuit is {client.circuit_state} after {threshold} failures, expected OPEN",
+        )
         seen = sim.counters()["requests_total"]
         expect(seen == threshold, f"simulator saw {seen} requests, expected {threshold}")
         for i in range(3):
@@ -335,13 +375,25 @@ def check_circuit_breaker(target: Target) -> str:
         seen = sim.counters()["requests_total"]
         expect(seen == threshold, f"requests reached the simulator while OPEN ({seen} in all)")
         threading.Event().wait(reset_timeout + 0.05)
-        expect(client.circuit_state == "HALF_OPEN", f"circuit is {client.circuit_state} after reset_timeout, expected HALF_OPEN")
+        expect(
+            client.circuit_state == "HALF_OPEN",
+            f"circuit is {client.circuit_state} after reset_timeout, expected HALF_OPEN",
+        )
         sim.configure(outage=False)
         call(target, client, "probe")
-        expect(client.circuit_state == "CLOSED", f"circuit is {client.circuit_state} after a successful probe, expected CLOSED")
+        expect(
+            client.circuit_state == "CLOSED",
+            f"circuit is {client.circuit_state} after a successful probe, expected CLOSED",
+        )
         counters = sim.counters()
-        expect(counters["requests_total"] == threshold + 1, f"simulator saw {counters['requests_total']} requests, expected {threshold + 1}")
-        expect(counters["faults"]["outage"] == threshold, f"simulator answered {counters['faults']['outage']} with the outage")
+        expect(
+            counters["requests_total"] == threshold + 1,
+            f"simulator saw {counters['requests_total']} requests, expected {threshold + 1}",
+        )
+        expect(
+            counters["faults"]["outage"] == threshold,
+            f"simulator answered {counters['faults']['outage']} with the outage",
+        )
     return f"OPEN after {threshold} 5xx answers, 3 fast CircuitOpenErrors sent nothing, HALF_OPEN probe closed it"
 
 
@@ -356,28 +408,50 @@ def check_monitoring(target: Target) -> str:
         responses += [future.result(RESULT_TIMEOUT) for future in futures]
         stats = client.get_stats()
         report = client.generate_report(True)
-        expect(stats["total_requests"] == total, f"client counted {stats['total_requests']} requests, expected {total}")
-        expect(stats["successful_requests"] == total, f"client counted {stats['successful_requests']} successes, expected {total}")
+        expect(
+            stats["total_requests"] == total,
+            f"client counted {stats['total_requests']} requests, expected {total}",
+        )
+        expect(
+            stats["successful_requests"] == total,
+            f"client counted {stats['successful_requests']} successes, expected {total}",
+        )
         summary = report["summary"]
         expect(summary["success_rate"] == 100.0, f"success_rate {summary['success_rate']}")
         expect(summary["retry_rate"] == 0.0, f"retry_rate {summary['retry_rate']}")
-        expect(report["circuit_breaker"]["state"] == "CLOSED", f"circuit_breaker.state {report['circuit_breaker']['state']}")
-        if target.backend.chat_model or target.backend.embedding_model:  # S3 requests are for no model
+        expect(
+            report["circuit_breaker"]["state"] == "CLOSED",
+            f"circuit_breaker.state {report['circuit_breaker']['state']}",
+        )
+        if (
+            target.backend.chat_model or target.backend.embedding_model
+        ):  # S3 requests are for no model
             counted = sum(m.get("requests", 0) for m in report["models"].values())
             expect(counted == total, f"models: {report['models']}")
         expect(report["errors"] == {}, f"errors: {report['errors']}")
         used_in = sum(client.provider.usage(r)[0] for r in responses)
         used_out = sum(client.provider.usage(r)[1] for r in responses)
         tokens = report["tokens"]
-        expect((tokens["input"], tokens["output"]) == (used_in, used_out), f"report tokens {tokens}, responses' usage {used_in}+{used_out}")
+        expect(
+            (tokens["input"], tokens["output"]) == (used_in, used_out),
+            f"report tokens {tokens}, responses' usage {used_in}+{used_out}",
+        )
         if target.sim is None:
             return f"{total} requests, report matches the responses' usage (server counts not checked: not a simulator)"
         counters = target.sim.counters()
-        expect(counters["requests_total"] == total, f"simulator saw {counters['requests_total']} requests, client {total}")
-        if not (used_in or used_out):  # e.g. TEI's /embed: the API reports no usage, so there is none to count
+        expect(
+            counters["requests_total"] == total,
+            f"simulator saw {counters['requests_total']} requests, client {total}",
+        )
+        if not (
+            used_in or used_out
+        ):  # e.g. TEI's /embed: the API reports no usage, so there is none to count
             return f"{total} requests, as the simulator counted (this API reports no token usage); report has the seed's keys"
         seen = counters["tokens"]
-        expect((seen["prompt"], seen["completion"]) == (tokens["input"], tokens["output"]), f"report tokens {tokens}, simulator {seen}")
+        expect(
+            (seen["prompt"], seen["completion"]) == (tokens["input"], tokens["output"]),
+            f"report tokens {tokens}, simulator {seen}",
+        )
     return f"{total} requests and {tokens['total']} tokens, as the simulator counted; report has the seed's keys"
 
 
@@ -388,7 +462,9 @@ def check_batching(target: Target) -> str:
     if model is None:
         raise CheckSkipped(f"the {target.api} backend has no embeddings")
     texts = [f"feature check text {i}" for i in range(n)]
-    with target.client(batching_enabled=True, max_batch_size=batch_size, batch_timeout=0.25) as client:
+    with target.client(
+        batching_enabled=True, max_batch_size=batch_size, batch_timeout=0.25
+    ) as client:
         client.supported_batch_models = [model]
         start = threading.Barrier(n)
 
@@ -403,15 +479,25 @@ def check_batching(target: Target) -> str:
             vectors = list(pool.map(embed, texts))
         batches = client.get_stats()["batches"]["count"]
         most = math.ceil(n / batch_size)
-        expect(1 <= batches <= most, f"client sent {batches} batches for {n} inputs, expected at most {most}")
+        expect(
+            1 <= batches <= most,
+            f"client sent {batches} batches for {n} inputs, expected at most {most}",
+        )
         if target.sim is None:
             expect(len({len(v) for v in vectors}) == 1, "embeddings of different lengths")
             return f"{n} callers each got one embedding from {batches} batched calls (server counts not checked: not a simulator)"
         dims = target.sim.scenario()["embedding_dimensions"]
         seen = target.sim.counters()["embedding_inputs"]
         expect(seen["total"] == n, f"simulator embedded {seen['total']} inputs, expected {n}")
-        expect(seen["calls"] <= most, f"simulator got {seen['calls']} embeddings calls for {n} inputs, expected at most {most}")
-        wrong = [text for text, vector in zip(texts, vectors) if vector != embedding_for(text, dims)]
+        expect(
+            seen["calls"] <= most,
+            f"simulator got {seen['calls']} embeddings calls for {n} inputs, expected at most {most}",
+        )
+        wrong = [
+            text
+            for text, vector in zip(texts, vectors, strict=False)
+            if vector != embedding_for(text, dims)
+        ]
         expect(not wrong, f"callers got another text's vector: {wrong}")
     return f"{n} callers, {seen['calls']} embeddings calls (sizes {seen['recent']}), each got its own vector"
 
@@ -426,29 +512,50 @@ def check_retries(target: Target) -> str:
         started = time.monotonic()
         call(target, client, "retry-after")
         elapsed = time.monotonic() - started
-        expect(elapsed >= retry_after, f"retried after {elapsed:.3f}s, before the Retry-After of {retry_after}s")
+        expect(
+            elapsed >= retry_after,
+            f"retried after {elapsed:.3f}s, before the Retry-After of {retry_after}s",
+        )
         _expect_one_retry(client, sim)
     # Backoff far longer than Retry-After: the call must not wait for the backoff.
     retry_after_ms = 100
     with target.client(max_retries=2, initial_retry_delay=10.0, retry_jitter=0.0) as client:
-        sim.script([{"status": 429, "headers": {"retry-after-ms": str(retry_after_ms)}}, {"status": 200}])
+        sim.script(
+            [{"status": 429, "headers": {"retry-after-ms": str(retry_after_ms)}}, {"status": 200}]
+        )
         started = time.monotonic()
         future = queue_chat(target, client, "retry-after-ms")
-        expect(future.wait(5.0), "still waiting after 5s: the 10s backoff was used, not retry-after-ms")
+        expect(
+            future.wait(5.0), "still waiting after 5s: the 10s backoff was used, not retry-after-ms"
+        )
         future.result(0)
         fast = time.monotonic() - started
-        expect(fast >= retry_after_ms / 1000, f"retried after {fast:.3f}s, before retry-after-ms {retry_after_ms}")
+        expect(
+            fast >= retry_after_ms / 1000,
+            f"retried after {fast:.3f}s, before retry-after-ms {retry_after_ms}",
+        )
         _expect_one_retry(client, sim)
     return f"429 then 200: waited {elapsed:.2f}s for Retry-After {retry_after}s and {fast:.2f}s for retry-after-ms {retry_after_ms}"
 
 
 def _expect_one_retry(client: Any, sim: SimulatorAdmin) -> None:
     stats = client.get_stats()
-    expect(stats["successful_requests"] == 1, f"client counted {stats['successful_requests']} successes, expected 1")
-    expect(stats["retried_requests"] == 1, f"client counted {stats['retried_requests']} retried requests, expected 1")
+    expect(
+        stats["successful_requests"] == 1,
+        f"client counted {stats['successful_requests']} successes, expected 1",
+    )
+    expect(
+        stats["retried_requests"] == 1,
+        f"client counted {stats['retried_requests']} retried requests, expected 1",
+    )
     counters = sim.counters()
-    expect(counters["requests_total"] == 2, f"simulator saw {counters['requests_total']} requests, expected 2")
-    expect(counters["by_status"] == {"429": 1, "200": 1}, f"simulator answered {counters['by_status']}")
+    expect(
+        counters["requests_total"] == 2,
+        f"simulator saw {counters['requests_total']} requests, expected 2",
+    )
+    expect(
+        counters["by_status"] == {"429": 1, "200": 1}, f"simulator answered {counters['by_status']}"
+    )
 
 
 def check_queue_full(target: Target) -> str:
@@ -469,12 +576,21 @@ def check_queue_full(target: Target) -> str:
         for future in [first, *queued]:
             future.result(RESULT_TIMEOUT)
         stats = client.get_stats()
-        expect(stats["successful_requests"] == size + 1, f"client counted {stats['successful_requests']} successes, expected {size + 1}")
-        expect(stats["rejected_requests"] == 1, f"client counted {stats['rejected_requests']} rejected, expected 1")
+        expect(
+            stats["successful_requests"] == size + 1,
+            f"client counted {stats['successful_requests']} successes, expected {size + 1}",
+        )
+        expect(
+            stats["rejected_requests"] == 1,
+            f"client counted {stats['rejected_requests']} rejected, expected 1",
+        )
         if target.sim is None:
             return f"request {size + 2} refused: {message!r}; the other {size + 1} completed"
         seen = target.sim.counters()["requests_total"]
-        expect(seen == size + 1, f"simulator saw {seen} requests, expected {size + 1} (the refused one must not be sent)")
+        expect(
+            seen == size + 1,
+            f"simulator saw {seen} requests, expected {size + 1} (the refused one must not be sent)",
+        )
     return f"request {size + 2} refused at once ({message.split(':')[0]!r}); {size + 1} completed, simulator saw {seen}"
 
 
@@ -515,7 +631,9 @@ def run_one(check: Check, target: Target) -> CheckResult:
     return CheckResult(check.name, status, details, time.monotonic() - started)
 
 
-def run_all(target: Target, checks: Sequence[Check] = CHECKS, *, echo: Callable[[str], None] = print) -> list[CheckResult]:
+def run_all(
+    target: Target, checks: Sequence[Check] = CHECKS, *, echo: Callable[[str], None] = print
+) -> list[CheckResult]:
     results = []
     for check in checks:
         result = run_one(check, target)
@@ -536,17 +654,27 @@ def all_passed(results: Sequence[CheckResult]) -> bool:
 
 def format_summary(results: Sequence[CheckResult]) -> str:
     width = max(len("feature"), *(len(r.name) for r in results))
-    lines = [f"{'feature':<{width}}  status  seconds  detail", f"{'-' * width}  ------  -------  {'-' * 6}"]
+    lines = [
+        f"{'feature':<{width}}  status  seconds  detail",
+        f"{'-' * width}  ------  -------  {'-' * 6}",
+    ]
     for r in results:
-        detail = r.details if len(r.details) <= DETAIL_WIDTH else r.details[: DETAIL_WIDTH - 3] + "..."
+        detail = (
+            r.details if len(r.details) <= DETAIL_WIDTH else r.details[: DETAIL_WIDTH - 3] + "..."
+        )
         lines.append(f"{r.name:<{width}}  {r.status:<6}  {r.duration:7.2f}  {detail}")
-    lines.append(f"success rate {success_rate(results):.0f}% of the checks that ran: {'passed' if all_passed(results) else 'failed'}")
+    lines.append(
+        f"success rate {success_rate(results):.0f}% of the checks that ran: {'passed' if all_passed(results) else 'failed'}"
+    )
     return "\n".join(lines)
 
 
 def write_report(target: Target, results: Sequence[CheckResult], output_dir: str) -> str:
     now = time.time()
-    path = os.path.join(output_dir, f"{target.api}_enhanced_features_{time.strftime('%Y%m%d_%H%M%S', time.localtime(now))}.json")
+    path = os.path.join(
+        output_dir,
+        f"{target.api}_enhanced_features_{time.strftime('%Y%m%d_%H%M%S', time.localtime(now))}.json",
+    )
     report = {
         "api": target.api,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
@@ -586,17 +714,24 @@ def embedded_server(api: str, backend: BackendEntry) -> Iterator[tuple[Simulator
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:
-        raise CheckSkipped("s3_kit's checks need a local S3 server: pip install 'ipfs_accelerate_py[test]' (moto)") from None
+        raise CheckSkipped(
+            "s3_kit's checks need a local S3 server: pip install 'ipfs_accelerate_py[test]' (moto)"
+        ) from None
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     try:
         host, port = moto.get_host_and_port()
         # a 503 outage must read as one (ServiceUnavailable), not as S3's SlowDown throttling
         # moto is ours and checks the signature: the client's credentials may go to it
-        scenario = {"upstream": f"http://{host}:{port}", "proxy_error_body": S3_OUTAGE_BODY,
-                    "forward_credentials": True}
+        scenario = {
+            "upstream": f"http://{host}:{port}",
+            "proxy_error_body": S3_OUTAGE_BODY,
+            "forward_credentials": True,
+        }
         with Simulator(scenario, port=0) as sim:
-            client = backend.backend_class({}, backend.backend_class.connection_metadata(sim.url, None))
+            client = backend.backend_class(
+                {}, backend.backend_class.connection_metadata(sim.url, None)
+            )
             try:
                 client.create_bucket()
             finally:
@@ -607,7 +742,14 @@ def embedded_server(api: str, backend: BackendEntry) -> Iterator[tuple[Simulator
 
 
 @contextmanager
-def resolve_target(api: str, backend: BackendEntry, key: Optional[str], base_url: Optional[str], echo: Callable[[str], None], admin_token: Optional[str] = None) -> Iterator[Target]:
+def resolve_target(
+    api: str,
+    backend: BackendEntry,
+    key: str | None,
+    base_url: str | None,
+    echo: Callable[[str], None],
+    admin_token: str | None = None,
+) -> Iterator[Target]:
     """The target for these arguments; an embedded simulator lives as long as the block."""
     secrets = (key,) if key else ()
     if base_url is not None and base_url.strip().lower() in SIMULATOR_ALIASES:
@@ -615,19 +757,37 @@ def resolve_target(api: str, backend: BackendEntry, key: Optional[str], base_url
     if key is None and base_url is None:
         with embedded_server(api, backend) as (sim, url):
             echo(f"No --key or --base-url given: running against an embedded simulator at {url}")
-            yield Target(api, backend, url, SIMULATOR_KEY, SimulatorAdmin(sim.admin_url, sim.admin_token), "simulator", secrets)
+            yield Target(
+                api,
+                backend,
+                url,
+                SIMULATOR_KEY,
+                SimulatorAdmin(sim.admin_url, sim.admin_token),
+                "simulator",
+                secrets,
+            )
         return
     url = base_url or backend.spec.default_base_url
     admin = detect_simulator(url, admin_token)
     label = _public_url(url)
-    what = "a simulator (its /_admin/counters answers)" if admin else "a server without fault injection: checks that need it are skipped"
+    what = (
+        "a simulator (its /_admin/counters answers)"
+        if admin
+        else "a server without fault injection: checks that need it are skipped"
+    )
     if admin is None and not admin_token:
         what += " (a simulator's admin endpoint needs its token: --admin-token)"
     echo(f"Running against {label}: {what}")
     yield Target(api, backend, url, key, admin, label, secrets)
 
 
-def run_checks(api: str = "openai", key: Optional[str] = None, base_url: Optional[str] = None, output_dir: str = ".", admin_token: Optional[str] = None) -> int:
+def run_checks(
+    api: str = "openai",
+    key: str | None = None,
+    base_url: str | None = None,
+    output_dir: str = ".",
+    admin_token: str | None = None,
+) -> int:
     """Run every check against ``api`` (``admin_token``: a simulator at ``base_url``'s); print the summary, write the JSON
     report into ``output_dir``; 0 if every check that ran passed, 1 if one
     failed, 2 if the backend is not there (yet)."""
@@ -635,9 +795,13 @@ def run_checks(api: str = "openai", key: Optional[str] = None, base_url: Optiona
     backend = BACKENDS.get(api)
     if backend is None:
         if api in PLANNED_BACKENDS:
-            print(f"The {api} backend is not there yet: the checks can run against {describe_backend_names(BACKENDS)} for now.")
+            print(
+                f"The {api} backend is not there yet: the checks can run against {describe_backend_names(BACKENDS)} for now."
+            )
         else:
-            print(f"Unknown API {api!r}: choose from {describe_backend_names(BACKENDS)} (planned: {', '.join(PLANNED_BACKENDS)}).")
+            print(
+                f"Unknown API {api!r}: choose from {describe_backend_names(BACKENDS)} (planned: {', '.join(PLANNED_BACKENDS)})."
+            )
         return EXIT_UNSUPPORTED
     try:
         with resolve_target(api, backend, key, base_url, print, admin_token) as target:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, NoReturn, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -35,12 +36,18 @@ def _build_parser() -> argparse.ArgumentParser:
     add_arguments(sim)
     _add_run_parser(sub)
     check = sub.add_parser("check", help="check every advanced feature against a backend")
-    check.add_argument("--api", default="openai", help="backend (default openai): " + _backend_names())
+    check.add_argument(
+        "--api", default="openai", help="backend (default openai): " + _backend_names()
+    )
     check.add_argument("--key", default=None)
     check.add_argument("--base-url", default=None)
     check.add_argument("--output-dir", default=".")
-    check.add_argument("--admin-token", default=None, metavar="TOKEN",
-                       help="admin token of the simulator at --base-url (default: $IPFS_ACCELERATE_SIMULATOR_ADMIN_TOKEN)")
+    check.add_argument(
+        "--admin-token",
+        default=None,
+        metavar="TOKEN",
+        help="admin token of the simulator at --base-url (default: $IPFS_ACCELERATE_SIMULATOR_ADMIN_TOKEN)",
+    )
     return parser
 
 
@@ -58,39 +65,122 @@ def _add_run_parser(sub: Any) -> None:
     run.add_argument("jobs", metavar="JOBS.jsonl")
     run.add_argument("--api", default=None, help="backend (default openai): " + _backend_names())
     run.add_argument("--out", default=None, help="results file (default JOBS.results.jsonl)")
-    run.add_argument("--input-format", choices=("auto", "jobs", "openai-batch"), default="auto",
-                     help="JOBS lines: ours, OpenAI Batch API request lines, or either, told apart line by line (auto, the default)")
-    run.add_argument("--output-format", choices=("jobs", "openai-batch"), default="jobs",
-                     help="--out lines: ours (default) or OpenAI Batch API output lines")
-    run.add_argument("--report", default=None, help="report path without extension (default OUT.report -> .json, .html)")
-    run.add_argument("--config", default=None, help="YAML/JSON file: api, base_url, model, keys, settings, window")
-    run.add_argument("--base-url", default=None, help="the API's base URL ('simulator' for the embedded one)")
-    run.add_argument("--key", action="append", default=None, help="an API key; repeat for several (multiplexed)")
-    run.add_argument("--rpm", type=float, default=None, help="requests per minute allowed to each --key")
-    run.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed to each --key")
-    run.add_argument("--model", default=None, help="model for chat and completion lines that name none (default: the backend's)")
-    run.add_argument("--embedding-model", default=None, help="model for embeddings lines that name none (default: the backend's)")
-    run.add_argument("--concurrency", type=int, default=None, help="attempts in flight at once (default 16)")
-    run.add_argument("--window", type=int, default=None, help="jobs admitted at once, in flight or queued (default 4x concurrency, at least 64)")
+    run.add_argument(
+        "--input-format",
+        choices=("auto", "jobs", "openai-batch"),
+        default="auto",
+        help="JOBS lines: ours, OpenAI Batch API request lines, or either, told apart line by line (auto, the default)",
+    )
+    run.add_argument(
+        "--output-format",
+        choices=("jobs", "openai-batch"),
+        default="jobs",
+        help="--out lines: ours (default) or OpenAI Batch API output lines",
+    )
+    run.add_argument(
+        "--report",
+        default=None,
+        help="report path without extension (default OUT.report -> .json, .html)",
+    )
+    run.add_argument(
+        "--config",
+        default=None,
+        help="YAML/JSON file: api, base_url, model, keys, settings, window",
+    )
+    run.add_argument(
+        "--base-url", default=None, help="the API's base URL ('simulator' for the embedded one)"
+    )
+    run.add_argument(
+        "--key", action="append", default=None, help="an API key; repeat for several (multiplexed)"
+    )
+    run.add_argument(
+        "--rpm", type=float, default=None, help="requests per minute allowed to each --key"
+    )
+    run.add_argument(
+        "--tpm", type=float, default=None, help="tokens per minute allowed to each --key"
+    )
+    run.add_argument(
+        "--model",
+        default=None,
+        help="model for chat and completion lines that name none (default: the backend's)",
+    )
+    run.add_argument(
+        "--embedding-model",
+        default=None,
+        help="model for embeddings lines that name none (default: the backend's)",
+    )
+    run.add_argument(
+        "--concurrency", type=int, default=None, help="attempts in flight at once (default 16)"
+    )
+    run.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="jobs admitted at once, in flight or queued (default 4x concurrency, at least 64)",
+    )
     run.add_argument("--max-retries", type=int, default=None)
     run.add_argument("--timeout", type=float, default=None, help="seconds one attempt may take")
-    run.add_argument("--deadline", type=float, default=None, help="seconds one request may take in all, waits included (default: none; --max-outage caps an outage)")
-    run.add_argument("--batching", dest="batching", action="store_true", default=None, help="batch embeddings (default)")
+    run.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds one request may take in all, waits included (default: none; --max-outage caps an outage)",
+    )
+    run.add_argument(
+        "--batching",
+        dest="batching",
+        action="store_true",
+        default=None,
+        help="batch embeddings (default)",
+    )
     run.add_argument("--no-batching", dest="batching", action="store_false")
-    run.add_argument("--set", action="append", default=None, metavar="NAME=VALUE", help="any client setting, e.g. max_batch_size=64")
-    run.add_argument("--retry-failed", action="store_true", help="on resume, send the jobs that failed again")
-    run.add_argument("--skip-bad-lines", action="store_true",
-                     help="run the good lines of a file with bad ones (listed in the report); without it a bad line stops the command before anything is sent")
-    run.add_argument("--max-outage", type=float, default=None, metavar="SECONDS",
-                     help=f"stop (exit 3, resumable) when the circuit stays open this long (default {DEFAULT_MAX_OUTAGE:g})")
-    run.add_argument("--max-same-failures", type=int, default=None, metavar="N",
-                     help=f"stop (exit 5, resumable) after N lines in a row fail the same way (default {DEFAULT_MAX_SAME_FAILURES}; 0: never)")
-    run.add_argument("--grace", type=float, default=None, metavar="SECONDS",
-                     help=f"after Ctrl-C or SIGTERM, seconds the requests in flight get to finish (default {DEFAULT_STOP_GRACE:g})")
-    run.add_argument("--dry-run", action="store_true",
-                     help="check the file and the target (one request: the first line, not recorded) and say what would be sent")
-    run.add_argument("--progress", choices=("auto", "rich", "quiet", "json"), default="auto",
-                     help="live display (auto: rich on a terminal, else quiet); json: a log line a second")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="any client setting, e.g. max_batch_size=64",
+    )
+    run.add_argument(
+        "--retry-failed", action="store_true", help="on resume, send the jobs that failed again"
+    )
+    run.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="run the good lines of a file with bad ones (listed in the report); without it a bad line stops the command before anything is sent",
+    )
+    run.add_argument(
+        "--max-outage",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"stop (exit 3, resumable) when the circuit stays open this long (default {DEFAULT_MAX_OUTAGE:g})",
+    )
+    run.add_argument(
+        "--max-same-failures",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"stop (exit 5, resumable) after N lines in a row fail the same way (default {DEFAULT_MAX_SAME_FAILURES}; 0: never)",
+    )
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"after Ctrl-C or SIGTERM, seconds the requests in flight get to finish (default {DEFAULT_STOP_GRACE:g})",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the file and the target (one request: the first line, not recorded) and say what would be sent",
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "rich", "quiet", "json"),
+        default="auto",
+        help="live display (auto: rich on a terminal, else quiet); json: a log line a second",
+    )
 
 
 def _backend_names() -> str:
@@ -99,7 +189,7 @@ def _backend_names() -> str:
     return describe_backend_names(BACKENDS)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     argv = list(argv if argv is not None else sys.argv[1:])
     args = parser.parse_args(argv)
@@ -114,7 +204,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .simulator import ADMIN_TOKEN_ENV
 
         token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
-        return run_checks(api=args.api, key=args.key, base_url=args.base_url, output_dir=args.output_dir, admin_token=token)
+        return run_checks(
+            api=args.api,
+            key=args.key,
+            base_url=args.base_url,
+            output_dir=args.output_dir,
+            admin_token=token,
+        )
     parser.error(f"unknown command {args.command!r}")
     return 2
 
@@ -134,12 +230,21 @@ def _run(args: Any, argv: list[str]) -> int:
         print(f"ipfs-accelerate run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("ipfs-accelerate run: interrupted before the run started; nothing was sent", file=sys.stderr)
+        print(
+            "ipfs-accelerate run: interrupted before the run started; nothing was sent",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
-    except (Exception, asyncio.CancelledError) as exc:  # a bug of ours: still one line, and how to see more
+    except (
+        Exception,
+        asyncio.CancelledError,
+    ) as exc:  # a bug of ours: still one line, and how to see more
         if os.environ.get("IPFS_ACCELERATE_TRACEBACK"):
             raise
         message = redact(str(exc), args.key or ())
-        print(f"ipfs-accelerate run: internal error ({type(exc).__name__}: {message}); please report it, with the "
-              "traceback IPFS_ACCELERATE_TRACEBACK=1 shows", file=sys.stderr)
+        print(
+            f"ipfs-accelerate run: internal error ({type(exc).__name__}: {message}); please report it, with the "
+            "traceback IPFS_ACCELERATE_TRACEBACK=1 shows",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL

@@ -17,7 +17,7 @@ And, beside them:
 from __future__ import annotations
 
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -34,11 +34,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -77,7 +78,7 @@ EVENT_STREAM_TYPE = "text/event-stream"
 # ------------------------------------------------------- in-memory answers
 
 
-def answer(status: int, body: Any, headers: Optional[Mapping[str, str]] = None) -> HttpResponse:
+def answer(status: int, body: Any, headers: Mapping[str, str] | None = None) -> HttpResponse:
     """A response with ``body`` as JSON (bytes are sent as they are) and ``headers`` added."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return HttpResponse(status, {"content-type": JSON_TYPE, **(headers or {})}, raw)
@@ -85,8 +86,8 @@ def answer(status: int, body: Any, headers: Optional[Mapping[str, str]] = None) 
 
 def stream_answer(
     lines: Iterable[bytes],
-    headers: Optional[Mapping[str, str]] = None,
-    on_close: Optional[Callable[[], None]] = None,
+    headers: Mapping[str, str] | None = None,
+    on_close: Callable[[], None] | None = None,
 ) -> StreamResponse:
     """A 200 stream whose body is ``lines`` exactly (raw lines, no line endings).
 
@@ -103,7 +104,9 @@ def stream_answer(
         if on_close is not None:
             on_close()
 
-    return StreamResponse(200, dict(headers or {"content-type": EVENT_STREAM_TYPE}), produce(), close)
+    return StreamResponse(
+        200, dict(headers or {"content-type": EVENT_STREAM_TYPE}), produce(), close
+    )
 
 
 def sse_event(data: Any) -> SseEvent:
@@ -148,13 +151,13 @@ class ClientFactory:
     """
 
     backend: type
-    base_setting: Optional[str] = None
-    key_setting: Optional[str] = None
+    base_setting: str | None = None
+    key_setting: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    base_url: Optional[str] = None
-    key: Optional[str] = None
+    base_url: str | None = None
+    key: str | None = None
 
-    def metadata(self, base_url: Optional[str] = None, key: Any = _UNSET, **settings: Any) -> dict:
+    def metadata(self, base_url: str | None = None, key: Any = _UNSET, **settings: Any) -> dict:
         """The metadata a client of these arguments is built with."""
         metadata: dict = {}
         base_url = base_url if base_url is not None else self.base_url
@@ -173,7 +176,7 @@ class ClientFactory:
             raise ValueError(f"ClientFactory({self.backend.__name__}) was given no {field_name}")
         return name
 
-    def __call__(self, base_url: Optional[str] = None, key: Any = _UNSET, **settings: Any) -> Any:
+    def __call__(self, base_url: str | None = None, key: Any = _UNSET, **settings: Any) -> Any:
         """A client over real HTTP at ``base_url``."""
         return self.backend({}, self.metadata(base_url, key, **settings))
 
@@ -181,10 +184,14 @@ class ClientFactory:
         """A client of the simulator, at the path where it serves this backend's wire format."""
         return self(simulator.url + self.backend.provider.spec.simulator_path, key, **settings)
 
-    def in_memory(self, handler: Callable[[HttpRequest], Any], *, key: Any = _UNSET, **settings: Any) -> tuple:
+    def in_memory(
+        self, handler: Callable[[HttpRequest], Any], *, key: Any = _UNSET, **settings: Any
+    ) -> tuple:
         """``(client, transport)``: a client over a MemoryTransport answering with ``handler``."""
         transport = MemoryTransport(handler)
-        return self.backend({}, self.metadata(None, key, **settings), transport=transport), transport
+        return self.backend(
+            {}, self.metadata(None, key, **settings), transport=transport
+        ), transport
 
 
 def client_fixture(make: ClientFactory) -> Any:
@@ -219,7 +226,9 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        self.seen.append(
+            (self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        )
         reply = type(self).reply
         answer = reply(self.command, self.path, body) if callable(reply) else reply
         if not isinstance(answer, Reply):
@@ -249,7 +258,11 @@ def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]
     ``reply(method, path, body)`` computing it (a :class:`Reply` for another
     status or headers).
     """
-    handler = type("Recorder", (_Recorder,), {"seen": [], "reply": staticmethod(reply) if callable(reply) else reply})
+    handler = type(
+        "Recorder",
+        (_Recorder,),
+        {"seen": [], "reply": staticmethod(reply) if callable(reply) else reply},
+    )
     server = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -262,7 +275,9 @@ def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]
 
 
 @contextlib.contextmanager
-def aiohttp_server(handler: Callable[[Any], Any], ssl_context: Any = None, host: Optional[str] = None) -> Iterator[str]:
+def aiohttp_server(
+    handler: Callable[[Any], Any], ssl_context: Any = None, host: str | None = None
+) -> Iterator[str]:
     """An aiohttp server on loopback (``host``, 127.0.0.1 unless given), port 0, on a loop in a thread of its own.
 
     Every request (any method, any path, absolute-form targets too, as a
@@ -283,7 +298,9 @@ def aiohttp_server(handler: Callable[[Any], Any], ssl_context: Any = None, host:
         await web.TCPSite(runner, host or LOOPBACK, 0, ssl_context=ssl_context).start()
         return runner.addresses[0][1]
 
-    port = asyncio.run_coroutine_threadsafe(start(), loop).result(WAIT)  # from any thread, a running loop's too
+    port = asyncio.run_coroutine_threadsafe(start(), loop).result(
+        WAIT
+    )  # from any thread, a running loop's too
     try:
         yield f"{'https' if ssl_context else 'http'}://{host or LOOPBACK}:{port}"
     finally:
@@ -306,7 +323,9 @@ def recorder_fixture(reply: Any, suffix: str = "") -> Any:
 
 def post_json(url: str, body: Any, headers: Mapping[str, str]) -> HttpResponse:
     """One POST by hand, to read what the client does not keep; an error status is answered, not raised."""
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=dict(headers), method="POST")
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers=dict(headers), method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=WAIT) as response:
             return HttpResponse(response.status, dict(response.headers), response.read())
@@ -401,6 +420,9 @@ def quick_benchmark(tmp_path_factory: Any, script: str, timeout: float) -> tuple
     out = tmp_path_factory.mktemp("bench") / (Path(script).stem + ".json")
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / script), "--quick", "--json", str(out)],
-        cwd=root, capture_output=True, text=True, timeout=timeout,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return proc, out

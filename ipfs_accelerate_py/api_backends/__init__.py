@@ -60,6 +60,7 @@ class UnknownBackendError(KeyError):
     def __str__(self) -> str:
         return f"unknown API {self.name!r}: choose from {describe_backend_names(BACKENDS)}"
 
+
 __all__ = [
     "ApiKeyMultiplexer",
     "BACKENDS",

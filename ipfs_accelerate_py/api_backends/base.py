@@ -14,8 +14,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any, Awaitable, Callable, Concatenate, Iterable, NamedTuple, Optional, ParamSpec
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Concatenate, NamedTuple, ParamSpec
 
 from ..engine.call_options import DEFAULT_OPTIONS, CallOptions
 from ..engine.engine import Engine
@@ -27,10 +27,16 @@ from ..engine.settings import SETTINGS, Settings
 from ..resilience.batching import normalize_inputs
 from ..resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 from ..resilience.clock import SYSTEM_CLOCK, Clock
-from ..resilience.errors import ApiError, AuthenticationError, InvalidInputError, SettingError, UnknownParameterError
+from ..resilience.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidInputError,
+    SettingError,
+    UnknownParameterError,
+)
 from ..resilience.keys import KeyOptions
-from ..resilience.redact import public_url
 from ..resilience.priority_queue import PRIORITY_NAMES, priority_level
+from ..resilience.redact import public_url
 from ..resilience.stats import RequestRecord
 from ..resilience.validation import require_int, require_number
 
@@ -58,7 +64,9 @@ _NOT_SERVICE_FAILURES = frozenset(
 
 
 _VIEWED_SETTINGS = ("timeout", "max_retries", "on_circuit_open")
-_REQUEST_INFO_FIELDS = frozenset({"endpoint", "data", "api_key", "request_id", "stream", "priority", "on_circuit_open"})
+_REQUEST_INFO_FIELDS = frozenset(
+    {"endpoint", "data", "api_key", "request_id", "stream", "priority", "on_circuit_open"}
+)
 """Settings a view (``client.with_options``) may give its own value."""
 
 
@@ -92,7 +100,9 @@ class _Call(NamedTuple):
 P = ParamSpec("P")
 
 
-def _blocking(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) -> Callable[Concatenate[Any, P], Any]:
+def _blocking(
+    build: Callable[Concatenate[Any, P], _Call], name: str, doc: str
+) -> Callable[Concatenate[Any, P], Any]:
     """The sync public call over ``build``: its request, sent, waited for."""
 
     @functools.wraps(build)
@@ -103,7 +113,9 @@ def _blocking(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) 
     return public_method(call, build, "BaseApiBackend", name, doc)
 
 
-def _awaited(build: Callable[Concatenate[Any, P], _Call], name: str, doc: str) -> Callable[Concatenate[Any, P], Awaitable[Any]]:
+def _awaited(
+    build: Callable[Concatenate[Any, P], _Call], name: str, doc: str
+) -> Callable[Concatenate[Any, P], Awaitable[Any]]:
     """The async twin over the same ``build``: the same request, awaited."""
 
     @functools.wraps(build)
@@ -136,29 +148,36 @@ class BaseApiBackend:
     provider: Any = None  # the provider's wire adapter, set by each backend module
 
     # A view (with_options) sets its own; a client has these:
-    _view_of: Optional["BaseApiBackend"] = None
+    _view_of: BaseApiBackend | None = None
     _call_defaults: CallOptions = DEFAULT_OPTIONS
-    _default_priority: Optional[int] = None
+    _default_priority: int | None = None
 
     def __init__(
         self,
-        resources: Optional[Mapping[str, Any]] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
+        resources: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         *,
         transport: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: Any = None,
     ) -> None:
         if resources is not None and not isinstance(resources, Mapping):
-            raise InvalidInputError(f"resources must be a dict (or None), not {type(resources).__name__}")
+            raise InvalidInputError(
+                f"resources must be a dict (or None), not {type(resources).__name__}"
+            )
         if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidInputError(f"metadata must be a dict (or None), not {type(metadata).__name__}")
+            raise InvalidInputError(
+                f"metadata must be a dict (or None), not {type(metadata).__name__}"
+            )
         self.resources = dict(resources or {})
         self.metadata = dict(metadata or {})
         spec = self.provider.spec
         self._settings = Settings(self.metadata)
         self._clock = clock
-        base_url = _first(self.metadata, spec.base_url_metadata, spec.base_url_env) or spec.default_base_url
+        base_url = (
+            _first(self.metadata, spec.base_url_metadata, spec.base_url_env)
+            or spec.default_base_url
+        )
         if base_url.strip().lower() in SIMULATOR_BASE_URLS:
             from ..simulator.embedded import embedded_simulator
 
@@ -183,11 +202,11 @@ class BaseApiBackend:
     # --------------------------------------------------------- identity
 
     @property
-    def api_key(self) -> Optional[str]:
+    def api_key(self) -> str | None:
         return self._engine.api_key
 
     @api_key.setter
-    def api_key(self, value: Optional[str]) -> None:
+    def api_key(self, value: str | None) -> None:
         if value is not None and not isinstance(value, str):
             raise SettingError("api_key", "<not shown>", "a string or None")
         self._engine.api_key = value or None
@@ -197,18 +216,26 @@ class BaseApiBackend:
     def add_api_key(
         self,
         name: str,
-        key: Optional[str],
+        key: str | None,
         *,
-        base_url: Optional[str] = None,
-        max_concurrent: Optional[int] = None,
-        rpm: Optional[float] = None,
-        tpm: Optional[float] = None,
+        base_url: str | None = None,
+        max_concurrent: int | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
         weight: float = 1.0,
     ) -> None:
         """Add a key (or another endpoint, with ``base_url``) that requests
         are spread over; ``rpm``/``tpm``/``max_concurrent`` are its own limits."""
         self._engine.keys.add(
-            key_config(name=name, key=key, base_url=base_url, max_concurrent=max_concurrent, rpm=rpm, tpm=tpm, weight=weight),
+            key_config(
+                name=name,
+                key=key,
+                base_url=base_url,
+                max_concurrent=max_concurrent,
+                rpm=rpm,
+                tpm=tpm,
+                weight=weight,
+            ),
             self._clock.now(),
         )
         self._engine.wake()
@@ -240,7 +267,9 @@ class BaseApiBackend:
 
     @supported_batch_models.setter
     def supported_batch_models(self, value: Iterable[str]) -> None:
-        self._engine.supported_batch_models = frozenset(_model_names("supported_batch_models", value))
+        self._engine.supported_batch_models = frozenset(
+            _model_names("supported_batch_models", value)
+        )
 
     @property
     def embedding_models(self) -> list[str]:
@@ -268,13 +297,13 @@ class BaseApiBackend:
     def with_options(
         self,
         *,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         priority: Any = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-    ) -> "BaseApiBackend":
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        on_circuit_open: str | None = None,
+    ) -> BaseApiBackend:
         """A view of this client whose calls default to these per-call
         options (as in the openai SDK): ``client.with_options(timeout=5,
         max_retries=0).chat(...)``.  A call's own arguments still win;
@@ -285,14 +314,22 @@ class BaseApiBackend:
         ``view.timeout`` and ``view.max_retries`` read its own values where it
         has them.  Nothing can be set through a view (set it on the client),
         and closing a view does nothing: the client owns the engine."""
-        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open).over(self._call_defaults)
+        options = CallOptions.of(
+            timeout, max_retries, extra_headers, extra_query, on_circuit_open
+        ).over(self._call_defaults)
         level = self._default_priority if priority is None else priority_level(priority)
-        view = copy.copy(self)  # the same engine, settings and state: only the defaults below differ
-        view.__dict__.update(_view_of=self._view_of or self, _call_defaults=options, _default_priority=level)
+        view = copy.copy(
+            self
+        )  # the same engine, settings and state: only the defaults below differ
+        view.__dict__.update(
+            _view_of=self._view_of or self, _call_defaults=options, _default_priority=level
+        )
         return view
 
     def _view_description(self) -> str:
-        parts = [self._call_defaults.describe()] if self._call_defaults is not DEFAULT_OPTIONS else []
+        parts = (
+            [self._call_defaults.describe()] if self._call_defaults is not DEFAULT_OPTIONS else []
+        )
         if self._default_priority is not None:
             parts.append(f"priority={PRIORITY_NAMES[self._default_priority].lower()}")
         return ", ".join(parts) or "no options"
@@ -307,7 +344,9 @@ class BaseApiBackend:
 
     # ------------------------------------------------------------ queue
 
-    def queue_with_priority(self, request_info: Mapping[str, Any], priority: Any = None) -> RequestFuture:
+    def queue_with_priority(
+        self, request_info: Mapping[str, Any], priority: Any = None
+    ) -> RequestFuture:
         """Queue ``{"endpoint", "data", "api_key"?, "request_id"?, "stream"?, "priority"?, "on_circuit_open"?}``
         at ``priority`` (HIGH 0, NORMAL 1, LOW 2, or ``"high"``, ``"normal"``,
         ``"low"``) and return its future at once.
@@ -326,12 +365,15 @@ class BaseApiBackend:
             name = sorted(unknown, key=str)[0]
             close = difflib.get_close_matches(str(name), sorted(_REQUEST_INFO_FIELDS), n=2)
             raise InvalidInputError(
-                f"request_info has unknown field {name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+                f"request_info has unknown field {name!r}"
+                + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
                 + f"; it takes {', '.join(sorted(_REQUEST_INFO_FIELDS))} (body fields go in its 'data')"
             )
         endpoint = request_info.get("endpoint")
         if not isinstance(endpoint, str) or not endpoint.strip():
-            raise InvalidInputError("request_info['endpoint'] must name the API endpoint, e.g. 'chat/completions'")
+            raise InvalidInputError(
+                "request_info['endpoint'] must name the API endpoint, e.g. 'chat/completions'"
+            )
         return self._submit(
             endpoint,
             request_info.get("data"),
@@ -355,8 +397,8 @@ class BaseApiBackend:
         data: Any,
         *,
         priority: Any = None,
-        request_id: Optional[str] = None,
-        api_key: Optional[str] = None,
+        request_id: str | None = None,
+        api_key: str | None = None,
         stream: bool = False,
         options: CallOptions = DEFAULT_OPTIONS,
     ) -> Request:
@@ -365,15 +407,26 @@ class BaseApiBackend:
             priority = self._default_priority
         priority = self.PRIORITY_NORMAL if priority is None else priority_level(priority)
         if data is not None and not isinstance(data, Mapping):
-            raise InvalidInputError(f"request data must be a dict (the JSON body), not {type(data).__name__}")
+            raise InvalidInputError(
+                f"request data must be a dict (the JSON body), not {type(data).__name__}"
+            )
         if request_id is not None and not isinstance(request_id, str):
             raise InvalidInputError(f"request_id must be a string, not {type(request_id).__name__}")
         if api_key is not None and not isinstance(api_key, str):
             raise InvalidInputError("api_key must be a string")
         engine = self._engine
-        if not (api_key or engine.keys.has_secret()) and self.provider.spec.requires_key and engine.base_url == self.provider.spec.default_base_url:
-            names = " or ".join(self.provider.spec.key_env + tuple(f"metadata['{m}']" for m in self.provider.spec.key_metadata[:1]))
-            raise AuthenticationError(f"no API key for {self.provider.name}: set {names}", provider=self.provider.name)
+        if (
+            not (api_key or engine.keys.has_secret())
+            and self.provider.spec.requires_key
+            and engine.base_url == self.provider.spec.default_base_url
+        ):
+            names = " or ".join(
+                self.provider.spec.key_env
+                + tuple(f"metadata['{m}']" for m in self.provider.spec.key_metadata[:1])
+            )
+            raise AuthenticationError(
+                f"no API key for {self.provider.name}: set {names}", provider=self.provider.name
+            )
         data = dict(data) if data is not None else None
         now = self._clock.now()
         deadline = self._settings["request_deadline"]
@@ -403,7 +456,9 @@ class BaseApiBackend:
             )
         future = self._submit(endpoint, data, **kwargs).future
         result = future.result()
-        future["result"] = None  # the caller holds the result now; a dropped stream can be collected
+        future["result"] = (
+            None  # the caller holds the result now; a dropped stream can be collected
+        )
         return result
 
     async def _acall(self, endpoint: str, data: Any, **kwargs: Any) -> Any:
@@ -432,18 +487,18 @@ class BaseApiBackend:
     def _request_call(
         self,
         endpoint: str,
-        data: Optional[Mapping[str, Any]] = None,
-        request_id: Optional[str] = None,
+        data: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
         *,
         priority: Any = None,
-        api_key: Optional[str] = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
-    ) -> "_Call":
+        api_key: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        on_circuit_open: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> _Call:
         _check_endpoint(endpoint)
         options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
         submit = dict(request_id=request_id, priority=priority, api_key=api_key, options=options)
@@ -461,24 +516,30 @@ class BaseApiBackend:
 
     def _chat_call(
         self,
-        model_name: Optional[str] = None,
-        messages: Optional[list] = None,
+        model_name: str | None = None,
+        messages: list | None = None,
         *,
-        model: Optional[str] = None,
+        model: str | None = None,
         stream: bool = False,
         priority: Any = None,
-        request_id: Optional[str] = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        on_circuit_open: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         **params: Any,
-    ) -> "_Call":
-        endpoint, data = self._operation("chat", model_name, model, messages, stream, params, extra_body)
+    ) -> _Call:
+        endpoint, data = self._operation(
+            "chat", model_name, model, messages, stream, params, extra_body
+        )
         options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-        return _Call(endpoint, data, dict(priority=priority, request_id=request_id, stream=stream, options=options))
+        return _Call(
+            endpoint,
+            data,
+            dict(priority=priority, request_id=request_id, stream=stream, options=options),
+        )
 
     chat = _blocking(
         _chat_call,
@@ -486,60 +547,74 @@ class BaseApiBackend:
         """A chat completion: the provider's response, or with ``stream=True``
         a :class:`ChunkStream` of normalized chunks (close it to stop early).""",
     )
-    achat = _awaited(_chat_call, "achat", """:meth:`chat`, awaited; a stream is read with ``async for``.""")
+    achat = _awaited(
+        _chat_call, "achat", """:meth:`chat`, awaited; a stream is read with ``async for``."""
+    )
 
-    def _chat_request(self, model_name: Any, messages: Any, stream: bool, params: dict) -> tuple[str, Any]:
+    def _chat_request(
+        self, model_name: Any, messages: Any, stream: bool, params: dict
+    ) -> tuple[str, Any]:
         _check_model(model_name)
         _check_messages(messages)
         return self.provider.chat_request(model_name, messages, params, stream)
 
     def _completion_call(
         self,
-        model_name: Optional[str] = None,
+        model_name: str | None = None,
         prompt: Any = None,
         *,
-        model: Optional[str] = None,
+        model: str | None = None,
         stream: bool = False,
         priority: Any = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        on_circuit_open: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         **params: Any,
-    ) -> "_Call":
-        endpoint, data = self._operation("completions", model_name, model, prompt, stream, params, extra_body)
+    ) -> _Call:
+        endpoint, data = self._operation(
+            "completions", model_name, model, prompt, stream, params, extra_body
+        )
         options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
         return _Call(endpoint, data, dict(priority=priority, stream=stream, options=options))
 
     completions = _blocking(
-        _completion_call, "completions", """A text completion from ``prompt`` (the provider's response or chunks)."""
+        _completion_call,
+        "completions",
+        """A text completion from ``prompt`` (the provider's response or chunks).""",
     )
     acompletions = _awaited(_completion_call, "acompletions", """:meth:`completions`, awaited.""")
 
-    def _completion_request(self, model_name: Any, prompt: Any, stream: bool, params: dict) -> tuple[str, Any]:
+    def _completion_request(
+        self, model_name: Any, prompt: Any, stream: bool, params: dict
+    ) -> tuple[str, Any]:
         _check_model(model_name)
         if not isinstance(prompt, (str, list)):
-            raise InvalidInputError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}")
+            raise InvalidInputError(
+                f"prompt must be a string or a list of strings, not {type(prompt).__name__}"
+            )
         return self.provider.completion_request(model_name, prompt, params, stream)
 
     def _embeddings_call(
         self,
-        model_name: Optional[str] = None,
+        model_name: str | None = None,
         input: Any = None,
         *,
-        model: Optional[str] = None,
+        model: str | None = None,
         priority: Any = None,
-        timeout: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        on_circuit_open: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
         **params: Any,
-    ) -> "_Call":
-        endpoint, data = self._operation("embeddings", model_name, model, input, False, params, extra_body)
+    ) -> _Call:
+        endpoint, data = self._operation(
+            "embeddings", model_name, model, input, False, params, extra_body
+        )
         options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
         return _Call(endpoint, data, dict(priority=priority, options=options))
 
@@ -551,7 +626,9 @@ class BaseApiBackend:
         requests of the same per-call options and body fields).""",
     )
     aembeddings = _awaited(
-        _embeddings_call, "aembeddings", """:meth:`embeddings`, awaited (batched with sync and async callers alike)."""
+        _embeddings_call,
+        "aembeddings",
+        """:meth:`embeddings`, awaited (batched with sync and async callers alike).""",
     )
 
     def _embeddings_request(self, model_name: Any, inputs: Any, params: dict) -> tuple[str, Any]:
@@ -569,14 +646,23 @@ class BaseApiBackend:
     """The operation each public method performs, by the method's name."""
 
     def _operation(
-        self, method: str, model_name: Any, model: Any, content: Any, stream: bool, params: dict, extra_body: Any
+        self,
+        method: str,
+        model_name: Any,
+        model: Any,
+        content: Any,
+        stream: bool,
+        params: dict,
+        extra_body: Any,
     ) -> tuple[str, Any]:
         """``(endpoint, data)`` of a call to the public ``method``: the model
         named either way, the keywords checked against what the provider's
         API documents, and ``extra_body`` laid over the body last."""
         operation = self._OPERATION_OF[method]
         self._check_params(method, operation, params)
-        endpoint, data = self.operation_request(operation, model_argument(model_name, model), content, params, stream=stream)
+        endpoint, data = self.operation_request(
+            operation, model_argument(model_name, model), content, params, stream=stream
+        )
         return endpoint, _with_extra_body(data, extra_body)
 
     def _check_params(self, method: str, operation: str, params: Mapping[str, Any]) -> None:
@@ -587,12 +673,18 @@ class BaseApiBackend:
         if not unknown:
             return
         signature = inspect.signature(getattr(BaseApiBackend, method))
-        own = [p.name for p in signature.parameters.values() if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+        own = [
+            p.name
+            for p in signature.parameters.values()
+            if p.name != "self" and p.kind is not p.VAR_KEYWORD
+        ]
         candidates = own + sorted(known)
         described = []
         for name in unknown:
             close = difflib.get_close_matches(name, candidates, n=3)
-            described.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+            described.append(
+                f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+            )
         plural = "s" if len(unknown) > 1 else ""
         raise UnknownParameterError(
             f"{method}() got unknown parameter{plural} {', '.join(described)}; "
@@ -603,11 +695,11 @@ class BaseApiBackend:
     def operation_request(
         self,
         operation: str,
-        model_name: Optional[str] = None,
+        model_name: str | None = None,
         content: Any = None,
-        params: Optional[Mapping[str, Any]] = None,
+        params: Mapping[str, Any] | None = None,
         *,
-        model: Optional[str] = None,
+        model: str | None = None,
         stream: bool = False,
     ) -> tuple[str, Any]:
         """``(endpoint, data)`` that ``chat`` (``content``: messages), ``completions``
@@ -615,7 +707,9 @@ class BaseApiBackend:
         same way, for ``queue_with_priority`` (whose future tells attempts and key).
         ``params`` are body fields, sent as given (not checked by name)."""
         if operation not in self.OPERATIONS:
-            raise InvalidInputError(f"unknown operation {operation!r}: use {', '.join(self.OPERATIONS)}")
+            raise InvalidInputError(
+                f"unknown operation {operation!r}: use {', '.join(self.OPERATIONS)}"
+            )
         model_name = model_argument(model_name, model)
         params = dict(params or {})
         if operation == "embeddings":
@@ -624,13 +718,15 @@ class BaseApiBackend:
             return self._chat_request(model_name, content, stream, params)
         return self._completion_request(model_name, content, stream, params)
 
-    def default_model(self, operation: str) -> Optional[str]:
+    def default_model(self, operation: str) -> str | None:
         """The model a request of ``operation`` uses when it names none (None: it must name one)."""
         spec = self.provider.spec
-        return spec.default_embedding_model if operation == "embeddings" else spec.default_chat_model
+        return (
+            spec.default_embedding_model if operation == "embeddings" else spec.default_chat_model
+        )
 
     @classmethod
-    def connection_metadata(cls, base_url: str, api_key: Optional[str]) -> dict:
+    def connection_metadata(cls, base_url: str, api_key: str | None) -> dict:
         """The metadata that points a new client at ``base_url`` with ``api_key``."""
         spec = cls.provider.spec
         metadata = {spec.base_url_metadata[0]: base_url}
@@ -643,7 +739,9 @@ class BaseApiBackend:
         without chat or embeddings overrides it)."""
         spec = self.provider.spec
         if spec.default_chat_model:
-            return self.provider.chat_request(spec.default_chat_model, [{"role": "user", "content": tag}], {}, False)
+            return self.provider.chat_request(
+                spec.default_chat_model, [{"role": "user", "content": tag}], {}, False
+            )
         if spec.default_embedding_model:
             return self.provider.embeddings_request(spec.default_embedding_model, tag, {})
         raise NotImplementedError(f"{type(self).__name__} must say what the feature checks send")
@@ -659,7 +757,9 @@ class BaseApiBackend:
         """``"CLOSED"``, ``"OPEN"`` or ``"HALF_OPEN"``."""
         return self._engine.breaker.state(self._clock.now())
 
-    def add_circuit_listener(self, listener: Callable[[str, str, Optional[ApiError]], None]) -> Callable[[], None]:
+    def add_circuit_listener(
+        self, listener: Callable[[str, str, ApiError | None], None]
+    ) -> Callable[[], None]:
         """Call ``listener(old_state, new_state, last_failure)`` on each
         transition of this client's circuit, in the thread that made it
         (``last_failure``: the last failure the breaker counted, or None).
@@ -676,7 +776,7 @@ class BaseApiBackend:
         """True when a request may go now (CLOSED, or HALF_OPEN with a probe free)."""
         return self.circuit_state != STATE_OPEN
 
-    def track_request_result(self, success: bool, error_type: Optional[str] = None) -> None:
+    def track_request_result(self, success: bool, error_type: str | None = None) -> None:
         """Record an outcome of an operation made outside this client: it
         feeds the breaker (a failure counts unless ``error_type`` names a
         client error or a rate limit) and the statistics."""
@@ -688,11 +788,13 @@ class BaseApiBackend:
             breaker.on_ignored(now)
         else:
             breaker.on_failure(now)
-        self._engine.stats.record_external(bool(success), None if success else str(error_type or "error"))
+        self._engine.stats.record_external(
+            bool(success), None if success else str(error_type or "error")
+        )
 
     # -------------------------------------------------------------- stats
 
-    def update_stats(self, stats_update: Optional[Mapping[str, Any]] = None, **fields: Any) -> None:
+    def update_stats(self, stats_update: Mapping[str, Any] | None = None, **fields: Any) -> None:
         """Record one finished request made outside the queue (thread-safe).
 
         Fields: ``success`` (bool, required), ``response_time`` and
@@ -752,7 +854,9 @@ class BaseApiBackend:
             "errors": stats["errors_by_type"],
             "tokens": stats["tokens"],
             "streams": stats["streams"],
-            "batching": dict(stats["batches"], enabled=self.batching_enabled, max_batch_size=self.max_batch_size),
+            "batching": dict(
+                stats["batches"], enabled=self.batching_enabled, max_batch_size=self.max_batch_size
+            ),
             "keys": stats["keys"],
             "key_pool": stats["key_pool"],
         }
@@ -772,22 +876,28 @@ class BaseApiBackend:
 
     def add_to_batch(
         self,
-        model_name: Optional[str] = None,
+        model_name: str | None = None,
         request_input: Any = None,
-        future: Optional[dict] = None,
+        future: dict | None = None,
         *,
-        model: Optional[str] = None,
+        model: str | None = None,
         **params: Any,
     ) -> RequestFuture:
         """Queue embeddings input(s) for ``model_name`` (or ``model``) to go
         out in a batch; returns the future (a given ``future`` dict is filled
         in too)."""
         if future is not None and not isinstance(future, dict):  # refused before anything is sent
-            raise InvalidInputError(f"add_to_batch: future must be a dict to fill in, or None, not {type(future).__name__}")
-        endpoint, data = self._operation("add_to_batch", model_name, model, request_input, False, params, None)
+            raise InvalidInputError(
+                f"add_to_batch: future must be a dict to fill in, or None, not {type(future).__name__}"
+            )
+        endpoint, data = self._operation(
+            "add_to_batch", model_name, model, request_input, False, params, None
+        )
         fut = self._submit(endpoint, data).future
         if future is not None:
-            fut.add_done_callback(lambda f: future.update(result=f["result"], error=f["error"], completed=True))
+            fut.add_done_callback(
+                lambda f: future.update(result=f["result"], error=f["error"], completed=True)
+            )
         return fut
 
     def _process_batch(self) -> int:
@@ -821,7 +931,12 @@ class BaseApiBackend:
     def request_queue(self) -> list[dict]:
         """What waits in the queue now, in dispatch order (a snapshot)."""
         return [
-            {"request_id": r.request_id, "endpoint": r.endpoint, "priority": r.priority, "model": r.model}
+            {
+                "request_id": r.request_id,
+                "endpoint": r.endpoint,
+                "priority": r.priority,
+                "model": r.model,
+            }
             for r in self._engine.queue.snapshot()
         ]
 
@@ -849,13 +964,13 @@ class BaseApiBackend:
         if self._view_of is None:
             await self._engine.aclose_from_any_loop(grace)
 
-    def __enter__(self) -> "BaseApiBackend":
+    def __enter__(self) -> BaseApiBackend:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    async def __aenter__(self) -> "BaseApiBackend":
+    async def __aenter__(self) -> BaseApiBackend:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -878,7 +993,17 @@ def _model_names(setting: str, value: Any) -> list[str]:
     return names
 
 
-_STATS_FIELDS = ("success", "response_time", "queue_wait", "model", "error_type", "endpoint", "tokens_in", "tokens_out", "attempts")
+_STATS_FIELDS = (
+    "success",
+    "response_time",
+    "queue_wait",
+    "model",
+    "error_type",
+    "endpoint",
+    "tokens_in",
+    "tokens_out",
+    "attempts",
+)
 
 
 def _stats_record(stats_update: Any, fields: dict) -> RequestRecord:
@@ -891,21 +1016,29 @@ def _stats_record(stats_update: Any, fields: dict) -> RequestRecord:
     update = dict(stats_update or {}, **fields)
     unknown = set(update) - set(_STATS_FIELDS)
     if unknown or "success" not in update:
-        raise InvalidInputError(f"update_stats takes {', '.join(_STATS_FIELDS)} (success required); got {sorted(map(str, update))}")
+        raise InvalidInputError(
+            f"update_stats takes {', '.join(_STATS_FIELDS)} (success required); got {sorted(map(str, update))}"
+        )
     success = update["success"]
     if not isinstance(success, bool) and success not in (0, 1):
-        raise InvalidInputError(f"update_stats field 'success' must be True or False, not {_shown(success)}")
+        raise InvalidInputError(
+            f"update_stats field 'success' must be True or False, not {_shown(success)}"
+        )
 
     def number(name: str, default: float) -> float:
         return _stats_field(name, update.get(name, default), lambda v: require_number(name, v))
 
     def count(name: str, default: int, minimum: int) -> int:
-        return _stats_field(name, update.get(name, default), lambda v: require_int(name, v, minimum))
+        return _stats_field(
+            name, update.get(name, default), lambda v: require_int(name, v, minimum)
+        )
 
-    def text(name: str) -> Optional[str]:
+    def text(name: str) -> str | None:
         value = update.get(name)
         if value is not None and not isinstance(value, str):
-            raise InvalidInputError(f"update_stats field {name!r} must be text or None, not {_shown(value)}")
+            raise InvalidInputError(
+                f"update_stats field {name!r} must be text or None, not {_shown(value)}"
+            )
         return value
 
     return RequestRecord(
@@ -925,7 +1058,9 @@ def _stats_field(name: str, value: Any, check: Callable[[Any], Any]) -> Any:
     try:
         return check(value)
     except SettingError as exc:
-        raise InvalidInputError(f"update_stats field {name!r} must be {exc.expected}, not {_shown(value)}") from None
+        raise InvalidInputError(
+            f"update_stats field {name!r} must be {exc.expected}, not {_shown(value)}"
+        ) from None
 
 
 def _shown(value: Any) -> str:
@@ -934,7 +1069,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _first(metadata: Mapping[str, Any], keys: Iterable[str], env: Iterable[str]) -> Optional[str]:
+def _first(metadata: Mapping[str, Any], keys: Iterable[str], env: Iterable[str]) -> str | None:
     for key in keys:
         value = metadata.get(key)
         if value:
@@ -969,15 +1104,21 @@ def _with_extra_body(data: Any, extra_body: Any) -> Any:
     if extra_body is None:
         return data
     if not isinstance(extra_body, Mapping):
-        raise InvalidInputError(f"extra_body must be a dict of fields to add to the JSON body, not {type(extra_body).__name__}")
+        raise InvalidInputError(
+            f"extra_body must be a dict of fields to add to the JSON body, not {type(extra_body).__name__}"
+        )
     if data is not None and not isinstance(data, Mapping):
-        raise InvalidInputError(f"request data must be a dict (the JSON body), not {type(data).__name__}")
+        raise InvalidInputError(
+            f"request data must be a dict (the JSON body), not {type(data).__name__}"
+        )
     return {**(data or {}), **extra_body}
 
 
 def _check_model(model_name: Any) -> None:
     if not isinstance(model_name, str) or not model_name.strip():
-        raise InvalidInputError(f"model_name must be a non-empty string (e.g. 'gpt-4o-mini'), not {model_name!r}")
+        raise InvalidInputError(
+            f"model_name must be a non-empty string (e.g. 'gpt-4o-mini'), not {model_name!r}"
+        )
 
 
 def _check_messages(messages: Any) -> None:
@@ -988,7 +1129,9 @@ def _check_messages(messages: Any) -> None:
         )
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message:
-            raise InvalidInputError(f"messages[{i}] must be a dict with a 'role' (and 'content'), not {message!r:.80}")
+            raise InvalidInputError(
+                f"messages[{i}] must be a dict with a 'role' (and 'content'), not {message!r:.80}"
+            )
 
 
 _KEY_FIELDS = ("name", "key", "base_url", "max_concurrent", "rpm", "tpm", "weight")
@@ -998,26 +1141,42 @@ def key_config(**fields: Any) -> KeyConfig:
     """A :class:`KeyConfig` from ``{name, key, base_url, max_concurrent, rpm, tpm, weight}``."""
     unknown = set(fields) - set(_KEY_FIELDS)
     if unknown:
-        raise InvalidInputError(f"unknown key field(s) {sorted(unknown)}: a key takes {', '.join(_KEY_FIELDS)}")
+        raise InvalidInputError(
+            f"unknown key field(s) {sorted(unknown)}: a key takes {', '.join(_KEY_FIELDS)}"
+        )
     secret, base_url = fields.pop("key", None), fields.pop("base_url", None)
     if secret is not None and not isinstance(secret, str):
         raise SettingError("api_keys", "<not shown>", "each key's 'key' to be a string")
-    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
-        raise SettingError("api_keys", base_url, "each key's 'base_url' to be an http:// or https:// URL")
+    if base_url is not None and (
+        not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+    ):
+        raise SettingError(
+            "api_keys", base_url, "each key's 'base_url' to be an http:// or https:// URL"
+        )
     options = {k: v for k, v in fields.items() if v is not None}
     options.setdefault("weight", 1.0)
     return KeyConfig(KeyOptions(**options), secret, base_url)
 
 
-def key_configs(metadata: Mapping[str, Any], spec: Any, environ: Mapping[str, str]) -> list[KeyConfig]:
+def key_configs(
+    metadata: Mapping[str, Any], spec: Any, environ: Mapping[str, str]
+) -> list[KeyConfig]:
     """The keys beside the seed's one: ``metadata["api_keys"]`` (a list of
     dicts), then numbered environment variables (``OPENAI_API_KEY_1``, ...)."""
     listed = metadata.get("api_keys") or []
-    if not isinstance(listed, (list, tuple)) or not all(isinstance(item, Mapping) for item in listed):
-        raise InvalidInputError("metadata['api_keys'] must be a list of dicts like {'name': 'k1', 'key': 'sk-...', 'rpm': 500}")
+    if not isinstance(listed, (list, tuple)) or not all(
+        isinstance(item, Mapping) for item in listed
+    ):
+        raise InvalidInputError(
+            "metadata['api_keys'] must be a list of dicts like {'name': 'k1', 'key': 'sk-...', 'rpm': 500}"
+        )
     configs = [key_config(**item) for item in listed]
     if spec.key_env:
         pattern = re.compile(rf"^{re.escape(spec.key_env[0])}_(\d+)$")
-        numbered = sorted((int(m.group(1)), value) for name, value in environ.items() if value and (m := pattern.match(name)))
+        numbered = sorted(
+            (int(m.group(1)), value)
+            for name, value in environ.items()
+            if value and (m := pattern.match(name))
+        )
         configs += [KeyConfig(KeyOptions(f"key{n}"), value) for n, value in numbered]
     return configs

@@ -16,7 +16,7 @@ Anthropic has no embeddings: ``embeddings()`` is refused before sending.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..providers.anthropic import ANTHROPIC, AnthropicWire
 from ..resilience.errors import InvalidInputError, MalformedResponseError
@@ -29,7 +29,7 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = AnthropicWire(ANTHROPIC)
 
     def count_tokens(
-        self, model_name: str, messages: list, *, priority: Optional[int] = None, **params: Any
+        self, model_name: str, messages: list, *, priority: int | None = None, **params: Any
     ) -> int:
         """Input tokens ``messages`` would cost with ``model_name``
         (``POST /v1/messages/count_tokens``; ``system``, ``tools`` count too)."""
@@ -40,13 +40,16 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
         tokens = result.get("input_tokens") if isinstance(result, dict) else None
         if not isinstance(tokens, int) or isinstance(tokens, bool):
             raise MalformedResponseError(
-                f"count_tokens answered without input_tokens: {result!r:.120}", provider=self.provider.name
+                f"count_tokens answered without input_tokens: {result!r:.120}",
+                provider=self.provider.name,
             )
         return tokens
 
     def get_model(self, model_id: str) -> dict:
         """One model's description (``GET /v1/models/{model_id}``)."""
         if not isinstance(model_id, str) or not model_id.strip() or "/" in model_id:
-            raise InvalidInputError(f"model_id must be a model name like 'claude-sonnet-4-5', not {model_id!r}")
+            raise InvalidInputError(
+                f"model_id must be a model name like 'claude-sonnet-4-5', not {model_id!r}"
+            )
         endpoint, data = self.provider.model_request(model_id.strip())
         return self._call(endpoint, data)

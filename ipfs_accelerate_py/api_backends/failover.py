@@ -57,9 +57,9 @@ import contextvars
 import copy
 import functools
 import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Union
 
 from ..resilience.errors import (
     ApiError,
@@ -115,23 +115,36 @@ class FailoverStep:
 
     backend: Any
     models: Mapping[str, str] = field(default_factory=dict)
-    default_model: Optional[str] = None
+    default_model: str | None = None
     fail_over_on: tuple = ()
-    name: Optional[str] = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
-        if not callable(getattr(self.backend, "chat", None)) or getattr(self.backend, "provider", None) is None:
-            raise SettingError("backend", self.backend, "a backend (e.g. openai_api(...), groq(...), claude(...))")
+        if (
+            not callable(getattr(self.backend, "chat", None))
+            or getattr(self.backend, "provider", None) is None
+        ):
+            raise SettingError(
+                "backend", self.backend, "a backend (e.g. openai_api(...), groq(...), claude(...))"
+            )
         if not isinstance(self.models, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) and v for k, v in self.models.items()
         ):
-            raise SettingError("models", self.models, "a dict mapping requested model names to this backend's")
+            raise SettingError(
+                "models", self.models, "a dict mapping requested model names to this backend's"
+            )
         object.__setattr__(self, "models", dict(self.models))
-        if self.default_model is not None and (not isinstance(self.default_model, str) or not self.default_model):
+        if self.default_model is not None and (
+            not isinstance(self.default_model, str) or not self.default_model
+        ):
             raise SettingError("default_model", self.default_model, "a model name or None")
         extra = tuple(self.fail_over_on)
         if not all(isinstance(cls, type) and issubclass(cls, ApiError) for cls in extra):
-            raise SettingError("fail_over_on", self.fail_over_on, "error classes from ipfs_accelerate_py.resilience.errors")
+            raise SettingError(
+                "fail_over_on",
+                self.fail_over_on,
+                "error classes from ipfs_accelerate_py.resilience.errors",
+            )
         object.__setattr__(self, "fail_over_on", extra)
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise SettingError("name", self.name, "a non-empty string or None")
@@ -146,7 +159,7 @@ class FailoverStep:
         return f"FailoverStep({self.name or type(self.backend).__name__!r}, models={self.models!r})"
 
 
-def fails_over(error: BaseException, step: Optional[FailoverStep] = None) -> bool:
+def fails_over(error: BaseException, step: FailoverStep | None = None) -> bool:
     """True when ``error``, raised by ``step``, means the request should move on."""
     if not isinstance(error, ApiError):
         return False
@@ -159,7 +172,9 @@ def _as_step(item: StepLike) -> FailoverStep:
         return item
     if isinstance(item, tuple):
         if not 1 <= len(item) <= 2:
-            raise SettingError("steps", item, "a backend, (backend, {model: model}) or a FailoverStep")
+            raise SettingError(
+                "steps", item, "a backend, (backend, {model: model}) or a FailoverStep"
+            )
         return FailoverStep(*item)
     return FailoverStep(item)
 
@@ -174,7 +189,9 @@ def _named(steps: list[FailoverStep]) -> list[FailoverStep]:
         name = base if seen[base] == 1 else f"{base}#{seen[base]}"
         if step.name is not None and seen[base] > 1:
             raise SettingError("name", step.name, "a step name not used twice in the chain")
-        named.append(FailoverStep(step.backend, step.models, step.default_model, step.fail_over_on, name))
+        named.append(
+            FailoverStep(step.backend, step.models, step.default_model, step.fail_over_on, name)
+        )
     return named
 
 
@@ -192,7 +209,10 @@ class _ChainStats:
     def reset(self) -> None:
         with self._lock:
             self._requests = self._succeeded = self._failed = self._failovers = 0
-            self._steps = {name: {"attempts": 0, "served": 0, "failed": 0, "errors": {}} for name in self._names}
+            self._steps = {
+                name: {"attempts": 0, "served": 0, "failed": 0, "errors": {}}
+                for name in self._names
+            }
 
     def attempt(self, name: str) -> None:
         with self._lock:
@@ -206,7 +226,7 @@ class _ChainStats:
             step["errors"][kind] = step["errors"].get(kind, 0) + 1
             self._failovers += moving_on
 
-    def finished(self, served_by: Optional[str]) -> None:
+    def finished(self, served_by: str | None) -> None:
         with self._lock:
             self._requests += 1
             if served_by is None:
@@ -237,7 +257,7 @@ class _Plan(NamedTuple):
     for that step, and the keywords, the same for every step."""
 
     method: str
-    args: Callable[["FailoverStep"], tuple]
+    args: Callable[[FailoverStep], tuple]
     kwargs: dict
 
 
@@ -245,18 +265,26 @@ def _over_steps(plan: Callable[..., _Plan], name: str, doc: str) -> tuple[Any, A
     """The sync operation ``name`` and its async twin over the one ``plan``."""
 
     @functools.wraps(plan)
-    def call(self: "FailoverChain", *args: Any, **kwargs: Any) -> Any:
+    def call(self: FailoverChain, *args: Any, **kwargs: Any) -> Any:
         method, step_args, options = plan(self, *args, **kwargs)
         return self._run(lambda step: getattr(step.backend, method)(*step_args(step), **options))
 
     @functools.wraps(plan)
-    async def acall(self: "FailoverChain", *args: Any, **kwargs: Any) -> Any:
+    async def acall(self: FailoverChain, *args: Any, **kwargs: Any) -> Any:
         method, step_args, options = plan(self, *args, **kwargs)
-        return await self._arun(lambda step: getattr(step.backend, "a" + method)(*step_args(step), **options))
+        return await self._arun(
+            lambda step: getattr(step.backend, "a" + method)(*step_args(step), **options)
+        )
 
     return (
         public_method(call, plan, "FailoverChain", name, doc),
-        public_method(acall, plan, "FailoverChain", "a" + name, f":meth:`{name}`, awaited (each step's ``a{name}``)."),
+        public_method(
+            acall,
+            plan,
+            "FailoverChain",
+            "a" + name,
+            f":meth:`{name}`, awaited (each step's ``a{name}``).",
+        ),
     )
 
 
@@ -270,13 +298,17 @@ class FailoverChain:
 
     def __init__(self, steps: Iterable[StepLike]) -> None:
         if isinstance(steps, (str, bytes)) or not isinstance(steps, Iterable):
-            raise SettingError("steps", steps, "a list of backends or (backend, {model: model}) steps")
+            raise SettingError(
+                "steps", steps, "a list of backends or (backend, {model: model}) steps"
+            )
         steps = _named([_as_step(item) for item in steps])
         if not steps:
             raise SettingError("steps", steps, "at least one backend")
         self._steps = tuple(steps)
         self._stats = _ChainStats([s.name for s in steps])
-        self._last_step: contextvars.ContextVar[Optional[FailoverStep]] = contextvars.ContextVar("last_step", default=None)
+        self._last_step: contextvars.ContextVar[FailoverStep | None] = contextvars.ContextVar(
+            "last_step", default=None
+        )
 
     # ------------------------------------------------------------ inspection
 
@@ -285,7 +317,7 @@ class FailoverChain:
         return self._steps
 
     @property
-    def last_step(self) -> Optional[FailoverStep]:
+    def last_step(self) -> FailoverStep | None:
         """The step that answered this thread's (or this task's) last successful
         call (None before one)."""
         return self._last_step.get()
@@ -320,34 +352,71 @@ class FailoverChain:
     # (``_chat_plan``, ...); the sync method runs it over the steps and its
     # ``a`` twin awaits each step's ``a`` method (:func:`_over_steps`).
 
-    def _chat_plan(self, model_name: Optional[str] = None, messages: Optional[list] = None, *, model: Optional[str] = None, **params: Any) -> "_Plan":
+    def _chat_plan(
+        self,
+        model_name: str | None = None,
+        messages: list | None = None,
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> _Plan:
         model_name = model_argument(model_name, model)
         return _Plan("chat", lambda step: (step.model_for(model_name), messages), params)
 
     chat, achat = _over_steps(
-        _chat_plan, "chat", """``backend.chat`` on each step in turn (OpenAI-style messages; see the module docstring):
-        ``stream``, ``priority``, ``request_id`` and the per-call options are handed to each step."""
+        _chat_plan,
+        "chat",
+        """``backend.chat`` on each step in turn (OpenAI-style messages; see the module docstring):
+        ``stream``, ``priority``, ``request_id`` and the per-call options are handed to each step.""",
     )
 
-    def _completions_plan(self, model_name: Optional[str] = None, prompt: Any = None, *, model: Optional[str] = None, **params: Any) -> "_Plan":
+    def _completions_plan(
+        self,
+        model_name: str | None = None,
+        prompt: Any = None,
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> _Plan:
         model_name = model_argument(model_name, model)
         return _Plan("completions", lambda step: (step.model_for(model_name), prompt), params)
 
-    completions, acompletions = _over_steps(_completions_plan, "completions", """``backend.completions`` on each step in turn.""")
+    completions, acompletions = _over_steps(
+        _completions_plan, "completions", """``backend.completions`` on each step in turn."""
+    )
 
-    def _embeddings_plan(self, model_name: Optional[str] = None, input: Any = None, *, model: Optional[str] = None, **params: Any) -> "_Plan":
+    def _embeddings_plan(
+        self,
+        model_name: str | None = None,
+        input: Any = None,
+        *,
+        model: str | None = None,
+        **params: Any,
+    ) -> _Plan:
         model_name = model_argument(model_name, model)
         return _Plan("embeddings", lambda step: (step.model_for(model_name), input), params)
 
-    embeddings, aembeddings = _over_steps(_embeddings_plan, "embeddings", """``backend.embeddings`` on each step in turn.""")
+    embeddings, aembeddings = _over_steps(
+        _embeddings_plan, "embeddings", """``backend.embeddings`` on each step in turn."""
+    )
 
-    def _request_plan(self, endpoint: str, data: Optional[Mapping[str, Any]] = None, request_id: Optional[str] = None, **options: Any) -> "_Plan":
-        return _Plan("make_request", lambda step: (endpoint, _with_model(step, data), request_id), options)
+    def _request_plan(
+        self,
+        endpoint: str,
+        data: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        **options: Any,
+    ) -> _Plan:
+        return _Plan(
+            "make_request", lambda step: (endpoint, _with_model(step, data), request_id), options
+        )
 
     make_request, amake_request = _over_steps(
-        _request_plan, "make_request", """``backend.make_request`` on each step in turn.  The body is sent as it is
+        _request_plan,
+        "make_request",
+        """``backend.make_request`` on each step in turn.  The body is sent as it is
         (a wire format's own), with ``data["model"]`` mapped when present: fail over
-        between backends of one wire format here, or use :meth:`chat`."""
+        between backends of one wire format here, or use :meth:`chat`.""",
     )
 
     # ------------------------------------------------------------ the loop
@@ -376,7 +445,9 @@ class FailoverChain:
             return self._served(step, result)
         raise self._all_failed(failures)
 
-    def _step_failed(self, index: int, step: FailoverStep, error: BaseException, failures: list) -> None:
+    def _step_failed(
+        self, index: int, step: FailoverStep, error: BaseException, failures: list
+    ) -> None:
         """Note a step's failure; raise at once when it does not fail over."""
         moving_on = fails_over(error, step)
         self._stats.step_failed(step.name, error, moving_on and index + 1 < len(self._steps))
@@ -397,7 +468,7 @@ class FailoverChain:
         return error
 
 
-def _with_model(step: FailoverStep, data: Optional[Mapping[str, Any]]) -> Optional[dict]:
+def _with_model(step: FailoverStep, data: Mapping[str, Any] | None) -> dict | None:
     if data is None or not isinstance(data, Mapping) or "model" not in data:
         return data  # type: ignore[return-value]  # the backend refuses a body that is not a dict
     return dict(data, model=step.model_for(data["model"]))
@@ -407,16 +478,22 @@ def _exhausted(failures: list[tuple[str, ApiError]]) -> ApiError:
     """Every step failed: a copy of the last error (same class and fields) whose
     message sums up every step's, with the list in ``failures``."""
     name, last = failures[-1]
-    return _annotated(last, failures, f"every step of the failover chain failed: {_summary(failures)}")
+    return _annotated(
+        last, failures, f"every step of the failover chain failed: {_summary(failures)}"
+    )
 
 
-def _after_failover(error: BaseException, name: str, earlier: list[tuple[str, ApiError]]) -> BaseException:
+def _after_failover(
+    error: BaseException, name: str, earlier: list[tuple[str, ApiError]]
+) -> BaseException:
     """An error that does not fail over, raised by step ``name``: as it is on the first
     step; after earlier steps failed, a copy that says so and lists them too."""
     if not earlier or not isinstance(error, ApiError):
         return error
     failures = earlier + [(name, error)]
-    return _annotated(error, failures, f"{error.message} (on {name}, after failing over: {_summary(earlier)})")
+    return _annotated(
+        error, failures, f"{error.message} (on {name}, after failing over: {_summary(earlier)})"
+    )
 
 
 def _annotated(error: ApiError, failures: list[tuple[str, ApiError]], message: str) -> ApiError:
@@ -433,4 +510,8 @@ def _summary(failures: list[tuple[str, ApiError]]) -> str:
 
 def _short(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
-    return text if len(text) <= MAX_MESSAGE_ERROR_CHARS else text[: MAX_MESSAGE_ERROR_CHARS - 3] + "..."
+    return (
+        text
+        if len(text) <= MAX_MESSAGE_ERROR_CHARS
+        else text[: MAX_MESSAGE_ERROR_CHARS - 3] + "..."
+    )

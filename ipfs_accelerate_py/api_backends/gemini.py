@@ -16,7 +16,7 @@ callers' through ``batchEmbedContents``.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..engine.stream import ChunkStream
 from ..providers.gemini import GEMINI, GeminiWire, image_part
@@ -38,15 +38,19 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
         contents: list,
         *,
         stream: bool = False,
-        priority: Optional[int] = None,
-        request_id: Optional[str] = None,
+        priority: int | None = None,
+        request_id: str | None = None,
         **fields: Any,
-    ) -> Union[dict, ChunkStream]:
+    ) -> dict | ChunkStream:
         """``models/{model}:generateContent`` with Gemini's own ``contents``
         (``[{"role": "user", "parts": [{"text": ...}]}]``) and request fields
         (``systemInstruction``, ``generationConfig``, ``safetySettings``, ...)."""
         _check_model(model_name)
-        if not isinstance(contents, list) or not contents or not all(isinstance(c, dict) and "parts" in c for c in contents):
+        if (
+            not isinstance(contents, list)
+            or not contents
+            or not all(isinstance(c, dict) and "parts" in c for c in contents)
+        ):
             raise InvalidInputError(
                 "contents must be a non-empty list like [{'role': 'user', 'parts': [{'text': 'Hello'}]}]"
             )
@@ -54,17 +58,21 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
         data = {"model": model_name, "contents": contents, **fields}
         return self._call(method, data, priority=priority, request_id=request_id, stream=stream)
 
-    def embed_content(self, model_name: str, text: str, *, priority: Optional[int] = None, **params: Any) -> dict:
+    def embed_content(
+        self, model_name: str, text: str, *, priority: int | None = None, **params: Any
+    ) -> dict:
         """One text through ``embedContent``: ``{"embedding": {"values": [...]}}``
         (never batched; ``embeddings`` is).  ``params``: task_type, title,
         output_dimensionality."""
         _check_model(model_name)
         if not isinstance(text, str) or not text:
-            raise InvalidInputError("embed_content takes one non-empty string; use embeddings() for a list")
+            raise InvalidInputError(
+                "embed_content takes one non-empty string; use embeddings() for a list"
+            )
         endpoint, data = self.provider.embed_content_request(model_name, text, params)
         return self._call(endpoint, data, priority=priority)
 
-    def count_tokens(self, model_name: str, messages: list, *, priority: Optional[int] = None) -> dict:
+    def count_tokens(self, model_name: str, messages: list, *, priority: int | None = None) -> dict:
         """``countTokens`` for OpenAI-style ``messages``: ``{"totalTokens": n, ...}``."""
         _check_model(model_name)
         _check_messages(messages)

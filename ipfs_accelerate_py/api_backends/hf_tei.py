@@ -14,7 +14,7 @@ inputs a call (``metadata["max_client_batch_size"]``, default 32 as TEI's).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..providers.hf_tei import DEFAULT_MAX_CLIENT_BATCH_SIZE, TEI, TEIWire
 from ..resilience.errors import InvalidInputError
@@ -29,24 +29,42 @@ CLIENT_BATCH_SIZE_KEY = "max_client_batch_size"
 class hf_tei(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = TEIWire(TEI)
 
-    def __init__(self, resources: Optional[Mapping[str, Any]] = None, metadata: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resources: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         cap = _client_batch_size(metadata)
         if cap != self.provider.max_client_batch_size:
             self.provider = TEIWire(TEI, cap)  # this client's own cap
         super().__init__(resources, metadata, **kwargs)
 
     def rerank(
-        self, query: str, texts: list, *, priority: Optional[int] = None, request_id: Optional[str] = None, **params: Any
+        self,
+        query: str,
+        texts: list,
+        *,
+        priority: int | None = None,
+        request_id: str | None = None,
+        **params: Any,
     ) -> list:
         """``[{"index", "score"}, ...]``: ``texts`` ranked against ``query``
         (``raw_scores``, ``return_text``, ``truncate`` as TEI takes them)."""
         if not isinstance(query, str) or not query:
-            raise InvalidInputError(f"query must be a non-empty string, not {query!r:.80}", provider=self.provider.name)
+            raise InvalidInputError(
+                f"query must be a non-empty string, not {query!r:.80}", provider=self.provider.name
+            )
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
-            raise InvalidInputError("texts must be a non-empty list of strings to rank", provider=self.provider.name)
+            raise InvalidInputError(
+                "texts must be a non-empty list of strings to rank", provider=self.provider.name
+            )
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text:
-                raise InvalidInputError(f"texts[{i}] must be a non-empty string, not {text!r:.80}", provider=self.provider.name)
+                raise InvalidInputError(
+                    f"texts[{i}] must be a non-empty string, not {text!r:.80}",
+                    provider=self.provider.name,
+                )
         endpoint, data = self.provider.rerank_request(query, texts, params)
         return self._call(endpoint, data, priority=priority, request_id=request_id)
 

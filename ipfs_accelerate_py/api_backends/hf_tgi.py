@@ -14,7 +14,7 @@ serves one model, so the model name may be left out: ``"tgi"`` is sent),
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..engine.stream import ChunkStream
 from ..providers.hf_tgi import TGI, TGI_MODEL, TGIWire
@@ -32,16 +32,19 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
         prompt: str,
         *,
         stream: bool = False,
-        priority: Optional[int] = None,
-        request_id: Optional[str] = None,
+        priority: int | None = None,
+        request_id: str | None = None,
         **parameters: Any,
-    ) -> Union[dict, ChunkStream]:
+    ) -> dict | ChunkStream:
         """Text from ``prompt`` with TGI's generation ``parameters``
         (``max_new_tokens``, ``temperature``, ``stop``, ``details``, ...):
         ``{"generated_text", "details"?}``, or with ``stream=True`` an
         iterator of TGI's stream events (the last carries ``generated_text``)."""
         if not isinstance(prompt, str) or not prompt:
-            raise InvalidInputError(f"prompt must be a non-empty string, not {prompt!r:.80}", provider=self.provider.name)
+            raise InvalidInputError(
+                f"prompt must be a non-empty string, not {prompt!r:.80}",
+                provider=self.provider.name,
+            )
         endpoint, data = self.provider.generate_request(prompt, parameters, stream)
         return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
 
@@ -50,8 +53,13 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
         return self.generate(prompt, stream=True, **kwargs)
 
     def chat(
-        self, model_name: Optional[str] = None, messages: Optional[list] = None, *, model: Optional[str] = None, **kwargs: Any
-    ) -> Union[dict, ChunkStream]:
+        self,
+        model_name: str | None = None,
+        messages: list | None = None,
+        *,
+        model: str | None = None,
+        **kwargs: Any,
+    ) -> dict | ChunkStream:
         """An OpenAI-style chat completion from ``/v1/chat/completions``;
         no model (``model_name`` or ``model``) sends ``"tgi"`` (the server's one model)."""
         if model_name is None and model is None:

@@ -16,7 +16,7 @@ this client's own statistics.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..providers.llvm import DEFAULT_MODEL, LLVM, LLVMWire
 from ..resilience.errors import InvalidInputError
@@ -28,7 +28,7 @@ __all__ = ["llvm"]
 class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = LLVMWire(LLVM)
 
-    def get_model_info(self, model_id: str, *, priority: Optional[int] = None) -> dict:
+    def get_model_info(self, model_id: str, *, priority: int | None = None) -> dict:
         """``GET /models/{model_id}``: what the server says of one model."""
         endpoint, data = self.provider.model_info_request(_model(model_id))
         return self._call(endpoint, data, priority=priority)
@@ -38,18 +38,26 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
         model_id: str,
         inputs: Any,
         *,
-        parameters: Optional[dict] = None,
-        priority: Optional[int] = None,
-        request_id: Optional[str] = None,
+        parameters: dict | None = None,
+        priority: int | None = None,
+        request_id: str | None = None,
         **params: Any,
     ) -> dict:
         """``POST /models/{model_id}/infer`` with ``{"input": inputs, "parameters"}``;
         ``parameters`` and any extra keyword (``precision="fp16"``) are merged
         into ``parameters``.  Returns ``{"model_id", "outputs", ...}``."""
-        endpoint, data = self.provider.infer_request(_model(model_id), _input(inputs), _parameters(parameters, params))
+        endpoint, data = self.provider.infer_request(
+            _model(model_id), _input(inputs), _parameters(parameters, params)
+        )
         return self._call(endpoint, data, priority=priority, request_id=request_id)
 
-    def run_inference(self, model_id: str, inputs: Any, parameters: Optional[dict] = None, priority: Optional[int] = None) -> dict:
+    def run_inference(
+        self,
+        model_id: str,
+        inputs: Any,
+        parameters: dict | None = None,
+        priority: int | None = None,
+    ) -> dict:
         """The original's name and argument order for :meth:`infer`."""
         return self.infer(model_id, inputs, parameters=parameters, priority=priority)
 
@@ -58,26 +66,34 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
         model_id: str,
         inputs_list: list,
         *,
-        parameters: Optional[dict] = None,
-        priority: Optional[int] = None,
+        parameters: dict | None = None,
+        priority: int | None = None,
         **params: Any,
     ) -> dict:
         """``POST /models/{model_id}/batch_infer`` with several inputs at once;
         returns ``{"results": [...], ...}`` in input order."""
         if not isinstance(inputs_list, (list, tuple)) or not inputs_list:
-            raise InvalidInputError("inputs_list must be a non-empty list of inputs, one per result")
+            raise InvalidInputError(
+                "inputs_list must be a non-empty list of inputs, one per result"
+            )
         for position, item in enumerate(inputs_list):
             _input(item, f"inputs_list[{position}]")
-        endpoint, data = self.provider.batch_infer_request(_model(model_id), list(inputs_list), _parameters(parameters, params))
+        endpoint, data = self.provider.batch_infer_request(
+            _model(model_id), list(inputs_list), _parameters(parameters, params)
+        )
         return self._call(endpoint, data, priority=priority)
 
-    def get_statistics(self, model_id: Optional[str] = None, *, priority: Optional[int] = None) -> dict:
+    def get_statistics(self, model_id: str | None = None, *, priority: int | None = None) -> dict:
         """The server's own statistics: a model's (``/models/{id}/statistics``)
         or, without ``model_id``, the server's (``/status``)."""
-        endpoint, data = self.provider.statistics_request(None if model_id is None else _model(model_id))
+        endpoint, data = self.provider.statistics_request(
+            None if model_id is None else _model(model_id)
+        )
         return self._call(endpoint, data, priority=priority)
 
-    def optimize_model(self, model_id: str, optimization_type: str = "balanced", *, priority: Optional[int] = None) -> dict:
+    def optimize_model(
+        self, model_id: str, optimization_type: str = "balanced", *, priority: int | None = None
+    ) -> dict:
         """``POST /models/{model_id}/optimize`` (``speed``, ``memory`` or ``balanced``)."""
         endpoint, data = self.provider.optimize_request(_model(model_id), optimization_type)
         return self._call(endpoint, data, priority=priority)
@@ -91,17 +107,23 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
 
 def _model(model_id: Any) -> str:
     if not isinstance(model_id, str) or not model_id.strip():
-        raise InvalidInputError(f"model_id must be a non-empty string (e.g. 'resnet50'), not {model_id!r}")
+        raise InvalidInputError(
+            f"model_id must be a non-empty string (e.g. 'resnet50'), not {model_id!r}"
+        )
     return model_id
 
 
 def _input(value: Any, what: str = "inputs") -> Any:
     if value is None:
-        raise InvalidInputError(f"{what} must be the model's input (text, a list, a dict), not None")
+        raise InvalidInputError(
+            f"{what} must be the model's input (text, a list, a dict), not None"
+        )
     return value
 
 
 def _parameters(parameters: Any, extra: dict) -> dict:
     if parameters is not None and not isinstance(parameters, dict):
-        raise InvalidInputError(f"parameters must be a dict like {{'precision': 'fp16'}}, not {type(parameters).__name__}")
+        raise InvalidInputError(
+            f"parameters must be a dict like {{'precision': 'fp16'}}, not {type(parameters).__name__}"
+        )
     return {**(parameters or {}), **extra}

@@ -39,9 +39,9 @@ here) and ``base_url`` (one URL for every provider, or ``{provider: URL}``;
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from collections.abc import Mapping
-from typing import Any, Iterable, Optional, Union
+from typing import Any
 
 from ..resilience.errors import InvalidInputError, SettingError, ShutdownError
 from ..resilience.keys import DEFAULT_WEIGHT, STRATEGY_NAMES, KeyOptions
@@ -52,9 +52,19 @@ from .groq import groq
 from .names import canonical_backend_name, describe_backend_names
 from .openai_api import openai_api
 
-__all__ = ["ApiKeyMultiplexer", "DEFAULT_MAX_CONCURRENT", "DEFAULT_STRATEGY", "MULTIPLEXED_PROVIDERS"]
+__all__ = [
+    "ApiKeyMultiplexer",
+    "DEFAULT_MAX_CONCURRENT",
+    "DEFAULT_STRATEGY",
+    "MULTIPLEXED_PROVIDERS",
+]
 
-MULTIPLEXED_PROVIDERS: dict[str, type] = {"openai": openai_api, "groq": groq, "claude": claude, "gemini": gemini}
+MULTIPLEXED_PROVIDERS: dict[str, type] = {
+    "openai": openai_api,
+    "groq": groq,
+    "claude": claude,
+    "gemini": gemini,
+}
 """The providers the multiplexer serves, by the name ``get_usage_stats`` reports them under."""
 
 DEFAULT_MAX_CONCURRENT = 5
@@ -67,8 +77,18 @@ SPECIFIC = "specific"
 """The seed's name for "the key named by key_name"; accepted with a key_name."""
 
 _LABELS = {"openai": "OpenAI", "groq": "Groq", "claude": "Claude", "gemini": "Gemini"}
-_SUMMED = ("requests", "in_flight", "successes", "failures", "rate_limited", "auth_failures", "cooldowns",
-           "retry_after_over_cap", "tokens_in", "tokens_out")
+_SUMMED = (
+    "requests",
+    "in_flight",
+    "successes",
+    "failures",
+    "rate_limited",
+    "auth_failures",
+    "cooldowns",
+    "retry_after_over_cap",
+    "tokens_in",
+    "tokens_out",
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +97,7 @@ class _Key:
 
     options: KeyOptions
     secret: str
-    base_url: Optional[str] = None
+    base_url: str | None = None
 
     @property
     def name(self) -> str:
@@ -95,7 +115,7 @@ class _Provider:
         self.backend_class = backend_class
         self.metadata = metadata
         self.keys: dict[str, _Key] = {}
-        self.shared: Optional[BaseApiBackend] = None
+        self.shared: BaseApiBackend | None = None
         self.bound: dict[str, BaseApiBackend] = {}
 
     def backends(self) -> list[BaseApiBackend]:
@@ -123,8 +143,13 @@ def _put_key(backend: BaseApiBackend, key: _Key) -> None:
         backend.remove_api_key(key.name)
     opts = key.options
     backend.add_api_key(
-        key.name, key.secret, base_url=key.base_url, max_concurrent=opts.max_concurrent,
-        rpm=opts.rpm, tpm=opts.tpm, weight=opts.weight,
+        key.name,
+        key.secret,
+        base_url=key.base_url,
+        max_concurrent=opts.max_concurrent,
+        rpm=opts.rpm,
+        tpm=opts.tpm,
+        weight=opts.weight,
     )
 
 
@@ -140,10 +165,10 @@ class ApiKeyMultiplexer:
 
     def __init__(
         self,
-        metadata: Optional[Mapping[str, Any]] = None,
+        metadata: Mapping[str, Any] | None = None,
         *,
-        base_url: Union[str, Mapping[str, str], None] = None,
-        resources: Optional[Mapping[str, Any]] = None,
+        base_url: str | Mapping[str, str] | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
         if metadata is not None and not isinstance(metadata, Mapping):
             raise SettingError("metadata", metadata, "a dict of settings or None")
@@ -160,50 +185,118 @@ class ApiKeyMultiplexer:
     # ------------------------------------------------------------ the seed's API
 
     def add_openai_key(
-        self, key_name: str, api_key: str, max_concurrent: int = DEFAULT_MAX_CONCURRENT, *,
-        rpm: Optional[float] = None, tpm: Optional[float] = None, weight: float = DEFAULT_WEIGHT,
-        base_url: Optional[str] = None,
+        self,
+        key_name: str,
+        api_key: str,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        weight: float = DEFAULT_WEIGHT,
+        base_url: str | None = None,
     ) -> None:
         """Add (or replace) an OpenAI key (see :meth:`add_key` for the keyword-only limits)."""
-        self.add_key("openai", key_name, api_key, max_concurrent, rpm=rpm, tpm=tpm, weight=weight, base_url=base_url)
+        self.add_key(
+            "openai",
+            key_name,
+            api_key,
+            max_concurrent,
+            rpm=rpm,
+            tpm=tpm,
+            weight=weight,
+            base_url=base_url,
+        )
 
     def add_groq_key(
-        self, key_name: str, api_key: str, max_concurrent: int = DEFAULT_MAX_CONCURRENT, *,
-        rpm: Optional[float] = None, tpm: Optional[float] = None, weight: float = DEFAULT_WEIGHT,
-        base_url: Optional[str] = None,
+        self,
+        key_name: str,
+        api_key: str,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        weight: float = DEFAULT_WEIGHT,
+        base_url: str | None = None,
     ) -> None:
         """Add (or replace) a Groq key."""
-        self.add_key("groq", key_name, api_key, max_concurrent, rpm=rpm, tpm=tpm, weight=weight, base_url=base_url)
+        self.add_key(
+            "groq",
+            key_name,
+            api_key,
+            max_concurrent,
+            rpm=rpm,
+            tpm=tpm,
+            weight=weight,
+            base_url=base_url,
+        )
 
     def add_claude_key(
-        self, key_name: str, api_key: str, max_concurrent: int = DEFAULT_MAX_CONCURRENT, *,
-        rpm: Optional[float] = None, tpm: Optional[float] = None, weight: float = DEFAULT_WEIGHT,
-        base_url: Optional[str] = None,
+        self,
+        key_name: str,
+        api_key: str,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        weight: float = DEFAULT_WEIGHT,
+        base_url: str | None = None,
     ) -> None:
         """Add (or replace) an Anthropic key."""
-        self.add_key("claude", key_name, api_key, max_concurrent, rpm=rpm, tpm=tpm, weight=weight, base_url=base_url)
+        self.add_key(
+            "claude",
+            key_name,
+            api_key,
+            max_concurrent,
+            rpm=rpm,
+            tpm=tpm,
+            weight=weight,
+            base_url=base_url,
+        )
 
     def add_gemini_key(
-        self, key_name: str, api_key: str, max_concurrent: int = DEFAULT_MAX_CONCURRENT, *,
-        rpm: Optional[float] = None, tpm: Optional[float] = None, weight: float = DEFAULT_WEIGHT,
-        base_url: Optional[str] = None,
+        self,
+        key_name: str,
+        api_key: str,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        weight: float = DEFAULT_WEIGHT,
+        base_url: str | None = None,
     ) -> None:
         """Add (or replace) a Gemini key."""
-        self.add_key("gemini", key_name, api_key, max_concurrent, rpm=rpm, tpm=tpm, weight=weight, base_url=base_url)
+        self.add_key(
+            "gemini",
+            key_name,
+            api_key,
+            max_concurrent,
+            rpm=rpm,
+            tpm=tpm,
+            weight=weight,
+            base_url=base_url,
+        )
 
-    def get_openai_client(self, key_name: Optional[str] = None, strategy: str = DEFAULT_STRATEGY) -> openai_api:
+    def get_openai_client(
+        self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
+    ) -> openai_api:
         """The shared OpenAI backend (all keys) with ``strategy``, or the backend of ``key_name`` only."""
         return self.get_client("openai", key_name, strategy)
 
-    def get_groq_client(self, key_name: Optional[str] = None, strategy: str = DEFAULT_STRATEGY) -> groq:
+    def get_groq_client(
+        self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
+    ) -> groq:
         """As :meth:`get_openai_client`, for Groq."""
         return self.get_client("groq", key_name, strategy)
 
-    def get_claude_client(self, key_name: Optional[str] = None, strategy: str = DEFAULT_STRATEGY) -> claude:
+    def get_claude_client(
+        self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
+    ) -> claude:
         """As :meth:`get_openai_client`, for Claude."""
         return self.get_client("claude", key_name, strategy)
 
-    def get_gemini_client(self, key_name: Optional[str] = None, strategy: str = DEFAULT_STRATEGY) -> gemini:
+    def get_gemini_client(
+        self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
+    ) -> gemini:
         """As :meth:`get_openai_client`, for Gemini."""
         return self.get_client("gemini", key_name, strategy)
 
@@ -225,8 +318,12 @@ class ApiKeyMultiplexer:
         ``get_X_client().get_stats()``).
         """
         with self._lock:
-            providers = [(p.name, dict(p.keys), p.shared, dict(p.bound)) for p in self._providers.values()]
-        return {name: _provider_usage(keys, shared, bound) for name, keys, shared, bound in providers}
+            providers = [
+                (p.name, dict(p.keys), p.shared, dict(p.bound)) for p in self._providers.values()
+            ]
+        return {
+            name: _provider_usage(keys, shared, bound) for name, keys, shared, bound in providers
+        }
 
     # ------------------------------------------------------------ any provider
 
@@ -237,10 +334,10 @@ class ApiKeyMultiplexer:
         api_key: str,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         *,
-        rpm: Optional[float] = None,
-        tpm: Optional[float] = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
         weight: float = DEFAULT_WEIGHT,
-        base_url: Optional[str] = None,
+        base_url: str | None = None,
     ) -> None:
         """Add a key to ``provider`` ("openai", "groq", "claude", "gemini"); a key of the
         same name is replaced (in the backends already made too).  ``base_url``
@@ -261,13 +358,21 @@ class ApiKeyMultiplexer:
             if bound is not None:
                 _put_key(bound, key)
                 if "max_concurrent_requests" not in entry.metadata:
-                    bound.max_concurrent_requests = key.options.max_concurrent or DEFAULT_MAX_CONCURRENT
+                    bound.max_concurrent_requests = (
+                        key.options.max_concurrent or DEFAULT_MAX_CONCURRENT
+                    )
 
-    def get_client(self, provider: str, key_name: Optional[str] = None, strategy: str = DEFAULT_STRATEGY) -> BaseApiBackend:
+    def get_client(
+        self, provider: str, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
+    ) -> BaseApiBackend:
         """The shared backend of ``provider`` with ``strategy`` set, or, given
         ``key_name``, the backend bound to that key only."""
         if strategy != SPECIFIC and strategy not in STRATEGY_NAMES:
-            raise SettingError("strategy", strategy, f"one of {', '.join(STRATEGY_NAMES)} (or {SPECIFIC!r} with a key_name)")
+            raise SettingError(
+                "strategy",
+                strategy,
+                f"one of {', '.join(STRATEGY_NAMES)} (or {SPECIFIC!r} with a key_name)",
+            )
         with self._lock:
             entry = self._provider(provider)
             if not entry.keys:
@@ -277,7 +382,9 @@ class ApiKeyMultiplexer:
             if key_name:
                 return self._bound(entry, key_name)
             if strategy == SPECIFIC:
-                raise InvalidInputError(f"strategy {SPECIFIC!r} needs a key_name: one of {', '.join(entry.keys)}")
+                raise InvalidInputError(
+                    f"strategy {SPECIFIC!r} needs a key_name: one of {', '.join(entry.keys)}"
+                )
             if entry.shared is None:
                 entry.shared = entry.new_backend(entry.keys.values(), entry.total_concurrency())
             entry.shared.key_strategy = strategy
@@ -296,7 +403,9 @@ class ApiKeyMultiplexer:
             )
         backend = entry.bound.get(key_name)
         if backend is None:
-            backend = entry.bound[key_name] = entry.new_backend([key], key.options.max_concurrent or DEFAULT_MAX_CONCURRENT)
+            backend = entry.bound[key_name] = entry.new_backend(
+                [key], key.options.max_concurrent or DEFAULT_MAX_CONCURRENT
+            )
         return backend
 
     def _provider(self, name: str) -> _Provider:
@@ -304,7 +413,9 @@ class ApiKeyMultiplexer:
             raise ShutdownError("this ApiKeyMultiplexer is closed; create a new one")
         entry = self._providers.get(canonical_backend_name(name)) if isinstance(name, str) else None
         if entry is None:
-            raise SettingError("provider", name, f"one of {describe_backend_names(MULTIPLEXED_PROVIDERS)}")
+            raise SettingError(
+                "provider", name, f"one of {describe_backend_names(MULTIPLEXED_PROVIDERS)}"
+            )
         return entry
 
     # ------------------------------------------------------------ closing
@@ -319,7 +430,7 @@ class ApiKeyMultiplexer:
         for backend in backends:  # outside the lock: closing waits for attempts in flight
             backend.close()
 
-    def __enter__(self) -> "ApiKeyMultiplexer":
+    def __enter__(self) -> ApiKeyMultiplexer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -331,29 +442,37 @@ class ApiKeyMultiplexer:
         return f"<ApiKeyMultiplexer keys: {counts}>"
 
 
-def _base_urls(base_url: Union[str, Mapping[str, str], None]) -> dict[str, str]:
+def _base_urls(base_url: str | Mapping[str, str] | None) -> dict[str, str]:
     if base_url is None:
         return {}
     if isinstance(base_url, str):
         return dict.fromkeys(MULTIPLEXED_PROVIDERS, base_url)
     if isinstance(base_url, Mapping):
         urls = {canonical_backend_name(name): url for name, url in base_url.items()}
-        if set(urls) <= set(MULTIPLEXED_PROVIDERS) and all(isinstance(v, str) for v in urls.values()):
+        if set(urls) <= set(MULTIPLEXED_PROVIDERS) and all(
+            isinstance(v, str) for v in urls.values()
+        ):
             return urls
     raise SettingError(
-        "base_url", base_url, f"a URL, or a dict of URLs by provider ({describe_backend_names(MULTIPLEXED_PROVIDERS)})"
+        "base_url",
+        base_url,
+        f"a URL, or a dict of URLs by provider ({describe_backend_names(MULTIPLEXED_PROVIDERS)})",
     )
 
 
 # ---------------------------------------------------------------- usage figures
 
 
-def _provider_usage(keys: dict[str, _Key], shared: Optional[BaseApiBackend], bound: dict[str, BaseApiBackend]) -> dict:
+def _provider_usage(
+    keys: dict[str, _Key], shared: BaseApiBackend | None, bound: dict[str, BaseApiBackend]
+) -> dict:
     shared_pool = _key_pool(shared)
-    return {name: _key_usage(key, shared_pool.get(name), bound.get(name)) for name, key in keys.items()}
+    return {
+        name: _key_usage(key, shared_pool.get(name), bound.get(name)) for name, key in keys.items()
+    }
 
 
-def _key_pool(backend: Optional[BaseApiBackend]) -> dict:
+def _key_pool(backend: BaseApiBackend | None) -> dict:
     return backend.get_stats().get("key_pool", {}) if backend is not None else {}
 
 
@@ -366,7 +485,7 @@ def _longest_cooling(views: list[dict]) -> dict:
     return merged
 
 
-def _key_usage(key: _Key, shared: Optional[dict], own: Optional[BaseApiBackend]) -> dict:
+def _key_usage(key: _Key, shared: dict | None, own: BaseApiBackend | None) -> dict:
     own_stats = own.get_stats() if own is not None else None
     views = [v for v in (shared, (own_stats or {}).get("key_pool", {}).get(key.name)) if v]
     figures = {field: sum(int(v.get(field) or 0) for v in views) for field in _SUMMED}
@@ -374,8 +493,14 @@ def _key_usage(key: _Key, shared: Optional[dict], own: Optional[BaseApiBackend])
     figures.update(
         cooling_until=max((float(v.get("cooling_until") or 0.0) for v in views), default=0.0),
         cooling_models=_longest_cooling(views),
-        longest_retry_after_asked=max((v["longest_retry_after_asked"] for v in views
-                                       if v.get("longest_retry_after_asked") is not None), default=None),
+        longest_retry_after_asked=max(
+            (
+                v["longest_retry_after_asked"]
+                for v in views
+                if v.get("longest_retry_after_asked") is not None
+            ),
+            default=None,
+        ),
         disabled=next((v["disabled"] for v in views if v.get("disabled")), None),
         breaker=views[0].get("breaker") if views else None,
         max_concurrent=opts.max_concurrent,

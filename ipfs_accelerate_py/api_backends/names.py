@@ -9,7 +9,8 @@ Case and spaces around a name do not matter.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["BACKEND_ALIASES", "canonical_backend_name", "describe_backend_names"]
 
@@ -31,4 +32,6 @@ def describe_backend_names(names: Iterable[str]) -> str:
     aliases: dict[str, list[str]] = {}
     for alias, name in BACKEND_ALIASES.items():
         aliases.setdefault(name, []).append(alias)
-    return ", ".join(f"{name} (or {', '.join(aliases[name])})" if name in aliases else name for name in names)
+    return ", ".join(
+        f"{name} (or {', '.join(aliases[name])})" if name in aliases else name for name in names
+    )

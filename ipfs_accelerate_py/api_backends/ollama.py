@@ -18,7 +18,7 @@ into one ``/api/embed`` list, whatever the model), ``list_models``
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..engine.stream import ChunkStream
 from ..providers.ollama import OLLAMA, OllamaWire
@@ -37,16 +37,18 @@ class ollama(BaseApiBackend):  # noqa: N801 - the seed's name
         prompt: str,
         stream: bool = False,
         *,
-        priority: Optional[int] = None,
-        request_id: Optional[str] = None,
+        priority: int | None = None,
+        request_id: str | None = None,
         **options: Any,
-    ) -> Union[dict, ChunkStream]:
+    ) -> dict | ChunkStream:
         """``/api/generate``: the response for ``prompt`` (``response``,
         ``done_reason``, counts), or with ``stream=True`` its chunks.
         ``options`` as for ``chat`` (``temperature=0.2``, ``system="..."``,
         ``format="json"``, ``keep_alive="10m"``, ...)."""
         if not isinstance(model_name, str) or not model_name.strip():
-            raise InvalidInputError(f"model_name must be a non-empty string (e.g. 'llama3.2'), not {model_name!r}")
+            raise InvalidInputError(
+                f"model_name must be a non-empty string (e.g. 'llama3.2'), not {model_name!r}"
+            )
         if not isinstance(prompt, str):
             raise InvalidInputError(f"prompt must be a string, not {type(prompt).__name__}")
         endpoint, data = self.provider.generate_request(model_name, prompt, options, stream)

@@ -15,7 +15,7 @@ endpoints under ``/v3``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..providers.ovms import OVMS, OVMSWire
 from .base import BaseApiBackend
@@ -33,9 +33,9 @@ class ovms(BaseApiBackend):  # noqa: N801 - the seed's name
         outputs: Any = None,
         version: Any = None,
         *,
-        parameters: Optional[dict] = None,
-        priority: Optional[int] = None,
-        request_id: Optional[str] = None,
+        parameters: dict | None = None,
+        priority: int | None = None,
+        request_id: str | None = None,
     ) -> dict:
         """KServe v2 ``POST /v2/models/{model}[/versions/{version}]/infer``.
 
@@ -54,8 +54,8 @@ class ovms(BaseApiBackend):  # noqa: N801 - the seed's name
         instances: Any,
         version: Any = None,
         *,
-        signature_name: Optional[str] = None,
-        priority: Optional[int] = None,
+        signature_name: str | None = None,
+        priority: int | None = None,
     ) -> dict:
         """TF-Serving ``POST /v1/models/{model}[/versions/{version}]:predict``:
         a list goes as ``instances`` (answer: ``predictions``), a dict as
@@ -63,12 +63,14 @@ class ovms(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint, data = self.provider.predict_request(model, instances, version, signature_name)
         return self._call(endpoint, data, priority=priority)
 
-    def model_metadata(self, model: str, version: Any = None, *, priority: Optional[int] = None) -> dict:
+    def model_metadata(
+        self, model: str, version: Any = None, *, priority: int | None = None
+    ) -> dict:
         """KServe ``GET /v2/models/{model}[/versions/{version}]``: name, versions, inputs, outputs."""
         endpoint, data = self.provider.metadata_request(model, version)
         return self._call(endpoint, data, priority=priority)
 
-    def model_ready(self, model: str, version: Any = None, *, priority: Optional[int] = None) -> bool:
+    def model_ready(self, model: str, version: Any = None, *, priority: int | None = None) -> bool:
         """KServe ``GET /v2/models/{model}[/versions/{version}]/ready``: True
         when the server answers 200; False when it answers 503 (loading), 404
         (no such model or version) or 400.  "Not ready" is an answer: one

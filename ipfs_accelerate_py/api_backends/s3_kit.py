@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..providers.s3 import S3, S3Wire
 from ..resilience.errors import ApiError, InvalidInputError
@@ -46,23 +46,29 @@ BUCKET_ENV = ("S3_BUCKET",)
 FEATURE_CHECK_BUCKET = "feature-checks"  # the feature checks' bucket on a local S3 server
 FEATURE_CHECK_KEY = "testing"  # the local S3 server's credentials for the feature checks
 
-Path = Union[str, "os.PathLike[str]"]
-PathOrBytes = Union[Path, bytes, bytearray, memoryview]
+Path = str | os.PathLike[str]
+PathOrBytes = Path | bytes | bytearray | memoryview
 
 
-def s3_config_from(metadata: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[S3ClientConfig, Optional[str]]:
+def s3_config_from(
+    metadata: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[S3ClientConfig, str | None]:
     """The client configuration and the default bucket, from ``metadata["s3cfg"]``
     then ``environ`` (see the module docstring)."""
     cfg = metadata.get("s3cfg") or {}
     if not isinstance(cfg, Mapping):
-        raise InvalidInputError(f"metadata['s3cfg'] must be a dict like {{'accessKey', 'secretKey', 'endpoint'}}, not {type(cfg).__name__}")
+        raise InvalidInputError(
+            f"metadata['s3cfg'] must be a dict like {{'accessKey', 'secretKey', 'endpoint'}}, not {type(cfg).__name__}"
+        )
     access, secret = cfg.get("accessKey") or None, cfg.get("secretKey") or None
     if access is None and secret is None:
         for key_var, secret_var in KEY_PAIRS_ENV:
             if environ.get(key_var) and environ.get(secret_var):
                 access, secret = environ[key_var], environ[secret_var]
                 break
-    token = cfg.get("sessionToken") or (environ.get("AWS_SESSION_TOKEN") if access == environ.get("AWS_ACCESS_KEY_ID") else None)
+    token = cfg.get("sessionToken") or (
+        environ.get("AWS_SESSION_TOKEN") if access == environ.get("AWS_ACCESS_KEY_ID") else None
+    )
     config = S3ClientConfig(
         endpoint_url=cfg.get("endpoint") or _env(environ, ENDPOINT_ENV),
         region=cfg.get("region") or _env(environ, REGION_ENV),
@@ -74,7 +80,7 @@ def s3_config_from(metadata: Mapping[str, Any], environ: Mapping[str, str]) -> t
     return config, cfg.get("bucket") or _env(environ, BUCKET_ENV)
 
 
-def _env(environ: Mapping[str, str], names: tuple[str, ...]) -> Optional[str]:
+def _env(environ: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return next((environ[name] for name in names if environ.get(name)), None)
 
 
@@ -84,20 +90,30 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = S3Wire(S3)
 
     def __init__(
-        self, resources: Optional[Mapping[str, Any]] = None, metadata: Optional[Mapping[str, Any]] = None, *, transport: Any = None, **kwargs: Any
+        self,
+        resources: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        transport: Any = None,
+        **kwargs: Any,
     ) -> None:
-        config, self.default_bucket = s3_config_from(metadata if isinstance(metadata, Mapping) else {}, os.environ)
+        config, self.default_bucket = s3_config_from(
+            metadata if isinstance(metadata, Mapping) else {}, os.environ
+        )
         if transport is None:
             transport = Boto3Transport(config)
         self._transport = transport
         super().__init__(resources, metadata, transport=transport, **kwargs)
         self._engine.api_key = config.access_key  # stats name it by its fingerprint
         self._engine.base_url = config.endpoint_url or S3.default_base_url
-        if isinstance(transport, Boto3Transport) and transport.config.max_workers < self.max_concurrent_requests:
+        if (
+            isinstance(transport, Boto3Transport)
+            and transport.config.max_workers < self.max_concurrent_requests
+        ):
             transport.reconfigure(_with(transport.config, max_workers=self.max_concurrent_requests))
 
     @property
-    def s3_config(self) -> Optional[S3ClientConfig]:
+    def s3_config(self) -> S3ClientConfig | None:
         """The boto3 client's configuration (credentials masked in its repr)."""
         return self._transport.config if isinstance(self._transport, Boto3Transport) else None
 
@@ -109,8 +125,15 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
             self._transport.reconfigure(_with(self._transport.config, endpoint_url=self.base_url))
 
     @classmethod
-    def connection_metadata(cls, base_url: str, api_key: Optional[str]) -> dict:
-        return {"s3cfg": {"endpoint": base_url, "accessKey": api_key or FEATURE_CHECK_KEY, "secretKey": FEATURE_CHECK_KEY, "bucket": FEATURE_CHECK_BUCKET}}
+    def connection_metadata(cls, base_url: str, api_key: str | None) -> dict:
+        return {
+            "s3cfg": {
+                "endpoint": base_url,
+                "accessKey": api_key or FEATURE_CHECK_KEY,
+                "secretKey": FEATURE_CHECK_KEY,
+                "bucket": FEATURE_CHECK_BUCKET,
+            }
+        }
 
     def feature_probe(self, tag: str) -> tuple[str, Any]:
         """A one-key listing of the default bucket."""
@@ -118,7 +141,15 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
 
     # --------------------------------------------------------- operations
 
-    def upload_file(self, path_or_bytes: PathOrBytes, bucket: Optional[str], key: str, *, priority: Optional[int] = None, **extra: Any) -> dict:
+    def upload_file(
+        self,
+        path_or_bytes: PathOrBytes,
+        bucket: str | None,
+        key: str,
+        *,
+        priority: int | None = None,
+        **extra: Any,
+    ) -> dict:
         """Put an object: ``path_or_bytes`` is the content (bytes) or a file
         path (read at each attempt, so a retry sends it whole).  ``extra``
         goes to ``put_object`` (``ContentType``, ``Metadata``, ...)."""
@@ -132,7 +163,9 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint, data = self.provider.put_object_request(self._bucket(bucket), key, body, extra)
         return self._call(endpoint, data, priority=priority)
 
-    def download_file(self, bucket: Optional[str], key: str, path: Optional[Path] = None, *, priority: Optional[int] = None) -> Union[bytes, str]:
+    def download_file(
+        self, bucket: str | None, key: str, path: Path | None = None, *, priority: int | None = None
+    ) -> bytes | str:
         """An object's content as bytes; with ``path``, written there instead
         (whole or not at all: through a temporary file) and the path returned."""
         endpoint, data = self.provider.get_object_request(self._bucket(bucket), key, {})
@@ -141,13 +174,27 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
             return content
         return _write_atomically(os.fspath(path), content)
 
-    def list_objects(self, bucket: Optional[str], prefix: Optional[str] = "", *, priority: Optional[int] = None, **extra: Any) -> dict:
+    def list_objects(
+        self,
+        bucket: str | None,
+        prefix: str | None = "",
+        *,
+        priority: int | None = None,
+        **extra: Any,
+    ) -> dict:
         """Every object under ``prefix``: ``list_objects_v2``'s shape with all
         pages' ``Contents`` (and ``CommonPrefixes``) joined; each page is
         its own request.  ``extra`` goes to every page (``Delimiter``, ``MaxKeys``)."""
         bucket = self._bucket(bucket)
         token = extra.pop("ContinuationToken", None)
-        listing: dict[str, Any] = {"Name": bucket, "Prefix": prefix or "", "Contents": [], "KeyCount": 0, "IsTruncated": False, "Pages": 0}
+        listing: dict[str, Any] = {
+            "Name": bucket,
+            "Prefix": prefix or "",
+            "Contents": [],
+            "KeyCount": 0,
+            "IsTruncated": False,
+            "Pages": 0,
+        }
         while True:
             endpoint, data = self.provider.list_objects_request(bucket, prefix, token, extra)
             page = self._call(endpoint, data, priority=priority)
@@ -160,38 +207,55 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
                 listing["KeyCount"] = len(listing["Contents"])
                 return listing
 
-    def delete_object(self, bucket: Optional[str], key: str, *, priority: Optional[int] = None) -> dict:
+    def delete_object(self, bucket: str | None, key: str, *, priority: int | None = None) -> dict:
         endpoint, data = self.provider.delete_object_request(self._bucket(bucket), key)
         return self._call(endpoint, data, priority=priority)
 
-    def head_object(self, bucket: Optional[str], key: str, *, priority: Optional[int] = None) -> dict:
+    def head_object(self, bucket: str | None, key: str, *, priority: int | None = None) -> dict:
         """The object's metadata (``ContentLength``, ``ETag``, ...); a missing one raises ``NotFoundError``."""
         endpoint, data = self.provider.head_object_request(self._bucket(bucket), key)
         return self._call(endpoint, data, priority=priority)
 
-    def create_bucket(self, bucket: Optional[str] = None, *, priority: Optional[int] = None) -> dict:
+    def create_bucket(self, bucket: str | None = None, *, priority: int | None = None) -> dict:
         region = self.s3_config.region if self.s3_config else None
         endpoint, data = self.provider.create_bucket_request(self._bucket(bucket), region)
         return self._call(endpoint, data, priority=priority)
 
-    def list_buckets(self, *, priority: Optional[int] = None) -> dict:
+    def list_buckets(self, *, priority: int | None = None) -> dict:
         endpoint, data = self.provider.list_buckets_request()
         return self._call(endpoint, data, priority=priority)
 
     def presigned_url(
-        self, bucket: Optional[str], key: str, expires: int = DEFAULT_PRESIGN_EXPIRES, method: str = "get_object"
+        self,
+        bucket: str | None,
+        key: str,
+        expires: int = DEFAULT_PRESIGN_EXPIRES,
+        method: str = "get_object",
     ) -> str:
         """A URL that lets anyone ``method`` the object for ``expires`` seconds.
         Computed locally by boto3 from the credentials: no request is made,
         so it goes through no queue, retry or breaker and is not counted."""
-        if isinstance(expires, bool) or not isinstance(expires, int) or not 1 <= expires <= MAX_PRESIGN_EXPIRES:
-            raise InvalidInputError(f"expires must be whole seconds from 1 to {MAX_PRESIGN_EXPIRES} (7 days), not {expires!r}")
+        if (
+            isinstance(expires, bool)
+            or not isinstance(expires, int)
+            or not 1 <= expires <= MAX_PRESIGN_EXPIRES
+        ):
+            raise InvalidInputError(
+                f"expires must be whole seconds from 1 to {MAX_PRESIGN_EXPIRES} (7 days), not {expires!r}"
+            )
         if not isinstance(self._transport, Boto3Transport):
-            raise InvalidInputError("presigned URLs need the boto3 transport (this backend was given another)")
+            raise InvalidInputError(
+                "presigned URLs need the boto3 transport (this backend was given another)"
+            )
         endpoint, data = self.provider.head_object_request(self._bucket(bucket), key)
         return self._transport.presign(self.provider.endpoint_path(method), data, expires)
 
-    def test_s3_endpoint(self, endpoint_url: Optional[str] = None, access_key: Optional[str] = None, secret_key: Optional[str] = None) -> dict:
+    def test_s3_endpoint(
+        self,
+        endpoint_url: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> dict:
         """Can this endpoint be reached and listed?  ``{"success", "endpoint",
         "bucket_count", "buckets"}`` or ``{"success": False, "endpoint", "error"}``.
         With overrides, a short-lived client of the same settings asks."""
@@ -211,14 +275,18 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         with probe:
             return _endpoint_report(probe, probe.base_url)
 
-    def create_presigned_url(self, bucket: Optional[str], key: str, expiration: int = DEFAULT_PRESIGN_EXPIRES) -> str:
+    def create_presigned_url(
+        self, bucket: str | None, key: str, expiration: int = DEFAULT_PRESIGN_EXPIRES
+    ) -> str:
         """The seed's name for :meth:`presigned_url` (a GET URL)."""
         return self.presigned_url(bucket, key, expiration)
 
-    def _bucket(self, bucket: Optional[str]) -> str:
+    def _bucket(self, bucket: str | None) -> str:
         chosen = bucket or self.default_bucket
         if not chosen:
-            raise InvalidInputError("name a bucket (or set metadata['s3cfg']['bucket'] or S3_BUCKET)", provider=S3.name)
+            raise InvalidInputError(
+                "name a bucket (or set metadata['s3cfg']['bucket'] or S3_BUCKET)", provider=S3.name
+            )
         return chosen
 
 

@@ -13,7 +13,7 @@ with the attempt's error and usage.  The slot frees last.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..resilience.errors import CancelledRequestError
 
@@ -31,7 +31,7 @@ class AttemptHold:
 
     __slots__ = ("_engine", "_permit", "_lease", "_released")
 
-    def __init__(self, engine: "Engine", permit: Optional[int], lease: Any) -> None:
+    def __init__(self, engine: Engine, permit: int | None, lease: Any) -> None:
         self._engine = engine
         self._permit = permit
         self._lease = lease
@@ -60,16 +60,29 @@ class AttemptHold:
         """(a done callback of the attempt's task) What the task left held
         goes back: nothing, unless it was cancelled before it began."""
         if not self._released:
-            self.release(self._engine.clock.now(), CancelledRequestError("cancelled before it began"), (0, 0), None)
+            self.release(
+                self._engine.clock.now(),
+                CancelledRequestError("cancelled before it began"),
+                (0, 0),
+                None,
+            )
 
-    def release(self, now: float, error: Optional[BaseException], usage: tuple[int, int], cooldown: Optional[float]) -> None:
+    def release(
+        self,
+        now: float,
+        error: BaseException | None,
+        usage: tuple[int, int],
+        cooldown: float | None,
+    ) -> None:
         """Give back all that is still held, once."""
         if self._released:
             return
         self._released = True
         engine = self._engine
         lease, self._lease = self._lease, None
-        if not self.reported:  # it never reached the server, or ended in no service outcome: the key hears none either
+        if (
+            not self.reported
+        ):  # it never reached the server, or ended in no service outcome: the key hears none either
             error = _NOT_HEARD
         try:
             self.report(IGNORED, now)

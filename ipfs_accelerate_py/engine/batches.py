@@ -18,7 +18,7 @@ the carrier then has.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..resilience.batching import BatchAssembler, batch_key, estimate_tokens
 from ..resilience.errors import ApiError, copied
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["BatchLane"]
 
 
-def _due_by(req: Request) -> Optional[float]:
+def _due_by(req: Request) -> float | None:
     """The latest a batch member waits for company: half the time from its
     submission to its deadline (None without a deadline), whatever
     ``batch_timeout`` says, leaving the other half to the call itself."""
@@ -41,14 +41,16 @@ def _due_by(req: Request) -> Optional[float]:
 
 
 class BatchLane:
-    def __init__(self, engine: "Engine", max_batch_size: int, batch_timeout: float) -> None:
+    def __init__(self, engine: Engine, max_batch_size: int, batch_timeout: float) -> None:
         self.engine = engine
-        self.assembler = BatchAssembler(max_batch_size, batch_timeout, lambda key: engine.provider.batch_limits(key[1]))
+        self.assembler = BatchAssembler(
+            max_batch_size, batch_timeout, lambda key: engine.provider.batch_limits(key[1])
+        )
         # guarded by engine.queue.lock: shared with callers' threads
         self.pending = 0  # admitted members not yet in a queued carrier
         self._incoming: list[Request] = []
         # loop only
-        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer: asyncio.TimerHandle | None = None
         self._seq = 0
 
     # caller's thread, under engine.queue.lock
@@ -69,8 +71,12 @@ class BatchLane:
                 self._release(1)
                 continue
             template = self.engine.provider.batch_template(req.endpoint, req.data)
-            key = batch_key(req.endpoint, req.model, template, key_fingerprint(req.api_key))  # a caller's own key stays apart
-            key += (req.options,)  # so do per-call timeout, max_retries, headers and query: a batch has one of each
+            key = batch_key(
+                req.endpoint, req.model, template, key_fingerprint(req.api_key)
+            )  # a caller's own key stays apart
+            key += (
+                req.options,
+            )  # so do per-call timeout, max_retries, headers and query: a batch has one of each
             req.member, ready = self.assembler.add(key, req, req.inputs, now, _due_by(req))
             for batch in ready:
                 self._launch(batch, now)
@@ -102,7 +108,7 @@ class BatchLane:
             self.pending = 0
         return waiting + [m.item for batch in self.assembler.drain() for m in batch.members]
 
-    def finish(self, carrier: Request, result: Any, error: Optional[BaseException]) -> None:
+    def finish(self, carrier: Request, result: Any, error: BaseException | None) -> None:
         """Each member gets its own part of the response, or the error."""
         engine = self.engine
         members = carrier.members or []
@@ -110,19 +116,29 @@ class BatchLane:
         if error is None:
             try:
                 weights = [sum(estimate_tokens(x) for x in req.inputs) for req, _ in members]
-                parts = engine.parsed(engine.provider.split_batch_result, result, [n for _, n in members], weights)
+                parts = engine.parsed(
+                    engine.provider.split_batch_result, result, [n for _, n in members], weights
+                )
             except ApiError as exc:
                 error = exc
         now = engine.clock.now()
         engine.stats.record_batch(sum(n for _, n in members), len(members))
-        for (req, _), part in zip(members, parts):
+        for (req, _), part in zip(members, parts, strict=False):
             req.first_attempt_at = carrier.first_attempt_at
             req.last_key = carrier.last_key
             req.attempts = carrier.attempts
-            if not req.future.done():  # counted before the caller wakes, so its get_stats() includes it
-                own = self._member_error(error, carrier, req) if isinstance(error, ApiError) else error
+            if (
+                not req.future.done()
+            ):  # counted before the caller wakes, so its get_stats() includes it
+                own = (
+                    self._member_error(error, carrier, req)
+                    if isinstance(error, ApiError)
+                    else error
+                )
                 engine.record_request(req, part, own, now, attempts=carrier.attempts)
-                req.future._complete(part if error is None else None, own, carrier.attempts, carrier.last_key)
+                req.future._complete(
+                    part if error is None else None, own, carrier.attempts, carrier.last_key
+                )
 
     def _member_error(self, error: ApiError, carrier: Request, req: Request) -> ApiError:
         """The batch's error as the member's own: its request id, never the batch's."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..resilience.errors import InvalidInputError
 from .settings import CIRCUIT_OPEN_MODES
@@ -39,30 +39,40 @@ _BAD_NAME_CHARS = frozenset(" \t\r\n\0:")
 class CallOptions:
     """What a call sets for itself; ``None`` / empty: the client's own."""
 
-    timeout: Optional[float] = None
-    max_retries: Optional[int] = None
-    extra_headers: tuple[tuple[str, Optional[str]], ...] = ()
+    timeout: float | None = None
+    max_retries: int | None = None
+    extra_headers: tuple[tuple[str, str | None], ...] = ()
     extra_query: tuple[tuple[str, Any], ...] = ()
-    on_circuit_open: Optional[str] = None
+    on_circuit_open: str | None = None
 
     @classmethod
     def of(
         cls,
         timeout: Any = None,
         max_retries: Any = None,
-        extra_headers: Optional[Mapping[str, Optional[str]]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        on_circuit_open: Optional[str] = None,
-    ) -> "CallOptions":
+        extra_headers: Mapping[str, str | None] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        on_circuit_open: str | None = None,
+    ) -> CallOptions:
         """The options of one call's keyword arguments, checked; the shared
         :data:`DEFAULT_OPTIONS` when none is given."""
-        if timeout is None and max_retries is None and not extra_headers and not extra_query and on_circuit_open is None:
+        if (
+            timeout is None
+            and max_retries is None
+            and not extra_headers
+            and not extra_query
+            and on_circuit_open is None
+        ):
             return DEFAULT_OPTIONS
         return cls(
-            _timeout(timeout), _max_retries(max_retries), _headers(extra_headers), _query(extra_query), circuit_mode(on_circuit_open)
+            _timeout(timeout),
+            _max_retries(max_retries),
+            _headers(extra_headers),
+            _query(extra_query),
+            circuit_mode(on_circuit_open),
         )
 
-    def over(self, base: "CallOptions") -> "CallOptions":
+    def over(self, base: CallOptions) -> CallOptions:
         """These options laid over ``base`` (a view's defaults): a value set
         here wins; headers (by name, in any case) and query parameters merge."""
         if base is DEFAULT_OPTIONS:
@@ -108,24 +118,33 @@ DEFAULT_OPTIONS = CallOptions()
 """No per-call options: the client's settings apply."""
 
 
-def circuit_mode(value: Any) -> Optional[str]:
+def circuit_mode(value: Any) -> str | None:
     """``"fail"`` or ``"wait"`` (any case), or None: the client's."""
     if value is None:
         return None
     if not isinstance(value, str) or value.strip().lower() not in CIRCUIT_OPEN_MODES:
-        raise InvalidInputError(f"on_circuit_open must be one of {', '.join(map(repr, CIRCUIT_OPEN_MODES))}, not {value!r:.40}")
+        raise InvalidInputError(
+            f"on_circuit_open must be one of {', '.join(map(repr, CIRCUIT_OPEN_MODES))}, not {value!r:.40}"
+        )
     return value.strip().lower()
 
 
-def _timeout(value: Any) -> Optional[float]:
+def _timeout(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"timeout must be a number of seconds > 0 (each attempt's limit), not {value!r:.40}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidInputError(
+            f"timeout must be a number of seconds > 0 (each attempt's limit), not {value!r:.40}"
+        )
     return float(value)
 
 
-def _max_retries(value: Any) -> Optional[int]:
+def _max_retries(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -133,7 +152,7 @@ def _max_retries(value: Any) -> Optional[int]:
     return value
 
 
-def _headers(headers: Any) -> tuple[tuple[str, Optional[str]], ...]:
+def _headers(headers: Any) -> tuple[tuple[str, str | None], ...]:
     """Checked: a header name is a token, a value a one-line string (None removes it)."""
     items = _items("extra_headers", headers, "{'X-Trace': '1'}")
     for name, value in items:
@@ -141,7 +160,9 @@ def _headers(headers: Any) -> tuple[tuple[str, Optional[str]], ...]:
             raise InvalidInputError(f"extra_headers: {name!r:.40} is not a header name")
         if value is not None and (not isinstance(value, str) or _BAD_HEADER_CHARS & set(value)):
             # the value is not shown: it may be a secret
-            raise InvalidInputError(f"extra_headers[{name!r}] must be a one-line string (or None to remove the header)")
+            raise InvalidInputError(
+                f"extra_headers[{name!r}] must be a one-line string (or None to remove the header)"
+            )
     return _merged((), items, str.lower)
 
 
@@ -166,7 +187,9 @@ def _items(what: str, mapping: Any, example: str) -> list[tuple[str, Any]]:
     if mapping is None:
         return []
     if not isinstance(mapping, Mapping) or not all(isinstance(name, str) for name in mapping):
-        raise InvalidInputError(f"{what} must be a dict of names to values, like {example}, not {type(mapping).__name__}")
+        raise InvalidInputError(
+            f"{what} must be a dict of names to values, like {example}, not {type(mapping).__name__}"
+        )
     return list(mapping.items())
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from typing import TYPE_CHECKING, Any, Optional
-
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -25,13 +24,13 @@ _COMPACT_SLACK = 64
 
 
 class DeadlineWatch:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._heap: list[tuple[float, int, Any]] = []  # guarded by engine.queue.lock
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at: Optional[float] = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
-    def watch(self, entry: Any, deadline: Optional[float]) -> None:
+    def watch(self, entry: Any, deadline: float | None) -> None:
         """(under engine.queue.lock) Expire ``entry`` at ``deadline`` if still queued."""
         if deadline is not None:
             heapq.heappush(self._heap, (deadline, entry.seq, entry))
@@ -92,10 +91,12 @@ class StallWatch:
 
     __slots__ = ("_loop", "_task", "seconds", "_last", "_handle", "_fired", "_paused")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: Optional["asyncio.Task"], seconds: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task | None, seconds: float
+    ) -> None:
         self._loop = loop
         self._task = task
-        self._handle: Optional[asyncio.TimerHandle] = None
+        self._handle: asyncio.TimerHandle | None = None
         self._fired = False
         self._paused = False
         self.restart(seconds)

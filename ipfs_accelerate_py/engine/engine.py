@@ -24,38 +24,46 @@ import functools
 import logging
 import random
 import urllib.parse
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from ..resilience import retry as retry_policy
 from ..resilience.breaker import STATE_CLOSED, STATE_OPEN, BreakerOptions, CircuitBreaker
 from ..resilience.clock import SYSTEM_CLOCK, Clock
 from ..resilience.errors import (
     ApiError,
+    AuthenticationError,
     CancelledRequestError,
     CircuitOpenError,
-    AuthenticationError,
     DeadlineExceededError,
     MalformedResponseError,
     NetworkError,
+    QueueFullError,
     RateLimitDeadlineError,
     RateLimitError,
-    QueueFullError,
     RequestTimeoutError,
     ShutdownError,
     StreamStalledError,
     classify_exception,
     copied,
 )
-from ..resilience.keys import REASON_BREAKER, REASON_COOLING, REASON_KEY_COOLING, REASON_RPM, REASON_TPM, Readiness
+from ..resilience.keys import (
+    REASON_BREAKER,
+    REASON_COOLING,
+    REASON_KEY_COOLING,
+    REASON_RPM,
+    REASON_TPM,
+    Readiness,
+)
 from ..resilience.priority_queue import PriorityRequestQueue
 from ..resilience.stats import RequestRecord, StatsCollector
 from ..transport.base import StreamResponse, Transport
 from ..transport.sse import iter_ndjson, iter_sse
+from . import forking
 from .attempt import FAILURE, IGNORED, SUCCESS, AttemptHold
 from .batches import BatchLane
-from .keyring import KeyRing, key_fingerprint
 from .deadlines import DeadlineWatch, StallWatch
-from . import forking
+from .keyring import KeyRing, key_fingerprint
 from .loop import EngineLoop, engine_loop, in_engine_thread, start_task
 from .request import Request
 from .settings import Settings
@@ -101,10 +109,10 @@ class Engine:
         settings: Settings,
         *,
         base_url: str,
-        api_key: Optional[str],
-        transport: Optional[Transport] = None,
+        api_key: str | None,
+        transport: Transport | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        rng: Optional[random.Random] = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.provider = provider
         self.settings = settings
@@ -116,13 +124,17 @@ class Engine:
 
             transport = AiohttpTransport()
         self.transport = transport
-        self._engine_loop: Optional[EngineLoop] = engine_loop()  # None in a forked child until it is used
+        self._engine_loop: EngineLoop | None = (
+            engine_loop()
+        )  # None in a forked child until it is used
 
         self.queue = PriorityRequestQueue(settings["queue_size"], settings["queue_aging_interval"])
         self.breaker = CircuitBreaker(self._breaker_options())
         self.breaker.add_listener(self._on_breaker_transition)
         self.keys = KeyRing(settings["key_strategy"], self._breaker_options(), clock.now())
-        self.keys.pool.default_cooldown = settings["initial_retry_delay"]  # a 0-remaining hint without its reset
+        self.keys.pool.default_cooldown = settings[
+            "initial_retry_delay"
+        ]  # a 0-remaining hint without its reset
         self.keys.pool.max_cooldown = settings["max_retry_after"]  # no server rests a key longer
         self.keys.set_default(api_key, clock.now())
         self.retry_options = self._retry_options()
@@ -132,17 +144,25 @@ class Engine:
 
         self.in_flight = 0
         self.closed = False
-        self.last_failure: Optional[ApiError] = None  # the last failure the breaker counted, for CircuitOpenError
-        self._held_count = 0  # (queue.lock) requests held aside while only their model cools: they count as queued
-        self._swept_opening: Optional[float] = None  # (loop) the opening whose queue was last sorted out
-        self._circuit_timer: Optional[asyncio.TimerHandle] = None  # (loop) wakes the pump at the next probe
+        self.last_failure: ApiError | None = (
+            None  # the last failure the breaker counted, for CircuitOpenError
+        )
+        self._held_count = (
+            0  # (queue.lock) requests held aside while only their model cools: they count as queued
+        )
+        self._swept_opening: float | None = (
+            None  # (loop) the opening whose queue was last sorted out
+        )
+        self._circuit_timer: asyncio.TimerHandle | None = (
+            None  # (loop) wakes the pump at the next probe
+        )
         # shared with callers' threads, guarded by queue.lock
         self._wake_pending = False
         # loop-only
         self.deadlines = DeadlineWatch(self)
         self._backing_off: set[Request] = set()  # waiting on a timer: a retry's backoff, or a hold
         self._held: set[Request] = set()  # of those, the ones held aside for their model's cooldown
-        self._key_timer: Optional[asyncio.TimerHandle] = None
+        self._key_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self.supported_batch_models: frozenset[str] = frozenset()
         forking.register(self)
@@ -174,7 +194,9 @@ class Engine:
         self._held = set()
         self._key_timer = self._circuit_timer = None
         self.deadlines = DeadlineWatch(self)
-        self.batches = BatchLane(self, self.settings["max_batch_size"], self.settings["batch_timeout"])
+        self.batches = BatchLane(
+            self, self.settings["max_batch_size"], self.settings["batch_timeout"]
+        )
         self.keys.pool.forget_in_flight()
         self.breaker.forget_in_flight()
         after_fork = getattr(self.transport, "after_fork", None)
@@ -182,29 +204,34 @@ class Engine:
             after_fork()
 
     @property
-    def api_key(self) -> Optional[str]:
+    def api_key(self) -> str | None:
         """The seed's single key (other keys: ``keys``)."""
         return self.keys.default_secret
 
     @api_key.setter
-    def api_key(self, value: Optional[str]) -> None:
+    def api_key(self, value: str | None) -> None:
         self.keys.set_default(value, self.clock.now())
         self.wake()
 
     # ------------------------------------------------------------ options
 
     def _breaker_options(self) -> BreakerOptions:
-        return BreakerOptions(**{field: self.settings[name] for name, field in _BREAKER_SETTINGS.items()})
+        return BreakerOptions(
+            **{field: self.settings[name] for name, field in _BREAKER_SETTINGS.items()}
+        )
 
     def _retry_options(self) -> retry_policy.RetryOptions:
         return retry_policy.RetryOptions(
-            retryable_statuses=retry_policy.RETRYABLE_STATUSES | self.provider.spec.extra_retryable_statuses,
+            retryable_statuses=retry_policy.RETRYABLE_STATUSES
+            | self.provider.spec.extra_retryable_statuses,
             **{field: self.settings[name] for name, field in _RETRY_SETTINGS.items()},
         )
 
     def _on_setting(self, name: str, value: Any) -> None:
         if name in _BREAKER_SETTINGS:
-            self.breaker.options = self.keys.pool.breaker_options = self._breaker_options()  # each key's breaker too
+            self.breaker.options = self.keys.pool.breaker_options = (
+                self._breaker_options()
+            )  # each key's breaker too
             if not self.closed:
                 self._call_soon(self._rearm_circuit)  # a new reset_timeout moves the next probe
         elif name in _RETRY_SETTINGS:
@@ -227,16 +254,23 @@ class Engine:
     def _on_breaker_transition(self, old: str, new: str, now: float) -> None:
         self.stats.record_breaker_transition(old, new, self.clock.wall())
         last = self.last_failure
-        cause = f" (last failure: {type(last).__name__}: {last.message})" if new == STATE_OPEN and last is not None else ""
+        cause = (
+            f" (last failure: {type(last).__name__}: {last.message})"
+            if new == STATE_OPEN and last is not None
+            else ""
+        )
         log.warning("%s circuit %s -> %s%s", self.provider.name, old, new, cause)
 
     # ---------------------------------------------------------- admission
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         """The inputs of a request that goes through the batch lane, else None."""
         if not self.settings["batching_enabled"] or not isinstance(data, dict):
             return None
-        if not self.provider.spec.batch_any_model and self.provider.request_model(endpoint, data) not in self.supported_batch_models:
+        if (
+            not self.provider.spec.batch_any_model
+            and self.provider.request_model(endpoint, data) not in self.supported_batch_models
+        ):
             return None
         return self.provider.batch_inputs(endpoint, data)
 
@@ -244,7 +278,10 @@ class Engine:
         """Admit a request (any thread).  Raises at once when it cannot be
         queued: ``ShutdownError``, ``CircuitOpenError``, ``QueueFullError``."""
         if self.closed:
-            raise ShutdownError(f"{self.provider.name} backend is closed; create a new client", provider=self.provider.name)
+            raise ShutdownError(
+                f"{self.provider.name} backend is closed; create a new client",
+                provider=self.provider.name,
+            )
         now = self.clock.now()
         if self._must_fail_fast(req, now):
             self.stats.record_rejected("circuit_open")
@@ -270,7 +307,7 @@ class Engine:
             self._call_soon(self._pump)
         return req
 
-    def _circuit_open_error(self, now: float, req: Optional[Request] = None) -> CircuitOpenError:
+    def _circuit_open_error(self, now: float, req: Request | None = None) -> CircuitOpenError:
         wait = self.breaker.retry_in(now)
         snap = self.breaker.snapshot(now)
         failures = snap.get("consecutive_failures", 0)
@@ -343,28 +380,38 @@ class Engine:
                 breaker.on_ignored(now, permit=permit)
                 ready = self.keys.readiness(req, now)
                 if ready is not None and req.deadline is not None and ready.at > req.deadline:
-                    self.finish(req, None, self._no_key_error(req, ready, now))  # waiting cannot help: say why now
+                    self.finish(
+                        req, None, self._no_key_error(req, ready, now)
+                    )  # waiting cannot help: say why now
                     continue
                 if ready is not None and not ready.busy and self.keys.free_for_others(req, now):
-                    self._hold(req, max(ready.at - now, _MIN_HOLD))  # only its model is cooling: the others go on
+                    self._hold(
+                        req, max(ready.at - now, _MIN_HOLD)
+                    )  # only its model is cooling: the others go on
                     continue
                 with queue.lock:  # it keeps its place and waits
                     queue.requeue(entry, now)
                 self._wait_for_key(req, now, ready)
                 break
-            hold = AttemptHold(self, permit, req.lease)  # from here on it owns the permit, the lease and the slot
+            hold = AttemptHold(
+                self, permit, req.lease
+            )  # from here on it owns the permit, the lease and the slot
             self.in_flight += 1
-            context = req.context if req.context is not None else contextvars.Context()  # a batch runs in no caller's
+            context = (
+                req.context if req.context is not None else contextvars.Context()
+            )  # a batch runs in no caller's
             task = start_task(self.loop, self._run(req, hold), context)
             req.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(hold.on_task_done)  # a task cancelled before it ran still gives all back
+            task.add_done_callback(
+                hold.on_task_done
+            )  # a task cancelled before it ran still gives all back
         self.deadlines.arm(now)
 
     # ------------------------------------------------------------ attempt
 
-    def _wait_for_key(self, req: Request, now: float, ready: Optional[Readiness]) -> None:
+    def _wait_for_key(self, req: Request, now: float, ready: Readiness | None) -> None:
         """Wake the pump when some key can take ``req``; fail what is queued
         when no key ever will (every key disabled)."""
         if ready is None:
@@ -399,7 +446,9 @@ class Engine:
     def _no_key_error(self, req: Request, ready: Readiness, now: float) -> ApiError:
         """The error of a request no key can take before its deadline."""
         wait, left = ready.at - now, max(0.0, req.deadline - now)
-        fix = "raise client.request_deadline, add a key with client.add_api_key(), or lower the load"
+        fix = (
+            "raise client.request_deadline, add a key with client.add_api_key(), or lower the load"
+        )
         if ready.reason == REASON_BREAKER:
             error: ApiError = CircuitOpenError(
                 f"the circuit of key {ready.key} is OPEN for another {retry_policy.seconds_text(wait)}, past this "
@@ -410,9 +459,11 @@ class Engine:
         else:
             held = _HELD_BY.get(ready.reason, ready.reason)
             asked = getattr(req.last_error, "retry_after", None)
-            if ready.reason in (REASON_COOLING, REASON_KEY_COOLING) and retry_policy.believed_retry_after(
-                asked, self.retry_options.max_retry_after
-            ) is not None:
+            if (
+                ready.reason in (REASON_COOLING, REASON_KEY_COOLING)
+                and retry_policy.believed_retry_after(asked, self.retry_options.max_retry_after)
+                is not None
+            ):
                 held += ", as its Retry-After asked"
             model = f"model {req.model}" if req.model is not None else "this request"
             error = RateLimitDeadlineError(
@@ -441,9 +492,15 @@ class Engine:
         for entry in entries:
             req = entry.item
             if not req.future.done() and not entry.alive:
-                error = copied(error_for(req)) if error_for is not None else self._circuit_open_error(now, req)
+                error = (
+                    copied(error_for(req))
+                    if error_for is not None
+                    else self._circuit_open_error(now, req)
+                )
                 if error.__cause__ is None:
-                    error.__cause__ = req.last_error  # what failed before, when it was waiting to retry
+                    error.__cause__ = (
+                        req.last_error
+                    )  # what failed before, when it was waiting to retry
                 self.finish(req, None, error)
 
     # ------------------------------------------------------------ circuit
@@ -459,11 +516,20 @@ class Engine:
         polling."""
         snap = self.breaker.snapshot(now)
         probe_at = snap["opened_at"] + snap["reset_timeout"]
-        if self._swept_opening != snap["opened_at"]:  # a request entering while OPEN is judged as it enters
+        if (
+            self._swept_opening != snap["opened_at"]
+        ):  # a request entering while OPEN is judged as it enters
             self._swept_opening = snap["opened_at"]
-            self._fail_queued(now, keep=lambda req: req.circuit_wait and (req.deadline is None or probe_at <= req.deadline))
+            self._fail_queued(
+                now,
+                keep=lambda req: (
+                    req.circuit_wait and (req.deadline is None or probe_at <= req.deadline)
+                ),
+            )
         if self._circuit_timer is None:
-            self._circuit_timer = self.loop.call_later(max(0.0, probe_at - now), self._on_probe_time)
+            self._circuit_timer = self.loop.call_later(
+                max(0.0, probe_at - now), self._on_probe_time
+            )
 
     def queued_deadline_error(self, req: Request, now: float) -> ApiError:
         """(loop) The error of a request whose deadline passed in the queue,
@@ -473,8 +539,12 @@ class Engine:
         state = self.breaker.state(now)
         if state != STATE_CLOSED:
             last = self.last_failure
-            behind = f"; last failure: {type(last).__name__}: {last.message}" if last is not None else ""
-            error: ApiError = DeadlineExceededError(f"{deadline} for the circuit ({state}{behind}); {fix}", provider=self.provider.name)
+            behind = (
+                f"; last failure: {type(last).__name__}: {last.message}" if last is not None else ""
+            )
+            error: ApiError = DeadlineExceededError(
+                f"{deadline} for the circuit ({state}{behind}); {fix}", provider=self.provider.name
+            )
         else:
             ready = self.keys.readiness(req, now)
             if ready is not None and ready.at > now and ready.reason not in (None, REASON_BREAKER):
@@ -504,7 +574,7 @@ class Engine:
         The attempt's slot, breaker permit and key lease belong to ``hold``,
         given back in one ``finally`` whatever raised."""
         result: Any = None
-        error: Optional[BaseException] = None
+        error: BaseException | None = None
         usage = (0, 0)
         stood_down = req.future.done()  # cancelled before this task got to run
         req.running = True
@@ -516,8 +586,12 @@ class Engine:
                 if result is not None:
                     usage = self.usage_of(result)
         except asyncio.CancelledError:
-            error = ShutdownError("backend closed during the attempt") if self.closed else CancelledRequestError(
-                "request cancelled by the caller", request_id=req.request_id
+            error = (
+                ShutdownError("backend closed during the attempt")
+                if self.closed
+                else CancelledRequestError(
+                    "request cancelled by the caller", request_id=req.request_id
+                )
             )
         except Exception as exc:  # an ApiError; or not a service outcome (a bug): handed over as it is, not retried
             error = exc
@@ -532,7 +606,9 @@ class Engine:
         if error is None:
             if not req.stream:
                 self.finish(req, result, None, usage)
-        elif isinstance(error, (CancelledRequestError, ShutdownError)) or not isinstance(error, ApiError):
+        elif isinstance(error, (CancelledRequestError, ShutdownError)) or not isinstance(
+            error, ApiError
+        ):
             self.finish(req, None, error)
         else:
             self._after_failure(req, error)
@@ -557,7 +633,10 @@ class Engine:
         timeout = self.settings["timeout"] if req.options.timeout is None else req.options.timeout
         req.cut_at = None
         if req.deadline is not None and req.deadline - now < timeout:
-            timeout, req.cut_at = max(0.001, req.deadline - now), req.deadline  # the deadline bounds this attempt
+            timeout, req.cut_at = (
+                max(0.001, req.deadline - now),
+                req.deadline,
+            )  # the deadline bounds this attempt
         key_name = req.last_key = req.lease.name
         api_key = req.api_key or self.keys.secret(key_name)
         http_request = self.provider.build_request(
@@ -574,7 +653,9 @@ class Engine:
         http_request.max_body_bytes = self.settings["max_response_bytes"]
         http_request.max_line_bytes = self.settings["max_stream_line_bytes"]
         started = clock.now()
-        secrets = _Secrets(api_key, req.options)  # what a server may echo back, read on an error only
+        secrets = _Secrets(
+            api_key, req.options
+        )  # what a server may echo back, read on an error only
         if req.stream:
             return await self._attempt_stream(req, hold, http_request, secrets, started, timeout)
         try:
@@ -600,7 +681,8 @@ class Engine:
             raise
         except Exception as exc:
             raise MalformedResponseError(
-                f"the response could not be read ({type(exc).__name__}: {exc})", provider=self.provider.name
+                f"the response could not be read ({type(exc).__name__}: {exc})",
+                provider=self.provider.name,
             ) from exc
 
     def usage_of(self, result: Any) -> tuple[int, int]:
@@ -615,7 +697,11 @@ class Engine:
             if len(figures) == 2 and all(_believable(n) for n in figures):
                 return figures
             why = "not whole numbers from 0 to MAX_TOKEN_COUNT"
-        log.warning("%s: the response's token usage could not be read (%s); its tokens count as 0", self.provider.name, why)
+        log.warning(
+            "%s: the response's token usage could not be read (%s); its tokens count as 0",
+            self.provider.name,
+            why,
+        )
         return 0, 0
 
     async def _send(self, req: Request, http_request: Any) -> Any:
@@ -625,18 +711,32 @@ class Engine:
         try:
             response = await self.transport.send(http_request)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise classify_exception(exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts) from exc
+            raise classify_exception(
+                exc, provider=self.provider.name, request_id=req.request_id, attempt=req.attempts
+            ) from exc
         self.keys.hints(req.last_key, self.provider, response.headers, self.clock.now(), req.model)
-        if not response.ok and (req.stream or self.parsed(self.provider.answer_for_status, req.endpoint, response) is None):
-            if isinstance(response, StreamResponse):  # pragma: no cover - transports read error bodies whole
+        if not response.ok and (
+            req.stream
+            or self.parsed(self.provider.answer_for_status, req.endpoint, response) is None
+        ):
+            if isinstance(
+                response, StreamResponse
+            ):  # pragma: no cover - transports read error bodies whole
                 await response.aclose()
-            error = self.parsed(self.provider.error_for, response, wall_now=self.clock.wall(), attempt=req.attempts)
+            error = self.parsed(
+                self.provider.error_for, response, wall_now=self.clock.wall(), attempt=req.attempts
+            )
             error.request_id = error.request_id or req.request_id
             raise error
         return response
 
     def _record_attempt(
-        self, error: Optional[ApiError], started: float, key_name: Optional[str], status: Optional[int], hold: AttemptHold
+        self,
+        error: ApiError | None,
+        started: float,
+        key_name: str | None,
+        status: int | None,
+        hold: AttemptHold,
     ) -> None:
         now = self.clock.now()
         duration = now - started
@@ -659,7 +759,13 @@ class Engine:
     # ------------------------------------------------------------ streams
 
     async def _attempt_stream(
-        self, req: Request, hold: AttemptHold, http_request: Any, secrets: "_Secrets", started: float, timeout: float
+        self,
+        req: Request,
+        hold: AttemptHold,
+        http_request: Any,
+        secrets: _Secrets,
+        started: float,
+        timeout: float,
     ) -> None:
         """A streaming attempt.  Until its first chunk it is like any attempt:
         a failure, a malformed event or no chunk within ``timeout`` is
@@ -692,11 +798,15 @@ class Engine:
                 raise
             started_ok = True
         finally:
-            if not started_ok:  # whatever ended it before its first chunk: the stream is closed here
+            if (
+                not started_ok
+            ):  # whatever ended it before its first chunk: the stream is closed here
                 watch.stop()
                 if response is not None:
                     await response.aclose()
-        self._record_attempt(None, started, req.last_key, response.status, hold)  # started: a success for the breaker
+        self._record_attempt(
+            None, started, req.last_key, response.status, hold
+        )  # started: a success for the breaker
         await self._feed(req, response, events, chunk, done, watch, secrets)
 
     async def _next_chunk(self, events: Any) -> tuple[Any, bool]:
@@ -707,17 +817,30 @@ class Engine:
             try:
                 event = await anext(events)
             except StopAsyncIteration:
-                raise NetworkError("stream ended without its end marker", provider=self.provider.name) from None
+                raise NetworkError(
+                    "stream ended without its end marker", provider=self.provider.name
+                ) from None
             except ApiError:
                 raise
-            except Exception as exc:  # a transport that did not translate its own: said in our words
-                raise NetworkError(f"the stream broke ({type(exc).__name__}: {exc})", provider=self.provider.name) from exc
+            except (
+                Exception
+            ) as exc:  # a transport that did not translate its own: said in our words
+                raise NetworkError(
+                    f"the stream broke ({type(exc).__name__}: {exc})", provider=self.provider.name
+                ) from exc
             chunk, done = self.parsed(parse, event)
             if chunk is not None or done:
                 return chunk, done
 
     async def _feed(
-        self, req: Request, response: StreamResponse, events: Any, chunk: Any, done: bool, watch: "StallWatch", secrets: "_Secrets"
+        self,
+        req: Request,
+        response: StreamResponse,
+        events: Any,
+        chunk: Any,
+        done: bool,
+        watch: StallWatch,
+        secrets: _Secrets,
     ) -> None:
         """Hand the stream to the caller and feed it until its end.
 
@@ -732,12 +855,14 @@ class Engine:
         stall = self.settings["stream_stall_timeout"]
         progress = StreamProgress(self.clock.now())
         watch.restart(stall)
-        error: Optional[ApiError] = None
+        error: ApiError | None = None
         try:
             while True:
                 if chunk is not None:
                     item = self.parsed(progress.chunk, self.provider, chunk)
-                    if channel.put(item):  # the caller has fallen behind: wait for it, not for the server
+                    if channel.put(
+                        item
+                    ):  # the caller has fallen behind: wait for it, not for the server
                         watch.pause()
                         await channel.room()
                         watch.resume()
@@ -748,7 +873,9 @@ class Engine:
         except asyncio.CancelledError:
             if not watch.timed_out():
                 watch.stop()
-                closed = CancelledRequestError("stream closed by the caller", request_id=req.request_id)
+                closed = CancelledRequestError(
+                    "stream closed by the caller", request_id=req.request_id
+                )
                 self._record_stream(req, progress, closed)
                 channel.put(closed)
                 await response.aclose()
@@ -761,7 +888,10 @@ class Engine:
         except ApiError as exc:
             error = exc.redact(secrets)  # an error event may quote the key too
         except Exception as exc:  # whatever else: the caller still hears how its stream ended
-            error = MalformedResponseError(f"the stream could not be read ({type(exc).__name__}: {exc})", provider=self.provider.name)
+            error = MalformedResponseError(
+                f"the stream could not be read ({type(exc).__name__}: {exc})",
+                provider=self.provider.name,
+            )
             error.__cause__ = exc
             error = error.redact(secrets)
         watch.stop()
@@ -771,10 +901,14 @@ class Engine:
             error.attempt = error.attempt or req.attempts
             error.chunks_received, error.partial_text = progress.count, progress.text()
             error.message = f"{error.message} (stream ended after {progress.count} chunks, {progress.chars} characters of text)"
-        self._record_stream(req, progress, error)  # before the caller sees the end, so its get_stats() includes it
+        self._record_stream(
+            req, progress, error
+        )  # before the caller sees the end, so its get_stats() includes it
         channel.put(error if error is not None else END_OF_STREAM)
 
-    def _record_stream(self, req: Request, progress: "StreamProgress", error: Optional[BaseException]) -> None:
+    def _record_stream(
+        self, req: Request, progress: StreamProgress, error: BaseException | None
+    ) -> None:
         now = self.clock.now()
         usage = progress.usage
         self.stats.record_request(
@@ -818,33 +952,54 @@ class Engine:
         cut.__cause__ = error
         return cut
 
-    def _cooldown(self, req: Request, error: Optional[BaseException]) -> Optional[float]:
+    def _cooldown(self, req: Request, error: BaseException | None) -> float | None:
         """How long a 429 without a believable Retry-After (none, or one over
         max_retry_after) cools its (key, model): the retry policy's backoff
         for the retry it leads to."""
-        if isinstance(error, RateLimitError) and retry_policy.believed_retry_after(
-            error.retry_after, self.retry_options.max_retry_after
-        ) is None:
+        if (
+            isinstance(error, RateLimitError)
+            and retry_policy.believed_retry_after(
+                error.retry_after, self.retry_options.max_retry_after
+            )
+            is None
+        ):
             return retry_policy.backoff_delay(req.retries + 1, self.retry_options, self.rng)
         return None
 
     def _after_failure(self, req: Request, error: ApiError) -> None:
         now = self.clock.now()
         if type(error) is RequestTimeoutError and req.cut_at is not None and now >= req.cut_at:
-            self.finish(req, None, self._cut_by_deadline(req, error))  # the deadline, not the server, ended it
+            self.finish(
+                req, None, self._cut_by_deadline(req, error)
+            )  # the deadline, not the server, ended it
             return
         options = self._retry_options_for(req)
         if isinstance(error, RateLimitError) and req.last_key is not None:
             # its (key, model) cools now; back in the queue, it goes on the first key
             # free for its model, waits for one within its deadline, or fails at once
             req.avoid_key = req.last_key
-            if retry_policy.is_retryable(error, options) and req.retries < options.max_retries and not self.closed:
+            if (
+                retry_policy.is_retryable(error, options)
+                and req.retries < options.max_retries
+                and not self.closed
+            ):
                 req.retries += 1
                 req.last_error = error
-                log.debug("%s request %s: HTTP 429 on key %s; retry %d/%d", self.provider.name, req.request_id, req.last_key, req.retries, options.max_retries)
+                log.debug(
+                    "%s request %s: HTTP 429 on key %s; retry %d/%d",
+                    self.provider.name,
+                    req.request_id,
+                    req.last_key,
+                    req.retries,
+                    options.max_retries,
+                )
                 self._requeue(req)
                 return
-        if isinstance(error, AuthenticationError) and req.last_key is not None and self.keys.another_usable(req.last_key, req, now):
+        if (
+            isinstance(error, AuthenticationError)
+            and req.last_key is not None
+            and self.keys.another_usable(req.last_key, req, now)
+        ):
             req.retries += 1  # that key is disabled now; the request moves on to one that may work
             req.last_error = error
             self._requeue(req)
@@ -886,7 +1041,9 @@ class Engine:
 
     def _must_fail_fast(self, req: Request, now: float) -> bool:
         """Whether ``req``, entering the queue now, must fail for an OPEN circuit."""
-        return self.breaker.state(now) == STATE_OPEN and not (req.circuit_wait and self._probe_in_time(req, now))
+        return self.breaker.state(now) == STATE_OPEN and not (
+            req.circuit_wait and self._probe_in_time(req, now)
+        )
 
     # ------------------------------------------------------------ batches
 
@@ -898,7 +1055,9 @@ class Engine:
 
     def enqueue_carrier(self, carrier: Request, admitted: int, now: float) -> None:
         """(loop) Queue a batch's carrier in place of its ``admitted`` members."""
-        error: Optional[ApiError] = self._circuit_open_error(now) if self._must_fail_fast(carrier, now) else None
+        error: ApiError | None = (
+            self._circuit_open_error(now) if self._must_fail_fast(carrier, now) else None
+        )
         with self.queue.lock:
             self.batches.pending -= admitted
             try:
@@ -916,7 +1075,13 @@ class Engine:
 
     # ------------------------------------------------------------- finish
 
-    def finish(self, req: Request, result: Any, error: Optional[BaseException], usage: Optional[tuple[int, int]] = None) -> None:
+    def finish(
+        self,
+        req: Request,
+        result: Any,
+        error: BaseException | None,
+        usage: tuple[int, int] | None = None,
+    ) -> None:
         if req.members is not None:
             self.batches.finish(req, result, error)
             return
@@ -924,7 +1089,9 @@ class Engine:
             return
         if isinstance(error, ApiError):
             error = self.annotate(error, req)
-        self.record_request(req, result, error, self.clock.now(), usage=usage)  # before the caller wakes and reads the stats
+        self.record_request(
+            req, result, error, self.clock.now(), usage=usage
+        )  # before the caller wakes and reads the stats
         req.future._complete(result, error, req.attempts, self.key_name(req))
 
     def annotate(self, error: ApiError, req: Request) -> ApiError:
@@ -937,13 +1104,17 @@ class Engine:
         error.provider = error.provider or self.provider.name
         error.model = error.model or req.model
         error.key_name = error.key_name or key
-        error.host = error.host or _host(self.keys.base_url(key) if key is not None else None) or _host(self.base_url)
+        error.host = (
+            error.host
+            or _host(self.keys.base_url(key) if key is not None else None)
+            or _host(self.base_url)
+        )
         error.attempts = req.attempts
         error.client_request_id = req.request_id
         error.request_id = error.request_id or req.request_id
         return error
 
-    def key_name(self, req: Request) -> Optional[str]:
+    def key_name(self, req: Request) -> str | None:
         """The key a request went out on (its name; a fingerprint for the seed's key)."""
         return req.last_key
 
@@ -951,10 +1122,10 @@ class Engine:
         self,
         req: Request,
         result: Any,
-        error: Optional[BaseException],
+        error: BaseException | None,
         now: float,
-        attempts: Optional[int] = None,
-        usage: Optional[tuple[int, int]] = None,
+        attempts: int | None = None,
+        usage: tuple[int, int] | None = None,
     ) -> None:
         if usage is None:
             usage = self.usage_of(result) if error is None else (0, 0)
@@ -967,7 +1138,9 @@ class Engine:
                 queue_wait=max(0.0, first - req.submitted_at),
                 attempts=attempts if attempts is not None else req.attempts,
                 model=req.model,
-                error_kind=getattr(error, "kind", type(error).__name__) if error is not None else None,
+                error_kind=getattr(error, "kind", type(error).__name__)
+                if error is not None
+                else None,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
                 key_name=self.key_name(req),
@@ -981,12 +1154,11 @@ class Engine:
         if req.future.done():
             return
         error = CancelledRequestError("request cancelled by the caller", request_id=req.request_id)
-        if req.task is not None and req.members is None:
-            if req.running:  # abort the attempt; _run completes the future
-                req.task.cancel()
-                return
-            # the task has not started: a cancel now would skip its cleanup;
-            # completing the future makes it stand down when it starts
+        if req.task is not None and req.members is None and req.running:
+            req.task.cancel()  # abort the attempt; _run completes the future
+            return
+        # a task that has not started is not cancelled (that would skip its
+        # cleanup): completing the future below makes it stand down when it starts
         if req.member is not None:
             self.batches.remove(req)
         elif req.timer is not None:
@@ -1005,7 +1177,10 @@ class Engine:
         if self.closed:
             return
         self.closed = True
-        shutdown = ShutdownError(f"{self.provider.name} backend closed before the request was sent", provider=self.provider.name)
+        shutdown = ShutdownError(
+            f"{self.provider.name} backend closed before the request was sent",
+            provider=self.provider.name,
+        )
         with self.queue.lock:
             entries = self.queue.drain()
         self.deadlines.clear()
@@ -1037,13 +1212,17 @@ class Engine:
         elif not self._loop_alive():
             self.closed = True
         else:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop))
+            await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self.aclose(grace), self.loop)
+            )
 
     def close(self, grace: float = 5.0) -> None:
         if self.closed:
             return
         if in_engine_thread():
-            raise RuntimeError("close() called from the engine's own loop; use 'await backend.aclose()'")
+            raise RuntimeError(
+                "close() called from the engine's own loop; use 'await backend.aclose()'"
+            )
         if not self._loop_alive():
             self.closed = True
             return
@@ -1080,16 +1259,16 @@ class _Secrets:
 
     __slots__ = ("api_key", "options")
 
-    def __init__(self, api_key: Optional[str], options: Any) -> None:
+    def __init__(self, api_key: str | None, options: Any) -> None:
         self.api_key, self.options = api_key, options
 
-    def __iter__(self) -> Iterator[Optional[str]]:
+    def __iter__(self) -> Iterator[str | None]:
         yield self.api_key
         yield from self.options.secrets()
 
 
 @functools.lru_cache(maxsize=64)
-def _host(url: Optional[str]) -> Optional[str]:
+def _host(url: str | None) -> str | None:
     """``host:port`` of a base URL, for errors."""
     if not url:
         return None
@@ -1101,7 +1280,7 @@ def _host(url: Optional[str]) -> Optional[str]:
     return f"{host}:{port}" if port else host
 
 
-def _decode(provider: Any, response: StreamResponse, max_event_bytes: Optional[int]) -> Any:
+def _decode(provider: Any, response: StreamResponse, max_event_bytes: int | None) -> Any:
     """The response's events, decoded by the provider's stream format."""
     if provider.stream_format == "sse":
         return iter_sse(response.lines(), max_event_bytes)
@@ -1117,6 +1296,6 @@ def _believable(count: Any) -> bool:
     return isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_TOKEN_COUNT
 
 
-def _cancel_task(task: Optional[asyncio.Task]) -> None:
+def _cancel_task(task: asyncio.Task | None) -> None:
     if task is not None and not task.done():
         task.cancel()

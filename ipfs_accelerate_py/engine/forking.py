@@ -33,10 +33,10 @@ __all__ = ["register"]
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _POLICY_MODULES = "ipfs_accelerate_py.resilience."
-_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def register(engine: "Engine") -> None:
+def register(engine: Engine) -> None:
     """Have ``engine`` restarted in the child of every later fork."""
     _engines.add(engine)
 

@@ -12,7 +12,8 @@ import asyncio
 import os
 import threading
 import weakref
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["RequestFuture"]
 
@@ -22,14 +23,16 @@ class RequestFuture(dict):
 
     __slots__ = ("_done", "_event", "_callbacks", "_canceller", "_lock", "attempts", "key_name")
 
-    def __init__(self, request_id: Optional[str] = None) -> None:
+    def __init__(self, request_id: str | None = None) -> None:
         super().__init__(completed=False, result=None, error=None, request_id=request_id)
         self.attempts = 0  # HTTP attempts the request took, once completed
-        self.key_name: Optional[str] = None  # the key of its last attempt (a name or fingerprint, never the key)
+        self.key_name: str | None = (
+            None  # the key of its last attempt (a name or fingerprint, never the key)
+        )
         self._done = False
-        self._event: Optional[threading.Event] = None  # made for the first blocking wait only
-        self._callbacks: list[Callable[["RequestFuture"], None]] = []
-        self._canceller: Optional[Callable[[], None]] = None
+        self._event: threading.Event | None = None  # made for the first blocking wait only
+        self._callbacks: list[Callable[[RequestFuture], None]] = []
+        self._canceller: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ reading
@@ -37,7 +40,7 @@ class RequestFuture(dict):
     def done(self) -> bool:
         return self._done
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Block until completed (True) or ``timeout`` seconds pass (False)."""
         if self._done:
             return True
@@ -49,7 +52,7 @@ class RequestFuture(dict):
             event = self._event
         return event.wait(timeout)
 
-    def result(self, timeout: Optional[float] = None) -> Any:
+    def result(self, timeout: float | None = None) -> Any:
         """The result; raises the request's typed error; ``TimeoutError`` if
         not completed within ``timeout`` (the request itself goes on)."""
         if not self.wait(timeout):
@@ -59,7 +62,7 @@ class RequestFuture(dict):
             raise error
         return self["result"]
 
-    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         if not self.wait(timeout):
             raise TimeoutError(f"request {self.get('request_id')} not completed within {timeout}s")
         return self["error"]
@@ -80,7 +83,7 @@ class RequestFuture(dict):
 
     # -------------------------------------------------------- completing
 
-    def add_done_callback(self, fn: Callable[["RequestFuture"], None]) -> None:
+    def add_done_callback(self, fn: Callable[[RequestFuture], None]) -> None:
         with self._lock:
             if not self._done:
                 self._callbacks.append(fn)
@@ -101,7 +104,11 @@ class RequestFuture(dict):
         return True
 
     def _complete(
-        self, result: Any = None, error: Optional[BaseException] = None, attempts: int = 0, key_name: Optional[str] = None
+        self,
+        result: Any = None,
+        error: BaseException | None = None,
+        attempts: int = 0,
+        key_name: str | None = None,
     ) -> bool:
         """Set the outcome (and the attempts it took, on which key) once; later
         calls change nothing and return False."""
@@ -146,10 +153,10 @@ class _LoopInbox:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._lock = threading.Lock()
-        self._waiters: list["asyncio.Future[None]"] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
 
-    def put(self, waiter: "asyncio.Future[None]") -> None:
+    def put(self, waiter: asyncio.Future[None]) -> None:
         with self._lock:
             self._waiters.append(waiter)
             if self._scheduled:
@@ -171,7 +178,9 @@ class _LoopInbox:
                 waiter.set_result(None)
 
 
-_inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopInbox]" = weakref.WeakKeyDictionary()
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopInbox] = (
+    weakref.WeakKeyDictionary()
+)
 _inboxes_lock = threading.Lock()
 
 

@@ -16,12 +16,20 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 from ..resilience.breaker import BreakerOptions
 from ..resilience.errors import ApiError, AuthenticationError, SettingError
+from ..resilience.keys import (
+    OUTCOME_AUTH_FAILURE,
+    OUTCOME_RATE_LIMITED,
+    SCOPE_KEY,
+    KeyOptions,
+    KeyPool,
+    Lease,
+    Outcome,
+    Readiness,
+)
 from ..resilience.retry import over_cap
-from ..resilience.keys import OUTCOME_AUTH_FAILURE, OUTCOME_RATE_LIMITED, SCOPE_KEY, KeyOptions, KeyPool, Lease, Outcome, Readiness
 from .request import Request
 
 __all__ = ["KeyConfig", "KeyRing", "NO_KEY_NAME", "key_fingerprint"]
@@ -33,7 +41,7 @@ _CHARS_PER_TOKEN = 4
 
 
 @functools.lru_cache(maxsize=256)
-def key_fingerprint(api_key: Optional[str]) -> Optional[str]:
+def key_fingerprint(api_key: str | None) -> str | None:
     """How a key without a name is reported: 8 hex digits of its SHA-256."""
     if not api_key:
         return None
@@ -45,8 +53,8 @@ class KeyConfig:
     """One key as configured: its options, its secret, its endpoint."""
 
     options: KeyOptions
-    secret: Optional[str] = None
-    base_url: Optional[str] = None
+    secret: str | None = None
+    base_url: str | None = None
 
     def __repr__(self) -> str:  # never the secret
         return f"KeyConfig({self.options.name!r}, base_url={self.base_url!r})"
@@ -55,9 +63,9 @@ class KeyConfig:
 class KeyRing:
     def __init__(self, strategy: str, breaker_options: BreakerOptions, now: float) -> None:
         self.pool = KeyPool([], strategy, breaker_options=breaker_options, now=now)
-        self._secrets: dict[str, Optional[str]] = {}
-        self._base_urls: dict[str, Optional[str]] = {}
-        self._default: Optional[str] = None  # the pool name of the seed's single key
+        self._secrets: dict[str, str | None] = {}
+        self._base_urls: dict[str, str | None] = {}
+        self._default: str | None = None  # the pool name of the seed's single key
         self._counts_tokens = False
 
     # ------------------------------------------------------------ config
@@ -65,7 +73,9 @@ class KeyRing:
     def add(self, config: KeyConfig, now: float) -> None:
         name = config.options.name
         if name in self._secrets:
-            raise SettingError("api_keys", name, "a key name not used yet (remove the old key first)")
+            raise SettingError(
+                "api_keys", name, "a key name not used yet (remove the old key first)"
+            )
         if self._default is not None and self._secrets.get(self._default) is None:
             self.remove(self._default)  # the keyless slot gives way to a real key
         self.pool.add(config.options, now)
@@ -75,13 +85,15 @@ class KeyRing:
 
     def remove(self, name: str) -> None:
         if name not in self._secrets:
-            raise SettingError("api_keys", name, f"the name of a configured key: {', '.join(self._secrets)}")
+            raise SettingError(
+                "api_keys", name, f"the name of a configured key: {', '.join(self._secrets)}"
+            )
         self.pool.remove(name)
         del self._secrets[name], self._base_urls[name]
         if name == self._default:
             self._default = None
 
-    def set_default(self, secret: Optional[str], now: float) -> None:
+    def set_default(self, secret: str | None, now: float) -> None:
         """The seed's single key (``client.api_key``): added, replaced or dropped."""
         if self._default is not None:
             self.remove(self._default)
@@ -94,7 +106,7 @@ class KeyRing:
         self._default = name
 
     @property
-    def default_secret(self) -> Optional[str]:
+    def default_secret(self) -> str | None:
         return self._secrets.get(self._default) if self._default else None
 
     def has_secret(self) -> bool:
@@ -104,10 +116,10 @@ class KeyRing:
     def names(self) -> list[str]:
         return list(self._secrets)
 
-    def secret(self, name: str) -> Optional[str]:
+    def secret(self, name: str) -> str | None:
         return self._secrets.get(name)
 
-    def base_url(self, name: str) -> Optional[str]:
+    def base_url(self, name: str) -> str | None:
         return self._base_urls.get(name)
 
     # ---------------------------------------------------------- dispatch
@@ -117,20 +129,24 @@ class KeyRing:
         if not self._counts_tokens or req.data is None:
             return 0
         if req.tokens is None:
-            req.tokens = len(json.dumps(req.data, default=str)) // _CHARS_PER_TOKEN + int(req.data.get("max_tokens") or 0)
+            req.tokens = len(json.dumps(req.data, default=str)) // _CHARS_PER_TOKEN + int(
+                req.data.get("max_tokens") or 0
+            )
         return req.tokens
 
-    def lease(self, req: Request, now: float, rng: random.Random) -> Optional[Lease]:
+    def lease(self, req: Request, now: float, rng: random.Random) -> Lease | None:
         """A key for ``req``'s next attempt, avoiding the key that last
         refused it when another is free; None when none may go now."""
         tokens = self.tokens(req)
         if req.avoid_key is not None:
-            lease = self.pool.choose(now, tokens, rng, exclude=frozenset((req.avoid_key,)), model=req.model)
+            lease = self.pool.choose(
+                now, tokens, rng, exclude=frozenset((req.avoid_key,)), model=req.model
+            )
             if lease is not None:
                 return lease
         return self.pool.choose(now, tokens, rng, model=req.model)
 
-    def readiness(self, req: Request, now: float) -> Optional[Readiness]:
+    def readiness(self, req: Request, now: float) -> Readiness | None:
         """When a key could first take ``req``, which, and what holds it until then."""
         return self.pool.next_ready(now, self.tokens(req), model=req.model)
 
@@ -142,7 +158,7 @@ class KeyRing:
         ready = self.pool.next_ready_at(now, self.tokens(req))
         return ready is not None and ready <= now
 
-    def hints(self, name: str, provider, headers, now: float, model: Optional[str] = None) -> None:
+    def hints(self, name: str, provider, headers, now: float, model: str | None = None) -> None:
         """What the provider's headers say of the key's remaining quota, for
         choosing among several keys (with one key there is nothing to choose:
         the server's own 429 and Retry-After then decide)."""
@@ -155,15 +171,19 @@ class KeyRing:
         """Whether a key other than ``name`` could ever take ``req`` (one not disabled)."""
         if len(self.pool) < 2:
             return False
-        return any(state["disabled"] is None for other, state in self.pool.snapshot(now).items() if other != name)
+        return any(
+            state["disabled"] is None
+            for other, state in self.pool.snapshot(now).items()
+            if other != name
+        )
 
     def release(
         self,
         lease: Lease,
         now: float,
-        error: Optional[BaseException],
+        error: BaseException | None,
         usage: tuple[int, int],
-        cooldown: Optional[float] = None,
+        cooldown: float | None = None,
     ) -> None:
         """Give ``lease`` back with how its attempt ended; a 429 without
         Retry-After cools its scope for ``cooldown`` seconds."""
@@ -177,32 +197,56 @@ class KeyRing:
                 outcome = Outcome.ignored()
         else:
             outcome = Outcome.ignored()
-        already_disabled = outcome.kind == OUTCOME_AUTH_FAILURE and self.pool.disabled_reason(lease.name) is not None
+        already_disabled = (
+            outcome.kind == OUTCOME_AUTH_FAILURE
+            and self.pool.disabled_reason(lease.name) is not None
+        )
         self.pool.release(lease, now, outcome)
         if outcome.kind == OUTCOME_RATE_LIMITED:
             self._log_cooling(lease, outcome)
-        elif outcome.kind == OUTCOME_AUTH_FAILURE and not already_disabled:  # once a key, not once a request in flight
-            log.warning("key %s disabled: %s; the other keys carry on (replace it, or remove it with client.remove_api_key())",
-                        lease.name, outcome.reason)
+        elif (
+            outcome.kind == OUTCOME_AUTH_FAILURE and not already_disabled
+        ):  # once a key, not once a request in flight
+            log.warning(
+                "key %s disabled: %s; the other keys carry on (replace it, or remove it with client.remove_api_key())",
+                lease.name,
+                outcome.reason,
+            )
 
     def _log_cooling(self, lease: Lease, outcome: Outcome) -> None:
-        scope = "" if outcome.scope == SCOPE_KEY or lease.model is None else f" for model {lease.model}"
+        scope = (
+            "" if outcome.scope == SCOPE_KEY or lease.model is None else f" for model {lease.model}"
+        )
         cap = self.pool.max_cooldown
         if over_cap(outcome.retry_after, cap):
             log.warning(
                 "key %s%s: the server asked to cool it for %.6gs after HTTP 429, over max_retry_after (%.3gs); "
                 "not believed: cooling %.3gs (backoff) instead",
-                lease.name, scope, outcome.retry_after, cap, self._fallback(outcome),
+                lease.name,
+                scope,
+                outcome.retry_after,
+                cap,
+                self._fallback(outcome),
             )
         elif outcome.retry_after is not None:
-            log.info("key %s%s cooling %.3gs after HTTP 429 (Retry-After)", lease.name, scope, outcome.retry_after)
+            log.info(
+                "key %s%s cooling %.3gs after HTTP 429 (Retry-After)",
+                lease.name,
+                scope,
+                outcome.retry_after,
+            )
         else:
-            log.info("key %s%s cooling %.3gs after HTTP 429 (backoff, no Retry-After)", lease.name, scope, self._fallback(outcome))
+            log.info(
+                "key %s%s cooling %.3gs after HTTP 429 (backoff, no Retry-After)",
+                lease.name,
+                scope,
+                self._fallback(outcome),
+            )
 
     def _fallback(self, outcome: Outcome) -> float:
         return self.pool.default_cooldown if outcome.cooldown is None else outcome.cooldown
 
-    def all_disabled_error(self, provider: str, now: float) -> Optional[AuthenticationError]:
+    def all_disabled_error(self, provider: str, now: float) -> AuthenticationError | None:
         """An error naming every key and why, when no key is left to try."""
         snapshot = self.pool.snapshot(now)
         if not snapshot or any(state["disabled"] is None for state in snapshot.values()):

@@ -13,7 +13,8 @@ import contextvars
 import os
 import sys
 import threading
-from typing import Any, Coroutine, Optional
+from collections.abc import Coroutine
+from typing import Any
 
 __all__ = ["EngineLoop", "engine_loop", "in_engine_thread", "start_task"]
 
@@ -53,7 +54,7 @@ class EngineLoop:
 
 
 _lock = threading.Lock()
-_current: Optional[EngineLoop] = None
+_current: EngineLoop | None = None
 
 
 def _after_fork_in_child() -> None:
@@ -85,13 +86,21 @@ def in_engine_thread() -> bool:
 
 if sys.version_info >= (3, 11):
 
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> asyncio.Task:
+    def start_task(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        context: contextvars.Context,
+    ) -> asyncio.Task:
         """A task of ``coro`` on ``loop`` that runs in ``context`` (a caller's
         context variables, seen by loggers, transports and hooks during it)."""
         return loop.create_task(coro, context=context)
 
 else:  # 3.10: no context= yet; a task copies the context it is created in
 
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> asyncio.Task:
+    def start_task(
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        context: contextvars.Context,
+    ) -> asyncio.Task:
         """A task of ``coro`` on ``loop`` that runs in (a copy of) ``context``."""
         return context.run(loop.create_task, coro)

@@ -17,11 +17,20 @@ consumer has caught up to :data:`LOW_WATER`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["END_OF_STREAM", "HIGH_WATER", "LOW_WATER", "ChunkStream", "StreamChunk", "StreamProgress"]
+__all__ = [
+    "END_OF_STREAM",
+    "HIGH_WATER",
+    "LOW_WATER",
+    "ChunkStream",
+    "StreamChunk",
+    "StreamProgress",
+]
 
 END_OF_STREAM = object()
 """Put in a stream's channel after its last chunk."""
@@ -43,7 +52,9 @@ class StreamChunk:
 
     __slots__ = ("text", "tool_calls", "finish_reason", "usage", "raw")
 
-    def __init__(self, text: str, tool_calls: tuple, finish_reason: Optional[str], usage: Optional[dict], raw: Any) -> None:
+    def __init__(
+        self, text: str, tool_calls: tuple, finish_reason: str | None, usage: dict | None, raw: Any
+    ) -> None:
         self.text = text
         self.tool_calls = tool_calls
         self.finish_reason = finish_reason
@@ -106,16 +117,24 @@ class _Channel:
     awaits :meth:`room` (on the engine loop) before it reads on.
     """
 
-    __slots__ = ("_lock", "_items", "_event", "_sync_waiting", "_async_waiter", "_room", "_room_loop")
+    __slots__ = (
+        "_lock",
+        "_items",
+        "_event",
+        "_sync_waiting",
+        "_async_waiter",
+        "_room",
+        "_room_loop",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: deque = deque()
         self._event = threading.Event()
         self._sync_waiting = False
-        self._async_waiter: Optional[asyncio.Future] = None
-        self._room: Optional[asyncio.Future] = None
-        self._room_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._async_waiter: asyncio.Future | None = None
+        self._room: asyncio.Future | None = None
+        self._room_loop: asyncio.AbstractEventLoop | None = None
 
     # engine side
     def put(self, item: Any) -> bool:
@@ -131,7 +150,7 @@ class _Channel:
             _wake(waiter)
         return full
 
-    def room(self) -> "asyncio.Future[None]":
+    def room(self) -> asyncio.Future[None]:
         """(engine loop) A future that completes when the consumer has caught up."""
         loop = asyncio.get_running_loop()
         room = loop.create_future()
@@ -152,10 +171,8 @@ class _Channel:
         if room is not None and len(self._items) <= LOW_WATER:
             self._room = None
             loop, self._room_loop = self._room_loop, None
-            try:
+            with contextlib.suppress(RuntimeError):  # the engine loop is gone
                 loop.call_soon_threadsafe(_resolve, room)
-            except RuntimeError:  # the engine loop is gone
-                pass
         return True, item
 
     def get(self) -> Any:
@@ -183,10 +200,8 @@ class _Channel:
 
 
 def _wake(waiter: asyncio.Future) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # the consumer's loop has closed: nobody waits
         waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
-    except RuntimeError:  # the consumer's loop has closed: nobody waits any more
-        pass
 
 
 def _resolve(future: asyncio.Future) -> None:
@@ -220,11 +235,11 @@ class ChunkStream:
     def __init__(self, request_id: str, closer: Callable[[], None]) -> None:
         self.request_id = request_id
         self.channel = _Channel()
-        self._closer: Optional[Callable[[], None]] = closer
+        self._closer: Callable[[], None] | None = closer
         self.received = 0
         self.finished = False
-        self.finish_reason: Optional[str] = None
-        self.usage: Optional[dict] = None
+        self.finish_reason: str | None = None
+        self.usage: dict | None = None
         self._text: list[str] = []
         self._calls: dict[int, dict] = {}
 
@@ -239,7 +254,7 @@ class ChunkStream:
 
     # ---------------------------------------------------------- reading
 
-    def __iter__(self) -> "ChunkStream":
+    def __iter__(self) -> ChunkStream:
         return self
 
     def __next__(self) -> StreamChunk:
@@ -247,7 +262,7 @@ class ChunkStream:
             raise StopIteration
         return self._accept(self.channel.get(), StopIteration)
 
-    def __aiter__(self) -> "ChunkStream":
+    def __aiter__(self) -> ChunkStream:
         return self
 
     async def __anext__(self) -> StreamChunk:
@@ -292,13 +307,13 @@ class ChunkStream:
     async def aclose(self) -> None:
         self.close()
 
-    def __enter__(self) -> "ChunkStream":
+    def __enter__(self) -> ChunkStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    async def __aenter__(self) -> "ChunkStream":
+    async def __aenter__(self) -> ChunkStream:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -306,10 +321,8 @@ class ChunkStream:
 
     def __del__(self) -> None:
         if self._closer is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.close()
-            except Exception:
-                pass
 
     def __repr__(self) -> str:
         return f"<ChunkStream {self.request_id} received={self.received} finished={self.finished}>"

@@ -43,12 +43,21 @@ import datetime
 import email.utils
 import re
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..resilience.errors import ApiError, InvalidInputError, classify_status, get_header
 from ..transport.base import HttpResponse
-from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, body_json, finish_reason,
-                   token_count)
+from .base import (
+    EMPTY_DELTA,
+    Event,
+    ProviderSpec,
+    StreamDelta,
+    ToolCallDelta,
+    Wire,
+    body_json,
+    finish_reason,
+    token_count,
+)
 
 __all__ = [
     "ANTHROPIC",
@@ -68,8 +77,20 @@ DEFAULT_MAX_TOKENS = 1024
 
 ANTHROPIC_MESSAGES_PARAMS = frozenset(
     {
-        "container", "context_management", "max_tokens", "mcp_servers", "metadata", "output_format",
-        "service_tier", "stop_sequences", "system", "temperature", "thinking", "tool_choice", "tools", "top_k",
+        "container",
+        "context_management",
+        "max_tokens",
+        "mcp_servers",
+        "metadata",
+        "output_format",
+        "service_tier",
+        "stop_sequences",
+        "system",
+        "temperature",
+        "thinking",
+        "tool_choice",
+        "tools",
+        "top_k",
         "top_p",
     }
 )
@@ -85,7 +106,13 @@ ANTHROPIC = ProviderSpec(
     default_base_url="https://api.anthropic.com",
     key_metadata=("anthropic_api_key", "claude_api_key"),
     key_env=("ANTHROPIC_API_KEY",),
-    base_url_metadata=("anthropic_api_base", "claude_api_base", "anthropic_base_url", "base_url", "api_base"),
+    base_url_metadata=(
+        "anthropic_api_base",
+        "claude_api_base",
+        "anthropic_base_url",
+        "base_url",
+        "api_base",
+    ),
     base_url_env=("ANTHROPIC_BASE_URL",),
     simulator_path="",
     default_chat_model="claude-sonnet-4-5",
@@ -120,7 +147,7 @@ class AnthropicWire(Wire):
 
     # ------------------------------------------------------------ requests
 
-    def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"x-api-key": api_key} if api_key else {}
 
     def method_for(self, path: str, data: Any) -> str:
@@ -143,7 +170,9 @@ class AnthropicWire(Wire):
         message, ``request-id``, and ``retry-after`` -- or, on a 429 without
         it, the reset time of the exhausted limit."""
         body = body_json(response.body)
-        error = self.error_from_body(body, response.status, response.headers, wall_now=wall_now, attempt=attempt)
+        error = self.error_from_body(
+            body, response.status, response.headers, wall_now=wall_now, attempt=attempt
+        )
         if error.retry_after is None and response.status == 429:
             error.retry_after = exhausted_reset(response.headers, wall_now)
         return error
@@ -151,11 +180,11 @@ class AnthropicWire(Wire):
     def error_from_body(
         self,
         body: Any,
-        status: Optional[int],
-        headers: Optional[Mapping[str, str]] = None,
+        status: int | None,
+        headers: Mapping[str, str] | None = None,
         *,
         wall_now: float = 0.0,
-        attempt: Optional[int] = None,
+        attempt: int | None = None,
     ) -> ApiError:
         """The typed error of an Anthropic error body sent with ``status``
         (None: an ``error`` event inside a stream, whose class then comes
@@ -171,7 +200,11 @@ class AnthropicWire(Wire):
         else:
             class_status = status
         request_id = get_header(headers, "request-id")
-        if request_id is None and isinstance(body, dict) and isinstance(body.get("request_id"), str):
+        if (
+            request_id is None
+            and isinstance(body, dict)
+            and isinstance(body.get("request_id"), str)
+        ):
             request_id = body["request_id"]
         error = classify_status(
             class_status,
@@ -188,7 +221,7 @@ class AnthropicWire(Wire):
             error.message += " (monthly spend limit reached: retrying will not help)"
         return error
 
-    def rate_limit_hints(self, headers: Mapping[str, str]) -> Optional[dict]:
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict | None:
         """``anthropic-ratelimit-*-remaining`` counts and ``-reset`` times.
 
         Resets are RFC 3339 timestamps; they become seconds from the
@@ -197,8 +230,13 @@ class AnthropicWire(Wire):
         combined tokens header, else the tighter of input and output."""
         hints: dict[str, Any] = {}
         date = _http_date(get_header(headers, "date"))
-        for kind, names in (("requests", ("requests",)), ("tokens", ("tokens", "input-tokens", "output-tokens"))):
-            remaining = _first_int(headers, [f"anthropic-ratelimit-{n}-remaining" for n in names], kind == "tokens")
+        for kind, names in (
+            ("requests", ("requests",)),
+            ("tokens", ("tokens", "input-tokens", "output-tokens")),
+        ):
+            remaining = _first_int(
+                headers, [f"anthropic-ratelimit-{n}-remaining" for n in names], kind == "tokens"
+            )
             if remaining is not None:
                 hints[f"{kind}_remaining"] = remaining
             reset = _first_reset(headers, names)
@@ -211,7 +249,9 @@ class AnthropicWire(Wire):
         blocks = result.get("content") if isinstance(result, dict) else None
         if not isinstance(blocks, list):
             return ""
-        return "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        return "".join(
+            b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text"
+        )
 
     def usage(self, result: Any) -> tuple[int, int]:
         """(input, output) tokens of a message, a ``message_start`` or a
@@ -224,7 +264,10 @@ class AnthropicWire(Wire):
             usage = result["message"].get("usage")
         if not isinstance(usage, dict):
             return 0, 0
-        tokens_in = sum(token_count(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        tokens_in = sum(
+            token_count(usage.get(k))
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
         return tokens_in, token_count(usage.get("output_tokens"))
 
     # ------------------------------------------------------------- streams
@@ -271,7 +314,9 @@ class AnthropicWire(Wire):
         block, index = chunk.get("content_block"), _block_index(chunk)
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "tool_use" and index is not None:
-            call = ToolCallDelta(index, _str_or_none(block.get("id")), _str_or_none(block.get("name")), "")
+            call = ToolCallDelta(
+                index, _str_or_none(block.get("id")), _str_or_none(block.get("name")), ""
+            )
             return StreamDelta(tool_calls=(call,))
         if kind == "text" and isinstance(block.get("text"), str) and block["text"]:
             return StreamDelta(text=block["text"])
@@ -295,7 +340,9 @@ class AnthropicWire(Wire):
 
     # ---------------------------------------------------------- operations
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         """``messages`` without its system messages, which become ``system``
         (after any ``system`` given in ``params``)."""
         params = dict(params)
@@ -314,7 +361,10 @@ class AnthropicWire(Wire):
                     provider=self.name,
                 )
         if not chat:
-            raise InvalidInputError("messages must hold at least one 'user' message besides system ones", provider=self.name)
+            raise InvalidInputError(
+                "messages must hold at least one 'user' message besides system ones",
+                provider=self.name,
+            )
         data: dict[str, Any] = {"model": model, "messages": chat}
         if system_parts:
             data["system"] = join_system(system_parts)
@@ -327,7 +377,9 @@ class AnthropicWire(Wire):
     def count_tokens_request(self, model: str, messages: list, params: dict) -> tuple[str, dict]:
         """``POST /v1/messages/count_tokens``: the chat body without
         ``max_tokens`` and ``stream``, which that endpoint does not take."""
-        _, data = self.chat_request(model, messages, dict(params, max_tokens=DEFAULT_MAX_TOKENS), False)
+        _, data = self.chat_request(
+            model, messages, dict(params, max_tokens=DEFAULT_MAX_TOKENS), False
+        )
         del data["max_tokens"]
         return COUNT_TOKENS, data
 
@@ -338,10 +390,10 @@ class AnthropicWire(Wire):
             provider=self.name,
         )
 
-    def models_request(self) -> tuple[str, Optional[dict]]:
+    def models_request(self) -> tuple[str, dict | None]:
         return MODELS, None
 
-    def model_request(self, model_id: str) -> tuple[str, Optional[dict]]:
+    def model_request(self, model_id: str) -> tuple[str, dict | None]:
         return f"{MODELS}/{model_id}", None
 
 
@@ -354,12 +406,12 @@ _STREAM_READERS = {
 """Stream event type -> what reads it in common terms (others add nothing)."""
 
 
-def _block_index(chunk: dict) -> Optional[int]:
+def _block_index(chunk: dict) -> int | None:
     index = chunk.get("index")
     return index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else None
 
 
-def _str_or_none(value: Any) -> Optional[str]:
+def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
@@ -378,7 +430,9 @@ def join_system(parts: list) -> Any:
 
 
 def _system_content(content: Any, index: int) -> Any:
-    if isinstance(content, str) or (isinstance(content, list) and all(isinstance(b, Mapping) for b in content)):
+    if isinstance(content, str) or (
+        isinstance(content, list) and all(isinstance(b, Mapping) for b in content)
+    ):
         return content
     raise InvalidInputError(
         f"messages[{index}] is a system message whose content is neither a string nor a list of content blocks"
@@ -387,7 +441,10 @@ def _system_content(content: Any, index: int) -> Any:
 
 def _max_tokens(value: Any, provider: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"max_tokens must be a positive integer (the API requires it), not {value!r}", provider=provider)
+        raise InvalidInputError(
+            f"max_tokens must be a positive integer (the API requires it), not {value!r}",
+            provider=provider,
+        )
     return value
 
 
@@ -396,7 +453,7 @@ def _spend_limit_reached(err: Any) -> bool:
     return isinstance(details, dict) and details.get("error_code") == SPEND_LIMIT_CODE
 
 
-def _first_int(headers: Mapping[str, str], names: list, tightest: bool) -> Optional[int]:
+def _first_int(headers: Mapping[str, str], names: list, tightest: bool) -> int | None:
     """The first header of ``names`` holding a count; with ``tightest`` and
     no first one, the smallest of the others."""
     values = []
@@ -409,7 +466,7 @@ def _first_int(headers: Mapping[str, str], names: list, tightest: bool) -> Optio
     return min(values) if values and tightest else None
 
 
-def _first_reset(headers: Mapping[str, str], names: tuple) -> Optional[float]:
+def _first_reset(headers: Mapping[str, str], names: tuple) -> float | None:
     for name in names:
         reset = parse_rfc3339(get_header(headers, f"anthropic-ratelimit-{name}-reset"))
         if reset is not None:
@@ -417,14 +474,16 @@ def _first_reset(headers: Mapping[str, str], names: tuple) -> Optional[float]:
     return None
 
 
-def parse_rfc3339(text: Optional[str]) -> Optional[float]:
+def parse_rfc3339(text: str | None) -> float | None:
     """An RFC 3339 timestamp (``2025-01-01T00:01:00Z``) as epoch seconds, or None."""
     if not text:
         return None
     raw = text.strip()
     if raw[-1:] in ("Z", "z"):
         raw = raw[:-1] + "+00:00"
-    raw = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], raw)  # 3.10 takes 3 or 6 digits only
+    raw = _FRACTION.sub(
+        lambda m: "." + (m.group(1) + "000000")[:6], raw
+    )  # 3.10 takes 3 or 6 digits only
     try:
         when = datetime.datetime.fromisoformat(raw)
     except ValueError:
@@ -434,7 +493,7 @@ def parse_rfc3339(text: Optional[str]) -> Optional[float]:
     return when.timestamp()
 
 
-def _http_date(text: Optional[str]) -> Optional[float]:
+def _http_date(text: str | None) -> float | None:
     if not text:
         return None
     try:
@@ -446,7 +505,7 @@ def _http_date(text: Optional[str]) -> Optional[float]:
     return when.timestamp()
 
 
-def exhausted_reset(headers: Optional[Mapping[str, str]], wall_now: float) -> Optional[float]:
+def exhausted_reset(headers: Mapping[str, str] | None, wall_now: float) -> float | None:
     """Seconds until the latest reset among the limits at 0 remaining, or None."""
     waits = []
     for name in ("requests", "tokens", "input-tokens", "output-tokens"):

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple
 
 from ..resilience.batching import NO_LIMITS, BatchLimits, split_by_index
 from ..resilience.errors import ApiError, InvalidInputError, MalformedResponseError, classify_status
@@ -58,9 +58,8 @@ __all__ = [
 JSON_TYPE = "application/json"
 STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
 """What a streaming request accepts, by ``Wire.stream_format``."""
-Event = Union[SseEvent, bytes]
+Event = SseEvent | bytes
 """An SSE event (``stream_format == "sse"``) or one NDJSON line."""
-
 
 
 class ToolCallDelta(NamedTuple):
@@ -73,8 +72,8 @@ class ToolCallDelta(NamedTuple):
     """
 
     index: int
-    id: Optional[str]
-    name: Optional[str]
+    id: str | None
+    name: str | None
     arguments: str
 
 
@@ -90,8 +89,8 @@ class StreamDelta(NamedTuple):
 
     text: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
-    finish_reason: Optional[str] = None
-    usage: Optional[tuple[int, int]] = None
+    finish_reason: str | None = None
+    usage: tuple[int, int] | None = None
 
 
 EMPTY_DELTA = StreamDelta()
@@ -116,7 +115,7 @@ _FINISH_REASONS = {
 }
 
 
-def finish_reason(raw: Any) -> Optional[str]:
+def finish_reason(raw: Any) -> str | None:
     """A provider's finish reason in OpenAI's words where one fits
     (``"end_turn"`` -> ``"stop"``, ``"MAX_TOKENS"`` -> ``"length"``), else
     its own, lowercased; None for no reason."""
@@ -140,20 +139,26 @@ class ProviderSpec:
     embedding_models: tuple[str, ...] = ()
     batch_any_model: bool = False  # the server embeds with one model: every request is batchable
     simulator_path: str = ""  # where the simulator serves this format, below its root
-    default_chat_model: Optional[str] = None
-    default_embedding_model: Optional[str] = None
+    default_chat_model: str | None = None
+    default_embedding_model: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict)
-    extra_retryable_statuses: frozenset[int] = frozenset()  # the provider's own "try again" codes (Groq's 498)
+    extra_retryable_statuses: frozenset[int] = (
+        frozenset()
+    )  # the provider's own "try again" codes (Groq's 498)
 
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one a call for these separators
+_COMPACT_JSON = json.JSONEncoder(
+    separators=(",", ":")
+)  # one encoder: json.dumps builds one a call for these separators
 
 
 def json_body(data: Any, provider: str) -> bytes:
     try:
         return _COMPACT_JSON.encode(data).encode()
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"request data cannot be sent as JSON: {exc}", provider=provider) from exc
+        raise InvalidInputError(
+            f"request data cannot be sent as JSON: {exc}", provider=provider
+        ) from exc
 
 
 def body_json(body: Any) -> Any:
@@ -166,7 +171,9 @@ def body_json(body: Any) -> Any:
     return body
 
 
-def with_headers(headers: Mapping[str, str], extra: Sequence[tuple[str, Optional[str]]]) -> dict[str, str]:
+def with_headers(
+    headers: Mapping[str, str], extra: Sequence[tuple[str, str | None]]
+) -> dict[str, str]:
     """``headers`` with ``extra`` laid over them: a name replaces the same
     name in any case; a None value removes it."""
     out = dict(headers)
@@ -183,7 +190,11 @@ def with_query(url: str, extra: Sequence[tuple[str, Any]]) -> str:
     same name; a list value repeats its name; bools are ``true``/``false``."""
     parts = urllib.parse.urlsplit(url)
     names = {name for name, _ in extra}
-    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    query = [
+        (k, v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if k not in names
+    ]
     for name, value in extra:
         for item in value if isinstance(value, (list, tuple)) else (value,):
             query.append((name, str(item).lower() if isinstance(item, bool) else str(item)))
@@ -252,11 +263,11 @@ class Wire:
         """The base URL as configured (metadata, environment, attribute) -> as used."""
         return raw
 
-    def request_model(self, endpoint: str, data: Any) -> Optional[str]:
+    def request_model(self, endpoint: str, data: Any) -> str | None:
         """The model a request is for (stats per model, batch grouping)."""
         return data.get("model") if isinstance(data, Mapping) else None
 
-    def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def endpoint_path(self, endpoint: str) -> str:
@@ -282,14 +293,14 @@ class Wire:
     def build_request(
         self,
         endpoint: str,
-        data: Optional[Mapping[str, Any]],
+        data: Mapping[str, Any] | None,
         *,
-        api_key: Optional[str],
+        api_key: str | None,
         base_url: str,
-        timeout: Optional[float],
+        timeout: float | None,
         stream: bool = False,
-        request_id: Optional[str] = None,
-        extra_headers: Sequence[tuple[str, Optional[str]]] = (),
+        request_id: str | None = None,
+        extra_headers: Sequence[tuple[str, str | None]] = (),
         extra_query: Sequence[tuple[str, Any]] = (),
     ) -> HttpRequest:
         """The HTTP request for ``data`` to ``endpoint``; a call's
@@ -298,7 +309,10 @@ class Wire:
         endpoint, data = self.prepare(endpoint, data, stream)
         path = self.endpoint_path(endpoint)
         method = self.method_for(path, data)
-        headers = {"Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE, "User-Agent": USER_AGENT}
+        headers = {
+            "Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE,
+            "User-Agent": USER_AGENT,
+        }
         headers.update(self.spec.extra_headers)
         auth = self.auth_headers(api_key)
         headers.update(auth)
@@ -308,12 +322,18 @@ class Wire:
         if method != "GET":
             headers["Content-Type"] = JSON_TYPE
             body = json_body(data if data is not None else {}, self.name)
-        url = endpoint if endpoint.startswith(("http://", "https://")) else f"{base_url.rstrip('/')}/{path}"
+        url = (
+            endpoint
+            if endpoint.startswith(("http://", "https://"))
+            else f"{base_url.rstrip('/')}/{path}"
+        )
         if extra_headers:
             headers = with_headers(headers, extra_headers)
         if extra_query:
             url = with_query(url, extra_query)
-        secret = frozenset(name.lower() for name in auth) | frozenset(name.lower() for name, _ in extra_headers)
+        secret = frozenset(name.lower() for name in auth) | frozenset(
+            name.lower() for name, _ in extra_headers
+        )
         return HttpRequest(method, url, headers, body, timeout, stream, secret_headers=secret)
 
     # ----------------------------------------------------------- responses
@@ -340,10 +360,15 @@ class Wire:
 
     def error_for(self, response: HttpResponse, *, wall_now: float, attempt: int) -> ApiError:
         return classify_status(
-            response.status, response.headers, response.body, wall_now=wall_now, provider=self.name, attempt=attempt
+            response.status,
+            response.headers,
+            response.body,
+            wall_now=wall_now,
+            provider=self.name,
+            attempt=attempt,
         )
 
-    def rate_limit_hints(self, headers: Mapping[str, str]) -> Optional[dict]:
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict | None:
         """What the provider says of the key's remaining quota, if it says:
         ``{"requests_remaining", "tokens_remaining", "requests_reset", "tokens_reset"}``
         (counts, and seconds until the window resets; absent values left out)."""
@@ -369,27 +394,35 @@ class Wire:
         """What ``chunk`` (from :meth:`parse_stream_event`) adds to the reply."""
         raise NotImplementedError(f"{self.name} does not stream")
 
-    def stream_json(self, text: Union[str, bytes]) -> Any:
+    def stream_json(self, text: str | bytes) -> Any:
         try:
             return json.loads(text)
         except ValueError as exc:
-            raise MalformedResponseError(f"stream sent a chunk that is not JSON: {text[:80]!r}", provider=self.name) from exc
+            raise MalformedResponseError(
+                f"stream sent a chunk that is not JSON: {text[:80]!r}", provider=self.name
+            ) from exc
 
     # ---------------------------------------------------------- operations
 
     def unsupported(self, operation: str) -> InvalidInputError:
-        return InvalidInputError(f"the {self.name} backend has no {operation} operation", provider=self.name)
+        return InvalidInputError(
+            f"the {self.name} backend has no {operation} operation", provider=self.name
+        )
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         raise self.unsupported("chat")
 
-    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+    def completion_request(
+        self, model: str, prompt: Any, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         raise self.unsupported("completions")
 
     def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
         raise self.unsupported("embeddings")
 
-    def models_request(self) -> tuple[str, Optional[dict]]:
+    def models_request(self) -> tuple[str, dict | None]:
         raise self.unsupported("models")
 
     def reply_text(self, result: Any) -> str:
@@ -405,7 +438,7 @@ class Wire:
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         """The inputs of a batchable request, or None when it is not one."""
         return None
 
@@ -417,13 +450,15 @@ class Wire:
         """What alike requests share: their data without the inputs."""
         return {k: v for k, v in data.items() if k != self.batch_input_field}
 
-    def batch_limits(self, model: Optional[str]) -> BatchLimits:
+    def batch_limits(self, model: str | None) -> BatchLimits:
         return NO_LIMITS
 
     def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
         return {**template, self.batch_input_field: inputs}
 
-    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list:
+    def split_batch_result(
+        self, result: Any, counts: list[int], weights: list[int] | None = None
+    ) -> list:
         """One response of the provider's own shape per member."""
         raise NotImplementedError(f"{self.name} does not batch")
 
@@ -443,5 +478,7 @@ class Wire:
     def split_indexed(self, items: Any, counts: list[int]) -> list[list]:
         """Items carrying an ``index``, each member's re-indexed from 0."""
         if not isinstance(items, list):
-            raise MalformedResponseError("batched response has no list of results", provider=self.name)
+            raise MalformedResponseError(
+                "batched response has no list of results", provider=self.name
+            )
         return split_by_index(items, counts)

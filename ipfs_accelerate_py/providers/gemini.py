@@ -35,15 +35,38 @@ batch lane can coalesce single-text callers into one call of up to 100.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlencode
 
 from ..resilience.batching import BatchLimits
-from ..resilience.errors import ApiError, AuthenticationError, InvalidInputError, MalformedResponseError, classify_status
+from ..resilience.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidInputError,
+    MalformedResponseError,
+    classify_status,
+)
 from ..transport.base import HttpResponse
-from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, body_json, finish_reason,
-                   retyped, token_count)
-from .gemini_content import EMBED_PARAMS, GENERATION_PARAMS, embed_params, generation_fields, image_part, to_contents
+from .base import (
+    EMPTY_DELTA,
+    Event,
+    ProviderSpec,
+    StreamDelta,
+    ToolCallDelta,
+    Wire,
+    body_json,
+    finish_reason,
+    retyped,
+    token_count,
+)
+from .gemini_content import (
+    EMBED_PARAMS,
+    GENERATION_PARAMS,
+    embed_params,
+    generation_fields,
+    image_part,
+    to_contents,
+)
 from .openai import arguments_text
 
 __all__ = ["GEMINI", "GEMINI_EMBEDDING_LIMITS", "GeminiWire", "image_part", "model_resource"]
@@ -65,7 +88,15 @@ GEMINI = ProviderSpec(
 #: text-embedding-004 read at most 2,048 tokens of one input.
 GEMINI_EMBEDDING_LIMITS = BatchLimits(max_inputs=100, max_tokens_per_input=2048)
 MODELS_PAGE_SIZE = 1000  # the largest page models.list gives
-METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"})
+METHODS = frozenset(
+    {
+        "generateContent",
+        "streamGenerateContent",
+        "countTokens",
+        "embedContent",
+        "batchEmbedContents",
+    }
+)
 EMBED_BATCH = "batchEmbedContents"
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -85,9 +116,13 @@ class GeminiWire(Wire):
     """Maps operations to the Gemini API's HTTP and back."""
 
     base_url_prefixes = ("v1beta/", "v1/")
-    body_params = {"chat": GENERATION_PARAMS, "completion": GENERATION_PARAMS, "embeddings": EMBED_PARAMS}
+    body_params = {
+        "chat": GENERATION_PARAMS,
+        "completion": GENERATION_PARAMS,
+        "embeddings": EMBED_PARAMS,
+    }
 
-    def auth_headers(self, api_key: Optional[str]) -> dict[str, str]:
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"x-goog-api-key": api_key} if api_key else {}
 
     # ------------------------------------------------------------ requests
@@ -134,14 +169,28 @@ class GeminiWire(Wire):
     # ----------------------------------------------------------- responses
 
     def error_for(self, response: HttpResponse, *, wall_now: float, attempt: int) -> ApiError:
-        return self.error_from(response.status, response.headers, response.body, wall_now=wall_now, attempt=attempt)
+        return self.error_from(
+            response.status, response.headers, response.body, wall_now=wall_now, attempt=attempt
+        )
 
-    def error_from(self, status: int, headers: Any, body: Any, *, wall_now: float, attempt: Optional[int] = None) -> ApiError:
+    def error_from(
+        self, status: int, headers: Any, body: Any, *, wall_now: float, attempt: int | None = None
+    ) -> ApiError:
         """The typed error for Google's ``{"error": {"code", "message", "status", "details"}}``."""
         error = _error_object(body)
         state, message = error.get("status"), error.get("message")
-        text = f"{state}: {message}" if isinstance(state, str) and isinstance(message, str) else None
-        err = classify_status(status, headers, body, wall_now=wall_now, provider=self.name, attempt=attempt, message=text)
+        text = (
+            f"{state}: {message}" if isinstance(state, str) and isinstance(message, str) else None
+        )
+        err = classify_status(
+            status,
+            headers,
+            body,
+            wall_now=wall_now,
+            provider=self.name,
+            attempt=attempt,
+            message=text,
+        )
         details = [d for d in error.get("details") or [] if isinstance(d, dict)]
         if err.retry_after is None:
             err.retry_after = _retry_delay(details)
@@ -154,7 +203,9 @@ class GeminiWire(Wire):
         meta = result.get("usageMetadata") if isinstance(result, dict) else None
         if not isinstance(meta, dict):
             return 0, 0
-        out = token_count(meta.get("candidatesTokenCount")) + token_count(meta.get("thoughtsTokenCount"))
+        out = token_count(meta.get("candidatesTokenCount")) + token_count(
+            meta.get("thoughtsTokenCount")
+        )
         return token_count(meta.get("promptTokenCount")), out
 
     # ------------------------------------------------------------- streams
@@ -165,10 +216,14 @@ class GeminiWire(Wire):
             return None, False
         chunk = self.stream_json(data)
         if not isinstance(chunk, dict):
-            raise MalformedResponseError(f"stream sent {type(chunk).__name__}, expected a JSON object", provider=self.name)
+            raise MalformedResponseError(
+                f"stream sent {type(chunk).__name__}, expected a JSON object", provider=self.name
+            )
         if "error" in chunk and "candidates" not in chunk:
             code = _error_object(chunk).get("code")
-            raise self.error_from(code if isinstance(code, int) and code >= 400 else 500, None, chunk, wall_now=0.0)
+            raise self.error_from(
+                code if isinstance(code, int) and code >= 400 else 500, None, chunk, wall_now=0.0
+            )
         return chunk, _finished(chunk)
 
     def stream_delta(self, chunk: Any) -> StreamDelta:
@@ -183,21 +238,31 @@ class GeminiWire(Wire):
         candidate = _reply_candidate(chunk.get("candidates"))
         content = candidate.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
-        parts = [part for part in parts if isinstance(part, dict)] if isinstance(parts, list) else []
+        parts = (
+            [part for part in parts if isinstance(part, dict)] if isinstance(parts, list) else []
+        )
         feedback = chunk.get("promptFeedback")
         reason = candidate.get("finishReason")
         if reason is None and isinstance(feedback, dict):
             reason = feedback.get("blockReason")
         return StreamDelta(
-            text="".join(p["text"] for p in parts if isinstance(p.get("text"), str) and p.get("thought") is not True),
+            text="".join(
+                p["text"]
+                for p in parts
+                if isinstance(p.get("text"), str) and p.get("thought") is not True
+            ),
             tool_calls=_function_calls(parts),
-            finish_reason=None if not isinstance(reason, str) or reason in _NO_REASONS else finish_reason(reason),
+            finish_reason=None
+            if not isinstance(reason, str) or reason in _NO_REASONS
+            else finish_reason(reason),
             usage=self.usage(chunk) if isinstance(chunk.get("usageMetadata"), dict) else None,
         )
 
     # ---------------------------------------------------------- operations
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         contents, system = to_contents(messages)
         data: dict = {"model": model, "contents": contents}
         if system:
@@ -205,35 +270,58 @@ class GeminiWire(Wire):
         data.update(generation_fields(params))
         return ("streamGenerateContent" if stream else "generateContent"), data
 
-    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+    def completion_request(
+        self, model: str, prompt: Any, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         """A prompt is one user turn of ``generateContent`` (Gemini has no completions endpoint)."""
         if not isinstance(prompt, str) or not prompt:
-            raise InvalidInputError("gemini completes one prompt at a time: give a non-empty string", provider=self.name)
+            raise InvalidInputError(
+                "gemini completes one prompt at a time: give a non-empty string", provider=self.name
+            )
         return self.chat_request(model, [{"role": "user", "content": prompt}], params, stream)
 
     def count_tokens_request(self, model: str, messages: list) -> tuple[str, dict]:
         contents, system = to_contents(messages)
         if not system:
             return "countTokens", {"model": model, "contents": contents}
-        inner = {"model": model_resource(model), "contents": contents, "systemInstruction": {"parts": system}}
+        inner = {
+            "model": model_resource(model),
+            "contents": contents,
+            "systemInstruction": {"parts": system},
+        }
         return "countTokens", {"model": model, "generateContentRequest": inner}
 
     def embed_content_request(self, model: str, text: str, params: dict) -> tuple[str, dict]:
         """One text through ``embedContent`` (answer: ``{"embedding": {"values"}}``); never batched."""
-        return "embedContent", {"model": model, **embed_params(params), "content": _text_content(text)}
+        return "embedContent", {
+            "model": model,
+            **embed_params(params),
+            "content": _text_content(text),
+        }
 
     def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
-        texts = [inputs] if isinstance(inputs, str) else list(inputs) if isinstance(inputs, (list, tuple)) else None
+        texts = (
+            [inputs]
+            if isinstance(inputs, str)
+            else list(inputs)
+            if isinstance(inputs, (list, tuple))
+            else None
+        )
         if not texts or not all(isinstance(t, str) and t for t in texts):
-            raise InvalidInputError("gemini embeds text: give a non-empty string or a list of them", provider=self.name)
+            raise InvalidInputError(
+                "gemini embeds text: give a non-empty string or a list of them", provider=self.name
+            )
         extra = {"model": model_resource(model), **embed_params(params)}
-        return EMBED_BATCH, {"model": model, "requests": [{**extra, "content": _text_content(t)} for t in texts]}
+        return EMBED_BATCH, {
+            "model": model,
+            "requests": [{**extra, "content": _text_content(t)} for t in texts],
+        }
 
-    def models_request(self, page_token: Optional[str] = None) -> tuple[str, Optional[dict]]:
+    def models_request(self, page_token: str | None = None) -> tuple[str, dict | None]:
         query = {"pageSize": MODELS_PAGE_SIZE, **({"pageToken": page_token} if page_token else {})}
         return f"models?{urlencode(query)}", None
 
-    def model_request(self, model: str) -> tuple[str, Optional[dict]]:
+    def model_request(self, model: str) -> tuple[str, dict | None]:
         return model_resource(model), None
 
     def models_from(self, result: Any) -> list:
@@ -252,17 +340,23 @@ class GeminiWire(Wire):
             return [item["values"] for item in result["embeddings"]]
         if isinstance(result, dict) and isinstance(result.get("embedding"), dict):
             return [result["embedding"]["values"]]
-        raise MalformedResponseError("embeddings response has neither 'embeddings' nor 'embedding'", provider=self.name)
+        raise MalformedResponseError(
+            "embeddings response has neither 'embeddings' nor 'embedding'", provider=self.name
+        )
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         """The texts of a ``batchEmbedContents`` whose requests differ only in
         their text (one text part each); anything else goes as it is."""
         if self.operation(endpoint) != EMBED_BATCH or not isinstance(data, Mapping):
             return None
         requests = data.get("requests")
-        if not isinstance(requests, list) or not requests or not all(isinstance(r, Mapping) for r in requests):
+        if (
+            not isinstance(requests, list)
+            or not requests
+            or not all(isinstance(r, Mapping) for r in requests)
+        ):
             return None
         shared = _without_content(requests[0])
         texts = [_single_text(r) for r in requests]
@@ -274,17 +368,21 @@ class GeminiWire(Wire):
         shared = {k: v for k, v in data.items() if k != "requests"}
         return {**shared, "requests": [_without_content(data["requests"][0])]}
 
-    def batch_limits(self, model: Optional[str]) -> BatchLimits:
+    def batch_limits(self, model: str | None) -> BatchLimits:
         return GEMINI_EMBEDDING_LIMITS
 
     def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
         request = template["requests"][0]
         return {**template, "requests": [{**request, "content": _text_content(t)} for t in inputs]}
 
-    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list[dict]:
+    def split_batch_result(
+        self, result: Any, counts: list[int], weights: list[int] | None = None
+    ) -> list[dict]:
         """Each member's ``{"embeddings": [...]}``, in the order its texts were sent."""
         if not isinstance(result, dict):
-            raise MalformedResponseError("batchEmbedContents response is not a JSON object", provider=self.name)
+            raise MalformedResponseError(
+                "batchEmbedContents response is not a JSON object", provider=self.name
+            )
         parts = self.split_positional(result.get("embeddings"), counts, "embeddings")
         rest = {k: v for k, v in result.items() if k != "embeddings"}
         return [{**rest, "embeddings": part} for part in parts]
@@ -301,10 +399,15 @@ def _without_content(request: Mapping[str, Any]) -> dict:
     return {k: v for k, v in request.items() if k != "content"}
 
 
-def _single_text(request: Mapping[str, Any]) -> Optional[str]:
+def _single_text(request: Mapping[str, Any]) -> str | None:
     content = request.get("content")
     parts = content.get("parts") if isinstance(content, Mapping) else None
-    if not isinstance(parts, list) or len(parts) != 1 or not isinstance(parts[0], Mapping) or set(parts[0]) != {"text"}:
+    if (
+        not isinstance(parts, list)
+        or len(parts) != 1
+        or not isinstance(parts[0], Mapping)
+        or set(parts[0]) != {"text"}
+    ):
         return None
     text = parts[0]["text"]
     return text if isinstance(text, str) and text else None
@@ -335,7 +438,10 @@ def _finished(chunk: dict) -> bool:
     """Every candidate has a finishReason, or the prompt was blocked (no candidates)."""
     candidates = chunk.get("candidates")
     if isinstance(candidates, list) and candidates:
-        return all(isinstance(c, dict) and c.get("finishReason") not in (None, "", _UNSPECIFIED) for c in candidates)
+        return all(
+            isinstance(c, dict) and c.get("finishReason") not in (None, "", _UNSPECIFIED)
+            for c in candidates
+        )
     feedback = chunk.get("promptFeedback")
     return isinstance(feedback, dict) and bool(feedback.get("blockReason"))
 
@@ -349,7 +455,7 @@ def _error_object(body: Any) -> dict:
     return error if isinstance(error, dict) else {}
 
 
-def _retry_delay(details: list[dict]) -> Optional[float]:
+def _retry_delay(details: list[dict]) -> float | None:
     """``RetryInfo.retryDelay`` in seconds: ``"30s"``, ``"1.5s"`` or ``{"seconds", "nanos"}``."""
     for detail in details:
         if detail.get("@type") != _RETRY_INFO:

@@ -27,18 +27,35 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..resilience.errors import InvalidInputError
 
-__all__ = ["EMBED_PARAMS", "GENERATION_PARAMS", "embed_params", "generation_fields", "image_part", "to_contents"]
+__all__ = [
+    "EMBED_PARAMS",
+    "GENERATION_PARAMS",
+    "embed_params",
+    "generation_fields",
+    "image_part",
+    "to_contents",
+]
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 ROLES = {"user": "user", "assistant": "model", "model": "model"}
 NATIVE_PART_KEYS = frozenset(
     {
-        "text", "inline_data", "inlineData", "file_data", "fileData", "functionCall", "function_call",
-        "functionResponse", "function_response", "executableCode", "codeExecutionResult", "thought",
+        "text",
+        "inline_data",
+        "inlineData",
+        "file_data",
+        "fileData",
+        "functionCall",
+        "function_call",
+        "functionResponse",
+        "function_response",
+        "executableCode",
+        "codeExecutionResult",
+        "thought",
     }
 )
 _MAGIC = (
@@ -68,28 +85,54 @@ _GENERATION_ALIASES = {
 }
 _GENERATION_FIELDS = frozenset(
     {
-        "temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences", "presencePenalty",
-        "frequencyPenalty", "seed", "responseMimeType", "responseSchema", "responseJsonSchema",
-        "responseLogprobs", "logprobs", "thinkingConfig", "responseModalities", "speechConfig",
+        "temperature",
+        "topP",
+        "topK",
+        "candidateCount",
+        "maxOutputTokens",
+        "stopSequences",
+        "presencePenalty",
+        "frequencyPenalty",
+        "seed",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+        "responseLogprobs",
+        "logprobs",
+        "thinkingConfig",
+        "responseModalities",
+        "speechConfig",
     }
 )
 # top-level GenerateContentRequest fields, by any of their names
 _REQUEST_FIELDS = {
-    "safetySettings": "safetySettings", "safety_settings": "safetySettings",
+    "safetySettings": "safetySettings",
+    "safety_settings": "safetySettings",
     "tools": "tools",
-    "toolConfig": "toolConfig", "tool_config": "toolConfig",
-    "cachedContent": "cachedContent", "cached_content": "cachedContent",
+    "toolConfig": "toolConfig",
+    "tool_config": "toolConfig",
+    "cachedContent": "cachedContent",
+    "cached_content": "cachedContent",
 }
 _EMBED_ALIASES = {
-    "task_type": "taskType", "taskType": "taskType",
+    "task_type": "taskType",
+    "taskType": "taskType",
     "title": "title",
-    "output_dimensionality": "outputDimensionality", "outputDimensionality": "outputDimensionality",
+    "output_dimensionality": "outputDimensionality",
+    "outputDimensionality": "outputDimensionality",
     "dimensions": "outputDimensionality",
 }
 
 
 GENERATION_PARAMS = frozenset(
-    {*_GENERATION_ALIASES, *_GENERATION_FIELDS, *_REQUEST_FIELDS, "response_format", "generationConfig", "generation_config"}
+    {
+        *_GENERATION_ALIASES,
+        *_GENERATION_FIELDS,
+        *_REQUEST_FIELDS,
+        "response_format",
+        "generationConfig",
+        "generation_config",
+    }
 )
 """Every parameter :func:`generation_fields` takes (chat and completions)."""
 EMBED_PARAMS = frozenset(_EMBED_ALIASES)
@@ -115,7 +158,9 @@ def to_contents(messages: list) -> tuple[list[dict], list[dict]]:
                 f"messages[{i}] has role {role!r}: the gemini backend takes 'user', 'assistant' (or 'model') and 'system'"
             )
     if not contents:
-        raise InvalidInputError("messages need at least one 'user' or 'assistant' message besides 'system' ones")
+        raise InvalidInputError(
+            "messages need at least one 'user' or 'assistant' message besides 'system' ones"
+        )
     return contents, system
 
 
@@ -135,7 +180,9 @@ def _part(part: Any, where: str) -> dict:
     if isinstance(part, (bytes, bytearray)):
         return image_part(bytes(part))
     if not isinstance(part, Mapping):
-        raise InvalidInputError(f"{where} must be a string, bytes or a dict part, not {type(part).__name__}")
+        raise InvalidInputError(
+            f"{where} must be a string, bytes or a dict part, not {type(part).__name__}"
+        )
     kind = part.get("type")
     if kind == "text" and isinstance(part.get("text"), str):
         return {"text": part["text"]}
@@ -159,24 +206,28 @@ def data_url_part(url: Any, where: str = "image_url") -> dict:
             "or image_part(raw_bytes); a file from the Files API goes as {'file_data': {'mime_type', 'file_uri'}}"
         )
     header, _, payload = url.partition(",")
-    mime = header[len("data:"):].split(";", 1)[0]
+    mime = header[len("data:") :].split(";", 1)[0]
     if not header.endswith(";base64") or not mime or not payload:
-        raise InvalidInputError(f"{where}: expected 'data:<mime type>;base64,<data>', got {url[:40]!r}...")
+        raise InvalidInputError(
+            f"{where}: expected 'data:<mime type>;base64,<data>', got {url[:40]!r}..."
+        )
     return {"inline_data": {"mime_type": mime, "data": payload.strip()}}
 
 
-def image_part(data: bytes, mime_type: Optional[str] = None) -> dict:
+def image_part(data: bytes, mime_type: str | None = None) -> dict:
     """An inline image part from raw bytes; PNG, JPEG, GIF and WebP are
     recognised, any other format needs its ``mime_type``."""
     if not isinstance(data, (bytes, bytearray)) or not data:
         raise InvalidInputError("image_part takes the image's raw bytes (non-empty)")
     mime = mime_type or _sniff(bytes(data))
     if not mime:
-        raise InvalidInputError("image_part: unknown image format; pass mime_type, e.g. 'image/heic'")
+        raise InvalidInputError(
+            "image_part: unknown image format; pass mime_type, e.g. 'image/heic'"
+        )
     return {"inline_data": {"mime_type": mime, "data": base64.b64encode(data).decode("ascii")}}
 
 
-def _sniff(data: bytes) -> Optional[str]:
+def _sniff(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return next((mime for magic, mime in _MAGIC if data.startswith(magic)), None)
@@ -198,7 +249,9 @@ def generation_fields(params: Mapping[str, Any]) -> dict:
             config["responseMimeType"] = _mime_for(value)
         elif name in _GENERATION_ALIASES or name in _GENERATION_FIELDS:
             field = _GENERATION_ALIASES.get(name, name)
-            config[field] = [value] if field == "stopSequences" and isinstance(value, str) else value
+            config[field] = (
+                [value] if field == "stopSequences" and isinstance(value, str) else value
+            )
         else:
             raise InvalidInputError(
                 f"unknown parameter {name!r} for gemini: use temperature, max_tokens, top_p, top_k, stop, n, "

@@ -23,7 +23,7 @@ kind the route needs: not retried), 429 overloaded, 503 unhealthy.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..resilience.batching import BatchLimits, normalize_inputs
 from ..resilience.errors import ApiError, InvalidRequestError, MalformedResponseError
@@ -50,7 +50,9 @@ LOCAL_FIELDS = ("model",)
 """Request fields kept for the client's own use (statistics, batch keys), never sent."""
 
 PAYLOAD_TOO_LARGE = 413
-WRONG_MODEL_KIND = "is not a"  # TEI's 424 when the route does not fit the model: "model is not a re-ranker model"
+WRONG_MODEL_KIND = (
+    "is not a"  # TEI's 424 when the route does not fit the model: "model is not a re-ranker model"
+)
 
 
 class TEIWire(HuggingFaceWire):
@@ -58,10 +60,16 @@ class TEIWire(HuggingFaceWire):
 
     server = "text-embeddings-inference"
     batch_input_field = "inputs"
-    body_params = {"embeddings": frozenset({"dimensions", "normalize", "prompt_name", "truncate", "truncation_direction"})}
+    body_params = {
+        "embeddings": frozenset(
+            {"dimensions", "normalize", "prompt_name", "truncate", "truncation_direction"}
+        )
+    }
     """``POST /embed``'s fields beside ``inputs``."""
 
-    def __init__(self, spec: ProviderSpec = TEI, max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE) -> None:
+    def __init__(
+        self, spec: ProviderSpec = TEI, max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE
+    ) -> None:
         super().__init__(spec)
         self.max_client_batch_size = require_int("max_client_batch_size", max_client_batch_size, 1)
         self._limits = BatchLimits(max_inputs=self.max_client_batch_size)
@@ -85,7 +93,9 @@ class TEIWire(HuggingFaceWire):
             )
         error = hf_error_for(self.name, response, wall_now=wall_now, attempt=attempt, hint=hint)
         if response.status == FAILED_DEPENDENCY and WRONG_MODEL_KIND in error.message.lower():
-            error = retyped(error, InvalidRequestError, should_retry=False)  # 424 is retried, this one cannot help
+            error = retyped(
+                error, InvalidRequestError, should_retry=False
+            )  # 424 is retried, this one cannot help
         return error
 
     # ---------------------------------------------------------- operations
@@ -94,24 +104,30 @@ class TEIWire(HuggingFaceWire):
         """``/embed``; ``model`` is kept for statistics and not sent."""
         return EMBED, {"model": model, "inputs": inputs, **params}
 
-    def rerank_request(self, query: str, texts: list, params: Mapping[str, Any]) -> tuple[str, dict]:
+    def rerank_request(
+        self, query: str, texts: list, params: Mapping[str, Any]
+    ) -> tuple[str, dict]:
         return RERANK, {"query": query, "texts": list(texts), **params}
 
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         if not isinstance(result, list) or not all(isinstance(v, list) for v in result):
-            raise MalformedResponseError("TEI /embed answered something other than a list of vectors", provider=self.name)
+            raise MalformedResponseError(
+                "TEI /embed answered something other than a list of vectors", provider=self.name
+            )
         return result
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         if self.endpoint_path(endpoint) != EMBED or not isinstance(data, Mapping):
             return None
         return normalize_inputs(data.get(self.batch_input_field))
 
-    def batch_limits(self, model: Optional[str]) -> BatchLimits:
+    def batch_limits(self, model: str | None) -> BatchLimits:
         return self._limits
 
-    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list:
+    def split_batch_result(
+        self, result: Any, counts: list[int], weights: list[int] | None = None
+    ) -> list:
         """Each member's own vectors, in its own order: TEI answers in input order."""
         return self.split_positional(self.embedding_vectors(result), counts, "embeddings")

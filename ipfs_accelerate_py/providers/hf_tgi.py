@@ -20,7 +20,8 @@ Errors, keys and ``/info`` are those of :mod:`.huggingface`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..transport.base import HttpResponse
 from .base import EMPTY_DELTA, Event, ProviderSpec, StreamDelta, finish_reason, token_count
@@ -102,7 +103,11 @@ class TGIWire(HuggingFaceWire):
         if "token" not in chunk:
             return self.openai.stream_delta(chunk)
         token = chunk.get("token")
-        text = token.get("text") if isinstance(token, dict) and token.get("special") is not True else None
+        text = (
+            token.get("text")
+            if isinstance(token, dict) and token.get("special") is not True
+            else None
+        )
         details = chunk.get("details")
         details = details if isinstance(details, dict) else {}
         return StreamDelta(
@@ -119,17 +124,23 @@ class TGIWire(HuggingFaceWire):
 
     # ---------------------------------------------------------- operations
 
-    def generate_request(self, prompt: str, params: Mapping[str, Any], stream: bool) -> tuple[str, dict]:
+    def generate_request(
+        self, prompt: str, params: Mapping[str, Any], stream: bool
+    ) -> tuple[str, dict]:
         """``/generate`` (or ``/generate_stream``) for ``prompt`` with TGI's ``parameters``."""
         data: dict = {"inputs": prompt}
         if params:
             data["parameters"] = dict(params)
         return (GENERATE_STREAM if stream else GENERATE), data
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         endpoint, data = self.openai.chat_request(model, messages, params, stream)
         return OPENAI_PREFIX + endpoint, data
 
-    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+    def completion_request(
+        self, model: str, prompt: Any, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         endpoint, data = self.openai.completion_request(model, prompt, params, stream)
         return OPENAI_PREFIX + endpoint, data

@@ -18,13 +18,21 @@ event when a stream fails midway.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from ..resilience.errors import ApiError, ServerError, classify_status
 from ..transport.base import HttpResponse
 from .base import ProviderSpec, Wire, body_json, retyped
 
-__all__ = ["HF_KEY_ENV", "HF_KEY_METADATA", "HuggingFaceWire", "hf_error_for", "hf_spec", "hf_stream_error"]
+__all__ = [
+    "HF_KEY_ENV",
+    "HF_KEY_METADATA",
+    "HuggingFaceWire",
+    "hf_error_for",
+    "hf_spec",
+    "hf_stream_error",
+]
 
 DEFAULT_HF_BASE_URL = "http://localhost:8080"
 HF_KEY_METADATA = ("hf_api_key", "hf_api_token", "hf_token")
@@ -67,18 +75,29 @@ def hf_spec(name: str, short: str, **fields: Any) -> ProviderSpec:
 
 
 def hf_error_for(
-    provider: str, response: HttpResponse, *, wall_now: float, attempt: int, hint: Optional[str] = None
+    provider: str, response: HttpResponse, *, wall_now: float, attempt: int, hint: str | None = None
 ) -> ApiError:
     """The typed error of a TGI/TEI answer: the status table, except that 424
     is a :class:`ServerError`; a 503's ``estimated_time`` (a hosted model
     still loading) is its Retry-After.  ``hint`` is appended to the server's message."""
     body = body_json(response.body)
-    error = classify_status(response.status, response.headers, body, wall_now=wall_now, provider=provider, attempt=attempt)
+    error = classify_status(
+        response.status,
+        response.headers,
+        body,
+        wall_now=wall_now,
+        provider=provider,
+        attempt=attempt,
+    )
     if response.status == FAILED_DEPENDENCY:
         error = retyped(error, ServerError)
     if error.retry_after is None and isinstance(body, dict):
         estimated = body.get("estimated_time")
-        if isinstance(estimated, (int, float)) and not isinstance(estimated, bool) and estimated >= 0:
+        if (
+            isinstance(estimated, (int, float))
+            and not isinstance(estimated, bool)
+            and estimated >= 0
+        ):
             error.retry_after = float(estimated)
     if hint:
         error.message = f"{error.message} ({hint})"

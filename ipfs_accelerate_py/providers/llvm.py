@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 from ..resilience.errors import InvalidInputError, MalformedResponseError
@@ -91,13 +91,18 @@ class LLVMWire(Wire):
         ``infer`` goes to its ``batch_infer``: that is how a batch assembled
         by the core leaves."""
         match = _INFER_PATH.match(self.endpoint_path(endpoint))
-        if match and isinstance(data, Mapping) and "input" not in data and isinstance(data.get("inputs"), list):
+        if (
+            match
+            and isinstance(data, Mapping)
+            and "input" not in data
+            and isinstance(data.get("inputs"), list)
+        ):
             endpoint = f"models/{match.group('model')}/{_BATCH_SUFFIX}"
         return endpoint, data
 
     # ---------------------------------------------------------- operations
 
-    def models_request(self) -> tuple[str, Optional[dict]]:
+    def models_request(self) -> tuple[str, dict | None]:
         return "models", None
 
     def models_from(self, result: Any) -> list:
@@ -106,25 +111,31 @@ class LLVMWire(Wire):
             for key in ("models", "data"):
                 if isinstance(result.get(key), list):
                     return result[key]
-            raise MalformedResponseError("model list has neither 'models' nor 'data'", provider=self.name)
+            raise MalformedResponseError(
+                "model list has neither 'models' nor 'data'", provider=self.name
+            )
         return list(result)
 
     def model_info_request(self, model_id: str) -> tuple[str, None]:
         return model_path(model_id), None
 
-    def infer_request(self, model_id: str, inputs: Any, parameters: Optional[dict]) -> tuple[str, dict]:
+    def infer_request(
+        self, model_id: str, inputs: Any, parameters: dict | None
+    ) -> tuple[str, dict]:
         data: dict = {"model": model_id, "input": inputs}
         if parameters:
             data["parameters"] = dict(parameters)
         return model_path(model_id, "infer"), data
 
-    def batch_infer_request(self, model_id: str, inputs_list: list, parameters: Optional[dict]) -> tuple[str, dict]:
+    def batch_infer_request(
+        self, model_id: str, inputs_list: list, parameters: dict | None
+    ) -> tuple[str, dict]:
         data: dict = {"model": model_id, "inputs": list(inputs_list)}
         if parameters:
             data["parameters"] = dict(parameters)
         return model_path(model_id, _BATCH_SUFFIX), data
 
-    def statistics_request(self, model_id: Optional[str]) -> tuple[str, None]:
+    def statistics_request(self, model_id: str | None) -> tuple[str, None]:
         """A model's statistics, or (no model) the server's ``/status``."""
         return (model_path(model_id, "statistics") if model_id else "status"), None
 
@@ -146,12 +157,14 @@ class LLVMWire(Wire):
         """The ``results`` of a ``batch_infer`` response, in input order."""
         results = result.get("results") if isinstance(result, dict) else None
         if not isinstance(results, list):
-            raise MalformedResponseError("batch_infer response has no list of 'results'", provider=self.name)
+            raise MalformedResponseError(
+                "batch_infer response has no list of 'results'", provider=self.name
+            )
         return results
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         """One input per ``infer`` call, when it is one the lane can weigh
         (a string or a list); anything else is sent on its own."""
         if not isinstance(data, Mapping) or not _INFER_PATH.match(self.endpoint_path(endpoint)):
@@ -165,7 +178,9 @@ class LLVMWire(Wire):
         """The carrier's ``infer`` body with ``inputs`` for ``input``: see :meth:`prepare`."""
         return {**template, "inputs": inputs}
 
-    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list[dict]:
+    def split_batch_result(
+        self, result: Any, counts: list[int], weights: list[int] | None = None
+    ) -> list[dict]:
         """Each member gets ``{"model_id", "outputs", "status", "metrics"}``:
         the batch response with its own result as ``outputs``."""
         runs = self.split_positional(self.results_of(result), counts, "batch_infer results")
@@ -173,6 +188,8 @@ class LLVMWire(Wire):
         members = []
         for run in runs:
             if len(run) != 1:
-                raise MalformedResponseError("an infer call carries exactly one input", provider=self.name)
+                raise MalformedResponseError(
+                    "an infer call carries exactly one input", provider=self.name
+                )
             members.append(dict(shared, outputs=run[0]))
         return members

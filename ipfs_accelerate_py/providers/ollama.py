@@ -32,13 +32,28 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..resilience.batching import normalize_inputs
-from ..resilience.errors import InvalidInputError, MalformedResponseError, ServerError, SettingError, provider_message
+from ..resilience.errors import (
+    InvalidInputError,
+    MalformedResponseError,
+    ServerError,
+    SettingError,
+    provider_message,
+)
 from ..transport.base import HttpResponse
-from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, apportion, finish_reason,
-                   token_count)
+from .base import (
+    EMPTY_DELTA,
+    Event,
+    ProviderSpec,
+    StreamDelta,
+    ToolCallDelta,
+    Wire,
+    apportion,
+    finish_reason,
+    token_count,
+)
 from .openai import arguments_text
 
 __all__ = ["OLLAMA", "OLLAMA_PARAMS", "OllamaWire", "normalize_host", "request_fields"]
@@ -57,7 +72,13 @@ OLLAMA = ProviderSpec(
     base_url_metadata=("ollama_host", "ollama_api_base", "ollama_base_url", "base_url", "api_base"),
     base_url_env=("OLLAMA_HOST",),
     requires_key=False,
-    embedding_models=("nomic-embed-text", "mxbai-embed-large", "all-minilm", "snowflake-arctic-embed", "bge-m3"),
+    embedding_models=(
+        "nomic-embed-text",
+        "mxbai-embed-large",
+        "all-minilm",
+        "snowflake-arctic-embed",
+        "bge-m3",
+    ),
     batch_any_model=True,  # /api/embed takes a list for every model the user has pulled
     simulator_path="",
     default_chat_model="llama3.2",
@@ -71,10 +92,34 @@ DELETE_PATHS = frozenset({"api/delete"})
 
 OPTION_NAMES = frozenset(
     {
-        "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
-        "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "mirostat",
-        "mirostat_tau", "mirostat_eta", "penalize_newline", "stop", "numa", "num_ctx", "num_batch",
-        "num_gpu", "main_gpu", "low_vram", "vocab_only", "use_mmap", "use_mlock", "num_thread", "tfs_z",
+        "num_keep",
+        "seed",
+        "num_predict",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "repeat_last_n",
+        "temperature",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+        "stop",
+        "numa",
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "low_vram",
+        "vocab_only",
+        "use_mmap",
+        "use_mlock",
+        "num_thread",
+        "tfs_z",
     }
 )
 """Modelfile parameters: sent inside ``options``."""
@@ -84,7 +129,18 @@ _OPTIONS = OPTION_NAMES | frozenset(RENAMED_OPTIONS) | {"options", "keep_alive"}
 OLLAMA_PARAMS = {
     "chat": _OPTIONS | {"format", "logprobs", "think", "tools", "top_logprobs"},
     "completion": _OPTIONS
-    | {"context", "format", "images", "logprobs", "raw", "suffix", "system", "template", "think", "top_logprobs"},
+    | {
+        "context",
+        "format",
+        "images",
+        "logprobs",
+        "raw",
+        "suffix",
+        "system",
+        "template",
+        "think",
+        "top_logprobs",
+    },
     "embeddings": _OPTIONS | {"dimensions", "truncate"},
 }
 """What ``/api/chat``, ``/api/generate`` and ``/api/embed`` take: their own
@@ -113,7 +169,9 @@ def normalize_host(value: str) -> str:
     hostport, _, path = rest.partition("/")
     host, port = _split_host_port(hostport)
     if scheme not in ("http", "https") or port is False:
-        raise SettingError("ollama_host", value, "host, host:port or an http(s):// URL, e.g. 'localhost:11434'")
+        raise SettingError(
+            "ollama_host", value, "host, host:port or an http(s):// URL, e.g. 'localhost:11434'"
+        )
     if not host or host in UNSPECIFIED_HOSTS:
         host = DEFAULT_HOST
     if port is None and scheme == "http":
@@ -205,9 +263,12 @@ class OllamaWire(Wire):
     def prepare(self, endpoint: str, data: Any, stream: bool) -> tuple[str, Any]:
         """A streaming endpoint's body says ``"stream"`` as the request is
         sent (Ollama would stream when it is left out)."""
-        if self.endpoint_path(endpoint) in STREAMING_PATHS and isinstance(data, Mapping):
-            if data.get("stream") is not bool(stream):
-                data = dict(data, stream=bool(stream))
+        if (
+            self.endpoint_path(endpoint) in STREAMING_PATHS
+            and isinstance(data, Mapping)
+            and data.get("stream") is not bool(stream)
+        ):
+            data = dict(data, stream=bool(stream))
         return endpoint, data
 
     # ----------------------------------------------------------- responses
@@ -224,7 +285,7 @@ class OllamaWire(Wire):
             return 0, 0
         return token_count(result.get("prompt_eval_count")), token_count(result.get("eval_count"))
 
-    def _reported_error(self, body: dict, status: Optional[int]) -> ServerError:
+    def _reported_error(self, body: dict, status: int | None) -> ServerError:
         message = provider_message(body) or "the server reported an error"
         return ServerError(message, provider=self.name, status=status, body=body)
 
@@ -235,7 +296,9 @@ class OllamaWire(Wire):
         ``{"error": ...}`` line raises :class:`ServerError`."""
         chunk = self.stream_json(event)
         if not isinstance(chunk, dict):
-            raise MalformedResponseError(f"stream line is not a JSON object: {bytes(event)[:80]!r}", provider=self.name)
+            raise MalformedResponseError(
+                f"stream line is not a JSON object: {bytes(event)[:80]!r}", provider=self.name
+            )
         if "error" in chunk:
             raise self._reported_error(chunk, None)
         return chunk, chunk.get("done") is True
@@ -263,17 +326,31 @@ class OllamaWire(Wire):
 
     # ---------------------------------------------------------- operations
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
-        return "api/chat", {"model": model, "messages": messages, "stream": bool(stream), **request_fields(params)}
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
+        return "api/chat", {
+            "model": model,
+            "messages": messages,
+            "stream": bool(stream),
+            **request_fields(params),
+        }
 
-    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+    def completion_request(
+        self, model: str, prompt: Any, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         if not isinstance(prompt, str):
             raise InvalidInputError(
                 f"Ollama's /api/generate takes one prompt string, not {type(prompt).__name__}; "
                 "send one request per prompt",
                 provider=self.name,
             )
-        return "api/generate", {"model": model, "prompt": prompt, "stream": bool(stream), **request_fields(params)}
+        return "api/generate", {
+            "model": model,
+            "prompt": prompt,
+            "stream": bool(stream),
+            **request_fields(params),
+        }
 
     generate_request = completion_request
 
@@ -281,11 +358,12 @@ class OllamaWire(Wire):
         texts = normalize_inputs(inputs)
         if not all(isinstance(text, str) for text in texts):
             raise InvalidInputError(
-                "Ollama's /api/embed takes text: a string or a list of strings, not token arrays", provider=self.name
+                "Ollama's /api/embed takes text: a string or a list of strings, not token arrays",
+                provider=self.name,
             )
         return "api/embed", {"model": model, "input": inputs, **request_fields(params)}
 
-    def models_request(self) -> tuple[str, Optional[dict]]:
+    def models_request(self) -> tuple[str, dict | None]:
         return "api/tags", None
 
     def reply_text(self, result: Any) -> str:
@@ -304,19 +382,23 @@ class OllamaWire(Wire):
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         vectors = result.get("embeddings") if isinstance(result, dict) else None
         if not isinstance(vectors, list):
-            raise MalformedResponseError("embed response has no list of embeddings", provider=self.name)
+            raise MalformedResponseError(
+                "embed response has no list of embeddings", provider=self.name
+            )
         return vectors
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         """The texts of an ``/api/embed`` request (anything else is not batched)."""
         if self.endpoint_path(endpoint) != "api/embed" or not isinstance(data, Mapping):
             return None
         inputs = normalize_inputs(data.get("input"))
         return inputs if all(isinstance(text, str) for text in inputs) else None
 
-    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list[dict]:
+    def split_batch_result(
+        self, result: Any, counts: list[int], weights: list[int] | None = None
+    ) -> list[dict]:
         """One ``/api/embed`` response per member: its own vectors, in its
         order (Ollama answers in input order); the batch's
         ``prompt_eval_count`` shared out by ``weights`` so the members'
@@ -350,7 +432,9 @@ def _tool_calls(calls: Any) -> tuple[ToolCallDelta, ...]:
         arguments = function.get("arguments")
         out.append(
             ToolCallDelta(
-                index=index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else position,
+                index=index
+                if isinstance(index, int) and not isinstance(index, bool) and index >= 0
+                else position,
                 id=call_id if isinstance(call_id, str) and call_id else None,
                 name=name if isinstance(name, str) and name else None,
                 arguments=arguments_text(arguments if arguments is not None else {}),

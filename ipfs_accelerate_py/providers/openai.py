@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..resilience.batching import OPENAI_EMBEDDING_LIMITS, BatchLimits, normalize_inputs
 from ..resilience.errors import MalformedResponseError, classify_status, get_header
 from ..transport.sse import SseEvent
-from .base import (EMPTY_DELTA, Event, ProviderSpec, StreamDelta, ToolCallDelta, Wire, apportion, finish_reason,
-                   token_count)
+from .base import (
+    EMPTY_DELTA,
+    Event,
+    ProviderSpec,
+    StreamDelta,
+    ToolCallDelta,
+    Wire,
+    apportion,
+    finish_reason,
+    token_count,
+)
 
 __all__ = [
     "OPENAI",
@@ -68,24 +77,68 @@ OPENAI = openai_style_spec(
 
 OPENAI_CHAT_PARAMS = frozenset(
     {
-        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-        "max_completion_tokens", "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction",
-        "presence_penalty", "prompt_cache_key", "prompt_cache_retention", "reasoning_effort", "response_format",
-        "safety_identifier", "seed", "service_tier", "stop", "store", "stream_options", "temperature",
-        "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
     }
 )
 """The body parameters of ``POST /v1/chat/completions`` beside ``model``, ``messages`` and ``stream``."""
 OPENAI_COMPLETION_PARAMS = frozenset(
     {
-        "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty",
-        "seed", "stop", "stream_options", "suffix", "temperature", "top_p", "user",
+        "best_of",
+        "echo",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "stream_options",
+        "suffix",
+        "temperature",
+        "top_p",
+        "user",
     }
 )
 """The body parameters of ``POST /v1/completions`` beside ``model``, ``prompt`` and ``stream``."""
 OPENAI_EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})
 """The body parameters of ``POST /v1/embeddings`` beside ``model`` and ``input``."""
-OPENAI_PARAMS = {"chat": OPENAI_CHAT_PARAMS, "completion": OPENAI_COMPLETION_PARAMS, "embeddings": OPENAI_EMBEDDING_PARAMS}
+OPENAI_PARAMS = {
+    "chat": OPENAI_CHAT_PARAMS,
+    "completion": OPENAI_COMPLETION_PARAMS,
+    "embeddings": OPENAI_EMBEDDING_PARAMS,
+}
 
 
 def params_with(base: Mapping[str, frozenset], extra: Mapping[str, Any]) -> dict[str, frozenset]:
@@ -98,7 +151,9 @@ class OpenAIWire(Wire):
 
     body_params = OPENAI_PARAMS
     get_endpoints = frozenset({"models"})
-    base_url_prefixes = ("v1/",)  # "/v1/chat/completions" and "chat/completions" are the same endpoint
+    base_url_prefixes = (
+        "v1/",
+    )  # "/v1/chat/completions" and "chat/completions" are the same endpoint
     response_types = (dict,)
 
     # ------------------------------------------------------------- streams
@@ -122,13 +177,17 @@ class OpenAIWire(Wire):
 
     # ---------------------------------------------------------- operations
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         data = {"model": model, "messages": messages, **params}
         if stream:
             data["stream"] = True
         return "chat/completions", data
 
-    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+    def completion_request(
+        self, model: str, prompt: Any, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         data = {"model": model, "prompt": prompt, **params}
         if stream:
             data["stream"] = True
@@ -137,19 +196,23 @@ class OpenAIWire(Wire):
     def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
         return "embeddings", {"model": model, "input": inputs, **params}
 
-    def models_request(self) -> tuple[str, Optional[dict]]:
+    def models_request(self) -> tuple[str, dict | None]:
         return "models", None
 
     def reply_text(self, result: Any) -> str:
         choice = (result.get("choices") or [{}])[0]
         message = choice.get("message")
-        return (message.get("content") or "") if isinstance(message, dict) else (choice.get("text") or "")
+        return (
+            (message.get("content") or "")
+            if isinstance(message, dict)
+            else (choice.get("text") or "")
+        )
 
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         items = sorted(result.get("data", []), key=lambda item: item.get("index", 0))
         return [item["embedding"] for item in items]
 
-    def rate_limit_hints(self, headers: Mapping[str, str]) -> Optional[dict]:
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict | None:
         """``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` (``"1s"``, ``"6m0s"``, ``"20ms"``)."""
         hints = {}
         for kind in ("requests", "tokens"):
@@ -163,26 +226,37 @@ class OpenAIWire(Wire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         if self.endpoint_path(endpoint) != "embeddings" or not isinstance(data, Mapping):
             return None
         return normalize_inputs(data.get("input"))
 
-    def batch_limits(self, model: Optional[str]) -> BatchLimits:
+    def batch_limits(self, model: str | None) -> BatchLimits:
         return OPENAI_EMBEDDING_LIMITS
 
-    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list[dict]:
+    def split_batch_result(
+        self, result: Any, counts: list[int], weights: list[int] | None = None
+    ) -> list[dict]:
         """One response of OpenAI's shape per member, by ``index``; the
         batch's ``usage`` is shared out by ``weights`` (estimated tokens) so
         the members' figures add up to what the server reported."""
         if not isinstance(result, dict):
-            raise MalformedResponseError("embeddings response is not a JSON object", provider=self.name)
+            raise MalformedResponseError(
+                "embeddings response is not a JSON object", provider=self.name
+            )
         parts = self.split_indexed(result.get("data"), counts)
-        members = [dict({k: v for k, v in result.items() if k not in ("data", "usage")}, data=part) for part in parts]
+        members = [
+            dict({k: v for k, v in result.items() if k not in ("data", "usage")}, data=part)
+            for part in parts
+        ]
         usage = result.get("usage")
         if isinstance(usage, dict):
             shares = weights if weights is not None else counts
-            split = {k: apportion(v, shares) for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+            split = {
+                k: apportion(v, shares)
+                for k, v in usage.items()
+                if isinstance(v, int) and not isinstance(v, bool)
+            }
             for i, member in enumerate(members):
                 member["usage"] = {k: (split[k][i] if k in split else v) for k, v in usage.items()}
         return members
@@ -191,7 +265,7 @@ class OpenAIWire(Wire):
 _DURATION_UNITS = (("ms", 0.001), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
 
 
-def parse_duration(text: Optional[str]) -> Optional[float]:
+def parse_duration(text: str | None) -> float | None:
     """OpenAI's reset durations: ``"1s"``, ``"6m0s"``, ``"1h2m3.5s"``, ``"20ms"``; seconds, or None."""
     if not text:
         return None
@@ -207,7 +281,7 @@ def parse_duration(text: Optional[str]) -> Optional[float]:
             total += float(number) * unit[1]
         except ValueError:
             return None
-        rest = rest[len(unit[0]):]
+        rest = rest[len(unit[0]) :]
     return total
 
 
@@ -242,7 +316,7 @@ def openai_stream_delta(chunk: Any) -> StreamDelta:
     )
 
 
-def openai_usage(usage: Any) -> Optional[tuple[int, int]]:
+def openai_usage(usage: Any) -> tuple[int, int] | None:
     """``{"prompt_tokens", "completion_tokens", ...}`` -> ``(in, out)``; None when not a usage object."""
     if not isinstance(usage, dict):
         return None
@@ -289,7 +363,7 @@ def _tool_call_piece(call: dict, function: dict, position: int) -> ToolCallDelta
     )
 
 
-def _text_or_none(value: Any) -> Optional[str]:
+def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 

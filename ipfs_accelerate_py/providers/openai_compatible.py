@@ -39,15 +39,23 @@ OPEA (``http://localhost:9000/v1``)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any
 
 from ..resilience.batching import NO_LIMITS, OPENAI_EMBEDDING_LIMITS, BatchLimits
 from ..resilience.errors import ApiError, OverloadedError, RateLimitError, ServerError
 from ..transport.base import HttpResponse
 from .base import Event, ProviderSpec, StreamDelta, body_json, retyped
-from .openai import OPENAI_PARAMS, OpenAIWire, openai_style_spec, openai_usage, params_with, parse_duration
+from .openai import (
+    OPENAI_PARAMS,
+    OpenAIWire,
+    openai_style_spec,
+    openai_usage,
+    params_with,
+    parse_duration,
+)
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -95,14 +103,16 @@ class OpenAICompatibleWire(OpenAIWire):
         *,
         operations: Iterable[str] = ALL_OPERATIONS,
         embedding_limits: BatchLimits = OPENAI_EMBEDDING_LIMITS,
-        status_errors: Optional[Mapping[int, type[ApiError]]] = None,
-        extension: Optional[str] = None,
-        extra_params: Optional[Mapping[str, Iterable[str]]] = None,
+        status_errors: Mapping[int, type[ApiError]] | None = None,
+        extension: str | None = None,
+        extra_params: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         operations = frozenset(operations)
         unknown = operations - ALL_OPERATIONS
         if unknown:
-            raise ValueError(f"unknown operations {sorted(unknown)}: expected some of {sorted(ALL_OPERATIONS)}")
+            raise ValueError(
+                f"unknown operations {sorted(unknown)}: expected some of {sorted(ALL_OPERATIONS)}"
+            )
         super().__init__(spec)
         self.operations = operations
         self.embedding_limits = embedding_limits
@@ -119,11 +129,15 @@ class OpenAICompatibleWire(OpenAIWire):
 
     # ---------------------------------------------------------- operations
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         self._require("chat")
         return super().chat_request(model, messages, params, stream)
 
-    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+    def completion_request(
+        self, model: str, prompt: Any, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         self._require("completions")
         return super().completion_request(model, prompt, params, stream)
 
@@ -131,7 +145,7 @@ class OpenAICompatibleWire(OpenAIWire):
         self._require("embeddings")
         return super().embeddings_request(model, inputs, params)
 
-    def models_request(self) -> tuple[str, Optional[dict]]:
+    def models_request(self) -> tuple[str, dict | None]:
         self._require("models")
         return super().models_request()
 
@@ -141,10 +155,10 @@ class OpenAICompatibleWire(OpenAIWire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         return super().batch_inputs(endpoint, data) if "embeddings" in self.operations else None
 
-    def batch_limits(self, model: Optional[str]) -> BatchLimits:
+    def batch_limits(self, model: str | None) -> BatchLimits:
         return self.embedding_limits
 
     # ----------------------------------------------------------- responses
@@ -156,7 +170,9 @@ class OpenAICompatibleWire(OpenAIWire):
         error = super().error_for(response, wall_now=wall_now, attempt=attempt)
         cls = self.status_errors.get(response.status)
         if cls is not None and type(error) is not cls:
-            error = retyped(error, cls)  # whether it is retried: the spec's extra_retryable_statuses
+            error = retyped(
+                error, cls
+            )  # whether it is retried: the spec's extra_retryable_statuses
         if error.message == f"HTTP {response.status}":
             error.message = validation_message(response.body) or error.message
         if isinstance(error, RateLimitError) and error.retry_after is None:
@@ -177,7 +193,11 @@ class OpenAICompatibleWire(OpenAIWire):
         if self.extension is not None and isinstance(chunk, dict):
             extension = chunk.get(self.extension)
             if isinstance(extension, dict) and extension.get("error"):
-                raise ServerError(f"the stream stopped early: {extension['error']}", provider=self.name, body=chunk)
+                raise ServerError(
+                    f"the stream stopped early: {extension['error']}",
+                    provider=self.name,
+                    body=chunk,
+                )
         return chunk, done
 
     def stream_delta(self, chunk: Any) -> StreamDelta:
@@ -191,7 +211,7 @@ class OpenAICompatibleWire(OpenAIWire):
         return delta if usage is None else delta._replace(usage=usage)
 
 
-def validation_message(body: Any) -> Optional[str]:
+def validation_message(body: Any) -> str | None:
     """FastAPI's 422 body ``{"detail": [{"loc": [...], "msg": ...}, ...]}``
     as ``"body.messages: Field required; ..."``, or None."""
     body = body_json(body)
@@ -206,7 +226,7 @@ def validation_message(body: Any) -> Optional[str]:
     return "; ".join(parts) or None
 
 
-def retry_hint(message: str) -> Optional[float]:
+def retry_hint(message: str) -> float | None:
     """The wait in "... Please try again in 1m26.4s ..." (seconds), or None."""
     found = _TRY_AGAIN.search(message or "")
     return parse_duration(found.group(1)) if found else None
@@ -221,8 +241,8 @@ class GroqModel:
     where Groq gives none, e.g. for speech-to-text)."""
 
     kind: str  # "chat", "speech-to-text" or "system" (a model with built-in tools)
-    context_window: Optional[int]
-    max_completion_tokens: Optional[int]
+    context_window: int | None
+    max_completion_tokens: int | None
 
 
 GROQ_MODELS: Mapping[str, GroqModel] = MappingProxyType(
@@ -253,8 +273,15 @@ GROQ = openai_style_spec(
 
 GROQ_CHAT_PARAMS = frozenset(
     {
-        "citation_options", "compound_custom", "disable_tool_validation", "documents", "exclude_domains",
-        "include_domains", "include_reasoning", "reasoning_format", "search_settings",
+        "citation_options",
+        "compound_custom",
+        "disable_tool_validation",
+        "documents",
+        "exclude_domains",
+        "include_domains",
+        "include_reasoning",
+        "reasoning_format",
+        "search_settings",
     }
 )
 """Groq's chat parameters beyond OpenAI's (console.groq.com/docs/api-reference)."""
@@ -280,12 +307,34 @@ VLLM = openai_style_spec(
 
 VLLM_SAMPLING_PARAMS = frozenset(
     {
-        "allowed_token_ids", "bad_words", "best_of", "ignore_eos", "include_stop_str_in_output", "length_penalty",
-        "logits_processors", "min_p", "min_tokens", "prompt_logprobs", "repetition_penalty",
-        "return_tokens_as_token_ids", "skip_special_tokens", "spaces_between_special_tokens",
-        "stop_token_ids", "structured_outputs", "top_k", "truncate_prompt_tokens", "use_beam_search", "vllm_xargs",
-        "guided_choice", "guided_decoding_backend", "guided_grammar", "guided_json", "guided_regex",
-        "guided_whitespace_pattern", "kv_transfer_params", "cache_salt",
+        "allowed_token_ids",
+        "bad_words",
+        "best_of",
+        "ignore_eos",
+        "include_stop_str_in_output",
+        "length_penalty",
+        "logits_processors",
+        "min_p",
+        "min_tokens",
+        "prompt_logprobs",
+        "repetition_penalty",
+        "return_tokens_as_token_ids",
+        "skip_special_tokens",
+        "spaces_between_special_tokens",
+        "stop_token_ids",
+        "structured_outputs",
+        "top_k",
+        "truncate_prompt_tokens",
+        "use_beam_search",
+        "vllm_xargs",
+        "guided_choice",
+        "guided_decoding_backend",
+        "guided_grammar",
+        "guided_json",
+        "guided_regex",
+        "guided_whitespace_pattern",
+        "kv_transfer_params",
+        "cache_salt",
     }
 )
 """vLLM's extra parameters of chat and completions (its OpenAI server's ``protocol.py``).
@@ -296,10 +345,23 @@ VLLM_WIRE = OpenAICompatibleWire(
     embedding_limits=NO_LIMITS,
     extra_params={
         "chat": VLLM_SAMPLING_PARAMS
-        | {"add_generation_prompt", "add_special_tokens", "chat_template", "chat_template_kwargs",
-           "continue_final_message", "documents", "echo", "mm_processor_kwargs"},
+        | {
+            "add_generation_prompt",
+            "add_special_tokens",
+            "chat_template",
+            "chat_template_kwargs",
+            "continue_final_message",
+            "documents",
+            "echo",
+            "mm_processor_kwargs",
+        },
         "completion": VLLM_SAMPLING_PARAMS | {"add_special_tokens", "response_format"},
-        "embeddings": {"add_special_tokens", "additional_data", "normalize", "truncate_prompt_tokens"},
+        "embeddings": {
+            "add_special_tokens",
+            "additional_data",
+            "normalize",
+            "truncate_prompt_tokens",
+        },
     },
 )
 
@@ -317,7 +379,18 @@ OPEA_WIRE = OpenAICompatibleWire(
     OPEA,
     operations={"chat"},
     extra_params={  # GenAIComps' ChatCompletionRequest (comps/cores/proto/api_protocol.py)
-        "chat": {"add_generation_prompt", "add_special_tokens", "best_of", "chat_template", "chat_template_kwargs",
-                 "documents", "echo", "repetition_penalty", "suffix", "top_k", "typical_p"},
+        "chat": {
+            "add_generation_prompt",
+            "add_special_tokens",
+            "best_of",
+            "chat_template",
+            "chat_template_kwargs",
+            "documents",
+            "echo",
+            "repetition_penalty",
+            "suffix",
+            "top_k",
+            "typical_p",
+        },
     },
 )

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 from ..resilience.errors import InvalidInputError, MalformedResponseError
@@ -94,12 +94,16 @@ def tensor(name: str, value: Any) -> dict:
         raise InvalidInputError(f"a tensor name must be a non-empty string, not {name!r}")
     given: Mapping[str, Any] = value if isinstance(value, Mapping) else {"data": value}
     if "data" not in given:
-        raise InvalidInputError(f"input {name!r}: a dict value needs 'data' (and may give 'shape', 'datatype')")
+        raise InvalidInputError(
+            f"input {name!r}: a dict value needs 'data' (and may give 'shape', 'datatype')"
+        )
     data, dtype = _as_list(given["data"])
     shape = list(given["shape"]) if given.get("shape") is not None else _shape(data, name)
     flat = _flatten(data)
     if math.prod(shape) != len(flat):
-        raise InvalidInputError(f"input {name!r}: shape {shape} holds {math.prod(shape)} values, data has {len(flat)}")
+        raise InvalidInputError(
+            f"input {name!r}: shape {shape} holds {math.prod(shape)} values, data has {len(flat)}"
+        )
     datatype = given.get("datatype") or dtype or _datatype(flat, name)
     return {"name": name, "shape": shape, "datatype": datatype, "data": flat}
 
@@ -111,9 +115,15 @@ def kserve_inputs(inputs: Any) -> list[dict]:
         return [tensor(name, value) for name, value in inputs.items()]
     if isinstance(inputs, (list, tuple)) and inputs:
         for position, item in enumerate(inputs):
-            missing = [k for k in ("name", "shape", "datatype", "data") if not isinstance(item, Mapping) or k not in item]
+            missing = [
+                k
+                for k in ("name", "shape", "datatype", "data")
+                if not isinstance(item, Mapping) or k not in item
+            ]
             if missing:
-                raise InvalidInputError(f"inputs[{position}] is not a KServe tensor: it lacks {', '.join(missing)}")
+                raise InvalidInputError(
+                    f"inputs[{position}] is not a KServe tensor: it lacks {', '.join(missing)}"
+                )
         return [dict(item) for item in inputs]
     raise InvalidInputError(
         "inputs must be a dict like {'input_1': [[1.0, 2.0]]} or a non-empty list of "
@@ -133,7 +143,7 @@ def reshape(flat: list, shape: list) -> Any:
     return [reshape(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
-def _as_list(value: Any) -> tuple[Any, Optional[str]]:
+def _as_list(value: Any) -> tuple[Any, str | None]:
     dtype = getattr(value, "dtype", None)
     if hasattr(value, "tolist"):
         value = value.tolist()
@@ -157,7 +167,9 @@ def _check_rectangular(data: Any, shape: list[int], name: str) -> None:
             raise InvalidInputError(f"input {name!r} is not rectangular (nested deeper in places)")
         return
     if not isinstance(data, (list, tuple)) or len(data) != shape[0]:
-        raise InvalidInputError(f"input {name!r} is not rectangular: expected {shape[0]} items at a level of shape {shape}")
+        raise InvalidInputError(
+            f"input {name!r} is not rectangular: expected {shape[0]} items at a level of shape {shape}"
+        )
     for item in data:
         _check_rectangular(item, shape[1:], name)
 
@@ -173,13 +185,17 @@ def _flatten(data: Any) -> list:
 
 def _datatype(flat: list, name: str) -> str:
     if not flat:
-        raise InvalidInputError(f"input {name!r} is empty: give {{'data': [], 'shape': [...], 'datatype': ...}}")
+        raise InvalidInputError(
+            f"input {name!r} is empty: give {{'data': [], 'shape': [...], 'datatype': ...}}"
+        )
     if all(isinstance(x, bool) for x in flat):
         return "BOOL"
     if all(isinstance(x, str) for x in flat):
         return "BYTES"
     if any(isinstance(x, (bool, str)) or not isinstance(x, (int, float)) for x in flat):
-        raise InvalidInputError(f"input {name!r} mixes types; give all numbers, all bools or all strings")
+        raise InvalidInputError(
+            f"input {name!r} mixes types; give all numbers, all bools or all strings"
+        )
     return "INT64" if all(isinstance(x, int) for x in flat) else "FP32"
 
 
@@ -188,8 +204,15 @@ def _datatype(flat: list, name: str) -> str:
 
 OVMS_GENERATION_PARAMS = frozenset(
     {
-        "assistant_confidence_threshold", "best_of", "ignore_eos", "include_stop_str_in_output", "length_penalty",
-        "max_ngram_size", "num_assistant_tokens", "repetition_penalty", "top_k",
+        "assistant_confidence_threshold",
+        "best_of",
+        "ignore_eos",
+        "include_stop_str_in_output",
+        "length_penalty",
+        "max_ngram_size",
+        "num_assistant_tokens",
+        "repetition_penalty",
+        "top_k",
     }
 )
 """OVMS's ``/v3`` chat and completions parameters beyond OpenAI's (its LLM calculator)."""
@@ -200,7 +223,10 @@ class OVMSWire(Wire):
 
     body_params = params_with(
         OPENAI_PARAMS,
-        {"chat": OVMS_GENERATION_PARAMS | {"chat_template_kwargs"}, "completion": OVMS_GENERATION_PARAMS},
+        {
+            "chat": OVMS_GENERATION_PARAMS | {"chat_template_kwargs"},
+            "completion": OVMS_GENERATION_PARAMS,
+        },
     )
 
     def __init__(self, spec: ProviderSpec) -> None:
@@ -235,7 +261,12 @@ class OVMSWire(Wire):
     # ---------------------------------------------------------- KServe / TFS
 
     def infer_request(
-        self, model: str, inputs: Any, outputs: Any = None, version: Any = None, parameters: Optional[dict] = None
+        self,
+        model: str,
+        inputs: Any,
+        outputs: Any = None,
+        version: Any = None,
+        parameters: dict | None = None,
     ) -> tuple[str, dict]:
         data: dict = {"inputs": kserve_inputs(inputs)}
         if outputs is not None:
@@ -250,25 +281,36 @@ class OVMSWire(Wire):
     def ready_request(self, model: str, version: Any = None) -> tuple[str, None]:
         return _kserve_path(model, version, "ready"), None
 
-    def predict_request(self, model: str, instances: Any, version: Any = None, signature_name: Optional[str] = None) -> tuple[str, dict]:
+    def predict_request(
+        self, model: str, instances: Any, version: Any = None, signature_name: str | None = None
+    ) -> tuple[str, dict]:
         """Row format (a list: ``instances``) or columnar (a dict: ``inputs``)."""
         if isinstance(instances, Mapping) and instances:
             data: dict = {"inputs": dict(instances)}
         elif isinstance(instances, (list, tuple)) and instances:
             data = {"instances": list(instances)}
         else:
-            raise InvalidInputError("instances must be a non-empty list (row format) or a dict of named inputs (columnar)")
+            raise InvalidInputError(
+                "instances must be a non-empty list (row format) or a dict of named inputs (columnar)"
+            )
         if signature_name:
             data["signature_name"] = signature_name
-        path = f"v1/models/{_segment(model)}" + (f"/versions/{_version(version)}" if version is not None else "")
+        path = f"v1/models/{_segment(model)}" + (
+            f"/versions/{_version(version)}" if version is not None else ""
+        )
         return f"{path}:predict", data
 
     def outputs_from(self, result: Any) -> dict:
         """A KServe response's outputs as ``{name: nested list of its shape}``."""
         outputs = result.get("outputs") if isinstance(result, dict) else None
         if not isinstance(outputs, list):
-            raise MalformedResponseError("infer response has no list of 'outputs'", provider=self.name)
-        return {out["name"]: reshape(out.get("data", []), list(out.get("shape") or [])) for out in outputs}
+            raise MalformedResponseError(
+                "infer response has no list of 'outputs'", provider=self.name
+            )
+        return {
+            out["name"]: reshape(out.get("data", []), list(out.get("shape") or []))
+            for out in outputs
+        }
 
     def models_request(self) -> tuple[str, None]:
         return "v1/config", None
@@ -276,15 +318,23 @@ class OVMSWire(Wire):
     def models_from(self, result: Any) -> list:
         """``/v1/config``: ``[{"name", "model_version_status": [...]}, ...]``."""
         if not isinstance(result, dict):
-            raise MalformedResponseError("model status list is not a JSON object", provider=self.name)
-        return [dict(status, name=name) for name, status in result.items() if isinstance(status, dict)]
+            raise MalformedResponseError(
+                "model status list is not a JSON object", provider=self.name
+            )
+        return [
+            dict(status, name=name) for name, status in result.items() if isinstance(status, dict)
+        ]
 
     # ---------------------------------------------------------- OpenAI (/v3)
 
-    def chat_request(self, model: str, messages: list, params: dict, stream: bool) -> tuple[str, dict]:
+    def chat_request(
+        self, model: str, messages: list, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         return _v3(*self.openai.chat_request(model, messages, params, stream))
 
-    def completion_request(self, model: str, prompt: Any, params: dict, stream: bool) -> tuple[str, dict]:
+    def completion_request(
+        self, model: str, prompt: Any, params: dict, stream: bool
+    ) -> tuple[str, dict]:
         return _v3(*self.openai.completion_request(model, prompt, params, stream))
 
     def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
@@ -296,13 +346,15 @@ class OVMSWire(Wire):
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         return self.openai.embedding_vectors(result)
 
-    def batch_inputs(self, endpoint: str, data: Any) -> Optional[list]:
+    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
         path = self.endpoint_path(endpoint)
         if path != f"{OPENAI_PREFIX}/embeddings":
             return None
         return self.openai.batch_inputs("embeddings", data)
 
-    def split_batch_result(self, result: Any, counts: list[int], weights: Optional[list[int]] = None) -> list[dict]:
+    def split_batch_result(
+        self, result: Any, counts: list[int], weights: list[int] | None = None
+    ) -> list[dict]:
         return self.openai.split_batch_result(result, counts, weights)
 
 
@@ -323,14 +375,14 @@ def _version(version: Any) -> str:
     return text
 
 
-def _kserve_path(model: Any, version: Any, suffix: Optional[str] = None) -> str:
+def _kserve_path(model: Any, version: Any, suffix: str | None = None) -> str:
     path = f"v2/models/{_segment(model)}"
     if version is not None:
         path += f"/versions/{_version(version)}"
     return f"{path}/{suffix}" if suffix else path
 
 
-def _probe(path: str) -> Optional[str]:
+def _probe(path: str) -> str | None:
     """What a probe path asks (``"ready"``, ``"live"``), None for any other path."""
     if path.startswith("v2/models/") and path.endswith("/ready"):
         return "ready"
@@ -346,6 +398,7 @@ def _requested_outputs(outputs: Any) -> list[dict]:
         elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
             result.append(dict(item))
         else:
-            raise InvalidInputError(f"outputs must name output tensors (strings or {{'name': ...}}), got {item!r:.60}")
+            raise InvalidInputError(
+                f"outputs must name output tensors (strings or {{'name': ...}}), got {item!r:.60}"
+            )
     return result
-

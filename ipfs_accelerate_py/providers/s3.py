@@ -21,7 +21,7 @@ help where the status alone would say otherwise (``should_retry``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..resilience.errors import (
     ApiError,
@@ -55,7 +55,7 @@ S3 = ProviderSpec(
 )
 
 # Where S3's error code says more than the HTTP status: (error class, may a retry help?).
-_CODES: dict[str, tuple[type[ApiError], Optional[bool]]] = {
+_CODES: dict[str, tuple[type[ApiError], bool | None]] = {
     "SlowDown": (RateLimitError, True),
     "Throttling": (RateLimitError, True),
     "ThrottlingException": (RateLimitError, True),
@@ -99,7 +99,9 @@ def s3_url(operation: Mapping[str, Any]) -> str:
 
 def check_name(what: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"{what} must be a non-empty string, not {value!r}", provider=S3.name)
+        raise InvalidInputError(
+            f"{what} must be a non-empty string, not {value!r}", provider=S3.name
+        )
     return value
 
 
@@ -109,7 +111,9 @@ def check_body(body: Any) -> Any:
         return bytes(body)
     if isinstance(body, FileBody):
         return body
-    raise InvalidInputError(f"an object body must be bytes or a file path, not {type(body).__name__}", provider=S3.name)
+    raise InvalidInputError(
+        f"an object body must be bytes or a file path, not {type(body).__name__}", provider=S3.name
+    )
 
 
 class S3Wire(Wire):
@@ -121,16 +125,17 @@ class S3Wire(Wire):
         method = endpoint.strip()
         if not method.isidentifier() or method.startswith("_"):
             raise InvalidInputError(
-                f"an S3 endpoint is a boto3 client method such as 'put_object', not {endpoint!r}", provider=self.name
+                f"an S3 endpoint is a boto3 client method such as 'put_object', not {endpoint!r}",
+                provider=self.name,
             )
         return method
 
     def build_request(
         self,
         endpoint: str,
-        data: Optional[Mapping[str, Any]],
+        data: Mapping[str, Any] | None,
         *,
-        timeout: Optional[float],
+        timeout: float | None,
         stream: bool = False,
         extra_headers: Any = (),
         extra_query: Any = (),
@@ -140,18 +145,28 @@ class S3Wire(Wire):
         arguments (the key and the endpoint URL are the transport's client's).
         boto3 signs what it sends: extra headers or query cannot be added."""
         if stream:
-            raise InvalidInputError("S3 operations do not stream; read the object with download_file", provider=self.name)
+            raise InvalidInputError(
+                "S3 operations do not stream; read the object with download_file",
+                provider=self.name,
+            )
         if extra_headers or extra_query:
-            raise InvalidInputError("S3 operations take no extra_headers or extra_query (boto3 signs the request)", provider=self.name)
+            raise InvalidInputError(
+                "S3 operations take no extra_headers or extra_query (boto3 signs the request)",
+                provider=self.name,
+            )
         operation = dict(data or {})
-        return HttpRequest(self.endpoint_path(endpoint), s3_url(operation), timeout=timeout, operation=operation)
+        return HttpRequest(
+            self.endpoint_path(endpoint), s3_url(operation), timeout=timeout, operation=operation
+        )
 
     # ----------------------------------------------------------- responses
 
     def parse_response(self, endpoint: str, response: HttpResponse) -> Any:
         if response.value is None:
             raise MalformedResponseError(
-                f"{endpoint} answered HTTP {response.status} with no result", provider=self.name, status=response.status
+                f"{endpoint} answered HTTP {response.status} with no result",
+                provider=self.name,
+                status=response.status,
             )
         return response.value
 
@@ -159,7 +174,11 @@ class S3Wire(Wire):
         error = response.value if isinstance(response.value, Mapping) else {}
         code = str(error.get("Code") or response.status)
         text = str(error.get("Message") or "").strip()
-        message = f"{code}: {text}" if text and not code.isdigit() else (text or f"HTTP {response.status}")
+        message = (
+            f"{code}: {text}"
+            if text and not code.isdigit()
+            else (text or f"HTTP {response.status}")
+        )
         request_id = error.get("RequestId") or get_header(response.headers, "x-amz-request-id")
         base = classify_status(
             response.status,
@@ -182,20 +201,39 @@ class S3Wire(Wire):
 
     # ---------------------------------------------------------- operations
 
-    def put_object_request(self, bucket: str, key: str, body: Any, extra: Mapping[str, Any]) -> tuple[str, dict]:
-        return "put_object", {"Bucket": check_name("bucket", bucket), "Key": check_name("key", key), "Body": check_body(body), **extra}
+    def put_object_request(
+        self, bucket: str, key: str, body: Any, extra: Mapping[str, Any]
+    ) -> tuple[str, dict]:
+        return "put_object", {
+            "Bucket": check_name("bucket", bucket),
+            "Key": check_name("key", key),
+            "Body": check_body(body),
+            **extra,
+        }
 
-    def get_object_request(self, bucket: str, key: str, extra: Mapping[str, Any]) -> tuple[str, dict]:
-        return "get_object", {"Bucket": check_name("bucket", bucket), "Key": check_name("key", key), **extra}
+    def get_object_request(
+        self, bucket: str, key: str, extra: Mapping[str, Any]
+    ) -> tuple[str, dict]:
+        return "get_object", {
+            "Bucket": check_name("bucket", bucket),
+            "Key": check_name("key", key),
+            **extra,
+        }
 
     def head_object_request(self, bucket: str, key: str) -> tuple[str, dict]:
-        return "head_object", {"Bucket": check_name("bucket", bucket), "Key": check_name("key", key)}
+        return "head_object", {
+            "Bucket": check_name("bucket", bucket),
+            "Key": check_name("key", key),
+        }
 
     def delete_object_request(self, bucket: str, key: str) -> tuple[str, dict]:
-        return "delete_object", {"Bucket": check_name("bucket", bucket), "Key": check_name("key", key)}
+        return "delete_object", {
+            "Bucket": check_name("bucket", bucket),
+            "Key": check_name("key", key),
+        }
 
     def list_objects_request(
-        self, bucket: str, prefix: Optional[str], token: Optional[str], extra: Mapping[str, Any]
+        self, bucket: str, prefix: str | None, token: str | None, extra: Mapping[str, Any]
     ) -> tuple[str, dict]:
         """One page of ``list_objects_v2``; ``token`` continues a listing."""
         data = {"Bucket": check_name("bucket", bucket), **extra}
@@ -205,7 +243,7 @@ class S3Wire(Wire):
             data["ContinuationToken"] = token
         return "list_objects_v2", data
 
-    def next_page_token(self, page: Mapping[str, Any], token: Optional[str]) -> Optional[str]:
+    def next_page_token(self, page: Mapping[str, Any], token: str | None) -> str | None:
         """The token of the page after ``page`` (fetched with ``token``), or
         None at the end; a listing that cannot advance is malformed."""
         if not page.get("IsTruncated"):
@@ -213,11 +251,12 @@ class S3Wire(Wire):
         following = page.get("NextContinuationToken")
         if not following or following == token:
             raise MalformedResponseError(
-                "list_objects_v2 says IsTruncated but gives no new NextContinuationToken", provider=self.name
+                "list_objects_v2 says IsTruncated but gives no new NextContinuationToken",
+                provider=self.name,
             )
         return following
 
-    def create_bucket_request(self, bucket: str, region: Optional[str]) -> tuple[str, dict]:
+    def create_bucket_request(self, bucket: str, region: str | None) -> tuple[str, dict]:
         data: dict[str, Any] = {"Bucket": check_name("bucket", bucket)}
         if region and region != US_EAST_1:
             data["CreateBucketConfiguration"] = {"LocationConstraint": region}

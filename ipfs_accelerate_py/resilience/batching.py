@@ -47,8 +47,9 @@ Splitting the answer
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Optional
+from typing import Any
 
 from .errors import InvalidInputError, MalformedResponseError
 from .validation import require_int, require_number
@@ -89,9 +90,9 @@ class BatchLimits:
     one input; a member holding a longer input is sent on its own.
     """
 
-    max_inputs: Optional[int] = None
-    max_tokens: Optional[int] = None
-    max_tokens_per_input: Optional[int] = None
+    max_inputs: int | None = None
+    max_tokens: int | None = None
+    max_tokens_per_input: int | None = None
 
     def __post_init__(self) -> None:
         require_int("max_inputs", self.max_inputs, 1, optional=True)
@@ -103,7 +104,9 @@ NO_LIMITS = BatchLimits()
 
 #: OpenAI embeddings: 2048 inputs and 300,000 tokens per request; 8,192
 #: tokens per input for text-embedding-3-* and text-embedding-ada-002.
-OPENAI_EMBEDDING_LIMITS = BatchLimits(max_inputs=2048, max_tokens=300_000, max_tokens_per_input=8192)
+OPENAI_EMBEDDING_LIMITS = BatchLimits(
+    max_inputs=2048, max_tokens=300_000, max_tokens_per_input=8192
+)
 
 
 def _no_limits(_key: Hashable) -> BatchLimits:
@@ -124,10 +127,12 @@ def estimate_tokens(text: Any) -> int:
         return -(-size // BYTES_PER_TOKEN)
     if isinstance(text, list):
         return len(text)
-    raise InvalidInputError(f"an embeddings input must be a string or a token array, got {type(text).__name__}")
+    raise InvalidInputError(
+        f"an embeddings input must be a string or a token array, got {type(text).__name__}"
+    )
 
 
-def batch_key(endpoint: str, model: str, params: Optional[dict], key_id: Optional[str]) -> tuple:
+def batch_key(endpoint: str, model: str, params: dict | None, key_id: str | None) -> tuple:
     """The hashable identity of requests that may share a batch.
 
     ``params`` are the request's parameters; ``input`` is left out and the
@@ -137,7 +142,9 @@ def batch_key(endpoint: str, model: str, params: Optional[dict], key_id: Optiona
     API key (a caller-given name or a fingerprint, never the secret).
     """
     rest = {k: v for k, v in (params or {}).items() if k != "input"}
-    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    canonical = json.dumps(
+        rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+    )
     return (endpoint, model, canonical, key_id)
 
 
@@ -206,13 +213,15 @@ class BatchMember:
 
     def __init__(self, item: Any, inputs: list, added_at: float) -> None:
         if not isinstance(inputs, list) or not inputs:
-            raise InvalidInputError(f"a batch member needs a non-empty list of inputs, got {inputs!r:.80}")
+            raise InvalidInputError(
+                f"a batch member needs a non-empty list of inputs, got {inputs!r:.80}"
+            )
         self.item = item
         self.inputs = inputs
         self.n_inputs = len(inputs)
         self.n_tokens = sum(estimate_tokens(text) for text in inputs)
         self.added_at = added_at
-        self._batch: Optional[Batch] = None
+        self._batch: Batch | None = None
 
     def __repr__(self) -> str:
         return f"BatchMember(n_inputs={self.n_inputs}, n_tokens={self.n_tokens}, added_at={self.added_at})"
@@ -282,7 +291,7 @@ class BatchAssembler:
         self,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
-        limits_for: Optional[Callable[[Hashable], BatchLimits]] = None,
+        limits_for: Callable[[Hashable], BatchLimits] | None = None,
     ) -> None:
         self._max_batch_size = require_int("max_batch_size", max_batch_size, 1)
         self._batch_timeout = require_number("batch_timeout", batch_timeout)
@@ -314,7 +323,7 @@ class BatchAssembler:
         return self._max_batch_size if cap is None else min(self._max_batch_size, cap)
 
     def add(
-        self, key: Hashable, item: Any, inputs: list, now: float, due_by: Optional[float] = None
+        self, key: Hashable, item: Any, inputs: list, now: float, due_by: float | None = None
     ) -> tuple[BatchMember, list[Batch]]:
         """Add one caller's request; return its member and the batches ready now.
         ``due_by``: the batch it joins goes no later than that (None: no bound)."""
@@ -336,7 +345,9 @@ class BatchAssembler:
         if due_by is not None and due_by < batch.due_at:
             batch.due_at = due_by
         batch._append(member)
-        if batch.n_inputs >= max_inputs or (max_tokens is not None and batch.n_tokens >= max_tokens):
+        if batch.n_inputs >= max_inputs or (
+            max_tokens is not None and batch.n_tokens >= max_tokens
+        ):
             ready.append(self._open.pop(key))
         return member, ready
 
@@ -358,7 +369,7 @@ class BatchAssembler:
             del self._open[batch.key]
         return ready
 
-    def next_due_at(self) -> Optional[float]:
+    def next_due_at(self) -> float | None:
         """The earliest deadline over open batches, or None when none is open."""
         return min((batch.due_at for batch in self._open.values()), default=None)
 
@@ -399,7 +410,7 @@ class BatchAssembler:
         )
 
 
-def _overflows(batch: Batch, member: BatchMember, max_inputs: int, max_tokens: Optional[int]) -> bool:
+def _overflows(batch: Batch, member: BatchMember, max_inputs: int, max_tokens: int | None) -> bool:
     if batch.n_inputs + member.n_inputs > max_inputs:
         return True
     return max_tokens is not None and batch.n_tokens + member.n_tokens > max_tokens
@@ -470,9 +481,13 @@ def _place(items: Any, total: int, index_of: Callable[[Any], int]) -> list:
     for n, item in enumerate(items):
         index = _read_index(item, n, index_of)
         if not 0 <= index < total:
-            raise _malformed(f"result #{n} has index {index}, expected 0..{total - 1} ({total} inputs sent)")
+            raise _malformed(
+                f"result #{n} has index {index}, expected 0..{total - 1} ({total} inputs sent)"
+            )
         if by_index[index] is not _ABSENT:
-            raise _malformed(f"index {index} appears twice (result #{n}); expected each of 0..{total - 1} once")
+            raise _malformed(
+                f"index {index} appears twice (result #{n}); expected each of 0..{total - 1} once"
+            )
         by_index[index] = item
     return by_index
 
@@ -481,14 +496,18 @@ def _read_index(item: Any, n: int, index_of: Callable[[Any], int]) -> int:
     try:
         index = index_of(item)
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise _malformed(f"result #{n} has no readable index ({type(exc).__name__}: {exc})") from None
+        raise _malformed(
+            f"result #{n} has no readable index ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(index, bool) or not isinstance(index, int):
         raise _malformed(f"result #{n} has index {index!r:.40}, expected an integer")
     return index
 
 
 def _malformed(message: str) -> MalformedResponseError:
-    return MalformedResponseError(f"batched embeddings response does not match the batch: {message}")
+    return MalformedResponseError(
+        f"batched embeddings response does not match the batch: {message}"
+    )
 
 
 def _first(values: list, shown: int = 5) -> str:

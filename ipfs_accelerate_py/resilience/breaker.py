@@ -63,8 +63,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .errors import SettingError
 from .validation import require_int, require_number
@@ -111,9 +112,9 @@ class BreakerOptions:
     failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
     reset_timeout: float = DEFAULT_RESET_TIMEOUT
     half_open_max_requests: int = DEFAULT_HALF_OPEN_MAX_REQUESTS
-    failure_rate_threshold: Optional[float] = None
-    slow_call_duration: Optional[float] = None
-    slow_call_rate_threshold: Optional[float] = None
+    failure_rate_threshold: float | None = None
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float | None = None
     window_seconds: float = DEFAULT_WINDOW_SECONDS
     minimum_calls: int = DEFAULT_MINIMUM_CALLS
 
@@ -122,11 +123,19 @@ class BreakerOptions:
         require_number("reset_timeout", self.reset_timeout, exclusive=True)
         require_int("half_open_max_requests", self.half_open_max_requests, 1)
         require_number(
-            "failure_rate_threshold", self.failure_rate_threshold, exclusive=True, maximum=100.0, optional=True
+            "failure_rate_threshold",
+            self.failure_rate_threshold,
+            exclusive=True,
+            maximum=100.0,
+            optional=True,
         )
         require_number("slow_call_duration", self.slow_call_duration, exclusive=True, optional=True)
         require_number(
-            "slow_call_rate_threshold", self.slow_call_rate_threshold, exclusive=True, maximum=100.0, optional=True
+            "slow_call_rate_threshold",
+            self.slow_call_rate_threshold,
+            exclusive=True,
+            maximum=100.0,
+            optional=True,
         )
         require_number("window_seconds", self.window_seconds, exclusive=True)
         require_int("minimum_calls", self.minimum_calls, 1)
@@ -238,7 +247,7 @@ class CircuitBreaker:
 
     def _zero_counters(self) -> None:
         self._consecutive_failures = 0
-        self._opened_at: Optional[float] = None
+        self._opened_at: float | None = None
         self._times_opened = 0
         self._half_open_successes = 0
         self._stale_results = 0
@@ -279,7 +288,7 @@ class CircuitBreaker:
             return STATE_CLOSED
         return self._locked(self._state_at, now)
 
-    def acquire(self, now: float) -> Optional[int]:
+    def acquire(self, now: float) -> int | None:
         """A permit number if a call may go now, else None.  Pass it back as ``permit=``."""
         return self._locked(self._acquire, now)
 
@@ -303,24 +312,26 @@ class CircuitBreaker:
 
     # ------------------------------------------------------------ outcomes
 
-    def on_success(self, now: float, duration: float = 0.0, *, permit: Optional[int] = None) -> None:
+    def on_success(self, now: float, duration: float = 0.0, *, permit: int | None = None) -> None:
         self._locked(self._outcome, now, _SUCCESS, duration, permit)
 
-    def on_failure(self, now: float, duration: float = 0.0, *, permit: Optional[int] = None) -> None:
+    def on_failure(self, now: float, duration: float = 0.0, *, permit: int | None = None) -> None:
         """A service failure (5xx, timeout, connection error, malformed answer)."""
         self._locked(self._outcome, now, _FAILURE, duration, permit)
 
-    def on_ignored(self, now: float, *, permit: Optional[int] = None) -> None:
+    def on_ignored(self, now: float, *, permit: int | None = None) -> None:
         """An outcome that is neither (client error, 429, cancelled): returns a probe permit, counts nothing."""
         self._locked(self._outcome, now, _IGNORED, 0.0, permit)
 
-    def record(self, now: float, success: bool, duration: float = 0.0, *, permit: Optional[int] = None) -> None:
+    def record(
+        self, now: float, success: bool, duration: float = 0.0, *, permit: int | None = None
+    ) -> None:
         """``on_success`` or ``on_failure``, for ``track_request_result``."""
         self._locked(self._outcome, now, _SUCCESS if success else _FAILURE, duration, permit)
 
     # ------------------------------------------------------------ commands
 
-    def reset(self, now: Optional[float] = None) -> None:
+    def reset(self, now: float | None = None) -> None:
         """Back to CLOSED with every counter at zero.  ``now`` (default: the last one seen) goes to listeners."""
         self._locked(self._reset, self._last_now if now is None else now)
 
@@ -376,7 +387,7 @@ class CircuitBreaker:
         self._advance(now)
         return self._state
 
-    def _acquire(self, now: float) -> Optional[int]:
+    def _acquire(self, now: float) -> int | None:
         self._advance(now)
         if self._state == STATE_OPEN:
             return None
@@ -397,7 +408,7 @@ class CircuitBreaker:
         self._transition(_RESET, now)
         self._zero_counters()
 
-    def _outcome(self, now: float, kind: str, duration: float, permit: Optional[int]) -> None:
+    def _outcome(self, now: float, kind: str, duration: float, permit: int | None) -> None:
         self._advance(now)
         if self._is_stale(permit):
             self._stale_results += 1
@@ -406,7 +417,7 @@ class CircuitBreaker:
             self._probes.pop(next(iter(self._probes)) if permit is None else permit)
         _OUTCOME_TABLE[(self._state, kind)](self, now, duration)
 
-    def _is_stale(self, permit: Optional[int]) -> bool:
+    def _is_stale(self, permit: int | None) -> bool:
         if self._state == STATE_OPEN:
             return True
         if permit is not None and permit < self._epoch_first:
@@ -493,7 +504,7 @@ _OUTCOME_TABLE: dict[tuple[str, str], Callable[[CircuitBreaker, float, float], N
 
 def _notify(listeners: tuple[Listener, ...], events: list[tuple[str, str, float]]) -> None:
     """Call every listener for every event; re-raise the first listener error after all ran."""
-    first_error: Optional[BaseException] = None
+    first_error: BaseException | None = None
     for old, new, now in events:
         for fn in listeners:
             try:

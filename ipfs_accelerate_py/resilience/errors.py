@@ -45,7 +45,8 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .redact import redact
 
@@ -92,28 +93,28 @@ class ApiError(Exception):
     kind = "error"
     retryable = False
     breaker_failure = False
-    chunks_received: Optional[int] = None
+    chunks_received: int | None = None
     """For an error that ended a started stream: how many chunks had arrived."""
-    partial_text: Optional[str] = None
+    partial_text: str | None = None
     """For an error that ended a started stream: the text that had arrived."""
     key_wide = False
     """For a 429: the limit is the whole key's (an exhausted quota), not one model's."""
-    model: Optional[str] = None
-    host: Optional[str] = None
-    key_name: Optional[str] = None
-    attempts: Optional[int] = None
-    client_request_id: Optional[str] = None
+    model: str | None = None
+    host: str | None = None
+    key_name: str | None = None
+    attempts: int | None = None
+    client_request_id: str | None = None
 
     def __init__(
         self,
         message: str,
         *,
-        provider: Optional[str] = None,
-        status: Optional[int] = None,
-        request_id: Optional[str] = None,
-        retry_after: Optional[float] = None,
-        attempt: Optional[int] = None,
-        should_retry: Optional[bool] = None,
+        provider: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        attempt: int | None = None,
+        should_retry: bool | None = None,
         body: Any = None,
     ) -> None:
         super().__init__(message)
@@ -157,7 +158,7 @@ class ApiError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
 
-    def redact(self, secrets: Iterable[Optional[str]]) -> "ApiError":
+    def redact(self, secrets: Iterable[str | None]) -> ApiError:
         """Mask ``secrets`` in the message and the body by the one rule of
         :mod:`.redact` (the body is kept, redacted, so the provider's details
         stay readable); returns ``self``."""
@@ -232,13 +233,15 @@ class ResponseTooLargeError(MalformedResponseError):
 
     retryable = False
     breaker_failure = False
-    limit: Optional[int] = None
+    limit: int | None = None
     """The limit it went past, in bytes."""
-    received: Optional[int] = None
+    received: int | None = None
     """Bytes read when reading stopped: the limit plus at most one read (64 KiB)."""
 
 
-def too_large(what: str, limit: int, received: int, setting: str, where: str = "") -> ResponseTooLargeError:
+def too_large(
+    what: str, limit: int, received: int, setting: str, where: str = ""
+) -> ResponseTooLargeError:
     """The error of ``what`` (a body, a line) that went past ``limit`` bytes, naming ``setting``."""
     error = ResponseTooLargeError(
         f"{what} larger than {setting} ({limit} bytes){' from ' + where if where else ''}; reading stopped after "
@@ -343,7 +346,7 @@ class SettingError(ApiError, ValueError):
 # ---------------------------------------------------------------- headers
 
 
-def get_header(headers: Optional[Mapping[str, str]], name: str) -> Optional[str]:
+def get_header(headers: Mapping[str, str] | None, name: str) -> str | None:
     """Case-insensitive header lookup over any mapping (dict, multidict)."""
     if not headers:
         return None
@@ -363,7 +366,7 @@ believes is shorter: its ``max_retry_after`` setting (60 s by default, see
 :func:`~.retry.believed_retry_after`); a longer wait is backed off from."""
 
 
-def parse_retry_after(headers: Optional[Mapping[str, str]], wall_now: float) -> Optional[float]:
+def parse_retry_after(headers: Mapping[str, str] | None, wall_now: float) -> float | None:
     """Seconds the server asks us to wait, or None; at most :data:`MAX_RETRY_AFTER`.
 
     ``retry-after-ms`` first, then ``retry-after`` as seconds, then as an
@@ -374,7 +377,7 @@ def parse_retry_after(headers: Optional[Mapping[str, str]], wall_now: float) -> 
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
 
-def _retry_after_seconds(headers: Optional[Mapping[str, str]], wall_now: float) -> Optional[float]:
+def _retry_after_seconds(headers: Mapping[str, str] | None, wall_now: float) -> float | None:
     raw = get_header(headers, "retry-after-ms")
     if raw is not None:
         try:
@@ -406,7 +409,7 @@ def _retry_after_seconds(headers: Optional[Mapping[str, str]], wall_now: float) 
     return max(0.0, when.timestamp() - wall_now)
 
 
-def parse_should_retry(headers: Optional[Mapping[str, str]]) -> Optional[bool]:
+def parse_should_retry(headers: Mapping[str, str] | None) -> bool | None:
     raw = get_header(headers, "x-should-retry")
     if raw is None:
         return None
@@ -442,7 +445,7 @@ def _error_class_for(status: int) -> type[ApiError]:
     return InvalidRequestError
 
 
-def provider_message(body: Any) -> Optional[str]:
+def provider_message(body: Any) -> str | None:
     """The human message inside a provider's error body, if it has one.
 
     Understands ``{"error": {"message": ...}}`` (OpenAI, Anthropic, Gemini),
@@ -479,14 +482,14 @@ def provider_message(body: Any) -> Optional[str]:
 
 def classify_status(
     status: int,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
     body: Any = None,
     *,
     wall_now: float,
-    provider: Optional[str] = None,
-    request_id: Optional[str] = None,
-    attempt: Optional[int] = None,
-    message: Optional[str] = None,
+    provider: str | None = None,
+    request_id: str | None = None,
+    attempt: int | None = None,
+    message: str | None = None,
 ) -> ApiError:
     """Turn a non-2xx HTTP answer into its typed error."""
     cls = _error_class_for(status)
@@ -522,7 +525,10 @@ def quota_exhausted(body: Any) -> bool:
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return False
-    if any(isinstance(error.get(field), str) and error[field] in _QUOTA_CODES for field in ("code", "type")):
+    if any(
+        isinstance(error.get(field), str) and error[field] in _QUOTA_CODES
+        for field in ("code", "type")
+    ):
         return True
     details = error.get("details")
     if not isinstance(details, list):
@@ -540,9 +546,9 @@ def quota_exhausted(body: Any) -> bool:
 def classify_exception(
     exc: BaseException,
     *,
-    provider: Optional[str] = None,
-    request_id: Optional[str] = None,
-    attempt: Optional[int] = None,
+    provider: str | None = None,
+    request_id: str | None = None,
+    attempt: int | None = None,
 ) -> ApiError:
     """Turn a transport-level exception into its typed error.
 
@@ -561,5 +567,7 @@ def classify_exception(
     if isinstance(exc, (ConnectionError, OSError, EOFError)):
         return NetworkError(f"{type(exc).__name__}: {exc}", **kwargs)
     if isinstance(exc, (ValueError, KeyError, TypeError)):
-        return MalformedResponseError(f"could not read the response: {type(exc).__name__}: {exc}", **kwargs)
+        return MalformedResponseError(
+            f"could not read the response: {type(exc).__name__}: {exc}", **kwargs
+        )
     return NetworkError(f"{type(exc).__name__}: {exc}", **kwargs)

@@ -58,8 +58,9 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Optional, Protocol, Union
+from typing import Any, NamedTuple, Protocol
 
 from .breaker import STATE_HALF_OPEN, STATE_OPEN, BreakerOptions, CircuitBreaker
 from .errors import ApiError, AuthenticationError, RateLimitError, SettingError
@@ -106,7 +107,15 @@ OUTCOME_RATE_LIMITED = "rate_limited"
 OUTCOME_SERVER_FAILURE = "server_failure"
 OUTCOME_AUTH_FAILURE = "auth_failure"
 OUTCOME_IGNORED = "ignored"
-OUTCOMES = frozenset({OUTCOME_SUCCESS, OUTCOME_RATE_LIMITED, OUTCOME_SERVER_FAILURE, OUTCOME_AUTH_FAILURE, OUTCOME_IGNORED})
+OUTCOMES = frozenset(
+    {
+        OUTCOME_SUCCESS,
+        OUTCOME_RATE_LIMITED,
+        OUTCOME_SERVER_FAILURE,
+        OUTCOME_AUTH_FAILURE,
+        OUTCOME_IGNORED,
+    }
+)
 
 SCOPE_MODEL = "model"  # a rate limit on one (key, model) pair
 SCOPE_KEY = "key"  # a rate limit on the whole key, whatever the model
@@ -138,14 +147,16 @@ class KeyOptions:
     """
 
     name: str
-    max_concurrent: Optional[int] = None
-    rpm: Optional[float] = None
-    tpm: Optional[float] = None
+    max_concurrent: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
     weight: float = DEFAULT_WEIGHT
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise SettingError("name", self.name, "a non-empty string naming the key (never the secret)")
+            raise SettingError(
+                "name", self.name, "a non-empty string naming the key (never the secret)"
+            )
         require_int("max_concurrent", self.max_concurrent, 1, optional=True)
         require_number("rpm", self.rpm, exclusive=True, optional=True)
         require_number("tpm", self.tpm, exclusive=True, optional=True)
@@ -170,19 +181,24 @@ class Outcome:
     """
 
     kind: str
-    tokens_in: Optional[int] = None
-    tokens_out: Optional[int] = None
-    retry_after: Optional[float] = None
-    reason: Optional[str] = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    retry_after: float | None = None
+    reason: str | None = None
     scope: str = SCOPE_MODEL
-    cooldown: Optional[float] = None
+    cooldown: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in OUTCOMES:
             raise SettingError("kind", self.kind, f"one of {', '.join(sorted(OUTCOMES))}")
         if self.scope not in SCOPES:
             raise SettingError("scope", self.scope, f"one of {', '.join(sorted(SCOPES))}")
-        if self.retry_after is None and self.cooldown is None and _count_or_none(self.tokens_in) and _count_or_none(self.tokens_out):
+        if (
+            self.retry_after is None
+            and self.cooldown is None
+            and _count_or_none(self.tokens_in)
+            and _count_or_none(self.tokens_out)
+        ):
             return  # nothing more to check (most outcomes)
         require_int("tokens_in", self.tokens_in, 0, optional=True)
         require_int("tokens_out", self.tokens_out, 0, optional=True)
@@ -190,13 +206,16 @@ class Outcome:
         require_number("cooldown", self.cooldown, optional=True)
 
     @classmethod
-    def success(cls, tokens_in: Optional[int] = None, tokens_out: Optional[int] = None) -> "Outcome":
+    def success(cls, tokens_in: int | None = None, tokens_out: int | None = None) -> Outcome:
         return cls(OUTCOME_SUCCESS, tokens_in, tokens_out)
 
     @classmethod
     def rate_limited(
-        cls, retry_after: Optional[float] = None, scope: str = SCOPE_MODEL, cooldown: Optional[float] = None
-    ) -> "Outcome":
+        cls,
+        retry_after: float | None = None,
+        scope: str = SCOPE_MODEL,
+        cooldown: float | None = None,
+    ) -> Outcome:
         """A 429: the (key, model) pair (``scope="model"``) or the whole key (``scope="key"``)
         cools down for ``retry_after`` seconds, as the server asked; for ``cooldown``
         when it asked for none or for more than the pool's ``max_cooldown`` (None:
@@ -204,22 +223,22 @@ class Outcome:
         return cls(OUTCOME_RATE_LIMITED, retry_after=retry_after, scope=scope, cooldown=cooldown)
 
     @classmethod
-    def server_failure(cls) -> "Outcome":
+    def server_failure(cls) -> Outcome:
         """A 5xx, timeout, connection error or malformed answer: a failure for the key's breaker."""
         return cls(OUTCOME_SERVER_FAILURE)
 
     @classmethod
-    def auth_failure(cls, reason: str = "authentication failed") -> "Outcome":
+    def auth_failure(cls, reason: str = "authentication failed") -> Outcome:
         """A 401/403: the key is disabled with ``reason`` (which must not contain the secret)."""
         return cls(OUTCOME_AUTH_FAILURE, reason=reason)
 
     @classmethod
-    def ignored(cls, tokens_in: Optional[int] = None, tokens_out: Optional[int] = None) -> "Outcome":
+    def ignored(cls, tokens_in: int | None = None, tokens_out: int | None = None) -> Outcome:
         """A client error, a cancellation, a stream closed early: nothing said about the key."""
         return cls(OUTCOME_IGNORED, tokens_in, tokens_out)
 
     @classmethod
-    def from_error(cls, error: ApiError, cooldown: Optional[float] = None) -> "Outcome":
+    def from_error(cls, error: ApiError, cooldown: float | None = None) -> Outcome:
         """The outcome a typed error stands for.  The reason names the class and status only,
         never the provider's text (which may quote part of a key).  A 429 without
         Retry-After (or one over the pool's cap) cools for ``cooldown`` (None: the
@@ -235,7 +254,7 @@ class Outcome:
         return cls.ignored()
 
     @property
-    def usage(self) -> Optional[int]:
+    def usage(self) -> int | None:
         """Tokens used in all, or None when the provider reported none."""
         if self.tokens_in is None and self.tokens_out is None:
             return None
@@ -285,15 +304,17 @@ class _TokenBucket:
         self.level = min(self.level, capacity)
 
 
-def _request_bucket(rpm: Optional[float], now: float) -> Optional[_TokenBucket]:
+def _request_bucket(rpm: float | None, now: float) -> _TokenBucket | None:
     return None if rpm is None else _TokenBucket(max(rpm, 1.0), rpm / SECONDS_PER_MINUTE, now)
 
 
-def _tokens_bucket(tpm: Optional[float], now: float) -> Optional[_TokenBucket]:
+def _tokens_bucket(tpm: float | None, now: float) -> _TokenBucket | None:
     return None if tpm is None else _TokenBucket(tpm, tpm / SECONDS_PER_MINUTE, now)
 
 
-def _resized(bucket: Optional[_TokenBucket], fresh: Optional[_TokenBucket], now: float) -> Optional[_TokenBucket]:
+def _resized(
+    bucket: _TokenBucket | None, fresh: _TokenBucket | None, now: float
+) -> _TokenBucket | None:
     """``bucket`` with ``fresh``'s limits, keeping its level; ``fresh`` if there was none."""
     if bucket is None or fresh is None:
         return fresh
@@ -301,7 +322,7 @@ def _resized(bucket: Optional[_TokenBucket], fresh: Optional[_TokenBucket], now:
     return bucket
 
 
-def _hint_number(value: Any) -> Optional[float]:
+def _hint_number(value: Any) -> float | None:
     """A usable figure from a provider header: a finite number >= 0, else None (headers are not trusted)."""
     try:
         return require_number("hint", value)
@@ -319,11 +340,13 @@ class _QuotaHint:
     __slots__ = ("remaining", "reset_at", "limit")
 
     def __init__(self) -> None:
-        self.remaining: Optional[float] = None
-        self.reset_at: Optional[float] = None
-        self.limit: Optional[float] = None
+        self.remaining: float | None = None
+        self.reset_at: float | None = None
+        self.limit: float | None = None
 
-    def update(self, remaining: Optional[float], reset: Optional[float], limit: Optional[float], now: float) -> None:
+    def update(
+        self, remaining: float | None, reset: float | None, limit: float | None, now: float
+    ) -> None:
         if limit is not None and limit > 0:
             self.limit = limit
         if remaining is not None:
@@ -332,7 +355,7 @@ class _QuotaHint:
             if limit is None:
                 self.limit = max(self.limit or 0.0, remaining)
 
-    def current(self, now: float) -> Optional[float]:
+    def current(self, now: float) -> float | None:
         if self.remaining is None or (self.reset_at is not None and now >= self.reset_at):
             return None
         return self.remaining
@@ -354,24 +377,37 @@ class KeyState:
     only the pool writes."""
 
     __slots__ = (
-        "options", "seq", "in_flight", "cooldown_until", "model_cooldowns", "disabled", "breaker",
-        "requests_bucket", "tokens_bucket", "hints", "quota_fraction", "counts", "longest_asked",
+        "options",
+        "seq",
+        "in_flight",
+        "cooldown_until",
+        "model_cooldowns",
+        "disabled",
+        "breaker",
+        "requests_bucket",
+        "tokens_bucket",
+        "hints",
+        "quota_fraction",
+        "counts",
+        "longest_asked",
     )
 
-    def __init__(self, options: KeyOptions, seq: int, breaker_options: BreakerOptions, now: float) -> None:
+    def __init__(
+        self, options: KeyOptions, seq: int, breaker_options: BreakerOptions, now: float
+    ) -> None:
         self.options = options
         self.seq = seq
         self.in_flight = 0
         self.cooldown_until = float("-inf")  # the whole key
         self.model_cooldowns: dict[str, float] = {}  # (this key, model) pairs cooling, until when
-        self.disabled: Optional[str] = None
+        self.disabled: str | None = None
         self.breaker = CircuitBreaker(breaker_options)
         self.requests_bucket = _request_bucket(options.rpm, now)
         self.tokens_bucket = _tokens_bucket(options.tpm, now)
         self.hints = {kind: _QuotaHint() for kind in _HINT_KINDS}
         self.quota_fraction = 1.0
         self.counts = dict.fromkeys(_COUNTERS, 0)
-        self.longest_asked: Optional[float] = None  # the longest rest asked for over the cap
+        self.longest_asked: float | None = None  # the longest rest asked for over the cap
 
     @property
     def name(self) -> str:
@@ -384,7 +420,7 @@ class KeyState:
     def __repr__(self) -> str:
         return f"KeyState(name={self.name!r}, in_flight={self.in_flight}, disabled={self.disabled is not None})"
 
-    def ready_at(self, now: float, tokens: int, model: Optional[str] = None) -> Optional[float]:
+    def ready_at(self, now: float, tokens: int, model: str | None = None) -> float | None:
         """When this key could take an attempt of ``tokens`` for ``model``: ``now`` if now;
         None if never by waiting alone (disabled, or only an attempt finishing frees it).
         ``model=None``: the key itself, whatever (key, model) pairs are cooling.
@@ -406,7 +442,7 @@ class KeyState:
             at = max(at, self.tokens_bucket.ready_at(tokens, now))
         return at
 
-    def readiness(self, now: float, tokens: int, model: Optional[str] = None) -> Optional["Readiness"]:
+    def readiness(self, now: float, tokens: int, model: str | None = None) -> Readiness | None:
         """When this key could take the attempt, what holds it until then (a
         ``REASON_*``; None when nothing does) and whether it is also *busy*:
         at ``max_concurrent`` or with its half-open probes out, so that only an
@@ -421,25 +457,44 @@ class KeyState:
         why = REASON_BREAKER if at > now else None
         for until, reason in (
             (self.cooldown_until, REASON_KEY_COOLING),
-            (self.model_cooldowns.get(model, -_INF) if model is not None else -_INF, REASON_COOLING),
-            (self.requests_bucket.ready_at(1, now) if self.requests_bucket is not None else -_INF, REASON_RPM),
-            (self.tokens_bucket.ready_at(tokens, now) if self.tokens_bucket is not None else -_INF, REASON_TPM),
+            (
+                self.model_cooldowns.get(model, -_INF) if model is not None else -_INF,
+                REASON_COOLING,
+            ),
+            (
+                self.requests_bucket.ready_at(1, now)
+                if self.requests_bucket is not None
+                else -_INF,
+                REASON_RPM,
+            ),
+            (
+                self.tokens_bucket.ready_at(tokens, now)
+                if self.tokens_bucket is not None
+                else -_INF,
+                REASON_TPM,
+            ),
         ):
             if until > at:
                 at, why = until, reason
-        return Readiness(at, self.name, why, busy) if at > now else Readiness(now, self.name, None, busy)
+        return (
+            Readiness(at, self.name, why, busy)
+            if at > now
+            else Readiness(now, self.name, None, busy)
+        )
 
-    def _breaker_ready_at(self, now: float) -> Optional[float]:
+    def _breaker_ready_at(self, now: float) -> float | None:
         state = self.breaker.state(now)
         if state == STATE_OPEN:
             snap = self.breaker.snapshot(now)
-            return snap["opened_at"] + snap["reset_timeout"]  # the breaker's own test, exact in floats
+            return (
+                snap["opened_at"] + snap["reset_timeout"]
+            )  # the breaker's own test, exact in floats
         if state == STATE_HALF_OPEN:
             snap = self.breaker.snapshot(now)
             return now if snap["half_open_in_flight"] < snap["half_open_max_requests"] else None
         return now
 
-    def cool_down(self, until: float, now: float, model: Optional[str] = None) -> bool:
+    def cool_down(self, until: float, now: float, model: str | None = None) -> bool:
         """Rest until ``until``: the whole key, or only for ``model``.  A rest only
         lengthens, and one ending by ``now`` is none.  True if this started or
         lengthened a rest."""
@@ -465,8 +520,18 @@ class KeyState:
         self.longest_asked = asked if self.longest_asked is None else max(self.longest_asked, asked)
 
 
-_COUNTERS = ("requests", "successes", "failures", "rate_limited", "auth_failures", "ignored",
-             "cooldowns", "retry_after_over_cap", "tokens_in", "tokens_out")
+_COUNTERS = (
+    "requests",
+    "successes",
+    "failures",
+    "rate_limited",
+    "auth_failures",
+    "ignored",
+    "cooldowns",
+    "retry_after_over_cap",
+    "tokens_in",
+    "tokens_out",
+)
 _OUTCOME_COUNTER = {
     OUTCOME_SUCCESS: "successes",
     OUTCOME_SERVER_FAILURE: "failures",
@@ -479,10 +544,27 @@ _OUTCOME_COUNTER = {
 class Lease:
     """A reservation on one key for one attempt: give it back once with :meth:`KeyPool.release`."""
 
-    __slots__ = ("name", "model", "tokens", "started_at", "_state", "_pool", "_permit", "_tokens_taken", "_released")
+    __slots__ = (
+        "name",
+        "model",
+        "tokens",
+        "started_at",
+        "_state",
+        "_pool",
+        "_permit",
+        "_tokens_taken",
+        "_released",
+    )
 
     def __init__(
-        self, pool: "KeyPool", state: KeyState, tokens: int, now: float, permit: int, taken: float, model: Optional[str] = None
+        self,
+        pool: KeyPool,
+        state: KeyState,
+        tokens: int,
+        now: float,
+        permit: int,
+        taken: float,
+        model: str | None = None,
     ) -> None:
         self.name = state.name
         self.model = model  # the scope a 429 on this attempt cools, with the key
@@ -506,7 +588,7 @@ class Readiness(NamedTuple):
 
     at: float
     key: str
-    reason: Optional[str]
+    reason: str | None
     busy: bool = False
 
 
@@ -590,11 +672,13 @@ def strategy_by_name(name: str) -> Strategy:
     return cls()
 
 
-def _as_strategy(strategy: Union[Strategy, str]) -> Strategy:
+def _as_strategy(strategy: Strategy | str) -> Strategy:
     if isinstance(strategy, str):
         return strategy_by_name(strategy)
     if not callable(getattr(strategy, "pick", None)):
-        raise SettingError("strategy", strategy, "a strategy object with pick(candidates, rng), or its name")
+        raise SettingError(
+            "strategy", strategy, "a strategy object with pick(candidates, rng), or its name"
+        )
     return strategy
 
 
@@ -612,13 +696,15 @@ class KeyPool:
     def __init__(
         self,
         keys: list[KeyOptions],
-        strategy: Union[Strategy, str],
+        strategy: Strategy | str,
         *,
-        breaker_options: BreakerOptions = BreakerOptions(),
+        breaker_options: BreakerOptions | None = None,
         default_cooldown: float = DEFAULT_COOLDOWN,
         max_cooldown: float = DEFAULT_MAX_COOLDOWN,
         now: float = 0.0,
     ) -> None:
+        if breaker_options is None:
+            breaker_options = BreakerOptions()
         if not isinstance(breaker_options, BreakerOptions):
             raise SettingError("breaker_options", breaker_options, "a BreakerOptions")
         self._lock = threading.Lock()
@@ -638,7 +724,7 @@ class KeyPool:
         return self._strategy
 
     @strategy.setter
-    def strategy(self, strategy: Union[Strategy, str]) -> None:
+    def strategy(self, strategy: Strategy | str) -> None:
         strategy = _as_strategy(strategy)
         with self._lock:
             self._strategy = strategy
@@ -674,7 +760,7 @@ class KeyPool:
     def max_cooldown(self, seconds: float) -> None:
         self._max_cooldown = require_number("max_cooldown", seconds)
 
-    def _rest(self, state: KeyState, asked: Optional[float], fallback: Optional[float]) -> float:
+    def _rest(self, state: KeyState, asked: float | None, fallback: float | None) -> float:
         """(under the lock) How long to cool for a server's ``asked`` rest: as
         asked when believed (never over the cap), else our own ``fallback``
         (None: the default): the cap bounds what a server is believed, not
@@ -713,7 +799,9 @@ class KeyPool:
         with self._lock:
             state = self._state_of(key.name)
             state.options = key
-            state.requests_bucket = _resized(state.requests_bucket, _request_bucket(key.rpm, now), now)
+            state.requests_bucket = _resized(
+                state.requests_bucket, _request_bucket(key.rpm, now), now
+            )
             state.tokens_bucket = _resized(state.tokens_bucket, _tokens_bucket(key.tpm, now), now)
 
     def disable(self, name: str, reason: str) -> None:
@@ -721,7 +809,7 @@ class KeyPool:
         with self._lock:
             self._state_of(name).disabled = str(reason)
 
-    def disabled_reason(self, name: str) -> Optional[str]:
+    def disabled_reason(self, name: str) -> str | None:
         """Why the key is disabled, or None when it is in use."""
         with self._lock:
             return self._state_of(name).disabled
@@ -749,7 +837,9 @@ class KeyPool:
     def _state_of(self, name: str) -> KeyState:
         state = self._keys.get(name)
         if state is None:
-            raise SettingError("name", name, f"the name of a key in the pool ({', '.join(self._keys) or 'none'})")
+            raise SettingError(
+                "name", name, f"the name of a key in the pool ({', '.join(self._keys) or 'none'})"
+            )
         return state
 
     def forget_in_flight(self) -> None:
@@ -769,8 +859,8 @@ class KeyPool:
         tokens: int,
         rng: random.Random,
         exclude: frozenset[str] = frozenset(),
-        model: Optional[str] = None,
-    ) -> Optional[Lease]:
+        model: str | None = None,
+    ) -> Lease | None:
         """Reserve a key that may take an attempt of ``tokens`` estimated tokens for
         ``model`` now, chosen by the strategy among all such keys not in ``exclude``;
         None when none may."""
@@ -787,15 +877,25 @@ class KeyPool:
             else:
                 chosen = self._strategy.pick(candidates, rng)
                 if not any(chosen is c for c in candidates):
-                    raise LeaseError(f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates")
+                    raise LeaseError(
+                        f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates"
+                    )
             permit = chosen.breaker.acquire(now)
-            if permit is None:  # pragma: no cover - ready_at saw a permit free, under this same lock
-                raise RuntimeError(f"the breaker of key {chosen.name!r} refused a permit it had free")
+            if (
+                permit is None
+            ):  # pragma: no cover - ready_at saw a permit free, under this same lock
+                raise RuntimeError(
+                    f"the breaker of key {chosen.name!r} refused a permit it had free"
+                )
             return self._grant(chosen, now, tokens, permit, model)
 
     def next_ready_at(
-        self, now: float, tokens: int, exclude: frozenset[str] = frozenset(), model: Optional[str] = None
-    ) -> Optional[float]:
+        self,
+        now: float,
+        tokens: int,
+        exclude: frozenset[str] = frozenset(),
+        model: str | None = None,
+    ) -> float | None:
         """The earliest time (>= ``now``) some key not in ``exclude`` could take an attempt
         of ``tokens`` for ``model``; ``now`` if one can now.  None when waiting alone frees
         none: every key disabled, or held only by ``max_concurrent`` or half-open probes
@@ -806,36 +906,50 @@ class KeyPool:
             times = [
                 ready.at
                 for state in self._keys.values()
-                if state.name not in exclude and (ready := state.readiness(now, tokens, model)) is not None and not ready.busy
+                if state.name not in exclude
+                and (ready := state.readiness(now, tokens, model)) is not None
+                and not ready.busy
             ]
         return min(times) if times else None
 
     def next_ready(
-        self, now: float, tokens: int, exclude: frozenset[str] = frozenset(), model: Optional[str] = None
-    ) -> Optional[Readiness]:
+        self,
+        now: float,
+        tokens: int,
+        exclude: frozenset[str] = frozenset(),
+        model: str | None = None,
+    ) -> Readiness | None:
         """The key that could take an attempt first, when, what holds it until
         then and whether it is busy (then an attempt finishing must free it
         too, and it may be later).  A busy key goes before an idle one that
         frees no sooner.  None when every key is disabled (or excluded)."""
         require_int("tokens", tokens, 0)
-        best: Optional[Readiness] = None
+        best: Readiness | None = None
         with self._lock:
             for state in self._keys.values():
                 if state.name in exclude:
                     continue
                 found = state.readiness(now, tokens, model)
-                if found is not None and (best is None or (found.at, not found.busy) < (best.at, not best.busy)):
+                if found is not None and (
+                    best is None or (found.at, not found.busy) < (best.at, not best.busy)
+                ):
                     best = found
         return best
 
-    def _ready(self, now: float, tokens: int, exclude: frozenset[str], model: Optional[str] = None) -> list[KeyState]:
+    def _ready(
+        self, now: float, tokens: int, exclude: frozenset[str], model: str | None = None
+    ) -> list[KeyState]:
         return [
             state
             for state in self._keys.values()
-            if state.name not in exclude and (at := state.ready_at(now, tokens, model)) is not None and at <= now
+            if state.name not in exclude
+            and (at := state.ready_at(now, tokens, model)) is not None
+            and at <= now
         ]
 
-    def _grant(self, state: KeyState, now: float, tokens: int, permit: int, model: Optional[str]) -> Lease:
+    def _grant(
+        self, state: KeyState, now: float, tokens: int, permit: int, model: str | None
+    ) -> Lease:
         state.in_flight += 1
         state.counts["requests"] += 1
         if state.requests_bucket is not None:
@@ -863,7 +977,9 @@ class KeyPool:
             self._feed_breaker(state, lease, now, outcome)
             if outcome.kind == OUTCOME_RATE_LIMITED:
                 wait = self._rest(state, outcome.retry_after, outcome.cooldown)
-                state.cool_down(now + wait, now, lease.model if outcome.scope == SCOPE_MODEL else None)
+                state.cool_down(
+                    now + wait, now, lease.model if outcome.scope == SCOPE_MODEL else None
+                )
             elif outcome.kind == OUTCOME_AUTH_FAILURE:
                 state.disabled = outcome.reason or "authentication failed"
 
@@ -885,7 +1001,9 @@ class KeyPool:
         else:  # a 429 or a client error says nothing of the key's health
             state.breaker.on_ignored(now, permit=lease._permit)
 
-    def update_hints(self, name: str, hints: Mapping[str, Any], now: float, model: Optional[str] = None) -> None:
+    def update_hints(
+        self, name: str, hints: Mapping[str, Any], now: float, model: str | None = None
+    ) -> None:
         """What the provider said of a key's remaining quota (``requests_remaining``,
         ``tokens_remaining``, ``requests_reset``, ``tokens_reset`` in seconds, and
         optionally ``requests_limit``, ``tokens_limit``) in its answer to a request for
@@ -900,7 +1018,9 @@ class KeyPool:
             for kind in _HINT_KINDS:
                 remaining = _hint_number(hints.get(f"{kind}_remaining"))
                 reset = _hint_number(hints.get(f"{kind}_reset"))
-                state.hints[kind].update(remaining, reset, _hint_number(hints.get(f"{kind}_limit")), now)
+                state.hints[kind].update(
+                    remaining, reset, _hint_number(hints.get(f"{kind}_limit")), now
+                )
                 if remaining is not None and remaining < 1:
                     state.cool_down(now + self._rest(state, reset, None), now, model)
 
@@ -927,7 +1047,11 @@ def _key_snapshot(state: KeyState, now: float) -> dict:
         tpm=opts.tpm,
         weight=opts.weight,
         cooling_until=max(0.0, state.cooldown_until - now),
-        cooling_models={model: until - now for model, until in sorted(state.model_cooldowns.items()) if until > now},
+        cooling_models={
+            model: until - now
+            for model, until in sorted(state.model_cooldowns.items())
+            if until > now
+        },
         longest_retry_after_asked=state.longest_asked,
         disabled=state.disabled,
         breaker=state.breaker.state(now),
@@ -939,7 +1063,7 @@ def _key_snapshot(state: KeyState, now: float) -> dict:
     return report
 
 
-def _available(bucket: Optional[_TokenBucket], now: float) -> Optional[float]:
+def _available(bucket: _TokenBucket | None, now: float) -> float | None:
     if bucket is None:
         return None
     bucket.refill(now)
@@ -951,5 +1075,7 @@ def _hints_report(state: KeyState, now: float) -> dict:
     for kind, hint in state.hints.items():
         remaining = hint.current(now)
         report[f"{kind}_remaining"] = remaining
-        report[f"{kind}_reset"] = None if remaining is None or hint.reset_at is None else hint.reset_at - now
+        report[f"{kind}_reset"] = (
+            None if remaining is None or hint.reset_at is None else hint.reset_at - now
+        )
     return report

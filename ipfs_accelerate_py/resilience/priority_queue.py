@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import heapq
 import threading
-from typing import Optional
 
 from .errors import InvalidInputError, QueueFullError
 from .validation import require_int, require_number
@@ -70,7 +69,9 @@ class QueueEntry:
 
     __slots__ = ("item", "priority", "seq", "enqueued_at", "alive", "_in_heap", "_owner")
 
-    def __init__(self, item: object, priority: int, seq: int, enqueued_at: float, owner: object = None) -> None:
+    def __init__(
+        self, item: object, priority: int, seq: int, enqueued_at: float, owner: object = None
+    ) -> None:
         self.item = item
         self.priority = priority
         self.seq = seq
@@ -79,7 +80,7 @@ class QueueEntry:
         self._in_heap = False  # physically held by a level heap (live or dead)
         self._owner = owner  # the queue that made it
 
-    def __lt__(self, other: "QueueEntry") -> bool:  # heap order within a level
+    def __lt__(self, other: QueueEntry) -> bool:  # heap order within a level
         return self.seq < other.seq
 
     def __repr__(self) -> str:
@@ -98,7 +99,7 @@ class _Level:
         self.live = 0
         self.dead = 0
 
-    def head(self) -> Optional[QueueEntry]:
+    def head(self) -> QueueEntry | None:
         """The oldest live entry, dropping dead entries found on top."""
         heap = self.heap
         while heap and not heap[0].alive:
@@ -149,10 +150,14 @@ class PriorityRequestQueue:
     may hold it to make several calls atomic (e.g. check, then push).
     """
 
-    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE, aging_interval: Optional[float] = None) -> None:
+    def __init__(
+        self, maxsize: int = DEFAULT_QUEUE_SIZE, aging_interval: float | None = None
+    ) -> None:
         self.lock = threading.RLock()
         self._maxsize = require_int("queue_size", maxsize, 1)
-        self._aging = require_number("aging_interval", aging_interval, exclusive=True, optional=True)
+        self._aging = require_number(
+            "aging_interval", aging_interval, exclusive=True, optional=True
+        )
         self._levels = tuple(_Level() for _ in PRIORITIES)
         self._next_seq = 0
         self._live = 0
@@ -172,12 +177,12 @@ class PriorityRequestQueue:
             self._maxsize = value
 
     @property
-    def aging_interval(self) -> Optional[float]:
+    def aging_interval(self) -> float | None:
         """Seconds of waiting that raise an entry one priority level; None = no aging."""
         return self._aging
 
     @aging_interval.setter
-    def aging_interval(self, value: Optional[float]) -> None:
+    def aging_interval(self, value: float | None) -> None:
         value = require_number("aging_interval", value, exclusive=True, optional=True)
         with self.lock:
             self._aging = value
@@ -190,7 +195,9 @@ class PriorityRequestQueue:
         with self.lock:
             queued = self._live + held_elsewhere
             if queued >= self._maxsize:
-                raise QueueFullError(f"Request queue is full ({queued} of {self._maxsize}): {_FULL_QUEUE_ADVICE}")
+                raise QueueFullError(
+                    f"Request queue is full ({queued} of {self._maxsize}): {_FULL_QUEUE_ADVICE}"
+                )
 
     def push(self, item: object, priority: int, now: float) -> QueueEntry:
         """Queue ``item``; raises InvalidInputError or QueueFullError."""
@@ -225,11 +232,11 @@ class PriorityRequestQueue:
             else:
                 self._insert(entry)
 
-    def pop(self, now: float) -> Optional[QueueEntry]:
+    def pop(self, now: float) -> QueueEntry | None:
         """The next entry (see the module docstring for the order), or None."""
         with self.lock:
-            best_level: Optional[_Level] = None
-            best_key: Optional[tuple[int, int]] = None
+            best_level: _Level | None = None
+            best_key: tuple[int, int] | None = None
             for level in self._levels:
                 head = level.head()
                 if head is None:
@@ -289,9 +296,9 @@ class PriorityRequestQueue:
     def counts(self) -> dict[int, int]:
         """Live entries per priority, every priority present."""
         with self.lock:
-            return {p: level.live for p, level in zip(PRIORITIES, self._levels)}
+            return {p: level.live for p, level in zip(PRIORITIES, self._levels, strict=False)}
 
-    def snapshot(self, now: Optional[float] = None) -> list:
+    def snapshot(self, now: float | None = None) -> list:
         """The queued items in the order ``pop`` would return them.
 
         Without ``now`` aging is ignored (order by priority, then seq); with
@@ -305,10 +312,12 @@ class PriorityRequestQueue:
                 live.sort(key=lambda e: (self._effective(e, now), e.seq))
             return [e.item for e in live]
 
-    def oldest_enqueued_at(self) -> Optional[float]:
+    def oldest_enqueued_at(self) -> float | None:
         """The ``enqueued_at`` of the longest-waiting queued entry, or None."""
         with self.lock:
-            times = [head.enqueued_at for head in (lv.head() for lv in self._levels) if head is not None]
+            times = [
+                head.enqueued_at for head in (lv.head() for lv in self._levels) if head is not None
+            ]
             return min(times) if times else None
 
     def __repr__(self) -> str:

@@ -29,20 +29,31 @@ returned as the same object.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-__all__ = ["MASK", "public_url", "MIN_FRAGMENT_SECRET_CHARS", "MIN_SECRET_CHARS", "PREFIX_CHARS", "SUFFIX_CHARS", "redact"]
+__all__ = [
+    "MASK",
+    "public_url",
+    "MIN_FRAGMENT_SECRET_CHARS",
+    "MIN_SECRET_CHARS",
+    "PREFIX_CHARS",
+    "SUFFIX_CHARS",
+    "redact",
+]
 
 MASK = "***"
 MIN_SECRET_CHARS = 8  # shorter "keys" are placeholders, not secrets
 PREFIX_CHARS = 8  # a token starting a secret is masked from this length up
 SUFFIX_CHARS = 6  # a token ending a secret is masked from this length up
-MIN_FRAGMENT_SECRET_CHARS = 20  # fragments are masked for secrets this long (a 6-letter end of a short one is a word)
+MIN_FRAGMENT_SECRET_CHARS = (
+    20  # fragments are masked for secrets this long (a 6-letter end of a short one is a word)
+)
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def redact(value: Any, secrets: Iterable[Optional[str]]) -> Any:
+def redact(value: Any, secrets: Iterable[str | None]) -> Any:
     """``value`` with ``secrets`` masked by the rule above.
 
     A ``str`` gives a ``str``; ``bytes`` give ``bytes`` (read as UTF-8, any
@@ -50,7 +61,10 @@ def redact(value: Any, secrets: Iterable[Optional[str]]) -> Any:
     kind with its strings (keys too) redacted, recursively; anything else is
     returned unchanged.  When nothing is masked the same object comes back.
     """
-    marks = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_CHARS}, key=lambda s: (-len(s), s))
+    marks = sorted(
+        {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_CHARS},
+        key=lambda s: (-len(s), s),
+    )
     if not marks:
         return value
     return _redact(value, marks)
@@ -65,12 +79,12 @@ def _redact(value: Any, marks: list[str]) -> Any:
         return value if masked is text else type(value)(masked.encode("utf-8", "surrogateescape"))
     if isinstance(value, dict):
         items = [(_redact(k, marks), _redact(v, marks)) for k, v in value.items()]
-        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items())):
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=False)):
             return value
         return dict(items)
     if isinstance(value, (list, tuple)):
         parts = [_redact(v, marks) for v in value]
-        if all(p is v for p, v in zip(parts, value)):
+        if all(p is v for p, v in zip(parts, value, strict=False)):
             return value
         return type(value)(parts) if type(value) in (list, tuple) else parts
     return value
@@ -81,7 +95,9 @@ def _text(text: str, marks: list[str]) -> str:
     long = [m for m in marks if len(m) >= MIN_FRAGMENT_SECRET_CHARS]
     if any(m[:PREFIX_CHARS] in masked or m[-SUFFIX_CHARS:] in masked for m in long):
         masked = _TOKEN.sub(lambda token: _token(token.group(), long), masked)
-        masked = _without_whole(masked, marks)  # a mask completes a secret only if the secret holds "***"
+        masked = _without_whole(
+            masked, marks
+        )  # a mask completes a secret only if the secret holds "***"
     return text if masked == text else masked
 
 
@@ -114,7 +130,9 @@ def _occurrences(text: str, marks: list[str]) -> Iterator[tuple[int, int]]:
 
 def _token(token: str, marks: list[str]) -> str:
     for mark in marks:
-        if (len(token) >= PREFIX_CHARS and mark.startswith(token)) or (len(token) >= SUFFIX_CHARS and mark.endswith(token)):
+        if (len(token) >= PREFIX_CHARS and mark.startswith(token)) or (
+            len(token) >= SUFFIX_CHARS and mark.endswith(token)
+        ):
             return MASK
     return token
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .errors import (
     ApiError,
@@ -70,7 +70,9 @@ DEFAULT_BACKOFF_FACTOR = 2.0
 DEFAULT_INITIAL_DELAY = 0.5
 DEFAULT_MAX_DELAY = 30.0
 DEFAULT_JITTER = 0.25
-DEFAULT_MAX_RETRY_AFTER = 60.0  # longer Retry-After values are not believed (the openai SDK's figure)
+DEFAULT_MAX_RETRY_AFTER = (
+    60.0  # longer Retry-After values are not believed (the openai SDK's figure)
+)
 
 REASON_RETRY_AFTER = "retry_after"
 REASON_BACKOFF = "backoff"
@@ -140,7 +142,9 @@ class RetryDecision:
     retry: bool
     delay: float
     reason: str
-    from_server: bool = field(default=False, compare=False)  # a "deadline" delay: the server's Retry-After
+    from_server: bool = field(
+        default=False, compare=False
+    )  # a "deadline" delay: the server's Retry-After
 
     def __bool__(self) -> bool:
         return self.retry
@@ -152,7 +156,9 @@ def is_retryable(error: ApiError, options: RetryOptions) -> bool:
         return False
     if error.should_retry is not None:
         return error.should_retry
-    if error.status is not None and error.status >= 400:  # a 2xx with a bad body is judged by its class
+    if (
+        error.status is not None and error.status >= 400
+    ):  # a 2xx with a bad body is judged by its class
         return error.status in options.retryable_statuses
     return bool(error.retryable)
 
@@ -171,7 +177,7 @@ def backoff_delay(retry_number: int, options: RetryOptions, rng: random.Random) 
     return capped * (1.0 - options.jitter * rng.random())
 
 
-def believed_retry_after(value: Optional[float], cap: Optional[float]) -> Optional[float]:
+def believed_retry_after(value: float | None, cap: float | None) -> float | None:
     """A server's wait in seconds as we believe it: ``value`` (never below 0)
     when it is a number no longer than ``cap``; None when there is none, it is
     NaN, or it asks for more than ``cap`` (infinity included), so that the
@@ -184,12 +190,12 @@ def believed_retry_after(value: Optional[float], cap: Optional[float]) -> Option
     return max(0.0, value)
 
 
-def over_cap(value: Optional[float], cap: Optional[float]) -> bool:
+def over_cap(value: float | None, cap: float | None) -> bool:
     """Whether ``value`` is a wait a server asked for that is not believed for being too long."""
     return value is not None and value == value and believed_retry_after(value, cap) is None
 
 
-def _server_delay(error: ApiError, options: RetryOptions) -> Optional[float]:
+def _server_delay(error: ApiError, options: RetryOptions) -> float | None:
     """The attempt's own Retry-After in seconds, if it has a believable one."""
     return believed_retry_after(error.retry_after, options.max_retry_after)
 
@@ -200,7 +206,7 @@ def decide(
     options: RetryOptions,
     rng: random.Random,
     now: float,
-    deadline: Optional[float],
+    deadline: float | None,
 ) -> RetryDecision:
     """Retry after ``error``?  ``retries_done`` counts retries already made (0 after the first attempt).
 
@@ -217,7 +223,9 @@ def decide(
         delay = backoff_delay(retries_done + 1, options, rng)
         reason = REASON_BACKOFF
     if deadline is not None and now + delay >= deadline:
-        return RetryDecision(False, delay, REASON_DEADLINE, from_server=reason == REASON_RETRY_AFTER)
+        return RetryDecision(
+            False, delay, REASON_DEADLINE, from_server=reason == REASON_RETRY_AFTER
+        )
     return RetryDecision(True, delay, reason)
 
 

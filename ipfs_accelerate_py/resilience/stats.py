@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, Union
 
 __all__ = [
     "BREAKER_HISTORY",
@@ -48,7 +48,9 @@ MAX_TRACKED_NAMES = 1000
 OTHER = "other"
 BREAKER_HISTORY = 50
 UNKNOWN_ERROR = "unknown"
-CANCELLED = "cancelled"  # the error kind of a request its caller cancelled: neither a success nor a failure
+CANCELLED = (
+    "cancelled"  # the error kind of a request its caller cancelled: neither a success nor a failure
+)
 NETWORK_STATUS = "network"
 
 _LOG_GAMMA = math.log(HISTOGRAM_GAMMA)
@@ -152,7 +154,9 @@ class LatencyHistogram:
         return [self._rank_value(items, count, low, high, p) for p in ps]
 
     @staticmethod
-    def _rank_value(items: list[tuple[int, int]], count: int, low: float, high: float, p: float) -> float:
+    def _rank_value(
+        items: list[tuple[int, int]], count: int, low: float, high: float, p: float
+    ) -> float:
         if p <= 0:
             return low
         if p >= 100:
@@ -184,7 +188,11 @@ class LatencyHistogram:
             group = (index - low) // width
             rows[group] = rows.get(group, 0) + count
         return [
-            [HISTOGRAM_MIN_SECONDS * HISTOGRAM_GAMMA ** min(low + (group + 1) * width - 1, _TOP_BUCKET), count]
+            [
+                HISTOGRAM_MIN_SECONDS
+                * HISTOGRAM_GAMMA ** min(low + (group + 1) * width - 1, _TOP_BUCKET),
+                count,
+            ]
             for group, count in sorted(rows.items())
         ]
 
@@ -195,7 +203,7 @@ class LatencyHistogram:
             low, high = (self._min, self._max) if count else (0.0, 0.0)
         out = {"count": count, "mean": total / count if count else 0.0, "min": low, "max": high}
         values = self.percentiles(SNAPSHOT_PERCENTILES)
-        out.update({f"p{p}": v for p, v in zip(SNAPSHOT_PERCENTILES, values)})
+        out.update({f"p{p}": v for p, v in zip(SNAPSHOT_PERCENTILES, values, strict=False)})
         return out
 
     def __repr__(self) -> str:
@@ -216,12 +224,12 @@ class RequestRecord:
     latency: float
     queue_wait: float = 0.0
     attempts: int = 1
-    model: Optional[str] = None
-    error_kind: Optional[str] = None
+    model: str | None = None
+    error_kind: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
-    key_name: Optional[str] = None
-    endpoint: Optional[str] = None
+    key_name: str | None = None
+    endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if (  # the engine's records: plain figures, checked at once
@@ -235,7 +243,9 @@ class RequestRecord:
         for name in ("latency", "queue_wait"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"RequestRecord.{name} must be a number of seconds >= 0, got {value!r}")
+                raise ValueError(
+                    f"RequestRecord.{name} must be a number of seconds >= 0, got {value!r}"
+                )
         for name in ("attempts", "tokens_in", "tokens_out"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -276,7 +286,7 @@ def _percent(part: int, whole: int) -> float:
     return min(100.0, 100.0 * part / whole) if whole else 0.0
 
 
-def _bounded_add(table: dict, name: Union[str, int], amount: int = 1) -> None:
+def _bounded_add(table: dict, name: str | int, amount: int = 1) -> None:
     if name not in table and len(table) >= MAX_TRACKED_NAMES:
         name = OTHER
     table[name] = table.get(name, 0) + amount
@@ -289,12 +299,14 @@ class StatsCollector:
     returns fresh plain data (dicts, lists, numbers) that the caller owns.
     """
 
-    def __init__(self, *, started_at_wall: Optional[float] = None) -> None:
+    def __init__(self, *, started_at_wall: float | None = None) -> None:
         self._lock = threading.Lock()
         self.latency = LatencyHistogram()
         self.queue_wait = LatencyHistogram()
         self.time_to_first_token = LatencyHistogram()
-        self.time_per_token = LatencyHistogram()  # seconds per output token of each stream: its rate, inverted
+        self.time_per_token = (
+            LatencyHistogram()
+        )  # seconds per output token of each stream: its rate, inverted
         self._started_at_wall = started_at_wall
         self._clear()
 
@@ -317,7 +329,7 @@ class StatsCollector:
         self._models: dict[str, dict] = {}
         self._keys: dict[str, dict] = {}
         self._endpoints: dict[str, int] = {}
-        self._statuses: dict[Union[int, str], int] = {}
+        self._statuses: dict[int | str, int] = {}
         self._batches = 0
         self._batch_inputs = 0
         self._batch_members = 0
@@ -328,7 +340,7 @@ class StatsCollector:
         self.time_to_first_token.reset()
         self.time_per_token.reset()
 
-    def reset(self, *, started_at_wall: Optional[float] = None) -> None:
+    def reset(self, *, started_at_wall: float | None = None) -> None:
         """Forget everything; ``started_at_wall``, if given, starts a new period."""
         with self._lock:
             self._clear()
@@ -364,7 +376,14 @@ class StatsCollector:
             self.latency.record(rec.latency)
             self.queue_wait.record(rec.queue_wait)
 
-    def record_stream(self, *, outcome: str, time_to_first_token: float, output_tokens: int, generation_seconds: float) -> None:
+    def record_stream(
+        self,
+        *,
+        outcome: str,
+        time_to_first_token: float,
+        output_tokens: int,
+        generation_seconds: float,
+    ) -> None:
         """One stream that had started (its request is recorded apart):
         ``outcome`` is ``"completed"`` or the kind of error that ended it
         (``"stream_stalled"``, ``"cancelled"``, ``"network"``, ...);
@@ -382,7 +401,9 @@ class StatsCollector:
         ends = dict(self._streams)
         per_token = self.time_per_token
         rates = {}
-        if per_token.count:  # a rate's p10 is the time per token's p90: the slow end stays the slow end
+        if (
+            per_token.count
+        ):  # a rate's p10 is the time per token's p90: the slow end stays the slow end
             p10, p50, p90 = per_token.percentiles((90, 50, 10))
             rates = {"p10": _rate(p10), "p50": _rate(p50), "p90": _rate(p90)}
         return {
@@ -403,16 +424,22 @@ class StatsCollector:
     @staticmethod
     def _add_to_row(row: dict, rec: RequestRecord) -> None:
         row["requests"] += 1
-        row["successes" if rec.success else "cancelled" if rec.error_kind == CANCELLED else "failures"] += 1
+        row[
+            "successes"
+            if rec.success
+            else "cancelled"
+            if rec.error_kind == CANCELLED
+            else "failures"
+        ] += 1
         row["tokens_in"] += rec.tokens_in
         row["tokens_out"] += rec.tokens_out
 
     def record_attempt(
         self,
         *,
-        key_name: Optional[str] = None,
-        status: Optional[int] = None,
-        error_kind: Optional[str] = None,
+        key_name: str | None = None,
+        status: int | None = None,
+        error_kind: str | None = None,
         latency: float = 0.0,
     ) -> None:
         """One HTTP try.  Counted by ``status``; without one (no answer) by
@@ -420,7 +447,7 @@ class StatsCollector:
         del latency  # accepted for listeners; request latency is what is reported
         with self._lock:
             self._http_attempts += 1
-            label: Union[int, str] = status if status is not None else (error_kind or NETWORK_STATUS)
+            label: int | str = status if status is not None else (error_kind or NETWORK_STATUS)
             _bounded_add(self._statuses, label)
             if key_name is not None:
                 row = _bounded_row(self._keys, key_name, _new_key_row)
@@ -436,7 +463,7 @@ class StatsCollector:
             self._rejected += 1
             _bounded_add(self._errors, error_kind or UNKNOWN_ERROR)
 
-    def record_external(self, success: bool, error_kind: Optional[str] = None) -> None:
+    def record_external(self, success: bool, error_kind: str | None = None) -> None:
         """The outcome of an operation made outside the client
         (``track_request_result``): counted, with no latency."""
         with self._lock:
@@ -504,7 +531,9 @@ class StatsCollector:
     @staticmethod
     def _model_view(row: dict) -> dict:
         view = {k: v for k, v in row.items() if k != "latency_total"}
-        view["average_response_time"] = row["latency_total"] / row["requests"] if row["requests"] else 0.0
+        view["average_response_time"] = (
+            row["latency_total"] / row["requests"] if row["requests"] else 0.0
+        )
         return view
 
     def _batch_view(self) -> dict:

@@ -19,14 +19,16 @@ Pure functions: no I/O, no clock, no state.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional, overload
+from typing import Any, Literal, overload
 
 from .errors import SettingError
 
 __all__ = ["require_int", "require_number"]
 
 
-def _bounds_text(kind: str, minimum: str, exclusive: bool, maximum: Optional[str], optional: bool) -> str:
+def _bounds_text(
+    kind: str, minimum: str, exclusive: bool, maximum: str | None, optional: bool
+) -> str:
     text = f"{kind} {'>' if exclusive else '>='} {minimum}"
     if maximum is not None:
         text += f" and <= {maximum}"
@@ -35,19 +37,24 @@ def _bounds_text(kind: str, minimum: str, exclusive: bool, maximum: Optional[str
 
 @overload
 def require_int(
-    name: str, value: Any, minimum: int, maximum: Optional[int] = None, *, optional: Literal[False] = False
+    name: str,
+    value: Any,
+    minimum: int,
+    maximum: int | None = None,
+    *,
+    optional: Literal[False] = False,
 ) -> int: ...
 
 
 @overload
 def require_int(
-    name: str, value: Any, minimum: int, maximum: Optional[int] = None, *, optional: bool
-) -> Optional[int]: ...
+    name: str, value: Any, minimum: int, maximum: int | None = None, *, optional: bool
+) -> int | None: ...
 
 
 def require_int(
-    name: str, value: Any, minimum: int, maximum: Optional[int] = None, *, optional: bool = False
-) -> Optional[int]:
+    name: str, value: Any, minimum: int, maximum: int | None = None, *, optional: bool = False
+) -> int | None:
     """``value`` if it is an ``int`` (not a bool) in ``[minimum, maximum]``.
 
     ``maximum=None``: no upper bound.  ``optional=True``: ``None`` is
@@ -63,7 +70,9 @@ def require_int(
         or (maximum is not None and value > maximum)
     ):
         maximum_text = None if maximum is None else str(maximum)
-        raise SettingError(name, value, _bounds_text("a whole number", str(minimum), False, maximum_text, optional))
+        raise SettingError(
+            name, value, _bounds_text("a whole number", str(minimum), False, maximum_text, optional)
+        )
     return value
 
 
@@ -74,7 +83,7 @@ def require_number(
     *,
     minimum: float = 0.0,
     exclusive: bool = False,
-    maximum: Optional[float] = None,
+    maximum: float | None = None,
     optional: Literal[False] = False,
 ) -> float: ...
 
@@ -86,9 +95,9 @@ def require_number(
     *,
     minimum: float = 0.0,
     exclusive: bool = False,
-    maximum: Optional[float] = None,
+    maximum: float | None = None,
     optional: bool,
-) -> Optional[float]: ...
+) -> float | None: ...
 
 
 def require_number(
@@ -97,9 +106,9 @@ def require_number(
     *,
     minimum: float = 0.0,
     exclusive: bool = False,
-    maximum: Optional[float] = None,
+    maximum: float | None = None,
     optional: bool = False,
-) -> Optional[float]:
+) -> float | None:
     """``value`` as a ``float`` if it is a finite number within the bounds.
 
     The lower bound is ``value >= minimum``, or ``value > minimum`` when
@@ -120,11 +129,13 @@ def require_number(
         or (maximum is not None and number > maximum)
     ):
         maximum_text = None if maximum is None else f"{maximum:g}"
-        raise SettingError(name, value, _bounds_text("a number", f"{minimum:g}", exclusive, maximum_text, optional))
+        raise SettingError(
+            name, value, _bounds_text("a number", f"{minimum:g}", exclusive, maximum_text, optional)
+        )
     return number
 
 
-def _finite_float(value: Any) -> Optional[float]:
+def _finite_float(value: Any) -> float | None:
     """``value`` as a finite float, or None if it is not a finite int/float (or is a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

@@ -18,7 +18,9 @@ _INITIAL_SLOTS = 1024  # a power of two
 
 
 def _digest(job_id: str) -> int:
-    value = int.from_bytes(blake2b(job_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    value = int.from_bytes(
+        blake2b(job_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
     return value or 1  # 0 marks an empty slot
 
 

@@ -30,13 +30,23 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Union
+from typing import Any
 
 from ..resilience.errors import InvalidInputError
 from ..resilience.priority_queue import priority_level
 
-__all__ = ["BadLine", "INPUT_FORMATS", "Job", "JOB_TYPES", "content_problem", "count_lines", "parse_job", "read_jobs"]
+__all__ = [
+    "BadLine",
+    "INPUT_FORMATS",
+    "Job",
+    "JOB_TYPES",
+    "content_problem",
+    "count_lines",
+    "parse_job",
+    "read_jobs",
+]
 
 JOB_TYPES = ("chat", "completion", "embeddings")
 INPUT_FORMATS = ("auto", "jobs", "openai-batch")
@@ -53,7 +63,7 @@ class Job:
     line: int
     id: str
     type: str
-    model: Optional[str]
+    model: str | None
     priority: int
     content: Any  # messages, input or prompt
     params: dict = field(default_factory=dict)
@@ -67,7 +77,7 @@ class BadLine:
     reason: str
 
 
-def parse_job(text: Union[str, bytes], line: int, input_format: str = "auto") -> Union[Job, BadLine]:
+def parse_job(text: str | bytes, line: int, input_format: str = "auto") -> Job | BadLine:
     """The job on line ``line`` (1-based), or why it is not one.
     ``input_format``: ``auto``, ``jobs`` or ``openai-batch`` (see above)."""
     from . import openai_batch  # it builds on this module's Job
@@ -82,16 +92,24 @@ def parse_job(text: Union[str, bytes], line: int, input_format: str = "auto") ->
         return BadLine(line, f"a job is a JSON object, not {type(data).__name__}")
     batch = openai_batch.is_batch_line(data)
     if batch and input_format == "jobs":
-        return BadLine(line, "an OpenAI Batch API line ('custom_id', 'body'), but the input format is jobs")
+        return BadLine(
+            line, "an OpenAI Batch API line ('custom_id', 'body'), but the input format is jobs"
+        )
     if not batch and input_format == "openai-batch":
-        return BadLine(line, "not an OpenAI Batch API line (no 'custom_id' and 'body'), and the input format is openai-batch")
+        return BadLine(
+            line,
+            "not an OpenAI Batch API line (no 'custom_id' and 'body'), and the input format is openai-batch",
+        )
     job = openai_batch.batch_job(data, line) if batch else _our_job(data, line)
     if isinstance(job, Job) and _CONTROL.search(job.id):
-        return BadLine(line, f"the id {job.id!r} holds a control character; ids are sent as a request header, use printable text")
+        return BadLine(
+            line,
+            f"the id {job.id!r} holds a control character; ids are sent as a request header, use printable text",
+        )
     return job
 
 
-def _our_job(data: dict, line: int) -> Union[Job, BadLine]:
+def _our_job(data: dict, line: int) -> Job | BadLine:
     kind = data.get("type")
     if kind is None:
         kind = next((k for name, k in _TYPE_BY_FIELD if name in data), None)
@@ -118,22 +136,30 @@ def _our_job(data: dict, line: int) -> Union[Job, BadLine]:
     return Job(line, str(job_id), kind, model, priority, content, params)
 
 
-def content_problem(kind: str, content: Any) -> Optional[str]:
+def content_problem(kind: str, content: Any) -> str | None:
     """What is wrong with a job's messages, input or prompt; None when nothing."""
     if kind == "chat":
-        if not isinstance(content, list) or not content or not all(isinstance(m, dict) and "role" in m for m in content):
+        if (
+            not isinstance(content, list)
+            or not content
+            or not all(isinstance(m, dict) and "role" in m for m in content)
+        ):
             return "'messages' must be a non-empty list of {'role': ..., 'content': ...}"
     elif kind == "embeddings":
         if isinstance(content, str):
             return None if content else "'input' is empty"
-        if not isinstance(content, list) or not content or not all(isinstance(t, str) for t in content):
+        if (
+            not isinstance(content, list)
+            or not content
+            or not all(isinstance(t, str) for t in content)
+        ):
             return "'input' must be a string or a non-empty list of strings"
     elif not isinstance(content, (str, list)) or not content:
         return "'prompt' must be a non-empty string"
     return None
 
 
-def read_jobs(path: str, input_format: str = "auto") -> Iterator[Union[Job, BadLine]]:
+def read_jobs(path: str, input_format: str = "auto") -> Iterator[Job | BadLine]:
     """Every job of the file in order (and a :class:`BadLine` for each line
     that is not one), one line in memory at a time."""
     with open(path, "rb") as source:

@@ -27,17 +27,32 @@ Pure mapping: no I/O; the line id's randomness comes from the caller.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from typing import Any, Callable, Mapping, Optional, Union
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..resilience.priority_queue import priority_level
 from ..resilience.redact import redact
 from .jobs import BadLine, Job, content_problem
 
-__all__ = ["BATCH_ID_PREFIX", "TYPE_BY_URL", "batch_job", "is_batch_line", "is_batch_output", "new_line_id", "output_line", "read_outcome"]
+__all__ = [
+    "BATCH_ID_PREFIX",
+    "TYPE_BY_URL",
+    "batch_job",
+    "is_batch_line",
+    "is_batch_output",
+    "new_line_id",
+    "output_line",
+    "read_outcome",
+]
 
-TYPE_BY_URL = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/completions": "completion"}
+TYPE_BY_URL = {
+    "/v1/chat/completions": "chat",
+    "/v1/embeddings": "embeddings",
+    "/v1/completions": "completion",
+}
 CONTENT_FIELD = {"chat": "messages", "embeddings": "input", "completion": "prompt"}
 BATCH_ID_PREFIX = "batch_req_"
 NORMAL = priority_level("normal")  # the format has no priority
@@ -49,14 +64,16 @@ def is_batch_line(data: Any) -> bool:
     return isinstance(data, dict) and "custom_id" in data and "body" in data
 
 
-def batch_job(data: Mapping[str, Any], line: int) -> Union[Job, BadLine]:
+def batch_job(data: Mapping[str, Any], line: int) -> Job | BadLine:
     """The job of a Batch API request line, or why it is not one."""
     custom_id = data.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         return BadLine(line, f"'custom_id' must be a non-empty string, not {custom_id!r}")
     method = data.get("method")
     if method != "POST":
-        return BadLine(line, f"'method' must be POST (the only one the Batch API has), not {method!r}")
+        return BadLine(
+            line, f"'method' must be POST (the only one the Batch API has), not {method!r}"
+        )
     url = data.get("url")
     kind = TYPE_BY_URL.get(url) if isinstance(url, str) else None
     if kind is None:
@@ -82,22 +99,37 @@ def new_line_id() -> str:
 
 def output_line(
     record: Mapping[str, Any],
-    error: Optional[BaseException] = None,
+    error: BaseException | None = None,
     secrets: tuple = (),
     line_id: Callable[[], str] = new_line_id,
 ) -> dict:
     """The Batch API output line of a finished job's record (see :mod:`.results`)
     with, for a failure, the exception it ended with (for the server's status,
     request id and body).  Text from the server is redacted of ``secrets``."""
-    out: dict[str, Any] = {"id": line_id(), "custom_id": record["id"], "response": None, "error": None}
+    out: dict[str, Any] = {
+        "id": line_id(),
+        "custom_id": record["id"],
+        "response": None,
+        "error": None,
+    }
     if record["status"] == "ok":
-        out["response"] = {"status_code": OK_STATUS, "request_id": None, "body": record.get("result")}
+        out["response"] = {
+            "status_code": OK_STATUS,
+            "request_id": None,
+            "body": record.get("result"),
+        }
         return out
     kept = record.get("error") or {}
     message = redact(str(getattr(error, "message", None) or kept.get("message") or ""), secrets)
-    code = kept.get("kind") or kept.get("type") or (type(error).__name__ if error is not None else "error")
+    code = (
+        kept.get("kind")
+        or kept.get("type")
+        or (type(error).__name__ if error is not None else "error")
+    )
     status = getattr(error, "status", None) or kept.get("status")
-    if isinstance(status, int):  # the server answered: its answer, as the Batch API gives an HTTP failure
+    if isinstance(
+        status, int
+    ):  # the server answered: its answer, as the Batch API gives an HTTP failure
         out["response"] = {
             "status_code": status,
             "request_id": redact(getattr(error, "request_id", None), secrets),
@@ -114,10 +146,8 @@ def _error_body(body: Any, message: str, code: str, secrets: tuple) -> Any:
     if isinstance(body, (bytes, bytearray)):
         body = bytes(body).decode("utf-8", "replace")
     if isinstance(body, str):
-        try:
+        with contextlib.suppress(ValueError):
             body = json.loads(body)
-        except ValueError:
-            pass
     if isinstance(body, dict):
         return redact(body, secrets)
     return {"error": {"message": message, "type": code, "param": None, "code": None}}
@@ -125,7 +155,11 @@ def _error_body(body: Any, message: str, code: str, secrets: tuple) -> Any:
 
 def is_batch_output(record: Any) -> bool:
     """Whether a decoded results line is a Batch API output line."""
-    return isinstance(record, dict) and "custom_id" in record and ("response" in record or "error" in record)
+    return (
+        isinstance(record, dict)
+        and "custom_id" in record
+        and ("response" in record or "error" in record)
+    )
 
 
 def read_outcome(record: Mapping[str, Any]) -> tuple[str, bool]:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 __all__ = [
     "GAP_STEPS",
@@ -45,7 +46,7 @@ MAX_TIMELINE_POINTS = 600  # the throughput plot sums a longer timeline into thi
 MAX_BARS = 25  # rows of a horizontal bar chart; the rest are summed into one "other" row
 MAX_LATENCY_BARS = 60  # more histogram rows than this are merged in runs of neighbours
 LATENCY_FLOOR_S = 1e-6  # a bucket bound at or below 0 counts as 1 µs
-LONE_BUCKET_RATIO = 10 ** 0.2  # a histogram of one row is drawn this wide (a fifth of a decade)
+LONE_BUCKET_RATIO = 10**0.2  # a histogram of one row is drawn this wide (a fifth of a decade)
 MIN_BUCKET_RATIO = 1.0001  # bounds nearer than this (rounding noise) do not set the bucket width
 GAP_STEPS = 1.5  # a step between two histogram bounds this many times the smallest one is a gap
 LOG_TICK_MANTISSAS = ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7))
@@ -108,7 +109,7 @@ def latency_bars(
         bound = max(upper, LATENCY_FLOOR_S)
         counts[bound] = counts.get(bound, 0) + count
     bounds = sorted(counts)
-    steps = [b / a for a, b in zip(bounds, bounds[1:]) if b / a > MIN_BUCKET_RATIO]
+    steps = [b / a for a, b in zip(bounds, bounds[1:], strict=False) if b / a > MIN_BUCKET_RATIO]
     ratio = min(steps, default=LONE_BUCKET_RATIO)
     bars, previous = [], 0.0
     for bound in bounds:
@@ -119,13 +120,15 @@ def latency_bars(
     return bars if len(bars) <= max_bars else _merged_bars(bars, ratio, max_bars)
 
 
-def _merged_bars(bars: list[tuple[float, float, int]], ratio: float, max_bars: int) -> list[tuple[float, float, int]]:
+def _merged_bars(
+    bars: list[tuple[float, float, int]], ratio: float, max_bars: int
+) -> list[tuple[float, float, int]]:
     """Bars on the grid ``first * ratio**i``, ``width`` grid steps each, at most ``max_bars``."""
     first, step = bars[0][1], math.log(ratio)
     index = [round(math.log(high / first) / step) for _, high, _ in bars]
     width = math.ceil((index[-1] + 1) / max_bars)
     groups: dict[int, int] = {}
-    for i, (_, _, count) in zip(index, bars):
+    for i, (_, _, count) in zip(index, bars, strict=False):
         groups[i // width] = groups.get(i // width, 0) + count
     return [
         (first * ratio ** (g * width - 1), first * ratio ** (g * width + width - 1), count)
@@ -163,7 +166,9 @@ def _svg(title: str, height: float, parts: list[str]) -> str:
     )
 
 
-def _x_axis(frame: _Frame, ticks: list[tuple[float, str]], label: str, grid: bool = False) -> list[str]:
+def _x_axis(
+    frame: _Frame, ticks: list[tuple[float, str]], label: str, grid: bool = False
+) -> list[str]:
     bottom = frame.top + frame.height
     parts = [_line(frame.left, bottom, frame.left + frame.width, bottom)]
     for value, text in ticks:
@@ -171,9 +176,13 @@ def _x_axis(frame: _Frame, ticks: list[tuple[float, str]], label: str, grid: boo
         if grid:
             parts.append(_line(x, frame.top, x, bottom, GRID))
         parts.append(_line(x, bottom, x, bottom + 4))
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 17:.1f}" text-anchor="middle">{_e(text)}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{bottom + 17:.1f}" text-anchor="middle">{_e(text)}</text>'
+        )
     middle = frame.left + frame.width / 2
-    parts.append(f'<text x="{middle:.1f}" y="{bottom + 36:.1f}" text-anchor="middle" fill="#555">{_e(label)}</text>')
+    parts.append(
+        f'<text x="{middle:.1f}" y="{bottom + 36:.1f}" text-anchor="middle" fill="#555">{_e(label)}</text>'
+    )
     return parts
 
 
@@ -183,21 +192,27 @@ def _y_axis(frame: _Frame, ticks: list[tuple[float, str]], label: str) -> list[s
     for value, text in ticks:
         y = frame.y(value)
         parts.append(_line(frame.left, y, right, y, GRID))
-        parts.append(f'<text x="{frame.left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">{_e(text)}</text>')
+        parts.append(
+            f'<text x="{frame.left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">{_e(text)}</text>'
+        )
     middle = frame.top + frame.height / 2
     rotate = f'transform="rotate(-90 14 {middle:.1f})"'
-    parts.append(f'<text x="14" y="{middle:.1f}" text-anchor="middle" fill="#555" {rotate}>{_e(label)}</text>')
+    parts.append(
+        f'<text x="14" y="{middle:.1f}" text-anchor="middle" fill="#555" {rotate}>{_e(label)}</text>'
+    )
     return parts
 
 
 def _vertical_frame(x_max: float, y_top: float, integer: bool) -> tuple[_Frame, list[float]]:
     y_ticks = _nice_ticks(y_top, integer)
     left, top, right, bottom = 72, 12, 20, 48
-    frame = _Frame(left, top, PLOT_WIDTH - left - right, PLOT_HEIGHT - top - bottom, x_max, y_ticks[-1])
+    frame = _Frame(
+        left, top, PLOT_WIDTH - left - right, PLOT_HEIGHT - top - bottom, x_max, y_ticks[-1]
+    )
     return frame, y_ticks
 
 
-def latency_svg(histogram: list) -> Optional[str]:
+def latency_svg(histogram: list) -> str | None:
     """The ``[upper bound s, count]`` histogram as :func:`latency_bars`; ``None`` without a bar.
 
     Bars on a log-scale x axis, ticks at 1, 2, 5 (or finer) times powers of ten.
@@ -206,11 +221,17 @@ def latency_svg(histogram: list) -> Optional[str]:
     if not bars:
         return None
     low, high = bars[0][0], bars[-1][1]
-    frame, y_ticks = _vertical_frame(math.log10(high / low), max(count for _, _, count in bars), integer=True)
+    frame, y_ticks = _vertical_frame(
+        math.log10(high / low), max(count for _, _, count in bars), integer=True
+    )
     parts = _y_axis(frame, [(v, _fmt_number(v)) for v in y_ticks], "requests")
     parts.append(f'<g fill="{COLORS["bar"]}">')
     for bar_low, bar_high, count in bars:
-        x0, x1, y = frame.x(math.log10(bar_low / low)), frame.x(math.log10(bar_high / low)), frame.y(count)
+        x0, x1, y = (
+            frame.x(math.log10(bar_low / low)),
+            frame.x(math.log10(bar_high / low)),
+            frame.y(count),
+        )
         gap = 0.5 if x1 - x0 > 3 else 0.0
         tip = f"{format_seconds(bar_low)} – {format_seconds(bar_high)}: {count:,}"
         parts.append(_rect(x0 + gap, y, max(x1 - x0 - 2 * gap, 0.5), frame.y(0) - y, tip))
@@ -220,7 +241,7 @@ def latency_svg(histogram: list) -> Optional[str]:
     return _svg(PLOT_TITLES["latency"], PLOT_HEIGHT, parts)
 
 
-def throughput_svg(timeline: list) -> Optional[str]:
+def throughput_svg(timeline: list) -> str | None:
     """Completions per second over a sorted ``[second, completions]`` timeline; ``None`` if all 0.
 
     A step outline, each step a :func:`downsample_timeline` bucket's mean
@@ -238,31 +259,44 @@ def throughput_svg(timeline: list) -> Optional[str]:
     y_label = "completions / s" + (f" (mean over {width} s)" if width > 1 else "")
     parts = _y_axis(frame, [(v, _fmt_number(v)) for v in y_ticks], y_label)
     outline = [(frame.x(0), frame.y(0))]
-    for (start, end, _), rate in zip(steps, rates):
+    for (start, end, _), rate in zip(steps, rates, strict=False):
         outline += [(frame.x(start / unit), frame.y(rate)), (frame.x(end / unit), frame.y(rate))]
     outline.append((frame.x(span), frame.y(0)))
     coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in outline)
-    parts.append(f'<polygon points="{coords}" fill="{COLORS["fill"]}" stroke="{COLORS["bar"]}" stroke-width="1.5"/>')
+    parts.append(
+        f'<polygon points="{coords}" fill="{COLORS["fill"]}" stroke="{COLORS["bar"]}" stroke-width="1.5"/>'
+    )
     x_ticks = [v for v in _nice_ticks(span, integer=False) if v <= span + 1e-9]
-    parts += _x_axis(frame, [(v, _fmt_number(v)) for v in x_ticks], f"time since start ({unit_name})")
+    parts += _x_axis(
+        frame, [(v, _fmt_number(v)) for v in x_ticks], f"time since start ({unit_name})"
+    )
     return _svg(PLOT_TITLES["throughput"], PLOT_HEIGHT, parts)
 
 
-def errors_svg(errors: dict) -> Optional[str]:
+def errors_svg(errors: dict) -> str | None:
     """One bar per error class with failures, largest first (ties by name); ``None`` if none."""
-    rows = sorted(((name, [count]) for name, count in errors.items() if count), key=lambda row: (-row[1][0], row[0]))
-    return _hbar_svg(PLOT_TITLES["errors"], rows, [("failed requests", COLORS["failures"])], "failed requests")
+    rows = sorted(
+        ((name, [count]) for name, count in errors.items() if count),
+        key=lambda row: (-row[1][0], row[0]),
+    )
+    return _hbar_svg(
+        PLOT_TITLES["errors"], rows, [("failed requests", COLORS["failures"])], "failed requests"
+    )
 
 
-def keys_svg(keys: dict) -> Optional[str]:
+def keys_svg(keys: dict) -> str | None:
     """Requests, failures and rate-limited answers per key, in the given order; ``None`` if all 0."""
     rows = [(name, [k["requests"], k["failures"], k["rate_limited"]]) for name, k in keys.items()]
     rows = [row for row in rows if any(row[1])]
-    series = [("requests", COLORS["bar"]), ("failures", COLORS["failures"]), ("rate limited", COLORS["rate_limited"])]
+    series = [
+        ("requests", COLORS["bar"]),
+        ("failures", COLORS["failures"]),
+        ("rate limited", COLORS["rate_limited"]),
+    ]
     return _hbar_svg(PLOT_TITLES["keys"], rows, series, "requests")
 
 
-def _hbar_svg(title: str, rows: list, series: list[tuple[str, str]], x_label: str) -> Optional[str]:
+def _hbar_svg(title: str, rows: list, series: list[tuple[str, str]], x_label: str) -> str | None:
     """Horizontal bars, one row per label, one bar per series side by side; long lists folded."""
     if not rows:
         return None
@@ -276,7 +310,9 @@ def _hbar_svg(title: str, rows: list, series: list[tuple[str, str]], x_label: st
     left = min(max(80, 14 + 7 * label_chars), 280)
     top = 12 if len(series) == 1 else 34
     x_ticks = _nice_ticks(max(max(values) for _, values in rows), integer=True)
-    frame = _Frame(left, top, PLOT_WIDTH - left - 64, row_height * len(rows), x_max=x_ticks[-1], y_max=1)
+    frame = _Frame(
+        left, top, PLOT_WIDTH - left - 64, row_height * len(rows), x_max=x_ticks[-1], y_max=1
+    )
     parts = _x_axis(frame, [(v, _fmt_number(v)) for v in x_ticks], x_label, grid=True)
     parts.append(_line(left, top, left, top + frame.height))
     if len(series) > 1:
@@ -286,11 +322,13 @@ def _hbar_svg(title: str, rows: list, series: list[tuple[str, str]], x_label: st
         middle = y + bar * len(series) / 2
         text = f"<title>{_e(label)}</title>{_e(_clip(str(label)))}"
         parts.append(f'<text x="{left - 6}" y="{middle + 4:.1f}" text-anchor="end">{text}</text>')
-        for s, ((name, color), value) in enumerate(zip(series, values)):
+        for s, ((name, color), value) in enumerate(zip(series, values, strict=False)):
             y_bar, x_end = y + s * bar, frame.x(value)
             tip = f"{label}: {value:,} {name}"
             parts.append(_rect(left, y_bar, x_end - left, bar - 1, tip, color))
-            parts.append(f'<text x="{x_end + 4:.1f}" y="{y_bar + bar - 3:.1f}" font-size="{font}">{value:,}</text>')
+            parts.append(
+                f'<text x="{x_end + 4:.1f}" y="{y_bar + bar - 3:.1f}" font-size="{font}">{value:,}</text>'
+            )
     return _svg(title, top + frame.height + 48, parts)
 
 
@@ -298,7 +336,9 @@ def _line(x1: float, y1: float, x2: float, y2: float, stroke: str = AXIS) -> str
     return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{stroke}"/>'
 
 
-def _rect(x: float, y: float, width: float, height: float, tip: str, fill: Optional[str] = None) -> str:
+def _rect(
+    x: float, y: float, width: float, height: float, tip: str, fill: str | None = None
+) -> str:
     """A bar with a hover tip; without ``fill`` it takes the enclosing group's."""
     paint = f' fill="{fill}"' if fill else ""
     box = f'x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}"'

@@ -34,7 +34,8 @@ import json
 import sys
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Iterable, Mapping, Optional, Protocol, TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -83,7 +84,7 @@ Clock = Callable[[], float]
 class Display(Protocol):
     """What the orchestrator calls; every implementation has these four methods."""
 
-    def start(self, total: Optional[int]) -> None: ...
+    def start(self, total: int | None) -> None: ...
 
     def update(self, snapshot: Mapping[str, Any]) -> None: ...
 
@@ -95,7 +96,7 @@ class Display(Protocol):
 # ---------------------------------------------------------------- formatting
 
 
-def _duration(seconds: Optional[float]) -> str:
+def _duration(seconds: float | None) -> str:
     """``m:ss``, or ``h:mm:ss`` from an hour on; ``--:--`` when unknown."""
     if seconds is None:
         return "--:--"
@@ -110,11 +111,11 @@ def _latency(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def _done_of_total(done: int, total: Optional[int]) -> str:
+def _done_of_total(done: int, total: int | None) -> str:
     return f"{done}/{total if total is not None else '?'}"
 
 
-def _percent(done: int, total: Optional[int]) -> str:
+def _percent(done: int, total: int | None) -> str:
     if total is None:
         return "--%"
     if total <= 0:
@@ -122,7 +123,7 @@ def _percent(done: int, total: Optional[int]) -> str:
     return f"{min(100.0, 100.0 * done / total):.0f}%"
 
 
-def _errors_text(errors: Mapping[str, int], limit: Optional[int] = None) -> str:
+def _errors_text(errors: Mapping[str, int], limit: int | None = None) -> str:
     """``"RateLimitError 3, ServerError 2"``, most frequent first; ``"none"`` if empty."""
     ranked = sorted(errors.items(), key=lambda item: (-item[1], item[0]))
     shown = ranked if limit is None else ranked[:limit]
@@ -146,27 +147,51 @@ def summary_lines(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("status", f"stopped: {summary['stopped']}" if summary.get("stopped") else "finished"),
         *([("target", str(summary["target"]))] if summary.get("target") else []),
-        ("requests", f"{_done_of_total(done, total)} done in {_duration(duration)}"
-                     f" ({_throughput(summary, duration):.1f} req/s)"),
-        ("outcomes", ", ".join(f"{summary.get(name, 0)} {name}"
-                               for name in ("ok", "failed", "skipped", "malformed"))),
+        (
+            "requests",
+            f"{_done_of_total(done, total)} done in {_duration(duration)}"
+            f" ({_throughput(summary, duration):.1f} req/s)",
+        ),
+        (
+            "outcomes",
+            ", ".join(
+                f"{summary.get(name, 0)} {name}"
+                for name in ("ok", "failed", "skipped", "malformed")
+            ),
+        ),
         ("errors", _errors_text(summary.get("errors_by_class") or {})),
     ]
     job = summary.get("job")
     if job:
         runs = summary.get("runs") or 1
-        rows.append(("job", f"{job['ok']} of {job['lines']} lines ok, {job['failed']} failed, {job['not_run']} not run"
-                            + (f", {job['bad']} bad (skipped)" if job.get("bad") else "")
-                            + (f" (after {runs} runs)" if runs > 1 else "")
-                            + ("; run the same command again to send the rest" if job["not_run"] else "")))
+        rows.append(
+            (
+                "job",
+                f"{job['ok']} of {job['lines']} lines ok, {job['failed']} failed, {job['not_run']} not run"
+                + (f", {job['bad']} bad (skipped)" if job.get("bad") else "")
+                + (f" (after {runs} runs)" if runs > 1 else "")
+                + ("; run the same command again to send the rest" if job["not_run"] else ""),
+            )
+        )
     latency = summary.get("latency") or {}
     if latency:
-        rows.append(("latency", ", ".join(f"{name} {_latency(float(latency[name]))}"
-                                          for name in ("p50", "p90", "p99", "max") if name in latency)))
+        rows.append(
+            (
+                "latency",
+                ", ".join(
+                    f"{name} {_latency(float(latency[name]))}"
+                    for name in ("p50", "p90", "p99", "max")
+                    if name in latency
+                ),
+            )
+        )
     if summary.get("circuit_state"):
         rows.append(("circuit", str(summary["circuit_state"])))
-    for label, field in (("results", "output"), ("report (JSON)", "report_json"),
-                         ("report (HTML)", "report_html")):
+    for label, field in (
+        ("results", "output"),
+        ("report (JSON)", "report_json"),
+        ("report (HTML)", "report_html"),
+    ):
         if summary.get(field):
             rows.append((label, str(summary[field])))
     return rows
@@ -175,7 +200,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- rich views
 
 
-def _progress_line(snapshot: Mapping[str, Any], total: Optional[int]) -> Table:
+def _progress_line(snapshot: Mapping[str, Any], total: int | None) -> Table:
     done = int(snapshot.get("done", 0))
     grid = Table.grid(padding=(0, 1))
     grid.add_row(
@@ -193,7 +218,12 @@ def _progress_line(snapshot: Mapping[str, Any], total: Optional[int]) -> Table:
 def _counts_table(snapshot: Mapping[str, Any]) -> Table:
     state = str(snapshot.get("circuit_state", "CLOSED"))
     table = Table(show_header=False, box=None, padding=(0, 1))
-    for name, style in (("ok", "green"), ("failed", "red"), ("skipped", "dim"), ("malformed", "magenta")):
+    for name, style in (
+        ("ok", "green"),
+        ("failed", "red"),
+        ("skipped", "dim"),
+        ("malformed", "magenta"),
+    ):
         table.add_row(Text(name), Text(str(snapshot.get(name, 0)), style=style))
     table.add_row(Text("in flight"), Text(str(snapshot.get("in_flight", 0))))
     table.add_row(Text("queued"), Text(str(snapshot.get("queued", 0))))
@@ -212,18 +242,27 @@ def _errors_table(errors: Mapping[str, int]) -> Table:
 
 
 def _keys_table(keys: Mapping[str, Mapping[str, Any]]) -> Table:
-    table = Table("key", "in flight", "requests", "429s", box=None, padding=(0, 1), header_style="bold")
+    table = Table(
+        "key", "in flight", "requests", "429s", box=None, padding=(0, 1), header_style="bold"
+    )
     names = sorted(keys)
     for name in names[:MAX_KEYS_SHOWN]:
         figures = keys[name]
-        table.add_row(Text(name), *(Text(str(figures.get(field, 0)))
-                                    for field in ("in_flight", "requests", "rate_limited")))
+        table.add_row(
+            Text(name),
+            *(
+                Text(str(figures.get(field, 0)))
+                for field in ("in_flight", "requests", "rate_limited")
+            ),
+        )
     if len(names) > MAX_KEYS_SHOWN:
-        table.add_row(Text(f"+{len(names) - MAX_KEYS_SHOWN} more", style="dim"), Text(""), Text(""), Text(""))
+        table.add_row(
+            Text(f"+{len(names) - MAX_KEYS_SHOWN} more", style="dim"), Text(""), Text(""), Text("")
+        )
     return table
 
 
-def live_view(snapshot: Mapping[str, Any], total: Optional[int], notes: Iterable[str]) -> Group:
+def live_view(snapshot: Mapping[str, Any], total: int | None, notes: Iterable[str]) -> Group:
     """The live view of one snapshot: progress line, figures side by side, latest notes."""
     figures = Table.grid(padding=(0, 4))
     columns = [_counts_table(snapshot)]
@@ -232,7 +271,9 @@ def live_view(snapshot: Mapping[str, Any], total: Optional[int], notes: Iterable
     if snapshot.get("keys"):
         columns.append(_keys_table(snapshot["keys"]))
     figures.add_row(*columns)
-    return Group(_progress_line(snapshot, total), figures, *(Text(note, style="dim") for note in notes))
+    return Group(
+        _progress_line(snapshot, total), figures, *(Text(note, style="dim") for note in notes)
+    )
 
 
 def _summary_table(summary: Mapping[str, Any]) -> Table:
@@ -261,30 +302,40 @@ class RichDisplay:
     :meth:`note` (no refresh thread); :attr:`renders` counts them.
     """
 
-    def __init__(self, console: Optional[Console] = None, *, clock: Clock = time.monotonic,
-                 refresh_interval: float = RICH_REFRESH_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        refresh_interval: float = RICH_REFRESH_INTERVAL_S,
+    ) -> None:
         own_console = console is None
         self._console = console if console is not None else Console(stderr=True)
         self._clock = clock
         self._interval = _positive("refresh_interval", refresh_interval)
-        self._notes: Deque[str] = deque(maxlen=NOTES_SHOWN)
+        self._notes: deque[str] = deque(maxlen=NOTES_SHOWN)
         self._snapshot: Mapping[str, Any] = {}
-        self._total: Optional[int] = None
-        self._last_render: Optional[float] = None
+        self._total: int | None = None
+        self._last_render: float | None = None
         self._renders = 0
         self._started = False
         self._finished = False
         # Other stderr writes (warnings, logging) go above the view only when
         # the view owns stderr; stdout is never redirected: results may go there.
-        self._live = Live(console=self._console, auto_refresh=False, transient=True,
-                          redirect_stdout=False, redirect_stderr=own_console)
+        self._live = Live(
+            console=self._console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=own_console,
+        )
 
     @property
     def renders(self) -> int:
         """How many times the live view has been drawn."""
         return self._renders
 
-    def start(self, total: Optional[int]) -> None:
+    def start(self, total: int | None) -> None:
         if self._started or self._finished:
             return
         self._total = total
@@ -297,7 +348,9 @@ class RichDisplay:
         self._maybe_render()
 
     def note(self, message: str) -> None:
-        if not self._started:  # said before the run (its target, say): printed at once, above where the view will be
+        if (
+            not self._started
+        ):  # said before the run (its target, say): printed at once, above where the view will be
             self._console.print(Text(str(message)))
             return
         self._notes.append(str(message))
@@ -332,10 +385,10 @@ class RichDisplay:
 class QuietDisplay:
     """Silent while running, except one line per note; a few plain lines at the end."""
 
-    def __init__(self, stream: Optional[TextIO] = None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream if stream is not None else _stderr()
 
-    def start(self, total: Optional[int]) -> None:
+    def start(self, total: int | None) -> None:
         """Nothing to show."""
 
     def update(self, snapshot: Mapping[str, Any]) -> None:
@@ -359,14 +412,19 @@ class JsonLogDisplay:
     whatever the snapshot holds; values JSON cannot hold are written as strings.
     """
 
-    def __init__(self, stream: Optional[TextIO] = None, *, interval: float = DEFAULT_JSON_INTERVAL_S,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        interval: float = DEFAULT_JSON_INTERVAL_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._stream = stream if stream is not None else _stderr()
         self._interval = _positive("interval", interval)
         self._clock = clock
-        self._last_progress: Optional[float] = None
+        self._last_progress: float | None = None
 
-    def start(self, total: Optional[int]) -> None:
+    def start(self, total: int | None) -> None:
         """Nothing written: the first update writes the first progress line."""
 
     def update(self, snapshot: Mapping[str, Any]) -> None:
@@ -405,8 +463,14 @@ def _is_tty(stream: Any) -> bool:
         return False
 
 
-def make_display(mode: str, *, stream: Optional[TextIO] = None, interval: float = DEFAULT_JSON_INTERVAL_S,
-                 console: Optional[Console] = None, clock: Optional[Clock] = None) -> Display:
+def make_display(
+    mode: str,
+    *,
+    stream: TextIO | None = None,
+    interval: float = DEFAULT_JSON_INTERVAL_S,
+    console: Console | None = None,
+    clock: Clock | None = None,
+) -> Display:
     """The display for ``mode`` (one of :data:`MODES`).
 
     ``stream`` (default stderr) is where quiet and JSON output go, and what
@@ -420,7 +484,9 @@ def make_display(mode: str, *, stream: Optional[TextIO] = None, interval: float 
     interval = _positive("interval", interval)
     clock = clock if clock is not None else time.monotonic
     if mode == "auto":
-        target = stream if stream is not None else (console.file if console is not None else _stderr())
+        target = (
+            stream if stream is not None else (console.file if console is not None else _stderr())
+        )
         mode = "rich" if _is_tty(target) else "quiet"
     if mode == "rich":
         if console is None and stream is not None:

@@ -36,10 +36,11 @@ import json
 import math
 import os
 import pathlib
-from typing import Any, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
-from .target import target_text
 from .plots import PLOT_TITLES, errors_svg, format_seconds, keys_svg, latency_svg, throughput_svg
+from .target import target_text
 
 __all__ = [
     "MAX_MALFORMED_LINES",
@@ -50,7 +51,9 @@ __all__ = [
 ]
 
 MAX_MALFORMED_LINES = 100
-SECRET_MIN_CHARS = 9  # a secret-named setting is dropped when its string is longer than 8 characters
+SECRET_MIN_CHARS = (
+    9  # a secret-named setting is dropped when its string is longer than 8 characters
+)
 SECRET_NAMES = ("key", "keys")
 SECRET_NAME_ENDINGS = ("apikey", "apikeys", "token", "secret", "password")
 
@@ -67,8 +70,13 @@ TOTALS_LABELS = {
 }
 KEY_FIELDS = ("requests", "successes", "failures", "rate_limited", "auth_failures")
 JOB_FIELDS = ("lines", "ok", "failed", "not_run", "bad")  # the whole job file, across its runs
-JOB_LABELS = {"lines": "Lines in the file", "ok": "Succeeded", "failed": "Failed", "not_run": "Not run yet",
-              "bad": "Bad lines (skipped)"}
+JOB_LABELS = {
+    "lines": "Lines in the file",
+    "ok": "Succeeded",
+    "failed": "Failed",
+    "not_run": "Not run yet",
+    "bad": "Bad lines (skipped)",
+}
 RUN_FIELDS = ("submitted", "ok", "failed", "interrupted")
 LATENCY_FIELDS = ("mean", "p50", "p90", "p99", "max")
 
@@ -106,7 +114,9 @@ def build_report(run: Mapping[str, Any]) -> dict:
     report["circuit"] = circuit
     report["malformed_lines"] = [
         [_count(line, "malformed_lines"), _text(reason)]
-        for line, reason in _pair_list(report.get("malformed_lines"), "malformed_lines")[:MAX_MALFORMED_LINES]
+        for line, reason in _pair_list(report.get("malformed_lines"), "malformed_lines")[
+            :MAX_MALFORMED_LINES
+        ]
     ]
     report["settings"] = _without_secrets(_mapping(report.get("settings"), "settings"))
     report["client_stats"] = _mapping(report.get("client_stats"), "client_stats")
@@ -118,17 +128,24 @@ def build_report(run: Mapping[str, Any]) -> dict:
         report["success_rate"] = 100.0 * job["ok"] / job["lines"] if job["lines"] else 0.0
     report["runs"] = [_run_entry(entry) for entry in _list(report.get("runs"), "runs")]
     report["target"] = _mapping(report.get("target"), "target")
-    report["keys_disabled"] = {str(name): _text(why) for name, why in _mapping(report.get("keys_disabled"), "keys_disabled").items()}
+    report["keys_disabled"] = {
+        str(name): _text(why)
+        for name, why in _mapping(report.get("keys_disabled"), "keys_disabled").items()
+    }
     return report
 
 
 def _run_entry(entry: Any) -> dict:
     entry = _mapping(entry, "runs[]")
-    out = {name: None if entry.get(name) is None else _number(entry[name], f"runs[].{name}")
-           for name in ("started_at", "finished_at", "duration_s")}
+    out = {
+        name: None if entry.get(name) is None else _number(entry[name], f"runs[].{name}")
+        for name in ("started_at", "finished_at", "duration_s")
+    }
     out.update(_counts({k: entry.get(k, 0) for k in RUN_FIELDS}, RUN_FIELDS, "runs[]"))
     out["ended"] = _text(entry.get("ended")) or "finished"
-    out["exit_code"] = None if entry.get("exit_code") is None else _count(entry["exit_code"], "runs[].exit_code")
+    out["exit_code"] = (
+        None if entry.get("exit_code") is None else _count(entry["exit_code"], "runs[].exit_code")
+    )
     return out
 
 
@@ -257,7 +274,9 @@ def render_html(report: Mapping[str, Any]) -> str:
     ]
     if report["stopped"]:
         stopped = _e(report["stopped"])
-        body.append(f'<p class="banner">Stopped early: {stopped}. The figures cover the part that ran.</p>')
+        body.append(
+            f'<p class="banner">Stopped early: {stopped}. The figures cover the part that ran.</p>'
+        )
     body.append(_summary_html(report))
     plots = [
         ("latency", latency_svg(report["latency"]["histogram"]), "no latency was recorded"),
@@ -275,7 +294,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>Run report: {_e(report['input'] or 'jobs')}</title>\n<style>{CSS}</style>\n</head>\n"
-        "<body>\n<main>\n" + "\n".join(part for part in body if part) + "\n</main>\n</body>\n</html>\n"
+        "<body>\n<main>\n"
+        + "\n".join(part for part in body if part)
+        + "\n</main>\n</body>\n</html>\n"
     )
 
 
@@ -293,7 +314,9 @@ def _summary_html(report: dict) -> str:
             ("Ended", f"stopped early ({report['stopped']})" if report["stopped"] else "completed"),
         ],
         "Job (every run of this file)": (
-            [(JOB_LABELS[name], f"{report['job'][name]:,}") for name in JOB_FIELDS] if report.get("job") else []
+            [(JOB_LABELS[name], f"{report['job'][name]:,}") for name in JOB_FIELDS]
+            if report.get("job")
+            else []
         ),
         "Requests": [(TOTALS_LABELS[name], f"{totals[name]:,}") for name in TOTALS_FIELDS]
         + [
@@ -314,17 +337,31 @@ def _summary_html(report: dict) -> str:
         if not entries:
             continue
         rows.append(f'<tr><th colspan="2">{_e(title)}</th></tr>')
-        rows.extend(f"<tr><td>{_e(label)}</td><td>{_e(value)}</td></tr>" for label, value in entries)
+        rows.extend(
+            f"<tr><td>{_e(label)}</td><td>{_e(value)}</td></tr>" for label, value in entries
+        )
     return "<h2>Summary</h2>\n<table>\n" + "\n".join(rows) + "\n</table>"
 
 
 def _runs_html(runs: list) -> str:
     if not runs:
         return ""
-    head = "".join(f"<th>{_e(name)}</th>" for name in ("Run", "Started", "Duration", "Submitted", "Ok", "Failed", "Interrupted", "Ended"))
+    head = "".join(
+        f"<th>{_e(name)}</th>"
+        for name in (
+            "Run",
+            "Started",
+            "Duration",
+            "Submitted",
+            "Ok",
+            "Failed",
+            "Interrupted",
+            "Ended",
+        )
+    )
     rows = "\n".join(
         f'<tr><td class="num">{number}</td><td>{_e(_fmt_epoch(run["started_at"]))}</td>'
-        f'<td>{_e(_fmt_duration(run["duration_s"] or 0.0))}</td>'
+        f"<td>{_e(_fmt_duration(run['duration_s'] or 0.0))}</td>"
         + "".join(f'<td class="num">{run[name]:,}</td>' for name in RUN_FIELDS)
         + f"<td>{_e(run['ended'])}</td></tr>"
         for number, run in enumerate(runs, start=1)
@@ -338,7 +375,9 @@ def _malformed_html(report: dict) -> str:
         return ""
     total = max(report["totals"]["malformed"], len(lines))
     note = f"<p>Showing the first {len(lines):,} of {total:,}.</p>\n" if total > len(lines) else ""
-    rows = "\n".join(f'<tr><td class="num">{line}</td><td>{_e(reason)}</td></tr>' for line, reason in lines)
+    rows = "\n".join(
+        f'<tr><td class="num">{line}</td><td>{_e(reason)}</td></tr>' for line, reason in lines
+    )
     return f"<h2>Malformed lines</h2>\n{note}<table>\n<tr><th>Line</th><th>Reason</th></tr>\n{rows}\n</table>"
 
 
@@ -368,7 +407,7 @@ def _fmt_duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def _fmt_epoch(epoch: Optional[float]) -> str:
+def _fmt_epoch(epoch: float | None) -> str:
     if epoch is None:
         return "—"
     try:
@@ -384,7 +423,10 @@ def _fmt_epoch(epoch: Optional[float]) -> str:
 def write_reports(report: Mapping[str, Any], json_path: Pathish, html_path: Pathish) -> None:
     """Write the JSON report (indent 2) and the HTML page, UTF-8, creating parent directories."""
     report = build_report(report)
-    _write_text(pathlib.Path(json_path), json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
+    _write_text(
+        pathlib.Path(json_path),
+        json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n",
+    )
     _write_text(pathlib.Path(html_path), render_html(report))
 
 

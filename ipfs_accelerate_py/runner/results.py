@@ -21,14 +21,24 @@ newline at its end) is dropped before anything is appended.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 from . import openai_batch
 from .idset import IdSet
 
-__all__ = ["OUTPUT_FORMATS", "Outcomes", "ResultLog", "ResultWriteError", "STATUS_ERROR", "STATUS_INTERRUPTED", "STATUS_OK", "is_resumable"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "Outcomes",
+    "ResultLog",
+    "ResultWriteError",
+    "STATUS_ERROR",
+    "STATUS_INTERRUPTED",
+    "STATUS_OK",
+    "is_resumable",
+]
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -36,7 +46,9 @@ STATUS_INTERRUPTED = "interrupted"
 OUTPUT_FORMATS = ("jobs", "openai-batch")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 FSYNC_EVERY = 1000  # lines between two fsyncs of the results file (and one at the end)
-MAX_LINE_BYTES = 256 << 20  # a results line longer than this is not read back whole (it is not one of ours)
+MAX_LINE_BYTES = (
+    256 << 20
+)  # a results line longer than this is not read back whole (it is not one of ours)
 
 
 class Outcomes:
@@ -51,7 +63,7 @@ class Outcomes:
         self.failed = IdSet()
 
     @classmethod
-    def read(cls, path: str) -> "Outcomes":
+    def read(cls, path: str) -> Outcomes:
         """The outcomes a results file holds; none for a path that is not a
         regular file (a pipe or a device is written to, never read back)."""
         outcomes = cls()
@@ -124,19 +136,25 @@ class ResultLog:
     part of the line got out, and every later write raises it too: the file
     never holds a torn line followed by others."""
 
-    def __init__(self, path: str, output_format: str = "jobs", secrets: tuple = (), fsync_every: int = FSYNC_EVERY) -> None:
+    def __init__(
+        self,
+        path: str,
+        output_format: str = "jobs",
+        secrets: tuple = (),
+        fsync_every: int = FSYNC_EVERY,
+    ) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"output format {output_format!r}: use {', '.join(OUTPUT_FORMATS)}")
         self.path = path
         self.output_format = output_format
         self._secrets = tuple(secrets)
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
         self._fsync_every = fsync_every
         self._regular = True
         self.written = 0
-        self.failure: Optional[ResultWriteError] = None
+        self.failure: ResultWriteError | None = None
 
-    def open(self) -> "ResultLog":
+    def open(self) -> ResultLog:
         exists = os.path.exists(self.path)
         self._regular = not exists or os.path.isfile(self.path)
         if self._regular:
@@ -177,11 +195,13 @@ class ResultLog:
 
     def _fail(self, error: OSError, sent: int) -> None:
         if sent and self._regular and self._fd is not None:
-            try:  # the part of the line that got out goes again: the file ends on a whole line
+            # the part of the line that got out goes again: the file ends on a whole
+            # line (if this fails, the next open drops a torn tail anyway)
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, os.fstat(self._fd).st_size - sent)
-            except OSError:
-                pass  # the next open drops a torn tail anyway
-        self.failure = ResultWriteError(error.errno, f"cannot write to {self.path}: {error.strerror or error}")
+        self.failure = ResultWriteError(
+            error.errno, f"cannot write to {self.path}: {error.strerror or error}"
+        )
 
     def _sync(self) -> None:
         if self._regular and self._fd is not None:
@@ -196,11 +216,13 @@ class ResultLog:
                 os.fsync(fd)
         except OSError as exc:
             if self.failure is None:
-                self.failure = ResultWriteError(exc.errno, f"cannot write to {self.path}: {exc.strerror or exc}")
+                self.failure = ResultWriteError(
+                    exc.errno, f"cannot write to {self.path}: {exc.strerror or exc}"
+                )
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "ResultLog":
+    def __enter__(self) -> ResultLog:
         return self.open()
 
     def __exit__(self, *exc: Any) -> None:

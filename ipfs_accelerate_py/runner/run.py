@@ -46,16 +46,29 @@ import itertools
 import logging
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from ..resilience.breaker import STATE_CLOSED
-from ..resilience.errors import AuthenticationError, CancelledRequestError, RateLimitError, ShutdownError
+from ..resilience.errors import (
+    AuthenticationError,
+    CancelledRequestError,
+    RateLimitError,
+    ShutdownError,
+)
 from ..resilience.redact import public_url, redact
 from ..resilience.stats import LatencyHistogram
 from .idset import IdSet
 from .jobs import BadLine, Job, count_lines, read_jobs
-from .results import STATUS_ERROR, STATUS_INTERRUPTED, STATUS_OK, Outcomes, ResultLog, ResultWriteError
+from .results import (
+    STATUS_ERROR,
+    STATUS_INTERRUPTED,
+    STATUS_OK,
+    Outcomes,
+    ResultLog,
+    ResultWriteError,
+)
 from .stops import (
     DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_SAME_FAILURES,
@@ -72,7 +85,9 @@ from .stops import (
 
 __all__ = ["RunOptions", "Runner", "model_for"]
 
-DEFAULT_WINDOW_PER_SLOT = 4  # jobs admitted per concurrency slot: enough to fill batches and the queue
+DEFAULT_WINDOW_PER_SLOT = (
+    4  # jobs admitted per concurrency slot: enough to fill batches and the queue
+)
 MIN_WINDOW = 64
 TICK_SECONDS = 0.25  # how often the display gets a snapshot
 MALFORMED_KEPT = 100  # malformed lines listed in the report (all are counted)
@@ -85,14 +100,16 @@ class RunOptions:
     jobs: str
     out: str
     api: str = "openai"
-    model: Optional[str] = None  # for chat and completion lines that name none
-    embedding_model: Optional[str] = None  # for embeddings lines that name none
+    model: str | None = None  # for chat and completion lines that name none
+    embedding_model: str | None = None  # for embeddings lines that name none
     window: int = MIN_WINDOW
     retry_failed: bool = False
-    report: Optional[str] = None  # path stem of the report files (".json", ".html" added)
+    report: str | None = None  # path stem of the report files (".json", ".html" added)
     command: str = ""
     settings: dict = field(default_factory=dict)
-    secrets: tuple = field(default=(), repr=False)  # the run's keys: masked in what it writes (see resilience.redact)
+    secrets: tuple = field(
+        default=(), repr=False
+    )  # the run's keys: masked in what it writes (see resilience.redact)
     max_outage: float = DEFAULT_MAX_OUTAGE
     max_same_failures: int = DEFAULT_MAX_SAME_FAILURES
     grace: float = DEFAULT_STOP_GRACE
@@ -102,7 +119,7 @@ class RunOptions:
     output_format: str = "jobs"  # of the results file: jobs or openai-batch (see results.ResultLog)
 
 
-def model_for(job: Job, options: RunOptions, client: Any) -> Optional[str]:
+def model_for(job: Job, options: RunOptions, client: Any) -> str | None:
     """The model ``job`` goes to: its own, else the run's for its kind
     (``--embedding-model`` for embeddings, ``--model`` for chats and
     completions), else the backend's default (None: the backend has none)."""
@@ -122,7 +139,7 @@ class Runner:
         display: Any,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        check: Optional[Callable[[Job], tuple]] = None,
+        check: Callable[[Job], tuple] | None = None,
     ) -> None:
         """``check(job)`` -> ``(model, problem)``: a job with a problem is not
         sent but counted malformed, as the file's check before the run found it."""
@@ -135,22 +152,32 @@ class Runner:
         self.wall = wall
         self.check_job = check
         self.counts = dict.fromkeys(
-            ("lines", "skipped", "skipped_failed", "submitted", "ok", "failed", "interrupted", "malformed"), 0
+            (
+                "lines",
+                "skipped",
+                "skipped_failed",
+                "submitted",
+                "ok",
+                "failed",
+                "interrupted",
+                "malformed",
+            ),
+            0,
         )  # skipped_failed: skipped because an earlier run failed them (no --retry-failed)
         self.errors_by_class: dict[str, int] = {}
         self.malformed: list[list] = []
         self.latency = LatencyHistogram()
         self.timeline: dict[int, int] = {}
-        self.total: Optional[int] = None
-        self.stop_reason: Optional[Stop] = None
+        self.total: int | None = None
+        self.stop_reason: Stop | None = None
         self.abandoning = False
-        self.preflight: Optional[dict] = None  # how the first request went: {"ok", "seconds", "error"}
+        self.preflight: dict | None = None  # how the first request went: {"ok", "seconds", "error"}
         self._streak = FailureStreak(options.max_same_failures)
-        self._outage_since: Optional[float] = None
+        self._outage_since: float | None = None
         self._last_failure: Any = None  # the breaker's, for the outage's stop
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._closing: Optional[asyncio.Task] = None  # the client's close, begun by a stop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: asyncio.Task | None = None  # the client's close, begun by a stop
         self._seen = IdSet()
         self._tasks: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(options.window)
@@ -172,23 +199,36 @@ class Runner:
             self.total = await loop.run_in_executor(None, count_lines, self.options.jobs)
         self._seen = IdSet(self.total)  # sized once: no regrowth, no second table on the way
         undo = [self._catch_signals(loop), self._watch_circuit(loop), self._show_warnings(loop)]
-        ticker: Optional[asyncio.Task] = None
+        ticker: asyncio.Task | None = None
         try:
             pending = self._pending()
             if self.options.preflight:
                 first = next(pending, None)
                 if first is not None:
                     check = self._track(loop, self._preflight(first))
-                    await asyncio.wait({check})  # a stop may cancel it (its write failed, say): then it is settled
-                    if not check.cancelled() and not check.result():  # result() raises PreflightFailed
-                        pending = itertools.chain([first], pending)  # not settled by the pre-flight: sent as any other
+                    await asyncio.wait(
+                        {check}
+                    )  # a stop may cancel it (its write failed, say): then it is settled
+                    if (
+                        not check.cancelled() and not check.result()
+                    ):  # result() raises PreflightFailed
+                        pending = itertools.chain(
+                            [first], pending
+                        )  # not settled by the pre-flight: sent as any other
             self.display.start(self.total)
             ticker = loop.create_task(self._tick())
             await self._feed(loop, pending)
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            if self._closing is not None:  # bounded: an abandoned attempt must not hold the run for its grace
-                await asyncio.wait({self._closing}, timeout=CLOSE_MARGIN_S if self.abandoning else self.options.grace + CLOSE_MARGIN_S)
+            if (
+                self._closing is not None
+            ):  # bounded: an abandoned attempt must not hold the run for its grace
+                await asyncio.wait(
+                    {self._closing},
+                    timeout=CLOSE_MARGIN_S
+                    if self.abandoning
+                    else self.options.grace + CLOSE_MARGIN_S,
+                )
         finally:
             if ticker is not None:
                 ticker.cancel()
@@ -198,7 +238,7 @@ class Runner:
                 restore()
         return self.record()
 
-    async def check(self) -> Optional[Job]:
+    async def check(self) -> Job | None:
         """The dry run's pre-flight: the first job to send, sent alone and not
         recorded; None when nothing is left to send.  Raises
         :class:`~.stops.PreflightFailed` as :meth:`run` does."""
@@ -250,7 +290,9 @@ class Runner:
     def _submit(self, client: Any, job: Job) -> Any:
         model = model_for(job, self.options, self.client)
         endpoint, data = self.client.operation_request(job.type, model, job.content, job.params)
-        return client.aqueue_with_priority({"endpoint": endpoint, "data": data, "request_id": job.id}, job.priority)
+        return client.aqueue_with_priority(
+            {"endpoint": endpoint, "data": data, "request_id": job.id}, job.priority
+        )
 
     async def _preflight(self, job: Job, record: bool = True) -> bool:
         """Send ``job`` alone, with no retry and failing fast on an open
@@ -260,17 +302,31 @@ class Runner:
         started = self.clock()
         future = None
         try:
-            future = self._submit(self.client.with_options(max_retries=0, on_circuit_open="fail"), job)
+            future = self._submit(
+                self.client.with_options(max_retries=0, on_circuit_open="fail"), job
+            )
             result = await future
         except asyncio.CancelledError:
             if record:
                 self.counts["submitted"] += 1
-                self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned: " + self._why_abandoned())
+                self._finish(
+                    job,
+                    STATUS_INTERRUPTED,
+                    started,
+                    future,
+                    error="abandoned: " + self._why_abandoned(),
+                )
             return True
         except Exception as exc:
-            self.preflight = {"ok": False, "seconds": round(self.clock() - started, 3), "error": type(exc).__name__}
+            self.preflight = {
+                "ok": False,
+                "seconds": round(self.clock() - started, 3),
+                "error": type(exc).__name__,
+            }
             verdict = preflight_failure(
-                exc, self._usable_keys(besides=getattr(exc, "key_name", None)), tuple(self._disabled_keys())
+                exc,
+                self._usable_keys(besides=getattr(exc, "key_name", None)),
+                tuple(self._disabled_keys()),
             )
             if verdict is not None:
                 raise PreflightFailed(redact(verdict, self.options.secrets)) from exc
@@ -278,7 +334,9 @@ class Runner:
                 return False  # retries, or another key, may get it through: it goes with the rest
             if record:
                 self.counts["submitted"] += 1
-                self._failed(job, started, future, exc)  # a failure of this line alone (a 400, say): its result
+                self._failed(
+                    job, started, future, exc
+                )  # a failure of this line alone (a 400, say): its result
             return True
         self.preflight = {"ok": True, "seconds": round(self.clock() - started, 3), "error": None}
         if record:
@@ -301,7 +359,13 @@ class Runner:
                     raise
                 break
         except asyncio.CancelledError:
-            self._finish(job, STATUS_INTERRUPTED, started, future, error="abandoned: " + self._why_abandoned())
+            self._finish(
+                job,
+                STATUS_INTERRUPTED,
+                started,
+                future,
+                error="abandoned: " + self._why_abandoned(),
+            )
         except Exception as exc:  # typed errors, and anything else: recorded, never lost
             self._failed(job, started, future, exc)
         else:
@@ -313,7 +377,11 @@ class Runner:
         """Whether ``error`` is the service failing while the circuit is open:
         not the line's failure, so the line is not written off (an outage
         shorter than ``max_outage`` loses nothing)."""
-        if self.stopping or not getattr(error, "retryable", False) or isinstance(error, RateLimitError):
+        if (
+            self.stopping
+            or not getattr(error, "retryable", False)
+            or isinstance(error, RateLimitError)
+        ):
             return False
         return self._outage_since is not None or self.client.circuit_state != STATE_CLOSED
 
@@ -321,9 +389,18 @@ class Runner:
         """A job's error, and what it says of the run."""
         if self.stopping and isinstance(error, (ShutdownError, CancelledRequestError)):
             # failed by the stop itself (queued, or past the grace): not done, sent again on resume
-            self._finish(job, STATUS_INTERRUPTED, started, future, error="not finished: " + self._why_abandoned())
+            self._finish(
+                job,
+                STATUS_INTERRUPTED,
+                started,
+                future,
+                error="not finished: " + self._why_abandoned(),
+            )
             return
-        if isinstance(error, AuthenticationError) and self._usable_keys(besides=getattr(error, "key_name", None)) == 0:
+        if (
+            isinstance(error, AuthenticationError)
+            and self._usable_keys(besides=getattr(error, "key_name", None)) == 0
+        ):
             # the key, or every key left, was refused: the line is not done, the run cannot go on
             self._finish(job, STATUS_INTERRUPTED, started, future, error=error)
             self.stop(no_key_stop(error, self._disabled_keys()))
@@ -334,7 +411,16 @@ class Runner:
         if stop is not None:
             self.stop(stop)
 
-    def _finish(self, job: Job, status: str, started: float, future: Any, *, result: Any = None, error: Any = None) -> bool:
+    def _finish(
+        self,
+        job: Job,
+        status: str,
+        started: float,
+        future: Any,
+        *,
+        result: Any = None,
+        error: Any = None,
+    ) -> bool:
         """Write the line's result; it counts only once written.  False when
         the results file refused it (the run then stops: nothing is claimed
         that is not on disk)."""
@@ -354,7 +440,9 @@ class Runner:
             finished_at=round(self.wall(), 3),
         )
         try:
-            self.log.write(record, error)  # the exception too: a Batch API line takes the server's status and body
+            self.log.write(
+                record, error
+            )  # the exception too: a Batch API line takes the server's status and body
         except ResultWriteError as exc:
             self.stop(write_stop(exc, self.log.written))
             return False
@@ -384,12 +472,20 @@ class Runner:
     def _key_rows(self) -> dict:
         return self.client.get_stats()["key_pool"]
 
-    def _usable_keys(self, besides: Optional[str] = None) -> int:
+    def _usable_keys(self, besides: str | None = None) -> int:
         """Keys not disabled, other than ``besides`` (the one that was just refused)."""
-        return sum(1 for name, row in self._key_rows().items() if row["disabled"] is None and name != besides)
+        return sum(
+            1
+            for name, row in self._key_rows().items()
+            if row["disabled"] is None and name != besides
+        )
 
     def _disabled_keys(self) -> dict[str, str]:
-        return {name: row["disabled"] for name, row in self._key_rows().items() if row["disabled"] is not None}
+        return {
+            name: row["disabled"]
+            for name, row in self._key_rows().items()
+            if row["disabled"] is not None
+        }
 
     # ------------------------------------------------------------ stopping
 
@@ -412,7 +508,9 @@ class Runner:
                 f"stopping ({stop.reason}): {queued} queued lines are left for resume; {in_flight} in flight get "
                 f"{grace:g}s to finish (press Ctrl-C again to abandon them now)"
             )
-            self._later("grace", grace + CLOSE_MARGIN_S, self._abandon)  # the client's grace ends first
+            self._later(
+                "grace", grace + CLOSE_MARGIN_S, self._abandon
+            )  # the client's grace ends first
         else:
             self.display.note(f"stopping: {stop.reason}")
             self._abandon()
@@ -429,7 +527,9 @@ class Runner:
             return
         self.abandoning = True
         if self._tasks:
-            self.display.note(f"abandoning the {len(self._tasks)} lines not finished: they run again on resume")
+            self.display.note(
+                f"abandoning the {len(self._tasks)} lines not finished: they run again on resume"
+            )
         for task in list(self._tasks):
             task.cancel()
 
@@ -449,7 +549,11 @@ class Runner:
             try:
                 loop.add_signal_handler(signum, self.interrupt, signum)
                 caught.append(signum)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+            except (
+                NotImplementedError,
+                RuntimeError,
+                ValueError,
+            ):  # not the main thread, or Windows
                 pass
 
         def restore() -> None:
@@ -485,14 +589,18 @@ class Runner:
         if self._outage_since is None:
             return
         lasted = self.clock() - self._outage_since
-        if lasted < self.options.max_outage:  # a clock that ran slower than the loop's: look again then
+        if (
+            lasted < self.options.max_outage
+        ):  # a clock that ran slower than the loop's: look again then
             self._later("outage", self.options.max_outage - lasted, self._outage_check)
             return
         self.stop(outage_stop(lasted, self._last_failure))
 
     def _show_warnings(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         """The core's warnings (a circuit opening, a key disabled) as notes of the display."""
-        handler = _NoteHandler(lambda message: loop.call_soon_threadsafe(self.display.note, message))
+        handler = _NoteHandler(
+            lambda message: loop.call_soon_threadsafe(self.display.note, message)
+        )
         logger = logging.getLogger(PACKAGE_LOGGER)
         logger.addHandler(handler)
         return lambda: logger.removeHandler(handler)
@@ -511,7 +619,10 @@ class Runner:
         rate = done / elapsed if elapsed > 0 else 0.0
         remaining = None
         if self.total is not None:
-            remaining = max(0, self.total - done - counts["skipped"] - counts["malformed"] - counts["interrupted"])
+            remaining = max(
+                0,
+                self.total - done - counts["skipped"] - counts["malformed"] - counts["interrupted"],
+            )
         stats = self.client.get_stats()
         return {
             "elapsed_s": elapsed,
@@ -529,7 +640,11 @@ class Runner:
             "errors_by_class": dict(self.errors_by_class),
             "circuit_state": stats["circuit_state"],
             "keys": {
-                name: {"in_flight": row["in_flight"], "requests": row["requests"], "rate_limited": row["rate_limited"]}
+                name: {
+                    "in_flight": row["in_flight"],
+                    "requests": row["requests"],
+                    "rate_limited": row["rate_limited"],
+                }
                 for name, row in stats["key_pool"].items()
             },
             "stopping": self.stopping,
@@ -542,7 +657,9 @@ class Runner:
         latency = self.latency.snapshot()
         breaker = self.client.generate_report()["circuit_breaker"]
         return {
-            "command": redact(self.options.command, self.options.secrets),  # --key KEY stays out of the report
+            "command": redact(
+                self.options.command, self.options.secrets
+            ),  # --key KEY stays out of the report
             "api": self.options.api,
             "base_url": public_url(self.client.base_url),
             "input": self.options.jobs,
@@ -555,7 +672,9 @@ class Runner:
             "target": dict(self.options.target),
             "preflight": self.preflight,
             "totals": dict(self.counts),
-            "throughput_rps": (self.counts["ok"] + self.counts["failed"]) / duration if duration > 0 else 0.0,
+            "throughput_rps": (self.counts["ok"] + self.counts["failed"]) / duration
+            if duration > 0
+            else 0.0,
             "latency": {
                 "count": latency["count"],
                 "mean": latency["mean"],
@@ -568,11 +687,17 @@ class Runner:
             "timeline": sorted([second, count] for second, count in self.timeline.items()),
             "errors_by_class": dict(self.errors_by_class),
             "keys": {
-                name: {k: row[k] for k in ("requests", "successes", "failures", "rate_limited", "auth_failures")}
+                name: {
+                    k: row[k]
+                    for k in ("requests", "successes", "failures", "rate_limited", "auth_failures")
+                }
                 for name, row in stats["key_pool"].items()
             },
             "keys_disabled": self._disabled_keys(),
-            "circuit": {"state": breaker.get("state"), "times_opened": breaker.get("times_opened", 0)},
+            "circuit": {
+                "state": breaker.get("state"),
+                "times_opened": breaker.get("times_opened", 0),
+            },
             "malformed_lines": list(self.malformed),
             "settings": dict(self.options.settings),
             "client_stats": stats,
@@ -598,5 +723,7 @@ class _NoteHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._note(record.getMessage())
-        except Exception:  # a closed loop at the very end: the message goes nowhere rather than raise
+        except (
+            Exception
+        ):  # a closed loop at the very end: the message goes nowhere rather than raise
             self.handleError(record)

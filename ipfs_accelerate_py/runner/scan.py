@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 from .idset import IdSet
 from .jobs import BadLine, Job, parse_job
@@ -63,7 +63,7 @@ class Scan:
     def estimated_tokens(self) -> int:
         return -(-self.chars // CHARS_PER_TOKEN)
 
-    def problem(self) -> Optional[str]:
+    def problem(self) -> str | None:
         """The one line that says what is wrong with the file, or None."""
         if self.lines == 0:
             return "has no job lines (it is empty or blank); write one JSON job per line"
@@ -71,17 +71,22 @@ class Scan:
             return None
         first = self.first_bad[0].describe()
         more = self.bad - 1
-        others = "" if more == 0 else f"; {more} more bad line{'s' if more > 1 else ''} (" + ", ".join(
-            str(b.line) for b in self.first_bad[1:]
-        ) + (", ..." if more >= len(self.first_bad) else "") + ")"
+        others = (
+            ""
+            if more == 0
+            else f"; {more} more bad line{'s' if more > 1 else ''} ("
+            + ", ".join(str(b.line) for b in self.first_bad[1:])
+            + (", ..." if more >= len(self.first_bad) else "")
+            + ")"
+        )
         return f"{first}{others}; fix the file, or pass --skip-bad-lines to run the other lines"
 
 
 def scan_jobs(
     path: str,
     *,
-    check: Callable[[Job], tuple[str, Optional[str]]] = lambda job: (job.model or "", None),
-    outcomes: Optional[Outcomes] = None,
+    check: Callable[[Job], tuple[str, str | None]] = lambda job: (job.model or "", None),
+    outcomes: Outcomes | None = None,
     retry_failed: bool = False,
     input_format: str = "auto",
 ) -> Scan:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from typing import Optional
 
 from ..resilience.errors import AuthenticationError, NetworkError, NotFoundError
 
@@ -99,21 +98,28 @@ def signal_stop(signum: int) -> Stop:
     return Stop(128 + signum, f"interrupted by {word}", graceful=True)
 
 
-def outage_stop(seconds: float, last_error: Optional[BaseException]) -> Stop:
+def outage_stop(seconds: float, last_error: BaseException | None) -> Stop:
     last = f", last error: {describe_error(last_error)}" if last_error is not None else ""
-    return Stop(EXIT_OUTAGE, f"outage of {seconds:.0f} s (the circuit stayed open past --max-outage){last}")
+    return Stop(
+        EXIT_OUTAGE, f"outage of {seconds:.0f} s (the circuit stayed open past --max-outage){last}"
+    )
 
 
 def no_key_stop(error: BaseException, disabled: dict[str, str]) -> Stop:
     if disabled:
         keys = "; ".join(f"{name}: {why}" for name, why in disabled.items())
-        return Stop(EXIT_NO_KEY, f"no usable key left ({keys}); fix or replace the keys and run again")
+        return Stop(
+            EXIT_NO_KEY, f"no usable key left ({keys}); fix or replace the keys and run again"
+        )
     return Stop(EXIT_NO_KEY, f"the key was refused: {describe_error(error)}; fix it and run again")
 
 
 def write_stop(error: BaseException, written: int) -> Stop:
-    return Stop(EXIT_WRITE_FAILED, f"{error}; {written} lines of this run are on disk, the rest runs again on resume "
-                                   "(free some space, or give another --out)")
+    return Stop(
+        EXIT_WRITE_FAILED,
+        f"{error}; {written} lines of this run are on disk, the rest runs again on resume "
+        "(free some space, or give another --out)",
+    )
 
 
 def describe_error(error: BaseException) -> str:
@@ -136,13 +142,13 @@ class FailureStreak:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
-        self._last: Optional[tuple] = None
-        self._last_error: Optional[BaseException] = None
+        self._last: tuple | None = None
+        self._last_error: BaseException | None = None
 
     def success(self) -> None:
         self.count, self._last = 0, None
 
-    def failure(self, error: BaseException) -> Optional[Stop]:
+    def failure(self, error: BaseException) -> Stop | None:
         """Count ``error``; the stop when the limit is reached."""
         signature = _signature(error)
         self.count = self.count + 1 if signature == self._last else 1
@@ -156,15 +162,21 @@ class FailureStreak:
         return None
 
 
-def preflight_failure(error: BaseException, usable_keys: int, refused_keys: tuple = ()) -> Optional[str]:
+def preflight_failure(
+    error: BaseException, usable_keys: int, refused_keys: tuple = ()
+) -> str | None:
     """When the first request's error shows the target cannot work: the one
     line that says so and what to change; None when the run should go on
     (a rate limit, a 5xx, a timeout, a bad line: the run's own rules
     handle those).  ``refused_keys``: the labels of the keys disabled so far."""
     if isinstance(error, NetworkError):
-        return (f"cannot reach the target: {error}; check --base-url (is the server running, are the address and the "
-                "scheme, http:// or https://, right?)")
-    if isinstance(error, AuthenticationError) and (usable_keys == 0 or getattr(error, "attempts", None) == 0):
+        return (
+            f"cannot reach the target: {error}; check --base-url (is the server running, are the address and the "
+            "scheme, http:// or https://, right?)"
+        )
+    if isinstance(error, AuthenticationError) and (
+        usable_keys == 0 or getattr(error, "attempts", None) == 0
+    ):
         which = f"every key ({', '.join(refused_keys)})" if len(refused_keys) > 1 else "the key"
         return (
             f"the target refused {which}: {error}; check --key, the config's keys or the provider's "
@@ -173,4 +185,3 @@ def preflight_failure(error: BaseException, usable_keys: int, refused_keys: tupl
     if isinstance(error, NotFoundError):
         return f"not found: {error}; check the model (--model or the lines' 'model') and --base-url"
     return None
-

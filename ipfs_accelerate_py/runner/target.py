@@ -4,19 +4,28 @@ their limits, concurrency, window and retries.  Plain data, never a secret."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..resilience.redact import public_url
 from .scan import Scan
 
-SIMULATOR_KEY = "simulator"  # the embedded simulator's placeholder key: no key of the user's is sent to it
+SIMULATOR_KEY = (
+    "simulator"  # the embedded simulator's placeholder key: no key of the user's is sent to it
+)
 
 __all__ = ["describe_target", "target_text"]
 
 
 def describe_target(
-    client: Any, api: str, metadata: Mapping[str, Any], *, concurrency: int, window: int, scan: Optional[Scan] = None,
+    client: Any,
+    api: str,
+    metadata: Mapping[str, Any],
+    *,
+    concurrency: int,
+    window: int,
+    scan: Scan | None = None,
     key_source: str = "",
 ) -> dict:
     """Where the run goes, as plain data with no secret: the provider, the
@@ -25,9 +34,18 @@ def describe_target(
     url = public_url(client.base_url)
     simulator = metadata.get(client.provider.spec.base_url_metadata[0]) == "simulator"
     placeholder = simulator and not metadata.get("api_keys") and client.api_key == SIMULATOR_KEY
-    pool = client.get_stats()["key_pool"] if client.api_key or metadata.get("api_keys") else {}  # no key: no row to name
+    pool = (
+        client.get_stats()["key_pool"] if client.api_key or metadata.get("api_keys") else {}
+    )  # no key: no row to name
     keys = [
-        {"name": name, **{limit: row[limit] for limit in ("rpm", "tpm", "max_concurrent") if row.get(limit) is not None}}
+        {
+            "name": name,
+            **{
+                limit: row[limit]
+                for limit in ("rpm", "tpm", "max_concurrent")
+                if row.get(limit) is not None
+            },
+        }
         for name, row in pool.items()
     ]
     models = sorted({model for (_, model) in (scan.by_model if scan is not None else ()) if model})
@@ -54,18 +72,26 @@ def target_text(target: Mapping[str, Any]) -> str:
     models = target.get("models") or []
     parts = [where]
     if models:
-        parts.append("model " + ", ".join(models) if len(models) <= 3 else f"{len(models)} models: {', '.join(models[:3])}, ...")
+        parts.append(
+            "model " + ", ".join(models)
+            if len(models) <= 3
+            else f"{len(models)} models: {', '.join(models[:3])}, ..."
+        )
     keys = target.get("keys") or []
     if target.get("placeholder_key"):
         parts.append("a placeholder key (the simulator needs none)")
     elif keys:
         labels = []
         for key in keys:
-            limits = ", ".join(f"{name} {key[name]:g}" for name in ("rpm", "tpm", "max_concurrent") if name in key)
+            limits = ", ".join(
+                f"{name} {key[name]:g}" for name in ("rpm", "tpm", "max_concurrent") if name in key
+            )
             labels.append(key["name"] + (f" ({limits})" if limits else ""))
         source = f" from {target['key_source']}" if target.get("key_source") else ""
         parts.append(f"key{'s' if len(keys) > 1 else ''} {', '.join(labels)}{source}")
     else:
         parts.append("no key")
-    parts.append(f"concurrency {target['concurrency']}, window {target['window']}, retries {target['max_retries']}")
+    parts.append(
+        f"concurrency {target['concurrency']}, window {target['window']}, retries {target['max_retries']}"
+    )
     return "; ".join(parts)

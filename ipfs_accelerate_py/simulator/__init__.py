@@ -47,10 +47,15 @@ This package imports nothing else from ``ipfs_accelerate_py``.
 
 from .command import ADMIN_TOKEN_ENV, add_arguments, main, scenario_from_args
 from .counters import key_fingerprint
-from .openai_wire import DEFAULT_EMBEDDING_DIMENSIONS, DEFAULT_MODELS, embedding_for, estimate_tokens
-from .scenario import Scenario, ScenarioError, ScriptEntry, describe_fields, load_scenario_file
 from .formats import discover_formats
+from .openai_wire import (
+    DEFAULT_EMBEDDING_DIMENSIONS,
+    DEFAULT_MODELS,
+    embedding_for,
+    estimate_tokens,
+)
 from .routing import RouteConflict
+from .scenario import Scenario, ScenarioError, ScriptEntry, describe_fields, load_scenario_file
 from .server import Simulator, run_server
 from .wireformat import Prepared, Route, WireError, WireFormat
 
@@ -79,4 +84,9 @@ __all__ = [
     "scenario_from_args",
 ]
 
-__doc__ = (__doc__ or "") + "Scenario fields (name, default, meaning)::\n\n" + describe_fields("    ") + "\n"
+__doc__ = (
+    (__doc__ or "")
+    + "Scenario fields (name, default, meaning)::\n\n"
+    + describe_fields("    ")
+    + "\n"
+)

@@ -37,8 +37,9 @@ ADMIN_PREFIX = "/_admin/"
 
 
 def _json(status: int, body: Any) -> web.Response:
-    return web.Response(status=status, body=wire.dumps(body),
-                        headers={"Content-Type": "application/json"})
+    return web.Response(
+        status=status, body=wire.dumps(body), headers={"Content-Type": "application/json"}
+    )
 
 
 def _bad(message: str, *, param: Any = None, fields: Any = None) -> web.Response:
@@ -68,11 +69,12 @@ class AdminHandler:
     async def handle(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         refusal = self._refusal(request)
         if refusal is not None:
-            response = _json(refusal.status, wire.error_body(refusal.status, refusal.message,
-                                                             code=refusal.code))
+            response = _json(
+                refusal.status, wire.error_body(refusal.status, refusal.message, code=refusal.code)
+            )
             response.headers.extend(refusal.headers)
             return response
-        action = self._routes.get((request.method, path[len(ADMIN_PREFIX):]))
+        action = self._routes.get((request.method, path[len(ADMIN_PREFIX) :]))
         if action is None:
             return _json(404, wire.error_body(404, f"Invalid URL ({request.method} {path})"))
         await send_continue(request)  # every admin call with a body reads it
@@ -88,12 +90,15 @@ class AdminHandler:
     def _refusal(self, request: web.BaseRequest) -> Any:
         local = request.transport.get_extra_info("sockname") if request.transport else None
         host, port = (local[0], local[1]) if isinstance(local, tuple) else (None, None)
-        return admin_refusal(request.method, request.headers, self._token,
-                             local_host=host, local_port=port)
+        return admin_refusal(
+            request.method, request.headers, self._token, local_host=host, local_port=port
+        )
 
     def config(self) -> dict:
-        return {"scenario": self._behaviour.scenario.to_dict(key_fingerprint),
-                "pending": self._behaviour.pending()}
+        return {
+            "scenario": self._behaviour.scenario.to_dict(key_fingerprint),
+            "pending": self._behaviour.pending(),
+        }
 
     def _get_counters(self, payload: Any) -> web.Response:
         return _json(200, self._counters.snapshot())
@@ -107,15 +112,20 @@ class AdminHandler:
         try:
             self._behaviour.configure(payload)
         except ScenarioError as exc:
-            return _bad(str(exc), param=exc.fields[0] if exc.fields else None,
-                        fields={"unknown": list(exc.unknown), "invalid": exc.invalid})
+            return _bad(
+                str(exc),
+                param=exc.fields[0] if exc.fields else None,
+                fields={"unknown": list(exc.unknown), "invalid": exc.invalid},
+            )
         return _json(200, self.config())
 
     def _post_reset(self, payload: Any) -> web.Response:
-        if payload is not None and (not isinstance(payload, dict)
-                                    or set(payload) - {"scenario"}
-                                    or not isinstance(payload.get("scenario", True), bool)):
-            return _bad("POST /_admin/reset takes nothing or {\"scenario\": true|false}.")
+        if payload is not None and (
+            not isinstance(payload, dict)
+            or set(payload) - {"scenario"}
+            or not isinstance(payload.get("scenario", True), bool)
+        ):
+            return _bad('POST /_admin/reset takes nothing or {"scenario": true|false}.')
         self._counters.reset()
         self._behaviour.reset(scenario=(payload or {}).get("scenario", True))
         return _json(200, self.config())
@@ -123,13 +133,21 @@ class AdminHandler:
     def _post_script(self, payload: Any) -> web.Response:
         if isinstance(payload, list):
             payload = {"responses": payload}
-        if not isinstance(payload, dict) or "responses" not in payload or set(payload) - {
-                "responses", "path", "append"}:
-            return _bad("POST /_admin/script takes a list of entries or "
-                        "{\"responses\": [...], \"path\": ..., \"append\": false}.")
+        if (
+            not isinstance(payload, dict)
+            or "responses" not in payload
+            or set(payload) - {"responses", "path", "append"}
+        ):
+            return _bad(
+                "POST /_admin/script takes a list of entries or "
+                '{"responses": [...], "path": ..., "append": false}.'
+            )
         try:
-            pending = self._behaviour.set_script(payload["responses"], path=payload.get("path"),
-                                                 append=bool(payload.get("append", False)))
+            pending = self._behaviour.set_script(
+                payload["responses"],
+                path=payload.get("path"),
+                append=bool(payload.get("append", False)),
+            )
         except ValueError as exc:
             return _bad(f"Invalid script: {exc}", param="responses")
         return _json(200, {"pending": pending})

@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
-__all__ = ["ADMIN_TOKEN_BYTES", "AdminRefusal", "LOOPBACK_NAMES", "admin_refusal", "new_admin_token"]
+__all__ = [
+    "ADMIN_TOKEN_BYTES",
+    "AdminRefusal",
+    "LOOPBACK_NAMES",
+    "admin_refusal",
+    "new_admin_token",
+]
 
 ADMIN_TOKEN_BYTES = 24
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -47,27 +53,37 @@ def new_admin_token() -> str:
     return secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
 
 
-def _own_origin(origin: str, local_host: Optional[str], local_port: Optional[int]) -> bool:
+def _own_origin(origin: str, local_host: str | None, local_port: int | None) -> bool:
     try:
         parts = urlsplit(origin.strip())
         port = parts.port or (80 if parts.scheme == "http" else None)
     except ValueError:
         return False
     hosts = LOOPBACK_NAMES | ({local_host.lower()} if local_host else set())
-    return (parts.scheme == "http" and (parts.hostname or "") in hosts
-            and local_port is not None and port == local_port and not parts.path.strip("/"))
+    return (
+        parts.scheme == "http"
+        and (parts.hostname or "") in hosts
+        and local_port is not None
+        and port == local_port
+        and not parts.path.strip("/")
+    )
 
 
-def _bearer(header: Optional[str]) -> Optional[str]:
+def _bearer(header: str | None) -> str | None:
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
-def admin_refusal(method: str, headers: Mapping[str, str], token: str, *,
-                  local_host: Optional[str] = None,
-                  local_port: Optional[int] = None) -> Optional[AdminRefusal]:
+def admin_refusal(
+    method: str,
+    headers: Mapping[str, str],
+    token: str,
+    *,
+    local_host: str | None = None,
+    local_port: int | None = None,
+) -> AdminRefusal | None:
     """None if the admin request may go on, else why not (see the module doc).
 
     ``headers`` must look names up case-insensitively (a CIMultiDict);
@@ -75,21 +91,36 @@ def admin_refusal(method: str, headers: Mapping[str, str], token: str, *,
     """
     origin = headers.get("Origin")
     if origin is not None and not _own_origin(origin, local_host, local_port):
-        return AdminRefusal(403, "cross_origin_refused", f"Cross-origin admin requests are refused (Origin {origin[:100]!r} "
-                                 "is not the simulator's own).")
+        return AdminRefusal(
+            403,
+            "cross_origin_refused",
+            f"Cross-origin admin requests are refused (Origin {origin[:100]!r} "
+            "is not the simulator's own).",
+        )
     site = (headers.get("Sec-Fetch-Site") or "").strip().lower()
     if site in REFUSED_FETCH_SITES:
-        return AdminRefusal(403, "cross_origin_refused", f"Cross-origin admin requests are refused (Sec-Fetch-Site: {site}).")
+        return AdminRefusal(
+            403,
+            "cross_origin_refused",
+            f"Cross-origin admin requests are refused (Sec-Fetch-Site: {site}).",
+        )
     given = _bearer(headers.get("Authorization"))
     if given is None or not hmac.compare_digest(given.encode(), token.encode()):
         what = "no admin token was given" if given is None else "the admin token is wrong"
-        return AdminRefusal(401, "invalid_admin_token", f"The admin endpoint needs 'Authorization: Bearer <admin token>' "
-                                 f"({what}); the token is printed when the simulator starts, "
-                                 "or set with --admin-token.",
-                            (("WWW-Authenticate", 'Bearer realm="simulator admin"'),))
+        return AdminRefusal(
+            401,
+            "invalid_admin_token",
+            f"The admin endpoint needs 'Authorization: Bearer <admin token>' "
+            f"({what}); the token is printed when the simulator starts, "
+            "or set with --admin-token.",
+            (("WWW-Authenticate", 'Bearer realm="simulator admin"'),),
+        )
     if method == "POST":
         kind = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if kind != JSON_TYPE:
-            return AdminRefusal(415, "unsupported_media_type", f"Admin POSTs take Content-Type: {JSON_TYPE} "
-                                     f"(got {kind[:60] or 'none'}).")
+            return AdminRefusal(
+                415,
+                "unsupported_media_type",
+                f"Admin POSTs take Content-Type: {JSON_TYPE} (got {kind[:60] or 'none'}).",
+            )
     return None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Optional, Union
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -38,7 +38,7 @@ from .wireformat import JSON_TYPE, Params, Prepared, WireError, WireFormat, bear
 
 __all__ = ["ApiHandler", "bearer_key", "json_response", "with_headers"]
 
-Answer = Union[web.StreamResponse, Prepared]
+Answer = web.StreamResponse | Prepared
 UPSTREAM_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 _PROXIED = Prepared(model=None, cost=0, body=lambda rid, created: None)
 _NO_PARAMS: dict = {}
@@ -54,8 +54,9 @@ def with_headers(base: dict, extra: dict) -> Any:
     return merged
 
 
-def json_response(status: int, body: Any, headers: dict, request_id: str,
-                  content_type: str = JSON_TYPE) -> web.Response:
+def json_response(
+    status: int, body: Any, headers: dict, request_id: str, content_type: str = JSON_TYPE
+) -> web.Response:
     """A JSON response; a ``str`` or ``bytes`` body is sent verbatim."""
     if isinstance(body, str):
         data = body.encode()
@@ -72,8 +73,17 @@ class _Call:
 
     __slots__ = ("request", "path", "fmt", "route", "params", "key", "ident", "ticket", "raw")
 
-    def __init__(self, request: web.BaseRequest, path: str, fmt: WireFormat, route: Any,
-                 params: Any, key: Optional[str], ident: str, ticket: Ticket) -> None:
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        path: str,
+        fmt: WireFormat,
+        route: Any,
+        params: Any,
+        key: str | None,
+        ident: str,
+        ticket: Ticket,
+    ) -> None:
         self.request = request
         self.path = path
         self.fmt = fmt
@@ -88,8 +98,9 @@ class _Call:
 class ApiHandler:
     """Answers API requests of every format from a :class:`Behaviour`, counting into :class:`Counters`."""
 
-    def __init__(self, behaviour: Behaviour, counters: Counters, router: Router,
-                 default: WireFormat) -> None:
+    def __init__(
+        self, behaviour: Behaviour, counters: Counters, router: Router, default: WireFormat
+    ) -> None:
         self._behaviour = behaviour
         self._counters = counters
         self._router = router
@@ -125,8 +136,7 @@ class ApiHandler:
         method = call.request.method
         if route is None:
             if call.params is None:
-                return self._error(call, WireError(404, f"Invalid URL ({method} {call.path})"),
-                                   {})
+                return self._error(call, WireError(404, f"Invalid URL ({method} {call.path})"), {})
             allowed = ", ".join(call.params)
             exc = WireError(405, f"Method {method} not allowed for {call.path}; use {allowed}.")
             return self._error(call, exc, {"Allow": allowed})
@@ -135,8 +145,9 @@ class ApiHandler:
         if behaviour.quiet:
             return await self._normal(call, scenario, {})
         if not scenario.targets(method, call.path, route.targeted):
-            headers = (self._rate_headers(call, time.monotonic())
-                       if scenario.rate_limits.active else {})
+            headers = (
+                self._rate_headers(call, time.monotonic()) if scenario.rate_limits.active else {}
+            )
             if scenario.valid_keys and call.key not in scenario.key_set:
                 return self._error(call, call.fmt.auth_error(call.key), headers)
             return await self._normal(call, scenario, headers)
@@ -175,8 +186,9 @@ class ApiHandler:
         if verdict is not None:
             headers = fmt.rate_headers(verdict.state)
             if not verdict.allowed:
-                return self._rate_limited(call, verdict.exceeded, verdict.retry_after,
-                                          scenario, headers)
+                return self._rate_limited(
+                    call, verdict.exceeded, verdict.retry_after, scenario, headers
+                )
         fault = behaviour.draw_fault()
         if fault == "error":
             self._counters.fault("error")
@@ -188,8 +200,9 @@ class ApiHandler:
                 return early
         return await self._write(call, prepared, scenario, scenario, headers, 200)
 
-    async def _scripted(self, call: _Call, scenario: Scenario,
-                        entry: ScriptEntry) -> web.StreamResponse:
+    async def _scripted(
+        self, call: _Call, scenario: Scenario, entry: ScriptEntry
+    ) -> web.StreamResponse:
         if entry.delay > 0:
             await asyncio.sleep(entry.delay)
         headers = dict(entry.headers)
@@ -234,28 +247,44 @@ class ApiHandler:
                 return _PROXIED
             prepared = route.parse(payload, scenario, Params(call.params, request))
             call.ticket.model = prepared.model
-            if (scenario.strict_models and prepared.model is not None
-                    and prepared.model not in scenario.models):
+            if (
+                scenario.strict_models
+                and prepared.model is not None
+                and prepared.model not in scenario.models
+            ):
                 raise call.fmt.model_not_found(prepared.model)
         except WireError as exc:
             return self._error(call, exc, headers)
         return prepared
 
-    async def _fault(self, call: _Call, fault: str,
-                     scenario: Scenario) -> Optional[web.StreamResponse]:
+    async def _fault(
+        self, call: _Call, fault: str, scenario: Scenario
+    ) -> web.StreamResponse | None:
         """Carry out drop, hang or malformed; None when the request goes on (after a hang)."""
         if fault == "drop":
             return _drop(call)
         if fault == "malformed":
             call.ticket.status = 200
-            return web.Response(status=200, body=call.fmt.malformed_body,
-                                headers={"Content-Type": call.fmt.malformed_content_type,
-                                         "x-request-id": call.ticket.request_id})
+            return web.Response(
+                status=200,
+                body=call.fmt.malformed_body,
+                headers={
+                    "Content-Type": call.fmt.malformed_content_type,
+                    "x-request-id": call.ticket.request_id,
+                },
+            )
         await asyncio.sleep(scenario.hang_seconds)
         return None
 
-    async def _write(self, call: _Call, prepared: Prepared, scenario: Scenario, faults: Any,
-                     headers: dict, status: int) -> web.StreamResponse:
+    async def _write(
+        self,
+        call: _Call,
+        prepared: Prepared,
+        scenario: Scenario,
+        faults: Any,
+        headers: dict,
+        status: int,
+    ) -> web.StreamResponse:
         """The normal answer, as one body or as a stream with ``faults``' stream faults."""
         if prepared is _PROXIED:
             return await self._forward(call, scenario, headers)
@@ -267,45 +296,71 @@ class ApiHandler:
         ticket.status = status
         _served(ticket, prepared, status)
         if prepared.encode is not None:
-            out = with_headers({"Content-Type": prepared.content_type, "x-request-id": rid},
-                               headers)
-            return web.Response(status=status, body=prepared.encode(rid[4:], created),
-                                headers=out)
-        return json_response(status, prepared.body(rid[4:], created), headers, rid,
-                             prepared.content_type)
+            out = with_headers(
+                {"Content-Type": prepared.content_type, "x-request-id": rid}, headers
+            )
+            return web.Response(status=status, body=prepared.encode(rid[4:], created), headers=out)
+        return json_response(
+            status, prepared.body(rid[4:], created), headers, rid, prepared.content_type
+        )
 
-    async def _forward(self, call: _Call, scenario: Scenario,
-                       headers: dict) -> web.StreamResponse:
+    async def _forward(self, call: _Call, scenario: Scenario, headers: dict) -> web.StreamResponse:
         upstream = scenario.upstream
         if upstream is None:
-            return self._error(call, WireError(404, f"Invalid URL ({call.request.method} "
-                                                    f"{call.path}); no upstream is set."), headers)
+            return self._error(
+                call,
+                WireError(
+                    404, f"Invalid URL ({call.request.method} {call.path}); no upstream is set."
+                ),
+                headers,
+            )
         try:
             response = await self._forwarder.forward(
-                call.request, call.raw, upstream, headers, call.ticket.request_id,
-                forward_credentials=scenario.forward_credentials)
+                call.request,
+                call.raw,
+                upstream,
+                headers,
+                call.ticket.request_id,
+                forward_credentials=scenario.forward_credentials,
+            )
         except UPSTREAM_ERRORS as exc:
             message = f"Upstream {upstream} failed: {type(exc).__name__}."
             return self._error(call, WireError(502, message), headers)
         call.ticket.status = response.status
         return response
 
-    async def _stream(self, call: _Call, prepared: Prepared, scenario: Scenario, faults: Any,
-                      headers: dict, status: int) -> web.StreamResponse:
+    async def _stream(
+        self,
+        call: _Call,
+        prepared: Prepared,
+        scenario: Scenario,
+        faults: Any,
+        headers: dict,
+        status: int,
+    ) -> web.StreamResponse:
         ticket = call.ticket
         rid = ticket.request_id
         framing = prepared.framing or call.fmt.framing
-        events = [framing.encode(event, index) for index, event in
-                  enumerate(prepared.chunks(rid[4:], int(time.time())))]
-        out = with_headers({"Content-Type": framing.content_type, "Cache-Control": "no-cache",
-                            "x-request-id": rid}, headers)
+        events = [
+            framing.encode(event, index)
+            for index, event in enumerate(prepared.chunks(rid[4:], int(time.time())))
+        ]
+        out = with_headers(
+            {
+                "Content-Type": framing.content_type,
+                "Cache-Control": "no-cache",
+                "x-request-id": rid,
+            },
+            headers,
+        )
         response = web.StreamResponse(status=status, headers=out)
         try:
             await response.prepare(call.request)
             ticket.status = status
             self._counters.stream_started()
-            if not await self._events(call.request, response, events, framing.malformed,
-                                      scenario, faults):
+            if not await self._events(
+                call.request, response, events, framing.malformed, scenario, faults
+            ):
                 return response
             if framing.terminator is not None:
                 await response.write(framing.terminator)
@@ -317,12 +372,25 @@ class ApiHandler:
         _served(ticket, prepared, status)
         return response
 
-    async def _events(self, request: web.BaseRequest, response: web.StreamResponse,
-                      events: list, malformed: bytes, scenario: Scenario, faults: Any) -> bool:
+    async def _events(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        events: list,
+        malformed: bytes,
+        scenario: Scenario,
+        faults: Any,
+    ) -> bool:
         """Write the events with stream faults; False when the stream was cut."""
         count = len(events)
-        stall, cut, bad = (None if n is None else min(n, count) for n in (
-            faults.stream_stall_after, faults.stream_cut_after, faults.stream_malformed_after))
+        stall, cut, bad = (
+            None if n is None else min(n, count)
+            for n in (
+                faults.stream_stall_after,
+                faults.stream_cut_after,
+                faults.stream_malformed_after,
+            )
+        )
         for index in range(count + 1):
             if index == stall:
                 self._counters.fault("stream_stall")
@@ -344,28 +412,30 @@ class ApiHandler:
     def _error(self, call: _Call, exc: WireError, headers: dict) -> web.Response:
         ticket = call.ticket
         ticket.status = exc.status
-        body, content_type = call.fmt.render_error(exc, self._behaviour.scenario,
-                                                   ticket.request_id)
-        out = with_headers({"Content-Type": content_type, "x-request-id": ticket.request_id},
-                           headers)
+        body, content_type = call.fmt.render_error(exc, self._behaviour.scenario, ticket.request_id)
+        out = with_headers(
+            {"Content-Type": content_type, "x-request-id": ticket.request_id}, headers
+        )
         return web.Response(status=exc.status, body=body, headers=out)
 
-    def _injected(self, call: _Call, status: int, scenario: Scenario,
-                  headers: dict) -> web.Response:
+    def _injected(
+        self, call: _Call, status: int, scenario: Scenario, headers: dict
+    ) -> web.Response:
         overloaded = call.fmt.overloaded_status
         if status in (429, 503, overloaded) and scenario.retry_after is not None:
             headers = dict(headers, **retry_after_headers(scenario.retry_after, exact=True))
         what = "outage" if status == overloaded and scenario.outage else "server error"
-        return self._error(call, WireError(status, f"Simulated {what} (injected fault)."),
-                           headers)
+        return self._error(call, WireError(status, f"Simulated {what} (injected fault)."), headers)
 
-    def _rate_limited(self, call: _Call, exceeded: str, wait: float, scenario: Scenario,
-                      headers: dict) -> web.Response:
+    def _rate_limited(
+        self, call: _Call, exceeded: str, wait: float, scenario: Scenario, headers: dict
+    ) -> web.Response:
         exact = scenario.retry_after is not None
         headers = dict(headers)
         headers.update(retry_after_headers(scenario.retry_after if exact else wait, exact=exact))
-        return self._error(call, call.fmt.rate_limit_error(exceeded, headers["retry-after"]),
-                           headers)
+        return self._error(
+            call, call.fmt.rate_limit_error(exceeded, headers["retry-after"]), headers
+        )
 
 
 async def _read_json(request: web.BaseRequest, optional: bool = False) -> Any:

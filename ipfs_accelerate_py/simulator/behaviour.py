@@ -14,7 +14,8 @@ from __future__ import annotations
 import collections
 import random
 import threading
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .ratelimit import FixedWindows, Verdict
 from .scenario import FIELD_NAMES, Scenario, ScriptEntry, normalise_path, script_entries
@@ -23,10 +24,18 @@ from .wireformat import RateState
 __all__ = ["Behaviour"]
 
 FAULTS = ("error", "drop", "hang", "malformed")
-_NEXT_FIELDS = {"error": "fail_next", "drop": "drop_next", "hang": "hang_next",
-                "malformed": "malformed_next"}
-_RATE_FIELDS = {"error": "error_rate", "drop": "drop_rate", "hang": "hang_rate",
-                "malformed": "malformed_rate"}
+_NEXT_FIELDS = {
+    "error": "fail_next",
+    "drop": "drop_next",
+    "hang": "hang_next",
+    "malformed": "malformed_next",
+}
+_RATE_FIELDS = {
+    "error": "error_rate",
+    "drop": "drop_rate",
+    "hang": "hang_rate",
+    "malformed": "malformed_rate",
+}
 
 
 class Behaviour:
@@ -61,16 +70,14 @@ class Behaviour:
             with self._lock:
                 self._install(self._initial, FIELD_NAMES)
 
-    def set_script(self, entries: Any, path: Optional[str] = None,
-                   append: bool = False) -> int:
+    def set_script(self, entries: Any, path: str | None = None, append: bool = False) -> int:
         """Replace (or extend) the pending script, global or for ``path``; return its length."""
         checked = script_entries(entries)
         with self._lock:
             if path is None:
                 queue = self._script
             else:
-                queue = self._path_scripts.setdefault(normalise_path(path),
-                                                      collections.deque())
+                queue = self._path_scripts.setdefault(normalise_path(path), collections.deque())
             if not append:
                 queue.clear()
             queue.extend(checked)
@@ -86,8 +93,9 @@ class Behaviour:
         if "script" in changed:
             self._script = collections.deque(scenario.script)
         if "path_scripts" in changed:
-            self._path_scripts = {p: collections.deque(es)
-                                  for p, es in scenario.path_scripts.items()}
+            self._path_scripts = {
+                p: collections.deque(es) for p, es in scenario.path_scripts.items()
+            }
         if "seed" in changed:
             self._faults_rng.seed(scenario.seed)
             self._jitter_rng.seed(scenario.seed)
@@ -96,12 +104,16 @@ class Behaviour:
         self._refresh()
 
     def _refresh(self) -> None:
-        self.quiet = (self.scenario.is_plain and not any(self._next.values())
-                      and not self._script and not any(self._path_scripts.values()))
+        self.quiet = (
+            self.scenario.is_plain
+            and not any(self._next.values())
+            and not self._script
+            and not any(self._path_scripts.values())
+        )
 
     # -- asking it (per request) ----------------------------------------------------
 
-    def take_script(self, path: str) -> Optional[ScriptEntry]:
+    def take_script(self, path: str) -> ScriptEntry | None:
         """The next script entry for ``path`` (its own script first), consumed."""
         with self._lock:
             for queue in (self._path_scripts.get(path), self._script):
@@ -111,13 +123,16 @@ class Behaviour:
                     return entry
         return None
 
-    def draw_fault(self) -> Optional[str]:
+    def draw_fault(self) -> str | None:
         """The fault for this request, if any: ``error``, ``drop``, ``hang`` or ``malformed``."""
         scenario = self.scenario
         with self._lock:
-            fired = [kind for kind in FAULTS
-                     if getattr(scenario, _RATE_FIELDS[kind]) > 0
-                     and self._faults_rng.random() < getattr(scenario, _RATE_FIELDS[kind])]
+            fired = [
+                kind
+                for kind in FAULTS
+                if getattr(scenario, _RATE_FIELDS[kind]) > 0
+                and self._faults_rng.random() < getattr(scenario, _RATE_FIELDS[kind])
+            ]
             for kind in FAULTS:
                 if self._next[kind] > 0:
                     self._next[kind] -= 1
@@ -133,7 +148,7 @@ class Behaviour:
         with self._lock:
             return scenario.latency + self._jitter_rng.random() * scenario.latency_jitter
 
-    def admit(self, key: Optional[str], ident: str, cost: int, now: float) -> Optional[Verdict]:
+    def admit(self, key: str | None, ident: str, cost: int, now: float) -> Verdict | None:
         """Rate-limit verdict for ``key`` (fingerprint ``ident``); None when it has no limits."""
         scenario = self.scenario
         rpm, tpm = scenario.rate_limits.for_key(key)
@@ -142,7 +157,7 @@ class Behaviour:
         with self._lock:
             return self._windows.admit(ident, rpm, tpm, cost, now, scenario.rate_window)
 
-    def rate_state(self, key: Optional[str], ident: str, now: float) -> Optional[RateState]:
+    def rate_state(self, key: str | None, ident: str, now: float) -> RateState | None:
         """What ``key`` has left in its window, without consuming anything; None without limits."""
         scenario = self.scenario
         rpm, tpm = scenario.rate_limits.for_key(key)
@@ -154,7 +169,11 @@ class Behaviour:
     def pending(self) -> dict:
         """What is still queued: countdowns and script lengths."""
         with self._lock:
-            return {"fail_next": self._next["error"], "drop_next": self._next["drop"],
-                    "hang_next": self._next["hang"], "malformed_next": self._next["malformed"],
-                    "script": len(self._script),
-                    "path_scripts": {p: len(q) for p, q in self._path_scripts.items() if q}}
+            return {
+                "fail_next": self._next["error"],
+                "drop_next": self._next["drop"],
+                "hang_next": self._next["hang"],
+                "malformed_next": self._next["malformed"],
+                "script": len(self._script),
+                "path_scripts": {p: len(q) for p, q in self._path_scripts.items() if q},
+            }

@@ -16,7 +16,8 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .scenario import Scenario, ScenarioError, describe_fields, load_scenario_file
 from .server import DEFAULT_HOST, run_server
@@ -48,13 +49,19 @@ def _json(text: str) -> Any:
 def _add_field_flag(group: Any, f: dataclasses.Field) -> None:
     kind, doc, dest = f.metadata["cli"], f.metadata["doc"], _DEST_PREFIX + f.name
     if kind == "strings":
-        group.add_argument(_LIST_FLAGS[f.name], dest=dest, action="append", metavar="VALUE",
-                           help=f"{f.name}: {doc} (repeatable)")
+        group.add_argument(
+            _LIST_FLAGS[f.name],
+            dest=dest,
+            action="append",
+            metavar="VALUE",
+            help=f"{f.name}: {doc} (repeatable)",
+        )
         return
     flag = "--" + f.name.replace("_", "-")
     if kind == "bool":
-        group.add_argument(flag, dest=dest, nargs="?", const=True, type=_bool,
-                           metavar="BOOL", help=f"{doc}")
+        group.add_argument(
+            flag, dest=dest, nargs="?", const=True, type=_bool, metavar="BOOL", help=f"{doc}"
+        )
         return
     types = {"float": float, "int": int, "json": _json, "str": str}
     metavar = {"float": "X", "int": "N", "json": "JSON", "str": "TEXT"}[kind]
@@ -64,23 +71,41 @@ def _add_field_flag(group: Any, f: dataclasses.Field) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the simulator's flags (host, port, scenario file, every scenario field)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = ("Scenario fields (in --scenario FILE, POST /_admin/config, or as flags):\n"
-                     + describe_fields())
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help=f"address to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_CLI_PORT,
-                        help=f"port to listen on; 0 = any free port (default {DEFAULT_CLI_PORT})")
-    parser.add_argument("--scenario", metavar="FILE",
-                        help="scenario file (.json, .yaml or .yml); flags override its fields")
-    parser.add_argument("--admin-token", metavar="TOKEN",
-                        help="token /_admin/ requests must send as 'Authorization: Bearer TOKEN' "
-                             f"(default: ${ADMIN_TOKEN_ENV}, else a random one, printed at start)")
-    parser.add_argument("--no-uvloop", action="store_true",
-                        help="use the default asyncio loop even if uvloop is installed")
-    parser.add_argument("--rpm", type=int, metavar="N",
-                        help="requests per window allowed per key (rate_limits.rpm)")
-    parser.add_argument("--tpm", type=int, metavar="N",
-                        help="tokens per window allowed per key (rate_limits.tpm)")
+    parser.epilog = (
+        "Scenario fields (in --scenario FILE, POST /_admin/config, or as flags):\n"
+        + describe_fields()
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_CLI_PORT,
+        help=f"port to listen on; 0 = any free port (default {DEFAULT_CLI_PORT})",
+    )
+    parser.add_argument(
+        "--scenario",
+        metavar="FILE",
+        help="scenario file (.json, .yaml or .yml); flags override its fields",
+    )
+    parser.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        help="token /_admin/ requests must send as 'Authorization: Bearer TOKEN' "
+        f"(default: ${ADMIN_TOKEN_ENV}, else a random one, printed at start)",
+    )
+    parser.add_argument(
+        "--no-uvloop",
+        action="store_true",
+        help="use the default asyncio loop even if uvloop is installed",
+    )
+    parser.add_argument(
+        "--rpm", type=int, metavar="N", help="requests per window allowed per key (rate_limits.rpm)"
+    )
+    parser.add_argument(
+        "--tpm", type=int, metavar="N", help="tokens per window allowed per key (rate_limits.tpm)"
+    )
     group = parser.add_argument_group("scenario fields")
     for f in dataclasses.fields(Scenario):
         _add_field_flag(group, f)
@@ -115,11 +140,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and serve until interrupted; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m ipfs_accelerate_py simulate",
         description="Run the local OpenAI-compatible provider simulator (fault injection, "
-                    "rate limits, counters at /_admin/counters).")
+        "rate limits, counters at /_admin/counters).",
+    )
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

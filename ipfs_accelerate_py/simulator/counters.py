@@ -35,7 +35,6 @@ import collections
 import hashlib
 import itertools
 import threading
-from typing import Optional
 
 __all__ = ["Counters", "Ticket", "key_fingerprint"]
 
@@ -44,13 +43,22 @@ OTHER = "other"
 MAX_MAP_ENTRIES = 1000
 RECENT_SIZES = 1000
 FINGERPRINT_CACHE = 4096
-FAULT_KINDS = ("error", "outage", "drop", "hang", "malformed", "stream_stall", "stream_cut",
-               "stream_malformed", "scripted")
+FAULT_KINDS = (
+    "error",
+    "outage",
+    "drop",
+    "hang",
+    "malformed",
+    "stream_stall",
+    "stream_cut",
+    "stream_malformed",
+    "scripted",
+)
 
 _fingerprints: dict[str, str] = {}
 
 
-def key_fingerprint(key: Optional[str]) -> str:
+def key_fingerprint(key: str | None) -> str:
     """``sha256(key).hexdigest()[:8]``, or ``"anonymous"``: how counters name a key."""
     if not key:
         return ANONYMOUS
@@ -65,18 +73,28 @@ def key_fingerprint(key: Optional[str]) -> str:
 class Ticket:
     """One API request's record, filled in while it is handled, then finished."""
 
-    __slots__ = ("path", "key", "request_id", "status", "model", "prompt_tokens",
-                 "completion_tokens", "embedding_inputs", "disconnected", "stream_finished")
+    __slots__ = (
+        "path",
+        "key",
+        "request_id",
+        "status",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "embedding_inputs",
+        "disconnected",
+        "stream_finished",
+    )
 
     def __init__(self, path: str, key: str, request_id: str) -> None:
         self.path = path
         self.key = key
         self.request_id = request_id
-        self.status: Optional[int] = None
-        self.model: Optional[str] = None
+        self.status: int | None = None
+        self.model: str | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.embedding_inputs: Optional[int] = None
+        self.embedding_inputs: int | None = None
         self.disconnected = False
         self.stream_finished = False
 
@@ -188,7 +206,10 @@ class Counters:
                 "client_disconnects": self.disconnects,
                 "streams": {"started": self.streams_started, "finished": self.streams_finished},
                 "tokens": dict(self.tokens),
-                "embedding_inputs": {"calls": self.embed_calls, "total": self.embed_total,
-                                     "by_size": dict(self.embed_sizes),
-                                     "recent": list(self.embed_recent)},
+                "embedding_inputs": {
+                    "calls": self.embed_calls,
+                    "total": self.embed_total,
+                    "by_size": dict(self.embed_sizes),
+                    "recent": list(self.embed_recent),
+                },
             }

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import Optional
 
 from .server import Simulator
 
 __all__ = ["embedded_simulator"]
 
 _lock = threading.Lock()
-_instance: Optional[Simulator] = None
+_instance: Simulator | None = None
 
 
 def embedded_simulator() -> Simulator:

@@ -28,7 +28,7 @@ import json
 import math
 import re
 import struct
-from typing import Any, Optional
+from typing import Any
 
 from .wireformat import Prepared, WireError, dumps
 
@@ -83,10 +83,12 @@ _CHAT_TEMPLATE = (
     '{"id":"chatcmpl-%s","object":"chat.completion","created":%d,"model":%s,'
     '"system_fingerprint":"fp_simulator","choices":[{"index":0,"message":{"role":"assistant",'
     '"content":%s},"logprobs":null,"finish_reason":"%s"}],"usage":{"prompt_tokens":%d,'
-    '"completion_tokens":%d,"total_tokens":%d}}')
+    '"completion_tokens":%d,"total_tokens":%d}}'
+)
 _EMBEDDING_ITEM = '{"object":"embedding","index":%d,"embedding":%s}'
-_EMBEDDINGS_TEMPLATE = ('{"object":"list","data":[%s],"model":%s,'
-                        '"usage":{"prompt_tokens":%d,"total_tokens":%d}}')
+_EMBEDDINGS_TEMPLATE = (
+    '{"object":"list","data":[%s],"model":%s,"usage":{"prompt_tokens":%d,"total_tokens":%d}}'
+)
 
 
 def error_type_for(status: int) -> str:
@@ -96,11 +98,23 @@ def error_type_for(status: int) -> str:
     return _ERROR_TYPES.get(status, "invalid_request_error")
 
 
-def error_body(status: int, message: str, *, param: Optional[str] = None,
-               code: Optional[str] = None, type: Optional[str] = None) -> dict:
+def error_body(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    type: str | None = None,
+) -> dict:
     """``{"error": {"message", "type", "param", "code"}}`` as OpenAI sends it."""
-    return {"error": {"message": message, "type": type or error_type_for(status),
-                      "param": param, "code": code}}
+    return {
+        "error": {
+            "message": message,
+            "type": type or error_type_for(status),
+            "param": param,
+            "code": code,
+        }
+    }
 
 
 def estimate_tokens(text: str) -> int:
@@ -126,10 +140,14 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content
-                       if isinstance(part, dict) and isinstance(part.get("text"), str))
-    raise WireError(400, "Invalid message content: expected a string or a list of parts.",
-                    param="messages")
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    raise WireError(
+        400, "Invalid message content: expected a string or a list of parts.", param="messages"
+    )
 
 
 def _stream_flags(payload: dict) -> tuple[bool, bool]:
@@ -139,17 +157,18 @@ def _stream_flags(payload: dict) -> tuple[bool, bool]:
     return stream, include_usage
 
 
-def _max_tokens(payload: dict) -> Optional[int]:
+def _max_tokens(payload: dict) -> int | None:
     value = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise WireError(400, f"Invalid max_tokens: {value!r}; expected an integer >= 1.",
-                        param="max_tokens")
+        raise WireError(
+            400, f"Invalid max_tokens: {value!r}; expected an integer >= 1.", param="max_tokens"
+        )
     return value
 
 
-def _reply(prompt: str, max_tokens: Optional[int]) -> tuple[str, str]:
+def _reply(prompt: str, max_tokens: int | None) -> tuple[str, str]:
     text = REPLY_PREFIX + prompt[:REPLY_QUOTE_CHARS]
     if max_tokens is not None and estimate_tokens(text) > max_tokens:
         return text[: max_tokens * CHARS_PER_TOKEN], "length"
@@ -159,15 +178,18 @@ def _reply(prompt: str, max_tokens: Optional[int]) -> tuple[str, str]:
 def reply_pieces(text: str) -> list[str]:
     """A reply cut into stream deltas of a few words; they concatenate back to ``text``."""
     words = _WORDS.findall(text)
-    return ["".join(words[i:i + WORDS_PER_CHUNK]) for i in range(0, len(words), WORDS_PER_CHUNK)]
+    return ["".join(words[i : i + WORDS_PER_CHUNK]) for i in range(0, len(words), WORDS_PER_CHUNK)]
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def _chunks(head: dict, choices: list, usage: Optional[dict]) -> list:
+def _chunks(head: dict, choices: list, usage: dict | None) -> list:
     """One stream chunk per choice, then (``stream_options.include_usage``) the usage chunk."""
     out = [dict(head, choices=[choice]) for choice in choices]
     if usage is not None:
@@ -180,8 +202,9 @@ def parse_chat(payload: Any) -> Prepared:
     model = _require_model(payload)
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise WireError(400, "'messages' must be a non-empty list of message objects.",
-                        param="messages")
+        raise WireError(
+            400, "'messages' must be a non-empty list of message objects.", param="messages"
+        )
     texts = []
     last_user = None
     for message in messages:
@@ -201,28 +224,65 @@ def parse_chat(payload: Any) -> Prepared:
     usage = _usage(prompt_tokens, completion_tokens)
 
     def encode(rid: str, created: int) -> bytes:
-        return (_CHAT_TEMPLATE % (rid, created, _quote(model), _quote(reply), finish,
-                                  prompt_tokens, completion_tokens,
-                                  prompt_tokens + completion_tokens)).encode()
+        return (
+            _CHAT_TEMPLATE
+            % (
+                rid,
+                created,
+                _quote(model),
+                _quote(reply),
+                finish,
+                prompt_tokens,
+                completion_tokens,
+                prompt_tokens + completion_tokens,
+            )
+        ).encode()
 
     def body(rid: str, created: int) -> dict:
-        return {"id": "chatcmpl-" + rid, "object": "chat.completion", "created": created,
-                "model": model, "system_fingerprint": "fp_simulator",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                             "logprobs": None, "finish_reason": finish}],
-                "usage": usage}
+        return {
+            "id": "chatcmpl-" + rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_simulator",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": usage,
+        }
 
     def chunks(rid: str, created: int) -> list:
-        head = {"id": "chatcmpl-" + rid, "object": "chat.completion.chunk", "created": created,
-                "model": model, "system_fingerprint": "fp_simulator"}
-        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in reply_pieces(reply)]
-        choices = [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas]
+        head = {
+            "id": "chatcmpl-" + rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_simulator",
+        }
+        deltas = [{"role": "assistant", "content": ""}] + [
+            {"content": p} for p in reply_pieces(reply)
+        ]
+        choices = [
+            {"index": 0, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas
+        ]
         choices.append({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})
         return _chunks(head, choices, usage if include_usage else None)
 
-    return Prepared(model=model, cost=usage["total_tokens"], body=body, stream=stream,
-                    chunks=chunks, prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens, encode=encode)
+    return Prepared(
+        model=model,
+        cost=usage["total_tokens"],
+        body=body,
+        stream=stream,
+        chunks=chunks,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        encode=encode,
+    )
 
 
 def parse_completion(payload: Any) -> Prepared:
@@ -240,23 +300,38 @@ def parse_completion(payload: Any) -> Prepared:
     usage = _usage(prompt_tokens, completion_tokens)
 
     def body(rid: str, created: int) -> dict:
-        return {"id": "cmpl-" + rid, "object": "text_completion", "created": created,
-                "model": model,
-                "choices": [{"text": reply, "index": 0, "logprobs": None,
-                             "finish_reason": finish}],
-                "usage": usage}
+        return {
+            "id": "cmpl-" + rid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"text": reply, "index": 0, "logprobs": None, "finish_reason": finish}],
+            "usage": usage,
+        }
 
     def chunks(rid: str, created: int) -> list:
-        head = {"id": "cmpl-" + rid, "object": "text_completion", "created": created,
-                "model": model}
-        choices = [{"text": p, "index": 0, "logprobs": None, "finish_reason": None}
-                   for p in reply_pieces(reply)]
+        head = {
+            "id": "cmpl-" + rid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+        }
+        choices = [
+            {"text": p, "index": 0, "logprobs": None, "finish_reason": None}
+            for p in reply_pieces(reply)
+        ]
         choices.append({"text": "", "index": 0, "logprobs": None, "finish_reason": finish})
         return _chunks(head, choices, usage if include_usage else None)
 
-    return Prepared(model=model, cost=usage["total_tokens"], body=body, stream=stream,
-                    chunks=chunks, prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens)
+    return Prepared(
+        model=model,
+        cost=usage["total_tokens"],
+        body=body,
+        stream=stream,
+        chunks=chunks,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
 
 
 # -- embeddings ---------------------------------------------------------------------
@@ -298,8 +373,9 @@ def embedding_for(text: str, dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS) -> 
     [-1, 1); the vector is then normalised and rounded to float32.
     """
     if not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
-        raise ValueError(f"dimensions must be an int in 1..{MAX_EMBEDDING_DIMENSIONS}, "
-                         f"got {dimensions!r}")
+        raise ValueError(
+            f"dimensions must be an int in 1..{MAX_EMBEDDING_DIMENSIONS}, got {dimensions!r}"
+        )
     return _floats(_packed(text, dimensions))
 
 
@@ -307,14 +383,22 @@ def _embedding_inputs(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list) or not value:
-        raise WireError(400, "'input' must be a string or a non-empty list of strings.",
-                        param="input")
+        raise WireError(
+            400, "'input' must be a string or a non-empty list of strings.", param="input"
+        )
     if not all(isinstance(item, str) for item in value):
-        raise WireError(400, "'input' must be strings: token arrays are not supported by the "
-                             "simulator.", param="input")
+        raise WireError(
+            400,
+            "'input' must be strings: token arrays are not supported by the simulator.",
+            param="input",
+        )
     if len(value) > MAX_EMBEDDING_INPUTS:
-        raise WireError(400, f"'input' has {len(value)} items; at most {MAX_EMBEDDING_INPUTS} "
-                             "inputs are allowed per request.", param="input")
+        raise WireError(
+            400,
+            f"'input' has {len(value)} items; at most {MAX_EMBEDDING_INPUTS} "
+            "inputs are allowed per request.",
+            param="input",
+        )
     return value
 
 
@@ -322,23 +406,31 @@ def _dimensions(payload: dict, default: int) -> int:
     value = payload.get("dimensions")
     if value is None:
         return default
-    if (not isinstance(value, int) or isinstance(value, bool)
-            or not 1 <= value <= MAX_EMBEDDING_DIMENSIONS):
-        raise WireError(400, f"'dimensions' must be an integer in 1..{MAX_EMBEDDING_DIMENSIONS}.",
-                        param="dimensions")
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_EMBEDDING_DIMENSIONS
+    ):
+        raise WireError(
+            400,
+            f"'dimensions' must be an integer in 1..{MAX_EMBEDDING_DIMENSIONS}.",
+            param="dimensions",
+        )
     return value
 
 
-def parse_embeddings(payload: Any, default_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS
-                     ) -> Prepared:
+def parse_embeddings(
+    payload: Any, default_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS
+) -> Prepared:
     """Validate a ``/v1/embeddings`` body and prepare its answer."""
     model = _require_model(payload)
     inputs = _embedding_inputs(payload.get("input"))
     dimensions = _dimensions(payload, default_dimensions)
     encoding = payload.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise WireError(400, "'encoding_format' must be 'float' or 'base64'.",
-                        param="encoding_format")
+        raise WireError(
+            400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format"
+        )
     tokens = sum(estimate_tokens(text) for text in inputs)
 
     def vector(text: str) -> Any:
@@ -348,19 +440,31 @@ def parse_embeddings(payload: Any, default_dimensions: int = DEFAULT_EMBEDDING_D
         return base64.b64encode(packed).decode("ascii")
 
     def body(rid: str, created: int) -> dict:
-        return {"object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": vector(text)}
-                         for i, text in enumerate(inputs)],
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": vector(text)}
+                for i, text in enumerate(inputs)
+            ],
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     def encode(rid: str, created: int) -> bytes:
-        data = ",".join(_EMBEDDING_ITEM % (i, _vector_json(text, dimensions, encoding))
-                        for i, text in enumerate(inputs))
+        data = ",".join(
+            _EMBEDDING_ITEM % (i, _vector_json(text, dimensions, encoding))
+            for i, text in enumerate(inputs)
+        )
         return (_EMBEDDINGS_TEMPLATE % (data, _quote(model), tokens, tokens)).encode()
 
-    return Prepared(model=model, cost=tokens, body=body, prompt_tokens=tokens,
-                    embedding_inputs=len(inputs), encode=encode)
+    return Prepared(
+        model=model,
+        cost=tokens,
+        body=body,
+        prompt_tokens=tokens,
+        embedding_inputs=len(inputs),
+        encode=encode,
+    )
 
 
 # -- models -------------------------------------------------------------------------
@@ -376,5 +480,9 @@ def models_list(models: tuple) -> dict:
 
 
 def model_not_found(model_id: str) -> WireError:
-    return WireError(404, f"The model `{model_id}` does not exist or you do not have access "
-                          "to it.", param="model", code="model_not_found")
+    return WireError(
+        404,
+        f"The model `{model_id}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )

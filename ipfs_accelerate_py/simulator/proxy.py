@@ -17,7 +17,7 @@ key of a proxied request is the access key id of an AWS SigV4
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -27,20 +27,58 @@ from yarl import URL
 
 from .wireformat import WireError, WireFormat, bearer_key
 
-__all__ = ["CREDENTIAL_HEADERS", "PROXY_FORMAT", "PROXY_ROUTE", "Forwarder", "ProxyFormat",
-           "forwarded_headers", "sigv4_key"]
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "PROXY_FORMAT",
+    "PROXY_ROUTE",
+    "Forwarder",
+    "ProxyFormat",
+    "forwarded_headers",
+    "sigv4_key",
+]
 
 CONNECT_TIMEOUT = 10.0
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailer", "trailers", "transfer-encoding", "upgrade", "expect",
-                        "content-length"})
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key",
-                                "cookie", "x-amz-security-token", "ocp-apim-subscription-key"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "content-length",
+    }
+)
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "x-goog-api-key",
+        "api-key",
+        "cookie",
+        "x-amz-security-token",
+        "ocp-apim-subscription-key",
+    }
+)
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
-S3_CODES = {400: "InvalidRequest", 401: "InvalidAccessKeyId", 403: "AccessDenied",
-            404: "NoSuchKey", 405: "MethodNotAllowed", 409: "OperationAborted",
-            429: "SlowDown", 500: "InternalError", 501: "NotImplemented",
-            502: "BadGateway", 503: "SlowDown", 504: "RequestTimeout"}
+S3_CODES = {
+    400: "InvalidRequest",
+    401: "InvalidAccessKeyId",
+    403: "AccessDenied",
+    404: "NoSuchKey",
+    405: "MethodNotAllowed",
+    409: "OperationAborted",
+    429: "SlowDown",
+    500: "InternalError",
+    501: "NotImplemented",
+    502: "BadGateway",
+    503: "SlowDown",
+    504: "RequestTimeout",
+}
 
 
 def forwarded_headers(headers: Any, forward_credentials: bool) -> CIMultiDict:
@@ -49,7 +87,7 @@ def forwarded_headers(headers: Any, forward_credentials: bool) -> CIMultiDict:
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
 
 
-def sigv4_key(request: Any) -> Optional[str]:
+def sigv4_key(request: Any) -> str | None:
     """The access key id of a SigV4 request (header or presigned URL), else a Bearer key."""
     header = request.headers.get("Authorization")
     if header:
@@ -68,26 +106,35 @@ class ProxyFormat(WireFormat):
 
     def render_error(self, exc: WireError, scenario: Any, request_id: str) -> tuple:
         status = exc.status
-        code = exc.code or S3_CODES.get(status, "InternalError" if status >= 500
-                                        else "InvalidRequest")
-        body = (scenario.proxy_error_body.replace("{status}", str(status))
-                .replace("{code}", escape(code)).replace("{message}", escape(exc.message))
-                .replace("{request_id}", escape(request_id)))
+        code = exc.code or S3_CODES.get(
+            status, "InternalError" if status >= 500 else "InvalidRequest"
+        )
+        body = (
+            scenario.proxy_error_body.replace("{status}", str(status))
+            .replace("{code}", escape(code))
+            .replace("{message}", escape(exc.message))
+            .replace("{request_id}", escape(request_id))
+        )
         return body.encode(), scenario.proxy_error_content_type
 
 
-def _proxy_auth_error(key: Optional[str]) -> WireError:
+def _proxy_auth_error(key: str | None) -> WireError:
     """S3's refusal of an unknown access key id (``InvalidAccessKeyId``), or of an unsigned request."""
     if key is None:
-        return WireError(401, "Access Denied (the request carries no access key id).",
-                         code="AccessDenied")
-    return WireError(401, "The AWS Access Key Id you provided does not exist in our records.",
-                     code="InvalidAccessKeyId")
+        return WireError(
+            401, "Access Denied (the request carries no access key id).", code="AccessDenied"
+        )
+    return WireError(
+        401,
+        "The AWS Access Key Id you provided does not exist in our records.",
+        code="InvalidAccessKeyId",
+    )
 
 
 def _proxy_rate_limit_error(exceeded: str, retry_after: str) -> WireError:
-    return WireError(429, f"Please reduce your request rate ({exceeded}, simulated).",
-                     code="SlowDown")
+    return WireError(
+        429, f"Please reduce your request rate ({exceeded}, simulated).", code="SlowDown"
+    )
 
 
 PROXY_FORMAT = ProxyFormat(
@@ -118,14 +165,16 @@ class Forwarder:
     """One pooled client session to the upstream, made on first use in the server's loop."""
 
     def __init__(self) -> None:
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
-                connector=aiohttp.TCPConnector(limit=0))
+                connector=aiohttp.TCPConnector(limit=0),
+            )
         return self._session
 
     async def close(self) -> None:
@@ -133,9 +182,16 @@ class Forwarder:
         if session is not None:
             await session.close()
 
-    async def forward(self, request: web.BaseRequest, body: bytes, upstream: str,
-                      extra: dict, request_id: str, *,
-                      forward_credentials: bool = False) -> web.Response:
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        body: bytes,
+        upstream: str,
+        extra: dict,
+        request_id: str,
+        *,
+        forward_credentials: bool = False,
+    ) -> web.Response:
         """Send ``request`` (with ``body``) to ``upstream``; relay the answer.
 
         Credential headers go along only with ``forward_credentials``.
@@ -145,13 +201,17 @@ class Forwarder:
         headers = forwarded_headers(request.headers, forward_credentials)
         url = URL(upstream + request.raw_path, encoded=True)
         async with self._client().request(
-                request.method, url, data=body if body else None, headers=headers,
-                allow_redirects=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding",
-                                   "Content-Type")) as answer:
+            request.method,
+            url,
+            data=body if body else None,
+            headers=headers,
+            allow_redirects=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        ) as answer:
             payload = await answer.read()
-            out = CIMultiDict((k, v) for k, v in answer.headers.items()
-                              if k.lower() not in HOP_BY_HOP)
+            out = CIMultiDict(
+                (k, v) for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP
+            )
             length = answer.headers.get("Content-Length")
         out.setdefault("x-request-id", request_id)
         for name, value in extra.items():

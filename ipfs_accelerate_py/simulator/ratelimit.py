@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 from .wireformat import Budget, RateState
 
@@ -63,7 +62,7 @@ class Verdict:
 
     allowed: bool
     state: RateState
-    exceeded: Optional[str] = None
+    exceeded: str | None = None
     retry_after: float = 0.0
 
 
@@ -91,8 +90,9 @@ class FixedWindows:
         for key in expired or list(self._windows)[: self._max_keys // 10 or 1]:
             del self._windows[key]
 
-    def admit(self, ident: str, rpm: Optional[int], tpm: Optional[int], cost: int,
-              now: float, window: float) -> Verdict:
+    def admit(
+        self, ident: str, rpm: int | None, tpm: int | None, cost: int, now: float, window: float
+    ) -> Verdict:
         """Admit one request of ``cost`` tokens for ``ident``, or refuse it."""
         current = self._current(ident, now, window)
         exceeded = None
@@ -108,8 +108,9 @@ class FixedWindows:
             return Verdict(True, state)
         return Verdict(False, state, exceeded, current.start + window - now)
 
-    def state(self, ident: str, rpm: Optional[int], tpm: Optional[int], now: float,
-              window: float) -> RateState:
+    def state(
+        self, ident: str, rpm: int | None, tpm: int | None, now: float, window: float
+    ) -> RateState:
         """What ``ident`` has left, without consuming anything."""
         current = self._windows.get(ident)
         if current is None or now >= current.start + window:
@@ -117,13 +118,15 @@ class FixedWindows:
         return self._state(current, rpm, tpm, now, window)
 
     @staticmethod
-    def _state(current: _Window, rpm: Optional[int], tpm: Optional[int], now: float,
-               window: float) -> RateState:
+    def _state(
+        current: _Window, rpm: int | None, tpm: int | None, now: float, window: float
+    ) -> RateState:
         left = current.start + window - now
         requests = tokens = None
         if rpm is not None:
-            requests = Budget(rpm, max(0, rpm - current.requests),
-                              left if current.requests else 0.0)
+            requests = Budget(
+                rpm, max(0, rpm - current.requests), left if current.requests else 0.0
+            )
         if tpm is not None:
             tokens = Budget(tpm, max(0, tpm - current.tokens), left if current.tokens else 0.0)
         return RateState(requests, tokens)

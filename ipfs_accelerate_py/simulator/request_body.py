@@ -21,8 +21,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-__all__ = ["CONTINUE", "DISCARD_LIMIT", "expects_continue", "read_body", "send_continue",
-           "settle_unread_body"]
+__all__ = [
+    "CONTINUE",
+    "DISCARD_LIMIT",
+    "expects_continue",
+    "read_body",
+    "send_continue",
+    "settle_unread_body",
+]
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DISCARD_LIMIT = 1 << 20
@@ -33,8 +39,7 @@ _HTTP_11 = (1, 1)
 def expects_continue(request: web.BaseRequest) -> bool:
     """Whether the client waits for ``100 Continue`` before sending its body (HTTP/1.1 only)."""
     expect = request.headers.get("Expect")
-    return (expect is not None and expect.lower() == "100-continue"
-            and request.version >= _HTTP_11)
+    return expect is not None and expect.lower() == "100-continue" and request.version >= _HTTP_11
 
 
 async def send_continue(request: web.BaseRequest) -> None:

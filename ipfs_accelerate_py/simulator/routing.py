@@ -10,7 +10,7 @@ live side by side.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 from urllib.parse import unquote
 
 from .wireformat import Route, WireFormat, compile_pattern
@@ -41,7 +41,7 @@ def _specificity(compiled: tuple) -> tuple:
     return (greedy, -len(compiled), -literal)
 
 
-def _match(compiled: tuple, segments: list) -> Optional[dict]:
+def _match(compiled: tuple, segments: list) -> dict | None:
     count = len(compiled)
     last = compiled[-1]
     greedy = not isinstance(last, str) and last[2]
@@ -55,10 +55,13 @@ def _match(compiled: tuple, segments: list) -> Optional[dict]:
             continue
         prefix, name, is_greedy, suffix = want
         got = "/".join(segments[index:]) if is_greedy else segments[index]
-        if (len(got) <= len(prefix) + len(suffix) or not got.startswith(prefix)
-                or not got.endswith(suffix)):
+        if (
+            len(got) <= len(prefix) + len(suffix)
+            or not got.startswith(prefix)
+            or not got.endswith(suffix)
+        ):
             return None
-        params[name] = unquote(got[len(prefix):len(got) - len(suffix)])
+        params[name] = unquote(got[len(prefix) : len(got) - len(suffix)])
     return params
 
 
@@ -82,9 +85,11 @@ class Router:
         ident = (route.method, _canonical(route.pattern))
         other = owners.get(ident)
         if other is not None:
-            raise RouteConflict(f"route {route.method} {route.pattern} is declared by wire "
-                                f"formats {other!r} and {fmt.name!r}; one path and method "
-                                "belongs to one format")
+            raise RouteConflict(
+                f"route {route.method} {route.pattern} is declared by wire "
+                f"formats {other!r} and {fmt.name!r}; one path and method "
+                "belongs to one format"
+            )
         owners[ident] = fmt.name
         if route.is_exact:
             self._exact.setdefault(route.pattern, {})[route.method] = (fmt, route, _NO_PARAMS)
@@ -92,7 +97,7 @@ class Router:
         compiled = compile_pattern(route.pattern)
         self._patterns.append((_specificity(compiled), compiled, fmt, route))
 
-    def resolve(self, method: str, path: str) -> Optional[tuple]:
+    def resolve(self, method: str, path: str) -> tuple | None:
         """``(format, route, params)``; ``(format, None, allowed methods)`` when only the
         method is wrong; None when no format claims the path."""
         methods = self._exact.get(path)
@@ -118,7 +123,10 @@ class Router:
 
     def routes(self) -> list:
         """``(format name, method, pattern)`` of every route, sorted by pattern."""
-        out = [(fmt.name, m, route.pattern) for methods in self._exact.values()
-               for m, (fmt, route, _) in methods.items()]
+        out = [
+            (fmt.name, m, route.pattern)
+            for methods in self._exact.values()
+            for m, (fmt, route, _) in methods.items()
+        ]
         out += [(fmt.name, route.method, route.pattern) for _, _, fmt, route in self._patterns]
         return sorted(out, key=lambda row: (row[2], row[1]))

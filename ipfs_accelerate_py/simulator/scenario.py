@@ -47,10 +47,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .openai_wire import DEFAULT_EMBEDDING_DIMENSIONS, DEFAULT_MODELS, MAX_EMBEDDING_DIMENSIONS
 
@@ -68,9 +68,11 @@ DEFAULT_HANG_SECONDS = 30.0
 DEFAULT_STALL_SECONDS = 10.0
 DEFAULT_ERROR_STATUS = 500
 DEFAULT_SEED = 0
-DEFAULT_PROXY_ERROR_BODY = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-                            '<Message>{message}</Message><RequestId>{request_id}</RequestId>'
-                            '</Error>')
+DEFAULT_PROXY_ERROR_BODY = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+    "<Message>{message}</Message><RequestId>{request_id}</RequestId>"
+    "</Error>"
+)
 DEFAULT_PROXY_ERROR_TYPE = "application/xml"
 SCRIPT_FAULTS = ("drop", "hang", "malformed")
 STREAM_FAULT_FIELDS = ("stream_stall_after", "stream_cut_after", "stream_malformed_after")
@@ -79,8 +81,9 @@ STREAM_FAULT_FIELDS = ("stream_stall_after", "stream_cut_after", "stream_malform
 class ScenarioError(ValueError):
     """Refused scenario fields: ``unknown`` names, ``invalid`` name -> what was expected."""
 
-    def __init__(self, unknown: tuple = (), invalid: Optional[Mapping[str, str]] = None,
-                 where: str = "scenario") -> None:
+    def __init__(
+        self, unknown: tuple = (), invalid: Mapping[str, str] | None = None, where: str = "scenario"
+    ) -> None:
         self.unknown = tuple(sorted(unknown))
         self.invalid = dict(invalid or {})
         parts = []
@@ -126,7 +129,7 @@ def _count(value: Any) -> int:
     return value
 
 
-def _limit(value: Any) -> Optional[int]:
+def _limit(value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -142,6 +145,7 @@ def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return check(value)
         except ValueError as exc:
             raise ValueError(f"{exc} or null") from None
+
     return optional
 
 
@@ -158,8 +162,11 @@ def _error_status(value: Any) -> int:
 
 
 def _dimensions(value: Any) -> int:
-    if (not isinstance(value, int) or isinstance(value, bool)
-            or not 1 <= value <= MAX_EMBEDDING_DIMENSIONS):
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_EMBEDDING_DIMENSIONS
+    ):
         raise ValueError(f"an integer from 1 to {MAX_EMBEDDING_DIMENSIONS}")
     return value
 
@@ -170,20 +177,24 @@ def _strings(value: Any) -> tuple:
     return tuple(value)
 
 
-def _paths(value: Any) -> Optional[tuple]:
+def _paths(value: Any) -> tuple | None:
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, str) and v.startswith("/") for v in value):
+        isinstance(v, str) and v.startswith("/") for v in value
+    ):
         raise ValueError("a list of paths starting with '/', or null")
     return tuple(value)
 
 
-def _upstream(value: Any) -> Optional[str]:
+def _upstream(value: Any) -> str | None:
     if value is None:
         return None
-    if (not isinstance(value, str) or not value.startswith(("http://", "https://"))
-            or len(value) <= len("https://")):
+    if (
+        not isinstance(value, str)
+        or not value.startswith(("http://", "https://"))
+        or len(value) <= len("https://")
+    ):
         raise ValueError("an http:// or https:// URL, or null")
     return value.rstrip("/")
 
@@ -208,16 +219,19 @@ def normalise_path(path: Any) -> str:
 class RateLimits:
     """Per-key limits: ``rpm``/``tpm`` apply to each key separately; ``keys`` overrides them."""
 
-    rpm: Optional[int] = None
-    tpm: Optional[int] = None
-    keys: Mapping[str, Mapping[str, Optional[int]]] = field(default_factory=dict)
+    rpm: int | None = None
+    tpm: int | None = None
+    keys: Mapping[str, Mapping[str, int | None]] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
-        return (self.rpm is not None or self.tpm is not None
-                or any(v is not None for limits in self.keys.values() for v in limits.values()))
+        return (
+            self.rpm is not None
+            or self.tpm is not None
+            or any(v is not None for limits in self.keys.values() for v in limits.values())
+        )
 
-    def for_key(self, key: Optional[str]) -> tuple:
+    def for_key(self, key: str | None) -> tuple:
         """``(rpm, tpm)`` that apply to ``key`` (``None`` = unlimited)."""
         override = self.keys.get(key, {}) if key is not None else {}
         return override.get("rpm", self.rpm), override.get("tpm", self.tpm)
@@ -241,14 +255,18 @@ def _rate_limits(value: Any) -> RateLimits:
     if value is None:
         return RateLimits()
     if not isinstance(value, Mapping) or set(value) - {"rpm", "tpm", "keys"}:
-        raise ValueError("an object with 'rpm', 'tpm' (integers >= 1 or null) and 'keys' "
-                         "({key: {rpm, tpm}})")
+        raise ValueError(
+            "an object with 'rpm', 'tpm' (integers >= 1 or null) and 'keys' ({key: {rpm, tpm}})"
+        )
     keys = value.get("keys") or {}
     if not isinstance(keys, Mapping) or not all(isinstance(k, str) for k in keys):
         raise ValueError("'keys' to map API keys to {rpm, tpm}")
     limits = _limit_pair({k: v for k, v in value.items() if k != "keys"}, "rate_limits")
-    return RateLimits(rpm=limits.get("rpm"), tpm=limits.get("tpm"),
-                      keys={k: _limit_pair(v, f"keys[{k!r}]") for k, v in keys.items()})
+    return RateLimits(
+        rpm=limits.get("rpm"),
+        tpm=limits.get("tpm"),
+        keys={k: _limit_pair(v, f"keys[{k!r}]") for k, v in keys.items()},
+    )
 
 
 @dataclass(frozen=True)
@@ -268,10 +286,10 @@ class ScriptEntry:
     headers: tuple = ()
     body: Any = None
     delay: float = 0.0
-    fault: Optional[str] = None
-    stream_stall_after: Optional[int] = None
-    stream_cut_after: Optional[int] = None
-    stream_malformed_after: Optional[int] = None
+    fault: str | None = None
+    stream_stall_after: int | None = None
+    stream_cut_after: int | None = None
+    stream_malformed_after: int | None = None
 
     @property
     def is_normal(self) -> bool:
@@ -305,10 +323,14 @@ def script_entry(value: Any) -> ScriptEntry:
     fault = value.get("fault")
     if fault is not None and fault not in SCRIPT_FAULTS:
         raise ValueError(f"a script entry 'fault' among {list(SCRIPT_FAULTS)}")
-    return ScriptEntry(status=status, headers=_headers(value.get("headers") or {}),
-                       body=value.get("body"), delay=_seconds(value.get("delay", 0.0)),
-                       fault=fault,
-                       **{name: _optional(_count)(value.get(name)) for name in STREAM_FAULT_FIELDS})
+    return ScriptEntry(
+        status=status,
+        headers=_headers(value.get("headers") or {}),
+        body=value.get("body"),
+        delay=_seconds(value.get("delay", 0.0)),
+        fault=fault,
+        **{name: _optional(_count)(value.get(name)) for name in STREAM_FAULT_FIELDS},
+    )
 
 
 def script_entries(value: Any) -> tuple:
@@ -327,8 +349,14 @@ def _path_scripts(value: Any) -> Mapping[str, tuple]:
 # -- the scenario -------------------------------------------------------------------
 
 
-def _field(default: Any, check: Callable[[Any], Any], doc: str, *, cli: str = "",
-           factory: Optional[Callable[[], Any]] = None) -> Any:
+def _field(
+    default: Any,
+    check: Callable[[Any], Any],
+    doc: str,
+    *,
+    cli: str = "",
+    factory: Callable[[], Any] | None = None,
+) -> Any:
     metadata = {"check": check, "doc": doc, "cli": cli}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
@@ -339,96 +367,186 @@ def _field(default: Any, check: Callable[[Any], Any], doc: str, *, cli: str = ""
 class Scenario:
     """A validated scenario; build with :meth:`from_mapping`, change with :meth:`merged`."""
 
-    latency: float = _field(0.0, _seconds, "seconds added before answering each targeted "
-                            "request (also before a stream's first byte)", cli="float")
-    latency_jitter: float = _field(0.0, _seconds, "extra latency drawn uniformly from "
-                                   "[0, latency_jitter) seconds", cli="float")
-    valid_keys: tuple = _field((), _strings, "accepted API keys (Authorization: Bearer KEY); "
-                               "empty = any key or none is accepted", cli="strings")
-    rate_limits: RateLimits = _field(None, _rate_limits, "per-key limits {rpm, tpm, keys: "
-                                     "{KEY: {rpm, tpm}}}: each key (or 'anonymous') has its own "
-                                     "fixed window of rate_window seconds; over a limit -> 429",
-                                     cli="json", factory=RateLimits)
-    rate_window: float = _field(DEFAULT_RATE_WINDOW, _positive_seconds, "length in seconds "
-                                "of the fixed rate-limit window, which starts at a key's first "
-                                "request and restarts at the first request after it ends",
-                                cli="float")
-    retry_after: Optional[float] = _field(None, _optional(_seconds), "fixed Retry-After "
-                                          "seconds for every 429 (and injected 429/503); null = "
-                                          "time left in the window", cli="float")
-    seed: Optional[int] = _field(DEFAULT_SEED, _optional(_count), "seed of the fault and "
-                                 "jitter generators; null = unseeded", cli="int")
-    error_rate: float = _field(0.0, _probability, "probability that a targeted request "
-                               "fails with error_status", cli="float")
-    error_status: int = _field(DEFAULT_ERROR_STATUS, _error_status, "status of injected "
-                               "errors (error_rate, fail_next)", cli="int")
-    fail_next: int = _field(0, _count, "the next N targeted requests fail with error_status",
-                            cli="int")
-    outage: bool = _field(False, _flag, "every targeted request gets 503 until set false",
-                          cli="bool")
-    hang_rate: float = _field(0.0, _probability, "probability that a targeted request is "
-                              "held hang_seconds (or until the client leaves), then answered",
-                              cli="float")
+    latency: float = _field(
+        0.0,
+        _seconds,
+        "seconds added before answering each targeted request (also before a stream's first byte)",
+        cli="float",
+    )
+    latency_jitter: float = _field(
+        0.0, _seconds, "extra latency drawn uniformly from [0, latency_jitter) seconds", cli="float"
+    )
+    valid_keys: tuple = _field(
+        (),
+        _strings,
+        "accepted API keys (Authorization: Bearer KEY); empty = any key or none is accepted",
+        cli="strings",
+    )
+    rate_limits: RateLimits = _field(
+        None,
+        _rate_limits,
+        "per-key limits {rpm, tpm, keys: "
+        "{KEY: {rpm, tpm}}}: each key (or 'anonymous') has its own "
+        "fixed window of rate_window seconds; over a limit -> 429",
+        cli="json",
+        factory=RateLimits,
+    )
+    rate_window: float = _field(
+        DEFAULT_RATE_WINDOW,
+        _positive_seconds,
+        "length in seconds "
+        "of the fixed rate-limit window, which starts at a key's first "
+        "request and restarts at the first request after it ends",
+        cli="float",
+    )
+    retry_after: float | None = _field(
+        None,
+        _optional(_seconds),
+        "fixed Retry-After "
+        "seconds for every 429 (and injected 429/503); null = "
+        "time left in the window",
+        cli="float",
+    )
+    seed: int | None = _field(
+        DEFAULT_SEED,
+        _optional(_count),
+        "seed of the fault and jitter generators; null = unseeded",
+        cli="int",
+    )
+    error_rate: float = _field(
+        0.0,
+        _probability,
+        "probability that a targeted request fails with error_status",
+        cli="float",
+    )
+    error_status: int = _field(
+        DEFAULT_ERROR_STATUS,
+        _error_status,
+        "status of injected errors (error_rate, fail_next)",
+        cli="int",
+    )
+    fail_next: int = _field(
+        0, _count, "the next N targeted requests fail with error_status", cli="int"
+    )
+    outage: bool = _field(
+        False, _flag, "every targeted request gets 503 until set false", cli="bool"
+    )
+    hang_rate: float = _field(
+        0.0,
+        _probability,
+        "probability that a targeted request is "
+        "held hang_seconds (or until the client leaves), then answered",
+        cli="float",
+    )
     hang_next: int = _field(0, _count, "the next N targeted requests hang", cli="int")
-    hang_seconds: float = _field(DEFAULT_HANG_SECONDS, _seconds, "how long a hang lasts",
-                                 cli="float")
-    drop_rate: float = _field(0.0, _probability, "probability that the connection is closed "
-                              "with no response", cli="float")
+    hang_seconds: float = _field(
+        DEFAULT_HANG_SECONDS, _seconds, "how long a hang lasts", cli="float"
+    )
+    drop_rate: float = _field(
+        0.0, _probability, "probability that the connection is closed with no response", cli="float"
+    )
     drop_next: int = _field(0, _count, "the next N targeted requests are dropped", cli="int")
-    malformed_rate: float = _field(0.0, _probability, "probability of a 200 whose body is "
-                                   "not valid JSON", cli="float")
-    malformed_next: int = _field(0, _count, "the next N targeted requests get a malformed "
-                                 "body", cli="int")
-    stream_stall_after: Optional[int] = _field(None, _optional(_count), "every stream stalls "
-                                               "stall_seconds after N chunks, then goes on",
-                                               cli="int")
-    stall_seconds: float = _field(DEFAULT_STALL_SECONDS, _seconds, "how long a stream "
-                                  "stall lasts", cli="float")
-    stream_cut_after: Optional[int] = _field(None, _optional(_count), "every stream's "
-                                             "connection is closed after N chunks, without "
-                                             "[DONE]", cli="int")
-    stream_malformed_after: Optional[int] = _field(None, _optional(_count), "every stream "
-                                                   "sends a non-JSON data line after N chunks, "
-                                                   "then goes on", cli="int")
-    stream_chunk_delay: float = _field(0.0, _seconds, "seconds between stream chunks",
-                                       cli="float")
-    fault_paths: Optional[tuple] = _field(None, _paths, "path prefixes of targeted requests, "
-                                          "any method; null = every non-GET route of every "
-                                          "format, and every proxied request", cli="strings")
-    upstream: Optional[str] = _field(None, _upstream, "proxy mode: URL that requests on paths "
-                                     "no format claims are forwarded to (faults still apply); "
-                                     "null = such paths get 404", cli="str")
-    forward_credentials: bool = _field(False, _flag, "proxy mode: forward the client's "
-                                       "credential headers (Authorization, x-api-key, "
-                                       "x-goog-api-key, api-key, Cookie, ...) to the upstream; "
-                                       "false = they are removed", cli="bool")
-    proxy_error_body: str = _field(DEFAULT_PROXY_ERROR_BODY, _text, "body of errors the "
-                                   "simulator makes up for proxied requests ({status}, {code}, "
-                                   "{message}, {request_id} filled in)", cli="str")
-    proxy_error_content_type: str = _field(DEFAULT_PROXY_ERROR_TYPE, _text, "content type of "
-                                           "proxy_error_body", cli="str")
-    models: tuple = _field(DEFAULT_MODELS, _strings, "ids listed by GET /v1/models",
-                           cli="strings")
-    strict_models: bool = _field(False, _flag, "refuse (404) a model not in 'models'; "
-                                 "false = any model name is served", cli="bool")
-    embedding_dimensions: int = _field(DEFAULT_EMBEDDING_DIMENSIONS, _dimensions, "length of "
-                                       "an embedding when the request gives no 'dimensions'",
-                                       cli="int")
-    script: tuple = _field((), script_entries, "canned responses {status, headers, body, "
-                           "delay, fault, stream_*_after}, one per targeted request, before "
-                           "normal behaviour resumes; setting it replaces the pending script",
-                           cli="json")
-    path_scripts: Mapping = _field(None, _path_scripts, "{path: [entries]}: like script, for "
-                                   "one path only, consulted before 'script'", cli="json",
-                                   factory=dict)
+    malformed_rate: float = _field(
+        0.0, _probability, "probability of a 200 whose body is not valid JSON", cli="float"
+    )
+    malformed_next: int = _field(
+        0, _count, "the next N targeted requests get a malformed body", cli="int"
+    )
+    stream_stall_after: int | None = _field(
+        None,
+        _optional(_count),
+        "every stream stalls stall_seconds after N chunks, then goes on",
+        cli="int",
+    )
+    stall_seconds: float = _field(
+        DEFAULT_STALL_SECONDS, _seconds, "how long a stream stall lasts", cli="float"
+    )
+    stream_cut_after: int | None = _field(
+        None,
+        _optional(_count),
+        "every stream's connection is closed after N chunks, without [DONE]",
+        cli="int",
+    )
+    stream_malformed_after: int | None = _field(
+        None,
+        _optional(_count),
+        "every stream sends a non-JSON data line after N chunks, then goes on",
+        cli="int",
+    )
+    stream_chunk_delay: float = _field(0.0, _seconds, "seconds between stream chunks", cli="float")
+    fault_paths: tuple | None = _field(
+        None,
+        _paths,
+        "path prefixes of targeted requests, "
+        "any method; null = every non-GET route of every "
+        "format, and every proxied request",
+        cli="strings",
+    )
+    upstream: str | None = _field(
+        None,
+        _upstream,
+        "proxy mode: URL that requests on paths "
+        "no format claims are forwarded to (faults still apply); "
+        "null = such paths get 404",
+        cli="str",
+    )
+    forward_credentials: bool = _field(
+        False,
+        _flag,
+        "proxy mode: forward the client's "
+        "credential headers (Authorization, x-api-key, "
+        "x-goog-api-key, api-key, Cookie, ...) to the upstream; "
+        "false = they are removed",
+        cli="bool",
+    )
+    proxy_error_body: str = _field(
+        DEFAULT_PROXY_ERROR_BODY,
+        _text,
+        "body of errors the "
+        "simulator makes up for proxied requests ({status}, {code}, "
+        "{message}, {request_id} filled in)",
+        cli="str",
+    )
+    proxy_error_content_type: str = _field(
+        DEFAULT_PROXY_ERROR_TYPE, _text, "content type of proxy_error_body", cli="str"
+    )
+    models: tuple = _field(DEFAULT_MODELS, _strings, "ids listed by GET /v1/models", cli="strings")
+    strict_models: bool = _field(
+        False,
+        _flag,
+        "refuse (404) a model not in 'models'; false = any model name is served",
+        cli="bool",
+    )
+    embedding_dimensions: int = _field(
+        DEFAULT_EMBEDDING_DIMENSIONS,
+        _dimensions,
+        "length of an embedding when the request gives no 'dimensions'",
+        cli="int",
+    )
+    script: tuple = _field(
+        (),
+        script_entries,
+        "canned responses {status, headers, body, "
+        "delay, fault, stream_*_after}, one per targeted request, before "
+        "normal behaviour resumes; setting it replaces the pending script",
+        cli="json",
+    )
+    path_scripts: Mapping = _field(
+        None,
+        _path_scripts,
+        "{path: [entries]}: like script, for one path only, consulted before 'script'",
+        cli="json",
+        factory=dict,
+    )
 
     @classmethod
-    def from_mapping(cls, values: Optional[Mapping[str, Any]] = None,
-                     base: Optional["Scenario"] = None) -> "Scenario":
+    def from_mapping(
+        cls, values: Mapping[str, Any] | None = None, base: Scenario | None = None
+    ) -> Scenario:
         """Validate ``values`` over ``base`` (defaults if none); raise ScenarioError."""
         return (base or cls()).merged(values or {})
 
-    def merged(self, values: Mapping[str, Any]) -> "Scenario":
+    def merged(self, values: Mapping[str, Any]) -> Scenario:
         """A copy with ``values`` validated and set; unknown or bad fields raise ScenarioError."""
         return dataclasses.replace(self, **check_fields(values))
 
@@ -461,12 +579,21 @@ class Scenario:
     @property
     def is_plain(self) -> bool:
         """No configured behaviour beyond the normal answer (consumable state aside)."""
-        return (self.latency == 0 and self.latency_jitter == 0 and not self.valid_keys
-                and not self.rate_limits.active and not self.outage and self.error_rate == 0
-                and self.hang_rate == 0 and self.drop_rate == 0 and self.malformed_rate == 0
-                and not self.has_stream_faults and self.stream_chunk_delay == 0)
+        return (
+            self.latency == 0
+            and self.latency_jitter == 0
+            and not self.valid_keys
+            and not self.rate_limits.active
+            and not self.outage
+            and self.error_rate == 0
+            and self.hang_rate == 0
+            and self.drop_rate == 0
+            and self.malformed_rate == 0
+            and not self.has_stream_faults
+            and self.stream_chunk_delay == 0
+        )
 
-    def targets(self, method: str, path: str, default: Optional[bool] = None) -> bool:
+    def targets(self, method: str, path: str, default: bool | None = None) -> bool:
         """Whether latency, limits, faults and the script apply to this request.
 
         ``default`` is the route's own answer when ``fault_paths`` is null
@@ -504,8 +631,9 @@ def describe_fields(indent: str = "  ") -> str:
     lines = []
     defaults = Scenario().to_dict()
     for f in dataclasses.fields(Scenario):
-        lines.append(f"{indent}{f.name} (default {json.dumps(defaults[f.name])}): "
-                     f"{f.metadata['doc']}")
+        lines.append(
+            f"{indent}{f.name} (default {json.dumps(defaults[f.name])}): {f.metadata['doc']}"
+        )
     return "\n".join(lines)
 
 

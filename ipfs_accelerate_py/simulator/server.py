@@ -20,10 +20,12 @@ one.  The in-process controls (``configure``, ``script``, ``reset``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
-from typing import Any, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -45,15 +47,16 @@ SHUTDOWN_TIMEOUT = 0.25
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
-ScenarioLike = Union[Scenario, Mapping[str, Any], None]
+ScenarioLike = Scenario | Mapping[str, Any] | None
 
 
 def _scenario(value: ScenarioLike) -> Scenario:
     return value if isinstance(value, Scenario) else Scenario.from_mapping(value or {})
 
 
-def build_router(formats: Optional[Sequence[WireFormat]] = None,
-                 extra_formats: Sequence[WireFormat] = ()) -> Router:
+def build_router(
+    formats: Sequence[WireFormat] | None = None, extra_formats: Sequence[WireFormat] = ()
+) -> Router:
     """The routes of ``formats`` (default: every module in ``simulator/formats``) plus
     ``extra_formats``; RouteConflict if two of them claim the same method and path."""
     chosen = tuple(discover_formats() if formats is None else formats) + tuple(extra_formats)
@@ -75,14 +78,15 @@ def new_event_loop(use_uvloop: bool = True) -> asyncio.AbstractEventLoop:
 class _Core:
     """The aiohttp server bound to one event loop."""
 
-    def __init__(self, behaviour: Behaviour, counters: Counters, router: Router,
-                 admin_token: str) -> None:
+    def __init__(
+        self, behaviour: Behaviour, counters: Counters, router: Router, admin_token: str
+    ) -> None:
         default = router.formats.get(DEFAULT_FORMAT) or next(iter(router.formats.values()), None)
         if default is None:
             raise ValueError("the simulator needs at least one wire format")
         self._api = ApiHandler(behaviour, counters, router, default)
         self._admin = AdminHandler(behaviour, counters, admin_token)
-        self._runner: Optional[web.ServerRunner] = None
+        self._runner: web.ServerRunner | None = None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.raw_path
@@ -126,10 +130,17 @@ class Simulator:
     thread-safe and may be called from any thread while the server runs.
     """
 
-    def __init__(self, scenario: ScenarioLike = None, host: str = DEFAULT_HOST, port: int = 0,
-                 *, use_uvloop: bool = True, formats: Optional[Sequence[WireFormat]] = None,
-                 extra_formats: Sequence[WireFormat] = (),
-                 admin_token: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        scenario: ScenarioLike = None,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        *,
+        use_uvloop: bool = True,
+        formats: Sequence[WireFormat] | None = None,
+        extra_formats: Sequence[WireFormat] = (),
+        admin_token: str | None = None,
+    ) -> None:
         self.host = host
         self._admin_token = admin_token or new_admin_token()
         self._requested_port = port
@@ -138,9 +149,9 @@ class Simulator:
         self._counters = Counters()
         self.router = build_router(formats, extra_formats)
         self._core = _Core(self._behaviour, self._counters, self.router, self._admin_token)
-        self._port: Optional[int] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
+        self._port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     # -- addresses --------------------------------------------------------------------
 
@@ -172,8 +183,7 @@ class Simulator:
     @property
     def admin_headers(self) -> dict:
         """Headers for an HTTP admin call: the token and ``Content-Type: application/json``."""
-        return {"Authorization": f"Bearer {self._admin_token}",
-                "Content-Type": "application/json"}
+        return {"Authorization": f"Bearer {self._admin_token}", "Content-Type": "application/json"}
 
     @property
     def running(self) -> bool:
@@ -185,14 +195,18 @@ class Simulator:
 
     # -- running in a background thread ----------------------------------------------
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         """Serve from a daemon thread; return once listening."""
         if self._thread is not None or self._port is not None:
             raise RuntimeError("the simulator is already running")
         ready = threading.Event()
         failure: list = []
-        thread = threading.Thread(target=self._serve_thread, args=(ready, failure),
-                                  name="ipfs-accelerate-simulator", daemon=True)
+        thread = threading.Thread(
+            target=self._serve_thread,
+            args=(ready, failure),
+            name="ipfs-accelerate-simulator",
+            daemon=True,
+        )
         self._thread = thread
         thread.start()
         if not ready.wait(START_TIMEOUT):
@@ -207,8 +221,7 @@ class Simulator:
         loop = new_event_loop(self._use_uvloop)
         asyncio.set_event_loop(loop)
         try:
-            self._port = loop.run_until_complete(
-                self._core.start(self.host, self._requested_port))
+            self._port = loop.run_until_complete(self._core.start(self.host, self._requested_port))
         except BaseException as exc:  # reported to start()'s caller
             failure.append(exc)
             loop.close()
@@ -233,7 +246,7 @@ class Simulator:
         thread.join(STOP_TIMEOUT)
         self._thread = self._loop = self._port = None
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -241,7 +254,7 @@ class Simulator:
 
     # -- running on the caller's loop ------------------------------------------------
 
-    async def start_async(self) -> "Simulator":
+    async def start_async(self) -> Simulator:
         """Serve on the running event loop; return once listening."""
         if self._thread is not None or self._port is not None:
             raise RuntimeError("the simulator is already running")
@@ -254,7 +267,7 @@ class Simulator:
         await self._core.stop()
         self._port = None
 
-    async def __aenter__(self) -> "Simulator":
+    async def __aenter__(self) -> Simulator:
         return await self.start_async()
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -266,14 +279,13 @@ class Simulator:
         """A consistent snapshot of the counters (see :mod:`.counters`)."""
         return self._counters.snapshot()
 
-    def configure(self, fields: Optional[Mapping[str, Any]] = None, /, **more: Any) -> dict:
+    def configure(self, fields: Mapping[str, Any] | None = None, /, **more: Any) -> dict:
         """Merge scenario fields into the running scenario; ScenarioError if refused."""
         values = dict(fields or {})
         values.update(more)
         return self._behaviour.configure(values).to_dict()
 
-    def script(self, responses: Any, *, path: Optional[str] = None,
-               append: bool = False) -> int:
+    def script(self, responses: Any, *, path: str | None = None, append: bool = False) -> int:
         """Replace (or extend) the pending script, global or for ``path``; return its length."""
         return self._behaviour.set_script(responses, path=path, append=append)
 
@@ -292,9 +304,15 @@ class Simulator:
         return self._behaviour.pending()
 
 
-def run_server(host: str = DEFAULT_HOST, port: int = 0, scenario: ScenarioLike = None, *,
-               use_uvloop: bool = True, announce: bool = True,
-               admin_token: Optional[str] = None) -> None:
+def run_server(
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    scenario: ScenarioLike = None,
+    *,
+    use_uvloop: bool = True,
+    announce: bool = True,
+    admin_token: str | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM.
 
     With ``announce`` print the base URL on the first line, then the admin token
@@ -309,16 +327,16 @@ def run_server(host: str = DEFAULT_HOST, port: int = 0, scenario: ScenarioLike =
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
         if announce:
-            print(f"ipfs_accelerate_py simulator listening on http://{host}:{bound}/v1",
-                  flush=True)
+            print(f"ipfs_accelerate_py simulator listening on http://{host}:{bound}/v1", flush=True)
             told = "given" if admin_token else token
-            print(f"admin token: {told} (send 'Authorization: Bearer <token>' to "
-                  f"http://{host}:{bound}/_admin/)", flush=True)
+            print(
+                f"admin token: {told} (send 'Authorization: Bearer <token>' to "
+                f"http://{host}:{bound}/_admin/)",
+                flush=True,
+            )
         try:
             await stop.wait()
         finally:

@@ -36,8 +36,9 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 __all__ = [
     "JSON_ARRAY",
@@ -88,8 +89,15 @@ class WireError(Exception):
     (OpenAI shows all three; most formats only the message, some the type).
     """
 
-    def __init__(self, status: int, message: str, *, param: Optional[str] = None,
-                 code: Optional[str] = None, type: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -113,20 +121,20 @@ class Prepared:
     the request id without its ``req_`` prefix; ``created`` is Unix seconds.
     """
 
-    model: Optional[str]
+    model: str | None
     cost: int
     body: Callable[[str, int], Any]
     stream: bool = False
-    chunks: Optional[Callable[[str, int], list]] = None
+    chunks: Callable[[str, int], list] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    embedding_inputs: Optional[int] = None
-    encode: Optional[Callable[[str, int], bytes]] = None
+    embedding_inputs: int | None = None
+    encode: Callable[[str, int], bytes] | None = None
     content_type: str = JSON_TYPE
-    framing: Optional["StreamFraming"] = None
+    framing: StreamFraming | None = None
 
 
-def fixed_answer(model: Optional[str], body: Any, cost: int = 0, **fields: Any) -> Prepared:
+def fixed_answer(model: str | None, body: Any, cost: int = 0, **fields: Any) -> Prepared:
     """A :class:`Prepared` whose answer is ``body`` whatever the request's id
     (listings, metadata, counts); ``fields``: the rest of :class:`Prepared`."""
     return Prepared(model=model, cost=cost, body=lambda rid, created: body, **fields)
@@ -175,8 +183,8 @@ class Route:
     method: str
     pattern: str
     parse: Parser
-    payload: Optional[str] = None
-    targeted: Optional[bool] = None
+    payload: str | None = None
+    targeted: bool | None = None
 
     def __post_init__(self) -> None:
         if self.method != self.method.upper() or not self.method.isalpha():
@@ -184,8 +192,7 @@ class Route:
         if not self.pattern.startswith("/"):
             raise ValueError(f"route pattern must start with '/', got {self.pattern!r}")
         if self.payload is None:
-            object.__setattr__(self, "payload",
-                               "json" if self.method in BODY_METHODS else "none")
+            object.__setattr__(self, "payload", "json" if self.method in BODY_METHODS else "none")
         if self.payload not in PAYLOAD_KINDS:
             raise ValueError(f"route payload must be one of {PAYLOAD_KINDS}, got {self.payload!r}")
         if self.targeted is None:
@@ -207,8 +214,10 @@ def compile_pattern(pattern: str) -> tuple:
             continue
         found = _SEGMENT.match(part)
         if found is None:
-            raise ValueError(f"bad route segment {part!r} in {pattern!r}: one {{name}} per "
-                             "segment, with an optional literal prefix and suffix")
+            raise ValueError(
+                f"bad route segment {part!r} in {pattern!r}: one {{name}} per "
+                "segment, with an optional literal prefix and suffix"
+            )
         prefix, name, greedy, suffix = found.groups()
         if greedy and index != len(parts) - 1:
             raise ValueError(f"{{{name}+}} must be the last segment of {pattern!r}")
@@ -218,47 +227,53 @@ def compile_pattern(pattern: str) -> tuple:
 
 # -- keys ---------------------------------------------------------------------------
 
-KeySource = Callable[[Any], Optional[str]]
+KeySource = Callable[[Any], str | None]
 """``(request) -> key or None``: where a format's API key comes from."""
 
 
-def bearer_key(header: Optional[str]) -> Optional[str]:
+def bearer_key(header: str | None) -> str | None:
     """The key of an ``Authorization: Bearer KEY`` header value, or None."""
     if header and header[:7].lower() == "bearer ":
         return header[7:].strip() or None
     return None
 
 
-def _bearer(request: Any) -> Optional[str]:
+def _bearer(request: Any) -> str | None:
     return bearer_key(request.headers.get("Authorization"))
 
 
 def header_key(name: str) -> KeySource:
     """The key is the whole value of header ``name`` (``x-api-key``, ``x-goog-api-key``)."""
-    def source(request: Any) -> Optional[str]:
+
+    def source(request: Any) -> str | None:
         return request.headers.get(name) or None
+
     return source
 
 
 def query_key(name: str) -> KeySource:
     """The key is query parameter ``name`` (Gemini's ``?key=``)."""
-    def source(request: Any) -> Optional[str]:
+
+    def source(request: Any) -> str | None:
         return request.query.get(name) or None
+
     return source
 
 
 def first_key(*sources: KeySource) -> KeySource:
     """The first key any of ``sources`` finds."""
-    def source(request: Any) -> Optional[str]:
+
+    def source(request: Any) -> str | None:
         for each in sources:
             key = each(request)
             if key:
                 return key
         return None
+
     return source
 
 
-def no_key(request: Any) -> Optional[str]:
+def no_key(request: Any) -> str | None:
     """A format without keys: every request is ``anonymous``."""
     return None
 
@@ -279,8 +294,8 @@ class Budget:
 class RateState:
     """A key's request and token budgets (None where no limit applies)."""
 
-    requests: Optional[Budget]
-    tokens: Optional[Budget]
+    requests: Budget | None
+    tokens: Budget | None
 
 
 def no_rate_headers(state: RateState) -> dict:
@@ -312,7 +327,7 @@ class StreamFraming:
 
     kind: str
     content_type: str
-    terminator: Optional[bytes] = None
+    terminator: bytes | None = None
     malformed: bytes = b'data: {"malformed": "x\n\n'
 
     def encode(self, event: Any, index: int) -> bytes:
@@ -334,12 +349,16 @@ class StreamFraming:
         raise ValueError(f"unknown stream framing kind {kind!r}")
 
 
-SSE_WITH_DONE = StreamFraming("sse", SSE_TYPE, b"data: [DONE]\n\n",
-                              b'data: {"id": "chatcmpl-malformed", "choices": [{"delta": '
-                              b'{"content": "x\n\n')
+SSE_WITH_DONE = StreamFraming(
+    "sse",
+    SSE_TYPE,
+    b"data: [DONE]\n\n",
+    b'data: {"id": "chatcmpl-malformed", "choices": [{"delta": {"content": "x\n\n',
+)
 SSE = StreamFraming("sse", SSE_TYPE)
-NAMED_SSE = StreamFraming("named_sse", SSE_TYPE,
-                          malformed=b'event: content_block_delta\ndata: {"type": "content_bl\n\n')
+NAMED_SSE = StreamFraming(
+    "named_sse", SSE_TYPE, malformed=b'event: content_block_delta\ndata: {"type": "content_bl\n\n'
+)
 NDJSON = StreamFraming("ndjson", NDJSON_TYPE, malformed=b'{"model": "x", "message": {"con\n')
 JSON_ARRAY = StreamFraming("json_array", JSON_TYPE, b"]", malformed=b',\r\n{"candidates": [{')
 
@@ -354,22 +373,29 @@ def simple_error_body(exc: WireError) -> dict:
     return {"error": exc.message, "error_type": exc.type}
 
 
-def default_auth_error(key: Optional[str]) -> WireError:
+def default_auth_error(key: str | None) -> WireError:
     if key is None:
         return WireError(401, "Missing API key.", type="authentication_error")
-    return WireError(401, "Invalid API key.", type="authentication_error",
-                     code="invalid_api_key")
+    return WireError(401, "Invalid API key.", type="authentication_error", code="invalid_api_key")
 
 
 def default_rate_limit_error(exceeded: str, retry_after: str) -> WireError:
-    return WireError(429, f"Rate limit reached for {exceeded} (simulated). Please try again "
-                          f"in {retry_after}s.", type="rate_limit_error",
-                     code="rate_limit_exceeded")
+    return WireError(
+        429,
+        f"Rate limit reached for {exceeded} (simulated). Please try again in {retry_after}s.",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+    )
 
 
 def default_model_not_found(model: str) -> WireError:
-    return WireError(404, f"Model {model!r} not found.", type="not_found_error",
-                     code="model_not_found", param="model")
+    return WireError(
+        404,
+        f"Model {model!r} not found.",
+        type="not_found_error",
+        code="model_not_found",
+        param="model",
+    )
 
 
 # -- the format ---------------------------------------------------------------------
@@ -400,7 +426,7 @@ class WireFormat:
     key: KeySource = _bearer
     error_body: Callable[[WireError], Any] = simple_error_body
     error_content_type: str = JSON_TYPE
-    auth_error: Callable[[Optional[str]], WireError] = default_auth_error
+    auth_error: Callable[[str | None], WireError] = default_auth_error
     rate_limit_error: Callable[[str, str], WireError] = default_rate_limit_error
     model_not_found: Callable[[str], WireError] = default_model_not_found
     rate_headers: Callable[[RateState], dict] = no_rate_headers
@@ -414,7 +440,7 @@ class WireFormat:
         if not self.name or not all(isinstance(r, Route) for r in self.routes):
             raise ValueError(f"format {self.name!r}: needs a name and Route objects")
 
-    def with_routes(self, name: str, routes: Any) -> "WireFormat":
+    def with_routes(self, name: str, routes: Any) -> WireFormat:
         """This format's errors, keys and framing under another ``name`` with other ``routes``."""
         return replace(self, name=name, routes=tuple(routes))
 

@@ -15,11 +15,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import urllib.parse
-from typing import Optional, Union
 
 import aiohttp
 
-from ..resilience.errors import ApiError, MalformedResponseError, NetworkError, RequestTimeoutError, too_large
+from ..resilience.errors import (
+    ApiError,
+    MalformedResponseError,
+    NetworkError,
+    RequestTimeoutError,
+    too_large,
+)
 from .base import HttpRequest, HttpResponse, StreamResponse
 from .environment import ProxyTable, verified_ssl_context
 from .redirects import MAX_REDIRECTS, next_hop
@@ -33,12 +38,14 @@ READ_CHUNK = 64 * 1024  # bytes read at a time: past a limit, at most this much 
 class AiohttpTransport:
     """Owns one ``aiohttp.ClientSession``, created lazily on the running loop."""
 
-    def __init__(self, keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT, *, trust_env: bool = True) -> None:
+    def __init__(
+        self, keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT, *, trust_env: bool = True
+    ) -> None:
         self._keepalive_timeout = keepalive_timeout
         self._trust_env = trust_env
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._session: aiohttp.ClientSession | None = None
         self._proxies = ProxyTable({})
-        self._timeouts: dict[Optional[float], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._forsaken: list[aiohttp.ClientSession] = []  # a parent's sessions, in a forked child
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -54,12 +61,14 @@ class AiohttpTransport:
             session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),  # the wire's build_request sends ours (a call may drop it)
+                skip_auto_headers=(
+                    "User-Agent",
+                ),  # the wire's build_request sends ours (a call may drop it)
             )
             self._session = session
         return session
 
-    def _timeout(self, seconds: Optional[float]) -> aiohttp.ClientTimeout:
+    def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
             if len(self._timeouts) > 64:
@@ -68,31 +77,42 @@ class AiohttpTransport:
             self._timeouts[seconds] = timeout
         return timeout
 
-    async def send(self, request: HttpRequest) -> Union[HttpResponse, StreamResponse]:
+    async def send(self, request: HttpRequest) -> HttpResponse | StreamResponse:
         first, loop = request, asyncio.get_running_loop()
-        deadline = None if request.timeout is None else loop.time() + request.timeout  # one for all the hops
+        deadline = (
+            None if request.timeout is None else loop.time() + request.timeout
+        )  # one for all the hops
         for _ in range(MAX_REDIRECTS + 1):
             resp = await self._send_once(request)
             try:
                 hop = next_hop(request, resp.status, resp.headers.get("Location"))
-            except ValueError as exc:  # a Location no URL can be made of (a port of 99999, a broken IPv6 host)
+            except (
+                ValueError
+            ) as exc:  # a Location no URL can be made of (a port of 99999, a broken IPv6 host)
                 resp.release()
-                raise NetworkError(f"unusable redirect Location from {_where(request)}: {exc}", should_retry=False) from None
+                raise NetworkError(
+                    f"unusable redirect Location from {_where(request)}: {exc}", should_retry=False
+                ) from None
             if hop is None:
                 break
             resp.release()
             if deadline is not None:
                 hop.timeout = deadline - loop.time()
                 if hop.timeout <= 0:
-                    raise RequestTimeoutError(f"no answer within {first.timeout:.3g}s from {_where(first)} (redirected to {_where(hop)})")
+                    raise RequestTimeoutError(
+                        f"no answer within {first.timeout:.3g}s from {_where(first)} (redirected to {_where(hop)})"
+                    )
             request = hop
         else:
             resp.release()
             raise NetworkError(
-                f"more than {MAX_REDIRECTS} redirects from {_where(first)} (last to {_where(request)})", should_retry=False
+                f"more than {MAX_REDIRECTS} redirects from {_where(first)} (last to {_where(request)})",
+                should_retry=False,
             )
         if request.stream and 200 <= resp.status < 300:
-            return StreamResponse(resp.status, resp.headers, _iter_lines(resp, request), _closer(resp))
+            return StreamResponse(
+                resp.status, resp.headers, _iter_lines(resp, request), _closer(resp)
+            )
         try:
             body = await _read_body(resp, request)
         except BaseException as exc:
@@ -112,7 +132,9 @@ class AiohttpTransport:
                 allow_redirects=False,
                 proxy=self._proxies.proxy_for(request.url),
                 # a stream's pace is the engine's to watch (time to first chunk, stalls)
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.timeout) if request.stream else self._timeout(request.timeout),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.timeout)
+                if request.stream
+                else self._timeout(request.timeout),
             )
         except BaseException as exc:
             raise _translate(exc, request) from exc
@@ -169,7 +191,9 @@ async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest):
         size = 0
         while True:
             try:
-                part = await resp.content.read(READ_CHUNK)  # at most one chunk: what is held stays bounded
+                part = await resp.content.read(
+                    READ_CHUNK
+                )  # at most one chunk: what is held stays bounded
             except BaseException as exc:
                 raise _translate(exc, request) from exc
             if not part:
@@ -185,14 +209,18 @@ async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest):
                     piece, held = b"".join(held), []
                 size = 0
                 if limit is not None and len(piece) > limit:
-                    raise too_large("a stream line", limit, len(piece), "max_stream_line_bytes", _where(request))
+                    raise too_large(
+                        "a stream line", limit, len(piece), "max_stream_line_bytes", _where(request)
+                    )
                 yield piece.rstrip(b"\r")
                 start = end + 1
             if start < len(part):
                 held.append(part[start:])
                 size += len(part) - start
                 if limit is not None and size > limit:
-                    raise too_large("a stream line", limit, size, "max_stream_line_bytes", _where(request))
+                    raise too_large(
+                        "a stream line", limit, size, "max_stream_line_bytes", _where(request)
+                    )
         if held:
             yield b"".join(held).rstrip(b"\r")
     finally:
@@ -205,7 +233,9 @@ def _translate(exc: BaseException, request: HttpRequest) -> BaseException:
     if isinstance(exc, (asyncio.CancelledError, ApiError)) or not isinstance(exc, Exception):
         return exc  # ours already, or not an error to translate (a cancel, an exit)
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return RequestTimeoutError(f"no answer within {request.timeout:.3g}s from {_where(request)}")
+        return RequestTimeoutError(
+            f"no answer within {request.timeout:.3g}s from {_where(request)}"
+        )
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return NetworkError(
             f"TLS certificate verify failed for {_where(request)}: {exc.certificate_error}; "
@@ -217,19 +247,29 @@ def _translate(exc: BaseException, request: HttpRequest) -> BaseException:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return NetworkError(_connect_failure(exc, request))
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return NetworkError(f"{_host_port(request)} closed the connection without answering ({_where(request)})")
+        return NetworkError(
+            f"{_host_port(request)} closed the connection without answering ({_where(request)})"
+        )
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return NetworkError(f"{type(exc).__name__} talking to {_where(request)}: {exc}")
-    if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):  # LineTooLong, BadHttpMessage, ...
-        return MalformedResponseError(f"malformed HTTP from {_where(request)}: {type(exc).__name__}: {exc}")
-    return NetworkError(f"{type(exc).__name__} talking to {_where(request)}: {exc}")  # none escapes untranslated
+    if isinstance(
+        exc, aiohttp.http_exceptions.HttpProcessingError
+    ):  # LineTooLong, BadHttpMessage, ...
+        return MalformedResponseError(
+            f"malformed HTTP from {_where(request)}: {type(exc).__name__}: {exc}"
+        )
+    return NetworkError(
+        f"{type(exc).__name__} talking to {_where(request)}: {exc}"
+    )  # none escapes untranslated
 
 
 def _connect_failure(exc: aiohttp.ClientConnectorError, request: HttpRequest) -> str:
     """Why a connection could not be made, in words."""
     where = _host_port(request)
     cause = exc.os_error
-    if isinstance(exc, aiohttp.ClientSSLError):  # a certificate that does not verify is handled before
+    if isinstance(
+        exc, aiohttp.ClientSSLError
+    ):  # a certificate that does not verify is handled before
         reason = getattr(cause, "reason", None) or getattr(cause, "verify_message", None) or cause
         return f"TLS handshake with {where} failed: {reason}"
     if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):

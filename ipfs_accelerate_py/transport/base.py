@@ -11,8 +11,9 @@ line (:class:`ResponseTooLargeError` past them).
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, Optional, Protocol, Union
+from typing import Any, Protocol
 
 from ..resilience.errors import MalformedResponseError
 
@@ -24,13 +25,21 @@ class HttpRequest:
     method: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
-    body: Optional[bytes] = None
-    timeout: Optional[float] = None
+    body: bytes | None = None
+    timeout: float | None = None
     stream: bool = False
-    operation: Optional[dict] = None  # for a transport that is not HTTP (S3 through boto3): what to call
-    max_body_bytes: Optional[int] = None  # a body past it is not read on: ResponseTooLargeError (None: no limit)
-    max_line_bytes: Optional[int] = None  # a stream line past it is not read on: ResponseTooLargeError (None: no limit)
-    secret_headers: frozenset[str] = frozenset()  # names never sent to another origin (see .redirects)
+    operation: dict | None = (
+        None  # for a transport that is not HTTP (S3 through boto3): what to call
+    )
+    max_body_bytes: int | None = (
+        None  # a body past it is not read on: ResponseTooLargeError (None: no limit)
+    )
+    max_line_bytes: int | None = (
+        None  # a stream line past it is not read on: ResponseTooLargeError (None: no limit)
+    )
+    secret_headers: frozenset[str] = (
+        frozenset()
+    )  # names never sent to another origin (see .redirects)
 
     def __repr__(self) -> str:  # headers hold credentials: never shown
         return f"HttpRequest({self.method} {self.url}, {len(self.body or b'')} bytes)"
@@ -69,7 +78,9 @@ class StreamResponse:
 
     __slots__ = ("status", "headers", "_lines", "_close")
 
-    def __init__(self, status: int, headers: Mapping[str, str], lines: AsyncIterator[bytes], close) -> None:
+    def __init__(
+        self, status: int, headers: Mapping[str, str], lines: AsyncIterator[bytes], close
+    ) -> None:
         self.status = status
         self.headers = headers
         self._lines = lines
@@ -89,7 +100,7 @@ class StreamResponse:
 
 
 class Transport(Protocol):
-    async def send(self, request: HttpRequest) -> Union[HttpResponse, StreamResponse]:
+    async def send(self, request: HttpRequest) -> HttpResponse | StreamResponse:
         """Send one request.  With ``request.stream`` and a 2xx answer, a
         :class:`StreamResponse`; otherwise the whole :class:`HttpResponse`."""
 

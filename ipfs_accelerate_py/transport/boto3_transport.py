@@ -38,9 +38,10 @@ import asyncio
 import math
 import os
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..resilience.errors import (
     ApiError,
@@ -74,7 +75,9 @@ accept the newer default (aws-chunked bodies with trailing checksums)."""
 SIGNATURE_VERSION = "s3v4"
 """SigV4 for calls and presigned URLs alike (SigV2 is deprecated; every S3 server speaks v4)."""
 _MAX_CLIENTS = 8
-INSTALL_HINT = "the s3_kit backend needs boto3: pip install 'ipfs_accelerate_py[s3]' (or pip install boto3)"
+INSTALL_HINT = (
+    "the s3_kit backend needs boto3: pip install 'ipfs_accelerate_py[s3]' (or pip install boto3)"
+)
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,11 @@ class S3ClientConfig:
     shows a credential (``***``).  ``max_workers`` is read when the first
     call makes the thread pool."""
 
-    endpoint_url: Optional[str] = None
-    region: Optional[str] = None
-    access_key: Optional[str] = None
-    secret_key: Optional[str] = None
-    session_token: Optional[str] = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    session_token: str | None = None
     addressing_style: str = "auto"
     max_workers: int = DEFAULT_MAX_WORKERS
 
@@ -107,15 +110,29 @@ class S3ClientConfig:
         for name in ("endpoint_url", "region", "access_key", "secret_key", "session_token"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise SettingError(name, "<not shown>" if "key" in name or "token" in name else value, "a non-empty string or None")
-        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+                raise SettingError(
+                    name,
+                    "<not shown>" if "key" in name or "token" in name else value,
+                    "a non-empty string or None",
+                )
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(
+            ("http://", "https://")
+        ):
             raise SettingError("endpoint_url", self.endpoint_url, "an http:// or https:// URL")
         if self.addressing_style not in ADDRESSING_STYLES:
-            raise SettingError("addressing_style", self.addressing_style, f"one of {', '.join(ADDRESSING_STYLES)}")
-        if isinstance(self.max_workers, bool) or not isinstance(self.max_workers, int) or self.max_workers < 1:
+            raise SettingError(
+                "addressing_style", self.addressing_style, f"one of {', '.join(ADDRESSING_STYLES)}"
+            )
+        if (
+            isinstance(self.max_workers, bool)
+            or not isinstance(self.max_workers, int)
+            or self.max_workers < 1
+        ):
             raise SettingError("max_workers", self.max_workers, "a whole number >= 1")
         if (self.access_key is None) != (self.secret_key is None):
-            raise SettingError("secret_key", "<not shown>", "an access key and a secret key together (or neither)")
+            raise SettingError(
+                "secret_key", "<not shown>", "an access key and a secret key together (or neither)"
+            )
 
     def __repr__(self) -> str:
         shown = []
@@ -146,14 +163,14 @@ class Boto3Transport:
     """Runs boto3 client calls on a bounded thread pool; one client per
     timeout bucket, created lazily (and afresh in a forked child)."""
 
-    def __init__(self, config: Optional[S3ClientConfig] = None, *, service: str = "s3") -> None:
+    def __init__(self, config: S3ClientConfig | None = None, *, service: str = "s3") -> None:
         require_boto3()
         self._config = config or S3ClientConfig()
         self._service = service
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._clients: dict[float, Any] = {}
-        self._executor: Optional[ThreadPoolExecutor] = None
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def config(self) -> S3ClientConfig:
@@ -169,10 +186,14 @@ class Boto3Transport:
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         if request.operation is None:
-            raise InvalidInputError(f"{request!r} names no boto3 operation; it was not built for this transport")
+            raise InvalidInputError(
+                f"{request!r} names no boto3 operation; it was not built for this transport"
+            )
         executor = self._get_executor()
         loop = asyncio.get_running_loop()
-        if _timeout_bucket(request.timeout) not in self._clients:  # made once, outside the attempt's time
+        if (
+            _timeout_bucket(request.timeout) not in self._clients
+        ):  # made once, outside the attempt's time
             try:
                 await loop.run_in_executor(executor, self._client, request.timeout)
             except BaseException as exc:
@@ -204,24 +225,30 @@ class Boto3Transport:
         try:
             client = self._client(None)
             _client_method(client, method)
-            return client.generate_presigned_url(ClientMethod=method, Params=dict(params), ExpiresIn=expires)
+            return client.generate_presigned_url(
+                ClientMethod=method, Params=dict(params), ExpiresIn=expires
+            )
         except BaseException as exc:
             raise _translate(exc, None) from exc
 
     # --------------------------------------------------------- internals
 
     def _get_executor(self) -> ThreadPoolExecutor:
-        if self._pid != os.getpid():  # a forked child: the parent's threads and sockets are not ours
+        if (
+            self._pid != os.getpid()
+        ):  # a forked child: the parent's threads and sockets are not ours
             self._pid = os.getpid()
             self._lock = threading.Lock()
             self._clients, self._executor = {}, None
         executor = self._executor
         if executor is None:
-            executor = ThreadPoolExecutor(self._config.max_workers, thread_name_prefix="ipfs-accelerate-boto3")
+            executor = ThreadPoolExecutor(
+                self._config.max_workers, thread_name_prefix="ipfs-accelerate-boto3"
+            )
             self._executor = executor
         return executor
 
-    def _client(self, timeout: Optional[float]) -> Any:
+    def _client(self, timeout: float | None) -> Any:
         bucket = _timeout_bucket(timeout)
         with self._lock:
             client = self._clients.get(bucket)
@@ -251,10 +278,12 @@ class Boto3Transport:
             for handle in opened:
                 handle.close()
         meta = result.get("ResponseMetadata", {}) if isinstance(result, dict) else {}
-        return HttpResponse(int(meta.get("HTTPStatusCode", 200)), dict(meta.get("HTTPHeaders", {})), b"", result)
+        return HttpResponse(
+            int(meta.get("HTTPStatusCode", 200)), dict(meta.get("HTTPHeaders", {})), b"", result
+        )
 
 
-def _timeout_bucket(timeout: Optional[float]) -> float:
+def _timeout_bucket(timeout: float | None) -> float:
     """The client timeout serving ``timeout``: the next power of two, at least 1 s."""
     if timeout is None or timeout <= 0:
         return DEFAULT_TIMEOUT
@@ -288,7 +317,9 @@ def _make_client(config: S3ClientConfig, service: str, timeout: float) -> Any:
     )
     try:
         client_config = botocore_config.Config(
-            request_checksum_calculation=CHECKSUM_MODE, response_checksum_validation=CHECKSUM_MODE, **options
+            request_checksum_calculation=CHECKSUM_MODE,
+            response_checksum_validation=CHECKSUM_MODE,
+            **options,
         )
     except TypeError:  # botocore before 1.36 knows neither option (and needs neither)
         client_config = botocore_config.Config(**options)
@@ -309,7 +340,9 @@ def _make_client(config: S3ClientConfig, service: str, timeout: float) -> Any:
 def _client_method(client: Any, name: str) -> Any:
     """The client's method for an API operation; never a helper like ``close``."""
     if name not in client.meta.method_to_api_mapping:
-        raise InvalidInputError(f"{name!r} is not an operation of the {client.meta.service_model.service_name} API")
+        raise InvalidInputError(
+            f"{name!r} is not an operation of the {client.meta.service_model.service_name} API"
+        )
     return getattr(client, name)
 
 
@@ -318,7 +351,7 @@ def _open_files(operation: Mapping[str, Any]) -> tuple[dict, list]:
     try:
         for name, value in kwargs.items():
             if isinstance(value, FileBody):
-                handle = open(value.path, "rb")
+                handle = open(value.path, "rb")  # noqa: SIM115 (closed by the caller after the call)
                 opened.append(handle)
                 kwargs[name] = handle
     except OSError as exc:
@@ -353,22 +386,33 @@ def _error_response(exc: Any) -> HttpResponse:
     return HttpResponse(status, dict(meta.get("HTTPHeaders") or {}), b"", error)
 
 
-def _translate(exc: BaseException, request: Optional[HttpRequest]) -> BaseException:
+def _translate(exc: BaseException, request: HttpRequest | None) -> BaseException:
     """boto3's and asyncio's exceptions become ours here, and nowhere else."""
     where = request.url if request is not None else "S3"
     if isinstance(exc, (asyncio.CancelledError, ApiError)):
         return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return RequestTimeoutError(f"no answer within {request.timeout}s from {where}" if request else "timed out")
+        return RequestTimeoutError(
+            f"no answer within {request.timeout}s from {where}" if request else "timed out"
+        )
     if boto_errors is None or not isinstance(exc, boto_errors.BotoCoreError):
-        return NetworkError(f"{type(exc).__name__} talking to {where}: {exc}") if isinstance(exc, OSError) else exc
+        return (
+            NetworkError(f"{type(exc).__name__} talking to {where}: {exc}")
+            if isinstance(exc, OSError)
+            else exc
+        )
     name = type(exc).__name__
     if isinstance(exc, (boto_errors.ReadTimeoutError, boto_errors.ConnectTimeoutError)):
         return RequestTimeoutError(f"{name} talking to {where}: {exc}")
-    if isinstance(exc, (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError)):
+    if isinstance(
+        exc,
+        (boto_errors.ConnectionError, boto_errors.HTTPClientError, boto_errors.IncompleteReadError),
+    ):
         return NetworkError(f"{name} talking to {where}: {exc}")
     if isinstance(exc, (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError)):
-        return AuthenticationError(f"no usable S3 credentials: {exc}; set s3cfg accessKey/secretKey or AWS_ACCESS_KEY_ID")
+        return AuthenticationError(
+            f"no usable S3 credentials: {exc}; set s3cfg accessKey/secretKey or AWS_ACCESS_KEY_ID"
+        )
     if isinstance(exc, (boto_errors.ParamValidationError, boto_errors.NoRegionError)):
         return InvalidInputError(f"{where}: {exc}")
     if isinstance(exc, (boto_errors.ChecksumError, boto_errors.FlexibleChecksumError)):

@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import ssl
 import urllib.request
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
 from .. import __version__
@@ -51,16 +51,16 @@ class ProxyTable:
     def __init__(self, proxies: Mapping[str, str]) -> None:
         self.proxies = {k: v for k, v in proxies.items() if (k in _SCHEMES or k == "no") and v}
         self._any = any(k in _SCHEMES for k in self.proxies)
-        self._by_origin: dict[str, Optional[str]] = {}
+        self._by_origin: dict[str, str | None] = {}
 
     @classmethod
-    def from_environment(cls) -> "ProxyTable":
+    def from_environment(cls) -> ProxyTable:
         return cls(urllib.request.getproxies_environment())
 
     def __bool__(self) -> bool:
         return self._any
 
-    def proxy_for(self, url: str) -> Optional[str]:
+    def proxy_for(self, url: str) -> str | None:
         """The proxy URL for ``url`` (credentials included), or None to go direct."""
         if not self._any:
             return None
@@ -77,7 +77,7 @@ class ProxyTable:
         self._by_origin[origin] = proxy
         return proxy
 
-    def _resolve(self, origin: str) -> Optional[str]:
+    def _resolve(self, origin: str) -> str | None:
         parts = urlsplit(origin)
         proxy = self.proxies.get(parts.scheme)
         if proxy is None or parts.hostname is None:
@@ -95,6 +95,6 @@ def verified_ssl_context() -> ssl.SSLContext:
 
 
 @lru_cache(maxsize=4)
-def _context_for(cert_file: Optional[str], cert_dir: Optional[str]) -> ssl.SSLContext:
+def _context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     del cert_file, cert_dir  # the cache key: OpenSSL reads the variables themselves
     return ssl.create_default_context()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from typing import Awaitable, Callable, Union
+from collections.abc import Awaitable, Callable
 
 from .base import HttpRequest, HttpResponse, StreamResponse
 
-Handler = Callable[[HttpRequest], Union[HttpResponse, Awaitable[HttpResponse], BaseException]]
+Handler = Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse] | BaseException]
 
 __all__ = ["MemoryTransport"]
 
@@ -24,7 +24,7 @@ class MemoryTransport:
         self.requests: list[HttpRequest] = []
         self.closed = False
 
-    async def send(self, request: HttpRequest) -> Union[HttpResponse, StreamResponse]:
+    async def send(self, request: HttpRequest) -> HttpResponse | StreamResponse:
         self.requests.append(request)
         answer = self.handler(request)
         if inspect.isawaitable(answer):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.parse
-from typing import Optional
 
 from .base import HttpRequest
 
@@ -39,14 +38,14 @@ _BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def origin(url: str) -> tuple[str, str, Optional[int]]:
+def origin(url: str) -> tuple[str, str, int | None]:
     """``(scheme, host, port)`` of ``url``, the port made explicit."""
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
 
 
-def next_hop(request: HttpRequest, status: int, location: Optional[str]) -> Optional[HttpRequest]:
+def next_hop(request: HttpRequest, status: int, location: str | None) -> HttpRequest | None:
     """The request to send after ``request`` was answered ``status`` with
     ``location``, or None when that answer is not a redirect to follow (not
     a redirect status, no Location, or a Location that is not http(s))."""

@@ -8,7 +8,8 @@ blank line ends an event.  An event whose data grows past
 
 from __future__ import annotations
 
-from typing import AsyncIterator, NamedTuple, Optional
+from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from ..resilience.errors import too_large
 
@@ -16,12 +17,14 @@ __all__ = ["SseEvent", "iter_ndjson", "iter_sse"]
 
 
 class SseEvent(NamedTuple):
-    event: Optional[str]
+    event: str | None
     data: str
 
 
-async def iter_sse(lines: AsyncIterator[bytes], max_event_bytes: Optional[int] = None) -> AsyncIterator[SseEvent]:
-    event: Optional[str] = None
+async def iter_sse(
+    lines: AsyncIterator[bytes], max_event_bytes: int | None = None
+) -> AsyncIterator[SseEvent]:
+    event: str | None = None
     data: list[str] = []
     size = 0
     async for raw in lines:

@@ -21,7 +21,9 @@ KEY = "sk-async-0123456789"
 
 def make(name: str, simulator, **settings):
     backend = BACKENDS[name]
-    metadata = backend.connection_metadata(simulator.url + backend.provider.spec.simulator_path, KEY)
+    metadata = backend.connection_metadata(
+        simulator.url + backend.provider.spec.simulator_path, KEY
+    )
     metadata.update(FAST, **settings)
     return backend({}, metadata)
 
@@ -83,7 +85,9 @@ async def test_sync_and_async_callers_share_one_queue_breaker_and_stats(simulato
         sync_results = await asyncio.gather(
             *(asyncio.to_thread(client.chat, CHAT_MODEL, messages(f"sync {i}")) for i in range(4))
         )
-        async_results = await asyncio.gather(*(client.achat(CHAT_MODEL, messages(f"async {i}")) for i in range(4)))
+        async_results = await asyncio.gather(
+            *(client.achat(CHAT_MODEL, messages(f"async {i}")) for i in range(4))
+        )
         stats = client.get_stats()
     assert [reply_text(r) for r in sync_results + async_results] == [
         REPLY_PREFIX + f"{kind} {i}" for kind in ("sync", "async") for i in range(4)
@@ -95,7 +99,9 @@ async def test_sync_and_async_callers_share_one_queue_breaker_and_stats(simulato
 
 async def test_async_embeddings_are_batched_with_each_other(simulator):
     async with make_client(simulator, batch_timeout=0.3, max_batch_size=16) as client:
-        results = await asyncio.gather(*(client.aembeddings(EMBED_MODEL, f"text {i}") for i in range(6)))
+        results = await asyncio.gather(
+            *(client.aembeddings(EMBED_MODEL, f"text {i}") for i in range(6))
+        )
         stats = client.get_stats()
     assert all(len(r["data"]) == 1 for r in results)
     assert simulator.counters()["requests_total"] == 1
@@ -108,8 +114,12 @@ def test_callers_on_several_loops_in_several_threads_share_one_backend(simulator
 
         def run(n: int) -> None:
             async def main():
-                replies = await asyncio.gather(*(client.achat(CHAT_MODEL, messages(f"t{n} r{i}")) for i in range(10)))
-                assert [reply_text(r) for r in replies] == [REPLY_PREFIX + f"t{n} r{i}" for i in range(10)]
+                replies = await asyncio.gather(
+                    *(client.achat(CHAT_MODEL, messages(f"t{n} r{i}")) for i in range(10))
+                )
+                assert [reply_text(r) for r in replies] == [
+                    REPLY_PREFIX + f"t{n} r{i}" for i in range(10)
+                ]
 
             try:
                 asyncio.run(main())
@@ -134,7 +144,8 @@ async def test_aqueue_with_priority_queues_at_once_in_priority_order(fresh_simul
             futures = []
             for name, priority in [("low", 2), ("normal", 1), ("high", 0)]:
                 future = client.aqueue_with_priority(
-                    {"endpoint": "chat/completions", "data": chat_data(name), "request_id": name}, priority
+                    {"endpoint": "chat/completions", "data": chat_data(name), "request_id": name},
+                    priority,
                 )
                 future.add_done_callback(lambda f: finished.append(f["request_id"]))
                 futures.append(future)
@@ -151,37 +162,58 @@ async def test_cancelling_a_queued_request_removes_it_at_once(fresh_simulator):
     with make_client(fresh_simulator, max_concurrent_requests=1) as client:
         with held_slot(client, fresh_simulator):
             task = asyncio.ensure_future(client.achat(CHAT_MODEL, messages("never sent")))
-            await eventually_async(lambda: client.get_stats()["current_queue_size"] == 1, "the request is queued")
+            await eventually_async(
+                lambda: client.get_stats()["current_queue_size"] == 1, "the request is queued"
+            )
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await eventually_async(lambda: client.get_stats()["current_queue_size"] == 0, "the queue is empty")
+            await eventually_async(
+                lambda: client.get_stats()["current_queue_size"] == 0, "the queue is empty"
+            )
         reply = await client.achat(CHAT_MODEL, messages("after"))
         stats = client.get_stats()
     assert reply_text(reply) == REPLY_PREFIX + "after"
     assert stats["cancelled_requests"] == 2  # the queued request, and the held stream closed early
     assert stats["failed_requests"] == 0
-    assert fresh_simulator.counters()["requests_total"] == 2  # the held stream and "after": never "never sent"
+    assert (
+        fresh_simulator.counters()["requests_total"] == 2
+    )  # the held stream and "after": never "never sent"
 
 
-async def test_cancelling_a_request_in_flight_aborts_it_and_the_server_sees_the_connection_close(fresh_simulator):
+async def test_cancelling_a_request_in_flight_aborts_it_and_the_server_sees_the_connection_close(
+    fresh_simulator,
+):
     fresh_simulator.configure(hang_next=1, hang_seconds=30.0)
     with make_client(fresh_simulator, max_concurrent_requests=1) as client:
         task = asyncio.ensure_future(client.achat(CHAT_MODEL, messages("hung")))
-        await eventually_async(lambda: fresh_simulator.counters()["in_flight"] == 1, "the server holds the request")
+        await eventually_async(
+            lambda: fresh_simulator.counters()["in_flight"] == 1, "the server holds the request"
+        )
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await eventually_async(lambda: fresh_simulator.counters()["client_disconnects"] == 1, "the server sees the client go")
+        await eventually_async(
+            lambda: fresh_simulator.counters()["client_disconnects"] == 1,
+            "the server sees the client go",
+        )
         await eventually_async(lambda: client.current_requests == 0, "the slot is free")
         pool = client.get_stats()["key_pool"]
         assert all(row["in_flight"] == 0 for row in pool.values())
         reply = await client.achat(CHAT_MODEL, messages("next"))  # the one slot works again
         stats = client.get_stats()
         summary = client.generate_report()["summary"]
-    assert (summary["cancelled_requests"], summary["failed_requests"], summary["success_rate"]) == (1, 0, 100.0)
+    assert (summary["cancelled_requests"], summary["failed_requests"], summary["success_rate"]) == (
+        1,
+        0,
+        100.0,
+    )
     assert reply_text(reply) == REPLY_PREFIX + "next"
-    assert (stats["cancelled_requests"], stats["failed_requests"], stats["successful_requests"]) == (1, 0, 1)
+    assert (
+        stats["cancelled_requests"],
+        stats["failed_requests"],
+        stats["successful_requests"],
+    ) == (1, 0, 1)
     assert stats["total_requests"] == 2
 
 
@@ -190,7 +222,9 @@ async def test_cancelling_with_a_timeout_counts_as_cancelled_not_failed(fresh_si
     async with make_client(fresh_simulator) as client:
         with pytest.raises((asyncio.TimeoutError, TimeoutError)):
             await asyncio.wait_for(client.achat(CHAT_MODEL, messages("slow")), 0.2)
-        await eventually_async(lambda: client.get_stats()["cancelled_requests"] == 1, "the cancel is counted")
+        await eventually_async(
+            lambda: client.get_stats()["cancelled_requests"] == 1, "the cancel is counted"
+        )
         stats = client.get_stats()
     assert stats["failed_requests"] == 0 and stats["success_rate"] == 0.0
 
@@ -201,12 +235,19 @@ def test_a_caller_loop_that_closes_before_its_answer_does_not_hurt_the_backend(f
         loop = asyncio.new_event_loop()
         task = loop.create_task(client.achat(CHAT_MODEL, messages("orphan")))
         loop.run_until_complete(  # submitted, not answered
-            eventually_async(lambda: fresh_simulator.counters()["in_flight"] == 1, "the server holds the request")
+            eventually_async(
+                lambda: fresh_simulator.counters()["in_flight"] == 1, "the server holds the request"
+            )
         )
         loop.close()  # its task never hears back: nothing to cancel, nobody to wake
-        eventually(lambda: client.get_stats()["successful_requests"] == 1, "the orphan's answer arrives")
+        eventually(
+            lambda: client.get_stats()["successful_requests"] == 1, "the orphan's answer arrives"
+        )
         fresh_simulator.configure(latency=0.0)
-        assert reply_text(client.chat(CHAT_MODEL, messages("still fine"))) == REPLY_PREFIX + "still fine"
+        assert (
+            reply_text(client.chat(CHAT_MODEL, messages("still fine")))
+            == REPLY_PREFIX + "still fine"
+        )
     del task
 
 
@@ -225,7 +266,9 @@ async def test_aclose_fails_queued_requests_with_shutdown_error(fresh_simulator)
     client = make_client(fresh_simulator, max_concurrent_requests=1)
     with held_slot(client, fresh_simulator):
         queued = asyncio.ensure_future(client.achat(CHAT_MODEL, messages("queued")))
-        await eventually_async(lambda: client.get_stats()["current_queue_size"] == 1, "the request is queued")
+        await eventually_async(
+            lambda: client.get_stats()["current_queue_size"] == 1, "the request is queued"
+        )
         await client.aclose()
     with pytest.raises(ShutdownError):
         await queued
@@ -244,7 +287,10 @@ async def test_a_failover_chain_awaits_each_step_in_turn(fresh_simulator, simula
     from ipfs_accelerate_py.api_backends import FailoverChain
 
     fresh_simulator.configure(outage=True)
-    async with make("openai", fresh_simulator, max_retries=0) as down, make("groq", simulator) as up:
+    async with (
+        make("openai", fresh_simulator, max_retries=0) as down,
+        make("groq", simulator) as up,
+    ):
         chain = FailoverChain([down, up])
         reply = await chain.achat(CHAT_MODEL, messages("failed over"))
         assert chain.last_step.backend is up
@@ -253,5 +299,8 @@ async def test_a_failover_chain_awaits_each_step_in_turn(fresh_simulator, simula
         stats = chain.get_stats()
     assert chain.reply_text(reply) == REPLY_PREFIX + "failed over"
     assert text == REPLY_PREFIX + "streamed"
-    assert sorted(stats["served_by"].values()) == [0, 2] and stats["served_by"][chain.last_step.name] == 2
+    assert (
+        sorted(stats["served_by"].values()) == [0, 2]
+        and stats["served_by"][chain.last_step.name] == 2
+    )
     assert stats["failovers"] == 2

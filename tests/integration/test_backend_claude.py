@@ -38,7 +38,10 @@ WIRE = claude.provider
 TOOL = {
     "name": "get_weather",
     "description": "Weather in a city",
-    "input_schema": {"type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}}},
+    "input_schema": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
+    },
 }
 
 
@@ -55,7 +58,11 @@ def reply_text(message: dict) -> str:
 
 def raw_post(sim: Simulator, body: dict, key: str = KEY) -> HttpResponse:
     """One request by hand, to look at the simulator's headers."""
-    headers = {"content-type": "application/json", "x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+    headers = {
+        "content-type": "application/json",
+        "x-api-key": key,
+        "anthropic-version": ANTHROPIC_VERSION,
+    }
     return post_json(sim.url + "/v1/messages", body, headers)
 
 
@@ -89,21 +96,34 @@ def test_max_tokens_and_stop_sequences_reach_the_server(simulator):
     with make_client(simulator) as client:
         cut = client.chat(MODEL, user("a fairly long prompt to be cut"), max_tokens=2)
         stopped = client.chat(MODEL, user("one two three"), stop_sequences=["two"])
-    assert (reply_text(cut), cut["stop_reason"]) == ((REPLY_PREFIX + "a fairly long")[:8], "max_tokens")
+    assert (reply_text(cut), cut["stop_reason"]) == (
+        (REPLY_PREFIX + "a fairly long")[:8],
+        "max_tokens",
+    )
     assert (reply_text(stopped), stopped["stop_reason"], stopped["stop_sequence"]) == (
-        REPLY_PREFIX + "one ", "stop_sequence", "two")
+        REPLY_PREFIX + "one ",
+        "stop_sequence",
+        "two",
+    )
 
 
 def test_tool_use_round_trip(simulator):
     with make_client(simulator) as client:
-        first = client.chat(MODEL, user("Paris"), tools=[TOOL], tool_choice={"type": "tool", "name": "get_weather"})
+        first = client.chat(
+            MODEL, user("Paris"), tools=[TOOL], tool_choice={"type": "tool", "name": "get_weather"}
+        )
         [block] = first["content"]
         assert first["stop_reason"] == "tool_use"
         assert block["type"] == "tool_use" and block["name"] == "get_weather"
         assert block["input"] == {"location": "Paris"}
         turns = user("Paris") + [
             {"role": "assistant", "content": first["content"]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block["id"], "content": "15 degrees"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": block["id"], "content": "15 degrees"}
+                ],
+            },
         ]
         second = client.chat(MODEL, turns, tools=[TOOL])
     assert reply_text(second) == REPLY_PREFIX + "15 degrees"
@@ -111,7 +131,9 @@ def test_tool_use_round_trip(simulator):
 
 def test_count_tokens(simulator):
     with make_client(simulator) as client:
-        counted = client.count_tokens(MODEL, [{"role": "system", "content": "sys prompt"}] + user("count these words"))
+        counted = client.count_tokens(
+            MODEL, [{"role": "system", "content": "sys prompt"}] + user("count these words")
+        )
     assert counted == estimate_tokens("sys prompt") + estimate_tokens("count these words")
     assert simulator.counters()["by_path"] == {"/v1/messages/count_tokens": 1}
 
@@ -133,23 +155,44 @@ def test_embeddings_are_refused_without_a_request(simulator):
 # ------------------------------------------------------- the request as sent
 
 
-recorder = recorder_fixture({"id": "msg_1", "type": "message", "role": "assistant", "content": [],
-                             "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}})
+recorder = recorder_fixture(
+    {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+)
 
 
 def test_request_as_sent_headers_and_body(recorder):
     base_url, seen = recorder
     with claude({}, {"claude_api_key": KEY, "claude_api_base": base_url}) as client:
-        client.chat(MODEL, [{"role": "system", "content": "S"}] + user("hi"), temperature=0.5,
-                    tools=[TOOL], tool_choice={"type": "auto"}, request_id="req-9")
+        client.chat(
+            MODEL,
+            [{"role": "system", "content": "S"}] + user("hi"),
+            temperature=0.5,
+            tools=[TOOL],
+            tool_choice={"type": "auto"},
+            request_id="req-9",
+        )
     [(method, path, headers, body)] = seen
     assert (method, path) == ("POST", "/v1/messages")
     assert headers["x-api-key"] == KEY
     assert headers["anthropic-version"] == ANTHROPIC_VERSION
     assert headers["content-type"] == "application/json"
     assert "authorization" not in headers
-    assert json.loads(body) == {"model": MODEL, "messages": user("hi"), "system": "S", "max_tokens": DEFAULT_MAX_TOKENS,
-                                "temperature": 0.5, "tools": [TOOL], "tool_choice": {"type": "auto"}}
+    assert json.loads(body) == {
+        "model": MODEL,
+        "messages": user("hi"),
+        "system": "S",
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "temperature": 0.5,
+        "tools": [TOOL],
+        "tool_choice": {"type": "auto"},
+    }
 
 
 # ---------------------------------------------------------------- streaming
@@ -169,7 +212,10 @@ def test_stream_events_join_to_the_non_stream_reply(simulator):
     assert len(deltas) > 2 and "".join(deltas) == stream.text == reply_text(whole)
     assert events[-2].raw["delta"]["stop_reason"] == "end_turn"
     assert events[-2].finish_reason == stream.finish_reason == "stop"
-    assert stream.usage == {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": whole["usage"]["output_tokens"]}
+    assert stream.usage == {
+        "input_tokens": whole["usage"]["input_tokens"],
+        "output_tokens": whole["usage"]["output_tokens"],
+    }
     assert events[0].raw["message"]["usage"]["input_tokens"] == whole["usage"]["input_tokens"]
     assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
     # message_delta carries the cumulative usage (input too), so the stream is counted in full
@@ -182,14 +228,20 @@ def test_stream_tool_input_json_deltas_join_to_the_input(simulator):
     choice = {"type": "any"}
     with make_client(simulator) as client:
         whole = client.chat(MODEL, user("Lisbon"), tools=[TOOL], tool_choice=choice)
-        with client.chat(MODEL, user("Lisbon"), tools=[TOOL], tool_choice=choice, stream=True) as stream:
+        with client.chat(
+            MODEL, user("Lisbon"), tools=[TOOL], tool_choice=choice, stream=True
+        ) as stream:
             events = list(stream)
     start = next(e.raw for e in events if e.raw["type"] == "content_block_start")
     assert start["content_block"]["type"] == "tool_use" and start["content_block"]["input"] == {}
     partial = "".join(piece.arguments for e in events for piece in e.tool_calls)
     assert json.loads(partial) == whole["content"][0]["input"] == {"location": "Lisbon"}
     (call,) = stream.tool_calls
-    assert (call["index"], call["id"], call["name"]) == (0, start["content_block"]["id"], "get_weather")
+    assert (call["index"], call["id"], call["name"]) == (
+        0,
+        start["content_block"]["id"],
+        "get_weather",
+    )
     assert json.loads(call["arguments"]) == {"location": "Lisbon"}
     assert stream.finish_reason == "tool_calls"
 
@@ -208,8 +260,17 @@ def sse(*events: dict) -> str:
     return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
 
 
-START = {"type": "message_start", "message": {"id": "msg_s", "type": "message", "role": "assistant", "content": [],
-                                              "model": MODEL, "usage": {"input_tokens": 3, "output_tokens": 1}}}
+START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_s",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": MODEL,
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+    },
+}
 BLOCK = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
 DELTA = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}
 
@@ -217,20 +278,41 @@ DELTA = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delt
 @pytest.mark.parametrize(
     "transcript, cls, says",
     [
-        (sse(START, BLOCK, DELTA), NetworkError, "end marker"),  # closed cleanly without message_stop
-        (sse(START, BLOCK, DELTA, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-         OverloadedError, "Overloaded"),
+        (
+            sse(START, BLOCK, DELTA),
+            NetworkError,
+            "end marker",
+        ),  # closed cleanly without message_stop
+        (
+            sse(
+                START,
+                BLOCK,
+                DELTA,
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            ),
+            OverloadedError,
+            "Overloaded",
+        ),
     ],
 )
-def test_stream_that_ends_without_message_stop_or_with_an_error_event(simulator, transcript, cls, says):
-    simulator.script([{"body": transcript, "headers": {"Content-Type": "text/event-stream"}}], path="/v1/messages")
+def test_stream_that_ends_without_message_stop_or_with_an_error_event(
+    simulator, transcript, cls, says
+):
+    simulator.script(
+        [{"body": transcript, "headers": {"Content-Type": "text/event-stream"}}],
+        path="/v1/messages",
+    )
     with make_client(simulator) as client:
         stream = client.chat(MODEL, user("x"), stream=True)
         got = []
         with pytest.raises(cls, match=says) as info:
             for event in stream:
                 got.append(event)
-    assert [e.raw["type"] for e in got] == ["message_start", "content_block_start", "content_block_delta"]
+    assert [e.raw["type"] for e in got] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+    ]
     assert stream.text == info.value.partial_text == "Hel"
     assert info.value.chunks_received == 3
 
@@ -314,8 +396,13 @@ def test_529_error_body_is_anthropics(simulator):
     simulator.configure(fail_next=2, error_status=529)
     raw = raw_post(simulator, {"model": MODEL, "max_tokens": 10, "messages": user("x")})
     assert raw.status == 529
-    assert json.loads(raw.body) == {"type": "error", "error": {"type": "overloaded_error",
-                                                               "message": "Simulated server error (injected fault)."}}
+    assert json.loads(raw.body) == {
+        "type": "error",
+        "error": {
+            "type": "overloaded_error",
+            "message": "Simulated server error (injected fault).",
+        },
+    }
     with make_client(simulator, max_retries=0) as client:
         with pytest.raises(OverloadedError, match="Simulated server error") as caught:
             client.chat(MODEL, user("x"))
@@ -350,5 +437,7 @@ def test_the_simulator_refuses_a_request_without_anthropic_version(simulator):
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 400
-    assert json.loads(caught.value.read())["error"] == {"type": "invalid_request_error",
-                                                        "message": "anthropic-version: header is required"}
+    assert json.loads(caught.value.read())["error"] == {
+        "type": "invalid_request_error",
+        "message": "anthropic-version: header is required",
+    }

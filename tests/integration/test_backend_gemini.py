@@ -77,7 +77,10 @@ def test_chat_returns_the_simulators_reply_and_usage(simulator):
     assert counted["by_format"] == {"gemini": 1}
     assert counted["by_model"] == {MODEL: 1}
     assert counted["by_key"] == {key_fingerprint(KEY): 1}
-    assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (counted["tokens"]["prompt"], counted["tokens"]["completion"])
+    assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (
+        counted["tokens"]["prompt"],
+        counted["tokens"]["completion"],
+    )
 
 
 def test_system_instruction_and_an_inline_image_are_sent_and_counted(simulator):
@@ -87,7 +90,9 @@ def test_system_instruction_and_an_inline_image_are_sent_and_counted(simulator):
     ]
     with make_client(simulator) as client:
         response = client.chat(MODEL, messages)
-    expected = estimate_tokens("Answer in one word.") + estimate_tokens("What is this?") + IMAGE_TOKENS
+    expected = (
+        estimate_tokens("Answer in one word.") + estimate_tokens("What is this?") + IMAGE_TOKENS
+    )
     assert response["usageMetadata"]["promptTokenCount"] == expected
     assert reply_text(response) == REPLY_PREFIX + "What is this?"
 
@@ -118,15 +123,23 @@ def test_embed_content_count_tokens_get_model_and_list_models(simulator):
     simulator.configure(models=[MODEL, EMBED])
     with make_client(simulator) as client:
         embedded = client.embed_content(EMBED, "solo", output_dimensionality=4)
-        counted = client.count_tokens(MODEL, [{"role": "system", "content": "S"}, *user("count me")])
+        counted = client.count_tokens(
+            MODEL, [{"role": "system", "content": "S"}, *user("count me")]
+        )
         model = client.get_model(EMBED)
         models = client.list_models()
     assert embedded == {"embedding": {"values": embedding_for("solo", 4)}}
     assert counted["totalTokens"] == estimate_tokens("S") + estimate_tokens("count me")
-    assert model["name"] == f"models/{EMBED}" and "batchEmbedContents" in model["supportedGenerationMethods"]
+    assert (
+        model["name"] == f"models/{EMBED}"
+        and "batchEmbedContents" in model["supportedGenerationMethods"]
+    )
     assert [m["name"] for m in models] == [f"models/{MODEL}", f"models/{EMBED}"]
     assert simulator.counters()["by_path"] == {
-        path("embedContent", EMBED): 1, path("countTokens"): 1, f"/v1beta/models/{EMBED}": 1, "/v1beta/models": 1,
+        path("embedContent", EMBED): 1,
+        path("countTokens"): 1,
+        f"/v1beta/models/{EMBED}": 1,
+        "/v1beta/models": 1,
     }
 
 
@@ -152,11 +165,15 @@ def test_stream_chunks_join_to_the_non_stream_reply(simulator):
     assert len(chunks) > 2
     assert "".join(c.text for c in chunks) == stream.text == reply_text(whole)
     assert "".join(reply_text(c.raw) for c in chunks) == reply_text(whole)
-    assert [c.raw["candidates"][0].get("finishReason") for c in chunks] == [None] * (len(chunks) - 1) + ["STOP"]
+    assert [c.raw["candidates"][0].get("finishReason") for c in chunks] == [None] * (
+        len(chunks) - 1
+    ) + ["STOP"]
     assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
     assert chunks[-1].raw["usageMetadata"] == whole["usageMetadata"]
-    assert stream.usage == {"input_tokens": whole["usageMetadata"]["promptTokenCount"],
-                            "output_tokens": whole["usageMetadata"]["candidatesTokenCount"]}
+    assert stream.usage == {
+        "input_tokens": whole["usageMetadata"]["promptTokenCount"],
+        "output_tokens": whole["usageMetadata"]["candidatesTokenCount"],
+    }
     counted = simulator.counters()
     assert counted["by_path"] == {path("generateContent"): 1, path("streamGenerateContent"): 1}
     assert counted["streams"] == {"started": 1, "finished": 1}
@@ -167,7 +184,9 @@ def test_stream_chunks_join_to_the_non_stream_reply(simulator):
 def test_a_stream_cut_before_its_finish_reason_is_an_error_not_a_short_reply(simulator):
     simulator.configure(stream_cut_after=2)
     with make_client(simulator) as client:
-        stream = client.chat(MODEL, user("one two three four five six seven eight nine"), stream=True)
+        stream = client.chat(
+            MODEL, user("one two three four five six seven eight nine"), stream=True
+        )
         got = []
         with pytest.raises(NetworkError, match="after 2 chunks"):
             for chunk in stream:
@@ -178,7 +197,9 @@ def test_a_stream_cut_before_its_finish_reason_is_an_error_not_a_short_reply(sim
 def test_a_malformed_stream_event_is_a_typed_error(simulator):
     simulator.configure(stream_malformed_after=1)
     with make_client(simulator) as client:
-        stream = client.chat(MODEL, user("one two three four five six seven eight nine"), stream=True)
+        stream = client.chat(
+            MODEL, user("one two three four five six seven eight nine"), stream=True
+        )
         assert next(stream).text.startswith("Simulated")
         with pytest.raises(MalformedResponseError, match="after 1 chunks") as info:
             next(stream)
@@ -188,9 +209,11 @@ def test_a_malformed_stream_event_is_a_typed_error(simulator):
 def test_without_alt_sse_the_stream_is_one_json_array_and_a_query_key_is_accepted(simulator):
     simulator.configure(valid_keys=[KEY])
     request = urllib.request.Request(
-        f"{simulator.url}{path('streamGenerateContent')}?key={KEY}", method="POST",
+        f"{simulator.url}{path('streamGenerateContent')}?key={KEY}",
+        method="POST",
         data=json.dumps({"contents": [{"parts": [{"text": "as an array"}]}]}).encode(),
-        headers={"Content-Type": "application/json"})
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=WAIT) as response:
         chunks = json.loads(response.read())
     assert "".join(reply_text(c) for c in chunks) == REPLY_PREFIX + "as an array"
@@ -201,14 +224,26 @@ def test_without_alt_sse_the_stream_is_one_json_array_and_a_query_key_is_accepte
 # ---------------------------------------------------------- request as sent
 
 
-recorder = recorder_fixture({"candidates": [{"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}],
-                             "models": []}, "/v1beta")
+recorder = recorder_fixture(
+    {
+        "candidates": [
+            {"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}
+        ],
+        "models": [],
+    },
+    "/v1beta",
+)
 
 
 def test_request_as_sent_method_path_headers_and_json_body(recorder):
     base_url, seen = recorder
     with gemini({}, {"google_api_key": KEY, "gemini_api_base": base_url}) as client:
-        client.chat(MODEL, [{"role": "system", "content": "Be brief."}, *user("hi")], temperature=0.5, max_tokens=10)
+        client.chat(
+            MODEL,
+            [{"role": "system", "content": "Be brief."}, *user("hi")],
+            temperature=0.5,
+            max_tokens=10,
+        )
         client.list_models()
     (method, raw_path, headers, body), (get_method, get_path, get_headers, get_body) = seen
     assert (method, raw_path) == ("POST", path("generateContent"))
@@ -228,9 +263,15 @@ def test_an_image_goes_inline_as_base64(recorder):
     base_url, seen = recorder
     url = "data:image/png;base64," + base64.b64encode(PNG).decode()
     with gemini({}, {"gemini_api_key": KEY, "gemini_api_base": base_url}) as client:
-        client.chat(MODEL, [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+        client.chat(
+            MODEL, [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+        )
     parts = json.loads(seen[0][3])["contents"][0]["parts"]
-    assert parts == [image_part(PNG)] == [{"inline_data": {"mime_type": "image/png", "data": url.split(",", 1)[1]}}]
+    assert (
+        parts
+        == [image_part(PNG)]
+        == [{"inline_data": {"mime_type": "image/png", "data": url.split(",", 1)[1]}}]
+    )
 
 
 # ------------------------------------------------------------------- errors
@@ -242,7 +283,9 @@ def test_a_key_google_does_not_know_is_an_authentication_error_and_not_retried(s
         with pytest.raises(AuthenticationError, match="API key not valid") as caught:
             client.chat(MODEL, user("x"))
         assert client.circuit_state == "CLOSED"
-    assert caught.value.status == 400  # Gemini answers a bad key with 400 INVALID_ARGUMENT, API_KEY_INVALID
+    assert (
+        caught.value.status == 400
+    )  # Gemini answers a bad key with 400 INVALID_ARGUMENT, API_KEY_INVALID
     assert simulator.counters()["requests_total"] == 1
 
 
@@ -256,8 +299,13 @@ def test_a_missing_key_is_permission_denied(simulator):
 
 @pytest.mark.parametrize(
     "status, cls, state",
-    [(401, AuthenticationError, "UNAUTHENTICATED"), (400, InvalidRequestError, "INVALID_ARGUMENT"),
-     (404, NotFoundError, "NOT_FOUND"), (500, ServerError, "INTERNAL"), (503, ServerError, "UNAVAILABLE")],
+    [
+        (401, AuthenticationError, "UNAUTHENTICATED"),
+        (400, InvalidRequestError, "INVALID_ARGUMENT"),
+        (404, NotFoundError, "NOT_FOUND"),
+        (500, ServerError, "INTERNAL"),
+        (503, ServerError, "UNAVAILABLE"),
+    ],
 )
 def test_each_status_comes_as_its_typed_error_with_googles_status(simulator, status, cls, state):
     simulator.script([{"status": status}], path=path("generateContent"))
@@ -278,21 +326,39 @@ def test_an_unknown_model_is_not_found(simulator):
 
 
 def test_a_field_gemini_does_not_know_is_refused_by_the_server(simulator):
-    data = {"model": MODEL, "contents": [{"role": "user", "parts": [{"text": "x"}]}], "max_tokens": 5}
-    with make_client(simulator) as client, pytest.raises(InvalidRequestError, match='Unknown name "max_tokens"'):
+    data = {
+        "model": MODEL,
+        "contents": [{"role": "user", "parts": [{"text": "x"}]}],
+        "max_tokens": 5,
+    }
+    with (
+        make_client(simulator) as client,
+        pytest.raises(InvalidRequestError, match='Unknown name "max_tokens"'),
+    ):
         client.make_request("generateContent", data)
 
 
 def test_more_than_100_requests_in_one_call_are_refused_by_the_server(simulator):
-    _, data = gemini.provider.embeddings_request("unbatched-embedder", [f"t{i}" for i in range(101)], {})
-    with make_client(simulator) as client, pytest.raises(InvalidRequestError, match="at most 100 requests"):
+    _, data = gemini.provider.embeddings_request(
+        "unbatched-embedder", [f"t{i}" for i in range(101)], {}
+    )
+    with (
+        make_client(simulator) as client,
+        pytest.raises(InvalidRequestError, match="at most 100 requests"),
+    ):
         client.make_request("batchEmbedContents", data)
 
 
 def test_429_retry_info_alone_sets_the_wait(simulator):
-    body = google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.", {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                                                                        "retryDelay": "0.25s"})
-    simulator.script([{"status": 429, "body": body}, {"status": 429, "body": body}, {"status": 200}])
+    body = google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        "Quota exceeded.",
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.25s"},
+    )
+    simulator.script(
+        [{"status": 429, "body": body}, {"status": 429, "body": body}, {"status": 200}]
+    )
     with make_client(simulator, max_retries=0) as client:
         with pytest.raises(RateLimitError) as caught:
             client.chat(MODEL, user("x"))
@@ -324,22 +390,40 @@ def test_the_rate_limiter_answers_with_googles_quota_details(simulator):
         with pytest.raises(RateLimitError, match="RESOURCE_EXHAUSTED") as caught:
             client.chat(MODEL, user("two"))
     assert 29.0 < caught.value.retry_after <= 30.0
-    status, body = raw_post(simulator, path("generateContent"), {"contents": [{"parts": [{"text": "three"}]}]})
-    assert status == 429 and body["error"]["status"] == "RESOURCE_EXHAUSTED" and body["error"]["code"] == 429
+    status, body = raw_post(
+        simulator, path("generateContent"), {"contents": [{"parts": [{"text": "three"}]}]}
+    )
+    assert (
+        status == 429
+        and body["error"]["status"] == "RESOURCE_EXHAUSTED"
+        and body["error"]["code"] == 429
+    )
     details = {d["@type"].rsplit(".", 1)[1]: d for d in body["error"]["details"]}
-    assert details["RetryInfo"]["retryDelay"].endswith("s") and 29.0 < float(details["RetryInfo"]["retryDelay"][:-1]) <= 30.0
+    assert (
+        details["RetryInfo"]["retryDelay"].endswith("s")
+        and 29.0 < float(details["RetryInfo"]["retryDelay"][:-1]) <= 30.0
+    )
     assert details["QuotaFailure"]["violations"]
 
 
 def raw_post(sim: Simulator, raw_path: str, body: dict) -> tuple[int, dict]:
     """One request by hand, to read the answer the client does not keep."""
-    answer = post_json(sim.url + raw_path, body, {"x-goog-api-key": KEY, "Content-Type": "application/json"})
+    answer = post_json(
+        sim.url + raw_path, body, {"x-goog-api-key": KEY, "Content-Type": "application/json"}
+    )
     return answer.status, answer.json()
 
 
-@pytest.mark.parametrize("fault", [{"fail_next": 1, "error_status": 503}, {"fail_next": 1, "error_status": 500},
-                                   {"malformed_next": 1}, {"drop_next": 1}],
-                         ids=["503", "500", "malformed", "dropped"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"fail_next": 1, "error_status": 503},
+        {"fail_next": 1, "error_status": 500},
+        {"malformed_next": 1},
+        {"drop_next": 1},
+    ],
+    ids=["503", "500", "malformed", "dropped"],
+)
 def test_server_faults_are_retried(simulator, fault):
     simulator.configure(**fault)
     with make_client(simulator, max_retries=2) as client:
@@ -388,7 +472,9 @@ def test_a_callers_list_stays_whole_beside_single_texts(simulator):
         single = client.add_to_batch(EMBED, "w")
         client._process_batch()
         dims = simulator.scenario["embedding_dimensions"]
-        assert client.provider.embedding_vectors(listed.result(WAIT)) == [embedding_for(t, dims) for t in "xyz"]
+        assert client.provider.embedding_vectors(listed.result(WAIT)) == [
+            embedding_for(t, dims) for t in "xyz"
+        ]
         assert client.provider.embedding_vectors(single.result(WAIT)) == [embedding_for("w", dims)]
     assert simulator.counters()["embedding_inputs"]["by_size"] == {"4": 1}
 

@@ -14,10 +14,23 @@ import pytest
 
 from ipfs_accelerate_py.api_backends.groq import groq
 from ipfs_accelerate_py.providers.openai_compatible import GROQ
-from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidInputError, OverloadedError, RateLimitError
+from ipfs_accelerate_py.resilience.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    OverloadedError,
+    RateLimitError,
+)
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from ..helpers import FAST, REPLY_PREFIX, ClientFactory, client_fixture, joined_deltas, messages, reply_text
+from ..helpers import (
+    FAST,
+    REPLY_PREFIX,
+    ClientFactory,
+    client_fixture,
+    joined_deltas,
+    messages,
+    reply_text,
+)
 
 KEY = "gsk_integration_0123456789abcdef"
 MODEL = GROQ.default_chat_model
@@ -29,9 +42,14 @@ RATE_HEADERS = {
     "x-ratelimit-reset-requests": "6s",
     "x-ratelimit-reset-tokens": "0.5s",
 }
-LIMIT_BODY = {"error": {"message": "Rate limit reached for model `llama-3.3-70b-versatile` on tokens per minute "
-                                   "(TPM): Limit 18000, Used 18000, Requested 20. Please try again in 1.5s.",
-                        "type": "tokens", "code": "rate_limit_exceeded"}}
+LIMIT_BODY = {
+    "error": {
+        "message": "Rate limit reached for model `llama-3.3-70b-versatile` on tokens per minute "
+        "(TPM): Limit 18000, Used 18000, Requested 20. Please try again in 1.5s.",
+        "type": "tokens",
+        "code": "rate_limit_exceeded",
+    }
+}
 
 
 make_groq = ClientFactory(groq, "groq_api_base", "groq_api_key", FAST, key=KEY)
@@ -53,10 +71,17 @@ def test_request_as_sent(recorder):
         backend.list_models()
     (method, path, headers, body), (get_method, get_path, _, _) = seen
     headers = {k.lower(): v for k, v in headers.items()}
-    assert (method, path, get_method, get_path) == ("POST", "/v1/chat/completions", "GET", "/v1/models")
+    assert (method, path, get_method, get_path) == (
+        "POST",
+        "/v1/chat/completions",
+        "GET",
+        "/v1/models",
+    )
     assert headers["authorization"] == f"Bearer {KEY}"
-    assert body == b'{"model":"llama-3.3-70b-versatile","messages":[{"role":"user","content":"hi"}],' \
-                   b'"max_completion_tokens":8}'
+    assert (
+        body == b'{"model":"llama-3.3-70b-versatile","messages":[{"role":"user","content":"hi"}],'
+        b'"max_completion_tokens":8}'
+    )
 
 
 def test_stream_deltas_join_to_the_reply(simulator, client):
@@ -84,9 +109,15 @@ def test_401_for_a_key_the_server_does_not_know_is_not_retried(simulator):
 
 
 def test_groq_429_is_retried_after_its_retry_after_in_seconds(simulator):
-    simulator.script([{"status": 429, "headers": {"retry-after": "0", **RATE_HEADERS}, "body": LIMIT_BODY},
-                      {"status": 200}])
-    with make_groq(simulator.url + GROQ.simulator_path, max_retries=2, initial_retry_delay=5.0) as backend:
+    simulator.script(
+        [
+            {"status": 429, "headers": {"retry-after": "0", **RATE_HEADERS}, "body": LIMIT_BODY},
+            {"status": 200},
+        ]
+    )
+    with make_groq(
+        simulator.url + GROQ.simulator_path, max_retries=2, initial_retry_delay=5.0
+    ) as backend:
         started = time.monotonic()
         reply = backend.chat(MODEL, messages("patient"))
         elapsed = time.monotonic() - started
@@ -98,7 +129,9 @@ def test_groq_429_is_retried_after_its_retry_after_in_seconds(simulator):
 
 
 def test_groq_429_without_retries_carries_groqs_wait_and_message(simulator):
-    simulator.script([{"status": 429, "headers": {"retry-after": "2", **RATE_HEADERS}, "body": LIMIT_BODY}])
+    simulator.script(
+        [{"status": 429, "headers": {"retry-after": "2", **RATE_HEADERS}, "body": LIMIT_BODY}]
+    )
     with make_groq(simulator.url + GROQ.simulator_path, max_retries=0) as backend:
         with pytest.raises(RateLimitError) as caught:
             backend.chat(MODEL, messages("x"))
@@ -107,16 +140,27 @@ def test_groq_429_without_retries_carries_groqs_wait_and_message(simulator):
 
 
 def test_498_flex_capacity_and_5xx_are_retried(simulator):
-    simulator.script([{"status": 498, "body": {"error": {"message": "Flex tier capacity exceeded",
-                                                         "type": "capacity_exceeded"}}},
-                      {"status": 503}, {"status": 200}])
+    simulator.script(
+        [
+            {
+                "status": 498,
+                "body": {
+                    "error": {"message": "Flex tier capacity exceeded", "type": "capacity_exceeded"}
+                },
+            },
+            {"status": 503},
+            {"status": 200},
+        ]
+    )
     with make_groq(simulator.url + GROQ.simulator_path, max_retries=3) as backend:
         assert reply_text(backend.chat(MODEL, messages("again"))) == REPLY_PREFIX + "again"
     assert simulator.counters()["by_status"] == {"498": 1, "503": 1, "200": 1}
 
 
 def test_498_when_retries_run_out_is_an_overload(simulator):
-    simulator.script([{"status": 498, "body": {"error": {"message": "Flex tier capacity exceeded"}}}])
+    simulator.script(
+        [{"status": 498, "body": {"error": {"message": "Flex tier capacity exceeded"}}}]
+    )
     with make_groq(simulator.url + GROQ.simulator_path, max_retries=0) as backend:
         with pytest.raises(OverloadedError, match="capacity exceeded"):
             backend.chat(MODEL, messages("x"))

@@ -35,14 +35,17 @@ client = client_fixture(make_tei)
 
 
 def cosine(a: list, b: list) -> float:
-    return sum(x * y for x, y in zip(a, b))
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 # ----------------------------------------------------------------- operations
 
 
 def test_embeddings_without_a_key(simulator, client):
-    assert client.embeddings(MODEL, ["first text", "second text"]) == [embedding_for("first text"), embedding_for("second text")]
+    assert client.embeddings(MODEL, ["first text", "second text"]) == [
+        embedding_for("first text"),
+        embedding_for("second text"),
+    ]
     assert client.embeddings(MODEL, "alone") == [embedding_for("alone")]
     counted = simulator.counters()
     assert counted["by_path"] == {"/embed": 2} and counted["by_format"] == {"tei": 2}
@@ -54,11 +57,18 @@ def test_rerank_ranks_best_first_with_the_simulated_scores(client):
     query, texts = "deep learning", ["cooking pasta", "neural networks", "deep learning basics"]
     ranks = client.rerank(query, texts, return_text=True)
     expected = sorted(
-        ({"index": i, "score": (1 + cosine(embedding_for(query), embedding_for(t))) / 2, "text": t} for i, t in enumerate(texts)),
+        (
+            {
+                "index": i,
+                "score": (1 + cosine(embedding_for(query), embedding_for(t))) / 2,
+                "text": t,
+            }
+            for i, t in enumerate(texts)
+        ),
         key=lambda r: -r["score"],
     )
     assert [r["index"] for r in ranks] == [r["index"] for r in expected]
-    for got, want in zip(ranks, expected):
+    for got, want in zip(ranks, expected, strict=True):
         assert got["text"] == want["text"] and got["score"] == pytest.approx(want["score"])
     raw = client.rerank(query, texts, raw_scores=True)
     assert max(r["score"] for r in raw) <= 1.0 and {r["index"] for r in raw} == {0, 1, 2}
@@ -83,7 +93,9 @@ def test_a_token_is_sent_as_bearer_and_counted_by_fingerprint(simulator):
 
 
 @pytest.mark.parametrize("n, max_batch_size, cap", [(70, 100, None), (9, 4, None), (11, 100, 5)])
-def test_callers_share_calls_under_the_cap_and_each_gets_its_own_vector(simulator, n, max_batch_size, cap):
+def test_callers_share_calls_under_the_cap_and_each_gets_its_own_vector(
+    simulator, n, max_batch_size, cap
+):
     settings = {"max_batch_size": max_batch_size, "batch_timeout": WINDOW}
     if cap is not None:
         settings["max_client_batch_size"] = cap
@@ -107,7 +119,9 @@ def test_lists_stay_whole_within_a_batch(simulator):
         results = together(len(lists), lambda i: backend.embeddings(MODEL, lists[i]))
     assert results == [[embedding_for(t) for t in texts] for texts in lists]
     counted = simulator.counters()["embedding_inputs"]
-    assert 2 <= counted["calls"] <= 3 and sum(int(k) * v for k, v in counted["by_size"].items()) == 40
+    assert (
+        2 <= counted["calls"] <= 3 and sum(int(k) * v for k, v in counted["by_size"].items()) == 40
+    )
     assert all(int(size) % 5 == 0 and int(size) <= 32 for size in counted["by_size"])
 
 
@@ -130,12 +144,17 @@ recording = functools.partial(recording_server, tei_answer)
 
 
 def test_request_as_sent_has_no_model():
-    with recording() as (url, seen):
-        with make_tei(url, key=TOKEN, batch_timeout=0.0) as backend:
-            assert backend.embeddings(MODEL, ["a", "b"], normalize=False, truncate=True) == [[1.0], [1.0]]
+    with recording() as (url, seen), make_tei(url, key=TOKEN, batch_timeout=0.0) as backend:
+        assert backend.embeddings(MODEL, ["a", "b"], normalize=False, truncate=True) == [
+            [1.0],
+            [1.0],
+        ]
     ((method, path, headers, body),) = seen
     assert (method, path) == ("POST", "/embed")
-    assert headers["authorization"] == f"Bearer {TOKEN}" and headers["content-type"] == "application/json"
+    assert (
+        headers["authorization"] == f"Bearer {TOKEN}"
+        and headers["content-type"] == "application/json"
+    )
     assert json.loads(body) == {"inputs": ["a", "b"], "normalize": False, "truncate": True}
 
 
@@ -144,7 +163,10 @@ def test_request_as_sent_has_no_model():
 
 def test_a_wrong_token_is_a_401_not_retried(simulator):
     simulator.configure(valid_keys=[TOKEN])
-    with make_tei(simulator.url, key="hf_wrong", max_retries=3) as backend, pytest.raises(AuthenticationError):
+    with (
+        make_tei(simulator.url, key="hf_wrong", max_retries=3) as backend,
+        pytest.raises(AuthenticationError),
+    ):
         backend.embeddings(MODEL, "x")
     assert simulator.counters()["requests_total"] == 1
 
@@ -168,7 +190,11 @@ def test_model_overloaded_429_is_a_rate_limit_then_retried(simulator):
 
 @pytest.mark.parametrize(
     "entry",
-    [{"status": 424, "body": {"error": "Inference failed", "error_type": "backend"}}, {"status": 503}, {"status": 502}],
+    [
+        {"status": 424, "body": {"error": "Inference failed", "error_type": "backend"}},
+        {"status": 503},
+        {"status": 502},
+    ],
 )
 def test_server_failures_are_retried(simulator, entry):
     simulator.script([entry, {"status": 200}], path="/embed")
@@ -178,7 +204,15 @@ def test_server_failures_are_retried(simulator, entry):
 
 
 def test_a_wrong_model_kind_424_is_not_retried(simulator, client):
-    simulator.script([{"status": 424, "body": {"error": "model is not a re-ranker model", "error_type": "backend"}}], path="/rerank")
+    simulator.script(
+        [
+            {
+                "status": 424,
+                "body": {"error": "model is not a re-ranker model", "error_type": "backend"},
+            }
+        ],
+        path="/rerank",
+    )
     with pytest.raises(InvalidRequestError, match="not a re-ranker"):
         client.rerank("q", ["a"])
     assert simulator.counters()["requests_total"] == 1
@@ -195,11 +229,15 @@ def test_a_malformed_batch_answer_is_retried(simulator, client):
 
 def test_outage_fails_every_member_of_a_batch(simulator):
     simulator.configure(outage=True)
-    with make_tei(simulator.url, max_retries=0, batch_timeout=WINDOW, failure_threshold=100) as backend:
+    with make_tei(
+        simulator.url, max_retries=0, batch_timeout=WINDOW, failure_threshold=100
+    ) as backend:
+
         def call(i):
             try:
                 backend.embeddings(MODEL, f"o{i}")
             except ServerError as exc:
                 return exc.status
+
         assert together(4, call) == [503] * 4
     assert simulator.counters()["requests_total"] == 1

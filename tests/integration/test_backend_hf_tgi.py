@@ -25,7 +25,15 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 from ipfs_accelerate_py.simulator import DEFAULT_MODELS, estimate_tokens, key_fingerprint
 
-from ..helpers import FAST, REPLY_PREFIX, ClientFactory, client_fixture, joined_deltas, recording_server, reply_text
+from ..helpers import (
+    FAST,
+    REPLY_PREFIX,
+    ClientFactory,
+    client_fixture,
+    joined_deltas,
+    recording_server,
+    reply_text,
+)
 
 TOKEN = "hf_integration_token_0123456789"
 PROMPT = "What is deep learning?"
@@ -44,8 +52,14 @@ def test_generate_without_a_key_and_its_details(simulator, client):
     stats = client.get_stats()
     assert plain == {"generated_text": REPLY_PREFIX + PROMPT}
     details = detailed["details"]
-    assert "".join(t["text"] for t in details["tokens"]) == detailed["generated_text"] == REPLY_PREFIX + PROMPT
-    assert details["finish_reason"] == "eos_token" and details["generated_tokens"] == len(details["tokens"])
+    assert (
+        "".join(t["text"] for t in details["tokens"])
+        == detailed["generated_text"]
+        == REPLY_PREFIX + PROMPT
+    )
+    assert details["finish_reason"] == "eos_token" and details["generated_tokens"] == len(
+        details["tokens"]
+    )
     counted = simulator.counters()
     assert counted["by_path"] == {"/generate": 2} and counted["by_format"] == {"tgi": 2}
     assert counted["by_key"] == {"anonymous": 2}
@@ -62,15 +76,23 @@ def test_generate_stream_ends_with_the_event_carrying_generated_text(simulator, 
     events = list(client.generate_stream(PROMPT, details=True))
     stats = client.get_stats()
     assert [e.raw["generated_text"] for e in events[:-1]] == [None] * (len(events) - 1)
-    assert "".join(e.text for e in events) == events[-1].raw["generated_text"] == REPLY_PREFIX + PROMPT
+    assert (
+        "".join(e.text for e in events) == events[-1].raw["generated_text"] == REPLY_PREFIX + PROMPT
+    )
     assert [e.raw["index"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1].raw["details"]["input_length"] == estimate_tokens(PROMPT)
     assert [e.finish_reason for e in events[:-1]] == [None] * (len(events) - 1)
     assert events[-1].finish_reason == "stop"  # TGI's "eos_token"
-    assert events[-1].usage == {"input_tokens": estimate_tokens(PROMPT), "output_tokens": len(events)}
+    assert events[-1].usage == {
+        "input_tokens": estimate_tokens(PROMPT),
+        "output_tokens": len(events),
+    }
     counted = simulator.counters()
     assert counted["streams"] == {"started": 1, "finished": 1}
-    assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (counted["tokens"]["prompt"], counted["tokens"]["completion"])
+    assert (stats["tokens"]["input"], stats["tokens"]["output"]) == (
+        counted["tokens"]["prompt"],
+        counted["tokens"]["completion"],
+    )
 
 
 def test_chat_goes_to_tgi_s_openai_route_with_the_model_tgi(simulator, client):
@@ -88,7 +110,9 @@ def test_info_and_list_models(client):
     info = client.info()
     assert info["model_id"] == DEFAULT_MODELS[0]
     assert info["max_total_tokens"] > info["max_input_tokens"] > 0
-    assert client.list_models() == [{"id": DEFAULT_MODELS[0], "object": "model", "owned_by": "text-generation-inference"}]
+    assert client.list_models() == [
+        {"id": DEFAULT_MODELS[0], "object": "model", "owned_by": "text-generation-inference"}
+    ]
 
 
 def test_a_token_is_sent_as_bearer_and_counted_by_fingerprint(simulator):
@@ -109,14 +133,15 @@ recording = functools.partial(recording_server, tgi_answer)
 
 
 def test_request_as_sent():
-    with recording() as (url, seen):
-        with make_tgi(url, key=TOKEN) as backend:
-            backend.generate(PROMPT, max_new_tokens=5, request_id="req-9")
-            backend.info()
+    with recording() as (url, seen), make_tgi(url, key=TOKEN) as backend:
+        backend.generate(PROMPT, max_new_tokens=5, request_id="req-9")
+        backend.info()
     (method, path, headers, body), (get_method, get_path, get_headers, get_body) = seen
     assert (method, path) == ("POST", "/generate")
     assert headers["authorization"] == f"Bearer {TOKEN}"
-    assert headers["content-type"] == "application/json" and headers["x-client-request-id"] == "req-9"
+    assert (
+        headers["content-type"] == "application/json" and headers["x-client-request-id"] == "req-9"
+    )
     assert json.loads(body) == {"inputs": PROMPT, "parameters": {"max_new_tokens": 5}}
     assert (get_method, get_path, get_body) == ("GET", "/info", b"")
     assert get_headers["authorization"] == f"Bearer {TOKEN}"
@@ -140,7 +165,9 @@ def test_an_unknown_route_is_a_404(simulator, client):
 
 
 def test_tgi_validation_is_a_422_with_its_message_not_retried(simulator, client):
-    with pytest.raises(InvalidRequestError, match="`temperature` must be strictly positive") as info:
+    with pytest.raises(
+        InvalidRequestError, match="`temperature` must be strictly positive"
+    ) as info:
         client.generate("x", temperature=0)
     assert info.value.status == 422
     assert simulator.counters()["by_status"] == {"422": 1}
@@ -148,7 +175,10 @@ def test_tgi_validation_is_a_422_with_its_message_not_retried(simulator, client)
 
 def test_model_overloaded_429_is_retried_after_the_window(simulator):
     simulator.configure(rate_limits={"rpm": 1}, rate_window=0.2)
-    with make_tgi(simulator.url, max_retries=0) as strict, pytest.raises(RateLimitError, match="Model is overloaded") as info:
+    with (
+        make_tgi(simulator.url, max_retries=0) as strict,
+        pytest.raises(RateLimitError, match="Model is overloaded") as info,
+    ):
         strict.generate("first")
         strict.generate("second")
     assert info.value.retry_after is not None and info.value.retry_after <= 0.2
@@ -161,8 +191,17 @@ def test_model_overloaded_429_is_retried_after_the_window(simulator):
 @pytest.mark.parametrize(
     "entry",
     [
-        {"status": 424, "body": {"error": "Request failed during generation: Server error: CUDA OOM", "error_type": "generation"}},
-        {"status": 500, "body": {"error": "Incomplete generation", "error_type": "incomplete_generation"}},
+        {
+            "status": 424,
+            "body": {
+                "error": "Request failed during generation: Server error: CUDA OOM",
+                "error_type": "generation",
+            },
+        },
+        {
+            "status": 500,
+            "body": {"error": "Incomplete generation", "error_type": "incomplete_generation"},
+        },
         {"status": 503},
     ],
 )
@@ -205,7 +244,9 @@ def test_a_native_stream_cut_before_its_last_event_is_a_network_error(simulator,
     assert next(stream).raw["generated_text"] is None
     with pytest.raises(NetworkError, match="after 2 chunks") as info:
         next(stream)
-    assert info.value.partial_text == stream.text and info.value.partial_text.startswith("Simulated")
+    assert info.value.partial_text == stream.text and info.value.partial_text.startswith(
+        "Simulated"
+    )
     assert simulator.counters()["faults"]["stream_cut"] == 1
 
 

@@ -53,13 +53,18 @@ def test_chat_reply_and_usage(simulator, client):
     assert counted["by_format"] == {"ollama": 1}
     assert counted["by_key"] == {"anonymous": 1}  # no key needed, none sent
     assert counted["by_model"] == {MODEL: 1}
-    assert stats["tokens"] == {"input": counted["tokens"]["prompt"], "output": counted["tokens"]["completion"],
-                               "total": counted["tokens"]["total"]}
+    assert stats["tokens"] == {
+        "input": counted["tokens"]["prompt"],
+        "output": counted["tokens"]["completion"],
+        "total": counted["tokens"]["total"],
+    }
 
 
 def test_generate_with_options_reaches_the_server(simulator, client):
     reply = client.generate(MODEL, "a fairly long prompt to be cut", max_tokens=2, temperature=0.0)
-    assert reply["response"] == (REPLY_PREFIX + "a fairly long prompt")[:8]  # num_predict reached it
+    assert (
+        reply["response"] == (REPLY_PREFIX + "a fairly long prompt")[:8]
+    )  # num_predict reached it
     assert reply["done_reason"] == "length"
     assert client.completions(MODEL, "same path")["response"] == REPLY_PREFIX + "same path"
     assert simulator.counters()["by_path"] == {"/api/generate": 2}
@@ -88,7 +93,10 @@ def test_ollama_host_as_host_port_without_a_scheme(simulator, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", f"{simulator.host}:{simulator.port}")
     with ollama({}, dict(FAST)) as backend:
         assert backend.base_url == simulator.url
-        assert backend.chat(MODEL, messages("via env"))["message"]["content"] == REPLY_PREFIX + "via env"
+        assert (
+            backend.chat(MODEL, messages("via env"))["message"]["content"]
+            == REPLY_PREFIX + "via env"
+        )
     assert simulator.counters()["by_path"] == {"/api/chat": 1}
 
 
@@ -114,9 +122,14 @@ def test_chat_stream_pieces_join_to_the_reply_and_end_on_done(simulator, client)
     assert [c.raw["done"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
     assert chunks[-1].raw["eval_count"] == whole["eval_count"]
-    assert stream.usage == {"input_tokens": whole["prompt_eval_count"], "output_tokens": whole["eval_count"]}
+    assert stream.usage == {
+        "input_tokens": whole["prompt_eval_count"],
+        "output_tokens": whole["eval_count"],
+    }
     assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
-    assert stats["tokens"]["input"] == 2 * whole["prompt_eval_count"]  # the stream's last line counted too
+    assert (
+        stats["tokens"]["input"] == 2 * whole["prompt_eval_count"]
+    )  # the stream's last line counted too
 
 
 def test_generate_stream(client):
@@ -136,13 +149,17 @@ def test_generate_stream(client):
 def test_a_faulty_stream_is_an_error_after_its_chunks(fresh_simulator, fault, error, message):
     fresh_simulator.configure(**fault)
     with make_ollama(fresh_simulator.url) as backend:
-        stream = backend.chat(MODEL, messages("one two three four five six seven eight nine"), stream=True)
+        stream = backend.chat(
+            MODEL, messages("one two three four five six seven eight nine"), stream=True
+        )
         got = [next(stream), next(stream)]
         with pytest.raises(error) as caught:
             next(stream)
     assert all(c.raw["done"] is False and c.finish_reason is None for c in got)
     assert message in str(caught.value) and "after 2 chunks" in str(caught.value)
-    assert caught.value.chunks_received == 2 and caught.value.partial_text == "".join(c.text for c in got)
+    assert caught.value.chunks_received == 2 and caught.value.partial_text == "".join(
+        c.text for c in got
+    )
 
 
 # ----------------------------------------------------------- request as sent
@@ -159,8 +176,13 @@ def test_request_as_sent_method_path_headers_and_json_body(recorder):
     assert (method, path) == ("POST", "/api/chat")
     assert headers["content-type"] == "application/json"
     assert headers["authorization"] == f"Bearer {KEY}"
-    assert json.loads(body) == {"model": MODEL, "messages": messages("hi"), "stream": False, "keep_alive": "1m",
-                                "options": {"temperature": 0.5, "num_predict": 7}}
+    assert json.loads(body) == {
+        "model": MODEL,
+        "messages": messages("hi"),
+        "stream": False,
+        "keep_alive": "1m",
+        "options": {"temperature": 0.5, "num_predict": 7},
+    }
     assert (get_method, get_path, get_body) == ("GET", "/api/tags", b"")
     assert {k.lower(): v for k, v in get_headers.items()}["authorization"] == f"Bearer {KEY}"
 
@@ -175,7 +197,7 @@ def test_embeddings_from_many_callers_go_out_in_few_embed_calls(simulator):
         results = [f.result(timeout=WAIT) for f in futures]
         stats = backend.get_stats()
     size = simulator.scenario["embedding_dimensions"]
-    for text, result in zip(texts, results):
+    for text, result in zip(texts, results, strict=True):
         assert result["embeddings"] == [embedding_for(text, size)]
         assert result["model"] == "any-local-embedder"
     counted = simulator.counters()

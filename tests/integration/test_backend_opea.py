@@ -11,10 +11,22 @@ import pytest
 
 from ipfs_accelerate_py.api_backends.opea import opea
 from ipfs_accelerate_py.providers.openai_compatible import OPEA
-from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidInputError, RateLimitError
+from ipfs_accelerate_py.resilience.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    RateLimitError,
+)
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from ..helpers import FAST, REPLY_PREFIX, ClientFactory, client_fixture, joined_deltas, messages, reply_text
+from ..helpers import (
+    FAST,
+    REPLY_PREFIX,
+    ClientFactory,
+    client_fixture,
+    joined_deltas,
+    messages,
+    reply_text,
+)
 
 MODEL = OPEA.default_chat_model
 KEY = "opea-gateway-token-0123456789"
@@ -25,7 +37,9 @@ client = client_fixture(make_opea)
 
 
 def test_chat_without_a_key_on_the_microservices_path(simulator, client):
-    assert reply_text(client.chat(MODEL, messages("What is OPEA?"))) == REPLY_PREFIX + "What is OPEA?"
+    assert (
+        reply_text(client.chat(MODEL, messages("What is OPEA?"))) == REPLY_PREFIX + "What is OPEA?"
+    )
     counted = simulator.counters()
     assert counted["by_path"] == {"/v1/chat/completions": 1}
     assert counted["by_key"] == {key_fingerprint(None): 1}
@@ -40,7 +54,9 @@ def test_authorization_only_when_a_key_is_set(recorder):
     assert (method, path) == ("POST", "/v1/chat/completions")
     assert "authorization" not in {k.lower() for k in plain}
     assert {k.lower(): v for k, v in with_key.items()}["authorization"] == f"Bearer {KEY}"
-    assert body == b'{"model":"Intel/neural-chat-7b-v3-3","messages":[{"role":"user","content":"a"}]}'
+    assert (
+        body == b'{"model":"Intel/neural-chat-7b-v3-3","messages":[{"role":"user","content":"a"}]}'
+    )
 
 
 def test_stream(simulator, client):
@@ -50,8 +66,15 @@ def test_stream(simulator, client):
     assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
 
 
-@pytest.mark.parametrize("call", [lambda c: c.list_models(), lambda c: c.embeddings("bge", "x"),
-                                  lambda c: c.completions(MODEL, "x")], ids=["models", "embeddings", "completions"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.list_models(),
+        lambda c: c.embeddings("bge", "x"),
+        lambda c: c.completions(MODEL, "x"),
+    ],
+    ids=["models", "embeddings", "completions"],
+)
 def test_operations_the_microservice_lacks_never_reach_it(simulator, client, call):
     with pytest.raises(InvalidInputError, match="the opea backend has no"):
         call(client)

@@ -14,11 +14,25 @@ import pytest
 
 from ipfs_accelerate_py.api_backends.ovms import ovms
 from ipfs_accelerate_py.providers.ovms import OVMS
-from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from ipfs_accelerate_py.resilience.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from ipfs_accelerate_py.simulator import embedding_for, key_fingerprint
 from ipfs_accelerate_py.simulator.formats.ovms import transform
 
-from ..helpers import FAST, REPLY_PREFIX, WINDOW, ClientFactory, client_fixture, joined_deltas, messages, reply_text, together
+from ..helpers import (
+    FAST,
+    REPLY_PREFIX,
+    WINDOW,
+    ClientFactory,
+    client_fixture,
+    joined_deltas,
+    messages,
+    reply_text,
+    together,
+)
 
 MODEL = "resnet"
 CHAT_MODEL = OVMS.default_chat_model
@@ -34,8 +48,14 @@ def test_kserve_infer_from_the_friendly_form(simulator, client):
     image = [[0.5, 1.5, 2.0], [3.0, 4.0, 5.5]]
     result = client.infer(MODEL, {"pixels": image, "mask": [True, False]})
     assert result["model_name"] == MODEL and result["model_version"] == "1"
-    assert client.provider.outputs_from(result) == {"pixels_output": transform(image), "mask_output": [False, True]}
-    assert [(o["shape"], o["datatype"]) for o in result["outputs"]] == [([2, 3], "FP32"), ([2], "BOOL")]
+    assert client.provider.outputs_from(result) == {
+        "pixels_output": transform(image),
+        "mask_output": [False, True],
+    }
+    assert [(o["shape"], o["datatype"]) for o in result["outputs"]] == [
+        ([2, 3], "FP32"),
+        ([2], "BOOL"),
+    ]
     counted = simulator.counters()
     assert counted["by_path"] == {"/v2/models/resnet/infer": 1}
     assert counted["by_format"] == {"ovms": 1} and counted["by_model"] == {MODEL: 1}
@@ -46,15 +66,20 @@ def test_kserve_infer_with_version_and_chosen_outputs(simulator, client):
     assert client.provider.outputs_from(result) == {"b_output": ["X"]}
     with pytest.raises(NotFoundError, match="requested version is not found"):
         client.infer(MODEL, {"a": [1]}, version=2)
-    assert simulator.counters()["by_path"] == {"/v2/models/resnet/versions/1/infer": 1,
-                                               "/v2/models/resnet/versions/2/infer": 1}
+    assert simulator.counters()["by_path"] == {
+        "/v2/models/resnet/versions/1/infer": 1,
+        "/v2/models/resnet/versions/2/infer": 1,
+    }
 
 
 def test_tf_serving_predict_row_and_columnar(simulator, client):
     rows = [[1.0, 2.0], [3.0, 4.0]]
     assert client.predict(MODEL, rows) == {"predictions": transform(rows)}
     assert client.predict(MODEL, {"in": [[5, 6]]}, version=1) == {"outputs": {"in": [[10, 12]]}}
-    assert simulator.counters()["by_path"] == {"/v1/models/resnet:predict": 1, "/v1/models/resnet/versions/1:predict": 1}
+    assert simulator.counters()["by_path"] == {
+        "/v1/models/resnet:predict": 1,
+        "/v1/models/resnet/versions/1:predict": 1,
+    }
 
 
 def test_metadata_ready_and_model_list(simulator, client):
@@ -89,7 +114,9 @@ def test_request_as_sent(recorder):
         keyed.model_metadata(MODEL, version=3)
     (m1, p1, h1, b1), (m2, p2, h2, b2), (m3, p3, h3, b3) = seen
     assert (m1, p1) == ("POST", "/v2/models/resnet/infer")
-    assert json.loads(b1) == {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+    assert json.loads(b1) == {
+        "inputs": [{"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]
+    }
     assert "authorization" not in {k.lower() for k in h1}
     assert (m2, p2) == ("POST", "/v3/chat/completions")
     assert json.loads(b2) == {"model": CHAT_MODEL, "messages": messages("hi")}
@@ -99,7 +126,10 @@ def test_request_as_sent(recorder):
 
 def test_keys_401_is_not_retried(simulator):
     simulator.configure(valid_keys=[KEY])
-    with make_ovms(simulator.url, key="wrong", max_retries=3) as bad, make_ovms(simulator.url, key=KEY) as good:
+    with (
+        make_ovms(simulator.url, key="wrong", max_retries=3) as bad,
+        make_ovms(simulator.url, key=KEY) as good,
+    ):
         with pytest.raises(AuthenticationError, match="invalid API key") as caught:
             bad.infer(MODEL, {"x": [1]})
         assert caught.value.status == 401 and bad.circuit_state == "CLOSED"
@@ -109,10 +139,19 @@ def test_keys_401_is_not_retried(simulator):
 
 def test_busy_and_rate_limited_are_retried(simulator):
     path = "/v2/models/resnet/infer"
-    simulator.script([{"status": 503, "headers": {"retry-after": "0"}, "body": {"error": "busy"}},
-                      {"status": 429, "headers": {"retry-after": "0"}, "body": {"error": "Too many requests"}},
-                      {"status": 500, "body": {"error": "Internal server error"}},
-                      {"status": 200}], path=path)
+    simulator.script(
+        [
+            {"status": 503, "headers": {"retry-after": "0"}, "body": {"error": "busy"}},
+            {
+                "status": 429,
+                "headers": {"retry-after": "0"},
+                "body": {"error": "Too many requests"},
+            },
+            {"status": 500, "body": {"error": "Internal server error"}},
+            {"status": 200},
+        ],
+        path=path,
+    )
     with make_ovms(simulator.url, max_retries=3) as backend:
         result = backend.infer(MODEL, {"x": [1.5]})
         stats = backend.get_stats()
@@ -146,11 +185,15 @@ def test_outage_opens_the_breaker(simulator):
 @pytest.mark.parametrize("n, max_batch_size", [(6, 3), (4, 10)])
 def test_embeddings_on_v3_are_batched_and_each_caller_gets_its_vector(simulator, n, max_batch_size):
     texts = [f"ovms text {i}" for i in range(n)]
-    with make_ovms(simulator.url, supported_batch_models=[EMBEDDER], max_batch_size=max_batch_size,
-                   batch_timeout=WINDOW) as backend:
+    with make_ovms(
+        simulator.url,
+        supported_batch_models=[EMBEDDER],
+        max_batch_size=max_batch_size,
+        batch_timeout=WINDOW,
+    ) as backend:
         responses = together(n, lambda i: backend.embeddings(EMBEDDER, texts[i]))
         stats = backend.get_stats()
-    for text, response in zip(texts, responses):
+    for text, response in zip(texts, responses, strict=True):
         assert backend.provider.embedding_vectors(response) == [embedding_for(text)]
     counted = simulator.counters()
     assert counted["embedding_inputs"]["calls"] <= math.ceil(n / max_batch_size)

@@ -47,7 +47,9 @@ OUTAGE_BODY = "<Error><Code>ServiceUnavailable</Code><Message>{message}</Message
 @pytest.fixture(scope="module")
 def moto_url():
     """A moto S3 server on an ephemeral loopback port, for this module."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    logging.getLogger("werkzeug").setLevel(
+        logging.ERROR
+    )  # one access-log line per request otherwise
     server = moto_server.ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -59,7 +61,12 @@ def moto_url():
 
 def make_client(endpoint, access_key=ACCESS, **metadata):
     meta = {
-        "s3cfg": {"accessKey": access_key, "secretKey": SECRET, "endpoint": endpoint, "region": "us-east-1"},
+        "s3cfg": {
+            "accessKey": access_key,
+            "secretKey": SECRET,
+            "endpoint": endpoint,
+            "region": "us-east-1",
+        },
         "initial_retry_delay": 0.01,
         "retry_jitter": 0.0,
         "timeout": 10.0,
@@ -103,12 +110,22 @@ def test_every_operation_against_a_real_s3_server(moto_url, bucket, tmp_path):
     source = tmp_path / "source.bin"
     source.write_bytes(payload)
     with make_client(moto_url) as client:
-        put = client.upload_file(b"hello s3", bucket, "docs/hello.txt", ContentType="text/plain", Metadata={"owner": "tests"})
+        put = client.upload_file(
+            b"hello s3",
+            bucket,
+            "docs/hello.txt",
+            ContentType="text/plain",
+            Metadata={"owner": "tests"},
+        )
         assert put["ResponseMetadata"]["HTTPStatusCode"] == 200 and put["ETag"]
         client.upload_file(source, bucket, "blobs/source.bin")
 
         head = client.head_object(bucket, "docs/hello.txt")
-        assert (head["ContentLength"], head["ContentType"], head["Metadata"]) == (8, "text/plain", {"owner": "tests"})
+        assert (head["ContentLength"], head["ContentType"], head["Metadata"]) == (
+            8,
+            "text/plain",
+            {"owner": "tests"},
+        )
         assert client.download_file(bucket, "docs/hello.txt") == b"hello s3"
         target = tmp_path / "copy.bin"
         assert client.download_file(bucket, "blobs/source.bin", target) == str(target)
@@ -145,10 +162,15 @@ def test_a_listing_follows_its_continuation_tokens_one_request_per_page(moto_url
 
 def test_presigned_urls_are_made_locally_and_work_against_the_server(moto_url, bucket):
     with make_client(moto_url) as client:
-        upload_url = client.presigned_url(bucket, "shared/note.txt", expires=300, method="put_object")
+        upload_url = client.presigned_url(
+            bucket, "shared/note.txt", expires=300, method="put_object"
+        )
         assert client.get_stats()["total_requests"] == 0  # nothing was sent to make them
         request = urllib.request.Request(
-            upload_url, data=b"via a presigned PUT", method="PUT", headers={"Content-Type": "application/octet-stream"}
+            upload_url,
+            data=b"via a presigned PUT",
+            method="PUT",
+            headers={"Content-Type": "application/octet-stream"},
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 200
@@ -204,15 +226,34 @@ def test_priority_order_under_saturation(moto_url, bucket):
     probe = make_client(moto_url)
     gate = GatedTransport(Boto3Transport(probe.s3_config))
     probe.close()
-    meta = {"s3cfg": {"accessKey": ACCESS, "secretKey": SECRET, "endpoint": moto_url}, "max_concurrent_requests": 1}
+    meta = {
+        "s3cfg": {"accessKey": ACCESS, "secretKey": SECRET, "endpoint": moto_url},
+        "max_concurrent_requests": 1,
+    }
     with s3_kit({}, meta, transport=gate) as client:
 
         def put(key, priority=None):
-            return client.queue_with_priority({"endpoint": "put_object", "data": {"Bucket": bucket, "Key": key, "Body": key.encode()}}, priority)
+            return client.queue_with_priority(
+                {
+                    "endpoint": "put_object",
+                    "data": {"Bucket": bucket, "Key": key, "Body": key.encode()},
+                },
+                priority,
+            )
 
         blocker = put("blocker")
         assert gate.arrived.wait(10)
-        queued = [put(key, prio) for key, prio in [("low1", 2), ("normal1", 1), ("low2", 2), ("high1", 0), ("high2", 0), ("normal2", 1)]]
+        queued = [
+            put(key, prio)
+            for key, prio in [
+                ("low1", 2),
+                ("normal1", 1),
+                ("low2", 2),
+                ("high1", 0),
+                ("high2", 0),
+                ("normal2", 1),
+            ]
+        ]
         gate.released.set()
         for future in [blocker] + queued:
             assert future.result(10)["ResponseMetadata"]["HTTPStatusCode"] == 200
@@ -231,10 +272,15 @@ def test_stats_count_requests_and_name_each_access_key_by_its_fingerprint(proxy,
         report = first.generate_report(include_details=True)
     seen = proxy.counters()
     assert first_stats["total_requests"] == 3 and second_stats["total_requests"] == 1
-    assert first_stats["endpoints"] == {"head_object": 3} and second_stats["endpoints"] == {"get_object": 1}
+    assert first_stats["endpoints"] == {"head_object": 3} and second_stats["endpoints"] == {
+        "get_object": 1
+    }
     assert list(first_stats["keys"]) == [key_fingerprint(ACCESS)]
     assert list(second_stats["keys"]) == [key_fingerprint(OTHER_ACCESS)]
-    assert seen["by_key"] == {key_fingerprint(ACCESS): 3, key_fingerprint(OTHER_ACCESS): 1}  # what reached the server
+    assert seen["by_key"] == {
+        key_fingerprint(ACCESS): 3,
+        key_fingerprint(OTHER_ACCESS): 1,
+    }  # what reached the server
     assert seen["requests_total"] == 4 and seen["by_format"] == {"proxy": 4}
     assert ACCESS not in repr(report) and SECRET not in repr(report)
 
@@ -262,7 +308,11 @@ def test_slowdown_is_retried_by_the_core_and_succeeds(proxy, stocked):
         stats = client.get_stats()
     seen = proxy.counters()
     assert seen["requests_total"] == 3 and seen["faults"]["error"] == 2
-    assert stats["total_requests"] == 1 and stats["retried_requests"] == 1 and stats["total_retries"] == 2
+    assert (
+        stats["total_requests"] == 1
+        and stats["retried_requests"] == 1
+        and stats["total_retries"] == 2
+    )
 
 
 def test_a_failed_page_of_a_listing_is_retried_on_its_own(proxy, stocked):
@@ -287,7 +337,9 @@ def test_a_slowdown_storm_is_a_rate_limit_not_a_breaker_failure(proxy, stocked):
 
 def test_an_outage_opens_the_breaker_fails_fast_then_a_probe_closes_it(proxy, stocked):
     proxy.configure(outage=True, proxy_error_body=OUTAGE_BODY)
-    with make_client(proxy.url, max_retries=0, failure_threshold=3, reset_timeout=RESET_TIMEOUT) as client:
+    with make_client(
+        proxy.url, max_retries=0, failure_threshold=3, reset_timeout=RESET_TIMEOUT
+    ) as client:
         for _ in range(3):
             with pytest.raises(ServerError) as caught:
                 client.download_file(stocked, "stock/0.txt")
@@ -337,14 +389,19 @@ def test_an_unknown_access_key_is_an_authentication_error_not_retried(proxy, sto
 
 
 def test_an_unreachable_endpoint_is_a_network_error_that_opens_the_breaker():
-    with make_client(f"http://{LOOPBACK}:{closed_port()}", max_retries=1, failure_threshold=2, reset_timeout=60) as client:
+    with make_client(
+        f"http://{LOOPBACK}:{closed_port()}", max_retries=1, failure_threshold=2, reset_timeout=60
+    ) as client:
         with pytest.raises((NetworkError, CircuitOpenError)):
             client.list_buckets()
         assert client.circuit_state == "OPEN"
         with pytest.raises(CircuitOpenError):
             client.list_buckets()
         stats = client.get_stats()
-    assert stats["errors_by_type"].get("network", 0) + stats["errors_by_type"].get("circuit_open", 0) == 2
+    assert (
+        stats["errors_by_type"].get("network", 0) + stats["errors_by_type"].get("circuit_open", 0)
+        == 2
+    )
 
 
 # ------------------------------------------------------------ uploads through the simulator
@@ -354,7 +411,9 @@ def test_an_unreachable_endpoint_is_a_network_error_that_opens_the_breaker():
 # before the body is read must not leave the body to be parsed as the next
 # request on the keep-alive connection.
 
-SLOWDOWN_BODY = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+SLOWDOWN_BODY = (
+    "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+)
 
 
 def read_back(moto_url, bucket, key):
@@ -362,13 +421,20 @@ def read_back(moto_url, bucket, key):
         return client.download_file(bucket, key)
 
 
-def test_an_upload_through_the_proxy_gets_100_continue_and_arrives_whole(proxy, moto_url, bucket, caplog):
+def test_an_upload_through_the_proxy_gets_100_continue_and_arrives_whole(
+    proxy, moto_url, bucket, caplog
+):
     payload = os.urandom(200_000)
     caplog.set_level(logging.DEBUG, logger="botocore.awsrequest")
     with make_client(proxy.url) as client:
         started = time.monotonic()
         for i in range(3):
-            assert client.upload_file(payload, bucket, f"up/{i}.bin")["ResponseMetadata"]["HTTPStatusCode"] == 200
+            assert (
+                client.upload_file(payload, bucket, f"up/{i}.bin")["ResponseMetadata"][
+                    "HTTPStatusCode"
+                ]
+                == 200
+            )
         elapsed = time.monotonic() - started
     waits = [r.getMessage() for r in caplog.records if r.name == "botocore.awsrequest"]
     assert sum("100 Continue response seen" in m for m in waits) == 3
@@ -382,8 +448,19 @@ def test_an_upload_through_the_proxy_gets_100_continue_and_arrives_whole(proxy, 
     "fault",
     [
         {"fail_next": 2, "error_status": 503},  # answered after the body was read
-        {"script": [{"status": 503, "body": SLOWDOWN_BODY, "headers": {"Content-Type": "application/xml"}}] * 2},
-        {"script": [{"status": 503}, {"status": 500}]},  # answered before the body: the body is never read
+        {
+            "script": [
+                {
+                    "status": 503,
+                    "body": SLOWDOWN_BODY,
+                    "headers": {"Content-Type": "application/xml"},
+                }
+            ]
+            * 2
+        },
+        {
+            "script": [{"status": 503}, {"status": 500}]
+        },  # answered before the body: the body is never read
     ],
     ids=["slowdown-after-body", "scripted-slowdown", "scripted-errors"],
 )
@@ -394,12 +471,18 @@ def test_a_failed_upload_is_retried_and_the_object_arrives_whole(proxy, moto_url
         proxy.script(script)
     proxy.configure(fault)
     with make_client(proxy.url, failure_threshold=5) as client:
-        put = client.upload_file(payload, bucket, "retried/object.bin", ContentType="application/octet-stream")
+        put = client.upload_file(
+            payload, bucket, "retried/object.bin", ContentType="application/octet-stream"
+        )
         stats = client.get_stats()
     assert put["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert stats["total_requests"] == 1 and stats["total_retries"] == 2
     seen = proxy.counters()
-    assert seen["requests_total"] == 3 and seen["by_status"].get("200") == 1 and "400" not in seen["by_status"]
+    assert (
+        seen["requests_total"] == 3
+        and seen["by_status"].get("200") == 1
+        and "400" not in seen["by_status"]
+    )
     assert read_back(moto_url, bucket, "retried/object.bin") == payload  # the object arrived whole
 
 
@@ -414,4 +497,6 @@ def test_uploads_keep_working_after_an_outage_ends(proxy, moto_url, bucket):
         stats = client.get_stats()
     assert stats["errors_by_type"] == {"rate_limit": 1} and stats["successful_requests"] == 3
     assert "400" not in proxy.counters()["by_status"]
-    assert [read_back(moto_url, bucket, f"outage/{i}.txt") for i in range(3)] == [b"after %d" % i for i in range(3)]
+    assert [read_back(moto_url, bucket, f"outage/{i}.txt") for i in range(3)] == [
+        b"after %d" % i for i in range(3)
+    ]

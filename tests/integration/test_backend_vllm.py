@@ -16,7 +16,17 @@ from ipfs_accelerate_py.providers.openai_compatible import VLLM
 from ipfs_accelerate_py.resilience.errors import AuthenticationError
 from ipfs_accelerate_py.simulator import embedding_for, key_fingerprint
 
-from ..helpers import FAST, REPLY_PREFIX, WINDOW, ClientFactory, client_fixture, joined_deltas, messages, reply_text, together
+from ..helpers import (
+    FAST,
+    REPLY_PREFIX,
+    WINDOW,
+    ClientFactory,
+    client_fixture,
+    joined_deltas,
+    messages,
+    reply_text,
+    together,
+)
 
 MODEL = VLLM.default_chat_model
 EMBEDDER = "served-embedder"  # any name: the server decides what it serves
@@ -31,11 +41,17 @@ def test_the_four_operations_without_a_key(simulator, client):
     assert reply_text(client.chat(MODEL, messages("chat"))) == REPLY_PREFIX + "chat"
     assert client.completions(MODEL, "complete")["choices"][0]["text"] == REPLY_PREFIX + "complete"
     assert [d["embedding"] for d in client.embeddings(EMBEDDER, ["a", "b"])["data"]] == [
-        embedding_for("a"), embedding_for("b")]
+        embedding_for("a"),
+        embedding_for("b"),
+    ]
     assert [m["id"] for m in client.list_models()] == list(simulator.scenario["models"])
     counted = simulator.counters()
-    assert counted["by_path"] == {"/v1/chat/completions": 1, "/v1/completions": 1, "/v1/embeddings": 1,
-                                  "/v1/models": 1}
+    assert counted["by_path"] == {
+        "/v1/chat/completions": 1,
+        "/v1/completions": 1,
+        "/v1/embeddings": 1,
+        "/v1/models": 1,
+    }
     assert counted["by_key"] == {key_fingerprint(None): 4}
 
 
@@ -59,7 +75,9 @@ def test_chat_stream(simulator, client):
 
 def test_401_with_the_wrong_key_is_not_retried(simulator):
     simulator.configure(valid_keys=[KEY])
-    with make_vllm(simulator.url + VLLM.simulator_path, key="not-the-token", max_retries=3) as backend:
+    with make_vllm(
+        simulator.url + VLLM.simulator_path, key="not-the-token", max_retries=3
+    ) as backend:
         with pytest.raises(AuthenticationError) as caught:
             backend.completions(MODEL, "x")
         assert backend.circuit_state == "CLOSED"
@@ -68,8 +86,13 @@ def test_401_with_the_wrong_key_is_not_retried(simulator):
 
 
 def test_429_with_rate_limit_headers_and_5xx_are_retried(simulator):
-    simulator.script([{"status": 429, "headers": {"retry-after": "0", "x-ratelimit-remaining-requests": "0"}},
-                      {"status": 502}, {"status": 200}])
+    simulator.script(
+        [
+            {"status": 429, "headers": {"retry-after": "0", "x-ratelimit-remaining-requests": "0"}},
+            {"status": 502},
+            {"status": 200},
+        ]
+    )
     with make_vllm(simulator.url + VLLM.simulator_path, max_retries=3) as backend:
         reply = backend.completions(MODEL, "eventually")
         stats = backend.get_stats()
@@ -79,13 +102,16 @@ def test_429_with_rate_limit_headers_and_5xx_are_retried(simulator):
 
 
 @pytest.mark.parametrize("n, max_batch_size", [(8, 4), (5, 10)])
-def test_embeddings_of_any_model_are_batched_and_each_caller_gets_its_vector(simulator, n, max_batch_size):
+def test_embeddings_of_any_model_are_batched_and_each_caller_gets_its_vector(
+    simulator, n, max_batch_size
+):
     texts = [f"vllm text {i}" for i in range(n)]
-    with make_vllm(simulator.url + VLLM.simulator_path, max_batch_size=max_batch_size,
-                   batch_timeout=WINDOW) as backend:
+    with make_vllm(
+        simulator.url + VLLM.simulator_path, max_batch_size=max_batch_size, batch_timeout=WINDOW
+    ) as backend:
         responses = together(n, lambda i: backend.embeddings(EMBEDDER, texts[i]))
         stats = backend.get_stats()
-    for text, response in zip(texts, responses):
+    for text, response in zip(texts, responses, strict=True):
         assert [d["embedding"] for d in response["data"]] == [embedding_for(text)]
     counted = simulator.counters()["embedding_inputs"]
     assert counted["calls"] <= math.ceil(n / max_batch_size)

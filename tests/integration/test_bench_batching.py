@@ -39,7 +39,7 @@ def test_quick_run_follows_the_contract_and_batching_cuts_http_requests(quick_ru
     [table] = document["tables"]
     columns = table["columns"]
     assert columns[0] == "contender"
-    rows = {row[0]: dict(zip(columns, row)) for row in table["rows"]}
+    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in table["rows"]}
     assert set(REQUIRED) <= set(rows)
     [plot] = document["plots"]
     assert plot["kind"] == "bar"

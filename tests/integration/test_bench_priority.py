@@ -31,7 +31,7 @@ def latency_rows(document: dict) -> dict:
     table = next(t for t in document["tables"] if t["title"].startswith("Latency per class"))
     columns = table["columns"]
     assert columns[:2] == ["contender", "class"]
-    return {(row[0], row[1]): dict(zip(columns, row)) for row in table["rows"]}
+    return {(row[0], row[1]): dict(zip(columns, row, strict=True)) for row in table["rows"]}
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
@@ -55,11 +55,19 @@ def test_quick_run_follows_the_contract_and_high_overtakes_the_backlog(quick_run
             assert row["requests"] == count and row["failed"] == 0, (name, cls)
             assert 0 < row["p50 ms"] <= row["p99 ms"] <= row["max ms"], (name, cls)
             assert bars[cls][name] == row["p99 ms"], (name, cls)
-        assert min(document["contenders"][name]["low_after_last_high"]) > 0, name  # the backlog lasted
+        assert min(document["contenders"][name]["low_after_last_high"]) > 0, (
+            name
+        )  # the backlog lasted
 
-    high, low, flat_high = rows[("ours", "HIGH")], rows[("ours", "LOW")], rows[("ours_no_priority", "HIGH")]
+    high, low, flat_high = (
+        rows[("ours", "HIGH")],
+        rows[("ours", "LOW")],
+        rows[("ours_no_priority", "HIGH")],
+    )
     assert high["p99 ms"] < low["p99 ms"]
     assert high["p99 ms"] < flat_high["p99 ms"]
     waits = next(t for t in document["tables"] if t["title"].startswith("Queue wait"))
     assert {row[0] for row in waits["rows"]} == set(REQUIRED)
-    assert all(row[1] == QUICK_LOW + QUICK_HIGH for row in waits["rows"])  # the warm-up was forgotten
+    assert all(
+        row[1] == QUICK_LOW + QUICK_HIGH for row in waits["rows"]
+    )  # the warm-up was forgotten

@@ -27,8 +27,12 @@ RUN_TIMEOUT = 120
 POSITIVE_FIGURES = ("requests_per_s", "p50_ms", "p99_ms", "client_cpu_ms_per_request", "wall_s")
 
 ASYNC_REQUIRED = ("aiohttp", "ours")
-ASYNC_OPTIONAL = {"httpx_async": "httpx", "openai_sdk": "openai", "openai_sdk_aiohttp": "openai[aiohttp]",
-                  "litellm_router": "litellm"}  # contender: what it needs installed
+ASYNC_OPTIONAL = {
+    "httpx_async": "httpx",
+    "openai_sdk": "openai",
+    "openai_sdk_aiohttp": "openai[aiohttp]",
+    "litellm_router": "litellm",
+}  # contender: what it needs installed
 ASYNC_CONCURRENCIES = ["64", "256"]
 ASYNC_QUICK_REQUESTS = 300
 ASYNC_TARGET_MINIMUMS = {"ours/aiohttp": 0.5, "ours/openai_sdk": 5.0, "ours/litellm_router": 20.0}
@@ -81,7 +85,9 @@ def test_json_holds_every_contender_with_positive_figures(quick_run):
     assert document["config"]["quick"] is True
     concurrencies = [str(c) for c in document["config"]["concurrency"]]
     assert concurrencies == ["1", "16", "64"]
-    installed = {name for name, package in OPTIONAL_SYNC.items() if importlib.util.find_spec(package)}
+    installed = {
+        name for name, package in OPTIONAL_SYNC.items() if importlib.util.find_spec(package)
+    }
     assert set(document["contenders"]) == set(CONTENDERS) | installed
     for name in CONTENDERS:
         for c in concurrencies:
@@ -96,10 +102,13 @@ def test_json_holds_every_contender_with_positive_figures(quick_run):
 def test_json_holds_ratios_and_target_verdicts(quick_run):
     _, out = quick_run
     document = json.loads(out.read_text())
-    for c, pair in document["ratios"].items():
+    for _c, pair in document["ratios"].items():
         for name in ("openai_api/httpx_threads", "openai_api/aiohttp"):
             assert pair[name]["ratio_of_medians"] > 0
-    assert {t["name"] for t in document["targets"]} == {"openai_api/httpx_threads", "openai_api/aiohttp"}
+    assert {t["name"] for t in document["targets"]} == {
+        "openai_api/httpx_threads",
+        "openai_api/aiohttp",
+    }
     assert all(isinstance(t["passed"], bool) for t in document["targets"])
 
 
@@ -147,7 +156,7 @@ def test_async_run_has_figures_for_aiohttp_and_ours_with_no_failure(async_quick_
             assert figures["failures"] == 0, (name, c, figures["failure_reasons"])
             assert figures["requests"] == ASYNC_QUICK_REQUESTS, (name, c)
             assert figures["server_cpu_utilisation"] >= 0
-            assert 0 < figures["client_cpu_utilisation"]
+            assert figures["client_cpu_utilisation"] > 0
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
@@ -197,9 +206,17 @@ def test_runner_bulk_runs_a_job_file_with_batching_on_and_off(tmp_path_factory):
 def test_multiplexing_judges_the_429_share_in_full_runs_only():
     from benchmarks.multiplexing import OURS, check_targets
 
-    figures = {"goodput_vs_ideal": 1.0, "failed": 0, "share_429": 0.2, "share_spread": 0.0, "vs_bound": 1.0}
+    figures = {
+        "goodput_vs_ideal": 1.0,
+        "failed": 0,
+        "share_429": 0.2,
+        "share_spread": 0.0,
+        "vs_bound": 1.0,
+    }
     summary = {name: figures for name in OURS}
     full = {(t["name"], t["passed"]) for t in check_targets(summary, bound=60.0)}
     assert ("429 share", False) in full  # 20 % of attempts answered 429: a miss
     quick = {t["name"] for t in check_targets(summary, bound=60.0, quick=True)}
-    assert "429 share" not in quick and {"goodput", "failed", "key share spread", "vs bound"} <= quick
+    assert (
+        "429 share" not in quick and {"goodput", "failed", "key share spread", "vs bound"} <= quick
+    )

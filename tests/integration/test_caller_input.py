@@ -18,7 +18,6 @@ from ipfs_accelerate_py.resilience.errors import InvalidInputError, SettingError
 from ..helpers import LOOPBACK, REPLY_PREFIX, WAIT, messages, reply_text
 from .test_openai_api import CHAT_MODEL, EMBED_MODEL, chat_once, make_client, wait_real
 
-
 # ----------------------------------------------------------------- update_stats
 
 
@@ -40,7 +39,9 @@ from .test_openai_api import CHAT_MODEL, EMBED_MODEL, chat_once, make_client, wa
         (({"success": True, "colour": "red"},), {}, "success required"),
     ],
 )
-def test_update_stats_refuses_bad_fields_by_name_and_records_nothing(simulator, args, kwargs, named):
+def test_update_stats_refuses_bad_fields_by_name_and_records_nothing(
+    simulator, args, kwargs, named
+):
     with make_client(simulator) as client:
         with pytest.raises(InvalidInputError) as caught:
             client.update_stats(*args, **kwargs)
@@ -51,10 +52,16 @@ def test_update_stats_refuses_bad_fields_by_name_and_records_nothing(simulator, 
 
 def test_update_stats_records_good_fields(simulator):
     with make_client(simulator) as client:
-        client.update_stats({"success": True, "response_time": 0.25, "model": CHAT_MODEL}, tokens_in=3, tokens_out=4)
+        client.update_stats(
+            {"success": True, "response_time": 0.25, "model": CHAT_MODEL}, tokens_in=3, tokens_out=4
+        )
         client.update_stats(success=False, error_type="timeout", attempts=2)
         stats = client.get_stats()
-    assert (stats["total_requests"], stats["successful_requests"], stats["failed_requests"]) == (2, 1, 1)
+    assert (stats["total_requests"], stats["successful_requests"], stats["failed_requests"]) == (
+        2,
+        1,
+        1,
+    )
 
 
 # ----------------------------------------------------------------- model lists
@@ -120,10 +127,19 @@ def _closed_port() -> int:
 
 
 def test_lowering_reset_timeout_reaches_an_open_key_circuit(simulator):
-    with make_client(simulator, max_retries=1, failure_threshold=2, reset_timeout=60.0,
-                     key_strategy="round-robin") as client:
-        client.add_api_key("dead", "sk-dead-0123456789abcdef", base_url=f"http://{LOOPBACK}:{_closed_port()}/v1")
-        for n in range(6):  # round robin: every other attempt meets the dead endpoint, and is retried
+    with make_client(
+        simulator,
+        max_retries=1,
+        failure_threshold=2,
+        reset_timeout=60.0,
+        key_strategy="round-robin",
+    ) as client:
+        client.add_api_key(
+            "dead", "sk-dead-0123456789abcdef", base_url=f"http://{LOOPBACK}:{_closed_port()}/v1"
+        )
+        for n in range(
+            6
+        ):  # round robin: every other attempt meets the dead endpoint, and is retried
             assert reply_text(chat_once(client, f"n{n}")) == REPLY_PREFIX + f"n{n}"
         pool = client.get_stats()["key_pool"]
         assert pool["dead"]["breaker"] == "OPEN" and client.circuit_state == "CLOSED"
@@ -138,10 +154,14 @@ def test_lowering_reset_timeout_reaches_an_open_key_circuit(simulator):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_client_made_before_fork_answers_in_the_child(simulator):
     with make_client(simulator) as client:
-        assert reply_text(chat_once(client, "parent")) == REPLY_PREFIX + "parent"  # the engine loop runs
+        assert (
+            reply_text(chat_once(client, "parent")) == REPLY_PREFIX + "parent"
+        )  # the engine loop runs
         read_end, write_end = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: one request, its answer down the pipe, and out (never back into pytest)
+        if (
+            pid == 0
+        ):  # the child: one request, its answer down the pipe, and out (never back into pytest)
             try:
                 os.close(read_end)
                 try:

@@ -11,7 +11,8 @@ import contextvars
 import json
 import logging
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -23,8 +24,14 @@ from ipfs_accelerate_py.transport.base import HttpRequest
 from ..helpers import FAST, WAIT, ClientFactory, aiohttp_server, messages, reply_text, together
 
 MODEL = "gpt-4o-mini"
-CHAT_ANSWER = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
-make_openai = ClientFactory(openai_api, "openai_api_base", "openai_api_key", FAST, key="sk-context-0123456789abcdef")
+CHAT_ANSWER = {
+    "id": "c1",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+}
+make_openai = ClientFactory(
+    openai_api, "openai_api_base", "openai_api_key", FAST, key="sk-context-0123456789abcdef"
+)
 
 
 @pytest.fixture
@@ -39,6 +46,7 @@ def chat_server() -> Iterator[tuple[str, list]]:
 
     with aiohttp_server(handler) as url:
         yield url, seen
+
 
 TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
 
@@ -117,7 +125,11 @@ def flaky_server() -> Iterator[tuple[str, list]]:
         with lock:
             seen.append(request.path)
             first = len(seen) == 1
-        return web.json_response({"error": {"message": "busy"}}, status=503) if first else web.json_response(CHAT_ANSWER)
+        return (
+            web.json_response({"error": {"message": "busy"}}, status=503)
+            if first
+            else web.json_response(CHAT_ANSWER)
+        )
 
     with aiohttp_server(handler) as url:
         yield url, seen
@@ -146,4 +158,6 @@ async def test_a_retry_is_logged_in_the_callers_context_async(flaky_server, tena
     async with make_openai(url + "/v1") as client:
         assert reply_text(await client.achat(MODEL, messages("hi"))) == "ok"
     assert len(seen) == 2
-    assert [tenant for tenant, message in tenant_log.records if "retry 1/" in message] == ["task-tenant"]
+    assert [tenant for tenant, message in tenant_log.records if "retry 1/" in message] == [
+        "task-tenant"
+    ]

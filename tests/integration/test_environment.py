@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -24,15 +24,37 @@ from ipfs_accelerate_py.resilience.errors import NetworkError
 from ipfs_accelerate_py.transport.aiohttp_transport import AiohttpTransport
 from ipfs_accelerate_py.transport.base import HttpRequest
 
-from ..helpers import FAST, LOOPBACK, WAIT, ClientFactory, aiohttp_server, env_cleared, messages, reply_text
+from ..helpers import (
+    FAST,
+    LOOPBACK,
+    WAIT,
+    ClientFactory,
+    aiohttp_server,
+    env_cleared,
+    messages,
+    reply_text,
+)
 
 KEY = "sk-environment-0123456789abcdef"
 MODEL = "gpt-4o-mini"
 USER_AGENT = f"ipfs-accelerate-py/{ipfs_accelerate_py.__version__}"
-CHAT_ANSWER = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+CHAT_ANSWER = {
+    "id": "c1",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+}
 
 make_openai = ClientFactory(openai_api, "openai_api_base", "openai_api_key", FAST, key=KEY)
-PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 cleared = env_cleared(*PROXY_VARIABLES)  # this machine's own proxy settings stay out of these tests
 
 
@@ -63,16 +85,30 @@ def forward_proxy() -> Iterator[tuple[str, list]]:
     async def handler(request: web.Request) -> web.Response:
         body = await request.read()
         seen.append((request.method, str(request.url), request.headers.get("Proxy-Authorization")))
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "proxy-authorization", "proxy-connection")}
-        async with aiohttp.ClientSession() as session:
-            async with session.request(request.method, str(request.url), headers=headers, data=body) as upstream:
-                return web.Response(status=upstream.status, body=await upstream.read(), content_type=upstream.content_type)
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "proxy-authorization", "proxy-connection")
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, str(request.url), headers=headers, data=body
+            ) as upstream,
+        ):
+            return web.Response(
+                status=upstream.status,
+                body=await upstream.read(),
+                content_type=upstream.content_type,
+            )
 
     with aiohttp_server(handler) as url:
         yield url, seen
 
 
-def test_http_proxy_carries_the_request_with_its_credentials(chat_server, forward_proxy, monkeypatch):
+def test_http_proxy_carries_the_request_with_its_credentials(
+    chat_server, forward_proxy, monkeypatch
+):
     server_url, server_seen = chat_server
     proxy_url, proxy_seen = forward_proxy
     monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("http://", "http://proxy-user:proxy-pass@"))
@@ -134,7 +170,9 @@ def tls_server(tmp_path) -> Iterator[tuple[str, list, str]]:
 
 def test_a_private_certificate_fails_at_once_and_says_why(tls_server, monkeypatch):
     url, seen, _ = tls_server
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # the system's CAs, which do not know the test CA
+    monkeypatch.delenv(
+        "SSL_CERT_FILE", raising=False
+    )  # the system's CAs, which do not know the test CA
     with make_openai(url + "/v1", max_retries=3) as client:
         with pytest.raises(NetworkError, match="certificate verify failed") as caught:
             client.chat(MODEL, messages("hello"))
@@ -159,12 +197,26 @@ def test_ssl_cert_file_names_the_cas_that_verify(tls_server, monkeypatch):
     "backend, base_setting, key_setting, call",
     [
         (openai_api, "openai_api_base", "openai_api_key", lambda c: c.chat(MODEL, messages("hi"))),
-        (claude, "anthropic_api_base", "anthropic_api_key", lambda c: c.make_request("messages", {"model": "m", "max_tokens": 1, "messages": messages("hi")})),
-        (gemini, "gemini_api_base", "gemini_api_key", lambda c: c.make_request("models/gemini-2.0-flash:generateContent", {"contents": []})),
+        (
+            claude,
+            "anthropic_api_base",
+            "anthropic_api_key",
+            lambda c: c.make_request(
+                "messages", {"model": "m", "max_tokens": 1, "messages": messages("hi")}
+            ),
+        ),
+        (
+            gemini,
+            "gemini_api_base",
+            "gemini_api_key",
+            lambda c: c.make_request("models/gemini-2.0-flash:generateContent", {"contents": []}),
+        ),
     ],
     ids=["openai_api", "claude", "gemini"],
 )
-def test_every_request_names_the_client_and_its_version(chat_server, backend, base_setting, key_setting, call):
+def test_every_request_names_the_client_and_its_version(
+    chat_server, backend, base_setting, key_setting, call
+):
     url, seen = chat_server
     with backend({}, {base_setting: url, key_setting: KEY}) as client:
         call(client)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.resilience.errors import (
     ApiError,
     DeadlineExceededError,
@@ -16,7 +17,6 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
     StreamStalledError,
 )
-from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.simulator import key_fingerprint
 
 from ..helpers import WAIT, WINDOW, Reply, messages, recording_server
@@ -38,7 +38,11 @@ def assert_says_where(error: ApiError, simulator, attempts: int, request_id: str
     assert error.attempts == attempts
     assert error.client_request_id == request_id
     text = str(error)
-    assert f"model {CHAT_MODEL}" in text and f"key {key_fingerprint(KEY)}" in text and error.host in text
+    assert (
+        f"model {CHAT_MODEL}" in text
+        and f"key {key_fingerprint(KEY)}" in text
+        and error.host in text
+    )
     assert KEY not in text and KEY not in repr(error)
 
 
@@ -55,9 +59,8 @@ def test_a_failed_request_says_where_it_came_from(simulator, fault):
 
 def test_the_server_request_id_is_kept_beside_the_clients(simulator):
     simulator.configure(fail_next=1, error_status=500)
-    with make_client(simulator, max_retries=0) as client:
-        with pytest.raises(ServerError) as caught:
-            client.chat(CHAT_MODEL, messages("x"), request_id="mine-1")
+    with make_client(simulator, max_retries=0) as client, pytest.raises(ServerError) as caught:
+        client.chat(CHAT_MODEL, messages("x"), request_id="mine-1")
     error = caught.value
     assert error.request_id.startswith("req_")  # the simulator's x-request-id
     assert error.client_request_id == "mine-1"
@@ -77,9 +80,18 @@ def test_a_stalled_stream_says_where_it_came_from(fresh_simulator):
 def test_a_deadline_in_the_queue_says_where_it_came_from(simulator):
     simulator.configure(latency=1.0)
     with make_client(simulator, max_concurrent_requests=1, request_deadline=0.3) as client:
-        held = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": CHAT_MODEL, "messages": messages("a")}})
+        held = client.queue_with_priority(
+            {
+                "endpoint": "chat/completions",
+                "data": {"model": CHAT_MODEL, "messages": messages("a")},
+            }
+        )
         waiting = client.queue_with_priority(
-            {"endpoint": "chat/completions", "data": {"model": CHAT_MODEL, "messages": messages("b")}, "request_id": "mine-queued"}
+            {
+                "endpoint": "chat/completions",
+                "data": {"model": CHAT_MODEL, "messages": messages("b")},
+                "request_id": "mine-queued",
+            }
         )
         with pytest.raises(DeadlineExceededError) as caught:
             waiting.result(WAIT)
@@ -88,7 +100,10 @@ def test_a_deadline_in_the_queue_says_where_it_came_from(simulator):
     error = caught.value
     assert error.model == CHAT_MODEL and error.host == f"127.0.0.1:{simulator.port}"
     assert error.attempts == 0 and error.client_request_id == "mine-queued"
-    assert "passed while it waited in the queue behind 1 attempt in flight (max_concurrent_requests 1)" in str(error)
+    assert (
+        "passed while it waited in the queue behind 1 attempt in flight (max_concurrent_requests 1)"
+        in str(error)
+    )
 
 
 def test_batched_embeddings_report_each_callers_own_request(simulator):
@@ -96,7 +111,11 @@ def test_batched_embeddings_report_each_callers_own_request(simulator):
     with make_client(simulator, max_batch_size=3, batch_timeout=WINDOW, max_retries=0) as client:
         futures = [
             client.queue_with_priority(
-                {"endpoint": "embeddings", "data": {"model": EMBED_MODEL, "input": f"e{i}"}, "request_id": f"mine-{i}"}
+                {
+                    "endpoint": "embeddings",
+                    "data": {"model": EMBED_MODEL, "input": f"e{i}"},
+                    "request_id": f"mine-{i}",
+                }
             )
             for i in range(3)
         ]
@@ -117,7 +136,10 @@ def test_an_attempt_cut_short_by_the_deadline_is_a_deadline_error_naming_it(simu
         with pytest.raises(DeadlineExceededError) as caught:
             client.chat(CHAT_MODEL, messages("slow"))
     error = caught.value
-    assert "request deadline of 0.50s passed during attempt 1 (no answer by then); raise client.request_deadline" in str(error)
+    assert (
+        "request deadline of 0.50s passed during attempt 1 (no answer by then); raise client.request_deadline"
+        in str(error)
+    )
     assert isinstance(error.__cause__, RequestTimeoutError)
     assert simulator.counters()["requests_total"] == 1  # not retried: the deadline is spent
 
@@ -128,16 +150,28 @@ def test_a_servers_request_id_is_redacted_like_its_words():
     def reply(method, path, body):
         return Reply(401, {"error": {"message": "bad key"}}, {"x-request-id": f"rid-{key}"})
 
-    with recording_server(reply, "/v1") as (url, seen):
-        with openai_api(metadata={"openai_api_key": key, "openai_base_url": url, "max_retries": 0}) as client:
-            with pytest.raises(ApiError) as caught:
-                client.chat(CHAT_MODEL, messages("x"))
+    with (
+        recording_server(reply, "/v1") as (url, seen),
+        openai_api(
+            metadata={"openai_api_key": key, "openai_base_url": url, "max_retries": 0}
+        ) as client,
+        pytest.raises(ApiError) as caught,
+    ):
+        client.chat(CHAT_MODEL, messages("x"))
     assert key not in str(caught.value) and key not in repr(vars(caught.value))
     assert caught.value.request_id == "rid-***"
 
 
 def test_host_always_has_its_port():
-    with openai_api(metadata={"openai_api_key": KEY, "openai_base_url": "http://127.0.0.1/v1", "max_retries": 0}) as client:
-        with pytest.raises(NetworkError) as caught:
-            client.chat(CHAT_MODEL, messages("x"))
+    with (
+        openai_api(
+            metadata={
+                "openai_api_key": KEY,
+                "openai_base_url": "http://127.0.0.1/v1",
+                "max_retries": 0,
+            }
+        ) as client,
+        pytest.raises(NetworkError) as caught,
+    ):
+        client.chat(CHAT_MODEL, messages("x"))
     assert caught.value.host == "127.0.0.1:80"

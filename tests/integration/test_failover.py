@@ -28,14 +28,20 @@ CLAUDE_MODEL = "claude-sonnet-4-5"
 THRESHOLD = 2
 LONG = 60.0  # reset_timeout: the first backend's breaker stays OPEN for the whole test
 
-make_openai = ClientFactory(openai_api, "openai_api_base", "openai_api_key", FAST, key=OPENAI_KEY).on
+make_openai = ClientFactory(
+    openai_api, "openai_api_base", "openai_api_key", FAST, key=OPENAI_KEY
+).on
 make_groq = ClientFactory(groq, "groq_api_base", "groq_api_key", FAST, key=GROQ_KEY).on
-make_claude = ClientFactory(claude, "anthropic_api_base", "anthropic_api_key", FAST, key=CLAUDE_KEY).on
+make_claude = ClientFactory(
+    claude, "anthropic_api_base", "anthropic_api_key", FAST, key=CLAUDE_KEY
+).on
 
 
 def first(sim, **settings):
     """The first step's client: no retries unless asked, a breaker that opens after THRESHOLD failures."""
-    return make_openai(sim, **{"max_retries": 0, "failure_threshold": THRESHOLD, "reset_timeout": LONG, **settings})
+    return make_openai(
+        sim, **{"max_retries": 0, "failure_threshold": THRESHOLD, "reset_timeout": LONG, **settings}
+    )
 
 
 # ----------------------------------------------------------------- the rule
@@ -70,7 +76,10 @@ def test_which_errors_move_on(error, moves_on):
 
 
 def test_a_step_may_move_on_after_more():
-    step = FailoverStep(openai_api({}, {"openai_api_base": "http://127.0.0.1:9/v1"}), fail_over_on=(e.NotFoundError,))
+    step = FailoverStep(
+        openai_api({}, {"openai_api_base": "http://127.0.0.1:9/v1"}),
+        fail_over_on=(e.NotFoundError,),
+    )
     try:
         assert fails_over(e.NotFoundError("404"), step) is True
         assert fails_over(e.InvalidRequestError("400"), step) is False
@@ -99,12 +108,18 @@ def test_outage_fails_over_then_the_open_breaker_skips_the_first(fresh_simulator
     assert stats["failovers"] == 5
     assert stats["served_by"] == {"openai_api": 0, "groq": 5}
     assert stats["steps"]["openai_api"]["attempts"] == 5
-    assert stats["steps"]["openai_api"]["errors"] == {"server": THRESHOLD, "circuit_open": 5 - THRESHOLD}
+    assert stats["steps"]["openai_api"]["errors"] == {
+        "server": THRESHOLD,
+        "circuit_open": 5 - THRESHOLD,
+    }
 
 
 def test_the_first_backend_spends_its_retries_before_moving_on(fresh_simulator, simulator):
     fresh_simulator.configure(outage=True)
-    with first(fresh_simulator, max_retries=2, failure_threshold=10) as down, make_groq(simulator) as up:
+    with (
+        first(fresh_simulator, max_retries=2, failure_threshold=10) as down,
+        make_groq(simulator) as up,
+    ):
         chain = FailoverChain([down, up])
         chain.chat(MODEL, messages("x"))
     assert fresh_simulator.counters()["requests_total"] == 3  # 1 attempt + 2 retries
@@ -133,7 +148,9 @@ def test_a_refused_key_moves_on(fresh_simulator, simulator):
 def test_default_model_replaces_an_unmapped_model(fresh_simulator, simulator):
     fresh_simulator.configure(outage=True)
     with first(fresh_simulator) as down, make_groq(simulator) as up:
-        chain = FailoverChain([down, FailoverStep(up, {"gpt-4o": "llama-big"}, default_model=GROQ_MODEL)])
+        chain = FailoverChain(
+            [down, FailoverStep(up, {"gpt-4o": "llama-big"}, default_model=GROQ_MODEL)]
+        )
         chain.chat(MODEL, messages("x"))
         chain.chat("gpt-4o", messages("y"))
     assert simulator.counters()["by_model"] == {GROQ_MODEL: 1, "llama-big": 1}
@@ -143,7 +160,9 @@ def test_claude_after_openai_crosses_wire_formats(fresh_simulator, simulator):
     fresh_simulator.configure(outage=True)
     with first(fresh_simulator) as down, make_claude(simulator) as anthropic:
         chain = FailoverChain([down, (anthropic, {MODEL: CLAUDE_MODEL})])
-        response = chain.chat(MODEL, [{"role": "system", "content": "be brief"}, *messages("cross")], max_tokens=64)
+        response = chain.chat(
+            MODEL, [{"role": "system", "content": "be brief"}, *messages("cross")], max_tokens=64
+        )
         assert chain.last_step.name == "claude"
         assert response["type"] == "message"  # Anthropic's own shape, unchanged
         assert chain.reply_text(response) == REPLY_PREFIX + "cross"
@@ -223,11 +242,18 @@ def test_every_step_down_raises_one_error_listing_each(fresh_simulator, simulato
             chain.chat(MODEL, messages("x"))
         stats = chain.get_stats()
     error = caught.value
-    assert [(name, type(err)) for name, err in error.failures] == [("openai_api", e.ServerError), ("groq", e.ServerError)]
+    assert [(name, type(err)) for name, err in error.failures] == [
+        ("openai_api", e.ServerError),
+        ("groq", e.ServerError),
+    ]
     assert error.status == 503 and error.provider == "groq"  # the last error's fields, kept
     assert error.__cause__ is error.failures[-1][1]
     text = str(error)
-    assert "every step of the failover chain failed" in text and "openai_api:" in text and "groq:" in text
+    assert (
+        "every step of the failover chain failed" in text
+        and "openai_api:" in text
+        and "groq:" in text
+    )
     assert OPENAI_KEY not in text and GROQ_KEY not in text
     assert OPENAI_KEY[:8] not in repr(error.failures)
     assert stats["failed"] == 1 and stats["failovers"] == 1

@@ -19,7 +19,14 @@ from ipfs_accelerate_py.simulator import Simulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "test_enhanced_api_features.py"
-FEATURES = ["priority_queue", "circuit_breaker", "monitoring", "request_batching", "retry_after", "queue_full"]
+FEATURES = [
+    "priority_queue",
+    "circuit_breaker",
+    "monitoring",
+    "request_batching",
+    "retry_after",
+    "queue_full",
+]
 SECRET = "sk-feature-check-secret-0123456789"
 
 
@@ -55,14 +62,22 @@ def test_checks_pass_against_the_embedded_simulator_and_write_the_report(tmp_pat
         assert result["details"], name
         assert result["duration"] >= 0
     assert report["results"]["circuit_breaker"]["duration"] >= 0.3  # it waited out reset_timeout
-    assert report["results"]["retry_after"]["duration"] >= 0.4  # 0.3 s Retry-After + 0.1 s retry-after-ms
+    assert (
+        report["results"]["retry_after"]["duration"] >= 0.4
+    )  # 0.3 s Retry-After + 0.1 s retry-after-ms
     assert checks.SIMULATOR_KEY not in json.dumps(report)
 
 
 def test_a_simulator_given_as_base_url_is_detected_and_the_key_never_shown(tmp_path, capsys):
     with Simulator({"valid_keys": [SECRET]}) as sim:
         base_url = sim.base_url
-        code = checks.run_checks(api="openai", key=SECRET, base_url=base_url, output_dir=str(tmp_path), admin_token=sim.admin_token)
+        code = checks.run_checks(
+            api="openai",
+            key=SECRET,
+            base_url=base_url,
+            output_dir=str(tmp_path),
+            admin_token=sim.admin_token,
+        )
         seen_keys = sim.counters()["by_key"]
     out = capsys.readouterr()
     assert code == 0, out.out
@@ -80,7 +95,9 @@ def test_a_server_without_admin_endpoints_skips_the_fault_checks(tmp_path):
     # A simulator whose admin endpoints the checks do not know of: an ordinary
     # OpenAI-compatible server with some latency.
     with Simulator({"latency": 0.03}) as sim:
-        target = checks.Target("openai", checks.BACKENDS["openai"], sim.base_url, None, None, sim.base_url)
+        target = checks.Target(
+            "openai", checks.BACKENDS["openai"], sim.base_url, None, None, sim.base_url
+        )
         results = checks.run_all(target, echo=lambda line: None)
         sent = sim.counters()["requests_total"]
     assert _statuses(results) == {
@@ -92,7 +109,10 @@ def test_a_server_without_admin_endpoints_skips_the_fault_checks(tmp_path):
         "queue_full": "PASS",
     }
     skipped = {r.name: r.details for r in results if r.status == "SKIP"}
-    assert skipped == {"circuit_breaker": "skipped (needs the simulator)", "retry_after": "skipped (needs the simulator)"}
+    assert skipped == {
+        "circuit_breaker": "skipped (needs the simulator)",
+        "retry_after": "skipped (needs the simulator)",
+    }
     assert sent > 0
     path = checks.write_report(target, results, str(tmp_path))
     report = json.loads(Path(path).read_text())
@@ -109,11 +129,15 @@ def test_a_crashing_check_is_its_own_failure_and_the_others_still_run(tmp_path):
 
     table = (
         checks.Check("crashes", crash, needs_simulator=False),
-        checks.Check("fails", lambda t: checks.expect(False, "saw 2, expected 1"), needs_simulator=False),
+        checks.Check(
+            "fails", lambda t: checks.expect(False, "saw 2, expected 1"), needs_simulator=False
+        ),
         checks.Check("works", fine, needs_simulator=False),
         checks.Check("needs_faults", fine, needs_simulator=True),
     )
-    target = checks.Target("openai", checks.BACKENDS["openai"], "http://127.0.0.1:9/v1", SECRET, None, "x", (SECRET,))
+    target = checks.Target(
+        "openai", checks.BACKENDS["openai"], "http://127.0.0.1:9/v1", SECRET, None, "x", (SECRET,)
+    )
     results = checks.run_all(target, table, echo=lambda line: None)
     assert [(r.name, r.status) for r in results] == [
         ("crashes", "FAIL"), ("fails", "FAIL"), ("works", "PASS"), ("needs_faults", "SKIP")
@@ -127,10 +151,20 @@ def test_a_crashing_check_is_its_own_failure_and_the_others_still_run(tmp_path):
 
 
 def test_a_placeholder_key_leaves_the_details_and_the_report_as_written(tmp_path):
-    table = (checks.Check("fails", lambda t: checks.expect(False, "expected 1 request, saw 2"), needs_simulator=False),)
-    target = checks.Target("openai", checks.BACKENDS["openai"], "http://127.0.0.1:9/v1", "x", None, "local", ("x",))
+    table = (
+        checks.Check(
+            "fails",
+            lambda t: checks.expect(False, "expected 1 request, saw 2"),
+            needs_simulator=False,
+        ),
+    )
+    target = checks.Target(
+        "openai", checks.BACKENDS["openai"], "http://127.0.0.1:9/v1", "x", None, "local", ("x",)
+    )
     results = checks.run_all(target, table, echo=lambda line: None)
-    assert results[0].details == "expected 1 request, saw 2"  # a one-letter "key" is no secret: not masked in words
+    assert (
+        results[0].details == "expected 1 request, saw 2"
+    )  # a one-letter "key" is no secret: not masked in words
     report = json.loads(Path(checks.write_report(target, results, str(tmp_path))).read_text())
     assert report["results"]["fails"]["details"] == "expected 1 request, saw 2"
 
@@ -138,7 +172,12 @@ def test_a_placeholder_key_leaves_the_details_and_the_report_as_written(tmp_path
 def _run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IPFS_ACCELERATE_"))}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

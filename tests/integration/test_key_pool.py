@@ -10,7 +10,11 @@ import time
 import pytest
 
 from ipfs_accelerate_py.api_backends import openai_api
-from ipfs_accelerate_py.resilience.errors import AuthenticationError, InvalidInputError, SettingError
+from ipfs_accelerate_py.resilience.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    SettingError,
+)
 from ipfs_accelerate_py.simulator import key_fingerprint
 
 from ..helpers import FAST, WAIT, messages, together
@@ -31,7 +35,12 @@ def multi_key_client(simulator, strategy="round-robin", keys=KEYS, **settings):
 
 def seen_by_key(simulator) -> dict:
     by_key = simulator.counters()["by_key"]
-    return {name: by_key.get(key_fingerprint(key), {}).get("requests", 0) if isinstance(by_key.get(key_fingerprint(key)), dict) else by_key.get(key_fingerprint(key), 0) for name, key in KEYS.items()}
+    return {
+        name: by_key.get(key_fingerprint(key), {}).get("requests", 0)
+        if isinstance(by_key.get(key_fingerprint(key)), dict)
+        else by_key.get(key_fingerprint(key), 0)
+        for name, key in KEYS.items()
+    }
 
 
 def test_round_robin_spreads_requests_evenly_over_the_keys(simulator):
@@ -61,7 +70,11 @@ def test_a_429_cools_its_key_down_and_the_retry_goes_to_another_key_at_once(simu
         client.chat("gpt-4o-mini", messages("first"))
         assert time.monotonic() - started < 5  # not the 30 s of the cooled key
         pool = client.get_stats()["key_pool"]
-        cooled = [name for name, state in pool.items() if state["cooling_models"].get("gpt-4o-mini", 0) > 20]
+        cooled = [
+            name
+            for name, state in pool.items()
+            if state["cooling_models"].get("gpt-4o-mini", 0) > 20
+        ]
         assert len(cooled) == 1 and pool[cooled[0]]["rate_limited"] == 1
         for i in range(6):  # while it cools, the others serve
             client.chat("gpt-4o-mini", messages(f"after {i}"))
@@ -72,10 +85,12 @@ def test_a_429_cools_its_key_down_and_the_retry_goes_to_another_key_at_once(simu
 
 def test_when_every_key_cools_a_request_waits_for_the_earliest_recovery(simulator):
     keys = {"a": KEYS["a"], "b": KEYS["b"]}
-    simulator.script([
-        {"status": 429, "headers": {"retry-after": "0.6"}},
-        {"status": 429, "headers": {"retry-after": "0.3"}},
-    ])
+    simulator.script(
+        [
+            {"status": 429, "headers": {"retry-after": "0.6"}},
+            {"status": 429, "headers": {"retry-after": "0.3"}},
+        ]
+    )
     with multi_key_client(simulator, "round-robin", keys=keys, max_retries=3) as client:
         started = time.monotonic()
         client.chat("gpt-4o-mini", messages("patient"))
@@ -104,14 +119,29 @@ def test_every_key_disabled_fails_with_a_report_naming_each(simulator):
             client.chat("gpt-4o-mini", messages("doomed"))
         with pytest.raises(AuthenticationError) as caught:
             client.chat("gpt-4o-mini", messages("doomed again"))
-        assert "every key" in str(caught.value) and "a:" in str(caught.value) and "b:" in str(caught.value)
+        assert (
+            "every key" in str(caught.value)
+            and "a:" in str(caught.value)
+            and "b:" in str(caught.value)
+        )
         assert simulator.counters()["requests_total"] == 2  # nothing more was sent
 
 
 def test_per_key_concurrency_caps_hold(simulator):
     simulator.configure(latency=0.05)
-    metadata_keys = [{"name": "a", "key": KEYS["a"], "max_concurrent": 1}, {"name": "b", "key": KEYS["b"], "max_concurrent": 1}]
-    client = openai_api({}, {"openai_api_base": simulator.base_url, "api_keys": metadata_keys, "max_concurrent_requests": 8, **FAST})
+    metadata_keys = [
+        {"name": "a", "key": KEYS["a"], "max_concurrent": 1},
+        {"name": "b", "key": KEYS["b"], "max_concurrent": 1},
+    ]
+    client = openai_api(
+        {},
+        {
+            "openai_api_base": simulator.base_url,
+            "api_keys": metadata_keys,
+            "max_concurrent_requests": 8,
+            **FAST,
+        },
+    )
     with client:
         together(8, lambda i: client.chat("gpt-4o-mini", messages(f"cap {i}")))
         assert simulator.counters()["peak_concurrency"] <= 2
@@ -119,13 +149,23 @@ def test_per_key_concurrency_caps_hold(simulator):
 
 def test_client_side_rpm_keeps_a_key_under_its_limit(simulator):
     keys = [{"name": "a", "key": KEYS["a"], "rpm": 2}]  # a burst of 2, then one per 30 s
-    client = openai_api({}, {"openai_api_base": simulator.base_url, "api_keys": keys, "request_deadline": 0.5, **FAST})
+    client = openai_api(
+        {},
+        {"openai_api_base": simulator.base_url, "api_keys": keys, "request_deadline": 0.5, **FAST},
+    )
     with client:
         client.chat("gpt-4o-mini", messages("one"))
         client.chat("gpt-4o-mini", messages("two"))
-        future = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "gpt-4o-mini", "messages": messages("three")}})
+        future = client.queue_with_priority(
+            {
+                "endpoint": "chat/completions",
+                "data": {"model": "gpt-4o-mini", "messages": messages("three")},
+            }
+        )
         assert future.wait(WAIT)
-        assert future["error"] is not None  # it waited for the key within its deadline, then gave up
+        assert (
+            future["error"] is not None
+        )  # it waited for the key within its deadline, then gave up
         assert simulator.counters()["requests_total"] == 2  # the third was never sent to be refused
 
 
@@ -138,7 +178,11 @@ def test_keys_are_added_and_removed_at_run_time_and_never_shown(simulator):
         client.remove_api_key("a")
         client.chat("gpt-4o-mini", messages("after removal"))
         assert client.api_key_names == ["b"]
-        text = json.dumps(client.get_stats(), default=str) + json.dumps(client.generate_report(True), default=str) + repr(client)
+        text = (
+            json.dumps(client.get_stats(), default=str)
+            + json.dumps(client.generate_report(True), default=str)
+            + repr(client)
+        )
         assert not any(key in text for key in KEYS.values())
         with pytest.raises(SettingError):
             client.remove_api_key("nope")
@@ -150,7 +194,9 @@ def test_numbered_environment_variables_add_keys(simulator, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY_1", KEYS["a"])
     monkeypatch.setenv("OPENAI_API_KEY_2", KEYS["b"])
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with openai_api({}, {"openai_api_base": simulator.base_url, "key_strategy": "round-robin", **FAST}) as client:
+    with openai_api(
+        {}, {"openai_api_base": simulator.base_url, "key_strategy": "round-robin", **FAST}
+    ) as client:
         assert client.api_key_names == ["key1", "key2"]
         for i in range(4):
             client.chat("gpt-4o-mini", messages(f"env {i}"))
@@ -158,7 +204,15 @@ def test_numbered_environment_variables_add_keys(simulator, monkeypatch):
         assert seen["a"] == seen["b"] == 2
 
 
-@pytest.mark.parametrize("bad", [[{"key": "x"}], [{"name": "a", "key": "x", "rpm": -1}], [{"name": "a", "key": "x", "color": "red"}], "sk-a,sk-b"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [{"key": "x"}],
+        [{"name": "a", "key": "x", "rpm": -1}],
+        [{"name": "a", "key": "x", "color": "red"}],
+        "sk-a,sk-b",
+    ],
+)
 def test_bad_key_lists_are_refused_with_a_typed_error(simulator, bad):
     with pytest.raises((InvalidInputError, SettingError, TypeError)):
         openai_api({}, {"openai_api_base": simulator.base_url, "api_keys": bad})
@@ -173,11 +227,21 @@ def test_in_flight_counts_return_to_zero_on_every_path(simulator):
         simulator.script([{"status": 500}, {"status": 500}])
         with pytest.raises(Exception):
             client.chat("gpt-4o-mini", messages("server error"))
-        simulator.script([{"status": 429, "headers": {"retry-after-ms": "10"}}, {"status": 429, "headers": {"retry-after-ms": "10"}}])
+        simulator.script(
+            [
+                {"status": 429, "headers": {"retry-after-ms": "10"}},
+                {"status": 429, "headers": {"retry-after-ms": "10"}},
+            ]
+        )
         with pytest.raises(Exception):
             client.chat("gpt-4o-mini", messages("rate limited"))
         simulator.configure(latency=0.5)
-        future = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "gpt-4o-mini", "messages": messages("cancel me")}})
+        future = client.queue_with_priority(
+            {
+                "endpoint": "chat/completions",
+                "data": {"model": "gpt-4o-mini", "messages": messages("cancel me")},
+            }
+        )
         deadline = time.monotonic() + WAIT
         while client.current_requests == 0 and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -191,8 +255,13 @@ def test_in_flight_counts_return_to_zero_on_every_path(simulator):
         stream.close()
         client.chat("gpt-4o-mini", messages("after"))  # goes through: nothing leaked
         deadline = time.monotonic() + WAIT
-        while any(s["in_flight"] for s in client.get_stats()["key_pool"].values()) and time.monotonic() < deadline:
+        while (
+            any(s["in_flight"] for s in client.get_stats()["key_pool"].values())
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.005)
         pool = client.get_stats()["key_pool"]
-        assert {name: state["in_flight"] for name, state in pool.items()} == {name: 0 for name in KEYS}
+        assert {name: state["in_flight"] for name, state in pool.items()} == {
+            name: 0 for name in KEYS
+        }
         assert client.current_requests == 0

@@ -30,16 +30,26 @@ KEYS = {
     "k3": "sk-mux-third-0123456789abcdef",
 }
 MODEL = "gpt-4o-mini"
-MODELS = {"openai": MODEL, "groq": "llama-3.3-70b-versatile", "claude": "claude-sonnet-4-5", "gemini": "gemini-2.0-flash"}
+MODELS = {
+    "openai": MODEL,
+    "groq": "llama-3.3-70b-versatile",
+    "claude": "claude-sonnet-4-5",
+    "gemini": "gemini-2.0-flash",
+}
 
 
 def mux_on(sim, **settings) -> ApiKeyMultiplexer:
     """A multiplexer whose four providers all talk to ``sim``, each at its wire format's path."""
-    urls = {name: sim.url + cls.provider.spec.simulator_path for name, cls in MULTIPLEXED_PROVIDERS.items()}
+    urls = {
+        name: sim.url + cls.provider.spec.simulator_path
+        for name, cls in MULTIPLEXED_PROVIDERS.items()
+    }
     return ApiKeyMultiplexer({**FAST, **settings}, base_url=urls)
 
 
-def add_keys(mux: ApiKeyMultiplexer, provider: str = "openai", names=("k1", "k2", "k3"), **options) -> None:
+def add_keys(
+    mux: ApiKeyMultiplexer, provider: str = "openai", names=("k1", "k2", "k3"), **options
+) -> None:
     for name in names:
         getattr(mux, f"add_{provider}_key")(name, KEYS[name], **options)
 
@@ -47,7 +57,11 @@ def add_keys(mux: ApiKeyMultiplexer, provider: str = "openai", names=("k1", "k2"
 def by_key(sim) -> dict:
     """Requests the simulator saw per key name (only the keys of KEYS, zeros left out)."""
     seen = sim.counters()["by_key"]
-    return {name: seen[key_fingerprint(key)] for name, key in KEYS.items() if seen.get(key_fingerprint(key))}
+    return {
+        name: seen[key_fingerprint(key)]
+        for name, key in KEYS.items()
+        if seen.get(key_fingerprint(key))
+    }
 
 
 # ----------------------------------------------------------------- the shared client
@@ -125,7 +139,9 @@ def test_a_key_name_gives_a_client_bound_to_that_key(simulator):
             only_k2.chat(MODEL, messages(str(i)))
         usage = mux.get_usage_stats()["openai"]
     assert by_key(simulator) == {"k1": 1, "k2": 3}
-    assert usage["k2"]["requests"] == 3 and usage["k1"]["requests"] == 1  # both backends summed per key
+    assert (
+        usage["k2"]["requests"] == 3 and usage["k1"]["requests"] == 1
+    )  # both backends summed per key
 
 
 def test_adding_a_key_again_replaces_it_everywhere(simulator):
@@ -193,9 +209,14 @@ def test_usage_names_a_key_whose_server_asked_for_a_rest_over_the_cap(simulator)
         for i in range(4):
             client.chat(MODEL, messages(str(i)))
         usage = mux.get_usage_stats()["openai"]
-    assert usage["k1"]["retry_after_over_cap"] == 1 and usage["k1"]["longest_retry_after_asked"] > 60.0
+    assert (
+        usage["k1"]["retry_after_over_cap"] == 1 and usage["k1"]["longest_retry_after_asked"] > 60.0
+    )
     assert usage["k1"]["cooling_models"].get(MODEL, 0.0) <= 60.0
-    assert usage["k2"]["retry_after_over_cap"] == 0 and usage["k2"]["longest_retry_after_asked"] is None
+    assert (
+        usage["k2"]["retry_after_over_cap"] == 0
+        and usage["k2"]["longest_retry_after_asked"] is None
+    )
 
 
 def test_a_key_at_its_limit_is_rested_before_it_is_refused(simulator):
@@ -216,12 +237,16 @@ def test_every_key_refused_fails_over_to_the_next_backend(fresh_simulator, simul
     with mux_on(fresh_simulator, max_retries=0) as refused, mux_on(simulator) as working:
         add_keys(refused, names=("k1", "k2"))
         add_keys(working, "groq", names=("k3",))
-        chain = FailoverChain([refused.get_openai_client(), (working.get_groq_client(), {MODEL: MODELS["groq"]})])
+        chain = FailoverChain(
+            [refused.get_openai_client(), (working.get_groq_client(), {MODEL: MODELS["groq"]})]
+        )
         for i in range(4):
             chain.chat(MODEL, messages(str(i)))
             assert chain.last_step.name == "groq"
         usage = refused.get_usage_stats()["openai"]
-    assert fresh_simulator.counters()["by_status"] == {"401": 2}  # each key refused once, then never sent again
+    assert fresh_simulator.counters()["by_status"] == {
+        "401": 2
+    }  # each key refused once, then never sent again
     assert usage["k1"]["disabled"] and usage["k2"]["disabled"]
     assert simulator.counters()["by_model"] == {MODELS["groq"]: 4}
 
@@ -239,7 +264,10 @@ def test_each_provider_rotates_its_own_keys(simulator, provider):
             assert client.provider.reply_text(response) == REPLY_PREFIX + f"hi {i}"
         usage = mux.get_usage_stats()
     assert by_key(simulator) == {"k1": 2, "k2": 2}
-    assert {name: figures["requests"] for name, figures in usage[provider].items()} == {"k1": 2, "k2": 2}
+    assert {name: figures["requests"] for name, figures in usage[provider].items()} == {
+        "k1": 2,
+        "k2": 2,
+    }
     assert usage["openai"] == {}
 
 
@@ -251,7 +279,12 @@ def test_no_secret_in_stats_reports_or_reprs(simulator):
         add_keys(mux)
         client = mux.get_openai_client()
         client.chat(MODEL, messages("x"))
-        shown = [json.dumps(mux.get_usage_stats()), repr(mux), repr(client), json.dumps(client.generate_report(True), default=str)]
+        shown = [
+            json.dumps(mux.get_usage_stats()),
+            repr(mux),
+            repr(client),
+            json.dumps(client.generate_report(True), default=str),
+        ]
     for secret in KEYS.values():
         assert not any(secret in text or secret[:12] in text for text in shown)
 
@@ -267,12 +300,19 @@ def test_no_secret_in_stats_reports_or_reprs(simulator):
         (lambda m: m.add_openai_key("k1", "sk-x", rpm=-1), SettingError),
         (lambda m: m.add_key("mistral", "k1", "sk-x"), SettingError),
     ],
-    ids=["no keys", "no keys for that provider", "empty name", "empty key", "zero concurrency", "negative rpm", "unknown provider"],
+    ids=[
+        "no keys",
+        "no keys for that provider",
+        "empty name",
+        "empty key",
+        "zero concurrency",
+        "negative rpm",
+        "unknown provider",
+    ],
 )
 def test_mistakes_are_refused_clearly(simulator, call, error):
-    with mux_on(simulator) as mux:
-        with pytest.raises(error):
-            call(mux)
+    with mux_on(simulator) as mux, pytest.raises(error):
+        call(mux)
 
 
 def test_an_unknown_key_name_or_strategy_is_refused(simulator):
@@ -307,4 +347,6 @@ def test_a_rate_limit_on_every_key_surfaces_once_retries_are_spent(simulator):
         with pytest.raises(RateLimitError):
             mux.get_openai_client(strategy="round-robin").chat(MODEL, messages("x"))
         usage = mux.get_usage_stats()["openai"]
-    assert usage["k1"]["rate_limited"] == 1 and usage["k2"]["rate_limited"] == 1  # the retry took the other key
+    assert (
+        usage["k1"]["rate_limited"] == 1 and usage["k2"]["rate_limited"] == 1
+    )  # the retry took the other key

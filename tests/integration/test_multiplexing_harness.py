@@ -23,7 +23,12 @@ RUN_TIMEOUT = 240
 OURS = ("ours-least-loaded", "ours-round-robin")
 LITELLM = ("litellm-least-busy", "litellm-usage-v2")
 KEY_NAMES = {"key1", "key2", "key3", "key4"}
-TARGETS = {"goodput", "failed", "key share spread", "vs bound"}  # the 429 share is judged in full runs only
+TARGETS = {
+    "goodput",
+    "failed",
+    "key share spread",
+    "vs bound",
+}  # the 429 share is judged in full runs only
 
 
 def expected_contenders() -> set:
@@ -45,7 +50,10 @@ def test_quick_run_exits_zero_and_writes_json(quick_run):
     assert document["config"]["quick"] is True
     assert document["config"]["keys"] == len(KEY_NAMES)
     config = document["config"]
-    assert config["bound_s"] > 0 and config["budget_per_min"] == config["requests"] * 60.0 / config["bound_s"]
+    assert (
+        config["bound_s"] > 0
+        and config["budget_per_min"] == config["requests"] * 60.0 / config["bound_s"]
+    )
     assert set(document["contenders"]) == expected_contenders()
 
 
@@ -61,8 +69,12 @@ def test_every_contender_has_its_figures(quick_run):
         assert figures["goodput_per_min"] >= 0, name
         assert 0 <= figures["failed"] <= requests, name
         assert 0 <= figures["share_429"] <= 1, name
-        assert 0 <= figures["failed_median"] <= figures["failed"], name  # the median and the worst run
-        assert figures["successes"] + figures["failed"] == requests or len(figures["rounds"]) > 1, name
+        assert 0 <= figures["failed_median"] <= figures["failed"], (
+            name
+        )  # the median and the worst run
+        assert figures["successes"] + figures["failed"] == requests or len(figures["rounds"]) > 1, (
+            name
+        )
         # goodput never counts time saved by failing: at most the budget, the fixed windows' most
         assert 0 <= figures["goodput_vs_budget"] <= 1.05, name
         assert set(figures["key_shares"]) == KEY_NAMES, name
@@ -70,9 +82,14 @@ def test_every_contender_has_its_figures(quick_run):
         (run,) = figures["rounds"]
         assert run["successes"] + run["failed"] == requests, name
         assert run["attempts"] >= run["successes"], name
-        assert run["share_429"] == (run["rate_limited"] / run["attempts"] if run["attempts"] else 0.0), name
+        assert run["share_429"] == (
+            run["rate_limited"] / run["attempts"] if run["attempts"] else 0.0
+        ), name
         assert set(run["attempts_by_key"]) == KEY_NAMES, name
-        assert math.isclose(sum(run["key_shares"].values()), 1.0, rel_tol=1e-9) or run["successes"] == 0
+        assert (
+            math.isclose(sum(run["key_shares"].values()), 1.0, rel_tol=1e-9)
+            or run["successes"] == 0
+        )
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)

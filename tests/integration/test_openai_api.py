@@ -19,7 +19,8 @@ import contextlib
 import gc
 import json
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -145,16 +146,39 @@ def test_list_models(simulator):
 @pytest.mark.parametrize(
     "endpoint, data, path, check",
     [
-        ("chat/completions", chat_data("via make_request"), "/v1/chat/completions",
-         lambda r: reply_text(r) == REPLY_PREFIX + "via make_request"),
-        ("/v1/chat/completions", chat_data("leading slash"), "/v1/chat/completions",
-         lambda r: reply_text(r) == REPLY_PREFIX + "leading slash"),
-        ("completions", {"model": "m", "prompt": "p"}, "/v1/completions",
-         lambda r: r["choices"][0]["text"] == REPLY_PREFIX + "p"),
-        ("embeddings", {"model": EMBED_MODEL, "input": "e"}, "/v1/embeddings",
-         lambda r: r["data"][0]["embedding"] == embedding_for("e")),
-        ("embeddings", {"model": "unbatched-model", "input": ["e", "f"], "dimensions": 4}, "/v1/embeddings",
-         lambda r: [d["embedding"] for d in r["data"]] == [embedding_for("e", 4), embedding_for("f", 4)]),
+        (
+            "chat/completions",
+            chat_data("via make_request"),
+            "/v1/chat/completions",
+            lambda r: reply_text(r) == REPLY_PREFIX + "via make_request",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_data("leading slash"),
+            "/v1/chat/completions",
+            lambda r: reply_text(r) == REPLY_PREFIX + "leading slash",
+        ),
+        (
+            "completions",
+            {"model": "m", "prompt": "p"},
+            "/v1/completions",
+            lambda r: r["choices"][0]["text"] == REPLY_PREFIX + "p",
+        ),
+        (
+            "embeddings",
+            {"model": EMBED_MODEL, "input": "e"},
+            "/v1/embeddings",
+            lambda r: r["data"][0]["embedding"] == embedding_for("e"),
+        ),
+        (
+            "embeddings",
+            {"model": "unbatched-model", "input": ["e", "f"], "dimensions": 4},
+            "/v1/embeddings",
+            lambda r: (
+                [d["embedding"] for d in r["data"]]
+                == [embedding_for("e", 4), embedding_for("f", 4)]
+            ),
+        ),
         ("models", None, "/v1/models", lambda r: r["object"] == "list" and r["data"]),
         ("models/gpt-4o", None, "/v1/models/gpt-4o", lambda r: r["id"] == "gpt-4o"),
     ],
@@ -178,7 +202,9 @@ def test_stream_deltas_join_to_the_non_stream_content(simulator):
         with client.chat(CHAT_MODEL, messages(text), stream=True) as stream:
             chunks = list(stream)
     assert len(chunks) > 3
-    assert all(isinstance(c.raw, dict) and c.raw["object"] == "chat.completion.chunk" for c in chunks)
+    assert all(
+        isinstance(c.raw, dict) and c.raw["object"] == "chat.completion.chunk" for c in chunks
+    )
     assert joined_deltas(chunks) == stream.text == reply_text(whole)
     assert chunks[-1].raw["choices"][0]["finish_reason"] == "stop"
     assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
@@ -188,16 +214,24 @@ def test_stream_deltas_join_to_the_non_stream_content(simulator):
 
 def test_stream_with_usage_reports_tokens(simulator):
     with make_client(simulator) as client:
-        with client.chat(CHAT_MODEL, messages("count me"), stream=True,
-                         stream_options={"include_usage": True}) as stream:
+        with client.chat(
+            CHAT_MODEL, messages("count me"), stream=True, stream_options={"include_usage": True}
+        ) as stream:
             chunks = list(stream)
         stats = client.get_stats()
     counted = simulator.counters()["tokens"]
     assert chunks[-1].raw["usage"]["prompt_tokens"] == counted["prompt"]
-    assert stream.usage == chunks[-1].usage == {"input_tokens": counted["prompt"], "output_tokens": counted["completion"]}
+    assert (
+        stream.usage
+        == chunks[-1].usage
+        == {"input_tokens": counted["prompt"], "output_tokens": counted["completion"]}
+    )
     assert all(c.usage is None for c in chunks[:-1])  # only the last chunk reports usage
-    assert stats["tokens"] == {"input": counted["prompt"], "output": counted["completion"],
-                               "total": counted["total"]}
+    assert stats["tokens"] == {
+        "input": counted["prompt"],
+        "output": counted["completion"],
+        "total": counted["total"],
+    }
 
 
 @pytest.mark.parametrize("how", ["close", "with"])
@@ -216,7 +250,9 @@ def test_closing_a_stream_early_frees_the_slot(fresh_simulator, how):
         assert first.raw["choices"][0]["delta"]["role"] == "assistant"
         assert list(stream) == []  # closed: nothing more comes
         # the only slot is free again: the next request goes through
-        future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("next")})
+        future = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": chat_data("next")}
+        )
         assert reply_text(future.result(timeout=WAIT)) == REPLY_PREFIX + "next"
     counted = simulator.counters()
     assert counted["streams"]["started"] == 1
@@ -228,13 +264,17 @@ def test_a_stream_dropped_after_break_frees_the_slot_when_collected(fresh_simula
     simulator.configure(stream_stall_after=2, stall_seconds=30.0)
     # stream_stall_timeout bounds the damage when the bug is there: the stalled read gives up after 1 s
     with make_client(simulator, max_concurrent_requests=1, stream_stall_timeout=1.0) as client:
-        stream = client.chat(CHAT_MODEL, messages("one two three four five six seven eight"), stream=True)
+        stream = client.chat(
+            CHAT_MODEL, messages("one two three four five six seven eight"), stream=True
+        )
         for _chunk in stream:
             break
         del stream, _chunk
         gc.collect()
         simulator.configure(stream_stall_after=None)
-        future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("next")})
+        future = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": chat_data("next")}
+        )
         assert future.wait(0.5), "the dropped stream still holds the only slot"
 
 
@@ -242,12 +282,18 @@ def test_a_stream_dropped_after_break_frees_the_slot_when_collected(fresh_simula
 
 
 def test_request_reaches_the_simulator_under_the_keys_fingerprint(simulator):
-    with make_client(simulator, key="sk-first-key") as first, make_client(simulator, key="sk-second-key") as second:
+    with (
+        make_client(simulator, key="sk-first-key") as first,
+        make_client(simulator, key="sk-second-key") as second,
+    ):
         first.chat(CHAT_MODEL, messages("a"))
         first.make_request("completions", {"model": "m", "prompt": "b"})
         second.chat("gpt-4o", messages("c"))
     counted = simulator.counters()
-    assert counted["by_key"] == {key_fingerprint("sk-first-key"): 2, key_fingerprint("sk-second-key"): 1}
+    assert counted["by_key"] == {
+        key_fingerprint("sk-first-key"): 2,
+        key_fingerprint("sk-second-key"): 1,
+    }
     assert counted["by_path"] == {"/v1/chat/completions": 2, "/v1/completions": 1}
     assert counted["by_model"] == {CHAT_MODEL: 1, "m": 1, "gpt-4o": 1}
 
@@ -284,9 +330,13 @@ def test_request_as_sent_method_path_headers_and_json_body(recorder):
 def test_close_fails_what_is_queued_and_lets_the_attempt_in_flight_finish(simulator):
     simulator.configure(hang_next=1, hang_seconds=0.2)  # the first request is slow, then answered
     client = make_client(simulator, max_concurrent_requests=1)
-    in_flight = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("slow")})
-    queued = [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"q{i}")})
-              for i in range(2)]
+    in_flight = client.queue_with_priority(
+        {"endpoint": "chat/completions", "data": chat_data("slow")}
+    )
+    queued = [
+        client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"q{i}")})
+        for i in range(2)
+    ]
     client.close()
     assert reply_text(in_flight.result(timeout=0)) == REPLY_PREFIX + "slow"
     assert all(isinstance(f.exception(timeout=0), ShutdownError) for f in queued)

@@ -6,7 +6,8 @@ and that every caller got its own vectors.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_threads_share_calls_and_each_gets_its_own_vector(simulator, n, max_batc
     with make_client(simulator, max_batch_size=max_batch_size, batch_timeout=WINDOW) as client:
         responses = together(n, lambda i: embed(client, texts[i]))
         stats = client.get_stats()
-    for text, response in zip(texts, responses):
+    for text, response in zip(texts, responses, strict=True):
         assert vectors(response) == [embedding_for(text)]
         assert response["model"] == EMBED_MODEL
     counted = simulator.counters()["embedding_inputs"]
@@ -48,7 +49,7 @@ def test_different_dimensions_are_never_mixed_in_one_call(simulator):
     dims = [8, 12, 8, 12, 8, 12]
     with make_client(simulator, max_batch_size=10, batch_timeout=WINDOW) as client:
         responses = together(len(dims), lambda i: embed(client, f"t{i}", dimensions=dims[i]))
-    for i, (d, response) in enumerate(zip(dims, responses)):
+    for i, (d, response) in enumerate(zip(dims, responses, strict=True)):
         assert vectors(response) == [embedding_for(f"t{i}", d)]
     counted = simulator.counters()["embedding_inputs"]
     assert counted["calls"] == 2 and counted["by_size"] == {"3": 2}
@@ -57,8 +58,12 @@ def test_different_dimensions_are_never_mixed_in_one_call(simulator):
 def test_different_keys_are_never_mixed_in_one_call(simulator):
     keys = ["sk-key-one", "sk-key-two"] * 2
     with make_client(simulator, max_batch_size=10, batch_timeout=WINDOW) as client:
-        responses = together(4, lambda i: client.make_request(
-            "embeddings", {"model": EMBED_MODEL, "input": f"k{i}"}, api_key=keys[i]))
+        responses = together(
+            4,
+            lambda i: client.make_request(
+                "embeddings", {"model": EMBED_MODEL, "input": f"k{i}"}, api_key=keys[i]
+            ),
+        )
     assert [vectors(r) for r in responses] == [[embedding_for(f"k{i}")] for i in range(4)]
     counted = simulator.counters()
     assert counted["by_key"] == {key_fingerprint("sk-key-one"): 1, key_fingerprint("sk-key-two"): 1}
@@ -105,9 +110,12 @@ def test_a_batch_failing_with_a_client_error_fails_every_member(simulator):
 
 
 def test_a_response_with_too_few_items_is_an_error_for_every_member(simulator):
-    short = {"object": "list", "model": EMBED_MODEL,
-             "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
-             "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+    short = {
+        "object": "list",
+        "model": EMBED_MODEL,
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
     simulator.script([{"status": 200, "body": short}])
     with make_client(simulator, max_batch_size=2, batch_timeout=WINDOW, max_retries=0) as client:
         outcomes = together(2, lambda i: _outcome(lambda: embed(client, f"s{i}")))
@@ -154,7 +162,10 @@ def test_max_batch_size_lowered_after_construction(simulator):
 def test_supported_batch_models_decides_what_is_batched(simulator):
     with make_client(simulator, max_batch_size=10, batch_timeout=WINDOW) as client:
         client.supported_batch_models = ["my-embedder"]
-        together(2, lambda i: client.make_request("embeddings", {"model": "my-embedder", "input": f"y{i}"}))
+        together(
+            2,
+            lambda i: client.make_request("embeddings", {"model": "my-embedder", "input": f"y{i}"}),
+        )
         together(2, lambda i: embed(client, f"z{i}"))  # EMBED_MODEL is no longer batched
     assert simulator.counters()["embedding_inputs"]["by_size"] == {"2": 1, "1": 2}
 

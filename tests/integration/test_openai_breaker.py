@@ -18,13 +18,14 @@ from ipfs_accelerate_py.resilience.errors import (
 from ..helpers import REPLY_PREFIX, WAIT, reply_text
 from .test_openai_api import RESET_TIMEOUT, chat_data, chat_once, make_client, wait_real
 
-
 # ----------------------------------------------------------- circuit breaker
 
 
 def test_outage_opens_the_breaker_then_it_fails_fast(simulator):
     simulator.configure(outage=True)
-    with make_client(simulator, max_retries=0, failure_threshold=3, reset_timeout=RESET_TIMEOUT) as client:
+    with make_client(
+        simulator, max_retries=0, failure_threshold=3, reset_timeout=RESET_TIMEOUT
+    ) as client:
         for _ in range(3):
             with pytest.raises(ServerError) as caught:
                 chat_once(client)
@@ -47,7 +48,9 @@ def test_outage_opens_the_breaker_then_it_fails_fast(simulator):
 
 def test_breaker_opens_during_one_requests_retries(simulator):
     simulator.configure(outage=True)
-    with make_client(simulator, max_retries=10, failure_threshold=2, reset_timeout=RESET_TIMEOUT) as client:
+    with make_client(
+        simulator, max_retries=10, failure_threshold=2, reset_timeout=RESET_TIMEOUT
+    ) as client:
         with pytest.raises(CircuitOpenError):
             chat_once(client)  # the third attempt finds the breaker OPEN and stops there
         assert client.circuit_state == "OPEN"
@@ -56,7 +59,9 @@ def test_breaker_opens_during_one_requests_retries(simulator):
 
 def test_breaker_half_open_probe_closes_it_on_recovery(simulator):
     simulator.configure(outage=True)
-    with make_client(simulator, max_retries=0, failure_threshold=2, reset_timeout=RESET_TIMEOUT) as client:
+    with make_client(
+        simulator, max_retries=0, failure_threshold=2, reset_timeout=RESET_TIMEOUT
+    ) as client:
         for _ in range(2):
             with pytest.raises(ServerError):
                 chat_once(client)
@@ -77,7 +82,9 @@ def test_breaker_half_open_probe_closes_it_on_recovery(simulator):
 
 def test_a_failed_half_open_probe_opens_the_breaker_again(simulator):
     simulator.configure(outage=True)
-    with make_client(simulator, max_retries=0, failure_threshold=1, reset_timeout=RESET_TIMEOUT) as client:
+    with make_client(
+        simulator, max_retries=0, failure_threshold=1, reset_timeout=RESET_TIMEOUT
+    ) as client:
         with pytest.raises(ServerError):
             chat_once(client)
         wait_real(RESET_TIMEOUT + 0.02)
@@ -100,13 +107,20 @@ def _open_then_wait_for_half_open(client, simulator) -> None:
 
 
 def _queue_chats(client, n: int) -> list:
-    return [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"h{i}")})
-            for i in range(n)]
+    return [
+        client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"h{i}")})
+        for i in range(n)
+    ]
 
 
 def test_half_open_sends_one_probe_and_the_others_wait_for_its_verdict(simulator):
-    with make_client(simulator, max_retries=0, failure_threshold=1, reset_timeout=RESET_TIMEOUT,
-                     max_concurrent_requests=3) as client:
+    with make_client(
+        simulator,
+        max_retries=0,
+        failure_threshold=1,
+        reset_timeout=RESET_TIMEOUT,
+        max_concurrent_requests=3,
+    ) as client:
         _open_then_wait_for_half_open(client, simulator)
         simulator.configure(outage=False, latency=0.1)  # the probe stays in flight a while
         futures = _queue_chats(client, 3)
@@ -119,8 +133,13 @@ def test_half_open_sends_one_probe_and_the_others_wait_for_its_verdict(simulator
 
 
 def test_a_failed_probe_fails_the_requests_that_waited_for_it(simulator):
-    with make_client(simulator, max_retries=0, failure_threshold=1, reset_timeout=RESET_TIMEOUT,
-                     max_concurrent_requests=3) as client:
+    with make_client(
+        simulator,
+        max_retries=0,
+        failure_threshold=1,
+        reset_timeout=RESET_TIMEOUT,
+        max_concurrent_requests=3,
+    ) as client:
         _open_then_wait_for_half_open(client, simulator)
         simulator.configure(latency=0.1)  # still down; the probe stays in flight a while
         futures = _queue_chats(client, 3)

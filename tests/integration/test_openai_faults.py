@@ -31,7 +31,6 @@ from ipfs_accelerate_py.resilience.errors import (
 from ..helpers import REPLY_PREFIX, WAIT, reply_text
 from .test_openai_api import RESET_TIMEOUT, chat_data, chat_once, held_slot, make_client
 
-
 # ----------------------------------------------------- server errors: 5xx
 
 
@@ -45,10 +44,16 @@ def test_fail_next_500s_are_retried_then_succeed(simulator):
     assert counted["requests_total"] == 3 == stats["http_attempts"]
     assert counted["faults"]["error"] == 2
     assert counted["by_status"] == {"500": 2, "200": 1}
-    assert (stats["total_requests"], stats["successful_requests"], stats["total_retries"]) == (1, 1, 2)
+    assert (stats["total_requests"], stats["successful_requests"], stats["total_retries"]) == (
+        1,
+        1,
+        2,
+    )
 
 
-@pytest.mark.parametrize("status, error_type", [(502, ServerError), (503, ServerError), (529, ServerError)])
+@pytest.mark.parametrize(
+    "status, error_type", [(502, ServerError), (503, ServerError), (529, ServerError)]
+)
 def test_other_retryable_statuses_are_retried(simulator, status, error_type):
     simulator.configure(error_status=status, fail_next=1)
     with make_client(simulator, max_retries=1) as client:
@@ -74,9 +79,13 @@ def test_retries_exhausted_raise_the_last_error(simulator):
 
 def test_error_rate_every_request_succeeds_and_attempts_match_the_server(simulator):
     simulator.configure(error_rate=0.4, seed=7)
-    with make_client(simulator, max_retries=20, failure_threshold=100, initial_retry_delay=0.0) as client:
-        futures = [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"r{i}")})
-                   for i in range(20)]
+    with make_client(
+        simulator, max_retries=20, failure_threshold=100, initial_retry_delay=0.0
+    ) as client:
+        futures = [
+            client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"r{i}")})
+            for i in range(20)
+        ]
         replies = [reply_text(f.result(timeout=WAIT)) for f in futures]
         stats = client.get_stats()
     assert replies == [REPLY_PREFIX + f"r{i}" for i in range(20)]
@@ -90,24 +99,34 @@ def test_error_rate_every_request_succeeds_and_attempts_match_the_server(simulat
 
 @pytest.mark.parametrize(
     "status, error_type, attempts",
-    [(408, RequestTimeoutError, 2), (409, ConflictError, 2), (403, PermissionDeniedError, 1),
-     (422, InvalidRequestError, 1)],
+    [
+        (408, RequestTimeoutError, 2),
+        (409, ConflictError, 2),
+        (403, PermissionDeniedError, 1),
+        (422, InvalidRequestError, 1),
+    ],
 )
 def test_status_table_retried_or_not(simulator, status, error_type, attempts):
     simulator.script([{"status": status}] * 2)
-    with make_client(simulator, max_retries=1) as client:
-        with pytest.raises(error_type) as caught:
-            chat_once(client)
+    with make_client(simulator, max_retries=1) as client, pytest.raises(error_type) as caught:
+        chat_once(client)
     assert caught.value.status == status
     assert simulator.counters()["requests_total"] == attempts
 
 
 def test_mixed_random_faults_every_request_succeeds_and_retries_match_the_faults(simulator):
     simulator.configure(error_rate=0.1, drop_rate=0.1, malformed_rate=0.1, seed=3)
-    with make_client(simulator, max_retries=20, failure_threshold=100, initial_retry_delay=0.0,
-                     max_concurrent_requests=4) as client:
-        futures = [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"m{i}")})
-                   for i in range(30)]
+    with make_client(
+        simulator,
+        max_retries=20,
+        failure_threshold=100,
+        initial_retry_delay=0.0,
+        max_concurrent_requests=4,
+    ) as client:
+        futures = [
+            client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"m{i}")})
+            for i in range(30)
+        ]
         replies = [reply_text(f.result(timeout=WAIT)) for f in futures]
         stats = client.get_stats()
     assert replies == [REPLY_PREFIX + f"m{i}" for i in range(30)]
@@ -153,8 +172,9 @@ def test_hang_without_retries_raises_request_timeout(fresh_simulator):
 def test_hangs_count_as_breaker_failures(fresh_simulator):
     simulator = fresh_simulator
     simulator.configure(hang_next=2, hang_seconds=10.0)
-    with make_client(simulator, timeout=0.15, max_retries=0, failure_threshold=2,
-                     reset_timeout=RESET_TIMEOUT) as client:
+    with make_client(
+        simulator, timeout=0.15, max_retries=0, failure_threshold=2, reset_timeout=RESET_TIMEOUT
+    ) as client:
         for _ in range(2):
             with pytest.raises(RequestTimeoutError):
                 chat_once(client)
@@ -177,7 +197,9 @@ def test_a_request_whose_deadline_passes_in_the_queue_leaves_it(fresh_simulator)
     with make_client(simulator, max_concurrent_requests=1) as client:
         with held_slot(client, simulator):
             client.request_deadline = 0.2
-            future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("late")})
+            future = client.queue_with_priority(
+                {"endpoint": "chat/completions", "data": chat_data("late")}
+            )
             error = future.exception(timeout=WAIT)  # completes while the slot is still held
             assert isinstance(error, DeadlineExceededError)
             assert "waited in the queue" in str(error)
@@ -190,8 +212,12 @@ def test_cancelling_requests_in_flight_and_queued(fresh_simulator):
     simulator.configure(hang_seconds=10.0)
     simulator.script([{"fault": "hang"}], path="/v1/completions")  # only the completion hangs
     with make_client(simulator, max_concurrent_requests=1) as client:
-        in_flight = client.queue_with_priority({"endpoint": "completions", "data": {"model": "m", "prompt": "hung"}})
-        queued = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("waiting")})
+        in_flight = client.queue_with_priority(
+            {"endpoint": "completions", "data": {"model": "m", "prompt": "hung"}}
+        )
+        queued = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": chat_data("waiting")}
+        )
         # still pending after a while: the completion is held by the server, the chat waits for the slot
         assert in_flight.wait(0.2) is False
         assert queued.cancel() is True
@@ -199,10 +225,15 @@ def test_cancelling_requests_in_flight_and_queued(fresh_simulator):
         assert isinstance(queued.exception(timeout=WAIT), CancelledRequestError)
         assert isinstance(in_flight.exception(timeout=WAIT), CancelledRequestError)
         # the attempt was aborted, not waited for: the only slot is free again at once
-        nxt = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("next")})
+        nxt = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": chat_data("next")}
+        )
         assert reply_text(nxt.result(timeout=2.0)) == REPLY_PREFIX + "next"
     counted = simulator.counters()
-    assert counted["by_path"] == {"/v1/completions": 1, "/v1/chat/completions": 1}  # "waiting" never went
+    assert counted["by_path"] == {
+        "/v1/completions": 1,
+        "/v1/chat/completions": 1,
+    }  # "waiting" never went
     assert counted["faults"]["hang"] == 1
 
 

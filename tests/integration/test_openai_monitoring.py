@@ -12,12 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ipfs_accelerate_py.api_backends import openai_api
-from ipfs_accelerate_py.resilience.errors import ApiError, AuthenticationError, InvalidRequestError, ServerError
+from ipfs_accelerate_py.resilience.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidRequestError,
+    ServerError,
+)
 from ipfs_accelerate_py.simulator import Simulator, estimate_tokens, key_fingerprint
 
 from ..helpers import messages
 from .test_openai_api import CHAT_MODEL, EMBED_MODEL, make_client
-
 
 # ---------------------------------------------------------------- monitoring
 
@@ -53,8 +57,11 @@ def test_stats_and_report_agree_with_what_the_simulator_counted(simulator):
     assert stats["retried_requests"] == 1 and stats["total_retries"] == 2
     assert 0 <= stats["retry_rate"] <= 100
     assert stats["retry_rate"] == pytest.approx(100 / 7)
-    assert stats["tokens"] == {"input": counted["tokens"]["prompt"], "output": counted["tokens"]["completion"],
-                               "total": counted["tokens"]["total"]}
+    assert stats["tokens"] == {
+        "input": counted["tokens"]["prompt"],
+        "output": counted["tokens"]["completion"],
+        "total": counted["tokens"]["total"],
+    }
     assert stats["errors_by_type"] == {"invalid_request": 1, "server": 1}
     row = stats["models"][CHAT_MODEL]
     assert (row["requests"], row["successes"], row["failures"]) == (4, 2, 2)
@@ -86,7 +93,11 @@ def test_reset_stats_zeroes_the_figures(simulator):
         client.chat(CHAT_MODEL, messages("x"))
         client.reset_stats()
         stats = client.get_stats()
-        assert (stats["total_requests"], stats["successful_requests"], stats["failed_requests"]) == (0, 0, 0)
+        assert (
+            stats["total_requests"],
+            stats["successful_requests"],
+            stats["failed_requests"],
+        ) == (0, 0, 0)
         assert stats["tokens"]["total"] == 0 and stats["models"] == {}
         client.chat(CHAT_MODEL, messages("y"))
         assert client.get_stats()["total_requests"] == 1
@@ -98,7 +109,9 @@ def test_stats_under_concurrent_callers_match_the_server(simulator):
             list(pool.map(lambda i: client.chat(CHAT_MODEL, messages(f"thread {i}")), range(40)))
         stats = client.get_stats()
     counted = simulator.counters()
-    assert stats["total_requests"] == stats["successful_requests"] == counted["requests_total"] == 40
+    assert (
+        stats["total_requests"] == stats["successful_requests"] == counted["requests_total"] == 40
+    )
     assert stats["tokens"]["input"] == counted["tokens"]["prompt"]
     assert stats["tokens"]["output"] == counted["tokens"]["completion"]
     assert counted["peak_concurrency"] <= 4
@@ -116,7 +129,12 @@ def _secret_fragments() -> list[str]:
 def test_the_key_never_appears_in_errors_reprs_stats_reports_or_logs(fresh_simulator, caplog):
     simulator = fresh_simulator
     caplog.set_level(logging.DEBUG)
-    echo = {"error": {"message": f"Incorrect API key provided: {SECRET}", "type": "invalid_request_error"}}
+    echo = {
+        "error": {
+            "message": f"Incorrect API key provided: {SECRET}",
+            "type": "invalid_request_error",
+        }
+    }
     errors: list[BaseException] = []
     with make_client(simulator, key=SECRET, max_retries=1, failure_threshold=10) as client:
         # succeeding
@@ -125,15 +143,24 @@ def test_the_key_never_appears_in_errors_reprs_stats_reports_or_logs(fresh_simul
             list(stream)
         client.embeddings(EMBED_MODEL, "e")
         # failing: a server that echoes the key, a retried 500 that echoes it, an auth refusal
-        simulator.script([{"status": 401, "body": echo},
-                          {"status": 500, "body": echo}, {"status": 500, "body": echo}])
+        simulator.script(
+            [
+                {"status": 401, "body": echo},
+                {"status": 500, "body": echo},
+                {"status": 500, "body": echo},
+            ]
+        )
         for _ in range(2):
             with pytest.raises(ApiError) as caught:
                 client.chat(CHAT_MODEL, messages("refused"))
             errors.append(caught.value)
         client.max_retries = 0
         client.timeout = 0.2
-        for fault in ({"drop_next": 1}, {"hang_next": 1, "hang_seconds": 5.0}, {"malformed_next": 1}):
+        for fault in (
+            {"drop_next": 1},
+            {"hang_next": 1, "hang_seconds": 5.0},
+            {"malformed_next": 1},
+        ):
             simulator.configure(**fault)
             with pytest.raises(ApiError) as caught:
                 client.chat(CHAT_MODEL, messages("fault"))
@@ -147,12 +174,27 @@ def test_the_key_never_appears_in_errors_reprs_stats_reports_or_logs(fresh_simul
         with pytest.raises(AuthenticationError) as caught:
             client.chat(CHAT_MODEL, messages("unknown key"))
         errors.append(caught.value)
-        texts = [repr(client), json.dumps(client.get_stats()), json.dumps(client.generate_report(include_details=True))]
+        texts = [
+            repr(client),
+            json.dumps(client.get_stats()),
+            json.dumps(client.generate_report(include_details=True)),
+        ]
     assert [type(e).__name__ for e in errors] == [
-        "AuthenticationError", "ServerError", "NetworkError", "RequestTimeoutError",
-        "MalformedResponseError", "NetworkError", "AuthenticationError"]
+        "AuthenticationError",
+        "ServerError",
+        "NetworkError",
+        "RequestTimeoutError",
+        "MalformedResponseError",
+        "NetworkError",
+        "AuthenticationError",
+    ]
     for error in errors:
-        texts += [str(error), repr(error), "".join(traceback.format_exception(error)), repr(vars(error))]
+        texts += [
+            str(error),
+            repr(error),
+            "".join(traceback.format_exception(error)),
+            repr(vars(error)),
+        ]
     texts.append(caplog.text)
     texts += [record.getMessage() for record in caplog.records]
     assert caplog.records, "expected some log lines at DEBUG"

@@ -19,7 +19,6 @@ from ipfs_accelerate_py.simulator import key_fingerprint
 from ..helpers import REPLY_PREFIX, WAIT, messages, reply_text
 from .test_openai_api import CHAT_MODEL, chat_data, held_slot, make_client
 
-
 # ------------------------------------------------------------ priority queue
 
 
@@ -28,8 +27,12 @@ def test_queue_with_priority_returns_the_seeds_dict(fresh_simulator):
     with make_client(simulator, max_concurrent_requests=1) as client:
         with held_slot(client, simulator):
             future = client.queue_with_priority(
-                {"endpoint": "chat/completions", "data": chat_data("seed dict"), "api_key": client.api_key,
-                 "request_id": "req-123"},
+                {
+                    "endpoint": "chat/completions",
+                    "data": chat_data("seed dict"),
+                    "api_key": client.api_key,
+                    "request_id": "req-123",
+                },
                 client.PRIORITY_HIGH,
             )
             # what the seed's polling loop reads, while the request waits
@@ -47,7 +50,9 @@ def test_queue_with_priority_returns_the_seeds_dict(fresh_simulator):
 def test_queue_with_priority_error_lands_in_the_dict(simulator):
     simulator.script([{"status": 400}])
     with make_client(simulator) as client:
-        future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("bad")})
+        future = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": chat_data("bad")}
+        )
         assert future.wait(WAIT)
         assert future["completed"] is True and future["result"] is None
         assert isinstance(future["error"], InvalidRequestError)
@@ -57,10 +62,14 @@ def test_queue_with_priority_error_lands_in_the_dict(simulator):
 
 async def test_queued_futures_can_be_awaited_from_an_event_loop(simulator):
     with make_client(simulator, max_concurrent_requests=4) as client:
-        results = await asyncio.gather(*[
-            client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"awaited {i}")})
-            for i in range(12)
-        ])
+        results = await asyncio.gather(
+            *[
+                client.queue_with_priority(
+                    {"endpoint": "chat/completions", "data": chat_data(f"awaited {i}")}
+                )
+                for i in range(12)
+            ]
+        )
     assert [reply_text(r) for r in results] == [REPLY_PREFIX + f"awaited {i}" for i in range(12)]
     counted = simulator.counters()
     assert counted["requests_total"] == 12 and counted["peak_concurrency"] <= 4
@@ -73,10 +82,18 @@ def test_high_priority_queued_later_finishes_before_low_queued_earlier(fresh_sim
     with make_client(simulator, max_concurrent_requests=1) as client:
         with held_slot(client, simulator):
             futures = []
-            for name, priority in [("low-0", 2), ("low-1", 2), ("normal-0", 1), ("high-0", 0),
-                                   ("low-2", 2), ("high-1", 0), ("high-2", 0)]:
+            for name, priority in [
+                ("low-0", 2),
+                ("low-1", 2),
+                ("normal-0", 1),
+                ("high-0", 0),
+                ("low-2", 2),
+                ("high-1", 0),
+                ("high-2", 0),
+            ]:
                 future = client.queue_with_priority(
-                    {"endpoint": "chat/completions", "data": chat_data(name), "request_id": name}, priority
+                    {"endpoint": "chat/completions", "data": chat_data(name), "request_id": name},
+                    priority,
                 )
                 future.add_done_callback(lambda f: finished.append(f["request_id"]))
                 futures.append(future)
@@ -94,13 +111,22 @@ def test_queue_full_fails_at_once_with_a_typed_error(fresh_simulator):
     simulator = fresh_simulator
     with make_client(simulator, max_concurrent_requests=1, queue_size=2) as client:
         with held_slot(client, simulator):
-            accepted = [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"q{i}")})
-                        for i in range(2)]
+            accepted = [
+                client.queue_with_priority(
+                    {"endpoint": "chat/completions", "data": chat_data(f"q{i}")}
+                )
+                for i in range(2)
+            ]
             with pytest.raises(QueueFullError) as caught:
-                client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("one too many")})
+                client.queue_with_priority(
+                    {"endpoint": "chat/completions", "data": chat_data("one too many")}
+                )
             with pytest.raises(QueueFullError):
                 client.chat(CHAT_MODEL, messages("sync too"))
-        assert [reply_text(f.result(timeout=WAIT)) for f in accepted] == [REPLY_PREFIX + "q0", REPLY_PREFIX + "q1"]
+        assert [reply_text(f.result(timeout=WAIT)) for f in accepted] == [
+            REPLY_PREFIX + "q0",
+            REPLY_PREFIX + "q1",
+        ]
         stats = client.get_stats()
     assert "Request queue is full" in str(caught.value)
     assert "queue_size" in str(caught.value)  # says how to fix it
@@ -114,8 +140,10 @@ def test_queue_full_fails_at_once_with_a_typed_error(fresh_simulator):
 
 
 def _concurrent_chats(client: openai_api, n: int) -> list:
-    futures = [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"c{i}")})
-               for i in range(n)]
+    futures = [
+        client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"c{i}")})
+        for i in range(n)
+    ]
     return [f.result(timeout=WAIT) for f in futures]
 
 
@@ -135,10 +163,14 @@ def test_raising_max_concurrent_requests_lets_a_queued_request_go_at_once(fresh_
     simulator = fresh_simulator
     with make_client(simulator, max_concurrent_requests=1) as client:
         with held_slot(client, simulator):
-            waiting = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("waiting")})
+            waiting = client.queue_with_priority(
+                {"endpoint": "chat/completions", "data": chat_data("waiting")}
+            )
             assert waiting.wait(0.1) is False  # behind the held slot
             client.max_concurrent_requests = 2
-            assert reply_text(waiting.result(timeout=WAIT)) == REPLY_PREFIX + "waiting"  # slot still held
+            assert (
+                reply_text(waiting.result(timeout=WAIT)) == REPLY_PREFIX + "waiting"
+            )  # slot still held
 
 
 def test_max_retries_zero_set_after_construction_means_one_attempt(simulator):
@@ -169,7 +201,9 @@ def test_queue_size_set_after_construction(fresh_simulator):
     with make_client(simulator, max_concurrent_requests=1, queue_size=50) as client:
         client.queue_size = 1
         with held_slot(client, simulator):
-            waiting = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("w")})
+            waiting = client.queue_with_priority(
+                {"endpoint": "chat/completions", "data": chat_data("w")}
+            )
             with pytest.raises(QueueFullError):
                 client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data("x")})
         waiting.result(timeout=WAIT)
@@ -181,6 +215,9 @@ def test_api_key_set_after_construction_is_used_for_the_next_request(simulator):
         client.api_key = "sk-after"
         client.chat(CHAT_MODEL, messages("b"))
         keys = client.get_stats()["keys"]
-    assert simulator.counters()["by_key"] == {key_fingerprint("sk-before"): 1, key_fingerprint("sk-after"): 1}
+    assert simulator.counters()["by_key"] == {
+        key_fingerprint("sk-before"): 1,
+        key_fingerprint("sk-after"): 1,
+    }
     # the client names keys by the same fingerprint as the server's counters
     assert {name: row["requests"] for name, row in keys.items()} == simulator.counters()["by_key"]

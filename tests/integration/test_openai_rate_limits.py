@@ -21,16 +21,17 @@ from ipfs_accelerate_py.resilience.errors import (
 from ..helpers import REPLY_PREFIX, WAIT, messages, reply_text
 from .test_openai_api import CHAT_MODEL, chat_data, chat_once, make_client
 
-
 # ----------------------------------------------------------------- 429s
 
 
 def test_each_attempt_honours_its_own_retry_after(simulator):
-    simulator.script([
-        {"status": 429, "headers": {"retry-after": "0.2"}},
-        {"status": 429, "headers": {"retry-after-ms": "50"}},
-        {"status": 200},
-    ])
+    simulator.script(
+        [
+            {"status": 429, "headers": {"retry-after": "0.2"}},
+            {"status": 429, "headers": {"retry-after-ms": "50"}},
+            {"status": 200},
+        ]
+    )
     with make_client(simulator, max_retries=3, initial_retry_delay=5.0) as client:
         started = time.monotonic()
         response = chat_once(client, "patient")
@@ -59,10 +60,17 @@ def test_retry_after_as_an_http_date_in_the_past_means_retry_now(simulator):
 @pytest.mark.parametrize("limits", [{"rpm": 2}, {"tpm": 25}], ids=["rpm", "tpm"])
 def test_rate_limit_is_survived_with_retries(simulator, limits):
     simulator.configure(rate_limits=limits, rate_window=0.3)
-    with make_client(simulator, max_retries=10, max_concurrent_requests=2, failure_threshold=2,
-                     initial_retry_delay=5.0) as client:
-        futures = [client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"l{i}")})
-                   for i in range(5)]
+    with make_client(
+        simulator,
+        max_retries=10,
+        max_concurrent_requests=2,
+        failure_threshold=2,
+        initial_retry_delay=5.0,
+    ) as client:
+        futures = [
+            client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(f"l{i}")})
+            for i in range(5)
+        ]
         replies = [reply_text(f.result(timeout=WAIT)) for f in futures]
         stats = client.get_stats()
         assert client.circuit_state == "CLOSED"  # 429s are not an outage
@@ -112,7 +120,9 @@ ABSURD_WAITS = [
 
 @pytest.mark.parametrize("headers", ABSURD_WAITS, ids=["1e9", "ms-1e300", "ten-years", "year-9999"])
 @pytest.mark.parametrize("deadline", [5.0, None], ids=["deadline", "no-deadline"])
-def test_an_absurd_retry_after_is_backed_off_from_and_the_key_is_not_frozen(simulator, caplog, headers, deadline):
+def test_an_absurd_retry_after_is_backed_off_from_and_the_key_is_not_frozen(
+    simulator, caplog, headers, deadline
+):
     """A Retry-After over max_retry_after (60 s) is not believed: the request
     backs off and succeeds, later requests on the same client go at once,
     and the key is reported as one the server wanted cooled for longer."""
@@ -136,17 +146,25 @@ def test_an_absurd_retry_after_is_backed_off_from_and_the_key_is_not_frozen(simu
 
 def test_max_retry_after_can_be_raised_to_believe_longer_waits(simulator):
     simulator.script([{"status": 429, "headers": {"retry-after": "90"}}])
-    with make_client(simulator, max_retries=2, request_deadline=1.0, max_retry_after=120.0) as client:
-        with pytest.raises(DeadlineExceededError) as caught:
-            chat_once(client)
+    with (
+        make_client(
+            simulator, max_retries=2, request_deadline=1.0, max_retry_after=120.0
+        ) as client,
+        pytest.raises(DeadlineExceededError) as caught,
+    ):
+        chat_once(client)
     assert "90.0s" in str(caught.value)  # believed: fails fast, as any wait past the deadline does
 
 
 def test_backoff_beyond_the_deadline_fails_fast_too(simulator):
     simulator.configure(fail_next=1)
-    with make_client(simulator, max_retries=3, request_deadline=0.5, initial_retry_delay=2.0) as client:
-        with pytest.raises(DeadlineExceededError) as caught:
-            chat_once(client)
+    with (
+        make_client(
+            simulator, max_retries=3, request_deadline=0.5, initial_retry_delay=2.0
+        ) as client,
+        pytest.raises(DeadlineExceededError) as caught,
+    ):
+        chat_once(client)
     assert "2.0s" in str(caught.value) and "backoff" in str(caught.value)
     assert simulator.counters()["requests_total"] == 1
 
@@ -156,7 +174,9 @@ def test_backoff_beyond_the_deadline_fails_fast_too(simulator):
 
 def test_401_is_not_retried_and_leaves_the_breaker_closed(simulator):
     simulator.configure(valid_keys=["sk-the-right-key"])
-    with make_client(simulator, key="sk-the-wrong-key", max_retries=3, failure_threshold=1) as client:
+    with make_client(
+        simulator, key="sk-the-wrong-key", max_retries=3, failure_threshold=1
+    ) as client:
         for _ in range(3):
             with pytest.raises(AuthenticationError) as caught:
                 chat_once(client)
@@ -176,9 +196,8 @@ def test_valid_key_passes_when_valid_keys_is_set(simulator):
 
 def test_x_should_retry_false_overrides_a_retryable_status(simulator):
     simulator.script([{"status": 503, "headers": {"x-should-retry": "false"}}])
-    with make_client(simulator, max_retries=3) as client:
-        with pytest.raises(ServerError):
-            chat_once(client)
+    with make_client(simulator, max_retries=3) as client, pytest.raises(ServerError):
+        chat_once(client)
     assert simulator.counters()["requests_total"] == 1
 
 

@@ -20,8 +20,9 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -77,11 +78,11 @@ class Server:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._never: Optional[asyncio.Event] = None
-        self._runner: Optional[web.AppRunner] = None
+        self._never: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
         self.url = ""
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(WAIT)
         return self
@@ -121,9 +122,13 @@ class Server:
             self.failures -= fail
         if "x-hang" in seen.headers:
             self.hung.set()
-            await self._never.wait()  # never set while a test runs: only a client deadline ends this
+            await (
+                self._never.wait()
+            )  # never set while a test runs: only a client deadline ends this
         if fail:
-            return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+            return web.json_response(
+                {"error": {"message": "boom", "type": "server_error"}}, status=500
+            )
         return web.json_response(_answer(request.path, seen.body))
 
     def bodies(self) -> list:
@@ -133,15 +138,32 @@ class Server:
 def _answer(path: str, body: Any) -> dict:
     if path.endswith("/embeddings"):
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(inputs)]
-        return {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]}
+            for i, t in enumerate(inputs)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1},
+        }
     if path.endswith("/completions") and "prompt" in (body or {}):
-        return {"object": "text_completion", "choices": [{"index": 0, "text": "done", "finish_reason": "stop"}]}
+        return {
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": "done", "finish_reason": "stop"}],
+        }
     text = (body or {}).get("messages", [{}])[-1].get("content", "")
     return {
         "object": "chat.completion",
         "model": (body or {}).get("model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": f"re: {text}"}, "finish_reason": "stop"}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"re: {text}"},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1},
     }
 
@@ -154,12 +176,18 @@ def server() -> Iterator[Server]:
 
 @contextlib.contextmanager
 def client_of(server: Server, **settings: Any) -> Iterator[openai_api]:
-    with openai_api({}, {"openai_api_base": server.url, "openai_api_key": KEY, **FAST, **settings}) as client:
+    with openai_api(
+        {}, {"openai_api_base": server.url, "openai_api_key": KEY, **FAST, **settings}
+    ) as client:
         yield client
 
 
 def chat_info(text: str, **extra: Any) -> dict:
-    return {"endpoint": "chat/completions", "data": {"model": MODEL, "messages": messages(text)}, **extra}
+    return {
+        "endpoint": "chat/completions",
+        "data": {"model": MODEL, "messages": messages(text)},
+        **extra,
+    }
 
 
 # --------------------------------------------- 1. model= wherever model_name=
@@ -171,7 +199,13 @@ CALLS_WITH_MODEL = {
     "embeddings": lambda c: c.embeddings(model=EMBEDDER, input="m"),
     "add_to_batch": lambda c: c.add_to_batch(model=EMBEDDER, request_input="m").result(WAIT),
     "operation_request": lambda c: c.queue_with_priority(
-        dict(zip(("endpoint", "data"), c.operation_request("chat", model=MODEL, content=messages("m"))))
+        dict(
+            zip(
+                ("endpoint", "data"),
+                c.operation_request("chat", model=MODEL, content=messages("m")),
+                strict=True,
+            )
+        )
     ).result(WAIT),
 }
 ASYNC_CALLS_WITH_MODEL = {
@@ -198,7 +232,9 @@ async def test_model_is_accepted_by_the_async_twins(server, call):
     assert seen.body["model"] in (MODEL, EMBEDDER)
 
 
-def test_model_and_model_name_that_differ_are_refused_naming_both_and_neither_is_the_old_error(server):
+def test_model_and_model_name_that_differ_are_refused_naming_both_and_neither_is_the_old_error(
+    server,
+):
     with client_of(server) as client:
         with pytest.raises(InvalidInputError, match=r"model_name='gpt-4o' and model='gpt-4o-mini'"):
             client.chat(model_name="gpt-4o", model=MODEL, messages=messages("x"))
@@ -206,7 +242,9 @@ def test_model_and_model_name_that_differ_are_refused_naming_both_and_neither_is
             client.embeddings("a", "text", model="b")
         with pytest.raises(InvalidInputError, match="model_name must be a non-empty string"):
             client.chat(messages=messages("x"))
-        client.chat(model_name=MODEL, model=MODEL, messages=messages("same"))  # the same model twice is fine
+        client.chat(
+            model_name=MODEL, model=MODEL, messages=messages("same")
+        )  # the same model twice is fine
     assert [s.body["messages"][0]["content"] for s in server.seen] == ["same"]
 
 
@@ -228,23 +266,39 @@ def test_an_openai_sdk_call_sends_each_extra_where_it_belongs(server):
     assert seen.headers["x-trace"] == "1"
     assert seen.headers["authorization"] == f"Bearer {KEY}"
     assert seen.query == [("api-version", "x")]
-    assert seen.body == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "foo": 1}
+    assert seen.body == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "foo": 1,
+    }
 
 
 EVERY_OPTION = dict(
-    timeout=5, max_retries=1, extra_headers={"X-Trace": "t"}, extra_query={"q": "1"}, extra_body={"foo": 1}
+    timeout=5,
+    max_retries=1,
+    extra_headers={"X-Trace": "t"},
+    extra_query={"q": "1"},
+    extra_body={"foo": 1},
 )
 SYNC_OPERATIONS = {
     "chat": lambda c: c.chat(model=MODEL, messages=messages("o"), temperature=0, **EVERY_OPTION),
     "completions": lambda c: c.completions(model=MODEL, prompt="o", max_tokens=3, **EVERY_OPTION),
-    "embeddings": lambda c: c.embeddings(model=EMBEDDER, input=["a", "b"], dimensions=2, **EVERY_OPTION),
-    "make_request": lambda c: c.make_request("chat/completions", {"model": MODEL, "messages": messages("o")}, **EVERY_OPTION),
+    "embeddings": lambda c: c.embeddings(
+        model=EMBEDDER, input=["a", "b"], dimensions=2, **EVERY_OPTION
+    ),
+    "make_request": lambda c: c.make_request(
+        "chat/completions", {"model": MODEL, "messages": messages("o")}, **EVERY_OPTION
+    ),
 }
 ASYNC_OPERATIONS = {
     "achat": lambda c: c.achat(model=MODEL, messages=messages("o"), temperature=0, **EVERY_OPTION),
     "acompletions": lambda c: c.acompletions(model=MODEL, prompt="o", max_tokens=3, **EVERY_OPTION),
-    "aembeddings": lambda c: c.aembeddings(model=EMBEDDER, input=["a", "b"], dimensions=2, **EVERY_OPTION),
-    "amake_request": lambda c: c.amake_request("chat/completions", {"model": MODEL, "messages": messages("o")}, **EVERY_OPTION),
+    "aembeddings": lambda c: c.aembeddings(
+        model=EMBEDDER, input=["a", "b"], dimensions=2, **EVERY_OPTION
+    ),
+    "amake_request": lambda c: c.amake_request(
+        "chat/completions", {"model": MODEL, "messages": messages("o")}, **EVERY_OPTION
+    ),
 }
 
 
@@ -272,7 +326,11 @@ async def test_per_call_options_are_honoured_by_the_async_twins(server, call):
 
 def test_extra_headers_may_replace_the_clients_own_and_none_removes_one(server):
     with client_of(server) as client:
-        client.chat(model=MODEL, messages=messages("a"), extra_headers={"authorization": "Bearer other", "Accept": None})
+        client.chat(
+            model=MODEL,
+            messages=messages("a"),
+            extra_headers={"authorization": "Bearer other", "Accept": None},
+        )
     [seen] = server.seen
     assert seen.headers["authorization"] == "Bearer other"  # as the openai SDK lets it
     assert "accept" not in seen.headers or seen.headers["accept"] != "application/json"
@@ -282,19 +340,32 @@ def test_a_per_call_timeout_bounds_an_attempt_against_a_silent_server(server):
     with client_of(server, timeout=60.0, max_retries=3) as client:
         started = time.monotonic()
         with pytest.raises(RequestTimeoutError):
-            client.chat(model=MODEL, messages=messages("hang"), timeout=0.2, max_retries=0, extra_headers={"X-Hang": "1"})
-        assert time.monotonic() - started < 5.0  # client.timeout (60 s) would have run the test's own timeout out
+            client.chat(
+                model=MODEL,
+                messages=messages("hang"),
+                timeout=0.2,
+                max_retries=0,
+                extra_headers={"X-Hang": "1"},
+            )
+        assert (
+            time.monotonic() - started < 5.0
+        )  # client.timeout (60 s) would have run the test's own timeout out
         assert client.get_stats()["total_requests"] == 1
     assert len(server.seen) == 1  # max_retries=0: one attempt reached the server
 
 
 async def test_a_per_call_timeout_bounds_an_async_attempt_too(server):
-    with client_of(server, timeout=60.0) as client:
-        with pytest.raises(RequestTimeoutError):
-            await asyncio.wait_for(
-                client.achat(model=MODEL, messages=messages("hang"), timeout=0.2, max_retries=0, extra_headers={"X-Hang": "1"}),
-                WAIT,
-            )
+    with client_of(server, timeout=60.0) as client, pytest.raises(RequestTimeoutError):
+        await asyncio.wait_for(
+            client.achat(
+                model=MODEL,
+                messages=messages("hang"),
+                timeout=0.2,
+                max_retries=0,
+                extra_headers={"X-Hang": "1"},
+            ),
+            WAIT,
+        )
     assert len(server.seen) == 1
 
 
@@ -305,10 +376,14 @@ def test_per_call_max_retries_overrides_the_clients_for_that_request_only(server
             client.chat(model=MODEL, messages=messages("none"), max_retries=0)
         assert len(server.seen) == 1
         with pytest.raises(ServerError):
-            client.make_request("chat/completions", {"model": MODEL, "messages": messages("one")}, max_retries=1)
+            client.make_request(
+                "chat/completions", {"model": MODEL, "messages": messages("one")}, max_retries=1
+            )
         assert len(server.seen) == 3
         server.failures = 2
-        assert client.chat(model=MODEL, messages=messages("client's"))["choices"]  # client.max_retries (3) still applies
+        assert client.chat(model=MODEL, messages=messages("client's"))[
+            "choices"
+        ]  # client.max_retries (3) still applies
     assert len(server.seen) == 6
 
 
@@ -330,9 +405,8 @@ def test_per_call_max_retries_overrides_the_clients_for_that_request_only(server
     ],
 )
 def test_bad_per_call_options_are_refused_before_sending(server, options, says):
-    with client_of(server) as client:
-        with pytest.raises(InvalidInputError, match=says):
-            client.chat(model=MODEL, messages=messages("x"), **options)
+    with client_of(server) as client, pytest.raises(InvalidInputError, match=says):
+        client.chat(model=MODEL, messages=messages("x"), **options)
     assert server.seen == []
 
 
@@ -356,8 +430,12 @@ async def test_embeddings_are_batched_only_with_requests_of_the_same_per_call_op
 
 def test_with_options_is_a_view_sharing_the_engine_whose_defaults_a_call_overrides(server):
     with client_of(server, max_retries=3) as client:
-        view = client.with_options(timeout=7, max_retries=0, extra_headers={"X-View": "v", "X-Trace": "view"})
-        assert "view" in repr(view) and "timeout=7" in repr(view) and "v'" not in repr(view)  # header values stay hidden
+        view = client.with_options(
+            timeout=7, max_retries=0, extra_headers={"X-View": "v", "X-Trace": "view"}
+        )
+        assert (
+            "view" in repr(view) and "timeout=7" in repr(view) and "v'" not in repr(view)
+        )  # header values stay hidden
         assert (view.timeout, view.max_retries) == (7.0, 0)
         assert (client.timeout, client.max_retries) == (60.0, 3)
         assert view._engine is client._engine
@@ -367,9 +445,13 @@ def test_with_options_is_a_view_sharing_the_engine_whose_defaults_a_call_overrid
         with pytest.raises(ServerError):
             view.chat(model=MODEL, messages=messages("no retry"))  # the view's max_retries=0
         server.failures = 1
-        assert view.chat(model=MODEL, messages=messages("retried"), max_retries=1)["choices"]  # the call's wins
+        assert view.chat(model=MODEL, messages=messages("retried"), max_retries=1)[
+            "choices"
+        ]  # the call's wins
 
-        assert client.get_stats()["total_requests"] == 3  # one engine: the client counts the view's calls
+        assert (
+            client.get_stats()["total_requests"] == 3
+        )  # one engine: the client counts the view's calls
         view.close()  # does nothing: the client owns the engine
         client.chat(model=MODEL, messages=messages("still open"))
         with pytest.raises(AttributeError, match="view"):
@@ -378,14 +460,20 @@ def test_with_options_is_a_view_sharing_the_engine_whose_defaults_a_call_overrid
     first = server.seen[0]
     assert first.headers["x-view"] == "v" and first.headers["x-trace"] == "call"
     assert [s.body["messages"][0]["content"] for s in server.seen] == [
-        "by view", "no retry", "retried", "retried", "still open",
+        "by view",
+        "no retry",
+        "retried",
+        "retried",
+        "still open",
     ]
     assert "x-view" not in server.seen[-1].headers
 
 
 def test_a_view_of_a_view_keeps_both_defaults(server):
     with client_of(server) as client:
-        view = client.with_options(extra_headers={"A": "1"}).with_options(extra_query={"v": "2"}, priority="high")
+        view = client.with_options(extra_headers={"A": "1"}).with_options(
+            extra_query={"v": "2"}, priority="high"
+        )
         view.make_request("chat/completions", {"model": MODEL, "messages": messages("x")})
     [seen] = server.seen
     assert seen.headers["a"] == "1" and seen.query == [("v", "2")]
@@ -396,13 +484,23 @@ def test_a_view_of_a_view_keeps_both_defaults(server):
 
 async def test_priority_words_work_wherever_the_constants_do(server):
     with client_of(server, max_concurrent_requests=1) as client:
-        hold = client.with_options(extra_headers={"X-Hang": "1"}, timeout=30).queue_with_priority(chat_info("hold"))
-        assert await asyncio.to_thread(server.hung.wait, WAIT)  # the only slot is taken until `hold` ends
+        hold = client.with_options(extra_headers={"X-Hang": "1"}, timeout=30).queue_with_priority(
+            chat_info("hold")
+        )
+        assert await asyncio.to_thread(
+            server.hung.wait, WAIT
+        )  # the only slot is taken until `hold` ends
         low = client.queue_with_priority(chat_info("low"), "low")
         normal = client.queue_with_priority(chat_info("normal", priority="Normal"))
-        high = asyncio.ensure_future(client.achat(model=MODEL, messages=messages("high"), priority=" HIGH "))
+        high = asyncio.ensure_future(
+            client.achat(model=MODEL, messages=messages("high"), priority=" HIGH ")
+        )
         also_high = asyncio.ensure_future(
-            client.amake_request("chat/completions", {"model": MODEL, "messages": messages("also high")}, priority="high")
+            client.amake_request(
+                "chat/completions",
+                {"model": MODEL, "messages": messages("also high")},
+                priority="high",
+            )
         )
         urgent_view = client.with_options(priority="High")
         from_view = urgent_view.queue_with_priority(chat_info("view high"))
@@ -418,7 +516,9 @@ async def test_priority_words_work_wherever_the_constants_do(server):
 def test_a_bad_priority_names_the_words_too(server):
     with client_of(server) as client:
         for bad in ("urgent", 7, True):
-            with pytest.raises(InvalidInputError, match=r'PRIORITY_HIGH \(0\).*"high", "normal" or "low"'):
+            with pytest.raises(
+                InvalidInputError, match=r'PRIORITY_HIGH \(0\).*"high", "normal" or "low"'
+            ):
                 client.chat(model=MODEL, messages=messages("x"), priority=bad)
         with pytest.raises(InvalidInputError, match='"high"'):
             client.with_options(priority="asap")
@@ -431,13 +531,17 @@ def test_a_bad_priority_names_the_words_too(server):
 
 
 def test_anthropic_and_google_name_claude_and_gemini_in_any_case():
-    assert backend_class("anthropic") is backend_class(" Anthropic ") is BACKENDS["claude"] is claude
+    assert (
+        backend_class("anthropic") is backend_class(" Anthropic ") is BACKENDS["claude"] is claude
+    )
     assert backend_class("GOOGLE") is BACKENDS["gemini"] is gemini
     assert backend_class("openai") is openai_api
     with pytest.raises(UnknownBackendError) as refused:
         backend_class("gpt")
     assert isinstance(refused.value, KeyError)
-    assert "claude (or anthropic)" in str(refused.value) and "gemini (or google)" in str(refused.value)
+    assert "claude (or anthropic)" in str(refused.value) and "gemini (or google)" in str(
+        refused.value
+    )
     assert "anthropic" not in BACKENDS  # one backend, one name in the table
 
 
@@ -445,8 +549,22 @@ def test_ipfs_accelerate_run_api_anthropic_sends_anthropic_requests(tmp_path, si
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"id": "a", "messages": messages("hi claude")}) + "\n")
     out = tmp_path / "out.jsonl"
-    code = cli_main(["run", str(jobs), "--api", "Anthropic", "--base-url", simulator.url, "--key", "sk-ant-x",
-                     "--out", str(out), "--progress", "quiet"])
+    code = cli_main(
+        [
+            "run",
+            str(jobs),
+            "--api",
+            "Anthropic",
+            "--base-url",
+            simulator.url,
+            "--key",
+            "sk-ant-x",
+            "--out",
+            str(out),
+            "--progress",
+            "quiet",
+        ]
+    )
     assert code == 0
     assert json.loads(out.read_text())["status"] == "ok"
     assert simulator.counters()["by_format"] == {"anthropic": 1}
@@ -468,7 +586,9 @@ def test_the_feature_checks_take_google_for_gemini(tmp_path, capsys):
 
 
 def test_the_multiplexer_takes_the_aliases(simulator):
-    with ApiKeyMultiplexer(FAST, base_url={"anthropic": simulator.url, "google": simulator.url + "/v1beta"}) as mux:
+    with ApiKeyMultiplexer(
+        FAST, base_url={"anthropic": simulator.url, "google": simulator.url + "/v1beta"}
+    ) as mux:
         mux.add_key("anthropic", "a", "sk-ant-1")
         mux.add_key("Google", "g", "AIza-1")
         assert mux.get_client("claude") is mux.get_client("anthropic")
@@ -483,18 +603,40 @@ def test_the_multiplexer_takes_the_aliases(simulator):
 @pytest.mark.parametrize(
     "call, name, suggestion",
     [
-        (lambda c: c.chat(model=MODEL, messages=messages("x"), temprature=0), "temprature", "temperature"),
-        (lambda c: c.chat(model=MODEL, messages=messages("x"), max_retires=1), "max_retires", "max_retries"),
-        (lambda c: c.chat(model=MODEL, messages=messages("x"), extra_header={"A": "1"}), "extra_header", "extra_headers"),
+        (
+            lambda c: c.chat(model=MODEL, messages=messages("x"), temprature=0),
+            "temprature",
+            "temperature",
+        ),
+        (
+            lambda c: c.chat(model=MODEL, messages=messages("x"), max_retires=1),
+            "max_retires",
+            "max_retries",
+        ),
+        (
+            lambda c: c.chat(model=MODEL, messages=messages("x"), extra_header={"A": "1"}),
+            "extra_header",
+            "extra_headers",
+        ),
         (lambda c: c.completions(model=MODEL, prompt="x", max_token=3), "max_token", "max_tokens"),
         (lambda c: c.embeddings(model=EMBEDDER, input="x", dimension=8), "dimension", "dimensions"),
-        (lambda c: c.add_to_batch(model=EMBEDDER, request_input="x", encoding="float"), "encoding", "encoding_format"),
+        (
+            lambda c: c.add_to_batch(model=EMBEDDER, request_input="x", encoding="float"),
+            "encoding",
+            "encoding_format",
+        ),
     ],
 )
-def test_an_unknown_keyword_is_a_type_error_naming_the_close_matches(server, call, name, suggestion):
-    with client_of(server) as client:
-        with pytest.raises(TypeError, match=rf"unknown parameter '{name}' \(did you mean .*'{suggestion}'"):
-            call(client)
+def test_an_unknown_keyword_is_a_type_error_naming_the_close_matches(
+    server, call, name, suggestion
+):
+    with (
+        client_of(server) as client,
+        pytest.raises(
+            TypeError, match=rf"unknown parameter '{name}' \(did you mean .*'{suggestion}'"
+        ),
+    ):
+        call(client)
     assert server.seen == []
 
 
@@ -508,9 +650,8 @@ def test_an_unknown_keyword_is_a_type_error_naming_the_close_matches(server, cal
     ids=["achat", "acompletions", "aembeddings"],
 )
 async def test_the_async_twins_refuse_an_unknown_keyword_too(server, call):
-    with client_of(server) as client:
-        with pytest.raises(UnknownParameterError) as refused:
-            await call(client)
+    with client_of(server) as client, pytest.raises(UnknownParameterError) as refused:
+        await call(client)
     assert isinstance(refused.value, TypeError) and isinstance(refused.value, InvalidInputError)
     assert "extra_body={'temprature': ...}" in str(refused.value)
     assert server.seen == []
@@ -518,7 +659,9 @@ async def test_the_async_twins_refuse_an_unknown_keyword_too(server, call):
 
 def test_a_field_no_one_knows_goes_in_extra_body(server):
     with client_of(server) as client:
-        client.chat(model=MODEL, messages=messages("x"), extra_body={"temprature": 0, "guided_json": {}})
+        client.chat(
+            model=MODEL, messages=messages("x"), extra_body={"temprature": 0, "guided_json": {}}
+        )
     assert server.seen[0].body["temprature"] == 0 and server.seen[0].body["guided_json"] == {}
 
 
@@ -534,17 +677,38 @@ def test_every_parameter_a_provider_documents_still_reaches_the_body(server, api
         client.chat(model=MODEL, messages=messages("all"), **params)
     [seen] = server.seen
     assert {name: seen.body.get(name) for name in documented} == params
-    for name in ("temperature", "max_tokens", "top_p", "stop", "tools", "tool_choice", "seed", "n", "user",
-                 "stream_options", "presence_penalty", "frequency_penalty", "logprobs"):
+    for name in (
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "stop",
+        "tools",
+        "tool_choice",
+        "seed",
+        "n",
+        "user",
+        "stream_options",
+        "presence_penalty",
+        "frequency_penalty",
+        "logprobs",
+    ):
         assert name in documented, (api, name)
 
 
 def test_an_unknown_request_info_field_is_refused_naming_the_close_match():
-    with openai_api(metadata={"openai_api_key": "sk-x", "openai_base_url": "http://127.0.0.1:9/v1"}) as client:
-        with pytest.raises(InvalidInputError, match=r"unknown field 'reqest_id' \(did you mean 'request_id'\?\)"):
-            client.queue_with_priority({"endpoint": "chat/completions", "data": {}, "reqest_id": "r1"})
+    with openai_api(
+        metadata={"openai_api_key": "sk-x", "openai_base_url": "http://127.0.0.1:9/v1"}
+    ) as client:
+        with pytest.raises(
+            InvalidInputError, match=r"unknown field 'reqest_id' \(did you mean 'request_id'\?\)"
+        ):
+            client.queue_with_priority(
+                {"endpoint": "chat/completions", "data": {}, "reqest_id": "r1"}
+            )
         with pytest.raises(InvalidInputError, match="body fields go in its 'data'"):
-            client.queue_with_priority({"endpoint": "chat/completions", "data": {}, "temperature": 0.2})
+            client.queue_with_priority(
+                {"endpoint": "chat/completions", "data": {}, "temperature": 0.2}
+            )
 
 
 def test_a_call_may_drop_the_user_agent():

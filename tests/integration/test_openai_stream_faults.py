@@ -17,17 +17,19 @@ from ipfs_accelerate_py.resilience.errors import (
 from ..helpers import REPLY_PREFIX, messages, reply_text
 from .test_openai_api import CHAT_MODEL, chat_once, make_client
 
-
 # ------------------------------------------------------------- stream faults
 
 
 def _stream_until_error(client, error_type):
     chunks = []
-    with client.chat(CHAT_MODEL, messages("one two three four five six seven eight nine ten"),
-                     stream=True) as stream:
-        with pytest.raises(error_type) as caught:
-            for chunk in stream:
-                chunks.append(chunk)
+    with (
+        client.chat(
+            CHAT_MODEL, messages("one two three four five six seven eight nine ten"), stream=True
+        ) as stream,
+        pytest.raises(error_type) as caught,
+    ):
+        for chunk in stream:
+            chunks.append(chunk)
     return chunks, caught.value
 
 

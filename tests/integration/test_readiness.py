@@ -9,7 +9,7 @@ server that counts what it was asked.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
@@ -57,12 +57,17 @@ def breaker_untouched(client) -> None:
     ],
 )
 def test_model_not_ready_is_one_request_no_retry_no_breaker_failure(status, body):
-    with answering(status, body) as (url, seen), make_ovms(url, failure_threshold=THRESHOLD, max_retries=3) as client:
+    with (
+        answering(status, body) as (url, seen),
+        make_ovms(url, failure_threshold=THRESHOLD, max_retries=3) as client,
+    ):
         answers = [client.model_ready("m") for _ in range(THRESHOLD + 1)]
         answers.append(client.model_ready("m", version=2))
         breaker_untouched(client)
     assert answers == [False] * (THRESHOLD + 2)
-    assert seen == [("GET", "/v2/models/m/ready")] * (THRESHOLD + 1) + [("GET", "/v2/models/m/versions/2/ready")]
+    assert seen == [("GET", "/v2/models/m/ready")] * (THRESHOLD + 1) + [
+        ("GET", "/v2/models/m/versions/2/ready")
+    ]
 
 
 def test_a_ready_model_is_true_and_the_answer_keeps_its_status():
@@ -74,7 +79,10 @@ def test_a_ready_model_is_true_and_the_answer_keeps_its_status():
 
 @pytest.mark.parametrize("path, probe", [("v2/health/ready", "ready"), ("v2/health/live", "live")])
 def test_server_health_probes_answer_alike(path, probe):
-    with answering(503, {"error": "not ready"}) as (url, seen), make_ovms(url, failure_threshold=THRESHOLD) as client:
+    with (
+        answering(503, {"error": "not ready"}) as (url, seen),
+        make_ovms(url, failure_threshold=THRESHOLD) as client,
+    ):
         answers = [client.make_request(path) for _ in range(THRESHOLD + 1)]
         breaker_untouched(client)
     assert answers == [{probe: False, "status": 503}] * (THRESHOLD + 1)
@@ -102,7 +110,10 @@ def test_hugging_face_health_200_with_its_empty_body_is_ready(make):
 
 def test_a_server_failure_on_a_probe_is_still_a_failure():
     """Only "not ready" is an answer: a 500 is retried and counted, as anywhere."""
-    with answering(500, {"error": "Internal server error"}) as (url, seen), make_ovms(url, failure_threshold=THRESHOLD, max_retries=1) as client:
+    with (
+        answering(500, {"error": "Internal server error"}) as (url, seen),
+        make_ovms(url, failure_threshold=THRESHOLD, max_retries=1) as client,
+    ):
         with pytest.raises(ServerError):
             client.model_ready("m")
         assert client.generate_report()["circuit_breaker"]["consecutive_failures"] == 2
@@ -110,7 +121,10 @@ def test_a_server_failure_on_a_probe_is_still_a_failure():
 
 
 async def test_not_ready_from_an_async_caller():
-    with answering(503, {"error": "loading"}) as (url, seen), make_ovms(url, failure_threshold=THRESHOLD) as client:
+    with (
+        answering(503, {"error": "loading"}) as (url, seen),
+        make_ovms(url, failure_threshold=THRESHOLD) as client,
+    ):
         answers = [await client.amake_request("v2/models/m/ready") for _ in range(THRESHOLD + 1)]
         breaker_untouched(client)
     assert answers == [{"ready": False, "status": 503}] * (THRESHOLD + 1)

@@ -19,7 +19,9 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8")
 def run(code: str, **env: str) -> subprocess.CompletedProcess:
     environ = dict(os.environ, **env)
     environ.pop("OPENAI_API_KEY", None)
-    return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_the_readme_has_the_main_example_and_one_per_backend():
@@ -39,7 +41,11 @@ def test_the_main_example_runs(simulator):
     assert simulator.counters()["requests_total"] >= 4
 
 
-@pytest.mark.parametrize("code", [b for b in BLOCKS[1:] if "s3_kit" not in b], ids=lambda code: re.search(r"import (\w+)", code).group(1))
+@pytest.mark.parametrize(
+    "code",
+    [b for b in BLOCKS[1:] if "s3_kit" not in b],
+    ids=lambda code: re.search(r"import (\w+)", code).group(1),
+)
 def test_each_backend_example_runs_against_the_embedded_simulator(code):
     done = run(code)
     assert done.returncode == 0, done.stderr

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from aiohttp import web
@@ -76,7 +76,7 @@ class EchoServer:
     def reset(self) -> None:
         self.status, self.answers, self.chunks_first, self.seen = 401, [], 1, []
 
-    def start(self) -> "EchoServer":
+    def start(self) -> EchoServer:
         self._thread.start()
         if not self._ready.wait(WAIT):
             raise AssertionError("the echo server did not start")
@@ -103,13 +103,25 @@ class EchoServer:
         auth = request.headers.get("Authorization", "")
         self.seen.append(auth)
         key = auth.removeprefix("Bearer ")
-        error = {"error": {"message": server_message(key), "type": "invalid_request_error", "code": "invalid_api_key"}}
+        error = {
+            "error": {
+                "message": server_message(key),
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        }
         if (await request.json()).get("stream"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             for i in range(self.chunks_first):
-                chunk = {"id": "c", "object": "chat.completion.chunk", "model": MODEL,
-                         "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}]}
+                chunk = {
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "model": MODEL,
+                    "choices": [
+                        {"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}
+                    ],
+                }
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             await response.write(f"data: {json.dumps(error)}\n\n".encode())
             await response.write_eof()
@@ -145,7 +157,13 @@ def assert_clean(texts: list, key: str) -> None:
 
 
 def error_texts(error: BaseException) -> list:
-    return [str(error), repr(error), "".join(traceback.format_exception(error)), repr(vars(error)), repr(error.args)]
+    return [
+        str(error),
+        repr(error),
+        "".join(traceback.format_exception(error)),
+        repr(vars(error)),
+        repr(error.args),
+    ]
 
 
 # ------------------------------------------------------------ the client
@@ -154,20 +172,30 @@ def error_texts(error: BaseException) -> list:
 @pytest.mark.parametrize("backend", [openai_api, vllm], ids=["openai", "vllm"])
 @pytest.mark.parametrize("status", [401, 400])
 @pytest.mark.parametrize("key", KEYS, ids=["x", "EMPTY", "abc", "long"])
-def test_an_echoed_key_leaves_the_message_readable_and_the_body_kept(server, backend, status, key, caplog):
+def test_an_echoed_key_leaves_the_message_readable_and_the_body_kept(
+    server, backend, status, key, caplog
+):
     caplog.set_level(logging.DEBUG, logger="ipfs_accelerate_py")
     server.status, server.answers = status, [503]  # the 503 is retried: the engine logs that retry
     with client_of(backend, server, key, max_retries=1) as client:
         with pytest.raises(ApiError) as caught:
             client.chat(MODEL, messages("hello"))
-        texts = [repr(client), json.dumps(client.get_stats()), json.dumps(client.generate_report(include_details=True))]
+        texts = [
+            repr(client),
+            json.dumps(client.get_stats()),
+            json.dumps(client.generate_report(include_details=True)),
+        ]
     error = caught.value
     assert server.seen == [f"Bearer {key}"] * 2  # the server really was sent the key, twice
     assert error.status == status and error.attempt == 2
     assert error.message == readable(key)
     assert readable(key) in str(error)
     body = json.loads(error.body)
-    assert body["error"] == {"message": readable(key), "type": "invalid_request_error", "code": "invalid_api_key"}
+    assert body["error"] == {
+        "message": readable(key),
+        "type": "invalid_request_error",
+        "code": "invalid_api_key",
+    }
     assert caplog.records, "the retry after the 503 should have been logged"
     texts += error_texts(error) + [caplog.text] + [record.getMessage() for record in caplog.records]
     assert_clean(texts, key)
@@ -196,22 +224,55 @@ def test_an_error_event_in_a_stream_is_redacted_the_same_way(server, chunks_firs
 def test_the_runner_writes_readable_errors_and_never_a_long_key(server, tmp_path, key):
     server.answers = [503]
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text("".join(json.dumps({"id": f"j{i}", "messages": messages(f"q{i}")}) + "\n" for i in range(2)))
+    jobs.write_text(
+        "".join(json.dumps({"id": f"j{i}", "messages": messages(f"q{i}")}) + "\n" for i in range(2))
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IPFS_ACCELERATE_"))}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
-        [sys.executable, "-m", "ipfs_accelerate_py", "run", str(jobs), "--base-url", server.url, "--key", key,
-         "--model", MODEL, "--max-retries", "1", "--progress", "json",
-         "--set", "initial_retry_delay=0.01", "--set", "retry_jitter=0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "ipfs_accelerate_py",
+            "run",
+            str(jobs),
+            "--base-url",
+            server.url,
+            "--key",
+            key,
+            "--model",
+            MODEL,
+            "--max-retries",
+            "1",
+            "--progress",
+            "json",
+            "--set",
+            "initial_retry_delay=0.01",
+            "--set",
+            "retry_jitter=0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 4, proc.stderr  # the only key was refused: the run stops, resumable
     # a 503 (the pre-flight), then a refusal, and the other line's refusal if it was sent before the stop
     assert server.seen in ([f"Bearer {key}"] * 2, [f"Bearer {key}"] * 3)
-    records = [json.loads(line) for line in (tmp_path / "jobs.results.jsonl").read_text().splitlines()]
-    assert [(r["id"], r["status"]) for r in sorted(records, key=lambda r: r["id"])] == [("j0", "interrupted"), ("j1", "interrupted")]
+    records = [
+        json.loads(line) for line in (tmp_path / "jobs.results.jsonl").read_text().splitlines()
+    ]
+    assert [(r["id"], r["status"]) for r in sorted(records, key=lambda r: r["id"])] == [
+        ("j0", "interrupted"),
+        ("j1", "interrupted"),
+    ]
     for record in records:
         assert readable(key) in record["error"]["message"]
     written = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p != jobs)
-    assert {p.name for p in written} >= {"jobs.results.jsonl", "jobs.results.report.json", "jobs.results.report.html"}
+    assert {p.name for p in written} >= {
+        "jobs.results.jsonl",
+        "jobs.results.report.json",
+        "jobs.results.report.html",
+    }
     assert_clean([p.read_text(errors="replace") for p in written] + [proc.stdout, proc.stderr], key)

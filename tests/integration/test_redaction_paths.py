@@ -43,12 +43,12 @@ FIRST_CHUNK = {
 def error_event(name: str, key: str) -> str:
     said = f"upstream refused key {key} (sent as {key})"
     if name == "claude":
-        return f'event: error\ndata: {json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": said}})}\n\n'
+        return f"event: error\ndata: {json.dumps({'type': 'error', 'error': {'type': 'overloaded_error', 'message': said}})}\n\n"
     if name == "ollama":
         return json.dumps({"error": said}) + "\n"
     if name == "gemini":
-        return f'data: {json.dumps({"error": {"code": 500, "message": said, "status": "INTERNAL"}})}\n\n'
-    return f'data: {json.dumps({"error": {"message": said, "type": "server_error", "code": None}})}\n\n'
+        return f"data: {json.dumps({'error': {'code': 500, 'message': said, 'status': 'INTERNAL'}})}\n\n"
+    return f"data: {json.dumps({'error': {'message': said, 'type': 'server_error', 'code': None}})}\n\n"
 
 
 def malformed_chunk(name: str, key: str) -> str:
@@ -68,12 +68,23 @@ def server_for(name: str, mode: str):
         await request.read()
         key = sent_key(request)
         if mode == "text":
-            return web.Response(text=f"<html>proxy error: the key {key} was refused</html>", content_type="text/html")
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson" if name == "ollama" else "text/event-stream"})
+            return web.Response(
+                text=f"<html>proxy error: the key {key} was refused</html>",
+                content_type="text/html",
+            )
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/x-ndjson" if name == "ollama" else "text/event-stream"
+            }
+        )
         await response.prepare(request)
         if mode.endswith("mid-stream"):
             await response.write(FIRST_CHUNK[name].encode())
-        await response.write((error_event(name, key) if mode.startswith("event") else malformed_chunk(name, key)).encode())
+        await response.write(
+            (
+                error_event(name, key) if mode.startswith("event") else malformed_chunk(name, key)
+            ).encode()
+        )
         await response.write_eof()
         return response
 
@@ -86,10 +97,21 @@ def client_of(name: str, base_url: str):
 
 
 def texts_of(error: BaseException) -> list:
-    out = [str(error), repr(error), "".join(traceback.format_exception(error)), repr(vars(error)), repr(error.args)]
+    out = [
+        str(error),
+        repr(error),
+        "".join(traceback.format_exception(error)),
+        repr(vars(error)),
+        repr(error.args),
+    ]
     cause = error.__cause__
     while cause is not None:
-        out += [str(cause), repr(cause), repr(vars(cause)), repr(cause.args)]  # a JSONDecodeError keeps the whole text
+        out += [
+            str(cause),
+            repr(cause),
+            repr(vars(cause)),
+            repr(cause.args),
+        ]  # a JSONDecodeError keeps the whole text
         cause = cause.__cause__
     return out
 
@@ -103,15 +125,14 @@ def assert_clean(texts: list) -> None:
 def run(name: str, mode: str, caplog: Any) -> ApiError:
     caplog.set_level(logging.DEBUG, logger="ipfs_accelerate_py")
     model = BACKENDS[name][3]
-    with aiohttp_server(server_for(name, mode)) as url:
-        with client_of(name, url) as client:
-            with pytest.raises(ApiError) as caught:
-                if mode == "text":
-                    client.chat(model, messages("hello"))
-                else:
-                    with client.chat(model, messages("hello"), stream=True) as stream:
-                        list(stream)
-            report = json.dumps(client.generate_report(include_details=True))
+    with aiohttp_server(server_for(name, mode)) as url, client_of(name, url) as client:
+        with pytest.raises(ApiError) as caught:
+            if mode == "text":
+                client.chat(model, messages("hello"))
+            else:
+                with client.chat(model, messages("hello"), stream=True) as stream:
+                    list(stream)
+        report = json.dumps(client.generate_report(include_details=True))
     assert_clean(texts_of(caught.value) + [report, caplog.text])
     return caught.value
 
@@ -149,11 +170,22 @@ def test_the_runner_report_shows_no_key_given_on_the_command_line(tmp_path, form
 
     async def answer(request: web.Request) -> web.Response:
         await request.read()
-        return web.json_response({
-            "id": "c", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        return web.json_response(
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-4o-mini",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "hi"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
 
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"id": "j0", "messages": messages("q0")}) + "\n")
@@ -161,16 +193,45 @@ def test_the_runner_report_shows_no_key_given_on_the_command_line(tmp_path, form
         flags = ["--key", RUN_KEYS[0], "--key", RUN_KEYS[1]]
     else:
         flags = [f"--key={RUN_KEYS[0]}", f"--key={RUN_KEYS[1]}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GROQ_", "IPFS_ACCELERATE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "GROQ_", "IPFS_ACCELERATE_"))
+    }
     env["PYTHONPATH"] = str(root)
     with aiohttp_server(answer) as url:
         proc = subprocess.run(
-            [sys.executable, "-m", "ipfs_accelerate_py", "run", str(jobs), "--base-url", url + "/v1", *flags,
-             "--model", "gpt-4o-mini", "--max-retries", "0", "--progress", "json"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "ipfs_accelerate_py",
+                "run",
+                str(jobs),
+                "--base-url",
+                url + "/v1",
+                *flags,
+                "--model",
+                "gpt-4o-mini",
+                "--max-retries",
+                "0",
+                "--progress",
+                "json",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
-    written = {p.name: p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and p != jobs}
-    assert {"jobs.results.report.json", "jobs.results.report.html"} <= set(written), (proc.returncode, proc.stderr)
+    written = {
+        p.name: p.read_text(errors="replace")
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p != jobs
+    }
+    assert {"jobs.results.report.json", "jobs.results.report.html"} <= set(written), (
+        proc.returncode,
+        proc.stderr,
+    )
     assert "ipfs-accelerate run" in json.loads(written["jobs.results.report.json"])["command"]
     for name, text in [*written.items(), ("stdout", proc.stdout), ("stderr", proc.stderr)]:
         for key in RUN_KEYS:

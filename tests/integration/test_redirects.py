@@ -11,12 +11,25 @@ them.  A redirect to the same origin keeps them.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from ipfs_accelerate_py.api_backends import claude, gemini, groq, hf_tei, hf_tgi, llvm, ollama, openai_api, opea, ovms, vllm
+from ipfs_accelerate_py.api_backends import (
+    claude,
+    gemini,
+    groq,
+    hf_tei,
+    hf_tgi,
+    llvm,
+    ollama,
+    opea,
+    openai_api,
+    ovms,
+    vllm,
+)
 from ipfs_accelerate_py.resilience.errors import ApiError
 
 from ..helpers import FAST, aiohttp_server
@@ -55,7 +68,9 @@ class Recorder:
 
 
 def refused(_request: web.Request) -> web.Response:
-    return web.json_response({"error": {"message": "no key here", "type": "authentication_error"}}, status=401)
+    return web.json_response(
+        {"error": {"message": "no key here", "type": "authentication_error"}}, status=401
+    )
 
 
 @contextlib.contextmanager
@@ -64,7 +79,11 @@ def redirecting(status: int, where: str) -> Iterator[tuple[str, Recorder, Record
     ``status`` to the same path on the target (``where``: "port" or "host")."""
     target = Recorder(refused)
     with aiohttp_server(target.handle, host=OTHER_HOST if where == "host" else None) as target_url:
-        origin = Recorder(lambda request: web.Response(status=status, headers={"Location": target_url + request.path_qs}))
+        origin = Recorder(
+            lambda request: web.Response(
+                status=status, headers={"Location": target_url + request.path_qs}
+            )
+        )
         with aiohttp_server(origin.handle) as origin_url:
             yield origin_url, origin, target
 
@@ -96,7 +115,9 @@ def test_a_redirect_to_another_origin_carries_no_credential(name, method, status
         with client_of(name, base_url) as client:
             call(name, client, method)
     assert len(origin.seen) == 1 and origin.seen[0][0] == method
-    assert leaked(origin.seen[0][2]), "the configured server should have been sent the key and the marked header"
+    assert leaked(origin.seen[0][2]), (
+        "the configured server should have been sent the key and the marked header"
+    )
     assert len(target.seen) == 1, "the redirect is followed (without credentials)"
     sent_method, _, headers = target.seen[0]
     assert leaked(headers) == []
@@ -113,9 +134,8 @@ def test_a_redirect_within_the_origin_keeps_the_credentials(name):
         await request.read()
         return web.Response(status=307, headers={"Location": request.path + "/moved"})
 
-    with aiohttp_server(handler) as base_url:
-        with client_of(name, base_url) as client:
-            call(name, client, "POST")
+    with aiohttp_server(handler) as base_url, client_of(name, base_url) as client:
+        call(name, client, "POST")
     assert len(target.seen) == 1
     assert {h.lower() for h in leaked(target.seen[0][2])} == {"x-secret-token", AUTH_HEADERS[name]}
 
@@ -139,14 +159,26 @@ def test_s3_kit_sends_no_signed_request_to_another_origin(method, status, where)
     from ipfs_accelerate_py.api_backends import s3_kit
 
     with redirecting(status, where) as (base_url, origin, target):
-        meta = {"s3cfg": {"accessKey": S3_ACCESS, "secretKey": S3_SECRET, "endpoint": base_url, "region": "us-east-1"},
-                "max_retries": 0, "timeout": 5.0, **FAST}
-        with s3_kit({}, meta) as client:
-            with pytest.raises(Exception):
-                client.upload_file(b"data", "bucket", "k") if method == "PUT" else client.list_objects("bucket")
+        meta = {
+            "s3cfg": {
+                "accessKey": S3_ACCESS,
+                "secretKey": S3_SECRET,
+                "endpoint": base_url,
+                "region": "us-east-1",
+            },
+            "max_retries": 0,
+            "timeout": 5.0,
+            **FAST,
+        }
+        with s3_kit({}, meta) as client, pytest.raises(Exception):
+            client.upload_file(b"data", "bucket", "k") if method == "PUT" else client.list_objects(
+                "bucket"
+            )
     assert origin.seen and S3_ACCESS in origin.seen[0][2].get("Authorization", "")
     for _, _, headers in target.seen:
-        assert not [name for name, value in headers.items() if S3_ACCESS in value or S3_SECRET in value]
+        assert not [
+            name for name, value in headers.items() if S3_ACCESS in value or S3_SECRET in value
+        ]
 
 
 def test_a_redirect_loop_ends_after_ten_hops_with_an_error_that_says_so():
@@ -159,15 +191,16 @@ def test_a_redirect_loop_ends_after_ten_hops_with_an_error_that_says_so():
         seen.append(request.path)
         return web.Response(status=307, headers={"Location": f"/hop{len(seen)}"})
 
-    with aiohttp_server(loop_back) as base_url:
-        with client_of("openai", base_url) as client:
-            with pytest.raises(NetworkError) as caught:
-                client.make_request("redirected", {"model": "m"})
+    with aiohttp_server(loop_back) as base_url, client_of("openai", base_url) as client:
+        with pytest.raises(NetworkError) as caught:
+            client.make_request("redirected", {"model": "m"})
     assert len(seen) == 11  # the request and ten redirects
     assert "more than 10 redirects" in str(caught.value)
 
 
-@pytest.mark.parametrize("location", ["http://127.0.0.1:99999/x", "https://[::1/x", "http://127.0.0.1:abc/x"])
+@pytest.mark.parametrize(
+    "location", ["http://127.0.0.1:99999/x", "https://[::1/x", "http://127.0.0.1:abc/x"]
+)
 def test_a_location_no_url_can_be_made_of_is_a_typed_error_and_frees_the_connection(location):
     from ipfs_accelerate_py.resilience.errors import NetworkError
 
@@ -178,11 +211,10 @@ def test_a_location_no_url_can_be_made_of_is_a_typed_error_and_frees_the_connect
         seen.append(request.path)
         return web.Response(status=302, headers={"Location": location})
 
-    with aiohttp_server(bad_redirect) as base_url:
-        with client_of("openai", base_url) as client:
-            client.max_retries = 2  # were it retryable, each call would be sent three times
-            for _ in range(3):
-                with pytest.raises(NetworkError, match="unusable redirect Location"):
-                    client.make_request("redirected", {"model": "m"})
-            assert client.get_stats()["in_flight"] == 0
+    with aiohttp_server(bad_redirect) as base_url, client_of("openai", base_url) as client:
+        client.max_retries = 2  # were it retryable, each call would be sent three times
+        for _ in range(3):
+            with pytest.raises(NetworkError, match="unusable redirect Location"):
+                client.make_request("redirected", {"model": "m"})
+        assert client.get_stats()["in_flight"] == 0
     assert len(seen) == 3  # not retried: the same Location would come back

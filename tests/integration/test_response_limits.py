@@ -15,29 +15,48 @@ import pytest
 from aiohttp import web
 
 from ipfs_accelerate_py.api_backends import openai_api
-from ipfs_accelerate_py.engine.settings import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_STREAM_LINE_BYTES
+from ipfs_accelerate_py.engine.settings import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_STREAM_LINE_BYTES,
+)
 from ipfs_accelerate_py.resilience.errors import ApiError, ResponseTooLargeError, SettingError
 
 from ..helpers import FAST, WAIT, ClientFactory, aiohttp_server, messages
 
 KIB, MIB = 1024, 1024 * 1024
 READ_CHUNK = 64 * KIB
-make = ClientFactory(openai_api, "openai_api_base", "openai_api_key", {**FAST, "max_retries": 2}, key="sk-limits-0123456789")
+make = ClientFactory(
+    openai_api,
+    "openai_api_base",
+    "openai_api_key",
+    {**FAST, "max_retries": 2},
+    key="sk-limits-0123456789",
+)
 
 
 def chunk_line(text: str) -> bytes:
-    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode() + b"\n\n"
+    return (
+        b"data: "
+        + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode()
+        + b"\n\n"
+    )
 
 
 def chat(client, **data):
-    future = client.queue_with_priority({"endpoint": "chat/completions", "data": {"model": "m", "messages": messages("hi"), **data}})
+    future = client.queue_with_priority(
+        {"endpoint": "chat/completions", "data": {"model": "m", "messages": messages("hi"), **data}}
+    )
     return future.exception(WAIT) or future.result(0)
 
 
 def read_stream(client):
     """``(texts, error)``: the stream's chunks until it ended, and how."""
     future = client.queue_with_priority(
-        {"endpoint": "chat/completions", "data": {"model": "m", "messages": messages("hi")}, "stream": True}
+        {
+            "endpoint": "chat/completions",
+            "data": {"model": "m", "messages": messages("hi")},
+            "stream": True,
+        }
     )
     if future.exception(WAIT) is not None:
         return [], future.exception(0)
@@ -65,7 +84,9 @@ def assert_too_large(error, setting: str, limit: int) -> None:
     assert isinstance(error, ResponseTooLargeError), repr(error)
     assert setting in str(error) and str(limit) in str(error)
     assert error.limit == limit
-    assert error.received <= limit + READ_CHUNK  # what it held when it stopped: bounded by the limit, not the body
+    assert (
+        error.received <= limit + READ_CHUNK
+    )  # what it held when it stopped: bounded by the limit, not the body
 
 
 def test_the_defaults_are_generous_and_the_settings_are_checked():
@@ -106,7 +127,10 @@ def test_an_endless_chunked_body_stops_at_the_limit():
             pass
         return response
 
-    with aiohttp_server(respond) as url, make(url + "/v1", max_response_bytes=2 * MIB, timeout=30.0) as client:
+    with (
+        aiohttp_server(respond) as url,
+        make(url + "/v1", max_response_bytes=2 * MIB, timeout=30.0) as client,
+    ):
         error = chat(client)  # within WAIT, well before the 30 s timeout: the limit ends it
         assert_too_large(error, "max_response_bytes", 2 * MIB)
         assert error.received > 2 * MIB
@@ -117,7 +141,9 @@ def test_a_huge_stream_line_ends_the_stream_with_a_typed_error():
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(chunk_line("first "))
-        await response.write(b'data: {"choices":[{"index":0,"delta":{"content":"' + b"y" * (4 * MIB) + b'"}}]}\n\n')
+        await response.write(
+            b'data: {"choices":[{"index":0,"delta":{"content":"' + b"y" * (4 * MIB) + b'"}}]}\n\n'
+        )
         await response.write(b"data: [DONE]\n\n")
         return response
 
@@ -157,7 +183,10 @@ def test_an_sse_event_of_endless_short_data_lines_is_bounded_too():
             pass
         return response
 
-    with aiohttp_server(respond) as url, make(url + "/v1", max_stream_line_bytes=64 * KIB) as client:
+    with (
+        aiohttp_server(respond) as url,
+        make(url + "/v1", max_stream_line_bytes=64 * KIB) as client,
+    ):
         texts, error = read_stream(client)
         assert texts == ["first "]
         assert_too_large(error, "max_stream_line_bytes", 64 * KIB)
@@ -168,7 +197,11 @@ def test_a_broken_http_answer_is_a_typed_error():
 
     async def respond(request):
         transport = request.transport
-        transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Bad: " + b"h" * (64 * KIB) + b"\r\n\r\n{}")
+        transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Bad: "
+            + b"h" * (64 * KIB)
+            + b"\r\n\r\n{}"
+        )
         transport.close()
         await asyncio.sleep(0.1)
         return web.Response()

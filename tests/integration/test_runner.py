@@ -32,7 +32,10 @@ def write_jobs(path: Path, jobs: list, extra_lines: tuple = ()) -> Path:
 
 
 def chats(n: int, prefix: str = "q") -> list:
-    return [{"id": f"{prefix}{i}", "messages": [{"role": "user", "content": f"question {i}"}]} for i in range(n)]
+    return [
+        {"id": f"{prefix}{i}", "messages": [{"role": "user", "content": f"question {i}"}]}
+        for i in range(n)
+    ]
 
 
 def results(path: Path) -> list:
@@ -48,10 +51,23 @@ def by_id(records: list) -> dict:
 
 
 def run(tmp_path: Path, jobs: Path, simulator, *extra: str) -> int:
-    return cli_main([
-        "run", str(jobs), "--base-url", simulator.url + "/v1", "--out", str(tmp_path / "out.jsonl"),
-        "--progress", "quiet", "--set", "initial_retry_delay=0.01", "--set", "retry_jitter=0", *extra,
-    ])
+    return cli_main(
+        [
+            "run",
+            str(jobs),
+            "--base-url",
+            simulator.url + "/v1",
+            "--out",
+            str(tmp_path / "out.jsonl"),
+            "--progress",
+            "quiet",
+            "--set",
+            "initial_retry_delay=0.01",
+            "--set",
+            "retry_jitter=0",
+            *extra,
+        ]
+    )
 
 
 # --------------------------------------------------------------- whole runs
@@ -65,7 +81,10 @@ def test_the_sample_runs_end_to_end_with_results_and_a_report(tmp_path, simulato
     assert sorted(r["id"] for r in records) == sorted(sample_ids)
     assert all(r["status"] == "ok" and r["attempts"] >= 1 and r["latency_s"] >= 0 for r in records)
     chat = next(r for r in records if r["id"] == "chat-01")
-    assert chat["result"]["choices"][0]["message"]["content"] == REPLY_PREFIX + "Write one sentence about the moon."
+    assert (
+        chat["result"]["choices"][0]["message"]["content"]
+        == REPLY_PREFIX + "Write one sentence about the moon."
+    )
     embed = next(r for r in records if r["id"] == "embed-batch")
     assert len(embed["result"]["data"]) == 8
     report = json.loads((tmp_path / "out.report.json").read_text())
@@ -73,15 +92,26 @@ def test_the_sample_runs_end_to_end_with_results_and_a_report(tmp_path, simulato
     assert "<svg" in (tmp_path / "out.report.html").read_text()
     counted = simulator.counters()
     chat_calls = counted["by_path"].get("/v1/chat/completions", 0)
-    assert chat_calls == sum(1 for i in sample_ids if i.startswith("chat-"))  # every chat exactly once
+    assert chat_calls == sum(
+        1 for i in sample_ids if i.startswith("chat-")
+    )  # every chat exactly once
     assert counted["by_path"]["/v1/embeddings"] < 21  # single-text embeddings went out in batches
 
 
-def test_malformed_lines_stop_the_command_unless_skipped_then_are_reported_by_number(tmp_path, simulator):
-    jobs = write_jobs(tmp_path / "jobs.jsonl", chats(3), extra_lines=(
-        "{not json", '{"id": "x"}', '{"id": "q0", "messages": [{"role": "user", "content": "dup"}]}',
-        '{"messages": "no list"}', '{"input": "ok line without id"}',
-    ))
+def test_malformed_lines_stop_the_command_unless_skipped_then_are_reported_by_number(
+    tmp_path, simulator
+):
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        chats(3),
+        extra_lines=(
+            "{not json",
+            '{"id": "x"}',
+            '{"id": "q0", "messages": [{"role": "user", "content": "dup"}]}',
+            '{"messages": "no list"}',
+            '{"input": "ok line without id"}',
+        ),
+    )
     assert run(tmp_path, jobs, simulator) == 2  # refused before anything is sent
     assert simulator.counters()["requests_total"] == 0 and not (tmp_path / "out.jsonl").exists()
     code = run(tmp_path, jobs, simulator, "--skip-bad-lines")
@@ -94,7 +124,10 @@ def test_malformed_lines_stop_the_command_unless_skipped_then_are_reported_by_nu
     assert sorted(lines) == [4, 5, 6, 7]
     assert "not JSON" in lines[4] and "already used" in lines[6] and "messages" in lines[7]
     assert report["totals"]["malformed"] == 4
-    assert report["job"] == {"lines": 8, "ok": 4, "failed": 0, "not_run": 0, "bad": 4} and report["success_rate"] == 50.0
+    assert (
+        report["job"] == {"lines": 8, "ok": 4, "failed": 0, "not_run": 0, "bad": 4}
+        and report["success_rate"] == 50.0
+    )
     assert report["runs"][-1]["exit_code"] == 1  # a finished run says its exit code too
 
 
@@ -104,7 +137,9 @@ def test_a_rerun_skips_what_is_done_and_retries_failures_only_when_asked(tmp_pat
     assert run(tmp_path, jobs, simulator, "--concurrency", "1") == 1
     first = results(tmp_path / "out.jsonl")
     failed = sorted(r["id"] for r in first if r["status"] == "error")
-    assert len(failed) == 2 and all(r["error"]["type"] == "InvalidRequestError" for r in first if r["status"] == "error")
+    assert len(failed) == 2 and all(
+        r["error"]["type"] == "InvalidRequestError" for r in first if r["status"] == "error"
+    )
     simulator.reset()
     assert run(tmp_path, jobs, simulator) == 1  # nothing to do: the two failures stand
     assert simulator.counters()["requests_total"] == 0
@@ -117,7 +152,9 @@ def test_a_rerun_skips_what_is_done_and_retries_failures_only_when_asked(tmp_pat
 
 def test_rate_limits_and_an_outage_still_complete_every_line(tmp_path, fresh_simulator):
     simulator = fresh_simulator
-    simulator.configure(rate_limits={"rpm": 60}, rate_window=0.5, latency=0.01)  # 60 a half-second window: 120 req/s
+    simulator.configure(
+        rate_limits={"rpm": 60}, rate_window=0.5, latency=0.01
+    )  # 60 a half-second window: 120 req/s
     jobs = write_jobs(tmp_path / "jobs.jsonl", chats(300))
     out = tmp_path / "out.jsonl"
 
@@ -129,8 +166,21 @@ def test_rate_limits_and_an_outage_still_complete_every_line(tmp_path, fresh_sim
 
     thread = threading.Thread(target=outage, daemon=True)
     thread.start()
-    code = run(tmp_path, jobs, simulator, "--concurrency", "8", "--max-retries", "8",
-               "--set", "reset_timeout=0.3", "--set", "failure_threshold=3", "--set", "max_retry_delay=0.5")
+    code = run(
+        tmp_path,
+        jobs,
+        simulator,
+        "--concurrency",
+        "8",
+        "--max-retries",
+        "8",
+        "--set",
+        "reset_timeout=0.3",
+        "--set",
+        "failure_threshold=3",
+        "--set",
+        "max_retry_delay=0.5",
+    )
     thread.join(WAIT)
     records = results(out)
     assert code == 0, [r for r in records if r["status"] != "ok"][:3]
@@ -147,9 +197,26 @@ def test_rate_limits_and_an_outage_still_complete_every_line(tmp_path, fresh_sim
 
 def spawn(tmp_path: Path, jobs: Path, simulator, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "ipfs_accelerate_py", "run", str(jobs), "--base-url", simulator.url + "/v1",
-         "--out", str(tmp_path / "out.jsonl"), "--progress", "quiet", "--concurrency", "4", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ipfs_accelerate_py",
+            "run",
+            str(jobs),
+            "--base-url",
+            simulator.url + "/v1",
+            "--out",
+            str(tmp_path / "out.jsonl"),
+            "--progress",
+            "quiet",
+            "--concurrency",
+            "4",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -180,7 +247,9 @@ def test_a_killed_run_resumes_with_exactly_the_missing_ids(tmp_path, fresh_simul
     assert simulator.counters()["requests_total"] == 200 - len(done_before)
 
 
-def test_ctrl_c_finishes_what_is_in_flight_records_it_and_a_rerun_completes(tmp_path, fresh_simulator):
+def test_ctrl_c_finishes_what_is_in_flight_records_it_and_a_rerun_completes(
+    tmp_path, fresh_simulator
+):
     simulator = fresh_simulator
     simulator.configure(latency=0.05)
     jobs = write_jobs(tmp_path / "jobs.jsonl", chats(300))
@@ -191,24 +260,39 @@ def test_ctrl_c_finishes_what_is_in_flight_records_it_and_a_rerun_completes(tmp_
     assert proc.returncode == 130, err
     first = results(tmp_path / "out.jsonl")
     ok = [r for r in first if r["status"] == "ok"]
-    assert {r["status"] for r in first} <= {"ok", "interrupted"}  # in flight: finished; queued: left, unsent
+    assert {r["status"] for r in first} <= {
+        "ok",
+        "interrupted",
+    }  # in flight: finished; queued: left, unsent
     seen = simulator.counters()["requests_total"]
-    assert seen == len(ok) < 300  # every request the server answered is in the results, and no queued one was sent
+    assert (
+        seen == len(ok) < 300
+    )  # every request the server answered is in the results, and no queued one was sent
     proc = spawn(tmp_path, jobs, simulator)
     proc.communicate(timeout=60)
     assert proc.returncode == 0
     ids = [r["id"] for r in results(tmp_path / "out.jsonl") if r["status"] == "ok"]
-    assert len(ids) == len(set(ids)) == 300  # each line answered once: the interrupted ones ran on resume
+    assert (
+        len(ids) == len(set(ids)) == 300
+    )  # each line answered once: the interrupted ones ran on resume
     assert simulator.counters()["requests_total"] == 300
 
 
 def test_a_line_cut_by_a_crash_is_dropped_and_its_job_run_again(tmp_path, simulator):
     jobs = write_jobs(tmp_path / "jobs.jsonl", chats(3))
     out = tmp_path / "out.jsonl"
-    out.write_text(json.dumps({"id": "q0", "line": 1, "status": "ok", "result": {}}) + "\n" + '{"id": "q1", "line": 2, "sta')
+    out.write_text(
+        json.dumps({"id": "q0", "line": 1, "status": "ok", "result": {}})
+        + "\n"
+        + '{"id": "q1", "line": 2, "sta'
+    )
     assert run(tmp_path, jobs, simulator) == 0
     records = results(out)
-    assert [r["id"] for r in records][0] == "q0" and sorted(r["id"] for r in records) == ["q0", "q1", "q2"]
+    assert [r["id"] for r in records][0] == "q0" and sorted(r["id"] for r in records) == [
+        "q0",
+        "q1",
+        "q2",
+    ]
     assert simulator.counters()["requests_total"] == 2
 
 
@@ -223,15 +307,33 @@ def test_an_unknown_setting_is_refused_with_its_name(tmp_path, simulator, capsys
 def test_non_interactive_modes_print_no_terminal_control(tmp_path, simulator, mode):
     jobs = write_jobs(tmp_path / "jobs.jsonl", chats(5))
     proc = subprocess.run(
-        [sys.executable, "-m", "ipfs_accelerate_py", "run", str(jobs), "--base-url", simulator.url + "/v1",
-         "--out", str(tmp_path / "out.jsonl"), "--progress", mode],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "ipfs_accelerate_py",
+            "run",
+            str(jobs),
+            "--base-url",
+            simulator.url + "/v1",
+            "--out",
+            str(tmp_path / "out.jsonl"),
+            "--progress",
+            mode,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[" not in proc.stderr
     if mode == "json":
-        events = [json.loads(line) for line in proc.stderr.splitlines()]  # every line JSON, the target too
-        assert events[0]["event"] == "note" and events[0]["message"].startswith("target: openai at 127.0.0.1:")
+        events = [
+            json.loads(line) for line in proc.stderr.splitlines()
+        ]  # every line JSON, the target too
+        assert events[0]["event"] == "note" and events[0]["message"].startswith(
+            "target: openai at 127.0.0.1:"
+        )
         assert events[-1]["event"] == "summary"
     assert os.path.exists(tmp_path / "out.report.html")
 
@@ -244,9 +346,17 @@ def test_the_readme_main_job_command_runs_the_sample_against_the_embedded_simula
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "jobs.jsonl").write_bytes(SAMPLE.read_bytes())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "IPFS_ACCELERATE_"))}
-    proc = subprocess.run([sys.executable, "-m", "ipfs_accelerate_py", *runner[1:]], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipfs_accelerate_py", *runner[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     records = results(tmp_path / "examples" / "jobs.results.jsonl")
-    assert len(records) == sum(1 for _ in open(SAMPLE)) and all(r["status"] == "ok" for r in records)
+    assert len(records) == sum(1 for _ in open(SAMPLE)) and all(
+        r["status"] == "ok" for r in records
+    )
     assert (tmp_path / "examples" / "jobs.results.report.html").exists()

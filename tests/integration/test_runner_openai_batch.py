@@ -18,12 +18,24 @@ EMBEDDINGS = 4
 
 def batch_file(path: Path) -> Path:
     lines = [
-        {"custom_id": f"chat-{i}", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i}"}], "temperature": 0}}
+        {
+            "custom_id": f"chat-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"question {i}"}],
+                "temperature": 0,
+            },
+        }
         for i in range(CHATS)
     ] + [
-        {"custom_id": f"embed-{i}", "method": "POST", "url": "/v1/embeddings",
-         "body": {"model": "text-embedding-3-small", "input": f"text {i}"}}
+        {
+            "custom_id": f"embed-{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": f"text {i}"},
+        }
         for i in range(EMBEDDINGS)
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -32,9 +44,28 @@ def batch_file(path: Path) -> Path:
 
 def run_cli(jobs: Path, out: Path, simulator, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ipfs_accelerate_py", "run", str(jobs), "--base-url", simulator.url + "/v1",
-         "--out", str(out), "--progress", "quiet", "--set", "initial_retry_delay=0.01", "--set", "retry_jitter=0", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "ipfs_accelerate_py",
+            "run",
+            str(jobs),
+            "--base-url",
+            simulator.url + "/v1",
+            "--out",
+            str(out),
+            "--progress",
+            "quiet",
+            "--set",
+            "initial_retry_delay=0.01",
+            "--set",
+            "retry_jitter=0",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -47,19 +78,25 @@ def assert_batch_output_shape(line: dict) -> None:
     assert isinstance(line["id"], str) and line["id"].startswith("batch_req_")
     if line["response"] is not None:
         assert set(line["response"]) == {"status_code", "request_id", "body"}
-        assert isinstance(line["response"]["status_code"], int) and isinstance(line["response"]["body"], dict)
+        assert isinstance(line["response"]["status_code"], int) and isinstance(
+            line["response"]["body"], dict
+        )
     if line["error"] is not None:
         assert set(line["error"]) == {"code", "message"}
 
 
-def test_a_batch_file_of_chats_and_embeddings_runs_as_it_is_and_resumes_with_nothing_to_send(tmp_path, simulator):
+def test_a_batch_file_of_chats_and_embeddings_runs_as_it_is_and_resumes_with_nothing_to_send(
+    tmp_path, simulator
+):
     jobs, out = batch_file(tmp_path / "batch.jsonl"), tmp_path / "out.jsonl"
     proc = run_cli(jobs, out, simulator, "--output-format", "openai-batch")
     assert proc.returncode == 0, proc.stderr
     lines = output_lines(out)
     for line in lines:
         assert_batch_output_shape(line)
-    expected = sorted([f"chat-{i}" for i in range(CHATS)] + [f"embed-{i}" for i in range(EMBEDDINGS)])
+    expected = sorted(
+        [f"chat-{i}" for i in range(CHATS)] + [f"embed-{i}" for i in range(EMBEDDINGS)]
+    )
     assert sorted(line["custom_id"] for line in lines) == expected  # every custom_id once
     assert all(line["error"] is None and line["response"]["status_code"] == 200 for line in lines)
     answers = {line["custom_id"]: line["response"]["body"] for line in lines}
@@ -80,8 +117,17 @@ def test_a_batch_file_of_chats_and_embeddings_runs_as_it_is_and_resumes_with_not
 def test_a_failed_request_is_an_error_line_with_the_servers_status_and_body(tmp_path, simulator):
     jobs, out = batch_file(tmp_path / "batch.jsonl"), tmp_path / "out.jsonl"
     simulator.script([{"status": 400}])  # one request refused for good (400 is not retried)
-    proc = run_cli(jobs, out, simulator, "--output-format", "openai-batch", "--input-format", "openai-batch",
-                   "--concurrency", "1")
+    proc = run_cli(
+        jobs,
+        out,
+        simulator,
+        "--output-format",
+        "openai-batch",
+        "--input-format",
+        "openai-batch",
+        "--concurrency",
+        "1",
+    )
     assert proc.returncode == 1, proc.stderr  # some line failed
     lines = output_lines(out)
     for line in lines:
@@ -89,15 +135,22 @@ def test_a_failed_request_is_an_error_line_with_the_servers_status_and_body(tmp_
     failed = [line for line in lines if line["response"]["status_code"] != 200]
     assert len(lines) == CHATS + EMBEDDINGS and len(failed) == 1
     (line,) = failed
-    assert line["response"]["status_code"] == 400 and line["error"] is None  # as the Batch API writes an HTTP failure
+    assert (
+        line["response"]["status_code"] == 400 and line["error"] is None
+    )  # as the Batch API writes an HTTP failure
     assert line["response"]["request_id"]  # the server's x-request-id
     assert isinstance(line["response"]["body"].get("error"), dict)
 
     simulator.reset()
-    assert run_cli(jobs, out, simulator, "--output-format", "openai-batch", "--retry-failed").returncode == 0
+    assert (
+        run_cli(
+            jobs, out, simulator, "--output-format", "openai-batch", "--retry-failed"
+        ).returncode
+        == 0
+    )
     assert simulator.counters()["requests_total"] == 1  # only the failed one again
     final = output_lines(out)
-    assert [x["custom_id"] for x in final[len(lines):]] == [line["custom_id"]]
+    assert [x["custom_id"] for x in final[len(lines) :]] == [line["custom_id"]]
     assert final[-1]["response"]["status_code"] == 200 and final[-1]["error"] is None
 
 
@@ -105,5 +158,9 @@ def test_forcing_our_format_reports_every_batch_line_and_sends_nothing(tmp_path,
     jobs, out = batch_file(tmp_path / "batch.jsonl"), tmp_path / "out.jsonl"
     proc = run_cli(jobs, out, simulator, "--input-format", "jobs")
     assert proc.returncode == 2  # refused before anything is sent, the first bad line named
-    assert "line 1: " in proc.stderr and "input format is jobs" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "line 1: " in proc.stderr
+        and "input format is jobs" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     assert simulator.counters()["requests_total"] == 0

@@ -45,8 +45,13 @@ async def call(session, sim, path, body=None, *, key=None, method=None, raw=None
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     if data is not None:
         headers["Content-Type"] = "application/json"
-    async with session.request(method, sim.base_url + path, data=data, headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+    async with session.request(
+        method,
+        sim.base_url + path,
+        data=data,
+        headers=headers,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as response:
         text = await response.text()
         try:
             parsed = json.loads(text)
@@ -56,8 +61,11 @@ async def call(session, sim, path, body=None, *, key=None, method=None, raw=None
 
 
 def chat_body(text="Hello there, simulator", **extra):
-    return {"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "Be brief."},
-                                                 {"role": "user", "content": text}], **extra}
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+        **extra,
+    }
 
 
 async def stream_events(session, sim, body):
@@ -68,7 +76,7 @@ async def stream_events(session, sim, body):
         kind = response.headers["Content-Type"]
     blocks = [b for b in text.split("\n\n") if b]
     assert all(b.startswith("data: ") for b in blocks)
-    return kind, [b[len("data: "):] for b in blocks]
+    return kind, [b[len("data: ") :] for b in blocks]
 
 
 async def eventually(predicate, timeout=2.0):
@@ -102,8 +110,11 @@ async def test_chat_completion_shape(simulator, client):
     assert choice["message"] == {"role": "assistant", "content": reply}
     assert choice["finish_reason"] == "stop"
     prompt = estimate_tokens("Be brief.") + estimate_tokens(text)
-    assert body["usage"] == {"prompt_tokens": prompt, "completion_tokens": estimate_tokens(reply),
-                             "total_tokens": prompt + estimate_tokens(reply)}
+    assert body["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": estimate_tokens(reply),
+        "total_tokens": prompt + estimate_tokens(reply),
+    }
 
 
 async def test_chat_max_tokens_truncates_with_length(simulator, client):
@@ -127,7 +138,8 @@ async def test_chat_stream_shape(simulator, client, include_usage):
         usage_chunk = chunks.pop()
         assert usage_chunk["choices"] == []
         assert usage_chunk["usage"]["completion_tokens"] == estimate_tokens(
-            "Simulated reply to: " + text)
+            "Simulated reply to: " + text
+        )
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     deltas = [c["choices"][0]["delta"].get("content", "") for c in chunks[1:-1]]
     assert len(deltas) >= 3
@@ -139,8 +151,9 @@ async def test_chat_stream_shape(simulator, client, include_usage):
 
 
 async def test_text_completion_shape(simulator, client):
-    status, _, body = await call(client, simulator, "/completions",
-                                 {"model": "gpt-3.5-turbo", "prompt": "Once upon a time"})
+    status, _, body = await call(
+        client, simulator, "/completions", {"model": "gpt-3.5-turbo", "prompt": "Once upon a time"}
+    )
     assert status == 200
     assert body["object"] == "text_completion"
     assert body["choices"][0]["text"] == "Simulated reply to: Once upon a time"
@@ -157,7 +170,7 @@ async def test_embeddings_are_each_texts_own_vector(simulator, client, dimension
     assert status == 200
     assert out["object"] == "list" and out["model"] == "text-embedding-3-small"
     assert [d["index"] for d in out["data"]] == [0, 1, 2, 3]
-    for item, text in zip(out["data"], texts):
+    for item, text in zip(out["data"], texts, strict=True):
         assert item["object"] == "embedding"
         assert item["embedding"] == embedding_for(text, dimensions or 16)
     assert out["data"][0]["embedding"] == out["data"][3]["embedding"]
@@ -189,20 +202,34 @@ def test_embedding_for_follows_its_documented_recipe():
     for block in range(2):
         digest = hashlib.sha256(block.to_bytes(4, "little") + text.encode()).digest()
         words.extend(struct.unpack("<8I", digest))
-    raw = [(word >> 8) / 2 ** 23 - 1 for word in words[:dimensions]]
+    raw = [(word >> 8) / 2**23 - 1 for word in words[:dimensions]]
     norm = math.sqrt(sum(v * v for v in raw))
     packed = struct.pack("<10f", *(v / norm for v in raw))
     assert embedding_for(text, dimensions) == list(struct.unpack("<10f", packed))
 
 
-@pytest.mark.parametrize("parse, body", [
-    (wire.parse_chat, {"model": "gpt-4o-mini", "messages": [
-        {"role": "user", "content": 'quote " back\\slash \u00e9\u4e2d\n' * 5}]}),
-    (wire.parse_chat, {"model": "m\u00e9", "max_tokens": 3,
-                       "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}),
-    (wire.parse_embeddings, {"model": "e", "input": ["a", 'b"\u00e9', ""], "dimensions": 5}),
-    (wire.parse_embeddings, {"model": "e", "input": "z", "encoding_format": "base64"}),
-])
+@pytest.mark.parametrize(
+    "parse, body",
+    [
+        (
+            wire.parse_chat,
+            {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": 'quote " back\\slash \u00e9\u4e2d\n' * 5}],
+            },
+        ),
+        (
+            wire.parse_chat,
+            {
+                "model": "m\u00e9",
+                "max_tokens": 3,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+            },
+        ),
+        (wire.parse_embeddings, {"model": "e", "input": ["a", 'b"\u00e9', ""], "dimensions": 5}),
+        (wire.parse_embeddings, {"model": "e", "input": "z", "encoding_format": "base64"}),
+    ],
+)
 def test_fast_encoders_match_the_json_bodies(parse, body):
     prepared = parse(body)
     assert prepared.encode is not None
@@ -211,15 +238,18 @@ def test_fast_encoders_match_the_json_bodies(parse, body):
     assert encoded == wire.dumps(prepared.body("sim9", 1_700_000_123))
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": "m", "input": [[1, 2, 3]]}, "input"),
-    ({"model": "m", "input": [1, 2]}, "input"),
-    ({"model": "m", "input": ["x"] * 2049}, "input"),
-    ({"model": "m", "input": []}, "input"),
-    ({"model": "m", "input": "x", "dimensions": 0}, "dimensions"),
-    ({"model": "m", "input": "x", "encoding_format": "hex"}, "encoding_format"),
-    ({"input": "x"}, "model"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "m", "input": [[1, 2, 3]]}, "input"),
+        ({"model": "m", "input": [1, 2]}, "input"),
+        ({"model": "m", "input": ["x"] * 2049}, "input"),
+        ({"model": "m", "input": []}, "input"),
+        ({"model": "m", "input": "x", "dimensions": 0}, "dimensions"),
+        ({"model": "m", "input": "x", "encoding_format": "hex"}, "encoding_format"),
+        ({"input": "x"}, "model"),
+    ],
+)
 async def test_embeddings_refusals(simulator, client, body, param):
     status, _, out = await call(client, simulator, EMBED, body)
     assert status == 400
@@ -236,23 +266,31 @@ async def test_models_list_and_get(simulator, client):
     status, _, out = await call(client, simulator, "/models")
     assert status == 200 and out["object"] == "list"
     ids = {m["id"] for m in out["data"]}
-    assert {"gpt-4o-mini", "gpt-3.5-turbo", "text-embedding-3-small", "text-embedding-3-large",
-            "text-embedding-ada-002"} <= ids
+    assert {
+        "gpt-4o-mini",
+        "gpt-3.5-turbo",
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "text-embedding-ada-002",
+    } <= ids
     status, _, one = await call(client, simulator, "/models/text-embedding-3-large")
     assert status == 200 and one["id"] == "text-embedding-3-large" and one["object"] == "model"
     status, _, missing = await call(client, simulator, "/models/no-such-model")
     assert status == 404 and missing["error"]["code"] == "model_not_found"
 
 
-@pytest.mark.parametrize("path, kwargs, status, param", [
-    (CHAT, {"raw": b"{not json"}, 400, None),
-    (CHAT, {"body": {"messages": [{"role": "user", "content": "x"}]}}, 400, "model"),
-    (CHAT, {"body": {"model": "m", "messages": "hello"}}, 400, "messages"),
-    (CHAT, {"body": {"model": "m", "messages": []}}, 400, "messages"),
-    ("/completions", {"body": {"model": "m"}}, 400, "prompt"),
-    ("/no/such/path", {"body": {"model": "m"}}, 404, None),
-    (CHAT, {"method": "GET"}, 405, None),
-])
+@pytest.mark.parametrize(
+    "path, kwargs, status, param",
+    [
+        (CHAT, {"raw": b"{not json"}, 400, None),
+        (CHAT, {"body": {"messages": [{"role": "user", "content": "x"}]}}, 400, "model"),
+        (CHAT, {"body": {"model": "m", "messages": "hello"}}, 400, "messages"),
+        (CHAT, {"body": {"model": "m", "messages": []}}, 400, "messages"),
+        ("/completions", {"body": {"model": "m"}}, 400, "prompt"),
+        ("/no/such/path", {"body": {"model": "m"}}, 404, None),
+        (CHAT, {"method": "GET"}, 405, None),
+    ],
+)
 async def test_bad_requests_get_openai_errors(simulator, client, path, kwargs, status, param):
     got, _, body = await call(client, simulator, path, **kwargs)
     assert got == status
@@ -452,11 +490,13 @@ async def test_stream_malformed_line(simulator, client):
 
 
 async def test_script_exact_sequence_then_normal(simulator, client):
-    simulator.script([
-        {"status": 429, "headers": {"retry-after": "0.2"}},
-        {"status": 429, "headers": {"retry-after-ms": "50"}},
-        {"status": 200},
-    ])
+    simulator.script(
+        [
+            {"status": 429, "headers": {"retry-after": "0.2"}},
+            {"status": 429, "headers": {"retry-after-ms": "50"}},
+            {"status": 200},
+        ]
+    )
     results = [await call(client, simulator, CHAT, chat_body()) for _ in range(4)]
     assert [r[0] for r in results] == [429, 429, 200, 200]
     assert results[0][1]["retry-after"] == "0.2" and "retry-after-ms" not in results[0][1]
@@ -469,8 +509,7 @@ async def test_script_exact_sequence_then_normal(simulator, client):
 
 
 async def test_script_body_delay_fault_and_per_path(simulator, client):
-    simulator.script([{"status": 200, "body": {"custom": True}, "delay": 0.05},
-                      {"fault": "drop"}])
+    simulator.script([{"status": 200, "body": {"custom": True}, "delay": 0.05}, {"fault": "drop"}])
     simulator.script([{"status": 500, "body": "plain failure"}], path="embeddings")
     started = time.monotonic()
     status, _, body = await call(client, simulator, CHAT, chat_body())
@@ -484,9 +523,12 @@ async def test_script_body_delay_fault_and_per_path(simulator, client):
 
 
 async def test_script_body_is_sent_exactly(simulator, client):
-    simulator.script([{"status": 201, "body": {"custom": [1, 2]}, "headers": {"x-a": "b"}},
-                      {"status": 503, "body": "<html>busy</html>",
-                       "headers": {"content-type": "text/html"}}])
+    simulator.script(
+        [
+            {"status": 201, "body": {"custom": [1, 2]}, "headers": {"x-a": "b"}},
+            {"status": 503, "body": "<html>busy</html>", "headers": {"content-type": "text/html"}},
+        ]
+    )
     status, headers, body = await call(client, simulator, CHAT, chat_body())
     assert (status, body, headers["x-a"]) == (201, {"custom": [1, 2]}, "b")
     status, headers, body = await call(client, simulator, CHAT, chat_body())
@@ -495,13 +537,16 @@ async def test_script_body_is_sent_exactly(simulator, client):
 
 
 async def test_script_through_admin_endpoint(simulator, client):
-    async with client.post(simulator.admin_url + "/script", headers=simulator.admin_headers,
-                           json={"responses": [{"status": 502}], "path": "/v1/chat/completions",
-                                 "append": False}) as response:
+    async with client.post(
+        simulator.admin_url + "/script",
+        headers=simulator.admin_headers,
+        json={"responses": [{"status": 502}], "path": "/v1/chat/completions", "append": False},
+    ) as response:
         assert response.status == 200 and (await response.json()) == {"pending": 1}
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 502
-    async with client.post(simulator.admin_url + "/script", json=[{"status": 99}],
-                           headers=simulator.admin_headers) as response:
+    async with client.post(
+        simulator.admin_url + "/script", json=[{"status": 99}], headers=simulator.admin_headers
+    ) as response:
         assert response.status == 400
 
 
@@ -510,15 +555,17 @@ async def test_script_through_admin_endpoint(simulator, client):
 
 async def test_admin_config_validation(simulator, client):
     url = simulator.admin_url + "/config"
-    async with client.post(url, json={"latency": -1, "bogus": 1, "error_rate": 2},
-                           headers=simulator.admin_headers) as response:
+    async with client.post(
+        url, json={"latency": -1, "bogus": 1, "error_rate": 2}, headers=simulator.admin_headers
+    ) as response:
         assert response.status == 400
         body = await response.json()
     assert body["fields"]["unknown"] == ["bogus"]
     assert set(body["fields"]["invalid"]) == {"latency", "error_rate"}
     assert "bogus" in body["error"]["message"] and "latency" in body["error"]["message"]
-    async with client.post(url, json={"latency": 0.01, "valid_keys": ["sk-secret"]},
-                           headers=simulator.admin_headers) as response:
+    async with client.post(
+        url, json={"latency": 0.01, "valid_keys": ["sk-secret"]}, headers=simulator.admin_headers
+    ) as response:
         assert response.status == 200
         config = await response.json()
     assert config["scenario"]["latency"] == 0.01
@@ -533,14 +580,19 @@ async def test_admin_config_validation(simulator, client):
 async def test_admin_reset_and_counters(simulator, client):
     simulator.configure(fail_next=5)
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 500
-    async with client.get(simulator.admin_url + "/counters", headers=simulator.admin_headers) as response:
+    async with client.get(
+        simulator.admin_url + "/counters", headers=simulator.admin_headers
+    ) as response:
         assert (await response.json())["requests_total"] == 1
-    async with client.post(simulator.admin_url + "/reset", json={"scenario": False},
-                           headers=simulator.admin_headers) as response:
+    async with client.post(
+        simulator.admin_url + "/reset", json={"scenario": False}, headers=simulator.admin_headers
+    ) as response:
         assert response.status == 200
     assert simulator.counters()["requests_total"] == 0
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 500
-    async with client.post(simulator.admin_url + "/reset", headers=simulator.admin_headers) as response:
+    async with client.post(
+        simulator.admin_url + "/reset", headers=simulator.admin_headers
+    ) as response:
         assert response.status == 200
     assert (await call(client, simulator, CHAT, chat_body()))[0] == 200
     assert simulator.counters()["requests_total"] == 1  # admin calls are not counted
@@ -567,8 +619,7 @@ async def test_counters_per_key_path_and_embedding_sizes(simulator, client):
 
 async def test_peak_concurrency(simulator, client):
     simulator.configure(latency=0.3)
-    statuses = await asyncio.gather(*(call(client, simulator, CHAT, chat_body())
-                                      for _ in range(6)))
+    statuses = await asyncio.gather(*(call(client, simulator, CHAT, chat_body()) for _ in range(6)))
     assert [s[0] for s in statuses] == [200] * 6
     counters = simulator.counters()
     assert counters["peak_concurrency"] == 6 and counters["in_flight"] == 0
@@ -612,18 +663,40 @@ def test_scenario_from_flags_and_yaml_file(tmp_path):
     scenario_file = tmp_path / "s.yaml"
     scenario_file.write_text("latency: 0.5\nerror_rate: 0.1\nrate_limits: {tpm: 1000}\n")
     parser = add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--scenario", str(scenario_file), "--latency", "0.25", "--rpm",
-                              "30", "--valid-key", "a", "--valid-key", "b", "--outage"])
+    args = parser.parse_args(
+        [
+            "--scenario",
+            str(scenario_file),
+            "--latency",
+            "0.25",
+            "--rpm",
+            "30",
+            "--valid-key",
+            "a",
+            "--valid-key",
+            "b",
+            "--outage",
+        ]
+    )
     scenario = scenario_from_args(args)
-    assert scenario == Scenario.from_mapping({
-        "latency": 0.25, "error_rate": 0.1, "rate_limits": {"tpm": 1000, "rpm": 30},
-        "valid_keys": ["a", "b"], "outage": True})
+    assert scenario == Scenario.from_mapping(
+        {
+            "latency": 0.25,
+            "error_rate": 0.1,
+            "rate_limits": {"tpm": 1000, "rpm": 30},
+            "valid_keys": ["a", "b"],
+            "outage": True,
+        }
+    )
     assert "hang_seconds" in parser.format_help()
 
 
 def test_cli_serves_and_announces_its_url():
-    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate_py.simulator", "--port", "0",
-                             "--fail-next", "1"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ipfs_accelerate_py.simulator", "--port", "0", "--fail-next", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         url = line.split()[-1]

@@ -42,8 +42,9 @@ def test_reading_the_config_needs_the_token(simulator):
     assert status == 401 and body["error"]["code"] == "invalid_admin_token"
     assert "--admin-token" in body["error"]["message"]
     assert headers["WWW-Authenticate"].startswith("Bearer")
-    status, body, _ = http(simulator.admin_url + "/counters",
-                           headers={"Authorization": "Bearer not-the-token"})
+    status, body, _ = http(
+        simulator.admin_url + "/counters", headers={"Authorization": "Bearer not-the-token"}
+    )
     assert status == 401 and "wrong" in body["error"]["message"]
     status, body, _ = http(simulator.admin_url + "/config", headers=token_only(simulator))
     assert status == 200 and "scenario" in body
@@ -57,11 +58,16 @@ def test_a_post_that_is_not_json_is_refused_and_changes_nothing(simulator):
     assert simulator.scenario["outage"] is False
 
 
-@pytest.mark.parametrize("cross", [{"Origin": "https://evil.example"},
-                                   {"Origin": "null"},
-                                   {"Origin": "http://127.0.0.1:1"},  # another port: another origin
-                                   {"Sec-Fetch-Site": "cross-site"},
-                                   {"Sec-Fetch-Site": "same-site"}])
+@pytest.mark.parametrize(
+    "cross",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://127.0.0.1:1"},  # another port: another origin
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
 def test_a_cross_origin_request_is_refused_even_with_the_token(simulator, cross):
     headers = dict(simulator.admin_headers, **cross)
     status, body, _ = http(simulator.admin_url + "/config", "POST", OUTAGE, headers)
@@ -73,9 +79,12 @@ def test_token_json_and_no_foreign_origin_take_effect(simulator):
     status, body, _ = http(simulator.admin_url + "/config", "POST", OUTAGE, simulator.admin_headers)
     assert status == 200 and body["scenario"]["outage"] is True
     assert simulator.scenario["outage"] is True
-    status, _, _ = http(simulator.base_url + "/chat/completions", "POST",
-                        json.dumps({"model": "m", "messages": []}).encode(),
-                        {"Content-Type": "application/json"})
+    status, _, _ = http(
+        simulator.base_url + "/chat/completions",
+        "POST",
+        json.dumps({"model": "m", "messages": []}).encode(),
+        {"Content-Type": "application/json"},
+    )
     assert status == 503
     own = dict(simulator.admin_headers, Origin=simulator.url, **{"Sec-Fetch-Site": "same-origin"})
     status, body, _ = http(simulator.admin_url + "/config", "POST", b'{"outage": false}', own)
@@ -94,14 +103,21 @@ def test_the_in_process_controls_need_no_token():
     assert Simulator().admin_token != Simulator().admin_token  # random when not given
 
 
-CREDENTIALS = {"Authorization": "Bearer sk-client-secret", "x-api-key": "sk-ant-secret",
-               "x-goog-api-key": "AIza-secret", "api-key": "azure-secret", "Cookie": "s=1"}
+CREDENTIALS = {
+    "Authorization": "Bearer sk-client-secret",
+    "x-api-key": "sk-ant-secret",
+    "x-goog-api-key": "AIza-secret",
+    "api-key": "azure-secret",
+    "Cookie": "s=1",
+}
 
 
 def test_proxy_mode_forwards_credentials_only_when_configured(simulator):
     with recording_server({"ok": True}) as (upstream, seen):
         simulator.configure(upstream=upstream)
-        status, body, _ = http(simulator.url + "/bucket/key", headers=dict(CREDENTIALS, **{"x-other": "kept"}))
+        status, body, _ = http(
+            simulator.url + "/bucket/key", headers=dict(CREDENTIALS, **{"x-other": "kept"})
+        )
         assert (status, body) == (200, {"ok": True})
         headers = seen[-1][2]
         assert headers["x-other"] == "kept"
@@ -110,12 +126,17 @@ def test_proxy_mode_forwards_credentials_only_when_configured(simulator):
         http(simulator.url + "/bucket/key", headers=CREDENTIALS)
         headers = seen[-1][2]
         assert {name.lower(): value for name, value in CREDENTIALS.items()} == {
-            name: headers[name] for name in (n.lower() for n in CREDENTIALS)}
+            name: headers[name] for name in (n.lower() for n in CREDENTIALS)
+        }
 
 
 def _start(env: dict) -> tuple:
-    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate_py", "simulate", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ipfs_accelerate_py", "simulate", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     first, second = proc.stdout.readline(), proc.stdout.readline()
     return proc, first.split()[-1].rsplit("/v1", 1)[0], second
 

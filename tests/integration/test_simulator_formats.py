@@ -40,19 +40,36 @@ def _generate(payload, scenario, params):
     def chunks(rid, created):
         return [{"token": w, "done": False} for w in words] + [{"token": "", "done": True}]
 
-    return Prepared(model=model, cost=len(words), body=body, stream=payload.get("stream", False),
-                    chunks=chunks, prompt_tokens=len(words), completion_tokens=len(words))
+    return Prepared(
+        model=model,
+        cost=len(words),
+        body=body,
+        stream=payload.get("stream", False),
+        chunks=chunks,
+        prompt_tokens=len(words),
+        completion_tokens=len(words),
+    )
 
 
 def _chat(payload, scenario, params):
     model = params["model"]
 
     def chunks(rid, created):
-        return [("start", {"model": model}), {"type": "delta", "text": "hi"},
-                {"type": "delta", "text": " there"}, ("stop", {"reason": "end"})]
+        return [
+            ("start", {"model": model}),
+            {"type": "delta", "text": "hi"},
+            {"type": "delta", "text": " there"},
+            ("stop", {"reason": "end"}),
+        ]
 
-    return Prepared(model=model, cost=1, body=lambda rid, created: {"model": model},
-                    stream=True, chunks=chunks, framing=NAMED_SSE)
+    return Prepared(
+        model=model,
+        cost=1,
+        body=lambda rid, created: {"model": model},
+        stream=True,
+        chunks=chunks,
+        framing=NAMED_SSE,
+    )
 
 
 def _models(payload, scenario, params):
@@ -65,9 +82,11 @@ def _toy_rate_headers(state: RateState) -> dict:
 
 TOY = WireFormat(
     name="toy",
-    routes=(Route("POST", "/toy/generate", _generate),
-            Route("POST", "/toy/models/{model}:chat", _chat),
-            Route("GET", "/toy/models", _models)),
+    routes=(
+        Route("POST", "/toy/generate", _generate),
+        Route("POST", "/toy/models/{model}:chat", _chat),
+        Route("GET", "/toy/models", _models),
+    ),
     key=header_key("x-toy-key"),
     error_body=simple_error_body,
     rate_headers=_toy_rate_headers,
@@ -79,9 +98,8 @@ TOY = WireFormat(
 
 @pytest.fixture
 async def toy():
-    async with Simulator(extra_formats=[TOY]) as sim:
-        async with aiohttp.ClientSession() as session:
-            yield sim, session
+    async with Simulator(extra_formats=[TOY]) as sim, aiohttp.ClientSession() as session:
+        yield sim, session
 
 
 async def send(session, sim, method, path, body=None, key=None):
@@ -99,18 +117,26 @@ async def test_key_header_and_error_body(toy):
     missing = await send(session, sim, "POST", "/toy/generate", {"prompt": "a b"})
     wrong = await send(session, sim, "POST", "/toy/generate", {"prompt": "a b"}, key="k-bad")
     good = await send(session, sim, "POST", "/toy/generate", {"prompt": "a b"}, key="k-good")
-    bearer = await session.post(sim.url + "/toy/generate", json={"prompt": "x"},
-                                headers={"Authorization": "Bearer k-good"})
+    bearer = await session.post(
+        sim.url + "/toy/generate", json={"prompt": "x"}, headers={"Authorization": "Bearer k-good"}
+    )
     assert [missing[0], wrong[0], good[0], bearer.status] == [401, 401, 200, 401]
-    assert json.loads(wrong[2]) == {"error": "Invalid API key.",
-                                    "error_type": "authentication_error"}
+    assert json.loads(wrong[2]) == {
+        "error": "Invalid API key.",
+        "error_type": "authentication_error",
+    }
     assert json.loads(good[2])["text"] == "a b"
     invalid = await send(session, sim, "POST", "/toy/generate", {"nope": 1}, key="k-good")
-    assert (invalid[0], json.loads(invalid[2])) == (400, {"error": "'prompt' is required.",
-                                                          "error_type": "validation"})
+    assert (invalid[0], json.loads(invalid[2])) == (
+        400,
+        {"error": "'prompt' is required.", "error_type": "validation"},
+    )
     counters = sim.counters()
-    assert counters["by_key"] == {key_fingerprint("k-good"): 2, key_fingerprint("k-bad"): 1,
-                                  "anonymous": 2}  # the Bearer key is not this format's key
+    assert counters["by_key"] == {
+        key_fingerprint("k-good"): 2,
+        key_fingerprint("k-bad"): 1,
+        "anonymous": 2,
+    }  # the Bearer key is not this format's key
     assert counters["by_format"] == {"toy": 5}
 
 
@@ -148,16 +174,18 @@ async def test_script_and_405_and_404(toy):
 
 async def test_ndjson_stream_and_its_cut(toy):
     sim, session = toy
-    async with session.post(sim.url + "/toy/generate",
-                            json={"prompt": "one two three", "stream": True}) as response:
+    async with session.post(
+        sim.url + "/toy/generate", json={"prompt": "one two three", "stream": True}
+    ) as response:
         assert response.headers["Content-Type"].startswith("application/x-ndjson")
         lines = [json.loads(line) for line in (await response.read()).splitlines()]
     assert [line["token"] for line in lines] == ["one", "two", "three", ""]
     sim.configure(stream_cut_after=2)
     received = []
     with pytest.raises(aiohttp.ClientPayloadError):
-        async with session.post(sim.url + "/toy/generate",
-                                json={"prompt": "one two three", "stream": True}) as response:
+        async with session.post(
+            sim.url + "/toy/generate", json={"prompt": "one two three", "stream": True}
+        ) as response:
             async for line in response.content:
                 received.append(json.loads(line))
     assert [r["token"] for r in received] == ["one", "two"]
@@ -176,11 +204,16 @@ async def test_named_event_stream_with_path_param_and_malformed_event(toy):
         text = (await response.read()).decode()
     blocks = [b for b in text.split("\n\n") if b]
     names = [b.split("\n")[0] for b in blocks]
-    assert names == ["event: start", "event: content_block_delta", "event: delta",
-                     "event: delta", "event: stop"]
-    assert json.loads(blocks[0].split("\n", 1)[1][len("data: "):]) == {"model": "big one"}
+    assert names == [
+        "event: start",
+        "event: content_block_delta",
+        "event: delta",
+        "event: delta",
+        "event: stop",
+    ]
+    assert json.loads(blocks[0].split("\n", 1)[1][len("data: ") :]) == {"model": "big one"}
     with pytest.raises(ValueError):
-        json.loads(blocks[1].split("\n", 1)[1][len("data: "):])
+        json.loads(blocks[1].split("\n", 1)[1][len("data: ") :])
     assert sim.counters()["by_model"] == {"big one": 1}
 
 
@@ -204,11 +237,14 @@ def test_route_conflicts_are_refused_at_start_up():
 
 
 def test_router_prefers_literal_routes_and_reports_methods():
-    fmt = WireFormat(name="r", routes=(
-        Route("GET", "/v1/models/{model+}", _parse),
-        Route("POST", "/v1/models/{model}:predict", _parse),
-        Route("GET", "/v1/models/special", _parse),
-    ))
+    fmt = WireFormat(
+        name="r",
+        routes=(
+            Route("GET", "/v1/models/{model+}", _parse),
+            Route("POST", "/v1/models/{model}:predict", _parse),
+            Route("GET", "/v1/models/special", _parse),
+        ),
+    )
     router = Router([fmt])
     assert router.resolve("POST", "/v1/models/m1:predict")[2] == {"model": "m1"}
     assert router.resolve("GET", "/v1/models/org/name")[2] == {"model": "org/name"}
@@ -226,19 +262,28 @@ def test_discovery_finds_the_openai_format():
 
 # -- proxy mode ---------------------------------------------------------------------------
 
-SIGV4 = ("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240101/us-east-1/s3/aws4_request, "
-         "SignedHeaders=host;x-amz-date, Signature=abc")
+SIGV4 = (
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240101/us-east-1/s3/aws4_request, "
+    "SignedHeaders=host;x-amz-date, Signature=abc"
+)
 
 
 async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
     if request.method == "HEAD":
         return web.Response(status=200, headers={"Content-Length": "1234", "ETag": '"e"'})
-    return web.json_response({"method": request.method, "path_qs": request.path_qs,
-                              "host": request.headers.get("Host"),
-                              "auth": request.headers.get("Authorization"),
-                              "amz": request.headers.get("x-amz-date"),
-                              "body": body.decode()}, status=201, headers={"x-upstream": "yes"})
+    return web.json_response(
+        {
+            "method": request.method,
+            "path_qs": request.path_qs,
+            "host": request.headers.get("Host"),
+            "auth": request.headers.get("Authorization"),
+            "amz": request.headers.get("x-amz-date"),
+            "body": body.decode(),
+        },
+        status=201,
+        headers={"x-upstream": "yes"},
+    )
 
 
 @pytest.fixture
@@ -267,13 +312,19 @@ async def test_proxy_forwards_verbatim_and_counts(proxied):
     sim, session, upstream = proxied
     sim.configure(forward_credentials=True)
     headers = {"Authorization": SIGV4, "x-amz-date": "20240101T000000Z", "Host": "s3.local"}
-    async with session.put(sim.url + "/bucket/some%20key?partNumber=2&x=y", data=b"payload",
-                           headers=headers) as response:
+    async with session.put(
+        sim.url + "/bucket/some%20key?partNumber=2&x=y", data=b"payload", headers=headers
+    ) as response:
         assert response.status == 201 and response.headers["x-upstream"] == "yes"
         echoed = await response.json()
-    assert echoed == {"method": "PUT", "path_qs": "/bucket/some%20key?partNumber=2&x=y",
-                      "host": "s3.local", "auth": SIGV4, "amz": "20240101T000000Z",
-                      "body": "payload"}
+    assert echoed == {
+        "method": "PUT",
+        "path_qs": "/bucket/some%20key?partNumber=2&x=y",
+        "host": "s3.local",
+        "auth": SIGV4,
+        "amz": "20240101T000000Z",
+        "body": "payload",
+    }
     async with session.head(sim.url + "/bucket/k") as response:
         assert response.status == 200 and response.headers["Content-Length"] == "1234"
     async with session.get(sim.url + "/v1/models") as response:  # claimed: not forwarded
@@ -292,9 +343,13 @@ async def test_proxy_injects_faults_in_front(proxied):
         assert response.headers["Content-Type"].startswith("application/xml")
         text = await response.text()
     assert "<Code>SlowDown</Code>" in text and text.startswith("<?xml")
-    sim.configure(outage=False, fail_next=1, error_status=500,
-                  proxy_error_body="{code}|{status}|{message}",
-                  proxy_error_content_type="text/plain")
+    sim.configure(
+        outage=False,
+        fail_next=1,
+        error_status=500,
+        proxy_error_body="{code}|{status}|{message}",
+        proxy_error_content_type="text/plain",
+    )
     async with session.get(sim.url + "/bucket/k") as response:
         assert response.status == 500 and response.headers["Content-Type"] == "text/plain"
         assert (await response.text()).startswith("InternalError|500|Simulated server error")
@@ -315,8 +370,16 @@ async def test_proxy_injects_faults_in_front(proxied):
 
 async def test_proxy_script_unreachable_upstream_and_no_upstream(proxied):
     sim, session, upstream = proxied
-    sim.script([{"status": 503, "body": "<Error><Code>SlowDown</Code></Error>",
-                 "headers": {"Content-Type": "application/xml"}}, {"status": 200}])
+    sim.script(
+        [
+            {
+                "status": 503,
+                "body": "<Error><Code>SlowDown</Code></Error>",
+                "headers": {"Content-Type": "application/xml"},
+            },
+            {"status": 200},
+        ]
+    )
     async with session.post(sim.url + "/bucket/k?uploads") as response:
         assert response.status == 503 and "SlowDown" in await response.text()
     async with session.post(sim.url + "/bucket/k?uploads") as response:
@@ -353,15 +416,21 @@ async def test_models_listing_takes_an_x_api_key_as_well_as_a_bearer_key(simulat
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as session:
         statuses = []
-        for headers in ({"x-api-key": "k-good"}, {"Authorization": "Bearer k-good"},
-                        {"x-api-key": "k-bad"}, {}):
+        for headers in (
+            {"x-api-key": "k-good"},
+            {"Authorization": "Bearer k-good"},
+            {"x-api-key": "k-bad"},
+            {},
+        ):
             async with session.get(simulator.base_url + "/models", headers=headers) as response:
                 statuses.append(response.status)
-        async with session.get(simulator.base_url + "/models/gpt-4o-mini",
-                               headers={"x-api-key": "k-good"}) as response:
+        async with session.get(
+            simulator.base_url + "/models/gpt-4o-mini", headers={"x-api-key": "k-good"}
+        ) as response:
             statuses.append(response.status)
-        async with session.post(simulator.base_url + "/chat/completions", json=chat,
-                                headers={"x-api-key": "k-good"}) as response:
+        async with session.post(
+            simulator.base_url + "/chat/completions", json=chat, headers={"x-api-key": "k-good"}
+        ) as response:
             statuses.append(response.status)  # chat stays Bearer-only, as OpenAI's
     assert statuses == [200, 200, 401, 401, 200, 401]
     assert simulator.counters()["by_key"][key_fingerprint("k-good")] == 3
@@ -381,8 +450,12 @@ async def everything(echo_upstream):
 
 
 def _head(method, path, length, *, expect=False, headers=()):
-    lines = [f"{method} {path} HTTP/1.1", "Host: sim", f"Content-Length: {length}",
-             "Content-Type: application/json"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: sim",
+        f"Content-Length: {length}",
+        "Content-Type: application/json",
+    ]
     if expect:
         lines.append("Expect: 100-continue")
     lines += [f"{name}: {value}" for name, value in headers]
@@ -397,8 +470,7 @@ async def _read_answer(reader):
     for line in header_lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", 0))),
-                                  WAIT)
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", 0))), WAIT)
     return int(status_line.split()[1]), headers, body
 
 
@@ -416,22 +488,26 @@ async def _late_body_is_never_a_request(reader, writer, method, path, body):
 
 BODY_ROUTES = [  # path, body, what a 2xx answer holds
     ("/toy/generate", TOY_BODY, b'"text":"hello there"'),
-    ("/v1/chat/completions",
-     b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
-     b'"chat.completion"'),
+    (
+        "/v1/chat/completions",
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
+        b'"chat.completion"',
+    ),
     ("/bucket/some-key", b"raw object bytes \x00\x01", b'"body": "raw object bytes'),
 ]
 
 
 @pytest.mark.parametrize("path, body, answer", BODY_ROUTES, ids=["toy", "openai", "proxy"])
-async def test_expect_100_continue_is_answered_before_the_body_is_sent(everything, path, body,
-                                                                        answer):
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    everything, path, body, answer
+):
     sim = everything
     reader, writer = await asyncio.open_connection(sim.host, sim.port)
     try:
         for _ in range(2):  # the same keep-alive connection, twice
-            writer.write(_head("PUT" if path.startswith("/bucket") else "POST", path, len(body),
-                               expect=True))
+            writer.write(
+                _head("PUT" if path.startswith("/bucket") else "POST", path, len(body), expect=True)
+            )
             interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
             assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any body byte was sent
             writer.write(body)
@@ -463,7 +539,8 @@ def _early(sim, case):
 @pytest.mark.parametrize("case", list(EARLY_ANSWERS))
 @pytest.mark.parametrize("path, body, answer", BODY_ROUTES, ids=["toy", "openai", "proxy"])
 async def test_an_early_answer_to_a_client_holding_its_body_back_closes_the_connection(
-        everything, case, path, body, answer):
+    everything, case, path, body, answer
+):
     sim = everything
     statuses = _early(sim, case)
     reader, writer = await asyncio.open_connection(sim.host, sim.port)
@@ -479,8 +556,9 @@ async def test_an_early_answer_to_a_client_holding_its_body_back_closes_the_conn
 
 @pytest.mark.parametrize("case", list(EARLY_ANSWERS))
 @pytest.mark.parametrize("path, body, answer", BODY_ROUTES, ids=["toy", "openai", "proxy"])
-async def test_an_early_answer_discards_a_small_body_sent_with_the_request(everything, case, path,
-                                                                          body, answer):
+async def test_an_early_answer_discards_a_small_body_sent_with_the_request(
+    everything, case, path, body, answer
+):
     sim = everything
     statuses = _early(sim, case)
     reader, writer = await asyncio.open_connection(sim.host, sim.port)
@@ -499,7 +577,8 @@ async def test_an_early_answer_discards_a_small_body_sent_with_the_request(every
 
 
 async def test_an_early_answer_closes_the_connection_when_the_body_is_too_big_to_discard(
-        everything):
+    everything,
+):
     sim = everything
     sim.configure(outage=True)
     reader, writer = await asyncio.open_connection(sim.host, sim.port)
@@ -512,10 +591,12 @@ async def test_an_early_answer_closes_the_connection_when_the_body_is_too_big_to
         writer.close()
 
 
-@pytest.mark.parametrize("method, path, status", [("PUT", "/toy/models", 405),
-                                                  ("POST", "/nowhere/at/all", 404)])
-async def test_refusals_before_any_route_reads_a_body_close_on_expect(everything, method, path,
-                                                                       status):
+@pytest.mark.parametrize(
+    "method, path, status", [("PUT", "/toy/models", 405), ("POST", "/nowhere/at/all", 404)]
+)
+async def test_refusals_before_any_route_reads_a_body_close_on_expect(
+    everything, method, path, status
+):
     sim = everything
     sim.configure(upstream=None)
     reader, writer = await asyncio.open_connection(sim.host, sim.port)
@@ -533,8 +614,15 @@ async def test_admin_posts_answer_expect_100_continue(everything):
     body = b'{"latency": 0}'
     reader, writer = await asyncio.open_connection(sim.host, sim.port)
     try:
-        writer.write(_head("POST", "/_admin/config", len(body), expect=True,
-                           headers=[("Authorization", sim.admin_headers["Authorization"])]))
+        writer.write(
+            _head(
+                "POST",
+                "/_admin/config",
+                len(body),
+                expect=True,
+                headers=[("Authorization", sim.admin_headers["Authorization"])],
+            )
+        )
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(body)

@@ -30,7 +30,8 @@ from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, eventually, messa
 STREAMING = sorted(
     name
     for name, backend in BACKENDS.items()
-    if type(backend.provider).parse_stream_event is not Wire.parse_stream_event and backend.provider.spec.default_chat_model
+    if type(backend.provider).parse_stream_event is not Wire.parse_stream_event
+    and backend.provider.spec.default_chat_model
 )
 MODES = ("sync", "async")
 TEXT = "one two three four five six seven eight"
@@ -38,12 +39,24 @@ KEY = "sk-streams-0123456789"
 
 
 def test_every_backend_that_chats_streams():
-    assert set(STREAMING) == {"claude", "gemini", "groq", "hf_tgi", "ollama", "openai", "opea", "ovms", "vllm"}
+    assert set(STREAMING) == {
+        "claude",
+        "gemini",
+        "groq",
+        "hf_tgi",
+        "ollama",
+        "openai",
+        "opea",
+        "ovms",
+        "vllm",
+    }
 
 
 def make(name: str, simulator, **settings):
     backend = BACKENDS[name]
-    metadata = backend.connection_metadata(simulator.url + backend.provider.spec.simulator_path, KEY)
+    metadata = backend.connection_metadata(
+        simulator.url + backend.provider.spec.simulator_path, KEY
+    )
     metadata.update(FAST, **settings)
     return backend({}, metadata)
 
@@ -87,7 +100,10 @@ def assert_says_what_arrived(chunks: list, error: ApiError) -> None:
     assert chunks, "the fault was set after the first chunk"
     assert error.chunks_received == len(chunks)
     assert error.partial_text == "".join(c.text for c in chunks)
-    assert f"stream ended after {len(chunks)} chunks, {len(error.partial_text)} characters of text" in str(error)
+    assert (
+        f"stream ended after {len(chunks)} chunks, {len(error.partial_text)} characters of text"
+        in str(error)
+    )
     assert (REPLY_PREFIX + TEXT).startswith(error.partial_text)
 
 
@@ -154,7 +170,9 @@ def test_a_fault_after_the_first_chunk_ends_the_stream_with_a_typed_error_saying
     assert stats["streams"]["ended_by"] == {kind: 1}
     assert stats["failed_requests"] == 1 and stats["errors_by_type"] == {kind: 1}
     counted = fresh_simulator.counters()
-    assert counted["requests_total"] == 1  # a started stream is not retried: its text was handed over
+    assert (
+        counted["requests_total"] == 1
+    )  # a started stream is not retried: its text was handed over
     assert counted["faults"][counter] == 1
 
 
@@ -174,7 +192,9 @@ def test_a_stall_names_the_setting_that_bounds_it(fresh_simulator):
 @backends
 @modes
 @pytest.mark.parametrize("fault", ["stream_cut_after", "stream_malformed_after"])
-def test_a_fault_before_the_first_chunk_is_retried_and_the_caller_sees_a_whole_stream(simulator, name, mode, fault):
+def test_a_fault_before_the_first_chunk_is_retried_and_the_caller_sees_a_whole_stream(
+    simulator, name, mode, fault
+):
     simulator.script([{fault: 0}])
     with make(name, simulator, max_retries=2) as client:
         chunks, error, stream = read(client, mode)
@@ -205,15 +225,22 @@ def test_a_stream_that_stalls_before_its_first_chunk_is_retried(fresh_simulator,
 
 @backends
 @modes
-def test_closing_a_stream_early_frees_its_slot_and_key_and_the_server_sees_it_go(fresh_simulator, name, mode):
+def test_closing_a_stream_early_frees_its_slot_and_key_and_the_server_sees_it_go(
+    fresh_simulator, name, mode
+):
     fresh_simulator.configure(stream_chunk_delay=0.05)
     with make(name, fresh_simulator, max_concurrent_requests=1) as client:
         chunks, error, stream = read(client, mode, stop_after=2)
         assert error is None and len(chunks) == 2 and stream.finished
         assert_released(client)
-        eventually(lambda: fresh_simulator.counters()["client_disconnects"] == 1, "the simulator sees the client go")
+        eventually(
+            lambda: fresh_simulator.counters()["client_disconnects"] == 1,
+            "the simulator sees the client go",
+        )
         stats = client.get_stats()
-        assert client.chat(model_of(client), messages("after")) is not None  # the one slot is free again
+        assert (
+            client.chat(model_of(client), messages("after")) is not None
+        )  # the one slot is free again
     assert fresh_simulator.counters()["streams"]["finished"] == 0
     assert stats["streams"]["cancelled"] == 1
     assert stats["cancelled_requests"] == 1 and stats["failed_requests"] == 0
@@ -226,7 +253,10 @@ def test_a_stream_dropped_without_closing_is_closed_when_collected(fresh_simulat
         next(stream)
         del stream
         assert_released(client)
-        eventually(lambda: fresh_simulator.counters()["client_disconnects"] == 1, "the simulator sees the client go")
+        eventually(
+            lambda: fresh_simulator.counters()["client_disconnects"] == 1,
+            "the simulator sees the client go",
+        )
 
 
 def test_reading_after_close_gives_nothing_more_and_close_twice_is_harmless(simulator):
@@ -246,7 +276,6 @@ def test_a_slow_reader_holds_the_stream_back_instead_of_buffering_it_all():
 
     from ipfs_accelerate_py.api_backends import openai_api
     from ipfs_accelerate_py.engine.stream import HIGH_WATER
-
     from ipfs_accelerate_py.transport.base import StreamResponse
 
     total = 3 * HIGH_WATER
@@ -255,7 +284,10 @@ def test_a_slow_reader_holds_the_stream_back_instead_of_buffering_it_all():
     async def lines():
         for i in range(total):
             produced.append(i)
-            yield b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}).encode()
+            yield (
+                b"data: "
+                + json.dumps({"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}).encode()
+            )
             yield b""
         yield b"data: [DONE]"
         yield b""
@@ -264,7 +296,9 @@ def test_a_slow_reader_holds_the_stream_back_instead_of_buffering_it_all():
         pass
 
     make = ClientFactory(openai_api, "openai_api_base", "openai_api_key", defaults=FAST, key=KEY)
-    client, _ = make.in_memory(lambda request: StreamResponse(200, {"content-type": "text/event-stream"}, lines(), close))
+    client, _ = make.in_memory(
+        lambda request: StreamResponse(200, {"content-type": "text/event-stream"}, lines(), close)
+    )
     with client:
         stream = client.chat("gpt-4o-mini", messages("long"), stream=True)
         eventually(lambda: stream.channel._room is not None, "the feeder waits for room")
@@ -279,10 +313,20 @@ def test_a_slow_reader_holds_the_stream_back_instead_of_buffering_it_all():
 
 def test_tool_call_pieces_assemble_into_the_call(simulator):
     """Anthropic's simulator streams a tool_use block when a tool is forced."""
-    tools = [{"name": "lookup", "description": "d", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    tools = [
+        {
+            "name": "lookup",
+            "description": "d",
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
     with make("claude", simulator) as client:
         stream = client.chat(
-            model_of(client), messages("find it"), stream=True, tools=tools, tool_choice={"type": "tool", "name": "lookup"}
+            model_of(client),
+            messages("find it"),
+            stream=True,
+            tools=tools,
+            tool_choice={"type": "tool", "name": "lookup"},
         )
         chunks = list(stream)
     assert any(c.tool_calls for c in chunks)

@@ -12,7 +12,16 @@ from ipfs_accelerate_py.engine.settings import SETTINGS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "ipfs_accelerate_py"
-LAYERS = ["cli", "runner", "checks", "api_backends", "providers", "engine", "transport", "resilience"]
+LAYERS = [
+    "cli",
+    "runner",
+    "checks",
+    "api_backends",
+    "providers",
+    "engine",
+    "transport",
+    "resilience",
+]
 
 
 def imports_of(path: pathlib.Path) -> set[str]:
@@ -27,7 +36,9 @@ def imports_of(path: pathlib.Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "resilience").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "resilience").glob("*.py")), ids=lambda p: p.name
+)
 def test_policies_do_no_io_and_read_no_clock(path):
     if path.name == "clock.py":
         return
@@ -43,7 +54,9 @@ def _layer_of(module: str, here: str):
     return None
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
 def test_imports_point_down_the_layers(path):
     rel = path.relative_to(PACKAGE)
     here = rel.parts[0] if len(rel.parts) > 1 else rel.stem
@@ -56,7 +69,9 @@ def test_imports_point_down_the_layers(path):
             continue
         if target is None or target == "simulator" or here not in LAYERS:
             continue
-        assert LAYERS.index(target) >= LAYERS.index(here), f"{rel} imports {module} from a higher layer"
+        assert LAYERS.index(target) >= LAYERS.index(here), (
+            f"{rel} imports {module} from a higher layer"
+        )
 
 
 def test_readme_lists_every_setting():
@@ -68,7 +83,11 @@ def test_readme_lists_every_setting():
 
 @pytest.mark.parametrize(
     "module",
-    ["ipfs_accelerate_py.api_backends", "ipfs_accelerate_py.resilience.errors", "ipfs_accelerate_py.simulator"],
+    [
+        "ipfs_accelerate_py.api_backends",
+        "ipfs_accelerate_py.resilience.errors",
+        "ipfs_accelerate_py.simulator",
+    ],
 )
 def test_public_all_is_complete_and_sorted(module):
     mod = importlib.import_module(module)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -35,13 +36,20 @@ def chat_data(text: str = "hi", **extra: Any) -> dict:
 
 def chat_body(usage: Any = None) -> bytes:
     usage = usage if usage is not None else '{"prompt_tokens": 2, "completion_tokens": 3}'
-    return b'{"choices":[{"message":{"role":"assistant","content":"ok"}}],"usage":%s}' % str(usage).encode()
+    return (
+        b'{"choices":[{"message":{"role":"assistant","content":"ok"}}],"usage":%s}'
+        % str(usage).encode()
+    )
 
 
 def stream_lines(texts=("one ", "two")) -> list:
     lines = []
     for text in texts:
-        lines += [b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode(), b""]
+        lines += [
+            b"data: "
+            + json.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}).encode(),
+            b"",
+        ]
     return lines + [b"data: [DONE]", b""]
 
 
@@ -80,7 +88,12 @@ def half_open():
     }
     client = openai_api({}, metadata, transport=MemoryTransport(server), clock=clock)
     server.down = True
-    assert client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data()}).exception(WAIT) is not None
+    assert (
+        client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data()}).exception(
+            WAIT
+        )
+        is not None
+    )
     server.down = False
     clock.advance(RESET + 1)
     assert client.circuit_state == "HALF_OPEN"
@@ -90,7 +103,9 @@ def half_open():
 
 def outcome(client, data: dict, stream: bool = False) -> Any:
     """The request's result or error (a stream read to its end), never waiting past WAIT."""
-    future = client.queue_with_priority({"endpoint": "chat/completions", "data": data, "stream": stream})
+    future = client.queue_with_priority(
+        {"endpoint": "chat/completions", "data": data, "stream": stream}
+    )
     error = future.exception(WAIT)
     if error is not None or not stream:
         return error if error is not None else future.result(0)
@@ -127,7 +142,11 @@ def assert_all_back_and_next_goes_through(client, server, clock) -> None:
 
 def boom(kind: type) -> Callable[..., Any]:
     def raiser(*args: Any, **kwargs: Any) -> Any:
-        raise kind("injected") if kind is not MalformedResponseError else kind("injected", provider="openai")
+        raise (
+            kind("injected")
+            if kind is not MalformedResponseError
+            else kind("injected", provider="openai")
+        )
 
     return raiser
 
@@ -166,7 +185,11 @@ def test_an_exception_at_each_step_leaves_nothing_held(half_open, monkeypatch, s
 @pytest.mark.parametrize("usage", ["NaN", "1e400", '"many"', "-5", '{"prompt_tokens": "x"}'])
 def test_garbage_usage_is_ignored_with_a_warning_and_the_request_succeeds(half_open, caplog, usage):
     client, server, clock = half_open
-    figures = '{"prompt_tokens": %s, "completion_tokens": 1}' % usage if not usage.startswith("{") else usage
+    figures = (
+        f'{{"prompt_tokens": {usage}, "completion_tokens": 1}}'
+        if not usage.startswith("{")
+        else usage
+    )
     server.fault = lambda request: HttpResponse(200, {}, chat_body(figures))
     with caplog.at_level(logging.WARNING, "ipfs_accelerate_py.engine"):
         result = outcome(client, chat_data())
@@ -191,14 +214,20 @@ def test_an_exception_in_a_stream_leaves_nothing_held(half_open, monkeypatch, st
     error = outcome(client, chat_data(), stream=True)
     assert isinstance(error, ApiError), error  # typed, whatever was raised
     if step != "stream_read":
-        assert isinstance(error, MalformedResponseError), error  # a chunk that cannot be read is a malformed answer
+        assert isinstance(error, MalformedResponseError), (
+            error
+        )  # a chunk that cannot be read is a malformed answer
     monkeypatch.undo()
     assert_all_back_and_next_goes_through(client, server, clock)
 
 
 def _failing_stream(kind: type) -> StreamResponse:
     """A stream that sends one chunk, then fails with ``kind``."""
-    error = kind("injected") if kind is not MalformedResponseError else kind("injected", provider="openai")
+    error = (
+        kind("injected")
+        if kind is not MalformedResponseError
+        else kind("injected", provider="openai")
+    )
 
     async def produce():
         yield stream_lines(["one "])[0]

@@ -25,7 +25,11 @@ from ipfs_accelerate_py.resilience.batching import (
     split_by_index,
 )
 from ipfs_accelerate_py.resilience.clock import FakeClock
-from ipfs_accelerate_py.resilience.errors import InvalidInputError, MalformedResponseError, SettingError
+from ipfs_accelerate_py.resilience.errors import (
+    InvalidInputError,
+    MalformedResponseError,
+    SettingError,
+)
 
 EMB = "embeddings"
 SMALL = "text-embedding-3-small"
@@ -85,7 +89,9 @@ def test_alike_requests_share_a_batch():
 def test_batch_key_with_unserialisable_value_is_still_hashable():
     marker = object()
     assert batch_key(EMB, SMALL, {"x": marker}, None) == batch_key(EMB, SMALL, {"x": marker}, None)
-    assert batch_key(EMB, SMALL, {"x": marker}, None) != batch_key(EMB, SMALL, {"x": object()}, None)
+    assert batch_key(EMB, SMALL, {"x": marker}, None) != batch_key(
+        EMB, SMALL, {"x": object()}, None
+    )
     assert batch_key(EMB, SMALL, None, None) == batch_key(EMB, SMALL, {"input": "a"}, None)
 
 
@@ -94,7 +100,11 @@ def test_batch_key_with_unserialisable_value_is_still_hashable():
 
 def test_defaults():
     asm = BatchAssembler()
-    assert (asm.max_batch_size, asm.batch_timeout) == (DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT) == (10, 0.5)
+    assert (
+        (asm.max_batch_size, asm.batch_timeout)
+        == (DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_TIMEOUT)
+        == (10, 0.5)
+    )
 
 
 def test_filling_to_max_batch_size_is_ready_at_once():
@@ -125,7 +135,9 @@ def test_a_members_due_by_bounds_a_huge_batch_timeout():
     clock.advance(1.9999)
     assert asm.due(clock.now()) == []
     clock.advance(0.0001)
-    assert [member_items(b) for b in asm.due(clock.now())] == [["no deadline", "in a hurry", "less so"]]
+    assert [member_items(b) for b in asm.due(clock.now())] == [
+        ["no deadline", "in a hurry", "less so"]
+    ]
     asm.add(k, "d", ["d"], clock.now(), due_by=clock.now() - 1.0)  # already late: due at once
     assert len(asm.due(clock.now())) == 1
 
@@ -204,7 +216,9 @@ def test_token_limit_closes_a_batch():
 
 @pytest.mark.parametrize(("max_batch_size", "effective"), [(10, 10), (2048, 2048), (5000, 2048)])
 def test_provider_cap_is_min_of_setting_and_model_cap(max_batch_size, effective):
-    asm = BatchAssembler(max_batch_size=max_batch_size, limits_for=lambda _k: OPENAI_EMBEDDING_LIMITS)
+    asm = BatchAssembler(
+        max_batch_size=max_batch_size, limits_for=lambda _k: OPENAI_EMBEDDING_LIMITS
+    )
     k = key()
     assert asm.input_limit(k) == effective
     assert asm.add(k, "a", texts(effective - 1), now=0.0)[1] == []
@@ -356,7 +370,10 @@ def test_batch_limits_validate_themselves(field, value):
 
 
 def test_openai_limits():
-    assert (OPENAI_EMBEDDING_LIMITS.max_inputs, OPENAI_EMBEDDING_LIMITS.max_tokens) == (2048, 300_000)
+    assert (OPENAI_EMBEDDING_LIMITS.max_inputs, OPENAI_EMBEDDING_LIMITS.max_tokens) == (
+        2048,
+        300_000,
+    )
     assert OPENAI_EMBEDDING_LIMITS.max_tokens_per_input == 8192
 
 
@@ -412,7 +429,15 @@ def test_normalize_inputs_refuses_with_what_is_expected(value, says):
 
 @pytest.mark.parametrize(
     ("text", "tokens"),
-    [("abc", 1), ("abcd", 2), ("x" * 300, 100), ("é", 1), ("日本語", 3), ([5, 6, 7, 8], 4), ("", 0)],
+    [
+        ("abc", 1),
+        ("abcd", 2),
+        ("x" * 300, 100),
+        ("é", 1),
+        ("日本語", 3),
+        ([5, 6, 7, 8], 4),
+        ("", 0),
+    ],
 )
 def test_estimate_tokens(text, tokens):
     assert estimate_tokens(text) == tokens
@@ -432,7 +457,10 @@ def test_add_refuses_an_empty_member():
 
 
 def fake_response(inputs, rng):
-    data = [{"object": "embedding", "index": i, "embedding": [float(i)], "text": t} for i, t in enumerate(inputs)]
+    data = [
+        {"object": "embedding", "index": i, "embedding": [float(i)], "text": t}
+        for i, t in enumerate(inputs)
+    ]
     rng.shuffle(data)
     return data
 
@@ -442,7 +470,11 @@ def test_split_by_index_shuffled_and_reindexed():
     data = fake_response(inputs, random.Random(7))
     snapshot = [dict(d) for d in data]
     parts = split_by_index(data, [2, 1, 3])
-    assert [[d["text"] for d in part] for part in parts] == [["a0", "a1"], ["b0"], ["c0", "c1", "c2"]]
+    assert [[d["text"] for d in part] for part in parts] == [
+        ["a0", "a1"],
+        ["b0"],
+        ["c0", "c1", "c2"],
+    ]
     assert [[d["index"] for d in part] for part in parts] == [[0, 1], [0], [0, 1, 2]]
     assert parts[2][1]["embedding"] == [4.0]  # the batch's index 4, now c's index 1
     assert data == snapshot  # the response itself is not modified
@@ -452,7 +484,9 @@ def test_split_by_index_with_accessors_for_other_shapes():
     items = [("b", 1), ("a", 0), ("c", 2)]
     parts = split_by_index(items, [1, 2], index_of=lambda t: t[1])
     assert parts == [[("a", 0)], [("b", 1), ("c", 2)]]
-    parts = split_by_index(items, [1, 2], index_of=lambda t: t[1], with_index=lambda t, i: (t[0], i))
+    parts = split_by_index(
+        items, [1, 2], index_of=lambda t: t[1], with_index=lambda t, i: (t[0], i)
+    )
     assert parts == [[("a", 0)], [("b", 0), ("c", 1)]]
 
 
@@ -468,14 +502,23 @@ def idx(*indices):
     ("items", "counts", "says"),
     [
         pytest.param(idx(0, 2), [1, 2], "missing indices 1", id="missing"),
-        pytest.param(idx(0, 1, 2, 3), [1, 2], "expected 3 results (one per input sent), got 4", id="too-many"),
+        pytest.param(
+            idx(0, 1, 2, 3), [1, 2], "expected 3 results (one per input sent), got 4", id="too-many"
+        ),
         pytest.param(idx(0, 1, 1), [1, 2], "index 1 appears twice", id="duplicate"),
         pytest.param(idx(0, 1, 3), [1, 2], "has index 3, expected 0..2", id="out-of-range"),
         pytest.param(idx(0, -1, 2), [1, 2], "has index -1", id="negative"),
         pytest.param(idx(0, "1", 2), [1, 2], "expected an integer", id="not-an-int"),
         pytest.param(idx(0, True, 2), [1, 2], "expected an integer", id="bool"),
-        pytest.param([{"index": 0}, {"embedding": []}, {"index": 2}], [1, 2], "no readable index", id="no-index"),
-        pytest.param([{"index": 0}, None, {"index": 2}], [1, 2], "no readable index", id="not-a-dict"),
+        pytest.param(
+            [{"index": 0}, {"embedding": []}, {"index": 2}],
+            [1, 2],
+            "no readable index",
+            id="no-index",
+        ),
+        pytest.param(
+            [{"index": 0}, None, {"index": 2}], [1, 2], "no readable index", id="not-a-dict"
+        ),
         pytest.param(None, [1, 2], "expected a list of 3 results, got NoneType", id="not-a-list"),
         pytest.param(idx(0, 1), [1], "expected 1 results", id="total-vs-counts"),
     ],
@@ -535,9 +578,13 @@ ops = st.lists(
     timeout=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
     rng=st.randoms(use_true_random=False),
 )
-def test_property_every_member_in_exactly_one_well_formed_batch(ops, max_batch_size, cap, max_tokens, timeout, rng):
+def test_property_every_member_in_exactly_one_well_formed_batch(
+    ops, max_batch_size, cap, max_tokens, timeout, rng
+):
     limits = BatchLimits(max_inputs=cap, max_tokens=max_tokens)
-    asm = BatchAssembler(max_batch_size=max_batch_size, batch_timeout=timeout, limits_for=lambda _k: limits)
+    asm = BatchAssembler(
+        max_batch_size=max_batch_size, batch_timeout=timeout, limits_for=lambda _k: limits
+    )
     input_limit = max_batch_size if cap is None else min(max_batch_size, cap)
     keys = [key(dimensions=d) for d in range(3)]
     clock = FakeClock(start=0.0)
@@ -578,7 +625,9 @@ def test_property_every_member_in_exactly_one_well_formed_batch(ops, max_batch_s
         if how == "due":
             assert at >= batch.opened_at + timeout
         # split a shuffled fake response back: each member gets its own inputs
-        parts = split_by_index(fake_response(batch.inputs(), rng), [m.n_inputs for m in batch.members])
-        for member, part in zip(batch.members, parts):
+        parts = split_by_index(
+            fake_response(batch.inputs(), rng), [m.n_inputs for m in batch.members]
+        )
+        for member, part in zip(batch.members, parts, strict=True):
             assert [d["text"] for d in part] == member.inputs
             assert [d["index"] for d in part] == list(range(member.n_inputs))

@@ -109,7 +109,10 @@ def test_open_refuses_until_reset_timeout_then_half_open():
     clock.advance(0.5)  # exactly reset_timeout
     assert breaker.retry_in(clock.now()) == 0.0
     assert breaker.state(clock.now()) == STATE_HALF_OPEN
-    assert events == [(STATE_CLOSED, STATE_OPEN, t_open), (STATE_OPEN, STATE_HALF_OPEN, t_open + 10.0)]
+    assert events == [
+        (STATE_CLOSED, STATE_OPEN, t_open),
+        (STATE_OPEN, STATE_HALF_OPEN, t_open + 10.0),
+    ]
 
 
 def test_half_open_probe_success_closes():
@@ -345,7 +348,9 @@ def test_force_open_from_every_state(setup):
     clock.advance(0.5)
     breaker.force_open(clock.now())
     snap = breaker.snapshot(clock.now())
-    assert snap["state"] == STATE_OPEN and snap["opened_at"] == clock.now() and snap["retry_in"] == 1.0
+    assert (
+        snap["state"] == STATE_OPEN and snap["opened_at"] == clock.now() and snap["retry_in"] == 1.0
+    )
     assert breaker.try_acquire(clock.now()) is False
     clock.advance(1.0)
     assert breaker.state(clock.now()) == STATE_HALF_OPEN
@@ -432,7 +437,10 @@ def test_rate_rule_off_by_default():
 )
 def test_slow_call_rule(duration, expect_open):
     breaker, clock, _ = make(
-        failure_threshold=100, slow_call_duration=2.0, slow_call_rate_threshold=80.0, minimum_calls=5
+        failure_threshold=100,
+        slow_call_duration=2.0,
+        slow_call_rate_threshold=80.0,
+        minimum_calls=5,
     )
     for _ in range(4):
         breaker.on_success(clock.now(), duration)
@@ -467,7 +475,10 @@ def test_slow_call_rule_is_off_unless_both_are_set(only_one):
 
 def test_slow_rate_counts_slow_failures_and_threshold_is_inclusive():
     breaker, clock, _ = make(
-        failure_threshold=100, slow_call_duration=1.0, slow_call_rate_threshold=50.0, minimum_calls=4
+        failure_threshold=100,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=50.0,
+        minimum_calls=4,
     )
     breaker.on_failure(clock.now(), 3.0)
     breaker.on_success(clock.now(), 0.1)
@@ -513,7 +524,9 @@ def test_window_memory_is_bounded_at_high_rates():
 
 
 def test_window_is_emptied_when_it_opens_and_closes():
-    breaker, clock, _ = make(failure_threshold=100, failure_rate_threshold=50.0, minimum_calls=2, reset_timeout=1.0)
+    breaker, clock, _ = make(
+        failure_threshold=100, failure_rate_threshold=50.0, minimum_calls=2, reset_timeout=1.0
+    )
     play(breaker, clock, "FF")
     assert breaker.state(clock.now()) == STATE_OPEN
     play(breaker, clock, "+AS")
@@ -636,7 +649,9 @@ def test_validation_names_the_setting(kwargs, setting):
 
 
 def test_valid_edge_values_accepted():
-    BreakerOptions(failure_threshold=1, reset_timeout=0.001, failure_rate_threshold=100, minimum_calls=1)
+    BreakerOptions(
+        failure_threshold=1, reset_timeout=0.001, failure_rate_threshold=100, minimum_calls=1
+    )
     BreakerOptions(slow_call_duration=0.5, slow_call_rate_threshold=100.0)
 
 
@@ -702,7 +717,9 @@ class BreakerMachine(RuleBasedStateMachine):
         duration=st.sampled_from([0.0, 0.5, 3.0]),
     )
     def complete(self, data, outcome, pass_permit, duration):
-        permit, granted_at, granted_state = self.out.pop(data.draw(st.integers(0, len(self.out) - 1)))
+        permit, granted_at, granted_state = self.out.pop(
+            data.draw(st.integers(0, len(self.out) - 1))
+        )
         self.permits_always_passed &= pass_permit
         before = self.breaker.snapshot(self.now())
         current = granted_at == len(self.events)  # no transition since it was granted
@@ -718,7 +735,9 @@ class BreakerMachine(RuleBasedStateMachine):
             assert after["stale_results"] == before["stale_results"] + 1
             assert after["state"] == before["state"]
             assert after["half_open_in_flight"] == before["half_open_in_flight"]
-        exact = self.permits_always_passed  # without permits, a stale result can be taken for a probe's
+        exact = (
+            self.permits_always_passed
+        )  # without permits, a stale result can be taken for a probe's
         if exact and current and granted_state == STATE_HALF_OPEN and outcome == "failure":
             assert after["state"] == STATE_OPEN and after["opened_at"] == self.now()
         if current and granted_state == STATE_CLOSED and outcome == "failure":

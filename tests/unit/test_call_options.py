@@ -20,11 +20,18 @@ def test_no_options_is_the_shared_default():
 def test_values_are_normalised_and_hashable():
     options = CallOptions.of(5, 0, {"X-Trace": "1"}, {"tags": ["a", "b"], "n": 2})
     assert options == CallOptions(5.0, 0, (("X-Trace", "1"),), (("tags", ("a", "b")), ("n", 2)))
-    assert hash(options) == hash(CallOptions.of(5.0, 0, {"X-Trace": "1"}, {"tags": ("a", "b"), "n": 2}))
+    assert hash(options) == hash(
+        CallOptions.of(5.0, 0, {"X-Trace": "1"}, {"tags": ("a", "b"), "n": 2})
+    )
 
 
 def test_a_call_wins_over_a_views_defaults_and_headers_merge_by_name_in_any_case():
-    view = CallOptions.of(timeout=5, max_retries=0, extra_headers={"X-Trace": "view", "X-View": "v"}, extra_query={"a": "1"})
+    view = CallOptions.of(
+        timeout=5,
+        max_retries=0,
+        extra_headers={"X-Trace": "view", "X-View": "v"},
+        extra_query={"a": "1"},
+    )
     call = CallOptions.of(max_retries=2, extra_headers={"x-trace": "call"}, extra_query={"b": "2"})
     merged = call.over(view)
     assert (merged.timeout, merged.max_retries) == (5.0, 2)
@@ -43,11 +50,24 @@ def test_the_repr_names_headers_and_query_but_never_shows_their_values():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"timeout": 0}, {"timeout": float("inf")}, {"timeout": float("nan")}, {"timeout": "1"}, {"timeout": False},
-        {"max_retries": -1}, {"max_retries": 2.0}, {"max_retries": True},
-        {"extra_headers": [("A", "1")]}, {"extra_headers": {1: "x"}}, {"extra_headers": {"A": b"1"}},
-        {"extra_headers": {"A": "1\n2"}}, {"extra_headers": {"A:B": "1"}}, {"extra_headers": {"": "1"}},
-        {"extra_query": "a=1"}, {"extra_query": {"a": {"b": 1}}}, {"extra_query": {"a": [None]}}, {"extra_query": {"": "1"}},
+        {"timeout": 0},
+        {"timeout": float("inf")},
+        {"timeout": float("nan")},
+        {"timeout": "1"},
+        {"timeout": False},
+        {"max_retries": -1},
+        {"max_retries": 2.0},
+        {"max_retries": True},
+        {"extra_headers": [("A", "1")]},
+        {"extra_headers": {1: "x"}},
+        {"extra_headers": {"A": b"1"}},
+        {"extra_headers": {"A": "1\n2"}},
+        {"extra_headers": {"A:B": "1"}},
+        {"extra_headers": {"": "1"}},
+        {"extra_query": "a=1"},
+        {"extra_query": {"a": {"b": 1}}},
+        {"extra_query": {"a": [None]}},
+        {"extra_query": {"": "1"}},
     ],
 )
 def test_bad_values_are_refused_with_the_argument_named(kwargs):
@@ -64,15 +84,23 @@ def test_a_bad_header_value_is_not_echoed():
 
 def test_extra_headers_replace_by_name_in_any_case_and_none_removes():
     headers = {"Authorization": "Bearer k", "Accept": "application/json"}
-    assert with_headers(headers, (("authorization", "Bearer other"), ("Accept", None), ("X-Trace", "1"))) == {
+    assert with_headers(
+        headers, (("authorization", "Bearer other"), ("Accept", None), ("X-Trace", "1"))
+    ) == {
         "authorization": "Bearer other",
         "X-Trace": "1",
     }
-    assert headers == {"Authorization": "Bearer k", "Accept": "application/json"}  # not changed in place
+    assert headers == {
+        "Authorization": "Bearer k",
+        "Accept": "application/json",
+    }  # not changed in place
 
 
 def test_extra_query_is_added_replacing_a_parameter_of_the_same_name():
-    url = with_query("https://h/v1/x?api-version=old&keep=1", (("api-version", "new"), ("tag", ("a", "b")), ("flag", True)))
+    url = with_query(
+        "https://h/v1/x?api-version=old&keep=1",
+        (("api-version", "new"), ("tag", ("a", "b")), ("flag", True)),
+    )
     assert url == "https://h/v1/x?keep=1&api-version=new&tag=a&tag=b&flag=true"
 
 

@@ -42,11 +42,19 @@ def ok_body(req) -> bytes:
     body = req.json() or {}
     if req.url.endswith("/embeddings"):
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t))]} for i, t in enumerate(inputs)]
-        return json.dumps({"object": "list", "data": data, "usage": {"prompt_tokens": len(inputs)}}).encode()
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t))]}
+            for i, t in enumerate(inputs)
+        ]
+        return json.dumps(
+            {"object": "list", "data": data, "usage": {"prompt_tokens": len(inputs)}}
+        ).encode()
     content = (body.get("messages") or [{}])[-1].get("content", "")
     return json.dumps(
-        {"choices": [{"message": {"role": "assistant", "content": f"re: {content}"}}], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}
+        {
+            "choices": [{"message": {"role": "assistant", "content": f"re: {content}"}}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 3},
+        }
     ).encode()
 
 
@@ -55,8 +63,14 @@ def ok(req) -> HttpResponse:
     return HttpResponse(200, {}, ok_body(req))
 
 
-make_client = ClientFactory(openai_api, "openai_api_base", "openai_api_key", QUICK_RETRIES,
-                            base_url="http://test.invalid/v1", key=SECRET).in_memory
+make_client = ClientFactory(
+    openai_api,
+    "openai_api_base",
+    "openai_api_key",
+    QUICK_RETRIES,
+    base_url="http://test.invalid/v1",
+    key=SECRET,
+).in_memory
 
 
 class Gate:
@@ -98,12 +112,28 @@ def test_priority_order_under_saturation():
     gate = Gate()
     client, _ = make_client(gate, max_concurrent_requests=1)
     with client:
-        blocker = client.queue_with_priority({"endpoint": "chat/completions", "data": dict(CHAT, tag="blocker")})
+        blocker = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": dict(CHAT, tag="blocker")}
+        )
         assert gate.arrived.acquire(timeout=5)
         futures = []
-        for tag, prio in [("low1", 2), ("normal1", 1), ("low2", 2), ("high1", 0), ("high2", 0), ("normal2", 1)]:
-            futures.append(client.queue_with_priority({"endpoint": "chat/completions", "data": dict(CHAT, tag=tag)}, prio))
-        assert [r["request_id"] for r in client.request_queue][:2] == [futures[3]["request_id"], futures[4]["request_id"]]
+        for tag, prio in [
+            ("low1", 2),
+            ("normal1", 1),
+            ("low2", 2),
+            ("high1", 0),
+            ("high2", 0),
+            ("normal2", 1),
+        ]:
+            futures.append(
+                client.queue_with_priority(
+                    {"endpoint": "chat/completions", "data": dict(CHAT, tag=tag)}, prio
+                )
+            )
+        assert [r["request_id"] for r in client.request_queue][:2] == [
+            futures[3]["request_id"],
+            futures[4]["request_id"],
+        ]
         gate.released.set()
         for f in [blocker] + futures:
             f.result(5)
@@ -116,7 +146,10 @@ def test_max_concurrency_is_respected_and_can_be_raised_while_running():
     gate = Gate()
     client, _ = make_client(gate, max_concurrent_requests=2)
     with client:
-        futures = [client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}) for _ in range(6)]
+        futures = [
+            client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT})
+            for _ in range(6)
+        ]
         assert gate.arrived.acquire(timeout=5) and gate.arrived.acquire(timeout=5)
         assert not gate.arrived.acquire(timeout=0.05)
         assert client.get_stats()["in_flight"] == 2
@@ -134,7 +167,10 @@ def test_queue_full_fails_at_once_with_a_typed_error_that_says_how_to_fix_it():
     with client:
         first = client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT})
         assert gate.arrived.acquire(timeout=5)
-        queued = [client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}) for _ in range(2)]
+        queued = [
+            client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT})
+            for _ in range(2)
+        ]
         with pytest.raises(QueueFullError) as info:
             client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT})
         assert "Request queue is full" in str(info.value)
@@ -162,7 +198,7 @@ def test_429_then_success_is_retried_and_each_attempt_reads_its_own_retry_after(
     with client:
         client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])
         assert len(transport.requests) == 3
-        gaps = [b - a for a, b in zip(loop_time, loop_time[1:])]
+        gaps = [b - a for a, b in zip(loop_time, loop_time[1:], strict=False)]
         # the backoff would be 5 s; the servers' own figures are what was waited
         assert 0.028 <= gaps[0] < 1.0  # libuv timers have 1 ms resolution
         assert 0.058 <= gaps[1] < 1.0
@@ -173,7 +209,9 @@ def test_429_then_success_is_retried_and_each_attempt_reads_its_own_retry_after(
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
 def test_client_errors_are_not_retried(status):
-    client, transport = make_client(lambda r: HttpResponse(status, {}, b'{"error":{"message":"no"}}'))
+    client, transport = make_client(
+        lambda r: HttpResponse(status, {}, b'{"error":{"message":"no"}}')
+    )
     with client:
         with pytest.raises(ApiError) as info:
             client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])
@@ -191,7 +229,10 @@ def test_x_should_retry_false_overrides_a_retryable_status():
 
 def test_breaker_opens_then_fails_fast_without_touching_the_server():
     client, transport = make_client(
-        lambda r: HttpResponse(500, {}, b'{"error":{"message":"down"}}'), failure_threshold=3, max_retries=0, reset_timeout=60
+        lambda r: HttpResponse(500, {}, b'{"error":{"message":"down"}}'),
+        failure_threshold=3,
+        max_retries=0,
+        reset_timeout=60,
     )
     with client:
         for _ in range(3):
@@ -209,7 +250,11 @@ def test_breaker_opens_then_fails_fast_without_touching_the_server():
 
 
 def test_rate_limits_and_client_errors_do_not_open_the_breaker():
-    client, _ = make_client(lambda r: HttpResponse(429, {"retry-after-ms": "1"}, b"{}"), failure_threshold=1, max_retries=1)
+    client, _ = make_client(
+        lambda r: HttpResponse(429, {"retry-after-ms": "1"}, b"{}"),
+        failure_threshold=1,
+        max_retries=1,
+    )
     with client:
         for _ in range(3):
             with pytest.raises(RateLimitError):
@@ -223,7 +268,9 @@ def test_cancel_a_queued_request_removes_it_at_once():
     with client:
         first = client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT})
         assert gate.arrived.acquire(timeout=5)
-        victim = client.queue_with_priority({"endpoint": "chat/completions", "data": dict(CHAT, tag="victim")})
+        victim = client.queue_with_priority(
+            {"endpoint": "chat/completions", "data": dict(CHAT, tag="victim")}
+        )
         assert len(client.request_queue) == 1
         assert victim.cancel() is True
         with pytest.raises(CancelledRequestError):
@@ -254,7 +301,9 @@ def test_close_fails_queued_requests_with_shutdown_and_none_hang():
     client, transport = make_client(gate, max_concurrent_requests=1)
     first = client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT})
     assert gate.arrived.acquire(timeout=5)
-    queued = [client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}) for _ in range(5)]
+    queued = [
+        client.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}) for _ in range(5)
+    ]
     closer = threading.Thread(target=client._engine.close, kwargs={"grace": 5.0})
     closer.start()
     for f in queued:
@@ -284,7 +333,13 @@ def test_every_future_completes_exactly_once_under_stress():
             return HttpResponse(400, {}, b"{}")
         return HttpResponse(200, {}, ok_body(req))
 
-    client, _ = make_client(handler, max_concurrent_requests=8, queue_size=10_000, failure_threshold=10_000, max_retries=2)
+    client, _ = make_client(
+        handler,
+        max_concurrent_requests=8,
+        queue_size=10_000,
+        failure_threshold=10_000,
+        max_retries=2,
+    )
     completions = Counter()
     futures = []
     flock = threading.Lock()
@@ -311,10 +366,16 @@ def test_every_future_completes_exactly_once_under_stress():
     assert set(completions.values()) == {1}
     assert len(completions) == 2000
     cancelled = sum(isinstance(f["error"], CancelledRequestError) for f in futures)
-    assert 0 < cancelled <= 8 * len(range(0, 250, 17))  # the ones cancel() was asked for; it may lose a race
-    assert stats["cancelled_requests"] == cancelled  # a cancelled request is neither a success nor a failure
-    assert stats["total_requests"] == 2000 == (
-        stats["successful_requests"] + stats["failed_requests"] + stats["cancelled_requests"]
+    assert (
+        0 < cancelled <= 8 * len(range(0, 250, 17))
+    )  # the ones cancel() was asked for; it may lose a race
+    assert (
+        stats["cancelled_requests"] == cancelled
+    )  # a cancelled request is neither a success nor a failure
+    assert (
+        stats["total_requests"]
+        == 2000
+        == (stats["successful_requests"] + stats["failed_requests"] + stats["cancelled_requests"])
     )
     assert stats["in_flight"] == 0 and stats["current_queue_size"] == 0
 
@@ -339,8 +400,15 @@ def test_every_future_completes_once_through_cooling_models_an_open_circuit_and_
         return HttpResponse(200, {}, ok_body(req))
 
     client, _ = make_client(
-        handler, max_concurrent_requests=6, queue_size=10_000, failure_threshold=4, reset_timeout=0.02,
-        max_retries=3, request_deadline=2.0, initial_retry_delay=0.001, max_retry_delay=0.01,
+        handler,
+        max_concurrent_requests=6,
+        queue_size=10_000,
+        failure_threshold=4,
+        reset_timeout=0.02,
+        max_retries=3,
+        request_deadline=2.0,
+        initial_retry_delay=0.001,
+        max_retry_delay=0.01,
     )
     client.add_api_key("second", "sk-second-0123456789abcdef")
     completions = Counter()
@@ -352,7 +420,11 @@ def test_every_future_completes_once_through_cooling_models_an_open_circuit_and_
     def worker(w, n):
         for i in range(n):
             data = dict(CHAT, model=f"model-{(w + i) % 3}")
-            info = {"endpoint": "chat/completions", "data": data, "on_circuit_open": "wait" if i % 2 else "fail"}
+            info = {
+                "endpoint": "chat/completions",
+                "data": data,
+                "on_circuit_open": "wait" if i % 2 else "fail",
+            }
             try:
                 f = client.queue_with_priority(info, i % 3)
             except (CircuitOpenError, QueueFullError) as exc:
@@ -378,13 +450,20 @@ def test_every_future_completes_once_through_cooling_models_an_open_circuit_and_
         engine = client._engine.snapshot()
     assert len(futures) + sum(refused.values()) == 6 * 150  # every worker got through its requests
     assert set(completions.values()) == {1} and len(completions) == len(futures)
-    assert stats["total_requests"] == stats["successful_requests"] + stats["failed_requests"] + stats["cancelled_requests"]
+    assert (
+        stats["total_requests"]
+        == stats["successful_requests"] + stats["failed_requests"] + stats["cancelled_requests"]
+    )
     assert stats["successful_requests"] > 0
     assert engine["in_flight"] == engine["queue_size"] == engine["backing_off"] == 0
     assert all(state["in_flight"] == 0 for state in engine["key_pool"].values())
     assert client._engine._held_count == 0
-    assert stats["errors_by_type"].get("circuit_open", 0) > 0  # the circuit did open: fail-fast callers met it
-    assert not any(isinstance(f["error"], CircuitOpenError) for f in waiting)  # the probe came within every deadline
+    assert (
+        stats["errors_by_type"].get("circuit_open", 0) > 0
+    )  # the circuit did open: fail-fast callers met it
+    assert not any(
+        isinstance(f["error"], CircuitOpenError) for f in waiting
+    )  # the probe came within every deadline
 
 
 def test_embeddings_are_batched_and_each_caller_gets_its_own_vector():
@@ -394,8 +473,10 @@ def test_embeddings_are_batched_and_each_caller_gets_its_own_vector():
         futures = [client.add_to_batch("text-embedding-3-small", t) for t in texts]
         results = [f.result(5) for f in futures]
         assert len(transport.requests) == 2
-        for text, result in zip(texts, results):
-            assert result["data"] == [{"object": "embedding", "index": 0, "embedding": [float(len(text))]}]
+        for text, result in zip(texts, results, strict=True):
+            assert result["data"] == [
+                {"object": "embedding", "index": 0, "embedding": [float(len(text))]}
+            ]
         stats = client.get_stats()
         assert stats["batches"]["count"] == 2
         assert stats["total_requests"] == 8
@@ -458,7 +539,9 @@ def test_invalid_setting_in_metadata_is_refused():
     "call",
     [
         lambda c: c.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}, 5),
-        lambda c: c.queue_with_priority({"endpoint": "chat/completions", "data": CHAT}, "urgent"),  # "high" is a priority
+        lambda c: c.queue_with_priority(
+            {"endpoint": "chat/completions", "data": CHAT}, "urgent"
+        ),  # "high" is a priority
         lambda c: c.queue_with_priority(["not", "a", "dict"]),
         lambda c: c.queue_with_priority({"data": CHAT}),
         lambda c: c.chat("gpt-4o-mini", "hello"),
@@ -480,7 +563,9 @@ def test_bad_input_gets_a_typed_error_before_anything_is_sent(call):
 
 def test_a_key_never_appears_in_logs_errors_reprs_or_reports(caplog):
     echo = json.dumps({"error": {"message": f"Incorrect API key provided: {SECRET}"}}).encode()
-    client, _ = make_client(scripted(HttpResponse(500, {}, b"{}"), HttpResponse(401, {}, echo), then=ok), max_retries=2)
+    client, _ = make_client(
+        scripted(HttpResponse(500, {}, b"{}"), HttpResponse(401, {}, echo), then=ok), max_retries=2
+    )
     caplog.set_level(logging.DEBUG)
     with client:
         with pytest.raises(ApiError) as info:
@@ -548,7 +633,9 @@ def test_invalid_response_body_is_a_typed_retryable_error():
 
 
 def test_invalid_request_error_carries_provider_message():
-    client, _ = make_client(lambda r: HttpResponse(400, {"x-request-id": "abc"}, b'{"error":{"message":"bad model"}}'))
+    client, _ = make_client(
+        lambda r: HttpResponse(400, {"x-request-id": "abc"}, b'{"error":{"message":"bad model"}}')
+    )
     with client, pytest.raises(InvalidRequestError) as info:
         client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])
     assert "bad model" in str(info.value)
@@ -581,7 +668,9 @@ def test_slow_call_settings_can_be_set_one_at_a_time():
 def test_keys_given_only_as_a_list_are_enough_for_the_real_service(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     transport = MemoryTransport(lambda r: HttpResponse(200, {}, ok_body(r)))
-    with openai_api({}, {"api_keys": [{"name": "k1", "key": SECRET}]}, transport=transport) as client:
+    with openai_api(
+        {}, {"api_keys": [{"name": "k1", "key": SECRET}]}, transport=transport
+    ) as client:
         client.chat("gpt-4o-mini", [{"role": "user", "content": "x"}])
     assert transport.requests[0].url == "https://api.openai.com/v1/chat/completions"
     assert transport.requests[0].headers["Authorization"] == f"Bearer {SECRET}"

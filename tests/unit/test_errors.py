@@ -72,7 +72,12 @@ def http_date(epoch: float) -> str:
 def test_status_table(status, cls, kind, retryable, breaker_failure):
     err = classify_status(status, wall_now=WALL)
     assert type(err) is cls
-    assert (err.kind, err.retryable, err.breaker_failure, err.status) == (kind, retryable, breaker_failure, status)
+    assert (err.kind, err.retryable, err.breaker_failure, err.status) == (
+        kind,
+        retryable,
+        breaker_failure,
+        status,
+    )
     assert isinstance(err, ApiError)
 
 
@@ -220,8 +225,14 @@ def test_get_header_is_case_insensitive():
     "body, expected",
     [
         ({"error": {"message": "bad key", "type": "invalid_request_error"}}, "bad key"),  # OpenAI
-        ({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "Overloaded"),  # Anthropic
-        ({"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}, "Quota exceeded"),  # Gemini
+        (
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            "Overloaded",
+        ),  # Anthropic
+        (
+            {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}},
+            "Quota exceeded",
+        ),  # Gemini
         ({"error": "model 'x' not found"}, "model 'x' not found"),  # Ollama, TGI
         ({"message": "plain"}, "plain"),
         ({"detail": "Not Found"}, "Not Found"),  # FastAPI style
@@ -247,9 +258,17 @@ def test_provider_message(body, expected):
 
 def test_str_contains_every_field():
     err = RateLimitError(
-        "Rate limit reached", provider="groq", status=429, request_id="req_1", retry_after=1.5, attempt=2
+        "Rate limit reached",
+        provider="groq",
+        status=429,
+        request_id="req_1",
+        retry_after=1.5,
+        attempt=2,
     )
-    assert str(err) == "[groq HTTP 429] Rate limit reached (retry after 1.5s, attempt 2, request req_1)"
+    assert (
+        str(err)
+        == "[groq HTTP 429] Rate limit reached (retry after 1.5s, attempt 2, request req_1)"
+    )
     assert repr(err) == f"RateLimitError({str(err)!r})"
 
 

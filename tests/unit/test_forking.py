@@ -19,11 +19,24 @@ def _held_elsewhere(lock) -> None:
 
 
 def test_every_lock_inside_a_policy_is_freed():
-    pool = KeyPool([KeyOptions("a"), KeyOptions("b")], "round-robin", breaker_options=BreakerOptions())
-    queue, breaker, stats = PriorityRequestQueue(), CircuitBreaker(BreakerOptions()), StatsCollector()
+    pool = KeyPool(
+        [KeyOptions("a"), KeyOptions("b")], "round-robin", breaker_options=BreakerOptions()
+    )
+    queue, breaker, stats = (
+        PriorityRequestQueue(),
+        CircuitBreaker(BreakerOptions()),
+        StatsCollector(),
+    )
     key_breaker = pool._keys["a"].breaker
-    locks = [pool._lock, pool.strategy._lock, key_breaker._lock, queue.lock, breaker._lock, stats._lock,
-             stats.latency._lock]
+    locks = [
+        pool._lock,
+        pool.strategy._lock,
+        key_breaker._lock,
+        queue.lock,
+        breaker._lock,
+        stats._lock,
+        stats.latency._lock,
+    ]
     for lock in locks:
         _held_elsewhere(lock)
     for policy in (pool, queue, breaker, stats):

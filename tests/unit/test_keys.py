@@ -13,7 +13,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ipfs_accelerate_py.resilience.breaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, BreakerOptions
+from ipfs_accelerate_py.resilience.breaker import (
+    STATE_CLOSED,
+    STATE_HALF_OPEN,
+    STATE_OPEN,
+    BreakerOptions,
+)
 from ipfs_accelerate_py.resilience.clock import FakeClock
 from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
@@ -101,7 +106,13 @@ def test_key_options_are_validated_naming_the_field(field, value):
 def test_key_options_defaults_and_fields_hold_no_secret():
     key = KeyOptions("primary")
     assert (key.max_concurrent, key.rpm, key.tpm, key.weight) == (None, None, None, 1.0)
-    assert [f.name for f in fields(KeyOptions)] == ["name", "max_concurrent", "rpm", "tpm", "weight"]
+    assert [f.name for f in fields(KeyOptions)] == [
+        "name",
+        "max_concurrent",
+        "rpm",
+        "tpm",
+        "weight",
+    ]
     with pytest.raises(AttributeError):
         key.rpm = 5  # frozen
 
@@ -114,7 +125,10 @@ def test_key_options_defaults_and_fields_hold_no_secret():
         (lambda: Outcome.ignored(tokens_out=2.5), "tokens_out"),
         (lambda: Outcome.rate_limited(retry_after=-1.0), "retry_after"),
         (lambda: KeyPool([], "round-robin", default_cooldown=-1), "default_cooldown"),
-        (lambda: KeyPool([], "round-robin", breaker_options={"failure_threshold": 1}), "breaker_options"),
+        (
+            lambda: KeyPool([], "round-robin", breaker_options={"failure_threshold": 1}),
+            "breaker_options",
+        ),
         (lambda: KeyPool([], object()), "strategy"),
         (lambda: KeyPool([KeyOptions("a"), KeyOptions("a")], "weighted"), "name"),
         (lambda: KeyPool(["a"], "weighted"), "key"),
@@ -132,8 +146,14 @@ def test_bad_values_are_refused_naming_the_setting(build, setting):
 
 def test_strategy_by_name_knows_three_and_says_which():
     assert STRATEGY_NAMES == ("least-loaded", "round-robin", "weighted")
-    assert [type(strategy_by_name(n)) for n in STRATEGY_NAMES] == [LeastLoaded, RoundRobin, Weighted]
-    assert strategy_by_name("round-robin") is not strategy_by_name("round-robin")  # each pool its own rotation
+    assert [type(strategy_by_name(n)) for n in STRATEGY_NAMES] == [
+        LeastLoaded,
+        RoundRobin,
+        Weighted,
+    ]
+    assert strategy_by_name("round-robin") is not strategy_by_name(
+        "round-robin"
+    )  # each pool its own rotation
     with pytest.raises(SettingError, match="'least-loaded', 'round-robin', 'weighted'"):
         strategy_by_name("random")
 
@@ -141,11 +161,22 @@ def test_strategy_by_name_knows_three_and_says_which():
 @pytest.mark.parametrize(
     "error, kind, extra",
     [
-        (RateLimitError("slow down", status=429, retry_after=3.0), "rate_limited", {"retry_after": 3.0}),
+        (
+            RateLimitError("slow down", status=429, retry_after=3.0),
+            "rate_limited",
+            {"retry_after": 3.0},
+        ),
         (RateLimitError("slow down", status=429), "rate_limited", {"retry_after": None}),
-        (AuthenticationError("Incorrect API key provided: sk-abc123", status=401), "auth_failure",
-         {"reason": "AuthenticationError (HTTP 401)"}),
-        (PermissionDeniedError("no", status=403), "auth_failure", {"reason": "PermissionDeniedError (HTTP 403)"}),
+        (
+            AuthenticationError("Incorrect API key provided: sk-abc123", status=401),
+            "auth_failure",
+            {"reason": "AuthenticationError (HTTP 401)"},
+        ),
+        (
+            PermissionDeniedError("no", status=403),
+            "auth_failure",
+            {"reason": "PermissionDeniedError (HTTP 403)"},
+        ),
         (ServerError("boom", status=503), "server_failure", {}),
         (NetworkError("reset"), "server_failure", {}),
         (InvalidRequestError("bad", status=400), "ignored", {}),
@@ -176,7 +207,9 @@ def test_round_robin_rotates_exactly():
 def test_round_robin_stays_fair_as_candidates_change():
     pool, clock, rng = make("a", "b", "c")
     assert picks(pool, clock, rng, 1) == ["a"]
-    assert picks(pool, clock, rng, 1, exclude=frozenset({"b"})) == ["c"]  # b skipped, keeps its place
+    assert picks(pool, clock, rng, 1, exclude=frozenset({"b"})) == [
+        "c"
+    ]  # b skipped, keeps its place
     assert picks(pool, clock, rng, 3) == ["a", "b", "c"]
     pool.remove("b")
     pool.add(KeyOptions("d"))
@@ -194,7 +227,9 @@ def test_round_robin_skips_a_busy_key_without_losing_the_rotation():
 
 def test_weighted_picks_in_proportion_to_weight():
     weights = {"a": 1.0, "b": 2.0, "c": 7.0}
-    pool, clock, rng = make(*(KeyOptions(n, weight=w) for n, w in weights.items()), strategy="weighted")
+    pool, clock, rng = make(
+        *(KeyOptions(n, weight=w) for n, w in weights.items()), strategy="weighted"
+    )
     counts = Counter(picks(pool, clock, rng, 10_000))
     for name, weight in weights.items():
         assert counts[name] / 10_000 == pytest.approx(weight / 10.0, abs=0.015)
@@ -226,9 +261,19 @@ def test_least_loaded_breaks_ties_at_random():
 
 def test_least_loaded_weighs_keys_by_remaining_quota():
     pool, clock, rng = make("low", "high", strategy="least-loaded")
-    pool.update_hints("low", {"requests_remaining": 10, "requests_limit": 100, "requests_reset": 30.0}, clock.now())
-    pool.update_hints("high", {"requests_remaining": 90, "requests_limit": 100, "requests_reset": 30.0}, clock.now())
-    held = pool.choose(clock.now(), 0, rng, exclude=frozenset({"low"}))  # high: 1 in flight, 90% left
+    pool.update_hints(
+        "low",
+        {"requests_remaining": 10, "requests_limit": 100, "requests_reset": 30.0},
+        clock.now(),
+    )
+    pool.update_hints(
+        "high",
+        {"requests_remaining": 90, "requests_limit": 100, "requests_reset": 30.0},
+        clock.now(),
+    )
+    held = pool.choose(
+        clock.now(), 0, rng, exclude=frozenset({"low"})
+    )  # high: 1 in flight, 90% left
     assert set(picks(pool, clock, rng, 100)) == {"high"}  # 2 / 0.9 < 1 / 0.1
     pool.release(held, clock.now(), SUCCESS)
     clock.advance(30.0)  # both hints reset: quota presumed back, loads equal again
@@ -333,10 +378,14 @@ def test_an_estimate_above_tpm_waits_for_a_full_bucket_not_forever():
         (100, 0, 600.0, 0.0),  # refund capped at capacity
     ],
 )
-def test_tpm_estimate_is_corrected_by_the_reported_usage(reserved, usage, level_after, wait_for_100):
+def test_tpm_estimate_is_corrected_by_the_reported_usage(
+    reserved, usage, level_after, wait_for_100
+):
     pool, clock, rng = make(KeyOptions("a", tpm=600))
     lease = pool.choose(clock.now(), reserved, rng)
-    pool.release(lease, clock.now(), Outcome.success(tokens_in=usage // 2, tokens_out=usage - usage // 2))
+    pool.release(
+        lease, clock.now(), Outcome.success(tokens_in=usage // 2, tokens_out=usage - usage // 2)
+    )
     snap = pool.snapshot(clock.now())["a"]
     assert snap["tokens_available"] == level_after
     assert (snap["tokens_in"], snap["tokens_out"]) == (usage // 2, usage - usage // 2)
@@ -349,7 +398,9 @@ def test_outcomes_without_usage_keep_the_reservation():
         pool.release(pool.choose(clock.now(), 100, rng), clock.now(), outcome)
     assert pool.snapshot(clock.now())["a"]["tokens_available"] == 300.0
     pool.release(pool.choose(clock.now(), 100, rng), clock.now(), Outcome.ignored(tokens_in=40))
-    assert pool.snapshot(clock.now())["a"]["tokens_available"] == 260.0  # a stream cut short still used 40
+    assert (
+        pool.snapshot(clock.now())["a"]["tokens_available"] == 260.0
+    )  # a stream cut short still used 40
 
 
 # ---------------------------------------------------------------- health
@@ -381,26 +432,45 @@ def test_a_429_without_retry_after_cools_for_the_default():
 
 def test_a_rest_over_max_cooldown_is_not_believed_and_is_reported():
     pool, clock, rng = make("a", "b")  # max_cooldown defaults to 60 s
-    pool.release(pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"})), clock.now(),
-                 Outcome.rate_limited(1e9, cooldown=0.5))
+    pool.release(
+        pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"})),
+        clock.now(),
+        Outcome.rate_limited(1e9, cooldown=0.5),
+    )
     snap = pool.snapshot(clock.now())["a"]
-    assert (snap["cooling_until"], snap["retry_after_over_cap"], snap["longest_retry_after_asked"]) == (0.5, 1, 1e9)
+    assert (
+        snap["cooling_until"],
+        snap["retry_after_over_cap"],
+        snap["longest_retry_after_asked"],
+    ) == (0.5, 1, 1e9)
     clock.advance(0.5)
-    assert pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"})) is not None  # back after the backoff
+    assert (
+        pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"})) is not None
+    )  # back after the backoff
     assert pool.snapshot(clock.now())["b"]["longest_retry_after_asked"] is None
 
 
 def test_max_cooldown_bounds_every_rest():
-    pool, clock, rng = make(KeyOptions("a", max_concurrent=5), max_cooldown=10.0, default_cooldown=2.0)
+    pool, clock, rng = make(
+        KeyOptions("a", max_concurrent=5), max_cooldown=10.0, default_cooldown=2.0
+    )
     leases = [pool.choose(clock.now(), 0, rng) for _ in range(4)]
     pool.release(leases[0], clock.now(), Outcome.rate_limited(10.0))  # the cap itself: believed
     assert pool.next_ready_at(clock.now(), 0) == clock.now() + 10.0
-    pool.release(leases[1], clock.now(), Outcome.rate_limited(86400.0))  # over it, no cooldown given: the default
-    pool.release(leases[2], clock.now(), Outcome.rate_limited(20.0, cooldown=30.0))  # not believed: our own backoff
-    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 30.0  # the cap bounds what the server is believed, not us
+    pool.release(
+        leases[1], clock.now(), Outcome.rate_limited(86400.0)
+    )  # over it, no cooldown given: the default
+    pool.release(
+        leases[2], clock.now(), Outcome.rate_limited(20.0, cooldown=30.0)
+    )  # not believed: our own backoff
+    assert (
+        pool.next_ready_at(clock.now(), 0) == clock.now() + 30.0
+    )  # the cap bounds what the server is believed, not us
     snap = pool.snapshot(clock.now())["a"]
     assert (snap["retry_after_over_cap"], snap["longest_retry_after_asked"]) == (2, 86400.0)
-    pool.update_hints("a", {"requests_remaining": 0, "requests_reset": 1e12}, clock.now())  # a reset, too: not believed
+    pool.update_hints(
+        "a", {"requests_remaining": 0, "requests_reset": 1e12}, clock.now()
+    )  # a reset, too: not believed
     assert pool.next_ready_at(clock.now(), 0) == clock.now() + 30.0
     assert pool.snapshot(clock.now())["a"]["longest_retry_after_asked"] == 1e12
     pool.max_cooldown = 1e6
@@ -412,18 +482,31 @@ def test_max_cooldown_bounds_every_rest():
 
 def test_a_cap_of_zero_believes_no_retry_after_and_still_cools_a_rate_limited_key():
     pool, clock, rng = make(KeyOptions("a"), max_cooldown=0.0, default_cooldown=2.0)
-    pool.release(pool.choose(clock.now(), 0, rng), clock.now(), Outcome.rate_limited(None, cooldown=20.0))
-    assert pool.next_ready_at(clock.now(), 0) == clock.now() + 20.0  # our backoff, not cut to the cap
-    pool.release(pool.choose(clock.now() + 20.0, 0, rng), clock.now() + 20.0, Outcome.rate_limited(5.0))
-    assert pool.next_ready_at(clock.now() + 20.0, 0) == clock.now() + 22.0  # 5 s asked, not believed: the default
+    pool.release(
+        pool.choose(clock.now(), 0, rng), clock.now(), Outcome.rate_limited(None, cooldown=20.0)
+    )
+    assert (
+        pool.next_ready_at(clock.now(), 0) == clock.now() + 20.0
+    )  # our backoff, not cut to the cap
+    pool.release(
+        pool.choose(clock.now() + 20.0, 0, rng), clock.now() + 20.0, Outcome.rate_limited(5.0)
+    )
+    assert (
+        pool.next_ready_at(clock.now() + 20.0, 0) == clock.now() + 22.0
+    )  # 5 s asked, not believed: the default
 
 
 def test_outcome_from_an_error_keeps_what_the_server_asked_and_our_fallback():
     error = RateLimitError("x", status=429, retry_after=1e9)
     assert Outcome.from_error(error, 0.75) == Outcome.rate_limited(1e9, cooldown=0.75)
-    assert Outcome.from_error(RateLimitError("x", status=429), 0.75) == Outcome.rate_limited(None, cooldown=0.75)
+    assert Outcome.from_error(RateLimitError("x", status=429), 0.75) == Outcome.rate_limited(
+        None, cooldown=0.75
+    )
     for odd in (float("nan"), float("inf")):
-        assert Outcome.from_error(RateLimitError("x", status=429, retry_after=odd), 0.75).retry_after is None
+        assert (
+            Outcome.from_error(RateLimitError("x", status=429, retry_after=odd), 0.75).retry_after
+            is None
+        )
 
 
 def test_leases_that_will_never_come_back_can_be_forgotten():
@@ -449,7 +532,9 @@ def test_cooldowns_only_lengthen_and_count_once_per_rest():
 def test_every_key_cooling_down_means_wait_for_the_first_to_recover():
     pool, clock, rng = make("a", "b", "c")
     for retry_after in (3.0, 1.5, 6.0):
-        pool.release(pool.choose(clock.now(), 0, rng), clock.now(), Outcome.rate_limited(retry_after))
+        pool.release(
+            pool.choose(clock.now(), 0, rng), clock.now(), Outcome.rate_limited(retry_after)
+        )
     assert pool.choose(clock.now(), 0, rng) is None
     ready = pool.next_ready_at(clock.now(), 0)
     assert ready == clock.now() + 1.5
@@ -474,7 +559,9 @@ def test_auth_failure_disables_the_key_with_its_reason():
 
 
 def test_server_failures_open_the_keys_breaker_then_a_half_open_probe():
-    pool, clock, rng = make("a", "b", breaker_options=BreakerOptions(failure_threshold=2, reset_timeout=5.0))
+    pool, clock, rng = make(
+        "a", "b", breaker_options=BreakerOptions(failure_threshold=2, reset_timeout=5.0)
+    )
     for _ in range(2):
         lease = pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"}))
         pool.release(lease, clock.now(), Outcome.server_failure())
@@ -486,13 +573,17 @@ def test_server_failures_open_the_keys_breaker_then_a_half_open_probe():
     probe = pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"}))
     assert probe.name == "a" and pool.snapshot(clock.now())["a"]["breaker"] == STATE_HALF_OPEN
     assert pool.choose(clock.now(), 0, rng, exclude=frozenset({"b"})) is None  # one probe at a time
-    assert pool.next_ready_at(clock.now(), 0, exclude=frozenset({"b"})) is None  # freed by the probe's end
+    assert (
+        pool.next_ready_at(clock.now(), 0, exclude=frozenset({"b"})) is None
+    )  # freed by the probe's end
     pool.release(probe, clock.now(), SUCCESS)
     assert pool.snapshot(clock.now())["a"]["breaker"] == STATE_CLOSED
 
 
 def test_a_failed_probe_opens_the_keys_breaker_again():
-    pool, clock, rng = make("a", breaker_options=BreakerOptions(failure_threshold=1, reset_timeout=2.0))
+    pool, clock, rng = make(
+        "a", breaker_options=BreakerOptions(failure_threshold=1, reset_timeout=2.0)
+    )
     pool.release(pool.choose(clock.now(), 0, rng), clock.now(), Outcome.server_failure())
     clock.advance(2.0)
     pool.release(pool.choose(clock.now(), 0, rng), clock.now(), Outcome.server_failure())
@@ -501,7 +592,9 @@ def test_a_failed_probe_opens_the_keys_breaker_again():
 
 
 @pytest.mark.parametrize(
-    "outcome", [Outcome.rate_limited(0.0), Outcome.ignored(), Outcome.auth_failure("x")], ids=lambda o: o.kind
+    "outcome",
+    [Outcome.rate_limited(0.0), Outcome.ignored(), Outcome.auth_failure("x")],
+    ids=lambda o: o.kind,
 )
 def test_rate_limits_and_client_errors_do_not_trip_the_breaker(outcome):
     pool, clock, rng = make("a", breaker_options=BreakerOptions(failure_threshold=1))
@@ -523,21 +616,33 @@ def test_max_concurrent_caps_attempts_in_flight_on_a_key():
 
 
 def test_next_ready_at_is_the_latest_blocker_of_the_earliest_key():
-    pool, clock, rng = make(KeyOptions("a", rpm=60), KeyOptions("b", tpm=60), KeyOptions("c", max_concurrent=1))
+    pool, clock, rng = make(
+        KeyOptions("a", rpm=60), KeyOptions("b", tpm=60), KeyOptions("c", max_concurrent=1)
+    )
     now = clock.now()
     assert pool.next_ready_at(now, 0) == now
-    assert Counter(lease.name for lease in take_all(pool, clock, rng, tokens=60)) == {"a": 60, "b": 1, "c": 1}
+    assert Counter(lease.name for lease in take_all(pool, clock, rng, tokens=60)) == {
+        "a": 60,
+        "b": 1,
+        "c": 1,
+    }
     assert pool.next_ready_at(now, 0) == now  # b fits a 0-token request
     assert pool.next_ready_at(now, 30) == pytest.approx(now + 1.0)  # a's next request, at 1/s
-    assert pool.next_ready_at(now, 30, exclude=frozenset({"a"})) == pytest.approx(now + 30.0)  # b: 1 token/s
-    assert pool.next_ready_at(now, 30, exclude=frozenset({"a", "b"})) is None  # c: only by a release
+    assert pool.next_ready_at(now, 30, exclude=frozenset({"a"})) == pytest.approx(
+        now + 30.0
+    )  # b: 1 token/s
+    assert (
+        pool.next_ready_at(now, 30, exclude=frozenset({"a", "b"})) is None
+    )  # c: only by a release
 
 
 def test_a_cooldown_and_an_empty_bucket_wait_for_the_later_of_the_two():
     pool, clock, rng = make(KeyOptions("a", rpm=60, max_concurrent=100))
     leases = take_all(pool, clock, rng)
     pool.release(leases[0], clock.now(), Outcome.rate_limited(0.25))
-    assert pool.next_ready_at(clock.now(), 0) == pytest.approx(clock.now() + 1.0)  # the bucket is later
+    assert pool.next_ready_at(clock.now(), 0) == pytest.approx(
+        clock.now() + 1.0
+    )  # the bucket is later
     pool.release(leases[1], clock.now(), Outcome.rate_limited(4.0))
     assert pool.next_ready_at(clock.now(), 0) == clock.now() + 4.0  # now the cooldown is
 
@@ -545,7 +650,11 @@ def test_a_cooldown_and_an_empty_bucket_wait_for_the_later_of_the_two():
 @pytest.mark.parametrize("start", [0.0, 3.7, 1000.0, 123_456.789, 9_876_543.21])
 @pytest.mark.parametrize(
     "key, tokens",
-    [(KeyOptions("a", rpm=7.0), 0), (KeyOptions("a", tpm=997.0), 133), (KeyOptions("a", rpm=13.0, tpm=71.0), 9)],
+    [
+        (KeyOptions("a", rpm=7.0), 0),
+        (KeyOptions("a", tpm=997.0), 133),
+        (KeyOptions("a", rpm=13.0, tpm=71.0), 9),
+    ],
 )
 def test_jumping_to_next_ready_at_always_finds_the_key(start, key, tokens):
     """``next_ready_at`` is exact in floats: at that time (never before) ``choose`` succeeds."""
@@ -566,7 +675,11 @@ def test_jumping_to_next_ready_at_always_finds_the_key(start, key, tokens):
 @pytest.mark.parametrize("opened_at", [1000.1, 123_456.7, 9_876_543.3])
 def test_jumping_to_next_ready_at_finds_an_opened_key_half_open(reset_timeout, opened_at):
     options = BreakerOptions(failure_threshold=1, reset_timeout=reset_timeout)
-    pool, rng, now = KeyPool([KeyOptions("a")], "round-robin", breaker_options=options), random.Random(3), opened_at
+    pool, rng, now = (
+        KeyPool([KeyOptions("a")], "round-robin", breaker_options=options),
+        random.Random(3),
+        opened_at,
+    )
     lease = pool.choose(now, 0, rng)
     for step in range(50):
         pool.release(lease, now, Outcome.server_failure())  # opens it (again: a failed probe)
@@ -636,7 +749,11 @@ def test_update_keeps_a_keys_state_under_new_limits():
     leases = [pool.choose(clock.now(), 0, rng) for _ in range(5)]
     pool.update(KeyOptions("a", rpm=30, max_concurrent=5, tpm=100), clock.now())
     snap = pool.snapshot(clock.now())["a"]
-    assert (snap["in_flight"], snap["requests_available"], snap["tokens_available"]) == (5, 30.0, 100.0)
+    assert (snap["in_flight"], snap["requests_available"], snap["tokens_available"]) == (
+        5,
+        30.0,
+        100.0,
+    )
     assert pool.choose(clock.now(), 0, rng) is None  # at the new cap
     pool.release(leases[0], clock.now(), SUCCESS)
     pool.update(KeyOptions("a"), clock.now())
@@ -648,56 +765,97 @@ def test_update_keeps_a_keys_state_under_new_limits():
 
 def test_hints_at_zero_remaining_cool_the_key_until_the_reset():
     pool, clock, rng = make("a", "b")
-    pool.update_hints("a", {"requests_remaining": 0, "requests_reset": 7.0, "tokens_remaining": 900}, clock.now())
+    pool.update_hints(
+        "a", {"requests_remaining": 0, "requests_reset": 7.0, "tokens_remaining": 900}, clock.now()
+    )
     assert set(picks(pool, clock, rng, 4)) == {"b"}
     assert pool.next_ready_at(clock.now(), 0, exclude=frozenset({"b"})) == clock.now() + 7.0
     snap = pool.snapshot(clock.now())["a"]
     assert snap["hints"] == {
-        "requests_remaining": 0.0, "requests_reset": 7.0, "tokens_remaining": 900.0, "tokens_reset": None,
+        "requests_remaining": 0.0,
+        "requests_reset": 7.0,
+        "tokens_remaining": 900.0,
+        "tokens_reset": None,
     }
     assert snap["cooldowns"] == 1
     clock.advance(7.0)
-    assert pool.snapshot(clock.now())["a"]["hints"]["requests_remaining"] is None  # reset: forgotten
+    assert (
+        pool.snapshot(clock.now())["a"]["hints"]["requests_remaining"] is None
+    )  # reset: forgotten
     assert "a" in picks(pool, clock, rng, 2)
 
 
 def test_unusable_hints_and_unknown_names_are_ignored():
     pool, clock, rng = make("a")
     pool.update_hints("gone", {"requests_remaining": 0}, clock.now())
-    pool.update_hints("a", {"requests_remaining": "lots", "tokens_remaining": -5, "tokens_reset": float("nan")},
-                      clock.now())
+    pool.update_hints(
+        "a",
+        {"requests_remaining": "lots", "tokens_remaining": -5, "tokens_reset": float("nan")},
+        clock.now(),
+    )
     pool.update_hints("a", {}, clock.now())
     snap = pool.snapshot(clock.now())["a"]
-    assert snap["hints"] == dict.fromkeys(["requests_remaining", "requests_reset", "tokens_remaining",
-                                           "tokens_reset"])
+    assert snap["hints"] == dict.fromkeys(
+        ["requests_remaining", "requests_reset", "tokens_remaining", "tokens_reset"]
+    )
     assert snap["cooling_until"] == 0.0
 
 
 def test_snapshot_counts_every_outcome():
     pool, clock, rng = make(KeyOptions("a", rpm=100, tpm=1000, max_concurrent=9, weight=2.0))
-    for outcome in [Outcome.success(10, 5), Outcome.success(), Outcome.server_failure(),
-                    Outcome.rate_limited(0.0), Outcome.ignored()]:
+    for outcome in [
+        Outcome.success(10, 5),
+        Outcome.success(),
+        Outcome.server_failure(),
+        Outcome.rate_limited(0.0),
+        Outcome.ignored(),
+    ]:
         pool.release(pool.choose(clock.now(), 20, rng), clock.now(), outcome)
     held = pool.choose(clock.now(), 20, rng)
     snap = pool.snapshot(clock.now())["a"]
     expected = {
-        "requests": 6, "successes": 2, "failures": 1, "rate_limited": 1, "auth_failures": 0, "ignored": 1,
-        "cooldowns": 0, "tokens_in": 10, "tokens_out": 5, "in_flight": 1, "max_concurrent": 9, "rpm": 100.0,
-        "tpm": 1000.0, "weight": 2.0, "cooling_until": 0.0, "disabled": None, "breaker": STATE_CLOSED,
-        "requests_available": 94.0, "tokens_available": 1000 - 6 * 20 + 5.0, "quota_fraction": 1.0,
+        "requests": 6,
+        "successes": 2,
+        "failures": 1,
+        "rate_limited": 1,
+        "auth_failures": 0,
+        "ignored": 1,
+        "cooldowns": 0,
+        "tokens_in": 10,
+        "tokens_out": 5,
+        "in_flight": 1,
+        "max_concurrent": 9,
+        "rpm": 100.0,
+        "tpm": 1000.0,
+        "weight": 2.0,
+        "cooling_until": 0.0,
+        "disabled": None,
+        "breaker": STATE_CLOSED,
+        "requests_available": 94.0,
+        "tokens_available": 1000 - 6 * 20 + 5.0,
+        "quota_fraction": 1.0,
     }
     assert {k: snap[k] for k in expected} == expected
     pool.release(held, clock.now(), SUCCESS)
 
 
 def test_nothing_reported_contains_a_secret():
-    secrets = {"primary": "sk-live-1111aaaa2222bbbb", "backup": "sk-live-3333cccc4444dddd"}  # the engine's map
-    pool, clock, rng = make(*secrets, strategy="least-loaded", breaker_options=BreakerOptions(failure_threshold=1))
+    secrets = {
+        "primary": "sk-live-1111aaaa2222bbbb",
+        "backup": "sk-live-3333cccc4444dddd",
+    }  # the engine's map
+    pool, clock, rng = make(
+        *secrets, strategy="least-loaded", breaker_options=BreakerOptions(failure_threshold=1)
+    )
     outcomes = [
         Outcome.success(3, 4),
         Outcome.server_failure(),
-        Outcome.from_error(RateLimitError(f"limit on {secrets['primary']}", status=429, retry_after=1.0)),
-        Outcome.from_error(AuthenticationError(f"Incorrect API key provided: {secrets['backup']}", status=401)),
+        Outcome.from_error(
+            RateLimitError(f"limit on {secrets['primary']}", status=429, retry_after=1.0)
+        ),
+        Outcome.from_error(
+            AuthenticationError(f"Incorrect API key provided: {secrets['backup']}", status=401)
+        ),
     ]
     leases = []
     for outcome in outcomes:
@@ -718,7 +876,9 @@ def test_nothing_reported_contains_a_secret():
 
 
 def test_threads_never_exceed_the_cap_and_leave_nothing_in_flight():
-    pool, clock, _ = make(*(KeyOptions(f"k{i}", max_concurrent=2) for i in range(3)), strategy="least-loaded")
+    pool, clock, _ = make(
+        *(KeyOptions(f"k{i}", max_concurrent=2) for i in range(3)), strategy="least-loaded"
+    )
     peaks, errors = [], []
 
     def worker(seed: int) -> None:
@@ -748,7 +908,9 @@ def test_threads_never_exceed_the_cap_and_leave_nothing_in_flight():
 
 OUTCOME_BUILDERS = {
     "success": lambda data: Outcome.success(data.draw(st.none() | st.integers(0, 400)), None),
-    "rate_limited": lambda data: Outcome.rate_limited(data.draw(st.none() | st.sampled_from([0.0, 0.5, 3.0]))),
+    "rate_limited": lambda data: Outcome.rate_limited(
+        data.draw(st.none() | st.sampled_from([0.0, 0.5, 3.0]))
+    ),
     "server_failure": lambda data: Outcome.server_failure(),
     "auth_failure": lambda data: Outcome.auth_failure("HTTP 401"),
     "ignored": lambda data: Outcome.ignored(data.draw(st.none() | st.integers(0, 50))),
@@ -770,16 +932,25 @@ class KeyPoolMachine(RuleBasedStateMachine):
     The machine keeps its own time as a float so that jumping to ``next_ready_at`` is exact.
     """
 
-    @initialize(keys=st.lists(key_options, max_size=3, unique_by=lambda k: k.name),
-                strategy=st.sampled_from(STRATEGY_NAMES), seed=st.integers(0, 2**16))
+    @initialize(
+        keys=st.lists(key_options, max_size=3, unique_by=lambda k: k.name),
+        strategy=st.sampled_from(STRATEGY_NAMES),
+        seed=st.integers(0, 2**16),
+    )
     def setup(self, keys, strategy, seed):
         self.now = 123_456.789
         self.rng = random.Random(seed)
-        self.pool = KeyPool(keys, strategy, now=self.now,
-                            breaker_options=BreakerOptions(failure_threshold=2, reset_timeout=0.7))
+        self.pool = KeyPool(
+            keys,
+            strategy,
+            now=self.now,
+            breaker_options=BreakerOptions(failure_threshold=2, reset_timeout=0.7),
+        )
         self.out: list = []  # leases granted, not released
         self.states = {}  # id(state) -> (state, options) of every key ever held, removed ones included
-        self.debt_allowed: dict[int, float] = {}  # per state: the most a usage charge could push below 0
+        self.debt_allowed: dict[
+            int, float
+        ] = {}  # per state: the most a usage charge could push below 0
         self._track()
 
     def _track(self):
@@ -791,7 +962,10 @@ class KeyPoolMachine(RuleBasedStateMachine):
     def advance(self, dt):
         self.now += dt
 
-    @rule(tokens=st.sampled_from([0, 1, 50, 150, 900, 5000]), exclude=st.sets(st.sampled_from(NAMES), max_size=2))
+    @rule(
+        tokens=st.sampled_from([0, 1, 50, 150, 900, 5000]),
+        exclude=st.sets(st.sampled_from(NAMES), max_size=2),
+    )
     def choose(self, tokens, exclude):
         exclude = frozenset(exclude)
         ready = self.pool.next_ready_at(self.now, tokens, exclude)
@@ -842,10 +1016,15 @@ class KeyPoolMachine(RuleBasedStateMachine):
             with pytest.raises(SettingError):
                 self.pool.remove(name)
 
-    @rule(name=st.sampled_from(NAMES), remaining=st.none() | st.sampled_from([0, 1, 40]),
-          reset=st.none() | st.sampled_from([0.5, 5.0]))
+    @rule(
+        name=st.sampled_from(NAMES),
+        remaining=st.none() | st.sampled_from([0, 1, 40]),
+        reset=st.none() | st.sampled_from([0.5, 5.0]),
+    )
     def hints(self, name, remaining, reset):
-        self.pool.update_hints(name, {"requests_remaining": remaining, "requests_reset": reset}, self.now)
+        self.pool.update_hints(
+            name, {"requests_remaining": remaining, "requests_reset": reset}, self.now
+        )
 
     @rule(name=st.sampled_from(NAMES))
     def enable(self, name):
@@ -888,7 +1067,11 @@ TestKeyPoolMachine.settings = settings(max_examples=200, stateful_step_count=50,
 
 
 def test_new_breaker_options_reach_every_keys_breaker_and_keys_added_later():
-    pool = KeyPool([KeyOptions("a")], "round-robin", breaker_options=BreakerOptions(failure_threshold=1, reset_timeout=60.0))
+    pool = KeyPool(
+        [KeyOptions("a")],
+        "round-robin",
+        breaker_options=BreakerOptions(failure_threshold=1, reset_timeout=60.0),
+    )
     lease = pool.choose(0.0, 0, random.Random(1))
     pool.release(lease, 0.0, Outcome.server_failure())
     assert pool.next_ready_at(0.0, 0) == 60.0  # its breaker is OPEN for a minute
@@ -897,4 +1080,7 @@ def test_new_breaker_options_reach_every_keys_breaker_and_keys_added_later():
     pool.add(KeyOptions("b"), 0.0)
     lease = pool.choose(0.0, 0, random.Random(1), exclude=frozenset({"a"}))
     pool.release(lease, 0.0, Outcome.server_failure())
-    assert pool.snapshot(1.0)["b"]["breaker"] == "OPEN" and pool.snapshot(2.0)["b"]["breaker"] == "HALF_OPEN"
+    assert (
+        pool.snapshot(1.0)["b"]["breaker"] == "OPEN"
+        and pool.snapshot(2.0)["b"]["breaker"] == "HALF_OPEN"
+    )

@@ -8,10 +8,23 @@ import threading
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
 
 from ipfs_accelerate_py.resilience.clock import FakeClock
-from ipfs_accelerate_py.resilience.errors import ApiError, InvalidInputError, QueueFullError, SettingError
+from ipfs_accelerate_py.resilience.errors import (
+    ApiError,
+    InvalidInputError,
+    QueueFullError,
+    SettingError,
+)
 from ipfs_accelerate_py.resilience.priority_queue import (
     DEFAULT_QUEUE_SIZE,
     PRIORITIES,
@@ -152,7 +165,10 @@ def test_full_queue_error_type_and_text():
     err = info.value
     assert isinstance(err, ApiError) and err.kind == "queue_full"
     assert str(err).startswith("Request queue is full (3 of 3)")
-    assert "raise client.queue_size, lower the request rate, or raise client.max_concurrent_requests" in str(err)
+    assert (
+        "raise client.queue_size, lower the request rate, or raise client.max_concurrent_requests"
+        in str(err)
+    )
     assert len(q) == 3
     q.pop(0.0)
     q.push("x", H, 0.0)  # room again
@@ -450,7 +466,10 @@ class QueueMachine(RuleBasedStateMachine):
 
 TestQueueMachine = QueueMachine.TestCase
 TestQueueMachine.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 

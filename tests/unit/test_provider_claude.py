@@ -36,8 +36,8 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
 )
 from ipfs_accelerate_py.simulator.formats import anthropic as anthropic_format
-from ipfs_accelerate_py.transport.environment import USER_AGENT
 from ipfs_accelerate_py.transport.base import HttpResponse
+from ipfs_accelerate_py.transport.environment import USER_AGENT
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent, iter_sse
 
@@ -55,7 +55,11 @@ TOOLS = [
     {
         "name": "get_weather",
         "description": "Current weather in a city",
-        "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+        "input_schema": {
+            "type": "object",
+            "properties": {"location": {"type": "string"}},
+            "required": ["location"],
+        },
     }
 ]
 
@@ -66,7 +70,12 @@ MESSAGE = {
     "model": MODEL,
     "content": [
         {"type": "text", "text": "Let me check the weather."},
-        {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "input": {"location": "Paris"}},
+        {
+            "type": "tool_use",
+            "id": "toolu_01A09q90qw90lq917835lq9",
+            "name": "get_weather",
+            "input": {"location": "Paris"},
+        },
     ],
     "stop_reason": "tool_use",
     "stop_sequence": None,
@@ -137,7 +146,9 @@ def parse_all(raw: bytes) -> tuple[list, bool]:
 
 def error_body(kind: str, message: str, **extra) -> bytes:
     err = {"type": kind, "message": message, **extra}
-    return json.dumps({"type": "error", "error": err, "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}).encode()
+    return json.dumps(
+        {"type": "error", "error": err, "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+    ).encode()
 
 
 # ------------------------------------------------------------ the request
@@ -148,8 +159,15 @@ def test_chat_request_as_built_method_path_headers_body():
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Weather in Paris?"},
     ]
-    endpoint, data = WIRE.chat_request(MODEL, messages, {"tools": TOOLS, "tool_choice": {"type": "auto"}, "temperature": 0.2}, False)
-    request = WIRE.build_request(endpoint, data, api_key=KEY, base_url=BASE, timeout=30.0, request_id="rid-1")
+    endpoint, data = WIRE.chat_request(
+        MODEL,
+        messages,
+        {"tools": TOOLS, "tool_choice": {"type": "auto"}, "temperature": 0.2},
+        False,
+    )
+    request = WIRE.build_request(
+        endpoint, data, api_key=KEY, base_url=BASE, timeout=30.0, request_id="rid-1"
+    )
     assert (request.method, request.url) == ("POST", f"{BASE}/v1/messages")
     assert request.headers == {
         "Accept": "application/json",
@@ -172,10 +190,19 @@ def test_chat_request_as_built_method_path_headers_body():
 
 
 def test_stream_request_asks_for_sse_and_sets_stream():
-    endpoint, data = WIRE.chat_request(MODEL, [{"role": "user", "content": "hi"}], {"max_tokens": 64}, True)
-    request = WIRE.build_request(endpoint, data, api_key=KEY, base_url=BASE + "/", timeout=None, stream=True)
+    endpoint, data = WIRE.chat_request(
+        MODEL, [{"role": "user", "content": "hi"}], {"max_tokens": 64}, True
+    )
+    request = WIRE.build_request(
+        endpoint, data, api_key=KEY, base_url=BASE + "/", timeout=None, stream=True
+    )
     assert request.headers["Accept"] == "text/event-stream"
-    assert request.json() == {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64, "stream": True}
+    assert request.json() == {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 64,
+        "stream": True,
+    }
     assert request.url == f"{BASE}/v1/messages"
 
 
@@ -185,7 +212,14 @@ def test_tool_result_blocks_pass_through_untouched():
         {"role": "assistant", "content": MESSAGE["content"]},
         {
             "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9", "content": "15 degrees", "is_error": False}],
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_01A09q90qw90lq917835lq9",
+                    "content": "15 degrees",
+                    "is_error": False,
+                }
+            ],
         },
     ]
     original = json.loads(json.dumps(turn))
@@ -200,13 +234,22 @@ def test_tool_result_blocks_pass_through_untouched():
         (None, ["A"], "A"),
         (None, ["A", "B"], "A\n\nB"),
         ("P", ["A"], "P\n\nA"),
-        (None, [[{"type": "text", "text": "X", "cache_control": {"type": "ephemeral"}}]],
-         [{"type": "text", "text": "X", "cache_control": {"type": "ephemeral"}}]),
-        ("P", [[{"type": "text", "text": "X"}]], [{"type": "text", "text": "P"}, {"type": "text", "text": "X"}]),
+        (
+            None,
+            [[{"type": "text", "text": "X", "cache_control": {"type": "ephemeral"}}]],
+            [{"type": "text", "text": "X", "cache_control": {"type": "ephemeral"}}],
+        ),
+        (
+            "P",
+            [[{"type": "text", "text": "X"}]],
+            [{"type": "text", "text": "P"}, {"type": "text", "text": "X"}],
+        ),
     ],
 )
 def test_system_messages_become_the_system_field(system_param, system_messages, expected):
-    messages = [{"role": "system", "content": s} for s in system_messages] + [{"role": "user", "content": "u"}]
+    messages = [{"role": "system", "content": s} for s in system_messages] + [
+        {"role": "user", "content": "u"}
+    ]
     params = {} if system_param is None else {"system": system_param}
     _, data = WIRE.chat_request(MODEL, messages, params, False)
     assert data["system"] == expected
@@ -223,9 +266,21 @@ def test_no_system_field_without_system_messages():
     [
         ([{"role": "tool", "content": "x"}], {}, "tool_result"),
         ([{"role": "system", "content": "only system"}], {}, "at least one 'user' message"),
-        ([{"role": "user", "content": "u"}], {"max_tokens": 0}, "max_tokens must be a positive integer"),
-        ([{"role": "user", "content": "u"}], {"max_tokens": "100"}, "max_tokens must be a positive integer"),
-        ([{"role": "system", "content": 3}, {"role": "user", "content": "u"}], {}, "system message"),
+        (
+            [{"role": "user", "content": "u"}],
+            {"max_tokens": 0},
+            "max_tokens must be a positive integer",
+        ),
+        (
+            [{"role": "user", "content": "u"}],
+            {"max_tokens": "100"},
+            "max_tokens must be a positive integer",
+        ),
+        (
+            [{"role": "system", "content": 3}, {"role": "user", "content": "u"}],
+            {},
+            "system message",
+        ),
     ],
 )
 def test_chat_requests_refused_before_sending(messages, params, says):
@@ -237,8 +292,14 @@ def test_models_list_and_one_model_are_gets_without_body():
     for endpoint, data in (WIRE.models_request(), WIRE.model_request(MODEL)):
         request = WIRE.build_request(endpoint, data, api_key=KEY, base_url=BASE, timeout=None)
         assert request.method == "GET" and request.body is None
-        assert request.headers["x-api-key"] == KEY and request.headers["anthropic-version"] == ANTHROPIC_VERSION
-    assert WIRE.build_request(*WIRE.models_request(), api_key=KEY, base_url=BASE, timeout=None).url == f"{BASE}/v1/models"
+        assert (
+            request.headers["x-api-key"] == KEY
+            and request.headers["anthropic-version"] == ANTHROPIC_VERSION
+        )
+    assert (
+        WIRE.build_request(*WIRE.models_request(), api_key=KEY, base_url=BASE, timeout=None).url
+        == f"{BASE}/v1/models"
+    )
 
 
 @pytest.mark.parametrize("endpoint", ["messages", "/v1/messages", "v1/messages", " messages/ "])
@@ -247,9 +308,18 @@ def test_endpoint_spellings_reach_the_same_path(endpoint):
 
 
 def test_count_tokens_request_has_no_max_tokens():
-    endpoint, data = WIRE.count_tokens_request(MODEL, [{"role": "system", "content": "S"}, {"role": "user", "content": "u"}], {"tools": TOOLS})
+    endpoint, data = WIRE.count_tokens_request(
+        MODEL,
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "u"}],
+        {"tools": TOOLS},
+    )
     assert endpoint == "v1/messages/count_tokens"
-    assert data == {"model": MODEL, "messages": [{"role": "user", "content": "u"}], "system": "S", "tools": TOOLS}
+    assert data == {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "u"}],
+        "system": "S",
+        "tools": TOOLS,
+    }
 
 
 def test_embeddings_and_completions_are_refused_clearly():
@@ -270,15 +340,29 @@ def test_message_response_parsed_with_its_usage():
 
 
 def test_usage_counts_cache_reads_and_writes_as_input():
-    usage = {"input_tokens": 10, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 1000, "output_tokens": 5}
+    usage = {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 1000,
+        "output_tokens": 5,
+    }
     assert WIRE.usage({"usage": usage}) == (1110, 5)
-    assert WIRE.usage({"type": "message_start", "message": {"usage": {"input_tokens": 25, "output_tokens": 1}}}) == (25, 1)
+    assert WIRE.usage(
+        {"type": "message_start", "message": {"usage": {"input_tokens": 25, "output_tokens": 1}}}
+    ) == (25, 1)
     assert WIRE.usage({"input_tokens": 99}) == (0, 0)  # count_tokens: not consumption
 
 
 def test_models_listing_parsed():
     listing = {
-        "data": [{"type": "model", "id": MODEL, "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}],
+        "data": [
+            {
+                "type": "model",
+                "id": MODEL,
+                "display_name": "Claude Sonnet 4.5",
+                "created_at": "2025-09-29T00:00:00Z",
+            }
+        ],
         "has_more": False,
         "first_id": MODEL,
         "last_id": MODEL,
@@ -286,7 +370,9 @@ def test_models_listing_parsed():
     assert WIRE.models_from(listing) == listing["data"]
 
 
-@pytest.mark.parametrize("body", [b"[1, 2]", b'{"id": "msg", "content": [{"type": "text", "text": "cut', b""])
+@pytest.mark.parametrize(
+    "body", [b"[1, 2]", b'{"id": "msg", "content": [{"type": "text", "text": "cut', b""]
+)
 def test_malformed_bodies_are_typed(body):
     with pytest.raises(MalformedResponseError):
         WIRE.parse_response("v1/messages", HttpResponse(200, {}, body))
@@ -294,7 +380,9 @@ def test_malformed_bodies_are_typed(body):
 
 def test_error_body_with_200_is_raised_typed():
     with pytest.raises(OverloadedError, match="Overloaded"):
-        WIRE.parse_response("v1/messages", HttpResponse(200, {}, error_body("overloaded_error", "Overloaded")))
+        WIRE.parse_response(
+            "v1/messages", HttpResponse(200, {}, error_body("overloaded_error", "Overloaded"))
+        )
 
 
 # ------------------------------------------------------------- the stream
@@ -316,9 +404,17 @@ def test_stream_transcript_chunks_and_end_marker():
         "message_delta",
         "message_stop",
     ]  # ping dropped
-    text = "".join(c["delta"]["text"] for c in chunks if c["type"] == "content_block_delta" and c["delta"]["type"] == "text_delta")
+    text = "".join(
+        c["delta"]["text"]
+        for c in chunks
+        if c["type"] == "content_block_delta" and c["delta"]["type"] == "text_delta"
+    )
     assert text == "Hello!"
-    partial = "".join(c["delta"]["partial_json"] for c in chunks if c["type"] == "content_block_delta" and c["index"] == 1)
+    partial = "".join(
+        c["delta"]["partial_json"]
+        for c in chunks
+        if c["type"] == "content_block_delta" and c["index"] == 1
+    )
     assert json.loads(partial) == {"location": "Paris"}
     assert [WIRE.usage(c) for c in chunks if any(WIRE.usage(c))] == [(25, 1), (0, 15)]
     assert chunks[-2]["delta"]["stop_reason"] == "tool_use"
@@ -327,8 +423,16 @@ def test_stream_transcript_chunks_and_end_marker():
 def test_cumulative_message_delta_usage_carries_input_too():
     """The current API repeats the whole usage in message_delta; older servers
     send only output_tokens there (the transcript above)."""
-    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-             "usage": {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 5, "output_tokens": 15}}
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {
+            "input_tokens": 25,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 5,
+            "output_tokens": 15,
+        },
+    }
     chunk, done = WIRE.parse_stream_event(SseEvent("message_delta", json.dumps(delta)))
     assert not done and WIRE.usage(chunk) == (30, 15)
 
@@ -340,16 +444,25 @@ def test_stream_cut_before_message_stop_is_not_done():
 
 
 def test_message_delta_is_not_the_end():
-    event = SseEvent("message_delta", '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}')
+    event = SseEvent(
+        "message_delta",
+        '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}',
+    )
     assert WIRE.parse_stream_event(event)[1] is False
     assert WIRE.parse_stream_event(SseEvent("message_stop", '{"type":"message_stop"}'))[1] is True
 
 
 def test_stream_event_type_read_from_data_when_unnamed_and_unknown_events_pass():
-    assert WIRE.parse_stream_event(SseEvent(None, '{"type":"message_stop"}')) == ({"type": "message_stop"}, True)
+    assert WIRE.parse_stream_event(SseEvent(None, '{"type":"message_stop"}')) == (
+        {"type": "message_stop"},
+        True,
+    )
     assert WIRE.parse_stream_event(SseEvent(None, '{"type":"ping"}')) == (None, False)
     future = {"type": "some_new_event", "x": 1}  # Anthropic may add event types
-    assert WIRE.parse_stream_event(SseEvent("some_new_event", json.dumps(future))) == (future, False)
+    assert WIRE.parse_stream_event(SseEvent("some_new_event", json.dumps(future))) == (
+        future,
+        False,
+    )
     assert WIRE.parse_stream_event(SseEvent(None, "")) == (None, False)
 
 
@@ -364,7 +477,9 @@ def test_stream_event_type_read_from_data_when_unnamed_and_unknown_events_pass()
     ],
 )
 def test_stream_error_event_raises_its_typed_error(kind, cls):
-    event = SseEvent("error", json.dumps({"type": "error", "error": {"type": kind, "message": f"said {kind}"}}))
+    event = SseEvent(
+        "error", json.dumps({"type": "error", "error": {"type": kind, "message": f"said {kind}"}})
+    )
     with pytest.raises(cls, match=f"said {kind}") as caught:
         WIRE.parse_stream_event(event)
     assert type(caught.value) is cls
@@ -373,7 +488,9 @@ def test_stream_error_event_raises_its_typed_error(kind, cls):
 
 def test_stream_event_that_is_not_json_is_malformed():
     with pytest.raises(MalformedResponseError):
-        WIRE.parse_stream_event(SseEvent("content_block_delta", '{"type": "content_block_delta", "delta": {'))
+        WIRE.parse_stream_event(
+            SseEvent("content_block_delta", '{"type": "content_block_delta", "delta": {')
+        )
 
 
 # ------------------------------------------------------------- the errors
@@ -384,21 +501,83 @@ RESET_IN_30S = "2025-06-01T12:00:30Z"
 @pytest.mark.parametrize(
     "status, headers, body, cls, retry_after, should_retry",
     [
-        (400, {}, error_body("invalid_request_error", "messages: roles must alternate"), InvalidRequestError, None, None),
-        (401, {}, error_body("authentication_error", "invalid x-api-key"), AuthenticationError, None, None),
-        (403, {}, error_body("permission_error", "no access to this model"), PermissionDeniedError, None, None),
+        (
+            400,
+            {},
+            error_body("invalid_request_error", "messages: roles must alternate"),
+            InvalidRequestError,
+            None,
+            None,
+        ),
+        (
+            401,
+            {},
+            error_body("authentication_error", "invalid x-api-key"),
+            AuthenticationError,
+            None,
+            None,
+        ),
+        (
+            403,
+            {},
+            error_body("permission_error", "no access to this model"),
+            PermissionDeniedError,
+            None,
+            None,
+        ),
         (404, {}, error_body("not_found_error", "model: claude-nope"), NotFoundError, None, None),
-        (413, {}, error_body("request_too_large", "Request exceeds the maximum size"), InvalidRequestError, None, None),
-        (429, {"retry-after": "7"}, error_body("rate_limit_error", "Number of requests has exceeded your rate limit"), RateLimitError, 7.0, None),
-        (429, {"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": RESET_IN_30S,
-               "anthropic-ratelimit-tokens-remaining": "5000", "anthropic-ratelimit-tokens-reset": "2025-06-01T12:00:50Z"},
-         error_body("rate_limit_error", "requests exhausted"), RateLimitError, 30.0, None),
-        (429, {}, error_body("rate_limit_error", "spend limit", details={"error_code": "enforced_spend_limit_reached"}),
-         RateLimitError, None, False),
+        (
+            413,
+            {},
+            error_body("request_too_large", "Request exceeds the maximum size"),
+            InvalidRequestError,
+            None,
+            None,
+        ),
+        (
+            429,
+            {"retry-after": "7"},
+            error_body("rate_limit_error", "Number of requests has exceeded your rate limit"),
+            RateLimitError,
+            7.0,
+            None,
+        ),
+        (
+            429,
+            {
+                "anthropic-ratelimit-requests-remaining": "0",
+                "anthropic-ratelimit-requests-reset": RESET_IN_30S,
+                "anthropic-ratelimit-tokens-remaining": "5000",
+                "anthropic-ratelimit-tokens-reset": "2025-06-01T12:00:50Z",
+            },
+            error_body("rate_limit_error", "requests exhausted"),
+            RateLimitError,
+            30.0,
+            None,
+        ),
+        (
+            429,
+            {},
+            error_body(
+                "rate_limit_error",
+                "spend limit",
+                details={"error_code": "enforced_spend_limit_reached"},
+            ),
+            RateLimitError,
+            None,
+            False,
+        ),
         (500, {}, error_body("api_error", "Internal server error"), ServerError, None, None),
         (503, {}, error_body("overloaded_error", "Overloaded"), OverloadedError, None, None),
         (529, {}, error_body("overloaded_error", "Overloaded"), OverloadedError, None, None),
-        (529, {"retry-after": "2", "x-should-retry": "true"}, error_body("overloaded_error", "Overloaded"), OverloadedError, 2.0, True),
+        (
+            529,
+            {"retry-after": "2", "x-should-retry": "true"},
+            error_body("overloaded_error", "Overloaded"),
+            OverloadedError,
+            2.0,
+            True,
+        ),
         (502, {}, b"<html>Bad gateway</html>", ServerError, None, None),
     ],
 )
@@ -417,7 +596,9 @@ def test_error_mapping(status, headers, body, cls, retry_after, should_retry):
 
 
 def test_request_id_falls_back_to_the_body():
-    error = WIRE.error_for(HttpResponse(500, {}, error_body("api_error", "boom")), wall_now=NOW, attempt=1)
+    error = WIRE.error_for(
+        HttpResponse(500, {}, error_body("api_error", "boom")), wall_now=NOW, attempt=1
+    )
     assert error.request_id == "req_011CSHoEeqs5C35K2UUqR7Fy"
 
 
@@ -449,7 +630,10 @@ def test_rate_limit_hints_fall_back_to_input_and_output_token_headers():
         "anthropic-ratelimit-input-tokens-reset": "2025-06-01T12:00:10Z",
     }
     assert WIRE.rate_limit_hints(headers) == {"tokens_remaining": 800}  # no Date: no reset figure
-    assert WIRE.rate_limit_hints(dict(headers, date=DATE_HEADER)) == {"tokens_remaining": 800, "tokens_reset": 10.0}
+    assert WIRE.rate_limit_hints(dict(headers, date=DATE_HEADER)) == {
+        "tokens_remaining": 800,
+        "tokens_reset": 10.0,
+    }
     assert WIRE.rate_limit_hints({}) is None
     assert WIRE.rate_limit_hints({"anthropic-ratelimit-requests-remaining": "many"}) is None
 
@@ -472,27 +656,40 @@ def test_parse_rfc3339(text, expected):
 
 def test_join_system_keeps_blocks():
     assert join_system(["a", "b"]) == "a\n\nb"
-    assert join_system([[{"type": "text", "text": "a"}], "b"]) == [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    assert join_system([[{"type": "text", "text": "a"}], "b"]) == [
+        {"type": "text", "text": "a"},
+        {"type": "text", "text": "b"},
+    ]
 
 
 # ------------------------------------------------ the backend, in memory
 
 
-make_client = ClientFactory(claude, "anthropic_api_base", "claude_api_key", QUICK_RETRIES, base_url=BASE, key=KEY).in_memory
+make_client = ClientFactory(
+    claude, "anthropic_api_base", "claude_api_key", QUICK_RETRIES, base_url=BASE, key=KEY
+).in_memory
 
 
 def answer_message(request):
     body = request.json()
     text = body["messages"][-1]["content"]
-    reply = dict(MESSAGE, content=[{"type": "text", "text": f"re: {text}"}], stop_reason="end_turn",
-                 usage={"input_tokens": 11, "output_tokens": 4})
+    reply = dict(
+        MESSAGE,
+        content=[{"type": "text", "text": f"re: {text}"}],
+        stop_reason="end_turn",
+        usage={"input_tokens": 11, "output_tokens": 4},
+    )
     return HttpResponse(200, {"request-id": "req_ok"}, json.dumps(reply).encode())
 
 
 def test_backend_chat_sends_anthropic_request_and_counts_tokens():
     client, transport = make_client(answer_message)
     with client:
-        result = client.chat(MODEL, [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}], max_tokens=50)
+        result = client.chat(
+            MODEL,
+            [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+            max_tokens=50,
+        )
         stats = client.get_stats()
     assert result["content"][0]["text"] == "re: hello"
     [sent] = transport.requests
@@ -506,7 +703,9 @@ def test_backend_chat_sends_anthropic_request_and_counts_tokens():
 
 def test_backend_529_is_retried_and_counts_against_the_breaker():
     overloaded = HttpResponse(529, {}, error_body("overloaded_error", "Overloaded"))
-    client, transport = make_client(scripted(overloaded, overloaded, then=answer_message), failure_threshold=5)
+    client, transport = make_client(
+        scripted(overloaded, overloaded, then=answer_message), failure_threshold=5
+    )
     with client:
         result = client.chat(MODEL, [{"role": "user", "content": "x"}])
         breaker = client.generate_report()["circuit_breaker"]
@@ -518,8 +717,12 @@ def test_backend_529_is_retried_and_counts_against_the_breaker():
 
 
 def test_backend_529s_open_the_circuit():
-    client, transport = make_client(lambda r: HttpResponse(529, {}, error_body("overloaded_error", "Overloaded")),
-                                    failure_threshold=2, max_retries=1, reset_timeout=60)
+    client, transport = make_client(
+        lambda r: HttpResponse(529, {}, error_body("overloaded_error", "Overloaded")),
+        failure_threshold=2,
+        max_retries=1,
+        reset_timeout=60,
+    )
     with client:
         with pytest.raises(OverloadedError, match="Overloaded"):
             client.chat(MODEL, [{"role": "user", "content": "x"}])
@@ -528,7 +731,9 @@ def test_backend_529s_open_the_circuit():
 
 
 def test_backend_429_waits_retry_after_and_does_not_open_the_circuit():
-    limited = HttpResponse(429, {"retry-after": "0.01"}, error_body("rate_limit_error", "slow down"))
+    limited = HttpResponse(
+        429, {"retry-after": "0.01"}, error_body("rate_limit_error", "slow down")
+    )
     client, transport = make_client(scripted(limited, then=answer_message), failure_threshold=1)
     with client:
         client.chat(MODEL, [{"role": "user", "content": "x"}])
@@ -541,14 +746,19 @@ def test_backend_429_waits_retry_after_and_does_not_open_the_circuit():
     [
         (401, error_body("authentication_error", "invalid x-api-key"), AuthenticationError),
         (404, error_body("not_found_error", "model: nope"), NotFoundError),
-        (429, error_body("rate_limit_error", "spend", details={"error_code": "enforced_spend_limit_reached"}), RateLimitError),
+        (
+            429,
+            error_body(
+                "rate_limit_error", "spend", details={"error_code": "enforced_spend_limit_reached"}
+            ),
+            RateLimitError,
+        ),
     ],
 )
 def test_backend_does_not_retry_what_waiting_cannot_fix(status, body, cls):
     client, transport = make_client(lambda r: HttpResponse(status, {}, body))
-    with client:
-        with pytest.raises(cls):
-            client.chat(MODEL, [{"role": "user", "content": "x"}])
+    with client, pytest.raises(cls):
+        client.chat(MODEL, [{"role": "user", "content": "x"}])
     assert len(transport.requests) == 1
 
 
@@ -596,15 +806,14 @@ def test_backend_stream_error_event_fails_with_overloaded():
 
 def test_backend_embeddings_refused_without_sending():
     client, transport = make_client(answer_message)
-    with client:
-        with pytest.raises(InvalidInputError, match="no embeddings operation"):
-            client.embeddings("voyage-3", "text")
+    with client, pytest.raises(InvalidInputError, match="no embeddings operation"):
+        client.embeddings("voyage-3", "text")
     assert transport.requests == []
 
 
 def test_backend_models_count_tokens_and_get_model():
     def handler(request):
-        path = request.url[len(BASE):]
+        path = request.url[len(BASE) :]
         if path == "/v1/models":
             body = {"data": [{"type": "model", "id": MODEL}], "has_more": False}
         elif path == f"/v1/models/{MODEL}":
@@ -631,8 +840,18 @@ def test_backend_models_count_tokens_and_get_model():
     [
         ({"anthropic_api_key": "k-meta"}, {}, "k-meta", "https://api.anthropic.com"),
         ({"claude_api_key": "k-claude"}, {}, "k-claude", "https://api.anthropic.com"),
-        ({}, {"ANTHROPIC_API_KEY": "k-env", "ANTHROPIC_BASE_URL": "http://env.test"}, "k-env", "http://env.test"),
-        ({"claude_api_key": "k", "claude_api_base": "http://meta.test"}, {"ANTHROPIC_BASE_URL": "http://env.test"}, "k", "http://meta.test"),
+        (
+            {},
+            {"ANTHROPIC_API_KEY": "k-env", "ANTHROPIC_BASE_URL": "http://env.test"},
+            "k-env",
+            "http://env.test",
+        ),
+        (
+            {"claude_api_key": "k", "claude_api_base": "http://meta.test"},
+            {"ANTHROPIC_BASE_URL": "http://env.test"},
+            "k",
+            "http://meta.test",
+        ),
     ],
 )
 def test_key_and_base_url_sources(monkeypatch, metadata, env, expected_key, expected_base):
@@ -650,83 +869,205 @@ def test_no_key_against_the_real_api_is_refused_naming_the_variable(monkeypatch)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     client = claude({}, {}, transport=MemoryTransport(answer_message))
-    with client:
-        with pytest.raises(AuthenticationError, match="ANTHROPIC_API_KEY"):
-            client.chat(MODEL, [{"role": "user", "content": "x"}])
+    with client, pytest.raises(AuthenticationError, match="ANTHROPIC_API_KEY"):
+        client.chat(MODEL, [{"role": "user", "content": "x"}])
 
 
 # ------------------------------------------------ stream events in common terms
+
 
 def _block_delta(index, **delta):
     return {"type": "content_block_delta", "index": index, "delta": delta}
 
 
 def _message_delta(stop_reason, **usage):
-    return {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}
+    return {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+        "usage": usage,
+    }
 
 
 def _message_start(**usage):
-    return {"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant", "content": [],
-                                                 "model": MODEL, "stop_reason": None, "stop_sequence": None,
-                                                 "usage": usage}}
+    return {
+        "type": "message_start",
+        "message": {
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": MODEL,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        },
+    }
 
 
 DELTA_CASES = [
-    ("message_start: input tokens, output placeholder dropped", _message_start(input_tokens=25, output_tokens=1),
-     StreamDelta(usage=(25, 0))),
-    ("message_start: cache reads and writes are input", _message_start(input_tokens=25, cache_creation_input_tokens=3,
-                                                                       cache_read_input_tokens=5, output_tokens=1),
-     StreamDelta(usage=(33, 0))),
-    ("text block opens empty", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-     EMPTY_DELTA),
-    ("text block opens with text", {"type": "content_block_start", "index": 0,
-                                    "content_block": {"type": "text", "text": "Hi"}}, StreamDelta(text="Hi")),
-    ("tool_use block opens a call", {"type": "content_block_start", "index": 1, "content_block": {
-        "type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "name": "get_weather", "input": {}}},
-     StreamDelta(tool_calls=(ToolCallDelta(1, "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", ""),))),
-    ("thinking block", {"type": "content_block_start", "index": 0,
-                        "content_block": {"type": "thinking", "thinking": ""}}, EMPTY_DELTA),
-    ("server tool block is not the caller's", {"type": "content_block_start", "index": 1, "content_block": {
-        "type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}}}, EMPTY_DELTA),
+    (
+        "message_start: input tokens, output placeholder dropped",
+        _message_start(input_tokens=25, output_tokens=1),
+        StreamDelta(usage=(25, 0)),
+    ),
+    (
+        "message_start: cache reads and writes are input",
+        _message_start(
+            input_tokens=25,
+            cache_creation_input_tokens=3,
+            cache_read_input_tokens=5,
+            output_tokens=1,
+        ),
+        StreamDelta(usage=(33, 0)),
+    ),
+    (
+        "text block opens empty",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        EMPTY_DELTA,
+    ),
+    (
+        "text block opens with text",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "text", "text": "Hi"},
+        },
+        StreamDelta(text="Hi"),
+    ),
+    (
+        "tool_use block opens a call",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {
+                "type": "tool_use",
+                "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                "name": "get_weather",
+                "input": {},
+            },
+        },
+        StreamDelta(
+            tool_calls=(ToolCallDelta(1, "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather", ""),)
+        ),
+    ),
+    (
+        "thinking block",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""},
+        },
+        EMPTY_DELTA,
+    ),
+    (
+        "server tool block is not the caller's",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {
+                "type": "server_tool_use",
+                "id": "srvtoolu_01",
+                "name": "web_search",
+                "input": {},
+            },
+        },
+        EMPTY_DELTA,
+    ),
     ("text_delta", _block_delta(0, type="text_delta", text="Hello"), StreamDelta(text="Hello")),
-    ("input_json_delta", _block_delta(1, type="input_json_delta", partial_json='{"location": "San Fra'),
-     StreamDelta(tool_calls=(ToolCallDelta(1, None, None, '{"location": "San Fra'),))),
-    ("empty input_json_delta", _block_delta(1, type="input_json_delta", partial_json=""), EMPTY_DELTA),
+    (
+        "input_json_delta",
+        _block_delta(1, type="input_json_delta", partial_json='{"location": "San Fra'),
+        StreamDelta(tool_calls=(ToolCallDelta(1, None, None, '{"location": "San Fra'),)),
+    ),
+    (
+        "empty input_json_delta",
+        _block_delta(1, type="input_json_delta", partial_json=""),
+        EMPTY_DELTA,
+    ),
     ("thinking_delta", _block_delta(0, type="thinking_delta", thinking="Let me see"), EMPTY_DELTA),
-    ("signature_delta", _block_delta(0, type="signature_delta", signature="EqQBCgIYAhIM1gbcDa9GJwZA"), EMPTY_DELTA),
-    ("citations_delta", _block_delta(0, type="citations_delta", citation={"type": "char_location"}), EMPTY_DELTA),
+    (
+        "signature_delta",
+        _block_delta(0, type="signature_delta", signature="EqQBCgIYAhIM1gbcDa9GJwZA"),
+        EMPTY_DELTA,
+    ),
+    (
+        "citations_delta",
+        _block_delta(0, type="citations_delta", citation={"type": "char_location"}),
+        EMPTY_DELTA,
+    ),
     ("content_block_stop", {"type": "content_block_stop", "index": 0}, EMPTY_DELTA),
-    ("end_turn, output tokens", _message_delta("end_turn", output_tokens=15), StreamDelta(finish_reason="stop", usage=(0, 15))),
-    ("tool_use", _message_delta("tool_use", output_tokens=89), StreamDelta(finish_reason="tool_calls", usage=(0, 89))),
-    ("max_tokens", _message_delta("max_tokens", output_tokens=5), StreamDelta(finish_reason="length", usage=(0, 5))),
-    ("stop_sequence", _message_delta("stop_sequence", output_tokens=5), StreamDelta(finish_reason="stop", usage=(0, 5))),
-    ("refusal kept as Anthropic says it", _message_delta("refusal", output_tokens=0),
-     StreamDelta(finish_reason="refusal", usage=(0, 0))),
-    ("cumulative usage carries input too", _message_delta("end_turn", input_tokens=25, cache_read_input_tokens=5,
-                                                           output_tokens=15),
-     StreamDelta(finish_reason="stop", usage=(30, 15))),
-    ("message_delta without usage", {"type": "message_delta", "delta": {"stop_reason": "pause_turn"}},
-     StreamDelta(finish_reason="pause_turn")),
+    (
+        "end_turn, output tokens",
+        _message_delta("end_turn", output_tokens=15),
+        StreamDelta(finish_reason="stop", usage=(0, 15)),
+    ),
+    (
+        "tool_use",
+        _message_delta("tool_use", output_tokens=89),
+        StreamDelta(finish_reason="tool_calls", usage=(0, 89)),
+    ),
+    (
+        "max_tokens",
+        _message_delta("max_tokens", output_tokens=5),
+        StreamDelta(finish_reason="length", usage=(0, 5)),
+    ),
+    (
+        "stop_sequence",
+        _message_delta("stop_sequence", output_tokens=5),
+        StreamDelta(finish_reason="stop", usage=(0, 5)),
+    ),
+    (
+        "refusal kept as Anthropic says it",
+        _message_delta("refusal", output_tokens=0),
+        StreamDelta(finish_reason="refusal", usage=(0, 0)),
+    ),
+    (
+        "cumulative usage carries input too",
+        _message_delta("end_turn", input_tokens=25, cache_read_input_tokens=5, output_tokens=15),
+        StreamDelta(finish_reason="stop", usage=(30, 15)),
+    ),
+    (
+        "message_delta without usage",
+        {"type": "message_delta", "delta": {"stop_reason": "pause_turn"}},
+        StreamDelta(finish_reason="pause_turn"),
+    ),
     ("message_stop", {"type": "message_stop"}, EMPTY_DELTA),
     ("an event type Anthropic may add", {"type": "some_new_event", "text": "x"}, EMPTY_DELTA),
 ]
 
 
-@pytest.mark.parametrize("chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES])
+@pytest.mark.parametrize(
+    "chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES]
+)
 def test_stream_event_in_common_terms(chunk, expected):
     assert WIRE.stream_delta(chunk) == expected
 
 
 @pytest.mark.parametrize(
     "chunk",
-    [None, "x", [], {}, {"type": 3}, {"type": "message_start"}, {"type": "message_start", "message": {"usage": 5}},
-     {"type": "content_block_start", "content_block": {"type": "tool_use", "id": "t", "name": "f"}},  # no index
-     {"type": "content_block_start", "index": True, "content_block": {"type": "tool_use"}},
-     {"type": "content_block_start", "index": 0, "content_block": "text"},
-     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 5}},
-     {"type": "content_block_delta", "index": -1, "delta": {"type": "input_json_delta", "partial_json": "{"}},
-     {"type": "content_block_delta", "delta": None},
-     {"type": "message_delta", "delta": "stop", "usage": None}],
+    [
+        None,
+        "x",
+        [],
+        {},
+        {"type": 3},
+        {"type": "message_start"},
+        {"type": "message_start", "message": {"usage": 5}},
+        {
+            "type": "content_block_start",
+            "content_block": {"type": "tool_use", "id": "t", "name": "f"},
+        },  # no index
+        {"type": "content_block_start", "index": True, "content_block": {"type": "tool_use"}},
+        {"type": "content_block_start", "index": 0, "content_block": "text"},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 5}},
+        {
+            "type": "content_block_delta",
+            "index": -1,
+            "delta": {"type": "input_json_delta", "partial_json": "{"},
+        },
+        {"type": "content_block_delta", "delta": None},
+        {"type": "message_delta", "delta": "stop", "usage": None},
+    ],
     ids=repr,
 )
 def test_stream_events_of_unknown_shape_add_nothing(chunk):
@@ -749,25 +1090,47 @@ SIMULATOR_HEADERS = {"anthropic-version": ANTHROPIC_VERSION}
 
 
 def test_simulator_stream_joins_to_its_reply():
-    payload = {"model": MODEL, "max_tokens": 256, "system": "Be brief.", "stream": True,
-               "messages": [{"role": "user", "content": "What is the capital of France, please?"}]}
-    events, body = simulated_stream(anthropic_format.FORMAT, "/v1/messages", payload, headers=SIMULATOR_HEADERS)
+    payload = {
+        "model": MODEL,
+        "max_tokens": 256,
+        "system": "Be brief.",
+        "stream": True,
+        "messages": [{"role": "user", "content": "What is the capital of France, please?"}],
+    }
+    events, body = simulated_stream(
+        anthropic_format.FORMAT, "/v1/messages", payload, headers=SIMULATOR_HEADERS
+    )
     deltas, done = stream_deltas(WIRE, events)
     assert done
-    assert joined_text(deltas) == WIRE.reply_text(body) and body["content"][0]["text"].startswith("Simulated reply")
+    assert joined_text(deltas) == WIRE.reply_text(body) and body["content"][0]["text"].startswith(
+        "Simulated reply"
+    )
     assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
     assert [d.usage for d in deltas if d.usage][-1] == WIRE.usage(body)
     assert not any(d.tool_calls for d in deltas)
 
 
 def test_simulator_tool_use_stream_joins_to_the_tool_input():
-    payload = {"model": MODEL, "max_tokens": 256, "stream": True, "tools": TOOLS,
-               "tool_choice": {"type": "tool", "name": "get_weather"},
-               "messages": [{"role": "user", "content": "Weather in Paris?"}]}
-    events, body = simulated_stream(anthropic_format.FORMAT, "/v1/messages", payload, headers=SIMULATOR_HEADERS)
+    payload = {
+        "model": MODEL,
+        "max_tokens": 256,
+        "stream": True,
+        "tools": TOOLS,
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    events, body = simulated_stream(
+        anthropic_format.FORMAT, "/v1/messages", payload, headers=SIMULATOR_HEADERS
+    )
     deltas, done = stream_deltas(WIRE, events)
     [block] = body["content"]
     assert done and joined_text(deltas) == ""
-    assert joined_calls(deltas) == {0: {"id": block["id"], "name": "get_weather", "arguments": json.dumps(block["input"])}}
-    assert json.loads(joined_calls(deltas)[0]["arguments"]) == block["input"] == {"location": "Weather in Paris?"}
+    assert joined_calls(deltas) == {
+        0: {"id": block["id"], "name": "get_weather", "arguments": json.dumps(block["input"])}
+    }
+    assert (
+        json.loads(joined_calls(deltas)[0]["arguments"])
+        == block["input"]
+        == {"location": "Weather in Paris?"}
+    )
     assert deltas[-2].finish_reason == "tool_calls"

@@ -67,19 +67,31 @@ def user(text):
 
 def sse_stream(chunks, close_log=None):
     """A StreamResponse whose body is ``data: <json>`` events; each close is logged in ``close_log``."""
-    lines = [line for chunk in chunks
-             for line in (b"data: " + (chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()), b"")]
-    return stream_answer(lines, on_close=None if close_log is None else lambda: close_log.append(True))
+    lines = [
+        line
+        for chunk in chunks
+        for line in (
+            b"data: " + (chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()),
+            b"",
+        )
+    ]
+    return stream_answer(
+        lines, on_close=None if close_log is None else lambda: close_log.append(True)
+    )
 
 
 def fake_embeddings(req):
     """Answer batchEmbedContents with one vector per request: [len(text), position]."""
     body = req.json()
     texts = [r["content"]["parts"][0]["text"] for r in body["requests"]]
-    return answer(200, {"embeddings": [{"values": [float(len(t)), float(i)]} for i, t in enumerate(texts)]})
+    return answer(
+        200, {"embeddings": [{"values": [float(len(t)), float(i)]} for i, t in enumerate(texts)]}
+    )
 
 
-make_client = ClientFactory(gemini, "gemini_api_base", "gemini_api_key", QUICK_RETRIES, base_url=BASE, key=KEY).in_memory
+make_client = ClientFactory(
+    gemini, "gemini_api_base", "gemini_api_key", QUICK_RETRIES, base_url=BASE, key=KEY
+).in_memory
 
 
 def sent(transport, n=0):
@@ -94,10 +106,21 @@ CHAT_BODY = {
     "contents": [
         {"role": "user", "parts": [{"text": "Hi"}]},
         {"role": "model", "parts": [{"text": "Hello"}]},
-        {"role": "user", "parts": [{"text": "Describe this"}, {"inline_data": {"mime_type": "image/png", "data": PNG_B64}}]},
+        {
+            "role": "user",
+            "parts": [
+                {"text": "Describe this"},
+                {"inline_data": {"mime_type": "image/png", "data": PNG_B64}},
+            ],
+        },
     ],
     "systemInstruction": {"parts": [{"text": "Be brief."}]},
-    "generationConfig": {"temperature": 0.2, "maxOutputTokens": 64, "topP": 0.9, "stopSequences": ["END"]},
+    "generationConfig": {
+        "temperature": 0.2,
+        "maxOutputTokens": 64,
+        "topP": 0.9,
+        "stopSequences": ["END"],
+    },
 }
 CHAT_MESSAGES = [
     {"role": "system", "content": "Be brief."},
@@ -116,7 +139,9 @@ CHAT_MESSAGES = [
 def test_chat_request_as_sent_method_url_headers_and_body():
     client, transport = make_client(lambda r: answer(200, REPLY))
     with client:
-        result = client.chat(MODEL, CHAT_MESSAGES, temperature=0.2, max_tokens=64, top_p=0.9, stop="END")
+        result = client.chat(
+            MODEL, CHAT_MESSAGES, temperature=0.2, max_tokens=64, top_p=0.9, stop="END"
+        )
     method, url, headers, body = sent(transport)
     assert (method, url) == ("POST", f"{BASE}/models/{MODEL}:generateContent")
     assert headers["x-goog-api-key"] == KEY
@@ -143,45 +168,124 @@ def test_stream_request_goes_to_stream_generate_content_with_alt_sse():
 @pytest.mark.parametrize(
     "call, method, path, body",
     [
-        (lambda c: c.embeddings(EMBED, "one text"), "POST", f"models/{EMBED}:batchEmbedContents",
-         {"requests": [{"model": f"models/{EMBED}", "content": {"parts": [{"text": "one text"}]}}]}),
-        (lambda c: c.embeddings(EMBED, ["a", "b"], task_type="RETRIEVAL_DOCUMENT", dimensions=8), "POST",
-         f"models/{EMBED}:batchEmbedContents",
-         {"requests": [
-             {"model": f"models/{EMBED}", "taskType": "RETRIEVAL_DOCUMENT", "outputDimensionality": 8,
-              "content": {"parts": [{"text": t}]}} for t in ("a", "b")]}),
-        (lambda c: c.embed_content(EMBED, "solo", output_dimensionality=4), "POST", f"models/{EMBED}:embedContent",
-         {"outputDimensionality": 4, "content": {"parts": [{"text": "solo"}]}}),
-        (lambda c: c.count_tokens(MODEL, user("count")), "POST", f"models/{MODEL}:countTokens",
-         {"contents": [{"role": "user", "parts": [{"text": "count"}]}]}),
-        (lambda c: c.count_tokens(MODEL, [{"role": "system", "content": "S"}, *user("count")]), "POST",
-         f"models/{MODEL}:countTokens",
-         {"generateContentRequest": {"model": f"models/{MODEL}", "contents": [{"role": "user", "parts": [{"text": "count"}]}],
-                                     "systemInstruction": {"parts": [{"text": "S"}]}}}),
+        (
+            lambda c: c.embeddings(EMBED, "one text"),
+            "POST",
+            f"models/{EMBED}:batchEmbedContents",
+            {
+                "requests": [
+                    {"model": f"models/{EMBED}", "content": {"parts": [{"text": "one text"}]}}
+                ]
+            },
+        ),
+        (
+            lambda c: c.embeddings(EMBED, ["a", "b"], task_type="RETRIEVAL_DOCUMENT", dimensions=8),
+            "POST",
+            f"models/{EMBED}:batchEmbedContents",
+            {
+                "requests": [
+                    {
+                        "model": f"models/{EMBED}",
+                        "taskType": "RETRIEVAL_DOCUMENT",
+                        "outputDimensionality": 8,
+                        "content": {"parts": [{"text": t}]},
+                    }
+                    for t in ("a", "b")
+                ]
+            },
+        ),
+        (
+            lambda c: c.embed_content(EMBED, "solo", output_dimensionality=4),
+            "POST",
+            f"models/{EMBED}:embedContent",
+            {"outputDimensionality": 4, "content": {"parts": [{"text": "solo"}]}},
+        ),
+        (
+            lambda c: c.count_tokens(MODEL, user("count")),
+            "POST",
+            f"models/{MODEL}:countTokens",
+            {"contents": [{"role": "user", "parts": [{"text": "count"}]}]},
+        ),
+        (
+            lambda c: c.count_tokens(MODEL, [{"role": "system", "content": "S"}, *user("count")]),
+            "POST",
+            f"models/{MODEL}:countTokens",
+            {
+                "generateContentRequest": {
+                    "model": f"models/{MODEL}",
+                    "contents": [{"role": "user", "parts": [{"text": "count"}]}],
+                    "systemInstruction": {"parts": [{"text": "S"}]},
+                }
+            },
+        ),
         (lambda c: c.get_model(MODEL), "GET", f"models/{MODEL}", None),
         (lambda c: c.list_models(), "GET", "models?pageSize=1000", None),
-        (lambda c: c.completions(MODEL, "Once upon"), "POST", f"models/{MODEL}:generateContent",
-         {"contents": [{"role": "user", "parts": [{"text": "Once upon"}]}]}),
-        (lambda c: c.make_request(f"/v1beta/models/{MODEL}:generateContent", {"contents": []}), "POST",
-         f"models/{MODEL}:generateContent", {"contents": []}),
-        (lambda c: c.make_request("generateContent", {"model": f"models/{MODEL}", "contents": []}), "POST",
-         f"models/{MODEL}:generateContent", {"contents": []}),
-        (lambda c: c.make_request("tunedModels/my-model:generateContent", {"contents": []}), "POST",
-         "tunedModels/my-model:generateContent", {"contents": []}),
-        (lambda c: c.generate_content(MODEL, [{"role": "user", "parts": [{"text": "n"}]}],
-                                      safetySettings=[{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]),
-         "POST", f"models/{MODEL}:generateContent",
-         {"contents": [{"role": "user", "parts": [{"text": "n"}]}],
-          "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]}),
+        (
+            lambda c: c.completions(MODEL, "Once upon"),
+            "POST",
+            f"models/{MODEL}:generateContent",
+            {"contents": [{"role": "user", "parts": [{"text": "Once upon"}]}]},
+        ),
+        (
+            lambda c: c.make_request(f"/v1beta/models/{MODEL}:generateContent", {"contents": []}),
+            "POST",
+            f"models/{MODEL}:generateContent",
+            {"contents": []},
+        ),
+        (
+            lambda c: c.make_request(
+                "generateContent", {"model": f"models/{MODEL}", "contents": []}
+            ),
+            "POST",
+            f"models/{MODEL}:generateContent",
+            {"contents": []},
+        ),
+        (
+            lambda c: c.make_request("tunedModels/my-model:generateContent", {"contents": []}),
+            "POST",
+            "tunedModels/my-model:generateContent",
+            {"contents": []},
+        ),
+        (
+            lambda c: c.generate_content(
+                MODEL,
+                [{"role": "user", "parts": [{"text": "n"}]}],
+                safetySettings=[
+                    {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}
+                ],
+            ),
+            "POST",
+            f"models/{MODEL}:generateContent",
+            {
+                "contents": [{"role": "user", "parts": [{"text": "n"}]}],
+                "safetySettings": [
+                    {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}
+                ],
+            },
+        ),
     ],
-    ids=["embed-one", "embed-list", "embedContent", "countTokens", "countTokens-system", "get-model", "list-models",
-         "completions", "path-endpoint", "method-endpoint", "tuned-model", "generate-content"],
+    ids=[
+        "embed-one",
+        "embed-list",
+        "embedContent",
+        "countTokens",
+        "countTokens-system",
+        "get-model",
+        "list-models",
+        "completions",
+        "path-endpoint",
+        "method-endpoint",
+        "tuned-model",
+        "generate-content",
+    ],
 )
 def test_each_operation_builds_exactly_this_request(call, method, path, body):
     def handler(req):
         if "batchEmbedContents" in req.url:
             return fake_embeddings(req)
-        return answer(200, {"models": [], "embedding": {"values": [1.0]}, "totalTokens": 3, **REPLY})
+        return answer(
+            200, {"models": [], "embedding": {"values": [1.0]}, "totalTokens": 3, **REPLY}
+        )
 
     client, transport = make_client(handler, batch_timeout=0.0)
     with client:
@@ -199,7 +303,12 @@ def test_the_key_comes_from_metadata_then_the_environment(monkeypatch):
     monkeypatch.setenv("GOOGLE_API_KEY", "from-google-env")
     assert gemini({}, {"gemini_api_base": BASE}).api_key == "from-google-env"
     assert gemini({}, {"gemini_api_key": "meta-g", "gemini_api_base": BASE}).api_key == "meta-g"
-    assert gemini({}, {"google_api_key": "meta-google", "gemini_api_key": "x", "gemini_api_base": BASE}).api_key == "meta-google"
+    assert (
+        gemini(
+            {}, {"google_api_key": "meta-google", "gemini_api_key": "x", "gemini_api_base": BASE}
+        ).api_key
+        == "meta-google"
+    )
     monkeypatch.setenv("GEMINI_BASE_URL", "http://env.invalid/v1beta")
     assert gemini({}, {}).base_url == "http://env.invalid/v1beta"
     monkeypatch.delenv("GEMINI_BASE_URL")
@@ -223,9 +332,19 @@ def test_raw_image_bytes_become_inline_data_with_the_recognised_type():
 
 
 def test_native_gemini_parts_pass_through():
-    part = {"file_data": {"mime_type": "application/pdf", "file_uri": "https://generativelanguage.googleapis.com/v1beta/files/x"}}
-    _, data = WIRE.chat_request(MODEL, [{"role": "model", "content": [part]}, *user("and?")], {}, False)
-    assert data["contents"] == [{"role": "model", "parts": [part]}, {"role": "user", "parts": [{"text": "and?"}]}]
+    part = {
+        "file_data": {
+            "mime_type": "application/pdf",
+            "file_uri": "https://generativelanguage.googleapis.com/v1beta/files/x",
+        }
+    }
+    _, data = WIRE.chat_request(
+        MODEL, [{"role": "model", "content": [part]}, *user("and?")], {}, False
+    )
+    assert data["contents"] == [
+        {"role": "model", "parts": [part]},
+        {"role": "user", "parts": [{"text": "and?"}]},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -233,8 +352,26 @@ def test_native_gemini_parts_pass_through():
     [
         ([{"role": "tool", "content": "x"}], {}, "role 'tool'"),
         ([{"role": "system", "content": "only rules"}], {}, "at least one 'user'"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}], {}, "data URL"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}], {}, "base64"),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}],
+                }
+            ],
+            {},
+            "data URL",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png,abc"}}],
+                }
+            ],
+            {},
+            "base64",
+        ),
         ([{"role": "user", "content": None}], {}, "content must be"),
         ([{"role": "user", "content": [{"type": "audio"}]}], {}, "unknown part"),
         (user("x"), {"logit_bias": {}}, "unknown parameter 'logit_bias'"),
@@ -250,14 +387,28 @@ def test_what_gemini_cannot_take_is_refused_before_sending(messages, params, mat
 
 def test_generation_parameters_map_to_generation_config():
     _, data = WIRE.chat_request(
-        MODEL, user("x"),
-        {"n": 2, "top_k": 40, "seed": 7, "stop": ["a", "b"], "response_format": {"type": "json_object"},
-         "generationConfig": {"temperature": 1.0}, "thinkingConfig": {"thinkingBudget": 0}, "tools": [{"codeExecution": {}}]},
+        MODEL,
+        user("x"),
+        {
+            "n": 2,
+            "top_k": 40,
+            "seed": 7,
+            "stop": ["a", "b"],
+            "response_format": {"type": "json_object"},
+            "generationConfig": {"temperature": 1.0},
+            "thinkingConfig": {"thinkingBudget": 0},
+            "tools": [{"codeExecution": {}}],
+        },
         False,
     )
     assert data["generationConfig"] == {
-        "temperature": 1.0, "candidateCount": 2, "topK": 40, "seed": 7, "stopSequences": ["a", "b"],
-        "responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 0},
+        "temperature": 1.0,
+        "candidateCount": 2,
+        "topK": 40,
+        "seed": 7,
+        "stopSequences": ["a", "b"],
+        "responseMimeType": "application/json",
+        "thinkingConfig": {"thinkingBudget": 0},
     }
     assert data["tools"] == [{"codeExecution": {}}]
 
@@ -275,7 +426,15 @@ def test_embeddings_take_text_only(bad):
 
 def test_usage_reads_usage_metadata_thinking_counted_as_output():
     assert WIRE.usage(REPLY) == (4, 7)
-    assert WIRE.usage({"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 10}}) == (3, 12)
+    assert WIRE.usage(
+        {
+            "usageMetadata": {
+                "promptTokenCount": 3,
+                "candidatesTokenCount": 2,
+                "thoughtsTokenCount": 10,
+            }
+        }
+    ) == (3, 12)
     assert WIRE.usage({"embeddings": []}) == (0, 0)
     client, _ = make_client(lambda r: answer(200, REPLY))
     with client:
@@ -285,15 +444,23 @@ def test_usage_reads_usage_metadata_thinking_counted_as_output():
 
 
 def test_vectors_and_models_are_read_from_either_shape():
-    assert WIRE.embedding_vectors({"embeddings": [{"values": [1.0]}, {"values": [2.0]}]}) == [[1.0], [2.0]]
+    assert WIRE.embedding_vectors({"embeddings": [{"values": [1.0]}, {"values": [2.0]}]}) == [
+        [1.0],
+        [2.0],
+    ]
     assert WIRE.embedding_vectors({"embedding": {"values": [3.0]}}) == [[3.0]]
     with pytest.raises(MalformedResponseError):
         WIRE.embedding_vectors({"data": []})
-    assert WIRE.models_from({"models": [{"name": "models/a"}], "nextPageToken": "t"}) == [{"name": "models/a"}]
+    assert WIRE.models_from({"models": [{"name": "models/a"}], "nextPageToken": "t"}) == [
+        {"name": "models/a"}
+    ]
 
 
 def test_list_models_follows_next_page_token():
-    pages = {None: {"models": [{"name": "models/a"}], "nextPageToken": "p2"}, "p2": {"models": [{"name": "models/b"}]}}
+    pages = {
+        None: {"models": [{"name": "models/a"}], "nextPageToken": "p2"},
+        "p2": {"models": [{"name": "models/b"}]},
+    }
 
     def handler(req):
         token = req.url.partition("pageToken=")[2] or None
@@ -308,12 +475,27 @@ def test_list_models_follows_next_page_token():
 # ------------------------------------------------------------------ streams
 
 STREAM = [
-    {"candidates": [{"content": {"parts": [{"text": "The"}], "role": "model"}, "index": 0}],
-     "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}, "modelVersion": MODEL},
-    {"candidates": [{"content": {"parts": [{"text": " answer"}], "role": "model"}, "index": 0}],
-     "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}, "modelVersion": MODEL},
-    {"candidates": [{"content": {"parts": [{"text": "."}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-     "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8}, "modelVersion": MODEL},
+    {
+        "candidates": [{"content": {"parts": [{"text": "The"}], "role": "model"}, "index": 0}],
+        "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5},
+        "modelVersion": MODEL,
+    },
+    {
+        "candidates": [{"content": {"parts": [{"text": " answer"}], "role": "model"}, "index": 0}],
+        "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5},
+        "modelVersion": MODEL,
+    },
+    {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "."}], "role": "model"},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8},
+        "modelVersion": MODEL,
+    },
 ]
 
 
@@ -323,8 +505,14 @@ STREAM = [
         (STREAM[0], False),
         (STREAM[2], True),
         ({"candidates": [{"finishReason": "MAX_TOKENS", "content": {"parts": []}}]}, True),
-        ({"candidates": [{"finishReason": "STOP"}, {"content": {"parts": [{"text": "x"}]}}]}, False),
-        ({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}}, True),
+        (
+            {"candidates": [{"finishReason": "STOP"}, {"content": {"parts": [{"text": "x"}]}}]},
+            False,
+        ),
+        (
+            {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}},
+            True,
+        ),
         ({"usageMetadata": {"promptTokenCount": 3}}, False),
     ],
     ids=["text", "stop", "max-tokens", "one-of-two-finished", "prompt-blocked", "usage-only"],
@@ -387,36 +575,159 @@ def google_error(code, status, message, *details):
 RETRY_INFO = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}
 QUOTA_FAILURE = {
     "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-    "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                    "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}],
+    "violations": [
+        {
+            "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+        }
+    ],
 }
-KEY_INVALID = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-               "metadata": {"service": "generativelanguage.googleapis.com"}}
+KEY_INVALID = {
+    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+    "reason": "API_KEY_INVALID",
+    "domain": "googleapis.com",
+    "metadata": {"service": "generativelanguage.googleapis.com"},
+}
 
 
 @pytest.mark.parametrize(
     "status, headers, body, cls, retry_after",
     [
-        (400, {}, google_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."), InvalidRequestError, None),
-        (400, {}, google_error(400, "FAILED_PRECONDITION", "User location is not supported."), InvalidRequestError, None),
-        (400, {}, google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", KEY_INVALID),
-         AuthenticationError, None),
-        (401, {}, google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."), AuthenticationError, None),
-        (403, {}, google_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."), PermissionDeniedError, None),
-        (404, {}, google_error(404, "NOT_FOUND", "models/nope is not found for API version v1beta."), NotFoundError, None),
-        (429, {}, google_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", QUOTA_FAILURE, RETRY_INFO),
-         RateLimitError, 30.0),
-        (429, {}, google_error(429, "RESOURCE_EXHAUSTED", "Quota.", {**RETRY_INFO, "retryDelay": "1.5s"}), RateLimitError, 1.5),
-        (429, {}, google_error(429, "RESOURCE_EXHAUSTED", "Quota.", {**RETRY_INFO, "retryDelay": {"seconds": 2, "nanos": 500000000}}),
-         RateLimitError, 2.5),
-        (429, {"Retry-After": "7"}, google_error(429, "RESOURCE_EXHAUSTED", "Quota.", RETRY_INFO), RateLimitError, 7.0),
-        (429, {}, google_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."), RateLimitError, None),
-        (500, {}, google_error(500, "INTERNAL", "An internal error has occurred."), ServerError, None),
-        (503, {}, google_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later."), ServerError, None),
-        (504, {}, google_error(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."), ServerError, None),
+        (
+            400,
+            {},
+            google_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
+            InvalidRequestError,
+            None,
+        ),
+        (
+            400,
+            {},
+            google_error(400, "FAILED_PRECONDITION", "User location is not supported."),
+            InvalidRequestError,
+            None,
+        ),
+        (
+            400,
+            {},
+            google_error(
+                400,
+                "INVALID_ARGUMENT",
+                "API key not valid. Please pass a valid API key.",
+                KEY_INVALID,
+            ),
+            AuthenticationError,
+            None,
+        ),
+        (
+            401,
+            {},
+            google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."),
+            AuthenticationError,
+            None,
+        ),
+        (
+            403,
+            {},
+            google_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."),
+            PermissionDeniedError,
+            None,
+        ),
+        (
+            404,
+            {},
+            google_error(404, "NOT_FOUND", "models/nope is not found for API version v1beta."),
+            NotFoundError,
+            None,
+        ),
+        (
+            429,
+            {},
+            google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "You exceeded your current quota.",
+                QUOTA_FAILURE,
+                RETRY_INFO,
+            ),
+            RateLimitError,
+            30.0,
+        ),
+        (
+            429,
+            {},
+            google_error(429, "RESOURCE_EXHAUSTED", "Quota.", {**RETRY_INFO, "retryDelay": "1.5s"}),
+            RateLimitError,
+            1.5,
+        ),
+        (
+            429,
+            {},
+            google_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Quota.",
+                {**RETRY_INFO, "retryDelay": {"seconds": 2, "nanos": 500000000}},
+            ),
+            RateLimitError,
+            2.5,
+        ),
+        (
+            429,
+            {"Retry-After": "7"},
+            google_error(429, "RESOURCE_EXHAUSTED", "Quota.", RETRY_INFO),
+            RateLimitError,
+            7.0,
+        ),
+        (
+            429,
+            {},
+            google_error(
+                429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."
+            ),
+            RateLimitError,
+            None,
+        ),
+        (
+            500,
+            {},
+            google_error(500, "INTERNAL", "An internal error has occurred."),
+            ServerError,
+            None,
+        ),
+        (
+            503,
+            {},
+            google_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+            ServerError,
+            None,
+        ),
+        (
+            504,
+            {},
+            google_error(
+                504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."
+            ),
+            ServerError,
+            None,
+        ),
     ],
-    ids=["400", "400-precondition", "400-bad-key", "401", "403", "404", "429-retryinfo", "429-fraction", "429-duration-object",
-         "429-header-first", "429-plain", "500", "503", "504"],
+    ids=[
+        "400",
+        "400-precondition",
+        "400-bad-key",
+        "401",
+        "403",
+        "404",
+        "429-retryinfo",
+        "429-fraction",
+        "429-duration-object",
+        "429-header-first",
+        "429-plain",
+        "500",
+        "503",
+        "504",
+    ],
 )
 def test_error_table(status, headers, body, cls, retry_after):
     response = HttpResponse(status, headers, json.dumps(body).encode())
@@ -428,16 +739,24 @@ def test_error_table(status, headers, body, cls, retry_after):
 
 
 def test_an_error_body_in_a_list_and_a_text_body_are_read():
-    listed = HttpResponse(429, {}, json.dumps([google_error(429, "RESOURCE_EXHAUSTED", "slow", RETRY_INFO)]).encode())
+    listed = HttpResponse(
+        429, {}, json.dumps([google_error(429, "RESOURCE_EXHAUSTED", "slow", RETRY_INFO)]).encode()
+    )
     err = WIRE.error_for(listed, wall_now=0.0, attempt=1)
     assert isinstance(err, RateLimitError) and err.retry_after == 30.0 and "slow" in err.message
-    text = WIRE.error_for(HttpResponse(502, {}, b"<html>Bad Gateway</html>"), wall_now=0.0, attempt=1)
+    text = WIRE.error_for(
+        HttpResponse(502, {}, b"<html>Bad Gateway</html>"), wall_now=0.0, attempt=1
+    )
     assert isinstance(text, ServerError) and "Bad Gateway" in text.message
 
 
 def test_429_is_retried_after_retry_info_delay_then_succeeds():
-    limited = answer(429, google_error(429, "RESOURCE_EXHAUSTED", "q", {**RETRY_INFO, "retryDelay": "0.02s"}))
-    client, transport = make_client(scripted(limited, then=answer(200, REPLY)), initial_retry_delay=5.0, max_retries=2)
+    limited = answer(
+        429, google_error(429, "RESOURCE_EXHAUSTED", "q", {**RETRY_INFO, "retryDelay": "0.02s"})
+    )
+    client, transport = make_client(
+        scripted(limited, then=answer(200, REPLY)), initial_retry_delay=5.0, max_retries=2
+    )
     with client:
         assert client.chat(MODEL, user("x")) == REPLY
         assert len(transport.requests) == 2
@@ -445,7 +764,9 @@ def test_429_is_retried_after_retry_info_delay_then_succeeds():
 
 
 def test_a_bad_key_is_not_retried_and_does_not_open_the_breaker():
-    body = google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", KEY_INVALID)
+    body = google_error(
+        400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", KEY_INVALID
+    )
     client, transport = make_client(lambda r: answer(400, body), failure_threshold=1)
     with client:
         with pytest.raises(AuthenticationError) as info:
@@ -457,7 +778,9 @@ def test_a_bad_key_is_not_retried_and_does_not_open_the_breaker():
 
 def test_a_method_endpoint_without_a_model_is_refused():
     with pytest.raises(InvalidInputError, match="data\\['model'\\]"):
-        WIRE.build_request("generateContent", {"contents": []}, api_key=KEY, base_url=BASE, timeout=1.0)
+        WIRE.build_request(
+            "generateContent", {"contents": []}, api_key=KEY, base_url=BASE, timeout=1.0
+        )
     client, transport = make_client(lambda r: answer(200, REPLY))
     with client, pytest.raises(InvalidInputError, match="models/\\{model\\}:generateContent"):
         client.make_request("generateContent", {"contents": []})
@@ -480,7 +803,7 @@ def test_single_text_callers_go_out_as_one_batch_embed_contents():
     assert url == f"{BASE}/models/{EMBED}:batchEmbedContents"
     assert [r["content"]["parts"][0]["text"] for r in body["requests"]] == texts
     assert all(r["model"] == f"models/{EMBED}" for r in body["requests"])
-    for i, (text, result) in enumerate(zip(texts, results)):
+    for i, (text, result) in enumerate(zip(texts, results, strict=True)):
         assert result == {"embeddings": [{"values": [float(len(text)), float(i)]}]}
 
 
@@ -499,7 +822,9 @@ def test_a_callers_list_stays_whole_and_gets_its_own_run():
 
 def test_no_call_carries_more_than_100_requests():
     assert GEMINI_EMBEDDING_LIMITS.max_inputs == 100
-    client, transport = make_client(fake_embeddings, max_batch_size=1000, batch_timeout=60.0, queue_size=1000)
+    client, transport = make_client(
+        fake_embeddings, max_batch_size=1000, batch_timeout=60.0, queue_size=1000
+    )
     texts = [f"t{i}" for i in range(250)]
     with client:
         futures = [client.add_to_batch(EMBED, t) for t in texts]
@@ -521,7 +846,10 @@ def test_only_alike_requests_share_a_call():
         client._process_batch()
         [f.result(5) for f in futures]
     bodies = sorted((req.json() for req in transport.requests), key=lambda b: len(b["requests"]))
-    assert [[r["taskType"] for r in b["requests"]] for b in bodies] == [["RETRIEVAL_DOCUMENT"], ["RETRIEVAL_QUERY"] * 2]
+    assert [[r["taskType"] for r in b["requests"]] for b in bodies] == [
+        ["RETRIEVAL_DOCUMENT"],
+        ["RETRIEVAL_QUERY"] * 2,
+    ]
 
 
 def test_concurrent_embeddings_callers_are_coalesced():
@@ -545,7 +873,11 @@ def test_concurrent_embeddings_callers_are_coalesced():
 
 
 def test_a_short_batch_answer_is_an_error_for_every_member_never_a_misalignment():
-    client, _ = make_client(lambda r: answer(200, {"embeddings": [{"values": [1.0]}]}), batch_timeout=60.0, max_retries=0)
+    client, _ = make_client(
+        lambda r: answer(200, {"embeddings": [{"values": [1.0]}]}),
+        batch_timeout=60.0,
+        max_retries=0,
+    )
     with client:
         futures = [client.add_to_batch(EMBED, t) for t in ("a", "b")]
         client._process_batch()
@@ -558,9 +890,20 @@ def test_a_short_batch_answer_is_an_error_for_every_member_never_a_misalignment(
     "requests",
     [
         [{"model": f"models/{EMBED}", "content": {"parts": [{"text": "a"}, {"text": "b"}]}}],
-        [{"model": f"models/{EMBED}", "content": {"parts": [{"text": "a"}]}},
-         {"model": f"models/{EMBED}", "taskType": "CLUSTERING", "content": {"parts": [{"text": "b"}]}}],
-        [{"model": f"models/{EMBED}", "content": {"parts": [{"inline_data": {"mime_type": "image/png", "data": "x"}}]}}],
+        [
+            {"model": f"models/{EMBED}", "content": {"parts": [{"text": "a"}]}},
+            {
+                "model": f"models/{EMBED}",
+                "taskType": "CLUSTERING",
+                "content": {"parts": [{"text": "b"}]},
+            },
+        ],
+        [
+            {
+                "model": f"models/{EMBED}",
+                "content": {"parts": [{"inline_data": {"mime_type": "image/png", "data": "x"}}]},
+            }
+        ],
     ],
     ids=["two-parts", "mixed-params", "not-text"],
 )
@@ -568,7 +911,11 @@ def test_requests_that_are_not_plain_alike_texts_go_as_they_are(requests):
     assert WIRE.batch_inputs("batchEmbedContents", {"model": EMBED, "requests": requests}) is None
 
 
-@given(st.lists(st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=4), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=4), min_size=1, max_size=6
+    )
+)
 def test_batch_payload_and_split_round_trip(members):
     endpoint, data = WIRE.embeddings_request(EMBED, members[0], {"task_type": "CLUSTERING"})
     template = WIRE.batch_template(endpoint, data)
@@ -586,8 +933,11 @@ def test_batch_payload_and_split_round_trip(members):
 
 
 def _candidate_chunk(parts, finish=None, usage=None, **candidate):
-    chunk = {"candidates": [{"content": {"parts": parts, "role": "model"}, "index": 0, **candidate}],
-             "modelVersion": MODEL, "responseId": "r1"}
+    chunk = {
+        "candidates": [{"content": {"parts": parts, "role": "model"}, "index": 0, **candidate}],
+        "modelVersion": MODEL,
+        "responseId": "r1",
+    }
     if finish is not None:
         chunk["candidates"][0]["finishReason"] = finish
     if usage is not None:
@@ -598,43 +948,112 @@ def _candidate_chunk(parts, finish=None, usage=None, **candidate):
 WEATHER_CALL = {"name": "get_weather", "args": {"location": "Paris", "unit": "celsius"}}
 DELTA_CASES = [
     ("text, prompt usage so far", STREAM[0], StreamDelta(text="The", usage=(5, 0))),
-    ("last chunk: finish and whole usage", STREAM[2], StreamDelta(text=".", finish_reason="stop", usage=(5, 3))),
-    ("several text parts", _candidate_chunk([{"text": "a"}, {"text": "b"}]), StreamDelta(text="ab")),
-    ("thoughts are not reply text", _candidate_chunk([{"text": "Hmm", "thought": True}, {"text": "Yes"}],
-                                                      usage={"promptTokenCount": 2, "candidatesTokenCount": 1,
-                                                             "thoughtsTokenCount": 4}),
-     StreamDelta(text="Yes", usage=(2, 5))),
-    ("a function call, whole", _candidate_chunk([{"functionCall": WEATHER_CALL}], "STOP"),
-     StreamDelta(tool_calls=(ToolCallDelta(0, None, "get_weather", json.dumps(WEATHER_CALL["args"])),),
-                 finish_reason="stop")),
-    ("parallel calls: index by position, id when given", _candidate_chunk([
-        {"text": "Checking."}, {"functionCall": {"id": "fc_1", "name": "a", "args": {"x": 1}}, "thoughtSignature": "c2ln"},
-        {"functionCall": {"id": "fc_2", "name": "b"}}]),
-     StreamDelta(text="Checking.", tool_calls=(ToolCallDelta(0, "fc_1", "a", '{"x": 1}'), ToolCallDelta(1, "fc_2", "b", "{}")))),
-    ("MAX_TOKENS", _candidate_chunk([{"text": "cut"}], "MAX_TOKENS"), StreamDelta(text="cut", finish_reason="length")),
-    ("SAFETY", _candidate_chunk([], "SAFETY", safetyRatings=[]), StreamDelta(finish_reason="content_filter")),
-    ("MALFORMED_FUNCTION_CALL kept, lowercased", {"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "index": 0}]},
-     StreamDelta(finish_reason="malformed_function_call")),
-    ("unspecified is no reason", _candidate_chunk([{"text": "x"}], "FINISH_REASON_UNSPECIFIED"), StreamDelta(text="x")),
-    ("prompt blocked", {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 3}},
-     StreamDelta(finish_reason="content_filter", usage=(3, 0))),
+    (
+        "last chunk: finish and whole usage",
+        STREAM[2],
+        StreamDelta(text=".", finish_reason="stop", usage=(5, 3)),
+    ),
+    (
+        "several text parts",
+        _candidate_chunk([{"text": "a"}, {"text": "b"}]),
+        StreamDelta(text="ab"),
+    ),
+    (
+        "thoughts are not reply text",
+        _candidate_chunk(
+            [{"text": "Hmm", "thought": True}, {"text": "Yes"}],
+            usage={"promptTokenCount": 2, "candidatesTokenCount": 1, "thoughtsTokenCount": 4},
+        ),
+        StreamDelta(text="Yes", usage=(2, 5)),
+    ),
+    (
+        "a function call, whole",
+        _candidate_chunk([{"functionCall": WEATHER_CALL}], "STOP"),
+        StreamDelta(
+            tool_calls=(ToolCallDelta(0, None, "get_weather", json.dumps(WEATHER_CALL["args"])),),
+            finish_reason="stop",
+        ),
+    ),
+    (
+        "parallel calls: index by position, id when given",
+        _candidate_chunk(
+            [
+                {"text": "Checking."},
+                {
+                    "functionCall": {"id": "fc_1", "name": "a", "args": {"x": 1}},
+                    "thoughtSignature": "c2ln",
+                },
+                {"functionCall": {"id": "fc_2", "name": "b"}},
+            ]
+        ),
+        StreamDelta(
+            text="Checking.",
+            tool_calls=(
+                ToolCallDelta(0, "fc_1", "a", '{"x": 1}'),
+                ToolCallDelta(1, "fc_2", "b", "{}"),
+            ),
+        ),
+    ),
+    (
+        "MAX_TOKENS",
+        _candidate_chunk([{"text": "cut"}], "MAX_TOKENS"),
+        StreamDelta(text="cut", finish_reason="length"),
+    ),
+    (
+        "SAFETY",
+        _candidate_chunk([], "SAFETY", safetyRatings=[]),
+        StreamDelta(finish_reason="content_filter"),
+    ),
+    (
+        "MALFORMED_FUNCTION_CALL kept, lowercased",
+        {"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "index": 0}]},
+        StreamDelta(finish_reason="malformed_function_call"),
+    ),
+    (
+        "unspecified is no reason",
+        _candidate_chunk([{"text": "x"}], "FINISH_REASON_UNSPECIFIED"),
+        StreamDelta(text="x"),
+    ),
+    (
+        "prompt blocked",
+        {
+            "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+            "usageMetadata": {"promptTokenCount": 3},
+        },
+        StreamDelta(finish_reason="content_filter", usage=(3, 0)),
+    ),
     ("usage only", {"usageMetadata": {"promptTokenCount": 3}}, StreamDelta(usage=(3, 0))),
-    ("second candidate is not the reply", {"candidates": [{"content": {"parts": [{"text": "other"}]}, "index": 1}]},
-     EMPTY_DELTA),
+    (
+        "second candidate is not the reply",
+        {"candidates": [{"content": {"parts": [{"text": "other"}]}, "index": 1}]},
+        EMPTY_DELTA,
+    ),
 ]
 
 
-@pytest.mark.parametrize("chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES])
+@pytest.mark.parametrize(
+    "chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES]
+)
 def test_stream_chunk_in_common_terms(chunk, expected):
     assert WIRE.stream_delta(chunk) == expected
 
 
 @pytest.mark.parametrize(
     "chunk",
-    [None, [], "x", {}, {"candidates": None}, {"candidates": [None]}, {"candidates": [{"content": "text"}]},
-     {"candidates": [{"content": {"parts": [None, 3, {"text": 5}, {"functionCall": "f"}]}}]},
-     {"candidates": [{"finishReason": ["STOP"]}]}, {"promptFeedback": {"blockReason": "BLOCK_REASON_UNSPECIFIED"}},
-     {"promptFeedback": "blocked"}, {"modelVersion": MODEL}],
+    [
+        None,
+        [],
+        "x",
+        {},
+        {"candidates": None},
+        {"candidates": [None]},
+        {"candidates": [{"content": "text"}]},
+        {"candidates": [{"content": {"parts": [None, 3, {"text": 5}, {"functionCall": "f"}]}}]},
+        {"candidates": [{"finishReason": ["STOP"]}]},
+        {"promptFeedback": {"blockReason": "BLOCK_REASON_UNSPECIFIED"}},
+        {"promptFeedback": "blocked"},
+        {"modelVersion": MODEL},
+    ],
     ids=repr,
 )
 def test_stream_chunks_of_unknown_shape_add_nothing(chunk):
@@ -642,23 +1061,44 @@ def test_stream_chunks_of_unknown_shape_add_nothing(chunk):
 
 
 def test_usage_ignores_counts_that_are_not_counts():
-    assert WIRE.usage({"usageMetadata": {"promptTokenCount": "many", "candidatesTokenCount": -2}}) == (0, 0)
+    assert WIRE.usage(
+        {"usageMetadata": {"promptTokenCount": "many", "candidatesTokenCount": -2}}
+    ) == (0, 0)
 
 
 def test_function_call_arguments_are_valid_json():
-    deltas = [WIRE.stream_delta(_candidate_chunk([{"functionCall": WEATHER_CALL}, {"functionCall": {"name": "now"}}], "STOP"))]
+    deltas = [
+        WIRE.stream_delta(
+            _candidate_chunk(
+                [{"functionCall": WEATHER_CALL}, {"functionCall": {"name": "now"}}], "STOP"
+            )
+        )
+    ]
     calls = joined_calls(deltas)
     assert {i: (c["name"], json.loads(c["arguments"])) for i, c in calls.items()} == {
-        0: ("get_weather", WEATHER_CALL["args"]), 1: ("now", {})}
+        0: ("get_weather", WEATHER_CALL["args"]),
+        1: ("now", {}),
+    }
 
 
 def test_simulator_stream_joins_to_its_reply():
-    payload = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France, please?"}]}],
-               "systemInstruction": {"parts": [{"text": "Be brief."}]}}
-    events, body = simulated_stream(gemini_format.FORMAT, "/v1beta/models/{model}:streamGenerateContent", payload,
-                                    params={"model": MODEL}, query={"alt": "sse"})
+    payload = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "What is the capital of France, please?"}]}
+        ],
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+    }
+    events, body = simulated_stream(
+        gemini_format.FORMAT,
+        "/v1beta/models/{model}:streamGenerateContent",
+        payload,
+        params={"model": MODEL},
+        query={"alt": "sse"},
+    )
     deltas, done = stream_deltas(WIRE, events)
     assert done and len(deltas) > 1
-    assert joined_text(deltas) == WIRE.reply_text(body) and WIRE.reply_text(body).startswith("Simulated reply")
+    assert joined_text(deltas) == WIRE.reply_text(body) and WIRE.reply_text(body).startswith(
+        "Simulated reply"
+    )
     assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
     assert deltas[-1].usage == WIRE.usage(body)

@@ -59,11 +59,19 @@ def embed_server(request):
     body = request.json()
     inputs = body["inputs"] if isinstance(body["inputs"], list) else [body["inputs"]]
     if len(inputs) > DEFAULT_MAX_CLIENT_BATCH_SIZE:
-        return answer(413, {"error": f"batch size {len(inputs)} > maximum allowed batch size 32", "error_type": "validation"})
+        return answer(
+            413,
+            {
+                "error": f"batch size {len(inputs)} > maximum allowed batch size 32",
+                "error_type": "validation",
+            },
+        )
     return answer(200, [vector_of(t) for t in inputs])
 
 
-client_with = ClientFactory(hf_tei, "hf_tei_api_base", base_url=BASE, defaults={**QUICK_RETRIES, "batch_timeout": 0.01}).in_memory
+client_with = ClientFactory(
+    hf_tei, "hf_tei_api_base", base_url=BASE, defaults={**QUICK_RETRIES, "batch_timeout": 0.01}
+).in_memory
 
 
 # ---------------------------------------------------------------- requests
@@ -72,12 +80,20 @@ client_with = ClientFactory(hf_tei, "hf_tei_api_base", base_url=BASE, defaults={
 def test_embed_request_is_tei_s_body_without_the_model():
     client, transport = client_with(embed_server, batching_enabled=False)
     with client:
-        result = client.embeddings(MODEL, ["What is Deep Learning?", "Hi"], normalize=True, truncate=False)
+        result = client.embeddings(
+            MODEL, ["What is Deep Learning?", "Hi"], normalize=True, truncate=False
+        )
         assert client.get_stats()["models"][MODEL]["requests"] == 1
     sent = transport.requests[0]
     assert (sent.method, sent.url) == ("POST", f"{BASE}/embed")
-    assert "Authorization" not in sent.headers and sent.headers["Content-Type"] == "application/json"
-    assert sent.json() == {"inputs": ["What is Deep Learning?", "Hi"], "normalize": True, "truncate": False}
+    assert (
+        "Authorization" not in sent.headers and sent.headers["Content-Type"] == "application/json"
+    )
+    assert sent.json() == {
+        "inputs": ["What is Deep Learning?", "Hi"],
+        "normalize": True,
+        "truncate": False,
+    }
     assert result == [vector_of("What is Deep Learning?"), vector_of("Hi")]
 
 
@@ -88,7 +104,10 @@ def test_one_string_gives_a_list_of_one_vector_as_tei_answers():
     assert transport.requests[0].json() == {"inputs": ["Hi"]}
 
 
-@pytest.mark.parametrize("metadata, env", [({"hf_api_key": TOKEN}, {}), ({}, {"HF_TOKEN": TOKEN}), ({}, {"HF_API_TOKEN": TOKEN})])
+@pytest.mark.parametrize(
+    "metadata, env",
+    [({"hf_api_key": TOKEN}, {}), ({}, {"HF_TOKEN": TOKEN}), ({}, {"HF_API_TOKEN": TOKEN})],
+)
 def test_a_hugging_face_token_is_sent_as_bearer(monkeypatch, metadata, env):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -117,16 +136,30 @@ def test_base_url_sources(monkeypatch, metadata, env, expected):
 def test_rerank_request_and_response():
     client, transport = client_with(lambda r: answer(200, RERANK_ANSWER))
     with client:
-        ranks = client.rerank("What is Deep Learning?", ["Deep Learning is not...", "Deep learning is..."], return_text=False)
+        ranks = client.rerank(
+            "What is Deep Learning?",
+            ["Deep Learning is not...", "Deep learning is..."],
+            return_text=False,
+        )
     assert ranks == RERANK_ANSWER
     sent = transport.requests[0]
     assert (sent.method, sent.url) == ("POST", f"{BASE}/rerank")
-    assert sent.json() == {"query": "What is Deep Learning?", "texts": ["Deep Learning is not...", "Deep learning is..."], "return_text": False}
+    assert sent.json() == {
+        "query": "What is Deep Learning?",
+        "texts": ["Deep Learning is not...", "Deep learning is..."],
+        "return_text": False,
+    }
 
 
 @pytest.mark.parametrize(
     "query, texts, says",
-    [("", ["a"], "query must be"), (None, ["a"], "query must be"), ("q", [], "texts must be"), ("q", "a", "texts must be"), ("q", ["a", ""], r"texts\[1\]")],
+    [
+        ("", ["a"], "query must be"),
+        (None, ["a"], "query must be"),
+        ("q", [], "texts must be"),
+        ("q", "a", "texts must be"),
+        ("q", ["a", ""], r"texts\[1\]"),
+    ],
 )
 def test_rerank_refuses_bad_arguments_before_sending(query, texts, says):
     client, transport = client_with(lambda r: answer(200, RERANK_ANSWER))
@@ -139,8 +172,12 @@ def test_info_and_list_models():
     client, transport = client_with(lambda r: answer(200, INFO))
     with client:
         assert client.info() == INFO
-        assert client.list_models() == [{"id": MODEL, "object": "model", "owned_by": "text-embeddings-inference"}]
-    assert [(r.method, r.url, r.body) for r in transport.requests] == [("GET", f"{BASE}/info", None)] * 2
+        assert client.list_models() == [
+            {"id": MODEL, "object": "model", "owned_by": "text-embeddings-inference"}
+        ]
+    assert [(r.method, r.url, r.body) for r in transport.requests] == [
+        ("GET", f"{BASE}/info", None)
+    ] * 2
 
 
 def test_chat_is_refused_with_a_clear_error():
@@ -173,7 +210,7 @@ def test_callers_are_batched_and_each_gets_its_own_vectors():
     with client:
         results = concurrent_embeddings(client, callers)
         stats = client.get_stats()
-    for inputs, result in zip(callers, results):
+    for inputs, result in zip(callers, results, strict=True):
         assert result == [vector_of(t) for t in inputs]
     sizes = [len(r.json()["inputs"]) for r in transport.requests]
     assert max(sizes) <= DEFAULT_MAX_CLIENT_BATCH_SIZE and sum(sizes) == 60
@@ -182,7 +219,9 @@ def test_callers_are_batched_and_each_gets_its_own_vectors():
 
 
 def test_the_cap_can_be_lowered_to_the_server_s():
-    client, transport = client_with(embed_server, max_batch_size=100, batch_timeout=0.2, max_client_batch_size="4")
+    client, transport = client_with(
+        embed_server, max_batch_size=100, batch_timeout=0.2, max_client_batch_size="4"
+    )
     with client:
         results = concurrent_embeddings(client, [[f"t{i}"] for i in range(10)])
     assert results == [[vector_of(f"t{i}")] for i in range(10)]
@@ -211,7 +250,11 @@ def test_batch_hooks():
     assert wire.batch_inputs("/embed", {"inputs": "a"}) == ["a"]
     assert wire.batch_inputs("rerank", {"query": "q", "texts": ["a"]}) is None
     assert wire.batch_template("embed", data) == {"model": MODEL, "normalize": False}
-    assert wire.batch_payload({"model": MODEL, "normalize": False}, ["x"]) == {"model": MODEL, "normalize": False, "inputs": ["x"]}
+    assert wire.batch_payload({"model": MODEL, "normalize": False}, ["x"]) == {
+        "model": MODEL,
+        "normalize": False,
+        "inputs": ["x"],
+    }
     assert wire.batch_limits(MODEL).max_inputs == 8
     assert TEI.batch_any_model
 
@@ -224,10 +267,28 @@ def test_batch_hooks():
     [
         (401, {"error": "Invalid credentials"}, AuthenticationError, False),
         (404, {"error": "Not Found"}, NotFoundError, False),
-        (413, {"error": "batch size 40 > maximum allowed batch size 32", "error_type": "validation"}, InvalidRequestError, False),
-        (422, {"error": "Input validation error: `inputs` must have less than 512 tokens", "error_type": "tokenizer"}, InvalidRequestError, False),
+        (
+            413,
+            {"error": "batch size 40 > maximum allowed batch size 32", "error_type": "validation"},
+            InvalidRequestError,
+            False,
+        ),
+        (
+            422,
+            {
+                "error": "Input validation error: `inputs` must have less than 512 tokens",
+                "error_type": "tokenizer",
+            },
+            InvalidRequestError,
+            False,
+        ),
         (424, {"error": "Inference failed", "error_type": "backend"}, ServerError, True),
-        (424, {"error": "model is not an embedding model", "error_type": "backend"}, InvalidRequestError, False),
+        (
+            424,
+            {"error": "model is not an embedding model", "error_type": "backend"},
+            InvalidRequestError,
+            False,
+        ),
         (429, {"error": "Model is overloaded", "error_type": "overloaded"}, RateLimitError, True),
         (503, {"error": "unhealthy", "error_type": "unhealthy"}, ServerError, True),
     ],
@@ -249,7 +310,11 @@ def test_error_table(status, body, cls, retried):
 
 
 def test_413_says_how_to_match_the_server_s_cap():
-    error = TEIWire(TEI).error_for(answer(413, {"error": "batch size 40 > 32", "error_type": "validation"}), wall_now=0.0, attempt=1)
+    error = TEIWire(TEI).error_for(
+        answer(413, {"error": "batch size 40 > 32", "error_type": "validation"}),
+        wall_now=0.0,
+        attempt=1,
+    )
     assert "max_client_batch_size" in error.message and "at most 32 inputs" in error.message
 
 

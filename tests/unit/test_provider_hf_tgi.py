@@ -41,7 +41,10 @@ GENERATE_ANSWER = {
         "finish_reason": "length",
         "generated_tokens": 8,
         "seed": None,
-        "prefill": [{"id": 1, "text": "<s>", "logprob": None}, {"id": 1724, "text": "What", "logprob": -9.1}],
+        "prefill": [
+            {"id": 1, "text": "<s>", "logprob": None},
+            {"id": 1724, "text": "What", "logprob": -9.1},
+        ],
         "tokens": [{"id": 21784, "text": " Deep", "logprob": -0.4, "special": False}],
     },
 }
@@ -69,11 +72,15 @@ CHAT_TRANSCRIPT = [
 
 
 no_hf_env = env_cleared("HF_API_TOKEN", "HF_TOKEN", "HF_TGI_BASE_URL", "TGI_BASE_URL")
-client_with = ClientFactory(hf_tgi, "hf_tgi_api_base", base_url=BASE, defaults=QUICK_RETRIES).in_memory
+client_with = ClientFactory(
+    hf_tgi, "hf_tgi_api_base", base_url=BASE, defaults=QUICK_RETRIES
+).in_memory
 
 
 def build(endpoint, data, key=None, stream=False):
-    return TGIWire(TGI).build_request(endpoint, data, api_key=key, base_url=BASE, timeout=5.0, stream=stream)
+    return TGIWire(TGI).build_request(
+        endpoint, data, api_key=key, base_url=BASE, timeout=5.0, stream=stream
+    )
 
 
 # ---------------------------------------------------------------- requests
@@ -138,30 +145,61 @@ def test_stream_request_goes_to_generate_stream_and_asks_for_sse():
 
 def test_chat_uses_the_openai_route_with_the_openai_body():
     wire = TGIWire(TGI)
-    endpoint, data = wire.chat_request("tgi", [{"role": "user", "content": "Hi"}], {"max_tokens": 5}, True)
+    endpoint, data = wire.chat_request(
+        "tgi", [{"role": "user", "content": "Hi"}], {"max_tokens": 5}, True
+    )
     request = build(endpoint, data, stream=True)
     assert request.url == f"{BASE}/v1/chat/completions"
-    assert request.json() == {"model": "tgi", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "stream": True}
-    assert wire.completion_request("tgi", "Hi", {}, False) == ("v1/completions", {"model": "tgi", "prompt": "Hi"})
+    assert request.json() == {
+        "model": "tgi",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 5,
+        "stream": True,
+    }
+    assert wire.completion_request("tgi", "Hi", {}, False) == (
+        "v1/completions",
+        {"model": "tgi", "prompt": "Hi"},
+    )
 
 
 def test_chat_without_a_model_name_sends_tgi():
-    reply = {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hey"}}],
-             "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}}
+    reply = {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hey"}}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5},
+    }
     client, transport = client_with(lambda r: answer(200, reply))
     with client:
-        assert client.chat(None, [{"role": "user", "content": "Hi"}])["choices"][0]["message"]["content"] == "Hey"
+        assert (
+            client.chat(None, [{"role": "user", "content": "Hi"}])["choices"][0]["message"][
+                "content"
+            ]
+            == "Hey"
+        )
         assert client.get_stats()["models"]["tgi"]["tokens_in"] == 4
     assert transport.requests[0].json()["model"] == "tgi"
 
 
 def test_info_is_a_get_without_body_and_lists_the_served_model():
-    info = {"model_id": "bigscience/bloom-560m", "max_input_tokens": 1024, "max_total_tokens": 2048, "max_client_batch_size": 4}
+    info = {
+        "model_id": "bigscience/bloom-560m",
+        "max_input_tokens": 1024,
+        "max_total_tokens": 2048,
+        "max_client_batch_size": 4,
+    }
     client, transport = client_with(lambda r: answer(200, info))
     with client:
         assert client.info() == info
-        assert client.list_models() == [{"id": "bigscience/bloom-560m", "object": "model", "owned_by": "text-generation-inference"}]
-    assert [(r.method, r.url, r.body) for r in transport.requests] == [("GET", f"{BASE}/info", None)] * 2
+        assert client.list_models() == [
+            {
+                "id": "bigscience/bloom-560m",
+                "object": "model",
+                "owned_by": "text-generation-inference",
+            }
+        ]
+    assert [(r.method, r.url, r.body) for r in transport.requests] == [
+        ("GET", f"{BASE}/info", None)
+    ] * 2
 
 
 @pytest.mark.parametrize("prompt", ["", None, ["a"], 3])
@@ -188,7 +226,10 @@ def test_generate_response_is_returned_and_its_tokens_counted():
     [
         ({"generated_text": "x"}, (0, 0)),
         ({"generated_text": "x", "details": {"generated_tokens": 4, "input_length": 9}}, (9, 4)),
-        ({"generated_text": "x", "details": {"generated_tokens": 4, "prefill": [{}, {}, {}]}}, (3, 4)),
+        (
+            {"generated_text": "x", "details": {"generated_tokens": 4, "prefill": [{}, {}, {}]}},
+            (3, 4),
+        ),
         ({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}, (7, 2)),
         ([{"generated_text": "x"}], (0, 0)),
     ],
@@ -232,10 +273,18 @@ def test_chat_stream_transcript_is_read_by_the_openai_mapping_and_ends_at_done()
 
 @pytest.mark.parametrize(
     "error_type, cls",
-    [("generation", ServerError), ("overloaded", RateLimitError), ("validation", InvalidRequestError), ("incomplete_generation", ServerError)],
+    [
+        ("generation", ServerError),
+        ("overloaded", RateLimitError),
+        ("validation", InvalidRequestError),
+        ("incomplete_generation", ServerError),
+    ],
 )
 def test_an_error_event_inside_a_stream_raises_its_typed_error(error_type, cls):
-    event = SseEvent(None, json.dumps({"error": "Request failed during generation: boom", "error_type": error_type}))
+    event = SseEvent(
+        None,
+        json.dumps({"error": "Request failed during generation: boom", "error_type": error_type}),
+    )
     with pytest.raises(cls, match="Request failed during generation: boom") as info:
         TGIWire(TGI).parse_stream_event(event)
     assert info.value.provider == "hf_tgi"
@@ -243,8 +292,17 @@ def test_an_error_event_inside_a_stream_raises_its_typed_error(error_type, cls):
 
 def test_stream_event_table():
     wire = TGIWire(TGI)
-    token = {"index": 1, "token": {"id": 1, "text": "a", "logprob": 0.0, "special": False}, "generated_text": None, "details": None}
-    final = dict(token, generated_text="a", details={"finish_reason": "length", "generated_tokens": 1, "seed": None})
+    token = {
+        "index": 1,
+        "token": {"id": 1, "text": "a", "logprob": 0.0, "special": False},
+        "generated_text": None,
+        "details": None,
+    }
+    final = dict(
+        token,
+        generated_text="a",
+        details={"finish_reason": "length", "generated_tokens": 1, "seed": None},
+    )
     assert wire.parse_stream_event(SseEvent(None, json.dumps(token))) == (token, False)
     assert wire.parse_stream_event(SseEvent(None, json.dumps(final))) == (final, True)
     assert wire.parse_stream_event(SseEvent(None, "")) == (None, False)
@@ -257,13 +315,39 @@ def test_stream_event_table():
 @pytest.mark.parametrize(
     "status, body, cls, retried",
     [
-        (401, {"error": "Authorization header is correct, but the token seems invalid"}, AuthenticationError, False),
+        (
+            401,
+            {"error": "Authorization header is correct, but the token seems invalid"},
+            AuthenticationError,
+            False,
+        ),
         (403, {"error": "Forbidden"}, PermissionDeniedError, False),
         (404, {"error": "Not Found"}, NotFoundError, False),
-        (422, {"error": "Input validation error: `inputs` must have less than 1024 tokens", "error_type": "validation"}, InvalidRequestError, False),
-        (424, {"error": "Request failed during generation: Server error: CUDA out of memory", "error_type": "generation"}, ServerError, True),
+        (
+            422,
+            {
+                "error": "Input validation error: `inputs` must have less than 1024 tokens",
+                "error_type": "validation",
+            },
+            InvalidRequestError,
+            False,
+        ),
+        (
+            424,
+            {
+                "error": "Request failed during generation: Server error: CUDA out of memory",
+                "error_type": "generation",
+            },
+            ServerError,
+            True,
+        ),
         (429, {"error": "Model is overloaded", "error_type": "overloaded"}, RateLimitError, True),
-        (500, {"error": "Incomplete generation", "error_type": "incomplete_generation"}, ServerError, True),
+        (
+            500,
+            {"error": "Incomplete generation", "error_type": "incomplete_generation"},
+            ServerError,
+            True,
+        ),
         (503, {"error": "Model is currently loading", "estimated_time": 0.01}, ServerError, True),
     ],
 )
@@ -284,7 +368,9 @@ def test_error_table(status, body, cls, retried):
 
 
 def test_a_loading_model_s_estimated_time_is_its_retry_after():
-    response = answer(503, {"error": "Model bigscience/bloom is currently loading", "estimated_time": 20.5})
+    response = answer(
+        503, {"error": "Model bigscience/bloom is currently loading", "estimated_time": 20.5}
+    )
     error = TGIWire(TGI).error_for(response, wall_now=0.0, attempt=1)
     assert type(error) is ServerError and error.retry_after == 20.5
 
@@ -313,37 +399,92 @@ def _event(text, special=False, generated_text=None, details=None, index=1):
 DELTA_CASES = [
     ("a token", _event(" Deep"), StreamDelta(text=" Deep")),
     ("a special token is not text", _event("</s>", special=True), EMPTY_DELTA),
-    ("last event: reason and counts", _event("</s>", True, " Deep learning",
-                                             {"finish_reason": "eos_token", "generated_tokens": 3, "seed": None,
-                                              "input_length": 5}),
-     StreamDelta(finish_reason="stop", usage=(5, 3))),
-    ("last event of an older server: no input_length", _event(".", False, "Hi.", {"finish_reason": "length",
-                                                                                   "generated_tokens": 2, "seed": 7}),
-     StreamDelta(text=".", finish_reason="length", usage=(0, 2))),
-    ("stop sequence", _event("\n", False, "x\n", {"finish_reason": "stop_sequence", "generated_tokens": 1}),
-     StreamDelta(text="\n", finish_reason="stop", usage=(0, 1))),
+    (
+        "last event: reason and counts",
+        _event(
+            "</s>",
+            True,
+            " Deep learning",
+            {"finish_reason": "eos_token", "generated_tokens": 3, "seed": None, "input_length": 5},
+        ),
+        StreamDelta(finish_reason="stop", usage=(5, 3)),
+    ),
+    (
+        "last event of an older server: no input_length",
+        _event(".", False, "Hi.", {"finish_reason": "length", "generated_tokens": 2, "seed": 7}),
+        StreamDelta(text=".", finish_reason="length", usage=(0, 2)),
+    ),
+    (
+        "stop sequence",
+        _event("\n", False, "x\n", {"finish_reason": "stop_sequence", "generated_tokens": 1}),
+        StreamDelta(text="\n", finish_reason="stop", usage=(0, 1)),
+    ),
     ("last event without details", _event("!", False, "Hi!"), StreamDelta(text="!")),
-    ("OpenAI chunk from /v1", json.loads(CHAT_TRANSCRIPT[0][len(b"data: "):]), StreamDelta(text="Hello")),
-    ("OpenAI finish", json.loads(CHAT_TRANSCRIPT[2][len(b"data: "):]), StreamDelta(text="!", finish_reason="stop")),
-    ("OpenAI usage chunk", {"object": "chat.completion.chunk", "choices": [],
-                            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
-     StreamDelta(usage=(9, 2))),
-    ("OpenAI tool call piece", {"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
-        {"index": 0, "id": "", "type": "function", "function": {"name": "get_weather", "arguments": "{\"loc"}}]},
-        "finish_reason": None}]},
-     StreamDelta(tool_calls=(ToolCallDelta(0, None, "get_weather", "{\"loc"),))),
+    (
+        "OpenAI chunk from /v1",
+        json.loads(CHAT_TRANSCRIPT[0][len(b"data: ") :]),
+        StreamDelta(text="Hello"),
+    ),
+    (
+        "OpenAI finish",
+        json.loads(CHAT_TRANSCRIPT[2][len(b"data: ") :]),
+        StreamDelta(text="!", finish_reason="stop"),
+    ),
+    (
+        "OpenAI usage chunk",
+        {
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+        },
+        StreamDelta(usage=(9, 2)),
+    ),
+    (
+        "OpenAI tool call piece",
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": '{"loc'},
+                            }
+                        ],
+                    },
+                    "finish_reason": None,
+                }
+            ]
+        },
+        StreamDelta(tool_calls=(ToolCallDelta(0, None, "get_weather", '{"loc'),)),
+    ),
 ]
 
 
-@pytest.mark.parametrize("chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES])
+@pytest.mark.parametrize(
+    "chunk, expected", [c[1:] for c in DELTA_CASES], ids=[c[0] for c in DELTA_CASES]
+)
 def test_stream_event_in_common_terms(chunk, expected):
     assert WIRE.stream_delta(chunk) == expected
 
 
 @pytest.mark.parametrize(
     "chunk",
-    [None, [], "x", {}, {"token": None}, {"token": {"text": 5}}, {"token": "hi", "details": "done"},
-     {"token": {"text": "x", "special": True}, "details": {"generated_tokens": "3"}}, {"generated_text": "whole"}],
+    [
+        None,
+        [],
+        "x",
+        {},
+        {"token": None},
+        {"token": {"text": 5}},
+        {"token": "hi", "details": "done"},
+        {"token": {"text": "x", "special": True}, "details": {"generated_tokens": "3"}},
+        {"generated_text": "whole"},
+    ],
     ids=repr,
 )
 def test_stream_events_of_unknown_shape_add_nothing(chunk):
@@ -363,22 +504,34 @@ def test_chat_transcript_in_common_terms():
 
 @pytest.mark.parametrize("details", [True, False], ids=["with-details", "without"])
 def test_simulator_native_stream_joins_to_its_generated_text(details):
-    payload = {"inputs": "What is deep learning?", "parameters": {"max_new_tokens": 50, "details": details}}
+    payload = {
+        "inputs": "What is deep learning?",
+        "parameters": {"max_new_tokens": 50, "details": details},
+    }
     events, body = simulated_stream(tgi_format.FORMAT, "/generate_stream", payload)
     deltas, done = stream_deltas(WIRE, events)
     final = body[-1]
     assert done and len(deltas) > 2
-    assert joined_text(deltas) == final["generated_text"] and final["generated_text"].startswith("Simulated reply")
+    assert joined_text(deltas) == final["generated_text"] and final["generated_text"].startswith(
+        "Simulated reply"
+    )
     if details:
         assert deltas[-1].finish_reason == "stop"
-        assert deltas[-1].usage == (final["details"]["input_length"], final["details"]["generated_tokens"])
+        assert deltas[-1].usage == (
+            final["details"]["input_length"],
+            final["details"]["generated_tokens"],
+        )
     else:
         assert all(d.finish_reason is None and d.usage is None for d in deltas)
 
 
 def test_simulator_chat_stream_on_the_openai_route_joins_to_its_reply():
-    payload = {"model": "tgi", "messages": [{"role": "user", "content": "What is deep learning?"}], "stream": True,
-               "stream_options": {"include_usage": True}}
+    payload = {
+        "model": "tgi",
+        "messages": [{"role": "user", "content": "What is deep learning?"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     events, body = simulated_stream(openai_format.FORMAT, "/v1/chat/completions", payload)
     deltas, done = stream_deltas(WIRE, events)
     assert done and joined_text(deltas) == WIRE.reply_text(body)

@@ -37,11 +37,18 @@ INFER_ANSWER = {
     "status": "success",
     "metrics": {"inference_time": 0.0234, "throughput": 42.5},
 }
-MODELS_ANSWER = {"models": [{"model_id": "resnet50", "status": "loaded"}, {"model_id": "bert-base", "status": "loaded"}]}
+MODELS_ANSWER = {
+    "models": [
+        {"model_id": "resnet50", "status": "loaded"},
+        {"model_id": "bert-base", "status": "loaded"},
+    ]
+}
 STATS_ANSWER = {"model_id": "resnet50", "requests": 12, "average_latency_ms": 3.5}
 
 
-client_with = ClientFactory(llvm, "llvm_api_base", "llvm_api_key", QUICK_RETRIES, base_url=BASE, key=KEY).in_memory
+client_with = ClientFactory(
+    llvm, "llvm_api_base", "llvm_api_key", QUICK_RETRIES, base_url=BASE, key=KEY
+).in_memory
 
 
 def echo_server(request):
@@ -49,9 +56,23 @@ def echo_server(request):
     body = request.json()
     if request.url.endswith("/batch_infer"):
         results = [{"echo": str(x).upper()} for x in body["inputs"]]
-        return answer(200, {"model_id": body["model"], "results": results, "status": "success",
-                            "metrics": {"batch_size": len(results)}})
-    return answer(200, {"model_id": body["model"], "outputs": {"echo": str(body["input"]).upper()}, "status": "success"})
+        return answer(
+            200,
+            {
+                "model_id": body["model"],
+                "results": results,
+                "status": "success",
+                "metrics": {"batch_size": len(results)},
+            },
+        )
+    return answer(
+        200,
+        {
+            "model_id": body["model"],
+            "outputs": {"echo": str(body["input"]).upper()},
+            "status": "success",
+        },
+    )
 
 
 # ------------------------------------------------------------------ requests
@@ -65,7 +86,11 @@ def test_infer_sends_the_originals_body_with_bearer_key():
     assert (sent.method, sent.url) == ("POST", f"{BASE}/models/resnet50/infer")
     assert sent.headers["Authorization"] == f"Bearer {KEY}"
     assert sent.headers["Content-Type"] == "application/json"
-    assert sent.json() == {"model": "resnet50", "input": "a cat", "parameters": {"precision": "fp16", "batch_size": 1}}
+    assert sent.json() == {
+        "model": "resnet50",
+        "input": "a cat",
+        "parameters": {"precision": "fp16", "batch_size": 1},
+    }
     assert result == INFER_ANSWER
     assert client.provider.outputs_of(result) == [0.1, 0.9]
 
@@ -85,13 +110,30 @@ def test_no_key_sends_no_authorization_and_is_not_refused():
         (lambda c: c.get_model_info("bert-base"), "GET", "/models/bert-base", None),
         (lambda c: c.get_statistics("resnet50"), "GET", "/models/resnet50/statistics", None),
         (lambda c: c.get_statistics(), "GET", "/status", None),
-        (lambda c: c.optimize_model("resnet50", "speed"), "POST", "/models/resnet50/optimize", {"optimization_type": "speed"}),
-        (lambda c: c.batch_infer("bert-base", ["a", "b"], parameters={"precision": "int8"}), "POST",
-         "/models/bert-base/batch_infer", {"model": "bert-base", "inputs": ["a", "b"], "parameters": {"precision": "int8"}}),
-        (lambda c: c.infer("odd/name", {"text": "x"}), "POST", "/models/odd%2Fname/infer",
-         {"model": "odd/name", "input": {"text": "x"}}),
-        (lambda c: c.run_inference("resnet50", [1, 2], {"precision": "fp32"}), "POST", "/models/resnet50/infer",
-         {"model": "resnet50", "input": [1, 2], "parameters": {"precision": "fp32"}}),
+        (
+            lambda c: c.optimize_model("resnet50", "speed"),
+            "POST",
+            "/models/resnet50/optimize",
+            {"optimization_type": "speed"},
+        ),
+        (
+            lambda c: c.batch_infer("bert-base", ["a", "b"], parameters={"precision": "int8"}),
+            "POST",
+            "/models/bert-base/batch_infer",
+            {"model": "bert-base", "inputs": ["a", "b"], "parameters": {"precision": "int8"}},
+        ),
+        (
+            lambda c: c.infer("odd/name", {"text": "x"}),
+            "POST",
+            "/models/odd%2Fname/infer",
+            {"model": "odd/name", "input": {"text": "x"}},
+        ),
+        (
+            lambda c: c.run_inference("resnet50", [1, 2], {"precision": "fp32"}),
+            "POST",
+            "/models/resnet50/infer",
+            {"model": "resnet50", "input": [1, 2], "parameters": {"precision": "fp32"}},
+        ),
     ],
 )
 def test_each_operation_builds_its_request(call, method, path, body):
@@ -110,11 +152,14 @@ def test_get_statistics_is_the_servers_and_get_stats_stays_ours():
     assert ours["total_requests"] == 1 and "average_latency_ms" not in ours
 
 
-@pytest.mark.parametrize("body, expected", [
-    ({"models": ["m1", "m2"]}, ["m1", "m2"]),
-    ({"data": [{"id": "m1"}]}, [{"id": "m1"}]),
-    (["m1"], ["m1"]),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"models": ["m1", "m2"]}, ["m1", "m2"]),
+        ({"data": [{"id": "m1"}]}, [{"id": "m1"}]),
+        (["m1"], ["m1"]),
+    ],
+)
 def test_model_lists_in_either_shape_the_original_accepted(body, expected):
     client, _ = client_with(lambda r: answer(200, body))
     with client:
@@ -134,9 +179,11 @@ def test_model_lists_in_either_shape_the_original_accepted(body, expected):
 )
 def test_bad_arguments_are_refused_before_sending(call, fragment):
     client, transport = client_with(lambda r: answer(200, {}))
-    with client:
-        with pytest.raises(InvalidInputError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
-            call(client)
+    with (
+        client,
+        pytest.raises(InvalidInputError, match=fragment.replace("[", r"\[").replace("]", r"\]")),
+    ):
+        call(client)
     assert transport.requests == []
 
 
@@ -163,8 +210,13 @@ def test_feature_probe_is_a_small_infer():
     client, _ = client_with(lambda r: answer(200, INFER_ANSWER))
     with client:
         endpoint, data = client.feature_probe("t1")
-        assert (endpoint, data) == ("models/default/infer", {"model": "default", "input": {"text": "t1"}})
-        assert client.provider.batch_inputs(endpoint, data) is None  # never held back by the batch lane
+        assert (endpoint, data) == (
+            "models/default/infer",
+            {"model": "default", "input": {"text": "t1"}},
+        )
+        assert (
+            client.provider.batch_inputs(endpoint, data) is None
+        )  # never held back by the batch lane
 
 
 # -------------------------------------------------------------------- errors
@@ -173,11 +225,32 @@ def test_feature_probe_is_a_small_infer():
 @pytest.mark.parametrize(
     "status, body, headers, error, message, retry_after",
     [
-        (400, {"error": "Invalid input format"}, {}, InvalidRequestError, "Invalid input format", None),
+        (
+            400,
+            {"error": "Invalid input format"},
+            {},
+            InvalidRequestError,
+            "Invalid input format",
+            None,
+        ),
         (401, {"error": "Invalid API key"}, {}, AuthenticationError, "Invalid API key", None),
         (403, {"error": "Forbidden"}, {}, PermissionDeniedError, "Forbidden", None),
-        (404, {"error": "Model resnet99 not found"}, {}, NotFoundError, "Model resnet99 not found", None),
-        (429, {"error": "Too many requests"}, {"Retry-After": "7"}, RateLimitError, "Too many requests", 7.0),
+        (
+            404,
+            {"error": "Model resnet99 not found"},
+            {},
+            NotFoundError,
+            "Model resnet99 not found",
+            None,
+        ),
+        (
+            429,
+            {"error": "Too many requests"},
+            {"Retry-After": "7"},
+            RateLimitError,
+            "Too many requests",
+            7.0,
+        ),
         (500, {"error": "Inference failed"}, {}, ServerError, "Inference failed", None),
         (503, {"error": "Server busy"}, {"Retry-After": "2"}, ServerError, "Server busy", 2.0),
         (502, b"<html>bad gateway</html>", {}, ServerError, "<html>bad gateway</html>", None),
@@ -197,7 +270,9 @@ def test_a_404_is_not_retried_and_a_503_is():
         calls.append(request.url)
         if request.url.endswith("/missing/infer"):
             return answer(404, {"error": "Model missing not found"})
-        return answer(503, {"error": "Server busy"}) if len(calls) < 4 else answer(200, INFER_ANSWER)
+        return (
+            answer(503, {"error": "Server busy"}) if len(calls) < 4 else answer(200, INFER_ANSWER)
+        )
 
     client, _ = client_with(handler, batching_enabled=False, max_retries=3)
     with client:
@@ -218,7 +293,9 @@ def run_together(client, calls):
 def test_infer_calls_are_batched_into_batch_infer_and_split_back():
     client, transport = client_with(echo_server, max_batch_size=3, batch_timeout=30.0)
     with client:
-        results = run_together(client, [lambda t=t: client.infer("resnet50", t) for t in ("a", "b", "c")])
+        results = run_together(
+            client, [lambda t=t: client.infer("resnet50", t) for t in ("a", "b", "c")]
+        )
         stats = client.get_stats()
     assert [r["outputs"] for r in results] == [{"echo": "A"}, {"echo": "B"}, {"echo": "C"}]
     assert all(r["model_id"] == "resnet50" and r["metrics"] == {"batch_size": 3} for r in results)
@@ -227,7 +304,11 @@ def test_infer_calls_are_batched_into_batch_infer_and_split_back():
     sent = transport.requests[0]
     assert sent.url == f"{BASE}/models/resnet50/batch_infer"
     body = sent.json()
-    assert sorted(body["inputs"]) == ["a", "b", "c"] and body["model"] == "resnet50" and "input" not in body
+    assert (
+        sorted(body["inputs"]) == ["a", "b", "c"]
+        and body["model"] == "resnet50"
+        and "input" not in body
+    )
     assert stats["total_requests"] == 3
     assert (stats["batches"]["count"], stats["batches"]["members"]) == (1, 3)
     assert stats["models"]["resnet50"]["requests"] == 3
@@ -244,7 +325,10 @@ def test_batches_are_keyed_by_model_and_parameters():
         ]
         results = run_together(client, calls)
     assert [r["outputs"]["echo"] for r in results] == ["X", "Y", "P", "Q"]
-    bodies = sorted((r.url, tuple(sorted(r.json()["inputs"])), json.dumps(r.json().get("parameters"))) for r in transport.requests)
+    bodies = sorted(
+        (r.url, tuple(sorted(r.json()["inputs"])), json.dumps(r.json().get("parameters")))
+        for r in transport.requests
+    )
     assert bodies == [
         (f"{BASE}/models/bert-base/batch_infer", ("x", "y"), '{"precision": "fp16"}'),
         (f"{BASE}/models/t5-small/batch_infer", ("p", "q"), "null"),
@@ -270,7 +354,9 @@ def test_unbatchable_infer_goes_straight_to_infer(model, inputs, metadata):
 
 
 def test_a_batch_answer_with_the_wrong_count_fails_every_member():
-    client, _ = client_with(lambda r: answer(200, {"results": [{"echo": "A"}]}), max_batch_size=2, batch_timeout=30.0)
+    client, _ = client_with(
+        lambda r: answer(200, {"results": [{"echo": "A"}]}), max_batch_size=2, batch_timeout=30.0
+    )
     with client:
         outcomes = []
         lock = threading.Lock()
@@ -295,7 +381,11 @@ def test_default_batch_models_are_the_originals_batch_capable_models():
 
 def test_an_explicit_inputs_body_to_infer_is_a_batch_request():
     wire = LLVMWire(LLVM)
-    request = wire.build_request("models/m/infer", {"model": "m", "inputs": ["a"]}, api_key=None, base_url=BASE, timeout=1.0)
+    request = wire.build_request(
+        "models/m/infer", {"model": "m", "inputs": ["a"]}, api_key=None, base_url=BASE, timeout=1.0
+    )
     assert request.url == f"{BASE}/models/m/batch_infer"
-    single = wire.build_request("models/m/infer", {"model": "m", "input": ["a"]}, api_key=None, base_url=BASE, timeout=1.0)
+    single = wire.build_request(
+        "models/m/infer", {"model": "m", "input": ["a"]}, api_key=None, base_url=BASE, timeout=1.0
+    )
     assert single.url == f"{BASE}/models/m/infer"

@@ -28,9 +28,18 @@ KEY = "opea-gateway-SECRET-0123456789"
 QUESTION = [{"role": "user", "content": "What is Deep Learning?"}]
 
 CHAT_ANSWER = {
-    "id": "chatcmpl-8fe1", "object": "chat.completion", "created": 1737000000, "model": MODEL,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Deep learning is a subset of ML."},
-                 "finish_reason": "length", "logprobs": None}],
+    "id": "chatcmpl-8fe1",
+    "object": "chat.completion",
+    "created": 1737000000,
+    "model": MODEL,
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Deep learning is a subset of ML."},
+            "finish_reason": "length",
+            "logprobs": None,
+        }
+    ],
     "usage": {"prompt_tokens": 12, "total_tokens": 29, "completion_tokens": 17},
 }
 
@@ -56,10 +65,22 @@ STREAM_TRANSCRIPT = [
     b"",
 ]
 
-FASTAPI_422 = {"detail": [
-    {"type": "missing", "loc": ["body", "messages"], "msg": "Field required", "input": {"model": MODEL}},
-    {"type": "float_parsing", "loc": ["body", "temperature"], "msg": "Input should be a valid number", "input": "hot"},
-]}
+FASTAPI_422 = {
+    "detail": [
+        {
+            "type": "missing",
+            "loc": ["body", "messages"],
+            "msg": "Field required",
+            "input": {"model": MODEL},
+        },
+        {
+            "type": "float_parsing",
+            "loc": ["body", "temperature"],
+            "msg": "Input should be a valid number",
+            "input": "hot",
+        },
+    ]
+}
 
 
 no_opea_env = env_cleared("OPEA_API_KEY", "OPEA_API_BASE", "OPEA_BASE_URL")
@@ -80,10 +101,13 @@ def test_chat_to_the_default_microservice_without_a_key():
     assert OPEA_WIRE.reply_text(reply) == "Deep learning is a subset of ML."
 
 
-@pytest.mark.parametrize("metadata, env", [
-    ({"opea_api_key": KEY, "opea_api_base": "http://gw:9000/v1"}, {}),
-    ({}, {"OPEA_API_KEY": KEY, "OPEA_API_BASE": "http://gw:9000/v1"}),
-])
+@pytest.mark.parametrize(
+    "metadata, env",
+    [
+        ({"opea_api_key": KEY, "opea_api_base": "http://gw:9000/v1"}, {}),
+        ({}, {"OPEA_API_KEY": KEY, "OPEA_API_BASE": "http://gw:9000/v1"}),
+    ],
+)
 def test_key_and_base_url_from_metadata_or_env(monkeypatch, metadata, env):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -96,14 +120,20 @@ def test_key_and_base_url_from_metadata_or_env(monkeypatch, metadata, env):
     assert sent.headers["Authorization"] == f"Bearer {KEY}"
 
 
-@pytest.mark.parametrize("call, operation", [
-    (lambda c: c.completions(MODEL, "x"), "completions"),
-    (lambda c: c.embeddings("BAAI/bge-base-en-v1.5", "x"), "embeddings"),
-    (lambda c: c.list_models(), "models"),
-])
+@pytest.mark.parametrize(
+    "call, operation",
+    [
+        (lambda c: c.completions(MODEL, "x"), "completions"),
+        (lambda c: c.embeddings("BAAI/bge-base-en-v1.5", "x"), "embeddings"),
+        (lambda c: c.list_models(), "models"),
+    ],
+)
 def test_operations_the_microservice_lacks_are_refused_before_sending(call, operation):
     client, transport = client_with(lambda r: answer(200, {}))
-    with client, pytest.raises(InvalidInputError, match=f"the opea backend has no {operation} operation"):
+    with (
+        client,
+        pytest.raises(InvalidInputError, match=f"the opea backend has no {operation} operation"),
+    ):
         call(client)
     assert transport.requests == []
     assert OPEA_WIRE.operations == {"chat"} and not OPEA.requires_key
@@ -111,9 +141,8 @@ def test_operations_the_microservice_lacks_are_refused_before_sending(call, oper
 
 def test_stream_transcript_through_the_backend():
     client, transport = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT))
-    with client:
-        with client.chat(MODEL, QUESTION, stream=True) as stream:
-            chunks = list(stream)
+    with client, client.chat(MODEL, QUESTION, stream=True) as stream:
+        chunks = list(stream)
     assert transport.requests[0].json() == {"model": MODEL, "messages": QUESTION, "stream": True}
     assert "".join(c.text for c in chunks) == stream.text == "Deep learning"
     assert chunks[-1].finish_reason == stream.finish_reason == "length"
@@ -131,15 +160,30 @@ def test_a_stream_without_done_is_reported_as_cut():
 # ------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("status, body, cls, message", [
-    (422, FASTAPI_422, InvalidRequestError,
-     "body.messages: Field required; body.temperature: Input should be a valid number"),
-    (400, {"object": "error", "message": "0 is less than the minimum of 1 - 'max_tokens'", "code": 40302},
-     InvalidRequestError, "less than the minimum"),
-    (401, {"detail": "Not authenticated"}, AuthenticationError, "Not authenticated"),
-    (404, {"detail": "Not Found"}, NotFoundError, "Not Found"),
-    (500, b"Internal Server Error", ServerError, "Internal Server Error"),
-])
+@pytest.mark.parametrize(
+    "status, body, cls, message",
+    [
+        (
+            422,
+            FASTAPI_422,
+            InvalidRequestError,
+            "body.messages: Field required; body.temperature: Input should be a valid number",
+        ),
+        (
+            400,
+            {
+                "object": "error",
+                "message": "0 is less than the minimum of 1 - 'max_tokens'",
+                "code": 40302,
+            },
+            InvalidRequestError,
+            "less than the minimum",
+        ),
+        (401, {"detail": "Not authenticated"}, AuthenticationError, "Not authenticated"),
+        (404, {"detail": "Not Found"}, NotFoundError, "Not Found"),
+        (500, b"Internal Server Error", ServerError, "Internal Server Error"),
+    ],
+)
 def test_error_table(status, body, cls, message):
     error = OPEA_WIRE.error_for(answer(status, body), wall_now=WALL, attempt=1)
     assert type(error) is cls
@@ -147,13 +191,16 @@ def test_error_table(status, body, cls, message):
     assert message in str(error)
 
 
-@pytest.mark.parametrize("body, expected", [
-    (b'{"detail": [{"loc": ["query"], "msg": "bad"}]}', "query: bad"),
-    ({"detail": [{"msg": "no location"}]}, "no location"),
-    ({"detail": "a string is provider_message's"}, None),
-    (b"not json", None),
-    ({"detail": [{"loc": ["x"]}]}, None),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (b'{"detail": [{"loc": ["query"], "msg": "bad"}]}', "query: bad"),
+        ({"detail": [{"msg": "no location"}]}, "no location"),
+        ({"detail": "a string is provider_message's"}, None),
+        (b"not json", None),
+        ({"detail": [{"loc": ["x"]}]}, None),
+    ],
+)
 def test_validation_message(body, expected):
     assert validation_message(body) == expected
 
@@ -165,7 +212,11 @@ def test_stream_transcript_in_common_terms():
     """The microservice's chunks carry ``tool_calls: null`` and ``function_call: null``: no tool calls."""
     deltas, done = stream_deltas(OPEA_WIRE, decoded(STREAM_TRANSCRIPT))
     assert done
-    assert deltas == [EMPTY_DELTA, StreamDelta(text="Deep"), StreamDelta(text=" learning", finish_reason="length")]
+    assert deltas == [
+        EMPTY_DELTA,
+        StreamDelta(text="Deep"),
+        StreamDelta(text=" learning", finish_reason="length"),
+    ]
 
 
 def test_simulator_chat_stream_joins_to_its_reply():

@@ -39,7 +39,14 @@ CHAT_MODEL = "OpenVINO/Phi-3.5-mini-instruct-int4-ov"
 INFER_ANSWER = {  # as OVMS answers a KServe REST infer
     "model_name": "resnet",
     "model_version": "2",
-    "outputs": [{"name": "prob", "shape": [2, 3], "datatype": "FP32", "data": [0.1, 0.2, 0.7, 0.5, 0.25, 0.25]}],
+    "outputs": [
+        {
+            "name": "prob",
+            "shape": [2, 3],
+            "datatype": "FP32",
+            "data": [0.1, 0.2, 0.7, 0.5, 0.25, 0.25],
+        }
+    ],
 }
 METADATA_ANSWER = {
     "name": "resnet",
@@ -49,11 +56,34 @@ METADATA_ANSWER = {
     "outputs": [{"name": "1463", "datatype": "FP32", "shape": [1, 1000]}],
 }
 CONFIG_ANSWER = {
-    "resnet": {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]},
-    "bert": {"model_version_status": [{"version": "3", "state": "LOADING", "status": {"error_code": "OK", "error_message": ""}}]},
+    "resnet": {
+        "model_version_status": [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    },
+    "bert": {
+        "model_version_status": [
+            {
+                "version": "3",
+                "state": "LOADING",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    },
 }
 CHAT_ANSWER = {
-    "choices": [{"finish_reason": "stop", "index": 0, "logprobs": None, "message": {"content": "Paris.", "role": "assistant"}}],
+    "choices": [
+        {
+            "finish_reason": "stop",
+            "index": 0,
+            "logprobs": None,
+            "message": {"content": "Paris.", "role": "assistant"},
+        }
+    ],
     "created": 1718607923,
     "model": CHAT_MODEL,
     "object": "chat.completion",
@@ -62,15 +92,31 @@ CHAT_ANSWER = {
 
 
 def _chunk(content, finish=None):
-    return {"choices": [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish, "logprobs": None}],
-            "created": 1718607923, "model": CHAT_MODEL, "object": "chat.completion.chunk"}
+    return {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": content} if content else {},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+        "created": 1718607923,
+        "model": CHAT_MODEL,
+        "object": "chat.completion.chunk",
+    }
 
 
 STREAM = [_chunk("Par"), _chunk("is."), _chunk(None, "stop")]
-TRANSCRIPT = [line for c in STREAM for line in (b"data: " + json.dumps(c).encode(), b"")] + [b"data: [DONE]", b""]
+TRANSCRIPT = [line for c in STREAM for line in (b"data: " + json.dumps(c).encode(), b"")] + [
+    b"data: [DONE]",
+    b"",
+]
 
 
-client_with = ClientFactory(ovms, "ovms_api_base", "ovms_api_key", QUICK_RETRIES, base_url=BASE).in_memory
+client_with = ClientFactory(
+    ovms, "ovms_api_base", "ovms_api_key", QUICK_RETRIES, base_url=BASE
+).in_memory
 
 
 # ------------------------------------------------------------------- tensors
@@ -126,7 +172,9 @@ def test_tensor_refuses_what_it_cannot_describe(value, fragment):
 def test_kserve_inputs_passes_tensors_and_refuses_incomplete_ones():
     given = [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}]
     assert kserve_inputs(given) == given
-    with pytest.raises(InvalidInputError, match=r"inputs\[0\] is not a KServe tensor: it lacks datatype"):
+    with pytest.raises(
+        InvalidInputError, match=r"inputs\[0\] is not a KServe tensor: it lacks datatype"
+    ):
         kserve_inputs([{"name": "a", "shape": [1], "data": [1]}])
     with pytest.raises(InvalidInputError, match="must be a dict"):
         kserve_inputs("raw")
@@ -151,7 +199,13 @@ def test_reshape(flat, shape, nested):
 def test_infer_builds_the_kserve_request_and_reads_its_answer():
     client, transport = client_with(lambda r: answer(200, INFER_ANSWER), key=KEY)
     with client:
-        result = client.infer("resnet", {"0": [[0.5, 0.25, 1.0]]}, outputs=["prob"], version=2, parameters={"priority": 1})
+        result = client.infer(
+            "resnet",
+            {"0": [[0.5, 0.25, 1.0]]},
+            outputs=["prob"],
+            version=2,
+            parameters={"priority": 1},
+        )
     sent = transport.requests[0]
     assert (sent.method, sent.url) == ("POST", f"{BASE}/v2/models/resnet/versions/2/infer")
     assert sent.headers["Authorization"] == f"Bearer {KEY}"
@@ -167,23 +221,56 @@ def test_infer_builds_the_kserve_request_and_reads_its_answer():
 @pytest.mark.parametrize(
     "call, method, path, body",
     [
-        (lambda c: c.infer("resnet", [{"name": "0", "shape": [1], "datatype": "INT64", "data": [3]}]), "POST",
-         "/v2/models/resnet/infer", {"inputs": [{"name": "0", "shape": [1], "datatype": "INT64", "data": [3]}]}),
-        (lambda c: c.predict("resnet", [[1.0, 2.0], [3.0, 4.0]]), "POST", "/v1/models/resnet:predict",
-         {"instances": [[1.0, 2.0], [3.0, 4.0]]}),
-        (lambda c: c.predict("resnet", {"in": [[1, 2]]}, version=3, signature_name="serving_default"), "POST",
-         "/v1/models/resnet/versions/3:predict", {"inputs": {"in": [[1, 2]]}, "signature_name": "serving_default"}),
+        (
+            lambda c: c.infer(
+                "resnet", [{"name": "0", "shape": [1], "datatype": "INT64", "data": [3]}]
+            ),
+            "POST",
+            "/v2/models/resnet/infer",
+            {"inputs": [{"name": "0", "shape": [1], "datatype": "INT64", "data": [3]}]},
+        ),
+        (
+            lambda c: c.predict("resnet", [[1.0, 2.0], [3.0, 4.0]]),
+            "POST",
+            "/v1/models/resnet:predict",
+            {"instances": [[1.0, 2.0], [3.0, 4.0]]},
+        ),
+        (
+            lambda c: c.predict(
+                "resnet", {"in": [[1, 2]]}, version=3, signature_name="serving_default"
+            ),
+            "POST",
+            "/v1/models/resnet/versions/3:predict",
+            {"inputs": {"in": [[1, 2]]}, "signature_name": "serving_default"},
+        ),
         (lambda c: c.model_metadata("resnet"), "GET", "/v2/models/resnet", None),
         (lambda c: c.model_metadata("resnet", 1), "GET", "/v2/models/resnet/versions/1", None),
         (lambda c: c.list_models(), "GET", "/v1/config", None),
-        (lambda c: c.chat(CHAT_MODEL, [{"role": "user", "content": "Capital of France?"}], max_tokens=5), "POST",
-         "/v3/chat/completions", {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Capital of France?"}], "max_tokens": 5}),
-        (lambda c: c.completions(CHAT_MODEL, "Say hi"), "POST", "/v3/completions", {"model": CHAT_MODEL, "prompt": "Say hi"}),
+        (
+            lambda c: c.chat(
+                CHAT_MODEL, [{"role": "user", "content": "Capital of France?"}], max_tokens=5
+            ),
+            "POST",
+            "/v3/chat/completions",
+            {
+                "model": CHAT_MODEL,
+                "messages": [{"role": "user", "content": "Capital of France?"}],
+                "max_tokens": 5,
+            },
+        ),
+        (
+            lambda c: c.completions(CHAT_MODEL, "Say hi"),
+            "POST",
+            "/v3/completions",
+            {"model": CHAT_MODEL, "prompt": "Say hi"},
+        ),
     ],
 )
 def test_each_operation_builds_its_request(call, method, path, body):
     replies = {"/v1/config": CONFIG_ANSWER, "/v3/chat/completions": CHAT_ANSWER}
-    client, transport = client_with(lambda r: answer(200, replies.get(r.url[len(BASE):], METADATA_ANSWER)))
+    client, transport = client_with(
+        lambda r: answer(200, replies.get(r.url[len(BASE) :], METADATA_ANSWER))
+    )
     with client:
         call(client)
     sent = transport.requests[0]
@@ -195,7 +282,10 @@ def test_list_models_reads_the_config_status():
     client, _ = client_with(lambda r: answer(200, CONFIG_ANSWER))
     with client:
         models = client.list_models()
-    assert [(m["name"], m["model_version_status"][0]["state"]) for m in models] == [("resnet", "AVAILABLE"), ("bert", "LOADING")]
+    assert [(m["name"], m["model_version_status"][0]["state"]) for m in models] == [
+        ("resnet", "AVAILABLE"),
+        ("bert", "LOADING"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -212,7 +302,10 @@ def test_model_ready_reads_the_status(status, body, ready):
     client, transport = client_with(lambda r: answer(status, body))
     with client:
         assert client.model_ready("resnet", 1) is ready
-    assert (transport.requests[0].method, transport.requests[0].url) == ("GET", f"{BASE}/v2/models/resnet/versions/1/ready")
+    assert (transport.requests[0].method, transport.requests[0].url) == (
+        "GET",
+        f"{BASE}/v2/models/resnet/versions/1/ready",
+    )
     assert len(transport.requests) == 1
 
 
@@ -237,25 +330,36 @@ def test_a_probes_no_is_an_answer_and_nothing_else_is(endpoint, status, answer_)
 
 
 def test_model_ready_raises_when_the_server_fails():
-    client, transport = client_with(lambda r: answer(500, {"error": "Internal server error"}), max_retries=1)
-    with client:
-        with pytest.raises(ServerError, match="Internal server error"):
-            client.model_ready("resnet")
+    client, transport = client_with(
+        lambda r: answer(500, {"error": "Internal server error"}), max_retries=1
+    )
+    with client, pytest.raises(ServerError, match="Internal server error"):
+        client.model_ready("resnet")
     assert len(transport.requests) == 2
 
 
 def test_chat_answer_and_stream_transcript_through_the_backend():
     def handler(request):
-        return stream_answer(TRANSCRIPT) if request.json().get("stream") else answer(200, CHAT_ANSWER)
+        return (
+            stream_answer(TRANSCRIPT) if request.json().get("stream") else answer(200, CHAT_ANSWER)
+        )
 
     client, transport = client_with(handler)
     with client:
         reply = client.chat(CHAT_MODEL, [{"role": "user", "content": "Capital of France?"}])
-        chunks = list(client.chat(CHAT_MODEL, [{"role": "user", "content": "Capital of France?"}], stream=True))
+        chunks = list(
+            client.chat(
+                CHAT_MODEL, [{"role": "user", "content": "Capital of France?"}], stream=True
+            )
+        )
         stats = client.get_stats()
     assert client.provider.reply_text(reply) == "Paris."
     assert [c.raw for c in chunks] == STREAM
-    assert [(c.text, c.finish_reason) for c in chunks] == [("Par", None), ("is.", None), ("", "stop")]
+    assert [(c.text, c.finish_reason) for c in chunks] == [
+        ("Par", None),
+        ("is.", None),
+        ("", "stop"),
+    ]
     assert transport.requests[1].json()["stream"] is True
     assert transport.requests[1].headers["Accept"] == "text/event-stream"
     assert stats["models"][CHAT_MODEL]["tokens_in"] == 12
@@ -266,7 +370,9 @@ def test_stream_events_are_the_openai_wires():
     from ipfs_accelerate_py.transport.sse import SseEvent
 
     for data in (json.dumps(STREAM[0]), "[DONE]", ""):
-        assert wire.parse_stream_event(SseEvent("message", data)) == reference.parse_stream_event(SseEvent("message", data))
+        assert wire.parse_stream_event(SseEvent("message", data)) == reference.parse_stream_event(
+            SseEvent("message", data)
+        )
     assert wire.openai is not None and not isinstance(wire, OpenAIWire)
 
 
@@ -275,7 +381,10 @@ def test_stream_events_are_the_openai_wires():
     [
         (lambda c: c.infer("", {"a": [1]}), "model must be a non-empty string"),
         (lambda c: c.infer("m", {"a": [1]}, version=0), "version must be a positive integer"),
-        (lambda c: c.infer("m", {"a": [1]}, version="latest"), "version must be a positive integer"),
+        (
+            lambda c: c.infer("m", {"a": [1]}, version="latest"),
+            "version must be a positive integer",
+        ),
         (lambda c: c.infer("m", {"a": [1]}, outputs=[3]), "outputs must name output tensors"),
         (lambda c: c.infer("m", {}), "inputs must be a dict"),
         (lambda c: c.predict("m", []), "instances must be a non-empty list"),
@@ -284,15 +393,21 @@ def test_stream_events_are_the_openai_wires():
 )
 def test_bad_arguments_are_refused_before_sending(call, fragment):
     client, transport = client_with(lambda r: answer(200, {}))
-    with client:
-        with pytest.raises(InvalidInputError, match=fragment):
-            call(client)
+    with client, pytest.raises(InvalidInputError, match=fragment):
+        call(client)
     assert transport.requests == []
 
 
 def test_spec_and_environment(monkeypatch):
-    assert (OVMS.default_base_url, OVMS.requires_key, OVMS.simulator_path) == ("http://localhost:9000", False, "")
-    assert OVMS.key_metadata == ("ovms_api_key",) and OVMS.base_url_metadata[:2] == ("ovms_api_base", "ovms_url")
+    assert (OVMS.default_base_url, OVMS.requires_key, OVMS.simulator_path) == (
+        "http://localhost:9000",
+        False,
+        "",
+    )
+    assert OVMS.key_metadata == ("ovms_api_key",) and OVMS.base_url_metadata[:2] == (
+        "ovms_api_base",
+        "ovms_url",
+    )
     assert OVMS.default_embedding_model in OVMS.embedding_models
     monkeypatch.setenv("OVMS_BASE_URL", "http://env-ovms:8001")
     transport = MemoryTransport(lambda r: answer(200, METADATA_ANSWER))
@@ -307,14 +422,49 @@ def test_spec_and_environment(monkeypatch):
 @pytest.mark.parametrize(
     "status, body, headers, error, message, retry_after",
     [
-        (400, {"error": "Invalid input shape"}, {}, InvalidRequestError, "Invalid input shape", None),
+        (
+            400,
+            {"error": "Invalid input shape"},
+            {},
+            InvalidRequestError,
+            "Invalid input shape",
+            None,
+        ),
         (401, {"error": "Unauthorized"}, {}, AuthenticationError, "Unauthorized", None),
         (403, {"error": "Forbidden"}, {}, PermissionDeniedError, "Forbidden", None),
-        (404, {"error": "Model with requested name is not found"}, {}, NotFoundError, "Model with requested name is not found", None),
-        (412, {"error": "The file is not valid json"}, {}, InvalidRequestError, "The file is not valid json", None),
-        (429, {"error": "Too many requests"}, {"Retry-After": "3"}, RateLimitError, "Too many requests", 3.0),
+        (
+            404,
+            {"error": "Model with requested name is not found"},
+            {},
+            NotFoundError,
+            "Model with requested name is not found",
+            None,
+        ),
+        (
+            412,
+            {"error": "The file is not valid json"},
+            {},
+            InvalidRequestError,
+            "The file is not valid json",
+            None,
+        ),
+        (
+            429,
+            {"error": "Too many requests"},
+            {"Retry-After": "3"},
+            RateLimitError,
+            "Too many requests",
+            3.0,
+        ),
         (500, {"error": "Internal server error"}, {}, ServerError, "Internal server error", None),
-        (503, {"error": "Max sequence number reached"}, {"Retry-After": "1"}, ServerError, "Max sequence number reached", 1.0),
+        (
+            503,
+            {"error": "Max sequence number reached"},
+            {"Retry-After": "1"},
+            ServerError,
+            "Max sequence number reached",
+            1.0,
+        ),
     ],
 )
 def test_error_mapping(status, body, headers, error, message, retry_after):
@@ -351,10 +501,23 @@ def test_malformed_infer_answer_is_reported():
 def test_embeddings_are_batched_on_v3():
     def handler(request):
         inputs = request.json()["input"]
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t))]} for i, t in enumerate(inputs)]
-        return answer(200, {"object": "list", "data": data, "model": "emb", "usage": {"prompt_tokens": 6, "total_tokens": 6}})
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t))]}
+            for i, t in enumerate(inputs)
+        ]
+        return answer(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": "emb",
+                "usage": {"prompt_tokens": 6, "total_tokens": 6},
+            },
+        )
 
-    client, transport = client_with(handler, supported_batch_models=["emb"], max_batch_size=3, batch_timeout=30.0)
+    client, transport = client_with(
+        handler, supported_batch_models=["emb"], max_batch_size=3, batch_timeout=30.0
+    )
     with client, ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(client.embeddings, "emb", text) for text in ("a", "bb", "ccc")]
         results = [f.result(5) for f in futures]
@@ -375,12 +538,21 @@ def test_kserve_infer_is_never_batched():
 def test_stream_transcript_in_common_terms():
     deltas, done = stream_deltas(OVMSWire(OVMS), decoded(TRANSCRIPT))
     assert done
-    assert deltas == [StreamDelta(text="Par"), StreamDelta(text="is."), StreamDelta(finish_reason="stop")]
+    assert deltas == [
+        StreamDelta(text="Par"),
+        StreamDelta(text="is."),
+        StreamDelta(finish_reason="stop"),
+    ]
 
 
 @pytest.mark.parametrize(
     "chunk",
-    [_chunk("x", "length"), {"choices": [], "usage": CHAT_ANSWER["usage"]}, {"unknown": True}, None],
+    [
+        _chunk("x", "length"),
+        {"choices": [], "usage": CHAT_ANSWER["usage"]},
+        {"unknown": True},
+        None,
+    ],
     ids=["text-finish", "usage", "unknown", "none"],
 )
 def test_stream_delta_is_the_openai_mapping(chunk):
@@ -388,4 +560,6 @@ def test_stream_delta_is_the_openai_mapping(chunk):
 
 
 def test_simulator_chat_stream_on_v3_joins_to_its_reply():
-    check_simulated_chat_stream(OVMSWire(OVMS), ovms_format.FORMAT, "/v3/chat/completions", model=CHAT_MODEL)
+    check_simulated_chat_stream(
+        OVMSWire(OVMS), ovms_format.FORMAT, "/v3/chat/completions", model=CHAT_MODEL
+    )

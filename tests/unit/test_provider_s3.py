@@ -41,7 +41,12 @@ bt.require_boto3()
 WIRE = S3Wire(S3)
 ACCESS = "AKIAUNITTEST0000"
 SECRET = "unit-secret-key-0123456789"
-S3CFG = {"accessKey": ACCESS, "secretKey": SECRET, "endpoint": "http://s3.test.invalid", "region": "eu-west-1"}
+S3CFG = {
+    "accessKey": ACCESS,
+    "secretKey": SECRET,
+    "endpoint": "http://s3.test.invalid",
+    "region": "eu-west-1",
+}
 
 
 def s3_error(status, code, message="", headers=None):
@@ -61,26 +66,74 @@ make_client = ClientFactory(s3_kit, defaults={"s3cfg": S3CFG, **QUICK_RETRIES}).
 @pytest.mark.parametrize(
     "build, method, url, operation",
     [
-        (lambda: WIRE.put_object_request("bkt", "a/b.txt", b"hi", {"ContentType": "text/plain"}), "put_object", "s3://bkt/a/b.txt",
-         {"Bucket": "bkt", "Key": "a/b.txt", "Body": b"hi", "ContentType": "text/plain"}),
-        (lambda: WIRE.put_object_request("bkt", "k", bt.FileBody("/tmp/f"), {}), "put_object", "s3://bkt/k",
-         {"Bucket": "bkt", "Key": "k", "Body": bt.FileBody("/tmp/f")}),
-        (lambda: WIRE.get_object_request("bkt", "k", {}), "get_object", "s3://bkt/k", {"Bucket": "bkt", "Key": "k"}),
-        (lambda: WIRE.head_object_request("bkt", "k"), "head_object", "s3://bkt/k", {"Bucket": "bkt", "Key": "k"}),
-        (lambda: WIRE.delete_object_request("bkt", "k"), "delete_object", "s3://bkt/k", {"Bucket": "bkt", "Key": "k"}),
-        (lambda: WIRE.list_objects_request("bkt", "p/", None, {}), "list_objects_v2", "s3://bkt", {"Bucket": "bkt", "Prefix": "p/"}),
-        (lambda: WIRE.list_objects_request("bkt", "", "tok", {"MaxKeys": 2}), "list_objects_v2", "s3://bkt",
-         {"Bucket": "bkt", "MaxKeys": 2, "ContinuationToken": "tok"}),
-        (lambda: WIRE.create_bucket_request("bkt", "us-east-1"), "create_bucket", "s3://bkt", {"Bucket": "bkt"}),
-        (lambda: WIRE.create_bucket_request("bkt", "eu-west-1"), "create_bucket", "s3://bkt",
-         {"Bucket": "bkt", "CreateBucketConfiguration": {"LocationConstraint": "eu-west-1"}}),
+        (
+            lambda: WIRE.put_object_request("bkt", "a/b.txt", b"hi", {"ContentType": "text/plain"}),
+            "put_object",
+            "s3://bkt/a/b.txt",
+            {"Bucket": "bkt", "Key": "a/b.txt", "Body": b"hi", "ContentType": "text/plain"},
+        ),
+        (
+            lambda: WIRE.put_object_request("bkt", "k", bt.FileBody("/tmp/f"), {}),
+            "put_object",
+            "s3://bkt/k",
+            {"Bucket": "bkt", "Key": "k", "Body": bt.FileBody("/tmp/f")},
+        ),
+        (
+            lambda: WIRE.get_object_request("bkt", "k", {}),
+            "get_object",
+            "s3://bkt/k",
+            {"Bucket": "bkt", "Key": "k"},
+        ),
+        (
+            lambda: WIRE.head_object_request("bkt", "k"),
+            "head_object",
+            "s3://bkt/k",
+            {"Bucket": "bkt", "Key": "k"},
+        ),
+        (
+            lambda: WIRE.delete_object_request("bkt", "k"),
+            "delete_object",
+            "s3://bkt/k",
+            {"Bucket": "bkt", "Key": "k"},
+        ),
+        (
+            lambda: WIRE.list_objects_request("bkt", "p/", None, {}),
+            "list_objects_v2",
+            "s3://bkt",
+            {"Bucket": "bkt", "Prefix": "p/"},
+        ),
+        (
+            lambda: WIRE.list_objects_request("bkt", "", "tok", {"MaxKeys": 2}),
+            "list_objects_v2",
+            "s3://bkt",
+            {"Bucket": "bkt", "MaxKeys": 2, "ContinuationToken": "tok"},
+        ),
+        (
+            lambda: WIRE.create_bucket_request("bkt", "us-east-1"),
+            "create_bucket",
+            "s3://bkt",
+            {"Bucket": "bkt"},
+        ),
+        (
+            lambda: WIRE.create_bucket_request("bkt", "eu-west-1"),
+            "create_bucket",
+            "s3://bkt",
+            {"Bucket": "bkt", "CreateBucketConfiguration": {"LocationConstraint": "eu-west-1"}},
+        ),
         (lambda: WIRE.list_buckets_request(), "list_buckets", "s3://", {}),
     ],
 )
 def test_each_operation_builds_exactly_this_boto3_call(build, method, url, operation):
     endpoint, data = build()
-    request = WIRE.build_request(endpoint, data, api_key=ACCESS, base_url="http://ignored", timeout=7.0, request_id="r1")
-    assert (request.method, request.url, request.operation, request.timeout) == (method, url, operation, 7.0)
+    request = WIRE.build_request(
+        endpoint, data, api_key=ACCESS, base_url="http://ignored", timeout=7.0, request_id="r1"
+    )
+    assert (request.method, request.url, request.operation, request.timeout) == (
+        method,
+        url,
+        operation,
+        7.0,
+    )
     assert request.headers == {} and request.body is None
     assert ACCESS not in repr(request)
 
@@ -98,7 +151,9 @@ def test_an_endpoint_must_be_a_public_boto3_method_name(endpoint):
         lambda: WIRE.put_object_request("b", None, b"x", {}),
         lambda: WIRE.put_object_request("b", "k", "a string is a path, not a body", {}),
         lambda: WIRE.put_object_request("b", "k", 42, {}),
-        lambda: WIRE.build_request("get_object", {}, api_key=None, base_url="", timeout=1.0, stream=True),
+        lambda: WIRE.build_request(
+            "get_object", {}, api_key=None, base_url="", timeout=1.0, stream=True
+        ),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_sent(call):
@@ -165,11 +220,21 @@ def test_s3_error_codes_map_to_typed_errors(status, code, cls, retried, breaker_
 
 
 def test_error_carries_s3_request_id_and_honours_retry_after_and_x_should_retry():
-    response = s3_error(503, "SlowDown", "Please reduce your request rate.", {"x-amz-request-id": "RID1", "Retry-After": "2"})
+    response = s3_error(
+        503,
+        "SlowDown",
+        "Please reduce your request rate.",
+        {"x-amz-request-id": "RID1", "Retry-After": "2"},
+    )
     error = WIRE.error_for(response, wall_now=0.0, attempt=1)
     assert (error.request_id, error.retry_after) == ("RID1", 2.0)
-    assert str(error) == "[s3 HTTP 503] SlowDown: Please reduce your request rate. (retry after 2s, attempt 1, request RID1)"
-    vetoed = WIRE.error_for(s3_error(503, "SlowDown", "", {"x-should-retry": "false"}), wall_now=0.0, attempt=1)
+    assert (
+        str(error)
+        == "[s3 HTTP 503] SlowDown: Please reduce your request rate. (retry after 2s, attempt 1, request RID1)"
+    )
+    vetoed = WIRE.error_for(
+        s3_error(503, "SlowDown", "", {"x-should-retry": "false"}), wall_now=0.0, attempt=1
+    )
     assert is_retryable(vetoed, OPTIONS) is False
 
 
@@ -179,27 +244,60 @@ def test_error_carries_s3_request_id_and_honours_retry_after_and_x_should_retry(
 @pytest.mark.parametrize(
     "metadata, environ, expected",
     [
-        ({"s3cfg": dict(S3CFG, bucket="bkt")}, {"AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "x"},
-         ("http://s3.test.invalid", "eu-west-1", ACCESS, SECRET, "bkt")),
-        ({}, {"S3_ACCESS_KEY": "SEEDKEY", "S3_SECRET_KEY": "s1", "AWS_ACCESS_KEY_ID": "AWSKEY", "AWS_SECRET_ACCESS_KEY": "s2",
-              "S3_ENDPOINT": "http://seed:9000", "AWS_ENDPOINT_URL": "http://aws:9000"},
-         ("http://seed:9000", None, "SEEDKEY", "s1", None)),
-        ({}, {"AWS_ACCESS_KEY_ID": "AWSKEY", "AWS_SECRET_ACCESS_KEY": "s2", "AWS_ENDPOINT_URL": "http://aws:9000",
-              "AWS_DEFAULT_REGION": "ap-south-1", "S3_BUCKET": "envbkt"},
-         ("http://aws:9000", "ap-south-1", "AWSKEY", "s2", "envbkt")),
-        ({"s3cfg": {"endpoint": "http://only-endpoint"}}, {"S3_ENDPOINT_URL": "http://other"},
-         ("http://only-endpoint", None, None, None, None)),
+        (
+            {"s3cfg": dict(S3CFG, bucket="bkt")},
+            {"AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "x"},
+            ("http://s3.test.invalid", "eu-west-1", ACCESS, SECRET, "bkt"),
+        ),
+        (
+            {},
+            {
+                "S3_ACCESS_KEY": "SEEDKEY",
+                "S3_SECRET_KEY": "s1",
+                "AWS_ACCESS_KEY_ID": "AWSKEY",
+                "AWS_SECRET_ACCESS_KEY": "s2",
+                "S3_ENDPOINT": "http://seed:9000",
+                "AWS_ENDPOINT_URL": "http://aws:9000",
+            },
+            ("http://seed:9000", None, "SEEDKEY", "s1", None),
+        ),
+        (
+            {},
+            {
+                "AWS_ACCESS_KEY_ID": "AWSKEY",
+                "AWS_SECRET_ACCESS_KEY": "s2",
+                "AWS_ENDPOINT_URL": "http://aws:9000",
+                "AWS_DEFAULT_REGION": "ap-south-1",
+                "S3_BUCKET": "envbkt",
+            },
+            ("http://aws:9000", "ap-south-1", "AWSKEY", "s2", "envbkt"),
+        ),
+        (
+            {"s3cfg": {"endpoint": "http://only-endpoint"}},
+            {"S3_ENDPOINT_URL": "http://other"},
+            ("http://only-endpoint", None, None, None, None),
+        ),
         ({}, {"S3_ACCESS_KEY": "half-a-pair"}, (None, None, None, None, None)),
     ],
 )
 def test_config_comes_from_s3cfg_then_the_environment(metadata, environ, expected):
     config, bucket = s3_config_from(metadata, environ)
-    assert (config.endpoint_url, config.region, config.access_key, config.secret_key, bucket) == expected
+    assert (
+        config.endpoint_url,
+        config.region,
+        config.access_key,
+        config.secret_key,
+        bucket,
+    ) == expected
 
 
 @pytest.mark.parametrize(
     "s3cfg",
-    [{"accessKey": "only-the-key"}, {"endpoint": "s3.example.com"}, {"accessKey": "a", "secretKey": "b", "addressingStyle": "odd"}],
+    [
+        {"accessKey": "only-the-key"},
+        {"endpoint": "s3.example.com"},
+        {"accessKey": "a", "secretKey": "b", "addressingStyle": "odd"},
+    ],
 )
 def test_an_inconsistent_s3cfg_is_refused_naming_the_field(s3cfg):
     with pytest.raises(SettingError):
@@ -217,21 +315,47 @@ def test_the_config_repr_never_shows_a_credential():
 
 
 def test_timeouts_share_a_few_clients():
-    assert [bt._timeout_bucket(t) for t in (None, 0.2, 1.0, 1.5, 30.0, 33.0)] == [bt.DEFAULT_TIMEOUT, 1.0, 1.0, 2.0, 32.0, 64.0]
+    assert [bt._timeout_bucket(t) for t in (None, 0.2, 1.0, 1.5, 30.0, 33.0)] == [
+        bt.DEFAULT_TIMEOUT,
+        1.0,
+        1.0,
+        2.0,
+        32.0,
+        64.0,
+    ]
 
 
 def _client_error(status, code, message, headers=None):
     return boto_errors.ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}, "RequestId": "RID9"}},
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {
+                "HTTPStatusCode": status,
+                "HTTPHeaders": headers or {},
+                "RequestId": "RID9",
+            },
+        },
         "GetObject",
     )
 
 
 def test_a_client_error_becomes_an_answer_with_its_status_headers_and_error_dict():
-    response = bt._error_response(_client_error(503, "SlowDown", "Reduce your request rate.", {"x-amz-request-id": "RID9"}))
-    assert (response.status, response.headers, response.body) == (503, {"x-amz-request-id": "RID9"}, b"")
-    assert response.value == {"Code": "SlowDown", "Message": "Reduce your request rate.", "RequestId": "RID9"}
-    head = bt._error_response(boto_errors.ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject"))
+    response = bt._error_response(
+        _client_error(503, "SlowDown", "Reduce your request rate.", {"x-amz-request-id": "RID9"})
+    )
+    assert (response.status, response.headers, response.body) == (
+        503,
+        {"x-amz-request-id": "RID9"},
+        b"",
+    )
+    assert response.value == {
+        "Code": "SlowDown",
+        "Message": "Reduce your request rate.",
+        "RequestId": "RID9",
+    }
+    head = bt._error_response(
+        boto_errors.ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+    )
     assert head.status == 404
 
 
@@ -244,7 +368,10 @@ def test_a_client_error_becomes_an_answer_with_its_status_headers_and_error_dict
         (boto_errors.ConnectTimeoutError(endpoint_url="http://127.0.0.1:9"), RequestTimeoutError),
         (boto_errors.ResponseStreamingError(error="reset"), NetworkError),
         (boto_errors.NoCredentialsError(), AuthenticationError),
-        (boto_errors.ParamValidationError(report="Missing required parameter Key"), InvalidInputError),
+        (
+            boto_errors.ParamValidationError(report="Missing required parameter Key"),
+            InvalidInputError,
+        ),
         (boto_errors.FlexibleChecksumError(error_msg="crc mismatch"), MalformedResponseError),
         (asyncio.TimeoutError(), RequestTimeoutError),
         (ConnectionResetError("reset by peer"), NetworkError),
@@ -263,15 +390,28 @@ def test_a_bug_is_not_disguised_as_a_service_error():
 
 
 async def test_the_transport_refuses_what_is_not_an_s3_operation(tmp_path):
-    transport = bt.Boto3Transport(bt.S3ClientConfig(endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key="a", secret_key="b"))
+    transport = bt.Boto3Transport(
+        bt.S3ClientConfig(
+            endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key="a", secret_key="b"
+        )
+    )
     try:
         with pytest.raises(InvalidInputError, match="not an operation"):
             await transport.send(HttpRequest("close", "s3://", timeout=1.0, operation={}))
         with pytest.raises(InvalidInputError, match="Missing required parameter"):
-            await transport.send(HttpRequest("put_object", "s3://bkt", timeout=1.0, operation={"Bucket": "bkt"}))
+            await transport.send(
+                HttpRequest("put_object", "s3://bkt", timeout=1.0, operation={"Bucket": "bkt"})
+            )
         with pytest.raises(InvalidInputError, match="cannot read"):
             missing = bt.FileBody(str(tmp_path / "missing.bin"))
-            await transport.send(HttpRequest("put_object", "s3://bkt/k", timeout=1.0, operation={"Bucket": "bkt", "Key": "k", "Body": missing}))
+            await transport.send(
+                HttpRequest(
+                    "put_object",
+                    "s3://bkt/k",
+                    timeout=1.0,
+                    operation={"Bucket": "bkt", "Key": "k", "Body": missing},
+                )
+            )
         with pytest.raises(InvalidInputError, match="names no boto3 operation"):
             await transport.send(HttpRequest("GET", "http://x/"))
     finally:
@@ -279,9 +419,19 @@ async def test_the_transport_refuses_what_is_not_an_s3_operation(tmp_path):
 
 
 def test_presigning_is_local_and_signed_with_sigv4():
-    transport = bt.Boto3Transport(bt.S3ClientConfig(endpoint_url="http://127.0.0.1:9", region="us-east-1", access_key=ACCESS, secret_key=SECRET))
+    transport = bt.Boto3Transport(
+        bt.S3ClientConfig(
+            endpoint_url="http://127.0.0.1:9",
+            region="us-east-1",
+            access_key=ACCESS,
+            secret_key=SECRET,
+        )
+    )
     url = transport.presign("get_object", {"Bucket": "bkt", "Key": "a b.txt"}, 60)
-    assert url.startswith("http://127.0.0.1:9/bkt/a%20b.txt?") and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url
+    assert (
+        url.startswith("http://127.0.0.1:9/bkt/a%20b.txt?")
+        and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url
+    )
     assert "X-Amz-Expires=60" in url and SECRET not in url
     asyncio.run(transport.aclose())
 
@@ -291,7 +441,12 @@ def test_presigning_is_local_and_signed_with_sigv4():
 
 def test_list_objects_sends_one_request_per_page_and_joins_them():
     pages = {
-        None: {"IsTruncated": True, "NextContinuationToken": "t1", "Contents": [{"Key": "p/1"}], "CommonPrefixes": [{"Prefix": "p/d/"}]},
+        None: {
+            "IsTruncated": True,
+            "NextContinuationToken": "t1",
+            "Contents": [{"Key": "p/1"}],
+            "CommonPrefixes": [{"Prefix": "p/d/"}],
+        },
         "t1": {"IsTruncated": True, "NextContinuationToken": "t2", "Contents": [{"Key": "p/2"}]},
         "t2": {"IsTruncated": False, "Contents": [{"Key": "p/3"}]},
     }
@@ -303,13 +458,18 @@ def test_list_objects_sends_one_request_per_page_and_joins_them():
     assert (listing["KeyCount"], listing["Pages"], listing["IsTruncated"]) == (3, 3, False)
     assert listing["CommonPrefixes"] == [{"Prefix": "p/d/"}]
     assert [r.operation.get("ContinuationToken") for r in transport.requests] == [None, "t1", "t2"]
-    assert all(r.operation["Delimiter"] == "/" and r.operation["Prefix"] == "p/" for r in transport.requests)
+    assert all(
+        r.operation["Delimiter"] == "/" and r.operation["Prefix"] == "p/"
+        for r in transport.requests
+    )
     assert stats["total_requests"] == 3
 
 
 def test_slowdown_is_retried_by_the_core_and_does_not_open_the_breaker():
     slow_down = s3_error(503, "SlowDown", "Reduce your request rate.")
-    client, transport = make_client(scripted(slow_down, slow_down, then=ok({"ETag": '"e"'})), failure_threshold=1)
+    client, transport = make_client(
+        scripted(slow_down, slow_down, then=ok({"ETag": '"e"'})), failure_threshold=1
+    )
     with client:
         assert client.upload_file(b"data", "bkt", "k")["ETag"] == '"e"'
         assert client.circuit_state == "CLOSED"
@@ -319,7 +479,12 @@ def test_slowdown_is_retried_by_the_core_and_does_not_open_the_breaker():
 
 
 def test_server_errors_open_the_breaker_and_then_it_fails_fast():
-    client, transport = make_client(lambda r: s3_error(500, "InternalError", "boom"), failure_threshold=2, max_retries=0, reset_timeout=60)
+    client, transport = make_client(
+        lambda r: s3_error(500, "InternalError", "boom"),
+        failure_threshold=2,
+        max_retries=0,
+        reset_timeout=60,
+    )
     with client:
         for _ in range(2):
             with pytest.raises(ServerError):
@@ -330,7 +495,9 @@ def test_server_errors_open_the_breaker_and_then_it_fails_fast():
 
 
 def test_not_found_is_not_retried_and_stats_name_the_access_key_by_fingerprint():
-    client, transport = make_client(lambda r: s3_error(404, "NoSuchKey", "The specified key does not exist."))
+    client, transport = make_client(
+        lambda r: s3_error(404, "NoSuchKey", "The specified key does not exist.")
+    )
     with client:
         with pytest.raises(NotFoundError, match="NoSuchKey"):
             client.download_file("bkt", "missing")
@@ -345,7 +512,9 @@ def test_upload_of_a_path_sends_a_file_body_and_download_writes_whole_files(tmp_
     source = tmp_path / "in.bin"
     source.write_bytes(b"\x00payload")
     target = tmp_path / "out.bin"
-    client, transport = make_client(lambda r: ok({"Body": b"content"} if r.method == "get_object" else {"ETag": '"e"'}))
+    client, transport = make_client(
+        lambda r: ok({"Body": b"content"} if r.method == "get_object" else {"ETag": '"e"'})
+    )
     with client:
         client.upload_file(source, "bkt", "k")
         client.upload_file(str(source), "bkt", "k2", ContentType="application/octet-stream")

@@ -20,7 +20,11 @@ KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
         # placeholders of local servers are no secret: never masked, as words or inside them
         ("Model not found", "x", "Model not found"),
         ("Incorrect API key provided: x", "x", "Incorrect API key provided: x"),
-        ("EMPTY is not a valid key; EMPTYING the cache", "EMPTY", "EMPTY is not a valid key; EMPTYING the cache"),
+        (
+            "EMPTY is not a valid key; EMPTYING the cache",
+            "EMPTY",
+            "EMPTY is not a valid key; EMPTYING the cache",
+        ),
         ("none of the models match", "none", "none of the models match"),
         ("key abc refused: abcd is unknown", "abc", "key abc refused: abcd is unknown"),
         ("seven7x", "seven7x", "seven7x"),  # 7 characters: still a placeholder
@@ -32,9 +36,17 @@ KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
         (f"{LONG}{LONG}", LONG, MASK + MASK),
         ("eight8ch is wrong", "eight8ch", f"{MASK} is wrong"),  # 8 characters: a secret
         # and so do the fragments servers echo, as tokens
-        (f"Incorrect API key provided: {LONG[:8]}...{LONG[-6:]}", LONG, f"Incorrect API key provided: {MASK}...{MASK}"),
+        (
+            f"Incorrect API key provided: {LONG[:8]}...{LONG[-6:]}",
+            LONG,
+            f"Incorrect API key provided: {MASK}...{MASK}",
+        ),
         (f"key {LONG[:8]}**********{LONG[-4:]}", LONG, f"key {MASK}**********{LONG[-4:]}"),
-        (f"key {LONG[:14]}... refused", LONG, f"key {MASK}... refused"),  # a longer start is masked too
+        (
+            f"key {LONG[:14]}... refused",
+            LONG,
+            f"key {MASK}... refused",
+        ),  # a longer start is masked too
         (f"ends with {LONG[-10:]}", LONG, f"ends with {MASK}"),
         # fragments inside longer words are other words
         (f"x{LONG[:8]}y and {LONG[-6:]}z", LONG, f"x{LONG[:8]}y and {LONG[-6:]}z"),
@@ -61,13 +73,21 @@ def test_a_key_inside_another_goes_whole():
 
 def test_bodies_are_redacted_recursively_and_keep_their_shape():
     body = {
-        "error": {"message": f"Incorrect API key provided: {LONG}", "type": "invalid_request_error", "code": 401},
+        "error": {
+            "message": f"Incorrect API key provided: {LONG}",
+            "type": "invalid_request_error",
+            "code": 401,
+        },
         "details": [f"key {LONG[:8]}...", ("tuple", LONG), 3.5, None, True],
         LONG: "a key as a key",
     }
     out = redact(body, [LONG])
     assert out == {
-        "error": {"message": f"Incorrect API key provided: {MASK}", "type": "invalid_request_error", "code": 401},
+        "error": {
+            "message": f"Incorrect API key provided: {MASK}",
+            "type": "invalid_request_error",
+            "code": 401,
+        },
         "details": [f"key {MASK}...", ("tuple", MASK), 3.5, None, True],
         MASK: "a key as a key",
     }
@@ -88,14 +108,23 @@ def test_nothing_to_mask_gives_back_the_same_object(value):
 
 
 def test_an_error_keeps_its_body_redacted_and_its_words():
-    body = {"error": {"message": f"Incorrect API key provided: {LONG}. You can find your API key at https://x"}}
+    body = {
+        "error": {
+            "message": f"Incorrect API key provided: {LONG}. You can find your API key at https://x"
+        }
+    }
     error = classify_status(401, {}, body, wall_now=0.0, provider="openai")
     assert error.redact([LONG]) is error
     assert isinstance(error, AuthenticationError)
-    assert error.message == f"Incorrect API key provided: {MASK}. You can find your API key at https://x"
+    assert (
+        error.message
+        == f"Incorrect API key provided: {MASK}. You can find your API key at https://x"
+    )
     assert error.args == (error.message,)
     assert error.body == {"error": {"message": error.message}}
-    placeholder = classify_status(401, {}, {"error": {"message": "Model x not found"}}, wall_now=0.0)
+    placeholder = classify_status(
+        401, {}, {"error": {"message": "Model x not found"}}, wall_now=0.0
+    )
     assert placeholder.redact(["x"]).message == "Model x not found" and placeholder.body is not None
 
 
@@ -125,7 +154,10 @@ def test_a_short_key_leaves_the_text_unchanged(words, key, cut):
 
 
 def test_a_word_ending_a_short_made_up_key_is_kept():
-    assert redact("connection refused to 127.0.0.1:9", ["sk-refused"]) == "connection refused to 127.0.0.1:9"
+    assert (
+        redact("connection refused to 127.0.0.1:9", ["sk-refused"])
+        == "connection refused to 127.0.0.1:9"
+    )
     assert redact("key sk-refused is wrong", ["sk-refused"]) == "key *** is wrong"
 
 
@@ -145,7 +177,12 @@ def test_a_url_is_shown_without_its_credentials(url, shown):
 def test_a_clients_repr_never_shows_credentials_in_its_base_url():
     from ipfs_accelerate_py.api_backends import openai_api
 
-    client = openai_api(metadata={"openai_api_key": "sk-x", "openai_base_url": "http://bob:hunter2-long@127.0.0.1:9/v1"})
+    client = openai_api(
+        metadata={
+            "openai_api_key": "sk-x",
+            "openai_base_url": "http://bob:hunter2-long@127.0.0.1:9/v1",
+        }
+    )
     try:
         assert "hunter2" not in repr(client) and "127.0.0.1:9/v1" in repr(client)
     finally:
@@ -156,7 +193,12 @@ def test_a_clients_repr_names_its_keys_never_their_secrets():
     from ipfs_accelerate_py.api_backends import openai_api
 
     secret = "sk-team-a-0123456789abcdefghijklmn"
-    client = openai_api(metadata={"openai_base_url": "http://127.0.0.1:9/v1", "api_keys": [{"name": "team-a", "key": secret}]})
+    client = openai_api(
+        metadata={
+            "openai_base_url": "http://127.0.0.1:9/v1",
+            "api_keys": [{"name": "team-a", "key": secret}],
+        }
+    )
     try:
         assert "key=team-a" in repr(client) and secret not in repr(client)
         client.add_api_key("team-b", secret[::-1])

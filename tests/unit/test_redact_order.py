@@ -21,7 +21,11 @@ HASH_SEEDS = ("0", "1", "2", "3", "17", "4242")
 
 # keys from a two-letter alphabet overlap one another all the time; real keys rarely do
 overlapping_keys = st.text(alphabet="ab", min_size=8, max_size=36)
-real_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=20, max_size=60)
+real_keys = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-",
+    min_size=20,
+    max_size=60,
+)
 
 
 @st.composite
@@ -36,7 +40,11 @@ def cases(draw):
     """``(text, secrets)``: a text made of the secrets and filler only."""
     keys = draw(st.one_of(st.just(overlapping_keys), st.just(real_keys), tied_keys()))
     secrets = draw(st.lists(keys, min_size=1, max_size=4, unique=True))
-    parts = draw(st.lists(st.one_of(st.sampled_from(secrets), st.text(alphabet=FILLER, max_size=3)), max_size=8))
+    parts = draw(
+        st.lists(
+            st.one_of(st.sampled_from(secrets), st.text(alphabet=FILLER, max_size=3)), max_size=8
+        )
+    )
     return "".join(parts), secrets
 
 
@@ -71,10 +79,15 @@ def test_the_result_is_the_same_whatever_the_hash_seed(batch):
     outputs = {}
     for seed in HASH_SEEDS:
         proc = subprocess.run(
-            [sys.executable, "-c", SCRIPT], input=json.dumps(batch), env={**env, "PYTHONHASHSEED": seed},
-            capture_output=True, text=True, timeout=60, check=True,
+            [sys.executable, "-c", SCRIPT],
+            input=json.dumps(batch),
+            env={**env, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         outputs[seed] = json.loads(proc.stdout)
-    for (text, secrets), masked in zip(batch, outputs["0"]):
+    for (text, secrets), masked in zip(batch, outputs["0"], strict=True):
         assert shown(masked, secrets) == set(), (text, secrets, masked)
     assert all(out == outputs["0"] for out in outputs.values())

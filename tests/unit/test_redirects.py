@@ -8,11 +8,23 @@ from ipfs_accelerate_py.transport.base import HttpRequest
 from ipfs_accelerate_py.transport.redirects import next_hop, origin
 
 BASE = "http://api.example:8000/v1/chat"
-HEADERS = {"Authorization": "Bearer k", "x-api-key": "k", "X-Mine": "t", "Content-Type": "application/json", "Accept": "*/*"}
+HEADERS = {
+    "Authorization": "Bearer k",
+    "x-api-key": "k",
+    "X-Mine": "t",
+    "Content-Type": "application/json",
+    "Accept": "*/*",
+}
 
 
 def request(method: str = "POST") -> HttpRequest:
-    return HttpRequest(method, BASE, dict(HEADERS), b"{}" if method == "POST" else None, secret_headers=frozenset({"x-mine"}))
+    return HttpRequest(
+        method,
+        BASE,
+        dict(HEADERS),
+        b"{}" if method == "POST" else None,
+        secret_headers=frozenset({"x-mine"}),
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,7 +54,15 @@ def test_a_chain_that_comes_back_does_not_get_them_back():
 
 @pytest.mark.parametrize(
     "status, method, after",
-    [(301, "POST", "GET"), (302, "POST", "GET"), (303, "POST", "GET"), (307, "POST", "POST"), (308, "POST", "POST"), (301, "GET", "GET"), (303, "HEAD", "HEAD")],
+    [
+        (301, "POST", "GET"),
+        (302, "POST", "GET"),
+        (303, "POST", "GET"),
+        (307, "POST", "POST"),
+        (308, "POST", "POST"),
+        (301, "GET", "GET"),
+        (303, "HEAD", "HEAD"),
+    ],
 )
 def test_the_method_changes_as_browsers_change_it(status, method, after):
     hop = next_hop(request(method), status, "/next")
@@ -51,7 +71,10 @@ def test_the_method_changes_as_browsers_change_it(status, method, after):
         assert hop.body is None and "Content-Type" not in hop.headers
 
 
-@pytest.mark.parametrize("status, location", [(200, "/x"), (304, "/x"), (307, None), (307, ""), (302, "ftp://h/x"), (302, "javascript:x")])
+@pytest.mark.parametrize(
+    "status, location",
+    [(200, "/x"), (304, "/x"), (307, None), (307, ""), (302, "ftp://h/x"), (302, "javascript:x")],
+)
 def test_what_is_not_followed(status, location):
     assert next_hop(request(), status, location) is None
 

@@ -54,15 +54,19 @@ def http_error(status: int, headers: dict | None = None) -> ApiError:
 
 
 def test_defaults():
-    assert RETRYABLE_STATUSES == frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+    assert frozenset({408, 409, 429, 500, 502, 503, 504, 529}) == RETRYABLE_STATUSES
     opts = RetryOptions()
-    assert (opts.max_retries, opts.backoff_factor, opts.initial_delay, opts.max_delay, opts.jitter) == (
-        DEFAULT_MAX_RETRIES,
-        DEFAULT_BACKOFF_FACTOR,
-        DEFAULT_INITIAL_DELAY,
-        DEFAULT_MAX_DELAY,
-        DEFAULT_JITTER,
-    ) == (3, 2.0, 0.5, 30.0, 0.25)
+    assert (
+        (opts.max_retries, opts.backoff_factor, opts.initial_delay, opts.max_delay, opts.jitter)
+        == (
+            DEFAULT_MAX_RETRIES,
+            DEFAULT_BACKOFF_FACTOR,
+            DEFAULT_INITIAL_DELAY,
+            DEFAULT_MAX_DELAY,
+            DEFAULT_JITTER,
+        )
+        == (3, 2.0, 0.5, 30.0, 0.25)
+    )
     assert opts.retryable_statuses == RETRYABLE_STATUSES
 
 
@@ -129,7 +133,15 @@ def test_errors_without_status(error, retried):
 
 
 @pytest.mark.parametrize(
-    "cls", [CircuitOpenError, QueueFullError, ShutdownError, CancelledRequestError, DeadlineExceededError, InvalidInputError]
+    "cls",
+    [
+        CircuitOpenError,
+        QueueFullError,
+        ShutdownError,
+        CancelledRequestError,
+        DeadlineExceededError,
+        InvalidInputError,
+    ],
 )
 def test_own_errors_never_retried_even_if_a_header_says_so(cls):
     error = cls("refused", status=503, should_retry=True)
@@ -150,7 +162,17 @@ def test_custom_retryable_statuses():
 
 @pytest.mark.parametrize(
     "retry_number, expected",
-    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 16.0), (7, 30.0), (8, 30.0), (10_000, 30.0)],
+    [
+        (1, 0.5),
+        (2, 1.0),
+        (3, 2.0),
+        (4, 4.0),
+        (5, 8.0),
+        (6, 16.0),
+        (7, 30.0),
+        (8, 30.0),
+        (10_000, 30.0),
+    ],
 )
 def test_backoff_growth_and_cap(retry_number, expected):
     assert backoff_delay(retry_number, NO_JITTER, random.Random(0)) == expected
@@ -195,7 +217,9 @@ def test_jitter_bounds_with_seeded_rng(jitter):
 def test_retry_after_beats_backoff_without_jitter_or_cap():
     rng = random.Random(5)
     state = rng.getstate()
-    error = RateLimitError("slow down", status=429, retry_after=45.0)  # over max_delay, within max_retry_after
+    error = RateLimitError(
+        "slow down", status=429, retry_after=45.0
+    )  # over max_delay, within max_retry_after
     decision = decide(error, 0, RetryOptions(max_delay=30.0, jitter=1.0), rng, NOW, None)
     assert decision == RetryDecision(True, 45.0, "retry_after")
     assert rng.getstate() == state  # no randomness drawn
@@ -226,7 +250,9 @@ def test_retry_after_edge_values(value, expected):
 )
 def test_believed_retry_after(value, cap, expected):
     assert retry_module.believed_retry_after(value, cap) == expected
-    assert retry_module.over_cap(value, cap) is (expected is None and value is not None and value == value)
+    assert retry_module.over_cap(value, cap) is (
+        expected is None and value is not None and value == value
+    )
 
 
 @pytest.mark.parametrize(
@@ -247,25 +273,38 @@ def test_retry_after_over_max_retry_after_is_backed_off_from(headers):
     error = classify_status(429, headers, None, wall_now=WALL_2026, provider="openai")
     assert error.retry_after > 60.0  # parsed as the server said (up to a day)
     opts = RetryOptions(jitter=0.0)
-    assert decide(error, 0, opts, random.Random(0), NOW, NOW + 10.0) == RetryDecision(True, 0.5, "backoff")
-    assert decide(error, 0, opts, random.Random(0), NOW, None) == RetryDecision(True, 0.5, "backoff")
-    assert decide(error, 6, RetryOptions(max_retries=9, jitter=0.0), random.Random(0), NOW, None).delay == 30.0
+    assert decide(error, 0, opts, random.Random(0), NOW, NOW + 10.0) == RetryDecision(
+        True, 0.5, "backoff"
+    )
+    assert decide(error, 0, opts, random.Random(0), NOW, None) == RetryDecision(
+        True, 0.5, "backoff"
+    )
+    assert (
+        decide(error, 6, RetryOptions(max_retries=9, jitter=0.0), random.Random(0), NOW, None).delay
+        == 30.0
+    )
 
 
 def test_max_retry_after_is_a_setting_of_its_own():
     error = RateLimitError("x", status=429, retry_after=90.0)
-    assert decide(error, 0, RetryOptions(max_retry_after=120.0), random.Random(0), NOW, None) == RetryDecision(
-        True, 90.0, "retry_after"
+    assert decide(
+        error, 0, RetryOptions(max_retry_after=120.0), random.Random(0), NOW, None
+    ) == RetryDecision(True, 90.0, "retry_after")
+    assert (
+        decide(error, 0, RetryOptions(jitter=0.0), random.Random(0), NOW, None).reason == "backoff"
     )
-    assert decide(error, 0, RetryOptions(jitter=0.0), random.Random(0), NOW, None).reason == "backoff"
     assert RetryOptions().max_retry_after == retry_module.DEFAULT_MAX_RETRY_AFTER == 60.0
 
 
 def test_deadline_error_after_a_refused_retry_after_says_backoff():
     error = RateLimitError("x", status=429, retry_after=1e9)
-    decision = decide(error, 4, RetryOptions(max_retries=9, jitter=0.0), random.Random(0), NOW, NOW + 1.0)
+    decision = decide(
+        error, 4, RetryOptions(max_retries=9, jitter=0.0), random.Random(0), NOW, NOW + 1.0
+    )
     assert decision == RetryDecision(False, 8.0, "deadline")
-    assert deadline_error(error, decision, NOW, NOW + 1.0).message.startswith("the next retry would wait 8.0s (backoff)")
+    assert deadline_error(error, decision, NOW, NOW + 1.0).message.startswith(
+        "the next retry would wait 8.0s (backoff)"
+    )
 
 
 def test_each_attempt_reads_its_own_retry_after():
@@ -276,7 +315,9 @@ def test_each_attempt_reads_its_own_retry_after():
     third = http_error(503)
     assert decide(first, 0, opts, rng, NOW, None) == RetryDecision(True, 2.0, "retry_after")
     assert decide(second, 1, opts, rng, NOW, None) == RetryDecision(True, 9.0, "retry_after")
-    assert decide(third, 2, opts, rng, NOW, None) == RetryDecision(True, 2.0, "backoff")  # 0.5 * 2**2
+    assert decide(third, 2, opts, rng, NOW, None) == RetryDecision(
+        True, 2.0, "backoff"
+    )  # 0.5 * 2**2
     # stateless: asking again about the first error gives the first answer
     assert decide(first, 0, opts, rng, NOW, None) == RetryDecision(True, 2.0, "retry_after")
 
@@ -320,13 +361,20 @@ def test_deadline_fails_fast_with_the_figure(retry_after, deadline, retry, reaso
 
 
 def test_deadline_applies_to_backoff_too():
-    decision = decide(http_error(503), 5, RetryOptions(max_retries=10, jitter=0), random.Random(0), NOW, NOW + 10)
+    decision = decide(
+        http_error(503), 5, RetryOptions(max_retries=10, jitter=0), random.Random(0), NOW, NOW + 10
+    )
     assert decision == RetryDecision(False, 16.0, "deadline")
 
 
 def test_deadline_error_message_and_fields():
     error = classify_status(
-        429, {"retry-after": "12", "x-request-id": "req_9"}, None, wall_now=0.0, provider="groq", attempt=2
+        429,
+        {"retry-after": "12", "x-request-id": "req_9"},
+        None,
+        wall_now=0.0,
+        provider="groq",
+        attempt=2,
     )
     decision = decide(error, 0, RetryOptions(), random.Random(0), NOW, NOW + 3.2)
     err = deadline_error(error, decision, NOW, NOW + 3.2)
@@ -385,7 +433,14 @@ def test_validation_names_the_setting(kwargs, setting):
 
 
 def test_edge_values_accepted():
-    RetryOptions(max_retries=0, backoff_factor=1.0, initial_delay=0, max_delay=0, jitter=1.0, retryable_statuses=())
+    RetryOptions(
+        max_retries=0,
+        backoff_factor=1.0,
+        initial_delay=0,
+        max_delay=0,
+        jitter=1.0,
+        retryable_statuses=(),
+    )
 
 
 def test_module_is_sans_io():
@@ -409,12 +464,27 @@ def test_module_is_sans_io():
     deadline_in=st.none() | st.floats(0.0, 1000.0),
 )
 def test_delay_is_bounded_and_never_negative(
-    max_retries, retries_done, factor, initial, max_delay, jitter, retry_after, status, seed, deadline_in
+    max_retries,
+    retries_done,
+    factor,
+    initial,
+    max_delay,
+    jitter,
+    retry_after,
+    status,
+    seed,
+    deadline_in,
 ):
     opts = RetryOptions(
-        max_retries=max_retries, backoff_factor=factor, initial_delay=initial, max_delay=max_delay, jitter=jitter
+        max_retries=max_retries,
+        backoff_factor=factor,
+        initial_delay=initial,
+        max_delay=max_delay,
+        jitter=jitter,
     )
-    error = (NetworkError if status is None else ServerError)("x", status=status, retry_after=retry_after)
+    error = (NetworkError if status is None else ServerError)(
+        "x", status=status, retry_after=retry_after
+    )
     deadline = None if deadline_in is None else NOW + deadline_in
     decision = decide(error, retries_done, opts, random.Random(seed), NOW, deadline)
     upper = max(max_delay, retry_after or 0.0)

@@ -11,7 +11,9 @@ from ipfs_accelerate_py.runner.jobs import BadLine, Job, parse_job
 CHAT = {"messages": [{"role": "user", "content": "x"}]}
 
 
-@pytest.mark.parametrize("given, level", [("high", 0), (" High ", 0), ("NORMAL", 1), ("low", 2), (2, 2), (None, 1)])
+@pytest.mark.parametrize(
+    "given, level", [("high", 0), (" High ", 0), ("NORMAL", 1), ("low", 2), (2, 2), (None, 1)]
+)
 def test_a_line_names_its_priority_as_a_word_or_a_number(given, level):
     line = dict(CHAT, priority=given) if given is not None else CHAT
     job = parse_job(json.dumps(line), 1)

@@ -52,7 +52,7 @@ def test_downsampling_keeps_the_total_and_the_bound(counts, max_points):
     width, points = downsample_timeline(timeline, max_points)
     assert len(points) <= max_points
     assert sum(count for _, count in points) == sum(counts.values())
-    for second, count in timeline:
+    for second, _count in timeline:
         assert points[second // width][0] <= second < points[second // width][0] + width
 
 
@@ -61,11 +61,11 @@ def test_downsample_refuses_a_zero_bound():
         downsample_timeline([[0, 1]], 0)
 
 
-LONE = 10 ** 0.2
+LONE = 10**0.2
 
 
 def test_a_lone_bucket_is_a_fifth_of_a_decade():
-    assert LONE_BUCKET_RATIO == pytest.approx(LONE)
+    assert pytest.approx(LONE) == LONE_BUCKET_RATIO
 
 
 @pytest.mark.parametrize(
@@ -75,12 +75,27 @@ def test_a_lone_bucket_is_a_fifth_of_a_decade():
         ([[0.1, 0], [0.2, 0]], []),
         ([[0.1, 4]], [(0.1 / LONE, 0.1, 4)]),
         ([[0.1, 4], [0.1, 1]], [(0.1 / LONE, 0.1, 5)]),
-        ([[0.001, 1], [0.002, 2], [0.004, 3]], [(0.0005, 0.001, 1), (0.001, 0.002, 2), (0.002, 0.004, 3)]),
+        (
+            [[0.001, 1], [0.002, 2], [0.004, 3]],
+            [(0.0005, 0.001, 1), (0.001, 0.002, 2), (0.002, 0.004, 3)],
+        ),
         ([[0.001, 0], [0.002, 5]], [(0.001, 0.002, 5)]),
-        ([[0.008, 3], [0.001, 1], [0.002, 2]], [(0.0005, 0.001, 1), (0.001, 0.002, 2), (0.004, 0.008, 3)]),
-        ([[0.001, 1], [0.002, 1], [0.005, 1]], [(0.0005, 0.001, 1), (0.001, 0.002, 1), (0.002, 0.005, 1)]),
-        ([[0.001, 1], [0.002, 1], [0.006, 1]], [(0.0005, 0.001, 1), (0.001, 0.002, 1), (0.003, 0.006, 1)]),
-        ([[0.001, 1], [0.002, 2], [0.003, 3]], [(0.001 / 1.5, 0.001, 1), (0.002 / 1.5, 0.002, 2), (0.002, 0.003, 3)]),
+        (
+            [[0.008, 3], [0.001, 1], [0.002, 2]],
+            [(0.0005, 0.001, 1), (0.001, 0.002, 2), (0.004, 0.008, 3)],
+        ),
+        (
+            [[0.001, 1], [0.002, 1], [0.005, 1]],
+            [(0.0005, 0.001, 1), (0.001, 0.002, 1), (0.002, 0.005, 1)],
+        ),
+        (
+            [[0.001, 1], [0.002, 1], [0.006, 1]],
+            [(0.0005, 0.001, 1), (0.001, 0.002, 1), (0.003, 0.006, 1)],
+        ),
+        (
+            [[0.001, 1], [0.002, 2], [0.003, 3]],
+            [(0.001 / 1.5, 0.001, 1), (0.002 / 1.5, 0.002, 2), (0.002, 0.003, 3)],
+        ),
         ([[0.0, 2]], [(1e-6 / LONE, 1e-6, 2)]),
     ],
 )
@@ -99,11 +114,16 @@ def test_a_fine_histogram_is_merged_into_runs_of_neighbours(rows):
     assert sum(count for _, _, count in bars) == sum(count for _, count in histogram)
     widths = {round(high / low, 9) for low, high, _ in bars}
     assert len(widths) == 1 and widths.pop() > gamma  # equal on the log scale, several rows each
-    for (_, high, _), (next_low, _, _) in zip(bars, bars[1:]):
+    for (_, high, _), (next_low, _, _) in zip(bars, bars[1:], strict=False):
         assert next_low == pytest.approx(high)
     for upper, count in histogram:
         if count:
-            assert sum(low < upper * (1 - 1e-9) and upper <= high * (1 + 1e-9) for low, high, _ in bars) == 1
+            assert (
+                sum(
+                    low < upper * (1 - 1e-9) and upper <= high * (1 + 1e-9) for low, high, _ in bars
+                )
+                == 1
+            )
 
 
 # ---------------------------------------------------------------- the SVG charts
@@ -163,7 +183,9 @@ def test_latency_ticks_are_in_ms_and_s():
     ],
 )
 def test_latency_axis_ticks(low, high, expected):
-    ratio = (high / low) ** (1 / 50)  # 51 evenly spaced rows: the axis runs from low / ratio to high
+    ratio = (high / low) ** (
+        1 / 50
+    )  # 51 evenly spaced rows: the axis runs from low / ratio to high
     histogram = [[low * ratio**i, 1] for i in range(51)]
     ticks = re.findall(r'text-anchor="middle">([^<]+)</text>', latency_svg(histogram))
     assert ticks == expected

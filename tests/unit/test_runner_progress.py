@@ -25,19 +25,40 @@ from ipfs_accelerate_py.runner.progress import (
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 SNAPSHOT = {
-    "elapsed_s": 12.3, "total": 1000, "done": 420, "ok": 415, "failed": 5, "skipped": 100,
-    "malformed": 2, "in_flight": 64, "queued": 10, "throughput_rps": 34.1, "eta_s": 17.0,
+    "elapsed_s": 12.3,
+    "total": 1000,
+    "done": 420,
+    "ok": 415,
+    "failed": 5,
+    "skipped": 100,
+    "malformed": 2,
+    "in_flight": 64,
+    "queued": 10,
+    "throughput_rps": 34.1,
+    "eta_s": 17.0,
     "errors_by_class": {"RateLimitError": 3, "ServerError": 2},
     "circuit_state": "HALF_OPEN",
-    "keys": {"alpha-key": {"in_flight": 30, "requests": 210, "rate_limited": 1},
-             "beta-key": {"in_flight": 34, "requests": 205, "rate_limited": 0}},
+    "keys": {
+        "alpha-key": {"in_flight": 30, "requests": 210, "rate_limited": 1},
+        "beta-key": {"in_flight": 34, "requests": 205, "rate_limited": 0},
+    },
     "stopping": False,
 }
 
 SUMMARY = dict(
-    SNAPSHOT, done=1000, ok=990, failed=10, in_flight=0, queued=0, circuit_state="CLOSED",
-    output="out/results.jsonl", report_json="out/report.json", report_html="out/report.html",
-    duration_s=29.3, latency={"p50": 0.12, "p90": 0.4, "p99": 1.5, "max": 3.2}, stopped=None,
+    SNAPSHOT,
+    done=1000,
+    ok=990,
+    failed=10,
+    in_flight=0,
+    queued=0,
+    circuit_state="CLOSED",
+    output="out/results.jsonl",
+    report_json="out/report.json",
+    report_html="out/report.html",
+    duration_s=29.3,
+    latency={"p50": 0.12, "p90": 0.4, "p99": 1.5, "max": 3.2},
+    stopped=None,
 )
 
 
@@ -76,8 +97,18 @@ def test_rich_view_shows_progress_errors_circuit_and_keys():
     clock.advance(1)
     display.update(SNAPSHOT)
     text = plain(console)
-    for expected in ("420/1000", "42%", "34.1 req/s", "ETA 0:17", "elapsed 0:12",
-                     "RateLimitError", "ServerError", "HALF_OPEN", "alpha-key", "beta-key"):
+    for expected in (
+        "420/1000",
+        "42%",
+        "34.1 req/s",
+        "ETA 0:17",
+        "elapsed 0:12",
+        "RateLimitError",
+        "ServerError",
+        "HALF_OPEN",
+        "alpha-key",
+        "beta-key",
+    ):
         assert expected in text, expected
     assert "STOPPING" not in text
 
@@ -172,9 +203,18 @@ def test_rich_finish_prints_summary_and_report_paths_then_draws_no_more():
     display.update(SNAPSHOT)
     assert display.renders == renders
     text = plain(console)
-    for expected in ("Run interrupted", "1000/1000 done in 0:29", "990 ok", "10 failed",
-                     "p50 120 ms", "max 3.20 s", "out/results.jsonl", "out/report.json",
-                     "out/report.html", "Ctrl-C: no new requests"):
+    for expected in (
+        "Run interrupted",
+        "1000/1000 done in 0:29",
+        "990 ok",
+        "10 failed",
+        "p50 120 ms",
+        "max 3.20 s",
+        "out/results.jsonl",
+        "out/report.json",
+        "out/report.html",
+        "Ctrl-C: no new requests",
+    ):
         assert expected in text, expected
 
 
@@ -266,8 +306,10 @@ def test_json_event_field_cannot_be_overwritten_and_odd_values_become_strings():
 
 
 @settings(max_examples=50, deadline=None)
-@given(steps=st.lists(st.floats(min_value=0, max_value=2), max_size=60),
-       interval=st.floats(min_value=0.05, max_value=3))
+@given(
+    steps=st.lists(st.floats(min_value=0, max_value=2), max_size=60),
+    interval=st.floats(min_value=0.05, max_value=3),
+)
 def test_json_progress_lines_are_never_closer_than_interval(steps, interval):
     stream, clock = io.StringIO(), FakeClock()
     display = JsonLogDisplay(stream, interval=interval, clock=clock.now)
@@ -278,7 +320,7 @@ def test_json_progress_lines_are_never_closer_than_interval(steps, interval):
         display.update({"done": 1})
         if stream.tell() != before:
             emitted_at.append(clock.now())
-    assert all(b - a >= interval for a, b in zip(emitted_at, emitted_at[1:]))
+    assert all(b - a >= interval for a, b in zip(emitted_at, emitted_at[1:], strict=False))
     if steps:
         assert emitted_at and emitted_at[0] == 1000.0 + steps[0]
 
@@ -338,14 +380,29 @@ def test_invalid_interval_is_refused(interval):
 @pytest.mark.parametrize(
     "summary, label, expected",
     [
-        ({"done": 10, "total": 10, "duration_s": 3725}, "requests", "10/10 done in 1:02:05 (0.0 req/s)"),
-        ({"done": 10, "duration_s": 4.0, "throughput_rps": None}, "requests", "10/? done in 0:04 (2.5 req/s)"),
+        (
+            {"done": 10, "total": 10, "duration_s": 3725},
+            "requests",
+            "10/10 done in 1:02:05 (0.0 req/s)",
+        ),
+        (
+            {"done": 10, "duration_s": 4.0, "throughput_rps": None},
+            "requests",
+            "10/? done in 0:04 (2.5 req/s)",
+        ),
         ({"elapsed_s": 59.6, "done": 0}, "requests", "0/? done in 1:00 (0.0 req/s)"),
         ({"stopped": "interrupted"}, "status", "stopped: interrupted"),
         ({"target": "openai at 127.0.0.1:8000"}, "target", "openai at 127.0.0.1:8000"),
-        ({"job": {"lines": 10, "ok": 4, "failed": 1, "not_run": 5}, "runs": 2}, "job",
-         "4 of 10 lines ok, 1 failed, 5 not run (after 2 runs); run the same command again to send the rest"),
-        ({"job": {"lines": 3, "ok": 3, "failed": 0, "not_run": 0}, "runs": 1}, "job", "3 of 3 lines ok, 0 failed, 0 not run"),
+        (
+            {"job": {"lines": 10, "ok": 4, "failed": 1, "not_run": 5}, "runs": 2},
+            "job",
+            "4 of 10 lines ok, 1 failed, 5 not run (after 2 runs); run the same command again to send the rest",
+        ),
+        (
+            {"job": {"lines": 3, "ok": 3, "failed": 0, "not_run": 0}, "runs": 1},
+            "job",
+            "3 of 3 lines ok, 0 failed, 0 not run",
+        ),
         ({"errors_by_class": {"B": 1, "A": 1, "C": 5}}, "errors", "C 5, A 1, B 1"),
         ({}, "errors", "none"),
         ({"latency": {"p50": 0.0004, "max": 12}}, "latency", "p50 0 ms, max 12.00 s"),

@@ -19,7 +19,21 @@ from ipfs_accelerate_py.runner.report import (
 )
 
 SECRET = "sk-secret-123456"
-VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+VOID_TAGS = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
 
 
 def full_run() -> dict:
@@ -34,17 +48,44 @@ def full_run() -> dict:
         "finished_at": 1764390042.5,
         "duration_s": 42.5,
         "stopped": None,
-        "totals": {"lines": 1000, "skipped": 100, "submitted": 890, "ok": 880, "failed": 8, "interrupted": 2,
-                   "malformed": 10},
+        "totals": {
+            "lines": 1000,
+            "skipped": 100,
+            "submitted": 890,
+            "ok": 880,
+            "failed": 8,
+            "interrupted": 2,
+            "malformed": 10,
+        },
         "throughput_rps": 20.9,
-        "latency": {"count": 888, "mean": 0.21, "p50": 0.18, "p90": 0.35, "p99": 0.9, "max": 1.4,
-                    "histogram": [[0.001, 0], [0.002, 5], [0.01, 80], [0.1, 400], [0.2, 300], [1.0, 100], [2.0, 3]]},
+        "latency": {
+            "count": 888,
+            "mean": 0.21,
+            "p50": 0.18,
+            "p90": 0.35,
+            "p99": 0.9,
+            "max": 1.4,
+            "histogram": [
+                [0.001, 0],
+                [0.002, 5],
+                [0.01, 80],
+                [0.1, 400],
+                [0.2, 300],
+                [1.0, 100],
+                [2.0, 3],
+            ],
+        },
         "timeline": [[second, 20 + second % 7] for second in range(43)],
         "errors_by_class": {"RateLimitError": 3, "ServerError": 5},
-        "keys": {"key1": {"requests": 450, "successes": 446, "failures": 4, "rate_limited": 3},
-                 "key2": {"requests": 440, "successes": 434, "failures": 6, "rate_limited": 0}},
+        "keys": {
+            "key1": {"requests": 450, "successes": 446, "failures": 4, "rate_limited": 3},
+            "key2": {"requests": 440, "successes": 434, "failures": 6, "rate_limited": 0},
+        },
         "circuit": {"state": "CLOSED", "times_opened": 1},
-        "malformed_lines": [[17, "not JSON: Expecting value"], [42, "no 'messages', 'input' or 'prompt'"]],
+        "malformed_lines": [
+            [17, "not JSON: Expecting value"],
+            [42, "no 'messages', 'input' or 'prompt'"],
+        ],
         "settings": {"max_concurrent_requests": 16, "batching_enabled": True},
         "client_stats": {"total_requests": 890, "circuit_state": "CLOSED"},
     }
@@ -101,14 +142,44 @@ def svg_of(page: str, title: str) -> str:
 
 
 EMPTY_REPORT = {
-    "command": "", "api": "", "base_url": "", "input": "", "output": "",
-    "started_at": None, "finished_at": None, "duration_s": 0.0, "stopped": None,
-    "totals": {"lines": 0, "skipped": 0, "submitted": 0, "ok": 0, "failed": 0, "interrupted": 0, "malformed": 0},
+    "command": "",
+    "api": "",
+    "base_url": "",
+    "input": "",
+    "output": "",
+    "started_at": None,
+    "finished_at": None,
+    "duration_s": 0.0,
+    "stopped": None,
+    "totals": {
+        "lines": 0,
+        "skipped": 0,
+        "submitted": 0,
+        "ok": 0,
+        "failed": 0,
+        "interrupted": 0,
+        "malformed": 0,
+    },
     "throughput_rps": 0.0,
-    "latency": {"count": 0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "histogram": []},
-    "timeline": [], "errors_by_class": {}, "keys": {},
+    "latency": {
+        "count": 0,
+        "mean": 0.0,
+        "p50": 0.0,
+        "p90": 0.0,
+        "p99": 0.0,
+        "max": 0.0,
+        "histogram": [],
+    },
+    "timeline": [],
+    "errors_by_class": {},
+    "keys": {},
     "circuit": {"state": "", "times_opened": 0},
-    "malformed_lines": [], "settings": {}, "client_stats": {}, "success_rate": 0.0, "runs": [], "target": {},
+    "malformed_lines": [],
+    "settings": {},
+    "client_stats": {},
+    "success_rate": 0.0,
+    "runs": [],
+    "target": {},
     "keys_disabled": {},
 }
 
@@ -126,9 +197,19 @@ def test_the_success_rate_covers_the_whole_job_not_only_what_this_run_sent():
 
 
 def test_every_run_of_the_job_is_listed_with_how_it_ended():
-    runs = [{"started_at": 1.0, "finished_at": 2.0, "duration_s": 1.0, "submitted": 5, "ok": 4, "interrupted": 1,
-             "ended": "interrupted by SIGTERM", "exit_code": 143},
-            {"started_at": 3.0, "duration_s": 0.5, "submitted": 1, "ok": 1}]
+    runs = [
+        {
+            "started_at": 1.0,
+            "finished_at": 2.0,
+            "duration_s": 1.0,
+            "submitted": 5,
+            "ok": 4,
+            "interrupted": 1,
+            "ended": "interrupted by SIGTERM",
+            "exit_code": 143,
+        },
+        {"started_at": 3.0, "duration_s": 0.5, "submitted": 1, "ok": 1},
+    ]
     report = build_report({"runs": runs})
     assert [r["ended"] for r in report["runs"]] == ["interrupted by SIGTERM", "finished"]
     assert report["runs"][1]["failed"] == 0 and report["runs"][0]["exit_code"] == 143
@@ -145,8 +226,11 @@ def test_every_run_of_the_job_is_listed_with_how_it_ended():
         ({"totals": {"ok": 3}}, ("totals", "ok"), 3),
         ({"latency": {"p50": 0.2}}, ("latency", "histogram"), []),
         ({"latency": {"p50": 0.2}}, ("latency", "p99"), 0.0),
-        ({"keys": {"k1": {"requests": 5}}}, ("keys", "k1"), {"requests": 5, "successes": 0, "failures": 0,
-                                                               "rate_limited": 0, "auth_failures": 0}),
+        (
+            {"keys": {"k1": {"requests": 5}}},
+            ("keys", "k1"),
+            {"requests": 5, "successes": 0, "failures": 0, "rate_limited": 0, "auth_failures": 0},
+        ),
         ({"circuit": {"state": "OPEN"}}, ("circuit", "times_opened"), 0),
         ({"circuit": None}, ("circuit",), {"state": "", "times_opened": 0}),
         ({"stopped": "interrupted"}, ("stopped",), "interrupted"),
@@ -320,7 +404,7 @@ def test_one_key_and_one_error_class_still_draw():
     "where, hostile",
     [
         ("error class", "<script>alert('x')</script>"),
-        ("malformed reason", "<script>alert(\"x\")</script>"),
+        ("malformed reason", '<script>alert("x")</script>'),
         ("key name", "<script>k&y</script>"),
         ("command", "run <script>a.jsonl</script> && rm"),
         ("input path", "jobs<script>.jsonl"),
@@ -364,9 +448,16 @@ def test_a_long_timeline_keeps_the_page_small():
 
 def test_the_latency_plot_sits_under_its_heading():
     histogram = [[0.001 * 10 ** (i / 10), 1000] for i in range(31)]  # 1 ms to 1 s
-    svg = svg_of(render_html({"latency": {"histogram": [list(row) for row in reversed(histogram)]}}),
-                 PLOT_TITLES["latency"])
-    assert re.findall(r'text-anchor="middle">([^<]+)</text>', svg) == ["1 ms", "10 ms", "100 ms", "1 s"]
+    svg = svg_of(
+        render_html({"latency": {"histogram": [list(row) for row in reversed(histogram)]}}),
+        PLOT_TITLES["latency"],
+    )
+    assert re.findall(r'text-anchor="middle">([^<]+)</text>', svg) == [
+        "1 ms",
+        "10 ms",
+        "100 ms",
+        "1 s",
+    ]
 
 
 # ---------------------------------------------------------------- files
@@ -384,7 +475,10 @@ def test_write_reports_writes_both_files_and_the_json_round_trips(tmp_path):
     page = html_path.read_bytes().decode("utf-8")
     assert "clé µ" in page
     assert check_well_formed(page).svg_opened == 4
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["report.html", "report.json"]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "report.html",
+        "report.json",
+    ]
 
 
 def test_write_reports_overwrites_a_previous_report(tmp_path):

@@ -24,7 +24,9 @@ def test_a_write_that_fails_half_way_leaves_whole_lines_and_refuses_the_rest(tmp
     real_write = os.write
     calls = {"n": 0}
 
-    def failing_write(fd, data):  # the third line: half of it goes out (a short write), then the disk is full
+    def failing_write(
+        fd, data
+    ):  # the third line: half of it goes out (a short write), then the disk is full
         calls["n"] += 1
         if calls["n"] == 3:
             return real_write(fd, bytes(data[: len(data) // 2]))
@@ -42,16 +44,27 @@ def test_a_write_that_fails_half_way_leaves_whole_lines_and_refuses_the_rest(tmp
         log.write(record(4))  # refused at once: nothing after a failure
     log.close()
     assert log.written == 2
-    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["q1", "q2"]  # no torn third line
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [
+        "q1",
+        "q2",
+    ]  # no torn third line
 
 
 def test_an_overlong_line_is_skipped_in_bounded_pieces():
-    source = io.BytesIO(b'{"id": "a", "status": "ok"}\n' + b"z" * 5000 + b"\n" + b'{"id": "b", "status": "ok"}\n')
-    assert list(_lines(source, cap=1024)) == [b'{"id": "a", "status": "ok"}\n', b"{}", b'{"id": "b", "status": "ok"}\n']
+    source = io.BytesIO(
+        b'{"id": "a", "status": "ok"}\n' + b"z" * 5000 + b"\n" + b'{"id": "b", "status": "ok"}\n'
+    )
+    assert list(_lines(source, cap=1024)) == [
+        b'{"id": "a", "status": "ok"}\n',
+        b"{}",
+        b'{"id": "b", "status": "ok"}\n',
+    ]
 
 
 def test_only_regular_files_are_read_back():
-    outcomes = Outcomes.read("/dev/zero")  # an endless device: not read at all (before, a MemoryError)
+    outcomes = Outcomes.read(
+        "/dev/zero"
+    )  # an endless device: not read at all (before, a MemoryError)
     assert len(outcomes) == 0
 
 

@@ -36,7 +36,16 @@ def test_empty_histogram():
     h = LatencyHistogram()
     assert (h.count, h.total, h.min, h.max, h.mean) == (0, 0.0, 0.0, 0.0, 0.0)
     assert h.percentile(50) == 0.0
-    zeros = {"count": 0, "mean": 0.0, "min": 0.0, "max": 0.0, "p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0}
+    zeros = {
+        "count": 0,
+        "mean": 0.0,
+        "min": 0.0,
+        "max": 0.0,
+        "p50": 0.0,
+        "p90": 0.0,
+        "p95": 0.0,
+        "p99": 0.0,
+    }
     assert h.snapshot() == zeros
 
 
@@ -175,7 +184,13 @@ def test_exact_counts_from_a_table_of_records():
 
 def test_empty_snapshot_is_all_zero():
     snap = StatsCollector().snapshot()
-    counters = ("total_requests", "successful_requests", "failed_requests", "retried_requests", "total_retries")
+    counters = (
+        "total_requests",
+        "successful_requests",
+        "failed_requests",
+        "retried_requests",
+        "total_retries",
+    )
     for key in counters + ("total_attempts",):
         assert snap[key] == 0, key
     assert snap["average_response_time"] == 0.0
@@ -242,7 +257,14 @@ def test_names_are_capped_and_folded_into_other():
     s = StatsCollector()
     n = MAX_TRACKED_NAMES + 500
     for i in range(n):
-        rec = RequestRecord(success=True, latency=0.1, model=f"m{i}", key_name=f"k{i}", endpoint=f"e{i}", tokens_in=1)
+        rec = RequestRecord(
+            success=True,
+            latency=0.1,
+            model=f"m{i}",
+            key_name=f"k{i}",
+            endpoint=f"e{i}",
+            tokens_in=1,
+        )
         s.record_request(rec)
         s.record_attempt(key_name=f"k{i}", status=200 + i)
     snap = s.snapshot()
@@ -381,7 +403,9 @@ def test_invariants_for_any_records(events):
     assert snap["tokens"]["total"] == sum(r.tokens_in + r.tokens_out for r in records)
     lat = snap["latency"]
     if records:
-        assert lat["min"] == min(r.latency for r in records) and lat["max"] == max(r.latency for r in records)
+        assert lat["min"] == min(r.latency for r in records) and lat["max"] == max(
+            r.latency for r in records
+        )
     values = [lat["min"], lat["p50"], lat["p90"], lat["p95"], lat["p99"], lat["max"]]
     assert values == sorted(values)
 
@@ -399,7 +423,7 @@ def test_percentiles_monotone_and_within_min_max(values, ps):
     got = h.percentiles(ps)
     assert got == sorted(got)
     assert all(min(values) <= g <= max(values) for g in got)
-    for p, g in zip(ps, got):
+    for p, g in zip(ps, got, strict=True):
         exact = exact_percentile(values, p)
         # within bucket precision (2%), or 10 µs absolute at the very bottom, or clamped at the top
         assert g == pytest.approx(exact, rel=0.02, abs=1e-5) or exact > 3600.0
@@ -411,33 +435,75 @@ def test_percentiles_monotone_and_within_min_max(values, ps):
 def test_a_cancelled_request_is_neither_a_success_nor_a_failure():
     s = StatsCollector()
     s.record_request(RequestRecord(success=True, latency=0.1, model="m", key_name="k"))
-    s.record_request(RequestRecord(success=False, latency=0.1, model="m", key_name="k", error_kind="server"))
-    s.record_request(RequestRecord(success=False, latency=0.1, model="m", key_name="k", error_kind="cancelled"))
+    s.record_request(
+        RequestRecord(success=False, latency=0.1, model="m", key_name="k", error_kind="server")
+    )
+    s.record_request(
+        RequestRecord(success=False, latency=0.1, model="m", key_name="k", error_kind="cancelled")
+    )
     snap = s.snapshot()
-    assert (snap["total_requests"], snap["successful_requests"], snap["failed_requests"], snap["cancelled_requests"]) == (3, 1, 1, 1)
+    assert (
+        snap["total_requests"],
+        snap["successful_requests"],
+        snap["failed_requests"],
+        snap["cancelled_requests"],
+    ) == (3, 1, 1, 1)
     assert snap["success_rate"] == 50.0  # over the requests that finished
     assert snap["errors_by_type"] == {"server": 1}
     for row in (snap["models"]["m"], snap["keys"]["k"]):
-        assert (row["requests"], row["successes"], row["failures"], row["cancelled"]) == (3, 1, 1, 1)
+        assert (row["requests"], row["successes"], row["failures"], row["cancelled"]) == (
+            3,
+            1,
+            1,
+            1,
+        )
 
 
 def test_streams_are_counted_by_how_they_ended_with_first_token_times_and_rates():
     s = StatsCollector()
-    s.record_stream(outcome="completed", time_to_first_token=0.5, output_tokens=100, generation_seconds=2.0)  # 50/s
-    s.record_stream(outcome="completed", time_to_first_token=0.25, output_tokens=30, generation_seconds=1.0)  # 30/s
-    s.record_stream(outcome="completed", time_to_first_token=1.0, output_tokens=10, generation_seconds=1.0)  # 10/s
-    s.record_stream(outcome="stream_stalled", time_to_first_token=0.1, output_tokens=5, generation_seconds=30.0)
-    s.record_stream(outcome="cancelled", time_to_first_token=0.2, output_tokens=1, generation_seconds=0.1)
-    s.record_stream(outcome="network", time_to_first_token=0.3, output_tokens=2, generation_seconds=0.5)
+    s.record_stream(
+        outcome="completed", time_to_first_token=0.5, output_tokens=100, generation_seconds=2.0
+    )  # 50/s
+    s.record_stream(
+        outcome="completed", time_to_first_token=0.25, output_tokens=30, generation_seconds=1.0
+    )  # 30/s
+    s.record_stream(
+        outcome="completed", time_to_first_token=1.0, output_tokens=10, generation_seconds=1.0
+    )  # 10/s
+    s.record_stream(
+        outcome="stream_stalled", time_to_first_token=0.1, output_tokens=5, generation_seconds=30.0
+    )
+    s.record_stream(
+        outcome="cancelled", time_to_first_token=0.2, output_tokens=1, generation_seconds=0.1
+    )
+    s.record_stream(
+        outcome="network", time_to_first_token=0.3, output_tokens=2, generation_seconds=0.5
+    )
     streams = s.snapshot()["streams"]
-    assert (streams["total"], streams["completed"], streams["stalled"], streams["cancelled"], streams["failed"]) == (6, 3, 1, 1, 2)
-    assert streams["ended_by"] == {"completed": 3, "stream_stalled": 1, "cancelled": 1, "network": 1}
+    assert (
+        streams["total"],
+        streams["completed"],
+        streams["stalled"],
+        streams["cancelled"],
+        streams["failed"],
+    ) == (6, 3, 1, 1, 2)
+    assert streams["ended_by"] == {
+        "completed": 3,
+        "stream_stalled": 1,
+        "cancelled": 1,
+        "network": 1,
+    }
     ttft = streams["time_to_first_token"]
     assert ttft["count"] == 6 and ttft["min"] == 0.1 and ttft["max"] == 1.0
     rates = streams["tokens_per_second"]
     assert rates["streams_measured"] == 3  # only streams that completed say how fast a stream goes
     assert rates["overall"] == pytest.approx(140 / 4.0)
     assert rates["p50"] == pytest.approx(30.0, rel=0.02)
-    assert rates["p10"] == pytest.approx(10.0, rel=0.02) and rates["p90"] == pytest.approx(50.0, rel=0.02)
+    assert rates["p10"] == pytest.approx(10.0, rel=0.02) and rates["p90"] == pytest.approx(
+        50.0, rel=0.02
+    )
     s.reset()
-    assert s.snapshot()["streams"]["total"] == 0 and s.snapshot()["streams"]["tokens_per_second"]["streams_measured"] == 0
+    assert (
+        s.snapshot()["streams"]["total"] == 0
+        and s.snapshot()["streams"]["tokens_per_second"]["streams_measured"] == 0
+    )

@@ -16,7 +16,11 @@ PROXY = "http://user:pw@proxy.internal:3128"
     [
         ({}, "http://api.example.com/v1/chat", None),
         ({"http": PROXY}, "http://api.example.com/v1/chat", PROXY),
-        ({"http": PROXY}, "http://127.0.0.1:8000/v1", PROXY),  # loopback is not exempt unless NO_PROXY says so
+        (
+            {"http": PROXY},
+            "http://127.0.0.1:8000/v1",
+            PROXY,
+        ),  # loopback is not exempt unless NO_PROXY says so
         ({"http": PROXY}, "https://api.example.com/v1", None),  # HTTP_PROXY is for http URLs
         ({"https": PROXY}, "https://api.example.com/v1", PROXY),
         ({"http": PROXY, "no": "example.com"}, "http://api.example.com/v1", None),

@@ -50,7 +50,9 @@ def test_require_int_refuses_naming_the_setting(value, minimum, maximum, optiona
     with pytest.raises(SettingError) as info:
         require_int("queue_size", value, minimum, maximum, optional=optional)
     assert info.value.setting == "queue_size" and info.value.value == value
-    assert str(info.value) == f"invalid value {value!r} for setting 'queue_size': expected {expected}"
+    assert (
+        str(info.value) == f"invalid value {value!r} for setting 'queue_size': expected {expected}"
+    )
 
 
 # ---------------------------------------------------------------- require_number
@@ -80,7 +82,11 @@ def test_require_number_accepts(value, kwargs, result):
     [
         (-0.1, {}, "a number >= 0"),
         (0, {"exclusive": True}, "a number > 0"),
-        (0.0, {"exclusive": True, "maximum": 100.0, "optional": True}, "a number > 0 and <= 100 or None"),
+        (
+            0.0,
+            {"exclusive": True, "maximum": 100.0, "optional": True},
+            "a number > 0 and <= 100 or None",
+        ),
         (100.5, {"exclusive": True, "maximum": 100.0}, "a number > 0 and <= 100"),
         (0.5, {"minimum": 1.0}, "a number >= 1"),
         (1.5, {"maximum": 1.0}, "a number >= 0 and <= 1"),

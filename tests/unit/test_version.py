@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_version_is_a_release_number():
-    assert re.fullmatch(r"\d+\.\d+\.\d+(?:[.-]?(?:a|b|rc|dev|post)\d*)?", ipfs_accelerate_py.__version__)
+    assert re.fullmatch(
+        r"\d+\.\d+\.\d+(?:[.-]?(?:a|b|rc|dev|post)\d*)?", ipfs_accelerate_py.__version__
+    )
 
 
 def test_installed_metadata_says_the_same_version():
@@ -35,11 +37,16 @@ def test_pyproject_takes_the_version_from_the_package_and_names_the_licence():
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
-    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ipfs_accelerate_py.__version__"}
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "ipfs_accelerate_py.__version__"
+    }
     assert pyproject["project"]["license"] == {"text": "MIT"}
     licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
-    assert licence.startswith("MIT License") and "Copyright (c) 2026 The ipfs_accelerate_py developers" in licence
+    assert (
+        licence.startswith("MIT License")
+        and "Copyright (c) 2026 The ipfs_accelerate_py developers" in licence
+    )
 
 
 def test_user_agent_names_the_package_and_its_version():
-    assert USER_AGENT == f"ipfs-accelerate-py/{ipfs_accelerate_py.__version__}"
+    assert f"ipfs-accelerate-py/{ipfs_accelerate_py.__version__}" == USER_AGENT

@@ -36,8 +36,10 @@ def _module_formats(name: str) -> tuple:
         found = () if single is None else (single,)
     found = tuple(found)
     if not found or not all(isinstance(f, WireFormat) for f in found):
-        raise FormatError(f"wire format module {qualified} must export FORMAT (a WireFormat) "
-                          "or FORMATS (a tuple of WireFormat)")
+        raise FormatError(
+            f"wire format module {qualified} must export FORMAT (a WireFormat) "
+            "or FORMATS (a tuple of WireFormat)"
+        )
     return found
 
 

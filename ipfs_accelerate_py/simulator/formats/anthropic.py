@@ -39,18 +39,36 @@ Anthropic client listing models gets that listing.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
-from ..openai_wire import CHARS_PER_TOKEN, REPLY_PREFIX, REPLY_QUOTE_CHARS, estimate_tokens, reply_pieces
-from ..wireformat import (NAMED_SSE, Params, Prepared, RateState, Route, WireError, WireFormat, fixed_answer,
-                          header_key, rfc3339_after)
+from ..openai_wire import (
+    CHARS_PER_TOKEN,
+    REPLY_PREFIX,
+    REPLY_QUOTE_CHARS,
+    estimate_tokens,
+    reply_pieces,
+)
+from ..wireformat import (
+    NAMED_SSE,
+    Params,
+    Prepared,
+    RateState,
+    Route,
+    WireError,
+    WireFormat,
+    fixed_answer,
+    header_key,
+    rfc3339_after,
+)
 
 __all__ = ["FORMAT", "anthropic_rate_headers", "error_body", "error_type_for"]
 
 VERSION_HEADER = "anthropic-version"
 ROLES = ("user", "assistant")
 JSON_PIECE_CHARS = 12
-MALFORMED_BODY = b'{"id": "msg_malformed", "type": "message", "content": [{"type": "text", "text": "cut sh'
+MALFORMED_BODY = (
+    b'{"id": "msg_malformed", "type": "message", "content": [{"type": "text", "text": "cut sh'
+)
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -82,7 +100,7 @@ def error_body(exc: WireError) -> dict:
     return {"type": "error", "error": {"type": kind, "message": exc.message}}
 
 
-def auth_error(key: Optional[str]) -> WireError:
+def auth_error(key: str | None) -> WireError:
     if key is None:
         return WireError(401, "x-api-key header is required", type="authentication_error")
     return WireError(401, "invalid x-api-key", type="authentication_error")
@@ -90,8 +108,12 @@ def auth_error(key: Optional[str]) -> WireError:
 
 def rate_limit_error(exceeded: str, retry_after: str) -> WireError:
     what = "requests" if exceeded == "requests" else "input tokens"
-    return WireError(429, f"Number of {what} has exceeded your per-minute rate limit (simulated); "
-                          f"retry after {retry_after}s", type="rate_limit_error")
+    return WireError(
+        429,
+        f"Number of {what} has exceeded your per-minute rate limit (simulated); "
+        f"retry after {retry_after}s",
+        type="rate_limit_error",
+    )
 
 
 def model_not_found(model: str) -> WireError:
@@ -102,7 +124,10 @@ def anthropic_rate_headers(state: RateState) -> dict:
     """``anthropic-ratelimit-*-{limit,remaining,reset}``; the token budget is
     reported as both ``tokens`` and ``input-tokens`` (the simulator keeps one)."""
     headers = {}
-    for names, budget in ((("requests",), state.requests), (("tokens", "input-tokens"), state.tokens)):
+    for names, budget in (
+        (("requests",), state.requests),
+        (("tokens", "input-tokens"), state.tokens),
+    ):
         if budget is None:
             continue
         for name in names:
@@ -154,8 +179,11 @@ def _checked(payload: Any, params: Params, *, needs_max_tokens: bool) -> tuple:
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ROLES:
-            raise WireError(400, f"messages.{i}: Unexpected role {role!r}. The Messages API accepts a top-level "
-                                 "`system` parameter, not \"system\" as an input message role.")
+            raise WireError(
+                400,
+                f"messages.{i}: Unexpected role {role!r}. The Messages API accepts a top-level "
+                '`system` parameter, not "system" as an input message role.',
+            )
         text = _text_of(message.get("content"), f"messages.{i}.content")
         texts.append(text)
         if role == "user":
@@ -165,7 +193,7 @@ def _checked(payload: Any, params: Params, *, needs_max_tokens: bool) -> tuple:
     return model, texts, system_text, texts[-1] if last_user is None else last_user
 
 
-def _forced_tool(payload: dict) -> Optional[dict]:
+def _forced_tool(payload: dict) -> dict | None:
     """The tool a ``tool_choice`` forces, or None."""
     choice, tools = payload.get("tool_choice"), payload.get("tools")
     if not isinstance(choice, dict) or not isinstance(tools, list) or not tools:
@@ -200,7 +228,11 @@ def _tool_input(tool: dict, prompt: str) -> dict:
     if not isinstance(props, dict):
         return {}
     quoted = prompt[:REPLY_QUOTE_CHARS]
-    return {name: quoted for name, spec in props.items() if isinstance(spec, dict) and spec.get("type") == "string"}
+    return {
+        name: quoted
+        for name, spec in props.items()
+        if isinstance(spec, dict) and spec.get("type") == "string"
+    }
 
 
 # -- answers ------------------------------------------------------------------------
@@ -208,7 +240,13 @@ def _tool_input(tool: dict, prompt: str) -> dict:
 
 def _stream_events(message: dict) -> list:
     usage = message["usage"]
-    start = dict(message, content=[], stop_reason=None, stop_sequence=None, usage=dict(usage, output_tokens=1))
+    start = dict(
+        message,
+        content=[],
+        stop_reason=None,
+        stop_sequence=None,
+        usage=dict(usage, output_tokens=1),
+    )
     events: list = [{"type": "message_start", "message": start}]
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
@@ -217,16 +255,25 @@ def _stream_events(message: dict) -> list:
         else:
             opening = dict(block, input={})
             raw = json.dumps(block["input"])
-            deltas = [{"type": "input_json_delta", "partial_json": raw[i:i + JSON_PIECE_CHARS]}
-                      for i in range(0, len(raw), JSON_PIECE_CHARS)]
+            deltas = [
+                {"type": "input_json_delta", "partial_json": raw[i : i + JSON_PIECE_CHARS]}
+                for i in range(0, len(raw), JSON_PIECE_CHARS)
+            ]
         events.append({"type": "content_block_start", "index": index, "content_block": opening})
         if index == 0:
             events.append({"type": "ping"})
         events.extend({"type": "content_block_delta", "index": index, "delta": d} for d in deltas)
         events.append({"type": "content_block_stop", "index": index})
-    events.append({"type": "message_delta",
-                   "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
-                   "usage": usage})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": message["stop_reason"],
+                "stop_sequence": message["stop_sequence"],
+            },
+            "usage": usage,
+        }
+    )
     events.append({"type": "message_stop"})
     return events
 
@@ -244,23 +291,49 @@ def _messages(payload: Any, scenario: Any, params: Params) -> Prepared:
 
     def body(rid: str, created: int) -> dict:
         if tool is not None:
-            content = [{"type": "tool_use", "id": "toolu_" + rid, "name": tool.get("name"), "input": tool_input}]
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_" + rid,
+                    "name": tool.get("name"),
+                    "input": tool_input,
+                }
+            ]
         else:
             content = [{"type": "text", "text": reply}]
-        return {"id": "msg_" + rid, "type": "message", "role": "assistant", "model": model, "content": content,
-                "stop_reason": stop_reason, "stop_sequence": stop_sequence,
-                "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": 0, "output_tokens": output_tokens}}
+        return {
+            "id": "msg_" + rid,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": {
+                "input_tokens": input_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": output_tokens,
+            },
+        }
 
-    return Prepared(model=model, cost=input_tokens + output_tokens, body=body,
-                    stream=payload.get("stream") is True,
-                    chunks=lambda rid, created: _stream_events(body(rid, created)),
-                    prompt_tokens=input_tokens, completion_tokens=output_tokens)
+    return Prepared(
+        model=model,
+        cost=input_tokens + output_tokens,
+        body=body,
+        stream=payload.get("stream") is True,
+        chunks=lambda rid, created: _stream_events(body(rid, created)),
+        prompt_tokens=input_tokens,
+        completion_tokens=output_tokens,
+    )
 
 
 def _count_tokens(payload: Any, scenario: Any, params: Params) -> Prepared:
     model, texts, system_text, _ = _checked(payload, params, needs_max_tokens=False)
-    return fixed_answer(model, {"input_tokens": estimate_tokens(system_text) + sum(estimate_tokens(t) for t in texts)})
+    return fixed_answer(
+        model,
+        {"input_tokens": estimate_tokens(system_text) + sum(estimate_tokens(t) for t in texts)},
+    )
 
 
 FORMAT = WireFormat(

@@ -32,11 +32,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Optional
+from typing import Any
 
-from ..openai_wire import CHARS_PER_TOKEN, REPLY_PREFIX, REPLY_QUOTE_CHARS, embedding_for, estimate_tokens, reply_pieces
-from ..wireformat import (JSON_ARRAY, SSE, Params, Prepared, Route, WireError, WireFormat, first_key, fixed_answer,
-                          header_key, query_key)
+from ..openai_wire import (
+    CHARS_PER_TOKEN,
+    REPLY_PREFIX,
+    REPLY_QUOTE_CHARS,
+    embedding_for,
+    estimate_tokens,
+    reply_pieces,
+)
+from ..wireformat import (
+    JSON_ARRAY,
+    SSE,
+    Params,
+    Prepared,
+    Route,
+    WireError,
+    WireFormat,
+    first_key,
+    fixed_answer,
+    header_key,
+    query_key,
+)
 
 __all__ = ["FORMAT", "MAX_BATCH_REQUESTS", "error_body"]
 
@@ -51,28 +69,95 @@ OUTPUT_TOKEN_LIMIT = 65_536
 EMBEDDING_INPUT_LIMIT = 2048
 
 STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    405: "INVALID_ARGUMENT", 408: "DEADLINE_EXCEEDED", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-TASK_TYPES = frozenset({
-    "TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY", "CLASSIFICATION",
-    "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY",
-})
-_REQUEST_FIELDS = frozenset({
-    "model", "contents", "systemInstruction", "system_instruction", "generationConfig", "generation_config",
-    "safetySettings", "safety_settings", "tools", "toolConfig", "tool_config", "cachedContent", "cached_content",
-})
-_CONFIG_FIELDS = frozenset({
-    "temperature", "topP", "top_p", "topK", "top_k", "candidateCount", "candidate_count", "maxOutputTokens",
-    "max_output_tokens", "stopSequences", "stop_sequences", "presencePenalty", "presence_penalty",
-    "frequencyPenalty", "frequency_penalty", "seed", "responseMimeType", "response_mime_type", "responseSchema",
-    "response_schema", "responseJsonSchema", "responseLogprobs", "logprobs", "thinkingConfig", "thinking_config",
-    "responseModalities", "response_modalities", "speechConfig", "mediaResolution",
-})
-_EMBED_FIELDS = frozenset({"model", "content", "taskType", "task_type", "title", "outputDimensionality",
-                           "output_dimensionality"})
+TASK_TYPES = frozenset(
+    {
+        "TASK_TYPE_UNSPECIFIED",
+        "RETRIEVAL_QUERY",
+        "RETRIEVAL_DOCUMENT",
+        "SEMANTIC_SIMILARITY",
+        "CLASSIFICATION",
+        "CLUSTERING",
+        "QUESTION_ANSWERING",
+        "FACT_VERIFICATION",
+        "CODE_RETRIEVAL_QUERY",
+    }
+)
+_REQUEST_FIELDS = frozenset(
+    {
+        "model",
+        "contents",
+        "systemInstruction",
+        "system_instruction",
+        "generationConfig",
+        "generation_config",
+        "safetySettings",
+        "safety_settings",
+        "tools",
+        "toolConfig",
+        "tool_config",
+        "cachedContent",
+        "cached_content",
+    }
+)
+_CONFIG_FIELDS = frozenset(
+    {
+        "temperature",
+        "topP",
+        "top_p",
+        "topK",
+        "top_k",
+        "candidateCount",
+        "candidate_count",
+        "maxOutputTokens",
+        "max_output_tokens",
+        "stopSequences",
+        "stop_sequences",
+        "presencePenalty",
+        "presence_penalty",
+        "frequencyPenalty",
+        "frequency_penalty",
+        "seed",
+        "responseMimeType",
+        "response_mime_type",
+        "responseSchema",
+        "response_schema",
+        "responseJsonSchema",
+        "responseLogprobs",
+        "logprobs",
+        "thinkingConfig",
+        "thinking_config",
+        "responseModalities",
+        "response_modalities",
+        "speechConfig",
+        "mediaResolution",
+    }
+)
+_EMBED_FIELDS = frozenset(
+    {
+        "model",
+        "content",
+        "taskType",
+        "task_type",
+        "title",
+        "outputDimensionality",
+        "output_dimensionality",
+    }
+)
 _QUOTA_METRIC = "generativelanguage.googleapis.com/generate_content_requests"
 
 
@@ -88,7 +173,9 @@ def gemini_error(status: int, message: str, *details: dict) -> WireError:
 
 def error_body(exc: WireError) -> dict:
     """Google's ``{"error": {"code", "message", "status", "details"?}}``."""
-    status = STATUS_NAMES.get(exc.status, "INTERNAL" if exc.status >= 500 else "FAILED_PRECONDITION")
+    status = STATUS_NAMES.get(
+        exc.status, "INTERNAL" if exc.status >= 500 else "FAILED_PRECONDITION"
+    )
     error = {"code": exc.status, "message": exc.message, "status": status}
     details = getattr(exc, "details", None)
     if details:
@@ -96,34 +183,51 @@ def error_body(exc: WireError) -> dict:
     return {"error": error}
 
 
-def auth_error(key: Optional[str]) -> WireError:
+def auth_error(key: str | None) -> WireError:
     if key is None:
-        return gemini_error(403, "Method doesn't allow unregistered callers (callers without established "
-                                 "identity). Please use API Key or other form of API consumer identity to "
-                                 "call this API.")
+        return gemini_error(
+            403,
+            "Method doesn't allow unregistered callers (callers without established "
+            "identity). Please use API Key or other form of API consumer identity to "
+            "call this API.",
+        )
     return gemini_error(
-        400, "API key not valid. Please pass a valid API key.",
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-         "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+        400,
+        "API key not valid. Please pass a valid API key.",
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID",
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com"},
+        },
     )
 
 
 def rate_limit_error(exceeded: str, retry_after: str) -> WireError:
-    quota = "GenerateRequestsPerMinutePerProjectPerModel" if exceeded == "requests" else \
-        "GenerateContentInputTokensPerModelPerMinute"
+    quota = (
+        "GenerateRequestsPerMinutePerProjectPerModel"
+        if exceeded == "requests"
+        else "GenerateContentInputTokensPerModelPerMinute"
+    )
     return gemini_error(
-        429, f"You exceeded your current quota ({exceeded} per minute, simulated). "
-             f"Please retry in {retry_after}s.",
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaMetric": _QUOTA_METRIC, "quotaId": quota}]},
+        429,
+        f"You exceeded your current quota ({exceeded} per minute, simulated). "
+        f"Please retry in {retry_after}s.",
+        {
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [{"quotaMetric": _QUOTA_METRIC, "quotaId": quota}],
+        },
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"},
     )
 
 
 def model_not_found(model: str) -> WireError:
-    return gemini_error(404, f"models/{model} is not found for API version v1beta, or is not supported for "
-                             "this method. Call ListModels to see the list of available models and their "
-                             "supported methods.")
+    return gemini_error(
+        404,
+        f"models/{model} is not found for API version v1beta, or is not supported for "
+        "this method. Call ListModels to see the list of available models and their "
+        "supported methods.",
+    )
 
 
 def _bad(message: str) -> WireError:
@@ -142,7 +246,9 @@ def _object(payload: Any, what: str) -> dict:
 def _unknown(payload: dict, allowed: frozenset, where: str = "") -> None:
     for name in payload:
         if name not in allowed:
-            raise _bad(f'Invalid JSON payload received. Unknown name "{name}"{where}: Cannot find field.')
+            raise _bad(
+                f'Invalid JSON payload received. Unknown name "{name}"{where}: Cannot find field.'
+            )
 
 
 def _part_tokens(part: Any, where: str) -> tuple[str, int]:
@@ -162,8 +268,10 @@ def _part_tokens(part: Any, where: str) -> tuple[str, int]:
         try:
             base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            raise _bad(f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed "
-                       f"for \"{data[:20]}\"") from None
+            raise _bad(
+                f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed "
+                f'for "{data[:20]}"'
+            ) from None
         return "", IMAGE_TOKENS
     return "", 0
 
@@ -203,12 +311,14 @@ def _prompt(payload: dict) -> tuple[str, int]:
     return last_user or "", tokens
 
 
-def _max_output(config: dict) -> Optional[int]:
+def _max_output(config: dict) -> int | None:
     value = config.get("maxOutputTokens", config.get("max_output_tokens"))
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _bad(f"Invalid value at 'generation_config.max_output_tokens' (TYPE_INT32), {value!r}")
+        raise _bad(
+            f"Invalid value at 'generation_config.max_output_tokens' (TYPE_INT32), {value!r}"
+        )
     return value
 
 
@@ -217,8 +327,12 @@ def _config(payload: dict) -> dict:
     config = _object(config, "generationConfig")
     _unknown(config, _CONFIG_FIELDS, " at 'generation_config'")
     temperature = config.get("temperature")
-    if temperature is not None and (not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
-        raise _bad("* GenerateContentRequest.generation_config.temperature: must be in the range [0.0, 2.0]")
+    if temperature is not None and (
+        not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2
+    ):
+        raise _bad(
+            "* GenerateContentRequest.generation_config.temperature: must be in the range [0.0, 2.0]"
+        )
     return config
 
 
@@ -228,7 +342,11 @@ def _config(payload: dict) -> dict:
 def _usage(prompt: int, reply: int, final: bool = True) -> dict:
     if not final:
         return {"promptTokenCount": prompt, "totalTokenCount": prompt}
-    return {"promptTokenCount": prompt, "candidatesTokenCount": reply, "totalTokenCount": prompt + reply}
+    return {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": reply,
+        "totalTokenCount": prompt + reply,
+    }
 
 
 def _generate(payload: Any, params: Params, stream: bool) -> Prepared:
@@ -249,18 +367,37 @@ def _generate(payload: Any, params: Params, stream: bool) -> Prepared:
         return out
 
     def body(rid: str, created: int) -> dict:
-        return {"candidates": [candidate(reply, True)], "usageMetadata": _usage(prompt_tokens, reply_tokens),
-                "modelVersion": model, "responseId": rid}
+        return {
+            "candidates": [candidate(reply, True)],
+            "usageMetadata": _usage(prompt_tokens, reply_tokens),
+            "modelVersion": model,
+            "responseId": rid,
+        }
 
     def chunks(rid: str, created: int) -> list:
         pieces = reply_pieces(reply)
         last = len(pieces) - 1
-        return [{"candidates": [candidate(p, i == last)], "usageMetadata": _usage(prompt_tokens, reply_tokens, i == last),
-                 "modelVersion": model, "responseId": rid} for i, p in enumerate(pieces)]
+        return [
+            {
+                "candidates": [candidate(p, i == last)],
+                "usageMetadata": _usage(prompt_tokens, reply_tokens, i == last),
+                "modelVersion": model,
+                "responseId": rid,
+            }
+            for i, p in enumerate(pieces)
+        ]
 
     framing = SSE if params.query.get("alt") == "sse" else JSON_ARRAY
-    return Prepared(model=model, cost=prompt_tokens + reply_tokens, body=body, stream=stream, chunks=chunks,
-                    prompt_tokens=prompt_tokens, completion_tokens=reply_tokens, framing=framing)
+    return Prepared(
+        model=model,
+        cost=prompt_tokens + reply_tokens,
+        body=body,
+        stream=stream,
+        chunks=chunks,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=reply_tokens,
+        framing=framing,
+    )
 
 
 def _generate_content(payload: Any, scenario: Any, params: Params) -> Prepared:
@@ -276,12 +413,21 @@ def _count_tokens(payload: Any, scenario: Any, params: Params) -> Prepared:
     _unknown(payload, frozenset({"contents", "generateContentRequest", "generate_content_request"}))
     inner = payload.get("generateContentRequest", payload.get("generate_content_request"))
     if inner is not None:
-        _unknown(_object(inner, "generateContentRequest"), _REQUEST_FIELDS, " at 'generate_content_request'")
+        _unknown(
+            _object(inner, "generateContentRequest"),
+            _REQUEST_FIELDS,
+            " at 'generate_content_request'",
+        )
         tokens = _prompt(inner)[1]
     else:
         tokens = _prompt(payload)[1]
-    return fixed_answer(params["model"], {"totalTokens": tokens,
-                                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]})
+    return fixed_answer(
+        params["model"],
+        {
+            "totalTokens": tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
+        },
+    )
 
 
 # -- embeddings ---------------------------------------------------------------------
@@ -293,8 +439,10 @@ def _embed_one(request: Any, where: str, default_dimensions: int) -> tuple[str, 
     _unknown(request, _EMBED_FIELDS, f" at '{where}'")
     task = request.get("taskType", request.get("task_type"))
     if task is not None and task not in TASK_TYPES:
-        raise _bad(f"Invalid value at '{where}.task_type' (type.googleapis.com/google.ai.generativelanguage.v1beta."
-                   f"TaskType), \"{task}\"")
+        raise _bad(
+            f"Invalid value at '{where}.task_type' (type.googleapis.com/google.ai.generativelanguage.v1beta."
+            f'TaskType), "{task}"'
+        )
     text = _content(request.get("content"), f"{where}.content", ("user",))[1]
     if not text:
         raise _bad(f"* {where}.content: must have a text part")
@@ -309,8 +457,12 @@ def _embed_one(request: Any, where: str, default_dimensions: int) -> tuple[str, 
 def _embed_content(payload: Any, scenario: Any, params: Params) -> Prepared:
     text, dims = _embed_one(payload, "EmbedContentRequest", scenario.embedding_dimensions)
     tokens = estimate_tokens(text)
-    return Prepared(model=params["model"], cost=tokens, embedding_inputs=1,
-                    body=lambda rid, created: {"embedding": {"values": embedding_for(text, dims)}})
+    return Prepared(
+        model=params["model"],
+        cost=tokens,
+        embedding_inputs=1,
+        body=lambda rid, created: {"embedding": {"values": embedding_for(text, dims)}},
+    )
 
 
 def _batch_embed_contents(payload: Any, scenario: Any, params: Params) -> Prepared:
@@ -320,18 +472,32 @@ def _batch_embed_contents(payload: Any, scenario: Any, params: Params) -> Prepar
     if not isinstance(requests, list) or not requests:
         raise _bad("* BatchEmbedContentsRequest.requests: requests is not specified")
     if len(requests) > MAX_BATCH_REQUESTS:
-        raise _bad(f"* BatchEmbedContentsRequest.requests: at most {MAX_BATCH_REQUESTS} requests can be in one batch")
+        raise _bad(
+            f"* BatchEmbedContentsRequest.requests: at most {MAX_BATCH_REQUESTS} requests can be in one batch"
+        )
     model = params["model"]
     items = []
     for i, request in enumerate(requests):
-        items.append(_embed_one(request, f"BatchEmbedContentsRequest.requests[{i}]", scenario.embedding_dimensions))
+        items.append(
+            _embed_one(
+                request, f"BatchEmbedContentsRequest.requests[{i}]", scenario.embedding_dimensions
+            )
+        )
         named = request.get("model")
         if named not in (f"models/{model}", model):
-            raise _bad(f"* BatchEmbedContentsRequest.requests[{i}].model: the model of each request "
-                       f"({named!r}) must match models/{model} of the batch")
+            raise _bad(
+                f"* BatchEmbedContentsRequest.requests[{i}].model: the model of each request "
+                f"({named!r}) must match models/{model} of the batch"
+            )
     tokens = sum(estimate_tokens(text) for text, _ in items)
-    return Prepared(model=model, cost=tokens, embedding_inputs=len(items),
-                    body=lambda rid, created: {"embeddings": [{"values": embedding_for(t, d)} for t, d in items]})
+    return Prepared(
+        model=model,
+        cost=tokens,
+        embedding_inputs=len(items),
+        body=lambda rid, created: {
+            "embeddings": [{"values": embedding_for(t, d)} for t, d in items]
+        },
+    )
 
 
 # -- models -------------------------------------------------------------------------
@@ -339,9 +505,14 @@ def _batch_embed_contents(payload: Any, scenario: Any, params: Params) -> Prepar
 
 def model_object(model: str) -> dict:
     embeds = "embedding" in model
-    methods = ["embedContent", "batchEmbedContents"] if embeds else ["generateContent", "countTokens"]
+    methods = (
+        ["embedContent", "batchEmbedContents"] if embeds else ["generateContent", "countTokens"]
+    )
     return {
-        "name": f"models/{model}", "baseModelId": model, "version": "001", "displayName": model,
+        "name": f"models/{model}",
+        "baseModelId": model,
+        "version": "001",
+        "displayName": model,
         "description": f"{model} (simulated)",
         "inputTokenLimit": EMBEDDING_INPUT_LIMIT if embeds else INPUT_TOKEN_LIMIT,
         "outputTokenLimit": 1 if embeds else OUTPUT_TOKEN_LIMIT,
@@ -363,7 +534,7 @@ def _page(query: Any) -> tuple[int, int]:
 def _models(payload: Any, scenario: Any, params: Params) -> Prepared:
     start, size = _page(params.query)
     models = list(scenario.models)
-    page = {"models": [model_object(m) for m in models[start:start + size]]}
+    page = {"models": [model_object(m) for m in models[start : start + size]]}
     if start + size < len(models):
         page["nextPageToken"] = str(start + size)
     return fixed_answer(None, page)

@@ -22,7 +22,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..wireformat import Params, Prepared, Route, WireError, WireFormat, fixed_answer, simple_error_body
+from ..wireformat import (
+    Params,
+    Prepared,
+    Route,
+    WireError,
+    WireFormat,
+    fixed_answer,
+    simple_error_body,
+)
 
 __all__ = ["FORMAT", "PREFIX", "outputs_for"]
 
@@ -66,8 +74,12 @@ def _infer(payload: Any, scenario: Any, params: Params) -> Prepared:
     if "input" not in body:
         raise WireError(400, "Missing 'input' in request body")
     value = body["input"]
-    answer = {"model_id": model, "outputs": outputs_for(value), "status": "success",
-              "metrics": {"inference_time": 0.001, "batch_size": 1}}
+    answer = {
+        "model_id": model,
+        "outputs": outputs_for(value),
+        "status": "success",
+        "metrics": {"inference_time": 0.001, "batch_size": 1},
+    }
     return fixed_answer(model, answer, cost=_cost(value), embedding_inputs=1)
 
 
@@ -76,38 +88,68 @@ def _batch_infer(payload: Any, scenario: Any, params: Params) -> Prepared:
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise WireError(400, "'inputs' must be a non-empty array")
-    answer = {"model_id": model, "results": [outputs_for(x) for x in inputs], "status": "success",
-              "metrics": {"inference_time": 0.001 * len(inputs), "batch_size": len(inputs)}}
-    return fixed_answer(model, answer, cost=sum(_cost(x) for x in inputs), embedding_inputs=len(inputs))
+    answer = {
+        "model_id": model,
+        "results": [outputs_for(x) for x in inputs],
+        "status": "success",
+        "metrics": {"inference_time": 0.001 * len(inputs), "batch_size": len(inputs)},
+    }
+    return fixed_answer(
+        model, answer, cost=sum(_cost(x) for x in inputs), embedding_inputs=len(inputs)
+    )
 
 
 def _models(payload: Any, scenario: Any, params: Params) -> Prepared:
-    return fixed_answer(None, {"models": [{"model_id": m, "status": "loaded"} for m in scenario.models]})
+    return fixed_answer(
+        None, {"models": [{"model_id": m, "status": "loaded"} for m in scenario.models]}
+    )
 
 
 def _model(payload: Any, scenario: Any, params: Params) -> Prepared:
     model = params["model"]
-    return fixed_answer(model, {"model_id": model, "status": "loaded", "batch_support": True,
-                                "precision_modes": list(PRECISION_MODES)})
+    return fixed_answer(
+        model,
+        {
+            "model_id": model,
+            "status": "loaded",
+            "batch_support": True,
+            "precision_modes": list(PRECISION_MODES),
+        },
+    )
 
 
 def _statistics(payload: Any, scenario: Any, params: Params) -> Prepared:
     model = params["model"]
-    return fixed_answer(model, {"model_id": model, "statistics": {"average_latency_ms": 1.0, "throughput": 1000.0,
-                                                                  "precision": "fp32"}})
+    return fixed_answer(
+        model,
+        {
+            "model_id": model,
+            "statistics": {"average_latency_ms": 1.0, "throughput": 1000.0, "precision": "fp32"},
+        },
+    )
 
 
 def _status(payload: Any, scenario: Any, params: Params) -> Prepared:
-    return fixed_answer(None, {"status": "ok", "server": "LLVM model server (simulated)",
-                               "models_loaded": len(scenario.models)})
+    return fixed_answer(
+        None,
+        {
+            "status": "ok",
+            "server": "LLVM model server (simulated)",
+            "models_loaded": len(scenario.models),
+        },
+    )
 
 
 def _optimize(payload: Any, scenario: Any, params: Params) -> Prepared:
     model, body = params["model"], _body(payload)
     kind = body.get("optimization_type")
     if kind not in OPTIMIZATION_TYPES:
-        raise WireError(400, f"Invalid optimization type. Must be one of: {list(OPTIMIZATION_TYPES)}")
-    return fixed_answer(model, {"model_id": model, "optimization_type": kind, "status": "success"}, cost=1)
+        raise WireError(
+            400, f"Invalid optimization type. Must be one of: {list(OPTIMIZATION_TYPES)}"
+        )
+    return fixed_answer(
+        model, {"model_id": model, "optimization_type": kind, "status": "success"}, cost=1
+    )
 
 
 def _auth(key: Any) -> WireError:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from typing import Any, Optional
+from typing import Any
 
 from ..openai_wire import (
     CHARS_PER_TOKEN,
@@ -48,7 +48,16 @@ from ..openai_wire import (
     estimate_tokens,
     reply_pieces,
 )
-from ..wireformat import NDJSON, Params, Prepared, Route, WireError, WireFormat, fixed_answer, simple_error_body
+from ..wireformat import (
+    NDJSON,
+    Params,
+    Prepared,
+    Route,
+    WireError,
+    WireFormat,
+    fixed_answer,
+    simple_error_body,
+)
 
 __all__ = ["FORMAT", "tagged"]
 
@@ -61,12 +70,14 @@ MODIFIED_AT = "2024-11-01T00:00:00Z"
 MALFORMED_BODY = b'{"model": "llama3.2", "message": {"role": "assistant", "content": "cut sh'
 
 
-def auth_error(key: Optional[str]) -> WireError:
+def auth_error(key: str | None) -> WireError:
     return WireError(401, "unauthorized")
 
 
 def rate_limit_error(exceeded: str, retry_after: str) -> WireError:
-    return WireError(429, f"too many requests: simulated {exceeded} limit reached, retry after {retry_after}s")
+    return WireError(
+        429, f"too many requests: simulated {exceeded} limit reached, retry after {retry_after}s"
+    )
 
 
 def model_not_found(model: str) -> WireError:
@@ -93,7 +104,7 @@ def _streams(payload: dict) -> bool:
     return value
 
 
-def _options(payload: dict) -> tuple[Optional[int], list]:
+def _options(payload: dict) -> tuple[int | None, list]:
     """``(num_predict, stop sequences)`` of ``options``."""
     options = payload.get("options") or {}
     if not isinstance(options, dict):
@@ -116,7 +127,7 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
-def _reply(prompt: str, limit: Optional[int], stop: list) -> tuple[str, str]:
+def _reply(prompt: str, limit: int | None, stop: list) -> tuple[str, str]:
     text = REPLY_PREFIX + prompt[:REPLY_QUOTE_CHARS]
     cuts = [text.find(s) for s in stop if s in text]
     if cuts:
@@ -127,21 +138,30 @@ def _reply(prompt: str, limit: Optional[int], stop: list) -> tuple[str, str]:
 
 
 def _created_at(created: int) -> str:
-    return datetime.datetime.fromtimestamp(created, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    return datetime.datetime.fromtimestamp(created, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.000000Z"
+    )
 
 
 def _counts(prompt_tokens: int, reply_tokens: int) -> dict:
     prompt_ns = prompt_tokens * NS_PER_PROMPT_TOKEN
     reply_ns = reply_tokens * NS_PER_REPLY_TOKEN
-    return {"total_duration": LOAD_NS + prompt_ns + reply_ns, "load_duration": LOAD_NS,
-            "prompt_eval_count": prompt_tokens, "prompt_eval_duration": prompt_ns,
-            "eval_count": reply_tokens, "eval_duration": reply_ns}
+    return {
+        "total_duration": LOAD_NS + prompt_ns + reply_ns,
+        "load_duration": LOAD_NS,
+        "prompt_eval_count": prompt_tokens,
+        "prompt_eval_duration": prompt_ns,
+        "eval_count": reply_tokens,
+        "eval_duration": reply_ns,
+    }
 
 
 # -- chat and generate --------------------------------------------------------------
 
 
-def _answer(model: str, stream: bool, prompt_tokens: int, reply: str, reason: str, field: str) -> Prepared:
+def _answer(
+    model: str, stream: bool, prompt_tokens: int, reply: str, reason: str, field: str
+) -> Prepared:
     """The answer of chat (``field="message"``) or generate (``"response"``)."""
     reply_tokens = estimate_tokens(reply)
 
@@ -149,8 +169,14 @@ def _answer(model: str, stream: bool, prompt_tokens: int, reply: str, reason: st
         return {"role": "assistant", "content": text} if field == "message" else text
 
     def final(created: int, text: str) -> dict:
-        return {"model": model, "created_at": _created_at(created), field: piece(text), "done": True,
-                "done_reason": reason, **(_counts(prompt_tokens, reply_tokens) if reason != "load" else {})}
+        return {
+            "model": model,
+            "created_at": _created_at(created),
+            field: piece(text),
+            "done": True,
+            "done_reason": reason,
+            **(_counts(prompt_tokens, reply_tokens) if reason != "load" else {}),
+        }
 
     def body(rid: str, created: int) -> dict:
         return final(created, reply)
@@ -159,11 +185,20 @@ def _answer(model: str, stream: bool, prompt_tokens: int, reply: str, reason: st
         if reason == "load":
             return [final(created, "")]
         stamp = _created_at(created)
-        return [{"model": model, "created_at": stamp, field: piece(p), "done": False} for p in reply_pieces(reply)] + [
-            final(created, "")]
+        return [
+            {"model": model, "created_at": stamp, field: piece(p), "done": False}
+            for p in reply_pieces(reply)
+        ] + [final(created, "")]
 
-    return Prepared(model=model, cost=prompt_tokens + reply_tokens, body=body, stream=stream, chunks=chunks,
-                    prompt_tokens=prompt_tokens, completion_tokens=reply_tokens)
+    return Prepared(
+        model=model,
+        cost=prompt_tokens + reply_tokens,
+        body=body,
+        stream=stream,
+        chunks=chunks,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=reply_tokens,
+    )
 
 
 def _chat(payload: Any, scenario: Any, params: Params) -> Prepared:
@@ -174,7 +209,9 @@ def _chat(payload: Any, scenario: Any, params: Params) -> Prepared:
     texts, last_user = [], None
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise WireError(400, f"messages[{i}]: a message needs a role: system, user, assistant or tool")
+            raise WireError(
+                400, f"messages[{i}]: a message needs a role: system, user, assistant or tool"
+            )
         text = _text(message.get("content"), f"messages[{i}].content")
         texts.append(text)
         if message["role"] == "user":
@@ -196,7 +233,9 @@ def _generate(payload: Any, scenario: Any, params: Params) -> Prepared:
     if not prompt:
         return _answer(model, stream, 0, "", "load", "response")
     reply, reason = _reply(prompt, limit, stop)
-    return _answer(model, stream, estimate_tokens(system) + estimate_tokens(prompt), reply, reason, "response")
+    return _answer(
+        model, stream, estimate_tokens(system) + estimate_tokens(prompt), reply, reason, "response"
+    )
 
 
 # -- embeddings ---------------------------------------------------------------------
@@ -205,9 +244,13 @@ def _generate(payload: Any, scenario: Any, params: Params) -> Prepared:
 def _inputs(value: Any) -> list:
     inputs = [value] if isinstance(value, str) else value
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
-        raise WireError(400, "invalid input type: input must be a string or a non-empty list of strings")
+        raise WireError(
+            400, "invalid input type: input must be a string or a non-empty list of strings"
+        )
     if len(inputs) > MAX_EMBEDDING_INPUTS:
-        raise WireError(400, f"too many inputs: {len(inputs)}, at most {MAX_EMBEDDING_INPUTS} per request")
+        raise WireError(
+            400, f"too many inputs: {len(inputs)}, at most {MAX_EMBEDDING_INPUTS} per request"
+        )
     return inputs
 
 
@@ -215,7 +258,11 @@ def _dimensions(payload: dict, default: int) -> int:
     value = payload.get("dimensions")
     if value is None:
         return default
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_EMBEDDING_DIMENSIONS:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_EMBEDDING_DIMENSIONS
+    ):
         raise WireError(400, f"dimensions must be an integer in 1..{MAX_EMBEDDING_DIMENSIONS}")
     return value
 
@@ -227,11 +274,17 @@ def _embed(payload: Any, scenario: Any, params: Params) -> Prepared:
     tokens = sum(estimate_tokens(text) for text in inputs)
 
     def body(rid: str, created: int) -> dict:
-        return {"model": model, "embeddings": [embedding_for(text, dimensions) for text in inputs],
-                "total_duration": LOAD_NS + tokens * NS_PER_PROMPT_TOKEN, "load_duration": LOAD_NS,
-                "prompt_eval_count": tokens}
+        return {
+            "model": model,
+            "embeddings": [embedding_for(text, dimensions) for text in inputs],
+            "total_duration": LOAD_NS + tokens * NS_PER_PROMPT_TOKEN,
+            "load_duration": LOAD_NS,
+            "prompt_eval_count": tokens,
+        }
 
-    return Prepared(model=model, cost=tokens, body=body, prompt_tokens=tokens, embedding_inputs=len(inputs))
+    return Prepared(
+        model=model, cost=tokens, body=body, prompt_tokens=tokens, embedding_inputs=len(inputs)
+    )
 
 
 # -- models -------------------------------------------------------------------------
@@ -244,10 +297,21 @@ def tagged(name: str) -> str:
 
 def _model_entry(name: str) -> dict:
     digest = hashlib.sha256(name.encode()).hexdigest()
-    return {"name": name, "model": name, "modified_at": MODIFIED_AT, "size": 1_000_000 + int(digest[:6], 16),
-            "digest": digest,
-            "details": {"parent_model": "", "format": "gguf", "family": "simulated", "families": ["simulated"],
-                        "parameter_size": "1B", "quantization_level": "Q4_K_M"}}
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": MODIFIED_AT,
+        "size": 1_000_000 + int(digest[:6], 16),
+        "digest": digest,
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "simulated",
+            "families": ["simulated"],
+            "parameter_size": "1B",
+            "quantization_level": "Q4_K_M",
+        },
+    }
 
 
 def _tags(payload: Any, scenario: Any, params: Params) -> Prepared:

@@ -12,26 +12,35 @@ Bearer first); chat, completions and embeddings read Bearer only.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from .. import openai_wire as wire
 from ..ratelimit import format_duration
-from ..wireformat import (SSE_WITH_DONE, Params, Prepared, RateState, Route, WireError, WireFormat,
-                          bearer_key)
+from ..wireformat import (
+    SSE_WITH_DONE,
+    Params,
+    Prepared,
+    RateState,
+    Route,
+    WireError,
+    WireFormat,
+    bearer_key,
+)
 
 __all__ = ["FORMAT", "error_body", "openai_key", "openai_rate_headers", "routes"]
 
-MALFORMED_BODY = (b'{"id": "chatcmpl-malformed", "object": "chat.completion", '
-                  b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "cut sh')
+MALFORMED_BODY = (
+    b'{"id": "chatcmpl-malformed", "object": "chat.completion", '
+    b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "cut sh'
+)
 
 
 def error_body(exc: WireError) -> dict:
     """OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
-    return wire.error_body(exc.status, exc.message, param=exc.param, code=exc.code,
-                           type=exc.type)
+    return wire.error_body(exc.status, exc.message, param=exc.param, code=exc.code, type=exc.type)
 
 
-def openai_key(request: Any) -> Optional[str]:
+def openai_key(request: Any) -> str | None:
     """The Bearer key; on a GET (the models listing, shared with Anthropic) else ``x-api-key``."""
     headers = request.headers
     key = bearer_key(headers.get("Authorization"))
@@ -40,16 +49,22 @@ def openai_key(request: Any) -> Optional[str]:
     return key
 
 
-def auth_error(key: Optional[str]) -> WireError:
+def auth_error(key: str | None) -> WireError:
     if key is None:
-        return WireError(401, "You didn't provide an API key. Provide it in the "
-                              "Authorization header (Bearer auth).")
+        return WireError(
+            401,
+            "You didn't provide an API key. Provide it in the Authorization header (Bearer auth).",
+        )
     return WireError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
 def rate_limit_error(exceeded: str, retry_after: str) -> WireError:
-    return WireError(429, f"Rate limit reached for {exceeded} (simulated). Please try "
-                          f"again in {retry_after}s.", type=exceeded, code="rate_limit_exceeded")
+    return WireError(
+        429,
+        f"Rate limit reached for {exceeded} (simulated). Please try again in {retry_after}s.",
+        type=exceeded,
+        code="rate_limit_exceeded",
+    )
 
 
 def openai_rate_headers(state: RateState) -> dict:

@@ -31,7 +31,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..wireformat import Params, Prepared, Route, WireError, WireFormat, fixed_answer, simple_error_body
+from ..wireformat import (
+    Params,
+    Prepared,
+    Route,
+    WireError,
+    WireFormat,
+    fixed_answer,
+    simple_error_body,
+)
 from .openai import routes as openai_routes
 
 __all__ = ["FORMAT", "MODEL_VERSION", "transform"]
@@ -39,8 +47,23 @@ __all__ = ["FORMAT", "MODEL_VERSION", "transform"]
 MODEL_VERSION = "1"
 SERVER_NAME = "OpenVINO Model Server"
 SERVER_VERSION = "2025.1.simulated"
-KSERVE_DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
-                              "INT64", "FP16", "FP32", "FP64", "BYTES"})
+KSERVE_DATATYPES = frozenset(
+    {
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BYTES",
+    }
+)
 MALFORMED_BODY = b'{"model_name": "resnet", "outputs": [{"name": "output", "shape": [1, 2], "da'
 NOT_FOUND = "Model with requested name is not found"
 VERSION_NOT_FOUND = "Model with requested version is not found"
@@ -76,7 +99,9 @@ def _tensor_error(position: int, message: str) -> WireError:
 
 
 def _check_tensor(position: int, item: Any) -> dict:
-    if not isinstance(item, dict) or not all(k in item for k in ("name", "shape", "datatype", "data")):
+    if not isinstance(item, dict) or not all(
+        k in item for k in ("name", "shape", "datatype", "data")
+    ):
         raise _tensor_error(position, "a tensor needs name, shape, datatype and data")
     shape, data = item["shape"], item["data"]
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
@@ -84,21 +109,35 @@ def _check_tensor(position: int, item: Any) -> dict:
     if item["datatype"] not in KSERVE_DATATYPES:
         raise _tensor_error(position, "Invalid input precision")
     if not isinstance(data, list) or any(isinstance(x, (list, dict)) for x in data):
-        raise _tensor_error(position, "Invalid input format: data must be a flat list in row-major order")
+        raise _tensor_error(
+            position, "Invalid input format: data must be a flat list in row-major order"
+        )
     if math.prod(shape) != len(data):
-        raise _tensor_error(position, f"Invalid content size: expected {math.prod(shape)} values, got {len(data)}")
+        raise _tensor_error(
+            position, f"Invalid content size: expected {math.prod(shape)} values, got {len(data)}"
+        )
     return item
 
 
 def _infer(payload: Any, scenario: Any, params: Params) -> Prepared:
     model, version = params["model"], _check_version(params)
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
-        raise WireError(400, "Invalid number of inputs: 'inputs' must be a non-empty list of tensors")
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("inputs"), list)
+        or not payload["inputs"]
+    ):
+        raise WireError(
+            400, "Invalid number of inputs: 'inputs' must be a non-empty list of tensors"
+        )
     tensors = [_check_tensor(i, item) for i, item in enumerate(payload["inputs"])]
     outputs = [dict(t, name=t["name"] + "_output", data=transform(t["data"])) for t in tensors]
     wanted = payload.get("outputs")
     if wanted is not None:
-        names = [o.get("name") for o in wanted] if isinstance(wanted, list) and all(isinstance(o, dict) for o in wanted) else None
+        names = (
+            [o.get("name") for o in wanted]
+            if isinstance(wanted, list) and all(isinstance(o, dict) for o in wanted)
+            else None
+        )
         known = {o["name"] for o in outputs}
         if names is None or not set(names) <= known:
             raise WireError(400, f"Invalid output name: this model's outputs are {sorted(known)}")
@@ -106,7 +145,12 @@ def _infer(payload: Any, scenario: Any, params: Params) -> Prepared:
     values = sum(len(t["data"]) for t in tensors)
 
     def body(rid: str, created: int) -> dict:
-        answer = {"model_name": model, "model_version": version, "id": payload.get("id", rid), "outputs": outputs}
+        answer = {
+            "model_name": model,
+            "model_version": version,
+            "id": payload.get("id", rid),
+            "outputs": outputs,
+        }
         if isinstance(payload.get("parameters"), dict):
             answer["parameters"] = payload["parameters"]
         return answer
@@ -118,8 +162,16 @@ def _metadata(payload: Any, scenario: Any, params: Params) -> Prepared:
     model = params["model"]
     _check_version(params)
     tensor = {"name": "input", "datatype": "FP32", "shape": [-1, -1]}
-    return fixed_answer(model, {"name": model, "versions": [MODEL_VERSION], "platform": "OpenVINO",
-                                "inputs": [tensor], "outputs": [dict(tensor, name="input_output")]})
+    return fixed_answer(
+        model,
+        {
+            "name": model,
+            "versions": [MODEL_VERSION],
+            "platform": "OpenVINO",
+            "inputs": [tensor],
+            "outputs": [dict(tensor, name="input_output")],
+        },
+    )
 
 
 def _ready(payload: Any, scenario: Any, params: Params) -> Prepared:
@@ -142,7 +194,9 @@ def _predict(payload: Any, scenario: Any, params: Params) -> Prepared:
     model = params["model"]
     _check_version(params)
     if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
-        raise WireError(400, "Missing 'instances' or 'inputs' key: a request has exactly one of them")
+        raise WireError(
+            400, "Missing 'instances' or 'inputs' key: a request has exactly one of them"
+        )
     if "instances" in payload:
         instances = payload["instances"]
         if not isinstance(instances, list) or not instances:
@@ -152,7 +206,11 @@ def _predict(payload: Any, scenario: Any, params: Params) -> Prepared:
 
 
 def _config(payload: Any, scenario: Any, params: Params) -> Prepared:
-    status = {"version": MODEL_VERSION, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    status = {
+        "version": MODEL_VERSION,
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
     return fixed_answer(None, {m: {"model_version_status": [status]} for m in scenario.models})
 
 
@@ -162,8 +220,11 @@ def _config(payload: Any, scenario: Any, params: Params) -> Prepared:
 def _kserve_routes() -> tuple:
     out = []
     for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        out += [Route("GET", base, _metadata), Route("GET", base + "/ready", _ready),
-                Route("POST", base + "/infer", _infer)]
+        out += [
+            Route("GET", base, _metadata),
+            Route("GET", base + "/ready", _ready),
+            Route("POST", base + "/infer", _infer),
+        ]
     return tuple(out)
 
 
@@ -176,7 +237,9 @@ def _rate_limited(exceeded: str, retry_after: str) -> WireError:
 
 
 def _auth(key: Any) -> WireError:
-    return WireError(401, "Unauthorized: missing API key" if key is None else "Unauthorized: invalid API key")
+    return WireError(
+        401, "Unauthorized: missing API key" if key is None else "Unauthorized: invalid API key"
+    )
 
 
 FORMAT = WireFormat(

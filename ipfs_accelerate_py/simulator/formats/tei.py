@@ -25,12 +25,19 @@ are ``{"error", "error_type"}``; a 429 says ``"Model is overloaded"``.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from ..openai_wire import embedding_for, estimate_tokens
 from ..wireformat import SSE, Params, Prepared, Route, WireError, WireFormat, simple_error_body
 
-__all__ = ["FORMAT", "MAX_CLIENT_BATCH_SIZE", "hf_auth_error", "hf_overloaded", "rerank_score", "tei_info"]
+__all__ = [
+    "FORMAT",
+    "MAX_CLIENT_BATCH_SIZE",
+    "hf_auth_error",
+    "hf_overloaded",
+    "rerank_score",
+    "tei_info",
+]
 
 MAX_CLIENT_BATCH_SIZE = 32
 MAX_INPUT_LENGTH = 512
@@ -39,7 +46,7 @@ TEI_VERSION = "1.6.0-simulated"
 MALFORMED_BODY = b"[[0.0123, -0.0456, 0.07"
 
 
-def hf_auth_error(key: Optional[str]) -> WireError:
+def hf_auth_error(key: str | None) -> WireError:
     """401 as Hugging Face Inference Endpoints answer it."""
     if key is None:
         return WireError(401, "Authorization header is missing or has no bearer token")
@@ -78,7 +85,12 @@ def _served_model(scenario: Any) -> str:
 
 def rerank_score(query: str, text: str, dimensions: int, raw: bool = False) -> float:
     """The simulated relevance of ``text`` to ``query`` (see the module docstring)."""
-    cosine = sum(a * b for a, b in zip(embedding_for(query, dimensions), embedding_for(text, dimensions)))
+    cosine = sum(
+        a * b
+        for a, b in zip(
+            embedding_for(query, dimensions), embedding_for(text, dimensions), strict=False
+        )
+    )
     return cosine if raw else (1.0 + cosine) / 2.0
 
 
@@ -87,7 +99,9 @@ def rerank_score(query: str, text: str, dimensions: int, raw: bool = False) -> f
 
 def _body(payload: Any) -> dict:
     if not isinstance(payload, dict):
-        raise WireError(422, "Failed to deserialize the JSON body into the target type", type="tokenizer")
+        raise WireError(
+            422, "Failed to deserialize the JSON body into the target type", type="tokenizer"
+        )
     return payload
 
 
@@ -95,22 +109,36 @@ def _check_count(count: int, what: str) -> None:
     if count == 0:
         raise WireError(400, f"`{what}` cannot be empty", type="empty")
     if count > MAX_CLIENT_BATCH_SIZE:
-        raise WireError(413, f"batch size {count} > maximum allowed batch size {MAX_CLIENT_BATCH_SIZE}", type="validation")
+        raise WireError(
+            413,
+            f"batch size {count} > maximum allowed batch size {MAX_CLIENT_BATCH_SIZE}",
+            type="validation",
+        )
 
 
 def _as_text(item: Any) -> str:
     if isinstance(item, str):
         return item
-    if isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
+    if (
+        isinstance(item, list)
+        and item
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+    ):
         return json.dumps(item)  # token ids: embedded by their text, deterministically
-    raise WireError(422, "`inputs` must be a string, a list of strings or token ids", type="tokenizer")
+    raise WireError(
+        422, "`inputs` must be a string, a list of strings or token ids", type="tokenizer"
+    )
 
 
 def _inputs(value: Any) -> list:
-    if isinstance(value, str) or (isinstance(value, list) and value and all(type(t) is int for t in value)):
+    if isinstance(value, str) or (
+        isinstance(value, list) and value and all(type(t) is int for t in value)
+    ):
         return [_as_text(value)]
     if not isinstance(value, list):
-        raise WireError(422, "`inputs` must be a string, a list of strings or token ids", type="tokenizer")
+        raise WireError(
+            422, "`inputs` must be a string, a list of strings or token ids", type="tokenizer"
+        )
     _check_count(len(value), "inputs")
     return [_as_text(item) for item in value]
 
@@ -131,8 +159,14 @@ def _embed(payload: Any, scenario: Any, params: Params) -> Prepared:
 def _rerank(payload: Any, scenario: Any, params: Params) -> Prepared:
     body = _body(payload)
     query, texts = body.get("query"), body.get("texts")
-    if not isinstance(query, str) or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise WireError(422, "`query` must be a string and `texts` a list of strings", type="tokenizer")
+    if (
+        not isinstance(query, str)
+        or not isinstance(texts, list)
+        or not all(isinstance(t, str) for t in texts)
+    ):
+        raise WireError(
+            422, "`query` must be a string and `texts` a list of strings", type="tokenizer"
+        )
     _check_count(len(texts), "texts")
     raw, with_text = body.get("raw_scores") is True, body.get("return_text") is True
     dimensions = scenario.embedding_dimensions

@@ -35,10 +35,19 @@ non-positive ``max_new_tokens``/``temperature``/``top_k``, ``top_p`` out of
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from ..openai_wire import REPLY_PREFIX, REPLY_QUOTE_CHARS, estimate_tokens
-from ..wireformat import SSE, Params, Prepared, Route, WireError, WireFormat, fixed_answer, simple_error_body
+from ..wireformat import (
+    SSE,
+    Params,
+    Prepared,
+    Route,
+    WireError,
+    WireFormat,
+    fixed_answer,
+    simple_error_body,
+)
 from .tei import hf_auth_error, hf_overloaded, tei_info
 
 __all__ = ["FORMAT", "info_document", "reply_tokens"]
@@ -77,7 +86,12 @@ def reply_tokens(prompt: str) -> list[str]:
 
 
 def _token(text: str, special: bool = False) -> dict:
-    return {"id": sum(text.encode()) % VOCABULARY, "text": text, "logprob": -round(1.0 / (1 + len(text)), 4), "special": special}
+    return {
+        "id": sum(text.encode()) % VOCABULARY,
+        "text": text,
+        "logprob": -round(1.0 / (1 + len(text)), 4),
+        "special": special,
+    }
 
 
 # -- validation -----------------------------------------------------------------------
@@ -87,25 +101,36 @@ def _invalid(message: str) -> WireError:
     return WireError(422, f"Input validation error: {message}", type="validation")
 
 
-def _positive(parameters: dict, name: str, kind: type) -> Optional[Any]:
+def _positive(parameters: dict, name: str, kind: type) -> Any | None:
     value = parameters.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float) if kind is float else int)
+        or value <= 0
+    ):
         raise _invalid(f"`{name}` must be strictly positive")
     return value
 
 
 def _parameters(payload: Any) -> tuple[str, dict]:
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
-        raise WireError(422, "Failed to deserialize the JSON body into the target type: missing field `inputs`",
-                        type="validation")
+        raise WireError(
+            422,
+            "Failed to deserialize the JSON body into the target type: missing field `inputs`",
+            type="validation",
+        )
     inputs = payload["inputs"]
     if not inputs:
         raise _invalid("`inputs` cannot be empty")
     parameters = payload.get("parameters") or {}
     if not isinstance(parameters, dict):
-        raise WireError(422, "Failed to deserialize the JSON body into the target type: `parameters`", type="validation")
+        raise WireError(
+            422,
+            "Failed to deserialize the JSON body into the target type: `parameters`",
+            type="validation",
+        )
     for name in ("max_new_tokens", "top_k"):
         _positive(parameters, name, int)
     for name in ("temperature", "repetition_penalty"):
@@ -115,14 +140,20 @@ def _parameters(payload: Any) -> tuple[str, dict]:
         raise _invalid("`top_p` must be > 0.0 and < 1.0")
     stop = parameters.get("stop") or []
     if not isinstance(stop, list) or len(stop) > MAX_STOP_SEQUENCES:
-        raise _invalid(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {len(stop) if isinstance(stop, list) else stop!r}")
+        raise _invalid(
+            f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. Given: {len(stop) if isinstance(stop, list) else stop!r}"
+        )
     input_tokens = estimate_tokens(inputs)
     if input_tokens > MAX_INPUT_TOKENS:
-        raise _invalid(f"`inputs` must have less than {MAX_INPUT_TOKENS} tokens. Given: {input_tokens}")
+        raise _invalid(
+            f"`inputs` must have less than {MAX_INPUT_TOKENS} tokens. Given: {input_tokens}"
+        )
     new_tokens = parameters.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS
     if input_tokens + new_tokens > MAX_TOTAL_TOKENS:
-        raise _invalid(f"`inputs` tokens + `max_new_tokens` must be <= {MAX_TOTAL_TOKENS}. "
-                       f"Given: {input_tokens} `inputs` tokens and {new_tokens} `max_new_tokens`")
+        raise _invalid(
+            f"`inputs` tokens + `max_new_tokens` must be <= {MAX_TOTAL_TOKENS}. "
+            f"Given: {input_tokens} `inputs` tokens and {new_tokens} `max_new_tokens`"
+        )
     return inputs, parameters
 
 
@@ -144,14 +175,19 @@ def _generation(payload: Any) -> dict:
         "text": text,
         "finish_reason": "length" if len(tokens) < len(whole) else "eos_token",
         "input_length": estimate_tokens(inputs),
-        "details": parameters.get("details") is True or parameters.get("decoder_input_details") is True,
+        "details": parameters.get("details") is True
+        or parameters.get("decoder_input_details") is True,
         "prefill": parameters.get("decoder_input_details") is True,
         "seed": parameters.get("seed"),
     }
 
 
 def _details(gen: dict) -> dict:
-    prefill = [dict(_token(t), logprob=None) for t in _TOKENS.findall(gen["inputs"])] if gen["prefill"] else []
+    prefill = (
+        [dict(_token(t), logprob=None) for t in _TOKENS.findall(gen["inputs"])]
+        if gen["prefill"]
+        else []
+    )
     return {
         "finish_reason": gen["finish_reason"],
         "generated_tokens": len(gen["tokens"]),
@@ -190,7 +226,10 @@ def _generate_stream(payload: Any, scenario: Any, params: Params) -> Prepared:
 
     def chunks(rid: str, created: int) -> list:
         tokens = gen["tokens"] or [""]
-        events = [{"index": i + 1, "token": _token(t), "generated_text": None, "details": None} for i, t in enumerate(tokens)]
+        events = [
+            {"index": i + 1, "token": _token(t), "generated_text": None, "details": None}
+            for i, t in enumerate(tokens)
+        ]
         last = events[-1]
         last["generated_text"] = gen["text"]
         if gen["details"]:
@@ -202,7 +241,9 @@ def _generate_stream(payload: Any, scenario: Any, params: Params) -> Prepared:
             }
         return events
 
-    def body(rid: str, created: int) -> list:  # what a stream is when the script asks for a plain answer
+    def body(
+        rid: str, created: int
+    ) -> list:  # what a stream is when the script asks for a plain answer
         return chunks(rid, created)
 
     return _prepared(gen, body, stream=True, chunks=chunks)
