@@ -5,7 +5,7 @@ An input line (the Batch API's "request input object")::
     {"custom_id": "request-1", "method": "POST", "url": "/v1/chat/completions",
      "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}}
 
-becomes a :class:`~.jobs.Job`: ``custom_id`` is its id, ``url`` its type
+becomes a :class:`~.job.Job`: ``custom_id`` is its id, ``url`` its type
 (see :data:`TYPE_BY_URL`), the body's ``model`` and ``messages`` / ``input``
 / ``prompt`` its model and content, every other body field a parameter.
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from ..resilience.priority_queue import priority_level
 from ..resilience.redact import redact
-from .jobs import BadLine, Job, content_problem
+from .job import BadLine, Job, content_problem
 
 __all__ = [
     "BATCH_ID_PREFIX",
