@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from .. import __version__
+from .._version import __version__
 
 __all__ = ["USER_AGENT", "ProxyTable", "verified_ssl_context"]
 
