@@ -83,7 +83,8 @@ class ProxyTable:
         if proxy is None or parts.hostname is None:
             return None
         host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        if urllib.request.proxy_bypass_environment(host, self.proxies):
+        # in CPython's urllib.request since 3.0, absent from typeshed's stubs
+        if urllib.request.proxy_bypass_environment(host, self.proxies):  # type: ignore[attr-defined]
             return None
         return proxy
 
