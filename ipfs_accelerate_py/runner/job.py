@@ -23,8 +23,8 @@ class Job:
     type: str
     model: str | None
     priority: int
-    content: Any  # messages, input or prompt
-    params: dict = field(default_factory=dict)
+    content: Any  # messages, input or prompt: JSON, checked by content_problem
+    params: dict[str, Any] = field(default_factory=dict)  # every other field: JSON values
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from ..resilience.errors import InvalidInputError
 from ..resilience.priority_queue import priority_level
@@ -85,7 +86,7 @@ def parse_job(text: str | bytes, line: int, input_format: str = "auto") -> Job |
     return job
 
 
-def _our_job(data: dict, line: int) -> Job | BadLine:
+def _our_job(data: dict[str, Any], line: int) -> Job | BadLine:
     kind = data.get("type")
     if kind is None:
         kind = next((k for name, k in _TYPE_BY_FIELD if name in data), None)
