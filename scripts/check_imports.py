@@ -297,7 +297,8 @@ def find_cycles(edges: Sequence[Edge], modules: dict[str, Path]) -> list[str]:
     return problems
 
 
-def layer_of(module: str, package: str) -> str | None:
+def layer_of(module: str) -> str | None:
+    """The layer of a dotted module name (its first component after the package's)."""
     parts = module.split(".")[1:]
     top = parts[0] if parts else ""
     if top == SIMULATOR:
@@ -316,12 +317,12 @@ def layer_problems(edges: Sequence[Edge], modules: dict[str, Path], package: str
     problems = [
         f"{shown(path)}: module {name} is in no layer (place it in scripts/check_imports.py)"
         for name, path in modules.items()
-        if layer_of(name, package) is None
+        if layer_of(name) is None
     ]
     lazy_from, lazy_target = LAZY_SIMULATOR_ENTRY
     for edge in edges:
-        source = layer_of(edge.source, package)
-        target = layer_of(edge.target, package)
+        source = layer_of(edge.source)
+        target = layer_of(edge.target)
         if source is None or target is None:
             continue
         where = f"{shown(edge.path)}:{edge.line}"
