@@ -40,6 +40,9 @@ from typing import Any
 
 from .api_backends import BACKENDS as BACKEND_CLASSES
 from .api_backends import canonical_backend_name, describe_backend_names
+from .api_backends.base import BaseApiBackend
+from .api_backends.s3_kit import s3_kit
+from .providers.base import ProviderSpec
 from .resilience.errors import CircuitOpenError, QueueFullError, ServerError
 from .resilience.redact import redact
 from .simulator import Simulator, embedding_for
@@ -84,11 +87,12 @@ PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 class BackendEntry:
     """What the checks need to know of a backend: all of it from its adapter."""
 
-    backend_class: type
+    backend_class: type[BaseApiBackend]
 
     @property
-    def spec(self) -> Any:
-        return self.backend_class.provider.spec
+    def spec(self) -> ProviderSpec:
+        spec: ProviderSpec = self.backend_class.provider.spec
+        return spec
 
     @property
     def chat_model(self) -> str | None:
@@ -145,7 +149,7 @@ class CheckResult:
     details: str
     duration: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str | float]:
         return {"status": self.status, "details": self.details, "duration": round(self.duration, 3)}
 
 
@@ -171,16 +175,20 @@ class SimulatorAdmin:
         with self._opener.open(req, timeout=ADMIN_TIMEOUT) as response:
             return json.loads(response.read())
 
-    def counters(self) -> dict:
-        return self._call("GET", "counters")
+    def counters(self) -> dict[str, Any]:
+        """The simulator's counters (JSON: see ``simulator.counters``)."""
+        counters: dict[str, Any] = self._call("GET", "counters")
+        return counters
 
-    def scenario(self) -> dict:
-        return self._call("GET", "config")["scenario"]
+    def scenario(self) -> dict[str, Any]:
+        """The scenario in force (JSON: see ``simulator.scenario``)."""
+        scenario: dict[str, Any] = self._call("GET", "config")["scenario"]
+        return scenario
 
     def configure(self, **fields: Any) -> None:
         self._call("POST", "config", fields)
 
-    def script(self, responses: list) -> None:
+    def script(self, responses: list[dict[str, Any]]) -> None:
         self._call("POST", "script", responses)
 
     def reset(self) -> None:
@@ -214,7 +222,13 @@ class Target:
     key: str | None = field(repr=False)
     sim: SimulatorAdmin | None
     label: str
-    secrets: tuple = field(default=(), repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def simulator(self) -> SimulatorAdmin:
+        """The simulator's admin, for a check that needs fault injection or a script."""
+        if self.sim is None:
+            raise CheckSkipped("needs the simulator")
+        return self.sim
 
     @contextmanager
     def client(self, **settings: Any) -> Iterator[Any]:
@@ -237,11 +251,15 @@ class Target:
         """The request a check sends, tagged ``tag``: a short chat where the
         backend chats (few tokens on a real API), else the backend's probe."""
         if self.backend.chat_model is None:
-            return client.feature_probe(tag)
+            probe: tuple[str, Any] = client.feature_probe(tag)
+            return probe
         params: dict[str, Any] = (
             {} if self.sim is not None else {"max_tokens": REAL_SERVER_MAX_TOKENS}
         )
-        return client.provider.chat_request(self.backend.chat_model, _messages(tag), params, False)
+        request: tuple[str, Any] = client.provider.chat_request(
+            self.backend.chat_model, _messages(tag), params, False
+        )
+        return request
 
     def echoes(self, client: Any, reply: Any, tag: str) -> bool:
         """Whether ``reply`` answers the request tagged ``tag`` (the
@@ -251,7 +269,7 @@ class Target:
         return tag in client.provider.reply_text(reply)
 
 
-def _messages(tag: str) -> list:
+def _messages(tag: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"feature check {tag}"}]
 
 
@@ -347,7 +365,7 @@ def check_circuit_breaker(target: Target) -> str:
     with target.client(
         failure_threshold=threshold, reset_timeout=reset_timeout, max_retries=0
     ) as client:
-        sim = target.sim
+        sim = target.simulator()
         sim.configure(outage=True)
         for i in range(threshold):
             try:
@@ -468,10 +486,12 @@ def check_batching(target: Target) -> str:
         client.supported_batch_models = [model]
         start = threading.Barrier(n)
 
-        def embed(text: str) -> list:
+        def embed(text: str) -> list[float]:
             start.wait()
             endpoint, data = client.provider.embeddings_request(model, text, {})
-            got = client.provider.embedding_vectors(client.make_request(endpoint, data))
+            got: list[list[float]] = client.provider.embedding_vectors(
+                client.make_request(endpoint, data)
+            )
             expect(len(got) == 1, f"{text!r} got {len(got)} embeddings")
             return got[0]
 
@@ -504,7 +524,7 @@ def check_batching(target: Target) -> str:
 
 def check_retries(target: Target) -> str:
     """A 429 with Retry-After is retried after that wait, not the backoff."""
-    sim = target.sim
+    sim = target.simulator()
     # Backoff far shorter than Retry-After: the elapsed time shows which was used.
     retry_after = 0.3
     with target.client(max_retries=2, initial_retry_delay=0.01, retry_jitter=0.0) as client:
@@ -729,9 +749,7 @@ def embedded_server(api: str, backend: BackendEntry) -> Iterator[tuple[Simulator
             "forward_credentials": True,
         }
         with Simulator(scenario, port=0) as sim:
-            client = backend.backend_class(
-                {}, backend.backend_class.connection_metadata(sim.url, None)
-            )
+            client = s3_kit({}, s3_kit.connection_metadata(sim.url, None))  # api is s3_kit
             try:
                 client.create_bucket()
             finally:

@@ -211,8 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_dir=args.output_dir,
             admin_token=token,
         )
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    parser.error(f"unknown command {args.command!r}")  # exits 2
 
 
 def _run(args: Any, argv: list[str]) -> int:

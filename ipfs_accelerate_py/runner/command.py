@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api_backends import UnknownBackendError, backend_class, canonical_backend_name
 from ..engine.settings import SETTINGS
@@ -39,6 +39,9 @@ from .stops import (
 )
 from .target import SIMULATOR_KEY, describe_target, target_text
 
+if TYPE_CHECKING:  # progress imports rich: loaded only when a display is made
+    from .progress import Display
+
 __all__ = ["UsageError", "client_metadata", "load_config", "run_command"]
 
 CONFIG_FIELDS = ("api", "base_url", "model", "embedding_model", "keys", "settings", "window")
@@ -59,7 +62,7 @@ def client_metadata(
     config_keys: Iterable[Mapping[str, Any]] = (),
     settings: Mapping[str, Any] | None = None,
     named: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """The metadata a run's client is built with.  A real service is used
     only when the command names a target: ``named`` (``--api`` or the
     config's ``api``), a base URL or keys.  Otherwise the embedded simulator
@@ -67,7 +70,7 @@ def client_metadata(
     never turns a try-out into paid calls."""
     keys = list(keys)
     config_keys = [dict(k) for k in config_keys]
-    metadata: dict = {}
+    metadata: dict[str, Any] = {}
     if base_url:
         metadata.update(backend.connection_metadata(base_url, None))
     elif not (named or keys or config_keys):
@@ -88,7 +91,7 @@ def client_metadata(
     return metadata
 
 
-def load_config(path: str) -> dict:
+def load_config(path: str) -> dict[str, Any]:
     """A YAML or JSON file: ``api``, ``base_url``, ``model``, ``keys`` (a list
     of ``{name, key, rpm, tpm, max_concurrent, base_url}``), ``settings``,
     ``window``.  Any problem is a :class:`UsageError` naming the file."""
@@ -433,7 +436,7 @@ def run_command(args: Any, argv: Iterable[str]) -> int:
         client.close()
 
 
-def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, scan: Scan) -> int:
+def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Display, scan: Scan) -> int:
     from .report import build_report, write_reports
 
     existed = os.path.exists(options.out)
@@ -495,6 +498,7 @@ def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, sca
     else:  # 0: every line of the file has its result, all ok
         code = EXIT_OK if run["job"]["ok"] == run["job"]["lines"] else EXIT_FAILURES
     run["exit_code"] = code
+    assert options.report is not None  # run_command always names the report's files
     run["runs"] = _history(options.report + ".json") + [_this_run(run)]
     report = build_report(run)
     try:
@@ -513,7 +517,9 @@ def _run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, sca
     return code
 
 
-def _dry_run(client: Any, options: RunOptions, outcomes: Outcomes, display: Any, scan: Scan) -> int:
+def _dry_run(
+    client: Any, options: RunOptions, outcomes: Outcomes, display: Display, scan: Scan
+) -> int:
     """Check the file (done) and the target (the pre-flight, not recorded); say what a run would send."""
     runner = Runner(client, options, ResultLog(os.devnull), outcomes, display)
     started = time.monotonic()
@@ -571,7 +577,7 @@ def _unused_environment(backend: Any, metadata: Mapping[str, Any]) -> str | None
 # ---------------------------------------------------------------- the report's history
 
 
-def _history(report_json: str) -> list:
+def _history(report_json: str) -> list[dict[str, Any]]:
     """The runs the previous report of this file lists (a resumed job keeps them)."""
     try:
         with open(report_json, encoding="utf-8") as source:
@@ -586,8 +592,9 @@ def _history(report_json: str) -> list:
     return [_this_run(previous)] if "totals" in previous else []
 
 
-def _this_run(run: Mapping[str, Any]) -> dict:
-    totals = run.get("totals") if isinstance(run.get("totals"), dict) else {}
+def _this_run(run: Mapping[str, Any]) -> dict[str, Any]:
+    found = run.get("totals")
+    totals: Mapping[str, Any] = found if isinstance(found, dict) else {}
     return {
         "started_at": run.get("started_at"),
         "finished_at": run.get("finished_at"),
@@ -598,7 +605,7 @@ def _this_run(run: Mapping[str, Any]) -> dict:
     }
 
 
-def _summary(run: dict) -> dict:
+def _summary(run: Mapping[str, Any]) -> dict[str, Any]:
     totals, job = run["totals"], run["job"]
     return {
         "elapsed_s": run["duration_s"],
@@ -622,10 +629,10 @@ def _summary(run: dict) -> dict:
     }
 
 
-def _flag_settings(args: Any) -> dict:
+def _flag_settings(args: Any) -> dict[str, Any]:
     import yaml
 
-    settings: dict = {}
+    settings: dict[str, Any] = {}
     for name, value in (
         ("max_concurrent_requests", args.concurrency),
         ("max_retries", args.max_retries),

@@ -31,11 +31,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..resilience.errors import InvalidInputError
 from ..resilience.priority_queue import priority_level
+from . import openai_batch
+from .job import JOB_TYPES, BadLine, Job, content_problem
 
 __all__ = [
     "BadLine",
@@ -48,7 +49,6 @@ __all__ = [
     "read_jobs",
 ]
 
-JOB_TYPES = ("chat", "completion", "embeddings")
 INPUT_FORMATS = ("auto", "jobs", "openai-batch")
 _TYPE_BY_FIELD = (("messages", "chat"), ("input", "embeddings"), ("prompt", "completion"))
 _OWN_FIELDS = frozenset({"id", "type", "model", "priority", "messages", "input", "prompt"})
@@ -56,32 +56,9 @@ _READ_CHUNK = 1 << 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True)
-class Job:
-    """One request of the file."""
-
-    line: int
-    id: str
-    type: str
-    model: str | None
-    priority: int
-    content: Any  # messages, input or prompt
-    params: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BadLine:
-    """A line that is not a job: its number and why."""
-
-    line: int
-    reason: str
-
-
 def parse_job(text: str | bytes, line: int, input_format: str = "auto") -> Job | BadLine:
     """The job on line ``line`` (1-based), or why it is not one.
     ``input_format``: ``auto``, ``jobs`` or ``openai-batch`` (see above)."""
-    from . import openai_batch  # it builds on this module's Job
-
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input format {input_format!r}: use {', '.join(INPUT_FORMATS)}")
     try:
@@ -109,7 +86,7 @@ def parse_job(text: str | bytes, line: int, input_format: str = "auto") -> Job |
     return job
 
 
-def _our_job(data: dict, line: int) -> Job | BadLine:
+def _our_job(data: dict[str, Any], line: int) -> Job | BadLine:
     kind = data.get("type")
     if kind is None:
         kind = next((k for name, k in _TYPE_BY_FIELD if name in data), None)
@@ -134,29 +111,6 @@ def _our_job(data: dict, line: int) -> Job | BadLine:
         return BadLine(line, f"'model' must be a non-empty string, not {model!r}")
     params = {k: v for k, v in data.items() if k not in _OWN_FIELDS}
     return Job(line, str(job_id), kind, model, priority, content, params)
-
-
-def content_problem(kind: str, content: Any) -> str | None:
-    """What is wrong with a job's messages, input or prompt; None when nothing."""
-    if kind == "chat":
-        if (
-            not isinstance(content, list)
-            or not content
-            or not all(isinstance(m, dict) and "role" in m for m in content)
-        ):
-            return "'messages' must be a non-empty list of {'role': ..., 'content': ...}"
-    elif kind == "embeddings":
-        if isinstance(content, str):
-            return None if content else "'input' is empty"
-        if (
-            not isinstance(content, list)
-            or not content
-            or not all(isinstance(t, str) for t in content)
-        ):
-            return "'input' must be a string or a non-empty list of strings"
-    elif not isinstance(content, (str, list)) or not content:
-        return "'prompt' must be a non-empty string"
-    return None
 
 
 def read_jobs(path: str, input_format: str = "auto") -> Iterator[Job | BadLine]:

@@ -5,7 +5,7 @@ An input line (the Batch API's "request input object")::
     {"custom_id": "request-1", "method": "POST", "url": "/v1/chat/completions",
      "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}}
 
-becomes a :class:`~.jobs.Job`: ``custom_id`` is its id, ``url`` its type
+becomes a :class:`~.job.Job`: ``custom_id`` is its id, ``url`` its type
 (see :data:`TYPE_BY_URL`), the body's ``model`` and ``messages`` / ``input``
 / ``prompt`` its model and content, every other body field a parameter.
 
@@ -31,11 +31,11 @@ import contextlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from ..resilience.priority_queue import priority_level
 from ..resilience.redact import redact
-from .jobs import BadLine, Job, content_problem
+from .job import BadLine, Job, content_problem
 
 __all__ = [
     "BATCH_ID_PREFIX",
@@ -92,6 +92,30 @@ def batch_job(data: Mapping[str, Any], line: int) -> Job | BadLine:
     return Job(line, custom_id, kind, model, NORMAL, content, params)
 
 
+class BatchResponse(TypedDict):
+    """An output line's ``response``: the server's answer."""
+
+    status_code: int
+    request_id: str | None
+    body: Any  # the answer's JSON (an error body for a failure)
+
+
+class BatchError(TypedDict):
+    """An output line's ``error``: a failure with no answer."""
+
+    code: str
+    message: str
+
+
+class BatchOutputLine(TypedDict):
+    """The Batch API's "request output object"."""
+
+    id: str
+    custom_id: str
+    response: BatchResponse | None
+    error: BatchError | None
+
+
 def new_line_id() -> str:
     """An output line's ``id``, shaped as the Batch API's."""
     return BATCH_ID_PREFIX + uuid.uuid4().hex[:24]
@@ -100,13 +124,13 @@ def new_line_id() -> str:
 def output_line(
     record: Mapping[str, Any],
     error: BaseException | None = None,
-    secrets: tuple = (),
+    secrets: tuple[str, ...] = (),
     line_id: Callable[[], str] = new_line_id,
-) -> dict:
+) -> BatchOutputLine:
     """The Batch API output line of a finished job's record (see :mod:`.results`)
     with, for a failure, the exception it ended with (for the server's status,
     request id and body).  Text from the server is redacted of ``secrets``."""
-    out: dict[str, Any] = {
+    out: BatchOutputLine = {
         "id": line_id(),
         "custom_id": record["id"],
         "response": None,
@@ -121,7 +145,7 @@ def output_line(
         return out
     kept = record.get("error") or {}
     message = redact(str(getattr(error, "message", None) or kept.get("message") or ""), secrets)
-    code = (
+    code: str = (
         kept.get("kind")
         or kept.get("type")
         or (type(error).__name__ if error is not None else "error")
@@ -140,7 +164,7 @@ def output_line(
     return out
 
 
-def _error_body(body: Any, message: str, code: str, secrets: tuple) -> Any:
+def _error_body(body: Any, message: str, code: str, secrets: tuple[str, ...]) -> Any:
     """The server's error body as JSON; when it sent none that reads as an
     object, one of OpenAI's shape carrying the message."""
     if isinstance(body, (bytes, bytearray)):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +107,7 @@ def latency_bars(
     counts: dict[float, int] = {}
     for upper, count in histogram:
         bound = max(upper, LATENCY_FLOOR_S)
-        counts[bound] = counts.get(bound, 0) + count
+        counts[bound] = counts.get(bound, 0) + int(count)
     bounds = sorted(counts)
     steps = [b / a for a, b in zip(bounds, bounds[1:], strict=False) if b / a > MIN_BUCKET_RATIO]
     ratio = min(steps, default=LONE_BUCKET_RATIO)
@@ -212,7 +212,7 @@ def _vertical_frame(x_max: float, y_top: float, integer: bool) -> tuple[_Frame, 
     return frame, y_ticks
 
 
-def latency_svg(histogram: list) -> str | None:
+def latency_svg(histogram: Sequence[Sequence[float]]) -> str | None:
     """The ``[upper bound s, count]`` histogram as :func:`latency_bars`; ``None`` without a bar.
 
     Bars on a log-scale x axis, ticks at 1, 2, 5 (or finer) times powers of ten.
@@ -241,7 +241,7 @@ def latency_svg(histogram: list) -> str | None:
     return _svg(PLOT_TITLES["latency"], PLOT_HEIGHT, parts)
 
 
-def throughput_svg(timeline: list) -> str | None:
+def throughput_svg(timeline: Sequence[Sequence[int]]) -> str | None:
     """Completions per second over a sorted ``[second, completions]`` timeline; ``None`` if all 0.
 
     A step outline, each step a :func:`downsample_timeline` bucket's mean
@@ -273,7 +273,7 @@ def throughput_svg(timeline: list) -> str | None:
     return _svg(PLOT_TITLES["throughput"], PLOT_HEIGHT, parts)
 
 
-def errors_svg(errors: dict) -> str | None:
+def errors_svg(errors: Mapping[str, int]) -> str | None:
     """One bar per error class with failures, largest first (ties by name); ``None`` if none."""
     rows = sorted(
         ((name, [count]) for name, count in errors.items() if count),
@@ -284,7 +284,7 @@ def errors_svg(errors: dict) -> str | None:
     )
 
 
-def keys_svg(keys: dict) -> str | None:
+def keys_svg(keys: Mapping[str, Mapping[str, int]]) -> str | None:
     """Requests, failures and rate-limited answers per key, in the given order; ``None`` if all 0."""
     rows = [(name, [k["requests"], k["failures"], k["rate_limited"]]) for name, k in keys.items()]
     rows = [row for row in rows if any(row[1])]
@@ -296,7 +296,9 @@ def keys_svg(keys: dict) -> str | None:
     return _hbar_svg(PLOT_TITLES["keys"], rows, series, "requests")
 
 
-def _hbar_svg(title: str, rows: list, series: list[tuple[str, str]], x_label: str) -> str | None:
+def _hbar_svg(
+    title: str, rows: list[tuple[str, list[int]]], series: list[tuple[str, str]], x_label: str
+) -> str | None:
     """Horizontal bars, one row per label, one bar per series side by side; long lists folded."""
     if not rows:
         return None

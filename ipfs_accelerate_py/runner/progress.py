@@ -35,7 +35,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypedDict
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -79,6 +79,35 @@ MAX_ERROR_CLASSES_SHOWN = 6
 CIRCUIT_STYLES = {"CLOSED": "green", "HALF_OPEN": "yellow", "OPEN": "bold red"}
 
 Clock = Callable[[], float]
+
+
+class KeyLoad(TypedDict):
+    """One key's row of a snapshot."""
+
+    in_flight: int
+    requests: int
+    rate_limited: int
+
+
+class Snapshot(TypedDict):
+    """What the runner hands :meth:`Display.update` (see the module's docstring)."""
+
+    elapsed_s: float
+    total: int | None
+    done: int
+    ok: int
+    failed: int
+    skipped: int
+    malformed: int
+    interrupted: int
+    in_flight: int
+    queued: int
+    throughput_rps: float
+    eta_s: float | None
+    errors_by_class: dict[str, int]
+    circuit_state: str
+    keys: dict[str, KeyLoad]
+    stopping: bool
 
 
 class Display(Protocol):

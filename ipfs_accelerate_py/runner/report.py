@@ -36,7 +36,7 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 from .plots import PLOT_TITLES, errors_svg, format_seconds, keys_svg, latency_svg, throughput_svg
@@ -81,11 +81,13 @@ RUN_FIELDS = ("submitted", "ok", "failed", "interrupted")
 LATENCY_FIELDS = ("mean", "p50", "p90", "p99", "max")
 
 Pathish = Union[str, "os.PathLike[str]"]
+JsonObject = dict[str, Any]
+"""A JSON object: the report is JSON, read back from a file and checked field by field."""
 
 # ---------------------------------------------------------------- the JSON report
 
 
-def build_report(run: Mapping[str, Any]) -> dict:
+def build_report(run: Mapping[str, Any]) -> JsonObject:
     """The JSON report of ``run``: checked, completed, secrets dropped, success rate added."""
     if not isinstance(run, Mapping):
         raise TypeError(f"run must be a dict, got {type(run).__name__}")
@@ -135,9 +137,9 @@ def build_report(run: Mapping[str, Any]) -> dict:
     return report
 
 
-def _run_entry(entry: Any) -> dict:
-    entry = _mapping(entry, "runs[]")
-    out = {
+def _run_entry(value: Any) -> JsonObject:
+    entry = _mapping(value, "runs[]")
+    out: JsonObject = {
         name: None if entry.get(name) is None else _number(entry[name], f"runs[].{name}")
         for name in ("started_at", "finished_at", "duration_s")
     }
@@ -196,7 +198,7 @@ def _count(value: Any, where: str) -> int:
     return int(number)
 
 
-def _mapping(value: Any, where: str) -> dict:
+def _mapping(value: Any, where: str) -> JsonObject:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -204,14 +206,14 @@ def _mapping(value: Any, where: str) -> dict:
     return dict(value)
 
 
-def _counts(value: Any, fields: Sequence[str], where: str) -> dict:
+def _counts(value: Any, fields: Sequence[str], where: str) -> JsonObject:
     counts = _mapping(value, where)
     for name in fields:
         counts[name] = _count(counts.get(name), f"{where}.{name}")
     return counts
 
 
-def _list(value: Any, where: str) -> list:
+def _list(value: Any, where: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, (list, tuple)):
@@ -219,7 +221,7 @@ def _list(value: Any, where: str) -> list:
     return list(value)
 
 
-def _pair_list(value: Any, where: str) -> list:
+def _pair_list(value: Any, where: str) -> list[Sequence[Any]]:
     if value is None:
         return []
     if not isinstance(value, (list, tuple)):
@@ -230,13 +232,13 @@ def _pair_list(value: Any, where: str) -> list:
     return list(value)
 
 
-def _pairs(value: Any, where: str, first) -> list:
+def _pairs(value: Any, where: str, first: Callable[[Any, str], float]) -> list[list[float]]:
     """[x, count] pairs, checked and sorted by x."""
     pairs = [[first(x, where), _count(n, where)] for x, n in _pair_list(value, where)]
     return sorted(pairs, key=lambda pair: pair[0])
 
 
-def _latency(value: Any) -> dict:
+def _latency(value: Any) -> JsonObject:
     latency = _mapping(value, "latency")
     latency["count"] = _count(latency.get("count"), "latency.count")
     for name in LATENCY_FIELDS:
@@ -300,7 +302,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     )
 
 
-def _summary_html(report: dict) -> str:
+def _summary_html(report: JsonObject) -> str:
     totals, latency, circuit = report["totals"], report["latency"], report["circuit"]
     sections = {
         "Run": [
@@ -343,7 +345,7 @@ def _summary_html(report: dict) -> str:
     return "<h2>Summary</h2>\n<table>\n" + "\n".join(rows) + "\n</table>"
 
 
-def _runs_html(runs: list) -> str:
+def _runs_html(runs: list[JsonObject]) -> str:
     if not runs:
         return ""
     head = "".join(
@@ -369,7 +371,7 @@ def _runs_html(runs: list) -> str:
     return f"<h2>Runs of this job</h2>\n<table>\n<tr>{head}</tr>\n{rows}\n</table>"
 
 
-def _malformed_html(report: dict) -> str:
+def _malformed_html(report: JsonObject) -> str:
     lines = report["malformed_lines"]
     if not lines:
         return ""
@@ -381,7 +383,7 @@ def _malformed_html(report: dict) -> str:
     return f"<h2>Malformed lines</h2>\n{note}<table>\n<tr><th>Line</th><th>Reason</th></tr>\n{rows}\n</table>"
 
 
-def _settings_html(settings: dict) -> str:
+def _settings_html(settings: JsonObject) -> str:
     if not settings:
         return ""
     rows = "\n".join(

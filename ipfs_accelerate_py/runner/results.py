@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from . import openai_batch
@@ -140,7 +141,7 @@ class ResultLog:
         self,
         path: str,
         output_format: str = "jobs",
-        secrets: tuple = (),
+        secrets: tuple[str, ...] = (),
         fsync_every: int = FSYNC_EVERY,
     ) -> None:
         if output_format not in OUTPUT_FORMATS:
@@ -171,14 +172,15 @@ class ResultLog:
         takes the server's status, request id and body from it)."""
         if self._fd is None:
             raise RuntimeError("ResultLog.write before open()")
+        line: Mapping[str, object] = record
         if self.output_format == "openai-batch":
             if record["status"] == STATUS_INTERRUPTED:
                 return  # not done: no line, and a resume sends it
             exc = error if isinstance(error, BaseException) else None
-            record = openai_batch.output_line(record, exc, self._secrets)
+            line = openai_batch.output_line(record, exc, self._secrets)
         if self.failure is not None:
             raise self.failure
-        data = (_ENCODER.encode(record) + "\n").encode()
+        data = (_ENCODER.encode(line) + "\n").encode()
         view = memoryview(data)
         sent = 0
         try:
@@ -190,10 +192,10 @@ class ResultLog:
             if self._fsync_every and self.written % self._fsync_every == 0:
                 self._sync()
         except OSError as exc:
-            self._fail(exc, sent)
-            raise self.failure from exc
+            raise self._fail(exc, sent) from exc
 
-    def _fail(self, error: OSError, sent: int) -> None:
+    def _fail(self, error: OSError, sent: int) -> ResultWriteError:
+        """Cut back the part of a line that got out; the failure every later write raises."""
         if sent and self._regular and self._fd is not None:
             # the part of the line that got out goes again: the file ends on a whole
             # line (if this fails, the next open drops a torn tail anyway)
@@ -202,6 +204,7 @@ class ResultLog:
         self.failure = ResultWriteError(
             error.errno, f"cannot write to {self.path}: {error.strerror or error}"
         )
+        return self.failure
 
     def _sync(self) -> None:
         if self._regular and self._fd is not None:

@@ -46,9 +46,9 @@ import itertools
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ..resilience.breaker import STATE_CLOSED
 from ..resilience.errors import (
@@ -83,6 +83,9 @@ from .stops import (
     write_stop,
 )
 
+if TYPE_CHECKING:  # progress imports rich, which a run loads only when it shows a display
+    from .progress import Display, KeyLoad, Snapshot
+
 __all__ = ["RunOptions", "Runner", "model_for"]
 
 DEFAULT_WINDOW_PER_SLOT = (
@@ -93,6 +96,8 @@ TICK_SECONDS = 0.25  # how often the display gets a snapshot
 MALFORMED_KEPT = 100  # malformed lines listed in the report (all are counted)
 CLOSE_MARGIN_S = 1.0  # past the client's own grace, the runner abandons what is still waiting
 PACKAGE_LOGGER = "ipfs_accelerate_py"
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -106,17 +111,30 @@ class RunOptions:
     retry_failed: bool = False
     report: str | None = None  # path stem of the report files (".json", ".html" added)
     command: str = ""
-    settings: dict = field(default_factory=dict)
-    secrets: tuple = field(
+    settings: dict[str, Any] = field(default_factory=dict)  # the client's, as the report shows them
+    secrets: tuple[str, ...] = field(
         default=(), repr=False
     )  # the run's keys: masked in what it writes (see resilience.redact)
     max_outage: float = DEFAULT_MAX_OUTAGE
     max_same_failures: int = DEFAULT_MAX_SAME_FAILURES
     grace: float = DEFAULT_STOP_GRACE
     preflight: bool = True
-    target: dict = field(default_factory=dict)  # where the run goes (see command.describe_target)
+    target: Mapping[str, Any] = field(default_factory=dict)  # where the run goes (target.Target)
     input_format: str = "auto"  # of the job file: auto, jobs or openai-batch (see jobs.read_jobs)
     output_format: str = "jobs"  # of the results file: jobs or openai-batch (see results.ResultLog)
+
+
+class Preflight(TypedDict):
+    """How the first request went."""
+
+    ok: bool
+    seconds: float
+    error: str | None
+
+
+RunRecord = dict[str, Any]
+"""Everything the report is made of: plain JSON (see :meth:`Runner.record`,
+read back and checked by :func:`.report.build_report`)."""
 
 
 def model_for(job: Job, options: RunOptions, client: Any) -> str | None:
@@ -136,10 +154,10 @@ class Runner:
         options: RunOptions,
         log: ResultLog,
         outcomes: Outcomes,
-        display: Any,
+        display: Display,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        check: Callable[[Job], tuple] | None = None,
+        check: Callable[[Job], tuple[str, str | None]] | None = None,
     ) -> None:
         """``check(job)`` -> ``(model, problem)``: a job with a problem is not
         sent but counted malformed, as the file's check before the run found it."""
@@ -165,32 +183,35 @@ class Runner:
             0,
         )  # skipped_failed: skipped because an earlier run failed them (no --retry-failed)
         self.errors_by_class: dict[str, int] = {}
-        self.malformed: list[list] = []
+        self.malformed: list[tuple[int, str]] = []  # (line, reason)
         self.latency = LatencyHistogram()
         self.timeline: dict[int, int] = {}
         self.total: int | None = None
         self.stop_reason: Stop | None = None
         self.abandoning = False
-        self.preflight: dict | None = None  # how the first request went: {"ok", "seconds", "error"}
+        self.preflight: Preflight | None = None
         self._streak = FailureStreak(options.max_same_failures)
         self._outage_since: float | None = None
         self._last_failure: Any = None  # the breaker's, for the outage's stop
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closing: asyncio.Task | None = None  # the client's close, begun by a stop
+        self._closing: asyncio.Task[Any] | None = None  # the client's close, begun by a stop
         self._seen = IdSet()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(options.window)
         self._started = clock()
         self._started_wall = wall()
 
     @property
     def stopping(self) -> bool:
+        return self._stop_requested()
+
+    def _stop_requested(self) -> bool:
         return self.stop_reason is not None
 
     # ------------------------------------------------------------ the run
 
-    async def run(self) -> dict:
+    async def run(self) -> RunRecord:
         """Every job of the file; the record of the run.  Raises
         :class:`~.stops.PreflightFailed` when the first request shows the
         target cannot work (nothing written then, the display not started)."""
@@ -199,7 +220,7 @@ class Runner:
             self.total = await loop.run_in_executor(None, count_lines, self.options.jobs)
         self._seen = IdSet(self.total)  # sized once: no regrowth, no second table on the way
         undo = [self._catch_signals(loop), self._watch_circuit(loop), self._show_warnings(loop)]
-        ticker: asyncio.Task | None = None
+        ticker: asyncio.Task[None] | None = None
         try:
             pending = self._pending()
             if self.options.preflight:
@@ -268,7 +289,9 @@ class Runner:
                 continue
             yield item
 
-    def _track(self, loop: asyncio.AbstractEventLoop, work: Any) -> asyncio.Task:
+    def _track(
+        self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, _T]
+    ) -> asyncio.Task[_T]:
         """A task for ``work`` among those a stop abandons."""
         task = loop.create_task(work)
         self._tasks.add(task)
@@ -276,11 +299,13 @@ class Runner:
         return task
 
     async def _feed(self, loop: asyncio.AbstractEventLoop, pending: Iterator[Job]) -> None:
+        # a call, not the property: the type checker would take a second read
+        # across the await for the first one's answer
         for count, job in enumerate(pending):
-            if self.stopping:
+            if self._stop_requested():
                 return
             await self._slots.acquire()
-            if self.stopping:
+            if self._stop_requested():
                 self._slots.release()
                 return
             self._track(loop, self._one(job))
@@ -464,13 +489,14 @@ class Runner:
     def _malformed(self, line: int, reason: str) -> None:
         self.counts["malformed"] += 1
         if len(self.malformed) < MALFORMED_KEPT:
-            self.malformed.append([line, reason])
+            self.malformed.append((line, reason))
         self.display.note(f"line {line}: {reason} (skipped)")
 
     # ------------------------------------------------------------ keys
 
-    def _key_rows(self) -> dict:
-        return self.client.get_stats()["key_pool"]
+    def _key_rows(self) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = self.client.get_stats()["key_pool"]
+        return rows
 
     def _usable_keys(self, besides: str | None = None) -> int:
         """Keys not disabled, other than ``besides`` (the one that was just refused)."""
@@ -570,7 +596,8 @@ class Runner:
         def changed(old: str, new: str, last_failure: Any) -> None:  # in the engine's thread
             loop.call_soon_threadsafe(self._circuit_changed, new, last_failure)
 
-        return self.client.add_circuit_listener(changed)
+        remove: Callable[[], None] = self.client.add_circuit_listener(changed)
+        return remove
 
     def _circuit_changed(self, state: str, last_failure: Any) -> None:
         if last_failure is not None:
@@ -598,9 +625,11 @@ class Runner:
 
     def _show_warnings(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         """The core's warnings (a circuit opening, a key disabled) as notes of the display."""
-        handler = _NoteHandler(
-            lambda message: loop.call_soon_threadsafe(self.display.note, message)
-        )
+
+        def note(message: str) -> None:  # in whichever thread logs
+            loop.call_soon_threadsafe(self.display.note, message)
+
+        handler = _NoteHandler(note)
         logger = logging.getLogger(PACKAGE_LOGGER)
         logger.addHandler(handler)
         return lambda: logger.removeHandler(handler)
@@ -612,7 +641,7 @@ class Runner:
             self.display.update(self.snapshot())
             await asyncio.sleep(TICK_SECONDS)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Snapshot:
         elapsed = self.clock() - self._started
         counts = self.counts
         done = counts["ok"] + counts["failed"]
@@ -624,6 +653,14 @@ class Runner:
                 self.total - done - counts["skipped"] - counts["malformed"] - counts["interrupted"],
             )
         stats = self.client.get_stats()
+        keys: dict[str, KeyLoad] = {
+            name: {
+                "in_flight": row["in_flight"],
+                "requests": row["requests"],
+                "rate_limited": row["rate_limited"],
+            }
+            for name, row in stats["key_pool"].items()
+        }
         return {
             "elapsed_s": elapsed,
             "total": self.total,
@@ -639,18 +676,11 @@ class Runner:
             "eta_s": remaining / rate if remaining is not None and rate > 0 else None,
             "errors_by_class": dict(self.errors_by_class),
             "circuit_state": stats["circuit_state"],
-            "keys": {
-                name: {
-                    "in_flight": row["in_flight"],
-                    "requests": row["requests"],
-                    "rate_limited": row["rate_limited"],
-                }
-                for name, row in stats["key_pool"].items()
-            },
+            "keys": keys,
             "stopping": self.stopping,
         }
 
-    def record(self) -> dict:
+    def record(self) -> RunRecord:
         """Everything the report is made of (plain data; no key ever)."""
         duration = self.clock() - self._started
         stats = self.client.get_stats()
@@ -698,13 +728,13 @@ class Runner:
                 "state": breaker.get("state"),
                 "times_opened": breaker.get("times_opened", 0),
             },
-            "malformed_lines": list(self.malformed),
+            "malformed_lines": [[line, reason] for line, reason in self.malformed],
             "settings": dict(self.options.settings),
             "client_stats": stats,
         }
 
 
-def _error_record(error: BaseException, secrets: tuple = ()) -> dict:
+def _error_record(error: BaseException, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
     """The error as the results file keeps it; its text redacted (the engine
     has done so for a server's errors; this covers any other exception)."""
     out: dict[str, Any] = {"type": type(error).__name__, "message": redact(str(error), secrets)}

@@ -47,7 +47,9 @@ class Scan:
     jobs: int = 0  # valid lines with an id not seen before
     bad: int = 0
     first_bad: list[BadLineInfo] = field(default_factory=list)
-    by_model: Counter = field(default_factory=Counter)  # (type, model) -> jobs to send
+    by_model: Counter[tuple[str, str | None]] = field(
+        default_factory=Counter
+    )  # (type, model) -> jobs to send
     chars: int = 0  # of the content (messages, input, prompt) of the jobs to send
     to_send: int = 0  # jobs not done by an earlier run
     ok: int = 0  # jobs with an ok result in the results file

@@ -126,7 +126,10 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _signature(error: BaseException) -> tuple:
+_Signature = tuple[str, object, str]
+
+
+def _signature(error: BaseException) -> _Signature:
     """What makes two failures "the same": class, status, and the server's message."""
     message = getattr(error, "message", None)
     text = message if isinstance(message, str) else str(error)
@@ -142,7 +145,7 @@ class FailureStreak:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
-        self._last: tuple | None = None
+        self._last: _Signature | None = None
         self._last_error: BaseException | None = None
 
     def success(self) -> None:
@@ -163,7 +166,7 @@ class FailureStreak:
 
 
 def preflight_failure(
-    error: BaseException, usable_keys: int, refused_keys: tuple = ()
+    error: BaseException, usable_keys: int, refused_keys: tuple[str, ...] = ()
 ) -> str | None:
     """When the first request's error shows the target cannot work: the one
     line that says so and what to change; None when the run should go on

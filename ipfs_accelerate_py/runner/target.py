@@ -5,7 +5,7 @@ their limits, concurrency, window and retries.  Plain data, never a secret."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from ..resilience.redact import public_url
@@ -15,7 +15,23 @@ SIMULATOR_KEY = (
     "simulator"  # the embedded simulator's placeholder key: no key of the user's is sent to it
 )
 
-__all__ = ["describe_target", "target_text"]
+__all__ = ["Target", "describe_target", "target_text"]
+
+
+class Target(TypedDict):
+    """Where a run goes (see the module's docstring); a report keeps it as JSON."""
+
+    provider: str
+    base_url: str  # credentials stripped
+    host: str
+    simulator: bool  # the embedded simulator answers
+    placeholder_key: bool  # the simulator's placeholder key, no key of the user's
+    models: list[str]
+    keys: list[dict[str, Any]]  # {"name": label} and whichever of rpm, tpm, max_concurrent is set
+    key_source: str
+    concurrency: int
+    window: int
+    max_retries: int
 
 
 def describe_target(
@@ -27,7 +43,7 @@ def describe_target(
     window: int,
     scan: Scan | None = None,
     key_source: str = "",
-) -> dict:
+) -> Target:
     """Where the run goes, as plain data with no secret: the provider, the
     base URL (credentials stripped), the models, the keys by label with
     their limits, concurrency and window."""

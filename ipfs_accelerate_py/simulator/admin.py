@@ -30,6 +30,7 @@ from .behaviour import Behaviour
 from .counters import Counters, key_fingerprint
 from .request_body import send_continue
 from .scenario import ScenarioError
+from .wireformat import JsonObject
 
 __all__ = ["AdminHandler", "ADMIN_PREFIX"]
 
@@ -94,7 +95,7 @@ class AdminHandler:
             request.method, request.headers, self._token, local_host=host, local_port=port
         )
 
-    def config(self) -> dict:
+    def config(self) -> JsonObject:
         return {
             "scenario": self._behaviour.scenario.to_dict(key_fingerprint),
             "pending": self._behaviour.pending(),

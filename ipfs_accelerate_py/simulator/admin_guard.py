@@ -45,7 +45,7 @@ class AdminRefusal:
     status: int
     code: str
     message: str
-    headers: tuple = ()
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def new_admin_token() -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -29,33 +30,47 @@ from multidict import CIMultiDict
 
 from .behaviour import Behaviour
 from .counters import Counters, Ticket, key_fingerprint
-from .proxy import PROXY_FORMAT, PROXY_ROUTE, Forwarder
+from .proxy import PROXY_FORMAT, PROXY_ROUTE, Forwarder, ProxyRoute
 from .ratelimit import retry_after_headers
 from .request_body import read_body
 from .routing import Router
 from .scenario import Scenario, ScriptEntry
-from .wireformat import JSON_TYPE, Params, Prepared, WireError, WireFormat, bearer_key, dumps
+from .wireformat import (
+    JSON_TYPE,
+    Headers,
+    Params,
+    Prepared,
+    Route,
+    WireError,
+    WireFormat,
+    bearer_key,
+    dumps,
+)
 
 __all__ = ["ApiHandler", "bearer_key", "json_response", "with_headers"]
 
 Answer = web.StreamResponse | Prepared
 UPSTREAM_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 _PROXIED = Prepared(model=None, cost=0, body=lambda rid, created: None)
-_NO_PARAMS: dict = {}
+_NO_PARAMS: dict[str, str] = {}
 
 
-def with_headers(base: dict, extra: dict) -> Any:
+def with_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> Mapping[str, str]:
     """``base`` with ``extra`` set over it, header names compared case-insensitively."""
     if not extra:
         return base
-    merged = CIMultiDict(base)
+    merged: CIMultiDict[str] = CIMultiDict(base)
     for name, value in extra.items():
         merged[name] = value
     return merged
 
 
 def json_response(
-    status: int, body: Any, headers: dict, request_id: str, content_type: str = JSON_TYPE
+    status: int,
+    body: Any,
+    headers: Mapping[str, str],
+    request_id: str,
+    content_type: str = JSON_TYPE,
 ) -> web.Response:
     """A JSON response; a ``str`` or ``bytes`` body is sent verbatim."""
     if isinstance(body, str):
@@ -71,15 +86,27 @@ def json_response(
 class _Call:
     """One API request as it goes through: its route, format, key and counters ticket."""
 
-    __slots__ = ("request", "path", "fmt", "route", "params", "key", "ident", "ticket", "raw")
+    __slots__ = (
+        "request",
+        "path",
+        "fmt",
+        "route",
+        "params",
+        "allowed",
+        "key",
+        "ident",
+        "ticket",
+        "raw",
+    )
 
     def __init__(
         self,
         request: web.BaseRequest,
         path: str,
         fmt: WireFormat,
-        route: Any,
-        params: Any,
+        route: Route | ProxyRoute | None,
+        params: dict[str, str],
+        allowed: list[str] | None,
         key: str | None,
         ident: str,
         ticket: Ticket,
@@ -87,8 +114,9 @@ class _Call:
         self.request = request
         self.path = path
         self.fmt = fmt
-        self.route = route
-        self.params = params
+        self.route = route  # None: no route for this method (see allowed)
+        self.params = params  # the route's path parameters
+        self.allowed = allowed  # with no route: the methods the path has (None: no such path)
         self.key = key
         self.ident = ident
         self.ticket = ticket
@@ -113,16 +141,22 @@ class ApiHandler:
 
     async def handle(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         found = self._router.resolve(request.method, path)
+        route: Route | ProxyRoute | None = None
+        params, allowed = _NO_PARAMS, None
         if found is not None:
-            fmt, route, params = found
+            fmt, route, extra = found
+            if isinstance(extra, list):  # the path is a format's, the method is not
+                allowed = extra
+            else:
+                params = extra
         elif self._behaviour.scenario.upstream is not None:
-            fmt, route, params = PROXY_FORMAT, PROXY_ROUTE, _NO_PARAMS
+            fmt, route = PROXY_FORMAT, PROXY_ROUTE
         else:
-            fmt, route, params = self._default, None, None
+            fmt = self._default
         key = fmt.key(request)
         ident = key_fingerprint(key)
         ticket = self._counters.begin(path, ident, fmt.name)
-        call = _Call(request, path, fmt, route, params, key, ident, ticket)
+        call = _Call(request, path, fmt, route, params, allowed, key, ident, ticket)
         try:
             return await self._dispatch(call)
         except asyncio.CancelledError:
@@ -135,9 +169,9 @@ class ApiHandler:
         route = call.route
         method = call.request.method
         if route is None:
-            if call.params is None:
+            if call.allowed is None:
                 return self._error(call, WireError(404, f"Invalid URL ({method} {call.path})"), {})
-            allowed = ", ".join(call.params)
+            allowed = ", ".join(call.allowed)
             exc = WireError(405, f"Method {method} not allowed for {call.path}; use {allowed}.")
             return self._error(call, exc, {"Allow": allowed})
         behaviour = self._behaviour
@@ -159,7 +193,9 @@ class ApiHandler:
 
     # -- the three ways through -----------------------------------------------------
 
-    async def _normal(self, call: _Call, scenario: Scenario, headers: dict) -> web.StreamResponse:
+    async def _normal(
+        self, call: _Call, scenario: Scenario, headers: Headers
+    ) -> web.StreamResponse:
         prepared = await self._prepare(call, scenario, headers)
         if isinstance(prepared, web.StreamResponse):
             return prepared
@@ -185,7 +221,7 @@ class ApiHandler:
         verdict = behaviour.admit(call.key, call.ident, prepared.cost, now) if limited else None
         if verdict is not None:
             headers = fmt.rate_headers(verdict.state)
-            if not verdict.allowed:
+            if verdict.exceeded is not None:  # refused
                 return self._rate_limited(
                     call, verdict.exceeded, verdict.retry_after, scenario, headers
                 )
@@ -224,13 +260,14 @@ class ApiHandler:
 
     # -- pieces ---------------------------------------------------------------------
 
-    def _rate_headers(self, call: _Call, now: float) -> dict:
+    def _rate_headers(self, call: _Call, now: float) -> Headers:
         state = self._behaviour.rate_state(call.key, call.ident, now)
         return {} if state is None else call.fmt.rate_headers(state)
 
-    async def _prepare(self, call: _Call, scenario: Scenario, headers: dict) -> Answer:
+    async def _prepare(self, call: _Call, scenario: Scenario, headers: Headers) -> Answer:
         """Read, parse and validate the body; an error response if it is refused."""
         route = call.route
+        assert route is not None  # _dispatch answered a request with no route
         request = call.request
         try:
             kind = route.payload
@@ -242,10 +279,10 @@ class ApiHandler:
                 payload = await read_body(request)
             else:
                 payload = await _read_json(request, optional=True)
-            if route is PROXY_ROUTE:
+            if isinstance(route, ProxyRoute):
                 call.raw = payload
                 return _PROXIED
-            prepared = route.parse(payload, scenario, Params(call.params, request))
+            prepared: Prepared = route.parse(payload, scenario, Params(call.params, request))
             call.ticket.model = prepared.model
             if (
                 scenario.strict_models
@@ -282,7 +319,7 @@ class ApiHandler:
         prepared: Prepared,
         scenario: Scenario,
         faults: Any,
-        headers: dict,
+        headers: Headers,
         status: int,
     ) -> web.StreamResponse:
         """The normal answer, as one body or as a stream with ``faults``' stream faults."""
@@ -304,7 +341,9 @@ class ApiHandler:
             status, prepared.body(rid[4:], created), headers, rid, prepared.content_type
         )
 
-    async def _forward(self, call: _Call, scenario: Scenario, headers: dict) -> web.StreamResponse:
+    async def _forward(
+        self, call: _Call, scenario: Scenario, headers: Headers
+    ) -> web.StreamResponse:
         upstream = scenario.upstream
         if upstream is None:
             return self._error(
@@ -335,15 +374,18 @@ class ApiHandler:
         prepared: Prepared,
         scenario: Scenario,
         faults: Any,
-        headers: dict,
+        headers: Headers,
         status: int,
     ) -> web.StreamResponse:
         ticket = call.ticket
         rid = ticket.request_id
         framing = prepared.framing or call.fmt.framing
+        chunks = prepared.chunks
+        if chunks is None:
+            raise TypeError(f"the {call.fmt.name} format prepared a stream with no chunks")
         events = [
             framing.encode(event, index)
-            for index, event in enumerate(prepared.chunks(rid[4:], int(time.time())))
+            for index, event in enumerate(chunks(rid[4:], int(time.time())))
         ]
         out = with_headers(
             {
@@ -376,7 +418,7 @@ class ApiHandler:
         self,
         request: web.BaseRequest,
         response: web.StreamResponse,
-        events: list,
+        events: list[bytes],
         malformed: bytes,
         scenario: Scenario,
         faults: Any,
@@ -409,7 +451,7 @@ class ApiHandler:
             await response.write(events[index])
         return True
 
-    def _error(self, call: _Call, exc: WireError, headers: dict) -> web.Response:
+    def _error(self, call: _Call, exc: WireError, headers: Headers) -> web.Response:
         ticket = call.ticket
         ticket.status = exc.status
         body, content_type = call.fmt.render_error(exc, self._behaviour.scenario, ticket.request_id)
@@ -419,7 +461,7 @@ class ApiHandler:
         return web.Response(status=exc.status, body=body, headers=out)
 
     def _injected(
-        self, call: _Call, status: int, scenario: Scenario, headers: dict
+        self, call: _Call, status: int, scenario: Scenario, headers: Headers
     ) -> web.Response:
         overloaded = call.fmt.overloaded_status
         if status in (429, 503, overloaded) and scenario.retry_after is not None:
@@ -428,11 +470,14 @@ class ApiHandler:
         return self._error(call, WireError(status, f"Simulated {what} (injected fault)."), headers)
 
     def _rate_limited(
-        self, call: _Call, exceeded: str, wait: float, scenario: Scenario, headers: dict
+        self, call: _Call, exceeded: str, wait: float, scenario: Scenario, headers: Headers
     ) -> web.Response:
-        exact = scenario.retry_after is not None
+        configured = scenario.retry_after
         headers = dict(headers)
-        headers.update(retry_after_headers(scenario.retry_after if exact else wait, exact=exact))
+        if configured is not None:
+            headers.update(retry_after_headers(configured, exact=True))
+        else:
+            headers.update(retry_after_headers(wait, exact=False))
         return self._error(
             call, call.fmt.rate_limit_error(exceeded, headers["retry-after"]), headers
         )

@@ -15,7 +15,7 @@ import collections
 import random
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from .ratelimit import FixedWindows, Verdict
 from .scenario import FIELD_NAMES, Scenario, ScriptEntry, normalise_path, script_entries
@@ -38,6 +38,17 @@ _RATE_FIELDS = {
 }
 
 
+class Pending(TypedDict):
+    """What is still queued (``GET /_admin/config``'s ``pending``)."""
+
+    fail_next: int
+    drop_next: int
+    hang_next: int
+    malformed_next: int
+    script: int
+    path_scripts: dict[str, int]
+
+
 class Behaviour:
     """Scenario plus consumable state; see the module docstring."""
 
@@ -46,8 +57,8 @@ class Behaviour:
         self._initial = scenario
         self._windows = FixedWindows()
         self._next = dict.fromkeys(FAULTS, 0)
-        self._script: collections.deque = collections.deque()
-        self._path_scripts: dict[str, collections.deque] = {}
+        self._script: collections.deque[ScriptEntry] = collections.deque()
+        self._path_scripts: dict[str, collections.deque[ScriptEntry]] = {}
         self._faults_rng = random.Random()
         self._jitter_rng = random.Random()
         self.scenario = scenario
@@ -166,7 +177,7 @@ class Behaviour:
         with self._lock:
             return self._windows.state(ident, rpm, tpm, now, scenario.rate_window)
 
-    def pending(self) -> dict:
+    def pending(self) -> Pending:
         """What is still queued: countdowns and script lengths."""
         with self._lock:
             return {

@@ -46,7 +46,7 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
-def _add_field_flag(group: Any, f: dataclasses.Field) -> None:
+def _add_field_flag(group: Any, f: dataclasses.Field[Any]) -> None:
     kind, doc, dest = f.metadata["cli"], f.metadata["doc"], _DEST_PREFIX + f.name
     if kind == "strings":
         group.add_argument(
@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The scenario the parsed flags describe (file first, then flags); ScenarioError if bad."""
-    values: dict = load_scenario_file(args.scenario) if args.scenario else {}
+    values: dict[str, Any] = load_scenario_file(args.scenario) if args.scenario else {}
     for f in dataclasses.fields(Scenario):
         given = getattr(args, _DEST_PREFIX + f.name, None)
         if given is not None:

@@ -35,8 +35,9 @@ import collections
 import hashlib
 import itertools
 import threading
+from typing import TypedDict
 
-__all__ = ["Counters", "Ticket", "key_fingerprint"]
+__all__ = ["CounterSnapshot", "Counters", "Ticket", "key_fingerprint"]
 
 ANONYMOUS = "anonymous"
 OTHER = "other"
@@ -99,7 +100,38 @@ class Ticket:
         self.stream_finished = False
 
 
-def _bump(table: dict, name: str, by: int = 1) -> None:
+class StreamCounts(TypedDict):
+    started: int
+    finished: int
+
+
+class EmbeddingInputs(TypedDict):
+    calls: int
+    total: int
+    by_size: dict[str, int]
+    recent: list[int]
+
+
+class CounterSnapshot(TypedDict):
+    """What ``GET /_admin/counters`` answers (see the module docstring)."""
+
+    requests_total: int
+    in_flight: int
+    peak_concurrency: int
+    by_key: dict[str, int]
+    by_path: dict[str, int]
+    by_format: dict[str, int]
+    by_status: dict[str, int]
+    by_model: dict[str, int]
+    rate_limited: int
+    faults: dict[str, int]
+    client_disconnects: int
+    streams: StreamCounts
+    tokens: dict[str, int]
+    embedding_inputs: EmbeddingInputs
+
+
+def _bump(table: dict[str, int], name: str, by: int = 1) -> None:
     if name not in table and len(table) >= MAX_MAP_ENTRIES:
         name = OTHER
     table[name] = table.get(name, 0) + by
@@ -117,11 +149,11 @@ class Counters:
     def _zero(self) -> None:
         self.requests_total = 0
         self.peak = self.in_flight
-        self.by_key: dict = {}
-        self.by_path: dict = {}
-        self.by_format: dict = {}
-        self.by_status: dict = {}
-        self.by_model: dict = {}
+        self.by_key: dict[str, int] = {}
+        self.by_path: dict[str, int] = {}
+        self.by_format: dict[str, int] = {}
+        self.by_status: dict[str, int] = {}
+        self.by_model: dict[str, int] = {}
         self.rate_limited = 0
         self.faults = dict.fromkeys(FAULT_KINDS, 0)
         self.disconnects = 0
@@ -130,8 +162,8 @@ class Counters:
         self.tokens = {"prompt": 0, "completion": 0, "total": 0}
         self.embed_calls = 0
         self.embed_total = 0
-        self.embed_sizes: dict = {}
-        self.embed_recent: collections.deque = collections.deque(maxlen=RECENT_SIZES)
+        self.embed_sizes: dict[str, int] = {}
+        self.embed_recent: collections.deque[int] = collections.deque(maxlen=RECENT_SIZES)
 
     def reset(self) -> None:
         """Zero everything; requests still in flight stay counted in ``in_flight``."""
@@ -189,7 +221,7 @@ class Counters:
         with self._lock:
             self.streams_started += 1
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> CounterSnapshot:
         """A consistent, JSON-ready copy of every counter."""
         with self._lock:
             return {

@@ -30,7 +30,7 @@ import re
 import struct
 from typing import Any
 
-from .wireformat import Prepared, WireError, dumps
+from .wireformat import JsonObject, Prepared, WireError, dumps
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIMENSIONS",
@@ -105,7 +105,7 @@ def error_body(
     param: str | None = None,
     code: str | None = None,
     type: str | None = None,
-) -> dict:
+) -> JsonObject:
     """``{"error": {"message", "type", "param", "code"}}`` as OpenAI sends it."""
     return {
         "error": {
@@ -150,14 +150,14 @@ def _content_text(content: Any) -> str:
     )
 
 
-def _stream_flags(payload: dict) -> tuple[bool, bool]:
+def _stream_flags(payload: JsonObject) -> tuple[bool, bool]:
     stream = payload.get("stream") is True
     options = payload.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
     return stream, include_usage
 
 
-def _max_tokens(payload: dict) -> int | None:
+def _max_tokens(payload: JsonObject) -> int | None:
     value = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if value is None:
         return None
@@ -181,7 +181,7 @@ def reply_pieces(text: str) -> list[str]:
     return ["".join(words[i : i + WORDS_PER_CHUNK]) for i in range(0, len(words), WORDS_PER_CHUNK)]
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def _usage(prompt_tokens: int, completion_tokens: int) -> JsonObject:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -189,7 +189,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
-def _chunks(head: dict, choices: list, usage: dict | None) -> list:
+def _chunks(head: JsonObject, choices: list[JsonObject], usage: JsonObject | None) -> list[Any]:
     """One stream chunk per choice, then (``stream_options.include_usage``) the usage chunk."""
     out = [dict(head, choices=[choice]) for choice in choices]
     if usage is not None:
@@ -238,7 +238,7 @@ def parse_chat(payload: Any) -> Prepared:
             )
         ).encode()
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         return {
             "id": "chatcmpl-" + rid,
             "object": "chat.completion",
@@ -256,7 +256,7 @@ def parse_chat(payload: Any) -> Prepared:
             "usage": usage,
         }
 
-    def chunks(rid: str, created: int) -> list:
+    def chunks(rid: str, created: int) -> list[Any]:
         head = {
             "id": "chatcmpl-" + rid,
             "object": "chat.completion.chunk",
@@ -267,7 +267,7 @@ def parse_chat(payload: Any) -> Prepared:
         deltas = [{"role": "assistant", "content": ""}] + [
             {"content": p} for p in reply_pieces(reply)
         ]
-        choices = [
+        choices: list[JsonObject] = [
             {"index": 0, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas
         ]
         choices.append({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})
@@ -299,7 +299,7 @@ def parse_completion(payload: Any) -> Prepared:
     completion_tokens = estimate_tokens(reply)
     usage = _usage(prompt_tokens, completion_tokens)
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         return {
             "id": "cmpl-" + rid,
             "object": "text_completion",
@@ -309,7 +309,7 @@ def parse_completion(payload: Any) -> Prepared:
             "usage": usage,
         }
 
-    def chunks(rid: str, created: int) -> list:
+    def chunks(rid: str, created: int) -> list[Any]:
         head = {
             "id": "cmpl-" + rid,
             "object": "text_completion",
@@ -352,7 +352,7 @@ def _packed(text: str, dimensions: int) -> bytes:
     return struct.pack(f"<{dimensions}f", *(v / norm for v in raw))
 
 
-def _floats(packed: bytes) -> list:
+def _floats(packed: bytes) -> list[Any]:
     return list(struct.unpack(f"<{len(packed) // 4}f", packed))
 
 
@@ -402,7 +402,7 @@ def _embedding_inputs(value: Any) -> list[str]:
     return value
 
 
-def _dimensions(payload: dict, default: int) -> int:
+def _dimensions(payload: JsonObject, default: int) -> int:
     value = payload.get("dimensions")
     if value is None:
         return default
@@ -439,7 +439,7 @@ def parse_embeddings(
             return _floats(packed)
         return base64.b64encode(packed).decode("ascii")
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         return {
             "object": "list",
             "data": [
@@ -470,12 +470,12 @@ def parse_embeddings(
 # -- models -------------------------------------------------------------------------
 
 
-def model_object(model_id: str) -> dict:
+def model_object(model_id: str) -> JsonObject:
     owner = "openai" if model_id.startswith("text-embedding") else "system"
     return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": owner}
 
 
-def models_list(models: tuple) -> dict:
+def models_list(models: tuple[str, ...]) -> JsonObject:
     return {"object": "list", "data": [model_object(m) for m in models]}
 
 

@@ -17,6 +17,7 @@ key of a proxied request is the access key id of an AWS SigV4
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -81,7 +82,7 @@ S3_CODES = {
 }
 
 
-def forwarded_headers(headers: Any, forward_credentials: bool) -> CIMultiDict:
+def forwarded_headers(headers: Any, forward_credentials: bool) -> CIMultiDict[str]:
     """The request headers that go upstream: no hop-by-hop ones, no credentials unless allowed."""
     dropped = HOP_BY_HOP if forward_credentials else HOP_BY_HOP | CREDENTIAL_HEADERS
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
@@ -104,7 +105,7 @@ def sigv4_key(request: Any) -> str | None:
 class ProxyFormat(WireFormat):
     """The pseudo-format of proxied requests: errors from the scenario's ``proxy_error_*``."""
 
-    def render_error(self, exc: WireError, scenario: Any, request_id: str) -> tuple:
+    def render_error(self, exc: WireError, scenario: Any, request_id: str) -> tuple[bytes, str]:
         status = exc.status
         code = exc.code or S3_CODES.get(
             status, "InternalError" if status >= 500 else "InvalidRequest"
@@ -148,17 +149,16 @@ PROXY_FORMAT = ProxyFormat(
 )
 
 
-class _ProxyRoute:
-    """The route of every proxied request: targeted, body read raw."""
+class ProxyRoute:
+    """The route of every proxied request: targeted, body read raw, never parsed."""
 
     method = "*"
     pattern = "*"
     payload = "raw"
     targeted = True
-    parse = None
 
 
-PROXY_ROUTE = _ProxyRoute()
+PROXY_ROUTE = ProxyRoute()
 
 
 class Forwarder:
@@ -187,7 +187,7 @@ class Forwarder:
         request: web.BaseRequest,
         body: bytes,
         upstream: str,
-        extra: dict,
+        extra: Mapping[str, str],
         request_id: str,
         *,
         forward_credentials: bool = False,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .wireformat import Budget, RateState
+from .wireformat import Budget, Headers, RateState
 
 __all__ = ["FixedWindows", "Verdict", "format_duration", "retry_after_headers"]
 
@@ -39,7 +39,7 @@ def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def retry_after_headers(seconds: float, *, exact: bool) -> dict:
+def retry_after_headers(seconds: float, *, exact: bool) -> Headers:
     """``retry-after`` and ``retry-after-ms`` for a wait of ``seconds``.
 
     ``exact`` (a configured override) sends the number as given, e.g. ``0.2``;
@@ -62,7 +62,7 @@ class Verdict:
 
     allowed: bool
     state: RateState
-    exceeded: str | None = None
+    exceeded: str | None = None  # "requests" or "tokens" when refused; None when allowed
     retry_after: float = 0.0
 
 

@@ -13,11 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-from .wireformat import Route, WireFormat, compile_pattern
+from .wireformat import Route, Segment, WireFormat, compile_pattern
 
 __all__ = ["RouteConflict", "Router"]
 
-_NO_PARAMS: dict = {}
+_NO_PARAMS: dict[str, str] = {}
+
+Compiled = tuple[Segment, ...]
+Resolution = tuple[WireFormat, Route, dict[str, str]] | tuple[WireFormat, None, list[str]]
+"""``(format, route, path parameters)``, or ``(format, None, allowed methods)``."""
+_Pattern = tuple[tuple[bool, int, int], Compiled, WireFormat, Route]
 
 
 class RouteConflict(ValueError):
@@ -35,19 +40,19 @@ def _canonical(pattern: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _specificity(compiled: tuple) -> tuple:
+def _specificity(compiled: Compiled) -> tuple[bool, int, int]:
     greedy = any(not isinstance(s, str) and s[2] for s in compiled)
     literal = sum(len(s) if isinstance(s, str) else len(s[0]) + len(s[3]) for s in compiled)
     return (greedy, -len(compiled), -literal)
 
 
-def _match(compiled: tuple, segments: list) -> dict | None:
+def _match(compiled: Compiled, segments: list[str]) -> dict[str, str] | None:
     count = len(compiled)
     last = compiled[-1]
     greedy = not isinstance(last, str) and last[2]
     if len(segments) != count and not (greedy and len(segments) >= count):
         return None
-    params = {}
+    params: dict[str, str] = {}
     for index, want in enumerate(compiled):
         if isinstance(want, str):
             if segments[index] != want:
@@ -70,9 +75,9 @@ class Router:
 
     def __init__(self, formats: Iterable[WireFormat]) -> None:
         self.formats: dict[str, WireFormat] = {}
-        self._exact: dict[str, dict[str, tuple]] = {}
-        self._patterns: list = []
-        owners: dict[tuple, str] = {}
+        self._exact: dict[str, dict[str, tuple[WireFormat, Route, dict[str, str]]]] = {}
+        self._patterns: list[_Pattern] = []
+        owners: dict[tuple[str, str], str] = {}
         for fmt in formats:
             if fmt.name in self.formats:
                 raise RouteConflict(f"two wire formats are named {fmt.name!r}")
@@ -81,7 +86,7 @@ class Router:
                 self._add(fmt, route, owners)
         self._patterns.sort(key=lambda entry: entry[0])
 
-    def _add(self, fmt: WireFormat, route: Route, owners: dict) -> None:
+    def _add(self, fmt: WireFormat, route: Route, owners: dict[tuple[str, str], str]) -> None:
         ident = (route.method, _canonical(route.pattern))
         other = owners.get(ident)
         if other is not None:
@@ -97,7 +102,7 @@ class Router:
         compiled = compile_pattern(route.pattern)
         self._patterns.append((_specificity(compiled), compiled, fmt, route))
 
-    def resolve(self, method: str, path: str) -> tuple | None:
+    def resolve(self, method: str, path: str) -> Resolution | None:
         """``(format, route, params)``; ``(format, None, allowed methods)`` when only the
         method is wrong; None when no format claims the path."""
         methods = self._exact.get(path)
@@ -105,7 +110,7 @@ class Router:
             found = methods.get(method)
             if found is not None:
                 return found
-        allowed = list(methods) if methods else []
+        allowed: list[str] = list(methods) if methods else []
         owner = next(iter(methods.values()))[0] if methods else None
         if self._patterns:
             segments = path[1:].split("/")
@@ -121,7 +126,7 @@ class Router:
             return None
         return owner, None, sorted(set(allowed))
 
-    def routes(self) -> list:
+    def routes(self) -> list[tuple[str, str, str]]:
         """``(format name, method, pattern)`` of every route, sorted by pattern."""
         out = [
             (fmt.name, m, route.pattern)

@@ -82,7 +82,10 @@ class ScenarioError(ValueError):
     """Refused scenario fields: ``unknown`` names, ``invalid`` name -> what was expected."""
 
     def __init__(
-        self, unknown: tuple = (), invalid: Mapping[str, str] | None = None, where: str = "scenario"
+        self,
+        unknown: tuple[str, ...] = (),
+        invalid: Mapping[str, str] | None = None,
+        where: str = "scenario",
     ) -> None:
         self.unknown = tuple(sorted(unknown))
         self.invalid = dict(invalid or {})
@@ -93,7 +96,7 @@ class ScenarioError(ValueError):
         super().__init__("; ".join(parts) or f"invalid {where}")
 
     @property
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[str, ...]:
         """Every refused field name, unknown ones first."""
         return self.unknown + tuple(sorted(self.invalid))
 
@@ -171,13 +174,13 @@ def _dimensions(value: Any) -> int:
     return value
 
 
-def _strings(value: Any) -> tuple:
+def _strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("a list of non-empty strings")
     return tuple(value)
 
 
-def _paths(value: Any) -> tuple | None:
+def _paths(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or not all(
@@ -231,19 +234,19 @@ class RateLimits:
             or any(v is not None for limits in self.keys.values() for v in limits.values())
         )
 
-    def for_key(self, key: str | None) -> tuple:
+    def for_key(self, key: str | None) -> tuple[int | None, int | None]:
         """``(rpm, tpm)`` that apply to ``key`` (``None`` = unlimited)."""
         override = self.keys.get(key, {}) if key is not None else {}
         return override.get("rpm", self.rpm), override.get("tpm", self.tpm)
 
-    def to_dict(self, mask: Callable[[str], str] = str) -> dict:
-        out: dict = {"rpm": self.rpm, "tpm": self.tpm}
+    def to_dict(self, mask: Callable[[str], str] = str) -> dict[str, Any]:
+        out: dict[str, Any] = {"rpm": self.rpm, "tpm": self.tpm}
         if self.keys:
             out["keys"] = {mask(k): dict(v) for k, v in self.keys.items()}
         return out
 
 
-def _limit_pair(value: Any, where: str) -> dict:
+def _limit_pair(value: Any, where: str) -> dict[str, int | None]:
     if not isinstance(value, Mapping) or set(value) - {"rpm", "tpm"}:
         raise ValueError(f"{where} to be an object with only 'rpm' and 'tpm'")
     return {name: _limit(v) for name, v in value.items()}
@@ -283,7 +286,7 @@ class ScriptEntry:
     """
 
     status: int = 200
-    headers: tuple = ()
+    headers: tuple[tuple[str, str], ...] = ()
     body: Any = None
     delay: float = 0.0
     fault: str | None = None
@@ -295,13 +298,13 @@ class ScriptEntry:
     def is_normal(self) -> bool:
         return self.fault is None and self.body is None and self.status < 400
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["headers"] = dict(self.headers)
         return {k: v for k, v in out.items() if v not in (None, {}) or k == "body"}
 
 
-def _headers(value: Any) -> tuple:
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise ValueError("'headers' to be an object of header names to values")
     return tuple((k, v if isinstance(v, str) else json.dumps(v)) for k, v in value.items())
@@ -333,14 +336,14 @@ def script_entry(value: Any) -> ScriptEntry:
     )
 
 
-def script_entries(value: Any) -> tuple:
+def script_entries(value: Any) -> tuple[ScriptEntry, ...]:
     """Validate a list of script entries."""
     if not isinstance(value, (list, tuple)):
         raise ValueError("a list of script entries")
     return tuple(script_entry(v) for v in value)
 
 
-def _path_scripts(value: Any) -> Mapping[str, tuple]:
+def _path_scripts(value: Any) -> Mapping[str, tuple[ScriptEntry, ...]]:
     if not isinstance(value, Mapping):
         raise ValueError("an object mapping request paths to lists of script entries")
     return {normalise_path(path): script_entries(entries) for path, entries in value.items()}
@@ -376,7 +379,7 @@ class Scenario:
     latency_jitter: float = _field(
         0.0, _seconds, "extra latency drawn uniformly from [0, latency_jitter) seconds", cli="float"
     )
-    valid_keys: tuple = _field(
+    valid_keys: tuple[str, ...] = _field(
         (),
         _strings,
         "accepted API keys (Authorization: Bearer KEY); empty = any key or none is accepted",
@@ -474,7 +477,7 @@ class Scenario:
         cli="int",
     )
     stream_chunk_delay: float = _field(0.0, _seconds, "seconds between stream chunks", cli="float")
-    fault_paths: tuple | None = _field(
+    fault_paths: tuple[str, ...] | None = _field(
         None,
         _paths,
         "path prefixes of targeted requests, "
@@ -510,7 +513,9 @@ class Scenario:
     proxy_error_content_type: str = _field(
         DEFAULT_PROXY_ERROR_TYPE, _text, "content type of proxy_error_body", cli="str"
     )
-    models: tuple = _field(DEFAULT_MODELS, _strings, "ids listed by GET /v1/models", cli="strings")
+    models: tuple[str, ...] = _field(
+        DEFAULT_MODELS, _strings, "ids listed by GET /v1/models", cli="strings"
+    )
     strict_models: bool = _field(
         False,
         _flag,
@@ -523,7 +528,7 @@ class Scenario:
         "length of an embedding when the request gives no 'dimensions'",
         cli="int",
     )
-    script: tuple = _field(
+    script: tuple[ScriptEntry, ...] = _field(
         (),
         script_entries,
         "canned responses {status, headers, body, "
@@ -531,7 +536,7 @@ class Scenario:
         "normal behaviour resumes; setting it replaces the pending script",
         cli="json",
     )
-    path_scripts: Mapping = _field(
+    path_scripts: Mapping[str, tuple[ScriptEntry, ...]] = _field(
         None,
         _path_scripts,
         "{path: [entries]}: like script, for one path only, consulted before 'script'",
@@ -550,9 +555,9 @@ class Scenario:
         """A copy with ``values`` validated and set; unknown or bad fields raise ScenarioError."""
         return dataclasses.replace(self, **check_fields(values))
 
-    def to_dict(self, mask: Callable[[str], str] = str) -> dict:
+    def to_dict(self, mask: Callable[[str], str] = str) -> dict[str, Any]:
         """JSON-ready fields; ``mask`` renders API keys (e.g. as fingerprints)."""
-        out = {}
+        out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "valid_keys":
@@ -569,7 +574,7 @@ class Scenario:
         return out
 
     @property
-    def key_set(self) -> frozenset:
+    def key_set(self) -> frozenset[str]:
         return frozenset(self.valid_keys)
 
     @property
@@ -607,13 +612,14 @@ class Scenario:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Scenario))
 
 
-def check_fields(values: Mapping[str, Any]) -> dict:
+def check_fields(values: Mapping[str, Any]) -> dict[str, Any]:
     """Validate scenario fields; return them normalised or raise ScenarioError."""
     if not isinstance(values, Mapping):
         raise ScenarioError(invalid={"scenario": "a JSON object of scenario fields"})
     unknown = tuple(name for name in values if name not in FIELD_NAMES)
     checks = {f.name: f.metadata["check"] for f in dataclasses.fields(Scenario)}
-    normalised, invalid = {}, {}
+    normalised: dict[str, Any] = {}
+    invalid: dict[str, str] = {}
     for name, value in values.items():
         if name in unknown:
             continue
@@ -637,7 +643,7 @@ def describe_fields(indent: str = "  ") -> str:
     return "\n".join(lines)
 
 
-def load_scenario_file(path: str | Path) -> dict:
+def load_scenario_file(path: str | Path) -> dict[str, Any]:
     """Read a scenario object from a ``.json``, ``.yaml`` or ``.yml`` file (not yet validated)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")

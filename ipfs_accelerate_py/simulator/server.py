@@ -32,13 +32,13 @@ from aiohttp import web
 from .admin import ADMIN_PREFIX, AdminHandler
 from .admin_guard import new_admin_token
 from .api import ApiHandler
-from .behaviour import Behaviour
-from .counters import Counters
+from .behaviour import Behaviour, Pending
+from .counters import Counters, CounterSnapshot
 from .formats import DEFAULT_FORMAT, discover_formats
 from .request_body import settle_unread_body
 from .routing import Router
 from .scenario import Scenario
-from .wireformat import WireFormat
+from .wireformat import JsonObject, WireFormat
 
 __all__ = ["DEFAULT_HOST", "Simulator", "build_router", "run_server"]
 
@@ -111,7 +111,8 @@ class _Core:
             await runner.cleanup()
             raise
         self._runner = runner
-        return runner.addresses[0][1]
+        bound: int = runner.addresses[0][1]  # (host, port) of the listening socket
+        return bound
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -181,7 +182,7 @@ class Simulator:
         return self._admin_token
 
     @property
-    def admin_headers(self) -> dict:
+    def admin_headers(self) -> dict[str, str]:
         """Headers for an HTTP admin call: the token and ``Content-Type: application/json``."""
         return {"Authorization": f"Bearer {self._admin_token}", "Content-Type": "application/json"}
 
@@ -200,7 +201,7 @@ class Simulator:
         if self._thread is not None or self._port is not None:
             raise RuntimeError("the simulator is already running")
         ready = threading.Event()
-        failure: list = []
+        failure: list[BaseException] = []
         thread = threading.Thread(
             target=self._serve_thread,
             args=(ready, failure),
@@ -217,7 +218,7 @@ class Simulator:
             raise failure[0]
         return self
 
-    def _serve_thread(self, ready: threading.Event, failure: list) -> None:
+    def _serve_thread(self, ready: threading.Event, failure: list[BaseException]) -> None:
         loop = new_event_loop(self._use_uvloop)
         asyncio.set_event_loop(loop)
         try:
@@ -275,11 +276,11 @@ class Simulator:
 
     # -- control ------------------------------------------------------------------------
 
-    def counters(self) -> dict:
+    def counters(self) -> CounterSnapshot:
         """A consistent snapshot of the counters (see :mod:`.counters`)."""
         return self._counters.snapshot()
 
-    def configure(self, fields: Mapping[str, Any] | None = None, /, **more: Any) -> dict:
+    def configure(self, fields: Mapping[str, Any] | None = None, /, **more: Any) -> JsonObject:
         """Merge scenario fields into the running scenario; ScenarioError if refused."""
         values = dict(fields or {})
         values.update(more)
@@ -295,11 +296,11 @@ class Simulator:
         self._behaviour.reset(scenario=scenario)
 
     @property
-    def scenario(self) -> dict:
+    def scenario(self) -> JsonObject:
         """The running scenario as a dict."""
         return self._behaviour.scenario.to_dict()
 
-    def pending(self) -> dict:
+    def pending(self) -> Pending:
         """Countdowns and script entries not yet consumed."""
         return self._behaviour.pending()
 

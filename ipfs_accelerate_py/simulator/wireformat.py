@@ -74,6 +74,13 @@ SSE_TYPE = "text/event-stream"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PAYLOAD_KINDS = ("json", "optional_json", "raw", "none")
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+JsonObject = dict[str, Any]
+"""A JSON object as a wire body carries it: its shape is the format's, checked where it is read."""
+Headers = dict[str, str]
+"""Response headers a format adds (rate limits, Retry-After)."""
+Segment = str | tuple[str, str, bool, str]
+"""A compiled route segment: a literal, or ``(prefix, name, greedy, suffix)``."""
+
 _SEGMENT = re.compile(r"^([^{}]*)\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}([^{}]*)$")
 
 
@@ -86,7 +93,8 @@ class WireError(Exception):
     """A request the provider would refuse; the format renders it as its error body.
 
     ``type``, ``code`` and ``param`` are optional details a format may show
-    (OpenAI shows all three; most formats only the message, some the type).
+    (OpenAI shows all three; most formats only the message, some the type);
+    ``details``: structured objects a format adds (Google's ``error.details``).
     """
 
     def __init__(
@@ -97,10 +105,12 @@ class WireError(Exception):
         param: str | None = None,
         code: str | None = None,
         type: str | None = None,
+        details: list[JsonObject] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.details = details or []
         self.param = param
         self.code = code
         self.type = type
@@ -125,7 +135,7 @@ class Prepared:
     cost: int
     body: Callable[[str, int], Any]
     stream: bool = False
-    chunks: Callable[[str, int], list] | None = None
+    chunks: Callable[[str, int], list[Any]] | None = None  # events: see StreamFraming.encode
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embedding_inputs: int | None = None
@@ -140,7 +150,7 @@ def fixed_answer(model: str | None, body: Any, cost: int = 0, **fields: Any) -> 
     return Prepared(model=model, cost=cost, body=lambda rid, created: body, **fields)
 
 
-class Params(dict):
+class Params(dict[str, str]):
     """The path parameters of a route (``{"model": "llama3"}``), plus the request's query/headers."""
 
     __slots__ = ("_request",)
@@ -204,9 +214,9 @@ class Route:
         return "{" not in self.pattern
 
 
-def compile_pattern(pattern: str) -> tuple:
+def compile_pattern(pattern: str) -> tuple[Segment, ...]:
     """``pattern`` as a tuple of segments: literal ``str`` or ``(prefix, name, greedy, suffix)``."""
-    out = []
+    out: list[Segment] = []
     parts = pattern[1:].split("/")
     for index, part in enumerate(parts):
         if "{" not in part and "}" not in part:
@@ -298,7 +308,7 @@ class RateState:
     tokens: Budget | None
 
 
-def no_rate_headers(state: RateState) -> dict:
+def no_rate_headers(state: RateState) -> Headers:
     """Rate-limit headers of a format that sends none (the default)."""
     return {}
 
@@ -339,6 +349,7 @@ class StreamFraming:
         if kind == "ndjson":
             return dumps(event) + b"\n"
         if kind == "named_sse":
+            name: str
             if isinstance(event, tuple):
                 name, data = event
             else:
@@ -366,7 +377,7 @@ JSON_ARRAY = StreamFraming("json_array", JSON_TYPE, b"]", malformed=b',\r\n{"can
 # -- errors -------------------------------------------------------------------------
 
 
-def simple_error_body(exc: WireError) -> dict:
+def simple_error_body(exc: WireError) -> JsonObject:
     """``{"error": message, "error_type": type}`` (Ollama/TGI/TEI style; type when given)."""
     if exc.type is None:
         return {"error": exc.message}
@@ -422,14 +433,14 @@ class WireFormat:
     """
 
     name: str
-    routes: tuple
+    routes: tuple[Route, ...]
     key: KeySource = _bearer
     error_body: Callable[[WireError], Any] = simple_error_body
     error_content_type: str = JSON_TYPE
     auth_error: Callable[[str | None], WireError] = default_auth_error
     rate_limit_error: Callable[[str, str], WireError] = default_rate_limit_error
     model_not_found: Callable[[str], WireError] = default_model_not_found
-    rate_headers: Callable[[RateState], dict] = no_rate_headers
+    rate_headers: Callable[[RateState], Headers] = no_rate_headers
     overloaded_status: int = 503
     framing: StreamFraming = SSE_WITH_DONE
     malformed_body: bytes = b'{"error": false, "result": {"text": "cut sh'
@@ -444,7 +455,7 @@ class WireFormat:
         """This format's errors, keys and framing under another ``name`` with other ``routes``."""
         return replace(self, name=name, routes=tuple(routes))
 
-    def render_error(self, exc: WireError, scenario: Any, request_id: str) -> tuple:
+    def render_error(self, exc: WireError, scenario: Any, request_id: str) -> tuple[bytes, str]:
         """``(body bytes, content type)`` of an error response."""
         body = self.error_body(exc)
         if isinstance(body, str):

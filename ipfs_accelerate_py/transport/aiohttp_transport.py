@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 
@@ -154,7 +155,7 @@ class AiohttpTransport:
             self._session = None
 
 
-def _closer(resp: aiohttp.ClientResponse):
+def _closer(resp: aiohttp.ClientResponse) -> Callable[[], Awaitable[None]]:
     async def close() -> None:
         resp.close()
 
@@ -181,7 +182,7 @@ async def _read_body(resp: aiohttp.ClientResponse, request: HttpRequest) -> byte
     return b"".join(parts)
 
 
-async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest):
+async def _iter_lines(resp: aiohttp.ClientResponse, request: HttpRequest) -> AsyncIterator[bytes]:
     """The body's lines, without their endings; a line past
     ``request.max_line_bytes`` ends it with ResponseTooLargeError, having
     held no more than the limit and one read."""

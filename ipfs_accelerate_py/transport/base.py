@@ -11,7 +11,7 @@ line (:class:`ResponseTooLargeError` past them).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ class HttpRequest:
     body: bytes | None = None
     timeout: float | None = None
     stream: bool = False
-    operation: dict | None = (
+    operation: dict[str, Any] | None = (
         None  # for a transport that is not HTTP (S3 through boto3): what to call
     )
     max_body_bytes: int | None = (
@@ -79,7 +79,11 @@ class StreamResponse:
     __slots__ = ("status", "headers", "_lines", "_close")
 
     def __init__(
-        self, status: int, headers: Mapping[str, str], lines: AsyncIterator[bytes], close
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        lines: AsyncIterator[bytes],
+        close: Callable[[], Awaitable[None]] | None,
     ) -> None:
         self.status = status
         self.headers = headers

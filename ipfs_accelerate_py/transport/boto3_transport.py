@@ -41,7 +41,7 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..resilience.errors import (
     ApiError,
@@ -225,9 +225,10 @@ class Boto3Transport:
         try:
             client = self._client(None)
             _client_method(client, method)
-            return client.generate_presigned_url(
+            url: str = client.generate_presigned_url(
                 ClientMethod=method, Params=dict(params), ExpiresIn=expires
             )
+            return url
         except BaseException as exc:
             raise _translate(exc, None) from exc
 
@@ -267,7 +268,7 @@ class Boto3Transport:
         """(worker thread) One boto3 call: its answer, or its exception raised."""
         client = self._client(request.timeout)
         method = _client_method(client, request.method)
-        kwargs, opened = _open_files(request.operation)
+        kwargs, opened = _open_files(request.operation or {})
         try:
             try:
                 result = method(**kwargs)
@@ -291,7 +292,9 @@ def _timeout_bucket(timeout: float | None) -> float:
 
 
 _session_lock = threading.Lock()
-_sessions: list = []  # one boto3 Session per process: it caches the service models (a new one costs ~0.15 s per client)
+_sessions: list[
+    Any
+] = []  # one boto3 Session per process: it caches the service models (a new one costs ~0.15 s per client)
 
 
 def _reset_after_fork() -> None:
@@ -346,8 +349,8 @@ def _client_method(client: Any, name: str) -> Any:
     return getattr(client, name)
 
 
-def _open_files(operation: Mapping[str, Any]) -> tuple[dict, list]:
-    kwargs, opened = dict(operation), []
+def _open_files(operation: Mapping[str, Any]) -> tuple[dict[str, Any], list[BinaryIO]]:
+    kwargs, opened = dict(operation), list[BinaryIO]()
     try:
         for name, value in kwargs.items():
             if isinstance(value, FileBody):
@@ -355,8 +358,8 @@ def _open_files(operation: Mapping[str, Any]) -> tuple[dict, list]:
                 opened.append(handle)
                 kwargs[name] = handle
     except OSError as exc:
-        for handle in opened:
-            handle.close()
+        for done in opened:
+            done.close()
         raise InvalidInputError(f"cannot read {exc.filename!r} to upload: {exc.strerror}") from exc
     return kwargs, opened
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from .. import __version__
+from .._version import __version__
 
 __all__ = ["USER_AGENT", "ProxyTable", "verified_ssl_context"]
 
@@ -83,7 +83,8 @@ class ProxyTable:
         if proxy is None or parts.hostname is None:
             return None
         host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        if urllib.request.proxy_bypass_environment(host, self.proxies):
+        # in CPython's urllib.request since 3.0, absent from typeshed's stubs
+        if urllib.request.proxy_bypass_environment(host, self.proxies):  # type: ignore[attr-defined]
             return None
         return proxy
 

@@ -1,5 +1,5 @@
 """One version, one licence: ``ipfs_accelerate_py.__version__`` is the
-package's version (pyproject reads it from there), the User-Agent says it,
+package's version (pyproject reads it from ``_version.py``, its one home), the User-Agent says it,
 and the licence pyproject names is the LICENSE file's."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_pyproject_takes_the_version_from_the_package_and_names_the_licence():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
-        "attr": "ipfs_accelerate_py.__version__"
+        "attr": "ipfs_accelerate_py._version.__version__"
     }
     assert pyproject["project"]["license"] == {"text": "MIT"}
     licence = (ROOT / "LICENSE").read_text(encoding="utf-8")

@@ -24,7 +24,7 @@ class FormatError(ImportError):
     """A module in ``simulator/formats/`` that does not export a valid format."""
 
 
-def _module_formats(name: str) -> tuple:
+def _module_formats(name: str) -> tuple[WireFormat, ...]:
     qualified = f"{__name__}.{name}"
     try:
         module = importlib.import_module(qualified)
@@ -43,9 +43,9 @@ def _module_formats(name: str) -> tuple:
     return found
 
 
-def discover_formats() -> tuple:
+def discover_formats() -> tuple[WireFormat, ...]:
     """Every format of every module in this package, in module-name order."""
-    out: list = []
+    out: list[WireFormat] = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
             out.extend(_module_formats(info.name))

@@ -50,6 +50,7 @@ from ..openai_wire import (
 )
 from ..wireformat import (
     NAMED_SSE,
+    JsonObject,
     Params,
     Prepared,
     RateState,
@@ -93,7 +94,7 @@ def error_type_for(status: int) -> str:
     return "api_error" if status >= 500 else "invalid_request_error"
 
 
-def error_body(exc: WireError) -> dict:
+def error_body(exc: WireError) -> JsonObject:
     """``{"type": "error", "error": {"type", "message"}}``; a type the
     framework gave that Anthropic does not use is replaced by the status's."""
     kind = exc.type if exc.type in KNOWN_TYPES else error_type_for(exc.status)
@@ -120,7 +121,7 @@ def model_not_found(model: str) -> WireError:
     return WireError(404, f"model: {model}", type="not_found_error")
 
 
-def anthropic_rate_headers(state: RateState) -> dict:
+def anthropic_rate_headers(state: RateState) -> JsonObject:
     """``anthropic-ratelimit-*-{limit,remaining,reset}``; the token budget is
     reported as both ``tokens`` and ``input-tokens`` (the simulator keeps one)."""
     headers = {}
@@ -157,7 +158,9 @@ def _text_of(content: Any, where: str) -> str:
     return "".join(parts)
 
 
-def _checked(payload: Any, params: Params, *, needs_max_tokens: bool) -> tuple:
+def _checked(
+    payload: Any, params: Params, *, needs_max_tokens: bool
+) -> tuple[str, list[str], str, str]:
     """``(model, turns' texts, system text, last user text)`` of a valid body."""
     if not params.headers.get(VERSION_HEADER):
         raise WireError(400, f"{VERSION_HEADER}: header is required")
@@ -175,7 +178,8 @@ def _checked(payload: Any, params: Params, *, needs_max_tokens: bool) -> tuple:
     messages = payload.get("messages")
     if not isinstance(messages, list) or not messages:
         raise WireError(400, "messages: at least one message is required")
-    texts, last_user = [], None
+    texts: list[str] = []
+    last_user: str | None = None
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ROLES:
@@ -193,7 +197,7 @@ def _checked(payload: Any, params: Params, *, needs_max_tokens: bool) -> tuple:
     return model, texts, system_text, texts[-1] if last_user is None else last_user
 
 
-def _forced_tool(payload: dict) -> dict | None:
+def _forced_tool(payload: JsonObject) -> JsonObject | None:
     """The tool a ``tool_choice`` forces, or None."""
     choice, tools = payload.get("tool_choice"), payload.get("tools")
     if not isinstance(choice, dict) or not isinstance(tools, list) or not tools:
@@ -208,7 +212,7 @@ def _forced_tool(payload: dict) -> dict | None:
     return None
 
 
-def _reply(prompt: str, payload: dict) -> tuple:
+def _reply(prompt: str, payload: JsonObject) -> tuple[str, str, str | None]:
     """``(text, stop_reason, stop_sequence)``."""
     text = REPLY_PREFIX + prompt[:REPLY_QUOTE_CHARS]
     stops = payload.get("stop_sequences") or []
@@ -222,7 +226,7 @@ def _reply(prompt: str, payload: dict) -> tuple:
     return text, "end_turn", None
 
 
-def _tool_input(tool: dict, prompt: str) -> dict:
+def _tool_input(tool: JsonObject, prompt: str) -> JsonObject:
     schema = tool.get("input_schema")
     props = schema.get("properties") if isinstance(schema, dict) else None
     if not isinstance(props, dict):
@@ -238,7 +242,7 @@ def _tool_input(tool: dict, prompt: str) -> dict:
 # -- answers ------------------------------------------------------------------------
 
 
-def _stream_events(message: dict) -> list:
+def _stream_events(message: JsonObject) -> list[Any]:
     usage = message["usage"]
     start = dict(
         message,
@@ -247,10 +251,10 @@ def _stream_events(message: dict) -> list:
         stop_sequence=None,
         usage=dict(usage, output_tokens=1),
     )
-    events: list = [{"type": "message_start", "message": start}]
+    events: list[Any] = [{"type": "message_start", "message": start}]
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
-            opening = {"type": "text", "text": ""}
+            opening: JsonObject = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in reply_pieces(block["text"])]
         else:
             opening = dict(block, input={})
@@ -289,7 +293,7 @@ def _messages(payload: Any, scenario: Any, params: Params) -> Prepared:
         reply, stop_reason, stop_sequence = _reply(prompt, payload)
     output_tokens = estimate_tokens(reply)
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         if tool is not None:
             content = [
                 {

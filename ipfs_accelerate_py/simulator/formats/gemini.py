@@ -45,6 +45,7 @@ from ..openai_wire import (
 from ..wireformat import (
     JSON_ARRAY,
     SSE,
+    JsonObject,
     Params,
     Prepared,
     Route,
@@ -164,22 +165,19 @@ _QUOTA_METRIC = "generativelanguage.googleapis.com/generate_content_requests"
 # -- errors -------------------------------------------------------------------------
 
 
-def gemini_error(status: int, message: str, *details: dict) -> WireError:
+def gemini_error(status: int, message: str, *details: JsonObject) -> WireError:
     """A :class:`WireError` that renders with ``details``."""
-    exc = WireError(status, message)
-    exc.details = list(details)
-    return exc
+    return WireError(status, message, details=list(details))
 
 
-def error_body(exc: WireError) -> dict:
+def error_body(exc: WireError) -> JsonObject:
     """Google's ``{"error": {"code", "message", "status", "details"?}}``."""
     status = STATUS_NAMES.get(
         exc.status, "INTERNAL" if exc.status >= 500 else "FAILED_PRECONDITION"
     )
-    error = {"code": exc.status, "message": exc.message, "status": status}
-    details = getattr(exc, "details", None)
-    if details:
-        error["details"] = details
+    error: JsonObject = {"code": exc.status, "message": exc.message, "status": status}
+    if exc.details:
+        error["details"] = exc.details
     return {"error": error}
 
 
@@ -237,13 +235,13 @@ def _bad(message: str) -> WireError:
 # -- requests -----------------------------------------------------------------------
 
 
-def _object(payload: Any, what: str) -> dict:
+def _object(payload: Any, what: str) -> JsonObject:
     if not isinstance(payload, dict):
         raise _bad(f"Invalid JSON payload received. {what} must be a JSON object.")
     return payload
 
 
-def _unknown(payload: dict, allowed: frozenset, where: str = "") -> None:
+def _unknown(payload: JsonObject, allowed: frozenset[str], where: str = "") -> None:
     for name in payload:
         if name not in allowed:
             raise _bad(
@@ -276,7 +274,7 @@ def _part_tokens(part: Any, where: str) -> tuple[str, int]:
     return "", 0
 
 
-def _content(content: Any, where: str, roles: tuple) -> tuple[str, str, int]:
+def _content(content: Any, where: str, roles: tuple[str, ...]) -> tuple[str, str, int]:
     """``(role, text, tokens)`` of one Content."""
     if not isinstance(content, dict):
         raise _bad(f"{where} must be an object with 'parts'.")
@@ -294,7 +292,7 @@ def _content(content: Any, where: str, roles: tuple) -> tuple[str, str, int]:
     return role, "".join(texts), tokens
 
 
-def _prompt(payload: dict) -> tuple[str, int]:
+def _prompt(payload: JsonObject) -> tuple[str, int]:
     """The last user turn's text and the prompt's tokens (system instruction included)."""
     contents = payload.get("contents")
     if not isinstance(contents, list) or not contents:
@@ -311,7 +309,7 @@ def _prompt(payload: dict) -> tuple[str, int]:
     return last_user or "", tokens
 
 
-def _max_output(config: dict) -> int | None:
+def _max_output(config: JsonObject) -> int | None:
     value = config.get("maxOutputTokens", config.get("max_output_tokens"))
     if value is None:
         return None
@@ -322,7 +320,7 @@ def _max_output(config: dict) -> int | None:
     return value
 
 
-def _config(payload: dict) -> dict:
+def _config(payload: JsonObject) -> JsonObject:
     config = payload.get("generationConfig", payload.get("generation_config")) or {}
     config = _object(config, "generationConfig")
     _unknown(config, _CONFIG_FIELDS, " at 'generation_config'")
@@ -339,7 +337,7 @@ def _config(payload: dict) -> dict:
 # -- generateContent ----------------------------------------------------------------
 
 
-def _usage(prompt: int, reply: int, final: bool = True) -> dict:
+def _usage(prompt: int, reply: int, final: bool = True) -> JsonObject:
     if not final:
         return {"promptTokenCount": prompt, "totalTokenCount": prompt}
     return {
@@ -360,13 +358,13 @@ def _generate(payload: Any, params: Params, stream: bool) -> Prepared:
         reply, finish = reply[: limit * CHARS_PER_TOKEN], "MAX_TOKENS"
     reply_tokens = estimate_tokens(reply)
 
-    def candidate(part: str, done: bool) -> dict:
+    def candidate(part: str, done: bool) -> JsonObject:
         out = {"content": {"parts": [{"text": part}], "role": "model"}, "index": 0}
         if done:
             out["finishReason"] = finish
         return out
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         return {
             "candidates": [candidate(reply, True)],
             "usageMetadata": _usage(prompt_tokens, reply_tokens),
@@ -374,7 +372,7 @@ def _generate(payload: Any, params: Params, stream: bool) -> Prepared:
             "responseId": rid,
         }
 
-    def chunks(rid: str, created: int) -> list:
+    def chunks(rid: str, created: int) -> list[Any]:
         pieces = reply_pieces(reply)
         last = len(pieces) - 1
         return [
@@ -503,7 +501,7 @@ def _batch_embed_contents(payload: Any, scenario: Any, params: Params) -> Prepar
 # -- models -------------------------------------------------------------------------
 
 
-def model_object(model: str) -> dict:
+def model_object(model: str) -> JsonObject:
     embeds = "embedding" in model
     methods = (
         ["embedContent", "batchEmbedContents"] if embeds else ["generateContent", "countTokens"]
@@ -534,7 +532,7 @@ def _page(query: Any) -> tuple[int, int]:
 def _models(payload: Any, scenario: Any, params: Params) -> Prepared:
     start, size = _page(params.query)
     models = list(scenario.models)
-    page = {"models": [model_object(m) for m in models[start : start + size]]}
+    page: JsonObject = {"models": [model_object(m) for m in models[start : start + size]]}
     if start + size < len(models):
         page["nextPageToken"] = str(start + size)
     return fixed_answer(None, page)

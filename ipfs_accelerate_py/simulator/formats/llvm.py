@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..wireformat import (
+    JsonObject,
     Params,
     Prepared,
     Route,
@@ -60,7 +61,7 @@ def _cost(value: Any) -> int:
     return max(1, len(value) // 4) if isinstance(value, str) else 1
 
 
-def _body(payload: Any) -> dict:
+def _body(payload: Any) -> JsonObject:
     if not isinstance(payload, dict):
         raise WireError(400, "The request body must be a JSON object")
     parameters = payload.get("parameters")

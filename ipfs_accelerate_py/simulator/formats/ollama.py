@@ -50,6 +50,7 @@ from ..openai_wire import (
 )
 from ..wireformat import (
     NDJSON,
+    JsonObject,
     Params,
     Prepared,
     Route,
@@ -96,7 +97,7 @@ def _model(payload: Any) -> str:
     return model
 
 
-def _streams(payload: dict) -> bool:
+def _streams(payload: JsonObject) -> bool:
     """Ollama streams unless told ``"stream": false``."""
     value = payload.get("stream", True)
     if not isinstance(value, bool):
@@ -104,7 +105,7 @@ def _streams(payload: dict) -> bool:
     return value
 
 
-def _options(payload: dict) -> tuple[int | None, list]:
+def _options(payload: JsonObject) -> tuple[int | None, list[str]]:
     """``(num_predict, stop sequences)`` of ``options``."""
     options = payload.get("options") or {}
     if not isinstance(options, dict):
@@ -127,7 +128,7 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
-def _reply(prompt: str, limit: int | None, stop: list) -> tuple[str, str]:
+def _reply(prompt: str, limit: int | None, stop: list[str]) -> tuple[str, str]:
     text = REPLY_PREFIX + prompt[:REPLY_QUOTE_CHARS]
     cuts = [text.find(s) for s in stop if s in text]
     if cuts:
@@ -143,7 +144,7 @@ def _created_at(created: int) -> str:
     )
 
 
-def _counts(prompt_tokens: int, reply_tokens: int) -> dict:
+def _counts(prompt_tokens: int, reply_tokens: int) -> JsonObject:
     prompt_ns = prompt_tokens * NS_PER_PROMPT_TOKEN
     reply_ns = reply_tokens * NS_PER_REPLY_TOKEN
     return {
@@ -168,7 +169,7 @@ def _answer(
     def piece(text: str) -> Any:
         return {"role": "assistant", "content": text} if field == "message" else text
 
-    def final(created: int, text: str) -> dict:
+    def final(created: int, text: str) -> JsonObject:
         return {
             "model": model,
             "created_at": _created_at(created),
@@ -178,10 +179,10 @@ def _answer(
             **(_counts(prompt_tokens, reply_tokens) if reason != "load" else {}),
         }
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         return final(created, reply)
 
-    def chunks(rid: str, created: int) -> list:
+    def chunks(rid: str, created: int) -> list[Any]:
         if reason == "load":
             return [final(created, "")]
         stamp = _created_at(created)
@@ -241,7 +242,7 @@ def _generate(payload: Any, scenario: Any, params: Params) -> Prepared:
 # -- embeddings ---------------------------------------------------------------------
 
 
-def _inputs(value: Any) -> list:
+def _inputs(value: Any) -> list[Any]:
     inputs = [value] if isinstance(value, str) else value
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
         raise WireError(
@@ -254,7 +255,7 @@ def _inputs(value: Any) -> list:
     return inputs
 
 
-def _dimensions(payload: dict, default: int) -> int:
+def _dimensions(payload: JsonObject, default: int) -> int:
     value = payload.get("dimensions")
     if value is None:
         return default
@@ -273,7 +274,7 @@ def _embed(payload: Any, scenario: Any, params: Params) -> Prepared:
     dimensions = _dimensions(payload, scenario.embedding_dimensions)
     tokens = sum(estimate_tokens(text) for text in inputs)
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         return {
             "model": model,
             "embeddings": [embedding_for(text, dimensions) for text in inputs],
@@ -295,7 +296,7 @@ def tagged(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def _model_entry(name: str) -> dict:
+def _model_entry(name: str) -> JsonObject:
     digest = hashlib.sha256(name.encode()).hexdigest()
     return {
         "name": name,

@@ -18,6 +18,7 @@ from .. import openai_wire as wire
 from ..ratelimit import format_duration
 from ..wireformat import (
     SSE_WITH_DONE,
+    JsonObject,
     Params,
     Prepared,
     RateState,
@@ -35,7 +36,7 @@ MALFORMED_BODY = (
 )
 
 
-def error_body(exc: WireError) -> dict:
+def error_body(exc: WireError) -> JsonObject:
     """OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
     return wire.error_body(exc.status, exc.message, param=exc.param, code=exc.code, type=exc.type)
 
@@ -67,7 +68,7 @@ def rate_limit_error(exceeded: str, retry_after: str) -> WireError:
     )
 
 
-def openai_rate_headers(state: RateState) -> dict:
+def openai_rate_headers(state: RateState) -> JsonObject:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` (reset as ``"1m0s"``)."""
     headers = {}
     for name, budget in (("requests", state.requests), ("tokens", state.tokens)):
@@ -104,7 +105,7 @@ def _model(payload: Any, scenario: Any, params: Params) -> Prepared:
     return Prepared(model=model_id, cost=0, body=lambda rid, created: found)
 
 
-def routes(prefix: str = "/v1") -> tuple:
+def routes(prefix: str = "/v1") -> tuple[Route, ...]:
     """The OpenAI routes under ``prefix`` (another format may serve them elsewhere, e.g. ``/v3``)."""
     return (
         Route("POST", prefix + "/chat/completions", _chat),

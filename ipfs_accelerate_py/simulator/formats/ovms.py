@@ -32,6 +32,7 @@ import math
 from typing import Any
 
 from ..wireformat import (
+    JsonObject,
     Params,
     Prepared,
     Route,
@@ -98,7 +99,7 @@ def _tensor_error(position: int, message: str) -> WireError:
     return WireError(400, f"Invalid input {position}: {message}")
 
 
-def _check_tensor(position: int, item: Any) -> dict:
+def _check_tensor(position: int, item: Any) -> JsonObject:
     if not isinstance(item, dict) or not all(
         k in item for k in ("name", "shape", "datatype", "data")
     ):
@@ -144,7 +145,7 @@ def _infer(payload: Any, scenario: Any, params: Params) -> Prepared:
         outputs = [o for o in outputs if o["name"] in names]
     values = sum(len(t["data"]) for t in tensors)
 
-    def body(rid: str, created: int) -> dict:
+    def body(rid: str, created: int) -> JsonObject:
         answer = {
             "model_name": model,
             "model_version": version,
@@ -217,8 +218,8 @@ def _config(payload: Any, scenario: Any, params: Params) -> Prepared:
 # -- the format ---------------------------------------------------------------------
 
 
-def _kserve_routes() -> tuple:
-    out = []
+def _kserve_routes() -> tuple[Route, ...]:
+    out: list[Route] = []
     for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         out += [
             Route("GET", base, _metadata),

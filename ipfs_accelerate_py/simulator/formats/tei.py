@@ -28,7 +28,16 @@ import json
 from typing import Any
 
 from ..openai_wire import embedding_for, estimate_tokens
-from ..wireformat import SSE, Params, Prepared, Route, WireError, WireFormat, simple_error_body
+from ..wireformat import (
+    SSE,
+    JsonObject,
+    Params,
+    Prepared,
+    Route,
+    WireError,
+    WireFormat,
+    simple_error_body,
+)
 
 __all__ = [
     "FORMAT",
@@ -58,7 +67,7 @@ def hf_overloaded(exceeded: str, retry_after: str) -> WireError:
     return WireError(429, "Model is overloaded", type="overloaded")
 
 
-def tei_info(scenario: Any) -> dict:
+def tei_info(scenario: Any) -> JsonObject:
     """TEI's ``/info`` fields; the model is the first of ``scenario.models``."""
     return {
         "model_id": _served_model(scenario),
@@ -97,7 +106,7 @@ def rerank_score(query: str, text: str, dimensions: int, raw: bool = False) -> f
 # -- requests -------------------------------------------------------------------------
 
 
-def _body(payload: Any) -> dict:
+def _body(payload: Any) -> JsonObject:
     if not isinstance(payload, dict):
         raise WireError(
             422, "Failed to deserialize the JSON body into the target type", type="tokenizer"
@@ -130,7 +139,7 @@ def _as_text(item: Any) -> str:
     )
 
 
-def _inputs(value: Any) -> list:
+def _inputs(value: Any) -> list[Any]:
     if isinstance(value, str) or (
         isinstance(value, list) and value and all(type(t) is int for t in value)
     ):
@@ -171,7 +180,7 @@ def _rerank(payload: Any, scenario: Any, params: Params) -> Prepared:
     raw, with_text = body.get("raw_scores") is True, body.get("return_text") is True
     dimensions = scenario.embedding_dimensions
 
-    def ranks(rid: str, created: int) -> list:
+    def ranks(rid: str, created: int) -> list[Any]:
         out = []
         for index, text in enumerate(texts):
             rank = {"index": index, "score": rerank_score(query, text, dimensions, raw)}

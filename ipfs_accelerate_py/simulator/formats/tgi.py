@@ -40,6 +40,7 @@ from typing import Any
 from ..openai_wire import REPLY_PREFIX, REPLY_QUOTE_CHARS, estimate_tokens
 from ..wireformat import (
     SSE,
+    JsonObject,
     Params,
     Prepared,
     Route,
@@ -62,7 +63,7 @@ MALFORMED_BODY = b'{"generated_text": "cut sh'
 _TOKENS = re.compile(r"\s*\S+")
 
 
-def info_document(scenario: Any) -> dict:
+def info_document(scenario: Any) -> JsonObject:
     """``GET /info``: TEI's fields, then TGI's over them (``max_client_batch_size`` stays TEI's)."""
     merged = tei_info(scenario)
     tei_cap = merged["max_client_batch_size"]
@@ -85,7 +86,7 @@ def reply_tokens(prompt: str) -> list[str]:
     return _TOKENS.findall(REPLY_PREFIX + prompt[:REPLY_QUOTE_CHARS])
 
 
-def _token(text: str, special: bool = False) -> dict:
+def _token(text: str, special: bool = False) -> JsonObject:
     return {
         "id": sum(text.encode()) % VOCABULARY,
         "text": text,
@@ -101,7 +102,7 @@ def _invalid(message: str) -> WireError:
     return WireError(422, f"Input validation error: {message}", type="validation")
 
 
-def _positive(parameters: dict, name: str, kind: type) -> Any | None:
+def _positive(parameters: JsonObject, name: str, kind: type) -> Any | None:
     value = parameters.get(name)
     if value is None:
         return None
@@ -114,7 +115,7 @@ def _positive(parameters: dict, name: str, kind: type) -> Any | None:
     return value
 
 
-def _parameters(payload: Any) -> tuple[str, dict]:
+def _parameters(payload: Any) -> tuple[str, JsonObject]:
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), str):
         raise WireError(
             422,
@@ -160,7 +161,7 @@ def _parameters(payload: Any) -> tuple[str, dict]:
 # -- answers --------------------------------------------------------------------------
 
 
-def _generation(payload: Any) -> dict:
+def _generation(payload: Any) -> JsonObject:
     """What the simulated model answers: tokens, text, finish reason, lengths."""
     inputs, parameters = _parameters(payload)
     limit = parameters.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS
@@ -182,7 +183,7 @@ def _generation(payload: Any) -> dict:
     }
 
 
-def _details(gen: dict) -> dict:
+def _details(gen: JsonObject) -> JsonObject:
     prefill = (
         [dict(_token(t), logprob=None) for t in _TOKENS.findall(gen["inputs"])]
         if gen["prefill"]
@@ -197,7 +198,7 @@ def _details(gen: dict) -> dict:
     }
 
 
-def _prepared(gen: dict, body: Any, stream: bool, chunks: Any = None) -> Prepared:
+def _prepared(gen: JsonObject, body: Any, stream: bool, chunks: Any = None) -> Prepared:
     return Prepared(
         model=None,
         cost=gen["input_length"] + len(gen["tokens"]),
@@ -212,8 +213,8 @@ def _prepared(gen: dict, body: Any, stream: bool, chunks: Any = None) -> Prepare
 def _generate(payload: Any, scenario: Any, params: Params) -> Prepared:
     gen = _generation(payload)
 
-    def body(rid: str, created: int) -> dict:
-        answer: dict = {"generated_text": gen["text"]}
+    def body(rid: str, created: int) -> JsonObject:
+        answer: JsonObject = {"generated_text": gen["text"]}
         if gen["details"]:
             answer["details"] = _details(gen)
         return answer
@@ -224,7 +225,7 @@ def _generate(payload: Any, scenario: Any, params: Params) -> Prepared:
 def _generate_stream(payload: Any, scenario: Any, params: Params) -> Prepared:
     gen = _generation(payload)
 
-    def chunks(rid: str, created: int) -> list:
+    def chunks(rid: str, created: int) -> list[Any]:
         tokens = gen["tokens"] or [""]
         events = [
             {"index": i + 1, "token": _token(t), "generated_text": None, "details": None}
@@ -243,7 +244,7 @@ def _generate_stream(payload: Any, scenario: Any, params: Params) -> Prepared:
 
     def body(
         rid: str, created: int
-    ) -> list:  # what a stream is when the script asks for a plain answer
+    ) -> list[Any]:  # what a stream is when the script asks for a plain answer
         return chunks(rid, created)
 
     return _prepared(gen, body, stream=True, chunks=chunks)
