@@ -94,7 +94,7 @@ class _Call(NamedTuple):
 
     endpoint: str
     data: Any
-    submit: dict
+    submit: dict[str, Any]
 
 
 P = ParamSpec("P")
@@ -517,7 +517,7 @@ class BaseApiBackend:
     def _chat_call(
         self,
         model_name: str | None = None,
-        messages: list | None = None,
+        messages: list[Any] | None = None,
         *,
         model: str | None = None,
         stream: bool = False,
@@ -552,7 +552,7 @@ class BaseApiBackend:
     )
 
     def _chat_request(
-        self, model_name: Any, messages: Any, stream: bool, params: dict
+        self, model_name: Any, messages: Any, stream: bool, params: dict[str, Any]
     ) -> tuple[str, Any]:
         _check_model(model_name)
         _check_messages(messages)
@@ -588,7 +588,7 @@ class BaseApiBackend:
     acompletions = _awaited(_completion_call, "acompletions", """:meth:`completions`, awaited.""")
 
     def _completion_request(
-        self, model_name: Any, prompt: Any, stream: bool, params: dict
+        self, model_name: Any, prompt: Any, stream: bool, params: dict[str, Any]
     ) -> tuple[str, Any]:
         _check_model(model_name)
         if not isinstance(prompt, (str, list)):
@@ -631,7 +631,9 @@ class BaseApiBackend:
         """:meth:`embeddings`, awaited (batched with sync and async callers alike).""",
     )
 
-    def _embeddings_request(self, model_name: Any, inputs: Any, params: dict) -> tuple[str, Any]:
+    def _embeddings_request(
+        self, model_name: Any, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, Any]:
         _check_model(model_name)
         normalize_inputs(inputs)
         return self.provider.embeddings_request(model_name, inputs, params)
@@ -652,7 +654,7 @@ class BaseApiBackend:
         model: Any,
         content: Any,
         stream: bool,
-        params: dict,
+        params: dict[str, Any],
         extra_body: Any,
     ) -> tuple[str, Any]:
         """``(endpoint, data)`` of a call to the public ``method``: the model
@@ -726,7 +728,7 @@ class BaseApiBackend:
         )
 
     @classmethod
-    def connection_metadata(cls, base_url: str, api_key: str | None) -> dict:
+    def connection_metadata(cls, base_url: str, api_key: str | None) -> dict[str, Any]:
         """The metadata that points a new client at ``base_url`` with ``api_key``."""
         spec = cls.provider.spec
         metadata = {spec.base_url_metadata[0]: base_url}
@@ -746,7 +748,7 @@ class BaseApiBackend:
             return self.provider.embeddings_request(spec.default_embedding_model, tag, {})
         raise NotImplementedError(f"{type(self).__name__} must say what the feature checks send")
 
-    def list_models(self) -> list:
+    def list_models(self) -> list[Any]:
         endpoint, data = self.provider.models_request()
         return self.provider.models_from(self._call(endpoint, data))
 
@@ -805,7 +807,7 @@ class BaseApiBackend:
         """
         self._engine.stats.record_request(_stats_record(stats_update, fields))
 
-    def get_stats(self) -> dict:
+    def get_stats(self) -> dict[str, Any]:
         """Counters and figures since the last ``reset_stats()``."""
         stats = self._engine.stats.snapshot()
         engine = self._engine.snapshot()
@@ -820,7 +822,7 @@ class BaseApiBackend:
         )
         return stats
 
-    def generate_report(self, include_details: bool = False) -> dict:
+    def generate_report(self, include_details: bool = False) -> dict[str, Any]:
         stats = self.get_stats()
         engine = self._engine.snapshot()
         report = {
@@ -878,7 +880,7 @@ class BaseApiBackend:
         self,
         model_name: str | None = None,
         request_input: Any = None,
-        future: dict | None = None,
+        future: dict[str, Any] | None = None,
         *,
         model: str | None = None,
         **params: Any,
@@ -909,7 +911,7 @@ class BaseApiBackend:
         if in_engine_thread():
             return fn(*args)
         done = threading.Event()
-        box: list = []
+        box: list[Any] = []
 
         def run() -> None:
             try:
@@ -928,7 +930,7 @@ class BaseApiBackend:
     # -------------------------------------------------------- inspection
 
     @property
-    def request_queue(self) -> list[dict]:
+    def request_queue(self) -> list[dict[str, Any]]:
         """What waits in the queue now, in dispatch order (a snapshot)."""
         return [
             {
@@ -1006,7 +1008,7 @@ _STATS_FIELDS = (
 )
 
 
-def _stats_record(stats_update: Any, fields: dict) -> RequestRecord:
+def _stats_record(stats_update: Any, fields: dict[str, Any]) -> RequestRecord:
     """``update_stats``'s arguments as a record, each field checked and named when refused."""
     if stats_update is not None and not isinstance(stats_update, Mapping):
         raise InvalidInputError(

@@ -29,7 +29,7 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = AnthropicWire(ANTHROPIC)
 
     def count_tokens(
-        self, model_name: str, messages: list, *, priority: int | None = None, **params: Any
+        self, model_name: str, messages: list[Any], *, priority: int | None = None, **params: Any
     ) -> int:
         """Input tokens ``messages`` would cost with ``model_name``
         (``POST /v1/messages/count_tokens``; ``system``, ``tools`` count too)."""
@@ -45,7 +45,7 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
             )
         return tokens
 
-    def get_model(self, model_id: str) -> dict:
+    def get_model(self, model_id: str) -> dict[str, Any]:
         """One model's description (``GET /v1/models/{model_id}``)."""
         if not isinstance(model_id, str) or not model_id.strip() or "/" in model_id:
             raise InvalidInputError(

@@ -96,7 +96,7 @@ FAIL_OVER_ON: tuple[type[ApiError], ...] = (
 MAX_MESSAGE_ERROR_CHARS = 200
 """How much of each step's error the final error's message quotes."""
 
-StepLike = Union["FailoverStep", Any, tuple]
+StepLike = Union["FailoverStep", Any, tuple[Any, ...]]
 
 
 # ---------------------------------------------------------------- steps
@@ -116,7 +116,7 @@ class FailoverStep:
     backend: Any
     models: Mapping[str, str] = field(default_factory=dict)
     default_model: str | None = None
-    fail_over_on: tuple = ()
+    fail_over_on: tuple[Any, ...] = ()
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -235,7 +235,7 @@ class _ChainStats:
                 self._succeeded += 1
                 self._steps[served_by]["served"] += 1
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         with self._lock:
             steps = {name: dict(s, errors=dict(s["errors"])) for name, s in self._steps.items()}
             return {
@@ -257,8 +257,8 @@ class _Plan(NamedTuple):
     for that step, and the keywords, the same for every step."""
 
     method: str
-    args: Callable[[FailoverStep], tuple]
-    kwargs: dict
+    args: Callable[[FailoverStep], tuple[Any, ...]]
+    kwargs: dict[str, Any]
 
 
 def _over_steps(plan: Callable[..., _Plan], name: str, doc: str) -> tuple[Any, Any]:
@@ -335,7 +335,7 @@ class FailoverChain:
                 continue
         raise ValueError("no step's provider can read this answer")
 
-    def get_stats(self) -> dict:
+    def get_stats(self) -> dict[str, Any]:
         """Requests, successes, final failures, failovers (moves to a next step), who
         served how many, and per step: attempts, served, failed, errors by kind."""
         return self._stats.snapshot()
@@ -355,7 +355,7 @@ class FailoverChain:
     def _chat_plan(
         self,
         model_name: str | None = None,
-        messages: list | None = None,
+        messages: list[Any] | None = None,
         *,
         model: str | None = None,
         **params: Any,
@@ -446,7 +446,7 @@ class FailoverChain:
         raise self._all_failed(failures)
 
     def _step_failed(
-        self, index: int, step: FailoverStep, error: BaseException, failures: list
+        self, index: int, step: FailoverStep, error: BaseException, failures: list[Any]
     ) -> None:
         """Note a step's failure; raise at once when it does not fail over."""
         moving_on = fails_over(error, step)
@@ -468,7 +468,7 @@ class FailoverChain:
         return error
 
 
-def _with_model(step: FailoverStep, data: Mapping[str, Any] | None) -> dict | None:
+def _with_model(step: FailoverStep, data: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if data is None or not isinstance(data, Mapping) or "model" not in data:
         return data  # type: ignore[return-value]  # the backend refuses a body that is not a dict
     return dict(data, model=step.model_for(data["model"]))

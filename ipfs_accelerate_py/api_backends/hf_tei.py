@@ -43,12 +43,12 @@ class hf_tei(BaseApiBackend):  # noqa: N801 - the seed's name
     def rerank(
         self,
         query: str,
-        texts: list,
+        texts: list[Any],
         *,
         priority: int | None = None,
         request_id: str | None = None,
         **params: Any,
-    ) -> list:
+    ) -> list[Any]:
         """``[{"index", "score"}, ...]``: ``texts`` ranked against ``query``
         (``raw_scores``, ``return_text``, ``truncate`` as TEI takes them)."""
         if not isinstance(query, str) or not query:
@@ -68,7 +68,7 @@ class hf_tei(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint, data = self.provider.rerank_request(query, texts, params)
         return self._call(endpoint, data, priority=priority, request_id=request_id)
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """The server's ``/info``: ``model_id``, ``max_client_batch_size``, ``max_input_length``, ..."""
         endpoint, data = self.provider.info_request()
         return self._call(endpoint, data)

@@ -35,7 +35,7 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
         priority: int | None = None,
         request_id: str | None = None,
         **parameters: Any,
-    ) -> dict | ChunkStream:
+    ) -> dict[str, Any] | ChunkStream:
         """Text from ``prompt`` with TGI's generation ``parameters``
         (``max_new_tokens``, ``temperature``, ``stop``, ``details``, ...):
         ``{"generated_text", "details"?}``, or with ``stream=True`` an
@@ -55,18 +55,18 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
     def chat(
         self,
         model_name: str | None = None,
-        messages: list | None = None,
+        messages: list[Any] | None = None,
         *,
         model: str | None = None,
         **kwargs: Any,
-    ) -> dict | ChunkStream:
+    ) -> dict[str, Any] | ChunkStream:
         """An OpenAI-style chat completion from ``/v1/chat/completions``;
         no model (``model_name`` or ``model``) sends ``"tgi"`` (the server's one model)."""
         if model_name is None and model is None:
             model_name = TGI_MODEL
         return super().chat(model_name, messages, model=model, **kwargs)
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """The server's ``/info``: ``model_id``, ``max_input_tokens``, ``max_total_tokens``, ..."""
         endpoint, data = self.provider.info_request()
         return self._call(endpoint, data)

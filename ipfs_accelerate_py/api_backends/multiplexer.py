@@ -110,7 +110,7 @@ class _Key:
 class _Provider:
     """One provider's keys and the backends made for them (guarded by the multiplexer's lock)."""
 
-    def __init__(self, name: str, backend_class: type, metadata: dict) -> None:
+    def __init__(self, name: str, backend_class: type, metadata: dict[str, Any]) -> None:
         self.name = name
         self.backend_class = backend_class
         self.metadata = metadata
@@ -300,7 +300,7 @@ class ApiKeyMultiplexer:
         """As :meth:`get_openai_client`, for Gemini."""
         return self.get_client("gemini", key_name, strategy)
 
-    def get_usage_stats(self) -> dict:
+    def get_usage_stats(self) -> dict[str, Any]:
         """``{provider: {key name: figures}}`` for the four providers.
 
         Figures per key, summed over the shared backend and the key's own one:
@@ -465,27 +465,27 @@ def _base_urls(base_url: str | Mapping[str, str] | None) -> dict[str, str]:
 
 def _provider_usage(
     keys: dict[str, _Key], shared: BaseApiBackend | None, bound: dict[str, BaseApiBackend]
-) -> dict:
+) -> dict[str, Any]:
     shared_pool = _key_pool(shared)
     return {
         name: _key_usage(key, shared_pool.get(name), bound.get(name)) for name, key in keys.items()
     }
 
 
-def _key_pool(backend: BaseApiBackend | None) -> dict:
+def _key_pool(backend: BaseApiBackend | None) -> dict[str, Any]:
     return backend.get_stats().get("key_pool", {}) if backend is not None else {}
 
 
-def _longest_cooling(views: list[dict]) -> dict:
+def _longest_cooling(views: list[dict[str, Any]]) -> dict:
     """``{model: seconds left}`` over the views, the longer rest where both cool a model."""
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for view in views:
         for model, left in (view.get("cooling_models") or {}).items():
             merged[model] = max(left, merged.get(model, 0.0))
     return merged
 
 
-def _key_usage(key: _Key, shared: dict | None, own: BaseApiBackend | None) -> dict:
+def _key_usage(key: _Key, shared: dict[str, Any] | None, own: BaseApiBackend | None) -> dict:
     own_stats = own.get_stats() if own is not None else None
     views = [v for v in (shared, (own_stats or {}).get("key_pool", {}).get(key.name)) if v]
     figures = {field: sum(int(v.get(field) or 0) for v in views) for field in _SUMMED}

@@ -40,7 +40,7 @@ class ollama(BaseApiBackend):  # noqa: N801 - the seed's name
         priority: int | None = None,
         request_id: str | None = None,
         **options: Any,
-    ) -> dict | ChunkStream:
+    ) -> dict[str, Any] | ChunkStream:
         """``/api/generate``: the response for ``prompt`` (``response``,
         ``done_reason``, counts), or with ``stream=True`` its chunks.
         ``options`` as for ``chat`` (``temperature=0.2``, ``system="..."``,

@@ -126,21 +126,21 @@ class TGIWire(HuggingFaceWire):
 
     def generate_request(
         self, prompt: str, params: Mapping[str, Any], stream: bool
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """``/generate`` (or ``/generate_stream``) for ``prompt`` with TGI's ``parameters``."""
-        data: dict = {"inputs": prompt}
+        data: dict[str, Any] = {"inputs": prompt}
         if params:
             data["parameters"] = dict(params)
         return (GENERATE_STREAM if stream else GENERATE), data
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         endpoint, data = self.openai.chat_request(model, messages, params, stream)
         return OPENAI_PREFIX + endpoint, data
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         endpoint, data = self.openai.completion_request(model, prompt, params, stream)
         return OPENAI_PREFIX + endpoint, data

@@ -141,7 +141,9 @@ OPENAI_PARAMS = {
 }
 
 
-def params_with(base: Mapping[str, frozenset], extra: Mapping[str, Any]) -> dict[str, frozenset]:
+def params_with(
+    base: Mapping[str, frozenset[Any]], extra: Mapping[str, Any]
+) -> dict[str, frozenset]:
     """``base``'s parameters by operation, with ``extra``'s added (a server's own)."""
     return {op: names | frozenset(extra.get(op, ())) for op, names in base.items()}
 
@@ -178,25 +180,27 @@ class OpenAIWire(Wire):
     # ---------------------------------------------------------- operations
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         data = {"model": model, "messages": messages, **params}
         if stream:
             data["stream"] = True
         return "chat/completions", data
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         data = {"model": model, "prompt": prompt, **params}
         if stream:
             data["stream"] = True
         return "completions", data
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict]:
         return "embeddings", {"model": model, "input": inputs, **params}
 
-    def models_request(self) -> tuple[str, dict | None]:
+    def models_request(self) -> tuple[str, dict[str, Any] | None]:
         return "models", None
 
     def reply_text(self, result: Any) -> str:
@@ -212,7 +216,7 @@ class OpenAIWire(Wire):
         items = sorted(result.get("data", []), key=lambda item: item.get("index", 0))
         return [item["embedding"] for item in items]
 
-    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict | None:
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
         """``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` (``"1s"``, ``"6m0s"``, ``"20ms"``)."""
         hints = {}
         for kind in ("requests", "tokens"):
@@ -226,7 +230,7 @@ class OpenAIWire(Wire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         if self.endpoint_path(endpoint) != "embeddings" or not isinstance(data, Mapping):
             return None
         return normalize_inputs(data.get("input"))
@@ -236,7 +240,7 @@ class OpenAIWire(Wire):
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """One response of OpenAI's shape per member, by ``index``; the
         batch's ``usage`` is shared out by ``weights`` (estimated tokens) so
         the members' figures add up to what the server reported."""
@@ -323,11 +327,11 @@ def openai_usage(usage: Any) -> tuple[int, int] | None:
     return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
 
 
-def _mapping(value: Any) -> dict:
+def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _reply_choice(choices: Any) -> dict:
+def _reply_choice(choices: Any) -> dict[str, Any]:
     """The choice of index :data:`REPLY_CHOICE` (or without an index) among ``choices``; ``{}`` if none."""
     if not isinstance(choices, list):
         return {}
@@ -337,7 +341,7 @@ def _reply_choice(choices: Any) -> dict:
     return {}
 
 
-def _tool_call_pieces(delta: dict) -> tuple[ToolCallDelta, ...]:
+def _tool_call_pieces(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
     """The tool-call pieces of a chat delta; a piece that carries nothing (no
     id, name or arguments) is left out."""
     calls = delta.get("tool_calls")
@@ -353,7 +357,7 @@ def _tool_call_pieces(delta: dict) -> tuple[ToolCallDelta, ...]:
     return tuple(p for p in pieces if p.id or p.name or p.arguments)
 
 
-def _tool_call_piece(call: dict, function: dict, position: int) -> ToolCallDelta:
+def _tool_call_piece(call: dict[str, Any], function: dict, position: int) -> ToolCallDelta:
     index = call.get("index")
     return ToolCallDelta(
         index=index if isinstance(index, int) and not isinstance(index, bool) else position,
