@@ -20,7 +20,8 @@ from typing import Any
 
 from ..providers.anthropic import ANTHROPIC, AnthropicWire
 from ..resilience.errors import InvalidInputError, MalformedResponseError
-from .base import BaseApiBackend, _check_messages, _check_model
+from .base import BaseApiBackend
+from .operations import check_messages, check_model
 
 __all__ = ["claude"]
 
@@ -33,8 +34,8 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
     ) -> int:
         """Input tokens ``messages`` would cost with ``model_name``
         (``POST /v1/messages/count_tokens``; ``system``, ``tools`` count too)."""
-        _check_model(model_name)
-        _check_messages(messages)
+        check_model(model_name)
+        check_messages(messages)
         endpoint, data = self.provider.count_tokens_request(model_name, messages, params)
         result = self._call(endpoint, data, priority=priority)
         tokens = result.get("input_tokens") if isinstance(result, dict) else None

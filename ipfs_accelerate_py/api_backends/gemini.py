@@ -21,7 +21,8 @@ from typing import Any
 from ..engine.stream import ChunkStream
 from ..providers.gemini import GEMINI, GeminiWire, image_part
 from ..resilience.errors import InvalidInputError
-from .base import BaseApiBackend, _check_messages, _check_model
+from .base import BaseApiBackend
+from .operations import check_messages, check_model
 
 __all__ = ["gemini", "image_part"]
 
@@ -45,7 +46,7 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
         """``models/{model}:generateContent`` with Gemini's own ``contents``
         (``[{"role": "user", "parts": [{"text": ...}]}]``) and request fields
         (``systemInstruction``, ``generationConfig``, ``safetySettings``, ...)."""
-        _check_model(model_name)
+        check_model(model_name)
         if (
             not isinstance(contents, list)
             or not contents
@@ -64,7 +65,7 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
         """One text through ``embedContent``: ``{"embedding": {"values": [...]}}``
         (never batched; ``embeddings`` is).  ``params``: task_type, title,
         output_dimensionality."""
-        _check_model(model_name)
+        check_model(model_name)
         if not isinstance(text, str) or not text:
             raise InvalidInputError(
                 "embed_content takes one non-empty string; use embeddings() for a list"
@@ -76,14 +77,14 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
         self, model_name: str, messages: list[Any], *, priority: int | None = None
     ) -> dict[str, Any]:
         """``countTokens`` for OpenAI-style ``messages``: ``{"totalTokens": n, ...}``."""
-        _check_model(model_name)
-        _check_messages(messages)
+        check_model(model_name)
+        check_messages(messages)
         endpoint, data = self.provider.count_tokens_request(model_name, messages)
         return self._call(endpoint, data, priority=priority)
 
     def get_model(self, model_name: str) -> dict[str, Any]:
         """``GET models/{model}``: its limits and supported methods."""
-        _check_model(model_name)
+        check_model(model_name)
         endpoint, data = self.provider.model_request(model_name)
         return self._call(endpoint, data)
 

@@ -26,6 +26,7 @@ __all__ = ["hf_tgi"]
 
 class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = TGIWire(TGI)
+    _unnamed_chat_model = TGI_MODEL  # a TGI server serves one model: "tgi" names it
 
     def generate(
         self,
@@ -51,20 +52,6 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
     def generate_stream(self, prompt: str, **kwargs: Any) -> ChunkStream:
         """``generate(prompt, stream=True, ...)``: TGI's ``/generate_stream``."""
         return self.generate(prompt, stream=True, **kwargs)
-
-    def chat(
-        self,
-        model_name: str | None = None,
-        messages: list[Any] | None = None,
-        *,
-        model: str | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any] | ChunkStream:
-        """An OpenAI-style chat completion from ``/v1/chat/completions``;
-        no model (``model_name`` or ``model``) sends ``"tgi"`` (the server's one model)."""
-        if model_name is None and model is None:
-            model_name = TGI_MODEL
-        return super().chat(model_name, messages, model=model, **kwargs)
 
     def info(self) -> dict[str, Any]:
         """The server's ``/info``: ``model_id``, ``max_input_tokens``, ``max_total_tokens``, ..."""

@@ -117,10 +117,9 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         """The boto3 client's configuration (credentials masked in its repr)."""
         return self._transport.config if isinstance(self._transport, Boto3Transport) else None
 
-    @BaseApiBackend.base_url.setter
-    def base_url(self, value: str) -> None:
+    def _set_base_url(self, value: Any) -> None:
         """The S3 endpoint URL (checked as every backend's); the next request goes there."""
-        BaseApiBackend.base_url.fset(self, value)
+        super()._set_base_url(value)
         if isinstance(self._transport, Boto3Transport):
             self._transport.reconfigure(_with(self._transport.config, endpoint_url=self.base_url))
 
