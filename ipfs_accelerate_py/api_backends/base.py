@@ -67,6 +67,8 @@ class BaseApiBackend(SettingsAccess, KeyAdmin, Monitoring, CallSurface):
     PRIORITY_NORMAL = _queue.PRIORITY_NORMAL
     PRIORITY_LOW = _queue.PRIORITY_LOW
 
+    _embedding_models: list[str]
+
     def __init__(
         self,
         resources: Mapping[str, Any] | None = None,

@@ -53,4 +53,4 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
                 f"model_id must be a model name like 'claude-sonnet-4-5', not {model_id!r}"
             )
         endpoint, data = self.provider.model_request(model_id.strip())
-        return self._call(endpoint, data)
+        return self._call_json(endpoint, data)

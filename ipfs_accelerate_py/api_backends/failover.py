@@ -156,7 +156,12 @@ class FailoverStep:
         return self.default_model if self.default_model is not None else model
 
     def __repr__(self) -> str:
-        return f"FailoverStep({self.name or type(self.backend).__name__!r}, models={self.models!r})"
+        return f"FailoverStep({self.label!r}, models={self.models!r})"
+
+    @property
+    def label(self) -> str:
+        """How stats and errors name the step: ``name``, else the backend's class name."""
+        return self.name or type(self.backend).__name__
 
 
 def fails_over(error: BaseException, step: FailoverStep | None = None) -> bool:
@@ -184,7 +189,7 @@ def _named(steps: list[FailoverStep]) -> list[FailoverStep]:
     seen: dict[str, int] = {}
     named = []
     for step in steps:
-        base = step.name or type(step.backend).__name__
+        base = step.label
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}#{seen[base]}"
         if step.name is not None and seen[base] > 1:
@@ -209,7 +214,7 @@ class _ChainStats:
     def reset(self) -> None:
         with self._lock:
             self._requests = self._succeeded = self._failed = self._failovers = 0
-            self._steps = {
+            self._steps: dict[str, dict[str, Any]] = {
                 name: {"attempts": 0, "served": 0, "failed": 0, "errors": {}}
                 for name in self._names
             }
@@ -305,7 +310,7 @@ class FailoverChain:
         if not steps:
             raise SettingError("steps", steps, "at least one backend")
         self._steps = tuple(steps)
-        self._stats = _ChainStats([s.name for s in steps])
+        self._stats = _ChainStats([s.label for s in steps])
         self._last_step: contextvars.ContextVar[FailoverStep | None] = contextvars.ContextVar(
             "last_step", default=None
         )
@@ -327,10 +332,12 @@ class FailoverChain:
         that answered this thread's last call (else by the first provider that can)."""
         step = self.last_step
         if step is not None:
-            return step.backend.provider.reply_text(result)
+            text: str = step.backend.provider.reply_text(result)
+            return text
         for candidate in self._steps:
             try:
-                return candidate.backend.provider.reply_text(result)
+                text = candidate.backend.provider.reply_text(result)
+                return text
             except (ApiError, LookupError, TypeError, ValueError):
                 continue
         raise ValueError("no step's provider can read this answer")
@@ -344,7 +351,7 @@ class FailoverChain:
         self._stats.reset()
 
     def __repr__(self) -> str:
-        return f"FailoverChain([{', '.join(s.name for s in self._steps)}])"
+        return f"FailoverChain([{', '.join(s.label for s in self._steps)}])"
 
     # ------------------------------------------------------------ operations
     #
@@ -424,7 +431,7 @@ class FailoverChain:
     def _run(self, call: Callable[[FailoverStep], Any]) -> Any:
         failures: list[tuple[str, ApiError]] = []
         for index, step in enumerate(self._steps):
-            self._stats.attempt(step.name)
+            self._stats.attempt(step.label)
             try:
                 result = call(step)
             except BaseException as error:
@@ -436,7 +443,7 @@ class FailoverChain:
     async def _arun(self, call: Callable[[FailoverStep], Awaitable[Any]]) -> Any:
         failures: list[tuple[str, ApiError]] = []
         for index, step in enumerate(self._steps):
-            self._stats.attempt(step.name)
+            self._stats.attempt(step.label)
             try:
                 result = await call(step)
             except BaseException as error:
@@ -450,14 +457,14 @@ class FailoverChain:
     ) -> None:
         """Note a step's failure; raise at once when it does not fail over."""
         moving_on = fails_over(error, step)
-        self._stats.step_failed(step.name, error, moving_on and index + 1 < len(self._steps))
+        self._stats.step_failed(step.label, error, moving_on and index + 1 < len(self._steps))
         if not moving_on:
             self._stats.finished(None)
-            raise _after_failover(error, step.name, failures)
-        failures.append((step.name, error))
+            raise _after_failover(error, step.label, failures)
+        failures.append((step.label, error))
 
     def _served(self, step: FailoverStep, result: Any) -> Any:
-        self._stats.finished(step.name)
+        self._stats.finished(step.label)
         self._last_step.set(step)
         return result
 
@@ -499,8 +506,8 @@ def _after_failover(
 def _annotated(error: ApiError, failures: list[tuple[str, ApiError]], message: str) -> ApiError:
     final = copy.copy(error)  # the original stays as its backend raised it
     final.message = message
-    final.failures = list(failures)
-    final.step = failures[-1][0]
+    # A failed-over error also says which steps failed before and which failed last:
+    final.__dict__.update(failures=list(failures), step=failures[-1][0])
     return final
 
 

@@ -57,7 +57,9 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
             )
         method = "streamGenerateContent" if stream else "generateContent"
         data = {"model": model_name, "contents": contents, **fields}
-        return self._call(method, data, priority=priority, request_id=request_id, stream=stream)
+        return self._call_maybe_stream(
+            method, data, priority=priority, request_id=request_id, stream=stream
+        )
 
     def embed_content(
         self, model_name: str, text: str, *, priority: int | None = None, **params: Any
@@ -71,7 +73,7 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
                 "embed_content takes one non-empty string; use embeddings() for a list"
             )
         endpoint, data = self.provider.embed_content_request(model_name, text, params)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def count_tokens(
         self, model_name: str, messages: list[Any], *, priority: int | None = None
@@ -80,13 +82,13 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
         check_model(model_name)
         check_messages(messages)
         endpoint, data = self.provider.count_tokens_request(model_name, messages)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def get_model(self, model_name: str) -> dict[str, Any]:
         """``GET models/{model}``: its limits and supported methods."""
         check_model(model_name)
         endpoint, data = self.provider.model_request(model_name)
-        return self._call(endpoint, data)
+        return self._call_json(endpoint, data)
 
     def list_models(self) -> list[Any]:
         """Every model (``models.list``, following ``nextPageToken``)."""

@@ -14,7 +14,7 @@ serves one model, so the model name may be left out: ``"tgi"`` is sent),
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from ..engine.stream import ChunkStream
 from ..providers.hf_tgi import TGI, TGI_MODEL, TGIWire
@@ -28,6 +28,16 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = TGIWire(TGI)
     _unnamed_chat_model = TGI_MODEL  # a TGI server serves one model: "tgi" names it
 
+    @overload
+    def generate(
+        self, prompt: str, *, stream: Literal[False] = False, **parameters: Any
+    ) -> dict[str, Any]: ...
+    @overload
+    def generate(self, prompt: str, *, stream: Literal[True], **parameters: Any) -> ChunkStream: ...
+    @overload
+    def generate(
+        self, prompt: str, *, stream: bool, **parameters: Any
+    ) -> dict[str, Any] | ChunkStream: ...
     def generate(
         self,
         prompt: str,
@@ -47,7 +57,9 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
                 provider=self.provider.name,
             )
         endpoint, data = self.provider.generate_request(prompt, parameters, stream)
-        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+        return self._call_maybe_stream(
+            endpoint, data, priority=priority, request_id=request_id, stream=stream
+        )
 
     def generate_stream(self, prompt: str, **kwargs: Any) -> ChunkStream:
         """``generate(prompt, stream=True, ...)``: TGI's ``/generate_stream``."""
@@ -56,4 +68,4 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
     def info(self) -> dict[str, Any]:
         """The server's ``/info``: ``model_id``, ``max_input_tokens``, ``max_total_tokens``, ..."""
         endpoint, data = self.provider.info_request()
-        return self._call(endpoint, data)
+        return self._call_json(endpoint, data)

@@ -31,7 +31,7 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
     def get_model_info(self, model_id: str, *, priority: int | None = None) -> dict[str, Any]:
         """``GET /models/{model_id}``: what the server says of one model."""
         endpoint, data = self.provider.model_info_request(_model(model_id))
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def infer(
         self,
@@ -49,7 +49,7 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint, data = self.provider.infer_request(
             _model(model_id), _input(inputs), _parameters(parameters, params)
         )
-        return self._call(endpoint, data, priority=priority, request_id=request_id)
+        return self._call_json(endpoint, data, priority=priority, request_id=request_id)
 
     def run_inference(
         self,
@@ -81,7 +81,7 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint, data = self.provider.batch_infer_request(
             _model(model_id), list(inputs_list), _parameters(parameters, params)
         )
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def get_statistics(
         self, model_id: str | None = None, *, priority: int | None = None
@@ -91,14 +91,14 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint, data = self.provider.statistics_request(
             None if model_id is None else _model(model_id)
         )
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def optimize_model(
         self, model_id: str, optimization_type: str = "balanced", *, priority: int | None = None
     ) -> dict[str, Any]:
         """``POST /models/{model_id}/optimize`` (``speed``, ``memory`` or ``balanced``)."""
         endpoint, data = self.provider.optimize_request(_model(model_id), optimization_type)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def feature_probe(self, tag: str) -> tuple[str, Any]:
         """The feature checks send a small ``infer`` to the default model; its
@@ -123,7 +123,7 @@ def _input(value: Any, what: str = "inputs") -> Any:
     return value
 
 
-def _parameters(parameters: Any, extra: dict[str, Any]) -> dict:
+def _parameters(parameters: Any, extra: dict[str, Any]) -> dict[str, Any]:
     if parameters is not None and not isinstance(parameters, dict):
         raise InvalidInputError(
             f"parameters must be a dict like {{'precision': 'fp16'}}, not {type(parameters).__name__}"

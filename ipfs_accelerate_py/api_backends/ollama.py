@@ -52,4 +52,6 @@ class ollama(BaseApiBackend):  # noqa: N801 - the seed's name
         if not isinstance(prompt, str):
             raise InvalidInputError(f"prompt must be a string, not {type(prompt).__name__}")
         endpoint, data = self.provider.generate_request(model_name, prompt, options, stream)
-        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+        return self._call_maybe_stream(
+            endpoint, data, priority=priority, request_id=request_id, stream=stream
+        )

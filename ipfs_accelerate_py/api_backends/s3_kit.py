@@ -160,7 +160,7 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         else:
             body = path_or_bytes
         endpoint, data = self.provider.put_object_request(self._bucket(bucket), key, body, extra)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def download_file(
         self, bucket: str | None, key: str, path: Path | None = None, *, priority: int | None = None
@@ -168,7 +168,7 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         """An object's content as bytes; with ``path``, written there instead
         (whole or not at all: through a temporary file) and the path returned."""
         endpoint, data = self.provider.get_object_request(self._bucket(bucket), key, {})
-        content = self._call(endpoint, data, priority=priority)["Body"]
+        content: bytes = self._call_json(endpoint, data, priority=priority)["Body"]
         if path is None:
             return content
         return _write_atomically(os.fspath(path), content)
@@ -210,25 +210,25 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         self, bucket: str | None, key: str, *, priority: int | None = None
     ) -> dict[str, Any]:
         endpoint, data = self.provider.delete_object_request(self._bucket(bucket), key)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def head_object(
         self, bucket: str | None, key: str, *, priority: int | None = None
     ) -> dict[str, Any]:
         """The object's metadata (``ContentLength``, ``ETag``, ...); a missing one raises ``NotFoundError``."""
         endpoint, data = self.provider.head_object_request(self._bucket(bucket), key)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def create_bucket(
         self, bucket: str | None = None, *, priority: int | None = None
     ) -> dict[str, Any]:
         region = self.s3_config.region if self.s3_config else None
         endpoint, data = self.provider.create_bucket_request(self._bucket(bucket), region)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def list_buckets(self, *, priority: int | None = None) -> dict[str, Any]:
         endpoint, data = self.provider.list_buckets_request()
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def presigned_url(
         self,

@@ -10,7 +10,7 @@ backend's constructor sets it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from ..engine.call_options import DEFAULT_OPTIONS, CallOptions
 from ..engine.engine import Engine
@@ -27,7 +27,7 @@ __all__ = ["ClientState", "first_value", "shown"]
 class ClientState:
     """The state a client's parts share (set by the backend's constructor)."""
 
-    provider: ClassVar[Wire]  # the provider's wire adapter, set by each backend module
+    provider: Wire  # the provider's wire adapter, set by each backend module (hf_tei: per client)
     _engine: Engine
     _clock: Clock
     _settings: Settings

@@ -17,6 +17,7 @@ from ..engine.call_options import DEFAULT_OPTIONS, CallOptions
 from ..engine.future import RequestFuture
 from ..engine.loop import in_engine_thread
 from ..engine.request import Request
+from ..engine.stream import ChunkStream
 from ..resilience.errors import AuthenticationError, InvalidInputError
 from ..resilience.priority_queue import PRIORITY_NORMAL, priority_level
 from .operations import Operations
@@ -150,6 +151,18 @@ class Submission(Operations):
         future["result"] = (
             None  # the caller holds the result now; a dropped stream can be collected
         )
+        return result
+
+    def _call_json(self, endpoint: str, data: Any, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`_call` for an endpoint that answers with a JSON object."""
+        result: dict[str, Any] = self._call(endpoint, data, **kwargs)
+        return result
+
+    def _call_maybe_stream(
+        self, endpoint: str, data: Any, **kwargs: Any
+    ) -> dict[str, Any] | ChunkStream:
+        """:meth:`_call` for an endpoint that streams when ``stream=True`` is given."""
+        result: dict[str, Any] | ChunkStream = self._call(endpoint, data, **kwargs)
         return result
 
     async def _acall(self, endpoint: str, data: Any, **kwargs: Any) -> Any:

@@ -56,6 +56,7 @@ from .base import (
     Wire,
     body_json,
     finish_reason,
+    sse_event,
     token_count,
 )
 
@@ -193,7 +194,9 @@ class AnthropicWire(Wire):
         err_type = err.get("type") if isinstance(err, dict) else None
         typed_status = ERROR_TYPE_STATUS.get(err_type) if isinstance(err_type, str) else None
         http_error = status is not None and status >= 400
-        if not http_error:  # an error event in a 200 stream, or an error body sent with 200
+        if (
+            status is None or not http_error
+        ):  # an error event in a 200 stream, or an error body sent with 200
             class_status = typed_status or 500
         elif typed_status == 529 and status >= 500:  # overloaded, whatever 5xx carried it
             class_status = 529
@@ -272,7 +275,8 @@ class AnthropicWire(Wire):
 
     # ------------------------------------------------------------- streams
 
-    def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
+    def parse_stream_event(self, raw: Event) -> tuple[Any, bool]:
+        event = sse_event(raw)
         data = event.data.strip()
         if not data:
             return None, False
@@ -312,7 +316,9 @@ class AnthropicWire(Wire):
 
     def _block_start_delta(self, chunk: dict[str, Any]) -> StreamDelta:
         block, index = chunk.get("content_block"), _block_index(chunk)
-        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            return EMPTY_DELTA
+        kind = block.get("type")
         if kind == "tool_use" and index is not None:
             call = ToolCallDelta(
                 index, _str_or_none(block.get("id")), _str_or_none(block.get("name")), ""
@@ -324,7 +330,9 @@ class AnthropicWire(Wire):
 
     def _block_delta(self, chunk: dict[str, Any]) -> StreamDelta:
         delta, index = chunk.get("delta"), _block_index(chunk)
-        kind = delta.get("type") if isinstance(delta, dict) else None
+        if not isinstance(delta, dict):
+            return EMPTY_DELTA
+        kind = delta.get("type")
         if kind == "text_delta" and isinstance(delta.get("text"), str):
             return StreamDelta(text=delta["text"])
         piece = delta.get("partial_json") if kind == "input_json_delta" else None
@@ -376,7 +384,7 @@ class AnthropicWire(Wire):
 
     def count_tokens_request(
         self, model: str, messages: list[Any], params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """``POST /v1/messages/count_tokens``: the chat body without
         ``max_tokens`` and ``stream``, which that endpoint does not take."""
         _, data = self.chat_request(
@@ -387,7 +395,7 @@ class AnthropicWire(Wire):
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         raise InvalidInputError(
             f"the {self.name} backend has no embeddings operation: the Anthropic API offers none "
             "(its documentation points to Voyage AI for embeddings)",

@@ -41,6 +41,8 @@ from ..transport.sse import SseEvent
 __all__ = [
     "EMPTY_DELTA",
     "Event",
+    "ndjson_line",
+    "sse_event",
     "ProviderSpec",
     "StreamDelta",
     "ToolCallDelta",
@@ -62,6 +64,20 @@ Event = SseEvent | bytes
 """An SSE event (``stream_format == "sse"``) or one NDJSON line."""
 
 
+def sse_event(event: Event) -> SseEvent:
+    """``event`` as the SSE event an SSE provider's stream is made of."""
+    if isinstance(event, bytes):
+        raise MalformedResponseError(f"expected an SSE event, got a raw line: {event[:80]!r}")
+    return event
+
+
+def ndjson_line(event: Event) -> bytes:
+    """``event`` as the NDJSON line an NDJSON provider's stream is made of."""
+    if not isinstance(event, bytes):
+        raise MalformedResponseError(f"expected an NDJSON line, got an SSE event: {event!r:.80}")
+    return event
+
+
 class ToolCallDelta(NamedTuple):
     """A piece of a tool (function) call as it streams in.
 
@@ -71,7 +87,7 @@ class ToolCallDelta(NamedTuple):
     arguments text: joined in order, a call's fragments are the whole JSON.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index: the providers' own name for it
     id: str | None
     name: str | None
     arguments: str
@@ -421,7 +437,7 @@ class Wire:
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         raise self.unsupported("embeddings")
 
     def models_request(self) -> tuple[str, dict[str, Any] | None]:
@@ -448,7 +464,7 @@ class Wire:
         """Where a batch of requests to ``endpoint`` goes (the same place, by default)."""
         return endpoint
 
-    def batch_template(self, endpoint: str, data: dict[str, Any]) -> dict:
+    def batch_template(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
         """What alike requests share: their data without the inputs."""
         return {k: v for k, v in data.items() if k != self.batch_input_field}
 

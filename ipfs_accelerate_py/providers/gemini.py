@@ -57,6 +57,7 @@ from .base import (
     body_json,
     finish_reason,
     retyped,
+    sse_event,
     token_count,
 )
 from .gemini_content import (
@@ -210,7 +211,8 @@ class GeminiWire(Wire):
 
     # ------------------------------------------------------------- streams
 
-    def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
+    def parse_stream_event(self, raw: Event) -> tuple[Any, bool]:
+        event = sse_event(raw)
         data = event.data.strip()
         if not data:
             return None, False
@@ -293,7 +295,7 @@ class GeminiWire(Wire):
 
     def embed_content_request(
         self, model: str, text: str, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """One text through ``embedContent`` (answer: ``{"embedding": {"values"}}``); never batched."""
         return "embedContent", {
             "model": model,
@@ -303,7 +305,7 @@ class GeminiWire(Wire):
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         texts = (
             [inputs]
             if isinstance(inputs, str)
@@ -368,7 +370,7 @@ class GeminiWire(Wire):
             return None
         return texts
 
-    def batch_template(self, endpoint: str, data: dict[str, Any]) -> dict:
+    def batch_template(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
         shared = {k: v for k, v in data.items() if k != "requests"}
         return {**shared, "requests": [_without_content(data["requests"][0])]}
 
@@ -425,8 +427,8 @@ def _reply_candidate(candidates: Any) -> dict[str, Any]:
 
 
 def _function_calls(parts: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
-    calls = [p.get("functionCall", p.get("function_call")) for p in parts]
-    calls = [call for call in calls if isinstance(call, dict)]
+    found = [p.get("functionCall", p.get("function_call")) for p in parts]
+    calls: list[dict[str, Any]] = [call for call in found if isinstance(call, dict)]
     return tuple(
         ToolCallDelta(
             index=position,

@@ -142,7 +142,7 @@ EMBED_PARAMS = frozenset(_EMBED_ALIASES)
 # ---------------------------------------------------------------- messages
 
 
-def to_contents(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict]]:
+def to_contents(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(contents, system_parts)`` for OpenAI-style ``messages``."""
     contents: list[dict[str, Any]] = []
     system: list[dict[str, Any]] = []

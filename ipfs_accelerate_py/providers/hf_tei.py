@@ -22,7 +22,7 @@ kind the route needs: not retried), 429 overloaded, 503 unhealthy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..resilience.batching import BatchLimits, normalize_inputs
@@ -102,12 +102,12 @@ class TEIWire(HuggingFaceWire):
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """``/embed``; ``model`` is kept for statistics and not sent."""
         return EMBED, {"model": model, "inputs": inputs, **params}
 
     def rerank_request(
-        self, query: str, texts: list[Any], params: Mapping[str, Any]
+        self, query: str, texts: Sequence[Any], params: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any]]:
         return RERANK, {"query": query, "texts": list(texts), **params}
 

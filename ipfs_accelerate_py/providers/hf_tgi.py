@@ -24,7 +24,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..transport.base import HttpResponse
-from .base import EMPTY_DELTA, Event, ProviderSpec, StreamDelta, finish_reason, token_count
+from .base import (
+    EMPTY_DELTA,
+    Event,
+    ProviderSpec,
+    StreamDelta,
+    finish_reason,
+    sse_event,
+    token_count,
+)
 from .huggingface import HuggingFaceWire, hf_spec, hf_stream_error
 from .openai import OPENAI_CHAT_PARAMS, OPENAI_COMPLETION_PARAMS, OpenAIWire
 
@@ -84,7 +92,7 @@ class TGIWire(HuggingFaceWire):
         """Native events end with the one whose ``generated_text`` is set;
         OpenAI chunks end with ``[DONE]`` (told apart by their content, as
         the engine does not say which route a stream came from)."""
-        chunk, done = self.openai.sse_json(event)
+        chunk, done = self.openai.sse_json(sse_event(event))
         if not isinstance(chunk, dict):
             return chunk, done
         if "token" in chunk:

@@ -109,8 +109,9 @@ class LLVMWire(Wire):
         """The original accepted ``{"models": [...]}`` or ``{"data": [...]}``."""
         if isinstance(result, dict):
             for key in ("models", "data"):
-                if isinstance(result.get(key), list):
-                    return result[key]
+                models = result.get(key)
+                if isinstance(models, list):
+                    return models
             raise MalformedResponseError(
                 "model list has neither 'models' nor 'data'", provider=self.name
             )

@@ -52,6 +52,7 @@ from .base import (
     Wire,
     apportion,
     finish_reason,
+    ndjson_line,
     token_count,
 )
 from .openai import arguments_text
@@ -294,10 +295,11 @@ class OllamaWire(Wire):
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
         """One NDJSON line: the chunk, done on ``"done": true``; an
         ``{"error": ...}`` line raises :class:`ServerError`."""
-        chunk = self.stream_json(event)
+        line = ndjson_line(event)
+        chunk = self.stream_json(line)
         if not isinstance(chunk, dict):
             raise MalformedResponseError(
-                f"stream line is not a JSON object: {bytes(event)[:80]!r}", provider=self.name
+                f"stream line is not a JSON object: {line[:80]!r}", provider=self.name
             )
         if "error" in chunk:
             raise self._reported_error(chunk, None)
@@ -356,7 +358,7 @@ class OllamaWire(Wire):
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         texts = normalize_inputs(inputs)
         if not all(isinstance(text, str) for text in texts):
             raise InvalidInputError(
@@ -411,7 +413,7 @@ class OllamaWire(Wire):
         parts = self.split_positional(result.get("embeddings"), counts, "embeddings")
         shared = {k: v for k, v in result.items() if k != "embeddings"}
         tokens = result.get("prompt_eval_count")
-        shares = apportion(tokens, weights or counts) if token_count(tokens) else None
+        shares = apportion(token_count(tokens), weights or counts) if token_count(tokens) else None
         members = []
         for i, part in enumerate(parts):
             member = dict(shared, embeddings=part)

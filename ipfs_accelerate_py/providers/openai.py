@@ -22,6 +22,7 @@ from .base import (
     Wire,
     apportion,
     finish_reason,
+    sse_event,
     token_count,
 )
 
@@ -143,7 +144,7 @@ OPENAI_PARAMS = {
 
 def params_with(
     base: Mapping[str, frozenset[Any]], extra: Mapping[str, Any]
-) -> dict[str, frozenset]:
+) -> dict[str, frozenset[Any]]:
     """``base``'s parameters by operation, with ``extra``'s added (a server's own)."""
     return {op: names | frozenset(extra.get(op, ())) for op, names in base.items()}
 
@@ -169,7 +170,7 @@ class OpenAIWire(Wire):
         return self.stream_json(data), False
 
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
-        chunk, done = self.sse_json(event)
+        chunk, done = self.sse_json(sse_event(event))
         if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
             raise classify_status(500, None, chunk, wall_now=0.0, provider=self.name)
         return chunk, done
@@ -197,7 +198,7 @@ class OpenAIWire(Wire):
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         return "embeddings", {"model": model, "input": inputs, **params}
 
     def models_request(self) -> tuple[str, dict[str, Any] | None]:
@@ -218,7 +219,7 @@ class OpenAIWire(Wire):
 
     def rate_limit_hints(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
         """``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` (``"1s"``, ``"6m0s"``, ``"20ms"``)."""
-        hints = {}
+        hints: dict[str, float] = {}
         for kind in ("requests", "tokens"):
             remaining = get_header(headers, f"x-ratelimit-remaining-{kind}")
             if remaining is not None and remaining.strip().isdigit():
@@ -357,7 +358,9 @@ def _tool_call_pieces(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
     return tuple(p for p in pieces if p.id or p.name or p.arguments)
 
 
-def _tool_call_piece(call: dict[str, Any], function: dict, position: int) -> ToolCallDelta:
+def _tool_call_piece(
+    call: dict[str, Any], function: dict[str, Any], position: int
+) -> ToolCallDelta:
     index = call.get("index")
     return ToolCallDelta(
         index=index if isinstance(index, int) and not isinstance(index, bool) else position,

@@ -143,7 +143,7 @@ class OpenAICompatibleWire(OpenAIWire):
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         self._require("embeddings")
         return super().embeddings_request(model, inputs, params)
 

@@ -131,7 +131,7 @@ def kserve_inputs(inputs: Any) -> list[dict[str, Any]]:
     )
 
 
-def reshape(flat: list[Any], shape: list) -> Any:
+def reshape(flat: list[Any], shape: list[Any]) -> Any:
     """Row-major ``flat`` data as nested lists of ``shape`` (nested data is returned as it is)."""
     if not shape or any(isinstance(x, list) for x in flat[:1]):
         return flat
@@ -153,7 +153,8 @@ def _as_list(value: Any) -> tuple[Any, str | None]:
 def _shape(data: Any, name: str) -> list[int]:
     if not isinstance(data, (list, tuple)):
         return [1]
-    shape, level = [], data
+    shape: list[int] = []
+    level: Any = data
     while isinstance(level, (list, tuple)):
         shape.append(len(level))
         level = level[0] if level else None
@@ -339,7 +340,7 @@ class OVMSWire(Wire):
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         return _v3(*self.openai.embeddings_request(model, inputs, params))
 
     def reply_text(self, result: Any) -> str:
@@ -360,7 +361,7 @@ class OVMSWire(Wire):
         return self.openai.split_batch_result(result, counts, weights)
 
 
-def _v3(endpoint: str, data: dict[str, Any]) -> tuple[str, dict]:
+def _v3(endpoint: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"{OPENAI_PREFIX}/{endpoint}", data
 
 

@@ -254,7 +254,7 @@ class S3Wire(Wire):
                 "list_objects_v2 says IsTruncated but gives no new NextContinuationToken",
                 provider=self.name,
             )
-        return following
+        return str(following)
 
     def create_bucket_request(self, bucket: str, region: str | None) -> tuple[str, dict[str, Any]]:
         data: dict[str, Any] = {"Bucket": check_name("bucket", bucket)}
