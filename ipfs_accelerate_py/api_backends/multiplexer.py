@@ -43,8 +43,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..engine.settings import DEFAULT_MAX_CONCURRENT_REQUESTS
 from ..resilience.errors import InvalidInputError, SettingError, ShutdownError
-from ..resilience.keys import DEFAULT_WEIGHT, STRATEGY_NAMES, KeyOptions
+from ..resilience.keys import DEFAULT_WEIGHT, STRATEGY_NAMES, KeyOptions, RoundRobin
 from .base import BaseApiBackend
 from .claude import claude
 from .gemini import gemini
@@ -69,10 +70,10 @@ MULTIPLEXED_PROVIDERS: dict[str, type[BaseApiBackend]] = {
 }
 """The providers the multiplexer serves, by the name ``get_usage_stats`` reports them under."""
 
-DEFAULT_MAX_CONCURRENT = 5
+DEFAULT_MAX_CONCURRENT = DEFAULT_MAX_CONCURRENT_REQUESTS
 """Attempts in flight on one key at most, unless ``add_X_key`` says otherwise (the seed's default)."""
 
-DEFAULT_STRATEGY = "round-robin"
+DEFAULT_STRATEGY = RoundRobin.name
 """The strategy ``get_X_client`` sets when it is given none (the seed's default)."""
 
 SPECIFIC = "specific"
