@@ -299,3 +299,22 @@ def test_achat_with_stream_true_gives_a_stream_read_with_async_for():
     with client:
         chunks, stream = asyncio.run(main())
     assert stream.text == "o" and len(chunks) == 1
+
+
+def test_hf_tgi_sends_its_one_model_when_chat_or_achat_names_none():
+    from ipfs_accelerate_py.api_backends import hf_tgi
+
+    sent = []
+
+    def record(request):
+        sent.append(request.json()["model"])
+        return answer(request)
+
+    client, _ = ClientFactory(
+        hf_tgi, "hf_tgi_api_base", "hf_api_key", QUICK_RETRIES, base_url="http://tgi.invalid"
+    ).in_memory(record, key=None)
+    with client:
+        client.chat(None, MESSAGES)
+        asyncio.run(client.achat(messages=MESSAGES))
+        client.chat(model="other", messages=MESSAGES)
+    assert sent == ["tgi", "tgi", "other"]
