@@ -21,8 +21,8 @@ provider's response (a JSON object): the methods are overloaded on ``stream``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar, overload
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Concatenate, Literal, NamedTuple, ParamSpec, TypeAlias, TypeVar, overload
 
 from ..engine.call_options import CallOptions
 from ..engine.stream import ChunkStream
@@ -38,6 +38,8 @@ Messages: TypeAlias = "list[dict[str, Any]]"
 """OpenAI-style chat messages: ``[{"role": "user", "content": "Hello"}]``."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+S = TypeVar("S", bound="CallSurface")
 
 
 class _Call(NamedTuple):
@@ -69,6 +71,56 @@ def _built_by(build: Callable[..., Any]) -> Callable[[F], F]:
     return wrap
 
 
+def _blocking(
+    build: Callable[Concatenate[S, P], _Call], name: str, doc: str
+) -> Callable[Concatenate[S, P], Any]:
+    """The sync public method over ``build``: its request, sent, waited for
+    (a type checker sees the builder's parameters, and the provider's JSON back)."""
+
+    def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Any:
+        endpoint, data, submit = build(self, *args, **kwargs)
+        return self._call(endpoint, data, **submit)
+
+    return public_method(call, build, "BaseApiBackend", name, doc)
+
+
+def _awaited(
+    build: Callable[Concatenate[S, P], _Call], name: str, doc: str
+) -> Callable[Concatenate[S, P], Awaitable[Any]]:
+    """The async twin of :func:`_blocking` over the same ``build``: the same request, awaited."""
+
+    async def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Any:
+        endpoint, data, submit = build(self, *args, **kwargs)
+        return await self._acall(endpoint, data, **submit)
+
+    return public_method(call, build, "BaseApiBackend", name, doc)
+
+
+def _blocking_json(
+    build: Callable[Concatenate[S, P], _Call], name: str, doc: str
+) -> Callable[Concatenate[S, P], Response]:
+    """:func:`_blocking` for a call that answers with a JSON object."""
+
+    def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Response:
+        endpoint, data, submit = build(self, *args, **kwargs)
+        return self._call_json(endpoint, data, **submit)
+
+    return public_method(call, build, "BaseApiBackend", name, doc)
+
+
+def _awaited_json(
+    build: Callable[Concatenate[S, P], _Call], name: str, doc: str
+) -> Callable[Concatenate[S, P], Awaitable[Response]]:
+    """:func:`_awaited` for a call that answers with a JSON object."""
+
+    async def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Response:
+        endpoint, data, submit = build(self, *args, **kwargs)
+        result: Response = await self._acall(endpoint, data, **submit)
+        return result
+
+    return public_method(call, build, "BaseApiBackend", name, doc)
+
+
 def _options(
     timeout: float | None,
     max_retries: int | None,
@@ -86,6 +138,7 @@ class CallSurface(Submission):
 
     def _request_call(
         self,
+        /,
         endpoint: str,
         data: Mapping[str, Any] | None = None,
         request_id: str | None = None,
@@ -106,6 +159,7 @@ class CallSurface(Submission):
 
     def _chat_call(
         self,
+        /,
         model_name: str | None = None,
         messages: Messages | None = None,
         *,
@@ -130,6 +184,7 @@ class CallSurface(Submission):
 
     def _completion_call(
         self,
+        /,
         model_name: str | None = None,
         prompt: str | list[str] | None = None,
         *,
@@ -152,6 +207,7 @@ class CallSurface(Submission):
 
     def _embeddings_call(
         self,
+        /,
         model_name: str | None = None,
         input: str | list[str] | None = None,
         *,
@@ -173,20 +229,15 @@ class CallSurface(Submission):
 
     # ------------------------------------------------------- make_request
 
-    @_built_by(_request_call)
-    def make_request(self, *args: Any, **kwargs: Any) -> Any:
+    make_request = _blocking(
+        _request_call,
+        "make_request",
         """Send one request to ``endpoint`` (e.g. ``"chat/completions"``,
         ``"embeddings"``, ``"models"``) and return the provider's JSON.
         Embeddings to ``supported_batch_models`` are batched transparently.
-        Per-call options as in :meth:`chat`."""
-        endpoint, data, submit = self._request_call(*args, **kwargs)
-        return self._call(endpoint, data, **submit)
-
-    @_built_by(_request_call)
-    async def amake_request(self, *args: Any, **kwargs: Any) -> Any:
-        """:meth:`make_request`, awaited."""
-        endpoint, data, submit = self._request_call(*args, **kwargs)
-        return await self._acall(endpoint, data, **submit)
+        Per-call options as in :meth:`chat`.""",
+    )
+    amake_request = _awaited(_request_call, "amake_request", """:meth:`make_request`, awaited.""")
 
     # --------------------------------------------------------------- chat
 
@@ -327,21 +378,18 @@ class CallSurface(Submission):
 
     # --------------------------------------------------------- embeddings
 
-    @_built_by(_embeddings_call)
-    def embeddings(self, *args: Any, **kwargs: Any) -> Response:
+    embeddings = _blocking_json(
+        _embeddings_call,
+        "embeddings",
         """Embeddings for one text or a list; batched with other callers'
         when ``model_name`` is in ``supported_batch_models`` (only with
-        requests of the same per-call options and body fields)."""
-        endpoint, data, submit = self._embeddings_call(*args, **kwargs)
-        result: Response = self._call(endpoint, data, **submit)
-        return result
-
-    @_built_by(_embeddings_call)
-    async def aembeddings(self, *args: Any, **kwargs: Any) -> Response:
-        """:meth:`embeddings`, awaited (batched with sync and async callers alike)."""
-        endpoint, data, submit = self._embeddings_call(*args, **kwargs)
-        result: Response = await self._acall(endpoint, data, **submit)
-        return result
+        requests of the same per-call options and body fields).""",
+    )
+    aembeddings = _awaited_json(
+        _embeddings_call,
+        "aembeddings",
+        """:meth:`embeddings`, awaited (batched with sync and async callers alike).""",
+    )
 
     def list_models(self) -> list[Any]:
         endpoint, data = self.provider.models_request()
