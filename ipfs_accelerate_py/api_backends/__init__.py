@@ -21,10 +21,11 @@ from .ollama import ollama
 from .opea import opea
 from .openai_api import openai_api
 from .ovms import ovms
+from .priority import Priority
 from .s3_kit import s3_kit
 from .vllm import vllm
 
-BACKENDS: dict[str, type] = {
+BACKENDS: dict[str, type[BaseApiBackend]] = {
     "openai": openai_api,
     "groq": groq,
     "claude": claude,
@@ -40,7 +41,7 @@ BACKENDS: dict[str, type] = {
 }
 
 
-def backend_class(name: str) -> type:
+def backend_class(name: str) -> type[BaseApiBackend]:
     """The backend class ``name`` means: one of ``BACKENDS`` or an alias
     (``"anthropic"``, ``"google"``), in any case.  An unknown name raises
     ``KeyError`` (also a ``LookupError``) listing the names and aliases."""
@@ -68,6 +69,7 @@ __all__ = [
     "BaseApiBackend",
     "FailoverChain",
     "FailoverStep",
+    "Priority",
     "UnknownBackendError",
     "backend_class",
     "canonical_backend_name",

@@ -20,7 +20,8 @@ from typing import Any
 
 from ..providers.anthropic import ANTHROPIC, AnthropicWire
 from ..resilience.errors import InvalidInputError, MalformedResponseError
-from .base import BaseApiBackend, _check_messages, _check_model
+from .base import BaseApiBackend
+from .operations import check_messages, check_model
 
 __all__ = ["claude"]
 
@@ -29,12 +30,12 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = AnthropicWire(ANTHROPIC)
 
     def count_tokens(
-        self, model_name: str, messages: list, *, priority: int | None = None, **params: Any
+        self, model_name: str, messages: list[Any], *, priority: int | None = None, **params: Any
     ) -> int:
         """Input tokens ``messages`` would cost with ``model_name``
         (``POST /v1/messages/count_tokens``; ``system``, ``tools`` count too)."""
-        _check_model(model_name)
-        _check_messages(messages)
+        check_model(model_name)
+        check_messages(messages)
         endpoint, data = self.provider.count_tokens_request(model_name, messages, params)
         result = self._call(endpoint, data, priority=priority)
         tokens = result.get("input_tokens") if isinstance(result, dict) else None
@@ -45,11 +46,11 @@ class claude(BaseApiBackend):  # noqa: N801 - the seed's name
             )
         return tokens
 
-    def get_model(self, model_id: str) -> dict:
+    def get_model(self, model_id: str) -> dict[str, Any]:
         """One model's description (``GET /v1/models/{model_id}``)."""
         if not isinstance(model_id, str) or not model_id.strip() or "/" in model_id:
             raise InvalidInputError(
                 f"model_id must be a model name like 'claude-sonnet-4-5', not {model_id!r}"
             )
         endpoint, data = self.provider.model_request(model_id.strip())
-        return self._call(endpoint, data)
+        return self._call_json(endpoint, data)

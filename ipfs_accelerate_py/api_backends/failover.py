@@ -96,7 +96,7 @@ FAIL_OVER_ON: tuple[type[ApiError], ...] = (
 MAX_MESSAGE_ERROR_CHARS = 200
 """How much of each step's error the final error's message quotes."""
 
-StepLike = Union["FailoverStep", Any, tuple]
+StepLike = Union["FailoverStep", Any, tuple[Any, ...]]
 
 
 # ---------------------------------------------------------------- steps
@@ -116,7 +116,7 @@ class FailoverStep:
     backend: Any
     models: Mapping[str, str] = field(default_factory=dict)
     default_model: str | None = None
-    fail_over_on: tuple = ()
+    fail_over_on: tuple[Any, ...] = ()
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -156,7 +156,12 @@ class FailoverStep:
         return self.default_model if self.default_model is not None else model
 
     def __repr__(self) -> str:
-        return f"FailoverStep({self.name or type(self.backend).__name__!r}, models={self.models!r})"
+        return f"FailoverStep({self.label!r}, models={self.models!r})"
+
+    @property
+    def label(self) -> str:
+        """How stats and errors name the step: ``name``, else the backend's class name."""
+        return self.name or type(self.backend).__name__
 
 
 def fails_over(error: BaseException, step: FailoverStep | None = None) -> bool:
@@ -184,7 +189,7 @@ def _named(steps: list[FailoverStep]) -> list[FailoverStep]:
     seen: dict[str, int] = {}
     named = []
     for step in steps:
-        base = step.name or type(step.backend).__name__
+        base = step.label
         seen[base] = seen.get(base, 0) + 1
         name = base if seen[base] == 1 else f"{base}#{seen[base]}"
         if step.name is not None and seen[base] > 1:
@@ -209,7 +214,7 @@ class _ChainStats:
     def reset(self) -> None:
         with self._lock:
             self._requests = self._succeeded = self._failed = self._failovers = 0
-            self._steps = {
+            self._steps: dict[str, dict[str, Any]] = {
                 name: {"attempts": 0, "served": 0, "failed": 0, "errors": {}}
                 for name in self._names
             }
@@ -235,7 +240,7 @@ class _ChainStats:
                 self._succeeded += 1
                 self._steps[served_by]["served"] += 1
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         with self._lock:
             steps = {name: dict(s, errors=dict(s["errors"])) for name, s in self._steps.items()}
             return {
@@ -257,8 +262,8 @@ class _Plan(NamedTuple):
     for that step, and the keywords, the same for every step."""
 
     method: str
-    args: Callable[[FailoverStep], tuple]
-    kwargs: dict
+    args: Callable[[FailoverStep], tuple[Any, ...]]
+    kwargs: dict[str, Any]
 
 
 def _over_steps(plan: Callable[..., _Plan], name: str, doc: str) -> tuple[Any, Any]:
@@ -305,7 +310,7 @@ class FailoverChain:
         if not steps:
             raise SettingError("steps", steps, "at least one backend")
         self._steps = tuple(steps)
-        self._stats = _ChainStats([s.name for s in steps])
+        self._stats = _ChainStats([s.label for s in steps])
         self._last_step: contextvars.ContextVar[FailoverStep | None] = contextvars.ContextVar(
             "last_step", default=None
         )
@@ -327,15 +332,17 @@ class FailoverChain:
         that answered this thread's last call (else by the first provider that can)."""
         step = self.last_step
         if step is not None:
-            return step.backend.provider.reply_text(result)
+            text: str = step.backend.provider.reply_text(result)
+            return text
         for candidate in self._steps:
             try:
-                return candidate.backend.provider.reply_text(result)
+                text = candidate.backend.provider.reply_text(result)
+                return text
             except (ApiError, LookupError, TypeError, ValueError):
                 continue
         raise ValueError("no step's provider can read this answer")
 
-    def get_stats(self) -> dict:
+    def get_stats(self) -> dict[str, Any]:
         """Requests, successes, final failures, failovers (moves to a next step), who
         served how many, and per step: attempts, served, failed, errors by kind."""
         return self._stats.snapshot()
@@ -344,7 +351,7 @@ class FailoverChain:
         self._stats.reset()
 
     def __repr__(self) -> str:
-        return f"FailoverChain([{', '.join(s.name for s in self._steps)}])"
+        return f"FailoverChain([{', '.join(s.label for s in self._steps)}])"
 
     # ------------------------------------------------------------ operations
     #
@@ -355,7 +362,7 @@ class FailoverChain:
     def _chat_plan(
         self,
         model_name: str | None = None,
-        messages: list | None = None,
+        messages: list[Any] | None = None,
         *,
         model: str | None = None,
         **params: Any,
@@ -424,7 +431,7 @@ class FailoverChain:
     def _run(self, call: Callable[[FailoverStep], Any]) -> Any:
         failures: list[tuple[str, ApiError]] = []
         for index, step in enumerate(self._steps):
-            self._stats.attempt(step.name)
+            self._stats.attempt(step.label)
             try:
                 result = call(step)
             except BaseException as error:
@@ -436,7 +443,7 @@ class FailoverChain:
     async def _arun(self, call: Callable[[FailoverStep], Awaitable[Any]]) -> Any:
         failures: list[tuple[str, ApiError]] = []
         for index, step in enumerate(self._steps):
-            self._stats.attempt(step.name)
+            self._stats.attempt(step.label)
             try:
                 result = await call(step)
             except BaseException as error:
@@ -446,18 +453,18 @@ class FailoverChain:
         raise self._all_failed(failures)
 
     def _step_failed(
-        self, index: int, step: FailoverStep, error: BaseException, failures: list
+        self, index: int, step: FailoverStep, error: BaseException, failures: list[Any]
     ) -> None:
         """Note a step's failure; raise at once when it does not fail over."""
         moving_on = fails_over(error, step)
-        self._stats.step_failed(step.name, error, moving_on and index + 1 < len(self._steps))
+        self._stats.step_failed(step.label, error, moving_on and index + 1 < len(self._steps))
         if not moving_on:
             self._stats.finished(None)
-            raise _after_failover(error, step.name, failures)
-        failures.append((step.name, error))
+            raise _after_failover(error, step.label, failures)
+        failures.append((step.label, error))
 
     def _served(self, step: FailoverStep, result: Any) -> Any:
-        self._stats.finished(step.name)
+        self._stats.finished(step.label)
         self._last_step.set(step)
         return result
 
@@ -468,7 +475,7 @@ class FailoverChain:
         return error
 
 
-def _with_model(step: FailoverStep, data: Mapping[str, Any] | None) -> dict | None:
+def _with_model(step: FailoverStep, data: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if data is None or not isinstance(data, Mapping) or "model" not in data:
         return data  # type: ignore[return-value]  # the backend refuses a body that is not a dict
     return dict(data, model=step.model_for(data["model"]))
@@ -499,8 +506,8 @@ def _after_failover(
 def _annotated(error: ApiError, failures: list[tuple[str, ApiError]], message: str) -> ApiError:
     final = copy.copy(error)  # the original stays as its backend raised it
     final.message = message
-    final.failures = list(failures)
-    final.step = failures[-1][0]
+    # A failed-over error also says which steps failed before and which failed last:
+    final.__dict__.update(failures=list(failures), step=failures[-1][0])
     return final
 
 

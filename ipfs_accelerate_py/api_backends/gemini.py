@@ -21,7 +21,8 @@ from typing import Any
 from ..engine.stream import ChunkStream
 from ..providers.gemini import GEMINI, GeminiWire, image_part
 from ..resilience.errors import InvalidInputError
-from .base import BaseApiBackend, _check_messages, _check_model
+from .base import BaseApiBackend
+from .operations import check_messages, check_model
 
 __all__ = ["gemini", "image_part"]
 
@@ -35,17 +36,17 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
     def generate_content(
         self,
         model_name: str,
-        contents: list,
+        contents: list[Any],
         *,
         stream: bool = False,
         priority: int | None = None,
         request_id: str | None = None,
         **fields: Any,
-    ) -> dict | ChunkStream:
+    ) -> dict[str, Any] | ChunkStream:
         """``models/{model}:generateContent`` with Gemini's own ``contents``
         (``[{"role": "user", "parts": [{"text": ...}]}]``) and request fields
         (``systemInstruction``, ``generationConfig``, ``safetySettings``, ...)."""
-        _check_model(model_name)
+        check_model(model_name)
         if (
             not isinstance(contents, list)
             or not contents
@@ -56,38 +57,42 @@ class gemini(BaseApiBackend):  # noqa: N801 - the seed's name
             )
         method = "streamGenerateContent" if stream else "generateContent"
         data = {"model": model_name, "contents": contents, **fields}
-        return self._call(method, data, priority=priority, request_id=request_id, stream=stream)
+        return self._call_maybe_stream(
+            method, data, priority=priority, request_id=request_id, stream=stream
+        )
 
     def embed_content(
         self, model_name: str, text: str, *, priority: int | None = None, **params: Any
-    ) -> dict:
+    ) -> dict[str, Any]:
         """One text through ``embedContent``: ``{"embedding": {"values": [...]}}``
         (never batched; ``embeddings`` is).  ``params``: task_type, title,
         output_dimensionality."""
-        _check_model(model_name)
+        check_model(model_name)
         if not isinstance(text, str) or not text:
             raise InvalidInputError(
                 "embed_content takes one non-empty string; use embeddings() for a list"
             )
         endpoint, data = self.provider.embed_content_request(model_name, text, params)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
-    def count_tokens(self, model_name: str, messages: list, *, priority: int | None = None) -> dict:
+    def count_tokens(
+        self, model_name: str, messages: list[Any], *, priority: int | None = None
+    ) -> dict[str, Any]:
         """``countTokens`` for OpenAI-style ``messages``: ``{"totalTokens": n, ...}``."""
-        _check_model(model_name)
-        _check_messages(messages)
+        check_model(model_name)
+        check_messages(messages)
         endpoint, data = self.provider.count_tokens_request(model_name, messages)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
-    def get_model(self, model_name: str) -> dict:
+    def get_model(self, model_name: str) -> dict[str, Any]:
         """``GET models/{model}``: its limits and supported methods."""
-        _check_model(model_name)
+        check_model(model_name)
         endpoint, data = self.provider.model_request(model_name)
-        return self._call(endpoint, data)
+        return self._call_json(endpoint, data)
 
-    def list_models(self) -> list:
+    def list_models(self) -> list[Any]:
         """Every model (``models.list``, following ``nextPageToken``)."""
-        models: list = []
+        models: list[Any] = []
         token = None
         for _ in range(MAX_MODEL_PAGES):
             endpoint, data = self.provider.models_request(token)

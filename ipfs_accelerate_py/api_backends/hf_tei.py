@@ -13,7 +13,7 @@ inputs a call (``metadata["max_client_batch_size"]``, default 32 as TEI's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..providers.hf_tei import DEFAULT_MAX_CLIENT_BATCH_SIZE, TEI, TEIWire
@@ -43,12 +43,12 @@ class hf_tei(BaseApiBackend):  # noqa: N801 - the seed's name
     def rerank(
         self,
         query: str,
-        texts: list,
+        texts: Sequence[str],
         *,
         priority: int | None = None,
         request_id: str | None = None,
         **params: Any,
-    ) -> list:
+    ) -> list[Any]:
         """``[{"index", "score"}, ...]``: ``texts`` ranked against ``query``
         (``raw_scores``, ``return_text``, ``truncate`` as TEI takes them)."""
         if not isinstance(query, str) or not query:
@@ -66,12 +66,13 @@ class hf_tei(BaseApiBackend):  # noqa: N801 - the seed's name
                     provider=self.provider.name,
                 )
         endpoint, data = self.provider.rerank_request(query, texts, params)
-        return self._call(endpoint, data, priority=priority, request_id=request_id)
+        ranked: list[Any] = self._call(endpoint, data, priority=priority, request_id=request_id)
+        return ranked
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """The server's ``/info``: ``model_id``, ``max_client_batch_size``, ``max_input_length``, ..."""
         endpoint, data = self.provider.info_request()
-        return self._call(endpoint, data)
+        return self._call_json(endpoint, data)
 
 
 def _client_batch_size(metadata: Any) -> int:

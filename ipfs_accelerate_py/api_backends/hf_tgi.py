@@ -14,7 +14,7 @@ serves one model, so the model name may be left out: ``"tgi"`` is sent),
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from ..engine.stream import ChunkStream
 from ..providers.hf_tgi import TGI, TGI_MODEL, TGIWire
@@ -26,7 +26,18 @@ __all__ = ["hf_tgi"]
 
 class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = TGIWire(TGI)
+    _unnamed_chat_model = TGI_MODEL  # a TGI server serves one model: "tgi" names it
 
+    @overload
+    def generate(
+        self, prompt: str, *, stream: Literal[False] = False, **parameters: Any
+    ) -> dict[str, Any]: ...
+    @overload
+    def generate(self, prompt: str, *, stream: Literal[True], **parameters: Any) -> ChunkStream: ...
+    @overload
+    def generate(
+        self, prompt: str, *, stream: bool, **parameters: Any
+    ) -> dict[str, Any] | ChunkStream: ...
     def generate(
         self,
         prompt: str,
@@ -35,7 +46,7 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
         priority: int | None = None,
         request_id: str | None = None,
         **parameters: Any,
-    ) -> dict | ChunkStream:
+    ) -> dict[str, Any] | ChunkStream:
         """Text from ``prompt`` with TGI's generation ``parameters``
         (``max_new_tokens``, ``temperature``, ``stop``, ``details``, ...):
         ``{"generated_text", "details"?}``, or with ``stream=True`` an
@@ -46,27 +57,15 @@ class hf_tgi(BaseApiBackend):  # noqa: N801 - the seed's name
                 provider=self.provider.name,
             )
         endpoint, data = self.provider.generate_request(prompt, parameters, stream)
-        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+        return self._call_maybe_stream(
+            endpoint, data, priority=priority, request_id=request_id, stream=stream
+        )
 
     def generate_stream(self, prompt: str, **kwargs: Any) -> ChunkStream:
         """``generate(prompt, stream=True, ...)``: TGI's ``/generate_stream``."""
         return self.generate(prompt, stream=True, **kwargs)
 
-    def chat(
-        self,
-        model_name: str | None = None,
-        messages: list | None = None,
-        *,
-        model: str | None = None,
-        **kwargs: Any,
-    ) -> dict | ChunkStream:
-        """An OpenAI-style chat completion from ``/v1/chat/completions``;
-        no model (``model_name`` or ``model``) sends ``"tgi"`` (the server's one model)."""
-        if model_name is None and model is None:
-            model_name = TGI_MODEL
-        return super().chat(model_name, messages, model=model, **kwargs)
-
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """The server's ``/info``: ``model_id``, ``max_input_tokens``, ``max_total_tokens``, ..."""
         endpoint, data = self.provider.info_request()
-        return self._call(endpoint, data)
+        return self._call_json(endpoint, data)

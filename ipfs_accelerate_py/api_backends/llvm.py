@@ -28,48 +28,48 @@ __all__ = ["llvm"]
 class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
     provider = LLVMWire(LLVM)
 
-    def get_model_info(self, model_id: str, *, priority: int | None = None) -> dict:
+    def get_model_info(self, model_id: str, *, priority: int | None = None) -> dict[str, Any]:
         """``GET /models/{model_id}``: what the server says of one model."""
         endpoint, data = self.provider.model_info_request(_model(model_id))
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def infer(
         self,
         model_id: str,
         inputs: Any,
         *,
-        parameters: dict | None = None,
+        parameters: dict[str, Any] | None = None,
         priority: int | None = None,
         request_id: str | None = None,
         **params: Any,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """``POST /models/{model_id}/infer`` with ``{"input": inputs, "parameters"}``;
         ``parameters`` and any extra keyword (``precision="fp16"``) are merged
         into ``parameters``.  Returns ``{"model_id", "outputs", ...}``."""
         endpoint, data = self.provider.infer_request(
             _model(model_id), _input(inputs), _parameters(parameters, params)
         )
-        return self._call(endpoint, data, priority=priority, request_id=request_id)
+        return self._call_json(endpoint, data, priority=priority, request_id=request_id)
 
     def run_inference(
         self,
         model_id: str,
         inputs: Any,
-        parameters: dict | None = None,
+        parameters: dict[str, Any] | None = None,
         priority: int | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """The original's name and argument order for :meth:`infer`."""
         return self.infer(model_id, inputs, parameters=parameters, priority=priority)
 
     def batch_infer(
         self,
         model_id: str,
-        inputs_list: list,
+        inputs_list: list[Any],
         *,
-        parameters: dict | None = None,
+        parameters: dict[str, Any] | None = None,
         priority: int | None = None,
         **params: Any,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """``POST /models/{model_id}/batch_infer`` with several inputs at once;
         returns ``{"results": [...], ...}`` in input order."""
         if not isinstance(inputs_list, (list, tuple)) or not inputs_list:
@@ -81,22 +81,24 @@ class llvm(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint, data = self.provider.batch_infer_request(
             _model(model_id), list(inputs_list), _parameters(parameters, params)
         )
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
-    def get_statistics(self, model_id: str | None = None, *, priority: int | None = None) -> dict:
+    def get_statistics(
+        self, model_id: str | None = None, *, priority: int | None = None
+    ) -> dict[str, Any]:
         """The server's own statistics: a model's (``/models/{id}/statistics``)
         or, without ``model_id``, the server's (``/status``)."""
         endpoint, data = self.provider.statistics_request(
             None if model_id is None else _model(model_id)
         )
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def optimize_model(
         self, model_id: str, optimization_type: str = "balanced", *, priority: int | None = None
-    ) -> dict:
+    ) -> dict[str, Any]:
         """``POST /models/{model_id}/optimize`` (``speed``, ``memory`` or ``balanced``)."""
         endpoint, data = self.provider.optimize_request(_model(model_id), optimization_type)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def feature_probe(self, tag: str) -> tuple[str, Any]:
         """The feature checks send a small ``infer`` to the default model; its
@@ -121,7 +123,7 @@ def _input(value: Any, what: str = "inputs") -> Any:
     return value
 
 
-def _parameters(parameters: Any, extra: dict) -> dict:
+def _parameters(parameters: Any, extra: dict[str, Any]) -> dict[str, Any]:
     if parameters is not None and not isinstance(parameters, dict):
         raise InvalidInputError(
             f"parameters must be a dict like {{'precision': 'fp16'}}, not {type(parameters).__name__}"

@@ -41,10 +41,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from ..engine.settings import DEFAULT_MAX_CONCURRENT_REQUESTS
 from ..resilience.errors import InvalidInputError, SettingError, ShutdownError
-from ..resilience.keys import DEFAULT_WEIGHT, STRATEGY_NAMES, KeyOptions
+from ..resilience.keys import DEFAULT_WEIGHT, STRATEGY_NAMES, KeyOptions, RoundRobin
 from .base import BaseApiBackend
 from .claude import claude
 from .gemini import gemini
@@ -59,7 +60,9 @@ __all__ = [
     "MULTIPLEXED_PROVIDERS",
 ]
 
-MULTIPLEXED_PROVIDERS: dict[str, type] = {
+B = TypeVar("B", bound=BaseApiBackend)
+
+MULTIPLEXED_PROVIDERS: dict[str, type[BaseApiBackend]] = {
     "openai": openai_api,
     "groq": groq,
     "claude": claude,
@@ -67,10 +70,10 @@ MULTIPLEXED_PROVIDERS: dict[str, type] = {
 }
 """The providers the multiplexer serves, by the name ``get_usage_stats`` reports them under."""
 
-DEFAULT_MAX_CONCURRENT = 5
+DEFAULT_MAX_CONCURRENT = DEFAULT_MAX_CONCURRENT_REQUESTS
 """Attempts in flight on one key at most, unless ``add_X_key`` says otherwise (the seed's default)."""
 
-DEFAULT_STRATEGY = "round-robin"
+DEFAULT_STRATEGY = RoundRobin.name
 """The strategy ``get_X_client`` sets when it is given none (the seed's default)."""
 
 SPECIFIC = "specific"
@@ -110,7 +113,9 @@ class _Key:
 class _Provider:
     """One provider's keys and the backends made for them (guarded by the multiplexer's lock)."""
 
-    def __init__(self, name: str, backend_class: type, metadata: dict) -> None:
+    def __init__(
+        self, name: str, backend_class: type[BaseApiBackend], metadata: dict[str, Any]
+    ) -> None:
         self.name = name
         self.backend_class = backend_class
         self.metadata = metadata
@@ -135,6 +140,13 @@ class _Provider:
 
     def total_concurrency(self) -> int:
         return sum(k.options.max_concurrent or DEFAULT_MAX_CONCURRENT for k in self.keys.values())
+
+
+def _as(cls: type[B], backend: BaseApiBackend) -> B:
+    """``backend`` as the class its provider's backends have."""
+    if not isinstance(backend, cls):
+        raise TypeError(f"expected a {cls.__name__} backend, got {type(backend).__name__}")
+    return backend
 
 
 def _put_key(backend: BaseApiBackend, key: _Key) -> None:
@@ -280,27 +292,27 @@ class ApiKeyMultiplexer:
         self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
     ) -> openai_api:
         """The shared OpenAI backend (all keys) with ``strategy``, or the backend of ``key_name`` only."""
-        return self.get_client("openai", key_name, strategy)
+        return _as(openai_api, self.get_client("openai", key_name, strategy))
 
     def get_groq_client(
         self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
     ) -> groq:
         """As :meth:`get_openai_client`, for Groq."""
-        return self.get_client("groq", key_name, strategy)
+        return _as(groq, self.get_client("groq", key_name, strategy))
 
     def get_claude_client(
         self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
     ) -> claude:
         """As :meth:`get_openai_client`, for Claude."""
-        return self.get_client("claude", key_name, strategy)
+        return _as(claude, self.get_client("claude", key_name, strategy))
 
     def get_gemini_client(
         self, key_name: str | None = None, strategy: str = DEFAULT_STRATEGY
     ) -> gemini:
         """As :meth:`get_openai_client`, for Gemini."""
-        return self.get_client("gemini", key_name, strategy)
+        return _as(gemini, self.get_client("gemini", key_name, strategy))
 
-    def get_usage_stats(self) -> dict:
+    def get_usage_stats(self) -> dict[str, Any]:
         """``{provider: {key name: figures}}`` for the four providers.
 
         Figures per key, summed over the shared backend and the key's own one:
@@ -465,30 +477,34 @@ def _base_urls(base_url: str | Mapping[str, str] | None) -> dict[str, str]:
 
 def _provider_usage(
     keys: dict[str, _Key], shared: BaseApiBackend | None, bound: dict[str, BaseApiBackend]
-) -> dict:
+) -> dict[str, Any]:
     shared_pool = _key_pool(shared)
     return {
         name: _key_usage(key, shared_pool.get(name), bound.get(name)) for name, key in keys.items()
     }
 
 
-def _key_pool(backend: BaseApiBackend | None) -> dict:
+def _key_pool(backend: BaseApiBackend | None) -> dict[str, Any]:
     return backend.get_stats().get("key_pool", {}) if backend is not None else {}
 
 
-def _longest_cooling(views: list[dict]) -> dict:
+def _longest_cooling(views: list[dict[str, Any]]) -> dict[str, Any]:
     """``{model: seconds left}`` over the views, the longer rest where both cool a model."""
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for view in views:
         for model, left in (view.get("cooling_models") or {}).items():
             merged[model] = max(left, merged.get(model, 0.0))
     return merged
 
 
-def _key_usage(key: _Key, shared: dict | None, own: BaseApiBackend | None) -> dict:
+def _key_usage(
+    key: _Key, shared: dict[str, Any] | None, own: BaseApiBackend | None
+) -> dict[str, Any]:
     own_stats = own.get_stats() if own is not None else None
     views = [v for v in (shared, (own_stats or {}).get("key_pool", {}).get(key.name)) if v]
-    figures = {field: sum(int(v.get(field) or 0) for v in views) for field in _SUMMED}
+    figures: dict[str, Any] = {
+        field: sum(int(v.get(field) or 0) for v in views) for field in _SUMMED
+    }
     opts = key.options
     figures.update(
         cooling_until=max((float(v.get("cooling_until") or 0.0) for v in views), default=0.0),

@@ -40,7 +40,7 @@ class ollama(BaseApiBackend):  # noqa: N801 - the seed's name
         priority: int | None = None,
         request_id: str | None = None,
         **options: Any,
-    ) -> dict | ChunkStream:
+    ) -> dict[str, Any] | ChunkStream:
         """``/api/generate``: the response for ``prompt`` (``response``,
         ``done_reason``, counts), or with ``stream=True`` its chunks.
         ``options`` as for ``chat`` (``temperature=0.2``, ``system="..."``,
@@ -52,4 +52,6 @@ class ollama(BaseApiBackend):  # noqa: N801 - the seed's name
         if not isinstance(prompt, str):
             raise InvalidInputError(f"prompt must be a string, not {type(prompt).__name__}")
         endpoint, data = self.provider.generate_request(model_name, prompt, options, stream)
-        return self._call(endpoint, data, priority=priority, request_id=request_id, stream=stream)
+        return self._call_maybe_stream(
+            endpoint, data, priority=priority, request_id=request_id, stream=stream
+        )

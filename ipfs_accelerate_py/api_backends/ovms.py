@@ -33,10 +33,10 @@ class ovms(BaseApiBackend):  # noqa: N801 - the seed's name
         outputs: Any = None,
         version: Any = None,
         *,
-        parameters: dict | None = None,
+        parameters: dict[str, Any] | None = None,
         priority: int | None = None,
         request_id: str | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """KServe v2 ``POST /v2/models/{model}[/versions/{version}]/infer``.
 
         ``inputs``: ``{"name": value}`` (value: nested list, scalar, numpy
@@ -46,7 +46,7 @@ class ovms(BaseApiBackend):  # noqa: N801 - the seed's name
         ``client.provider.outputs_from(result)`` gives ``{name: nested list}``.
         """
         endpoint, data = self.provider.infer_request(model, inputs, outputs, version, parameters)
-        return self._call(endpoint, data, priority=priority, request_id=request_id)
+        return self._call_json(endpoint, data, priority=priority, request_id=request_id)
 
     def predict(
         self,
@@ -56,19 +56,19 @@ class ovms(BaseApiBackend):  # noqa: N801 - the seed's name
         *,
         signature_name: str | None = None,
         priority: int | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """TF-Serving ``POST /v1/models/{model}[/versions/{version}]:predict``:
         a list goes as ``instances`` (answer: ``predictions``), a dict as
         columnar ``inputs`` (answer: ``outputs``)."""
         endpoint, data = self.provider.predict_request(model, instances, version, signature_name)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def model_metadata(
         self, model: str, version: Any = None, *, priority: int | None = None
-    ) -> dict:
+    ) -> dict[str, Any]:
         """KServe ``GET /v2/models/{model}[/versions/{version}]``: name, versions, inputs, outputs."""
         endpoint, data = self.provider.metadata_request(model, version)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def model_ready(self, model: str, version: Any = None, *, priority: int | None = None) -> bool:
         """KServe ``GET /v2/models/{model}[/versions/{version}]/ready``: True

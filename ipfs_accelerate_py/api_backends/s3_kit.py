@@ -117,15 +117,14 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         """The boto3 client's configuration (credentials masked in its repr)."""
         return self._transport.config if isinstance(self._transport, Boto3Transport) else None
 
-    @BaseApiBackend.base_url.setter
-    def base_url(self, value: str) -> None:
+    def _set_base_url(self, value: Any) -> None:
         """The S3 endpoint URL (checked as every backend's); the next request goes there."""
-        BaseApiBackend.base_url.fset(self, value)
+        super()._set_base_url(value)
         if isinstance(self._transport, Boto3Transport):
             self._transport.reconfigure(_with(self._transport.config, endpoint_url=self.base_url))
 
     @classmethod
-    def connection_metadata(cls, base_url: str, api_key: str | None) -> dict:
+    def connection_metadata(cls, base_url: str, api_key: str | None) -> dict[str, Any]:
         return {
             "s3cfg": {
                 "endpoint": base_url,
@@ -149,7 +148,7 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         *,
         priority: int | None = None,
         **extra: Any,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Put an object: ``path_or_bytes`` is the content (bytes) or a file
         path (read at each attempt, so a retry sends it whole).  ``extra``
         goes to ``put_object`` (``ContentType``, ``Metadata``, ...)."""
@@ -161,7 +160,7 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         else:
             body = path_or_bytes
         endpoint, data = self.provider.put_object_request(self._bucket(bucket), key, body, extra)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def download_file(
         self, bucket: str | None, key: str, path: Path | None = None, *, priority: int | None = None
@@ -169,7 +168,7 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         """An object's content as bytes; with ``path``, written there instead
         (whole or not at all: through a temporary file) and the path returned."""
         endpoint, data = self.provider.get_object_request(self._bucket(bucket), key, {})
-        content = self._call(endpoint, data, priority=priority)["Body"]
+        content: bytes = self._call_json(endpoint, data, priority=priority)["Body"]
         if path is None:
             return content
         return _write_atomically(os.fspath(path), content)
@@ -181,7 +180,7 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         *,
         priority: int | None = None,
         **extra: Any,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Every object under ``prefix``: ``list_objects_v2``'s shape with all
         pages' ``Contents`` (and ``CommonPrefixes``) joined; each page is
         its own request.  ``extra`` goes to every page (``Delimiter``, ``MaxKeys``)."""
@@ -207,23 +206,29 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
                 listing["KeyCount"] = len(listing["Contents"])
                 return listing
 
-    def delete_object(self, bucket: str | None, key: str, *, priority: int | None = None) -> dict:
+    def delete_object(
+        self, bucket: str | None, key: str, *, priority: int | None = None
+    ) -> dict[str, Any]:
         endpoint, data = self.provider.delete_object_request(self._bucket(bucket), key)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
-    def head_object(self, bucket: str | None, key: str, *, priority: int | None = None) -> dict:
+    def head_object(
+        self, bucket: str | None, key: str, *, priority: int | None = None
+    ) -> dict[str, Any]:
         """The object's metadata (``ContentLength``, ``ETag``, ...); a missing one raises ``NotFoundError``."""
         endpoint, data = self.provider.head_object_request(self._bucket(bucket), key)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
-    def create_bucket(self, bucket: str | None = None, *, priority: int | None = None) -> dict:
+    def create_bucket(
+        self, bucket: str | None = None, *, priority: int | None = None
+    ) -> dict[str, Any]:
         region = self.s3_config.region if self.s3_config else None
         endpoint, data = self.provider.create_bucket_request(self._bucket(bucket), region)
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
-    def list_buckets(self, *, priority: int | None = None) -> dict:
+    def list_buckets(self, *, priority: int | None = None) -> dict[str, Any]:
         endpoint, data = self.provider.list_buckets_request()
-        return self._call(endpoint, data, priority=priority)
+        return self._call_json(endpoint, data, priority=priority)
 
     def presigned_url(
         self,
@@ -255,7 +260,7 @@ class s3_kit(BaseApiBackend):  # noqa: N801 - the seed's name
         endpoint_url: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Can this endpoint be reached and listed?  ``{"success", "endpoint",
         "bucket_count", "buckets"}`` or ``{"success": False, "endpoint", "error"}``.
         With overrides, a short-lived client of the same settings asks."""
@@ -296,7 +301,7 @@ def _with(config: S3ClientConfig, **changes: Any) -> S3ClientConfig:
     return S3ClientConfig(**values)
 
 
-def _endpoint_report(client: s3_kit, endpoint: str) -> dict:
+def _endpoint_report(client: s3_kit, endpoint: str) -> dict[str, Any]:
     try:
         names = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
     except ApiError as exc:

@@ -193,9 +193,9 @@ def _items(what: str, mapping: Any, example: str) -> list[tuple[str, Any]]:
     return list(mapping.items())
 
 
-def _merged(base: Any, extra: Any, fold: Any) -> tuple:
+def _merged(base: Any, extra: Any, fold: Any) -> tuple[Any, ...]:
     """``base`` then ``extra``, a later name replacing an earlier one equal under ``fold``."""
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for name, value in (*base, *extra):
         merged.pop(fold(name), None)
         merged[fold(name)] = (name, value)

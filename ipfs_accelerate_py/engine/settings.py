@@ -1,10 +1,19 @@
-"""Every tunable setting, in one table: default, meaning, environment variable.
+"""Every tunable setting of a client, as one typed object.
 
-A backend exposes each as an attribute (``client.max_retries = 3``); a value
-is checked when it is set and refused with a :class:`SettingError` that names
-the setting, and takes effect for the next request.  Where a value comes
-from, first to last: the constructor's ``metadata``, the environment
-variable, the default.
+:class:`Settings` declares each setting once, as a typed field
+(:class:`Setting`): its default, its check, its meaning and its environment
+variable.  ``settings.max_retries`` reads an ``int``; assigning it (or
+``settings.set("max_retries", 5)``) checks the value and refuses it with a
+:class:`SettingError` that names the setting and says what it takes.  A
+backend exposes each field under the same name (``client.max_retries = 3``),
+reading and writing this object; a new value takes effect for the next
+request.  Where a value comes from, first to last: the constructor's
+``metadata``, the environment variable, the default.
+
+Defaults have one home: a policy's own module-level constant
+(``resilience.retry.DEFAULT_MAX_RETRIES``, ``resilience.breaker.DEFAULT_*``,
+...) where a policy owns the setting; the client-level ones
+(``DEFAULT_TIMEOUT``, ``DEFAULT_REQUEST_DEADLINE``, ...) are defined here.
 """
 
 from __future__ import annotations
@@ -13,33 +22,70 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
+from ..resilience.batching import DEFAULT_BATCH_TIMEOUT, DEFAULT_MAX_BATCH_SIZE
+from ..resilience.breaker import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_HALF_OPEN_MAX_REQUESTS,
+    DEFAULT_MINIMUM_CALLS,
+    DEFAULT_RESET_TIMEOUT,
+    DEFAULT_WINDOW_SECONDS,
+)
 from ..resilience.errors import SettingError
-from ..resilience.keys import STRATEGY_NAMES
+from ..resilience.keys import STRATEGY_NAMES, LeastLoaded
+from ..resilience.priority_queue import DEFAULT_QUEUE_SIZE
+from ..resilience.retry import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_INITIAL_DELAY,
+    DEFAULT_JITTER,
+    DEFAULT_MAX_DELAY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_AFTER,
+)
 from ..resilience.validation import require_int, require_number
 
 __all__ = [
     "CIRCUIT_OPEN_MODES",
+    "DEFAULT_MAX_CONCURRENT_REQUESTS",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_STREAM_LINE_BYTES",
+    "DEFAULT_ON_CIRCUIT_OPEN",
+    "DEFAULT_QUEUE_AGING_INTERVAL",
+    "DEFAULT_REQUEST_DEADLINE",
+    "DEFAULT_STREAM_STALL_TIMEOUT",
+    "DEFAULT_TIMEOUT",
     "ENV_PREFIX",
     "SETTINGS",
+    "Setting",
     "SettingSpec",
     "Settings",
 ]
 
+T = TypeVar("T")
+
 ENV_PREFIX = "IPFS_ACCELERATE_"
 CIRCUIT_OPEN_MODES = ("fail", "wait")
+
+# The client's own defaults (no policy owns these):
+DEFAULT_MAX_CONCURRENT_REQUESTS = 5
+DEFAULT_TIMEOUT = 60.0  # seconds one attempt may take
+DEFAULT_STREAM_STALL_TIMEOUT = 30.0
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # 64 MiB: far above any chat or embeddings answer
 DEFAULT_MAX_STREAM_LINE_BYTES = 1024 * 1024  # 1 MiB: one SSE event or NDJSON line
+DEFAULT_REQUEST_DEADLINE = 300.0
+DEFAULT_ON_CIRCUIT_OPEN = "fail"
+DEFAULT_QUEUE_AGING_INTERVAL = 30.0
 
 
 _WHOLE_NUMBER_TEXT = re.compile(r"\s*-?\d+\s*")
 
+Check = Callable[[str, Any], T]
+"""A setting's check: ``check(name, value)`` is the value as stored, or a
+:class:`SettingError` naming the setting."""
 
-def _int(minimum: int) -> Callable[[str, Any], int]:
+
+def _int(minimum: int) -> Check[int]:
     """A whole number >= ``minimum``; also ``"5"`` (an env value) and ``5.0``."""
 
     def check(name: str, value: Any) -> int:
@@ -55,40 +101,57 @@ def _int(minimum: int) -> Callable[[str, Any], int]:
     return check
 
 
+def _number_text(value: Any) -> Any:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):  # refused by the check, naming the setting
+            return float(value)
+    return value
+
+
 def _float(
-    minimum: float, *, exclusive: bool = False, optional: bool = False, maximum: float | None = None
-) -> Callable[[str, Any], float | None]:
+    minimum: float, *, exclusive: bool = False, maximum: float | None = None
+) -> Check[float]:
     """A finite number within the bounds, as a float; also ``"0.5"`` (an env value)."""
 
-    def check(name: str, value: Any) -> float | None:
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):  # refused below, naming the setting
-                value = float(value)
+    def check(name: str, value: Any) -> float:
         return require_number(
-            name, value, minimum=minimum, exclusive=exclusive, maximum=maximum, optional=optional
+            name, _number_text(value), minimum=minimum, exclusive=exclusive, maximum=maximum
         )
 
     return check
 
 
+def _optional_float(
+    minimum: float, *, exclusive: bool = False, maximum: float | None = None
+) -> Check[float | None]:
+    """As :func:`_float`, or None (the rule or limit is off)."""
+
+    def check(name: str, value: Any) -> float | None:
+        return require_number(
+            name,
+            _number_text(value),
+            minimum=minimum,
+            exclusive=exclusive,
+            maximum=maximum,
+            optional=True,
+        )
+
+    return check
+
+
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def _bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in (
-        "1",
-        "true",
-        "yes",
-        "on",
-        "0",
-        "false",
-        "no",
-        "off",
-    ):
-        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
     raise SettingError(name, value, "True or False")
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+def _choice(choices: tuple[str, ...]) -> Check[str]:
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str) or value.strip().lower() not in choices:
             raise SettingError(name, value, f"one of {', '.join(choices)}")
@@ -97,171 +160,175 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     return check
 
 
-def _models(name: str, value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
-        isinstance(v, str) and v for v in value
-    ):
-        raise SettingError(name, value, "a list of model names (strings)")
-    return list(value)
+class Setting(Generic[T]):
+    """One typed field of :class:`Settings`: its default, its check and its
+    meaning.  On a :class:`Settings` object it reads the current value and
+    sets a checked one; on the class it is this description."""
 
+    __slots__ = ("check", "default", "meaning", "name")
 
-@dataclass(frozen=True)
-class SettingSpec:
-    name: str
-    default: Any
-    check: Callable[[str, Any], Any]
-    meaning: str
+    def __init__(self, default: T, check: Check[T], meaning: str) -> None:
+        self.name = ""
+        self.default = default
+        self.check = check
+        self.meaning = meaning
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
     @property
     def env(self) -> str:
+        """The environment variable that sets it: ``IPFS_ACCELERATE_<NAME>``."""
         return ENV_PREFIX + self.name.upper()
 
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Setting[T]: ...
+    @overload
+    def __get__(self, obj: Settings, owner: type | None = None) -> T: ...
+    def __get__(self, obj: Settings | None, owner: type | None = None) -> Setting[T] | T:
+        if obj is None:
+            return self
+        value: T = obj._values[self.name]
+        return value
 
-SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec(
-        "max_concurrent_requests", 5, _int(1), "attempts in flight at once for this backend"
-    ),
-    SettingSpec(
-        "queue_size",
-        100,
-        _int(1),
-        "requests that may wait in the priority queue; more fail with QueueFullError",
-    ),
-    SettingSpec("max_retries", 3, _int(0), "retries after the first attempt"),
-    SettingSpec(
-        "backoff_factor",
-        2.0,
-        _float(1.0),
-        "growth of the backoff delay per retry (initial_retry_delay * factor**n)",
-    ),
-    SettingSpec(
-        "initial_retry_delay",
-        0.5,
-        _float(0.0),
-        "seconds before the first retry when the server gives no Retry-After",
-    ),
-    SettingSpec(
-        "max_retry_delay",
-        30.0,
-        _float(0.0),
-        "cap on a backoff delay (a server's Retry-After is honoured as given, up to max_retry_after)",
-    ),
-    SettingSpec(
-        "max_retry_after",
-        60.0,
-        _float(0.0),
-        "longest Retry-After believed, for a retry's wait and a key's cooldown; a server asking for more is backed off from instead (as the openai SDK does over 60 s) and the key's retry_after_over_cap counts it",
-    ),
-    SettingSpec(
-        "retry_jitter",
-        0.25,
-        _float(0.0, maximum=1.0),
-        "fraction of a backoff delay taken off at random (0..1)",
-    ),
-    SettingSpec("timeout", 60.0, _float(0.0, exclusive=True), "seconds one attempt may take"),
-    SettingSpec(
-        "stream_stall_timeout",
-        30.0,
-        _float(0.0, exclusive=True),
-        "seconds a started stream may go without a chunk before it ends with StreamStalledError (until its first chunk, timeout applies and the attempt is retried)",
-    ),
-    SettingSpec(
-        "max_response_bytes",
-        DEFAULT_MAX_RESPONSE_BYTES,
-        _int(1),
-        "bytes a response body may have; reading stops there with ResponseTooLargeError (not retried)",
-    ),
-    SettingSpec(
-        "max_stream_line_bytes",
-        DEFAULT_MAX_STREAM_LINE_BYTES,
-        _int(1),
-        "bytes one stream line (one SSE event) may have; past it the stream ends with ResponseTooLargeError",
-    ),
-    SettingSpec(
-        "request_deadline",
-        300.0,
-        _float(0.0, exclusive=True, optional=True),
-        "seconds a request may take in all: queue wait, attempts and backoff (None: no deadline)",
-    ),
-    SettingSpec(
-        "failure_threshold", 5, _int(1), "consecutive service failures that open the circuit"
-    ),
-    SettingSpec(
-        "reset_timeout",
-        30.0,
-        _float(0.0, exclusive=True),
-        "seconds the circuit stays OPEN before a probe",
-    ),
-    SettingSpec("half_open_max_requests", 1, _int(1), "probes let through while HALF_OPEN"),
-    SettingSpec(
-        "on_circuit_open",
-        "fail",
-        _choice(CIRCUIT_OPEN_MODES),
-        "while the circuit is OPEN: 'fail' at once with CircuitOpenError, or 'wait' queued for the probe that closes it (within request_deadline)",
-    ),
-    SettingSpec(
-        "failure_rate_threshold",
-        None,
-        _float(0.0, exclusive=True, optional=True, maximum=100.0),
-        "percent of failed calls in the window that opens the circuit (None: rule off)",
-    ),
-    SettingSpec(
-        "slow_call_duration",
-        None,
-        _float(0.0, exclusive=True, optional=True),
-        "seconds from which a call counts as slow (None: rule off; needs slow_call_rate_threshold too)",
-    ),
-    SettingSpec(
-        "slow_call_rate_threshold",
-        None,
-        _float(0.0, exclusive=True, optional=True, maximum=100.0),
-        "percent of slow calls in the window that opens the circuit (the rule needs slow_call_duration too)",
-    ),
-    SettingSpec(
-        "breaker_window",
-        60.0,
-        _float(0.0, exclusive=True),
-        "seconds of history the rate rules look at",
-    ),
-    SettingSpec(
-        "breaker_minimum_calls", 10, _int(1), "calls in the window before the rate rules judge"
-    ),
-    SettingSpec(
-        "queue_aging_interval",
-        30.0,
-        _float(0.0, exclusive=True, optional=True),
-        "seconds of waiting that raise a request one priority level (None: no aging)",
-    ),
-    SettingSpec(
-        "key_strategy",
-        "least-loaded",
-        _choice(STRATEGY_NAMES),
-        "how a request's key is picked among several: least-loaded, round-robin or weighted",
-    ),
-    SettingSpec(
-        "batching_enabled", True, _bool, "coalesce embeddings requests to supported_batch_models"
-    ),
-    SettingSpec(
-        "max_batch_size",
-        10,
-        _int(1),
-        "inputs in one batched call (the provider's cap still applies)",
-    ),
-    SettingSpec(
-        "batch_timeout", 0.5, _float(0.0), "seconds a batch waits for more inputs after its first"
-    ),
-)
-_SPECS = {spec.name: spec for spec in SETTINGS}
+    def __set__(self, obj: Settings, value: T) -> None:
+        obj.set(self.name, value)
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name}={self.default!r})"
+
+
+SettingSpec = Setting
+"""The name this description had before :class:`Settings` held typed fields."""
 
 
 class Settings:
-    """The current values, each checked on the way in.
+    """The current values of one client's settings, each checked on the way in.
 
     ``on_change(name, value)`` listeners run after a value is stored, so the
-    engine can rebuild the options of the policy it feeds.
+    engine can rebuild the options of the policy it feeds; a listener that
+    raises (a policy refused the value) leaves the old value in place.
     """
+
+    max_concurrent_requests = Setting(
+        DEFAULT_MAX_CONCURRENT_REQUESTS, _int(1), "attempts in flight at once for this backend"
+    )
+    queue_size = Setting(
+        DEFAULT_QUEUE_SIZE,
+        _int(1),
+        "requests that may wait in the priority queue; more fail with QueueFullError",
+    )
+    max_retries = Setting(DEFAULT_MAX_RETRIES, _int(0), "retries after the first attempt")
+    backoff_factor = Setting(
+        DEFAULT_BACKOFF_FACTOR,
+        _float(1.0),
+        "growth of the backoff delay per retry (initial_retry_delay * factor**n)",
+    )
+    initial_retry_delay = Setting(
+        DEFAULT_INITIAL_DELAY,
+        _float(0.0),
+        "seconds before the first retry when the server gives no Retry-After",
+    )
+    max_retry_delay = Setting(
+        DEFAULT_MAX_DELAY,
+        _float(0.0),
+        "cap on a backoff delay (a server's Retry-After is honoured as given, up to max_retry_after)",
+    )
+    max_retry_after = Setting(
+        DEFAULT_MAX_RETRY_AFTER,
+        _float(0.0),
+        "longest Retry-After believed, for a retry's wait and a key's cooldown; a server asking for more is backed off from instead (as the openai SDK does over 60 s) and the key's retry_after_over_cap counts it",
+    )
+    retry_jitter = Setting(
+        DEFAULT_JITTER,
+        _float(0.0, maximum=1.0),
+        "fraction of a backoff delay taken off at random (0..1)",
+    )
+    timeout = Setting(DEFAULT_TIMEOUT, _float(0.0, exclusive=True), "seconds one attempt may take")
+    stream_stall_timeout = Setting(
+        DEFAULT_STREAM_STALL_TIMEOUT,
+        _float(0.0, exclusive=True),
+        "seconds a started stream may go without a chunk before it ends with StreamStalledError (until its first chunk, timeout applies and the attempt is retried)",
+    )
+    max_response_bytes = Setting(
+        DEFAULT_MAX_RESPONSE_BYTES,
+        _int(1),
+        "bytes a response body may have; reading stops there with ResponseTooLargeError (not retried)",
+    )
+    max_stream_line_bytes = Setting(
+        DEFAULT_MAX_STREAM_LINE_BYTES,
+        _int(1),
+        "bytes one stream line (one SSE event) may have; past it the stream ends with ResponseTooLargeError",
+    )
+    request_deadline = Setting[float | None](
+        DEFAULT_REQUEST_DEADLINE,
+        _optional_float(0.0, exclusive=True),
+        "seconds a request may take in all: queue wait, attempts and backoff (None: no deadline)",
+    )
+    failure_threshold = Setting(
+        DEFAULT_FAILURE_THRESHOLD,
+        _int(1),
+        "consecutive service failures that open the circuit",
+    )
+    reset_timeout = Setting(
+        DEFAULT_RESET_TIMEOUT,
+        _float(0.0, exclusive=True),
+        "seconds the circuit stays OPEN before a probe",
+    )
+    half_open_max_requests = Setting(
+        DEFAULT_HALF_OPEN_MAX_REQUESTS, _int(1), "probes let through while HALF_OPEN"
+    )
+    on_circuit_open = Setting(
+        DEFAULT_ON_CIRCUIT_OPEN,
+        _choice(CIRCUIT_OPEN_MODES),
+        "while the circuit is OPEN: 'fail' at once with CircuitOpenError, or 'wait' queued for the probe that closes it (within request_deadline)",
+    )
+    failure_rate_threshold = Setting[float | None](
+        None,
+        _optional_float(0.0, exclusive=True, maximum=100.0),
+        "percent of failed calls in the window that opens the circuit (None: rule off)",
+    )
+    slow_call_duration = Setting[float | None](
+        None,
+        _optional_float(0.0, exclusive=True),
+        "seconds from which a call counts as slow (None: rule off; needs slow_call_rate_threshold too)",
+    )
+    slow_call_rate_threshold = Setting[float | None](
+        None,
+        _optional_float(0.0, exclusive=True, maximum=100.0),
+        "percent of slow calls in the window that opens the circuit (the rule needs slow_call_duration too)",
+    )
+    breaker_window = Setting(
+        DEFAULT_WINDOW_SECONDS,
+        _float(0.0, exclusive=True),
+        "seconds of history the rate rules look at",
+    )
+    breaker_minimum_calls = Setting(
+        DEFAULT_MINIMUM_CALLS, _int(1), "calls in the window before the rate rules judge"
+    )
+    queue_aging_interval = Setting[float | None](
+        DEFAULT_QUEUE_AGING_INTERVAL,
+        _optional_float(0.0, exclusive=True),
+        "seconds of waiting that raise a request one priority level (None: no aging)",
+    )
+    key_strategy = Setting(
+        LeastLoaded.name,
+        _choice(STRATEGY_NAMES),
+        "how a request's key is picked among several: least-loaded, round-robin or weighted",
+    )
+    batching_enabled = Setting(
+        True, _bool, "coalesce embeddings requests to supported_batch_models"
+    )
+    max_batch_size = Setting(
+        DEFAULT_MAX_BATCH_SIZE,
+        _int(1),
+        "inputs in one batched call (the provider's cap still applies)",
+    )
+    batch_timeout = Setting(
+        DEFAULT_BATCH_TIMEOUT,
+        _float(0.0),
+        "seconds a batch waits for more inputs after its first",
+    )
 
     def __init__(
         self, metadata: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
@@ -271,6 +338,7 @@ class Settings:
         self._values: dict[str, Any] = {}
         self._listeners: list[Callable[[str, Any], None]] = []
         for spec in SETTINGS:
+            raw: Any
             if spec.name in metadata:
                 raw = metadata[spec.name]
             elif spec.env in environ:
@@ -285,6 +353,7 @@ class Settings:
         return self._values[name]
 
     def set(self, name: str, value: Any) -> Any:
+        """Check ``value`` and store it as ``name``; returns the value as stored."""
         spec = _SPECS.get(name)
         if spec is None:
             raise SettingError(
@@ -305,3 +374,18 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
+
+    def __repr__(self) -> str:
+        changed = [
+            f"{spec.name}={self._values[spec.name]!r}"
+            for spec in SETTINGS
+            if self._values[spec.name] != spec.default
+        ]
+        return f"Settings({', '.join(changed)})"
+
+
+SETTINGS: tuple[Setting[Any], ...] = tuple(
+    field for field in vars(Settings).values() if isinstance(field, Setting)
+)
+"""Every setting, in the order the README lists them."""
+_SPECS = {spec.name: spec for spec in SETTINGS}

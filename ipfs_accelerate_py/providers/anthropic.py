@@ -56,6 +56,7 @@ from .base import (
     Wire,
     body_json,
     finish_reason,
+    sse_event,
     token_count,
 )
 
@@ -193,7 +194,9 @@ class AnthropicWire(Wire):
         err_type = err.get("type") if isinstance(err, dict) else None
         typed_status = ERROR_TYPE_STATUS.get(err_type) if isinstance(err_type, str) else None
         http_error = status is not None and status >= 400
-        if not http_error:  # an error event in a 200 stream, or an error body sent with 200
+        if (
+            status is None or not http_error
+        ):  # an error event in a 200 stream, or an error body sent with 200
             class_status = typed_status or 500
         elif typed_status == 529 and status >= 500:  # overloaded, whatever 5xx carried it
             class_status = 529
@@ -221,7 +224,7 @@ class AnthropicWire(Wire):
             error.message += " (monthly spend limit reached: retrying will not help)"
         return error
 
-    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict | None:
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
         """``anthropic-ratelimit-*-remaining`` counts and ``-reset`` times.
 
         Resets are RFC 3339 timestamps; they become seconds from the
@@ -272,7 +275,8 @@ class AnthropicWire(Wire):
 
     # ------------------------------------------------------------- streams
 
-    def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
+    def parse_stream_event(self, raw: Event) -> tuple[Any, bool]:
+        event = sse_event(raw)
         data = event.data.strip()
         if not data:
             return None, False
@@ -303,16 +307,18 @@ class AnthropicWire(Wire):
         read = _STREAM_READERS.get(kind) if isinstance(kind, str) else None
         return read(self, chunk) if read is not None else EMPTY_DELTA
 
-    def _message_start_delta(self, chunk: dict) -> StreamDelta:
+    def _message_start_delta(self, chunk: dict[str, Any]) -> StreamDelta:
         message = chunk.get("message")
         usage = message.get("usage") if isinstance(message, dict) else None
         if not isinstance(usage, dict):
             return EMPTY_DELTA
         return StreamDelta(usage=(self.usage(message)[0], 0))
 
-    def _block_start_delta(self, chunk: dict) -> StreamDelta:
+    def _block_start_delta(self, chunk: dict[str, Any]) -> StreamDelta:
         block, index = chunk.get("content_block"), _block_index(chunk)
-        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            return EMPTY_DELTA
+        kind = block.get("type")
         if kind == "tool_use" and index is not None:
             call = ToolCallDelta(
                 index, _str_or_none(block.get("id")), _str_or_none(block.get("name")), ""
@@ -322,9 +328,11 @@ class AnthropicWire(Wire):
             return StreamDelta(text=block["text"])
         return EMPTY_DELTA
 
-    def _block_delta(self, chunk: dict) -> StreamDelta:
+    def _block_delta(self, chunk: dict[str, Any]) -> StreamDelta:
         delta, index = chunk.get("delta"), _block_index(chunk)
-        kind = delta.get("type") if isinstance(delta, dict) else None
+        if not isinstance(delta, dict):
+            return EMPTY_DELTA
+        kind = delta.get("type")
         if kind == "text_delta" and isinstance(delta.get("text"), str):
             return StreamDelta(text=delta["text"])
         piece = delta.get("partial_json") if kind == "input_json_delta" else None
@@ -332,7 +340,7 @@ class AnthropicWire(Wire):
             return StreamDelta(tool_calls=(ToolCallDelta(index, None, None, piece),))
         return EMPTY_DELTA  # thinking_delta, signature_delta, citations_delta, ...
 
-    def _message_delta(self, chunk: dict) -> StreamDelta:
+    def _message_delta(self, chunk: dict[str, Any]) -> StreamDelta:
         delta = chunk.get("delta")
         reason = finish_reason(delta.get("stop_reason")) if isinstance(delta, dict) else None
         usage = self.usage(chunk) if isinstance(chunk.get("usage"), dict) else None
@@ -341,8 +349,8 @@ class AnthropicWire(Wire):
     # ---------------------------------------------------------- operations
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         """``messages`` without its system messages, which become ``system``
         (after any ``system`` given in ``params``)."""
         params = dict(params)
@@ -374,7 +382,9 @@ class AnthropicWire(Wire):
             data["stream"] = True
         return MESSAGES, data
 
-    def count_tokens_request(self, model: str, messages: list, params: dict) -> tuple[str, dict]:
+    def count_tokens_request(
+        self, model: str, messages: list[Any], params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         """``POST /v1/messages/count_tokens``: the chat body without
         ``max_tokens`` and ``stream``, which that endpoint does not take."""
         _, data = self.chat_request(
@@ -383,17 +393,19 @@ class AnthropicWire(Wire):
         del data["max_tokens"]
         return COUNT_TOKENS, data
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         raise InvalidInputError(
             f"the {self.name} backend has no embeddings operation: the Anthropic API offers none "
             "(its documentation points to Voyage AI for embeddings)",
             provider=self.name,
         )
 
-    def models_request(self) -> tuple[str, dict | None]:
+    def models_request(self) -> tuple[str, dict[str, Any] | None]:
         return MODELS, None
 
-    def model_request(self, model_id: str) -> tuple[str, dict | None]:
+    def model_request(self, model_id: str) -> tuple[str, dict[str, Any] | None]:
         return f"{MODELS}/{model_id}", None
 
 
@@ -406,7 +418,7 @@ _STREAM_READERS = {
 """Stream event type -> what reads it in common terms (others add nothing)."""
 
 
-def _block_index(chunk: dict) -> int | None:
+def _block_index(chunk: dict[str, Any]) -> int | None:
     index = chunk.get("index")
     return index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else None
 
@@ -418,12 +430,12 @@ def _str_or_none(value: Any) -> str | None:
 # ------------------------------------------------------------------ helpers
 
 
-def join_system(parts: list) -> Any:
+def join_system(parts: list[Any]) -> Any:
     """System prompts as one: strings joined by blank lines; if any part is
     a list of content blocks, the whole as blocks (strings become text blocks)."""
     if all(isinstance(p, str) for p in parts):
         return "\n\n".join(parts)
-    blocks: list = []
+    blocks: list[Any] = []
     for part in parts:
         blocks.extend([{"type": "text", "text": part}] if isinstance(part, str) else part)
     return blocks
@@ -453,7 +465,7 @@ def _spend_limit_reached(err: Any) -> bool:
     return isinstance(details, dict) and details.get("error_code") == SPEND_LIMIT_CODE
 
 
-def _first_int(headers: Mapping[str, str], names: list, tightest: bool) -> int | None:
+def _first_int(headers: Mapping[str, str], names: list[Any], tightest: bool) -> int | None:
     """The first header of ``names`` holding a count; with ``tightest`` and
     no first one, the smallest of the others."""
     values = []
@@ -466,7 +478,7 @@ def _first_int(headers: Mapping[str, str], names: list, tightest: bool) -> int |
     return min(values) if values and tightest else None
 
 
-def _first_reset(headers: Mapping[str, str], names: tuple) -> float | None:
+def _first_reset(headers: Mapping[str, str], names: tuple[Any, ...]) -> float | None:
     for name in names:
         reset = parse_rfc3339(get_header(headers, f"anthropic-ratelimit-{name}-reset"))
         if reset is not None:

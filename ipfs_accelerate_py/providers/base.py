@@ -41,6 +41,8 @@ from ..transport.sse import SseEvent
 __all__ = [
     "EMPTY_DELTA",
     "Event",
+    "ndjson_line",
+    "sse_event",
     "ProviderSpec",
     "StreamDelta",
     "ToolCallDelta",
@@ -62,6 +64,20 @@ Event = SseEvent | bytes
 """An SSE event (``stream_format == "sse"``) or one NDJSON line."""
 
 
+def sse_event(event: Event) -> SseEvent:
+    """``event`` as the SSE event an SSE provider's stream is made of."""
+    if isinstance(event, bytes):
+        raise MalformedResponseError(f"expected an SSE event, got a raw line: {event[:80]!r}")
+    return event
+
+
+def ndjson_line(event: Event) -> bytes:
+    """``event`` as the NDJSON line an NDJSON provider's stream is made of."""
+    if not isinstance(event, bytes):
+        raise MalformedResponseError(f"expected an NDJSON line, got an SSE event: {event!r:.80}")
+    return event
+
+
 class ToolCallDelta(NamedTuple):
     """A piece of a tool (function) call as it streams in.
 
@@ -71,7 +87,7 @@ class ToolCallDelta(NamedTuple):
     arguments text: joined in order, a call's fragments are the whole JSON.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index: the providers' own name for it
     id: str | None
     name: str | None
     arguments: str
@@ -368,7 +384,7 @@ class Wire:
             attempt=attempt,
         )
 
-    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict | None:
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
         """What the provider says of the key's remaining quota, if it says:
         ``{"requests_remaining", "tokens_remaining", "requests_reset", "tokens_reset"}``
         (counts, and seconds until the window resets; absent values left out)."""
@@ -410,19 +426,21 @@ class Wire:
         )
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         raise self.unsupported("chat")
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         raise self.unsupported("completions")
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         raise self.unsupported("embeddings")
 
-    def models_request(self) -> tuple[str, dict | None]:
+    def models_request(self) -> tuple[str, dict[str, Any] | None]:
         raise self.unsupported("models")
 
     def reply_text(self, result: Any) -> str:
@@ -433,12 +451,12 @@ class Wire:
         """The vectors of an embeddings response, in input order."""
         raise self.unsupported("embeddings")
 
-    def models_from(self, result: Any) -> list:
+    def models_from(self, result: Any) -> list[Any]:
         return result.get("data", []) if isinstance(result, dict) else list(result)
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         """The inputs of a batchable request, or None when it is not one."""
         return None
 
@@ -446,23 +464,23 @@ class Wire:
         """Where a batch of requests to ``endpoint`` goes (the same place, by default)."""
         return endpoint
 
-    def batch_template(self, endpoint: str, data: dict) -> dict:
+    def batch_template(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
         """What alike requests share: their data without the inputs."""
         return {k: v for k, v in data.items() if k != self.batch_input_field}
 
     def batch_limits(self, model: str | None) -> BatchLimits:
         return NO_LIMITS
 
-    def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
+    def batch_payload(self, template: Mapping[str, Any], inputs: list[Any]) -> dict[str, Any]:
         return {**template, self.batch_input_field: inputs}
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list:
+    ) -> list[Any]:
         """One response of the provider's own shape per member."""
         raise NotImplementedError(f"{self.name} does not batch")
 
-    def split_positional(self, items: Any, counts: list[int], what: str) -> list[list]:
+    def split_positional(self, items: Any, counts: list[int], what: str) -> list[list[Any]]:
         """``items`` in input order, cut into the members' runs."""
         if not isinstance(items, list) or len(items) != sum(counts):
             got = len(items) if isinstance(items, list) else type(items).__name__
@@ -475,7 +493,7 @@ class Wire:
             start += count
         return out
 
-    def split_indexed(self, items: Any, counts: list[int]) -> list[list]:
+    def split_indexed(self, items: Any, counts: list[int]) -> list[list[Any]]:
         """Items carrying an ``index``, each member's re-indexed from 0."""
         if not isinstance(items, list):
             raise MalformedResponseError(

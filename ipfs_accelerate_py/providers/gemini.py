@@ -57,6 +57,7 @@ from .base import (
     body_json,
     finish_reason,
     retyped,
+    sse_event,
     token_count,
 )
 from .gemini_content import (
@@ -210,7 +211,8 @@ class GeminiWire(Wire):
 
     # ------------------------------------------------------------- streams
 
-    def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
+    def parse_stream_event(self, raw: Event) -> tuple[Any, bool]:
+        event = sse_event(raw)
         data = event.data.strip()
         if not data:
             return None, False
@@ -261,18 +263,18 @@ class GeminiWire(Wire):
     # ---------------------------------------------------------- operations
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         contents, system = to_contents(messages)
-        data: dict = {"model": model, "contents": contents}
+        data: dict[str, Any] = {"model": model, "contents": contents}
         if system:
             data["systemInstruction"] = {"parts": system}
         data.update(generation_fields(params))
         return ("streamGenerateContent" if stream else "generateContent"), data
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         """A prompt is one user turn of ``generateContent`` (Gemini has no completions endpoint)."""
         if not isinstance(prompt, str) or not prompt:
             raise InvalidInputError(
@@ -280,7 +282,7 @@ class GeminiWire(Wire):
             )
         return self.chat_request(model, [{"role": "user", "content": prompt}], params, stream)
 
-    def count_tokens_request(self, model: str, messages: list) -> tuple[str, dict]:
+    def count_tokens_request(self, model: str, messages: list[Any]) -> tuple[str, dict[str, Any]]:
         contents, system = to_contents(messages)
         if not system:
             return "countTokens", {"model": model, "contents": contents}
@@ -291,7 +293,9 @@ class GeminiWire(Wire):
         }
         return "countTokens", {"model": model, "generateContentRequest": inner}
 
-    def embed_content_request(self, model: str, text: str, params: dict) -> tuple[str, dict]:
+    def embed_content_request(
+        self, model: str, text: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         """One text through ``embedContent`` (answer: ``{"embedding": {"values"}}``); never batched."""
         return "embedContent", {
             "model": model,
@@ -299,7 +303,9 @@ class GeminiWire(Wire):
             "content": _text_content(text),
         }
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         texts = (
             [inputs]
             if isinstance(inputs, str)
@@ -317,14 +323,14 @@ class GeminiWire(Wire):
             "requests": [{**extra, "content": _text_content(t)} for t in texts],
         }
 
-    def models_request(self, page_token: str | None = None) -> tuple[str, dict | None]:
+    def models_request(self, page_token: str | None = None) -> tuple[str, dict[str, Any] | None]:
         query = {"pageSize": MODELS_PAGE_SIZE, **({"pageToken": page_token} if page_token else {})}
         return f"models?{urlencode(query)}", None
 
-    def model_request(self, model: str) -> tuple[str, dict | None]:
+    def model_request(self, model: str) -> tuple[str, dict[str, Any] | None]:
         return model_resource(model), None
 
-    def models_from(self, result: Any) -> list:
+    def models_from(self, result: Any) -> list[Any]:
         return list(result.get("models", [])) if isinstance(result, dict) else []
 
     def reply_text(self, result: Any) -> str:
@@ -346,7 +352,7 @@ class GeminiWire(Wire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         """The texts of a ``batchEmbedContents`` whose requests differ only in
         their text (one text part each); anything else goes as it is."""
         if self.operation(endpoint) != EMBED_BATCH or not isinstance(data, Mapping):
@@ -364,20 +370,20 @@ class GeminiWire(Wire):
             return None
         return texts
 
-    def batch_template(self, endpoint: str, data: dict) -> dict:
+    def batch_template(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
         shared = {k: v for k, v in data.items() if k != "requests"}
         return {**shared, "requests": [_without_content(data["requests"][0])]}
 
     def batch_limits(self, model: str | None) -> BatchLimits:
         return GEMINI_EMBEDDING_LIMITS
 
-    def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
+    def batch_payload(self, template: Mapping[str, Any], inputs: list[Any]) -> dict[str, Any]:
         request = template["requests"][0]
         return {**template, "requests": [{**request, "content": _text_content(t)} for t in inputs]}
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """Each member's ``{"embeddings": [...]}``, in the order its texts were sent."""
         if not isinstance(result, dict):
             raise MalformedResponseError(
@@ -391,11 +397,11 @@ class GeminiWire(Wire):
 # ---------------------------------------------------------------- helpers
 
 
-def _text_content(text: str) -> dict:
+def _text_content(text: str) -> dict[str, Any]:
     return {"parts": [{"text": text}]}
 
 
-def _without_content(request: Mapping[str, Any]) -> dict:
+def _without_content(request: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in request.items() if k != "content"}
 
 
@@ -413,16 +419,16 @@ def _single_text(request: Mapping[str, Any]) -> str | None:
     return text if isinstance(text, str) and text else None
 
 
-def _reply_candidate(candidates: Any) -> dict:
+def _reply_candidate(candidates: Any) -> dict[str, Any]:
     """The candidate of index 0 (or without one); ``{}`` when there is none."""
     if not isinstance(candidates, list):
         return {}
     return next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), {})
 
 
-def _function_calls(parts: list[dict]) -> tuple[ToolCallDelta, ...]:
-    calls = [p.get("functionCall", p.get("function_call")) for p in parts]
-    calls = [call for call in calls if isinstance(call, dict)]
+def _function_calls(parts: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
+    found = [p.get("functionCall", p.get("function_call")) for p in parts]
+    calls: list[dict[str, Any]] = [call for call in found if isinstance(call, dict)]
     return tuple(
         ToolCallDelta(
             index=position,
@@ -434,7 +440,7 @@ def _function_calls(parts: list[dict]) -> tuple[ToolCallDelta, ...]:
     )
 
 
-def _finished(chunk: dict) -> bool:
+def _finished(chunk: dict[str, Any]) -> bool:
     """Every candidate has a finishReason, or the prompt was blocked (no candidates)."""
     candidates = chunk.get("candidates")
     if isinstance(candidates, list) and candidates:
@@ -446,7 +452,7 @@ def _finished(chunk: dict) -> bool:
     return isinstance(feedback, dict) and bool(feedback.get("blockReason"))
 
 
-def _error_object(body: Any) -> dict:
+def _error_object(body: Any) -> dict[str, Any]:
     """The ``error`` object of a Google error body (also inside a one-item list)."""
     body = body_json(body)
     if isinstance(body, list) and body:
@@ -455,7 +461,7 @@ def _error_object(body: Any) -> dict:
     return error if isinstance(error, dict) else {}
 
 
-def _retry_delay(details: list[dict]) -> float | None:
+def _retry_delay(details: list[dict[str, Any]]) -> float | None:
     """``RetryInfo.retryDelay`` in seconds: ``"30s"``, ``"1.5s"`` or ``{"seconds", "nanos"}``."""
     for detail in details:
         if detail.get("@type") != _RETRY_INFO:

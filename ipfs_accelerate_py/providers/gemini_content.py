@@ -142,10 +142,10 @@ EMBED_PARAMS = frozenset(_EMBED_ALIASES)
 # ---------------------------------------------------------------- messages
 
 
-def to_contents(messages: list) -> tuple[list[dict], list[dict]]:
+def to_contents(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(contents, system_parts)`` for OpenAI-style ``messages``."""
-    contents: list[dict] = []
-    system: list[dict] = []
+    contents: list[dict[str, Any]] = []
+    system: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         role = message.get("role")
         parts = _parts(message.get("content"), f"messages[{i}]")
@@ -164,7 +164,7 @@ def to_contents(messages: list) -> tuple[list[dict], list[dict]]:
     return contents, system
 
 
-def _parts(content: Any, where: str) -> list[dict]:
+def _parts(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, (str, bytes, bytearray, Mapping)):
         return [_part(content, where)]
     if isinstance(content, list) and content:
@@ -174,7 +174,7 @@ def _parts(content: Any, where: str) -> list[dict]:
     )
 
 
-def _part(part: Any, where: str) -> dict:
+def _part(part: Any, where: str) -> dict[str, Any]:
     if isinstance(part, str):
         return {"text": part}
     if isinstance(part, (bytes, bytearray)):
@@ -198,7 +198,7 @@ def _part(part: Any, where: str) -> dict:
     )
 
 
-def data_url_part(url: Any, where: str = "image_url") -> dict:
+def data_url_part(url: Any, where: str = "image_url") -> dict[str, Any]:
     """``data:<mime>;base64,<data>`` -> ``{"inline_data": {"mime_type", "data"}}``."""
     if not isinstance(url, str) or not url.startswith("data:"):
         raise InvalidInputError(
@@ -214,7 +214,7 @@ def data_url_part(url: Any, where: str = "image_url") -> dict:
     return {"inline_data": {"mime_type": mime, "data": payload.strip()}}
 
 
-def image_part(data: bytes, mime_type: str | None = None) -> dict:
+def image_part(data: bytes, mime_type: str | None = None) -> dict[str, Any]:
     """An inline image part from raw bytes; PNG, JPEG, GIF and WebP are
     recognised, any other format needs its ``mime_type``."""
     if not isinstance(data, (bytes, bytearray)) or not data:
@@ -236,9 +236,9 @@ def _sniff(data: bytes) -> str | None:
 # ---------------------------------------------------------------- parameters
 
 
-def generation_fields(params: Mapping[str, Any]) -> dict:
+def generation_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level request fields for ``params``, ``generationConfig`` included."""
-    fields: dict = {}
+    fields: dict[str, Any] = {}
     config = dict(params.get("generationConfig") or params.get("generation_config") or {})
     for name, value in params.items():
         if name in ("generationConfig", "generation_config"):
@@ -274,7 +274,7 @@ def _mime_for(response_format: Any) -> str:
     )
 
 
-def embed_params(params: Mapping[str, Any]) -> dict:
+def embed_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """``task_type``, ``title``, ``output_dimensionality`` (or ``dimensions``)
     as EmbedContentRequest fields."""
     out = {}

@@ -22,7 +22,7 @@ kind the route needs: not retried), 429 overloaded, 503 unhealthy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..resilience.batching import BatchLimits, normalize_inputs
@@ -100,13 +100,15 @@ class TEIWire(HuggingFaceWire):
 
     # ---------------------------------------------------------- operations
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         """``/embed``; ``model`` is kept for statistics and not sent."""
         return EMBED, {"model": model, "inputs": inputs, **params}
 
     def rerank_request(
-        self, query: str, texts: list, params: Mapping[str, Any]
-    ) -> tuple[str, dict]:
+        self, query: str, texts: Sequence[Any], params: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         return RERANK, {"query": query, "texts": list(texts), **params}
 
     def embedding_vectors(self, result: Any) -> list[list[float]]:
@@ -118,7 +120,7 @@ class TEIWire(HuggingFaceWire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         if self.endpoint_path(endpoint) != EMBED or not isinstance(data, Mapping):
             return None
         return normalize_inputs(data.get(self.batch_input_field))
@@ -128,6 +130,6 @@ class TEIWire(HuggingFaceWire):
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list:
+    ) -> list[Any]:
         """Each member's own vectors, in its own order: TEI answers in input order."""
         return self.split_positional(self.embedding_vectors(result), counts, "embeddings")

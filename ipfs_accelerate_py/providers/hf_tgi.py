@@ -24,7 +24,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..transport.base import HttpResponse
-from .base import EMPTY_DELTA, Event, ProviderSpec, StreamDelta, finish_reason, token_count
+from .base import (
+    EMPTY_DELTA,
+    Event,
+    ProviderSpec,
+    StreamDelta,
+    finish_reason,
+    sse_event,
+    token_count,
+)
 from .huggingface import HuggingFaceWire, hf_spec, hf_stream_error
 from .openai import OPENAI_CHAT_PARAMS, OPENAI_COMPLETION_PARAMS, OpenAIWire
 
@@ -84,7 +92,7 @@ class TGIWire(HuggingFaceWire):
         """Native events end with the one whose ``generated_text`` is set;
         OpenAI chunks end with ``[DONE]`` (told apart by their content, as
         the engine does not say which route a stream came from)."""
-        chunk, done = self.openai.sse_json(event)
+        chunk, done = self.openai.sse_json(sse_event(event))
         if not isinstance(chunk, dict):
             return chunk, done
         if "token" in chunk:
@@ -126,21 +134,21 @@ class TGIWire(HuggingFaceWire):
 
     def generate_request(
         self, prompt: str, params: Mapping[str, Any], stream: bool
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """``/generate`` (or ``/generate_stream``) for ``prompt`` with TGI's ``parameters``."""
-        data: dict = {"inputs": prompt}
+        data: dict[str, Any] = {"inputs": prompt}
         if params:
             data["parameters"] = dict(params)
         return (GENERATE_STREAM if stream else GENERATE), data
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         endpoint, data = self.openai.chat_request(model, messages, params, stream)
         return OPENAI_PREFIX + endpoint, data
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         endpoint, data = self.openai.completion_request(model, prompt, params, stream)
         return OPENAI_PREFIX + endpoint, data

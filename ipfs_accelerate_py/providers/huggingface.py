@@ -143,7 +143,7 @@ class HuggingFaceWire(Wire):
     def models_request(self) -> tuple[str, None]:
         return self.info_request()
 
-    def models_from(self, result: Any) -> list:
+    def models_from(self, result: Any) -> list[Any]:
         """The one model the server serves, as an OpenAI-style model entry."""
         if not isinstance(result, dict) or not result.get("model_id"):
             return []

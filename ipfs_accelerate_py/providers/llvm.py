@@ -102,15 +102,16 @@ class LLVMWire(Wire):
 
     # ---------------------------------------------------------- operations
 
-    def models_request(self) -> tuple[str, dict | None]:
+    def models_request(self) -> tuple[str, dict[str, Any] | None]:
         return "models", None
 
-    def models_from(self, result: Any) -> list:
+    def models_from(self, result: Any) -> list[Any]:
         """The original accepted ``{"models": [...]}`` or ``{"data": [...]}``."""
         if isinstance(result, dict):
             for key in ("models", "data"):
-                if isinstance(result.get(key), list):
-                    return result[key]
+                models = result.get(key)
+                if isinstance(models, list):
+                    return models
             raise MalformedResponseError(
                 "model list has neither 'models' nor 'data'", provider=self.name
             )
@@ -120,17 +121,17 @@ class LLVMWire(Wire):
         return model_path(model_id), None
 
     def infer_request(
-        self, model_id: str, inputs: Any, parameters: dict | None
-    ) -> tuple[str, dict]:
-        data: dict = {"model": model_id, "input": inputs}
+        self, model_id: str, inputs: Any, parameters: dict[str, Any] | None
+    ) -> tuple[str, dict[str, Any]]:
+        data: dict[str, Any] = {"model": model_id, "input": inputs}
         if parameters:
             data["parameters"] = dict(parameters)
         return model_path(model_id, "infer"), data
 
     def batch_infer_request(
-        self, model_id: str, inputs_list: list, parameters: dict | None
-    ) -> tuple[str, dict]:
-        data: dict = {"model": model_id, "inputs": list(inputs_list)}
+        self, model_id: str, inputs_list: list[Any], parameters: dict[str, Any] | None
+    ) -> tuple[str, dict[str, Any]]:
+        data: dict[str, Any] = {"model": model_id, "inputs": list(inputs_list)}
         if parameters:
             data["parameters"] = dict(parameters)
         return model_path(model_id, _BATCH_SUFFIX), data
@@ -139,7 +140,7 @@ class LLVMWire(Wire):
         """A model's statistics, or (no model) the server's ``/status``."""
         return (model_path(model_id, "statistics") if model_id else "status"), None
 
-    def optimize_request(self, model_id: str, optimization_type: str) -> tuple[str, dict]:
+    def optimize_request(self, model_id: str, optimization_type: str) -> tuple[str, dict[str, Any]]:
         if optimization_type not in OPTIMIZATION_TYPES:
             raise InvalidInputError(
                 f"optimization_type must be one of {', '.join(OPTIMIZATION_TYPES)}, not {optimization_type!r}",
@@ -153,7 +154,7 @@ class LLVMWire(Wire):
             raise MalformedResponseError("infer response has no 'outputs'", provider=self.name)
         return result["outputs"]
 
-    def results_of(self, result: Any) -> list:
+    def results_of(self, result: Any) -> list[Any]:
         """The ``results`` of a ``batch_infer`` response, in input order."""
         results = result.get("results") if isinstance(result, dict) else None
         if not isinstance(results, list):
@@ -164,7 +165,7 @@ class LLVMWire(Wire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         """One input per ``infer`` call, when it is one the lane can weigh
         (a string or a list); anything else is sent on its own."""
         if not isinstance(data, Mapping) or not _INFER_PATH.match(self.endpoint_path(endpoint)):
@@ -174,13 +175,13 @@ class LLVMWire(Wire):
         value = data["input"]
         return [value] if isinstance(value, (str, list)) else None
 
-    def batch_payload(self, template: Mapping[str, Any], inputs: list) -> dict:
+    def batch_payload(self, template: Mapping[str, Any], inputs: list[Any]) -> dict[str, Any]:
         """The carrier's ``infer`` body with ``inputs`` for ``input``: see :meth:`prepare`."""
         return {**template, "inputs": inputs}
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """Each member gets ``{"model_id", "outputs", "status", "metrics"}``:
         the batch response with its own result as ``outputs``."""
         runs = self.split_positional(self.results_of(result), counts, "batch_infer results")

@@ -52,6 +52,7 @@ from .base import (
     Wire,
     apportion,
     finish_reason,
+    ndjson_line,
     token_count,
 )
 from .openai import arguments_text
@@ -202,7 +203,7 @@ def _split_host_port(hostport: str) -> tuple[str, Any]:
 # ------------------------------------------------------------ parameters
 
 
-def request_fields(params: Mapping[str, Any]) -> dict:
+def request_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments as Ollama request fields.
 
     Modelfile parameters (and ``max_tokens``, as ``num_predict``) go into
@@ -217,7 +218,7 @@ def request_fields(params: Mapping[str, Any]) -> dict:
             f"options must be a dict of model parameters, e.g. {{'temperature': 0.2}}, not {type(given).__name__}"
         )
     options = dict(given or {})
-    fields: dict = {}
+    fields: dict[str, Any] = {}
     for name, value in params.items():
         if name == "options":
             continue
@@ -285,7 +286,7 @@ class OllamaWire(Wire):
             return 0, 0
         return token_count(result.get("prompt_eval_count")), token_count(result.get("eval_count"))
 
-    def _reported_error(self, body: dict, status: int | None) -> ServerError:
+    def _reported_error(self, body: dict[str, Any], status: int | None) -> ServerError:
         message = provider_message(body) or "the server reported an error"
         return ServerError(message, provider=self.name, status=status, body=body)
 
@@ -294,10 +295,11 @@ class OllamaWire(Wire):
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
         """One NDJSON line: the chunk, done on ``"done": true``; an
         ``{"error": ...}`` line raises :class:`ServerError`."""
-        chunk = self.stream_json(event)
+        line = ndjson_line(event)
+        chunk = self.stream_json(line)
         if not isinstance(chunk, dict):
             raise MalformedResponseError(
-                f"stream line is not a JSON object: {bytes(event)[:80]!r}", provider=self.name
+                f"stream line is not a JSON object: {line[:80]!r}", provider=self.name
             )
         if "error" in chunk:
             raise self._reported_error(chunk, None)
@@ -327,8 +329,8 @@ class OllamaWire(Wire):
     # ---------------------------------------------------------- operations
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         return "api/chat", {
             "model": model,
             "messages": messages,
@@ -337,8 +339,8 @@ class OllamaWire(Wire):
         }
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         if not isinstance(prompt, str):
             raise InvalidInputError(
                 f"Ollama's /api/generate takes one prompt string, not {type(prompt).__name__}; "
@@ -354,7 +356,9 @@ class OllamaWire(Wire):
 
     generate_request = completion_request
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         texts = normalize_inputs(inputs)
         if not all(isinstance(text, str) for text in texts):
             raise InvalidInputError(
@@ -363,7 +367,7 @@ class OllamaWire(Wire):
             )
         return "api/embed", {"model": model, "input": inputs, **request_fields(params)}
 
-    def models_request(self) -> tuple[str, dict | None]:
+    def models_request(self) -> tuple[str, dict[str, Any] | None]:
         return "api/tags", None
 
     def reply_text(self, result: Any) -> str:
@@ -374,7 +378,7 @@ class OllamaWire(Wire):
         text = message.get("content") if isinstance(message, dict) else result.get("response")
         return text if isinstance(text, str) else ""
 
-    def models_from(self, result: Any) -> list:
+    def models_from(self, result: Any) -> list[Any]:
         """The ``models`` of ``/api/tags`` (each with ``name``, ``model``, ``size``, ``details``...)."""
         models = result.get("models") if isinstance(result, dict) else result
         return list(models or [])
@@ -389,7 +393,7 @@ class OllamaWire(Wire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         """The texts of an ``/api/embed`` request (anything else is not batched)."""
         if self.endpoint_path(endpoint) != "api/embed" or not isinstance(data, Mapping):
             return None
@@ -398,7 +402,7 @@ class OllamaWire(Wire):
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """One ``/api/embed`` response per member: its own vectors, in its
         order (Ollama answers in input order); the batch's
         ``prompt_eval_count`` shared out by ``weights`` so the members'
@@ -409,7 +413,7 @@ class OllamaWire(Wire):
         parts = self.split_positional(result.get("embeddings"), counts, "embeddings")
         shared = {k: v for k, v in result.items() if k != "embeddings"}
         tokens = result.get("prompt_eval_count")
-        shares = apportion(tokens, weights or counts) if token_count(tokens) else None
+        shares = apportion(token_count(tokens), weights or counts) if token_count(tokens) else None
         members = []
         for i, part in enumerate(parts):
             member = dict(shared, embeddings=part)

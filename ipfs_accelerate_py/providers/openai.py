@@ -22,6 +22,7 @@ from .base import (
     Wire,
     apportion,
     finish_reason,
+    sse_event,
     token_count,
 )
 
@@ -141,7 +142,9 @@ OPENAI_PARAMS = {
 }
 
 
-def params_with(base: Mapping[str, frozenset], extra: Mapping[str, Any]) -> dict[str, frozenset]:
+def params_with(
+    base: Mapping[str, frozenset[Any]], extra: Mapping[str, Any]
+) -> dict[str, frozenset[Any]]:
     """``base``'s parameters by operation, with ``extra``'s added (a server's own)."""
     return {op: names | frozenset(extra.get(op, ())) for op, names in base.items()}
 
@@ -167,7 +170,7 @@ class OpenAIWire(Wire):
         return self.stream_json(data), False
 
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:
-        chunk, done = self.sse_json(event)
+        chunk, done = self.sse_json(sse_event(event))
         if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
             raise classify_status(500, None, chunk, wall_now=0.0, provider=self.name)
         return chunk, done
@@ -178,25 +181,27 @@ class OpenAIWire(Wire):
     # ---------------------------------------------------------- operations
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         data = {"model": model, "messages": messages, **params}
         if stream:
             data["stream"] = True
         return "chat/completions", data
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         data = {"model": model, "prompt": prompt, **params}
         if stream:
             data["stream"] = True
         return "completions", data
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         return "embeddings", {"model": model, "input": inputs, **params}
 
-    def models_request(self) -> tuple[str, dict | None]:
+    def models_request(self) -> tuple[str, dict[str, Any] | None]:
         return "models", None
 
     def reply_text(self, result: Any) -> str:
@@ -212,9 +217,9 @@ class OpenAIWire(Wire):
         items = sorted(result.get("data", []), key=lambda item: item.get("index", 0))
         return [item["embedding"] for item in items]
 
-    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict | None:
+    def rate_limit_hints(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
         """``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` (``"1s"``, ``"6m0s"``, ``"20ms"``)."""
-        hints = {}
+        hints: dict[str, float] = {}
         for kind in ("requests", "tokens"):
             remaining = get_header(headers, f"x-ratelimit-remaining-{kind}")
             if remaining is not None and remaining.strip().isdigit():
@@ -226,7 +231,7 @@ class OpenAIWire(Wire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         if self.endpoint_path(endpoint) != "embeddings" or not isinstance(data, Mapping):
             return None
         return normalize_inputs(data.get("input"))
@@ -236,7 +241,7 @@ class OpenAIWire(Wire):
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """One response of OpenAI's shape per member, by ``index``; the
         batch's ``usage`` is shared out by ``weights`` (estimated tokens) so
         the members' figures add up to what the server reported."""
@@ -323,11 +328,11 @@ def openai_usage(usage: Any) -> tuple[int, int] | None:
     return token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
 
 
-def _mapping(value: Any) -> dict:
+def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _reply_choice(choices: Any) -> dict:
+def _reply_choice(choices: Any) -> dict[str, Any]:
     """The choice of index :data:`REPLY_CHOICE` (or without an index) among ``choices``; ``{}`` if none."""
     if not isinstance(choices, list):
         return {}
@@ -337,7 +342,7 @@ def _reply_choice(choices: Any) -> dict:
     return {}
 
 
-def _tool_call_pieces(delta: dict) -> tuple[ToolCallDelta, ...]:
+def _tool_call_pieces(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
     """The tool-call pieces of a chat delta; a piece that carries nothing (no
     id, name or arguments) is left out."""
     calls = delta.get("tool_calls")
@@ -353,7 +358,9 @@ def _tool_call_pieces(delta: dict) -> tuple[ToolCallDelta, ...]:
     return tuple(p for p in pieces if p.id or p.name or p.arguments)
 
 
-def _tool_call_piece(call: dict, function: dict, position: int) -> ToolCallDelta:
+def _tool_call_piece(
+    call: dict[str, Any], function: dict[str, Any], position: int
+) -> ToolCallDelta:
     index = call.get("index")
     return ToolCallDelta(
         index=index if isinstance(index, int) and not isinstance(index, bool) else position,

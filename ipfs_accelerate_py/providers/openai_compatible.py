@@ -130,22 +130,24 @@ class OpenAICompatibleWire(OpenAIWire):
     # ---------------------------------------------------------- operations
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         self._require("chat")
         return super().chat_request(model, messages, params, stream)
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         self._require("completions")
         return super().completion_request(model, prompt, params, stream)
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         self._require("embeddings")
         return super().embeddings_request(model, inputs, params)
 
-    def models_request(self) -> tuple[str, dict | None]:
+    def models_request(self) -> tuple[str, dict[str, Any] | None]:
         self._require("models")
         return super().models_request()
 
@@ -155,7 +157,7 @@ class OpenAICompatibleWire(OpenAIWire):
 
     # ------------------------------------------------------------ batching
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         return super().batch_inputs(endpoint, data) if "embeddings" in self.operations else None
 
     def batch_limits(self, model: str | None) -> BatchLimits:

@@ -81,7 +81,7 @@ _DTYPE_NAMES = {
 # ------------------------------------------------------------------ tensors
 
 
-def tensor(name: str, value: Any) -> dict:
+def tensor(name: str, value: Any) -> dict[str, Any]:
     """A KServe request tensor named ``name``.
 
     ``value``: a nested list (rectangular), a scalar (shape ``[1]``), an
@@ -108,7 +108,7 @@ def tensor(name: str, value: Any) -> dict:
     return {"name": name, "shape": shape, "datatype": datatype, "data": flat}
 
 
-def kserve_inputs(inputs: Any) -> list[dict]:
+def kserve_inputs(inputs: Any) -> list[dict[str, Any]]:
     """``inputs`` as KServe request tensors: a dict ``name -> value`` (see
     :func:`tensor`) or a list of tensors ``{"name", "shape", "datatype", "data"}``."""
     if isinstance(inputs, Mapping) and inputs:
@@ -131,7 +131,7 @@ def kserve_inputs(inputs: Any) -> list[dict]:
     )
 
 
-def reshape(flat: list, shape: list) -> Any:
+def reshape(flat: list[Any], shape: list[Any]) -> Any:
     """Row-major ``flat`` data as nested lists of ``shape`` (nested data is returned as it is)."""
     if not shape or any(isinstance(x, list) for x in flat[:1]):
         return flat
@@ -153,7 +153,8 @@ def _as_list(value: Any) -> tuple[Any, str | None]:
 def _shape(data: Any, name: str) -> list[int]:
     if not isinstance(data, (list, tuple)):
         return [1]
-    shape, level = [], data
+    shape: list[int] = []
+    level: Any = data
     while isinstance(level, (list, tuple)):
         shape.append(len(level))
         level = level[0] if level else None
@@ -174,16 +175,16 @@ def _check_rectangular(data: Any, shape: list[int], name: str) -> None:
         _check_rectangular(item, shape[1:], name)
 
 
-def _flatten(data: Any) -> list:
+def _flatten(data: Any) -> list[Any]:
     if not isinstance(data, (list, tuple)):
         return [data]
-    out: list = []
+    out: list[Any] = []
     for item in data:
         out.extend(_flatten(item))
     return out
 
 
-def _datatype(flat: list, name: str) -> str:
+def _datatype(flat: list[Any], name: str) -> str:
     if not flat:
         raise InvalidInputError(
             f"input {name!r} is empty: give {{'data': [], 'shape': [...], 'datatype': ...}}"
@@ -266,9 +267,9 @@ class OVMSWire(Wire):
         inputs: Any,
         outputs: Any = None,
         version: Any = None,
-        parameters: dict | None = None,
-    ) -> tuple[str, dict]:
-        data: dict = {"inputs": kserve_inputs(inputs)}
+        parameters: dict[str, Any] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        data: dict[str, Any] = {"inputs": kserve_inputs(inputs)}
         if outputs is not None:
             data["outputs"] = _requested_outputs(outputs)
         if parameters:
@@ -283,10 +284,10 @@ class OVMSWire(Wire):
 
     def predict_request(
         self, model: str, instances: Any, version: Any = None, signature_name: str | None = None
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """Row format (a list: ``instances``) or columnar (a dict: ``inputs``)."""
         if isinstance(instances, Mapping) and instances:
-            data: dict = {"inputs": dict(instances)}
+            data: dict[str, Any] = {"inputs": dict(instances)}
         elif isinstance(instances, (list, tuple)) and instances:
             data = {"instances": list(instances)}
         else:
@@ -300,7 +301,7 @@ class OVMSWire(Wire):
         )
         return f"{path}:predict", data
 
-    def outputs_from(self, result: Any) -> dict:
+    def outputs_from(self, result: Any) -> dict[str, Any]:
         """A KServe response's outputs as ``{name: nested list of its shape}``."""
         outputs = result.get("outputs") if isinstance(result, dict) else None
         if not isinstance(outputs, list):
@@ -315,7 +316,7 @@ class OVMSWire(Wire):
     def models_request(self) -> tuple[str, None]:
         return "v1/config", None
 
-    def models_from(self, result: Any) -> list:
+    def models_from(self, result: Any) -> list[Any]:
         """``/v1/config``: ``[{"name", "model_version_status": [...]}, ...]``."""
         if not isinstance(result, dict):
             raise MalformedResponseError(
@@ -328,16 +329,18 @@ class OVMSWire(Wire):
     # ---------------------------------------------------------- OpenAI (/v3)
 
     def chat_request(
-        self, model: str, messages: list, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, messages: list[Any], params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         return _v3(*self.openai.chat_request(model, messages, params, stream))
 
     def completion_request(
-        self, model: str, prompt: Any, params: dict, stream: bool
-    ) -> tuple[str, dict]:
+        self, model: str, prompt: Any, params: dict[str, Any], stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         return _v3(*self.openai.completion_request(model, prompt, params, stream))
 
-    def embeddings_request(self, model: str, inputs: Any, params: dict) -> tuple[str, dict]:
+    def embeddings_request(
+        self, model: str, inputs: Any, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         return _v3(*self.openai.embeddings_request(model, inputs, params))
 
     def reply_text(self, result: Any) -> str:
@@ -346,7 +349,7 @@ class OVMSWire(Wire):
     def embedding_vectors(self, result: Any) -> list[list[float]]:
         return self.openai.embedding_vectors(result)
 
-    def batch_inputs(self, endpoint: str, data: Any) -> list | None:
+    def batch_inputs(self, endpoint: str, data: Any) -> list[Any] | None:
         path = self.endpoint_path(endpoint)
         if path != f"{OPENAI_PREFIX}/embeddings":
             return None
@@ -354,11 +357,11 @@ class OVMSWire(Wire):
 
     def split_batch_result(
         self, result: Any, counts: list[int], weights: list[int] | None = None
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         return self.openai.split_batch_result(result, counts, weights)
 
 
-def _v3(endpoint: str, data: dict) -> tuple[str, dict]:
+def _v3(endpoint: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"{OPENAI_PREFIX}/{endpoint}", data
 
 
@@ -389,8 +392,8 @@ def _probe(path: str) -> str | None:
     return _HEALTH_PROBES.get(path)
 
 
-def _requested_outputs(outputs: Any) -> list[dict]:
-    names: list = [outputs] if isinstance(outputs, (str, Mapping)) else list(outputs)
+def _requested_outputs(outputs: Any) -> list[dict[str, Any]]:
+    names: list[Any] = [outputs] if isinstance(outputs, (str, Mapping)) else list(outputs)
     result = []
     for item in names:
         if isinstance(item, str) and item:

@@ -203,7 +203,7 @@ class S3Wire(Wire):
 
     def put_object_request(
         self, bucket: str, key: str, body: Any, extra: Mapping[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         return "put_object", {
             "Bucket": check_name("bucket", bucket),
             "Key": check_name("key", key),
@@ -213,20 +213,20 @@ class S3Wire(Wire):
 
     def get_object_request(
         self, bucket: str, key: str, extra: Mapping[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         return "get_object", {
             "Bucket": check_name("bucket", bucket),
             "Key": check_name("key", key),
             **extra,
         }
 
-    def head_object_request(self, bucket: str, key: str) -> tuple[str, dict]:
+    def head_object_request(self, bucket: str, key: str) -> tuple[str, dict[str, Any]]:
         return "head_object", {
             "Bucket": check_name("bucket", bucket),
             "Key": check_name("key", key),
         }
 
-    def delete_object_request(self, bucket: str, key: str) -> tuple[str, dict]:
+    def delete_object_request(self, bucket: str, key: str) -> tuple[str, dict[str, Any]]:
         return "delete_object", {
             "Bucket": check_name("bucket", bucket),
             "Key": check_name("key", key),
@@ -234,7 +234,7 @@ class S3Wire(Wire):
 
     def list_objects_request(
         self, bucket: str, prefix: str | None, token: str | None, extra: Mapping[str, Any]
-    ) -> tuple[str, dict]:
+    ) -> tuple[str, dict[str, Any]]:
         """One page of ``list_objects_v2``; ``token`` continues a listing."""
         data = {"Bucket": check_name("bucket", bucket), **extra}
         if prefix:
@@ -254,13 +254,13 @@ class S3Wire(Wire):
                 "list_objects_v2 says IsTruncated but gives no new NextContinuationToken",
                 provider=self.name,
             )
-        return following
+        return str(following)
 
-    def create_bucket_request(self, bucket: str, region: str | None) -> tuple[str, dict]:
+    def create_bucket_request(self, bucket: str, region: str | None) -> tuple[str, dict[str, Any]]:
         data: dict[str, Any] = {"Bucket": check_name("bucket", bucket)}
         if region and region != US_EAST_1:
             data["CreateBucketConfiguration"] = {"LocationConstraint": region}
         return "create_bucket", data
 
-    def list_buckets_request(self) -> tuple[str, dict]:
+    def list_buckets_request(self) -> tuple[str, dict[str, Any]]:
         return "list_buckets", {}
