@@ -976,6 +976,21 @@ class BaseApiBackend:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
+    # ------------------------------------------------------------ events
+
+    def subscribe(self, callback: Callable[[Any], object], *kinds: type) -> Callable[[], None]:
+        """Call ``callback(event)`` for each event of this client's engine
+        (:mod:`ipfs_accelerate_py.engine.events`: ``RequestQueued``,
+        ``AttemptStarted``, ``AttemptEnded``, ``RetryScheduled``, ``KeyCooled``,
+        ``BreakerTransition``, ``RequestDone``), or only for ``kinds``; on the
+        engine's thread.  What it raises is logged once and never breaks a
+        request.  Returns the function that unsubscribes it."""
+        return self._engine.events.subscribe(callback, *kinds)
+
+    def unsubscribe(self, callback: Callable[[Any], object]) -> None:
+        """Stop calling ``callback`` (nothing happens if it was not subscribed)."""
+        self._engine.events.unsubscribe(callback)
+
 
 for _spec in SETTINGS:
     setattr(BaseApiBackend, _spec.name, _SettingAttr(_spec.name))
