@@ -299,3 +299,25 @@ class Lifecycles(RuleBasedStateMachine):
 
 TestLifecycles = Lifecycles.TestCase
 TestLifecycles.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+
+
+def test_the_lifecycle_is_sans_io() -> None:
+    """No asyncio, no clock, no I/O: only the policies' pure modules."""
+    import ast
+    import pathlib
+
+    tree = ast.parse(pathlib.Path(lifecycle.__file__).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+    assert imported <= {
+        "__future__",
+        "enum",
+        "random",
+        "dataclasses",
+        "..resilience",
+        "..resilience.errors",
+    }, imported
