@@ -227,7 +227,7 @@ class Attempts(EngineCore):
         else:
             self.after_failure(req, error)
         if not self.closed:
-            self._pump()
+            self.wake()  # once for all the attempts that end in this turn of the loop
 
     async def _attempt(self, req: Request, hold: AttemptHold) -> Any:
         """One HTTP try: its result, or its typed error (concluded here once

@@ -57,43 +57,43 @@ __all__ = [
 ]
 
 
-class Phase(enum.Enum):
-    NEW = "new"  # built by the caller, not yet admitted
-    QUEUED = "queued"  # in the priority queue, waiting for a concurrency slot and a permit
-    WAIT_KEY = "wait_key"  # queued (or held aside) until a key may take it
-    IN_BATCH = "in_batch"  # in the batch assembler, waiting for company
-    CARRIED = "carried"  # its inputs travel in a batch's carrier request
-    LEASING = "leasing"  # has the breaker's permit, a key is being chosen
-    SENDING = "sending"  # one attempt in flight
-    STREAMING = "streaming"  # first chunk handed over; chunks flow to the caller
-    BACKOFF = "backoff"  # waiting out the delay before its next attempt
-    DONE = "done"  # result or typed error delivered, exactly once
+class Phase(enum.IntEnum):  # IntEnum: hashed in C, the table's lookups stay cheap
+    NEW = enum.auto()  # built by the caller, not yet admitted
+    QUEUED = enum.auto()  # in the priority queue, waiting for a concurrency slot and a permit
+    WAIT_KEY = enum.auto()  # queued (or held aside) until a key may take it
+    IN_BATCH = enum.auto()  # in the batch assembler, waiting for company
+    CARRIED = enum.auto()  # its inputs travel in a batch's carrier request
+    LEASING = enum.auto()  # has the breaker's permit, a key is being chosen
+    SENDING = enum.auto()  # one attempt in flight
+    STREAMING = enum.auto()  # first chunk handed over; chunks flow to the caller
+    BACKOFF = enum.auto()  # waiting out the delay before its next attempt
+    DONE = enum.auto()  # result or typed error delivered, exactly once
 
 
-class Event(enum.Enum):
-    ADMITTED = "admitted"  # queued by submit()
-    BATCHED = "batched"  # admitted into the batch lane
-    REJECTED = "rejected"  # refused at admission (queue full, circuit open)
-    LAUNCHED = "launched"  # its batch became a carrier request
-    BATCH_DONE = "batch_done"  # its carrier ended (its part of the result, or the error)
-    PERMIT_GRANTED = "permit_granted"  # a concurrency slot and the breaker's permit
-    KEY_LEASED = "key_leased"
-    NO_KEY_WAIT = "no_key_wait"  # no key now: keep its place, the queue waits for one
-    NO_KEY_HOLD = "no_key_hold"  # only its model cools: held aside, the others go on
-    NO_KEY_IN_TIME = "no_key_in_time"  # no key before its deadline: fail now
-    NO_KEY_EVER = "no_key_ever"  # every key disabled
-    CIRCUIT_OPEN = "circuit_open"  # the circuit is OPEN and it may not wait
-    RESPONSE_OK = "response_ok"  # a response the provider reads as an answer
-    FIRST_CHUNK = "first_chunk"  # a stream's first chunk
-    RETRY_LATER = "retry_later"  # an error to retry after a delay (Retry-After or backoff)
-    RETRY_NOW = "retry_now"  # an error to retry at once on another key (429, 401/403)
-    FAILED = "failed"  # an error not to retry (class, retries used up, past its deadline)
-    DEADLINE = "deadline"  # its deadline passed
-    STALL = "stall"  # a stream went quiet for stream_stall_timeout
-    STREAM_END = "stream_end"  # the stream's end marker
-    TIMER = "timer"  # its backoff or hold is over
-    CANCEL = "cancel"  # the caller cancelled (or closed its stream)
-    SHUTDOWN = "shutdown"  # the backend closed
+class Event(enum.IntEnum):
+    ADMITTED = enum.auto()  # queued by submit()
+    BATCHED = enum.auto()  # admitted into the batch lane
+    REJECTED = enum.auto()  # refused at admission (queue full, circuit open)
+    LAUNCHED = enum.auto()  # its batch became a carrier request
+    BATCH_DONE = enum.auto()  # its carrier ended (its part of the result, or the error)
+    PERMIT_GRANTED = enum.auto()  # a concurrency slot and the breaker's permit
+    KEY_LEASED = enum.auto()
+    NO_KEY_WAIT = enum.auto()  # no key now: keep its place, the queue waits for one
+    NO_KEY_HOLD = enum.auto()  # only its model cools: held aside, the others go on
+    NO_KEY_IN_TIME = enum.auto()  # no key before its deadline: fail now
+    NO_KEY_EVER = enum.auto()  # every key disabled
+    CIRCUIT_OPEN = enum.auto()  # the circuit is OPEN and it may not wait
+    RESPONSE_OK = enum.auto()  # a response the provider reads as an answer
+    FIRST_CHUNK = enum.auto()  # a stream's first chunk
+    RETRY_LATER = enum.auto()  # an error to retry after a delay (Retry-After or backoff)
+    RETRY_NOW = enum.auto()  # an error to retry at once on another key (429, 401/403)
+    FAILED = enum.auto()  # an error not to retry (class, retries used up, past its deadline)
+    DEADLINE = enum.auto()  # its deadline passed
+    STALL = enum.auto()  # a stream went quiet for stream_stall_timeout
+    STREAM_END = enum.auto()  # the stream's end marker
+    TIMER = enum.auto()  # its backoff or hold is over
+    CANCEL = enum.auto()  # the caller cancelled (or closed its stream)
+    SHUTDOWN = enum.auto()  # the backend closed
 
 
 class Action(enum.Enum):
@@ -165,7 +165,7 @@ class IllegalTransition(RuntimeError):
     """An event the request's phase cannot take: a bug in the driver."""
 
     def __init__(self, phase: Phase, event: Event) -> None:
-        super().__init__(f"event {event.value!r} is illegal in phase {phase.value!r}")
+        super().__init__(f"event {event.name} is illegal in phase {phase.name}")
         self.phase, self.event = phase, event
 
 

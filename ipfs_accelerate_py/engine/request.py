@@ -157,7 +157,7 @@ class Request:
     def __repr__(self) -> str:  # never the key, never the payload
         return (
             f"<Request {self.request_id} {self.endpoint} priority={self.priority} "
-            f"attempts={self.attempts} phase={self.phase.value}>"
+            f"attempts={self.attempts} phase={self.phase.name}>"
         )
 
 

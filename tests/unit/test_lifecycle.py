@@ -82,12 +82,12 @@ for _waiting in (Phase.QUEUED, Phase.WAIT_KEY):
 _ENDINGS = {Action.COMPLETE, Action.RECORD}
 
 
-@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.value)
-@pytest.mark.parametrize("event", list(Event), ids=lambda e: e.value)
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.name)
+@pytest.mark.parametrize("event", list(Event), ids=lambda e: e.name)
 def test_every_phase_and_event(phase: Phase, event: Event) -> None:
     expected = EXPECTED.get((phase, event))
     if expected is None:
-        with pytest.raises(IllegalTransition, match=event.value):
+        with pytest.raises(IllegalTransition, match=event.name):
             step(phase, event)
         return
     transition = step(phase, event)
