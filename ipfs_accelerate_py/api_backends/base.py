@@ -242,6 +242,21 @@ class BaseApiBackend(SettingsAccess, KeyAdmin, Monitoring, CallSurface):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # ------------------------------------------------------------ events
+
+    def subscribe(self, callback: Callable[[Any], object], *kinds: type) -> Callable[[], None]:
+        """Call ``callback(event)`` for each event of this client's engine
+        (:mod:`ipfs_accelerate_py.engine.events`: ``RequestQueued``,
+        ``AttemptStarted``, ``AttemptEnded``, ``RetryScheduled``, ``KeyCooled``,
+        ``BreakerTransition``, ``RequestDone``), or only for ``kinds``; on the
+        engine's thread.  What it raises is logged once and never breaks a
+        request.  Returns the function that unsubscribes it."""
+        return self._engine.events.subscribe(callback, *kinds)
+
+    def unsubscribe(self, callback: Callable[[Any], object]) -> None:
+        """Stop calling ``callback`` (nothing happens if it was not subscribed)."""
+        self._engine.events.unsubscribe(callback)
+
 
 def _model_names(setting: str, value: Any) -> list[str]:
     """A list of model names (any iterable of strings but a string itself), or a SettingError naming ``setting``."""

@@ -18,17 +18,56 @@ the carrier then has.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
 
-from ..resilience.batching import BatchAssembler, batch_key, estimate_tokens
+from ..resilience.batching import Batch, BatchAssembler, batch_key, estimate_tokens
+from ..resilience.clock import Clock
 from ..resilience.errors import ApiError, copied
+from ..resilience.priority_queue import PriorityRequestQueue
+from ..resilience.stats import StatsCollector
 from .keyring import key_fingerprint
+from .lifecycle import Event
 from .request import Request
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Engine
+__all__ = ["BatchLane", "LaneHost"]
 
-__all__ = ["BatchLane"]
+
+class LaneHost(Protocol):
+    """What the lane needs of its engine (the engine is one; so is a test's fake)."""
+
+    @property
+    def provider(self) -> Any: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def queue(self) -> PriorityRequestQueue: ...
+    @property
+    def stats(self) -> StatsCollector: ...
+
+    def call_later(
+        self, delay: float, fn: Callable[..., object], *args: Any
+    ) -> asyncio.TimerHandle: ...
+    def wake(self) -> None: ...
+    def parsed(self, read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+    def annotate(self, error: ApiError, req: Request) -> ApiError: ...
+    def record_request(
+        self,
+        req: Request,
+        result: Any,
+        error: BaseException | None,
+        now: float,
+        attempts: int | None = None,
+        usage: tuple[int, int] | None = None,
+    ) -> None: ...
+    def enqueue_carrier(self, carrier: Request, admitted: int, now: float) -> None: ...
+
+
+def _model_of(key: Hashable) -> str | None:
+    """The model in a batch key (see :func:`~..resilience.batching.batch_key`)."""
+    assert isinstance(key, tuple)
+    model: str | None = key[1]
+    return model
 
 
 def _due_by(req: Request) -> float | None:
@@ -41,10 +80,10 @@ def _due_by(req: Request) -> float | None:
 
 
 class BatchLane:
-    def __init__(self, engine: Engine, max_batch_size: int, batch_timeout: float) -> None:
+    def __init__(self, engine: LaneHost, max_batch_size: int, batch_timeout: float) -> None:
         self.engine = engine
         self.assembler = BatchAssembler(
-            max_batch_size, batch_timeout, lambda key: engine.provider.batch_limits(key[1])
+            max_batch_size, batch_timeout, lambda key: engine.provider.batch_limits(_model_of(key))
         )
         # guarded by engine.queue.lock: shared with callers' threads
         self.pending = 0  # admitted members not yet in a queued carrier
@@ -71,13 +110,13 @@ class BatchLane:
                 self._release(1)
                 continue
             template = self.engine.provider.batch_template(req.endpoint, req.data)
-            key = batch_key(
-                req.endpoint, req.model, template, key_fingerprint(req.api_key)
-            )  # a caller's own key stays apart
-            key += (
+            # a caller's own key stays apart; so do per-call timeout, max_retries,
+            # headers and query: a batch has one of each
+            model: Any = req.model  # None: a model-less endpoint's requests batch as one
+            key = batch_key(req.endpoint, model, template, key_fingerprint(req.api_key)) + (
                 req.options,
-            )  # so do per-call timeout, max_retries, headers and query: a batch has one of each
-            req.member, ready = self.assembler.add(key, req, req.inputs, now, _due_by(req))
+            )
+            req.member, ready = self.assembler.add(key, req, req.inputs or [], now, _due_by(req))
             for batch in ready:
                 self._launch(batch, now)
         self._arm_timer(now)
@@ -93,7 +132,7 @@ class BatchLane:
 
     def remove(self, req: Request) -> None:
         """A cancelled member leaves its open batch."""
-        if self.assembler.remove(req.member):
+        if req.member is not None and self.assembler.remove(req.member):
             self._release(1)
         req.member = None
         self._arm_timer(self.engine.clock.now())
@@ -115,7 +154,7 @@ class BatchLane:
         parts: list[Any] = [None] * len(members)
         if error is None:
             try:
-                weights = [sum(estimate_tokens(x) for x in req.inputs) for req, _ in members]
+                weights = [sum(estimate_tokens(x) for x in req.inputs or ()) for req, _ in members]
                 parts = engine.parsed(
                     engine.provider.split_batch_result, result, [n for _, n in members], weights
                 )
@@ -127,9 +166,9 @@ class BatchLane:
             req.first_attempt_at = carrier.first_attempt_at
             req.last_key = carrier.last_key
             req.attempts = carrier.attempts
-            if (
-                not req.future.done()
-            ):  # counted before the caller wakes, so its get_stats() includes it
+            # counted before the caller wakes, so its get_stats() includes it
+            if not req.future.done():
+                req.move(Event.BATCH_DONE)
                 own = (
                     self._member_error(error, carrier, req)
                     if isinstance(error, ApiError)
@@ -160,7 +199,7 @@ class BatchLane:
             self._timer = None
         due_at = self.assembler.next_due_at()
         if due_at is not None:
-            self._timer = self.engine.loop.call_later(max(0.0, due_at - now), self._on_timer)
+            self._timer = self.engine.call_later(max(0.0, due_at - now), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -170,11 +209,15 @@ class BatchLane:
         self._arm_timer(now)
         self.engine.wake()
 
-    def _launch(self, batch: Any, now: float) -> None:
+    def _launch(self, batch: Batch, now: float) -> None:
         """An assembled batch becomes one carrier request in the queue."""
+        live = []
         for member in batch.members:
-            member.item.member = None
-        live = [m for m in batch.members if not m.item.future.done()]
+            req: Request = member.item
+            req.member = None
+            if not req.future.done():
+                req.move(Event.LAUNCHED)
+                live.append(member)
         if not live:
             self._release(len(batch.members))
             return

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Engine
+from ..resilience.clock import Clock
+from ..resilience.priority_queue import PriorityRequestQueue, QueueEntry
 
 __all__ = ["DeadlineWatch", "StallWatch"]
 
@@ -24,13 +25,25 @@ _COMPACT_SLACK = 64
 
 
 class DeadlineWatch:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._heap: list[tuple[float, int, Any]] = []  # guarded by engine.queue.lock
+    """``on_expired(items, now)`` hears the queued items whose deadline passed
+    (already out of the queue); ``call_later(delay, fn)`` sets the loop's timer."""
+
+    def __init__(
+        self,
+        queue: PriorityRequestQueue,
+        clock: Clock,
+        call_later: Callable[[float, Callable[[], None]], asyncio.TimerHandle],
+        on_expired: Callable[[list[Any], float], None],
+    ) -> None:
+        self._queue = queue
+        self._clock = clock
+        self._call_later = call_later
+        self._on_expired = on_expired
+        self._heap: list[tuple[float, int, QueueEntry]] = []  # guarded by queue.lock
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
-    def watch(self, entry: Any, deadline: float | None) -> None:
+    def watch(self, entry: QueueEntry, deadline: float | None) -> None:
         """(under engine.queue.lock) Expire ``entry`` at ``deadline`` if still queued."""
         if deadline is not None:
             heapq.heappush(self._heap, (deadline, entry.seq, entry))
@@ -40,7 +53,7 @@ class DeadlineWatch:
         heap = self._heap
         if not heap:
             return
-        queue = self.engine.queue
+        queue = self._queue
         with queue.lock:
             if len(heap) > 2 * len(queue) + _COMPACT_SLACK:
                 heap[:] = [item for item in heap if item[2].alive]
@@ -51,32 +64,29 @@ class DeadlineWatch:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = first
-        self._timer = self.engine.loop.call_later(max(0.0, first - now), self._expire)
+        self._timer = self._call_later(max(0.0, first - now), self._expire)
 
     def clear(self) -> None:
         """(loop, shutdown) Forget everything."""
-        with self.engine.queue.lock:
+        with self._queue.lock:
             self._heap.clear()
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
 
     def _expire(self) -> None:
-        engine = self.engine
         self._timer = self._timer_at = None
-        now = engine.clock.now()
+        now = self._clock.now()
         expired = []
-        with engine.queue.lock:
+        queue = self._queue
+        with queue.lock:
             heap = self._heap
             while heap and heap[0][0] <= now:
                 _, _, entry = heapq.heappop(heap)
-                if engine.queue.remove(entry):
+                if queue.remove(entry):
                     expired.append(entry.item)
-        for req in expired:
-            engine.finish(req, None, engine.queued_deadline_error(req, now))
+        self._on_expired(expired, now)
         self.arm(now)
-        if expired:
-            engine.wake()
 
 
 class StallWatch:
@@ -92,7 +102,7 @@ class StallWatch:
     __slots__ = ("_loop", "_task", "seconds", "_last", "_handle", "_fired", "_paused")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task | None, seconds: float
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None, seconds: float
     ) -> None:
         self._loop = loop
         self._task = task

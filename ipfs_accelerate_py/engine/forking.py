@@ -24,12 +24,18 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Engine
+from typing import Any, Protocol
 
 __all__ = ["register"]
+
+
+class Engine(Protocol):
+    """What a fork restarts: an engine (it imports this module, not the other way)."""
+
+    closed: bool
+
+    def restart_after_fork(self) -> None: ...
+
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _POLICY_MODULES = "ipfs_accelerate_py.resilience."
@@ -62,7 +68,7 @@ def reinit_locks(root: Any) -> None:
             continue
         seen.add(id(obj))
         if isinstance(obj, _LOCK_TYPES):
-            obj._at_fork_reinit()
+            obj._at_fork_reinit()  # type: ignore[union-attr]  # private, on both lock types since 3.9
         elif isinstance(obj, dict):
             stack.extend(obj.values())
         elif isinstance(obj, (list, tuple, set, frozenset)):
@@ -71,7 +77,7 @@ def reinit_locks(root: Any) -> None:
             stack.extend(_attributes(obj))
 
 
-def _attributes(obj: Any) -> list:
+def _attributes(obj: Any) -> list[Any]:
     values = list(getattr(obj, "__dict__", {}).values())
     for cls in type(obj).__mro__:
         slots = getattr(cls, "__slots__", ())

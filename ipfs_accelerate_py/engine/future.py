@@ -12,13 +12,13 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 __all__ = ["RequestFuture"]
 
 
-class RequestFuture(dict):
+class RequestFuture(dict[str, Any]):
     """``{"completed": bool, "result": ..., "error": ..., "request_id": ...}``."""
 
     __slots__ = ("_done", "_event", "_callbacks", "_canceller", "_lock", "attempts", "key_name")
@@ -45,7 +45,7 @@ class RequestFuture(dict):
         if self._done:
             return True
         with self._lock:
-            if self._done:
+            if self.done():  # completed meanwhile, by the engine's thread
                 return True
             if self._event is None:
                 self._event = threading.Event()
@@ -65,9 +65,10 @@ class RequestFuture(dict):
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if not self.wait(timeout):
             raise TimeoutError(f"request {self.get('request_id')} not completed within {timeout}s")
-        return self["error"]
+        error: BaseException | None = self["error"]
+        return error
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         return self._await_result().__await__()
 
     async def _await_result(self) -> Any:

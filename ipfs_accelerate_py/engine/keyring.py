@@ -16,6 +16,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from ..resilience.breaker import BreakerOptions
 from ..resilience.errors import ApiError, AuthenticationError, SettingError
@@ -29,7 +30,7 @@ from ..resilience.keys import (
     Outcome,
     Readiness,
 )
-from ..resilience.retry import over_cap
+from ..resilience.retry import believed_retry_after, over_cap
 from .request import Request
 
 __all__ = ["KeyConfig", "KeyRing", "NO_KEY_NAME", "key_fingerprint"]
@@ -158,11 +159,13 @@ class KeyRing:
         ready = self.pool.next_ready_at(now, self.tokens(req))
         return ready is not None and ready <= now
 
-    def hints(self, name: str, provider, headers, now: float, model: str | None = None) -> None:
+    def hints(
+        self, name: str | None, provider: Any, headers: Any, now: float, model: str | None = None
+    ) -> None:
         """What the provider's headers say of the key's remaining quota, for
         choosing among several keys (with one key there is nothing to choose:
         the server's own 429 and Retry-After then decide)."""
-        if len(self.pool) > 1:
+        if name is not None and len(self.pool) > 1:
             found = provider.rate_limit_hints(headers)
             if found:
                 self.pool.update_hints(name, found, now, model)
@@ -184,9 +187,11 @@ class KeyRing:
         error: BaseException | None,
         usage: tuple[int, int],
         cooldown: float | None = None,
-    ) -> None:
+    ) -> tuple[float, str | None] | None:
         """Give ``lease`` back with how its attempt ended; a 429 without
-        Retry-After cools its scope for ``cooldown`` seconds."""
+        Retry-After cools its scope for ``cooldown`` seconds.  Returns how
+        long the key rests and for which model (None: key-wide) when it
+        cools, else None."""
         if error is None:
             outcome = Outcome.success(usage[0], usage[1]) if any(usage) else Outcome.success()
         elif isinstance(error, ApiError):
@@ -204,7 +209,10 @@ class KeyRing:
         self.pool.release(lease, now, outcome)
         if outcome.kind == OUTCOME_RATE_LIMITED:
             self._log_cooling(lease, outcome)
-        elif (
+            rest = believed_retry_after(outcome.retry_after, self.pool.max_cooldown)
+            model = None if outcome.scope == SCOPE_KEY else lease.model
+            return (self._fallback(outcome) if rest is None else rest), model
+        if (
             outcome.kind == OUTCOME_AUTH_FAILURE and not already_disabled
         ):  # once a key, not once a request in flight
             log.warning(
@@ -212,6 +220,7 @@ class KeyRing:
                 lease.name,
                 outcome.reason,
             )
+        return None
 
     def _log_cooling(self, lease: Lease, outcome: Outcome) -> None:
         scope = (
@@ -257,5 +266,5 @@ class KeyRing:
             provider=provider,
         )
 
-    def snapshot(self, now: float) -> dict:
+    def snapshot(self, now: float) -> dict[str, Any]:
         return self.pool.snapshot(now)

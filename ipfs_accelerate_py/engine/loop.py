@@ -24,7 +24,7 @@ _USE_UVLOOP_ENV = "IPFS_ACCELERATE_UVLOOP"
 def _new_loop() -> asyncio.AbstractEventLoop:
     if os.environ.get(_USE_UVLOOP_ENV, "1") != "0":
         try:
-            import uvloop  # type: ignore[import-not-found]
+            import uvloop
 
             return uvloop.new_event_loop()
         except ImportError:
@@ -90,7 +90,7 @@ if sys.version_info >= (3, 11):
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any],
         context: contextvars.Context,
-    ) -> asyncio.Task:
+    ) -> asyncio.Task[Any]:
         """A task of ``coro`` on ``loop`` that runs in ``context`` (a caller's
         context variables, seen by loggers, transports and hooks during it)."""
         return loop.create_task(coro, context=context)
@@ -101,6 +101,6 @@ else:  # 3.10: no context= yet; a task copies the context it is created in
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any],
         context: contextvars.Context,
-    ) -> asyncio.Task:
+    ) -> asyncio.Task[Any]:
         """A task of ``coro`` on ``loop`` that runs in (a copy of) ``context``."""
         return context.run(loop.create_task, coro)

@@ -53,7 +53,12 @@ class StreamChunk:
     __slots__ = ("text", "tool_calls", "finish_reason", "usage", "raw")
 
     def __init__(
-        self, text: str, tool_calls: tuple, finish_reason: str | None, usage: dict | None, raw: Any
+        self,
+        text: str,
+        tool_calls: tuple[Any, ...],
+        finish_reason: str | None,
+        usage: dict[str, Any] | None,
+        raw: Any,
     ) -> None:
         self.text = text
         self.tool_calls = tool_calls
@@ -129,11 +134,11 @@ class _Channel:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: deque = deque()
+        self._items: deque[Any] = deque()
         self._event = threading.Event()
         self._sync_waiting = False
-        self._async_waiter: asyncio.Future | None = None
-        self._room: asyncio.Future | None = None
+        self._async_waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
         self._room_loop: asyncio.AbstractEventLoop | None = None
 
     # engine side
@@ -172,7 +177,8 @@ class _Channel:
             self._room = None
             loop, self._room_loop = self._room_loop, None
             with contextlib.suppress(RuntimeError):  # the engine loop is gone
-                loop.call_soon_threadsafe(_resolve, room)
+                if loop is not None:
+                    loop.call_soon_threadsafe(_resolve, room)
         return True, item
 
     def get(self) -> Any:
@@ -199,12 +205,12 @@ class _Channel:
         return len(self._items)
 
 
-def _wake(waiter: asyncio.Future) -> None:
+def _wake(waiter: asyncio.Future[None]) -> None:
     with contextlib.suppress(RuntimeError):  # the consumer's loop has closed: nobody waits
         waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
 
 
-def _resolve(future: asyncio.Future) -> None:
+def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
@@ -239,16 +245,16 @@ class ChunkStream:
         self.received = 0
         self.finished = False
         self.finish_reason: str | None = None
-        self.usage: dict | None = None
+        self.usage: dict[str, Any] | None = None
         self._text: list[str] = []
-        self._calls: dict[int, dict] = {}
+        self._calls: dict[int, dict[str, Any]] = {}
 
     @property
     def text(self) -> str:
         return "".join(self._text)
 
     @property
-    def tool_calls(self) -> list[dict]:
+    def tool_calls(self) -> list[dict[str, Any]]:
         """``[{"index", "id", "name", "arguments"}]``: each call's pieces joined, in index order."""
         return [dict(self._calls[i], index=i) for i in sorted(self._calls)]
 
@@ -289,7 +295,8 @@ class ChunkStream:
             self.finish_reason = item.finish_reason
         if item.usage:
             self.usage = item.usage
-        return item
+        chunk: StreamChunk = item
+        return chunk
 
     def _end(self) -> None:
         self.finished = True
