@@ -1,0 +1,533 @@
+#!/usr/bin/env python
+"""Mutation testing for ``ipfs_accelerate_py/resilience``: do the unit tests pin behaviour?
+
+A small AST mutator of our own (no dependency; mutmut 3 would copy the tree into ``mutants/``,
+trampoline every function and run the whole suite for its stats first, which is too heavy for
+this 2-core machine and these policy modules). For each module it makes mutants of five kinds:
+
+* operators: ``<``/``<=``, ``>``/``>=``, ``==``/``!=``, ``is``/``is not``, ``in``/``not in``
+  swapped; ``+``/``-``, ``*``/``/``, ``//``→``/``, ``%``→``//``, ``**``→``*`` (also in ``+=``
+  and friends); ``and``/``or`` swapped; ``not`` dropped;
+* constants: numbers ±1, ``True``/``False`` swapped, strings (and f-strings) emptied;
+* deleted statements: a statement of a function body replaced by ``pass``;
+* return values: ``return X`` becomes ``return None``.
+
+Docstrings, annotations, ``__all__``, imports and ``if TYPE_CHECKING:`` blocks are not mutated.
+A module with more mutants than ``--max-mutants`` is sampled with a fixed seed (``--seed``), so a
+run is reproducible. Each mutant runs only that module's unit tests (``tests/unit/test_<stem>*.py``,
+see ``TESTS``) with ``-x`` in a forked child whose import of the module compiles the mutated
+tree (nothing is written to disk); a child that outlives ``--timeout`` is killed and counts as
+killed. The run is sequential (one core) and stops starting mutants after ``--time-cap`` seconds.
+
+    python scripts/mutate.py                                  # every resilience module
+    python scripts/mutate.py --module resilience/retry.py     # one module
+    python scripts/mutate.py --module resilience/keys --list  # the mutants, without running
+
+Exit status: 0 when every module reached ``--min-score`` (default 0: report only), else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import random
+import select
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import CodeType, ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "ipfs_accelerate_py"
+TARGET_DIR = ROOT / PACKAGE / "resilience"
+UNIT_TESTS = ROOT / "tests" / "unit"
+
+# Test files per module stem when ``tests/unit/test_<stem>*.py`` is not the whole answer.
+TESTS: dict[str, tuple[str, ...]] = {
+    "clock": ("test_clock*.py",),
+}
+
+# Surviving mutants that are truly equivalent (no input can tell them apart): id -> why.
+ALLOWLIST: dict[str, str] = {}
+
+_CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
+_BIN_SWAP: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+}
+_BOOL_SWAP: dict[type[ast.boolop], type[ast.boolop]] = {ast.And: ast.Or, ast.Or: ast.And}
+_DELETABLE = (
+    ast.Expr,
+    ast.Assign,
+    ast.AugAssign,
+    ast.AnnAssign,
+    ast.Return,
+    ast.Raise,
+    ast.If,
+    ast.For,
+    ast.While,
+    ast.With,
+    ast.Try,
+    ast.Assert,
+    ast.Delete,
+)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One change to one node: ``index`` is the node's place in :func:`_nodes`' order."""
+
+    id: str
+    index: int
+    kind: str
+    line: int
+    description: str
+
+
+@dataclass
+class Score:
+    module: str
+    total: int = 0
+    killed: int = 0
+    timeouts: int = 0
+    allowed: int = 0
+    made: int = 0
+    survivors: list[Mutant] = field(default_factory=list)
+    complete: bool = True
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.killed / self.total if self.total else 100.0
+
+
+def _skipped_nodes(tree: ast.Module) -> set[int]:
+    """ids of nodes never mutated: docstrings, annotations, imports, ``__all__``, TYPE_CHECKING."""
+    skip: set[int] = set()
+
+    def mark(node: ast.AST | None) -> None:
+        if node is not None:
+            skip.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            mark(body[0])
+        if isinstance(node, ast.arg):
+            mark(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            mark(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            mark(node.annotation)
+        elif isinstance(node, ast.Import | ast.ImportFrom) or isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ) or isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            mark(node)
+        elif isinstance(node, ast.Subscript):
+            if _looks_like_type(node):  # a type expression such as dict[str, int] in a cast
+                mark(node.slice)
+        elif isinstance(node, ast.JoinedStr):
+            # the pieces of an f-string: the f-string as a whole is one "emptied" mutant
+            for value in node.values:
+                if isinstance(value, ast.Constant):
+                    skip.add(id(value))
+                elif isinstance(value, ast.FormattedValue):
+                    mark(value.format_spec)
+    return skip
+
+
+def _looks_like_type(node: ast.Subscript) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id in {
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "type",
+        "Callable",
+        "Mapping",
+        "Sequence",
+        "Iterable",
+        "Iterator",
+        "Optional",
+        "Union",
+        "Literal",
+    }
+
+
+def _nodes(tree: ast.Module) -> list[ast.AST]:
+    return list(ast.walk(tree))
+
+
+def _function_bodies(tree: ast.Module) -> set[int]:
+    """ids of statements directly or indirectly inside a function body."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for stmt in node.body:
+                inside.update(id(n) for n in ast.walk(stmt) if isinstance(n, ast.stmt))
+    return inside
+
+
+def _variants(node: ast.AST, in_function: bool) -> Iterator[tuple[str, str]]:
+    """(kind, short description) of each mutation of ``node``, in a fixed order."""
+    if isinstance(node, ast.Compare):
+        for i, op in enumerate(node.ops):
+            swap = _CMP_SWAP.get(type(op))
+            if swap is not None:
+                yield "compare", f"op{i}:{type(op).__name__}>{swap.__name__}"
+    elif isinstance(node, ast.BinOp | ast.AugAssign):
+        swap_bin = _BIN_SWAP.get(type(node.op))
+        if swap_bin is not None:
+            yield "arithmetic", f"{type(node.op).__name__}>{swap_bin.__name__}"
+    elif isinstance(node, ast.BoolOp):
+        yield "boolean", f"{type(node.op).__name__}>{_BOOL_SWAP[type(node.op)].__name__}"
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        yield "boolean", "not>"
+    elif isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bool):
+            yield "constant", f"{value}>{not value}"
+        elif isinstance(value, int | float):
+            yield "constant", f"{value!r}+1"
+            yield "constant", f"{value!r}-1"
+        elif isinstance(value, str) and value:
+            yield "constant", "str>''"
+    elif isinstance(node, ast.JoinedStr):
+        yield "constant", "fstr>''"
+    if isinstance(node, ast.Return) and node.value is not None:
+        is_none = isinstance(node.value, ast.Constant) and node.value.value is None
+        if not is_none:
+            yield "return", "return>None"
+    if in_function and isinstance(node, _DELETABLE):
+        yield "delete", "stmt>pass"
+
+
+def _apply(
+    node: ast.AST, description: str, parents: dict[int, tuple[ast.AST, str, int | None]]
+) -> None:
+    """Change ``node`` in place (or in its parent) as ``description`` says."""
+    if description.startswith("op") and isinstance(node, ast.Compare):
+        index, change = description[2:].split(":", 1)
+        node.ops[int(index)] = _CMP_SWAP[type(node.ops[int(index)])]()
+    elif isinstance(node, ast.BinOp | ast.AugAssign) and ">" in description:
+        node.op = _BIN_SWAP[type(node.op)]()
+    elif isinstance(node, ast.BoolOp):
+        node.op = _BOOL_SWAP[type(node.op)]()
+    elif description == "not>":
+        assert isinstance(node, ast.UnaryOp)
+        _replace(node, node.operand, parents)
+    elif isinstance(node, ast.Constant) and description in {"True>False", "False>True"}:
+        node.value = not node.value
+    elif isinstance(node, ast.Constant) and description.endswith(("+1", "-1")):
+        node.value = node.value + (1 if description.endswith("+1") else -1)
+    elif description in {"str>''", "fstr>''"}:
+        _replace(node, ast.Constant(value=""), parents)
+    elif description == "return>None":
+        assert isinstance(node, ast.Return)
+        node.value = ast.Constant(value=None)
+    elif description == "stmt>pass":
+        _replace(node, ast.Pass(), parents)
+    else:  # pragma: no cover - a variant without an application is a bug here
+        raise AssertionError(description)
+
+
+def _replace(
+    node: ast.AST, new: ast.AST, parents: dict[int, tuple[ast.AST, str, int | None]]
+) -> None:
+    parent, attr, index = parents[id(node)]
+    ast.copy_location(new, node)
+    if index is None:
+        setattr(parent, attr, new)
+    else:
+        getattr(parent, attr)[index] = new
+
+
+def _parents(tree: ast.AST) -> dict[int, tuple[ast.AST, str, int | None]]:
+    parents: dict[int, tuple[ast.AST, str, int | None]] = {}
+    for parent in ast.walk(tree):
+        for attr, value in ast.iter_fields(parent):
+            if isinstance(value, list):
+                for i, child in enumerate(value):
+                    if isinstance(child, ast.AST):
+                        parents[id(child)] = (parent, attr, i)
+            elif isinstance(value, ast.AST):
+                parents[id(value)] = (parent, attr, None)
+    return parents
+
+
+def mutants_of(path: Path) -> list[Mutant]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skip = _skipped_nodes(tree)
+    in_function = _function_bodies(tree)
+    rel = path.relative_to(ROOT / PACKAGE).as_posix()
+    result: list[Mutant] = []
+    seen: dict[str, int] = {}
+    for index, node in enumerate(_nodes(tree)):
+        if id(node) in skip:
+            continue
+        for kind, description in _variants(node, id(node) in in_function):
+            line = getattr(node, "lineno", 0)
+            base = f"{rel}:{line}:{getattr(node, 'col_offset', 0)}:{description}"
+            seen[base] = seen.get(base, 0) + 1
+            ident = base if seen[base] == 1 else f"{base}#{seen[base]}"
+            result.append(Mutant(ident, index, kind, line, description))
+    return result
+
+
+def mutated_code(path: Path, mutant: Mutant) -> CodeType:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    node = _nodes(tree)[mutant.index]
+    _apply(node, mutant.description, _parents(tree))
+    ast.fix_missing_locations(tree)
+    return compile(tree, str(path), "exec")
+
+
+class _MutantLoader(importlib.abc.Loader):
+    def __init__(self, code: CodeType) -> None:
+        self.code = code
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        exec(self.code, module.__dict__)
+
+
+class _MutantFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, name: str, path: Path, code: CodeType) -> None:
+        self.name, self.path, self.code = name, path, code
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        package = self.path.name == "__init__.py"
+        return importlib.util.spec_from_file_location(
+            fullname,
+            self.path,
+            loader=_MutantLoader(self.code),
+            submodule_search_locations=[str(self.path.parent)] if package else None,
+        )
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def tests_for(path: Path) -> list[str]:
+    rel = path.relative_to(TARGET_DIR)
+    stem = rel.parts[0] if len(rel.parts) > 1 else path.stem
+    patterns = TESTS.get(stem, (f"test_{stem}.py", f"test_{stem}_*.py"))
+    found = sorted({str(p) for pattern in patterns for p in UNIT_TESTS.glob(pattern)})
+    return found
+
+
+def run_child(
+    name: str,
+    path: Path,
+    code: CodeType | None,
+    tests: list[str],
+    timeout: float,
+    quiet: bool,
+    report_modules: Path | None = None,
+) -> tuple[str, float]:
+    """Run ``tests`` in a forked child with ``code`` as module ``name``: passed/failed/timeout."""
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        try:
+            if quiet:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+            if code is not None:
+                sys.meta_path.insert(0, _MutantFinder(name, path, code))
+            import pytest
+
+            args = ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts="]
+            rc = pytest.main([*args, *tests])
+            if report_modules is not None:
+                report_modules.write_text("\n".join(sorted(sys.modules)))
+            os._exit(int(rc))
+        except BaseException:  # noqa: BLE001 - any escape is a failed run
+            os._exit(99)
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - started
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
+    code_ = os.waitstatus_to_exitcode(status)
+    return ("passed" if code_ == 0 else "failed"), time.monotonic() - started
+
+
+def _preload(names: list[str]) -> None:
+    """Import in this process the third-party modules the tests use, so each child has them.
+
+    The project's own modules (and the tests) are never preloaded: a child must import the
+    mutated module, and every module that imports it, afresh.
+    """
+    for name in names:
+        top = name.partition(".")[0]
+        if top in {PACKAGE, "tests", "conftest", "__main__"} or name.startswith("test_"):
+            continue
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+def select_modules(requested: list[str]) -> list[Path]:
+    every = sorted(p for p in TARGET_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+    if not requested:
+        return every
+    chosen: list[Path] = []
+    for item in requested:
+        want = (ROOT / PACKAGE / item).resolve()
+        matched = [
+            p for p in every if p == want or want in p.parents or p == want.with_suffix(".py")
+        ]
+        if not matched:
+            raise SystemExit(f"no resilience module matches {item!r}")
+        chosen.extend(p for p in matched if p not in chosen)
+    return chosen
+
+
+def score_module(
+    path: Path,
+    args: argparse.Namespace,
+    deadline: float,
+    log: Callable[[str], None],
+) -> Score | None:
+    rel = path.relative_to(ROOT / PACKAGE).as_posix()
+    every = mutants_of(path)
+    tests = tests_for(path)
+    if not every:
+        return None
+    if not tests:
+        log(f"{rel}: no unit tests found, skipped")
+        return None
+    sample = every
+    if len(every) > args.max_mutants:
+        sample = sorted(
+            random.Random(args.seed).sample(every, args.max_mutants), key=lambda m: m.index
+        )
+    score = Score(rel, made=len(every))
+    if args.list:
+        for m in sample:
+            log(f"  {m.id}  [{m.kind}]")
+        score.total = len(sample)
+        return score
+    name = module_name(path)
+    report = Path(tempfile.mkstemp(prefix="mutate-modules-")[1])
+    try:
+        outcome, _ = run_child(name, path, None, tests, args.timeout * 10, not args.verbose, report)
+        if outcome != "passed":
+            raise SystemExit(f"{rel}: the unmutated tests do not pass ({outcome}); fix them first")
+        _preload(report.read_text().split())
+    finally:
+        report.unlink()
+    _, baseline = run_child(name, path, None, tests, args.timeout * 10, True)
+    timeout = max(args.timeout, 3 * baseline)
+    for mutant in sample:
+        if time.monotonic() > deadline:
+            score.complete = False
+            break
+        outcome, _ = run_child(name, path, mutated_code(path, mutant), tests, timeout, True)
+        if mutant.id in ALLOWLIST and outcome == "passed":
+            score.allowed += 1
+            continue
+        score.total += 1
+        if outcome == "passed":
+            score.survivors.append(mutant)
+        else:
+            score.killed += 1
+            score.timeouts += outcome == "timeout"
+    return score
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--module", action="append", default=[], help="e.g. resilience/retry.py")
+    parser.add_argument("--max-mutants", type=int, default=150, help="sample size per module")
+    parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--timeout", type=float, default=10.0, help="least seconds per mutant")
+    parser.add_argument("--time-cap", type=float, default=1800.0, help="seconds for the whole run")
+    parser.add_argument("--min-score", type=float, default=0.0, help="fail below this percent")
+    parser.add_argument("--list", action="store_true", help="list the sampled mutants only")
+    parser.add_argument("--verbose", action="store_true", help="show the baseline test run")
+    args = parser.parse_args(argv)
+
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    deadline = time.monotonic() + args.time_cap
+    with contextlib.suppress(ImportError):
+        import pytest  # noqa: F401 - loaded once here, shared by every forked child
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    scores: list[Score] = []
+    for path in select_modules(args.module):
+        started = time.monotonic()
+        score = score_module(path, args, deadline, log)
+        if score is None:
+            continue
+        scores.append(score)
+        if args.list:
+            log(f"{score.module}: {score.total} of {score.made} mutants sampled")
+            continue
+        partial = "" if score.complete else "  (time cap reached: partial)"
+        log(
+            f"{score.module:32} {score.killed:4}/{score.total:<4} {score.percent:5.1f}%"
+            f"  timeouts {score.timeouts}, allowlisted {score.allowed}, of {score.made} made"
+            f"  [{time.monotonic() - started:.0f}s]{partial}"
+        )
+        for m in score.survivors:
+            log(f"    survived {m.id}")
+    if args.list:
+        return 0
+    failing = [s for s in scores if s.percent < args.min_score or not s.complete]
+    return 1 if failing and args.min_score > 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
