@@ -150,9 +150,13 @@ def _skipped_nodes(tree: ast.Module) -> set[int]:
             mark(node.returns)
         elif isinstance(node, ast.AnnAssign):
             mark(node.annotation)
-        elif isinstance(node, ast.Import | ast.ImportFrom) or isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ) or isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        elif (
+            isinstance(node, ast.Import | ast.ImportFrom)
+            or isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+            or isinstance(node, ast.If)
+            and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
             mark(node)
         elif isinstance(node, ast.Subscript):
             if _looks_like_type(node):  # a type expression such as dict[str, int] in a cast
@@ -250,7 +254,7 @@ def _apply(
         _replace(node, node.operand, parents)
     elif isinstance(node, ast.Constant) and description in {"True>False", "False>True"}:
         node.value = not node.value
-    elif isinstance(node, ast.Constant) and description.endswith(("+1", "-1")):
+    elif isinstance(node, ast.Constant) and isinstance(node.value, int | float):
         node.value = node.value + (1 if description.endswith("+1") else -1)
     elif description in {"str>''", "fstr>''"}:
         _replace(node, ast.Constant(value=""), parents)

@@ -65,10 +65,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import SettingError
 from .validation import require_int, require_number
+
+_T = TypeVar("_T")
 
 __all__ = [
     "BreakerOptions",
@@ -147,7 +149,8 @@ class BreakerOptions:
 
     def is_slow(self, duration: float) -> bool:
         """Whether a call of ``duration`` seconds counts as slow (never while the rule is off)."""
-        return self.slow_call_rule and duration >= self.slow_call_duration
+        threshold = self.slow_call_duration
+        return self.slow_call_rule and threshold is not None and duration >= threshold
 
 
 # ---------------------------------------------------------------- window
@@ -165,7 +168,7 @@ class _OutcomeWindow:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._width = seconds / WINDOW_BUCKETS
-        self._buckets: deque[list] = deque()  # [index, calls, failures, slow]
+        self._buckets: deque[list[int]] = deque()  # [index, calls, failures, slow]
         self.calls = self.failures = self.slow = 0
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
@@ -300,7 +303,7 @@ class CircuitBreaker:
         """Seconds until a probe may go: 0.0 unless OPEN."""
         return self._locked(self._retry_in, now)
 
-    def snapshot(self, now: float) -> dict:
+    def snapshot(self, now: float) -> dict[str, Any]:
         """A plain dict of the state and counters, for reports."""
         return self._locked(self._snapshot, now)
 
@@ -347,7 +350,7 @@ class CircuitBreaker:
 
     # ------------------------------------------------------------ locking and events
 
-    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _locked(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` under the lock, then tell listeners of its transitions outside it."""
         with self._lock:
             result = fn(*args)
@@ -378,7 +381,12 @@ class CircuitBreaker:
 
     def _advance(self, now: float) -> None:
         self._last_now = now
-        if self._state == STATE_OPEN and now >= self._opened_at + self._options.reset_timeout:
+        opened_at = self._opened_at
+        if (
+            self._state == STATE_OPEN
+            and opened_at is not None
+            and now >= opened_at + self._options.reset_timeout
+        ):
             self._transition(_TIMEOUT, now)
 
     # ------------------------------------------------------------ under the lock
@@ -400,9 +408,10 @@ class CircuitBreaker:
 
     def _retry_in(self, now: float) -> float:
         self._advance(now)
-        if self._state != STATE_OPEN:
+        opened_at = self._opened_at
+        if self._state != STATE_OPEN or opened_at is None:
             return 0.0
-        return max(0.0, self._opened_at + self._options.reset_timeout - now)
+        return max(0.0, opened_at + self._options.reset_timeout - now)
 
     def _reset(self, now: float) -> None:
         self._transition(_RESET, now)
@@ -463,9 +472,10 @@ class CircuitBreaker:
         failure_rate, slow_rate = self._window.rates()
         if opts.failure_rate_threshold is not None and failure_rate >= opts.failure_rate_threshold:
             return True
-        return opts.slow_call_rule and slow_rate >= opts.slow_call_rate_threshold
+        threshold = opts.slow_call_rate_threshold
+        return opts.slow_call_rule and threshold is not None and slow_rate >= threshold
 
-    def _snapshot(self, now: float) -> dict:
+    def _snapshot(self, now: float) -> dict[str, Any]:
         retry_in = self._retry_in(now)
         self._window.prune(now)
         failure_rate, slow_rate = self._window.rates()
