@@ -57,7 +57,15 @@ TESTS: dict[str, tuple[str, ...]] = {
 }
 
 # Surviving mutants that are truly equivalent (no input can tell them apart): id -> why.
-ALLOWLIST: dict[str, str] = {}
+ALLOWLIST: dict[str, str] = {
+    # _goes_alone's last `return False`: its one caller tests truthiness, None is as false
+    "resilience/batching.py:365:8:return>None": "None and False are both 'not alone'",
+    "resilience/batching.py:365:8:stmt>pass": "falling off the end returns None: as false",
+    # `due_by < batch.due_at` vs `<=`: when equal, assigning due_by changes nothing
+    "resilience/batching.py:347:34:op0:Lt>LtE": "equal deadlines: the same value assigned",
+    # n_tokens == per_input means no input is over per_input: the any() that follows is False
+    "resilience/batching.py:363:37:op0:Gt>GtE": "at the cap exactly, no input can be over it",
+}
 
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
     ast.Lt: ast.LtE,
@@ -525,8 +533,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  timeouts {score.timeouts}, allowlisted {score.allowed}, of {score.made} made"
             f"  [{time.monotonic() - started:.0f}s]{partial}"
         )
+        lines = path.read_text().splitlines()
         for m in score.survivors:
-            log(f"    survived {m.id}")
+            log(f"    survived {m.id}  | {lines[m.line - 1].strip()[:70]}")
     if args.list:
         return 0
     failing = [s for s in scores if s.percent < args.min_score or not s.complete]
