@@ -12,7 +12,7 @@ this 2-core machine and these policy modules). For each module it makes mutants 
 * deleted statements: a statement of a function body replaced by ``pass``;
 * return values: ``return X`` becomes ``return None``.
 
-Docstrings, annotations, ``__all__``, imports and ``if TYPE_CHECKING:`` blocks are not mutated.
+Docstrings (and other bare strings), annotations, ``__all__``, imports and ``if TYPE_CHECKING:`` blocks are not mutated.
 A module with more mutants than ``--max-mutants`` is sampled with a fixed seed (``--seed``), so a
 run is reproducible. Each mutant runs only that module's unit tests (``tests/unit/test_<stem>*.py``,
 see ``TESTS``) with ``-x`` in a forked child whose import of the module compiles the mutated
@@ -152,6 +152,12 @@ def _skipped_nodes(tree: ast.Module) -> set[int]:
             and isinstance(body[0].value.value, str)
         ):
             mark(body[0])
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            mark(node)  # an attribute's docstring, or any other bare string: no effect
         if isinstance(node, ast.arg):
             mark(node.annotation)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):

@@ -423,14 +423,13 @@ def parse_should_retry(headers: Mapping[str, str] | None) -> bool | None:
 
 # ---------------------------------------------------------------- classify
 
+# Any other 4xx (400, 422, ...) is an InvalidRequestError, any other 5xx a ServerError.
 _STATUS_TABLE: dict[int, type[ApiError]] = {
-    400: InvalidRequestError,
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
     408: RequestTimeoutError,
     409: ConflictError,
-    422: InvalidRequestError,
     429: RateLimitError,
     529: OverloadedError,
 }
