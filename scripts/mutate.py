@@ -12,7 +12,9 @@ this 2-core machine and these policy modules). For each module it makes mutants 
 * deleted statements: a statement of a function body replaced by ``pass``;
 * return values: ``return X`` becomes ``return None``.
 
-Docstrings (and other bare strings), annotations, ``__all__``, imports and ``if TYPE_CHECKING:`` blocks are not mutated.
+Docstrings (and other bare strings), annotations, ``__all__``, imports, ``if TYPE_CHECKING:``
+blocks and private module-level labels (``_TRIP = "trip"``: any other distinct text would do)
+are not mutated.
 A module with more mutants than ``--max-mutants`` is sampled with a fixed seed (``--seed``), so a
 run is reproducible. Each mutant runs only that module's unit tests (``tests/unit/test_<stem>*.py``,
 see ``TESTS``) with ``-x`` in a forked child whose import of the module compiles the mutated
@@ -172,6 +174,16 @@ def _skipped_nodes(tree: ast.Module) -> set[int]:
             and "TYPE_CHECKING" in ast.unparse(node.test)
         ):
             mark(node)
+        elif (
+            isinstance(node, ast.Assign)
+            and node.col_offset == 0
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id.startswith("_")
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            mark(node)  # a private label (_TRIP = "trip"): any other distinct text is equivalent
         elif isinstance(node, ast.Subscript):
             if _looks_like_type(node):  # a type expression such as dict[str, int] in a cast
                 mark(node.slice)
