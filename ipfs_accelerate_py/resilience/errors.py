@@ -391,9 +391,8 @@ def _retry_after_seconds(headers: Mapping[str, str] | None, wall_now: float) -> 
     raw = get_header(headers, "retry-after")
     if raw is None:
         return None
-    raw = raw.strip()
     try:
-        seconds = float(raw)
+        seconds = float(raw)  # surrounding spaces allowed, as by parsedate below
     except ValueError:
         seconds = None
     if seconds is not None:

@@ -15,14 +15,17 @@ from ipfs_accelerate_py.resilience.errors import (
     NetworkError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     ServerError,
     SettingError,
+    StreamStalledError,
     classify_exception,
     classify_status,
     copied,
     get_header,
     parse_retry_after,
     quota_exhausted,
+    too_large,
 )
 
 SECRET = "sk-live-abcdefghijklmnop"
@@ -232,3 +235,57 @@ def test_classify_exception_knows_a_timeout_error_by_its_name():
         pass
 
     assert type(classify_exception(TimeoutError())) is RequestTimeoutError
+
+
+def test_redact_follows_an_implicit_context_behind_an_explicit_cause():
+    try:
+        try:
+            try:
+                raise KeyError(SECRET)
+            except KeyError:
+                raise OSError("read failed") from None  # suppressed, but still the context
+        except OSError as middle:
+            raise NetworkError("reset") from middle
+    except NetworkError as caught:
+        err = caught
+    inner = err.__cause__.__context__
+    assert err.__cause__.__cause__ is None and isinstance(inner, KeyError)
+    err.redact([SECRET])
+    assert SECRET not in str(inner.args)
+
+
+def test_too_large_says_what_where_and_which_setting_to_raise():
+    err = too_large("response body", 1024, 1100, "max_response_bytes", where="api.example")
+    assert isinstance(err, ResponseTooLargeError)
+    assert (err.limit, err.received) == (1024, 1100)
+    assert err.message == (
+        "response body larger than max_response_bytes (1024 bytes) from api.example; "
+        "reading stopped after 1100 bytes; raise client.max_response_bytes if such answers "
+        "are expected"
+    )
+    assert too_large("line", 8, 9, "max_stream_line_bytes").message.startswith(
+        "line larger than max_stream_line_bytes (8 bytes); reading stopped after 9 bytes"
+    )
+
+
+def test_a_response_too_large_is_not_retried_nor_a_breaker_failure():
+    assert (ResponseTooLargeError.retryable, ResponseTooLargeError.breaker_failure) == (
+        False,
+        False,
+    )
+    assert (MalformedResponseError.retryable, MalformedResponseError.breaker_failure) == (
+        True,
+        True,
+    )
+
+
+def test_a_stalled_stream_is_a_timeout_of_its_own_kind():
+    assert StreamStalledError.kind == "stream_stalled"
+    assert issubclass(StreamStalledError, RequestTimeoutError)
+
+
+@pytest.mark.parametrize(
+    "code", ["insufficient_quota", "billing_hard_limit_reached", "quota_exceeded"]
+)
+def test_every_quota_code_means_a_spent_quota(code):
+    assert quota_exhausted({"error": {"code": code}}) is True
