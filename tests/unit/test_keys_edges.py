@@ -1,0 +1,159 @@
+"""The key pool at its edges: reprs, refusals and their messages, usage sums, cooldown
+scopes through release, next_ready and exclusions, what a fresh key reports.
+Fake times, a seeded RNG, no sleeping."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ipfs_accelerate_py.resilience.breaker import BreakerOptions
+from ipfs_accelerate_py.resilience.errors import SettingError
+from ipfs_accelerate_py.resilience.keys import (
+    REASON_COOLING,
+    REASON_KEY_COOLING,
+    REASON_RPM,
+    REASON_TPM,
+    SCOPE_KEY,
+    SCOPE_MODEL,
+    KeyOptions,
+    KeyPool,
+    KeyState,
+    LeastLoaded,
+    Outcome,
+    Readiness,
+    RoundRobin,
+    Weighted,
+)
+
+RNG = random.Random(3)
+
+
+def pool_of(*names: str, **kwargs) -> KeyPool:
+    return KeyPool([KeyOptions(n) for n in names], "round-robin", **kwargs)
+
+
+def test_scopes_and_reasons_are_the_documented_words():
+    assert (SCOPE_MODEL, SCOPE_KEY) == ("model", "key")
+    assert Outcome.rate_limited(scope="model").scope == SCOPE_MODEL
+    assert (REASON_COOLING, REASON_KEY_COOLING, REASON_RPM, REASON_TPM) == (
+        "cooling",
+        "key cooling",
+        "rpm",
+        "tpm",
+    )
+
+
+def test_reprs_name_keys_never_secrets():
+    pool = KeyPool([KeyOptions("main")], "round-robin")
+    lease = pool.choose(0.0, 5, RNG)
+    assert repr(lease) == "Lease(name='main', tokens=5, out)"
+    state = pool._keys["main"]
+    assert repr(state) == "KeyState(name='main', in_flight=1, disabled=False)"
+    pool.release(lease, 0.0, Outcome.auth_failure())
+    assert repr(lease) == "Lease(name='main', tokens=5, released)"
+    assert repr(state) == "KeyState(name='main', in_flight=0, disabled=True)"
+    assert repr(pool) == "KeyPool(keys=['main'], strategy=RoundRobin())"
+    assert (repr(RoundRobin()), repr(LeastLoaded()), repr(Weighted())) == (
+        "RoundRobin()",
+        "LeastLoaded()",
+        "Weighted()",
+    )
+
+
+def test_a_fresh_key_has_its_whole_quota_and_nothing_in_flight():
+    state = KeyState(KeyOptions("k"), 0, BreakerOptions(), 0.0)
+    assert (state.quota_fraction, state.in_flight, state.disabled) == (1.0, 0, None)
+    assert state.cooldown_until == float("-inf") and state.model_cooldowns == {}
+
+
+def test_cool_down_says_whether_it_started_or_lengthened_a_rest():
+    state = KeyState(KeyOptions("k"), 0, BreakerOptions(), 0.0)
+    assert state.cool_down(5.0, 0.0) is True
+    assert state.cool_down(4.0, 0.0) is False  # shorter: kept
+    assert state.cool_down(6.0, 1.0) is True  # longer: lengthened, not a new rest
+    assert state.cool_down(3.0, 3.0, model="m") is False  # ends by now: none
+    assert state.cool_down(9.0, 3.0, model="m") is True
+    assert state.counts["cooldowns"] == 2
+    assert (state.cooldown_until, state.model_cooldowns) == (6.0, {"m": 9.0})
+
+
+@pytest.mark.parametrize(
+    ("tokens_in", "tokens_out", "usage"),
+    [(None, None, None), (None, 5, 5), (7, None, 7), (0, 0, 0), (2, 3, 5)],
+)
+def test_usage_sums_what_was_reported(tokens_in, tokens_out, usage):
+    assert Outcome.success(tokens_in, tokens_out).usage == usage
+
+
+@pytest.mark.parametrize("field", ["tokens_in", "tokens_out"])
+def test_an_outcome_refuses_a_negative_or_fractional_count(field):
+    with pytest.raises(SettingError, match=field):
+        Outcome.success(**{field: -1})
+    with pytest.raises(SettingError, match=field):
+        Outcome.ignored(**{field: 1.5})
+
+
+def test_an_outcome_refuses_an_unknown_kind_or_scope_naming_the_choices():
+    with pytest.raises(SettingError, match="'scope'.*one of key, model"):
+        Outcome.rate_limited(scope="pair")
+    with pytest.raises(SettingError, match="'kind'.*one of auth_failure, ignored"):
+        Outcome("odd")
+
+
+def test_choose_refuses_a_token_estimate_that_is_not_a_count():
+    pool = pool_of("a")
+    for bad in (1.5, -1, True):
+        with pytest.raises(SettingError, match="tokens"):
+            pool.choose(0.0, bad, RNG)
+    assert pool._keys["a"].in_flight == 0
+
+
+def test_update_and_breaker_options_refuse_other_types():
+    pool = pool_of("a")
+    with pytest.raises(SettingError, match="'key'.*a KeyOptions"):
+        pool.update({"name": "a"}, 0.0)  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="'breaker_options'.*a BreakerOptions"):
+        pool.breaker_options = {"failure_threshold": 1}  # type: ignore[assignment]
+
+
+def test_an_unknown_name_is_refused_naming_the_keys_in_the_pool():
+    with pytest.raises(SettingError, match=r"the name of a key in the pool \(a, b\)"):
+        pool_of("a", "b").disable("c", "why")
+    with pytest.raises(SettingError, match=r"the name of a key in the pool \(none\)"):
+        pool_of().enable("c")
+
+
+def test_disabled_reason_reports_the_reason_until_enabled():
+    pool = pool_of("a")
+    assert pool.disabled_reason("a") is None
+    pool.disable("a", "rotated")
+    assert pool.disabled_reason("a") == "rotated"
+    pool.enable("a")
+    assert pool.disabled_reason("a") is None
+
+
+def test_a_model_scoped_429_cools_the_pair_and_a_key_scoped_one_the_key():
+    pool = pool_of("a")
+    lease = pool.choose(0.0, 0, RNG, model="m1")
+    pool.release(lease, 0.0, Outcome.rate_limited(10.0, scope=SCOPE_MODEL))
+    assert pool.choose(1.0, 0, RNG, model="m1") is None
+    other = pool.choose(1.0, 0, RNG, model="m2")
+    assert other is not None
+    pool.release(other, 1.0, Outcome.rate_limited(10.0, scope=SCOPE_KEY))
+    assert pool.choose(2.0, 0, RNG, model="m3") is None
+    assert pool.next_ready(2.0, 0, model="m3") == Readiness(11.0, "a", REASON_KEY_COOLING)
+    snap = pool.snapshot(2.0)["a"]
+    assert (snap["cooling_until"], snap["cooling_models"]) == (9.0, {"m1": 8.0})
+
+
+def test_next_ready_skips_excluded_keys_and_names_what_holds_the_first():
+    pool = KeyPool([KeyOptions("a", rpm=1), KeyOptions("b", rpm=2)], "round-robin")
+    pool.release(pool.choose(0.0, 0, RNG, exclude=frozenset({"b"})), 0.0, Outcome.success())
+    pool.release(pool.choose(0.0, 0, RNG, exclude=frozenset({"a"})), 0.0, Outcome.success())
+    pool.release(pool.choose(0.0, 0, RNG, exclude=frozenset({"a"})), 0.0, Outcome.success())
+    assert pool.next_ready(0.0, 0) == Readiness(30.0, "b", REASON_RPM)
+    assert pool.next_ready(0.0, 0, exclude=frozenset({"b"})) == Readiness(60.0, "a", REASON_RPM)
+    assert pool.next_ready(0.0, 0, exclude=frozenset({"a", "b"})) is None
+    assert pool.next_ready_at(0.0, 0, exclude=frozenset({"b"})) == 60.0
