@@ -72,6 +72,15 @@ ALLOWLIST: dict[str, str] = {
     "resilience/errors.py:357:8:stmt>pass": "the loop that follows finds the same value",
     # a Retry-After number refused (negative, NaN, infinite): the date parser refuses it too
     "resilience/errors.py:401:8:stmt>pass": "parsedate_to_datetime raises on any such number",
+    # redact() without marks: a fast path, _redact would give back the same objects anyway
+    "resilience/redact.py:68:4:stmt>pass": "with no marks nothing is masked: the same object",
+    "resilience/redact.py:69:8:stmt>pass": "with no marks nothing is masked: the same object",
+    # public_url without "://": the authority is then empty, and the next test returns url
+    "resilience/redact.py:145:4:stmt>pass": "no '@' in an empty authority: url returned",
+    "resilience/redact.py:146:8:stmt>pass": "no '@' in an empty authority: url returned",
+    # zip(strict=...) over a list and the sequence it was built from: lengths always agree
+    "resilience/redact.py:82:92:False>True": "the two sides have the same length by construction",
+    "resilience/redact.py:87:59:False>True": "the two sides have the same length by construction",
 }
 
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
@@ -165,10 +174,18 @@ def _skipped_nodes(tree: ast.Module) -> set[int]:
             and isinstance(node.value.value, str)
         ):
             mark(node)  # an attribute's docstring, or any other bare string: no effect
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and node.value.value is Ellipsis
+        ):
+            mark(node)  # a protocol's `...` body
         if isinstance(node, ast.arg):
             mark(node.annotation)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             mark(node.returns)
+            if any(ast.unparse(d).endswith("overload") for d in node.decorator_list):
+                mark(node)  # a typing overload: never called
             last = node.body[-1]
             if isinstance(last, ast.Return) and (
                 last.value is None
