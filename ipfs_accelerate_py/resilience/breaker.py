@@ -340,7 +340,7 @@ class CircuitBreaker:
 
     def force_open(self, now: float) -> None:
         """OPEN from ``now``: it turns HALF_OPEN after reset_timeout like any opening."""
-        self._locked(self._transition, _FORCE_OPEN, now)
+        self._locked(self._force_open, now)
 
     def __repr__(self) -> str:
         return (
@@ -408,10 +408,14 @@ class CircuitBreaker:
 
     def _retry_in(self, now: float) -> float:
         self._advance(now)
-        opened_at = self._opened_at
-        if self._state != STATE_OPEN or opened_at is None:
+        if self._state != STATE_OPEN:
             return 0.0
-        return max(0.0, opened_at + self._options.reset_timeout - now)
+        opened_at = self._opened_at
+        return 0.0 if opened_at is None else max(0.0, opened_at + self._options.reset_timeout - now)
+
+    def _force_open(self, now: float) -> None:
+        self._last_now = now  # a time seen, for reset() without one
+        self._transition(_FORCE_OPEN, now)
 
     def _reset(self, now: float) -> None:
         self._transition(_RESET, now)

@@ -53,11 +53,34 @@ def test_slow_calls_leave_the_window_with_their_bucket():
 
 
 def test_a_call_without_a_duration_is_not_slow():
-    options = BreakerOptions(slow_call_duration=0.5, slow_call_rate_threshold=50.0, minimum_calls=1)
+    options = BreakerOptions(
+        failure_threshold=10, slow_call_duration=0.5, slow_call_rate_threshold=50.0, minimum_calls=1
+    )
     breaker = CircuitBreaker(options)
     breaker.on_success(0.0)
+    breaker.on_failure(0.0)
+    breaker.record(0.0, True)
+    breaker.record(0.0, False)
     assert breaker.state(0.0) == STATE_CLOSED
-    assert breaker.snapshot(0.0)["window"]["slow"] == 0
+    window = breaker.snapshot(0.0)["window"]
+    assert (window["calls"], window["failures"], window["slow"]) == (4, 2, 0)
+
+
+def test_reset_clears_the_window_of_a_closed_breaker():
+    breaker = CircuitBreaker(BreakerOptions(failure_threshold=10))
+    breaker.on_failure(0.0)
+    breaker.on_success(0.0)
+    breaker.reset(1.0)
+    snap = breaker.snapshot(1.0)
+    assert (snap["window"]["calls"], snap["consecutive_failures"]) == (0, 0)
+
+
+def test_reset_without_now_after_force_open_reports_the_forced_time():
+    breaker, events = listened(BreakerOptions())
+    breaker.state(7.0)
+    breaker.force_open(8.0)
+    breaker.reset()
+    assert events == [(STATE_CLOSED, STATE_OPEN, 8.0), (STATE_OPEN, STATE_CLOSED, 8.0)]
 
 
 def test_opening_starts_a_fresh_window_and_half_open_keeps_the_opening_time():
