@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ipfs_accelerate_py.resilience.errors import SettingError
+from ipfs_accelerate_py.resilience.errors import QueueFullError, SettingError
 from ipfs_accelerate_py.resilience.priority_queue import (
     PRIORITIES,
     PRIORITY_HIGH,
@@ -213,3 +213,18 @@ def test_aging_ignores_a_now_from_before_the_entry_was_queued():
     # at 5.0 the NORMAL entry has "waited" -5 s: it keeps its level, it does not sink below LOW
     assert q.snapshot(now=5.0) == ["normal", "low"]
     assert q.pop(5.0).item == "normal"
+
+
+def test_aging_ignores_even_a_fraction_of_a_second_from_the_past():
+    q = PriorityRequestQueue(maxsize=10, aging_interval=100.0)
+    q.push("low", PRIORITY_LOW, now=0.0)
+    q.push("normal", PRIORITY_NORMAL, now=10.0)
+    assert q.snapshot(now=9.5) == ["normal", "low"]
+
+
+def test_ensure_room_counts_requests_held_elsewhere():
+    q = PriorityRequestQueue(maxsize=3)
+    q.push("a", PRIORITY_NORMAL, now=0.0)
+    q.ensure_room(held_elsewhere=1)  # 1 queued + 1 admitted elsewhere: one more fits
+    with pytest.raises(QueueFullError, match=r"Request queue is full \(3 of 3\)"):
+        q.ensure_room(held_elsewhere=2)
