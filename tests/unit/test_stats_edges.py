@@ -240,6 +240,10 @@ def test_histogram_distribution_merges_buckets_evenly_up_to_the_bins_asked():
         ("attempts", -1, "RequestRecord.attempts must be an integer >= 0, got -1"),
         ("tokens_in", 1.0, "RequestRecord.tokens_in must be an integer >= 0, got 1.0"),
         ("tokens_out", -2, "RequestRecord.tokens_out must be an integer >= 0, got -2"),
+        ("queue_wait", -1.0, "RequestRecord.queue_wait must be a number of seconds >= 0, got -1.0"),
+        ("tokens_in", -1, "RequestRecord.tokens_in must be an integer >= 0, got -1"),
+        ("tokens_out", 2.0, "RequestRecord.tokens_out must be an integer >= 0, got 2.0"),
+        ("attempts", True, "RequestRecord.attempts must be an integer >= 0, got True"),
     ],
 )
 def test_request_record_refusals_name_the_field(field, value, says):
@@ -251,3 +255,70 @@ def test_request_record_refusals_name_the_field(field, value, says):
 def test_a_record_of_plain_ints_for_times_is_accepted():
     record = RequestRecord(True, 1, 0, 0, tokens_in=0, tokens_out=0)
     assert (record.latency, record.queue_wait, record.attempts) == (1, 0, 0)
+
+
+def test_reset_also_empties_the_queue_wait_and_per_token_histograms():
+    sc = mixed_collector()
+    sc.reset()
+    assert sc.queue_wait.count == sc.time_per_token.count == sc.time_to_first_token.count == 0
+
+
+def test_an_empty_report_has_no_rate():
+    streams = StatsCollector().snapshot()["streams"]
+    assert streams["tokens_per_second"] == {"overall": 0.0, "streams_measured": 0}
+
+
+def test_rate_percentiles_of_ten_streams():
+    sc = StatsCollector()
+    for rate in range(1, 11):  # 1 to 10 tokens a second, 10 tokens each
+        sc.record_stream(
+            outcome="completed",
+            time_to_first_token=0.1,
+            output_tokens=10,
+            generation_seconds=10 / rate,
+        )
+    rates = sc.snapshot()["streams"]["tokens_per_second"]
+    # nearest rank over the times per token, inverted: the 9th, 5th and 1st fastest
+    assert rates["p10"] == pytest.approx(2.0, rel=0.01)
+    assert rates["p50"] == pytest.approx(6.0, rel=0.01)
+    assert rates["p90"] == pytest.approx(10.0, rel=0.01)
+
+
+def test_an_external_failure_is_counted_by_its_kind():
+    sc = StatsCollector()
+    sc.record_external(False, "authentication")
+    sc.record_rejected("")
+    assert sc.snapshot()["errors_by_type"] == {"authentication": 1, "unknown": 1}
+
+
+def test_breaker_history_keeps_the_last_fifty_transitions():
+    sc = StatsCollector()
+    for i in range(60):
+        sc.record_breaker_transition("CLOSED", "OPEN", float(i))
+    history = sc.snapshot()["breaker_transitions"]
+    assert len(history) == 50 and history[0]["at_wall"] == 10.0
+
+
+def test_the_hundredth_percentile_is_the_maximum_exactly():
+    h = LatencyHistogram()
+    edge = 1e-5 * 1.02**300  # the top edge of a bucket: its representative is below it
+    h.record(edge / 2)
+    h.record(edge)
+    assert h.percentile(100) == edge
+    assert h.percentile(99) == pytest.approx(edge, rel=0.01)
+
+
+def test_a_value_just_over_an_hour_is_reported_as_the_maximum():
+    h = LatencyHistogram()
+    h.record(1.0)
+    h.record(3650.0)
+    assert h.percentile(99) == 3650.0
+
+
+def test_distribution_rows_are_bucket_upper_edges():
+    h = LatencyHistogram()
+    values = (0.01, 0.0102, 0.0104, 0.5, 0.51)
+    for value in values:
+        h.record(value)
+    for (upper, _), value in zip(h.distribution(bins=1000), values, strict=True):
+        assert value <= upper < value * 1.02
