@@ -18,8 +18,8 @@ from ..retry import believed_retry_after
 
 _INF = float("inf")
 
-STARTED = "started"  # a rest began where none was running for that scope
-LENGTHENED = "lengthened"  # a running rest now ends later
+_STARTED = "started"  # a rest began where none was running for that scope
+_LENGTHENED = "lengthened"  # a running rest now ends later
 
 
 def rest_for(
@@ -46,13 +46,11 @@ class Cooldowns:
 
     def model_until(self, model: str | None) -> float:
         """When the (key, ``model``) pair's own rest ends; ``-inf`` for none or no model."""
-        if model is None:
-            return -_INF
-        return self.models.get(model, -_INF)
+        return -_INF if model is None else self.models.get(model, -_INF)
 
     def cool(self, until: float, now: float, model: str | None = None) -> str | None:
         """Rest until ``until``: the whole key (``model`` None), or only for ``model``.
-        :data:`STARTED` or :data:`LENGTHENED` when this began or lengthened a rest, None
+        ``"started"`` or ``"lengthened"`` when this began or lengthened a rest, None
         when it changed nothing (it ends no later than the running one, or by ``now``)."""
         if model is None:
             current = self.key_until
@@ -66,7 +64,7 @@ class Cooldowns:
             self.key_until = until
         else:
             self.models[model] = until
-        return STARTED if now >= current else LENGTHENED
+        return _STARTED if now >= current else _LENGTHENED
 
     def report(self, now: float) -> tuple[float, dict[str, float]]:
         """Seconds from ``now`` until the whole key's rest ends (0.0 when none) and, per model

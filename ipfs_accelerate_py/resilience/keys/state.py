@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..breaker import STATE_HALF_OPEN, STATE_OPEN, BreakerOptions, CircuitBreaker
-from .cooldowns import STARTED, Cooldowns
+from .cooldowns import _STARTED, Cooldowns
 from .options import (
     OUTCOME_AUTH_FAILURE,
     OUTCOME_IGNORED,
@@ -199,7 +199,7 @@ class KeyState:
         lengthens, and one ending by ``now`` is none.  True if this started or
         lengthened a rest (``cooldowns`` counts the rests started)."""
         change = self.cooldowns.cool(until, now, model)
-        self.counts["cooldowns"] += change == STARTED
+        self.counts["cooldowns"] += change == _STARTED
         return change is not None
 
     def over_cap(self, asked: float) -> None:
