@@ -160,3 +160,11 @@ def test_an_illegal_transition_raises_and_changes_nothing():
     with pytest.raises(RuntimeError, match="no transition from CLOSED on 'bogus'"):
         breaker._locked(breaker._transition, "bogus", 1.0)
     assert breaker.state(1.0) == STATE_CLOSED
+
+
+def test_options_of_another_type_are_refused_saying_what_is_expected():
+    with pytest.raises(SettingError, match="expected a BreakerOptions"):
+        CircuitBreaker("fast")  # type: ignore[arg-type]
+    breaker = CircuitBreaker()
+    with pytest.raises(SettingError, match="expected a BreakerOptions"):
+        breaker.options = "fast"  # type: ignore[assignment]

@@ -289,3 +289,8 @@ def test_a_stalled_stream_is_a_timeout_of_its_own_kind():
 )
 def test_every_quota_code_means_a_spent_quota(code):
     assert quota_exhausted({"error": {"code": code}}) is True
+
+
+def test_a_rate_limit_is_of_kind_rate_limit():
+    assert RateLimitError.kind == "rate_limit"
+    assert classify_status(429, None, None, wall_now=0.0).kind == "rate_limit"

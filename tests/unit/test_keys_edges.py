@@ -4,6 +4,7 @@ Fake times, a seeded RNG, no sleeping."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from ipfs_accelerate_py.resilience.breaker import BreakerOptions
 from ipfs_accelerate_py.resilience.errors import SettingError
 from ipfs_accelerate_py.resilience.keys import (
+    DEFAULT_COOLDOWN,
     REASON_COOLING,
     REASON_KEY_COOLING,
     REASON_RPM,
@@ -157,3 +159,42 @@ def test_next_ready_skips_excluded_keys_and_names_what_holds_the_first():
     assert pool.next_ready(0.0, 0, exclude=frozenset({"b"})) == Readiness(60.0, "a", REASON_RPM)
     assert pool.next_ready(0.0, 0, exclude=frozenset({"a", "b"})) is None
     assert pool.next_ready_at(0.0, 0, exclude=frozenset({"b"})) == 60.0
+
+
+def test_an_outcome_checks_every_figure_it_is_given():
+    with pytest.raises(SettingError, match="tokens_in"):
+        Outcome.success(tokens_in=-1, tokens_out=0)
+    with pytest.raises(SettingError, match="'cooldown'"):
+        Outcome.rate_limited(cooldown=-1.0)
+    with pytest.raises(SettingError, match="'retry_after'"):
+        Outcome.rate_limited(retry_after=-1.0)
+    full = Outcome("rate_limited", tokens_in=0, tokens_out=0, retry_after=0.0, cooldown=0.0)
+    assert (full.tokens_in, full.tokens_out, full.usage) == (0, 0, 0)
+
+
+def test_outcomes_are_immutable():
+    outcome = Outcome.success()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.kind = "ignored"  # type: ignore[misc]
+
+
+def test_an_auth_failure_disables_the_key_with_a_reason():
+    assert Outcome.auth_failure().reason == "authentication failed"
+    pool = pool_of("a")
+    pool.release(pool.choose(0.0, 0, RNG), 0.0, Outcome.auth_failure())
+    assert pool.disabled_reason("a") == "authentication failed"
+
+
+def test_a_429_without_retry_after_rests_the_key_one_second_by_default():
+    assert DEFAULT_COOLDOWN == 1.0
+    pool = pool_of("a")
+    pool.release(pool.choose(0.0, 0, RNG), 0.0, Outcome.rate_limited())
+    assert pool.choose(0.999, 0, RNG) is None
+    assert pool.choose(1.0, 0, RNG) is not None
+
+
+def test_a_key_without_a_name_is_refused_saying_never_the_secret():
+    with pytest.raises(
+        SettingError, match="a non-empty string naming the key \\(never the secret\\)"
+    ):
+        KeyOptions("")
