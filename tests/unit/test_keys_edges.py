@@ -22,6 +22,7 @@ from ipfs_accelerate_py.resilience.keys import (
     KeyOptions,
     KeyPool,
     KeyState,
+    LeaseError,
     LeastLoaded,
     Outcome,
     Readiness,
@@ -198,3 +199,72 @@ def test_a_key_without_a_name_is_refused_saying_never_the_secret():
         SettingError, match="a non-empty string naming the key \\(never the secret\\)"
     ):
         KeyOptions("")
+
+
+def test_pool_settings_read_back_what_was_set():
+    options = BreakerOptions(failure_threshold=2)
+    pool = KeyPool([KeyOptions("a")], "weighted", breaker_options=options, default_cooldown=3.0)
+    assert type(pool.strategy) is Weighted and pool.breaker_options is options
+    assert (pool.default_cooldown, pool.max_cooldown) == (3.0, 60.0)
+    pool.strategy = "least-loaded"
+    pool.default_cooldown = 4.5
+    pool.max_cooldown = 10.0
+    assert type(pool.strategy) is LeastLoaded
+    assert (pool.default_cooldown, pool.max_cooldown) == (4.5, 10.0)
+    with pytest.raises(SettingError, match="'default_cooldown'"):
+        pool.default_cooldown = -1.0
+    assert pool.default_cooldown == 4.5
+
+
+def test_buckets_start_full_at_time_zero_by_default():
+    made = KeyPool([KeyOptions("a", rpm=60)], "round-robin")  # 60 at once, then 1 a second
+    added = KeyPool([], "round-robin")
+    added.add(KeyOptions("b", rpm=60))
+    for pool in (made, added):
+        for _ in range(60):
+            pool.release(pool.choose(0.0, 0, RNG), 0.0, Outcome.success())
+        assert pool.next_ready_at(0.5, 0) == 1.0  # refilled since 0.0, not since a later start
+
+
+def test_release_refuses_what_is_not_an_outcome_or_not_its_lease():
+    pool, other = pool_of("a"), pool_of("a")
+    lease = pool.choose(0.0, 0, RNG)
+    with pytest.raises(SettingError, match="'outcome'.*an Outcome"):
+        pool.release(lease, 0.0, "success")  # type: ignore[arg-type]
+    with pytest.raises(LeaseError, match=r"Lease\(name='a', tokens=0, out\) was not granted"):
+        other.release(lease, 0.0, Outcome.success())
+    pool.release(lease, 0.0, Outcome.success())  # still out, and released once
+    assert pool._keys["a"].in_flight == 0
+
+
+def test_type_refusals_name_what_is_expected():
+    with pytest.raises(SettingError, match="'breaker_options'.*a BreakerOptions"):
+        KeyPool([], "round-robin", breaker_options="strict")  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="'key'.*a KeyOptions"):
+        pool_of().add("a")  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="tokens"):
+        pool_of("a").next_ready(0.0, -1)
+    with pytest.raises(SettingError, match="tokens"):
+        pool_of("a").next_ready_at(0.0, -1)
+
+
+def test_a_quick_success_is_not_a_slow_call_for_the_keys_breaker():
+    breaker = BreakerOptions(slow_call_duration=0.5, slow_call_rate_threshold=50.0, minimum_calls=1)
+    pool = KeyPool([KeyOptions("a")], "round-robin", breaker_options=breaker)
+    for t in (0.0, 1.0, 2.0):
+        pool.release(pool.choose(t, 0, RNG), t + 0.1, Outcome.success())
+    assert pool.snapshot(3.0)["a"]["breaker"] == "CLOSED"
+
+
+def test_next_ready_prefers_the_first_of_equals_and_skips_a_disabled_key():
+    pool = pool_of("a", "b", "c")
+    pool.disable("c", "rotated")
+    assert pool.next_ready(0.0, 0) == Readiness(0.0, "a", None)
+    pool.disable("a", "rotated")
+    assert pool.next_ready(0.0, 0) == Readiness(0.0, "b", None)
+
+
+def test_an_auth_failure_without_a_reason_still_gives_one():
+    pool = pool_of("a")
+    pool.release(pool.choose(0.0, 0, RNG), 0.0, Outcome("auth_failure"))
+    assert pool.disabled_reason("a") == "authentication failed"
