@@ -131,6 +131,17 @@ ALLOWLIST: dict[str, str] = {
     # the breaker refusing a permit ready_at saw free, under the same lock: unreachable
     "resilience/keys/pool.py:282:16:stmt>pass": "unreachable (pragma: no cover)",
     "resilience/keys/pool.py:283:20:fstr>''": "unreachable (pragma: no cover)",
+    # KeyState.ready_at's fast path: with no model, or no pair cooling, the lookup is -inf
+    "resilience/keys/state.py:140:11:And>Or": "models.get(model, -inf) is -inf either way",
+    # readiness(): when `at` ends equal to now the answer is Readiness(now, key, None, busy)
+    # whichever branch builds it (no reason can hold a key until now)
+    "resilience/keys/state.py:160:32:op0:Gt>GtE": "at == now: the reason is dropped below",
+    "resilience/keys/state.py:181:15:op0:Gt>GtE": "at == now: both branches give the same",
+    # RoundRobin starts below every seq (seqs count from 0): -2 is as good as -1
+    "resilience/keys/strategies.py:38:26:1+1": "any start below 0 picks the first key first",
+    # [0] and [-1] of a one-element list
+    "resilience/keys/strategies.py:61:30:0-1": "one candidate: first is last",
+    "resilience/keys/strategies.py:79:79:0-1": "rng.choices draws one: first is last",
 }
 
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {

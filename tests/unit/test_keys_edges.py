@@ -268,3 +268,10 @@ def test_an_auth_failure_without_a_reason_still_gives_one():
     pool = pool_of("a")
     pool.release(pool.choose(0.0, 0, RNG), 0.0, Outcome("auth_failure"))
     assert pool.disabled_reason("a") == "authentication failed"
+
+
+def test_a_key_whose_circuit_is_open_is_held_by_the_breaker():
+    breaker = BreakerOptions(failure_threshold=1, reset_timeout=5.0)
+    pool = KeyPool([KeyOptions("a")], "round-robin", breaker_options=breaker)
+    pool.release(pool.choose(0.0, 0, RNG), 1.0, Outcome.server_failure())
+    assert pool.next_ready(2.0, 0) == Readiness(6.0, "a", "breaker")

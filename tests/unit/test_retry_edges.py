@@ -14,10 +14,13 @@ from ipfs_accelerate_py.resilience.errors import (
     SettingError,
 )
 from ipfs_accelerate_py.resilience.retry import (
+    REASON_NOT_RETRYABLE,
+    REASON_RETRIES_EXHAUSTED,
     RetryDecision,
     RetryOptions,
     backoff_delay,
     believed_retry_after,
+    decide,
     is_retryable,
     seconds_text,
 )
@@ -81,3 +84,11 @@ def test_a_believed_wait_is_always_a_float():
 )
 def test_seconds_text(seconds, text):
     assert seconds_text(seconds) == text
+
+
+def test_a_refusal_to_retry_waits_for_nothing():
+    options, rng = RetryOptions(max_retries=1), random.Random(0)
+    refused = decide(InvalidRequestError("bad", status=400), 0, options, rng, 0.0, None)
+    assert refused == RetryDecision(False, 0.0, REASON_NOT_RETRYABLE) and not refused
+    spent = decide(MalformedResponseError("odd"), 1, options, rng, 0.0, None)
+    assert spent == RetryDecision(False, 0.0, REASON_RETRIES_EXHAUSTED)
