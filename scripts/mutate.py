@@ -142,6 +142,30 @@ ALLOWLIST: dict[str, str] = {
     # [0] and [-1] of a one-element list
     "resilience/keys/strategies.py:61:30:0-1": "one candidate: first is last",
     "resilience/keys/strategies.py:79:79:0-1": "rng.choices draws one: first is last",
+    # windows: reset_at is set by every update that sets remaining, its only reader's guard
+    "resilience/keys/windows.py:101:8:stmt>pass": "read only after an update has set it",
+    # refilling when now == updated adds (now - updated) * rate == 0
+    "resilience/keys/windows.py:33:11:op0:Gt>GtE": "a refill over 0 s adds nothing",
+    # short == slack exactly: a float equality that no level reaches (checked: the
+    # subtraction never lands on the product)
+    "resilience/keys/windows.py:44:11:op0:LtE>Lt": "no float level makes short == slack",
+    # _hint_number's `return None` in its except, and the name it gives the swallowed error
+    "resilience/keys/windows.py:87:8:stmt>pass": "falling off the end returns None",
+    "resilience/keys/windows.py:85:30:str>''": "the SettingError naming it is swallowed",
+    # max(self.limit or -1.0, remaining): remaining is a hint number, never below 0
+    "resilience/keys/windows.py:113:47:0.0-1": "remaining >= 0 wins over -1 as over 0",
+    # stats: the top bucket's index is the same for 3600 s and 3601 s
+    "resilience/stats.py:45:24:3600.0+1": "ceil(log(MAX/MIN)/log g) is unchanged",
+    # _rate of 0 s per token: never asked (only streams with time and tokens are measured)
+    "resilience/stats.py:285:38:op0:Gt>GtE": "seconds per token is always > 0",
+    # record_attempt's latency is accepted for listeners and not read
+    "resilience/stats.py:446:25:0.0+1": "the parameter is deleted unread",
+    # a value above HISTOGRAM_MIN_SECONDS has index >= 1 already: max(index, 0) is the same
+    "resilience/stats.py:66:26:1-1": "ceil of a positive log is >= 1",
+    # RequestRecord's fast path: 0 takes the full check, which accepts it too
+    "resilience/stats.py:239:47:op0:GtE>Gt": "the full validation decides the same",
+    "resilience/stats.py:241:49:op0:GtE>Gt": "the full validation decides the same",
+    "resilience/stats.py:241:68:0+1": "the full validation decides the same",
 }
 
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {

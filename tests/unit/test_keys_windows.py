@@ -137,3 +137,20 @@ def test_a_known_limit_is_kept_and_the_fraction_is_bounded():
     assert hint.fraction(0.0) == MIN_QUOTA_FRACTION  # never 0: a key is never infinitely loaded
     hint.update(remaining=50.0, reset=None, limit=200.0, now=0.0)
     assert hint.fraction(0.0) == 0.25
+
+
+def test_the_slack_of_a_small_bucket_is_a_billionth_of_one():
+    bucket = _TokenBucket(0.5, 1.0, now=0.0)
+    bucket.level = 0.5 - 1.5e-9  # over the slack (1e-9, not 1e-9 * 2 nor 1e-9 * 0.5)
+    assert bucket.ready_at(1, 0.0) == pytest.approx(1.5e-9)
+    bucket.level = 0.5 - 0.7e-9  # within it
+    assert bucket.ready_at(1, 0.0) == 0.0
+
+
+def test_a_limit_of_one_is_a_limit_and_a_small_remaining_estimates_it():
+    hint = _QuotaHint()
+    hint.update(remaining=None, reset=None, limit=1.0, now=0.0)
+    assert hint.limit == 1.0
+    estimated = _QuotaHint()
+    estimated.update(remaining=0.5, reset=None, limit=None, now=0.0)
+    assert estimated.limit == 0.5 and estimated.fraction(0.0) == 1.0

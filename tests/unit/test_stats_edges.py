@@ -322,3 +322,18 @@ def test_distribution_rows_are_bucket_upper_edges():
         h.record(value)
     for (upper, _), value in zip(h.distribution(bins=1000), values, strict=True):
         assert value <= upper < value * 1.02
+
+
+def test_distribution_gives_at_most_forty_rows_by_default():
+    h = LatencyHistogram()
+    for k in range(1, 82):  # 81 adjacent buckets
+        h.record(1e-5 * 1.02**k * 0.999)
+    rows = h.distribution()
+    assert len(rows) <= 40 and sum(count for _, count in rows) == 81
+
+
+def test_a_value_just_above_the_smallest_bucket_is_reported_within_a_percent():
+    h = LatencyHistogram()
+    h.record(1.01e-5)
+    h.record(1e-3)
+    assert h.percentile(50) == pytest.approx(1.01e-5, rel=0.005)
