@@ -13,6 +13,7 @@ from ipfs_accelerate_py.resilience.errors import (
     InvalidRequestError,
     MalformedResponseError,
     NetworkError,
+    RateLimitDeadlineError,
     RateLimitError,
     RequestTimeoutError,
     ResponseTooLargeError,
@@ -294,3 +295,9 @@ def test_every_quota_code_means_a_spent_quota(code):
 def test_a_rate_limit_is_of_kind_rate_limit():
     assert RateLimitError.kind == "rate_limit"
     assert classify_status(429, None, None, wall_now=0.0).kind == "rate_limit"
+
+
+def test_a_rate_limit_past_the_deadline_is_a_rate_limit_that_is_not_retried():
+    assert RateLimitDeadlineError.kind == "rate_limit"
+    assert RateLimitDeadlineError.retryable is False
+    assert issubclass(RateLimitDeadlineError, RateLimitError)
