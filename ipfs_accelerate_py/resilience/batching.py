@@ -132,7 +132,9 @@ def estimate_tokens(text: Any) -> int:
     )
 
 
-def batch_key(endpoint: str, model: str, params: dict | None, key_id: str | None) -> tuple:
+def batch_key(
+    endpoint: str, model: str, params: dict[str, Any] | None, key_id: str | None
+) -> tuple[Any, ...]:
     """The hashable identity of requests that may share a batch.
 
     ``params`` are the request's parameters; ``input`` is left out and the
@@ -166,7 +168,7 @@ def _refuse(got: str) -> InvalidInputError:
     return InvalidInputError(f"embeddings 'input' must be {_INPUT_EXPECTED}; got {got}")
 
 
-def normalize_inputs(value: Any) -> list:
+def normalize_inputs(value: Any) -> list[Any]:
     """The request's ``input`` as a list with one entry per embedding.
 
     ``"text"`` -> ``["text"]``; a list of strings -> the same strings (a new
@@ -211,7 +213,7 @@ class BatchMember:
 
     __slots__ = ("item", "inputs", "n_inputs", "n_tokens", "added_at", "_batch")
 
-    def __init__(self, item: Any, inputs: list, added_at: float) -> None:
+    def __init__(self, item: Any, inputs: list[Any], added_at: float) -> None:
         if not isinstance(inputs, list) or not inputs:
             raise InvalidInputError(
                 f"a batch member needs a non-empty list of inputs, got {inputs!r:.80}"
@@ -240,9 +242,9 @@ class Batch:
         self.opened_at = opened_at
         self.due_at = due_at
 
-    def inputs(self) -> list:
+    def inputs(self) -> list[Any]:
         """Every member's inputs, concatenated in member order."""
-        out: list = []
+        out: list[Any] = []
         for member in self.members:
             out.extend(member.inputs)
         return out
@@ -323,7 +325,7 @@ class BatchAssembler:
         return self._max_batch_size if cap is None else min(self._max_batch_size, cap)
 
     def add(
-        self, key: Hashable, item: Any, inputs: list, now: float, due_by: float | None = None
+        self, key: Hashable, item: Any, inputs: list[Any], now: float, due_by: float | None = None
     ) -> tuple[BatchMember, list[Batch]]:
         """Add one caller's request; return its member and the batches ready now.
         ``due_by``: the batch it joins goes no later than that (None: no bound)."""
@@ -420,7 +422,8 @@ def _overflows(batch: Batch, member: BatchMember, max_inputs: int, max_tokens: i
 
 
 def _index_field(item: Any) -> int:
-    return item["index"]
+    index: int = item["index"]
+    return index
 
 
 def _dict_with_index(item: Any, position: int) -> Any:
@@ -437,7 +440,7 @@ def split_by_index(
     index_of: Callable[[Any], int] = _index_field,
     *,
     with_index: Callable[[Any, int], Any] = _dict_with_index,
-) -> list[list]:
+) -> list[list[Any]]:
     """Each member's own results, in its own order, re-indexed from 0.
 
     ``items``: the response's per-input results, in any order, each giving
@@ -475,9 +478,9 @@ def split_by_index(
 _ABSENT = object()
 
 
-def _place(items: Any, total: int, index_of: Callable[[Any], int]) -> list:
+def _place(items: Any, total: int, index_of: Callable[[Any], int]) -> list[Any]:
     """The items laid out by their batch position; gaps hold ``_ABSENT``."""
-    by_index: list = [_ABSENT] * total
+    by_index: list[Any] = [_ABSENT] * total
     for n, item in enumerate(items):
         index = _read_index(item, n, index_of)
         if not 0 <= index < total:
@@ -510,6 +513,6 @@ def _malformed(message: str) -> MalformedResponseError:
     )
 
 
-def _first(values: list, shown: int = 5) -> str:
+def _first(values: list[Any], shown: int = 5) -> str:
     text = ", ".join(str(v) for v in values[:shown])
     return text + (f" and {len(values) - shown} more" if len(values) > shown else "")

@@ -65,10 +65,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import SettingError
 from .validation import require_int, require_number
+
+_T = TypeVar("_T")
 
 __all__ = [
     "BreakerOptions",
@@ -147,7 +149,8 @@ class BreakerOptions:
 
     def is_slow(self, duration: float) -> bool:
         """Whether a call of ``duration`` seconds counts as slow (never while the rule is off)."""
-        return self.slow_call_rule and duration >= self.slow_call_duration
+        threshold = self.slow_call_duration
+        return self.slow_call_rule and threshold is not None and duration >= threshold
 
 
 # ---------------------------------------------------------------- window
@@ -165,7 +168,7 @@ class _OutcomeWindow:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._width = seconds / WINDOW_BUCKETS
-        self._buckets: deque[list] = deque()  # [index, calls, failures, slow]
+        self._buckets: deque[list[int]] = deque()  # [index, calls, failures, slow]
         self.calls = self.failures = self.slow = 0
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
@@ -300,7 +303,7 @@ class CircuitBreaker:
         """Seconds until a probe may go: 0.0 unless OPEN."""
         return self._locked(self._retry_in, now)
 
-    def snapshot(self, now: float) -> dict:
+    def snapshot(self, now: float) -> dict[str, Any]:
         """A plain dict of the state and counters, for reports."""
         return self._locked(self._snapshot, now)
 
@@ -337,7 +340,7 @@ class CircuitBreaker:
 
     def force_open(self, now: float) -> None:
         """OPEN from ``now``: it turns HALF_OPEN after reset_timeout like any opening."""
-        self._locked(self._transition, _FORCE_OPEN, now)
+        self._locked(self._force_open, now)
 
     def __repr__(self) -> str:
         return (
@@ -347,7 +350,7 @@ class CircuitBreaker:
 
     # ------------------------------------------------------------ locking and events
 
-    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _locked(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` under the lock, then tell listeners of its transitions outside it."""
         with self._lock:
             result = fn(*args)
@@ -378,7 +381,12 @@ class CircuitBreaker:
 
     def _advance(self, now: float) -> None:
         self._last_now = now
-        if self._state == STATE_OPEN and now >= self._opened_at + self._options.reset_timeout:
+        opened_at = self._opened_at
+        if (
+            self._state == STATE_OPEN
+            and opened_at is not None
+            and now >= opened_at + self._options.reset_timeout
+        ):
             self._transition(_TIMEOUT, now)
 
     # ------------------------------------------------------------ under the lock
@@ -402,7 +410,12 @@ class CircuitBreaker:
         self._advance(now)
         if self._state != STATE_OPEN:
             return 0.0
-        return max(0.0, self._opened_at + self._options.reset_timeout - now)
+        opened_at = self._opened_at
+        return 0.0 if opened_at is None else max(0.0, opened_at + self._options.reset_timeout - now)
+
+    def _force_open(self, now: float) -> None:
+        self._last_now = now  # a time seen, for reset() without one
+        self._transition(_FORCE_OPEN, now)
 
     def _reset(self, now: float) -> None:
         self._transition(_RESET, now)
@@ -463,9 +476,10 @@ class CircuitBreaker:
         failure_rate, slow_rate = self._window.rates()
         if opts.failure_rate_threshold is not None and failure_rate >= opts.failure_rate_threshold:
             return True
-        return opts.slow_call_rule and slow_rate >= opts.slow_call_rate_threshold
+        threshold = opts.slow_call_rate_threshold
+        return opts.slow_call_rule and threshold is not None and slow_rate >= threshold
 
-    def _snapshot(self, now: float) -> dict:
+    def _snapshot(self, now: float) -> dict[str, Any]:
         retry_in = self._retry_in(now)
         self._window.prune(now)
         failure_rate, slow_rate = self._window.rates()

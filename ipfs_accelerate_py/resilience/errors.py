@@ -46,9 +46,11 @@ import datetime
 import email.utils
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .redact import redact
+
+_E = TypeVar("_E", bound="ApiError")
 
 __all__ = [
     "ApiError",
@@ -170,11 +172,11 @@ class ApiError(Exception):
         _redact_causes(self, secrets)
         return self
 
-    def __reduce__(self):  # picklable with its fields
-        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+    def __reduce__(self) -> tuple[Any, tuple[type[ApiError], str, dict[str, Any]]]:
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))  # with its fields
 
 
-def _redact_causes(error: BaseException, secrets: tuple) -> None:
+def _redact_causes(error: BaseException, secrets: tuple[str | None, ...]) -> None:
     """The exceptions behind ``error`` hold the server's text too (a
     ``JSONDecodeError`` keeps the whole body it could not read, in ``doc``):
     their args and fields pass the same rule."""
@@ -197,7 +199,7 @@ def copied(error: ApiError) -> ApiError:
     return copy
 
 
-def _rebuild(cls, message, state):
+def _rebuild(cls: type[_E], message: str, state: dict[str, Any]) -> _E:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
@@ -389,9 +391,8 @@ def _retry_after_seconds(headers: Mapping[str, str] | None, wall_now: float) -> 
     raw = get_header(headers, "retry-after")
     if raw is None:
         return None
-    raw = raw.strip()
     try:
-        seconds = float(raw)
+        seconds = float(raw)  # surrounding spaces allowed, as by parsedate below
     except ValueError:
         seconds = None
     if seconds is not None:
@@ -401,8 +402,6 @@ def _retry_after_seconds(headers: Mapping[str, str] | None, wall_now: float) -> 
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
         return None
     if when.tzinfo is None:  # HTTP dates are GMT, whatever zone this machine is in
         when = when.replace(tzinfo=datetime.timezone.utc)
@@ -423,14 +422,13 @@ def parse_should_retry(headers: Mapping[str, str] | None) -> bool | None:
 
 # ---------------------------------------------------------------- classify
 
+# Any other 4xx (400, 422, ...) is an InvalidRequestError, any other 5xx a ServerError.
 _STATUS_TABLE: dict[int, type[ApiError]] = {
-    400: InvalidRequestError,
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
     408: RequestTimeoutError,
     409: ConflictError,
-    422: InvalidRequestError,
     429: RateLimitError,
     529: OverloadedError,
 }
@@ -560,14 +558,15 @@ def classify_exception(
         if attempt is not None and exc.attempt is None:
             exc.attempt = attempt
         return exc
-    kwargs = dict(provider=provider, request_id=request_id, attempt=attempt)
+    kind: type[ApiError]
     # on 3.10 asyncio's and concurrent.futures' TimeoutError are not the builtin
     if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
-        return RequestTimeoutError(f"attempt timed out: {type(exc).__name__}", **kwargs)
-    if isinstance(exc, (ConnectionError, OSError, EOFError)):
-        return NetworkError(f"{type(exc).__name__}: {exc}", **kwargs)
-    if isinstance(exc, (ValueError, KeyError, TypeError)):
-        return MalformedResponseError(
-            f"could not read the response: {type(exc).__name__}: {exc}", **kwargs
-        )
-    return NetworkError(f"{type(exc).__name__}: {exc}", **kwargs)
+        kind, message = RequestTimeoutError, f"attempt timed out: {type(exc).__name__}"
+    elif isinstance(exc, (ConnectionError, OSError, EOFError)):
+        kind, message = NetworkError, f"{type(exc).__name__}: {exc}"
+    elif isinstance(exc, (ValueError, KeyError, TypeError)):
+        kind = MalformedResponseError
+        message = f"could not read the response: {type(exc).__name__}: {exc}"
+    else:
+        kind, message = NetworkError, f"{type(exc).__name__}: {exc}"
+    return kind(message, provider=provider, request_id=request_id, attempt=attempt)

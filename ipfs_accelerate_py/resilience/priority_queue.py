@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from typing import Any
 
 from .errors import InvalidInputError, QueueFullError
 from .validation import require_int, require_number
@@ -129,7 +130,7 @@ def priority_level(priority: object) -> int:
         if level is not None:
             return level
     elif not isinstance(priority, bool) and priority in PRIORITIES:
-        return int(priority)  # type: ignore[call-overload]  # 1.0 and numpy integers equal a level
+        return int(priority)  # 1.0 and numpy integers equal a level
     raise InvalidInputError(
         f"unknown priority {priority!r}: use client.PRIORITY_HIGH (0), PRIORITY_NORMAL (1) or PRIORITY_LOW (2), "
         'or "high", "normal" or "low"'
@@ -298,7 +299,7 @@ class PriorityRequestQueue:
         with self.lock:
             return {p: level.live for p, level in zip(PRIORITIES, self._levels, strict=False)}
 
-    def snapshot(self, now: float | None = None) -> list:
+    def snapshot(self, now: float | None = None) -> list[Any]:
         """The queued items in the order ``pop`` would return them.
 
         Without ``now`` aging is ignored (order by priority, then seq); with

@@ -111,7 +111,8 @@ def _without_whole(text: str, marks: list[str]) -> str:
         spans = sorted(_occurrences(text, marks))
         if not spans:
             return text
-        out, end = [], 0
+        out: list[str] = []
+        end = 0
         for start, stop in spans:
             if not out or start >= end:  # a span that overlaps the last one extends it
                 out += [text[end:start], MASK]

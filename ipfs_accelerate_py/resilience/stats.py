@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "BREAKER_HISTORY",
@@ -196,7 +197,7 @@ class LatencyHistogram:
             for group, count in sorted(rows.items())
         ]
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """``count``, ``mean``, ``min``, ``max``, ``p50``, ``p90``, ``p95``, ``p99``."""
         with self._lock:
             count, total = self._count, self._total
@@ -252,23 +253,25 @@ class RequestRecord:
                 raise ValueError(f"RequestRecord.{name} must be an integer >= 0, got {value!r}")
 
 
-def _new_model_row() -> dict:
+def _new_model_row() -> dict[str, Any]:
     return {
         "requests": 0, "successes": 0, "failures": 0, "cancelled": 0,
         "tokens_in": 0, "tokens_out": 0, "latency_total": 0.0,
     }  # fmt: skip
 
 
-def _new_key_row() -> dict:
+def _new_key_row() -> dict[str, Any]:
     return {
         "requests": 0, "successes": 0, "failures": 0, "cancelled": 0, "attempts": 0,
         "rate_limited": 0, "tokens_in": 0, "tokens_out": 0,
     }  # fmt: skip
 
 
-def _bounded_row(table: dict, name: str, factory) -> dict:
+def _bounded_row(
+    table: dict[str, dict[str, Any]], name: str, factory: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     """``table[name]``, created if there is room, else the shared OTHER row."""
-    row = table.get(name)
+    row: dict[str, Any] | None = table.get(name)
     if row is None:
         if len(table) >= MAX_TRACKED_NAMES:
             name = OTHER
@@ -286,7 +289,7 @@ def _percent(part: int, whole: int) -> float:
     return min(100.0, 100.0 * part / whole) if whole else 0.0
 
 
-def _bounded_add(table: dict, name: str | int, amount: int = 1) -> None:
+def _bounded_add(table: dict[Any, int], name: str | int, amount: int = 1) -> None:
     if name not in table and len(table) >= MAX_TRACKED_NAMES:
         name = OTHER
     table[name] = table.get(name, 0) + amount
@@ -326,15 +329,15 @@ class StatsCollector:
         self._tokens_in = 0
         self._tokens_out = 0
         self._errors: dict[str, int] = {}
-        self._models: dict[str, dict] = {}
-        self._keys: dict[str, dict] = {}
+        self._models: dict[str, dict[str, Any]] = {}
+        self._keys: dict[str, dict[str, Any]] = {}
         self._endpoints: dict[str, int] = {}
         self._statuses: dict[int | str, int] = {}
         self._batches = 0
         self._batch_inputs = 0
         self._batch_members = 0
         self._batch_max_inputs = 0
-        self._transitions: deque = deque(maxlen=BREAKER_HISTORY)
+        self._transitions: deque[dict[str, Any]] = deque(maxlen=BREAKER_HISTORY)
         self.latency.reset()
         self.queue_wait.reset()
         self.time_to_first_token.reset()
@@ -397,7 +400,7 @@ class StatsCollector:
                 self._stream_seconds += generation_seconds
                 self.time_per_token.record(generation_seconds / output_tokens)
 
-    def _stream_view(self) -> dict:
+    def _stream_view(self) -> dict[str, Any]:
         ends = dict(self._streams)
         per_token = self.time_per_token
         rates = {}
@@ -422,7 +425,7 @@ class StatsCollector:
         }
 
     @staticmethod
-    def _add_to_row(row: dict, rec: RequestRecord) -> None:
+    def _add_to_row(row: dict[str, Any], rec: RequestRecord) -> None:
         row["requests"] += 1
         row[
             "successes"
@@ -490,12 +493,12 @@ class StatsCollector:
 
     # ------------------------------------------------------------ reading
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Every figure, as fresh plain data (see the module docstring)."""
         with self._lock:
             finished = self._successes + self._failures
             total = finished + self._cancelled
-            out = {
+            out: dict[str, Any] = {
                 "total_requests": total,
                 "successful_requests": self._successes,
                 "failed_requests": self._failures,
@@ -529,14 +532,14 @@ class StatsCollector:
         return out
 
     @staticmethod
-    def _model_view(row: dict) -> dict:
+    def _model_view(row: dict[str, Any]) -> dict[str, Any]:
         view = {k: v for k, v in row.items() if k != "latency_total"}
         view["average_response_time"] = (
             row["latency_total"] / row["requests"] if row["requests"] else 0.0
         )
         return view
 
-    def _batch_view(self) -> dict:
+    def _batch_view(self) -> dict[str, Any]:
         n = self._batches
         return {
             "count": n,
