@@ -14,7 +14,7 @@ from ipfs_accelerate_py.api_backends import BACKENDS, openai_api
 from ipfs_accelerate_py.resilience.errors import ShutdownError
 
 from ..helpers import FAST, REPLY_PREFIX, WAIT, eventually, eventually_async, messages, reply_text
-from .test_openai_api import CHAT_MODEL, EMBED_MODEL, chat_data, held_slot, make_client
+from ..helpers.openai_sim import CHAT_MODEL, EMBED_MODEL, chat_data, held_slot, make_client
 
 KEY = "sk-async-0123456789"
 

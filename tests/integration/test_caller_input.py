@@ -16,7 +16,7 @@ import pytest
 from ipfs_accelerate_py.resilience.errors import InvalidInputError, SettingError
 
 from ..helpers import LOOPBACK, REPLY_PREFIX, WAIT, messages, reply_text
-from .test_openai_api import CHAT_MODEL, EMBED_MODEL, chat_once, make_client, wait_real
+from ..helpers.openai_sim import CHAT_MODEL, EMBED_MODEL, chat_once, make_client, wait_real
 
 # ----------------------------------------------------------------- update_stats
 

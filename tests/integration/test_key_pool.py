@@ -13,6 +13,8 @@ from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
     InvalidInputError,
+    RateLimitError,
+    ServerError,
     SettingError,
 )
 from ipfs_accelerate_py.simulator import key_fingerprint
@@ -225,7 +227,7 @@ def test_in_flight_counts_return_to_zero_on_every_path(simulator):
     with multi_key_client(simulator, "round-robin", max_retries=1, failure_threshold=100) as client:
         client.chat("gpt-4o-mini", messages("ok"))
         simulator.script([{"status": 500}, {"status": 500}])
-        with pytest.raises(Exception):
+        with pytest.raises(ServerError):
             client.chat("gpt-4o-mini", messages("server error"))
         simulator.script(
             [
@@ -233,7 +235,7 @@ def test_in_flight_counts_return_to_zero_on_every_path(simulator):
                 {"status": 429, "headers": {"retry-after-ms": "10"}},
             ]
         )
-        with pytest.raises(Exception):
+        with pytest.raises(RateLimitError):
             client.chat("gpt-4o-mini", messages("rate limited"))
         simulator.configure(latency=0.5)
         future = client.queue_with_priority(

@@ -16,7 +16,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import REPLY_PREFIX, WAIT, reply_text
-from .test_openai_api import RESET_TIMEOUT, chat_data, chat_once, make_client, wait_real
+from ..helpers.openai_sim import RESET_TIMEOUT, chat_data, chat_once, make_client, wait_real
 
 # ----------------------------------------------------------- circuit breaker
 

@@ -29,7 +29,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import REPLY_PREFIX, WAIT, reply_text
-from .test_openai_api import RESET_TIMEOUT, chat_data, chat_once, held_slot, make_client
+from ..helpers.openai_sim import RESET_TIMEOUT, chat_data, chat_once, held_slot, make_client
 
 # ----------------------------------------------------- server errors: 5xx
 

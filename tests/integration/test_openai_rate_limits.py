@@ -19,7 +19,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import REPLY_PREFIX, WAIT, messages, reply_text
-from .test_openai_api import CHAT_MODEL, chat_data, chat_once, make_client
+from ..helpers.openai_sim import CHAT_MODEL, chat_data, chat_once, make_client
 
 # ----------------------------------------------------------------- 429s
 

@@ -77,7 +77,7 @@ def test_the_sample_runs_end_to_end_with_results_and_a_report(tmp_path, simulato
     code = run(tmp_path, SAMPLE, simulator)
     assert code == 0
     records = results(tmp_path / "out.jsonl")
-    sample_ids = [json.loads(line)["id"] for line in open(SAMPLE)]
+    sample_ids = [json.loads(line)["id"] for line in SAMPLE.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == sorted(sample_ids)
     assert all(r["status"] == "ok" and r["attempts"] >= 1 and r["latency_s"] >= 0 for r in records)
     chat = next(r for r in records if r["id"] == "chat-01")
@@ -356,7 +356,7 @@ def test_the_readme_main_job_command_runs_the_sample_against_the_embedded_simula
     )
     assert proc.returncode == 0, proc.stderr
     records = results(tmp_path / "examples" / "jobs.results.jsonl")
-    assert len(records) == sum(1 for _ in open(SAMPLE)) and all(
+    assert len(records) == len(SAMPLE.read_text().splitlines()) and all(
         r["status"] == "ok" for r in records
     )
     assert (tmp_path / "examples" / "jobs.results.report.html").exists()
