@@ -364,6 +364,17 @@ def eventually(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
+def key_cooling_logged(records: Iterable[Any]) -> list[str]:
+    """What the key pool said it decided on each 429 (``caplog.records``, INFO and up):
+    ``"cooling 0.2s after HTTP 429 (Retry-After)"``, ``"... (backoff, no Retry-After)"``, or
+    over max_retry_after.  A test reads the wait the client chose here, not off a clock."""
+    return [
+        r.getMessage()
+        for r in records
+        if r.name == "ipfs_accelerate_py.keys" and "429" in r.getMessage()
+    ]
+
+
 async def eventually_async(predicate: Callable[[], bool], what: str) -> None:
     """:func:`eventually` for a coroutine: the event loop runs meanwhile."""
     deadline = time.monotonic() + WAIT

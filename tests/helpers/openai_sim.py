@@ -2,7 +2,7 @@
 
 :data:`KEY`, the models, :data:`RESET_TIMEOUT`, :func:`make_client` (a client
 pointed at a simulator), :func:`chat_data`, :func:`chat_once`,
-:func:`wait_real` and :func:`held_slot` (occupy one concurrency slot with a
+:func:`chat_soon`, :func:`wait_real` and :func:`held_slot` (occupy one concurrency slot with a
 stalled stream, which makes saturation deterministic).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.simulator import Simulator
 
-from . import FAST, ClientFactory, messages
+from . import FAST, WAIT, ClientFactory, messages
 
 KEY = "sk-integration-0123456789abcdef"
 CHAT_MODEL = "gpt-4o-mini"
@@ -36,6 +36,14 @@ def chat_data(text: str, model: str = CHAT_MODEL, **extra: Any) -> dict:
 
 def chat_once(client: openai_api, text: str = "x") -> dict:
     return client.chat(CHAT_MODEL, messages(text))
+
+
+def chat_soon(client: openai_api, text: str = "x") -> dict:
+    """:func:`chat_once` through the queue, waiting at most WAIT for the answer (else
+    ``TimeoutError``): for a test whose failure would be a wait of minutes."""
+    return client.queue_with_priority(
+        {"endpoint": "chat/completions", "data": chat_data(text)}
+    ).result(timeout=WAIT)
 
 
 def wait_real(seconds: float) -> None:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -339,8 +338,8 @@ def test_extra_headers_may_replace_the_clients_own_and_none_removes_one(server):
 
 def test_a_per_call_timeout_bounds_an_attempt_against_a_silent_server(server):
     with client_of(server, timeout=60.0, max_retries=3) as client:
-        started = time.monotonic()
-        with pytest.raises(RequestTimeoutError):
+        # client.timeout (60 s) would run the test's own timeout out
+        with pytest.raises(RequestTimeoutError, match=r"\b0\.2s?\b"):
             client.chat(
                 model=MODEL,
                 messages=messages("hang"),
@@ -348,9 +347,6 @@ def test_a_per_call_timeout_bounds_an_attempt_against_a_silent_server(server):
                 max_retries=0,
                 extra_headers={"X-Hang": "1"},
             )
-        assert (
-            time.monotonic() - started < 5.0
-        )  # client.timeout (60 s) would have run the test's own timeout out
         assert client.get_stats()["total_requests"] == 1
     assert len(server.seen) == 1  # max_retries=0: one attempt reached the server
 
