@@ -9,8 +9,6 @@ quicker."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -22,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from ipfs_accelerate_py.cli import main as cli_main
 from ipfs_accelerate_py.runner.stops import (
     EXIT_FAILURES,
     EXIT_NO_KEY,
@@ -35,7 +32,7 @@ from ipfs_accelerate_py.runner.stops import (
 )
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from ..helpers import WAIT, eventually
+from ..helpers import WAIT, cli_here, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_KEY = "sk-good-0123456789abcdefghijkl"
@@ -85,20 +82,7 @@ def cli(
         return subprocess.run(
             argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
         )
-    stdout, stderr = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                code = cli_main(argv[3:])  # after "python -m ipfs_accelerate_py"
-            except SystemExit as exit_:
-                code = 0 if exit_.code is None else exit_.code
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
+    return cli_here(argv[3:], env)  # after "python -m ipfs_accelerate_py"
 
 
 def spawn(jobs: Path, out: Path, *extra: str) -> subprocess.Popen:
