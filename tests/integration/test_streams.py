@@ -146,7 +146,7 @@ def test_a_stream_joins_to_the_reply_and_records_its_figures(simulator, name, mo
 
 MID_STREAM_FAULTS = {
     # fault: (simulator scenario, client settings, error raised, its kind, the simulator's fault counter)
-    "stall": ({"stream_stall_after": 3, "stall_seconds": 5.0}, {"stream_stall_timeout": 0.2},
+    "stall": ({"stream_stall_after": 3, "stall_seconds": 5.0}, {"stream_stall_timeout": 0.1},
               StreamStalledError, "stream_stalled", "stream_stall"),
     "cut": ({"stream_cut_after": 3}, {}, NetworkError, "network", "stream_cut"),
     "malformed": ({"stream_malformed_after": 3}, {}, MalformedResponseError, "malformed", "stream_malformed"),
