@@ -30,20 +30,21 @@ make_client = ClientFactory(openai_api, "openai_api_base", "openai_api_key", FAS
 """``make_client(sim, key=KEY, **settings)``: a client pointed at ``sim`` (close it: ``with make_client(...) as c``)."""
 
 
-def chat_data(text: str, model: str = CHAT_MODEL, **extra: Any) -> dict:
+def chat_data(text: str, model: str = CHAT_MODEL, **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": messages(text), **extra}
 
 
-def chat_once(client: openai_api, text: str = "x") -> dict:
-    return client.chat(CHAT_MODEL, messages(text))
+def chat_once(client: openai_api, text: str = "x") -> dict[str, Any]:
+    reply: dict[str, Any] = client.chat(CHAT_MODEL, messages(text))
+    return reply
 
 
-def chat_soon(client: openai_api, text: str = "x") -> dict:
+def chat_soon(client: openai_api, text: str = "x") -> dict[str, Any]:
     """:func:`chat_once` through the queue, waiting at most WAIT for the answer (else
     ``TimeoutError``): for a test whose failure would be a wait of minutes."""
-    return client.queue_with_priority(
-        {"endpoint": "chat/completions", "data": chat_data(text)}
-    ).result(timeout=WAIT)
+    future = client.queue_with_priority({"endpoint": "chat/completions", "data": chat_data(text)})
+    reply: dict[str, Any] = future.result(timeout=WAIT)
+    return reply
 
 
 def wait_real(seconds: float) -> None:

@@ -10,6 +10,7 @@ OpenAI-shaped chat stream read by a provider's wire).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,12 +26,12 @@ RID, CREATED = "sim0001", 1_730_000_000
 def simulated_stream(
     fmt: Any,
     pattern: str,
-    payload: dict,
+    payload: dict[str, Any],
     *,
-    params: dict | None = None,
-    headers: dict | None = None,
-    query: dict | None = None,
-) -> tuple[list, Any]:
+    params: dict[str, Any] | None = None,
+    headers: dict[str, Any] | None = None,
+    query: dict[str, Any] | None = None,
+) -> tuple[list[Any], Any]:
     """``(events, body)``: the stream the simulator format ``fmt`` writes for
     ``payload`` at its route ``pattern``, framed as it frames it and decoded
     as the engine decodes it (SSE events or NDJSON lines); and the answer
@@ -46,21 +47,21 @@ def simulated_stream(
     return decoded(raw.split(b"\n"), framing.kind), prepared.body(RID, CREATED)
 
 
-def decoded(lines: list[bytes], kind: str = "sse") -> list:
+def decoded(lines: list[bytes], kind: str = "sse") -> list[Any]:
     """Raw lines (no line endings) as the engine decodes them: SSE events, or NDJSON lines for ``"ndjson"``."""
     decode = iter_ndjson if kind == "ndjson" else iter_sse
 
-    async def produce():
+    async def produce() -> AsyncIterator[bytes]:
         for line in lines:
             yield line
 
-    async def collect():
+    async def collect() -> list[Any]:
         return [event async for event in decode(produce())]
 
     return asyncio.run(collect())
 
 
-def stream_deltas(wire: Wire, events: list) -> tuple[list[StreamDelta], bool]:
+def stream_deltas(wire: Wire, events: list[Any]) -> tuple[list[StreamDelta], bool]:
     """Each chunk ``parse_stream_event`` hands over, through ``stream_delta``; and whether the end came."""
     deltas = []
     for event in events:
@@ -76,9 +77,9 @@ def joined_text(deltas: list[StreamDelta]) -> str:
     return "".join(d.text for d in deltas)
 
 
-def joined_calls(deltas: list[StreamDelta]) -> dict[int, dict]:
+def joined_calls(deltas: list[StreamDelta]) -> dict[int, dict[str, Any]]:
     """Tool-call pieces put together by index: ``{index: {"id", "name", "arguments"}}``."""
-    calls: dict[int, dict] = {}
+    calls: dict[int, dict[str, Any]] = {}
     for piece in (p for d in deltas for p in d.tool_calls):
         call = calls.setdefault(piece.index, {"id": None, "name": None, "arguments": ""})
         call["id"] = call["id"] or piece.id

@@ -81,9 +81,12 @@ async def stream_events(session, sim, body):
 async def eventually(predicate, timeout=2.0):
     """Wait (at most ``timeout``: else TimeoutError) until the server-side counters catch up
     with what the client saw."""
-    async with asyncio.timeout(timeout):
+
+    async def reached() -> None:
         while not predicate():
             await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(reached(), timeout)
 
 
 def assert_error_shape(body, status_type=None):

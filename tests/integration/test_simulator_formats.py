@@ -392,9 +392,12 @@ async def test_proxy_script_unreachable_upstream_and_no_upstream(proxied):
 
 async def _eventually(predicate, timeout=2.0):
     """Wait (at most ``timeout``: else TimeoutError) until ``predicate()`` holds."""
-    async with asyncio.timeout(timeout):
+
+    async def reached() -> None:
         while not predicate():
             await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(reached(), timeout)
 
 
 async def test_proxy_401_is_s3s_invalid_access_key_id(proxied):
