@@ -14,7 +14,7 @@ from ipfs_accelerate_py.api_backends import BACKENDS, openai_api
 from ipfs_accelerate_py.resilience.errors import ShutdownError
 
 from ..helpers import FAST, REPLY_PREFIX, WAIT, eventually, eventually_async, messages, reply_text
-from .test_openai_api import CHAT_MODEL, EMBED_MODEL, chat_data, held_slot, make_client
+from ..helpers.openai_sim import CHAT_MODEL, EMBED_MODEL, chat_data, held_slot, make_client
 
 KEY = "sk-async-0123456789"
 
@@ -269,7 +269,7 @@ async def test_aclose_fails_queued_requests_with_shutdown_error(fresh_simulator)
         await eventually_async(
             lambda: client.get_stats()["current_queue_size"] == 1, "the request is queued"
         )
-        await client.aclose()
+        await client.aclose(grace=0.1)  # the held stream stalls: no use waiting 5 s for it
     with pytest.raises(ShutdownError):
         await queued
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,7 +32,15 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 from ipfs_accelerate_py.simulator import Simulator, embedding_for, estimate_tokens, key_fingerprint
 
-from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, post_json, recorder_fixture
+from ..helpers import (
+    FAST,
+    REPLY_PREFIX,
+    WAIT,
+    ClientFactory,
+    key_cooling_logged,
+    post_json,
+    recorder_fixture,
+)
 
 KEY = "AIzaSy-integration-0123456789"
 MODEL = "gemini-2.5-flash"
@@ -349,7 +357,7 @@ def test_more_than_100_requests_in_one_call_are_refused_by_the_server(simulator)
         client.make_request("batchEmbedContents", data)
 
 
-def test_429_retry_info_alone_sets_the_wait(simulator):
+def test_429_retry_info_alone_sets_the_wait(simulator, caplog):
     body = google_error(
         429,
         "RESOURCE_EXHAUSTED",
@@ -363,10 +371,11 @@ def test_429_retry_info_alone_sets_the_wait(simulator):
         with pytest.raises(RateLimitError) as caught:
             client.chat(MODEL, user("x"))
         assert caught.value.retry_after == 0.25
+    caplog.set_level(logging.INFO, logger="ipfs_accelerate_py")
     with make_client(simulator, max_retries=2, initial_retry_delay=0.001) as client:
-        started = time.monotonic()
         assert reply_text(client.chat(MODEL, user("y"))) == REPLY_PREFIX + "y"
-        assert time.monotonic() - started >= 0.25  # the RetryInfo wait, not the 1 ms backoff
+    (cooled,) = key_cooling_logged(caplog.records)  # the RetryInfo wait, not the 1 ms backoff
+    assert "cooling 0.25s after HTTP 429 (Retry-After)" in cooled
     assert simulator.counters()["by_status"] == {"429": 2, "200": 1}
 
 

@@ -18,6 +18,7 @@ from ipfs_accelerate_py.resilience.errors import (
     AuthenticationError,
     InvalidRequestError,
     NotFoundError,
+    ServerError,
 )
 from ipfs_accelerate_py.simulator import embedding_for, key_fingerprint
 from ipfs_accelerate_py.simulator.formats.ovms import transform
@@ -176,8 +177,9 @@ def test_outage_opens_the_breaker(simulator):
     simulator.configure(outage=True)
     with make_ovms(simulator.url, max_retries=0, failure_threshold=2) as backend:
         for _ in range(2):
-            with pytest.raises(Exception):
+            with pytest.raises(ServerError, match="Simulated outage") as caught:
                 backend.infer(MODEL, {"x": [1]})
+            assert caught.value.status == 503
         assert backend.circuit_state == "OPEN"
     assert simulator.counters()["by_status"] == {"503": 2}
 

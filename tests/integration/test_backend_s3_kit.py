@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import urllib.request
 import uuid
 
@@ -345,11 +344,9 @@ def test_an_outage_opens_the_breaker_fails_fast_then_a_probe_closes_it(proxy, st
                 client.download_file(stocked, "stock/0.txt")
             assert caught.value.status == 503 and "ServiceUnavailable" in str(caught.value)
         assert client.circuit_state == "OPEN"
-        started = time.monotonic()
-        for _ in range(4):
+        for _ in range(4):  # fast: a call that waited for the probe would meet the outage
             with pytest.raises(CircuitOpenError):
                 client.download_file(stocked, "stock/0.txt")
-        assert time.monotonic() - started < RESET_TIMEOUT
         assert proxy.counters()["requests_total"] == 3  # nothing reached the server while OPEN
         proxy.configure(outage=False)
         wait_real(RESET_TIMEOUT + 0.05)
@@ -370,12 +367,11 @@ def test_a_dropped_connection_is_a_network_error_retried_by_the_core(proxy, stoc
 def test_a_hung_attempt_times_out_and_the_retry_succeeds(proxy, stocked):
     proxy.configure(hang_next=1, hang_seconds=5.0)
     with make_client(proxy.url, timeout=0.4) as client:
-        started = time.monotonic()
         assert client.head_object(stocked, "stock/3.txt")["ContentLength"] == 9
-        elapsed = time.monotonic() - started
         stats = client.get_stats()
-    assert 0.4 <= elapsed < 3.0
+    # a client that waited out the hang (5 s) would have had its answer on the first attempt
     assert stats["total_retries"] == 1 and stats["errors_by_type"] == {}
+    assert proxy.counters()["faults"]["hang"] == 1
 
 
 def test_an_unknown_access_key_is_an_authentication_error_not_retried(proxy, stocked):
@@ -427,7 +423,6 @@ def test_an_upload_through_the_proxy_gets_100_continue_and_arrives_whole(
     payload = os.urandom(200_000)
     caplog.set_level(logging.DEBUG, logger="botocore.awsrequest")
     with make_client(proxy.url) as client:
-        started = time.monotonic()
         for i in range(3):
             assert (
                 client.upload_file(payload, bucket, f"up/{i}.bin")["ResponseMetadata"][
@@ -435,11 +430,10 @@ def test_an_upload_through_the_proxy_gets_100_continue_and_arrives_whole(
                 ]
                 == 200
             )
-        elapsed = time.monotonic() - started
     waits = [r.getMessage() for r in caplog.records if r.name == "botocore.awsrequest"]
     assert sum("100 Continue response seen" in m for m in waits) == 3
-    assert not [m for m in waits if "No response seen from server" in m]  # never the 1 s stall
-    assert elapsed < 1.5  # three uploads, each of which used to wait 1 s for the interim answer
+    # never the 1 s stall each upload used to wait for the interim answer
+    assert not [m for m in waits if "No response seen from server" in m]
     assert all(read_back(moto_url, bucket, f"up/{i}.bin") == payload for i in range(3))
     assert proxy.counters()["by_status"] == {"200": 3}
 

@@ -19,9 +19,9 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import WAIT, messages
-from .test_openai_api import CHAT_MODEL, chat_data, chat_once, make_client
+from ..helpers.openai_sim import CHAT_MODEL, chat_data, chat_once, make_client
 
-PROBE_AFTER = 1.0  # reset_timeout: long enough that the outage ends before the probe goes
+PROBE_AFTER = 0.3  # reset_timeout: the outage ends (a few ms) long before the probe goes
 
 
 def open_circuit(client, simulator) -> None:

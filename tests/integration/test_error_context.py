@@ -20,7 +20,7 @@ from ipfs_accelerate_py.resilience.errors import (
 from ipfs_accelerate_py.simulator import key_fingerprint
 
 from ..helpers import WAIT, WINDOW, Reply, messages, recording_server
-from .test_openai_api import CHAT_MODEL, EMBED_MODEL, KEY, make_client
+from ..helpers.openai_sim import CHAT_MODEL, EMBED_MODEL, KEY, make_client
 
 FAULTS = {
     "server": ({"fail_next": 2}, {}, ServerError),

@@ -1,7 +1,6 @@
 """``openai_api`` against the simulator over real loopback HTTP: operations,
-streaming, the request as sent, closing; and the helpers the other
-``test_openai_*`` modules import (queue and settings, monitoring and secrets,
-faults, batching).
+streaming, the request as sent, closing (the client factory and helpers the
+``test_openai_*`` modules share are in ``tests/helpers/openai_sim.py``).
 
 Nothing here sleeps to wait for something: tests wait on futures (with a
 timeout) or hold the client's only slot with an open, stalled stream
@@ -15,68 +14,17 @@ still count into the next test's counters.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
-import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from ipfs_accelerate_py.api_backends import openai_api
 from ipfs_accelerate_py.resilience.errors import ShutdownError
-from ipfs_accelerate_py.simulator import Simulator, embedding_for, estimate_tokens, key_fingerprint
+from ipfs_accelerate_py.simulator import embedding_for, estimate_tokens, key_fingerprint
 
-from ..helpers import FAST, REPLY_PREFIX, WAIT, ClientFactory, joined_deltas, messages, reply_text
-
-KEY = "sk-integration-0123456789abcdef"
-CHAT_MODEL = "gpt-4o-mini"
-EMBED_MODEL = "text-embedding-3-small"
-
-RESET_TIMEOUT = 0.3
-"""The breaker's reset_timeout in these tests: the longest real wait of the suite."""
-
-
-# ----------------------------------------------------------------- helpers
-
-
-make_client = ClientFactory(openai_api, "openai_api_base", "openai_api_key", FAST, key=KEY).on
-"""``make_client(sim, key=KEY, **settings)``: a client pointed at ``sim`` (close it: ``with make_client(...) as c``)."""
-
-
-def chat_data(text: str, model: str = CHAT_MODEL, **extra: Any) -> dict:
-    return {"model": model, "messages": messages(text), **extra}
-
-
-def chat_once(client: openai_api, text: str = "x") -> dict:
-    return client.chat(CHAT_MODEL, messages(text))
-
-
-def wait_real(seconds: float) -> None:
-    """Let a real interval pass (a breaker's reset_timeout); never used to wait for an event."""
-    threading.Event().wait(seconds)
-
-
-@contextlib.contextmanager
-def held_slot(client: openai_api, sim: Simulator) -> Iterator[Any]:
-    """Occupy one of ``client``'s concurrency slots until the block ends.
-
-    The simulator's next targeted request (this stream) stalls after its
-    first chunk; ``chat(stream=True)`` returns once the stream has started,
-    so the slot is taken when the block begins.  Leaving closes the stream,
-    which aborts the attempt and frees the slot.  The simulator counts the
-    stream's status and model only once it notices the client left, so tests
-    count it through ``requests_total`` (counted on arrival).
-    """
-    sim.configure(stall_seconds=30.0)
-    sim.script([{"stream_stall_after": 1}], append=True)
-    stream = client.chat(CHAT_MODEL, messages("hold the slot"), stream=True)
-    try:
-        yield stream
-    finally:
-        stream.close()
-
+from ..helpers import REPLY_PREFIX, WAIT, joined_deltas, messages, reply_text
+from ..helpers.openai_sim import CHAT_MODEL, EMBED_MODEL, KEY, chat_data, make_client
 
 # --------------------------------------------------------------- operations
 

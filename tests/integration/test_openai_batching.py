@@ -15,7 +15,7 @@ from ipfs_accelerate_py.resilience.errors import InvalidRequestError, MalformedR
 from ipfs_accelerate_py.simulator import embedding_for, key_fingerprint
 
 from ..helpers import WAIT, WINDOW, together
-from .test_openai_api import EMBED_MODEL, make_client
+from ..helpers.openai_sim import EMBED_MODEL, make_client
 
 
 def embed(client, text: Any, **params: Any) -> dict:

@@ -21,7 +21,7 @@ from ipfs_accelerate_py.resilience.errors import (
 from ipfs_accelerate_py.simulator import Simulator, estimate_tokens, key_fingerprint
 
 from ..helpers import messages
-from .test_openai_api import CHAT_MODEL, EMBED_MODEL, make_client
+from ..helpers.openai_sim import CHAT_MODEL, EMBED_MODEL, make_client
 
 # ---------------------------------------------------------------- monitoring
 

@@ -17,7 +17,7 @@ from ipfs_accelerate_py.resilience.errors import InvalidRequestError, QueueFullE
 from ipfs_accelerate_py.simulator import key_fingerprint
 
 from ..helpers import REPLY_PREFIX, WAIT, messages, reply_text
-from .test_openai_api import CHAT_MODEL, chat_data, held_slot, make_client
+from ..helpers.openai_sim import CHAT_MODEL, chat_data, held_slot, make_client
 
 # ------------------------------------------------------------ priority queue
 

@@ -5,6 +5,7 @@ client errors that are never retried, against ``openai_api``.
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 
 import pytest
@@ -18,13 +19,14 @@ from ipfs_accelerate_py.resilience.errors import (
     ServerError,
 )
 
-from ..helpers import REPLY_PREFIX, WAIT, messages, reply_text
-from .test_openai_api import CHAT_MODEL, chat_data, chat_once, make_client
+from ..helpers import REPLY_PREFIX, WAIT, key_cooling_logged, messages, reply_text
+from ..helpers.openai_sim import CHAT_MODEL, chat_data, chat_once, chat_soon, make_client
 
 # ----------------------------------------------------------------- 429s
 
 
-def test_each_attempt_honours_its_own_retry_after(simulator):
+def test_each_attempt_honours_its_own_retry_after(simulator, caplog):
+    caplog.set_level(logging.INFO, logger="ipfs_accelerate_py")
     simulator.script(
         [
             {"status": 429, "headers": {"retry-after": "0.2"}},
@@ -32,28 +34,36 @@ def test_each_attempt_honours_its_own_retry_after(simulator):
             {"status": 200},
         ]
     )
-    with make_client(simulator, max_retries=3, initial_retry_delay=5.0) as client:
-        started = time.monotonic()
+    # a backoff of an hour and a deadline of WAIT: a retry paced by the backoff, not by the
+    # server's figure, would fail at once with DeadlineExceededError
+    with make_client(
+        simulator, max_retries=3, initial_retry_delay=3600.0, request_deadline=WAIT
+    ) as client:
         response = chat_once(client, "patient")
-        elapsed = time.monotonic() - started
         stats = client.get_stats()
         assert client.circuit_state == "CLOSED"
     assert reply_text(response) == REPLY_PREFIX + "patient"
-    assert elapsed >= 0.25  # 0.2 s, then 0.05 s
-    assert elapsed < 2.0  # neither the 5 s initial_retry_delay nor 0.2 s twice-and-more
+    cooled = key_cooling_logged(caplog.records)  # 0.2 s, then 0.05 s: each answer's own figure
+    assert len(cooled) == 2, cooled
+    assert "cooling 0.2s after HTTP 429 (Retry-After)" in cooled[0]
+    assert "cooling 0.05s after HTTP 429 (Retry-After)" in cooled[1]
     counted = simulator.counters()
     assert counted["by_status"] == {"429": 2, "200": 1}
     assert counted["rate_limited"] == 2
     assert stats["total_retries"] == 2
 
 
-def test_retry_after_as_an_http_date_in_the_past_means_retry_now(simulator):
+def test_retry_after_as_an_http_date_in_the_past_means_retry_now(simulator, caplog):
+    caplog.set_level(logging.INFO, logger="ipfs_accelerate_py")
     past = email.utils.formatdate(time.time() - 60, usegmt=True)
     simulator.script([{"status": 429, "headers": {"retry-after": past}}])
-    with make_client(simulator, max_retries=1, initial_retry_delay=5.0) as client:
-        started = time.monotonic()
+    # the backoff (an hour) would pass the deadline: only "retry now" lets the call succeed
+    with make_client(
+        simulator, max_retries=1, initial_retry_delay=3600.0, request_deadline=WAIT
+    ) as client:
         chat_once(client)
-    assert time.monotonic() - started < 2.0
+    (cooled,) = key_cooling_logged(caplog.records)
+    assert "cooling 0s after HTTP 429 (Retry-After)" in cooled
     assert simulator.counters()["requests_total"] == 2
 
 
@@ -96,15 +106,14 @@ def test_rate_limit_without_retries_raises_with_the_servers_wait(simulator):
 
 
 def test_retry_after_beyond_the_deadline_fails_fast_naming_the_figure(simulator):
-    simulator.script([{"status": 429, "headers": {"retry-after": "5"}}])
-    with make_client(simulator, max_retries=3, request_deadline=1.0) as client:
-        started = time.monotonic()
+    simulator.script([{"status": 429, "headers": {"retry-after": "50"}}])
+    # a deadline of 40 s: waiting for the Retry-After or for the deadline would outlast the
+    # test's WAIT (chat_soon raises TimeoutError); failing at once is the only way to pass
+    with make_client(simulator, max_retries=3, request_deadline=40.0) as client:
         with pytest.raises(DeadlineExceededError) as caught:
-            chat_once(client)
-        elapsed = time.monotonic() - started
-    assert elapsed < 0.9  # did not wait for the Retry-After, nor for the deadline
-    assert "5.0s" in str(caught.value) and "Retry-After" in str(caught.value)
-    assert 4.0 < caught.value.retry_after <= 5.0  # seconds from when it failed
+            chat_soon(client)
+    assert "50.0s" in str(caught.value) and "Retry-After" in str(caught.value)
+    assert 40.0 < caught.value.retry_after <= 50.0  # seconds from when it failed
     assert isinstance(caught.value, RateLimitError)  # a RateLimitDeadlineError: both at once
     assert isinstance(caught.value.__cause__, RateLimitError)
     assert simulator.counters()["requests_total"] == 1
@@ -128,14 +137,13 @@ def test_an_absurd_retry_after_is_backed_off_from_and_the_key_is_not_frozen(
     and the key is reported as one the server wanted cooled for longer."""
     simulator.script([{"status": 429, "headers": headers}])
     with make_client(simulator, max_retries=2, request_deadline=deadline) as client:
-        started = time.monotonic()
-        first = chat_once(client, "first")
-        later = [chat_once(client, f"later {n}") for n in range(3)]
-        elapsed = time.monotonic() - started
+        # each answer within WAIT (else TimeoutError): the backoff (0.01 s), not the server's
+        # figure nor a 60 s cooldown
+        first = chat_soon(client, "first")
+        later = [chat_soon(client, f"later {n}") for n in range(3)]
         pool = client.get_stats()["key_pool"]
     assert reply_text(first) == REPLY_PREFIX + "first"
     assert [reply_text(r) for r in later] == [REPLY_PREFIX + f"later {n}" for n in range(3)]
-    assert elapsed < 3.0  # backoff (0.01 s), not the server's figure nor a 60 s cooldown
     (key,) = pool.values()
     assert key["retry_after_over_cap"] == 1
     assert key["longest_retry_after_asked"] > 60.0

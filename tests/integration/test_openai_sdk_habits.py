@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from ipfs_accelerate_py import checks
 from ipfs_accelerate_py.api_backends import (
     BACKENDS,
     ApiKeyMultiplexer,
@@ -338,8 +338,8 @@ def test_extra_headers_may_replace_the_clients_own_and_none_removes_one(server):
 
 def test_a_per_call_timeout_bounds_an_attempt_against_a_silent_server(server):
     with client_of(server, timeout=60.0, max_retries=3) as client:
-        started = time.monotonic()
-        with pytest.raises(RequestTimeoutError):
+        # client.timeout (60 s) would run the test's own timeout out
+        with pytest.raises(RequestTimeoutError, match=r"\b0\.2s?\b"):
             client.chat(
                 model=MODEL,
                 messages=messages("hang"),
@@ -347,9 +347,6 @@ def test_a_per_call_timeout_bounds_an_attempt_against_a_silent_server(server):
                 max_retries=0,
                 extra_headers={"X-Hang": "1"},
             )
-        assert (
-            time.monotonic() - started < 5.0
-        )  # client.timeout (60 s) would have run the test's own timeout out
         assert client.get_stats()["total_requests"] == 1
     assert len(server.seen) == 1  # max_retries=0: one attempt reached the server
 
@@ -578,7 +575,14 @@ def test_ipfs_accelerate_run_refuses_an_unknown_api_listing_names_and_aliases(tm
     assert "unknown API 'antropic'" in err and "claude (or anthropic)" in err
 
 
-def test_the_feature_checks_take_google_for_gemini(tmp_path, capsys):
+def test_the_feature_checks_take_google_for_gemini(tmp_path, capsys, monkeypatch):
+    # the name is what is checked here (every check runs for gemini in test_feature_checks)
+    run_all = checks.run_all
+    monkeypatch.setattr(
+        checks,
+        "run_all",
+        lambda target: run_all(target, [c for c in checks.CHECKS if c.name == "monitoring"]),
+    )
     assert run_checks(api="google", output_dir=str(tmp_path)) == 0
     assert "Checking the gemini backend" in capsys.readouterr().out
     assert run_checks(api="nope", output_dir=str(tmp_path)) == 2

@@ -15,7 +15,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import REPLY_PREFIX, messages, reply_text
-from .test_openai_api import CHAT_MODEL, chat_once, make_client
+from ..helpers.openai_sim import CHAT_MODEL, chat_once, make_client
 
 # ------------------------------------------------------------- stream faults
 

@@ -199,7 +199,7 @@ def test_a_cooled_pair_and_a_disabled_key_are_logged_with_the_figure_and_no_secr
     with recording_server(reply, "/v1") as (url, seen):
         with client_for(url, max_retries=1, request_deadline=10) as client:
             client.add_api_key("backup", KEY[::-1])
-            with pytest.raises(Exception):
+            with pytest.raises(AuthenticationError):  # the backup key: refused
                 client.chat("model-a", messages("a"))
     records = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
     cooled = [

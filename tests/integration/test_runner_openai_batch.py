@@ -1,4 +1,4 @@
-"""``ipfs-accelerate run`` on an OpenAI Batch API file, in a subprocess
+"""``ipfs-accelerate run`` on an OpenAI Batch API file (``cli.main`` in this process)
 against the simulator: every custom_id answered once in the Batch API's
 output format, a failure as its error line, and resume sending nothing again."""
 
@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from ..helpers import REPLY_PREFIX
+from ..helpers import REPLY_PREFIX, cli_here
 
 ROOT = Path(__file__).resolve().parents[2]
 CHATS = 6
@@ -43,11 +42,9 @@ def batch_file(path: Path) -> Path:
 
 
 def run_cli(jobs: Path, out: Path, simulator, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    """The command, run by ``cli.main`` in this process."""
+    return cli_here(
         [
-            sys.executable,
-            "-m",
-            "ipfs_accelerate_py",
             "run",
             str(jobs),
             "--base-url",
@@ -61,11 +58,7 @@ def run_cli(jobs: Path, out: Path, simulator, *extra: str) -> subprocess.Complet
             "--set",
             "retry_jitter=0",
             *extra,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        ]
     )
 
 

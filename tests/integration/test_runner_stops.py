@@ -1,7 +1,11 @@
 """``ipfs-accelerate run`` at the edges a new user meets first: a target that
 cannot work, an outage, signals, bad keys, the same failure again and again,
-where the run goes.  Each test runs the real CLI in a subprocess and checks
-its exit code, what it printed, the files it left and what the server saw."""
+where the run goes.  Each test checks the command's exit code, what it
+printed, the files it left and what the server saw.  Runs that are stopped by
+a signal, write to the process's own stdout or stand for the exit code as a
+shell sees it run the real CLI in a subprocess; the others run ``cli.main``,
+the same code, in this process (with the environment given), which is much
+quicker."""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from ipfs_accelerate_py.runner.stops import (
 )
 from ipfs_accelerate_py.simulator import key_fingerprint
 
-from ..helpers import WAIT, eventually
+from ..helpers import WAIT, cli_here, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_KEY = "sk-good-0123456789abcdefghijkl"
@@ -69,16 +73,16 @@ def command(jobs: Path, out: Path, *extra: str) -> list:
 
 
 def cli(
-    jobs: Path, out: Path, *extra: str, env=None, timeout: float = 60
+    jobs: Path, out: Path, *extra: str, env=None, timeout: float = 60, process: bool = False
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command(jobs, out, *extra),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env if env is not None else clean_env(),
-    )
+    """The command run to its end: in this process, or in a real one with ``process=True``."""
+    argv = command(jobs, out, *extra)
+    env = env if env is not None else clean_env()
+    if process:
+        return subprocess.run(
+            argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+        )
+    return cli_here(argv[3:], env)  # after "python -m ipfs_accelerate_py"
 
 
 def spawn(jobs: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -207,7 +211,7 @@ def test_an_outage_longer_than_max_outage_stops_resumably_with_exit_3(tmp_path, 
         "--set",
         "reset_timeout=0.2",
     )
-    proc = cli(jobs, out, *args, timeout=60)
+    proc = cli(jobs, out, *args, timeout=60, process=True)  # exit 3 as a shell sees it
     assert proc.returncode == EXIT_OUTAGE, proc.stderr
     assert "stopped: outage of" in proc.stderr and "last error: ServerError" in proc.stderr
     report = json.loads((tmp_path / "out.report.json").read_text())
@@ -619,10 +623,10 @@ def test_a_full_disk_stops_the_run_with_exit_6_and_claims_only_what_is_on_disk(
 
 def test_a_device_or_a_pipe_as_output_is_written_never_read_back(tmp_path, simulator):
     jobs = write_chats(tmp_path / "jobs.jsonl", 3)
-    full = cli(jobs, Path("/dev/full"), "--base-url", simulator.url + "/v1", timeout=30)
+    full = cli(jobs, Path("/dev/full"), "--base-url", simulator.url + "/v1", process=True)
     assert full.returncode == EXIT_WRITE_FAILED and "No space left on device" in full.stderr
     assert "Traceback" not in full.stderr and "MemoryError" not in full.stderr
-    piped = cli(jobs, Path("/dev/stdout"), "--base-url", simulator.url + "/v1", timeout=30)
+    piped = cli(jobs, Path("/dev/stdout"), "--base-url", simulator.url + "/v1", process=True)
     assert piped.returncode == EXIT_OK, piped.stderr
     assert sorted(json.loads(line)["id"] for line in piped.stdout.splitlines()) == [
         "q0",

@@ -320,6 +320,8 @@ def test_random_bytes_as_a_job_file_never_crash_never_hang_and_good_lines_still_
             str(out),
             "--progress",
             "quiet",
+            "--set",
+            "batch_timeout=0",  # the embeddings go at once, not after 0.5 s waiting for company
         ]
         code, err = _run_in_process(base)
         assert "Traceback" not in err
@@ -374,6 +376,8 @@ def test_every_backend_runs_the_sample_or_names_the_lines_it_cannot_send(api, tm
         str(out),
         "--progress",
         "quiet",
+        "--set",
+        "batch_timeout=0",  # the embeddings go at once, not after 0.5 s waiting for company
     ]
     code, err = _run_in_process(base + ["--dry-run"])
     assert code in (0, 2) and "internal error" not in err and "Traceback" not in err, err

@@ -146,7 +146,7 @@ def test_a_stream_joins_to_the_reply_and_records_its_figures(simulator, name, mo
 
 MID_STREAM_FAULTS = {
     # fault: (simulator scenario, client settings, error raised, its kind, the simulator's fault counter)
-    "stall": ({"stream_stall_after": 3, "stall_seconds": 5.0}, {"stream_stall_timeout": 0.2},
+    "stall": ({"stream_stall_after": 3, "stall_seconds": 5.0}, {"stream_stall_timeout": 0.1},
               StreamStalledError, "stream_stalled", "stream_stall"),
     "cut": ({"stream_cut_after": 3}, {}, NetworkError, "network", "stream_cut"),
     "malformed": ({"stream_malformed_after": 3}, {}, MalformedResponseError, "malformed", "stream_malformed"),
@@ -210,7 +210,7 @@ def test_a_fault_before_the_first_chunk_is_retried_and_the_caller_sees_a_whole_s
 def test_a_stream_that_stalls_before_its_first_chunk_is_retried(fresh_simulator, name, mode):
     fresh_simulator.script([{"stream_stall_after": 0}])
     fresh_simulator.configure(stall_seconds=5.0)
-    with make(name, fresh_simulator, timeout=0.3, max_retries=2) as client:
+    with make(name, fresh_simulator, timeout=0.15, max_retries=2) as client:
         chunks, error, stream = read(client, mode)
         stats = client.get_stats()
     assert error is None

@@ -42,7 +42,7 @@ from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent, iter_sse
 
 from ..helpers import QUICK_RETRIES, ClientFactory, scripted, stream_answer
-from .test_provider_openai_stream import joined_calls, joined_text, simulated_stream, stream_deltas
+from ..helpers.streams import joined_calls, joined_text, simulated_stream, stream_deltas
 
 KEY = "sk-ant-test-SECRET-0123456789"
 BASE = "http://anthropic.test"

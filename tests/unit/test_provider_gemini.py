@@ -37,7 +37,7 @@ from ipfs_accelerate_py.transport.base import HttpResponse
 from ipfs_accelerate_py.transport.sse import SseEvent
 
 from ..helpers import QUICK_RETRIES, ClientFactory, answer, scripted, stream_answer
-from .test_provider_openai_stream import joined_calls, joined_text, simulated_stream, stream_deltas
+from ..helpers.streams import joined_calls, joined_text, simulated_stream, stream_deltas
 
 KEY = "AIzaSy-test-SECRET-0123456789"
 BASE = "http://gemini.invalid/v1beta"

@@ -40,7 +40,7 @@ from ..helpers import (
     sse_event,
     stream_answer,
 )
-from .test_provider_openai_stream import check_simulated_chat_stream, joined_calls
+from ..helpers.streams import check_simulated_chat_stream, joined_calls
 
 KEY = "gsk_test_SECRET_0123456789abcdef"
 BASE = "https://api.groq.com/openai/v1"

@@ -30,7 +30,7 @@ from ipfs_accelerate_py.transport.memory import MemoryTransport
 from ipfs_accelerate_py.transport.sse import SseEvent
 
 from ..helpers import QUICK_RETRIES, ClientFactory, answer, env_cleared, stream_answer
-from .test_provider_openai_stream import decoded, joined_text, simulated_stream, stream_deltas
+from ..helpers.streams import decoded, joined_text, simulated_stream, stream_deltas
 
 BASE = "http://tgi.test"
 TOKEN = "hf_test_SECRET_0123456789"

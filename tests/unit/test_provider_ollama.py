@@ -36,7 +36,7 @@ from ipfs_accelerate_py.transport.base import HttpResponse, StreamResponse
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 
 from ..helpers import QUICK_RETRIES, WAIT, WALL, ClientFactory, answer, scripted, stream_answer
-from .test_provider_openai_stream import joined_calls, joined_text, simulated_stream, stream_deltas
+from ..helpers.streams import joined_calls, joined_text, simulated_stream, stream_deltas
 
 BASE = "http://ollama.test:11434"
 WIRE = OllamaWire(OLLAMA)

@@ -20,7 +20,7 @@ from ipfs_accelerate_py.resilience.errors import (
 )
 
 from ..helpers import QUICK_RETRIES, WALL, ClientFactory, answer, env_cleared, stream_answer
-from .test_provider_openai_stream import check_simulated_chat_stream, decoded, stream_deltas
+from ..helpers.streams import check_simulated_chat_stream, decoded, stream_deltas
 
 BASE = "http://localhost:9000/v1"
 MODEL = "Intel/neural-chat-7b-v3-3"

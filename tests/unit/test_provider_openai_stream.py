@@ -5,16 +5,13 @@ with content, ``tool_calls`` pieces, the legacy ``function_call``,
 ``finish_reason``; text completions: ``choices[].text``; the usage chunk of
 ``stream_options.include_usage``), each mapped to exactly this
 :class:`StreamDelta`.  Then whole streams as the simulator's OpenAI format
-writes them, decoded as the engine decodes them.  The helpers
-:func:`simulated_stream`, :func:`decoded`, :func:`stream_deltas` and the
-``joined_*`` functions serve the other providers' test modules too.
+writes them, decoded as the engine decodes them (with the helpers every
+provider's stream tests share, in ``tests/helpers/streams.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipfs_accelerate_py.providers.anthropic import ANTHROPIC, AnthropicWire
-from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta, ToolCallDelta, Wire
+from ipfs_accelerate_py.providers.base import EMPTY_DELTA, StreamDelta, ToolCallDelta
 from ipfs_accelerate_py.providers.gemini import GEMINI, GeminiWire
 from ipfs_accelerate_py.providers.hf_tgi import TGIWire
 from ipfs_accelerate_py.providers.ollama import OLLAMA, OllamaWire
@@ -30,82 +27,18 @@ from ipfs_accelerate_py.providers.openai import OPENAI, OpenAIWire, openai_strea
 from ipfs_accelerate_py.providers.openai_compatible import GROQ_WIRE
 from ipfs_accelerate_py.providers.ovms import OVMS, OVMSWire
 from ipfs_accelerate_py.simulator.formats import openai as openai_format
-from ipfs_accelerate_py.simulator.wireformat import Params
-from ipfs_accelerate_py.transport.sse import iter_ndjson, iter_sse
 
 from ..helpers import sse_event
+from ..helpers.streams import (
+    MODEL,
+    check_simulated_chat_stream,
+    joined_calls,
+    joined_text,
+    simulated_stream,
+    stream_deltas,
+)
 
 WIRE = OpenAIWire(OPENAI)
-MODEL = "gpt-4o-mini"
-RID, CREATED = "sim0001", 1_730_000_000
-
-
-# ------------------------------------------------------------ shared helpers
-
-
-def simulated_stream(
-    fmt: Any,
-    pattern: str,
-    payload: dict,
-    *,
-    params: dict | None = None,
-    headers: dict | None = None,
-    query: dict | None = None,
-) -> tuple[list, Any]:
-    """``(events, body)``: the stream the simulator format ``fmt`` writes for
-    ``payload`` at its route ``pattern``, framed as it frames it and decoded
-    as the engine decodes it (SSE events or NDJSON lines); and the answer
-    the same request gets without streaming."""
-    route = next(r for r in fmt.routes if r.pattern == pattern)
-    request = SimpleNamespace(headers=headers or {}, query=query or {})
-    prepared = route.parse(payload, None, Params(params or {}, request))
-    framing = prepared.framing or fmt.framing
-    raw = b"".join(
-        framing.encode(event, i) for i, event in enumerate(prepared.chunks(RID, CREATED))
-    )
-    raw += framing.terminator or b""
-    return decoded(raw.split(b"\n"), framing.kind), prepared.body(RID, CREATED)
-
-
-def decoded(lines: list[bytes], kind: str = "sse") -> list:
-    """Raw lines (no line endings) as the engine decodes them: SSE events, or NDJSON lines for ``"ndjson"``."""
-    decode = iter_ndjson if kind == "ndjson" else iter_sse
-
-    async def produce():
-        for line in lines:
-            yield line
-
-    async def collect():
-        return [event async for event in decode(produce())]
-
-    return asyncio.run(collect())
-
-
-def stream_deltas(wire: Wire, events: list) -> tuple[list[StreamDelta], bool]:
-    """Each chunk ``parse_stream_event`` hands over, through ``stream_delta``; and whether the end came."""
-    deltas = []
-    for event in events:
-        chunk, done = wire.parse_stream_event(event)
-        if chunk is not None:
-            deltas.append(wire.stream_delta(chunk))
-        if done:
-            return deltas, True
-    return deltas, False
-
-
-def joined_text(deltas: list[StreamDelta]) -> str:
-    return "".join(d.text for d in deltas)
-
-
-def joined_calls(deltas: list[StreamDelta]) -> dict[int, dict]:
-    """Tool-call pieces put together by index: ``{index: {"id", "name", "arguments"}}``."""
-    calls: dict[int, dict] = {}
-    for piece in (p for d in deltas for p in d.tool_calls):
-        call = calls.setdefault(piece.index, {"id": None, "name": None, "arguments": ""})
-        call["id"] = call["id"] or piece.id
-        call["name"] = call["name"] or piece.name
-        call["arguments"] += piece.arguments
-    return calls
 
 
 # ------------------------------------------------------------ chunk shapes
@@ -365,34 +298,6 @@ def _chat_payload(**extra: Any) -> dict:
         "stream": True,
         **extra,
     }
-
-
-def check_simulated_chat_stream(
-    wire: Wire,
-    fmt: Any = openai_format.FORMAT,
-    path: str = "/v1/chat/completions",
-    model: str = MODEL,
-) -> None:
-    """A chat stream the simulator writes (with ``include_usage``), read by
-    ``wire``: its text joins to the non-stream reply, one ``"stop"``, the usage once."""
-    payload = {
-        "model": model,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "What is the capital of France, please?"},
-        ],
-    }
-    events, body = simulated_stream(fmt, path, payload)
-    deltas, done = stream_deltas(wire, events)
-    assert done and len(deltas) > 2
-    assert joined_text(deltas) == wire.reply_text(body) == body["choices"][0]["message"]["content"]
-    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
-    usage = body["usage"]
-    assert [d.usage for d in deltas if d.usage] == [
-        (usage["prompt_tokens"], usage["completion_tokens"])
-    ]
 
 
 def test_simulator_chat_stream_joins_to_its_reply_with_usage():

@@ -30,7 +30,7 @@ from ipfs_accelerate_py.simulator.formats import ovms as ovms_format
 from ipfs_accelerate_py.transport.memory import MemoryTransport
 
 from ..helpers import QUICK_RETRIES, ClientFactory, answer, stream_answer
-from .test_provider_openai_stream import check_simulated_chat_stream, decoded, stream_deltas
+from ..helpers.streams import check_simulated_chat_stream, decoded, stream_deltas
 
 BASE = "http://ovms.test:9000"
 KEY = "ovms-test-SECRET-0123456789"

@@ -30,7 +30,7 @@ from ..helpers import (
     sse_event,
     stream_answer,
 )
-from .test_provider_openai_stream import (
+from ..helpers.streams import (
     check_simulated_chat_stream,
     decoded,
     joined_calls,

@@ -4,6 +4,7 @@ Batch API's output lines, and resume reads those back."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -260,7 +261,7 @@ def test_the_log_writes_batch_lines_skips_interrupted_ones_and_resume_reads_them
             },
             "x",
         )
-    lines = [json.loads(line) for line in open(path)]
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines()]
     assert [line["custom_id"] for line in lines] == ["request-1", "request-2"]
     assert all(set(line) == {"id", "custom_id", "response", "error"} for line in lines)
     outcomes = Outcomes.read(path)
@@ -342,7 +343,7 @@ def test_the_jobs_format_is_unchanged_by_an_error_given_to_the_log(tmp_path):
     record = failed(InvalidRequestError("no", status=400))
     with ResultLog(path) as log:
         log.write(record, InvalidRequestError("no", status=400))
-    assert json.loads(open(path).read()) == record
+    assert json.loads(Path(path).read_text()) == record
 
 
 def test_an_unknown_output_format_is_refused(tmp_path):

@@ -29,7 +29,10 @@ import asyncio
 import contextlib
 import copy
 import http.server
+import io
 import json
+import os
+import subprocess
 import threading
 import time
 import urllib.error
@@ -157,9 +160,11 @@ class ClientFactory:
     base_url: str | None = None
     key: str | None = None
 
-    def metadata(self, base_url: str | None = None, key: Any = _UNSET, **settings: Any) -> dict:
+    def metadata(
+        self, base_url: str | None = None, key: Any = _UNSET, **settings: Any
+    ) -> dict[str, Any]:
         """The metadata a client of these arguments is built with."""
-        metadata: dict = {}
+        metadata: dict[str, Any] = {}
         base_url = base_url if base_url is not None else self.base_url
         if base_url is not None:
             metadata[self._setting("base_setting")] = base_url
@@ -174,7 +179,7 @@ class ClientFactory:
         name = getattr(self, field_name)
         if not name:
             raise ValueError(f"ClientFactory({self.backend.__name__}) was given no {field_name}")
-        return name
+        return str(name)
 
     def __call__(self, base_url: str | None = None, key: Any = _UNSET, **settings: Any) -> Any:
         """A client over real HTTP at ``base_url``."""
@@ -182,11 +187,11 @@ class ClientFactory:
 
     def on(self, simulator: Any, key: Any = _UNSET, **settings: Any) -> Any:
         """A client of the simulator, at the path where it serves this backend's wire format."""
-        return self(simulator.url + self.backend.provider.spec.simulator_path, key, **settings)
+        return self(simulator.url + self.backend.provider.spec.simulator_path, key, **settings)  # type: ignore[attr-defined]  # a backend class
 
     def in_memory(
         self, handler: Callable[[HttpRequest], Any], *, key: Any = _UNSET, **settings: Any
-    ) -> tuple:
+    ) -> tuple[Any, MemoryTransport]:
         """``(client, transport)``: a client over a MemoryTransport answering with ``handler``."""
         transport = MemoryTransport(handler)
         return self.backend(
@@ -220,7 +225,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     """Records each request as sent and answers 200 with ``reply``'s JSON
     (or as a :class:`Reply` says)."""
 
-    seen: list = []
+    seen: list[Any] = []
     reply: Any = None
 
     def _answer(self) -> None:
@@ -249,7 +254,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]:
+def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list[Any]]]:
     """A plain HTTP server on loopback that records what it receives.
 
     Yields ``(base_url, seen)``: the server's URL plus ``suffix``, and the
@@ -267,7 +272,7 @@ def recording_server(reply: Any, suffix: str = "") -> Iterator[tuple[str, list]]
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield f"http://{LOOPBACK}:{server.server_address[1]}{suffix}", handler.seen
+        yield f"http://{LOOPBACK}:{server.server_address[1]}{suffix}", handler.seen  # type: ignore[attr-defined]  # set on the class above
     finally:
         server.shutdown()
         server.server_close()
@@ -296,7 +301,7 @@ def aiohttp_server(
     async def start() -> int:
         await runner.setup()
         await web.TCPSite(runner, host or LOOPBACK, 0, ssl_context=ssl_context).start()
-        return runner.addresses[0][1]
+        return int(runner.addresses[0][1])
 
     port = asyncio.run_coroutine_threadsafe(start(), loop).result(
         WAIT
@@ -314,7 +319,7 @@ def recorder_fixture(reply: Any, suffix: str = "") -> Any:
     """A ``recorder`` fixture over :func:`recording_server`, for a module whose server answers otherwise."""
 
     @pytest.fixture
-    def recorder() -> Iterator[tuple[str, list]]:
+    def recorder() -> Iterator[tuple[str, list[Any]]]:
         with recording_server(reply, suffix) as recording:
             yield recording
 
@@ -336,17 +341,17 @@ def post_json(url: str, body: Any, headers: Mapping[str, str]) -> HttpResponse:
 # -------------------------------------------------- OpenAI-shaped helpers
 
 
-def messages(text: str) -> list:
+def messages(text: str) -> list[dict[str, str]]:
     """One user message."""
     return [{"role": "user", "content": text}]
 
 
-def reply_text(response: dict) -> str:
+def reply_text(response: dict[str, Any]) -> str:
     """The text of a chat completion."""
-    return response["choices"][0]["message"]["content"]
+    return str(response["choices"][0]["message"]["content"])
 
 
-def joined_deltas(chunks: list) -> str:
+def joined_deltas(chunks: list[Any]) -> str:
     """The text of a stream, its chunks' text joined."""
     return "".join(chunk.text for chunk in chunks)
 
@@ -364,6 +369,17 @@ def eventually(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
+def key_cooling_logged(records: Iterable[Any]) -> list[str]:
+    """What the key pool said it decided on each 429 (``caplog.records``, INFO and up):
+    ``"cooling 0.2s after HTTP 429 (Retry-After)"``, ``"... (backoff, no Retry-After)"``, or
+    over max_retry_after.  A test reads the wait the client chose here, not off a clock."""
+    return [
+        r.getMessage()
+        for r in records
+        if r.name == "ipfs_accelerate_py.keys" and "429" in r.getMessage()
+    ]
+
+
 async def eventually_async(predicate: Callable[[], bool], what: str) -> None:
     """:func:`eventually` for a coroutine: the event loop runs meanwhile."""
     deadline = time.monotonic() + WAIT
@@ -373,7 +389,35 @@ async def eventually_async(predicate: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def together(n: int, call: Callable[[int], Any]) -> list:
+def cli_here(
+    argv: list[str], env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ipfs-accelerate *argv`` run by ``cli.main`` in this process (the code the console
+    script runs), with ``env`` as the whole environment if given: exit code, stdout, stderr.
+
+    Far quicker than a fresh interpreter; tests of signals, of the process's own stdout or
+    of the exit status a shell sees still run the real command in a subprocess."""
+    from ipfs_accelerate_py.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(list(argv))
+            except SystemExit as exit_:
+                # sys.exit(None) is 0, sys.exit("message") is 1, as for a process
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(list(argv), code, stdout.getvalue(), stderr.getvalue())
+
+
+def together(n: int, call: Callable[[int], Any]) -> list[Any]:
     """Run ``call(i)`` for i in range(n) from n threads released at once; results in order."""
     barrier = threading.Barrier(n)
 
@@ -390,8 +434,8 @@ def together(n: int, call: Callable[[int], Any]) -> list:
 
 def absolute_imports(module: ModuleType) -> set[str]:
     """The top-level names of the packages ``module``'s source imports absolutely."""
-    tree = ast.parse(Path(module.__file__).read_text())
-    imported = set()
+    tree = ast.parse(Path(str(module.__file__)).read_text())
+    imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
