@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import json
 import logging
@@ -457,10 +456,8 @@ def check_sim_log(
 def rss_bytes() -> int:
     """VmRSS of this process, after a collection and handing freed heap back."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)
+    with contextlib.suppress(OSError, AttributeError):  # glibc only; not ctypes.util.find_library,
+        ctypes.CDLL(None).malloc_trim(0)  # which runs a subprocess (an fd, a fork) mid-run
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
@@ -476,6 +473,11 @@ def open_sockets() -> int:
             if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
                 count += 1
     return count
+
+
+def open_fds() -> int:
+    """File descriptors this process holds (sockets, files, pipes)."""
+    return len(os.listdir("/proc/self/fd"))
 
 
 def engine_loop_tasks() -> int:
@@ -717,7 +719,6 @@ class Chaos:
                 del stream  # its finaliser must free the slot and key
                 self.log.record(i, CLOSED)
             elif kind.name == "sync embeddings":
-                del opts["priority"]
                 reply = client.embeddings(EMBED_MODEL, plan.texts, priority=plan.priority)
                 self.outcome_of_result(i, kind, reply, plan.texts)
             else:
@@ -894,13 +895,22 @@ class Chaos:
                 logger.removeHandler(self.errors)
             self.sim.stop()
 
-    def run_measured(self) -> None:
-        engine_loop()  # the process's engine loop, before any baseline
-        sockets_before_client = open_sockets()
-        self.client = self.make_client()
-        warm = self.client.chat(CHAT_MODEL, [{"role": "user", "content": "warm-up"}])
+    def warm_up(self, client: Any) -> None:
+        warm = client.chat(CHAT_MODEL, [{"role": "user", "content": "warm-up"}])
         if not warm["choices"][0]["message"]["content"].startswith(REPLY_PREFIX):
             raise RuntimeError("the warm-up request got an unexpected answer")
+
+    def run_measured(self) -> None:
+        # A first client makes one request and closes, so what the process sets
+        # up once (the engine loop, the resolver's descriptors) is in the baselines.
+        sockets_idle = open_sockets()
+        first = self.make_client()
+        self.warm_up(first)
+        first.close()
+        sockets_before_client = settle(open_sockets, sockets_idle)
+        self.figures["fds_before_client"] = open_fds()
+        self.client = self.make_client()
+        self.warm_up(self.client)
         tasks_before = engine_loop_tasks()
         stats_before = self.client.get_stats()
         self.client.reset_stats()
@@ -1028,6 +1038,15 @@ class Chaos:
             )
         )
         out.extend(sim_checks)
+        fds_before = self.figures["fds_before_client"]
+        fds_after = self.figures["fds_after_close"] = settle(open_fds, fds_before)
+        out.append(
+            Assertion(
+                "file descriptors back to baseline after close",
+                fds_after <= fds_before,
+                f"{fds_after} open after close and the log's end, {fds_before} before the client",
+            )
+        )
         served_inputs = int(counters["embedding_inputs"]["total"])
         ok_inputs = self.ok_inputs
         out.append(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,7 +72,7 @@ def quick_run(tmp_path_factory: Any) -> tuple[Any, dict[str, Any]]:
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
-def test_quick_run_holds_every_assertion(quick_run):
+def test_quick_run_holds_every_assertion(quick_run: tuple[Any, dict[str, Any]]) -> None:
     proc, document = quick_run
     assert document["ok"] is True
     assert document["settings"]["requests"] == chaos.QUICK_REQUESTS
@@ -92,7 +93,7 @@ def test_quick_run_holds_every_assertion(quick_run):
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
-def test_quick_run_accounts_for_every_request(quick_run):
+def test_quick_run_accounts_for_every_request(quick_run: tuple[Any, dict[str, Any]]) -> None:
     _, document = quick_run
     table = document["tables"][0]
     columns, rows = table["columns"], table["rows"]
@@ -106,7 +107,7 @@ def test_quick_run_accounts_for_every_request(quick_run):
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
-def test_quick_run_was_chaotic(quick_run):
+def test_quick_run_was_chaotic(quick_run: tuple[Any, dict[str, Any]]) -> None:
     """Every fault of the weather fired, and the callers met several kinds of typed error:
     the assertions held under fire, not in calm weather."""
     _, document = quick_run
@@ -122,11 +123,11 @@ def test_quick_run_was_chaotic(quick_run):
 # ------------------------------------------------------------------ the audit can fail
 
 
-def test_checker_rejects_a_request_completed_twice():
+def test_checker_rejects_a_request_completed_twice() -> None:
     log = outcomes(SYNC_CHAT, SYNC_CHAT, SYNC_CHAT)
     log.record(0, chaos.OK)
     log.record(1, chaos.OK)
-    log.record(1, chaos.API_ERROR, chaos.ServerError("again"))
+    log.record(1, chaos.API_ERROR, _error("ServerError"))
     log.record(2, chaos.OK)
     found = failed(chaos.check_outcomes(log))
     assert list(found) == ["none completed twice"]
@@ -134,7 +135,7 @@ def test_checker_rejects_a_request_completed_twice():
     assert log.outcome[1] == chaos.OK  # the first outcome stands
 
 
-def test_checker_rejects_a_future_whose_callbacks_ran_twice():
+def test_checker_rejects_a_future_whose_callbacks_ran_twice() -> None:
     log = outcomes(FUTURE, FUTURE)
     for i in range(2):
         log.uses_future[i] = 1
@@ -146,7 +147,7 @@ def test_checker_rejects_a_future_whose_callbacks_ran_twice():
     assert "request 0)" in found["none completed twice"]
 
 
-def test_checker_rejects_a_lost_request_and_a_future_never_completed():
+def test_checker_rejects_a_lost_request_and_a_future_never_completed() -> None:
     log = outcomes(SYNC_CHAT, SYNC_CHAT, FUTURE)
     log.record(0, chaos.OK)
     log.uses_future[2] = 1
@@ -156,7 +157,7 @@ def test_checker_rejects_a_lost_request_and_a_future_never_completed():
     assert "2 (request 1, 2)" in found["no future lost"]
 
 
-def test_checker_rejects_untyped_wrong_uninvited_and_unexpected_outcomes():
+def test_checker_rejects_untyped_wrong_uninvited_and_unexpected_outcomes() -> None:
     log = outcomes(SYNC_CHAT, SYNC_CHAT, SYNC_CHAT, SYNC_CHAT, TASK_CANCELLED)
     log.record(0, chaos.UNTYPED, KeyError("choices"))
     log.record(1, chaos.WRONG)
@@ -180,7 +181,7 @@ def _error(name: str) -> BaseException:
     return cls("synthetic")
 
 
-def test_checker_accepts_every_expected_outcome():
+def test_checker_accepts_every_expected_outcome() -> None:
     log = outcomes(SYNC_CHAT, SYNC_CHAT, TASK_CANCELLED, FUTURE)
     log.record(0, chaos.OK)
     log.record(1, chaos.API_ERROR, _error("StreamStalledError"))  # a subclass of an expected one
@@ -191,7 +192,7 @@ def test_checker_accepts_every_expected_outcome():
     assert failed(chaos.check_outcomes(log)) == {}
 
 
-def test_engine_counts_reject_a_request_counted_twice_or_not_at_all():
+def test_engine_counts_reject_a_request_counted_twice_or_not_at_all() -> None:
     log = outcomes(SYNC_CHAT, SYNC_CHAT, TASK_CANCELLED)
     log.record(0, chaos.OK)
     log.record(1, chaos.API_ERROR, _error("ServerError"))
@@ -210,7 +211,9 @@ def test_engine_counts_reject_a_request_counted_twice_or_not_at_all():
     assert set(found) == {"engine counted each request once", "engine outcomes match the callers'"}
 
 
-def line(tag: Any, status: int | None = 200, faults: tuple = (), finished: bool = False) -> dict:
+def line(
+    tag: Any, status: int | None = 200, faults: tuple[str, ...] = (), finished: bool = False
+) -> dict[str, Any]:
     return {
         "tag": None if tag is None else str(tag),
         "status": status,
@@ -220,7 +223,7 @@ def line(tag: Any, status: int | None = 200, faults: tuple = (), finished: bool 
     }
 
 
-def test_sim_log_check_accepts_a_consistent_log():
+def test_sim_log_check_accepts_a_consistent_log() -> None:
     log = outcomes(SYNC_CHAT, SYNC_STREAM, EMBEDDINGS)
     for i in range(3):
         log.record(i, chaos.OK)
@@ -230,7 +233,7 @@ def test_sim_log_check_accepts_a_consistent_log():
     assert figures == {"log_lines": 4, "tagged_requests_seen": 2}
 
 
-def test_sim_log_check_rejects_what_the_server_contradicts():
+def test_sim_log_check_rejects_what_the_server_contradicts() -> None:
     log = outcomes(SYNC_CHAT, SYNC_STREAM, SYNC_CHAT)
     for i in range(3):
         log.record(i, chaos.OK)
@@ -255,7 +258,7 @@ def test_sim_log_check_rejects_what_the_server_contradicts():
     assert "[7]" in found["server saw no phantom request"]
 
 
-def test_sim_log_check_rejects_a_stream_the_server_never_finished():
+def test_sim_log_check_rejects_a_stream_the_server_never_finished() -> None:
     log = outcomes(SYNC_STREAM)
     log.record(0, chaos.OK)
     checks, _ = chaos.check_sim_log([line(0, 200)], log, http_attempts=1, cancelled=0)
@@ -265,7 +268,7 @@ def test_sim_log_check_rejects_a_stream_the_server_never_finished():
 # ------------------------------------------------------------------ the simulator's log
 
 
-def test_simulator_logs_each_request_with_its_tag_status_and_faults(tmp_path):
+def test_simulator_logs_each_request_with_its_tag_status_and_faults(tmp_path: Path) -> None:
     path = tmp_path / "requests.jsonl"
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     with Simulator({"fail_next": 1}, host=LOOPBACK) as sim:
@@ -291,7 +294,7 @@ def test_simulator_logs_each_request_with_its_tag_status_and_faults(tmp_path):
     ]
 
 
-def test_simulator_log_marks_a_finished_stream_and_a_cut_one(tmp_path):
+def test_simulator_log_marks_a_finished_stream_and_a_cut_one(tmp_path: Path) -> None:
     path = tmp_path / "streams.jsonl"
     body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     headers = {"Content-Type": "application/json", "x-request-tag": "s"}
