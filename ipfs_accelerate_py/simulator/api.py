@@ -136,6 +136,8 @@ class ApiHandler:
             raise
         finally:
             self._counters.finish(ticket)
+            if ticket.faults is not None:
+                current_faults.set(None)  # a later request on this connection may go unlogged
 
     async def _dispatch(self, call: _Call) -> web.StreamResponse:
         route = call.route

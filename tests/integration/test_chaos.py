@@ -100,8 +100,12 @@ def test_quick_run_accounts_for_every_request(quick_run: tuple[Any, dict[str, An
     total = dict(zip(columns, rows[-1], strict=True))
     assert total["kind"] == "all" and total["requests"] == chaos.QUICK_REQUESTS
     assert total["lost"] == total["untyped"] == total["wrong"] == 0
-    assert total["ok"] > chaos.QUICK_REQUESTS // 2
+    assert total["ok"] > chaos.QUICK_REQUESTS // 5  # the weather is bad, not a total outage
     assert {row[0] for row in rows[:-1]} == {kind.name for kind in chaos.KINDS}
+    by_kind = {row[0]: dict(zip(columns, row, strict=True)) for row in rows[:-1]}
+    for kind in chaos.KINDS:  # each kind of call got through at times (or was ended by its caller)
+        done = by_kind[kind.name]["ok"] + by_kind[kind.name]["closed early"]
+        assert done > 0 or kind.caller_cancels, (kind.name, by_kind[kind.name])
     stats = document["figures"]["client_stats"]
     assert stats["total_requests"] == chaos.QUICK_REQUESTS
 
