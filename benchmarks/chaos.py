@@ -40,7 +40,7 @@ It prints a table, writes ``--json`` and exits 1 naming each failed assertion
 
     python benchmarks/chaos.py                       # 100,000 requests (minutes)
     python benchmarks/chaos.py --quick --json out.json   # 5,000 requests (seconds)
-    python benchmarks/chaos.py --requests 20000 --seed 7
+    python benchmarks/chaos.py --requests 20000 --seed 7 --window 256 --switch-interval 1e-5
 """
 
 from __future__ import annotations
@@ -608,9 +608,19 @@ class Plan:
 class Chaos:
     """The run: the client, the simulator, the callers, the audit."""
 
-    def __init__(self, requests: int, seed: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        requests: int,
+        seed: int,
+        workdir: Path,
+        *,
+        window: int = WINDOW,
+        threads: int = THREADS,
+    ) -> None:
         self.n = requests
         self.seed = seed
+        self.window_size = window
+        self.thread_count = threads
         self.rng = random.Random(seed)
         self.log = OutcomeLog(requests)
         self.period = max(MIN_PERIOD, requests // PHASES_PER_RUN)
@@ -840,7 +850,7 @@ class Chaos:
 
     async def drive(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.window = asyncio.Semaphore(WINDOW)
+        self.window = asyncio.Semaphore(self.window_size)
         self.drained = asyncio.Event()
         mark = max(1, int(self.n * RSS_MARK_SHARE))
         phase = -1
@@ -918,7 +928,7 @@ class Chaos:
         self.sim.log_requests(self.sim_log_path, tag_header=TAG_HEADER)
         self.threads = [
             threading.Thread(target=self.thread_main, name=f"chaos-{n}", daemon=True)
-            for n in range(THREADS)
+            for n in range(self.thread_count)
         ]
         for thread in self.threads:
             thread.start()
@@ -1181,8 +1191,9 @@ def document(
             "requests": chaos.n,
             "seed": chaos.seed,
             "period": chaos.period,
-            "window": WINDOW,
-            "threads": THREADS,
+            "window": chaos.window_size,
+            "threads": chaos.thread_count,
+            "switch_interval": sys.getswitchinterval(),
             "client": CLIENT_SETTINGS,
             "keys": [name for name, _ in API_KEYS],
             "python": platform.python_version(),
@@ -1206,13 +1217,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_REQUESTS} requests")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--json", metavar="PATH", help="write the figures and assertions here")
+    parser.add_argument(
+        "--window", type=int, default=WINDOW, help=f"requests outstanding at once ({WINDOW})"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help=f"threads making sync calls ({THREADS})"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="sys.setswitchinterval for the run (e.g. 1e-5: threads switch often, races show)",
+    )
     args = parser.parse_args(argv)
     requests = args.requests or (QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
-    if requests < 1:
-        parser.error("--requests must be at least 1")
+    if requests < 1 or args.window < 1 or args.threads < 1:
+        parser.error("--requests, --window and --threads must be at least 1")
+    if args.switch_interval is not None:
+        if args.switch_interval <= 0:
+            parser.error("--switch-interval must be above 0")
+        sys.setswitchinterval(args.switch_interval)
     command = [sys.executable, *sys.argv] if argv is None else ["chaos.py", *argv]
     with tempfile.TemporaryDirectory(prefix="chaos-") as workdir:
-        chaos = Chaos(requests, args.seed, Path(workdir))
+        chaos = Chaos(requests, args.seed, Path(workdir), window=args.window, threads=args.threads)
         chaos.run()
     columns, rows = outcome_table(chaos.log)
     print(render(chaos, columns, rows), flush=True)
