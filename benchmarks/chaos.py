@@ -124,13 +124,17 @@ CLIENT_SETTINGS: dict[str, Any] = {
     "timeout": 0.3,
     "stream_stall_timeout": 0.2,
     "request_deadline": 0.8,  # hangs and storms outlast it
-    "failure_threshold": 8,
+    "failure_threshold": 10,
     "reset_timeout": 0.02,
     "half_open_max_requests": 2,
     "batch_timeout": 0.01,
     "max_batch_size": 8,
 }
-SIM_BASE: dict[str, Any] = {"hang_seconds": HANG_SECONDS, "stall_seconds": STALL_SECONDS}
+SIM_BASE: dict[str, Any] = {
+    "hang_seconds": HANG_SECONDS,
+    "stall_seconds": STALL_SECONDS,
+    "latency_jitter": 0.01,  # 0-10 ms: cancels and deadlines often land mid-attempt
+}
 CALM: dict[str, Any] = {
     "error_rate": 0.0,
     "drop_rate": 0.0,
@@ -143,6 +147,7 @@ CALM: dict[str, Any] = {
     "script": [],
 }
 ERROR_STATUSES = (500, 502, 503, 504)
+CYCLE_LENGTH = 12  # phases in one turn of the weather (see weather())
 STORM_STEPS_MS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)  # past max_retry_after from 320
 EXPECTED_ERRORS: tuple[type[ApiError], ...] = (
     RateLimitError,
@@ -177,7 +182,8 @@ class Kind:
     weight: float
     runs: str  # "thread" or "task"
     tagged: bool = True  # sends TAG_HEADER (embeddings do not: a tag would keep them unbatched)
-    caller_cancels: bool = False  # its caller may cancel it (CALLER_CANCELLED is allowed)
+    caller_cancels: bool = False  # its caller may cancel it: CALLER_CANCELLED, CLOSED and
+    # CancelledRequestError are allowed (for any other kind they are a finding)
     future: bool = False  # a RequestFuture whose callbacks are counted
     stream: bool = False
 
@@ -194,9 +200,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("async embeddings", 0.07, "task", tagged=False),
     Kind("future waited", 0.07, "thread", future=True),
     Kind("async future awaited", 0.05, "task", future=True),
-    Kind("future cancelled", 0.05, "thread", future=True),
+    Kind("future cancelled", 0.05, "thread", caller_cancels=True, future=True),
     Kind("task cancelled", 0.04, "task", caller_cancels=True),
-    Kind("future with a deadline", 0.03, "thread", future=True),
+    Kind("future with a deadline", 0.03, "thread", caller_cancels=True, future=True),
     Kind("task with a deadline", 0.04, "task", caller_cancels=True),
     Kind("sync chat waiting for the circuit", 0.02, "thread"),
     Kind("async chat waiting for the circuit", 0.02, "task"),
@@ -278,6 +284,7 @@ def check_outcomes(log: OutcomeLog, kinds: tuple[Kind, ...] = KINDS) -> list[Ass
     lost, twice, untyped, wrong, uninvited, unexpected = [], [], [], [], [], []
     unexpected_names: Counter[str] = Counter()
     expected = expected_error_names()
+    cancelled_error = CancelledRequestError.__name__
     for i in range(log.n):
         kind = kinds[log.kind[i]]
         outcome = log.outcome[i]
@@ -292,7 +299,9 @@ def check_outcomes(log: OutcomeLog, kinds: tuple[Kind, ...] = KINDS) -> list[Ass
             untyped.append(i)
         elif outcome == WRONG:
             wrong.append(i)
-        elif outcome in (CALLER_CANCELLED, CLOSED) and not kind.caller_cancels:
+        elif not kind.caller_cancels and (
+            outcome in (CALLER_CANCELLED, CLOSED) or log.error_name(i) == cancelled_error
+        ):
             uninvited.append(i)
         elif outcome == API_ERROR and log.error_name(i) not in expected:
             unexpected.append(i)
@@ -518,13 +527,14 @@ class ErrorLogCounter(logging.Handler):
 
 def weather(phase: int) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """Phase ``phase``'s name, scenario fields, and script (the 429 storm's)."""
-    status = ERROR_STATUSES[phase % len(ERROR_STATUSES)]
+    status = ERROR_STATUSES[(phase // CYCLE_LENGTH) % len(ERROR_STATUSES)]  # next cycle, next 5xx
     cycle: list[tuple[str, dict[str, Any]]] = [
         ("calm", {}),
         (f"{status} burst", {"error_rate": 0.4, "error_status": status}),
         ("429 storm", {}),
         ("connection resets", {"drop_rate": 0.15}),
         ("outage", {"outage": True}),
+        ("calm", {}),  # the circuit closes again before the hangs
         ("hangs", {"hang_rate": 0.08}),
         ("malformed bodies", {"malformed_rate": 0.2}),
         ("cut streams", {"stream_cut_after": 2}),
@@ -542,7 +552,8 @@ def weather(phase: int) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
             },
         ),
     ]
-    name, fields = cycle[phase % len(cycle)]
+    assert len(cycle) == CYCLE_LENGTH
+    name, fields = cycle[phase % CYCLE_LENGTH]
     script: list[dict[str, Any]] = []
     if name == "429 storm":
         for step, ms in enumerate(STORM_STEPS_MS):

@@ -46,6 +46,7 @@ SYNC_CHAT = kind_index("sync chat")
 SYNC_STREAM = kind_index("sync stream")
 FUTURE = kind_index("future waited")
 TASK_CANCELLED = kind_index("task cancelled")
+FUTURE_CANCELLED = kind_index("future cancelled")
 EMBEDDINGS = kind_index("sync embeddings")
 
 
@@ -162,12 +163,15 @@ def test_checker_rejects_a_lost_request_and_a_future_never_completed() -> None:
 
 
 def test_checker_rejects_untyped_wrong_uninvited_and_unexpected_outcomes() -> None:
-    log = outcomes(SYNC_CHAT, SYNC_CHAT, SYNC_CHAT, SYNC_CHAT, TASK_CANCELLED)
+    log = outcomes(SYNC_CHAT, SYNC_CHAT, SYNC_CHAT, SYNC_CHAT, TASK_CANCELLED, FUTURE)
     log.record(0, chaos.UNTYPED, KeyError("choices"))
     log.record(1, chaos.WRONG)
     log.record(2, chaos.CALLER_CANCELLED)  # a sync chat's caller never cancels
     log.record(3, chaos.API_ERROR, _error("AuthenticationError"))
     log.record(4, chaos.CALLER_CANCELLED)  # allowed: this caller cancels
+    log.uses_future[5] = 1
+    log.future_done(5)
+    log.record(5, chaos.API_ERROR, _error("CancelledRequestError"))  # nobody cancelled it
     found = failed(chaos.check_outcomes(log))
     assert set(found) == {
         "every failure is a typed error",
@@ -176,6 +180,7 @@ def test_checker_rejects_untyped_wrong_uninvited_and_unexpected_outcomes() -> No
         "errors are the ones this weather causes",
     }
     assert "AuthenticationError" in found["errors are the ones this weather causes"]
+    assert "2 (request 2, 5)" in found["cancelled only by its caller"]
 
 
 def _error(name: str) -> BaseException:
@@ -186,7 +191,7 @@ def _error(name: str) -> BaseException:
 
 
 def test_checker_accepts_every_expected_outcome() -> None:
-    log = outcomes(SYNC_CHAT, SYNC_CHAT, TASK_CANCELLED, FUTURE)
+    log = outcomes(SYNC_CHAT, SYNC_CHAT, TASK_CANCELLED, FUTURE_CANCELLED)
     log.record(0, chaos.OK)
     log.record(1, chaos.API_ERROR, _error("StreamStalledError"))  # a subclass of an expected one
     log.record(2, chaos.CALLER_CANCELLED)
