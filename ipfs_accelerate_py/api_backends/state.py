@@ -10,16 +10,13 @@ backend's constructor sets it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engine.call_options import DEFAULT_OPTIONS, CallOptions
 from ..engine.engine import Engine
 from ..engine.settings import Settings
 from ..providers.base import Wire
 from ..resilience.clock import Clock
-
-if TYPE_CHECKING:
-    from .base import BaseApiBackend
 
 __all__ = ["ClientState", "first_value", "shown"]
 
@@ -33,7 +30,7 @@ class ClientState:
     _settings: Settings
 
     # A view (with_options) sets its own; a client has these:
-    _view_of: BaseApiBackend | None = None
+    _view_of: ClientState | None = None  # the client a view was made from
     _call_defaults: CallOptions = DEFAULT_OPTIONS
     _default_priority: int | None = None
 

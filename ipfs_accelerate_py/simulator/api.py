@@ -33,6 +33,7 @@ from .counters import Counters, Ticket, key_fingerprint
 from .proxy import PROXY_FORMAT, PROXY_ROUTE, Forwarder, ProxyRoute
 from .ratelimit import retry_after_headers
 from .request_body import read_body
+from .request_log import current_faults
 from .routing import Router
 from .scenario import Scenario, ScriptEntry
 from .wireformat import (
@@ -156,6 +157,11 @@ class ApiHandler:
         key = fmt.key(request)
         ident = key_fingerprint(key)
         ticket = self._counters.begin(path, ident, fmt.name)
+        log = self._counters.request_log
+        if log is not None:
+            ticket.tag = request.headers.get(log.tag_header)
+            ticket.faults = []
+            current_faults.set(ticket.faults)
         call = _Call(request, path, fmt, route, params, allowed, key, ident, ticket)
         try:
             return await self._dispatch(call)
@@ -164,6 +170,8 @@ class ApiHandler:
             raise
         finally:
             self._counters.finish(ticket)
+            if ticket.faults is not None:
+                current_faults.set(None)  # a later request on this connection may go unlogged
 
     async def _dispatch(self, call: _Call) -> web.StreamResponse:
         route = call.route

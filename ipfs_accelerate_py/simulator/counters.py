@@ -26,7 +26,9 @@ serves (so numeric map keys such as statuses and sizes are strings)::
                           last 1000]} for valid embeddings calls
 
 Maps keyed by client-chosen values hold at most a fixed number of entries;
-the excess is counted under ``"other"``.
+the excess is counted under ``"other"``.  With a :class:`.request_log.RequestLog`
+set as ``request_log``, each finished request also gets a line there (which
+request, tagged how, answered what, with which faults).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import hashlib
 import itertools
 import threading
 from typing import TypedDict
+
+from .request_log import RequestLog, current_faults
 
 __all__ = ["CounterSnapshot", "Counters", "Ticket", "key_fingerprint"]
 
@@ -85,6 +89,8 @@ class Ticket:
         "embedding_inputs",
         "disconnected",
         "stream_finished",
+        "tag",
+        "faults",
     )
 
     def __init__(self, path: str, key: str, request_id: str) -> None:
@@ -98,6 +104,8 @@ class Ticket:
         self.embedding_inputs: int | None = None
         self.disconnected = False
         self.stream_finished = False
+        self.tag: str | None = None  # the request log's tag header (only while a log is on)
+        self.faults: list[str] | None = None  # faults injected into it (only while a log is on)
 
 
 class StreamCounts(TypedDict):
@@ -144,6 +152,7 @@ class Counters:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.in_flight = 0
+        self.request_log: RequestLog | None = None  # set by Simulator.log_requests
         self._zero()
 
     def _zero(self) -> None:
@@ -200,6 +209,9 @@ class Counters:
                 self.disconnects += 1
             if ticket.stream_finished:
                 self.streams_finished += 1
+        log = self.request_log
+        if log is not None and ticket.faults is not None:
+            log.write(ticket)
 
     def _served(self, ticket: Ticket) -> None:
         self.tokens["prompt"] += ticket.prompt_tokens
@@ -216,6 +228,9 @@ class Counters:
         """Count one injected fault of ``kind`` (one of ``FAULT_KINDS``)."""
         with self._lock:
             self.faults[kind] += 1
+        faults = current_faults.get()
+        if faults is not None:
+            faults.append(kind)
 
     def stream_started(self) -> None:
         with self._lock:

@@ -15,6 +15,8 @@ given, else a random one made at construction; ``Simulator.admin_token`` and
 ``Simulator.admin_headers`` tell it, and :func:`run_server` prints a generated
 one.  The in-process controls (``configure``, ``script``, ``reset``,
 ``counters``) call the behaviour directly and need no token.
+``log_requests(path)`` writes a line per finished request to a file
+(:mod:`.request_log`), for soak tests that check request by request.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +39,7 @@ from .behaviour import Behaviour, Pending
 from .counters import Counters, CounterSnapshot
 from .formats import DEFAULT_FORMAT, discover_formats
 from .request_body import settle_unread_body
+from .request_log import DEFAULT_TAG_HEADER, RequestLog
 from .routing import Router
 from .scenario import Scenario
 from .wireformat import JsonObject, WireFormat
@@ -246,6 +250,7 @@ class Simulator:
             loop.call_soon_threadsafe(loop.stop)
         thread.join(STOP_TIMEOUT)
         self._thread = self._loop = self._port = None
+        self.log_requests(None)
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -267,6 +272,7 @@ class Simulator:
             raise RuntimeError("this simulator runs in its own thread; use stop()")
         await self._core.stop()
         self._port = None
+        self.log_requests(None)
 
     async def __aenter__(self) -> Simulator:
         return await self.start_async()
@@ -279,6 +285,22 @@ class Simulator:
     def counters(self) -> CounterSnapshot:
         """A consistent snapshot of the counters (see :mod:`.counters`)."""
         return self._counters.snapshot()
+
+    def log_requests(
+        self, path: str | Path | None, *, tag_header: str = DEFAULT_TAG_HEADER
+    ) -> RequestLog | None:
+        """Log each finished API request as a JSON line in ``path`` (see
+        :mod:`.request_log`), its ``tag_header`` value as its tag; ``None`` stops
+        (flushing and closing the file).  A log already on is closed first.
+        Returns the new log (``None`` when stopping)."""
+        old, self._counters.request_log = self._counters.request_log, None
+        if old is not None:
+            old.close()
+        if path is None:
+            return None
+        log = RequestLog(path, tag_header)
+        self._counters.request_log = log
+        return log
 
     def configure(self, fields: Mapping[str, Any] | None = None, /, **more: Any) -> JsonObject:
         """Merge scenario fields into the running scenario; ScenarioError if refused."""
