@@ -382,3 +382,17 @@ def attempt_timeout(
     if deadline is not None and deadline - now < timeout:
         return max(MIN_ATTEMPT_TIMEOUT, deadline - now), deadline
     return timeout, None
+
+
+def table_markdown() -> str:
+    """The table as Markdown rows (``docs/ARCHITECTURE.md`` shows it; a test keeps
+    the page equal to this): one row per phase and next phase, its events and actions."""
+    rows: dict[tuple[Phase, Phase, tuple[Action, ...]], list[Event]] = {}
+    for (phase, event), transition in TABLE.items():
+        rows.setdefault((phase, transition.next, transition.actions), []).append(event)
+    lines = ["| phase | events | next phase | actions |", "|---|---|---|---|"]
+    for (phase, next_phase, actions), events in rows.items():
+        names = ", ".join(e.name for e in events)
+        done = ", ".join(a.name for a in actions) or "-"
+        lines.append(f"| {phase.name} | {names} | {next_phase.name} | {done} |")
+    return "\n".join(lines) + "\n"

@@ -321,3 +321,12 @@ def test_the_lifecycle_is_sans_io() -> None:
         "..resilience",
         "..resilience.errors",
     }, imported
+
+
+def test_the_architecture_page_shows_the_table_as_it_is():
+    from pathlib import Path
+
+    from ipfs_accelerate_py.engine.lifecycle import table_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
+    assert page.read_text(encoding="utf-8").endswith(table_markdown())
