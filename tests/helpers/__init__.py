@@ -460,7 +460,7 @@ def quick_benchmark(tmp_path_factory: Any, script: str, timeout: float) -> tuple
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path_factory.mktemp("bench") / (Path(script).stem + ".json")
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / script), "--quick", "--json", str(out)],
