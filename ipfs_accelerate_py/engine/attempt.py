@@ -104,8 +104,10 @@ class AttemptHold:
             )
 
     def on_task_done(self, task: asyncio.Task[None]) -> None:
-        """(a done callback of the attempt's task) What the task left held
-        goes back: nothing, unless it was cancelled before it began."""
+        """(the done callback of the attempt's task) The task leaves the
+        engine's set of tasks in flight; what it left held goes back: nothing,
+        unless it was cancelled before it began."""
+        self._engine._tasks.discard(task)
         if not self._released:
             self.release(
                 self._engine.clock.now(),

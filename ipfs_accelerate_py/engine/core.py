@@ -25,7 +25,7 @@ from ..resilience.breaker import STATE_OPEN, CircuitBreaker
 from ..resilience.clock import Clock
 from ..resilience.errors import ApiError, CircuitOpenError, MalformedResponseError, copied
 from ..resilience.priority_queue import PriorityRequestQueue
-from ..resilience.stats import RequestRecord, StatsCollector
+from ..resilience.stats import StatsCollector
 from ..transport.base import Transport
 from .batches import BatchLane
 from .deadlines import DeadlineWatch
@@ -234,19 +234,17 @@ class EngineCore:
         first = req.first_attempt_at if req.first_attempt_at is not None else now
         error_kind = getattr(error, "kind", type(error).__name__) if error is not None else None
         attempts = attempts if attempts is not None else req.attempts
-        self.stats.record_request(
-            RequestRecord(
-                success=error is None,
-                latency=now - req.submitted_at,
-                queue_wait=max(0.0, first - req.submitted_at),
-                attempts=attempts,
-                model=req.model,
-                error_kind=error_kind,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                key_name=self.key_name(req),
-                endpoint=req.endpoint,
-            )
+        self.stats.record_figures(  # = record_request(RequestRecord(...)), without the record
+            error is None,
+            now - req.submitted_at,
+            max(0.0, first - req.submitted_at),
+            attempts,
+            req.model,
+            error_kind,
+            tokens_in,
+            tokens_out,
+            self.key_name(req),
+            req.endpoint,
         )
         if self.events.wants(RequestDone):
             self.publish_done(req, error_kind, attempts, now)

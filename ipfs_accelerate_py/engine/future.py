@@ -30,7 +30,7 @@ class RequestFuture(dict[str, Any]):
             None  # the key of its last attempt (a name or fingerprint, never the key)
         )
         self._done = False
-        self._event: threading.Event | None = None  # made for the first blocking wait only
+        self._event: _Gate | None = None  # made for the first blocking wait only
         self._callbacks: list[Callable[[RequestFuture], None]] = []
         self._canceller: Callable[[], None] | None = None
         self._lock = threading.Lock()
@@ -48,7 +48,7 @@ class RequestFuture(dict[str, Any]):
             if self.done():  # completed meanwhile, by the engine's thread
                 return True
             if self._event is None:
-                self._event = threading.Event()
+                self._event = _Gate()
             event = self._event
         return event.wait(timeout)
 
@@ -138,6 +138,40 @@ class RequestFuture(dict[str, Any]):
 
     # dict equality/hash semantics stay dict's; a future is not a value
     __hash__ = object.__hash__  # type: ignore[assignment]
+
+
+class _Gate:
+    """A one-shot ``threading.Event`` on one bare lock: opened once, waited
+    on by any number of threads.
+
+    ``threading.Event`` goes through a ``Condition`` (Python code, and a new
+    lock per wait); here the gate is a lock held from birth, released by
+    :meth:`set`, and each waiter that gets it releases it again for the next.
+    A lock may be released by another thread than the one that took it.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """Open the gate (once: the future completes once)."""
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once open; False if ``timeout`` seconds passed first (as ``Event.wait``)."""
+        lock = self._lock
+        if timeout is None:
+            got = lock.acquire()
+        elif timeout > 0:
+            got = lock.acquire(True, timeout)
+        else:
+            got = lock.acquire(False)
+        if got:
+            lock.release()  # open for the next waiter too
+        return got
 
 
 class _LoopInbox:

@@ -193,15 +193,15 @@ class KeyRing:
         long the key rests and for which model (None: key-wide) when it
         cools, else None."""
         if error is None:
-            outcome = Outcome.success(usage[0], usage[1]) if any(usage) else Outcome.success()
+            outcome = _success(usage[0], usage[1]) if any(usage) else _SUCCESS
         elif isinstance(error, ApiError):
             outcome = Outcome.from_error(error, cooldown)
             if outcome.kind == OUTCOME_AUTH_FAILURE and len(self.pool) == 1:
                 # the only key: each request reports the server's own 401/403 (and a new
                 # client.api_key starts afresh); disabling it would only hide that
-                outcome = Outcome.ignored()
+                outcome = _IGNORED
         else:
-            outcome = Outcome.ignored()
+            outcome = _IGNORED
         already_disabled = (
             outcome.kind == OUTCOME_AUTH_FAILURE
             and self.pool.disabled_reason(lease.name) is not None
@@ -268,3 +268,15 @@ class KeyRing:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return self.pool.snapshot(now)
+
+
+# An Outcome is frozen (immutable), so the common ones are built once and
+# shared: a success with the usage most answers report is one cache lookup,
+# not a frozen dataclass's construction and checks per attempt.
+_SUCCESS = Outcome.success()
+_IGNORED = Outcome.ignored()
+
+
+@functools.lru_cache(maxsize=1024)
+def _success(tokens_in: int, tokens_out: int) -> Outcome:
+    return Outcome.success(tokens_in, tokens_out)

@@ -100,8 +100,8 @@ class Dispatcher(Streams):
             task = start_task(self.loop, self._run(req, hold), self.run_in_context(req))
             req.task = task
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            # a task cancelled before it ran still gives all back
+            # one done callback (one loop callback per attempt, not two): it leaves
+            # _tasks, and a task cancelled before it ran still gives all back
             task.add_done_callback(hold.on_task_done)
         self.deadlines.arm(now)
 

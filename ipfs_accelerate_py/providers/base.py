@@ -26,6 +26,7 @@ Nothing here queues, retries, waits or counts: that is the engine's.
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -175,6 +176,12 @@ def json_body(data: Any, provider: str) -> bytes:
         raise InvalidInputError(
             f"request data cannot be sent as JSON: {exc}", provider=provider
         ) from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _lowered(names: tuple[str, ...]) -> frozenset[str]:
+    """The header names, lower-cased (a provider's few auth header names: computed once)."""
+    return frozenset(name.lower() for name in names)
 
 
 def body_json(body: Any) -> Any:
@@ -347,9 +354,9 @@ class Wire:
             headers = with_headers(headers, extra_headers)
         if extra_query:
             url = with_query(url, extra_query)
-        secret = frozenset(name.lower() for name in auth) | frozenset(
-            name.lower() for name, _ in extra_headers
-        )
+        secret = _lowered(tuple(auth))
+        if extra_headers:
+            secret = secret | frozenset(name.lower() for name, _ in extra_headers)
         return HttpRequest(method, url, headers, body, timeout, stream, secret_headers=secret)
 
     # ----------------------------------------------------------- responses

@@ -293,6 +293,11 @@ class CircuitBreaker:
 
     def acquire(self, now: float) -> int | None:
         """A permit number if a call may go now, else None.  Pass it back as ``permit=``."""
+        with self._lock:
+            if self._state == STATE_CLOSED:  # _acquire when CLOSED: time cannot move it, no event
+                self._last_now = now
+                self._issued += 1
+                return self._issued
         return self._locked(self._acquire, now)
 
     def try_acquire(self, now: float) -> bool:
@@ -316,7 +321,22 @@ class CircuitBreaker:
     # ------------------------------------------------------------ outcomes
 
     def on_success(self, now: float, duration: float = 0.0, *, permit: int | None = None) -> None:
-        self._locked(self._outcome, now, _SUCCESS, duration, permit)
+        with self._lock:
+            if self._state == STATE_CLOSED and (permit is None or permit >= self._epoch_first):
+                # _outcome's path for a fresh success when CLOSED, without its dispatch
+                self._last_now = now
+                self._closed_success(now, duration)
+                events = self._pending
+                if not events:  # most successes: no transition (a slow-call rate may trip)
+                    return
+                self._pending = []
+                listeners = self._listeners
+            else:
+                listeners = None
+        if listeners is None:
+            self._locked(self._outcome, now, _SUCCESS, duration, permit)
+        elif listeners:
+            _notify(listeners, events)
 
     def on_failure(self, now: float, duration: float = 0.0, *, permit: int | None = None) -> None:
         """A service failure (5xx, timeout, connection error, malformed answer)."""
@@ -354,9 +374,12 @@ class CircuitBreaker:
         """Run ``fn`` under the lock, then tell listeners of its transitions outside it."""
         with self._lock:
             result = fn(*args)
-            events, self._pending = self._pending, []
+            events = self._pending
+            if not events:  # most calls: no transition, nothing to hand over (no new list)
+                return result
+            self._pending = []
             listeners = self._listeners
-        if events and listeners:
+        if listeners:
             _notify(listeners, events)
         return result
 

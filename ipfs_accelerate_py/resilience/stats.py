@@ -352,32 +352,97 @@ class StatsCollector:
 
     # ------------------------------------------------------------ recording
 
+    def record_figures(
+        self,
+        success: bool,
+        latency: float,
+        queue_wait: float,
+        attempts: int,
+        model: str | None,
+        error_kind: str | None,
+        tokens_in: int,
+        tokens_out: int,
+        key_name: str | None,
+        endpoint: str | None,
+    ) -> None:
+        """``record_request(RequestRecord(...))`` of these fields, without
+        building the record when the figures are plain and valid (the engine's,
+        once per request); otherwise the record is built, and checked, as ever."""
+        if not (  # RequestRecord's own quick check: when it holds, the record adds nothing
+            type(latency) is float and latency >= 0.0
+            and type(queue_wait) is float and queue_wait >= 0.0
+            and type(attempts) is int and attempts >= 0
+            and type(tokens_in) is int and tokens_in >= 0
+            and type(tokens_out) is int and tokens_out >= 0
+        ):  # fmt: skip
+            self.record_request(
+                RequestRecord(
+                    success,
+                    latency,
+                    queue_wait,
+                    attempts,
+                    model,
+                    error_kind,
+                    tokens_in,
+                    tokens_out,
+                    key_name,
+                    endpoint,
+                )
+            )
+            return
+        with self._lock:
+            self._record(
+                success, latency, queue_wait, attempts, model, error_kind,
+                tokens_in, tokens_out, key_name, endpoint,
+            )  # fmt: skip
+
     def record_request(self, rec: RequestRecord) -> None:
         """One finished logical request, successful or not."""
         with self._lock:
-            if rec.success:
-                self._successes += 1
-            elif rec.error_kind == CANCELLED:
-                self._cancelled += 1
-            else:
-                self._failures += 1
-                _bounded_add(self._errors, rec.error_kind or UNKNOWN_ERROR)
-            self._attempts += rec.attempts
-            if rec.attempts > 1:
-                self._retried += 1
-                self._retries += rec.attempts - 1
-            self._tokens_in += rec.tokens_in
-            self._tokens_out += rec.tokens_out
-            if rec.model is not None:
-                row = _bounded_row(self._models, rec.model, _new_model_row)
-                self._add_to_row(row, rec)
-                row["latency_total"] += rec.latency
-            if rec.key_name is not None:
-                self._add_to_row(_bounded_row(self._keys, rec.key_name, _new_key_row), rec)
-            if rec.endpoint is not None:
-                _bounded_add(self._endpoints, rec.endpoint)
-            self.latency.record(rec.latency)
-            self.queue_wait.record(rec.queue_wait)
+            self._record(
+                rec.success, rec.latency, rec.queue_wait, rec.attempts, rec.model,
+                rec.error_kind, rec.tokens_in, rec.tokens_out, rec.key_name, rec.endpoint,
+            )  # fmt: skip
+
+    def _record(
+        self,
+        success: bool,
+        latency: float,
+        queue_wait: float,
+        attempts: int,
+        model: str | None,
+        error_kind: str | None,
+        tokens_in: int,
+        tokens_out: int,
+        key_name: str | None,
+        endpoint: str | None,
+    ) -> None:
+        """(under the lock) One finished request's figures."""
+        if success:
+            self._successes += 1
+        elif error_kind == CANCELLED:
+            self._cancelled += 1
+        else:
+            self._failures += 1
+            _bounded_add(self._errors, error_kind or UNKNOWN_ERROR)
+        self._attempts += attempts
+        if attempts > 1:
+            self._retried += 1
+            self._retries += attempts - 1
+        self._tokens_in += tokens_in
+        self._tokens_out += tokens_out
+        outcome = "successes" if success else "cancelled" if error_kind == CANCELLED else "failures"
+        if model is not None:
+            row = _bounded_row(self._models, model, _new_model_row)
+            self._add_to_row(row, outcome, tokens_in, tokens_out)
+            row["latency_total"] += latency
+        if key_name is not None:
+            row = _bounded_row(self._keys, key_name, _new_key_row)
+            self._add_to_row(row, outcome, tokens_in, tokens_out)
+        if endpoint is not None:
+            _bounded_add(self._endpoints, endpoint)
+        self.latency.record(latency)
+        self.queue_wait.record(queue_wait)
 
     def record_stream(
         self,
@@ -425,17 +490,11 @@ class StatsCollector:
         }
 
     @staticmethod
-    def _add_to_row(row: dict[str, Any], rec: RequestRecord) -> None:
+    def _add_to_row(row: dict[str, Any], outcome: str, tokens_in: int, tokens_out: int) -> None:
         row["requests"] += 1
-        row[
-            "successes"
-            if rec.success
-            else "cancelled"
-            if rec.error_kind == CANCELLED
-            else "failures"
-        ] += 1
-        row["tokens_in"] += rec.tokens_in
-        row["tokens_out"] += rec.tokens_out
+        row[outcome] += 1
+        row["tokens_in"] += tokens_in
+        row["tokens_out"] += tokens_out
 
     def record_attempt(
         self,

@@ -337,3 +337,29 @@ def test_a_value_just_above_the_smallest_bucket_is_reported_within_a_percent():
     h.record(1.01e-5)
     h.record(1e-3)
     assert h.percentile(50) == pytest.approx(1.01e-5, rel=0.005)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (True, 0.5, 0.1, 1, "m", None, 3, 4, "k", "chat/completions"),
+        (False, 0.25, 0.0, 3, "m2", "server", 0, 0, None, None),
+        (False, 0.75, 0.2, 1, None, "cancelled", 0, 0, "k2", "embeddings"),
+        (True, 1, 0, 2, "m", None, 1, 1, "k", None),  # ints for seconds: the record's own check
+    ],
+)
+def test_record_figures_counts_exactly_what_record_request_counts(fields):
+    by_record, by_figures = StatsCollector(), StatsCollector()
+    by_record.record_request(RequestRecord(*fields))
+    by_figures.record_figures(*fields)
+    assert by_figures.snapshot() == by_record.snapshot()
+
+
+@pytest.mark.parametrize(
+    "latency, attempts", [(-0.5, 1), (float("nan"), 1), (0.5, -1), (0.5, True)]
+)
+def test_record_figures_refuses_what_a_record_refuses_and_counts_nothing(latency, attempts):
+    stats = StatsCollector()
+    with pytest.raises(ValueError, match="RequestRecord"):
+        stats.record_figures(True, latency, 0.0, attempts, "m", None, 0, 0, "k", None)
+    assert stats.snapshot()["total_requests"] == 0

@@ -265,11 +265,11 @@ class KeyPool:
             candidates = self._ready(now, tokens, exclude, model)
             if not candidates:
                 return None
-            for state in candidates:
-                state.quota_fraction = _quota_fraction(state, now)
-            if len(self._keys) == 1:  # one key: nothing to choose between
+            if len(self._keys) == 1:  # one key: nothing to choose between (no strategy to tell)
                 chosen = candidates[0]
             else:
+                for state in candidates:  # what the strategy weighs them by
+                    state.quota_fraction = _quota_fraction(state, now)
                 chosen = self._strategy.pick(candidates, rng)
                 if not any(chosen is c for c in candidates):
                     raise LeaseError(
