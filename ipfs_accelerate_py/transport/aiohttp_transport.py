@@ -170,8 +170,11 @@ async def _read_body(resp: aiohttp.ClientResponse, request: HttpRequest) -> byte
     if limit is None:
         return await resp.read()
     declared = resp.content_length
-    if declared is not None and declared > limit and not resp.headers.get("Content-Encoding"):
-        raise too_large("response body", limit, 0, "max_response_bytes", _where(request))
+    if declared is not None and not resp.headers.get("Content-Encoding"):
+        if declared > limit:
+            raise too_large("response body", limit, 0, "max_response_bytes", _where(request))
+        # aiohttp reads no more than a plain body's Content-Length: within the limit
+        return await resp.read()
     parts: list[bytes] = []
     size = 0
     async for part in resp.content.iter_chunked(READ_CHUNK):

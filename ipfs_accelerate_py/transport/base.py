@@ -48,6 +48,9 @@ class HttpRequest:
         return json.loads(self.body) if self.body else None
 
 
+_decode = json.JSONDecoder().decode
+
+
 @dataclass(slots=True)
 class HttpResponse:
     status: int
@@ -60,8 +63,13 @@ class HttpResponse:
         return 200 <= self.status < 300
 
     def json(self) -> Any:
-        try:
-            return json.loads(self.body)
+        body = self.body
+        try:  # UTF-8 without a BOM, as JSON answers are: no encoding to detect
+            return _decode(body.decode() if isinstance(body, (bytes, bytearray)) else body)
+        except ValueError:
+            pass
+        try:  # a BOM, UTF-16 or -32 (detected from the first bytes), or not JSON
+            return json.loads(body)
         except ValueError as exc:
             raise MalformedResponseError(
                 f"response body is not valid JSON ({len(self.body)} bytes: {self.body[:80]!r})",

@@ -9,6 +9,7 @@ And no exception of the HTTP library reaches the caller untranslated.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 
 import pytest
@@ -112,6 +113,41 @@ def test_a_body_past_max_response_bytes_is_refused_from_its_content_length():
         assert error.received == 0  # refused on its Content-Length, before reading any
         assert len(seen) == 1  # not retried: the same request would get the same answer
         assert client.get_stats()["in_flight"] == 0
+
+
+def test_a_body_of_exactly_max_response_bytes_is_read_whole():
+    answer = {"id": "c", "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}}]}
+    content = "y" * (64 * KIB - len(json.dumps(answer)))
+    answer["choices"][0]["message"]["content"] = content
+    body = json.dumps(answer).encode()
+    assert len(body) == 64 * KIB
+
+    async def respond(request):
+        return web.Response(body=body, content_type="application/json")
+
+    handler, seen = counting(respond)
+    with aiohttp_server(handler) as url, make(url + "/v1", max_response_bytes=64 * KIB) as client:
+        result = chat(client)
+        assert result["choices"][0]["message"]["content"] == content
+        assert len(seen) == 1
+
+
+def test_a_small_gzip_body_that_inflates_past_the_limit_is_refused():
+    inflated = json.dumps({"choices": [], "pad": " " * (4 * MIB)}).encode()
+    packed = gzip.compress(inflated)
+    assert len(packed) < 64 * KIB  # its Content-Length is well within the limit
+
+    async def respond(request):
+        return web.Response(
+            body=packed, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    handler, seen = counting(respond)
+    with aiohttp_server(handler) as url, make(url + "/v1", max_response_bytes=MIB) as client:
+        error = chat(client)
+        assert_too_large(error, "max_response_bytes", MIB)
+        assert MIB < error.received < 2 * MIB  # what was inflated, read a chunk at a time
+        assert len(seen) == 1
 
 
 def test_an_endless_chunked_body_stops_at_the_limit():
