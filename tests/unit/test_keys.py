@@ -1084,3 +1084,25 @@ def test_new_breaker_options_reach_every_keys_breaker_and_keys_added_later():
         pool.snapshot(1.0)["b"]["breaker"] == "OPEN"
         and pool.snapshot(2.0)["b"]["breaker"] == "HALF_OPEN"
     )
+
+
+# ---------------------------------------------------------------- one key
+
+
+def test_one_key_is_chosen_until_it_is_held_cooling_or_excluded():
+    pool, clock, rng = make(KeyOptions("only", max_concurrent=2, rpm=60), strategy="least-loaded")
+    first = pool.choose(clock.now(), 0, rng)
+    second = pool.choose(clock.now(), 0, rng, exclude=frozenset({"another"}))
+    assert (first.name, second.name) == ("only", "only")
+    assert pool.choose(clock.now(), 0, rng) is None  # at its max_concurrent
+    pool.release(first, clock.now(), SUCCESS)
+    assert pool.choose(clock.now(), 0, rng, exclude=frozenset({"only"})) is None
+    pool.release(
+        pool.choose(clock.now(), 0, rng, model="m"),
+        clock.now(),
+        Outcome.from_error(RateLimitError("slow down", retry_after=5.0)),
+    )
+    assert pool.choose(clock.now(), 0, rng, model="m") is None  # its model cools
+    clock.advance(5.0)
+    lease = pool.choose(clock.now(), 0, rng, model="m")
+    assert lease is not None and pool.snapshot(clock.now())["only"]["in_flight"] == 2

@@ -219,8 +219,7 @@ class KeyPool:
             return list(self._keys)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._keys)
+        return len(self._keys)  # one read of a dict's size: no lock needed
 
     def __contains__(self, name: object) -> bool:
         with self._lock:
@@ -262,19 +261,26 @@ class KeyPool:
         if not (type(tokens) is int and tokens >= 0):
             require_int("tokens", tokens, 0)
         with self._lock:
-            candidates = self._ready(now, tokens, exclude, model)
-            if not candidates:
-                return None
-            if len(self._keys) == 1:  # one key: nothing to choose between (no strategy to tell)
-                chosen = candidates[0]
+            keys = self._keys
+            if len(keys) == 1 and not exclude:  # one key: nothing to choose between
+                (chosen,) = keys.values()
+                at = chosen.ready_at(now, tokens, model)
+                if at is None or at > now:
+                    return None
             else:
-                for state in candidates:  # what the strategy weighs them by
-                    state.quota_fraction = _quota_fraction(state, now)
-                chosen = self._strategy.pick(candidates, rng)
-                if not any(chosen is c for c in candidates):
-                    raise LeaseError(
-                        f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates"
-                    )
+                candidates = self._ready(now, tokens, exclude, model)
+                if not candidates:
+                    return None
+                if len(keys) == 1:  # one key, another name excluded: still nothing to weigh
+                    chosen = candidates[0]
+                else:
+                    for state in candidates:  # what the strategy weighs them by
+                        state.quota_fraction = _quota_fraction(state, now)
+                    chosen = self._strategy.pick(candidates, rng)
+                    if not any(chosen is c for c in candidates):
+                        raise LeaseError(
+                            f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates"
+                        )
             permit = chosen.breaker.acquire(now)
             if (
                 permit is None
