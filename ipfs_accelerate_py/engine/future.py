@@ -217,14 +217,16 @@ _inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopInbox] = (
     weakref.WeakKeyDictionary()
 )
 _inboxes_lock = threading.Lock()
+_last_inbox: _LoopInbox | None = None  # the inbox found last (it holds its loop while cached)
 
 
 def _after_fork_in_child() -> None:
     """The child's own: the parent's loops do not run here, and a lock another
     thread held at the fork would stay held for ever (see :mod:`.forking`)."""
-    global _inboxes_lock
+    global _inboxes_lock, _last_inbox
     _inboxes_lock = threading.Lock()
     _inboxes.clear()
+    _last_inbox = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -232,10 +234,15 @@ if hasattr(os, "register_at_fork"):
 
 
 def _inbox_of(loop: asyncio.AbstractEventLoop) -> _LoopInbox:
+    global _last_inbox
+    inbox = _last_inbox  # most callers await from one loop: no weak-dictionary lookup
+    if inbox is not None and inbox.loop is loop:
+        return inbox
     inbox = _inboxes.get(loop)
     if inbox is None:
         with _inboxes_lock:
             inbox = _inboxes.get(loop)
             if inbox is None:
                 inbox = _inboxes[loop] = _LoopInbox(loop)
+    _last_inbox = inbox
     return inbox
