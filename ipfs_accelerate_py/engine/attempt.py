@@ -78,16 +78,23 @@ class AttemptHold:
         engine = self._engine
         now = engine.clock.now()
         duration = now - self.started
-        outcome = breaker_outcome(error, status)
-        if outcome is Outcome.FAILURE:
-            engine.last_failure = error
-        self.report(outcome.value, now, duration if outcome is not Outcome.IGNORED else 0.0)
+        permit = self._permit
+        if error is None and (status is None or status < 300) and permit is not None:
+            # a success (breaker_outcome's first case), told without the steps between
+            self._permit = None
+            engine.breaker.on_success(now, duration, permit=permit)
+            outcome = Outcome.SUCCESS
+        else:
+            outcome = breaker_outcome(error, status)
+            if outcome is Outcome.FAILURE:
+                engine.last_failure = error
+            self.report(outcome.value, now, duration if outcome is not Outcome.IGNORED else 0.0)
         error_kind = error.kind if error is not None else None
         engine.stats.record_attempt(
             key_name=req.last_key, status=status, error_kind=error_kind, latency=duration
         )
         events = engine.events
-        if events.wants(AttemptEnded):
+        if events.subscribers[AttemptEnded]:
             events.publish(
                 AttemptEnded(
                     req.request_id,
@@ -138,7 +145,7 @@ class AttemptHold:
             try:
                 if lease is not None:
                     cooled = engine.keys.release(lease, now, error, usage, cooldown)
-                    if cooled is not None and engine.events.wants(KeyCooled):
+                    if cooled is not None and engine.events.subscribers[KeyCooled]:
                         seconds, model = cooled
                         engine.events.publish(
                             KeyCooled(
@@ -212,7 +219,11 @@ class Attempts(EngineCore):
             req.task = None
             req.running = False
             req.lease = None
-            cooldown = cooldown_for(error, req.retries, self.retry_options, self.rng)
+            cooldown = (
+                None
+                if error is None
+                else cooldown_for(error, req.retries, self.retry_options, self.rng)
+            )
             hold.release(self.clock.now(), error, usage, cooldown)
         if stood_down:
             self._pump()
@@ -247,8 +258,9 @@ class Attempts(EngineCore):
             )
         req.attempts += 1
         options = req.options
+        settings = self.settings.values
         timeout, req.cut_at = attempt_timeout(
-            self.settings["timeout"] if options.timeout is None else options.timeout,
+            settings["timeout"] if options.timeout is None else options.timeout,
             req.deadline,
             now,
         )
@@ -266,19 +278,17 @@ class Attempts(EngineCore):
             extra_headers=options.extra_headers,
             extra_query=options.extra_query,
         )
-        settings = self.settings
         http_request.max_body_bytes = settings["max_response_bytes"]
         http_request.max_line_bytes = settings["max_stream_line_bytes"]
         hold.started = started = clock.now()
-        if self.events.wants(AttemptStarted):
+        if self.events.subscribers[AttemptStarted]:
             self.events.publish(
                 AttemptStarted(
                     req.request_id, self.provider.name, req.model, key_name, req.attempts, started
                 )
             )
-        # what a server may echo back, read on an error only
-        secrets = Secrets(api_key, options)
         if req.stream:
+            secrets = Secrets(api_key, options)  # what a server may echo back, read on an error
             return await self._attempt_stream(req, hold, http_request, secrets, timeout)
         try:
             response = await self._send(req, http_request)
@@ -287,7 +297,7 @@ class Attempts(EngineCore):
             else:  # a status the provider reads as an answer (see _send)
                 result = self.parsed(self.provider.answer_for_status, req.endpoint, response)
         except ApiError as error:
-            error.redact(secrets)  # servers echo the key they were sent
+            error.redact(Secrets(api_key, options))  # servers echo the key they were sent
             error.attempt = error.attempt or req.attempts
             hold.conclude(req, error, error.status)
             raise

@@ -180,7 +180,17 @@ class EngineCore:
         Figures that cannot be read or believed (not a whole number from 0
         to MAX_TOKEN_COUNT) count as 0, with a warning: never an error."""
         try:
-            figures = tuple(self.provider.usage(result))
+            figures = self.provider.usage(result)
+            if type(figures) is tuple and len(figures) == 2:  # the common case, without calls
+                tokens_in, tokens_out = figures
+                if (
+                    type(tokens_in) is int
+                    and type(tokens_out) is int
+                    and 0 <= tokens_in <= MAX_TOKEN_COUNT
+                    and 0 <= tokens_out <= MAX_TOKEN_COUNT
+                ):
+                    return tokens_in, tokens_out
+            figures = tuple(figures)
         except Exception as exc:
             why = f"{type(exc).__name__}"
         else:
@@ -246,7 +256,7 @@ class EngineCore:
             self.key_name(req),
             req.endpoint,
         )
-        if self.events.wants(RequestDone):
+        if self.events.subscribers[RequestDone]:
             self.publish_done(req, error_kind, attempts, now)
 
     def publish_done(self, req: Request, error_kind: str | None, attempts: int, now: float) -> None:

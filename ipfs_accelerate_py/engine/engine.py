@@ -260,7 +260,7 @@ class Engine(Dispatcher):
                 self.deadlines.watch(entry, req.deadline)
             req.future._canceller = lambda: self.call_soon(self._cancel, req)
             wake = self._claim_wake()
-        if self.events.wants(RequestQueued):
+        if self.events.subscribers[RequestQueued]:
             self.events.publish(
                 RequestQueued(
                     req.request_id,

@@ -158,10 +158,12 @@ class EventBus:
     """Subscribers by event kind.  Subscribing and unsubscribing may happen
     from any thread; publishing reads an immutable tuple, no lock."""
 
-    __slots__ = ("_by_kind", "_lock", "_failed")
+    __slots__ = ("subscribers", "_lock", "_failed")
 
     def __init__(self) -> None:
-        self._by_kind: dict[type[Any], tuple[Subscriber, ...]] = {k: () for k in EVENT_TYPES}
+        # each kind's subscribers, an immutable tuple replaced on change: read
+        # it (``if bus.subscribers[kind]:``) where ``wants`` would cost a call
+        self.subscribers: dict[type[Any], tuple[Subscriber, ...]] = {k: () for k in EVENT_TYPES}
         self._lock = threading.Lock()
         self._failed: set[int] = set()  # ids of subscribers whose failure was logged
 
@@ -171,31 +173,32 @@ class EventBus:
         wanted: Iterable[type[Any]] = kinds or EVENT_TYPES
         with self._lock:
             for kind in wanted:
-                if kind not in self._by_kind:
+                if kind not in self.subscribers:
                     raise TypeError(f"{kind!r} is not an engine event type")
-                if callback not in self._by_kind[kind]:
-                    self._by_kind[kind] = (*self._by_kind[kind], callback)
+                if callback not in self.subscribers[kind]:
+                    self.subscribers[kind] = (*self.subscribers[kind], callback)
         return lambda: self.unsubscribe(callback)
 
     def unsubscribe(self, callback: Subscriber) -> None:
         """Stop calling ``callback`` (for every kind); unknown: nothing happens."""
         with self._lock:
-            for kind, callbacks in self._by_kind.items():
+            for kind, callbacks in self.subscribers.items():
                 if callback in callbacks:
-                    self._by_kind[kind] = tuple(c for c in callbacks if c != callback)
+                    self.subscribers[kind] = tuple(c for c in callbacks if c != callback)
 
     def after_fork(self) -> None:
         """(a forked child) A lock of its own: a parent's thread may have held this one."""
         self._lock = threading.Lock()
 
     def wants(self, kind: type[Any]) -> bool:
-        """Whether anyone listens for ``kind`` (so the event is worth building)."""
-        return bool(self._by_kind[kind])
+        """Whether anyone listens for ``kind`` (so the event is worth building);
+        on a hot path, ``if bus.subscribers[kind]:`` says the same without a call."""
+        return bool(self.subscribers[kind])
 
     def publish(self, event: Any) -> None:
         """Hand ``event`` to each subscriber of its kind; what one raises is
         logged (once per subscriber) and goes no further."""
-        for callback in self._by_kind[type(event)]:
+        for callback in self.subscribers[type(event)]:
             try:
                 callback(event)
             except Exception:
@@ -211,4 +214,4 @@ class EventBus:
 
     def __len__(self) -> int:
         """How many distinct subscribers there are."""
-        return len({c for callbacks in self._by_kind.values() for c in callbacks})
+        return len({c for callbacks in self.subscribers.values() for c in callbacks})

@@ -21,7 +21,16 @@ __all__ = ["RequestFuture"]
 class RequestFuture(dict[str, Any]):
     """``{"completed": bool, "result": ..., "error": ..., "request_id": ...}``."""
 
-    __slots__ = ("_done", "_event", "_callbacks", "_canceller", "_lock", "attempts", "key_name")
+    __slots__ = (
+        "_done",
+        "_event",
+        "_callbacks",
+        "_waiters",
+        "_canceller",
+        "_lock",
+        "attempts",
+        "key_name",
+    )
 
     def __init__(self, request_id: str | None = None) -> None:
         super().__init__(completed=False, result=None, error=None, request_id=request_id)
@@ -32,6 +41,8 @@ class RequestFuture(dict[str, Any]):
         self._done = False
         self._event: _Gate | None = None  # made for the first blocking wait only
         self._callbacks: list[Callable[[RequestFuture], None]] = []
+        # tasks awaiting it, each with its loop's inbox (made for the first await only)
+        self._waiters: list[tuple[_LoopInbox, asyncio.Future[None]]] | None = None
         self._canceller: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
@@ -73,13 +84,23 @@ class RequestFuture(dict[str, Any]):
 
     async def _await_result(self) -> Any:
         if not self._done:
-            waiter = asyncio.get_running_loop().create_future()
-            self.add_done_callback(lambda _: _inbox_of(waiter.get_loop()).put(waiter))
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                self.cancel()
-                raise
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            # its loop's inbox, found here in the awaiting thread rather than by the completer
+            entry = (_inbox_of(loop), waiter)
+            with self._lock:
+                waiting = not self._done
+                if waiting:
+                    if self._waiters is None:
+                        self._waiters = [entry]
+                    else:
+                        self._waiters.append(entry)
+            if waiting:
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    self.cancel()
+                    raise
         return self.result(0)
 
     # -------------------------------------------------------- completing
@@ -123,9 +144,13 @@ class RequestFuture(dict[str, Any]):
             self._done = True
             event = self._event
             callbacks, self._callbacks = self._callbacks, []
+            waiters, self._waiters = self._waiters, None
             self._canceller = None
         if event is not None:
             event.set()
+        if waiters is not None:
+            for inbox, waiter in waiters:
+                inbox.put(waiter)
         for fn in callbacks:
             fn(self)
         return True

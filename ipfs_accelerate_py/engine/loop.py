@@ -41,6 +41,7 @@ class EngineLoop:
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="ipfs-accelerate-engine", daemon=True)
         self.thread.start()
+        self.ident = self.thread.ident  # compared on every call from a caller's thread
         self._ready.wait()
 
     def _run(self) -> None:
@@ -81,7 +82,7 @@ def engine_loop() -> EngineLoop:
 
 def in_engine_thread() -> bool:
     current = _current
-    return current is not None and current.thread is threading.current_thread()
+    return current is not None and current.ident == threading.get_ident()
 
 
 if sys.version_info >= (3, 11):

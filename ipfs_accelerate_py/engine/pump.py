@@ -71,7 +71,7 @@ class Dispatcher(Streams):
             self._wake_pending = False
         now = self.clock.now()
         self.batches.assemble(now)
-        limit = self.settings["max_concurrent_requests"]
+        limit = self.settings.values["max_concurrent_requests"]
         breaker = self.breaker
         keys = self.keys
         while self.in_flight < limit and len(queue):
@@ -361,7 +361,7 @@ class Dispatcher(Streams):
         req.last_error = error
         if log.isEnabledFor(logging.DEBUG):
             self._log_retry(req, error, verdict, options.max_retries)
-        if self.events.wants(RetryScheduled):
+        if self.events.subscribers[RetryScheduled]:
             self.events.publish(
                 RetryScheduled(
                     req.request_id,

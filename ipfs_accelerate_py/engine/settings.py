@@ -336,6 +336,8 @@ class Settings:
         metadata = metadata or {}
         environ = os.environ if environ is None else environ
         self._values: dict[str, Any] = {}
+        # the same dict, for reading on a hot path without a call (never write it: use set())
+        self.values: Mapping[str, Any] = self._values
         self._listeners: list[Callable[[str, Any], None]] = []
         for spec in SETTINGS:
             raw: Any

@@ -209,7 +209,7 @@ class Streams(Attempts):
             output_tokens=progress.output_tokens(),
             generation_seconds=now - progress.started,
         )
-        if self.events.wants(RequestDone):
+        if self.events.subscribers[RequestDone]:
             self.publish_done(
                 req, error_kind or (None if error is None else "error"), req.attempts, now
             )
