@@ -26,7 +26,6 @@ Nothing here queues, retries, waits or counts: that is the engine's.
 
 from __future__ import annotations
 
-import functools
 import json
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -178,10 +177,14 @@ def json_body(data: Any, provider: str) -> bytes:
         ) from exc
 
 
-@functools.lru_cache(maxsize=64)
-def _lowered(names: tuple[str, ...]) -> frozenset[str]:
-    """The header names, lower-cased (a provider's few auth header names: computed once)."""
-    return frozenset(name.lower() for name in names)
+_REMEMBERED = 256  # entries in each of a provider's caches; a full one starts again
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """``cache[key] = value``, keeping the cache at most ``_REMEMBERED`` entries."""
+    if len(cache) >= _REMEMBERED:
+        cache.clear()
+    cache[key] = value
 
 
 def body_json(body: Any) -> Any:
@@ -279,6 +282,10 @@ class Wire:
     def __init__(self, spec: ProviderSpec) -> None:
         self.spec = spec
         self.name = spec.name
+        # what build_request derives the same way every time, by what it derives
+        # from: an endpoint's path, and a key's headers with their secret names
+        self._paths: dict[str, str] = {}
+        self._headers: dict[tuple[str | None, bool], tuple[dict[str, str], frozenset[str]]] = {}
 
     # ------------------------------------------------------------ requests
 
@@ -330,15 +337,17 @@ class Wire:
         ``extra_headers`` go on last (replacing any of the same name, in any
         case; a None value removes one) and ``extra_query`` into the URL."""
         endpoint, data = self.prepare(endpoint, data, stream)
-        path = self.endpoint_path(endpoint)
+        path = self._paths.get(endpoint)
+        if path is None:
+            path = self.endpoint_path(endpoint)
+            _remember(self._paths, endpoint, path)
         method = self.method_for(path, data)
-        headers = {
-            "Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE,
-            "User-Agent": USER_AGENT,
-        }
-        headers.update(self.spec.extra_headers)
-        auth = self.auth_headers(api_key)
-        headers.update(auth)
+        made = self._headers.get((api_key, stream))
+        if made is None:
+            made = self._key_headers(api_key, stream)
+            _remember(self._headers, (api_key, stream), made)
+        headers = made[0].copy()
+        secret = made[1]
         if request_id:
             headers["X-Client-Request-Id"] = request_id
         body = None
@@ -354,10 +363,23 @@ class Wire:
             headers = with_headers(headers, extra_headers)
         if extra_query:
             url = with_query(url, extra_query)
-        secret = _lowered(tuple(auth))
         if extra_headers:
             secret = secret | frozenset(name.lower() for name, _ in extra_headers)
         return HttpRequest(method, url, headers, body, timeout, stream, secret_headers=secret)
+
+    def _key_headers(
+        self, api_key: str | None, stream: bool
+    ) -> tuple[dict[str, str], frozenset[str]]:
+        """The headers every request on ``api_key`` carries, and the names of
+        those that hold the key (never sent to another origin)."""
+        headers = {
+            "Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE,
+            "User-Agent": USER_AGENT,
+        }
+        headers.update(self.spec.extra_headers)
+        auth = self.auth_headers(api_key)
+        headers.update(auth)
+        return headers, frozenset(name.lower() for name in auth)
 
     # ----------------------------------------------------------- responses
 

@@ -1134,3 +1134,34 @@ def test_simulator_tool_use_stream_joins_to_the_tool_input():
         == {"location": "Weather in Paris?"}
     )
     assert deltas[-2].finish_reason == "tool_calls"
+
+
+def test_each_request_gets_its_own_headers_for_its_own_key():
+    """What build_request remembers per key and endpoint never leaks between requests."""
+    endpoint, data = WIRE.chat_request(MODEL, [{"role": "user", "content": "hi"}], {}, False)
+    first = WIRE.build_request(
+        endpoint, data, api_key="sk-ant-first", base_url=BASE, timeout=None, request_id="r1"
+    )
+    first.headers["x-api-key"] = "changed by a transport"
+    second = WIRE.build_request(
+        endpoint, data, api_key="sk-ant-second", base_url=BASE, timeout=None
+    )
+    again = WIRE.build_request(endpoint, data, api_key="sk-ant-first", base_url=BASE, timeout=None)
+    assert second.headers["x-api-key"] == "sk-ant-second"
+    assert again.headers["x-api-key"] == "sk-ant-first"
+    assert "X-Client-Request-Id" not in again.headers
+    assert again.secret_headers == frozenset({"x-api-key"})
+    named = WIRE.build_request(
+        endpoint,
+        data,
+        api_key=None,
+        base_url=BASE,
+        timeout=None,
+        extra_headers=(("X-Tenant", "t"),),
+    )
+    assert "x-api-key" not in named.headers and named.secret_headers == frozenset({"x-tenant"})
+    many = [
+        WIRE.build_request(endpoint, data, api_key=f"sk-ant-{i}", base_url=BASE, timeout=None)
+        for i in range(600)  # past what it remembers: it starts again, answers stay right
+    ]
+    assert [r.headers["x-api-key"] for r in many] == [f"sk-ant-{i}" for i in range(600)]
