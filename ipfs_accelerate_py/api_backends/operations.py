@@ -202,7 +202,7 @@ def check_messages(messages: Any) -> None:
             f"not {type(messages).__name__}"
         )
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message:
+        if not isinstance(message, (dict, Mapping)) or "role" not in message:
             raise InvalidInputError(
                 f"messages[{i}] must be a dict with a 'role' (and 'content'), not {message!r:.80}"
             )

@@ -98,7 +98,7 @@ class Submission(Operations):
         if priority is None:
             priority = self._default_priority
         level = PRIORITY_NORMAL if priority is None else priority_level(priority)
-        if data is not None and not isinstance(data, Mapping):
+        if data is not None and not isinstance(data, (dict, Mapping)):
             raise InvalidInputError(
                 f"request data must be a dict (the JSON body), not {type(data).__name__}"
             )
@@ -121,7 +121,8 @@ class Submission(Operations):
             )
         body = dict(data) if data is not None else None
         now = self._clock.now()
-        deadline = self._settings.request_deadline
+        settings = self._settings.values  # read without a descriptor call each
+        deadline = settings["request_deadline"]
         req = Request(
             endpoint,
             body,
@@ -133,7 +134,7 @@ class Submission(Operations):
             deadline=None if deadline is None else now + deadline,
             model=self.provider.request_model(endpoint, body),
             options=options,
-            circuit_wait=(options.on_circuit_open or self._settings.on_circuit_open) == "wait",
+            circuit_wait=(options.on_circuit_open or settings["on_circuit_open"]) == "wait",
         )
         if not stream:
             req.inputs = engine.batch_inputs(endpoint, body)

@@ -224,10 +224,6 @@ class EngineCore:
         error.request_id = error.request_id or req.request_id
         return error
 
-    def key_name(self, req: Request) -> str | None:
-        """The key a request went out on (its name; a fingerprint for the seed's key)."""
-        return req.last_key
-
     def record_request(
         self,
         req: Request,
@@ -253,7 +249,7 @@ class EngineCore:
             error_kind,
             tokens_in,
             tokens_out,
-            self.key_name(req),
+            req.last_key,
             req.endpoint,
         )
         if self.events.subscribers[RequestDone]:

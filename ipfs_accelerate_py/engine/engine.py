@@ -325,7 +325,7 @@ class Engine(Dispatcher):
             error = self.annotate(error, req)
         # before the caller wakes and reads the stats
         self.record_request(req, result, error, self.clock.now(), usage=usage)
-        req.future._complete(result, error, req.attempts, self.key_name(req))
+        req.future._complete(result, error, req.attempts, req.last_key)
 
     # ----------------------------------------------------------- cancel
 

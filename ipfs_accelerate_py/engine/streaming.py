@@ -123,7 +123,7 @@ class Streams(Attempts):
         task = asyncio.current_task()
         stream = ChunkStream(req.request_id, lambda: self.call_soon(_cancel_task, task))
         channel = stream.channel
-        req.future._complete(stream, None, req.attempts, self.key_name(req))
+        req.future._complete(stream, None, req.attempts, req.last_key)
         del stream
         stall = self.settings["stream_stall_timeout"]
         progress = StreamProgress(self.clock.now())
@@ -199,7 +199,7 @@ class Streams(Attempts):
                 error_kind=error_kind,
                 tokens_in=usage[0],
                 tokens_out=usage[1],
-                key_name=self.key_name(req),
+                key_name=req.last_key,
                 endpoint=req.endpoint,
             )
         )

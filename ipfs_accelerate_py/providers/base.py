@@ -295,7 +295,7 @@ class Wire:
 
     def request_model(self, endpoint: str, data: Any) -> str | None:
         """The model a request is for (stats per model, batch grouping)."""
-        return data.get("model") if isinstance(data, Mapping) else None
+        return data.get("model") if isinstance(data, (dict, Mapping)) else None
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
