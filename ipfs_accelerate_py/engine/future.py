@@ -80,9 +80,8 @@ class RequestFuture(dict[str, Any]):
         return error
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._await_result().__await__()
-
-    async def _await_result(self) -> Any:
+        """``await future``: its result, or its typed error raised; cancelling
+        the awaiting task cancels the request."""
         if not self._done:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
@@ -97,11 +96,14 @@ class RequestFuture(dict[str, Any]):
                         self._waiters.append(entry)
             if waiting:
                 try:
-                    await waiter
+                    yield from waiter
                 except asyncio.CancelledError:
                     self.cancel()
                     raise
-        return self.result(0)
+        error = self["error"]  # done: completed before, or woken by the completion
+        if error is not None:
+            raise error
+        return self["result"]
 
     # -------------------------------------------------------- completing
 
