@@ -27,6 +27,7 @@ Nothing here queues, retries, waits or counts: that is the engine's.
 from __future__ import annotations
 
 import json
+import json.encoder
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -168,8 +169,26 @@ _COMPACT_JSON = json.JSONEncoder(
 )  # one encoder: json.dumps builds one a call for these separators
 
 
+# the C encoder JSONEncoder.encode makes for each call, made here without its two Python frames
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+
+
 def json_body(data: Any, provider: str) -> bytes:
     try:
+        if _C_ENCODER is not None:
+            return "".join(
+                _C_ENCODER(
+                    {},  # its own markers, for the circular-reference check
+                    _COMPACT_JSON.default,
+                    json.encoder.encode_basestring_ascii,
+                    None,
+                    ":",
+                    ",",
+                    False,
+                    False,
+                    True,
+                )(data, 0)
+            ).encode()
         return _COMPACT_JSON.encode(data).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(

@@ -11,6 +11,7 @@ line (:class:`ResponseTooLargeError` past them).
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -48,7 +49,8 @@ class HttpRequest:
         return json.loads(self.body) if self.body else None
 
 
-_decode = json.JSONDecoder().decode
+# what json.loads runs, without its two Python frames (typeshed mistypes make_scanner's argument)
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -64,9 +66,12 @@ class HttpResponse:
 
     def json(self) -> Any:
         body = self.body
-        try:  # UTF-8 without a BOM, as JSON answers are: no encoding to detect
-            return _decode(body.decode() if isinstance(body, (bytes, bytearray)) else body)
-        except ValueError:
+        try:  # UTF-8 without a BOM, one value from end to end, as JSON answers are
+            text = body.decode() if isinstance(body, (bytes, bytearray)) else body
+            value, end = _scan(text, 0)
+            if end == len(text):
+                return value
+        except (ValueError, StopIteration):
             pass
         try:  # a BOM, UTF-16 or -32 (detected from the first bytes), or not JSON
             return json.loads(body)
