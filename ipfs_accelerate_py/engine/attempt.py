@@ -259,11 +259,11 @@ class Attempts(EngineCore):
         req.attempts += 1
         options = req.options
         settings = self.settings.values
-        timeout, req.cut_at = attempt_timeout(
-            settings["timeout"] if options.timeout is None else options.timeout,
-            req.deadline,
-            now,
-        )
+        timeout = settings["timeout"] if options.timeout is None else options.timeout
+        if req.deadline is None:
+            req.cut_at = None  # no deadline to cut the attempt short
+        else:
+            timeout, req.cut_at = attempt_timeout(timeout, req.deadline, now)
         assert req.lease is not None
         key_name = req.last_key = req.lease.name
         api_key = req.api_key or self.keys.secret(key_name)
