@@ -97,16 +97,10 @@ class EngineCore:
     def wake(self) -> None:
         """Have the loop run the pump soon (once, however many ask)."""
         with self.queue.lock:
-            wake = self._claim_wake()
-        if wake:
-            self.call_soon(self._pump)
-
-    def _claim_wake(self) -> bool:
-        """(under queue.lock) True for the one caller that must wake the loop."""
-        if self._wake_pending:
-            return False
-        self._wake_pending = True
-        return True
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self.call_soon(self._pump)
 
     # ------------------------------------------------- declared elsewhere
 

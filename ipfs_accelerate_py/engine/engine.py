@@ -257,9 +257,11 @@ class Engine(Dispatcher):
                 self.batches.admit(req)
             else:
                 req.move(Event.ADMITTED)
-                self.deadlines.watch(entry, req.deadline)
+                if req.deadline is not None:
+                    self.deadlines.watch(entry, req.deadline)
             req.future._canceller = lambda: self.call_soon(self._cancel, req)
-            wake = self._claim_wake()
+            wake = not self._wake_pending  # this caller wakes the loop, unless one already did
+            self._wake_pending = True
         if self.events.subscribers[RequestQueued]:
             self.events.publish(
                 RequestQueued(
