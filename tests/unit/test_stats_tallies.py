@@ -274,3 +274,76 @@ def test_reads_from_other_threads_while_the_loop_records(frequent_thread_switche
     assert all(snap["keys"][f"k{w}"]["attempts"] == per_writer for w in range(writers))
     assert snap["models"]["m"]["requests"] == total
     assert reads == sorted(reads)
+
+
+@pytest.mark.parametrize(
+    "read, expected",
+    [
+        (lambda h: h.count, 2),
+        (lambda h: h.total, 2.5),
+        (lambda h: h.min, 0.5),
+        (lambda h: h.max, 2.0),
+        (lambda h: h.mean, 1.25),
+        (lambda h: h.bucket_count, 2),
+        (lambda h: h.percentile(100), 2.0),
+        (lambda h: len(h.distribution()), 2),
+        (lambda h: h.snapshot()["max"], 2.0),
+        (repr, "LatencyHistogram(count=2, buckets=2)"),
+    ],
+)
+def test_every_read_of_a_histogram_counts_the_durations_still_waiting(read, expected):
+    h = LatencyHistogram()
+    h.record(0.5)
+    h.record(2.0)
+    assert read(h) == expected
+
+
+def test_plain_figures_are_counted_without_building_a_record(monkeypatch):
+    built = []
+
+    class Counted(RequestRecord):
+        def __post_init__(self) -> None:
+            built.append(self)
+            super().__post_init__()
+
+    monkeypatch.setattr(stats_module, "RequestRecord", Counted)
+    stats = StatsCollector()
+    stats.record_figures(True, 0.0, 0.0, 0, "m", None, 0, 0, "k", "chat")  # zeros: the edge
+    stats.record_figures(*figures_of())
+    stats.record_figures(*figures_of())
+    assert built == []
+    stats.record_figures(True, 1, 0.0, 1, "m", None, 0, 0, "k", "chat")  # an int: checked in full
+    assert len(built) == 1 and stats.snapshot()["total_requests"] == 4
+
+
+def test_a_retried_success_of_a_tallied_combination_is_counted_in_full():
+    stats = StatsCollector()
+    stats.record_figures(*figures_of())
+    stats.record_figures(*figures_of(attempts=2))
+    stats.record_figures(*figures_of(attempts=0))
+    stats.record_figures(*figures_of(success=False))
+    snap = stats.snapshot()
+    assert snap["total_attempts"] == 4 and snap["retried_requests"] == snap["total_retries"] == 1
+    assert snap["successful_requests"] == 3 and snap["failed_requests"] == 1
+
+
+def test_every_figure_of_a_tally_starts_again_from_zero_after_a_read():
+    stats = StatsCollector()
+    for _ in range(2):
+        stats.record_figures(*figures_of())
+        stats.record_attempt(key_name="k", status=200)
+    first = stats.snapshot()
+    assert first == stats.snapshot()
+    assert first["tokens"] == {"input": 6, "output": 8, "total": 14}
+    assert first["models"]["m"]["tokens_out"] == first["keys"]["k"]["tokens_out"] == 8
+    stats.record_figures(*figures_of())
+    second = stats.snapshot()
+    assert second["tokens"] == {"input": 9, "output": 12, "total": 21}
+    assert second["models"]["m"]["tokens_in"] == 9 and second["keys"]["k"]["tokens_out"] == 12
+
+
+def test_the_collectors_repr_counts_the_tallies_in():
+    stats = StatsCollector()
+    for _ in range(3):
+        stats.record_figures(*figures_of())
+    assert repr(stats) == "StatsCollector(requests=3, failed=0)"
