@@ -155,17 +155,26 @@ ALLOWLIST: dict[str, str] = {
     # max(self.limit or -1.0, remaining): remaining is a hint number, never below 0
     "resilience/keys/windows.py:113:47:0.0-1": "remaining >= 0 wins over -1 as over 0",
     # stats: the top bucket's index is the same for 3600 s and 3601 s
-    "resilience/stats.py:45:24:3600.0+1": "ceil(log(MAX/MIN)/log g) is unchanged",
+    "resilience/stats.py:53:24:3600.0+1": "ceil(log(MAX/MIN)/log g) is unchanged",
     # _rate of 0 s per token: never asked (only streams with time and tokens are measured)
-    "resilience/stats.py:285:38:op0:Gt>GtE": "seconds per token is always > 0",
+    "resilience/stats.py:350:38:op0:Gt>GtE": "seconds per token is always > 0",
     # record_attempt's latency is accepted for listeners and not read
-    "resilience/stats.py:446:25:0.0+1": "the parameter is deleted unread",
+    "resilience/stats.py:645:25:0.0+1": "the parameter is deleted unread",
+    "resilience/stats.py:649:8:stmt>pass": "the parameter is not read either way",
     # a value above HISTOGRAM_MIN_SECONDS has index >= 1 already: max(index, 0) is the same
-    "resilience/stats.py:66:26:1-1": "ceil of a positive log is >= 1",
+    "resilience/stats.py:74:26:1-1": "ceil of a positive log is >= 1",
     # RequestRecord's fast path: 0 takes the full check, which accepts it too
-    "resilience/stats.py:239:47:op0:GtE>Gt": "the full validation decides the same",
-    "resilience/stats.py:241:49:op0:GtE>Gt": "the full validation decides the same",
-    "resilience/stats.py:241:68:0+1": "the full validation decides the same",
+    "resilience/stats.py:304:47:op0:GtE>Gt": "the full validation decides the same",
+    "resilience/stats.py:304:64:0+1": "the full validation decides the same",
+    "resilience/stats.py:305:48:op0:GtE>Gt": "the full validation decides the same",
+    "resilience/stats.py:306:49:op0:GtE>Gt": "the full validation decides the same",
+    "resilience/stats.py:306:68:0+1": "the full validation decides the same",
+    # a percentile's rank: p > 0 and count > 0, so the ceiling is >= 1 already
+    "resilience/stats.py:226:19:1-1": "ceil of a positive share of a count >= 1 is >= 1",
+    # distribution's width: high - low + 1 >= 1, so the ceiling is >= 1 already
+    "resilience/stats.py:248:56:1-1": "ceil of a positive ratio is >= 1",
+    # zip of the percentiles asked and their values: always the same length
+    "resilience/stats.py:270:84:False>True": "both sides have one item per percentile",
 }
 
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {

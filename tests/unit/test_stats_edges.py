@@ -363,3 +363,25 @@ def test_record_figures_refuses_what_a_record_refuses_and_counts_nothing(latency
     with pytest.raises(ValueError, match="RequestRecord"):
         stats.record_figures(True, latency, 0.0, attempts, "m", None, 0, 0, "k", None)
     assert stats.snapshot()["total_requests"] == 0
+
+
+def test_streams_that_all_failed_have_none_completed():
+    sc = StatsCollector()
+    sc.record_stream(
+        outcome="stream_stalled", time_to_first_token=0.1, output_tokens=3, generation_seconds=1.0
+    )
+    streams = sc.snapshot()["streams"]
+    assert streams["completed"] == 0 and streams["failed"] == streams["total"] == 1
+
+
+def test_the_median_rate_of_a_hundred_streams_is_the_fiftieth():
+    sc = StatsCollector()
+    for rate in range(1, 101):  # 1 to 100 tokens a second
+        sc.record_stream(
+            outcome="completed", time_to_first_token=0.1, output_tokens=100,
+            generation_seconds=100 / rate,
+        )  # fmt: skip
+    rates = sc.snapshot()["streams"]["tokens_per_second"]
+    # nearest rank over the times per token, inverted: rank 50 of the slowest first is 51 tokens/s
+    assert rates["p50"] == pytest.approx(51.0, rel=0.01)
+    assert rates["p10"] == pytest.approx(11.0, rel=0.01)
