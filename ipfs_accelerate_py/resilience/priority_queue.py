@@ -312,7 +312,7 @@ class PriorityRequestQueue:
     def counts(self) -> dict[int, int]:
         """Live entries per priority, every priority present."""
         with self.lock:
-            return {p: level.live for p, level in zip(PRIORITIES, self._levels, strict=False)}
+            return {p: level.live for p, level in enumerate(self._levels)}  # p: PRIORITIES
 
     def snapshot(self, now: float | None = None) -> list[Any]:
         """The queued items in the order ``pop`` would return them.
@@ -353,16 +353,13 @@ class PriorityRequestQueue:
     def _first(self, now: float) -> list[tuple[int, QueueEntry]]:
         """(lock) The heap whose head goes next, of two or more holding entries
         (their heads all live): the least ``(effective priority, seq)``."""
-        best_heap: list[tuple[int, QueueEntry]] | None = None
-        best_key: tuple[int, int] | None = None
-        for heap in self._heaps:
+        heaps = self._heaps
+        heads = []
+        for level, heap in enumerate(heaps):
             if heap:
                 seq, head = heap[0]
-                key = (self._effective(head, now), seq)
-                if best_key is None or key < best_key:
-                    best_key, best_heap = key, heap
-        assert best_heap is not None
-        return best_heap
+                heads.append((self._effective(head, now), seq, level))
+        return heaps[min(heads)[2]]
 
     def _effective(self, entry: QueueEntry, now: float) -> int:
         if self._aging is None:

@@ -91,6 +91,8 @@ def check(q: PriorityRequestQueue, model: Model) -> None:
     assert q.counts() == {p: len(level.live) for p, level in model.levels.items()}
     assert len(q) == sum(len(level.live) for level in model.levels.values())
     assert q._physical_size() == sum(len(level.held) for level in model.levels.values())
+    # the count that tells pop whether any level has dead entries to drop
+    assert q._dead == sum(len(level.held) - len(level.live) for level in model.levels.values())
 
 
 @pytest.mark.parametrize("seed", range(6))
