@@ -28,8 +28,9 @@ Removal
 
 from __future__ import annotations
 
-import heapq
 import threading
+from heapq import heapify, heappop, heappush
+from itertools import count
 from typing import Any
 
 from .errors import InvalidInputError, QueueFullError
@@ -68,7 +69,7 @@ class QueueEntry:
     or drained.  The engine keeps the entry to remove or requeue it.
     """
 
-    __slots__ = ("item", "priority", "seq", "enqueued_at", "alive", "_in_heap", "_owner")
+    __slots__ = ("item", "priority", "seq", "enqueued_at", "alive", "_owner")
 
     def __init__(
         self, item: object, priority: int, seq: int, enqueued_at: float, owner: object = None
@@ -78,10 +79,9 @@ class QueueEntry:
         self.seq = seq
         self.enqueued_at = enqueued_at
         self.alive = True
-        self._in_heap = False  # physically held by a level heap (live or dead)
         self._owner = owner  # the queue that made it
 
-    def __lt__(self, other: QueueEntry) -> bool:  # heap order within a level
+    def __lt__(self, other: QueueEntry) -> bool:  # push order
         return self.seq < other.seq
 
     def __repr__(self) -> str:
@@ -91,34 +91,44 @@ class QueueEntry:
 
 
 class _Level:
-    """The entries of one priority: a heap by seq with lazy deletion."""
+    """The entries of one priority: a heap of ``(seq, entry)`` pairs (compared
+    in C: seqs are unique, so an entry itself is never compared) with lazy
+    deletion.  ``removed`` holds the dead entries the heap still holds."""
 
-    __slots__ = ("heap", "live", "dead")
+    __slots__ = ("heap", "removed")
 
     def __init__(self) -> None:
-        self.heap: list[QueueEntry] = []
-        self.live = 0
-        self.dead = 0
+        self.heap: list[tuple[int, QueueEntry]] = []  # never rebound: the queue keeps it too
+        self.removed: set[QueueEntry] = set()
 
-    def head(self) -> QueueEntry | None:
-        """The oldest live entry, dropping dead entries found on top."""
+    @property
+    def live(self) -> int:
+        return len(self.heap) - len(self.removed)
+
+    @property
+    def dead(self) -> int:
+        return len(self.removed)
+
+    def drop_dead_top(self) -> int:
+        """Drop the dead entries on top of the heap; how many were dropped."""
+        heap, removed = self.heap, self.removed
+        dropped = 0
+        while heap and not heap[0][1].alive:
+            removed.discard(heappop(heap)[1])
+            dropped += 1
+        return dropped
+
+    def compact_if_needed(self) -> int:
+        """Keep only the live entries once the dead outnumber them; how many were dropped."""
+        removed = self.removed
+        dead = len(removed)
+        if dead <= len(self.heap) - dead:
+            return 0
         heap = self.heap
-        while heap and not heap[0].alive:
-            heapq.heappop(heap)._in_heap = False
-            self.dead -= 1
-        return heap[0] if heap else None
-
-    def compact_if_needed(self) -> None:
-        if self.dead > self.live:
-            kept = []
-            for entry in self.heap:
-                if entry.alive:
-                    kept.append(entry)
-                else:
-                    entry._in_heap = False
-            heapq.heapify(kept)
-            self.heap = kept
-            self.dead = 0
+        heap[:] = [pair for pair in heap if pair[1].alive]
+        heapify(heap)
+        removed.clear()
+        return dead
 
 
 def priority_level(priority: object) -> int:
@@ -147,8 +157,12 @@ def _validate_priority(priority: object) -> int:
 class PriorityRequestQueue:
     """Bounded priority queue; every method is thread-safe.
 
-    ``lock`` is a public reentrant lock that every method takes; a caller
-    may hold it to make several calls atomic (e.g. check, then push).
+    ``lock`` is a public reentrant lock that every method changing the queue
+    takes; a caller may hold it to make several calls atomic (e.g. check,
+    then push).  ``len`` and a passing :meth:`ensure_room` only read one or
+    two counters, without it: a caller holding the lock reads what it holds
+    still, and one that does not could not act on the answer before the
+    queue changed anyway.
     """
 
     def __init__(
@@ -160,8 +174,10 @@ class PriorityRequestQueue:
             "aging_interval", aging_interval, exclusive=True, optional=True
         )
         self._levels = tuple(_Level() for _ in PRIORITIES)
-        self._next_seq = 0
-        self._live = 0
+        self._heaps = tuple(level.heap for level in self._levels)  # (lock) the same lists
+        self._seqs = count()  # (lock) push order: 0, 1, 2, ...
+        self._live = 0  # (lock) live entries, every level
+        self._dead = 0  # (lock) dead entries the heaps still hold, every level
 
     # ------------------------------------------------------------ settings
 
@@ -193,6 +209,8 @@ class PriorityRequestQueue:
     def ensure_room(self, held_elsewhere: int = 0) -> None:
         """Raise QueueFullError unless one more request fits, counting
         ``held_elsewhere`` requests admitted but not in the queue yet."""
+        if self._live + held_elsewhere < self._maxsize:  # room: nothing to lock for
+            return
         with self.lock:
             queued = self._live + held_elsewhere
             if queued >= self._maxsize:
@@ -202,12 +220,15 @@ class PriorityRequestQueue:
 
     def push(self, item: object, priority: int, now: float) -> QueueEntry:
         """Queue ``item``; raises InvalidInputError or QueueFullError."""
-        priority = _validate_priority(priority)
+        if priority.__class__ is not int or priority not in PRIORITIES:
+            priority = _validate_priority(priority)  # raises, or passes an int subclass
         with self.lock:
-            self.ensure_room()
-            entry = QueueEntry(item, priority, self._next_seq, now, self)
-            self._next_seq += 1
-            self._insert(entry)
+            if self._live >= self._maxsize:
+                self.ensure_room()  # raises
+            seq = next(self._seqs)
+            entry = QueueEntry(item, priority, seq, now, self)
+            heappush(self._heaps[priority], (seq, entry))
+            self._live += 1
             return entry
 
     def requeue(self, entry: QueueEntry, now: float) -> None:
@@ -225,32 +246,31 @@ class PriorityRequestQueue:
             if entry.alive:
                 raise ValueError(f"{entry!r} is still queued; only a popped entry can be requeued")
             level = self._levels[entry.priority]
-            if entry._in_heap:  # removed but not yet dropped from its heap: revive it
-                entry.alive = True
-                level.dead -= 1
-                level.live += 1
-                self._live += 1
+            if entry in level.removed:  # removed but not yet dropped from its heap: revive it
+                level.removed.discard(entry)
+                self._dead -= 1
             else:
-                self._insert(entry)
+                heappush(level.heap, (entry.seq, entry))
+            entry.alive = True
+            self._live += 1
 
     def pop(self, now: float) -> QueueEntry | None:
         """The next entry (see the module docstring for the order), or None."""
         with self.lock:
-            best_level: _Level | None = None
-            best_key: tuple[int, int] | None = None
-            for level in self._levels:
-                head = level.head()
-                if head is None:
-                    continue
-                key = (self._effective(head, now), head.seq)
-                if best_key is None or key < best_key:
-                    best_key, best_level = key, level
-            if best_level is None:
+            if self._dead:
+                self._drop_dead_tops()
+            high, normal, low = self._heaps
+            # one level holding entries goes first whatever their age
+            if high:
+                heap = self._first(now) if normal or low else high
+            elif normal:
+                heap = self._first(now) if low else normal
+            elif low:
+                heap = low
+            else:
                 return None
-            entry = heapq.heappop(best_level.heap)
-            entry._in_heap = False
+            entry = heappop(heap)[1]
             entry.alive = False
-            best_level.live -= 1
             self._live -= 1
             return entry
 
@@ -265,10 +285,9 @@ class PriorityRequestQueue:
                 return False
             level = self._levels[entry.priority]
             entry.alive = False
-            level.live -= 1
-            level.dead += 1
+            level.removed.add(entry)
             self._live -= 1
-            level.compact_if_needed()
+            self._dead += 1 - level.compact_if_needed()
             return True
 
     def drain(self) -> list[QueueEntry]:
@@ -276,28 +295,24 @@ class PriorityRequestQueue:
         with self.lock:
             out: list[QueueEntry] = []
             for level in self._levels:
-                for entry in level.heap:
-                    entry._in_heap = False
-                    if entry.alive:
-                        entry.alive = False
-                        out.append(entry)
-                level.heap = []
-                level.live = level.dead = 0
-            self._live = 0
-            out.sort(key=lambda e: (e.priority, e.seq))
+                for _, entry in sorted(pair for pair in level.heap if pair[1].alive):
+                    entry.alive = False
+                    out.append(entry)
+                level.heap.clear()
+                level.removed.clear()
+            self._live = self._dead = 0
             return out
 
     # ------------------------------------------------------------ views
 
     def __len__(self) -> int:
         """Live (queued) entries only."""
-        with self.lock:
-            return self._live
+        return self._live
 
     def counts(self) -> dict[int, int]:
         """Live entries per priority, every priority present."""
         with self.lock:
-            return {p: level.live for p, level in zip(PRIORITIES, self._levels, strict=False)}
+            return {p: level.live for p, level in enumerate(self._levels)}  # p: PRIORITIES
 
     def snapshot(self, now: float | None = None) -> list[Any]:
         """The queued items in the order ``pop`` would return them.
@@ -306,7 +321,7 @@ class PriorityRequestQueue:
         ``now`` the effective priorities at that time are used.
         """
         with self.lock:
-            live = [e for level in self._levels for e in level.heap if e.alive]
+            live = [e for heap in self._heaps for _, e in heap if e.alive]
             if now is None:
                 live.sort(key=lambda e: (e.priority, e.seq))
             else:
@@ -316,9 +331,8 @@ class PriorityRequestQueue:
     def oldest_enqueued_at(self) -> float | None:
         """The ``enqueued_at`` of the longest-waiting queued entry, or None."""
         with self.lock:
-            times = [
-                head.enqueued_at for head in (lv.head() for lv in self._levels) if head is not None
-            ]
+            self._drop_dead_tops()
+            times = [heap[0][1].enqueued_at for heap in self._heaps if heap]
             return min(times) if times else None
 
     def __repr__(self) -> str:
@@ -330,13 +344,22 @@ class PriorityRequestQueue:
 
     # ------------------------------------------------------------ internals
 
-    def _insert(self, entry: QueueEntry) -> None:
-        level = self._levels[entry.priority]
-        heapq.heappush(level.heap, entry)
-        entry._in_heap = True
-        entry.alive = True
-        level.live += 1
-        self._live += 1
+    def _drop_dead_tops(self) -> None:
+        """(lock) Every level drops the dead entries on top of its heap."""
+        for level in self._levels:
+            if level.removed:
+                self._dead -= level.drop_dead_top()
+
+    def _first(self, now: float) -> list[tuple[int, QueueEntry]]:
+        """(lock) The heap whose head goes next, of two or more holding entries
+        (their heads all live): the least ``(effective priority, seq)``."""
+        heaps = self._heaps
+        heads = []
+        for level, heap in enumerate(heaps):
+            if heap:
+                seq, head = heap[0]
+                heads.append((self._effective(head, now), seq, level))
+        return heaps[min(heads)[2]]
 
     def _effective(self, entry: QueueEntry, now: float) -> int:
         if self._aging is None:
@@ -349,4 +372,4 @@ class PriorityRequestQueue:
     def _physical_size(self) -> int:
         """Entries held by the heaps, dead ones included (for tests)."""
         with self.lock:
-            return sum(len(level.heap) for level in self._levels)
+            return sum(len(heap) for heap in self._heaps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import random
 import threading
 
@@ -175,6 +176,17 @@ def test_full_queue_error_type_and_text():
     assert len(q) == 3
 
 
+def test_an_int_subclass_priority_is_kept_as_given():
+    class Level(enum.IntEnum):
+        HIGH, NORMAL, LOW = 0, 1, 2
+
+    q = PriorityRequestQueue()
+    low = q.push("low", Level.LOW, 0.0)
+    q.push("high", Level.HIGH, 0.0)
+    assert low.priority is Level.LOW and q.counts() == {H: 1, N: 0, L: 1}
+    assert pop_all(q) == ["high", "low"]
+
+
 @pytest.mark.parametrize("bad", [3, -1, "high", True, False, 1.5, None, 1.0])
 def test_invalid_priority(bad):
     q = PriorityRequestQueue()
@@ -307,8 +319,26 @@ def test_aging_interval_setting():
         with pytest.raises(SettingError) as info:
             q.aging_interval = bad
         assert info.value.setting == "aging_interval"
-    with pytest.raises(SettingError):
+    with pytest.raises(SettingError) as info:
         PriorityRequestQueue(aging_interval=0)
+    assert info.value.setting == "aging_interval"
+
+
+def test_aging_looks_at_the_oldest_entry_of_each_level():
+    q = PriorityRequestQueue(aging_interval=10.0)
+    q.push("old normal", N, 0.0)
+    q.push("high", H, 5.0)
+    q.push("new normal", N, 10.0)
+    # at 10.0 "old normal" is effective HIGH and older than "high"; "new normal" is not aged
+    assert pop_all(q, 10.0) == ["old normal", "high", "new normal"]
+
+
+def test_aging_intervals_shorter_than_a_second():
+    q = PriorityRequestQueue(aging_interval=0.5)
+    q.push("low", L, 0.0)
+    q.push("high", H, 0.5)
+    # at 1.0 LOW has waited two intervals: effective HIGH, and older
+    assert pop_all(q, 1.0) == ["low", "high"]
 
 
 # ---------------------------------------------------------------- maxsize

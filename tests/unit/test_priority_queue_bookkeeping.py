@@ -87,10 +87,12 @@ def check(q: PriorityRequestQueue, model: Model) -> None:
         assert real.live == len(level.live), p
         assert len(real.heap) == len(level.held), p
         assert real.dead == len(level.held) - len(level.live), p
-        assert {e.seq for e in real.heap} == set(level.held), p
+        assert {seq for seq, _ in real.heap} == set(level.held), p
     assert q.counts() == {p: len(level.live) for p, level in model.levels.items()}
     assert len(q) == sum(len(level.live) for level in model.levels.values())
     assert q._physical_size() == sum(len(level.held) for level in model.levels.values())
+    # the count that tells pop whether any level has dead entries to drop
+    assert q._dead == sum(len(level.held) - len(level.live) for level in model.levels.values())
 
 
 @pytest.mark.parametrize("seed", range(6))
