@@ -198,12 +198,12 @@ class _OutcomeWindow:
         Exactly: every ``now`` below the answer has ``now / width`` below the next
         bucket's index, so ``floor`` puts it in the newest bucket or earlier.  The
         answer is a few ulps short of the true edge (which would need a search), and
-        -inf when the next index is not positive (times at or before 0 are never sped up).
+        -inf when the newest bucket is before time 0 (such times are never sped up).
         """
         following = self._buckets[-1][0] + 1
         if following <= 0:
             return -math.inf
-        # 2**-50 is over three roundings' worth: (following * w * (1 - 2**-50)) / w < following
+        # 2**-50 outweighs the 3-4 roundings: (following * w * (1 - 2**-50)) / w < following
         return following * self._width * (1.0 - 2.0**-50)
 
     def prune(self, now: float) -> bool:

@@ -10,7 +10,9 @@ from dataclasses import replace
 
 from ipfs_accelerate_py.resilience.breaker import (
     STATE_CLOSED,
+    STATE_HALF_OPEN,
     STATE_OPEN,
+    WINDOW_BUCKETS,
     BreakerOptions,
     CircuitBreaker,
 )
@@ -53,6 +55,29 @@ def test_successes_either_side_of_a_bucket_edge_go_to_their_own_buckets():
         breaker.on_success(math.nextafter(k + 1.0, -math.inf))  # the last instant of k's
         successes(breaker, k + 1.0, 1)  # the first of the next bucket
         assert window(breaker, k + 60.5) == (1, 0, 0), k
+
+
+def first_of_bucket(width: float, index: int) -> float:
+    """The least time whose bucket (floor(now / width)) is ``index``."""
+    at = index * width
+    while math.floor(at / width) >= index:
+        at = math.nextafter(at, -math.inf)
+    while math.floor(at / width) < index:
+        at = math.nextafter(at, math.inf)
+    return at
+
+
+def test_successes_either_side_of_an_inexact_bucket_edge_go_to_their_own_buckets():
+    for window_seconds in (6.0, 600.0, 1.8, 0.07):
+        width = window_seconds / 60
+        for k in (0, 2, 9, 29, 1001, 77777):
+            edge = first_of_bucket(width, k + 1)
+            breaker = CircuitBreaker(BreakerOptions(window_seconds=window_seconds))
+            successes(breaker, k * width + width / 2, 2)
+            breaker.on_success(math.nextafter(edge, -math.inf))
+            successes(breaker, edge, 1)
+            later = first_of_bucket(width, k + 60)  # k's bucket has left, the next has not
+            assert window(breaker, later) == (1, 0, 0), (window_seconds, k)
 
 
 def test_successes_before_time_zero_go_to_their_own_buckets():
@@ -198,3 +223,29 @@ def test_a_new_window_drops_a_run_counted_in_the_old_one():
     breaker.reset(0.0)
     successes(breaker, 0.0, 1)
     assert window(breaker, 0.0) == (1, 0, 0)
+
+
+def test_the_first_permit_is_fresh():
+    breaker = CircuitBreaker(BreakerOptions(failure_threshold=1))
+    breaker.on_failure(0.0, permit=breaker.acquire(0.0))
+    assert breaker.state(0.0) == STATE_OPEN
+
+
+def test_failures_amid_runs_keep_the_window_to_its_buckets():
+    breaker = CircuitBreaker(BreakerOptions(failure_threshold=10**9, window_seconds=60.0))
+    for tick in range(120 * 50):  # 120 s at 50 calls/s, one in five a failure
+        now = tick / 50
+        if tick % 5:
+            breaker.on_success(now)
+        else:
+            breaker.on_failure(now)
+    assert breaker._window.bucket_count() <= WINDOW_BUCKETS + 1  # noqa: SLF001
+    assert window(breaker, 119.99) == (60 * 50, 60 * 10, 0)
+
+
+def test_half_open_needs_no_wait_even_when_reset_timeout_grows():
+    breaker = CircuitBreaker(BreakerOptions(failure_threshold=1, reset_timeout=1.0))
+    breaker.on_failure(0.0)
+    assert breaker.state(1.0) == STATE_HALF_OPEN
+    breaker.options = replace(breaker.options, reset_timeout=10.0)
+    assert breaker.retry_in(2.0) == 0.0
