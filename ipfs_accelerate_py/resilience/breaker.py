@@ -187,13 +187,37 @@ class _OutcomeWindow:
         self.failures += failed
         self.slow += slow
 
-    def prune(self, now: float) -> None:
+    def add_successes(self, count: int) -> None:
+        """``count`` successes that were not slow, into the newest bucket (there is one)."""
+        self._buckets[-1][1] += count
+        self.calls += count
+
+    def newest_until(self) -> float:
+        """A time before which :meth:`add` counts into the newest bucket (there is one).
+
+        Exactly: every ``now`` below the answer has ``now / width`` below the next
+        bucket's index, so ``floor`` puts it in the newest bucket or earlier.  The
+        answer is a few ulps short of the true edge (which would need a search), and
+        -inf when the newest bucket is before time 0 (such times are never sped up).
+        """
+        following = self._buckets[-1][0] + 1
+        if following <= 0:
+            return -math.inf
+        # 2**-50 outweighs the 3-4 roundings: (following * w * (1 - 2**-50)) / w < following
+        return following * self._width * (1.0 - 2.0**-50)
+
+    def prune(self, now: float) -> bool:
+        """Drop the buckets older than the window at ``now``; whether any was."""
         oldest_kept = math.floor(now / self._width) - WINDOW_BUCKETS + 1
-        while self._buckets and self._buckets[0][0] < oldest_kept:
-            _, calls, failures, slow = self._buckets.popleft()
+        buckets = self._buckets
+        pruned = False
+        while buckets and buckets[0][0] < oldest_kept:
+            _, calls, failures, slow = buckets.popleft()
             self.calls -= calls
             self.failures -= failures
             self.slow -= slow
+            pruned = True
+        return pruned
 
     def rates(self) -> tuple[float, float]:
         if not self.calls:
@@ -240,11 +264,16 @@ class CircuitBreaker:
         self._options = options
         self._listeners: tuple[Listener, ...] = ()
         self._pending: list[tuple[str, str, float]] = []
-        self._window = _OutcomeWindow(options.window_seconds)
         self._state = STATE_CLOSED
+        self._closed = True  # self._state == STATE_CLOSED, for the fast paths
+        self._new_window(options.window_seconds)
+        self._slow_from = _slow_from(options)
         self._issued = 0  # the last permit number handed out
         self._epoch_first = 1  # the first permit number issued since the last transition
         self._probes: dict[int, None] = {}  # HALF_OPEN probe permits still out, oldest first
+        # The last now seen, for reset() without one.  Only read when reset() makes an event,
+        # which is never from CLOSED; leaving CLOSED records it, so the CLOSED fast paths
+        # (state, acquire, on_success's quick path) need not.
         self._last_now = 0.0
         self._zero_counters()
 
@@ -268,8 +297,10 @@ class CircuitBreaker:
             raise SettingError("options", options, "a BreakerOptions")
         with self._lock:
             if options.window_seconds != self._window.seconds:
-                self._window = _OutcomeWindow(options.window_seconds)
+                self._new_window(options.window_seconds)
             self._options = options
+            self._slow_from = _slow_from(options)
+            self._quick_until = -math.inf  # the rules may fire on the window as it is
 
     # ------------------------------------------------------------ listeners
 
@@ -286,16 +317,14 @@ class CircuitBreaker:
 
     def state(self, now: float) -> str:
         """The state at ``now`` (OPEN turns HALF_OPEN here once reset_timeout has passed)."""
-        if self._state == STATE_CLOSED:  # time never moves CLOSED: no need for the lock
-            self._last_now = now
+        if self._closed:  # time never moves CLOSED: no need for the lock
             return STATE_CLOSED
         return self._locked(self._state_at, now)
 
     def acquire(self, now: float) -> int | None:
         """A permit number if a call may go now, else None.  Pass it back as ``permit=``."""
         with self._lock:
-            if self._state == STATE_CLOSED:  # _acquire when CLOSED: time cannot move it, no event
-                self._last_now = now
+            if self._closed:  # _acquire when CLOSED: time cannot move it, no event
                 self._issued += 1
                 return self._issued
         return self._locked(self._acquire, now)
@@ -322,6 +351,14 @@ class CircuitBreaker:
 
     def on_success(self, now: float, duration: float = 0.0, *, permit: int | None = None) -> None:
         with self._lock:
+            if (
+                now < self._quick_until
+                and duration < self._slow_from
+                and (permit is None or permit >= self._epoch_first)
+            ):
+                # the quick path (see _check_trip): what _closed_success would do, as it would
+                self._uncounted += 1
+                return
             if self._state == STATE_CLOSED and (permit is None or permit >= self._epoch_first):
                 # _outcome's path for a fresh success when CLOSED, without its dispatch
                 self._last_now = now
@@ -388,17 +425,18 @@ class CircuitBreaker:
         if new is None:  # a bug here, never a caller's mistake: change nothing
             raise RuntimeError(f"no transition from {self._state} on {event!r}")
         old, self._state = self._state, new
+        self._closed = new == STATE_CLOSED
         self._epoch_first = self._issued + 1
         self._probes.clear()
         self._half_open_successes = 0
         if new == STATE_OPEN:
             self._times_opened += old != STATE_OPEN
             self._opened_at = now
-            self._window = _OutcomeWindow(self._options.window_seconds)
+            self._new_window(self._options.window_seconds)
         elif new == STATE_CLOSED:
             self._consecutive_failures = 0
             self._opened_at = None
-            self._window = _OutcomeWindow(self._options.window_seconds)
+            self._new_window(self._options.window_seconds)
         if old != new:
             self._pending.append((old, new, now))
 
@@ -462,14 +500,27 @@ class CircuitBreaker:
             return not self._probes if permit is None else permit not in self._probes
         return False
 
+    def _new_window(self, seconds: float) -> None:
+        self._window = _OutcomeWindow(seconds)
+        self._uncounted = 0  # quick successes not yet in the window, all in its newest bucket
+        self._quick_until = -math.inf  # on_success's quick path is shut (see _check_trip)
+
+    def _counted_window(self) -> _OutcomeWindow:
+        """The window with the quick path's successes counted in."""
+        window = self._window
+        if self._uncounted:
+            window.add_successes(self._uncounted)
+            self._uncounted = 0
+        return window
+
     def _closed_success(self, now: float, duration: float) -> None:
         self._consecutive_failures = 0
-        self._window.add(now, False, self._options.is_slow(duration))
+        self._counted_window().add(now, False, self._options.is_slow(duration))
         self._check_trip(now)
 
     def _closed_failure(self, now: float, duration: float) -> None:
         self._consecutive_failures += 1
-        self._window.add(now, True, self._options.is_slow(duration))
+        self._counted_window().add(now, True, self._options.is_slow(duration))
         self._check_trip(now)
 
     def _closed_ignored(self, now: float, duration: float) -> None:
@@ -487,8 +538,30 @@ class CircuitBreaker:
         pass  # its permit is already back
 
     def _check_trip(self, now: float) -> None:
+        """Trip if a rule fires; else open on_success's quick path while it is sure to be right.
+
+        A success that is not slow, counted into the window's newest bucket (time
+        has not moved past it, so nothing leaves the window), cannot trip once no
+        rule fired and no failure is counted since: the count rule is at zero, and
+        the failure and slow rates only fall as calls grow (the rates were checked
+        here, or the rules are off).  Then it only sets ``_last_now`` and adds one
+        call to the window, which the quick path does (its count goes in lazily).
+        Anything else shuts the quick path: a failure or a slow call (they come
+        back here), a new bucket (the horizon), new options, a snapshot that prunes
+        the window, a transition (a new window).
+        """
         if self._should_trip():
             self._transition(_TRIP, now)
+            return
+        opts = self._options
+        window = self._window
+        if not self._consecutive_failures and (
+            window.calls >= opts.minimum_calls
+            or (opts.failure_rate_threshold is None and not opts.slow_call_rule)
+        ):
+            self._quick_until = window.newest_until()
+        else:
+            self._quick_until = -math.inf
 
     def _should_trip(self) -> bool:
         opts = self._options
@@ -504,7 +577,8 @@ class CircuitBreaker:
 
     def _snapshot(self, now: float) -> dict[str, Any]:
         retry_in = self._retry_in(now)
-        self._window.prune(now)
+        if self._counted_window().prune(now):
+            self._quick_until = -math.inf  # the rates may have risen unchecked
         failure_rate, slow_rate = self._window.rates()
         opts = self._options
         return {
@@ -526,6 +600,15 @@ class CircuitBreaker:
                 "slow_rate": slow_rate,
             },
         }
+
+
+def _slow_from(options: BreakerOptions) -> float:
+    """The shortest duration that may count as slow: inf while the slow-call rule is off
+    (:attr:`BreakerOptions.slow_call_rule`)."""
+    threshold = options.slow_call_duration
+    if threshold is None or options.slow_call_rate_threshold is None:
+        return math.inf
+    return threshold
 
 
 # What an outcome does in each state (OPEN never gets here: results are stale there).
