@@ -198,6 +198,9 @@ class Runner:
         self._closing: asyncio.Task[Any] | None = None  # the client's close, begun by a stop
         self._seen = IdSet()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # each line's request in flight or queued, by its task: one whose request has
+        # ended is left to record that ending, never abandoned
+        self._requests: dict[asyncio.Task[Any] | None, Any] = {}
         self._slots = asyncio.Semaphore(options.window)
         self._started = clock()
         self._started_wall = wall()
@@ -373,9 +376,10 @@ class Runner:
         started = self.clock()
         self.counts["submitted"] += 1
         future = None
+        me = asyncio.current_task()
         try:
             while True:
-                future = self._submit(self.client, job)
+                future = self._requests[me] = self._submit(self.client, job)
                 try:
                     result = await future
                 except Exception as exc:
@@ -396,6 +400,7 @@ class Runner:
         else:
             self._finish(job, STATUS_OK, started, future, result=result)
         finally:
+            self._requests.pop(me, None)
             self._slots.release()
 
     def _in_outage(self, error: BaseException) -> bool:
@@ -552,11 +557,18 @@ class Runner:
         if self.abandoning:
             return
         self.abandoning = True
-        if self._tasks:
+        # a line whose request has ended (a queued one the stop failed, or an answer not
+        # yet written) records that; the others are cancelled
+        unfinished = [
+            task
+            for task in self._tasks
+            if (request := self._requests.get(task)) is None or not request.done()
+        ]
+        if unfinished:
             self.display.note(
-                f"abandoning the {len(self._tasks)} lines not finished: they run again on resume"
+                f"abandoning the {len(unfinished)} lines not finished: they run again on resume"
             )
-        for task in list(self._tasks):
+        for task in unfinished:
             task.cancel()
 
     def _why_abandoned(self) -> str:

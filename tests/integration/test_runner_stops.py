@@ -273,6 +273,7 @@ def test_a_second_signal_abandons_what_is_in_flight_at_once_leaving_no_torn_line
     eventually(lambda: simulator.counters()["in_flight"] >= 4, "requests are in flight")
     proc.send_signal(signal.SIGTERM)
     eventually(lambda: err.has("stopping (interrupted by SIGTERM)"), "the first signal is taken")
+    eventually(lambda: lines_in(out) == 16, "the queued lines are recorded interrupted")
     proc.send_signal(signal.SIGINT)
     proc.wait(WAIT)  # far below the 600 s grace: the second signal ended it
     text = err.all()
