@@ -21,7 +21,14 @@ from .options import (
     OUTCOME_SUCCESS,
     KeyOptions,
 )
-from .windows import _HINT_KINDS, _available, _QuotaHint, _request_bucket, _tokens_bucket
+from .windows import (
+    _HINT_KINDS,
+    _available,
+    _QuotaHint,
+    _request_bucket,
+    _resized,
+    _tokens_bucket,
+)
 
 _INF = float("inf")
 
@@ -68,7 +75,14 @@ class KeyState:
     """One key inside a pool.  Strategies read ``name``, ``options``, ``in_flight``,
     ``weight``, ``quota_fraction`` (the share of its provider quota left, in
     (0, 1], 1.0 without hints) and ``seq`` (its place in the pool's order);
-    only the pool writes."""
+    only the pool writes (``options``, ``disabled`` and the rests through
+    :meth:`reconfigure`, :meth:`set_disabled` and :meth:`cool_down`, which keep
+    ``calm_from`` true).
+
+    ``calm_from``: from when only the key's breaker may hold it: it has no
+    ``max_concurrent``, ``rpm`` or ``tpm`` of its own, is not disabled and
+    every rest it began has ended by then (``inf`` while it has limits or is
+    disabled).  The hot path checks that one figure instead of each limit."""
 
     __slots__ = (
         "options",
@@ -83,6 +97,7 @@ class KeyState:
         "quota_fraction",
         "counts",
         "longest_asked",
+        "calm_from",
     )
 
     def __init__(
@@ -100,6 +115,7 @@ class KeyState:
         self.quota_fraction = 1.0
         self.counts = dict.fromkeys(_COUNTERS, 0)
         self.longest_asked: float | None = None  # the longest rest asked for over the cap
+        self._settle()
 
     @property
     def name(self) -> str:
@@ -122,11 +138,37 @@ class KeyState:
     def __repr__(self) -> str:
         return f"KeyState(name={self.name!r}, in_flight={self.in_flight}, disabled={self.disabled is not None})"
 
+    def _settle(self) -> None:
+        """``calm_from`` again, after the limits, ``disabled`` or the rests changed."""
+        calm = (
+            self.disabled is None
+            and self.options.max_concurrent is None
+            and self.requests_bucket is None
+            and self.tokens_bucket is None
+        )
+        self.calm_from = self.cooldowns.latest if calm else _INF
+
+    def reconfigure(self, options: KeyOptions, now: float) -> None:
+        """New limits or weight; the buckets keep their levels up to the new capacities."""
+        self.options = options
+        self.requests_bucket = _resized(
+            self.requests_bucket, _request_bucket(options.rpm, now), now
+        )
+        self.tokens_bucket = _resized(self.tokens_bucket, _tokens_bucket(options.tpm, now), now)
+        self._settle()
+
+    def set_disabled(self, reason: str | None) -> None:
+        """Disabled for ``reason``; None: in use again."""
+        self.disabled = reason
+        self._settle()
+
     def ready_at(self, now: float, tokens: int, model: str | None = None) -> float | None:
         """When this key could take an attempt of ``tokens`` for ``model``: ``now`` if now;
         None if never by waiting alone (disabled, or only an attempt finishing frees it).
         ``model=None``: the key itself, whatever (key, model) pairs are cooling.
         (:meth:`readiness` says the same with what holds it; this is the hot path.)"""
+        if now >= self.calm_from:  # nothing of its own holds it: its breaker decides
+            return self._breaker_ready_at(now)
         if self.disabled is not None:
             return None
         cap = self.options.max_concurrent
@@ -200,7 +242,10 @@ class KeyState:
         lengthened a rest (``cooldowns`` counts the rests started)."""
         change = self.cooldowns.cool(until, now, model)
         self.counts["cooldowns"] += change == _STARTED
-        return change is not None
+        if change is None:
+            return False
+        self._settle()
+        return True
 
     def over_cap(self, asked: float) -> None:
         """Note a rest the server asked for that was not believed for being longer than the cap."""
