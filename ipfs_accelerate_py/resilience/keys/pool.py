@@ -70,7 +70,10 @@ class Lease:
         self.model = model  # the scope a 429 on this attempt cools, with the key
         self.tokens = tokens
         self.started_at = now
-        self._pool, self._state, self._permit, self._tokens_taken = pool, state, permit, taken
+        self._pool = pool
+        self._state = state
+        self._permit = permit
+        self._tokens_taken = taken
         self._released = False
 
     @property
@@ -245,6 +248,7 @@ class KeyPool:
         breakers' probe permits are free again."""
         with self._lock:
             for state in self._keys.values():
+                state.forgotten += state.in_flight
                 state.in_flight = 0
                 state.breaker.forget_in_flight()
 
@@ -272,7 +276,7 @@ class KeyPool:
                 if permit is None:
                     return None
                 chosen.in_flight += 1
-                chosen.counts["requests"] += 1
+                chosen.requests += 1
                 return Lease(self, chosen, tokens, now, permit, 0.0, model)
             keys = self._keys
             if len(keys) == 1 and not exclude:  # one key: nothing to choose between
@@ -281,19 +285,10 @@ class KeyPool:
                 if at is None or at > now:
                     return None
             else:
-                candidates = self._ready(now, tokens, exclude, model)
-                if not candidates:
+                found = self._pick(now, tokens, rng, exclude, model)
+                if found is None:
                     return None
-                if len(keys) == 1:  # one key, another name excluded: still nothing to weigh
-                    chosen = candidates[0]
-                else:
-                    for state in candidates:  # what the strategy weighs them by
-                        state.quota_fraction = _quota_fraction(state, now)
-                    chosen = self._strategy.pick(candidates, rng)
-                    if not any(chosen is c for c in candidates):
-                        raise LeaseError(
-                            f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates"
-                        )
+                chosen = found
             permit = chosen.breaker.acquire(now)
             if (
                 permit is None
@@ -302,6 +297,29 @@ class KeyPool:
                     f"the breaker of key {chosen.name!r} refused a permit it had free"
                 )
             return self._grant(chosen, now, tokens, permit, model)
+
+    def _pick(
+        self,
+        now: float,
+        tokens: int,
+        rng: random.Random,
+        exclude: frozenset[str],
+        model: str | None,
+    ) -> KeyState | None:
+        """(under the lock) The strategy's choice among the keys ready now, if any is."""
+        candidates = self._ready(now, tokens, exclude, model)
+        if not candidates:
+            return None
+        if len(self._keys) == 1:  # one key, another name excluded: still nothing to weigh
+            return candidates[0]
+        for state in candidates:  # what the strategy weighs them by
+            state.quota_fraction = _quota_fraction(state, now)
+        chosen = self._strategy.pick(candidates, rng)
+        if not any(chosen is c for c in candidates):
+            raise LeaseError(
+                f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates"
+            )
+        return chosen
 
     def next_ready_at(
         self,
@@ -365,7 +383,7 @@ class KeyPool:
         self, state: KeyState, now: float, tokens: int, permit: int, model: str | None
     ) -> Lease:
         state.in_flight += 1
-        state.counts["requests"] += 1
+        state.requests += 1
         if state.requests_bucket is not None:
             state.requests_bucket.take(1)
         taken = state.tokens_bucket.take(tokens) if state.tokens_bucket is not None else 0.0
@@ -384,7 +402,8 @@ class KeyPool:
             state = lease._state
             state.in_flight -= 1
             kind = outcome.kind
-            state.counts[_OUTCOME_COUNTER[kind]] += 1
+            if kind != OUTCOME_SUCCESS:  # successes are what is left (see KeyState)
+                state.counts[_OUTCOME_COUNTER[kind]] += 1
             usage = outcome.usage
             if usage is not None:
                 self._account_usage(state, lease, outcome.tokens_in or 0, outcome.tokens_out or 0)
@@ -414,21 +433,14 @@ class KeyPool:
                 self._check_out(lease)  # raises
             state = lease._state
             if tokens_in or tokens_out:  # the usage reported
-                if (
-                    type(tokens_in) is not int
-                    or type(tokens_out) is not int
-                    or tokens_in < 0
-                    or tokens_out < 0
-                ):
-                    raise SettingError("usage", (tokens_in, tokens_out), "two whole numbers >= 0")
-                counts = state.counts
-                counts["tokens_in"] += tokens_in
-                counts["tokens_out"] += tokens_out
+                if tokens_in < 0 or tokens_out < 0:
+                    raise SettingError("usage", (tokens_in, tokens_out), "two counts >= 0")
+                state.tokens_in += tokens_in
+                state.tokens_out += tokens_out
                 if state.tokens_bucket is not None:
                     state.tokens_bucket.correct(lease._tokens_taken - (tokens_in + tokens_out))
             lease._released = True
             state.in_flight -= 1
-            state.counts["successes"] += 1
             state.breaker.on_success(now, max(0.0, now - lease.started_at), permit=lease._permit)
 
     def _check_out(self, lease: Lease) -> None:
@@ -440,9 +452,8 @@ class KeyPool:
 
     @staticmethod
     def _account_usage(state: KeyState, lease: Lease, tokens_in: int, tokens_out: int) -> None:
-        counts = state.counts
-        counts["tokens_in"] += tokens_in
-        counts["tokens_out"] += tokens_out
+        state.tokens_in += tokens_in
+        state.tokens_out += tokens_out
         if state.tokens_bucket is not None:
             state.tokens_bucket.correct(lease._tokens_taken - (tokens_in + tokens_out))
 

@@ -69,6 +69,12 @@ _OUTCOME_COUNTER = {
     OUTCOME_AUTH_FAILURE: "auth_failures",
     OUTCOME_IGNORED: "ignored",
 }
+# The counters kept in KeyState.counts; requests and tokens are attributes of their own, and
+# successes are what is left of the requests (see KeyState).
+_COUNTED = tuple(
+    c for c in _COUNTERS if c not in ("requests", "successes", "tokens_in", "tokens_out")
+)
+_UNSUCCESSFUL = tuple(c for c in _OUTCOME_COUNTER.values() if c != "successes")
 
 
 class KeyState:
@@ -82,7 +88,13 @@ class KeyState:
     ``calm_from``: from when only the key's breaker may hold it: it has no
     ``max_concurrent``, ``rpm`` or ``tpm`` of its own, is not disabled and
     every rest it began has ended by then (``inf`` while it has limits or is
-    disabled).  The hot path checks that one figure instead of each limit."""
+    disabled).  The hot path checks that one figure instead of each limit.
+
+    The counters of the snapshot: ``requests``, ``tokens_in`` and
+    ``tokens_out`` are attributes, the rarer ones are in ``counts``, and
+    ``successes`` are not counted but follow, since every lease granted
+    (``requests``) is in flight, forgotten (``forgotten``: see
+    :meth:`KeyPool.forget_in_flight`) or given back with one outcome."""
 
     __slots__ = (
         "options",
@@ -96,6 +108,10 @@ class KeyState:
         "hints",
         "quota_fraction",
         "counts",
+        "requests",
+        "tokens_in",
+        "tokens_out",
+        "forgotten",
         "longest_asked",
         "calm_from",
     )
@@ -113,7 +129,8 @@ class KeyState:
         self.tokens_bucket = _tokens_bucket(options.tpm, now)
         self.hints = {kind: _QuotaHint() for kind in _HINT_KINDS}
         self.quota_fraction = 1.0
-        self.counts = dict.fromkeys(_COUNTERS, 0)
+        self.counts = dict.fromkeys(_COUNTED, 0)
+        self.requests = self.tokens_in = self.tokens_out = self.forgotten = 0
         self.longest_asked: float | None = None  # the longest rest asked for over the cap
         self._settle()
 
@@ -260,7 +277,7 @@ def _quota_fraction(state: KeyState, now: float) -> float:
 def _key_snapshot(state: KeyState, now: float) -> dict[str, Any]:
     opts = state.options
     cooling_until, cooling_models = state.cooldowns.report(now)
-    report: dict[str, Any] = dict(state.counts)
+    report: dict[str, Any] = _tallies(state)
     report.update(
         in_flight=state.in_flight,
         max_concurrent=opts.max_concurrent,
@@ -278,6 +295,22 @@ def _key_snapshot(state: KeyState, now: float) -> dict[str, Any]:
         hints=_hints_report(state, now),
     )
     return report
+
+
+def _tallies(state: KeyState) -> dict[str, int]:
+    """Every counter, in the order of ``_COUNTERS``."""
+    counts = state.counts
+    found = dict(
+        counts,
+        requests=state.requests,
+        successes=state.requests
+        - state.in_flight
+        - state.forgotten
+        - sum(counts[c] for c in _UNSUCCESSFUL),
+        tokens_in=state.tokens_in,
+        tokens_out=state.tokens_out,
+    )
+    return {c: found[c] for c in _COUNTERS}
 
 
 def _hints_report(state: KeyState, now: float) -> dict[str, float | None]:
