@@ -11,7 +11,14 @@ import pytest
 from ipfs_accelerate_py.engine.keyring import KeyConfig, KeyRing
 from ipfs_accelerate_py.resilience.breaker import BreakerOptions
 from ipfs_accelerate_py.resilience.errors import SettingError
-from ipfs_accelerate_py.resilience.keys import KeyOptions, KeyPool, LeaseError, Outcome
+from ipfs_accelerate_py.resilience.keys import (
+    REASON_KEY_COOLING,
+    KeyOptions,
+    KeyPool,
+    LeaseError,
+    Outcome,
+    Readiness,
+)
 
 RNG = random.Random(5)
 
@@ -126,3 +133,33 @@ def test_the_key_ring_knows_when_it_has_several_keys_and_a_secret():
     assert (ring.several, ring.secret("one"), ring.base_url("one")) == (True, "sk-1", "http://one")
     ring.remove("one")
     assert (ring.several, ring.has_secret(), ring.secret("one")) == (False, False, None)
+
+
+def test_a_plain_lease_reserved_no_tokens_when_limits_arrive_before_it_returns():
+    pool = one()
+    lease = pool.choose(0.0, 30, RNG)
+    pool.update(KeyOptions("a", tpm=100), 0.0)
+    pool.release_success(lease, 0.0, 10, 10)  # charged in full: nothing was reserved
+    assert pool.snapshot(0.0)["a"]["tokens_available"] == 80.0
+
+
+def test_a_hint_of_one_left_does_not_cool_the_key():
+    pool = KeyPool([KeyOptions("a"), KeyOptions("b")], "round-robin")
+    pool.update_hints("a", {"requests_remaining": 1, "requests_reset": 30.0}, 0.0)
+    assert pool.snapshot(0.0)["a"]["cooling_until"] == 0.0
+    pool.update_hints("a", {"requests_remaining": 0.5, "requests_reset": 30.0}, 0.0)
+    assert pool.snapshot(0.0)["a"]["cooling_until"] == 30.0
+
+
+def test_a_rest_of_the_key_and_of_the_model_ending_together_name_the_key():
+    pool = one()
+    pool.release(pool.choose(0.0, 0, RNG, model="m"), 0.0, Outcome.rate_limited(5.0))
+    pool.release(pool.choose(0.0, 0, RNG, model="n"), 0.0, Outcome.rate_limited(5.0, "key"))
+    assert pool.next_ready(1.0, 0, model="m") == Readiness(5.0, "a", REASON_KEY_COOLING)
+
+
+def test_pool_settings_are_refused_naming_the_setting():
+    with pytest.raises(SettingError, match="max_cooldown"):
+        KeyPool([], "round-robin", max_cooldown=-1.0)
+    with pytest.raises(SettingError, match="default_cooldown"):
+        KeyPool([], "round-robin", default_cooldown=-1.0)

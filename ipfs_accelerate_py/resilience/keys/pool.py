@@ -269,18 +269,16 @@ class KeyPool:
             require_int("tokens", tokens, 0)
         with self._lock:
             chosen = self._only
-            if chosen is not None and not exclude and now >= chosen.calm_from:
-                # one key, and nothing of its own holds it (no limit, no rest, not
-                # disabled): its breaker decides, in the permit it gives or not
-                permit = chosen.breaker.acquire(now)
-                if permit is None:
-                    return None
-                chosen.in_flight += 1
-                chosen.requests += 1
-                return Lease(self, chosen, tokens, now, permit, 0.0, model)
-            keys = self._keys
-            if len(keys) == 1 and not exclude:  # one key: nothing to choose between
-                (chosen,) = keys.values()
+            if chosen is not None and not exclude:  # one key: nothing to choose between
+                if now >= chosen.calm_from:
+                    # nothing of its own holds it (no limit, no rest, not disabled):
+                    # its breaker decides, in the permit it gives or not
+                    permit = chosen.breaker.acquire(now)
+                    if permit is None:
+                        return None
+                    chosen.in_flight += 1
+                    chosen.requests += 1
+                    return Lease(self, chosen, tokens, now, permit, 0.0, model)
                 at = chosen.ready_at(now, tokens, model)
                 if at is None or at > now:
                     return None
