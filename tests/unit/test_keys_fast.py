@@ -163,3 +163,44 @@ def test_pool_settings_are_refused_naming_the_setting():
         KeyPool([], "round-robin", max_cooldown=-1.0)
     with pytest.raises(SettingError, match="default_cooldown"):
         KeyPool([], "round-robin", default_cooldown=-1.0)
+
+
+class Refusing:
+    """A strategy that must not be asked."""
+
+    name = "refusing"
+
+    def pick(self, candidates, rng):
+        raise AssertionError("a lone key was weighed")
+
+    def __repr__(self) -> str:
+        return "Refusing()"
+
+
+class Stranger(Refusing):
+    def pick(self, candidates, rng):
+        return object()
+
+
+def test_a_lone_key_is_never_weighed_by_the_strategy_and_a_stranger_is_named():
+    pool = KeyPool([KeyOptions("a", max_concurrent=3)], Refusing())
+    assert pool.choose(0.0, 0, RNG).name == "a"
+    assert pool.choose(0.0, 0, RNG, exclude=frozenset({"z"})).name == "a"
+    pool = KeyPool([KeyOptions("a"), KeyOptions("b")], Stranger())
+    with pytest.raises(LeaseError, match=r"strategy Refusing\(\) picked <object .*candidates"):
+        pool.choose(0.0, 0, RNG)
+
+
+@pytest.mark.parametrize("outcome", [Outcome.rate_limited(0.0), Outcome.ignored()])
+def test_a_probe_that_says_nothing_of_the_key_gives_its_permit_back(outcome):
+    pool = one(breaker_options=BreakerOptions(failure_threshold=1, reset_timeout=10.0))
+    pool.release(pool.choose(0.0, 0, RNG), 0.0, Outcome.server_failure())
+    probe = pool.choose(10.0, 0, RNG)
+    assert pool.choose(10.0, 0, RNG) is None  # its one probe is out
+    pool.release(probe, 10.0, outcome)
+    assert pool.choose(10.0, 0, RNG) is not None
+
+
+def test_a_name_in_use_is_refused_saying_so():
+    with pytest.raises(SettingError, match="a key name not already in the pool"):
+        one().add(KeyOptions("a"))
