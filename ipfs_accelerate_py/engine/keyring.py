@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,14 @@ class KeyRing:
         self.pool = KeyPool([], strategy, breaker_options=breaker_options, now=now)
         self._secrets: dict[str, str | None] = {}
         self._base_urls: dict[str, str | None] = {}
+        # a key's secret and endpoint by name (None: unknown), read for every attempt: the
+        # dicts' own get, no Python call between (the dicts are changed, never replaced)
+        self.secret: Callable[[str], str | None] = self._secrets.get
+        self.base_url: Callable[[str], str | None] = self._base_urls.get
+        self._any_secret = False
         self._default: str | None = None  # the pool name of the seed's single key
         self._counts_tokens = False
+        self.several = False  # more than one key: hints are worth reading (see hints())
 
     # ------------------------------------------------------------ config
 
@@ -83,6 +90,7 @@ class KeyRing:
         self._secrets[name] = config.secret
         self._base_urls[name] = config.base_url
         self._counts_tokens = self._counts_tokens or config.options.tpm is not None
+        self._keys_changed()
 
     def remove(self, name: str) -> None:
         if name not in self._secrets:
@@ -91,8 +99,13 @@ class KeyRing:
             )
         self.pool.remove(name)
         del self._secrets[name], self._base_urls[name]
+        self._keys_changed()
         if name == self._default:
             self._default = None
+
+    def _keys_changed(self) -> None:
+        self.several = len(self._secrets) > 1
+        self._any_secret = any(self._secrets.values())
 
     def set_default(self, secret: str | None, now: float) -> None:
         """The seed's single key (``client.api_key``): added, replaced or dropped."""
@@ -112,16 +125,10 @@ class KeyRing:
 
     def has_secret(self) -> bool:
         """Whether any key has a secret to send."""
-        return any(self._secrets.values())
+        return self._any_secret
 
     def names(self) -> list[str]:
         return list(self._secrets)
-
-    def secret(self, name: str) -> str | None:
-        return self._secrets.get(name)
-
-    def base_url(self, name: str) -> str | None:
-        return self._base_urls.get(name)
 
     # ---------------------------------------------------------- dispatch
 
@@ -138,14 +145,12 @@ class KeyRing:
     def lease(self, req: Request, now: float, rng: random.Random) -> Lease | None:
         """A key for ``req``'s next attempt, avoiding the key that last
         refused it when another is free; None when none may go now."""
-        tokens = self.tokens(req)
+        tokens = self.tokens(req) if self._counts_tokens else 0
         if req.avoid_key is not None:
-            lease = self.pool.choose(
-                now, tokens, rng, exclude=frozenset((req.avoid_key,)), model=req.model
-            )
+            lease = self.pool.choose(now, tokens, rng, frozenset((req.avoid_key,)), req.model)
             if lease is not None:
                 return lease
-        return self.pool.choose(now, tokens, rng, model=req.model)
+        return self.pool.choose(now, tokens, rng, _NO_KEYS, req.model)
 
     def readiness(self, req: Request, now: float) -> Readiness | None:
         """When a key could first take ``req``, which, and what holds it until then."""
@@ -165,7 +170,7 @@ class KeyRing:
         """What the provider's headers say of the key's remaining quota, for
         choosing among several keys (with one key there is nothing to choose:
         the server's own 429 and Retry-After then decide)."""
-        if name is not None and len(self.pool) > 1:
+        if name is not None and self.several:
             found = provider.rate_limit_hints(headers)
             if found:
                 self.pool.update_hints(name, found, now, model)
@@ -193,8 +198,9 @@ class KeyRing:
         long the key rests and for which model (None: key-wide) when it
         cools, else None."""
         if error is None:
-            outcome = _success(usage[0], usage[1]) if any(usage) else _SUCCESS
-        elif isinstance(error, ApiError):
+            self.pool.release_success(lease, now, usage[0], usage[1])
+            return None
+        if isinstance(error, ApiError):
             outcome = Outcome.from_error(error, cooldown)
             if outcome.kind == OUTCOME_AUTH_FAILURE and len(self.pool) == 1:
                 # the only key: each request reports the server's own 401/403 (and a new
@@ -270,13 +276,7 @@ class KeyRing:
         return self.pool.snapshot(now)
 
 
-# An Outcome is frozen (immutable), so the common ones are built once and
-# shared: a success with the usage most answers report is one cache lookup,
-# not a frozen dataclass's construction and checks per attempt.
-_SUCCESS = Outcome.success()
+# An Outcome is frozen (immutable), so the common one is built once and shared (a
+# success goes back with KeyPool.release_success, which builds none).
 _IGNORED = Outcome.ignored()
-
-
-@functools.lru_cache(maxsize=1024)
-def _success(tokens_in: int, tokens_out: int) -> Outcome:
-    return Outcome.success(tokens_in, tokens_out)
+_NO_KEYS: frozenset[str] = frozenset()  # choose() excluding no key

@@ -64,3 +64,14 @@ def test_rest_for(asked, fallback, rest):
 def test_a_cap_of_zero_believes_no_server_but_still_rests():
     assert rest_for(5.0, None, max_cooldown=0.0, default_cooldown=1.0) == (1.0, True)
     assert rest_for(0.0, None, max_cooldown=0.0, default_cooldown=1.0) == (0.0, False)
+
+
+def test_latest_is_when_the_last_rest_begun_ends():
+    rests = Cooldowns()
+    assert rests.latest == -float("inf")
+    rests.cool(5.0, 0.0, "m")
+    rests.cool(3.0, 0.0)  # ends sooner: the latest stays
+    assert rests.latest == 5.0
+    rests.cool(4.0, 0.0, "m")  # changes nothing
+    rests.cool(8.0, 1.0)
+    assert rests.latest == 8.0

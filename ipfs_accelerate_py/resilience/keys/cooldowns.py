@@ -36,13 +36,15 @@ def rest_for(
 
 class Cooldowns:
     """The rests running on one key: the whole key's (``key_until``, ``-inf`` when none ever
-    ran) and each cooling model's (``models``: model -> until when)."""
+    ran) and each cooling model's (``models``: model -> until when).  ``latest`` is when the
+    last of all the rests ever begun ends (``-inf``: none): from then on none is running."""
 
-    __slots__ = ("key_until", "models")
+    __slots__ = ("key_until", "models", "latest")
 
     def __init__(self) -> None:
         self.key_until = -_INF
         self.models: dict[str, float] = {}
+        self.latest = -_INF
 
     def model_until(self, model: str | None) -> float:
         """When the (key, ``model``) pair's own rest ends; ``-inf`` for none or no model."""
@@ -64,6 +66,8 @@ class Cooldowns:
             self.key_until = until
         else:
             self.models[model] = until
+        if until > self.latest:
+            self.latest = until
         return _STARTED if now >= current else _LENGTHENED
 
     def report(self, now: float) -> tuple[float, dict[str, float]]:

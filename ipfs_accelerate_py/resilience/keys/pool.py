@@ -34,7 +34,7 @@ from .options import (
 )
 from .state import _OUTCOME_COUNTER, KeyState, Readiness, _key_snapshot, _quota_fraction
 from .strategies import Strategy, _as_strategy
-from .windows import _HINT_KINDS, _hint_number, _request_bucket, _resized, _tokens_bucket
+from .windows import _HINT_KINDS, _hint_number
 
 
 class LeaseError(RuntimeError):
@@ -66,11 +66,14 @@ class Lease:
         taken: float,
         model: str | None = None,
     ) -> None:
-        self.name = state.name
+        self.name = state.options.name
         self.model = model  # the scope a 429 on this attempt cools, with the key
         self.tokens = tokens
         self.started_at = now
-        self._pool, self._state, self._permit, self._tokens_taken = pool, state, permit, taken
+        self._pool = pool
+        self._state = state
+        self._permit = permit
+        self._tokens_taken = taken
         self._released = False
 
     @property
@@ -109,6 +112,7 @@ class KeyPool:
         self._default_cooldown = require_number("default_cooldown", default_cooldown)
         self._max_cooldown = require_number("max_cooldown", max_cooldown)
         self._keys: dict[str, KeyState] = {}
+        self._only: KeyState | None = None  # the key when there is exactly one (the hot path)
         self._seq = itertools.count()
         for key in keys:
             self.add(key, now)
@@ -178,6 +182,7 @@ class KeyPool:
             if key.name in self._keys:
                 raise SettingError("name", key.name, "a key name not already in the pool")
             self._keys[key.name] = KeyState(key, next(self._seq), self._breaker_options, now)
+            self._count_changed()
 
     def remove(self, name: str) -> None:
         """Take a key out: it is chosen no more.  Its leases still out are released as usual
@@ -185,6 +190,12 @@ class KeyPool:
         with self._lock:
             self._state_of(name)
             del self._keys[name]
+            self._count_changed()
+
+    def _count_changed(self) -> None:
+        """(under the lock) ``_only`` again, after a key came or went."""
+        keys = self._keys
+        self._only = next(iter(keys.values())) if len(keys) == 1 else None
 
     def update(self, key: KeyOptions, now: float) -> None:
         """New limits or weight for the key of that name; its state (in flight, cooldown,
@@ -192,17 +203,12 @@ class KeyPool:
         if not isinstance(key, KeyOptions):
             raise SettingError("key", key, "a KeyOptions")
         with self._lock:
-            state = self._state_of(key.name)
-            state.options = key
-            state.requests_bucket = _resized(
-                state.requests_bucket, _request_bucket(key.rpm, now), now
-            )
-            state.tokens_bucket = _resized(state.tokens_bucket, _tokens_bucket(key.tpm, now), now)
+            self._state_of(key.name).reconfigure(key, now)
 
     def disable(self, name: str, reason: str) -> None:
         """Stop choosing a key, with a reason for reports (an auth failure does this itself)."""
         with self._lock:
-            self._state_of(name).disabled = str(reason)
+            self._state_of(name).set_disabled(str(reason))
 
     def disabled_reason(self, name: str) -> str | None:
         """Why the key is disabled, or None when it is in use."""
@@ -212,7 +218,7 @@ class KeyPool:
     def enable(self, name: str) -> None:
         """Choose a disabled key again (its secret was replaced, say)."""
         with self._lock:
-            self._state_of(name).disabled = None
+            self._state_of(name).set_disabled(None)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -242,6 +248,7 @@ class KeyPool:
         breakers' probe permits are free again."""
         with self._lock:
             for state in self._keys.values():
+                state.forgotten += state.in_flight
                 state.in_flight = 0
                 state.breaker.forget_in_flight()
 
@@ -261,26 +268,25 @@ class KeyPool:
         if not (type(tokens) is int and tokens >= 0):
             require_int("tokens", tokens, 0)
         with self._lock:
-            keys = self._keys
-            if len(keys) == 1 and not exclude:  # one key: nothing to choose between
-                (chosen,) = keys.values()
+            chosen = self._only
+            if chosen is not None and not exclude:  # one key: nothing to choose between
+                if now >= chosen.calm_from:
+                    # nothing of its own holds it (no limit, no rest, not disabled):
+                    # its breaker decides, in the permit it gives or not
+                    permit = chosen.breaker.acquire(now)
+                    if permit is None:
+                        return None
+                    chosen.in_flight += 1
+                    chosen.requests += 1
+                    return Lease(self, chosen, tokens, now, permit, 0.0, model)
                 at = chosen.ready_at(now, tokens, model)
                 if at is None or at > now:
                     return None
             else:
-                candidates = self._ready(now, tokens, exclude, model)
-                if not candidates:
+                found = self._pick(now, tokens, rng, exclude, model)
+                if found is None:
                     return None
-                if len(keys) == 1:  # one key, another name excluded: still nothing to weigh
-                    chosen = candidates[0]
-                else:
-                    for state in candidates:  # what the strategy weighs them by
-                        state.quota_fraction = _quota_fraction(state, now)
-                    chosen = self._strategy.pick(candidates, rng)
-                    if not any(chosen is c for c in candidates):
-                        raise LeaseError(
-                            f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates"
-                        )
+                chosen = found
             permit = chosen.breaker.acquire(now)
             if (
                 permit is None
@@ -289,6 +295,29 @@ class KeyPool:
                     f"the breaker of key {chosen.name!r} refused a permit it had free"
                 )
             return self._grant(chosen, now, tokens, permit, model)
+
+    def _pick(
+        self,
+        now: float,
+        tokens: int,
+        rng: random.Random,
+        exclude: frozenset[str],
+        model: str | None,
+    ) -> KeyState | None:
+        """(under the lock) The strategy's choice among the keys ready now, if any is."""
+        candidates = self._ready(now, tokens, exclude, model)
+        if not candidates:
+            return None
+        if len(self._keys) == 1:  # one key, another name excluded: still nothing to weigh
+            return candidates[0]
+        for state in candidates:  # what the strategy weighs them by
+            state.quota_fraction = _quota_fraction(state, now)
+        chosen = self._strategy.pick(candidates, rng)
+        if not any(chosen is c for c in candidates):
+            raise LeaseError(
+                f"strategy {self._strategy!r} picked {chosen!r}, not one of the candidates"
+            )
+        return chosen
 
     def next_ready_at(
         self,
@@ -352,7 +381,7 @@ class KeyPool:
         self, state: KeyState, now: float, tokens: int, permit: int, model: str | None
     ) -> Lease:
         state.in_flight += 1
-        state.counts["requests"] += 1
+        state.requests += 1
         if state.requests_bucket is not None:
             state.requests_bucket.take(1)
         taken = state.tokens_bucket.take(tokens) if state.tokens_bucket is not None else 0.0
@@ -366,41 +395,65 @@ class KeyPool:
         if not isinstance(outcome, Outcome):
             raise SettingError("outcome", outcome, "an Outcome")
         with self._lock:
-            if not isinstance(lease, Lease) or lease._pool is not self:
-                raise LeaseError(f"{lease!r} was not granted by this pool")
-            if lease._released:
-                raise LeaseError(f"{lease!r} is released already: release each lease exactly once")
+            self._check_out(lease)
             lease._released = True
             state = lease._state
             state.in_flight -= 1
-            state.counts[_OUTCOME_COUNTER[outcome.kind]] += 1
-            self._account_usage(state, lease, outcome)
-            self._feed_breaker(state, lease, now, outcome)
-            if outcome.kind == OUTCOME_RATE_LIMITED:
-                wait = self._rest(state, outcome.retry_after, outcome.cooldown)
-                state.cool_down(
-                    now + wait, now, lease.model if outcome.scope == SCOPE_MODEL else None
-                )
-            elif outcome.kind == OUTCOME_AUTH_FAILURE:
-                state.disabled = outcome.reason or "authentication failed"
+            kind = outcome.kind
+            if kind != OUTCOME_SUCCESS:  # successes are what is left (see KeyState)
+                state.counts[_OUTCOME_COUNTER[kind]] += 1
+            usage = outcome.usage
+            if usage is not None:
+                self._account_usage(state, lease, outcome.tokens_in or 0, outcome.tokens_out or 0)
+            breaker = state.breaker
+            if kind == OUTCOME_SUCCESS:
+                breaker.on_success(now, max(0.0, now - lease.started_at), permit=lease._permit)
+            elif kind == OUTCOME_SERVER_FAILURE:
+                breaker.on_failure(now, max(0.0, now - lease.started_at), permit=lease._permit)
+            else:  # a 429 or a client error says nothing of the key's health
+                breaker.on_ignored(now, permit=lease._permit)
+                if kind == OUTCOME_RATE_LIMITED:
+                    wait = self._rest(state, outcome.retry_after, outcome.cooldown)
+                    state.cool_down(
+                        now + wait, now, lease.model if outcome.scope == SCOPE_MODEL else None
+                    )
+                elif kind == OUTCOME_AUTH_FAILURE:
+                    state.set_disabled(outcome.reason or "authentication failed")
+
+    def release_success(
+        self, lease: Lease, now: float, tokens_in: int = 0, tokens_out: int = 0
+    ) -> None:
+        """``release(lease, now, Outcome.success(tokens_in, tokens_out))`` without building
+        the outcome (the engine's hot path), except that ``0, 0`` stands for no usage
+        reported (``Outcome.success()``): the reservation then stands.  The same refusals."""
+        with self._lock:
+            if not isinstance(lease, Lease) or lease._pool is not self or lease._released:
+                self._check_out(lease)  # raises
+            state = lease._state
+            if tokens_in or tokens_out:  # the usage reported
+                if tokens_in < 0 or tokens_out < 0:
+                    raise SettingError("usage", (tokens_in, tokens_out), "two counts >= 0")
+                state.tokens_in += tokens_in
+                state.tokens_out += tokens_out
+                if state.tokens_bucket is not None:
+                    state.tokens_bucket.correct(lease._tokens_taken - (tokens_in + tokens_out))
+            lease._released = True
+            state.in_flight -= 1
+            state.breaker.on_success(now, max(0.0, now - lease.started_at), permit=lease._permit)
+
+    def _check_out(self, lease: Lease) -> None:
+        """(under the lock) Refuse a lease this pool did not grant, or one given back already."""
+        if not isinstance(lease, Lease) or lease._pool is not self:
+            raise LeaseError(f"{lease!r} was not granted by this pool")
+        if lease._released:
+            raise LeaseError(f"{lease!r} is released already: release each lease exactly once")
 
     @staticmethod
-    def _account_usage(state: KeyState, lease: Lease, outcome: Outcome) -> None:
-        state.counts["tokens_in"] += outcome.tokens_in or 0
-        state.counts["tokens_out"] += outcome.tokens_out or 0
-        usage = outcome.usage
-        if usage is not None and state.tokens_bucket is not None:
-            state.tokens_bucket.correct(lease._tokens_taken - usage)
-
-    @staticmethod
-    def _feed_breaker(state: KeyState, lease: Lease, now: float, outcome: Outcome) -> None:
-        duration = max(0.0, now - lease.started_at)
-        if outcome.kind == OUTCOME_SUCCESS:
-            state.breaker.on_success(now, duration, permit=lease._permit)
-        elif outcome.kind == OUTCOME_SERVER_FAILURE:
-            state.breaker.on_failure(now, duration, permit=lease._permit)
-        else:  # a 429 or a client error says nothing of the key's health
-            state.breaker.on_ignored(now, permit=lease._permit)
+    def _account_usage(state: KeyState, lease: Lease, tokens_in: int, tokens_out: int) -> None:
+        state.tokens_in += tokens_in
+        state.tokens_out += tokens_out
+        if state.tokens_bucket is not None:
+            state.tokens_bucket.correct(lease._tokens_taken - (tokens_in + tokens_out))
 
     def update_hints(
         self, name: str, hints: Mapping[str, Any], now: float, model: str | None = None

@@ -21,7 +21,14 @@ from .options import (
     OUTCOME_SUCCESS,
     KeyOptions,
 )
-from .windows import _HINT_KINDS, _available, _QuotaHint, _request_bucket, _tokens_bucket
+from .windows import (
+    _HINT_KINDS,
+    _available,
+    _QuotaHint,
+    _request_bucket,
+    _resized,
+    _tokens_bucket,
+)
 
 _INF = float("inf")
 
@@ -62,13 +69,37 @@ _OUTCOME_COUNTER = {
     OUTCOME_AUTH_FAILURE: "auth_failures",
     OUTCOME_IGNORED: "ignored",
 }
+# The counters kept in KeyState.counts; requests and tokens are attributes of their own, and
+# successes are what is left of the requests (see KeyState).
+_COUNTED = (
+    "failures",
+    "rate_limited",
+    "auth_failures",
+    "ignored",
+    "cooldowns",
+    "retry_after_over_cap",
+)
+_UNSUCCESSFUL = tuple(c for c in _OUTCOME_COUNTER.values() if c != "successes")
 
 
 class KeyState:
     """One key inside a pool.  Strategies read ``name``, ``options``, ``in_flight``,
     ``weight``, ``quota_fraction`` (the share of its provider quota left, in
     (0, 1], 1.0 without hints) and ``seq`` (its place in the pool's order);
-    only the pool writes."""
+    only the pool writes (``options``, ``disabled`` and the rests through
+    :meth:`reconfigure`, :meth:`set_disabled` and :meth:`cool_down`, which keep
+    ``calm_from`` true).
+
+    ``calm_from``: from when only the key's breaker may hold it: it has no
+    ``max_concurrent``, ``rpm`` or ``tpm`` of its own, is not disabled and
+    every rest it began has ended by then (``inf`` while it has limits or is
+    disabled).  The hot path checks that one figure instead of each limit.
+
+    The counters of the snapshot: ``requests``, ``tokens_in`` and
+    ``tokens_out`` are attributes, the rarer ones are in ``counts``, and
+    ``successes`` are not counted but follow, since every lease granted
+    (``requests``) is in flight, forgotten (``forgotten``: see
+    :meth:`KeyPool.forget_in_flight`) or given back with one outcome."""
 
     __slots__ = (
         "options",
@@ -82,7 +113,12 @@ class KeyState:
         "hints",
         "quota_fraction",
         "counts",
+        "requests",
+        "tokens_in",
+        "tokens_out",
+        "forgotten",
         "longest_asked",
+        "calm_from",
     )
 
     def __init__(
@@ -98,8 +134,10 @@ class KeyState:
         self.tokens_bucket = _tokens_bucket(options.tpm, now)
         self.hints = {kind: _QuotaHint() for kind in _HINT_KINDS}
         self.quota_fraction = 1.0
-        self.counts = dict.fromkeys(_COUNTERS, 0)
+        self.counts = dict.fromkeys(_COUNTED, 0)
+        self.requests = self.tokens_in = self.tokens_out = self.forgotten = 0
         self.longest_asked: float | None = None  # the longest rest asked for over the cap
+        self._settle()
 
     @property
     def name(self) -> str:
@@ -122,11 +160,37 @@ class KeyState:
     def __repr__(self) -> str:
         return f"KeyState(name={self.name!r}, in_flight={self.in_flight}, disabled={self.disabled is not None})"
 
+    def _settle(self) -> None:
+        """``calm_from`` again, after the limits, ``disabled`` or the rests changed."""
+        calm = (
+            self.disabled is None
+            and self.options.max_concurrent is None
+            and self.requests_bucket is None
+            and self.tokens_bucket is None
+        )
+        self.calm_from = self.cooldowns.latest if calm else _INF
+
+    def reconfigure(self, options: KeyOptions, now: float) -> None:
+        """New limits or weight; the buckets keep their levels up to the new capacities."""
+        self.options = options
+        self.requests_bucket = _resized(
+            self.requests_bucket, _request_bucket(options.rpm, now), now
+        )
+        self.tokens_bucket = _resized(self.tokens_bucket, _tokens_bucket(options.tpm, now), now)
+        self._settle()
+
+    def set_disabled(self, reason: str | None) -> None:
+        """Disabled for ``reason``; None: in use again."""
+        self.disabled = reason
+        self._settle()
+
     def ready_at(self, now: float, tokens: int, model: str | None = None) -> float | None:
         """When this key could take an attempt of ``tokens`` for ``model``: ``now`` if now;
         None if never by waiting alone (disabled, or only an attempt finishing frees it).
         ``model=None``: the key itself, whatever (key, model) pairs are cooling.
         (:meth:`readiness` says the same with what holds it; this is the hot path.)"""
+        if now >= self.calm_from:  # nothing of its own holds it: its breaker decides
+            return self._breaker_ready_at(now)
         if self.disabled is not None:
             return None
         cap = self.options.max_concurrent
@@ -200,7 +264,10 @@ class KeyState:
         lengthened a rest (``cooldowns`` counts the rests started)."""
         change = self.cooldowns.cool(until, now, model)
         self.counts["cooldowns"] += change == _STARTED
-        return change is not None
+        if change is None:
+            return False
+        self._settle()
+        return True
 
     def over_cap(self, asked: float) -> None:
         """Note a rest the server asked for that was not believed for being longer than the cap."""
@@ -215,7 +282,7 @@ def _quota_fraction(state: KeyState, now: float) -> float:
 def _key_snapshot(state: KeyState, now: float) -> dict[str, Any]:
     opts = state.options
     cooling_until, cooling_models = state.cooldowns.report(now)
-    report: dict[str, Any] = dict(state.counts)
+    report: dict[str, Any] = _tallies(state)
     report.update(
         in_flight=state.in_flight,
         max_concurrent=opts.max_concurrent,
@@ -233,6 +300,22 @@ def _key_snapshot(state: KeyState, now: float) -> dict[str, Any]:
         hints=_hints_report(state, now),
     )
     return report
+
+
+def _tallies(state: KeyState) -> dict[str, int]:
+    """Every counter, in the order of ``_COUNTERS``."""
+    counts = state.counts
+    found = dict(
+        counts,
+        requests=state.requests,
+        successes=state.requests
+        - state.in_flight
+        - state.forgotten
+        - sum(counts[c] for c in _UNSUCCESSFUL),
+        tokens_in=state.tokens_in,
+        tokens_out=state.tokens_out,
+    )
+    return {c: found[c] for c in _COUNTERS}
 
 
 def _hints_report(state: KeyState, now: float) -> dict[str, float | None]:
