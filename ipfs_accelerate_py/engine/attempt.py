@@ -196,7 +196,8 @@ class Attempts(EngineCore):
         result: Any = None
         error: BaseException | None = None
         usage = (0, 0)
-        stood_down = req.future.done()  # cancelled before this task got to run
+        # cancelled before this task got to run (done(), read without a call)
+        stood_down = req.future._done
         req.running = True
         try:
             if stood_down:

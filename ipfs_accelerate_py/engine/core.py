@@ -12,7 +12,6 @@ another are declared here, so each module imports only downward.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
 import random
@@ -262,10 +261,6 @@ class EngineCore:
                 now,
             )
         )
-
-    def run_in_context(self, req: Request) -> contextvars.Context:
-        """The context an attempt of ``req`` runs in: its caller's (a batch runs in no caller's)."""
-        return req.context if req.context is not None else contextvars.Context()
 
 
 @functools.lru_cache(maxsize=64)

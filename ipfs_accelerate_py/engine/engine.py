@@ -320,7 +320,7 @@ class Engine(Dispatcher):
                 req.move(event)
                 self.batches.finish(req, result, error)
             return
-        if req.future.done():  # futures complete only on this loop: no other can slip in between
+        if req.future._done:  # futures complete only on this loop: no other can slip in between
             return
         req.move(event)
         if isinstance(error, ApiError):

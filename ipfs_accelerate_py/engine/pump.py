@@ -14,6 +14,7 @@ or completion.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class Dispatcher(Streams):
         limit = self.settings.values["max_concurrent_requests"]
         breaker = self.breaker
         keys = self.keys
+        loop = self.loop
         while self.in_flight < limit and len(queue):
             permit = breaker.acquire(now)
             if permit is None:
@@ -82,7 +84,7 @@ class Dispatcher(Streams):
                 break  # HALF_OPEN with its probes out: the rest wait for their verdict
             entry = queue.pop(now)
             req = None if entry is None else request_of(entry)
-            if req is None or entry is None or req.future.done():
+            if req is None or entry is None or req.future._done:  # done(), without a call
                 breaker.on_ignored(now, permit=permit)
                 continue
             req.move(Event.PERMIT_GRANTED)
@@ -97,7 +99,9 @@ class Dispatcher(Streams):
             # from here on the hold owns the permit, the lease and the slot
             hold = AttemptHold(self, permit, lease)
             self.in_flight += 1
-            task = start_task(self.loop, self._run(req, hold), self.run_in_context(req))
+            # its caller's context variables (a batch runs in no caller's: a fresh context)
+            context = req.context if req.context is not None else contextvars.Context()
+            task = start_task(loop, self._run(req, hold), context)
             req.task = task
             self._tasks.add(task)
             # one done callback (one loop callback per attempt, not two): it leaves
