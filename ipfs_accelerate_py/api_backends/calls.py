@@ -121,16 +121,6 @@ def _awaited_json(
     return public_method(call, build, "BaseApiBackend", name, doc)
 
 
-def _options(
-    timeout: float | None,
-    max_retries: int | None,
-    extra_headers: Mapping[str, str | None] | None,
-    extra_query: Mapping[str, Any] | None,
-    on_circuit_open: str | None,
-) -> CallOptions:
-    return CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
-
-
 class CallSurface(Submission):
     """The public calls, each in its sync and async form."""
 
@@ -153,7 +143,7 @@ class CallSurface(Submission):
         extra_body: Mapping[str, Any] | None = None,
     ) -> _Call:
         check_endpoint(endpoint)
-        options = _options(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
         submit = dict(request_id=request_id, priority=priority, api_key=api_key, options=options)
         return _Call(endpoint, with_extra_body(data, extra_body), submit)
 
@@ -178,7 +168,7 @@ class CallSurface(Submission):
         endpoint, data = self._operation(
             "chat", model_name, model, messages, stream, params, extra_body
         )
-        options = _options(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
         submit = dict(priority=priority, request_id=request_id, stream=stream, options=options)
         return _Call(endpoint, data, submit)
 
@@ -202,7 +192,7 @@ class CallSurface(Submission):
         endpoint, data = self._operation(
             "completions", model_name, model, prompt, stream, params, extra_body
         )
-        options = _options(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
         return _Call(endpoint, data, dict(priority=priority, stream=stream, options=options))
 
     def _embeddings_call(
@@ -224,7 +214,7 @@ class CallSurface(Submission):
         endpoint, data = self._operation(
             "embeddings", model_name, model, input, False, params, extra_body
         )
-        options = _options(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
+        options = CallOptions.of(timeout, max_retries, extra_headers, extra_query, on_circuit_open)
         return _Call(endpoint, data, dict(priority=priority, options=options))
 
     # ------------------------------------------------------- make_request
