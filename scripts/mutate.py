@@ -190,8 +190,8 @@ ALLOWLIST: dict[str, str] = {
     # _rate of 0 s per token: never asked (only streams with time and tokens are measured)
     "resilience/stats.py:350:38:op0:Gt>GtE": "seconds per token is always > 0",
     # record_attempt's latency is accepted for listeners and not read
-    "resilience/stats.py:645:25:0.0+1": "the parameter is deleted unread",
-    "resilience/stats.py:649:8:stmt>pass": "the parameter is not read either way",
+    "resilience/stats.py:646:25:0.0+1": "the parameter is deleted unread",
+    "resilience/stats.py:650:8:stmt>pass": "the parameter is not read either way",
     # a value above HISTOGRAM_MIN_SECONDS has index >= 1 already: max(index, 0) is the same
     "resilience/stats.py:74:26:1-1": "ceil of a positive log is >= 1",
     # RequestRecord's fast path: 0 takes the full check, which accepts it too

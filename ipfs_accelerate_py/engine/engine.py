@@ -384,6 +384,7 @@ class Engine(Dispatcher):
             if still:
                 await asyncio.wait(still, timeout=1.0)
         await self.transport.aclose()
+        self.stats.settle()  # a closed client keeps its figures, not their buffers
 
     async def aclose_from_any_loop(self, grace: float = 5.0) -> None:
         """:meth:`aclose` awaited from any event loop (the engine's or another)."""

@@ -427,10 +427,8 @@ class StatsCollector:
         self._batch_members = 0
         self._batch_max_inputs = 0
         self._transitions: deque[dict[str, Any]] = deque(maxlen=BREAKER_HISTORY)
-        self.latency.reset()
-        self.queue_wait.reset()
-        self.time_to_first_token.reset()
-        self.time_per_token.reset()
+        for histogram in self._histograms():
+            histogram.reset()
 
     def reset(self, *, started_at_wall: float | None = None) -> None:
         """Forget everything; ``started_at_wall``, if given, starts a new period."""
@@ -499,9 +497,12 @@ class StatsCollector:
                 model_row["latency_total"] += latency
             pending = self.latency._pending  # what LatencyHistogram.record does, without its checks
             pending.append(latency)
-            self.queue_wait._pending.append(queue_wait)
+            waits = self.queue_wait._pending
+            waits.append(queue_wait)
+            # each list on its own: a read may have settled one and not the other
             if len(pending) >= PENDING_MAX:
                 self.latency._settle()
+            if len(waits) >= PENDING_MAX:
                 self.queue_wait._settle()
 
     def record_request(self, rec: RequestRecord) -> None:
@@ -705,6 +706,18 @@ class StatsCollector:
             self._transitions.append({"from": old, "to": new, "at_wall": now_wall})
 
     # ------------------------------------------------------------ reading
+
+    def settle(self) -> None:
+        """Count in what waits for a read (the tallies, the durations not yet
+        bucketed) and let go of its buffers; the figures are unchanged.  A
+        closing engine calls it, so a closed client keeps figures, not lists."""
+        with self._lock:
+            self._add_tallies()
+            for histogram in self._histograms():
+                histogram._settle()
+
+    def _histograms(self) -> tuple[LatencyHistogram, ...]:
+        return (self.latency, self.queue_wait, self.time_to_first_token, self.time_per_token)
 
     def snapshot(self) -> dict[str, Any]:
         """Every figure, as fresh plain data (see the module docstring)."""

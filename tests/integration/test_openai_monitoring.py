@@ -103,6 +103,21 @@ def test_reset_stats_zeroes_the_figures(simulator):
         assert client.get_stats()["total_requests"] == 1
 
 
+def test_a_closed_client_keeps_its_figures_and_lets_go_of_their_buffers(simulator):
+    client = make_client(simulator, max_concurrent_requests=4)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: client.chat(CHAT_MODEL, messages(f"c{i}")), range(20)))
+    stats = client._engine.stats
+    assert stats.latency._pending and stats.queue_wait._pending  # waiting for a read
+    client.close()
+    assert not stats.latency._pending and not stats.queue_wait._pending
+    after = client.get_stats()
+    assert after["total_requests"] == after["successful_requests"] == 20
+    assert after["http_attempts"] == simulator.counters()["requests_total"] == 20
+    assert after["average_response_time"] > 0
+    assert after["tokens"]["total"] == simulator.counters()["tokens"]["total"]
+
+
 def test_stats_under_concurrent_callers_match_the_server(simulator):
     with make_client(simulator, max_concurrent_requests=4) as client:
         with ThreadPoolExecutor(8) as pool:

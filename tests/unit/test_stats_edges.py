@@ -332,6 +332,15 @@ def test_distribution_gives_at_most_forty_rows_by_default():
     assert len(rows) <= 40 and sum(count for _, count in rows) == 81
 
 
+@pytest.mark.parametrize("bins", [1, 0])
+def test_distribution_in_one_bin_is_one_row_counting_everything(bins):
+    h = LatencyHistogram()
+    for value in (0.01, 0.0102, 0.5, 2.0):
+        h.record(value)
+    [(upper, count)] = h.distribution(bins=bins)
+    assert count == 4 and 2.0 <= upper < 2.0 * 1.02
+
+
 def test_a_value_just_above_the_smallest_bucket_is_reported_within_a_percent():
     h = LatencyHistogram()
     h.record(1.01e-5)
@@ -355,14 +364,33 @@ def test_record_figures_counts_exactly_what_record_request_counts(fields):
     assert by_figures.snapshot() == by_record.snapshot()
 
 
+FIGURES = {"latency": 1, "queue_wait": 2, "attempts": 3, "tokens_in": 6, "tokens_out": 7}
+
+
 @pytest.mark.parametrize(
-    "latency, attempts", [(-0.5, 1), (float("nan"), 1), (0.5, -1), (0.5, True)]
-)
-def test_record_figures_refuses_what_a_record_refuses_and_counts_nothing(latency, attempts):
+    "name, value",
+    [
+        ("latency", -0.5), ("latency", float("nan")), ("queue_wait", -0.5),
+        ("attempts", -1), ("attempts", True), ("tokens_in", -1), ("tokens_out", -1),
+    ],
+)  # fmt: skip
+def test_record_figures_refuses_what_a_record_refuses_and_counts_nothing(name, value):
     stats = StatsCollector()
-    with pytest.raises(ValueError, match="RequestRecord"):
-        stats.record_figures(True, latency, 0.0, attempts, "m", None, 0, 0, "k", None)
+    fields = [True, 0.5, 0.0, 1, "m", None, 0, 0, "k", None]
+    fields[FIGURES[name]] = value
+    with pytest.raises(ValueError, match=f"RequestRecord.{name} must be"):
+        stats.record_figures(*fields)
     assert stats.snapshot()["total_requests"] == 0
+
+
+def test_a_completed_stream_without_output_tokens_has_no_rate():
+    sc = StatsCollector()
+    sc.record_stream(
+        outcome="completed", time_to_first_token=0.1, output_tokens=0, generation_seconds=1.0
+    )
+    streams = sc.snapshot()["streams"]
+    assert streams["completed"] == streams["total"] == 1
+    assert sc.time_per_token.count == 0
 
 
 def test_streams_that_all_failed_have_none_completed():

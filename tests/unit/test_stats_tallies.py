@@ -175,6 +175,32 @@ def test_a_collectors_memory_stays_bounded():
     assert snap["http_attempts"] == stats_module.MAX_TALLIES + 10
 
 
+@pytest.mark.parametrize("read_latency", [False, True])
+def test_a_tallied_combination_buckets_each_list_when_it_fills(read_latency):
+    stats = StatsCollector()
+    stats.record_figures(*figures_of())  # the combination's tally starts
+    stats.settle()
+    for n in range(1, 2 * PENDING_MAX + 2):
+        stats.record_figures(*figures_of())
+        if read_latency:  # a read buckets the latencies: the waits fill on their own
+            assert stats.latency.count == n + 1
+        assert len(stats.queue_wait._pending) == n % PENDING_MAX
+        assert len(stats.latency._pending) == (0 if read_latency else n % PENDING_MAX)
+    assert stats.snapshot()["queue_wait"]["count"] == 2 * PENDING_MAX + 2
+
+
+def test_settling_lets_go_of_the_buffers_and_changes_no_figure():
+    settled, read = StatsCollector(started_at_wall=0.0), StatsCollector(started_at_wall=0.0)
+    for i in range(PENDING_MAX // 2):
+        for stats in (settled, read):
+            stats.record_figures(*figures_of(latency=0.001 * (i + 1), key=f"k{i % 3}"))
+    settled.settle()
+    for histogram in settled._histograms():
+        assert histogram._pending == []
+    assert all(tally[0] == 0 for tally in settled._tallies.values())
+    assert settled.snapshot() == read.snapshot()
+
+
 def test_a_histogram_holds_fewer_than_pending_max_durations_unbucketed():
     h = LatencyHistogram()
     for i in range(PENDING_MAX - 1):
