@@ -393,7 +393,8 @@ def ratios(summary: dict, ours: str, others: tuple, concurrencies: tuple) -> dic
 
 def check_targets(ratio: dict, targets: tuple, concurrencies: tuple) -> list:
     """Each ``(numerator, denominator, minimum)`` of ``targets`` at each of
-    ``concurrencies`` measured, judged on the ratio of medians; a pair not
+    ``concurrencies`` measured (``(numerator, denominator, minimum, at)``: at
+    concurrency ``at`` only), judged on the ratio of medians; a pair not
     measured (a contender skipped) is left out.  With ``BENCH_IMPOSSIBLE_TARGET=1``
     in the environment the first one's minimum is infinite, so that a test can
     see a missed target without waiting for a real one to be missed."""
@@ -401,7 +402,9 @@ def check_targets(ratio: dict, targets: tuple, concurrencies: tuple) -> list:
     checks = []
     for c in concurrencies:
         at = ratio.get(str(c), {})
-        for num, den, minimum in targets:
+        for num, den, minimum, *only in targets:
+            if only and only[0] != c:
+                continue
             pair = at.get(f"{num}/{den}")
             if pair is None:
                 continue

@@ -36,6 +36,7 @@ ASYNC_OPTIONAL = {
 ASYNC_CONCURRENCIES = ["64", "256"]
 ASYNC_QUICK_REQUESTS = 300
 ASYNC_TARGET_MINIMUMS = {"ours/aiohttp": 0.5, "ours/openai_sdk": 5.0, "ours/litellm_router": 20.0}
+ASYNC_TARGET_AT = {("ours/aiohttp", "64"): 0.6}  # issue #15: higher at 64 than at 256
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_async_run_has_a_ratio_and_a_verdict_per_measured_pair_and_concurrency(a
     judged = pairs & set(ASYNC_TARGET_MINIMUMS)  # raw httpx is measured, with no target of its own
     assert set(verdicts) == {(pair, c) for pair in judged for c in ASYNC_CONCURRENCIES}
     for (pair, c), t in verdicts.items():
-        assert t["minimum"] == ASYNC_TARGET_MINIMUMS[pair]
+        assert t["minimum"] == ASYNC_TARGET_AT.get((pair, c), ASYNC_TARGET_MINIMUMS[pair])
         assert t["passed"] is (t["measured"] >= t["minimum"])
         assert f"{pair} at concurrency {c} = " in proc.stdout
 
