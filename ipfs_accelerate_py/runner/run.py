@@ -50,6 +50,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from ..engine.events import AttemptEnded
 from ..resilience.breaker import STATE_CLOSED
 from ..resilience.errors import (
     AuthenticationError,
@@ -201,6 +202,7 @@ class Runner:
         # each line's request in flight or queued, by its task: one whose request has
         # ended is left to record that ending, never abandoned
         self._requests: dict[asyncio.Task[Any] | None, Any] = {}
+        self._refused = False  # the last usable key was refused (seen in the engine's thread)
         self._slots = asyncio.Semaphore(options.window)
         self._started = clock()
         self._started_wall = wall()
@@ -222,7 +224,12 @@ class Runner:
         if self.total is None:
             self.total = await loop.run_in_executor(None, count_lines, self.options.jobs)
         self._seen = IdSet(self.total)  # sized once: no regrowth, no second table on the way
-        undo = [self._catch_signals(loop), self._watch_circuit(loop), self._show_warnings(loop)]
+        undo = [
+            self._catch_signals(loop),
+            self._watch_circuit(loop),
+            self._watch_refusals(),
+            self._show_warnings(loop),
+        ]
         ticker: asyncio.Task[None] | None = None
         try:
             pending = self._pending()
@@ -380,6 +387,8 @@ class Runner:
         try:
             while True:
                 future = self._requests[me] = self._submit(self.client, job)
+                if self._refused:  # refused meanwhile, after the engine's sweep of the requests
+                    future.cancel()
                 try:
                     result = await future
                 except Exception as exc:
@@ -417,7 +426,9 @@ class Runner:
 
     def _failed(self, job: Job, started: float, future: Any, error: BaseException) -> None:
         """A job's error, and what it says of the run."""
-        if self.stopping and isinstance(error, (ShutdownError, CancelledRequestError)):
+        if (self.stopping or self._refused) and isinstance(
+            error, (ShutdownError, CancelledRequestError)
+        ):
             # failed by the stop itself (queued, or past the grace): not done, sent again on resume
             self._finish(
                 job,
@@ -572,7 +583,9 @@ class Runner:
             task.cancel()
 
     def _why_abandoned(self) -> str:
-        return self.stop_reason.reason if self.stop_reason is not None else "cancelled"
+        if self.stop_reason is not None:
+            return self.stop_reason.reason
+        return "the key was refused" if self._refused else "cancelled"
 
     def _later(self, name: str, delay: float, fn: Callable[[], None]) -> None:
         old = self._timers.pop(name, None)
@@ -609,6 +622,27 @@ class Runner:
             loop.call_soon_threadsafe(self._circuit_changed, new, last_failure)
 
         remove: Callable[[], None] = self.client.add_circuit_listener(changed)
+        return remove
+
+    def _watch_refusals(self) -> Callable[[], None]:
+        """When the last usable key is refused, every line's request is cancelled
+        at once, in the engine's thread: before the engine sends the next queued
+        one with that key, which the stop, a hop later through this loop, would not
+        prevent (under load a revoked lone key then took a 401 for each slot freed)."""
+
+        def ended(event: AttemptEnded) -> None:  # in the engine's thread
+            if (
+                event.reason != AuthenticationError.kind
+                or self._refused
+                or self._usable_keys(besides=event.key_name) > 0
+            ):
+                return
+            self._refused = True  # set first: a line submitted after the sweep cancels its own
+            for future in list(self._requests.values()):
+                if future is not None:
+                    future.cancel()  # thread-safe: the engine cancels it on its next turn
+
+        remove: Callable[[], None] = self.client.subscribe(ended, AttemptEnded)
         return remove
 
     def _circuit_changed(self, state: str, last_failure: Any) -> None:

@@ -402,6 +402,24 @@ def test_when_the_last_key_is_refused_mid_run_the_run_stops_resumably_with_exit_
     assert 20 <= len(ok) < 300
 
 
+def test_a_lone_key_refused_takes_one_401_per_request_in_flight_and_no_more(
+    tmp_path, fresh_simulator
+):
+    simulator = fresh_simulator
+    simulator.configure(valid_keys=[GOOD_KEY])
+    jobs = write_chats(tmp_path / "jobs.jsonl", 300)
+    out = tmp_path / "out.jsonl"
+    proc = spawn(
+        jobs, out, "--base-url", simulator.url + "/v1", "--key", GOOD_KEY, "--concurrency", "1"
+    )
+    eventually(lambda: lines_in(out) >= 10, "the run writes results")
+    simulator.configure(valid_keys=[OTHER_BAD_KEY])  # revoked: the queued lines must stay unsent
+    _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == EXIT_NO_KEY, err
+    assert simulator.counters()["by_status"].get("401") == 1
+    assert not any(r["status"] == "error" for r in records(out))
+
+
 def test_the_same_failure_on_line_after_line_stops_the_run_with_exit_5(tmp_path, simulator):
     simulator.script(
         [{"status": 422, "body": {"error": {"message": "temperature must be <= 2"}}}] * 50
