@@ -14,7 +14,7 @@ import pytest
 
 from ..helpers import quick_benchmark
 
-pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench -n 0
 
 RUN_TIMEOUT = 120
 COLUMNS = [

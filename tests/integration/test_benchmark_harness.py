@@ -19,7 +19,7 @@ import pytest
 
 from ..helpers import quick_benchmark
 
-pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench
+pytestmark = pytest.mark.bench  # a step of its own in .ci/run: python -m pytest -m bench -n 0
 
 CONTENDERS = ("aiohttp", "httpx_threads", "openai_api")
 OPTIONAL_SYNC = {"openai_sdk_threads": "openai"}  # contender: its package
