@@ -73,5 +73,6 @@ def test_latest_is_when_the_last_rest_begun_ends():
     rests.cool(3.0, 0.0)  # ends sooner: the latest stays
     assert rests.latest == 5.0
     rests.cool(4.0, 0.0, "m")  # changes nothing
+    assert rests.latest == 5.0
     rests.cool(8.0, 1.0)
     assert rests.latest == 8.0

@@ -83,6 +83,22 @@ def test_a_plain_key_goes_as_its_breaker_lets_it():
     assert (figures["requests"], figures["successes"], figures["failures"]) == (3, 1, 1)
 
 
+def test_a_key_with_limits_waits_for_its_breaker_in_full():
+    """Not a plain key (it has a limit of its own): its breaker's verdict still holds it."""
+    pool = one(
+        KeyOptions("a", rpm=600),
+        breaker_options=BreakerOptions(failure_threshold=1, reset_timeout=10.0),
+    )
+    pool.release(pool.choose(0.0, 0, RNG), 0.0, Outcome.server_failure())
+    assert pool.choose(9.0, 0, RNG) is None  # OPEN
+    probe = pool.choose(10.0, 0, RNG)  # HALF_OPEN: its one probe
+    assert probe is not None
+    assert pool.choose(10.0, 0, RNG) is None  # the probe is out: no time frees the key
+    assert pool.next_ready_at(10.0, 0) is None
+    pool.release_success(probe, 10.5)
+    assert pool.choose(10.5, 0, RNG) is not None  # CLOSED again
+
+
 def test_a_plain_key_rests_for_the_model_that_was_limited_and_is_free_when_it_ends():
     pool = one()
     pool.release(pool.choose(0.0, 0, RNG, model="m"), 0.0, Outcome.rate_limited(2.0))

@@ -276,9 +276,7 @@ class KeyPool:
                     permit = chosen.breaker.acquire(now)
                     if permit is None:
                         return None
-                    chosen.in_flight += 1
-                    chosen.requests += 1
-                    return Lease(self, chosen, tokens, now, permit, 0.0, model)
+                    return self._grant(chosen, now, tokens, permit, model)
                 at = chosen.ready_at(now, tokens, model)
                 if at is None or at > now:
                     return None
@@ -433,10 +431,7 @@ class KeyPool:
             if tokens_in or tokens_out:  # the usage reported
                 if tokens_in < 0 or tokens_out < 0:
                     raise SettingError("usage", (tokens_in, tokens_out), "two counts >= 0")
-                state.tokens_in += tokens_in
-                state.tokens_out += tokens_out
-                if state.tokens_bucket is not None:
-                    state.tokens_bucket.correct(lease._tokens_taken - (tokens_in + tokens_out))
+                self._account_usage(state, lease, tokens_in, tokens_out)
             lease._released = True
             state.in_flight -= 1
             state.breaker.on_success(now, max(0.0, now - lease.started_at), permit=lease._permit)

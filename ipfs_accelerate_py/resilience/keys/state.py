@@ -71,13 +71,8 @@ _OUTCOME_COUNTER = {
 }
 # The counters kept in KeyState.counts; requests and tokens are attributes of their own, and
 # successes are what is left of the requests (see KeyState).
-_COUNTED = (
-    "failures",
-    "rate_limited",
-    "auth_failures",
-    "ignored",
-    "cooldowns",
-    "retry_after_over_cap",
+_COUNTED = tuple(
+    c for c in _COUNTERS if c not in ("requests", "successes", "tokens_in", "tokens_out")
 )
 _UNSUCCESSFUL = tuple(c for c in _OUTCOME_COUNTER.values() if c != "successes")
 
