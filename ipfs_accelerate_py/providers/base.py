@@ -26,6 +26,7 @@ Nothing here queues, retries, waits or counts: that is the engine's.
 
 from __future__ import annotations
 
+import functools
 import json
 import json.encoder
 import urllib.parse
@@ -180,13 +181,13 @@ def json_body(data: Any, provider: str) -> bytes:
                 _C_ENCODER(
                     {},  # its own markers, for the circular-reference check
                     _COMPACT_JSON.default,
-                    json.encoder.encode_basestring_ascii,
-                    None,
-                    ":",
-                    ",",
-                    False,
-                    False,
-                    True,
+                    json.encoder.encode_basestring_ascii,  # ensure_ascii, as _COMPACT_JSON
+                    None,  # no indent
+                    _COMPACT_JSON.key_separator,
+                    _COMPACT_JSON.item_separator,
+                    _COMPACT_JSON.sort_keys,
+                    _COMPACT_JSON.skipkeys,
+                    _COMPACT_JSON.allow_nan,
                 )(data, 0)
             ).encode()
         return _COMPACT_JSON.encode(data).encode()
@@ -194,6 +195,12 @@ def json_body(data: Any, provider: str) -> bytes:
         raise InvalidInputError(
             f"request data cannot be sent as JSON: {exc}", provider=provider
         ) from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _lowered(names: tuple[str, ...]) -> frozenset[str]:
+    """The header names, lower-cased (a provider's few auth header names: computed once)."""
+    return frozenset(name.lower() for name in names)
 
 
 _REMEMBERED = 256  # entries in each of a provider's caches; a full one starts again
@@ -302,9 +309,10 @@ class Wire:
         self.spec = spec
         self.name = spec.name
         # what build_request derives the same way every time, by what it derives
-        # from: an endpoint's path, and a key's headers with their secret names
+        # from: an endpoint's path, and the headers that hold no key (never a key:
+        # a provider is shared by every client of its class, for the process's life)
         self._paths: dict[str, str] = {}
-        self._headers: dict[tuple[str | None, bool], tuple[dict[str, str], frozenset[str]]] = {}
+        self._headers: dict[bool, dict[str, str]] = {}
 
     # ------------------------------------------------------------ requests
 
@@ -361,12 +369,13 @@ class Wire:
             path = self.endpoint_path(endpoint)
             _remember(self._paths, endpoint, path)
         method = self.method_for(path, data)
-        made = self._headers.get((api_key, stream))
-        if made is None:
-            made = self._key_headers(api_key, stream)
-            _remember(self._headers, (api_key, stream), made)
-        headers = made[0].copy()
-        secret = made[1]
+        common = self._headers.get(stream)
+        if common is None:
+            common = self._headers[stream] = self._common_headers(stream)
+        headers = common.copy()
+        auth = self.auth_headers(api_key)
+        headers.update(auth)
+        secret = _lowered(tuple(auth))
         if request_id:
             headers["X-Client-Request-Id"] = request_id
         body = None
@@ -386,19 +395,14 @@ class Wire:
             secret = secret | frozenset(name.lower() for name, _ in extra_headers)
         return HttpRequest(method, url, headers, body, timeout, stream, secret_headers=secret)
 
-    def _key_headers(
-        self, api_key: str | None, stream: bool
-    ) -> tuple[dict[str, str], frozenset[str]]:
-        """The headers every request on ``api_key`` carries, and the names of
-        those that hold the key (never sent to another origin)."""
+    def _common_headers(self, stream: bool) -> dict[str, str]:
+        """The headers every request (a stream's, or not) carries, whatever its key."""
         headers = {
             "Accept": STREAM_TYPES[self.stream_format] if stream else JSON_TYPE,
             "User-Agent": USER_AGENT,
         }
         headers.update(self.spec.extra_headers)
-        auth = self.auth_headers(api_key)
-        headers.update(auth)
-        return headers, frozenset(name.lower() for name in auth)
+        return headers
 
     # ----------------------------------------------------------- responses
 

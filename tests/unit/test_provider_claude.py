@@ -1137,7 +1137,8 @@ def test_simulator_tool_use_stream_joins_to_the_tool_input():
 
 
 def test_each_request_gets_its_own_headers_for_its_own_key():
-    """What build_request remembers per key and endpoint never leaks between requests."""
+    """What build_request remembers (endpoints' paths, the headers that hold no key)
+    never leaks between requests."""
     endpoint, data = WIRE.chat_request(MODEL, [{"role": "user", "content": "hi"}], {}, False)
     first = WIRE.build_request(
         endpoint, data, api_key="sk-ant-first", base_url=BASE, timeout=None, request_id="r1"
@@ -1162,6 +1163,26 @@ def test_each_request_gets_its_own_headers_for_its_own_key():
     assert "x-api-key" not in named.headers and named.secret_headers == frozenset({"x-tenant"})
     many = [
         WIRE.build_request(endpoint, data, api_key=f"sk-ant-{i}", base_url=BASE, timeout=None)
-        for i in range(600)  # past what it remembers: it starts again, answers stay right
+        for i in range(600)
     ]
     assert [r.headers["x-api-key"] for r in many] == [f"sk-ant-{i}" for i in range(600)]
+    paths = [
+        WIRE.build_request(f"v1/custom/{i}", data, api_key="k", base_url=BASE, timeout=None).url
+        for i in range(600)  # past the 256 paths it remembers: it starts again, answers stay right
+    ]
+    assert paths == [f"{BASE}/v1/custom/{i}" for i in range(600)]
+
+
+def test_a_provider_keeps_no_key_once_its_request_is_built():
+    """A provider is shared by every client of its class: what it remembers holds no key."""
+    endpoint, data = WIRE.chat_request(MODEL, [{"role": "user", "content": "hi"}], {}, False)
+    for stream in (False, True):
+        WIRE.build_request(
+            endpoint,
+            data,
+            api_key="sk-ant-kept-nowhere",
+            base_url=BASE,
+            timeout=None,
+            stream=stream,
+        )
+    assert "sk-ant-kept-nowhere" not in repr(vars(WIRE))
