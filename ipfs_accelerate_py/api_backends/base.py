@@ -248,7 +248,7 @@ class BaseApiBackend(SettingsAccess, KeyAdmin, Monitoring, CallSurface):
         """Call ``callback(event)`` for each event of this client's engine
         (:mod:`ipfs_accelerate_py.engine.events`: ``RequestQueued``,
         ``AttemptStarted``, ``AttemptEnded``, ``RetryScheduled``, ``KeyCooled``,
-        ``BreakerTransition``, ``RequestDone``), or only for ``kinds``; on the
+        ``KeyRefused``, ``BreakerTransition``, ``RequestDone``), or only for ``kinds``; on the
         engine's thread.  What it raises is logged once and never breaks a
         request.  Returns the function that unsubscribes it."""
         return self._engine.events.subscribe(callback, *kinds)

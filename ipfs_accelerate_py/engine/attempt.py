@@ -11,7 +11,8 @@ event.  :meth:`AttemptHold.release`, called from one ``finally``, gives back
 whatever is still held, once, whatever raised: a permit no outcome was
 reported for goes back as "ignored" (it counts neither way), and then the key
 hears nothing either; otherwise the lease goes back to the key pool with the
-attempt's error and usage (a 429 cools the key: ``KeyCooled``).  The slot
+attempt's error and usage (a 429 cools the key: ``KeyCooled``; a 401/403
+refuses it: ``KeyRefused``).  The slot
 frees last.  These are the ``REPORT``, ``RELEASE_PERMIT`` and
 ``RELEASE_LEASE`` actions of every way out of ``SENDING``.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 from ..resilience.errors import (
     ApiError,
+    AuthenticationError,
     CancelledRequestError,
     DeadlineExceededError,
     ShutdownError,
@@ -31,7 +33,7 @@ from ..resilience.errors import (
 from ..resilience.keys import Lease
 from ..transport.base import HttpRequest, HttpResponse, StreamResponse
 from .core import EngineCore
-from .events import AttemptEnded, AttemptStarted, KeyCooled
+from .events import AttemptEnded, AttemptStarted, KeyCooled, KeyRefused
 from .lifecycle import Event, Outcome, attempt_timeout, breaker_outcome, cooldown_for
 from .request import Request
 
@@ -150,6 +152,19 @@ class AttemptHold:
                         engine.events.publish(
                             KeyCooled(
                                 engine.provider.name, lease.name, model, seconds, now + seconds, now
+                            )
+                        )
+                    elif (
+                        isinstance(error, AuthenticationError)
+                        and engine.events.subscribers[KeyRefused]
+                    ):
+                        engine.events.publish(
+                            KeyRefused(
+                                engine.provider.name,
+                                lease.name,
+                                error.status,
+                                engine.keys.usable_besides(lease.name),
+                                now,
                             )
                         )
             finally:

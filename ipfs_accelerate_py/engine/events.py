@@ -4,8 +4,8 @@ Each event is a small frozen dataclass.  A subscriber is any callable taking
 one event; it may ask for some kinds only (``subscribe(fn, RetryScheduled)``).
 A subscriber that raises is logged once (the first time; it stays subscribed)
 and never breaks the request that was being reported.  When nobody listens
-for a kind the engine builds no event of it: the driver asks
-:meth:`EventBus.wants` first, a dictionary lookup.
+for a kind the engine builds no event of it: the driver reads
+``EventBus.subscribers[kind]`` first, a dictionary lookup.
 
 Times are the engine clock's (``at``, monotonic seconds) unless the field
 says wall.  Nothing here carries an API key: keys are named by their name or
@@ -28,6 +28,7 @@ __all__ = [
     "EngineEvent",
     "EventBus",
     "KeyCooled",
+    "KeyRefused",
     "RequestDone",
     "RequestQueued",
     "RetryScheduled",
@@ -109,6 +110,20 @@ class KeyCooled:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRefused:
+    """The server refused a key (401/403, ``status``; None: no status).
+    ``usable_keys``: how many of the backend's other keys are not disabled
+    (0: none is left to try; a lone key is never disabled, each request
+    hears its own 401, and this says so at the first one)."""
+
+    provider: str
+    key_name: str
+    status: int | None
+    usable_keys: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerTransition:
     """The backend's circuit moved; ``cause``: the failure behind an opening."""
 
@@ -139,6 +154,7 @@ EngineEvent = (
     | AttemptEnded
     | RetryScheduled
     | KeyCooled
+    | KeyRefused
     | BreakerTransition
     | RequestDone
 )
@@ -148,6 +164,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     AttemptEnded,
     RetryScheduled,
     KeyCooled,
+    KeyRefused,
     BreakerTransition,
     RequestDone,
 )
@@ -161,8 +178,9 @@ class EventBus:
     __slots__ = ("subscribers", "_lock", "_failed")
 
     def __init__(self) -> None:
-        # each kind's subscribers, an immutable tuple replaced on change: read
-        # it (``if bus.subscribers[kind]:``) where ``wants`` would cost a call
+        # each kind's subscribers, an immutable tuple replaced on change: a
+        # publisher reads it (``if bus.subscribers[kind]:``) to build only the
+        # events someone listens for
         self.subscribers: dict[type[Any], tuple[Subscriber, ...]] = {k: () for k in EVENT_TYPES}
         self._lock = threading.Lock()
         self._failed: set[int] = set()  # ids of subscribers whose failure was logged
@@ -189,11 +207,6 @@ class EventBus:
     def after_fork(self) -> None:
         """(a forked child) A lock of its own: a parent's thread may have held this one."""
         self._lock = threading.Lock()
-
-    def wants(self, kind: type[Any]) -> bool:
-        """Whether anyone listens for ``kind`` (so the event is worth building);
-        on a hot path, ``if bus.subscribers[kind]:`` says the same without a call."""
-        return bool(self.subscribers[kind])
 
     def publish(self, event: Any) -> None:
         """Hand ``event`` to each subscriber of its kind; what one raises is

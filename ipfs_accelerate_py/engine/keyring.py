@@ -130,6 +130,13 @@ class KeyRing:
     def names(self) -> list[str]:
         return list(self._secrets)
 
+    def usable_besides(self, name: str) -> int:
+        """How many keys other than ``name`` are not disabled."""
+        pool = self.pool
+        return sum(
+            1 for other in self._secrets if other != name and pool.disabled_reason(other) is None
+        )
+
     # ---------------------------------------------------------- dispatch
 
     def tokens(self, req: Request) -> int:

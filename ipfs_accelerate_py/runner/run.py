@@ -50,7 +50,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
-from ..engine.events import AttemptEnded
+from ..engine.events import KeyRefused
 from ..resilience.breaker import STATE_CLOSED
 from ..resilience.errors import (
     AuthenticationError,
@@ -630,19 +630,16 @@ class Runner:
         one with that key, which the stop, a hop later through this loop, would not
         prevent (under load a revoked lone key then took a 401 for each slot freed)."""
 
-        def ended(event: AttemptEnded) -> None:  # in the engine's thread
-            if (
-                event.reason != AuthenticationError.kind
-                or self._refused
-                or self._usable_keys(besides=event.key_name) > 0
-            ):
+        def refused(event: KeyRefused) -> None:  # in the engine's thread
+            if event.usable_keys or self._refused:
                 return
             self._refused = True  # set first: a line submitted after the sweep cancels its own
+            # a copy made in C, under the GIL: the loop's thread may be adding a line
             for future in list(self._requests.values()):
                 if future is not None:
                     future.cancel()  # thread-safe: the engine cancels it on its next turn
 
-        remove: Callable[[], None] = self.client.subscribe(ended, AttemptEnded)
+        remove: Callable[[], None] = self.client.subscribe(refused, KeyRefused)
         return remove
 
     def _circuit_changed(self, state: str, last_failure: Any) -> None:

@@ -15,12 +15,13 @@ from ipfs_accelerate_py.engine.events import (
     AttemptStarted,
     BreakerTransition,
     KeyCooled,
+    KeyRefused,
     RequestDone,
     RequestQueued,
     RetryScheduled,
 )
 from ipfs_accelerate_py.engine.keyring import key_fingerprint
-from ipfs_accelerate_py.resilience.errors import ServerError
+from ipfs_accelerate_py.resilience.errors import AuthenticationError, ServerError
 
 from ..helpers import FAST, REPLY_PREFIX, ClientFactory, messages, reply_text
 
@@ -93,6 +94,37 @@ def test_a_429_tells_which_key_cools_for_which_model_and_how_long(simulator):
     assert event.until == pytest.approx(event.at + 0.05)
     assert event.key_name == key_fingerprint(KEY)  # named, never the secret
     assert [(r.reason, r.error_kind) for r in retries] == [("rate_limited", "rate_limit")]
+
+
+def test_a_refused_lone_key_is_told_with_no_key_left_and_never_its_secret(simulator):
+    simulator.configure(valid_keys=["sk-someone-else"])
+    refused: list[KeyRefused] = []
+    with make_client(simulator) as client:
+        client.subscribe(refused.append, KeyRefused)
+        for _ in range(2):  # a lone key is never disabled: each request hears its own 401
+            with pytest.raises(AuthenticationError):
+                client.chat(MODEL, messages("refused"))
+    assert [(e.key_name, e.status, e.usable_keys) for e in refused] == [
+        (key_fingerprint(KEY), 401, 0)
+    ] * 2
+    assert KEY not in repr(refused)
+
+
+def test_a_refused_key_among_several_counts_the_keys_still_usable(simulator):
+    keys = {"a": "sk-events-a-0123456789", "b": "sk-events-b-0123456789"}
+    simulator.configure(valid_keys=[keys["b"]])
+    refused: list[KeyRefused] = []
+    api_keys = [{"name": name, "key": key} for name, key in keys.items()]
+    with make_client(simulator, key=None, api_keys=api_keys, key_strategy="round-robin") as client:
+        client.subscribe(refused.append, KeyRefused)
+        client.chat(MODEL, messages("a is refused, b answers"))
+        simulator.configure(valid_keys=["sk-someone-else"])
+        with pytest.raises(AuthenticationError):
+            client.chat(MODEL, messages("b is refused too"))
+    assert [(e.key_name, e.status, e.usable_keys) for e in refused] == [
+        ("a", 401, 1),
+        ("b", 401, 0),
+    ]
 
 
 def test_a_subscriber_that_raises_never_breaks_a_request_and_is_logged_once(simulator, caplog):

@@ -406,8 +406,9 @@ def test_a_lone_key_refused_takes_one_401_per_request_in_flight_and_no_more(
     tmp_path, fresh_simulator
 ):
     simulator = fresh_simulator
-    simulator.configure(valid_keys=[GOOD_KEY])
-    jobs = write_chats(tmp_path / "jobs.jsonl", 300)
+    simulator.configure(valid_keys=[GOOD_KEY])  # at once: the next line is queued when a 401 comes
+    # seconds of lines (about 800 a second here), far longer than revoking the key after 10
+    jobs = write_chats(tmp_path / "jobs.jsonl", 5000)
     out = tmp_path / "out.jsonl"
     proc = spawn(
         jobs, out, "--base-url", simulator.url + "/v1", "--key", GOOD_KEY, "--concurrency", "1"
