@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import json.scanner
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..resilience.errors import MalformedResponseError
 
@@ -51,6 +52,8 @@ class HttpRequest:
 
 # what json.loads runs, without its two Python frames (typeshed mistypes make_scanner's argument)
 _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+# what json.loads skips around the value (a pattern that always matches, if only "")
+_space = cast(Callable[[str, int], "re.Match[str]"], re.compile(r"[ \t\n\r]*").match)
 
 
 @dataclass(slots=True)
@@ -66,10 +69,10 @@ class HttpResponse:
 
     def json(self) -> Any:
         body = self.body
-        try:  # UTF-8 without a BOM, one value from end to end, as JSON answers are
+        try:  # UTF-8 without a BOM, one value (whitespace around it), as JSON answers are
             text = body.decode() if isinstance(body, (bytes, bytearray)) else body
-            value, end = _scan(text, 0)
-            if end == len(text):
+            value, end = _scan(text, _space(text, 0).end())
+            if _space(text, end).end() == len(text):
                 return value
         except (ValueError, StopIteration):
             pass
