@@ -41,13 +41,18 @@ class EngineLoop:
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="ipfs-accelerate-engine", daemon=True)
         self.thread.start()
-        self.ident = self.thread.ident  # compared on every call from a caller's thread
+        # compared on every call from a caller's thread; None once the thread ends
+        # (the system may then give its ident to another thread)
+        self.ident: int | None = self.thread.ident
         self._ready.wait()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._ready.set)
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.ident = None
 
     @property
     def alive(self) -> bool:

@@ -606,9 +606,7 @@ def _slow_from(options: BreakerOptions) -> float:
     """The shortest duration that may count as slow: inf while the slow-call rule is off
     (:attr:`BreakerOptions.slow_call_rule`)."""
     threshold = options.slow_call_duration
-    if threshold is None or options.slow_call_rate_threshold is None:
-        return math.inf
-    return threshold
+    return threshold if options.slow_call_rule and threshold is not None else math.inf
 
 
 # What an outcome does in each state (OPEN never gets here: results are stale there).
