@@ -13,7 +13,8 @@
 * What the integration tests against the simulator share: :data:`FAST`,
   :data:`REPLY_PREFIX`, :data:`WAIT`, the OpenAI-shaped :func:`messages`,
   :func:`reply_text`, :func:`joined_deltas`, :func:`together` (n callers
-  released at once) and :func:`eventually` (waiting for another process).
+  released at once), :func:`beside` (a watcher thread beside worker threads)
+  and :func:`eventually` (waiting for another process).
 * :func:`absolute_imports` (for sans-IO checks) and :func:`env_cleared`.
 
 Plain functions and classes, and fixture factories a module binds to a name
@@ -427,6 +428,33 @@ def together(n: int, call: Callable[[int], Any]) -> list[Any]:
 
     with ThreadPoolExecutor(n) as pool:
         return [f.result(WAIT) for f in [pool.submit(run, i) for i in range(n)]]
+
+
+def beside(
+    watch: Callable[[], None],
+    workers: Iterable[Callable[[], None]],
+    finished: threading.Event,
+    timeout: float = 30.0,
+) -> None:
+    """Run ``watch`` in a thread of its own while each of ``workers`` runs in
+    another; once every worker has returned, set ``finished`` (which ends
+    ``watch``) and wait for ``watch``.  All of it within ``timeout`` seconds,
+    and what any thread raised is raised here: an assertion failing in a
+    thread fails the test instead of being printed."""
+    workers = list(workers)
+    deadline = time.monotonic() + timeout
+    pool = ThreadPoolExecutor(len(workers) + 1)  # each its own thread, all at once
+    try:
+        watching = pool.submit(watch)
+        running = [pool.submit(work) for work in workers]
+        try:
+            for work in running:
+                work.result(max(0.0, deadline - time.monotonic()))
+        finally:
+            finished.set()
+        watching.result(max(0.0, deadline - time.monotonic()))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # --------------------------------------------------------------- the rest

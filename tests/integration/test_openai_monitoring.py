@@ -105,11 +105,14 @@ def test_reset_stats_zeroes_the_figures(simulator):
 
 def test_a_closed_client_keeps_its_figures_and_lets_go_of_their_buffers(simulator):
     client = make_client(simulator, max_concurrent_requests=4)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: client.chat(CHAT_MODEL, messages(f"c{i}")), range(20)))
-    stats = client._engine.stats
-    assert stats.latency._pending and stats.queue_wait._pending  # waiting for a read
-    client.close()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: client.chat(CHAT_MODEL, messages(f"c{i}")), range(20)))
+        stats = client._engine.stats
+        # 20 durations each, waiting for a read (fewer than PENDING_MAX: none bucketed yet)
+        assert len(stats.latency._pending) == len(stats.queue_wait._pending) == 20
+    finally:
+        client.close()
     assert not stats.latency._pending and not stats.queue_wait._pending
     after = client.get_stats()
     assert after["total_requests"] == after["successful_requests"] == 20

@@ -37,6 +37,8 @@ from ipfs_accelerate_py.resilience.priority_queue import (
     priority_level,
 )
 
+from ..helpers import beside
+
 H, N, L = PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW
 
 
@@ -526,16 +528,7 @@ def test_eight_pushers_one_popper_every_item_exactly_once(frequent_thread_switch
             elif done_pushing.is_set() and len(q) == 0:
                 break
 
-    popper = threading.Thread(target=pop_until_all)
-    threads = [threading.Thread(target=push_all, args=(t,)) for t in range(pushers)]
-    popper.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done_pushing.set()
-    popper.join(timeout=30)
-    assert not popper.is_alive()
+    beside(pop_until_all, [lambda t=t: push_all(t) for t in range(pushers)], done_pushing)
     assert len(popped) == total
     assert set(popped) == {(t, i) for t in range(pushers) for i in range(per_thread)}
     # FIFO per thread within a priority survives the interleaving.

@@ -26,6 +26,8 @@ from ipfs_accelerate_py.resilience.stats import (
     StatsCollector,
 )
 
+from ..helpers import beside
+
 
 @contextmanager
 def one_by_one(max_tallies: int = 0, pending_max: int = 1) -> Iterator[None]:
@@ -284,21 +286,14 @@ def test_reads_from_other_threads_while_the_loop_records(frequent_thread_switche
             snap = stats.snapshot()
             assert snap["latency"]["count"] == snap["successful_requests"]
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    reader = threading.Thread(target=read)
-    reader.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done.set()
-    reader.join()
+    beside(read, [lambda w=w: write(w) for w in range(writers)], done)
     snap = stats.snapshot()
     total = writers * per_writer
     assert snap["successful_requests"] == snap["latency"]["count"] == snap["http_attempts"] == total
     assert snap["tokens"]["input"] == 3 * total
     assert all(snap["keys"][f"k{w}"]["attempts"] == per_writer for w in range(writers))
     assert snap["models"]["m"]["requests"] == total
+    assert any(0 < r < 2 * total for r in reads)  # some reads came while the writers wrote
     assert reads == sorted(reads)
 
 
