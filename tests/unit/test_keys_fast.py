@@ -99,6 +99,20 @@ def test_a_key_with_limits_waits_for_its_breaker_in_full():
     assert pool.choose(10.5, 0, RNG) is not None  # CLOSED again
 
 
+def test_a_quick_failure_is_timed_from_its_lease_and_not_slow():
+    options = BreakerOptions(
+        failure_threshold=100,
+        failure_rate_threshold=None,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=50.0,
+        minimum_calls=2,
+    )
+    pool = one(breaker_options=options)
+    for t in (5.0, 6.0):
+        pool.release(pool.choose(t, 0, RNG), t + 0.1, Outcome.server_failure())  # 0.1 s each
+    assert pool.choose(7.0, 0, RNG) is not None  # no slow call: the circuit stays closed
+
+
 def test_a_plain_key_rests_for_the_model_that_was_limited_and_is_free_when_it_ends():
     pool = one()
     pool.release(pool.choose(0.0, 0, RNG, model="m"), 0.0, Outcome.rate_limited(2.0))
