@@ -249,3 +249,19 @@ def test_half_open_needs_no_wait_even_when_reset_timeout_grows():
     assert breaker.state(1.0) == STATE_HALF_OPEN
     breaker.options = replace(breaker.options, reset_timeout=10.0)
     assert breaker.retry_in(2.0) == 0.0
+
+
+def test_the_window_reports_its_rates_as_shares_of_its_calls():
+    breaker = CircuitBreaker(
+        BreakerOptions(
+            failure_threshold=100,
+            slow_call_duration=1.0,
+            slow_call_rate_threshold=90.0,
+            minimum_calls=100,
+        )
+    )
+    successes(breaker, 0.0, 2)
+    successes(breaker, 0.0, 1, duration=2.0)
+    breaker.on_failure(0.0, permit=breaker.acquire(0.0))
+    rates = breaker.snapshot(0.0)["window"]
+    assert (rates["failure_rate"], rates["slow_rate"]) == (25.0, 25.0)
