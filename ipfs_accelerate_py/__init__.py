@@ -49,6 +49,7 @@ _BACKENDS = (
 _ERRORS = (
     "ApiError",
     "AuthenticationError",
+    "BudgetExceededError",
     "CancelledRequestError",
     "CircuitOpenError",
     "ConflictError",
@@ -76,6 +77,9 @@ _HOME: dict[str, str] = {
     **dict.fromkeys(_ERRORS, ".resilience.errors"),
     "Priority": ".api_backends.priority",
     "Settings": ".engine.settings",
+    "Price": ".resilience.prices",
+    "PriceTable": ".resilience.prices",
+    "DEFAULT_PRICES": ".resilience.prices",
     "ChunkStream": ".engine.stream",
     "StreamChunk": ".engine.stream",
 }
@@ -86,10 +90,12 @@ __all__ = [
     "ApiKeyMultiplexer",
     "AuthenticationError",
     "BaseApiBackend",
+    "BudgetExceededError",
     "CancelledRequestError",
     "ChunkStream",
     "CircuitOpenError",
     "ConflictError",
+    "DEFAULT_PRICES",
     "DeadlineExceededError",
     "FailoverChain",
     "FailoverStep",
@@ -100,6 +106,8 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
+    "Price",
+    "PriceTable",
     "Priority",
     "QueueFullError",
     "RateLimitDeadlineError",
@@ -164,6 +172,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see: the same names, importe
     from .resilience.errors import (
         ApiError,
         AuthenticationError,
+        BudgetExceededError,
         CancelledRequestError,
         CircuitOpenError,
         ConflictError,
@@ -186,3 +195,4 @@ if TYPE_CHECKING:  # what a type checker and an IDE see: the same names, importe
         StreamStalledError,
         UnknownParameterError,
     )
+    from .resilience.prices import DEFAULT_PRICES, Price, PriceTable

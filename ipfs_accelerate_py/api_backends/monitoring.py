@@ -153,6 +153,12 @@ class Monitoring(ClientState):
             "models": stats["models"],
             "errors": stats["errors_by_type"],
             "tokens": stats["tokens"],
+            "cost": dict(
+                stats["cost"],
+                prices_as_of=settings.prices.as_of,
+                max_cost=settings.max_cost,
+                max_tokens_total=settings.max_tokens_total,
+            ),
             "streams": stats["streams"],
             "batching": dict(
                 stats["batches"],

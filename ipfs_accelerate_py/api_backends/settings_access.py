@@ -86,6 +86,11 @@ class SettingsAccess(ClientState):
     batching_enabled = ClientSetting(Settings.batching_enabled)
     max_batch_size = ClientSetting(Settings.max_batch_size)
     batch_timeout = ClientSetting(Settings.batch_timeout)
+    prices = ClientSetting(Settings.prices)
+    max_cost = ClientSetting(Settings.max_cost)
+    max_tokens_total = ClientSetting(Settings.max_tokens_total)
+    otel_enabled = ClientSetting(Settings.otel_enabled)
+    otel_capture_content = ClientSetting(Settings.otel_capture_content)
 
     @property
     def settings(self) -> Settings:

@@ -22,7 +22,14 @@ from typing import Any
 from ..resilience import retry as retry_policy
 from ..resilience.breaker import STATE_OPEN, CircuitBreaker
 from ..resilience.clock import Clock
-from ..resilience.errors import ApiError, CircuitOpenError, MalformedResponseError, copied
+from ..resilience.errors import (
+    ApiError,
+    BudgetExceededError,
+    CircuitOpenError,
+    MalformedResponseError,
+    copied,
+)
+from ..resilience.prices import PriceTable
 from ..resilience.priority_queue import PriorityRequestQueue
 from ..resilience.stats import StatsCollector
 from ..transport.base import Transport
@@ -63,6 +70,9 @@ class EngineCore:
     supported_batch_models: frozenset[str]
     in_flight: int
     closed: bool
+    spent_cost: float  # (loop writes) US dollars of finished requests, for max_cost
+    spent_tokens: int  # (loop writes) their tokens, for max_tokens_total
+    budgeted: bool  # a max_cost or max_tokens_total is set
     last_failure: ApiError | None  # the last failure the breaker counted, for CircuitOpenError
     _engine_loop: EngineLoop | None  # None in a forked child until it is used
     _held_count: int  # (queue.lock) requests held aside while only their model cools
@@ -225,11 +235,14 @@ class EngineCore:
         now: float,
         attempts: int | None = None,
         usage: tuple[int, int] | None = None,
+        stream: Any = None,
     ) -> None:
-        """The statistics of a finished request (and its ``RequestDone``)."""
+        """The statistics of a finished request, what it spent (and its
+        ``RequestDone``); ``stream``: a stream's progress, for the event."""
         if usage is None:
             usage = self.usage_of(result) if error is None else (0, 0)
         tokens_in, tokens_out = usage
+        cost = self.spend(req.model, tokens_in, tokens_out)
         first = req.first_attempt_at if req.first_attempt_at is not None else now
         error_kind = getattr(error, "kind", type(error).__name__) if error is not None else None
         attempts = attempts if attempts is not None else req.attempts
@@ -244,23 +257,77 @@ class EngineCore:
             tokens_out,
             req.last_key,
             req.endpoint,
+            cost,
         )
         if self.events.subscribers[RequestDone]:
-            self.publish_done(req, error_kind, attempts, now)
-
-    def publish_done(self, req: Request, error_kind: str | None, attempts: int, now: float) -> None:
-        self.events.publish(
-            RequestDone(
-                req.request_id,
-                self.provider.name,
-                req.model,
-                error_kind is None,
-                error_kind,
-                attempts,
-                now - req.submitted_at,
-                now,
+            if stream is not None:
+                first_chunk = stream.first
+                answer_model, answer_id, _ = self.provider.response_info(first_chunk)
+                reasons: tuple[str, ...] = (stream.finish_reason,) if stream.finish_reason else ()
+            elif error is None:
+                answer_model, answer_id, reasons = self.provider.response_info(result)
+            else:
+                answer_model, answer_id, reasons = None, None, ()
+            key = req.last_key
+            self.events.publish(
+                RequestDone(
+                    req.request_id,
+                    self.provider.name,
+                    req.model,
+                    error is None,
+                    error_kind,
+                    attempts,
+                    now - req.submitted_at,
+                    now,
+                    req.endpoint,
+                    key,
+                    host_of(self.keys.base_url(key) if key is not None else None)
+                    or host_of(self.base_url),
+                    max(0.0, first - req.submitted_at),
+                    tokens_in,
+                    tokens_out,
+                    cost,
+                    answer_model,
+                    answer_id,
+                    reasons,
+                    error,
+                    req.stream,
+                )
             )
-        )
+
+    def spend(self, model: str | None, tokens_in: int, tokens_out: int) -> float | None:
+        """(loop) Count what a finished request spent against the budgets;
+        its cost in dollars (None: ``model`` has no price)."""
+        self.spent_tokens += tokens_in + tokens_out
+        prices: PriceTable = self.settings.values["prices"]
+        cost = prices.cost(model, tokens_in, tokens_out)
+        if cost is not None:
+            self.spent_cost += cost
+        return cost
+
+    def budget_error(self) -> BudgetExceededError | None:
+        """The error a new request gets when a budget is spent, else None."""
+        values = self.settings.values
+        max_cost, max_tokens = values["max_cost"], values["max_tokens_total"]
+        if max_cost is not None and self.spent_cost >= max_cost:
+            return BudgetExceededError(
+                f"budget spent: ${self.spent_cost:.4f} of max_cost ${max_cost:g}; no new "
+                "request is sent (raise client.max_cost, or set it to None, to go on)",
+                provider=self.provider.name,
+                budget="max_cost",
+                limit=max_cost,
+                spent=self.spent_cost,
+            )
+        if max_tokens is not None and self.spent_tokens >= max_tokens:
+            return BudgetExceededError(
+                f"budget spent: {self.spent_tokens} of max_tokens_total {max_tokens} tokens; "
+                "no new request is sent (raise client.max_tokens_total, or set it to None, to go on)",
+                provider=self.provider.name,
+                budget="max_tokens_total",
+                limit=max_tokens,
+                spent=self.spent_tokens,
+            )
+        return None
 
 
 @functools.lru_cache(maxsize=64)

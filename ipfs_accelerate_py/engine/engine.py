@@ -119,6 +119,9 @@ class Engine(Dispatcher):
         self.in_flight = 0
         self.closed = False
         self.last_failure = None
+        self.spent_cost = 0.0
+        self.spent_tokens = 0
+        self.budgeted = self._has_budget()
         self.supported_batch_models = frozenset()
         self._start_loop_state()
         forking.register(self)
@@ -181,6 +184,12 @@ class Engine(Dispatcher):
             **{field: self.settings[name] for name, field in _RETRY_SETTINGS.items()},
         )
 
+    def _has_budget(self) -> bool:
+        """Whether a max_cost or max_tokens_total is set (admission checks it then)."""
+        return (
+            self.settings["max_cost"] is not None or self.settings["max_tokens_total"] is not None
+        )
+
     def _on_setting(self, name: str, value: Any) -> None:
         if name in _BREAKER_SETTINGS:
             # each key's breaker too
@@ -191,6 +200,8 @@ class Engine(Dispatcher):
             self.retry_options = self._retry_options()
             self.keys.pool.default_cooldown = self.settings["initial_retry_delay"]
             self.keys.pool.max_cooldown = self.settings["max_retry_after"]
+        elif name in ("max_cost", "max_tokens_total"):
+            self.budgeted = self._has_budget()
         elif name == "queue_size":
             self.queue.maxsize = value
         elif name == "queue_aging_interval":
@@ -239,6 +250,12 @@ class Engine(Dispatcher):
             req.move(Event.REJECTED)
             self.stats.record_rejected("circuit_open")
             raise self.circuit_open_error(now, req)
+        if self.budgeted:
+            over = self.budget_error()
+            if over is not None:
+                req.move(Event.REJECTED)
+                self.stats.record_rejected(over.kind)
+                raise self.annotate(over, req)
         req.context = contextvars.copy_context()  # its attempts see the caller's context variables
         queue = self.queue
         entry = None

@@ -136,7 +136,16 @@ class BreakerTransition:
 
 @dataclass(frozen=True, slots=True)
 class RequestDone:
-    """A request's caller has its outcome (a stream: when it ended)."""
+    """A request's caller has its outcome (a stream: when it ended).
+
+    ``latency`` and ``queue_wait`` (until its first attempt) are seconds from
+    admission.  ``tokens_in``/``tokens_out`` as the server reported them (0:
+    not reported); ``cost`` in US dollars by the client's price table (None:
+    no price for the model, or no table).  ``host``: ``host:port`` of the
+    server the last attempt went to.  ``response_model``, ``response_id`` and
+    ``finish_reasons`` as the answer gave them (None, ``()``: it did not).
+    ``error``: the exception the caller got (redacted: no key in it), None on
+    success."""
 
     request_id: str
     provider: str
@@ -146,6 +155,18 @@ class RequestDone:
     attempts: int
     latency: float
     at: float
+    endpoint: str = ""
+    key_name: str | None = None
+    host: str | None = None
+    queue_wait: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float | None = None
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    error: BaseException | None = None
+    stream: bool = False
 
 
 EngineEvent = (

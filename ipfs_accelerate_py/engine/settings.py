@@ -34,6 +34,7 @@ from ..resilience.breaker import (
 )
 from ..resilience.errors import SettingError
 from ..resilience.keys import STRATEGY_NAMES, LeastLoaded
+from ..resilience.prices import DEFAULT_PRICES, PriceTable, PriceTableError, load_prices
 from ..resilience.priority_queue import DEFAULT_QUEUE_SIZE
 from ..resilience.retry import (
     DEFAULT_BACKOFF_FACTOR,
@@ -137,6 +138,28 @@ def _optional_float(
         )
 
     return check
+
+
+def _optional_int(minimum: int) -> Check[int | None]:
+    """As :func:`_int`, or None (the limit is off)."""
+    whole = _int(minimum)
+
+    def check(name: str, value: Any) -> int | None:
+        return None if value is None else whole(name, value)
+
+    return check
+
+
+def _prices(name: str, value: Any) -> PriceTable:
+    """A price table (a :class:`PriceTable`, a mapping, a file's path) over
+    the built-in one; None: the built-in one alone."""
+    if value is None or value is DEFAULT_PRICES:
+        return DEFAULT_PRICES
+    try:
+        table = load_prices(value)
+    except PriceTableError as exc:
+        raise SettingError(name, value, f"a price table ({exc})") from None
+    return table.merged_over(DEFAULT_PRICES)
 
 
 _TRUE_WORDS = ("1", "true", "yes", "on")
@@ -329,6 +352,31 @@ class Settings:
         _float(0.0),
         "seconds a batch waits for more inputs after its first",
     )
+    prices = Setting[PriceTable](
+        DEFAULT_PRICES,
+        _prices,
+        "US dollars per million input and output tokens, per model: a price file's path (YAML or JSON), a mapping or a PriceTable, over the built-in table (DEFAULT_PRICES, dated: check it)",
+    )
+    max_cost = Setting[float | None](
+        None,
+        _optional_float(0.0, exclusive=True),
+        "US dollars this client may spend (by prices); past it new requests fail with BudgetExceededError, those in flight finish (None: no limit)",
+    )
+    max_tokens_total = Setting[int | None](
+        None,
+        _optional_int(1),
+        "tokens (input and output) this client may use; past it new requests fail with BudgetExceededError (None: no limit)",
+    )
+    otel_enabled = Setting(
+        True,
+        _bool,
+        "spans and metrics by the OpenTelemetry GenAI conventions, when opentelemetry-api is installed (to the global providers: a no-op until the application sets an SDK up)",
+    )
+    otel_capture_content = Setting(
+        False,
+        _bool,
+        "record prompts and completions on spans (off: never recorded)",
+    )
 
     def __init__(
         self, metadata: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
@@ -375,7 +423,11 @@ class Settings:
         self._listeners.append(fn)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
+        """Every value, as plain data (the price table as a price file would have it)."""
+        return {
+            name: value.as_dict() if isinstance(value, PriceTable) else value
+            for name, value in self._values.items()
+        }
 
     def __repr__(self) -> str:
         changed = [

@@ -82,7 +82,9 @@ class StreamProgress:
     provider chunk into a :class:`StreamChunk` and keeps the figures an
     error and the statistics report (chunks, text, usage, when it began)."""
 
-    __slots__ = ("started", "count", "chars", "text_chunks", "usage", "_text")
+    __slots__ = (
+        "started", "count", "chars", "text_chunks", "usage", "finish_reason", "first", "_text"
+    )  # fmt: skip
 
     def __init__(self, started: float) -> None:
         self.started = started  # when the first chunk arrived
@@ -90,6 +92,8 @@ class StreamProgress:
         self.chars = 0
         self.text_chunks = 0
         self.usage = (0, 0)
+        self.finish_reason: str | None = None  # the last one a chunk gave
+        self.first: Any = None  # the first raw chunk (its model and id, for the RequestDone event)
         self._text: list[str] = []
 
     def chunk(self, provider: Any, raw: Any) -> StreamChunk:
@@ -102,6 +106,10 @@ class StreamProgress:
             self._text.append(delta.text)
             self.chars += len(delta.text)
             self.text_chunks += 1
+        if delta.finish_reason:
+            self.finish_reason = delta.finish_reason
+        if not self.count:
+            self.first = raw
         self.count += 1
         return StreamChunk(delta.text, delta.tool_calls, delta.finish_reason, usage, raw)
 

@@ -23,12 +23,10 @@ from ..resilience.errors import (
     RequestTimeoutError,
     StreamStalledError,
 )
-from ..resilience.stats import RequestRecord
 from ..transport.base import HttpRequest, HttpResponse, StreamResponse
 from ..transport.sse import iter_ndjson, iter_sse
 from .attempt import AttemptHold, Attempts, Secrets
 from .deadlines import StallWatch
-from .events import RequestDone
 from .lifecycle import Event
 from .request import Request
 from .stream import END_OF_STREAM, ChunkStream, StreamProgress
@@ -187,32 +185,14 @@ class Streams(Attempts):
         self, req: Request, progress: StreamProgress, error: BaseException | None
     ) -> None:
         now = self.clock.now()
-        usage = progress.usage
-        error_kind = getattr(error, "kind", None) if error is not None else None
-        self.stats.record_request(
-            RequestRecord(
-                success=error is None,
-                latency=now - req.submitted_at,
-                queue_wait=(req.first_attempt_at or now) - req.submitted_at,
-                attempts=req.attempts,
-                model=req.model,
-                error_kind=error_kind,
-                tokens_in=usage[0],
-                tokens_out=usage[1],
-                key_name=req.last_key,
-                endpoint=req.endpoint,
-            )
-        )
+        # what it used counts, however it ended
+        self.record_request(req, None, error, now, usage=progress.usage, stream=progress)
         self.stats.record_stream(
             outcome="completed" if error is None else getattr(error, "kind", "error"),
             time_to_first_token=progress.started - req.submitted_at,
             output_tokens=progress.output_tokens(),
             generation_seconds=now - progress.started,
         )
-        if self.events.subscribers[RequestDone]:
-            self.publish_done(
-                req, error_kind or (None if error is None else "error"), req.attempts, now
-            )
 
 
 def _decode(provider: Any, response: StreamResponse, max_event_bytes: int | None) -> Any:

@@ -451,6 +451,43 @@ class Wire:
         tokens_out = usage.get("completion_tokens") or usage.get("output_tokens") or 0
         return int(tokens_in), int(tokens_out)
 
+    def response_info(self, result: Any) -> tuple[str | None, str | None, tuple[str, ...]]:
+        """(the model that answered, the answer's id, its finish reasons in
+        :func:`finish_reason`'s words) as ``result`` gives them; None and
+        ``()`` where it does not.  Read for observability only, never an
+        error: OpenAI's ``model``/``id``/``choices[].finish_reason``,
+        Anthropic's ``stop_reason``, Gemini's ``modelVersion``/``responseId``/
+        ``candidates[].finishReason``, Ollama's ``done_reason``, TGI's
+        ``details.finish_reason``."""
+        if not isinstance(result, dict):
+            return None, None, ()
+        model = result.get("model") or result.get("modelVersion")
+        answer_id = result.get("id") or result.get("responseId")
+        reasons: list[str] = []
+        for choices in (result.get("choices"), result.get("candidates")):
+            if isinstance(choices, list):
+                for choice in choices:
+                    if isinstance(choice, dict):
+                        reason = finish_reason(
+                            choice.get("finish_reason") or choice.get("finishReason")
+                        )
+                        if reason:
+                            reasons.append(reason)
+        details = result.get("details")
+        for raw in (
+            result.get("stop_reason"),
+            result.get("done_reason"),
+            details.get("finish_reason") if isinstance(details, dict) else None,
+        ):
+            reason = finish_reason(raw)
+            if reason:
+                reasons.append(reason)
+        return (
+            model if isinstance(model, str) else None,
+            answer_id if isinstance(answer_id, str) else None,
+            tuple(reasons),
+        )
+
     # ------------------------------------------------------------- streams
 
     def parse_stream_event(self, event: Event) -> tuple[Any, bool]:

@@ -55,6 +55,7 @@ _E = TypeVar("_E", bound="ApiError")
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "BudgetExceededError",
     "CancelledRequestError",
     "CircuitOpenError",
     "ConflictError",
@@ -329,6 +330,23 @@ class QueueFullError(ApiError):
 
 class CancelledRequestError(ApiError):
     kind = "cancelled"
+
+
+class BudgetExceededError(ApiError):
+    """The client's budget (``max_cost`` dollars, ``max_tokens_total``
+    tokens) is spent: no new request is admitted.  ``budget`` names the limit
+    (``"max_cost"``, ``"max_tokens_total"``), ``limit`` and ``spent`` are its
+    figures.  Raised at admission; requests already admitted finish."""
+
+    kind = "budget"
+
+    def __init__(
+        self, message: str, *, budget: str = "", limit: float = 0.0, spent: float = 0.0, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
 
 
 class ShutdownError(ApiError):

@@ -296,6 +296,7 @@ class RequestRecord:
     tokens_out: int = 0
     key_name: str | None = None
     endpoint: str | None = None
+    cost: float | None = None  # US dollars; None: the model has no price
 
     def __post_init__(self) -> None:
         if (  # the engine's records: plain figures, checked at once
@@ -304,8 +305,14 @@ class RequestRecord:
             and type(self.attempts) is int and self.attempts >= 0
             and type(self.tokens_in) is int and self.tokens_in >= 0
             and type(self.tokens_out) is int and self.tokens_out >= 0
+            and (self.cost is None or type(self.cost) is float and self.cost >= 0.0)
         ):  # fmt: skip
             return
+        cost = self.cost
+        if cost is not None and (
+            isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0
+        ):
+            raise ValueError(f"RequestRecord.cost must be US dollars >= 0 or None, got {cost!r}")
         for name in ("latency", "queue_wait"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
@@ -321,14 +328,14 @@ class RequestRecord:
 def _new_model_row() -> dict[str, Any]:
     return {
         "requests": 0, "successes": 0, "failures": 0, "cancelled": 0,
-        "tokens_in": 0, "tokens_out": 0, "latency_total": 0.0,
+        "tokens_in": 0, "tokens_out": 0, "cost": 0.0, "latency_total": 0.0,
     }  # fmt: skip
 
 
 def _new_key_row() -> dict[str, Any]:
     return {
         "requests": 0, "successes": 0, "failures": 0, "cancelled": 0, "attempts": 0,
-        "rate_limited": 0, "tokens_in": 0, "tokens_out": 0,
+        "rate_limited": 0, "tokens_in": 0, "tokens_out": 0, "cost": 0.0,
     }  # fmt: skip
 
 
@@ -354,11 +361,14 @@ def _percent(part: int, whole: int) -> float:
     return min(100.0, 100.0 * part / whole) if whole else 0.0
 
 
-def _add_to_row(row: dict[str, Any], outcome: str, n: int, tokens_in: int, tokens_out: int) -> None:
+def _add_to_row(
+    row: dict[str, Any], outcome: str, n: int, tokens_in: int, tokens_out: int, cost: float
+) -> None:
     row["requests"] += n
     row[outcome] += n
     row["tokens_in"] += tokens_in
     row["tokens_out"] += tokens_out
+    row["cost"] += cost
 
 
 def _bounded_add(table: dict[Any, int], name: str | int, amount: int = 1) -> None:
@@ -412,13 +422,16 @@ class StatsCollector:
         self._http_attempts = 0  # record_attempt calls
         self._tokens_in = 0
         self._tokens_out = 0
+        self._cost = 0.0  # US dollars
+        self._unpriced: set[str] = set()  # models that used tokens and have no price
         self._errors: dict[str, int] = {}
         self._models: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, dict[str, Any]] = {}
         self._endpoints: dict[str, int] = {}
         self._statuses: dict[int | str, int] = {}
         # (model, key, endpoint) -> [successes at the first attempt, tokens in, tokens out,
-        # the model's row or None (its latency total is added at once: a float sum keeps its order)]
+        # the model's row or None (its latency total is added at once: a float sum keeps its order),
+        # cost]
         self._tallies: dict[tuple[str | None, str | None, str | None], list[Any]] = {}
         # (key, status, error kind) -> attempts
         self._attempt_tallies: dict[tuple[str | None, int | None, str | None], int] = {}
@@ -451,6 +464,7 @@ class StatsCollector:
         tokens_out: int,
         key_name: str | None,
         endpoint: str | None,
+        cost: float | None = None,
     ) -> None:
         """``record_request(RequestRecord(...))`` of these fields, without
         building the record when the figures are plain and valid (the engine's,
@@ -461,6 +475,7 @@ class StatsCollector:
             and type(attempts) is int and attempts >= 0
             and type(tokens_in) is int and tokens_in >= 0
             and type(tokens_out) is int and tokens_out >= 0
+            and (cost is None or type(cost) is float and cost >= 0.0)
         ):  # fmt: skip
             self.record_request(
                 RequestRecord(
@@ -474,6 +489,7 @@ class StatsCollector:
                     tokens_out,
                     key_name,
                     endpoint,
+                    cost,
                 )
             )
             return
@@ -486,12 +502,16 @@ class StatsCollector:
             if tally is None:
                 self._record(
                     success, latency, queue_wait, attempts, model, error_kind,
-                    tokens_in, tokens_out, key_name, endpoint,
+                    tokens_in, tokens_out, key_name, endpoint, cost,
                 )  # fmt: skip
                 return
             tally[0] += 1
             tally[1] += tokens_in
             tally[2] += tokens_out
+            if cost is not None:
+                tally[4] += cost
+            elif tokens_in or tokens_out:
+                self._unpriced_model(model)
             model_row = tally[3]
             if model_row is not None:
                 model_row["latency_total"] += latency
@@ -511,6 +531,7 @@ class StatsCollector:
             self._record(
                 rec.success, rec.latency, rec.queue_wait, rec.attempts, rec.model,
                 rec.error_kind, rec.tokens_in, rec.tokens_out, rec.key_name, rec.endpoint,
+                None if rec.cost is None else float(rec.cost),
             )  # fmt: skip
 
     def _record(
@@ -525,6 +546,7 @@ class StatsCollector:
         tokens_out: int,
         key_name: str | None,
         endpoint: str | None,
+        cost: float | None,
     ) -> None:
         """(under the lock) One finished request's figures, counted in full; a
         success at the first attempt starts its combination's tally."""
@@ -544,13 +566,25 @@ class StatsCollector:
             self._retries += attempts - 1
         self._tokens_in += tokens_in
         self._tokens_out += tokens_out
-        model_row = self._add_to_rows(model, key_name, endpoint, outcome, 1, tokens_in, tokens_out)
+        if cost is None:
+            if tokens_in or tokens_out:
+                self._unpriced_model(model)
+            cost = 0.0
+        self._cost += cost
+        model_row = self._add_to_rows(
+            model, key_name, endpoint, outcome, 1, tokens_in, tokens_out, cost
+        )
         if model_row is not None:
             model_row["latency_total"] += latency
         self.latency.record(latency)
         self.queue_wait.record(queue_wait)
         if success and attempts == 1 and len(self._tallies) < MAX_TALLIES:
-            self._tallies.setdefault((model, key_name, endpoint), [0, 0, 0, model_row])
+            self._tallies.setdefault((model, key_name, endpoint), [0, 0, 0, model_row, 0.0])
+
+    def _unpriced_model(self, model: str | None) -> None:
+        """(under the lock) ``model`` used tokens and has no price."""
+        if model is not None and len(self._unpriced) < MAX_TRACKED_NAMES:
+            self._unpriced.add(model)
 
     def _add_to_rows(
         self,
@@ -561,16 +595,17 @@ class StatsCollector:
         n: int,
         tokens_in: int,
         tokens_out: int,
+        cost: float,
     ) -> dict[str, Any] | None:
         """(under the lock) ``n`` requests of one outcome in the model's, the
         key's and the endpoint's rows; returns the model's row."""
         model_row = None
         if model is not None:
             model_row = _bounded_row(self._models, model, _new_model_row)
-            _add_to_row(model_row, outcome, n, tokens_in, tokens_out)
+            _add_to_row(model_row, outcome, n, tokens_in, tokens_out, cost)
         if key_name is not None:
             row = _bounded_row(self._keys, key_name, _new_key_row)
-            _add_to_row(row, outcome, n, tokens_in, tokens_out)
+            _add_to_row(row, outcome, n, tokens_in, tokens_out, cost)
         if endpoint is not None:
             _bounded_add(self._endpoints, endpoint, n)
         return model_row
@@ -578,14 +613,18 @@ class StatsCollector:
     def _add_tallies(self) -> None:
         """(under the lock) Count the tallies in, and start them again from 0."""
         for (model, key_name, endpoint), tally in self._tallies.items():
-            n, tokens_in, tokens_out = tally[0], tally[1], tally[2]
+            n, tokens_in, tokens_out, cost = tally[0], tally[1], tally[2], tally[4]
             if n:
                 tally[0] = tally[1] = tally[2] = 0
+                tally[4] = 0.0
                 self._successes += n
                 self._attempts += n
                 self._tokens_in += tokens_in
                 self._tokens_out += tokens_out
-                self._add_to_rows(model, key_name, endpoint, "successes", n, tokens_in, tokens_out)
+                self._cost += cost
+                self._add_to_rows(
+                    model, key_name, endpoint, "successes", n, tokens_in, tokens_out, cost
+                )
         attempts = self._attempt_tallies
         for (key_name, status, error_kind), n in attempts.items():
             if n:
@@ -747,6 +786,11 @@ class StatsCollector:
                     "input": self._tokens_in,
                     "output": self._tokens_out,
                     "total": self._tokens_in + self._tokens_out,
+                },
+                "cost": {
+                    "total": self._cost,
+                    "currency": "USD",
+                    "unpriced_models": sorted(self._unpriced),
                 },
                 "batches": self._batch_view(),
                 "breaker_transitions": [dict(t) for t in self._transitions],

@@ -17,7 +17,7 @@ import ipfs_accelerate_py
 from ipfs_accelerate_py.api_backends import BACKENDS, BaseApiBackend, openai_api
 from ipfs_accelerate_py.api_backends.settings_access import ClientSetting
 from ipfs_accelerate_py.engine.settings import SETTINGS, Settings
-from ipfs_accelerate_py.resilience import batching, breaker, errors, priority_queue, retry
+from ipfs_accelerate_py.resilience import batching, breaker, errors, prices, priority_queue, retry
 from ipfs_accelerate_py.transport.base import HttpResponse
 
 from ..helpers import QUICK_RETRIES, ClientFactory, stream_answer
@@ -188,10 +188,14 @@ def test_defaults_are_the_policies_own_constants():
         "queue_size": priority_queue.DEFAULT_QUEUE_SIZE,
         "max_batch_size": batching.DEFAULT_MAX_BATCH_SIZE,
         "batch_timeout": batching.DEFAULT_BATCH_TIMEOUT,
+        "prices": prices.DEFAULT_PRICES,
     }
     for name, constant in owned.items():
         assert getattr(Settings, name).default is constant, name
-    assert Settings(environ={}).as_dict() == {field.name: field.default for field in SETTINGS}
+    settings = Settings(environ={})
+    assert {field.name: getattr(settings, field.name) for field in SETTINGS} == {
+        field.name: field.default for field in SETTINGS
+    }
 
 
 # ---------------------------------------------- track_request_result's errors

@@ -168,18 +168,48 @@ def test_exact_counts_from_a_table_of_records():
     }  # fmt: skip
     assert snap["models"] == {
         "gpt": {"requests": 3, "successes": 2, "failures": 1, "cancelled": 0, "tokens_in": 30, "tokens_out": 12,
-                "average_response_time": pytest.approx(1.6 / 3)},
+                "cost": 0.0, "average_response_time": pytest.approx(1.6 / 3)},
         "emb": {"requests": 2, "successes": 1, "failures": 1, "cancelled": 0, "tokens_in": 3, "tokens_out": 0,
-                "average_response_time": pytest.approx(0.2)},
+                "cost": 0.0, "average_response_time": pytest.approx(0.2)},
     }  # fmt: skip
     assert snap["endpoints"] == {"chat": 3, "embeddings": 2}
     assert snap["keys"]["k1"] == {
         "requests": 2, "successes": 1, "failures": 1, "cancelled": 0, "attempts": 0, "rate_limited": 0,
-        "tokens_in": 10, "tokens_out": 5,
+        "tokens_in": 10, "tokens_out": 5, "cost": 0.0,
     }  # fmt: skip
     assert snap["keys"]["k2"]["requests"] == 1 and snap["keys"]["k2"]["tokens_out"] == 7
     assert snap["tokens"] == {"input": 33, "output": 12, "total": 45}
+    # records without a cost: their models used tokens and had no price
+    assert snap["cost"] == {"total": 0.0, "currency": "USD", "unpriced_models": ["emb", "gpt"]}
     assert snap["started_at_wall"] == 1_700_000_000.0
+
+
+def test_cost_adds_up_by_model_and_key_on_the_fast_path_and_the_full_one():
+    s = StatsCollector()
+    # a first success starts its tally; the next two add to it; a retried one is counted in full
+    for _ in range(3):
+        s.record_figures(True, 0.1, 0.0, 1, "m", None, 1000, 500, "k1", "chat", 0.25)
+    s.record_figures(True, 0.1, 0.0, 2, "m", None, 1000, 500, "k2", "chat", 0.25)
+    s.record_figures(False, 0.1, 0.0, 1, "m", "server", 0, 0, "k2", "chat", 0.0)
+    # a model without a price: no cost, named as unpriced (tokens used); none used: not named
+    s.record_figures(True, 0.1, 0.0, 1, "free", None, 10, 10, "k1", "chat", None)
+    s.record_figures(True, 0.1, 0.0, 1, "free", None, 10, 10, "k1", "chat", None)
+    s.record_figures(True, 0.1, 0.0, 1, "quiet", None, 0, 0, "k1", "chat", None)
+    snap = s.snapshot()
+    assert snap["cost"]["total"] == pytest.approx(1.0)
+    assert snap["models"]["m"]["cost"] == pytest.approx(1.0)
+    assert snap["models"]["free"]["cost"] == 0.0
+    assert snap["keys"]["k1"]["cost"] == pytest.approx(0.75)
+    assert snap["keys"]["k2"]["cost"] == pytest.approx(0.25)
+    assert snap["cost"]["unpriced_models"] == ["free"]
+    # counted once: a second read adds nothing
+    assert s.snapshot()["cost"]["total"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("cost", [-0.1, float("nan"), "1", True])
+def test_a_bad_cost_is_refused_naming_the_field(cost):
+    with pytest.raises(ValueError, match="RequestRecord.cost"):
+        RequestRecord(success=True, latency=0.1, cost=cost)
 
 
 def test_empty_snapshot_is_all_zero():

@@ -20,7 +20,9 @@ from ipfs_accelerate_py.resilience.stats import (
 def mixed_collector() -> StatsCollector:
     sc = StatsCollector(started_at_wall=100.0)
     sc.record_request(
-        RequestRecord(True, 0.5, 0.1, 1, "m1", None, 10, 5, key_name="k1", endpoint="chat")
+        RequestRecord(
+            True, 0.5, 0.1, 1, "m1", None, 10, 5, key_name="k1", endpoint="chat", cost=0.002
+        )
     )
     sc.record_request(
         RequestRecord(False, 1.5, 0.25, 3, "m1", "timeout", key_name="k1", endpoint="chat")
@@ -79,6 +81,7 @@ def test_every_figure_of_a_mixed_report():
                 "cancelled": 0,
                 "tokens_in": 10,
                 "tokens_out": 5,
+                "cost": 0.002,
                 "average_response_time": 1.0,
             },
             "m2": {
@@ -88,6 +91,7 @@ def test_every_figure_of_a_mixed_report():
                 "cancelled": 1,
                 "tokens_in": 4,
                 "tokens_out": 0,
+                "cost": 0.0,
                 "average_response_time": 0.25,
             },
         },
@@ -102,6 +106,7 @@ def test_every_figure_of_a_mixed_report():
                 "rate_limited": 1,
                 "tokens_in": 10,
                 "tokens_out": 5,
+                "cost": 0.002,
             },
             "k2": {
                 "requests": 1,
@@ -112,10 +117,12 @@ def test_every_figure_of_a_mixed_report():
                 "rate_limited": 1,
                 "tokens_in": 4,
                 "tokens_out": 0,
+                "cost": 0.0,
             },
         },
         "attempt_status_counts": {200: 1, 429: 1, "rate_limit": 1, "timeout": 1, "network": 1},
         "tokens": {"input": 14, "output": 5, "total": 19},
+        "cost": {"total": 0.002, "currency": "USD", "unpriced_models": ["m2"]},
         "batches": {
             "count": 2,
             "inputs": 14,

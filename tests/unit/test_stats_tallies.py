@@ -52,6 +52,7 @@ def figures_of(*, success=True, latency=0.5, attempts=1, model="m", key="k", end
         4,
         key,
         endpoint,
+        0.125,
     )
 
 
@@ -66,6 +67,8 @@ fields = st.tuples(
     st.integers(0, 50),
     st.sampled_from([None, "k1", "k2"]),
     st.sampled_from([None, "chat", "embeddings"]),
+    # dollars exact in binary: a tally's sum equals the sum one by one, in any order
+    st.sampled_from([None, 0.0, 0.25, 1.5]),
 )
 events = st.lists(
     st.one_of(
@@ -130,7 +133,7 @@ def test_a_combination_seen_again_is_counted_in_full_with_its_names_in_order():
     assert list(snap["models"]) == ["m1", "m2", "m"]
     assert snap["models"]["m1"] == {
         "requests": 2, "successes": 2, "failures": 0, "cancelled": 0,
-        "tokens_in": 6, "tokens_out": 8, "average_response_time": 0.5,
+        "tokens_in": 6, "tokens_out": 8, "cost": 0.25, "average_response_time": 0.5,
     }  # fmt: skip
     assert snap["keys"]["k1"]["requests"] == snap["keys"]["k1"]["attempts"] == 2
     assert snap["endpoints"] == {"chat": 3}
