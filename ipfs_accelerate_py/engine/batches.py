@@ -26,6 +26,7 @@ from ..resilience.clock import Clock
 from ..resilience.errors import ApiError, copied
 from ..resilience.priority_queue import PriorityRequestQueue
 from ..resilience.stats import StatsCollector
+from .events import BatchSent, EventBus
 from .keyring import key_fingerprint
 from .lifecycle import Event
 from .request import Request
@@ -44,6 +45,8 @@ class LaneHost(Protocol):
     def queue(self) -> PriorityRequestQueue: ...
     @property
     def stats(self) -> StatsCollector: ...
+    @property
+    def events(self) -> EventBus: ...
 
     def call_later(
         self, delay: float, fn: Callable[..., object], *args: Any
@@ -161,7 +164,14 @@ class BatchLane:
             except ApiError as exc:
                 error = exc
         now = engine.clock.now()
-        engine.stats.record_batch(sum(n for _, n in members), len(members))
+        inputs = sum(n for _, n in members)
+        engine.stats.record_batch(inputs, len(members))
+        if engine.events.subscribers[BatchSent]:
+            engine.events.publish(
+                BatchSent(
+                    engine.provider.name, carrier.model, inputs, len(members), error is None, now
+                )
+            )
         for (req, _), part in zip(members, parts, strict=False):
             req.first_attempt_at = carrier.first_attempt_at
             req.last_key = carrier.last_key

@@ -24,6 +24,7 @@ __all__ = [
     "EVENT_TYPES",
     "AttemptEnded",
     "AttemptStarted",
+    "BatchSent",
     "BreakerTransition",
     "EngineEvent",
     "EventBus",
@@ -135,6 +136,19 @@ class BreakerTransition:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSent:
+    """A batch's call is over (``ok``: it succeeded): ``inputs`` items from
+    ``members`` caller requests in one call for ``model``."""
+
+    provider: str
+    model: str | None
+    inputs: int
+    members: int
+    ok: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class RequestDone:
     """A request's caller has its outcome (a stream: when it ended).
 
@@ -177,6 +191,7 @@ EngineEvent = (
     | KeyCooled
     | KeyRefused
     | BreakerTransition
+    | BatchSent
     | RequestDone
 )
 EVENT_TYPES: tuple[type[Any], ...] = (
@@ -187,6 +202,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     KeyCooled,
     KeyRefused,
     BreakerTransition,
+    BatchSent,
     RequestDone,
 )
 Subscriber = Callable[[Any], object]
