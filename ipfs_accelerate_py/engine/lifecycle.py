@@ -94,6 +94,7 @@ class Event(enum.IntEnum):
     TIMER = enum.auto()  # its backoff or hold is over
     CANCEL = enum.auto()  # the caller cancelled (or closed its stream)
     SHUTDOWN = enum.auto()  # the backend closed
+    BUDGET = enum.auto()  # the client's budget is spent: a request not yet sent is not sent
 
 
 class Action(enum.Enum):
@@ -187,6 +188,7 @@ def _queued_rows(phase: Phase) -> dict[tuple[Phase, Event], Transition]:
         (phase, _E.NO_KEY_EVER): Transition(_P.DONE, _FAIL_QUEUED),
         (phase, _E.CANCEL): Transition(_P.DONE, _FAIL_QUEUED),
         (phase, _E.SHUTDOWN): Transition(_P.DONE, _FAIL_QUEUED),
+        (phase, _E.BUDGET): Transition(_P.DONE, _FAIL_QUEUED),
     }
 
 

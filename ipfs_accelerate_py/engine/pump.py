@@ -87,6 +87,12 @@ class Dispatcher(Streams):
             if req is None or entry is None or req.future._done:  # done(), without a call
                 breaker.on_ignored(now, permit=permit)
                 continue
+            if self.budgeted and not req.attempts:  # one never sent: not if the budget is spent
+                over = self.budget_error()
+                if over is not None:
+                    breaker.on_ignored(now, permit=permit)
+                    self.finish(req, None, over, Event.BUDGET)
+                    continue
             req.move(Event.PERMIT_GRANTED)
             lease = keys.lease(req, now, self.rng)
             if lease is None:  # no key may take it now

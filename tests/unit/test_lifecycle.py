@@ -76,6 +76,7 @@ for _waiting in (Phase.QUEUED, Phase.WAIT_KEY):
         Event.NO_KEY_EVER,
         Event.CANCEL,
         Event.SHUTDOWN,
+        Event.BUDGET,
     ):
         EXPECTED[_waiting, _event] = Phase.DONE
 
