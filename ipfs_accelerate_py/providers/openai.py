@@ -158,6 +158,10 @@ class OpenAIWire(Wire):
         "v1/",
     )  # "/v1/chat/completions" and "chat/completions" are the same endpoint
     response_types = (dict,)
+    stream_usage = True
+    """A stream asks for its usage (``stream_options.include_usage``) unless
+    the caller gave ``stream_options``: a last chunk, with empty ``choices``,
+    tells the tokens the statistics, the cost and the budgets count."""
 
     # ------------------------------------------------------------- streams
 
@@ -185,7 +189,7 @@ class OpenAIWire(Wire):
     ) -> tuple[str, dict[str, Any]]:
         data = {"model": model, "messages": messages, **params}
         if stream:
-            data["stream"] = True
+            self._stream_flags(data)
         return "chat/completions", data
 
     def completion_request(
@@ -193,8 +197,13 @@ class OpenAIWire(Wire):
     ) -> tuple[str, dict[str, Any]]:
         data = {"model": model, "prompt": prompt, **params}
         if stream:
-            data["stream"] = True
+            self._stream_flags(data)
         return "completions", data
+
+    def _stream_flags(self, data: dict[str, Any]) -> None:
+        data["stream"] = True
+        if self.stream_usage and "stream_options" not in data:
+            data["stream_options"] = {"include_usage": True}
 
     def embeddings_request(
         self, model: str, inputs: Any, params: dict[str, Any]

@@ -154,10 +154,32 @@ def test_stream_deltas_join_to_the_non_stream_content(simulator):
         isinstance(c.raw, dict) and c.raw["object"] == "chat.completion.chunk" for c in chunks
     )
     assert joined_deltas(chunks) == stream.text == reply_text(whole)
-    assert chunks[-1].raw["choices"][0]["finish_reason"] == "stop"
-    assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
+    # the last chunk is the usage one the client asked for (empty choices), after the finish
+    assert chunks[-1].raw["choices"] == [] and chunks[-1].usage is not None
+    assert chunks[-2].raw["choices"][0]["finish_reason"] == "stop"
+    assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 2) + ["stop", None]
     assert stream.finish_reason == "stop" and stream.tool_calls == []
     assert simulator.counters()["streams"] == {"started": 1, "finished": 1}
+
+
+def test_a_stream_asks_for_its_usage_so_its_tokens_and_cost_count(simulator):
+    prices = {"gpt-4o-mini": {"input": 1.0, "output": 2.0}}
+    with make_client(simulator, prices=prices) as client:
+        with client.chat(CHAT_MODEL, messages("count my tokens"), stream=True) as stream:
+            list(stream)
+        stats = client.get_stats()
+        counted = simulator.counters()["tokens"]  # what the server counted for it
+        # the caller's own stream_options win: asked not to include usage, none is asked for
+        with client.chat(
+            CHAT_MODEL, messages("x"), stream=True, stream_options={"include_usage": False}
+        ) as quiet:
+            assert all(c.usage is None for c in quiet)
+    assert counted["prompt"] > 0 and counted["completion"] > 0
+    assert stats["tokens"]["input"] == counted["prompt"]
+    assert stats["tokens"]["output"] == counted["completion"]
+    expected = (counted["prompt"] * 1.0 + counted["completion"] * 2.0) / 1_000_000
+    assert stats["cost"]["total"] == pytest.approx(expected)
+    assert stats["models"][CHAT_MODEL]["cost"] == pytest.approx(expected)
 
 
 def test_stream_with_usage_reports_tokens(simulator):

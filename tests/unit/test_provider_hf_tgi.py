@@ -155,6 +155,7 @@ def test_chat_uses_the_openai_route_with_the_openai_body():
         "messages": [{"role": "user", "content": "Hi"}],
         "max_tokens": 5,
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
     assert wire.completion_request("tgi", "Hi", {}, False) == (
         "v1/completions",

@@ -143,7 +143,12 @@ def test_stream_transcript_through_the_backend():
     client, transport = client_with(lambda r: stream_answer(STREAM_TRANSCRIPT))
     with client, client.chat(MODEL, QUESTION, stream=True) as stream:
         chunks = list(stream)
-    assert transport.requests[0].json() == {"model": MODEL, "messages": QUESTION, "stream": True}
+    assert transport.requests[0].json() == {
+        "model": MODEL,
+        "messages": QUESTION,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     assert "".join(c.text for c in chunks) == stream.text == "Deep learning"
     assert chunks[-1].finish_reason == stream.finish_reason == "length"
     assert chunks[-1].raw["model"] == "Intel/neural-chat-7b-v3-3"

@@ -169,6 +169,7 @@ def test_chat_and_embeddings_requests_as_built():
             "messages": [{"role": "user", "content": "hi"}],
             "top_k": 5,
             "stream": True,
+            "stream_options": {"include_usage": True},  # a stream asks for its usage
         },
     )
     assert VLLM_WIRE.embeddings_request(EMBEDDER, ["a", "b"], {"encoding_format": "float"}) == (
