@@ -66,6 +66,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (APPLICATION, frozenset({"cli", "__main__", "runner", "checks"})),
     (ROOT, frozenset({""})),
     ("api_backends", frozenset({"api_backends"})),
+    ("observability", frozenset({"observability"})),
     ("providers", frozenset({"providers"})),
     ("engine", frozenset({"engine"})),
     ("transport", frozenset({"transport"})),

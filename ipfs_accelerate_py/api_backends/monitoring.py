@@ -177,6 +177,30 @@ class Monitoring(ClientState):
             }
         return report
 
+    def add_hooks(
+        self,
+        *,
+        on_start: Callable[[Any], object] | None = None,
+        on_success: Callable[[Any], object] | None = None,
+        on_failure: Callable[[Any], object] | None = None,
+    ) -> Callable[[], None]:
+        """Call ``on_start(RequestQueued)`` as each request is admitted and
+        ``on_success(RequestDone)`` / ``on_failure(RequestDone)`` as its caller
+        gets the outcome; plain or async functions (see
+        :mod:`ipfs_accelerate_py.observability.hooks`).  A hook that raises is
+        logged and never breaks a request.  Returns the function that removes them."""
+        from ..observability.hooks import Hooks
+
+        engine = self._engine
+        hooks = Hooks(
+            engine.events,
+            lambda: engine.loop,
+            on_start=on_start,
+            on_success=on_success,
+            on_failure=on_failure,
+        )
+        return hooks.remove
+
     def reset_stats(self) -> None:
         self._engine.stats.reset()
 
