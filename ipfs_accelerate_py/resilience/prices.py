@@ -127,7 +127,6 @@ class PriceTable:
         """The table as plain data (as a price file would have it)."""
         return {
             "as_of": self.as_of,
-            "source": self.source,
             "models": {
                 name: {"input": p.input, "output": p.output} for name, p in self.prices.items()
             },
